@@ -1,1 +1,86 @@
-//! placeholder
+//! The engine: the one writer of the ledger.
+//!
+//! A loop on its own thread, as in TigerBeetle: **collect** requests from the queue without
+//! waiting once one has arrived (light load makes small batches and low latency, heavy load
+//! makes large batches and high throughput); **load** what the batch refers to from the store;
+//! **execute** it on the in-memory [`State`](paycore_ledger::State), deterministically;
+//! **commit** its changes and saved idempotent responses in one transaction; only then
+//! **reply**. A batch that cannot be committed is answered with an error and the state is
+//! rebuilt from the store, so memory never runs ahead of disk.
+
+mod engine;
+mod metrics;
+mod queue;
+
+pub use engine::{start, Clock, EngineConfig, Renderer, SystemClock};
+pub use metrics::EngineMetrics;
+pub use queue::{channel, ChannelQueue, ChannelSubmitter, Envelope, Queue, Submitter};
+
+use paycore_ledger::{Outcome, Request};
+
+/// An `Idempotency-Key` and the fingerprint (SHA-256 of method, path and body) of the request
+/// that carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// A request as submitted to the engine.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub request: Request,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// The engine's answer, given only after the batch is durable.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Executed and committed now.
+    Done(Outcome),
+    /// This key was used before with the same request: the response saved then.
+    Replay { status: u16, body: Vec<u8> },
+    /// This key was used before with a different request.
+    KeyReused,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The queue is full: retry later (HTTP 503 with `Retry-After`).
+    #[error("the engine's queue is full")]
+    Overloaded,
+    /// The engine could not commit the batch (nothing of it was applied), or it has stopped.
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The submitting side of the engine, shared by every API worker.
+#[derive(Clone)]
+pub struct EngineHandle {
+    submitter: std::sync::Arc<dyn Submitter>,
+}
+
+impl EngineHandle {
+    pub fn new(submitter: std::sync::Arc<dyn Submitter>) -> EngineHandle {
+        EngineHandle { submitter }
+    }
+
+    /// Submits a request and waits for its committed outcome.
+    pub async fn submit(&self, submission: Submission) -> Result<Reply, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let envelope = Envelope {
+            submission,
+            reply: Box::new(move |reply| {
+                // The caller may have gone away (client disconnected): nothing to tell then.
+                let _ = tx.send(reply);
+            }),
+        };
+        self.submitter.try_submit(envelope)?;
+        rx.await.unwrap_or_else(|_| Err(EngineError::Unavailable("the engine stopped".into())))
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.submitter.depth()
+    }
+}

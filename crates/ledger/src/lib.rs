@@ -2,10 +2,21 @@
 //! applies them. Pure and synchronous: no I/O, no clock, no randomness, no serialization.
 //! Time comes in as an argument; everything that reaches storage leaves as a [`ChangeSet`].
 
+mod account;
 mod currency;
 mod ids;
 mod money;
+mod payment;
+mod state;
+mod transfer;
 
+pub use account::{Account, Balances, Overdraft};
 pub use currency::Currency;
 pub use ids::{time_ordered, AccountId, BatchId, IdError, PaymentId, RefundId, TenantId, TransferId};
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
+pub use payment::{CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus};
+pub use state::{
+    ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State,
+    TIMEOUT_MAX_SECONDS,
+};
+pub use transfer::{Hold, HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};

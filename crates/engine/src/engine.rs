@@ -1,0 +1,257 @@
+//! The single-writer loop.
+
+use crate::queue::{Envelope, Queue, Received};
+use crate::{EngineError, EngineMetrics, Reply};
+use paycore_ledger::{Outcome, Request, State, TenantId};
+use paycore_store::{IdempotencyRecord, Store, StoreError};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The engine's only source of time, so that a simulation can drive it.
+pub trait Clock: Send + Sync {
+    /// Nanoseconds since the Unix epoch.
+    fn now_ns(&self) -> u64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> u64 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Turns an outcome into the HTTP status and body the API answers with. The engine saves that
+/// response with an idempotency key in the same commit as the effect; the renderer must be
+/// deterministic.
+pub type Renderer = Arc<dyn Fn(&Outcome) -> (u16, Vec<u8>) + Send + Sync>;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most ledger events in one batch (one commit).
+    pub batch_events_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { batch_events_max: 8190 }
+    }
+}
+
+/// Recovers the state from `store`, then runs the loop on a thread of its own until every
+/// submitter is dropped.
+pub fn start(
+    mut store: Box<dyn Store>,
+    queue: Box<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    renderer: Renderer,
+    metrics: EngineMetrics,
+    config: EngineConfig,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let state = recover(store.as_mut())?;
+    let engine = Engine { store, queue, clock, renderer, metrics, config, state };
+    std::thread::Builder::new()
+        .name("paycore-engine".into())
+        .spawn(move || engine.run())
+        .map_err(|e| StoreError::Database(format!("cannot start the engine thread: {e}")))
+}
+
+fn recover(store: &mut dyn Store) -> Result<State, StoreError> {
+    let r = store.recover()?;
+    Ok(State::recover(r.accounts, r.open_holds, r.open_payments, r.last_timestamp))
+}
+
+struct Engine {
+    store: Box<dyn Store>,
+    queue: Box<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    renderer: Renderer,
+    metrics: EngineMetrics,
+    config: EngineConfig,
+    state: State,
+}
+
+/// What to do with one envelope of the batch.
+enum Plan {
+    /// Execute it: its request is `requests[index]`.
+    Execute { index: usize },
+    /// An earlier envelope of this batch carries the same key: answer as that one.
+    Follow { leader: usize, same_request: bool },
+}
+
+impl Engine {
+    fn run(mut self) {
+        let mut batch = Vec::new();
+        loop {
+            let timeout = self.state.next_deadline().map(|at| {
+                Duration::from_nanos(at.saturating_sub(self.clock.now_ns())).max(Duration::from_millis(1))
+            });
+            match self.queue.recv_batch(self.config.batch_events_max, timeout, &mut batch) {
+                Received::Closed => break,
+                Received::Timeout | Received::Some => {}
+            }
+            let started = Instant::now();
+            let events: usize = batch.iter().map(Envelope::events).sum();
+            self.process(std::mem::take(&mut batch));
+            self.metrics.batch_events.observe(events as f64);
+            self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        tracing::info!("engine stopped: no more submitters");
+    }
+
+    /// One batch: answer saved responses, execute the rest, commit, reply.
+    fn process(&mut self, batch: Vec<Envelope>) {
+        match self.try_process(batch) {
+            Ok(()) => {}
+            Err((replies, error)) => {
+                tracing::error!(%error, "batch failed; nothing of it was committed; rebuilding state from the store");
+                self.metrics.recoveries.inc();
+                for reply in replies {
+                    reply(Err(EngineError::Unavailable(error.clone())));
+                }
+                self.rebuild();
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let mut wait = Duration::from_millis(10);
+        loop {
+            match recover(self.store.as_mut()) {
+                Ok(state) => {
+                    self.state = state;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot rebuild state from the store; retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_process(
+        &mut self,
+        batch: Vec<Envelope>,
+    ) -> Result<(), (Vec<Box<dyn FnOnce(Result<Reply, EngineError>) + Send>>, String)> {
+        let mut requests: Vec<Request> = Vec::with_capacity(batch.len());
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut keys: Vec<Option<(TenantId, String, [u8; 32])>> = Vec::with_capacity(batch.len());
+
+        // Saved responses: answered at once (they are already durable), never executed again.
+        let wanted: Vec<(TenantId, &str)> = batch
+            .iter()
+            .filter_map(|e| Some((e.submission.request.tenant, e.submission.idempotency.as_ref()?.key.as_str())))
+            .collect();
+        let saved = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            match self.store.idempotency(&wanted) {
+                Ok(saved) => saved,
+                Err(e) => return Err((batch.into_iter().map(|e| e.reply).collect(), e.to_string())),
+            }
+        };
+        let saved: HashMap<(TenantId, &str), &IdempotencyRecord> =
+            saved.iter().map(|r| ((r.tenant, r.key.as_str()), r)).collect();
+        let mut leaders: HashMap<(TenantId, String), (usize, [u8; 32])> = HashMap::new();
+
+        for envelope in batch {
+            let Envelope { submission, reply } = envelope;
+            let tenant = submission.request.tenant;
+            if let Some(key) = &submission.idempotency {
+                if let Some(record) = saved.get(&(tenant, key.key.as_str())) {
+                    reply(Ok(if record.fingerprint == key.fingerprint {
+                        Reply::Replay { status: record.status, body: record.body.clone() }
+                    } else {
+                        Reply::KeyReused
+                    }));
+                    continue;
+                }
+                if let Some(&(leader, fingerprint)) = leaders.get(&(tenant, key.key.clone())) {
+                    plans.push(Plan::Follow { leader, same_request: fingerprint == key.fingerprint });
+                    replies.push(reply);
+                    keys.push(None);
+                    continue;
+                }
+                leaders.insert((tenant, key.key.clone()), (plans.len(), key.fingerprint));
+            }
+            keys.push(submission.idempotency.map(|k| (tenant, k.key, k.fingerprint)));
+            plans.push(Plan::Execute { index: requests.len() });
+            requests.push(submission.request);
+            replies.push(reply);
+        }
+
+        let wanted = self.state.prefetch(&requests);
+        if !wanted.is_empty() {
+            match self.store.load(&wanted) {
+                Ok(loaded) => self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments),
+                Err(e) => return Err((replies, e.to_string())),
+            }
+        }
+        let now = self.clock.now_ns();
+        let outcomes = match catch_unwind(AssertUnwindSafe(|| self.state.execute(&requests, now))) {
+            Ok(outcomes) => outcomes,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "the state machine panicked".into());
+                return Err((replies, message));
+            }
+        };
+        let changes = self.state.take_changes();
+
+        let mut rendered: Vec<Option<(u16, Vec<u8>)>> = vec![None; plans.len()];
+        let mut records = Vec::new();
+        for (position, plan) in plans.iter().enumerate() {
+            if let (Plan::Execute { index }, Some((tenant, key, fingerprint))) = (plan, &keys[position]) {
+                let (status, body) = (self.renderer)(&outcomes[*index]);
+                records.push(IdempotencyRecord {
+                    tenant: *tenant,
+                    key: key.clone(),
+                    fingerprint: *fingerprint,
+                    status,
+                    body: body.clone(),
+                    created_at: now,
+                });
+                rendered[position] = Some((status, body));
+            }
+        }
+
+        let empty = changes.transfers.is_empty()
+            && changes.new_accounts.is_empty()
+            && changes.holds.is_empty()
+            && changes.payments.is_empty()
+            && changes.refunds.is_empty()
+            && records.is_empty();
+        if !empty {
+            let started = Instant::now();
+            if let Err(e) = self.store.commit(&changes, &records) {
+                return Err((replies, e.to_string()));
+            }
+            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+
+        let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
+        for (plan, reply) in plans.iter().zip(replies) {
+            let answer = match plan {
+                Plan::Execute { index } => outcomes[*index].take().map(Reply::Done),
+                Plan::Follow { leader, same_request: true } => {
+                    rendered[*leader].clone().map(|(status, body)| Reply::Replay { status, body })
+                }
+                Plan::Follow { same_request: false, .. } => Some(Reply::KeyReused),
+            };
+            reply(answer.ok_or_else(|| EngineError::Unavailable("no outcome for the request".into())));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! Real-time payments: a payment order moves through its statuses by way of transfers.
+
+use crate::{AccountId, Currency, PaymentId, RefundId, ResultCode, TenantId, TransferId};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum CaptureMethod {
+    /// Confirmation moves the money.
+    Automatic,
+    /// Confirmation holds the money; a capture moves it (all or part), a cancel releases it.
+    Manual,
+}
+
+impl CaptureMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMethod::Automatic => "automatic",
+            CaptureMethod::Manual => "manual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CaptureMethod> {
+        [CaptureMethod::Automatic, CaptureMethod::Manual].into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// ```text
+/// requires_confirmation ──confirm──▶ succeeded (automatic) ──refunds──▶ (amount_refunded)
+///        │        │          └─────▶ failed (failure_code)
+///        │        └─confirm──▶ requires_capture (manual) ──capture──▶ succeeded
+///        │                              ├──cancel──▶ cancelled
+///        │                              └──expires──▶ expired (hold released)
+///        ├──cancel──▶ cancelled
+///        └──expires──▶ expired
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum PaymentStatus {
+    RequiresConfirmation,
+    RequiresCapture,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::RequiresConfirmation => "requires_confirmation",
+            PaymentStatus::RequiresCapture => "requires_capture",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Cancelled => "cancelled",
+            PaymentStatus::Expired => "expired",
+        }
+    }
+
+    pub const ALL: [PaymentStatus; 6] = [
+        PaymentStatus::RequiresConfirmation,
+        PaymentStatus::RequiresCapture,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Failed,
+        PaymentStatus::Cancelled,
+        PaymentStatus::Expired,
+    ];
+
+    pub fn parse(text: &str) -> Option<PaymentStatus> {
+        PaymentStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the payment can still change status by itself or by confirm/capture/cancel.
+    /// (A succeeded payment can still be refunded; that does not change its status.)
+    pub fn is_open(self) -> bool {
+        matches!(self, PaymentStatus::RequiresConfirmation | PaymentStatus::RequiresCapture)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub tenant: TenantId,
+    pub payer: AccountId,
+    pub payee: AccountId,
+    pub amount: u64,
+    pub currency: Currency,
+    pub capture_method: CaptureMethod,
+    pub status: PaymentStatus,
+    pub description: Option<String>,
+    /// Why confirmation failed: the transfer's result code.
+    pub failure_code: Option<ResultCode>,
+    pub amount_captured: u64,
+    pub amount_refunded: u64,
+    /// Confirmation, and for manual capture the capture, must happen before this instant.
+    pub expires_at: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// The transfer that confirmation made: the payment itself, or the hold.
+    pub transfer: Option<TransferId>,
+}
+
+/// Tags for the ids of the transfers a payment makes, derived from the payment id so that they
+/// are the same on every replay.
+pub(crate) const TAG_CONFIRM: u64 = 1;
+pub(crate) const TAG_CAPTURE: u64 = 2;
+pub(crate) const TAG_CANCEL: u64 = 3;
+pub(crate) const TAG_REFUND: u64 = 4;
+pub(crate) const TAG_EXPIRE: u64 = 5;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum RefundStatus {
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RefundStatus> {
+        [RefundStatus::Succeeded, RefundStatus::Failed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Refund {
+    pub id: RefundId,
+    pub tenant: TenantId,
+    pub payment: PaymentId,
+    pub amount: u64,
+    pub currency: Currency,
+    pub status: RefundStatus,
+    /// Why the refund failed (for example `insufficient_funds` on the payee).
+    pub failure_code: Option<ResultCode>,
+    pub transfer: TransferId,
+    pub created_at: u64,
+}

@@ -1,0 +1,223 @@
+//! Transfers, the requests that make them, and their result codes.
+
+use crate::{AccountId, Currency, PaymentId, TenantId, TransferId};
+
+/// What a stored transfer did. Stored transfers are immutable.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum TransferKind {
+    /// Moved money at once (single phase).
+    Single,
+    /// Placed a hold: the amount is counted as pending on both accounts.
+    Pending,
+    /// Posted (part of) a hold; the rest of the hold is released.
+    PostPending,
+    /// Released a hold without moving money.
+    VoidPending,
+    /// Released a hold whose timeout passed; made by the engine, not by a client.
+    ExpirePending,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Single => "single",
+            TransferKind::Pending => "pending",
+            TransferKind::PostPending => "post_pending",
+            TransferKind::VoidPending => "void_pending",
+            TransferKind::ExpirePending => "expire_pending",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TransferKind> {
+        [
+            TransferKind::Single,
+            TransferKind::Pending,
+            TransferKind::PostPending,
+            TransferKind::VoidPending,
+            TransferKind::ExpirePending,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+/// A transfer as stored: one debit and one credit of the same amount and currency.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub tenant: TenantId,
+    pub debit_account: AccountId,
+    pub credit_account: AccountId,
+    /// For a post, the amount posted; for a void or an expiry, the amount released.
+    pub amount: u64,
+    pub currency: Currency,
+    pub kind: TransferKind,
+    /// The hold a post, void or expiry resolves.
+    pub pending_id: Option<TransferId>,
+    /// For a hold: when it expires unless posted or voided first (nanoseconds since the epoch).
+    pub expires_at: Option<u64>,
+    /// Unique and strictly increasing across the ledger: the engine's clock at execution.
+    pub timestamp: u64,
+}
+
+/// What a client asks for.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TransferOp {
+    /// Move `amount` at once, or, with `hold`, place a hold of it.
+    Move {
+        debit_account: AccountId,
+        credit_account: AccountId,
+        amount: u64,
+        currency: Currency,
+        hold: Option<Hold>,
+    },
+    /// Post a hold: all of it, or `amount` of it (the rest is released).
+    Post { pending_id: TransferId, amount: Option<u64> },
+    /// Release a hold.
+    Void { pending_id: TransferId },
+}
+
+/// A hold's options.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Hold {
+    /// Seconds until the hold is released by itself; `None` holds until posted or voided.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// One transfer request. Requests with `linked` set form a chain with the request after them:
+/// the chain succeeds or fails as one.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewTransfer {
+    pub id: TransferId,
+    pub linked: bool,
+    pub op: TransferOp,
+}
+
+/// The result of one transfer request. Rejections are results, not errors.
+///
+/// Precedence: when several apply, the first in this list is reported. Checks that need no
+/// lookup come first, then the id (so a retry of a request that succeeded reports `Exists` even
+/// if the balance has changed since), then the accounts or the hold, then the amounts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum ResultCode {
+    Ok,
+    /// Another request of the same linked chain failed, so this one was not applied.
+    LinkedEventFailed,
+    /// The last request of the batch has `linked` set: the chain is never closed.
+    LinkedEventChainOpen,
+    /// Zero, or more than `AMOUNT_MAX`.
+    InvalidAmount,
+    /// Debit and credit account are the same.
+    SameAccount,
+    /// A hold's timeout is zero or longer than the maximum.
+    InvalidTimeout,
+    /// A transfer with this id exists with other fields.
+    ExistsWithDifferentFields,
+    /// A transfer with this id and these fields exists: the request was applied before.
+    Exists,
+    /// The debit or credit account does not exist (in this tenant).
+    AccountNotFound,
+    /// An account's currency differs from the transfer's.
+    CurrencyMismatch,
+    /// The hold to post or void does not exist (in this tenant).
+    PendingNotFound,
+    PendingAlreadyPosted,
+    PendingAlreadyVoided,
+    PendingExpired,
+    /// A post asks for more than the hold.
+    AmountExceedsPending,
+    /// A balance counter would pass `AMOUNT_MAX`.
+    Overflow,
+    /// The debit account would go past its overdraft limit.
+    InsufficientFunds,
+}
+
+impl ResultCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultCode::Ok => "ok",
+            ResultCode::LinkedEventFailed => "linked_event_failed",
+            ResultCode::LinkedEventChainOpen => "linked_event_chain_open",
+            ResultCode::InvalidAmount => "invalid_amount",
+            ResultCode::SameAccount => "same_account",
+            ResultCode::InvalidTimeout => "invalid_timeout",
+            ResultCode::ExistsWithDifferentFields => "exists_with_different_fields",
+            ResultCode::Exists => "exists",
+            ResultCode::AccountNotFound => "account_not_found",
+            ResultCode::CurrencyMismatch => "currency_mismatch",
+            ResultCode::PendingNotFound => "pending_not_found",
+            ResultCode::PendingAlreadyPosted => "pending_already_posted",
+            ResultCode::PendingAlreadyVoided => "pending_already_voided",
+            ResultCode::PendingExpired => "pending_expired",
+            ResultCode::AmountExceedsPending => "amount_exceeds_pending",
+            ResultCode::Overflow => "overflow",
+            ResultCode::InsufficientFunds => "insufficient_funds",
+        }
+    }
+
+    /// Every code, in precedence order (for documentation and the API schema).
+    pub const ALL: [ResultCode; 17] = [
+        ResultCode::Ok,
+        ResultCode::LinkedEventFailed,
+        ResultCode::LinkedEventChainOpen,
+        ResultCode::InvalidAmount,
+        ResultCode::SameAccount,
+        ResultCode::InvalidTimeout,
+        ResultCode::ExistsWithDifferentFields,
+        ResultCode::Exists,
+        ResultCode::AccountNotFound,
+        ResultCode::CurrencyMismatch,
+        ResultCode::PendingNotFound,
+        ResultCode::PendingAlreadyPosted,
+        ResultCode::PendingAlreadyVoided,
+        ResultCode::PendingExpired,
+        ResultCode::AmountExceedsPending,
+        ResultCode::Overflow,
+        ResultCode::InsufficientFunds,
+    ];
+
+    pub fn parse(text: &str) -> Option<ResultCode> {
+        ResultCode::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
+    /// `Ok` and `Exists` both mean the transfer is in the ledger.
+    pub fn is_success(self) -> bool {
+        matches!(self, ResultCode::Ok | ResultCode::Exists)
+    }
+}
+
+/// The state of a hold (a pending transfer).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum HoldStatus {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Pending => "pending",
+            HoldStatus::Posted => "posted",
+            HoldStatus::Voided => "voided",
+            HoldStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HoldStatus> {
+        [HoldStatus::Pending, HoldStatus::Posted, HoldStatus::Voided, HoldStatus::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A hold and what became of it. The pending transfer itself is immutable; its status lives
+/// here.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HoldRecord {
+    pub transfer: Transfer,
+    pub status: HoldStatus,
+    /// The payment whose funds this hold reserves, if any: its status follows the hold's.
+    pub payment: Option<PaymentId>,
+}

@@ -1,0 +1,599 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on
+//! disk (fsync) before it returns.
+//!
+//! One writer connection belongs to the engine ([`SqliteStore`]); readers ([`SqliteReader`])
+//! share a small pool of connections and see committed data only. An exclusive lock on
+//! `<data>/LOCK` keeps a second process from opening the same data folder: two writers would
+//! mean two engines, and two engines can spend the same money twice.
+
+use crate::{
+    AccountRow, ApiKeyRecord, IdempotencyRecord, Loaded, Page, Reader, Recovered, Result, Store,
+    StoreError,
+};
+use paycore_ledger::{
+    Account, AccountId, Balances, CaptureMethod, ChangeSet, Currency, HoldRecord, HoldStatus,
+    Overdraft, Payment, PaymentId, PaymentStatus, Prefetch, Refund, RefundId, RefundStatus,
+    ResultCode, TenantId, Transfer, TransferId, TransferKind,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+const DATABASE_FILE: &str = "paycore.db";
+const LOCK_FILE: &str = "LOCK";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Opens (creating if needed) the data folder: migrates the schema, locks the folder, and
+/// returns the engine's writer and the API's reader.
+pub fn open(data_dir: &Path) -> Result<(SqliteStore, SqliteReader)> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", data_dir.display())))?;
+    let lock = File::create(data_dir.join(LOCK_FILE))
+        .map_err(|e| StoreError::Database(format!("cannot create the lock file: {e}")))?;
+    lock.try_lock().map_err(|_| {
+        StoreError::Database(format!(
+            "{} is in use by another paycore process (its LOCK file is held)",
+            data_dir.display()
+        ))
+    })?;
+    let path = data_dir.join(DATABASE_FILE);
+    let mut writer = connect(&path)?;
+    migrate(&mut writer)?;
+    let reader = SqliteReader { path: Arc::new(path), pool: Arc::new(Mutex::new(Vec::new())) };
+    Ok((SqliteStore { conn: writer, _lock: lock }, reader))
+}
+
+/// Opens a data folder read-only for offline checks; fails if a server holds it.
+pub fn open_reader(data_dir: &Path) -> Result<SqliteReader> {
+    let path = data_dir.join(DATABASE_FILE);
+    if !path.exists() {
+        return Err(StoreError::Database(format!("{} has no paycore database", data_dir.display())));
+    }
+    Ok(SqliteReader { path: Arc::new(path), pool: Arc::new(Mutex::new(Vec::new())) })
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version > known {
+        return Err(StoreError::SchemaTooNew { found: version, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+// Conversions between ledger values and columns.
+
+fn id_blob(id: u128) -> [u8; 16] {
+    id.to_be_bytes()
+}
+
+fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
+    let bytes: [u8; 16] = row.get(column)?;
+    Ok(u128::from_be_bytes(bytes))
+}
+
+fn opt_blob_id(row: &Row, column: &str) -> rusqlite::Result<Option<u128>> {
+    let bytes: Option<[u8; 16]> = row.get(column)?;
+    Ok(bytes.map(u128::from_be_bytes))
+}
+
+/// Amounts and counters are at most `i64::MAX`, so they fit SQLite's integers exactly.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn uint(row: &Row, column: &str) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(column)?;
+    u64::try_from(value).map_err(|_| corrupt(column, "a negative amount or time"))
+}
+
+fn opt_uint(row: &Row, column: &str) -> rusqlite::Result<Option<u64>> {
+    let value: Option<i64> = row.get(column)?;
+    value.map(|v| u64::try_from(v).map_err(|_| corrupt(column, "a negative amount or time"))).transpose()
+}
+
+fn corrupt(column: &str, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("column {column} holds {what}").into(),
+    )
+}
+
+fn parsed<T>(row: &Row, column: &str, parse: impl Fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    parse(&text).ok_or_else(|| corrupt(column, &format!("unknown value {text:?}")))
+}
+
+fn currency(row: &Row) -> rusqlite::Result<Currency> {
+    parsed(row, "currency", Currency::from_code)
+}
+
+fn account_from(row: &Row) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: AccountId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        currency: currency(row)?,
+        overdraft: match opt_uint(row, "overdraft_limit")? {
+            Some(limit) => Overdraft::Limit(limit),
+            None => Overdraft::Unlimited,
+        },
+        reference: row.get("reference")?,
+        balances: Balances {
+            debits_posted: uint(row, "debits_posted")?,
+            credits_posted: uint(row, "credits_posted")?,
+            debits_pending: uint(row, "debits_pending")?,
+            credits_pending: uint(row, "credits_pending")?,
+        },
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+fn transfer_from(row: &Row) -> rusqlite::Result<Transfer> {
+    Ok(Transfer {
+        id: TransferId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        debit_account: AccountId(blob_id(row, "debit_account")?),
+        credit_account: AccountId(blob_id(row, "credit_account")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        kind: parsed(row, "kind", TransferKind::parse)?,
+        pending_id: opt_blob_id(row, "pending_id")?.map(TransferId),
+        expires_at: opt_uint(row, "expires_at")?,
+        timestamp: uint(row, "timestamp")?,
+    })
+}
+
+fn hold_from(row: &Row) -> rusqlite::Result<HoldRecord> {
+    Ok(HoldRecord {
+        transfer: transfer_from(row)?,
+        status: parsed(row, "status", HoldStatus::parse)?,
+        payment: opt_blob_id(row, "payment")?.map(PaymentId),
+    })
+}
+
+fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
+    let failure: Option<String> = row.get("failure_code")?;
+    Ok(Payment {
+        id: PaymentId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        payer: AccountId(blob_id(row, "payer")?),
+        payee: AccountId(blob_id(row, "payee")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        capture_method: parsed(row, "capture_method", CaptureMethod::parse)?,
+        status: parsed(row, "status", PaymentStatus::parse)?,
+        description: row.get("description")?,
+        failure_code: failure
+            .map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f)))
+            .transpose()?,
+        amount_captured: uint(row, "amount_captured")?,
+        amount_refunded: uint(row, "amount_refunded")?,
+        expires_at: uint(row, "expires_at")?,
+        created_at: uint(row, "created_at")?,
+        updated_at: uint(row, "updated_at")?,
+        transfer: opt_blob_id(row, "transfer")?.map(TransferId),
+    })
+}
+
+fn refund_from(row: &Row) -> rusqlite::Result<Refund> {
+    let failure: Option<String> = row.get("failure_code")?;
+    Ok(Refund {
+        id: RefundId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        payment: PaymentId(blob_id(row, "payment")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        status: parsed(row, "status", RefundStatus::parse)?,
+        failure_code: failure
+            .map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f)))
+            .transpose()?,
+        transfer: TransferId(blob_id(row, "transfer")?),
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+fn idempotency_from(row: &Row) -> rusqlite::Result<IdempotencyRecord> {
+    let status: i64 = row.get("status")?;
+    Ok(IdempotencyRecord {
+        tenant: TenantId(blob_id(row, "tenant")?),
+        key: row.get("key")?,
+        fingerprint: row.get("fingerprint")?,
+        status: u16::try_from(status).map_err(|_| corrupt("status", "an invalid HTTP status"))?,
+        body: row.get("body")?,
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+const HOLD_COLUMNS: &str = "SELECT t.*, h.status, h.payment FROM holds h JOIN transfers t ON t.id = h.id";
+
+/// The engine's connection.
+pub struct SqliteStore {
+    conn: Connection,
+    /// Held for as long as the store lives.
+    _lock: File,
+}
+
+impl Store for SqliteStore {
+    fn recover(&mut self) -> Result<Recovered> {
+        let conn = &self.conn;
+        let accounts = conn
+            .prepare("SELECT * FROM accounts")?
+            .query_map([], account_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let open_holds = conn
+            .prepare(&format!("{HOLD_COLUMNS} WHERE h.status = 'pending'"))?
+            .query_map([], hold_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let open_payments = conn
+            .prepare("SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')")?
+            .query_map([], payment_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let last: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0))
+            .optional()?;
+        Ok(Recovered {
+            accounts,
+            open_holds,
+            open_payments,
+            last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
+        })
+    }
+
+    fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
+        let mut loaded = Loaded::default();
+        let mut stmt = self.conn.prepare_cached("SELECT * FROM transfers WHERE id = ?1")?;
+        for id in &wanted.transfers {
+            if let Some(t) = stmt.query_row([id_blob(id.0)], transfer_from).optional()? {
+                loaded.transfers.push(t);
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(&format!("{HOLD_COLUMNS} WHERE h.id = ?1"))?;
+        for id in &wanted.holds {
+            if let Some(h) = stmt.query_row([id_blob(id.0)], hold_from).optional()? {
+                loaded.holds.push(h);
+            }
+        }
+        let mut stmt = self.conn.prepare_cached("SELECT * FROM payments WHERE id = ?1")?;
+        for id in &wanted.payments {
+            if let Some(p) = stmt.query_row([id_blob(id.0)], payment_from).optional()? {
+                loaded.payments.push(p);
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+        let mut stmt = self.conn.prepare_cached("SELECT * FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
+        let mut found = Vec::new();
+        for (tenant, key) in keys {
+            if let Some(r) = stmt.query_row(params![id_blob(tenant.0), key], idempotency_from).optional()? {
+                found.push(r);
+            }
+        }
+        Ok(found)
+    }
+
+    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO accounts (id, tenant, currency, overdraft_limit, reference, metadata,
+                     debits_posted, credits_posted, debits_pending, credits_pending, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0, ?7)",
+            )?;
+            for (account, metadata) in changes.new_accounts.iter().zip(&changes.new_account_metadata) {
+                let limit = match account.overdraft {
+                    Overdraft::Limit(limit) => Some(int(limit)),
+                    Overdraft::Unlimited => None,
+                };
+                stmt.execute(params![
+                    id_blob(account.id.0),
+                    id_blob(account.tenant.0),
+                    account.currency.code(),
+                    limit,
+                    account.reference,
+                    metadata,
+                    int(account.created_at),
+                ])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4,
+                     credits_pending = ?5 WHERE id = ?1",
+            )?;
+            for (id, b) in &changes.balances {
+                let updated = stmt.execute(params![
+                    id_blob(id.0),
+                    int(b.debits_posted),
+                    int(b.credits_posted),
+                    int(b.debits_pending),
+                    int(b.credits_pending),
+                ])?;
+                if updated != 1 {
+                    return Err(StoreError::Corrupt(format!("balance update for missing account {id}")));
+                }
+            }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency,
+                     kind, pending_id, expires_at, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for t in &changes.transfers {
+                stmt.execute(params![
+                    id_blob(t.id.0),
+                    id_blob(t.tenant.0),
+                    id_blob(t.debit_account.0),
+                    id_blob(t.credit_account.0),
+                    int(t.amount),
+                    t.currency.code(),
+                    t.kind.as_str(),
+                    t.pending_id.map(|p| id_blob(p.0)),
+                    t.expires_at.map(int),
+                    int(t.timestamp),
+                ])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO holds (id, status, payment) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+            )?;
+            for h in &changes.holds {
+                stmt.execute(params![id_blob(h.transfer.id.0), h.status.as_str(), h.payment.map(|p| id_blob(p.0))])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
+                     status, description, failure_code, amount_captured, amount_refunded,
+                     expires_at, created_at, updated_at, transfer)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                     failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
+                     amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
+                     transfer = excluded.transfer",
+            )?;
+            for p in &changes.payments {
+                stmt.execute(params![
+                    id_blob(p.id.0),
+                    id_blob(p.tenant.0),
+                    id_blob(p.payer.0),
+                    id_blob(p.payee.0),
+                    int(p.amount),
+                    p.currency.code(),
+                    p.capture_method.as_str(),
+                    p.status.as_str(),
+                    p.description,
+                    p.failure_code.map(ResultCode::as_str),
+                    int(p.amount_captured),
+                    int(p.amount_refunded),
+                    int(p.expires_at),
+                    int(p.created_at),
+                    int(p.updated_at),
+                    p.transfer.map(|t| id_blob(t.0)),
+                ])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code,
+                     transfer, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for r in &changes.refunds {
+                stmt.execute(params![
+                    id_blob(r.id.0),
+                    id_blob(r.tenant.0),
+                    id_blob(r.payment.0),
+                    int(r.amount),
+                    r.currency.code(),
+                    r.status.as_str(),
+                    r.failure_code.map(ResultCode::as_str),
+                    id_blob(r.transfer.0),
+                    int(r.created_at),
+                ])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in idempotency {
+                stmt.execute(params![id_blob(r.tenant.0), r.key, r.fingerprint, r.status, r.body, int(r.created_at)])?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [int(changes.last_timestamp)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Read access for the API, safe to share between threads: each call borrows a pooled
+/// connection.
+#[derive(Clone)]
+pub struct SqliteReader {
+    path: Arc<PathBuf>,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Connections kept idle in the pool; more may be open while many requests read at once.
+const POOL_IDLE_MAX: usize = 16;
+
+impl SqliteReader {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.pool.lock() {
+            if pool.len() < POOL_IDLE_MAX {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Every account, transfer, hold and payment, for offline verification: calls `each`
+    /// with every transfer in timestamp order.
+    pub fn for_each_transfer(&self, mut each: impl FnMut(Transfer)) -> Result<()> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT * FROM transfers ORDER BY timestamp")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                each(transfer_from(row)?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Every account.
+    pub fn accounts(&self) -> Result<Vec<Account>> {
+        self.with(|conn| {
+            Ok(conn.prepare("SELECT * FROM accounts")?.query_map([], account_from)?.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+impl Reader for SqliteReader {
+    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<AccountRow>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], |row| {
+                    Ok(AccountRow { account: account_from(row)?, metadata: row.get("metadata")? })
+                })
+                .optional()?)
+        })
+    }
+
+    fn account_transfers(&self, tenant: TenantId, id: AccountId, page: Page<TransferId>) -> Result<Vec<Transfer>> {
+        self.with(|conn| {
+            let before = match page.after {
+                None => i64::MAX,
+                Some(cursor) => {
+                    let ts: Option<i64> = conn
+                        .prepare_cached("SELECT timestamp FROM transfers WHERE id = ?1 AND tenant = ?2")?
+                        .query_row(params![id_blob(cursor.0), id_blob(tenant.0)], |r| r.get(0))
+                        .optional()?;
+                    match ts {
+                        Some(ts) => ts,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+            };
+            let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+            let rows = conn
+                .prepare_cached(
+                    "SELECT * FROM (
+                         SELECT * FROM transfers WHERE debit_account = ?1 AND timestamp < ?2
+                         UNION ALL
+                         SELECT * FROM transfers WHERE credit_account = ?1 AND timestamp < ?2
+                     ) WHERE tenant = ?3 ORDER BY timestamp DESC LIMIT ?4",
+                )?
+                .query_map(params![id_blob(id.0), before, id_blob(tenant.0), limit], transfer_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn transfer(&self, tenant: TenantId, id: TransferId) -> Result<Option<Transfer>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], transfer_from)
+                .optional()?)
+        })
+    }
+
+    fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Option<Payment>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM payments WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], payment_from)
+                .optional()?)
+        })
+    }
+
+    fn refunds(&self, tenant: TenantId, payment: PaymentId) -> Result<Vec<Refund>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM refunds WHERE payment = ?1 AND tenant = ?2 ORDER BY created_at")?
+                .query_map(params![id_blob(payment.0), id_blob(tenant.0)], refund_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM idempotency WHERE tenant = ?1 AND key = ?2")?
+                .query_row(params![id_blob(tenant.0), key], idempotency_from)
+                .optional()?)
+        })
+    }
+
+    fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM api_keys WHERE hash = ?1")?
+                .query_row([hash], |row| {
+                    let scopes: String = row.get("scopes")?;
+                    let revoked: i64 = row.get("revoked")?;
+                    Ok(ApiKeyRecord {
+                        id: row.get("id")?,
+                        tenant: TenantId(blob_id(row, "tenant")?),
+                        hash: row.get("hash")?,
+                        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                        created_at: uint(row, "created_at")?,
+                        revoked: revoked != 0,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    fn api_key_count(&self) -> Result<u64> {
+        self.with(|conn| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM api_keys WHERE revoked = 0", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO tenants (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                params![id_blob(key.tenant.0), int(key.created_at)],
+            )?;
+            conn.execute(
+                "INSERT INTO api_keys (id, tenant, hash, scopes, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.id, id_blob(key.tenant.0), key.hash, key.scopes.join(" "), int(key.created_at), key.revoked],
+            )?;
+            Ok(())
+        })
+    }
+}
