@@ -227,13 +227,7 @@ impl Engine {
             }
         }
 
-        let empty = changes.transfers.is_empty()
-            && changes.new_accounts.is_empty()
-            && changes.holds.is_empty()
-            && changes.payments.is_empty()
-            && changes.refunds.is_empty()
-            && records.is_empty();
-        if !empty {
+        if !changes.is_empty() || !records.is_empty() {
             let started = Instant::now();
             if let Err(e) = self.store.commit(&changes, &records) {
                 return Err((replies, e.to_string()));

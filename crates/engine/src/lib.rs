@@ -14,7 +14,7 @@ mod queue;
 
 pub use engine::{start, Clock, EngineConfig, Renderer, SystemClock};
 pub use metrics::EngineMetrics;
-pub use queue::{channel, ChannelQueue, ChannelSubmitter, Envelope, Queue, Submitter};
+pub use queue::{channel, ChannelQueue, ChannelSubmitter, Envelope, Priority, Queue, Received, Submitter};
 
 use paycore_ledger::{Outcome, Request};
 
@@ -65,8 +65,18 @@ impl EngineHandle {
         EngineHandle { submitter }
     }
 
-    /// Submits a request and waits for its committed outcome.
+    /// Submits a real-time request and waits for its committed outcome.
     pub async fn submit(&self, submission: Submission) -> Result<Reply, EngineError> {
+        self.submit_with(submission, Priority::RealTime).await
+    }
+
+    /// Submits background work (batch items): it fills what real-time requests leave of each
+    /// engine batch.
+    pub async fn submit_background(&self, submission: Submission) -> Result<Reply, EngineError> {
+        self.submit_with(submission, Priority::Background).await
+    }
+
+    async fn submit_with(&self, submission: Submission, priority: Priority) -> Result<Reply, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let envelope = Envelope {
             submission,
@@ -75,7 +85,7 @@ impl EngineHandle {
                 let _ = tx.send(reply);
             }),
         };
-        self.submitter.try_submit(envelope)?;
+        self.submitter.try_submit(envelope, priority)?;
         rx.await.unwrap_or_else(|_| Err(EngineError::Unavailable("the engine stopped".into())))
     }
 

@@ -16,14 +16,24 @@ impl Envelope {
     pub fn events(&self) -> usize {
         match &self.submission.request.command {
             paycore_ledger::Command::Transfers(t) => t.len().max(1),
+            paycore_ledger::Command::BatchItems { items, .. } => items.len().max(1),
             _ => 1,
         }
     }
 }
 
+/// Real-time requests go first in every engine batch; background work (batch items) fills
+/// what is left, so a large file never delays a checkout.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Priority {
+    RealTime,
+    Background,
+}
+
 /// The API side: submit without blocking, or be told the queue is full.
 pub trait Submitter: Send + Sync {
-    fn try_submit(&self, envelope: Envelope) -> Result<(), EngineError>;
+    fn try_submit(&self, envelope: Envelope, priority: Priority) -> Result<(), EngineError>;
+    /// Real-time submissions waiting.
     fn depth(&self) -> usize;
 }
 
@@ -41,23 +51,37 @@ pub enum Received {
 /// The engine side.
 pub trait Queue: Send {
     /// Waits up to `timeout` (forever if `None`) for one envelope, then takes whatever else is
-    /// already waiting, without waiting again, until about `max_events` events.
+    /// already waiting, without waiting again, until about `max_events` events: real-time
+    /// envelopes first, then background ones.
     fn recv_batch(&mut self, max_events: usize, timeout: Option<Duration>, out: &mut Vec<Envelope>) -> Received;
 }
 
-/// A bounded in-process queue of `capacity` submissions.
+/// Background submissions that may wait at once (each is a chunk of up to a batch of items).
+const BACKGROUND_CAPACITY: usize = 8;
+
+/// A bounded in-process queue of `capacity` real-time submissions, and a small lane for
+/// background ones.
 pub fn channel(capacity: usize) -> (ChannelSubmitter, ChannelQueue) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
-    (ChannelSubmitter { tx }, ChannelQueue { rx, carry: None })
+    let (background_tx, background_rx) = crossbeam_channel::bounded(BACKGROUND_CAPACITY);
+    (
+        ChannelSubmitter { tx, background_tx },
+        ChannelQueue { rx, background_rx, carry: None, background_carry: None },
+    )
 }
 
 pub struct ChannelSubmitter {
     tx: crossbeam_channel::Sender<Envelope>,
+    background_tx: crossbeam_channel::Sender<Envelope>,
 }
 
 impl Submitter for ChannelSubmitter {
-    fn try_submit(&self, envelope: Envelope) -> Result<(), EngineError> {
-        self.tx.try_send(envelope).map_err(|e| match e {
+    fn try_submit(&self, envelope: Envelope, priority: Priority) -> Result<(), EngineError> {
+        let tx = match priority {
+            Priority::RealTime => &self.tx,
+            Priority::Background => &self.background_tx,
+        };
+        tx.try_send(envelope).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => EngineError::Overloaded,
             crossbeam_channel::TrySendError::Disconnected(_) => {
                 EngineError::Unavailable("the engine stopped".into())
@@ -72,36 +96,52 @@ impl Submitter for ChannelSubmitter {
 
 pub struct ChannelQueue {
     rx: crossbeam_channel::Receiver<Envelope>,
-    /// An envelope taken but left for the next batch because this one was full.
+    background_rx: crossbeam_channel::Receiver<Envelope>,
+    /// Envelopes taken but left for the next batch because this one was full.
     carry: Option<Envelope>,
+    background_carry: Option<Envelope>,
+}
+
+impl ChannelQueue {
+    /// Blocks for the first envelope of a batch, from either lane.
+    fn first(&mut self, timeout: Option<Duration>) -> Result<Envelope, Received> {
+        if let Some(envelope) = self.carry.take().or_else(|| self.rx.try_recv().ok()) {
+            return Ok(envelope);
+        }
+        if let Some(envelope) = self.background_carry.take() {
+            return Ok(envelope);
+        }
+        let deadline = timeout.map(|t| crossbeam_channel::after(t));
+        let never = crossbeam_channel::never();
+        let timer = deadline.as_ref().unwrap_or(&never);
+        // Both lanes belong to one submitter, so they disconnect together.
+        crossbeam_channel::select! {
+            recv(self.rx) -> envelope => envelope.map_err(|_| Received::Closed),
+            recv(self.background_rx) -> envelope => envelope.map_err(|_| Received::Closed),
+            recv(timer) -> _ => Err(Received::Timeout),
+        }
+    }
 }
 
 impl Queue for ChannelQueue {
     fn recv_batch(&mut self, max_events: usize, timeout: Option<Duration>, out: &mut Vec<Envelope>) -> Received {
-        let first = match self.carry.take() {
-            Some(envelope) => envelope,
-            None => match timeout {
-                None => match self.rx.recv() {
-                    Ok(envelope) => envelope,
-                    Err(_) => return Received::Closed,
-                },
-                Some(timeout) => match self.rx.recv_timeout(timeout) {
-                    Ok(envelope) => envelope,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Received::Timeout,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Received::Closed,
-                },
-            },
+        let first = match self.first(timeout) {
+            Ok(envelope) => envelope,
+            Err(received) => return received,
         };
         let mut events = first.events();
         out.push(first);
-        while events < max_events {
-            let Ok(envelope) = self.rx.try_recv() else { break };
-            if events + envelope.events() > max_events {
-                self.carry = Some(envelope);
-                break;
+        let lanes = [(&self.rx, &mut self.carry), (&self.background_rx, &mut self.background_carry)];
+        for (rx, carry) in lanes {
+            while events < max_events {
+                let Some(envelope) = carry.take().or_else(|| rx.try_recv().ok()) else { break };
+                if events + envelope.events() > max_events {
+                    *carry = Some(envelope);
+                    break;
+                }
+                events += envelope.events();
+                out.push(envelope);
             }
-            events += envelope.events();
-            out.push(envelope);
         }
         Received::Some
     }

@@ -1,1 +1,393 @@
-//! placeholder
+//! Batch payment files in and out: CSV, JSON lines, ISO 20022 pain.001 and NACHA on the way in;
+//! a CSV report and an ISO 20022 pain.002 status report on the way out.
+//!
+//! The crate is pure and synchronous. It reads only from the [`std::io::BufRead`] it is handed and
+//! writes only to the [`std::io::Write`] it is handed; it never prints, never reads a clock and
+//! never looks an account up. Money is always an integer of minor units ([`Amount`]); decimal text
+//! is parsed exactly with [`paycore_ledger::parse_amount`], never through a float.
+//!
+//! # The streaming contract
+//!
+//! [`parse`] reads the file once, front to back, and calls the sink once per transaction record,
+//! in file order: `Ok(Item)` for a valid one, `Err(Diagnostic)` for an invalid one. Nothing is
+//! buffered: memory stays bounded whatever the size of the file, apart from the set used to find
+//! duplicate references, which holds one 64-bit hash and one line number per reference (about
+//! 16 bytes per item, or 16 MB for a million lines).
+//!
+//! - [`Item::index`] is the number of sink calls before this one (valid and invalid records
+//!   both count), so `batch id + index` is a deterministic item id. Records that are skipped
+//!   (NACHA prenotes and zero-dollar entries) are not sent to the sink and take no index.
+//! - Problems with one record are a [`Diagnostic`] sent to the sink; the parser goes on.
+//! - Problems with the file's control figures (pain.001 `NbOfTxs`/`CtrlSum`, NACHA batch and file
+//!   control records) are collected in [`Summary::control_errors`]: a non-empty list rejects the
+//!   whole file, but every record has still been checked and reported.
+//! - A file that cannot be read at all (not well-formed XML, not UTF-8 where it matters, a NACHA
+//!   record of the wrong length, a missing CSV column, an I/O error) stops the parse with a
+//!   [`FatalError`] that names the line. Items already sent to the sink must then be discarded
+//!   by the caller.
+//! - The sum of valid items per currency is in [`Summary::totals`]; the caller compares it with
+//!   any expected count or total it was given (see [`check_expected`]).
+//! - A later record whose reference equals the reference of an earlier *valid* item is invalid,
+//!   with code `duplicate_reference` and the line of the first one. References are compared by
+//!   a 64-bit hash, so two different references collide with a probability of about n²/2⁶⁵
+//!   (3·10⁻⁸ for a million items). NACHA trace numbers need only be unique within a batch:
+//!   real files, moov's samples among them, restart them in every batch.
+//!
+//! # Formats
+//!
+//! ## CSV
+//!
+//! A header row names the columns, case-insensitively; unknown columns are ignored. Accepted
+//! names (aliases in parentheses, so that files made for common SEPA converters work as they
+//! are):
+//!
+//! | field | column names | required |
+//! |---|---|---|
+//! | payee | `payee` (`payee_account`, `creditor_iban`, `creditor_account_iban`) | column required |
+//! | amount | `amount` (`payment_amount`) | column required |
+//! | currency | `currency` | no: falls back to [`ParseOptions::default_currency`] |
+//! | reference | `reference` (`payment_id`, `end_to_end_id`) | no |
+//! | payer | `payer` (`payer_account`, `debtor_iban`, `debtor_account_iban`) | no: falls back to [`ParseOptions::default_payer`] |
+//!
+//! `amount` is a decimal in major units (`1234.50`): ASCII digits with at most one `.`, no sign,
+//! no thousands separator, no more decimals than the currency has. Fields are trimmed of
+//! surrounding spaces; an empty field counts as absent. A UTF-8 byte order mark, CRLF line ends
+//! and a missing final newline are accepted; blank rows are skipped. A missing `payee` or
+//! `amount` column is a [`FatalError`] naming the column. Locations are `line N`.
+//!
+//! ## JSON lines
+//!
+//! One JSON object per line; blank lines are skipped; a line that is not a JSON object is a
+//! `syntax` diagnostic for that line (not fatal). Fields: `payee` (string, required), either
+//! `amount` (a *string* holding a decimal in major units, as in CSV) or `amount_minor` (an
+//! integer of minor units), `currency` (string, falls back to the default currency), and the
+//! optional strings `reference` and `payer`. A JSON number in `amount` is rejected, because
+//! JSON numbers are floats to most writers. Unknown fields are ignored. Locations are `line N`.
+//!
+//! ## ISO 20022 pain.001
+//!
+//! Versions `pain.001.001.03`, `pain.001.001.09` (namespaces
+//! `urn:iso:std:iso:20022:tech:xsd:pain.001.001.0X`) and the Swiss `pain.001.001.03.ch.02`
+//! (namespace `http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd`); any other
+//! namespace is fatal. Each `CdtTrfTxInf` is one item:
+//!
+//! - payer: the block's `PmtInf/DbtrAcct/Id/IBAN` (or `Othr/Id`); payee: `CdtrAcct/Id/IBAN`
+//!   (or `Othr/Id`);
+//! - amount: `Amt/InstdAmt` with its `Ccy` attribute, parsed exactly (too many decimals for the
+//!   currency is a per-item `too_many_decimals`); `Amt/EqvtAmt` (an amount to be converted) is
+//!   `unsupported_entry`, but still counts in the control sums;
+//! - reference: `PmtId/EndToEndId` (`NOTPROVIDED` counts as absent); `PmtId/InstrId` and
+//!   `PmtInfId` are kept for the pain.002 report;
+//! - `PmtInf/ReqdExctnDt` (a plain date in .03, `Dt` or `DtTm` in .09) must be a real date;
+//!   otherwise every transaction of the block is `invalid_date`.
+//!
+//! Control figures: `GrpHdr/NbOfTxs` (required) and `GrpHdr/CtrlSum` against all transactions
+//! of the file, each `PmtInf`'s `NbOfTxs`/`CtrlSum` (when present) against its own
+//! transactions. Counts include invalid transactions; sums add the amount text of every
+//! transaction exactly (fixed point, 18 decimals), whatever its currency, as ISO 20022 defines
+//! `CtrlSum`. Character content other than XML whitespace between elements is fatal (ISO 20022
+//! has no mixed content; this catches files indented with U+00A0). A DOCTYPE is fatal.
+//! Locations are element paths such as `/Document/CstmrCdtTrfInitn/PmtInf[2]/CdtTrfTxInf[1]`;
+//! the line is that of the `<CdtTrfTxInf>` start tag.
+//!
+//! ## NACHA
+//!
+//! Fixed 94-character records: file header (1), batch header (5), entry detail (6), addenda (7),
+//! batch control (8), file control (9), then optional lines of `9`s. A record of another length
+//! is fatal, with one tolerance: a file header or file control record that is shorter only
+//! because its trailing blanks were trimmed (it does not end with a space and still holds every
+//! non-blank field) is padded back with spaces. The file header must have format code `1`,
+//! record size `094`, blocking factor `10`, and an immediate origin whose last nine characters
+//! are digits. Batch and file control records are checked against the entries (entry and
+//! addenda count, entry hash, total debit and total credit; batch count and block count in the
+//! file control); a mismatch is a control error naming both figures.
+//!
+//! Entries of PPD and CCD batches become items, in US dollars, amount in cents, reference = the
+//! trace number. The receiving account's reference is written
+//! **`{RDFI routing number, 9 digits including the check digit}{DFI account number, trimmed}`**,
+//! for example `23138010481967038518`:
+//!
+//! - transaction codes 22 and 32 (credits): payer = [`ParseOptions::default_payer`] (the batch's
+//!   funding account), payee = the receiving account;
+//! - 27 and 37 (debits): payer = the receiving account, payee = the default payer (required:
+//!   a debit without one is a `missing_field` diagnostic);
+//! - prenotes (23, 28, 33, 38), zero-dollar entries (24, 29, 34, 39) and any entry of amount 0
+//!   are skipped and counted in [`Summary::skipped`];
+//! - any other transaction code, and every entry of a batch with another SEC code (IAT, WEB,
+//!   ...), is `unsupported_entry`; an RDFI routing number whose check digit is wrong is
+//!   `invalid_routing_number`.
+//!
+//! # Reports
+//!
+//! [`CsvReportWriter`] writes `line,reference,payer,payee,amount,currency,status,failure_code`;
+//! [`Pain002Writer`] writes a pain.002.001.03 or .10 customer payment status report, streaming,
+//! with ISO status reason codes from [`iso_reason`].
+
+mod common;
+mod csv;
+mod jsonl;
+mod nacha;
+mod pain001;
+mod pain002;
+mod report;
+
+pub use pain002::{Pain002Header, Pain002Version, Pain002Writer};
+pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
+
+use paycore_ledger::{Amount, Currency};
+use std::fmt;
+use std::io::BufRead;
+use std::str::FromStr;
+
+/// The format of an input file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// ISO 20022 customer credit transfer initiation (pain.001.001.03, .09, .03.ch.02).
+    Pain001,
+    /// A NACHA ACH file (PPD and CCD entries).
+    Nacha,
+}
+
+impl Format {
+    /// The name used in `?format=` and in [`FromStr`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Pain001 => "pain.001",
+            Format::Nacha => "nacha",
+        }
+    }
+
+    /// Guesses the format from an HTTP `Content-Type`, ignoring parameters such as `charset`.
+    /// `text/plain` and `application/octet-stream` say nothing about the format, so they give
+    /// `None` and the caller must ask for `?format=`.
+    pub fn from_content_type(content_type: &str) -> Option<Format> {
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "text/csv" | "application/csv" => Some(Format::Csv),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/jsonlines" => Some(Format::Jsonl),
+            "application/xml" | "text/xml" => Some(Format::Pain001),
+            "application/x-nacha" | "application/vnd.nacha" => Some(Format::Nacha),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a text is not a [`Format`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}; expected csv, jsonl, pain.001 or nacha")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(text: &str) -> Result<Format, UnknownFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "csv" => Ok(Format::Csv),
+            "jsonl" | "ndjson" | "json-lines" => Ok(Format::Jsonl),
+            "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.03.ch.02" => {
+                Ok(Format::Pain001)
+            }
+            "nacha" | "ach" => Ok(Format::Nacha),
+            _ => Err(UnknownFormat(text.to_owned())),
+        }
+    }
+}
+
+/// Batch-level values that apply where the file does not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// The funding account: the payer of items without one (CSV, JSON lines, NACHA credits) and
+    /// the payee of NACHA debits.
+    pub default_payer: Option<String>,
+    /// The currency of CSV and JSON-lines rows without a `currency` field.
+    pub default_currency: Option<Currency>,
+}
+
+/// One valid transaction of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The number of records sent to the sink before this one; see the crate documentation.
+    pub index: u64,
+    /// The 1-based line where the record starts (for XML, the line of `<CdtTrfTxInf>`).
+    pub line: u64,
+    /// A human pointer: `line 7`, or an element path for XML.
+    pub location: String,
+    /// The payer's account id or reference (IBAN, other id); `None` when neither the file nor
+    /// the options name one, so the batch-level payer applies.
+    pub payer: Option<String>,
+    /// The payee's account id or reference.
+    pub payee: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// CSV `reference`, pain.001 `EndToEndId`, NACHA trace number.
+    pub reference: Option<String>,
+    /// pain.001 `InstrId`, echoed as `OrgnlInstrId` in pain.002.
+    pub instruction_id: Option<String>,
+    /// pain.001 `PmtInfId`, the grouping key of pain.002 `OrgnlPmtInfAndSts`.
+    pub payment_information_id: Option<String>,
+}
+
+/// Why one record (or one control figure) is invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The 1-based line of the record or figure.
+    pub line: u64,
+    /// `line 7` or an element path.
+    pub location: String,
+    /// The field at fault, as the file names it (`amount`, `InstdAmt`, `NbOfTxs`...).
+    pub field: Option<String>,
+    /// A stable machine code: `syntax`, `missing_field`, `invalid_amount`, `too_many_decimals`,
+    /// `amount_not_positive`, `invalid_currency`, `invalid_date`, `invalid_routing_number`,
+    /// `duplicate_reference`, `unsupported_entry`, `control_total_mismatch`.
+    pub code: &'static str,
+    /// An English sentence naming the field and the expected and actual values.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.location, self.message, self.code)
+    }
+}
+
+/// What a parse found, besides the records sent to the sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Valid items sent to the sink.
+    pub items: u64,
+    /// Invalid records sent to the sink.
+    pub invalid: u64,
+    /// Records that are not payments and were left out (NACHA prenotes, zero-dollar entries).
+    pub skipped: u64,
+    /// The sum of the valid items per currency, in minor units, in order of first appearance.
+    pub totals: Vec<(Currency, u128)>,
+    /// pain.001 `GrpHdr/MsgId`.
+    pub message_id: Option<String>,
+    /// The exact message variant, such as `pain.001.001.03` or `pain.001.001.03.ch.02`.
+    pub variant: Option<String>,
+    /// Control-figure mismatches; a non-empty list rejects the whole file.
+    pub control_errors: Vec<Diagnostic>,
+}
+
+/// The file cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    #[error("the file could not be read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("line {line}: {message}")]
+    Malformed { line: u64, message: String },
+    #[error("the header row has no {column} column (accepted names: {accepted})")]
+    MissingColumn {
+        column: &'static str,
+        accepted: &'static str,
+    },
+    #[error("line {line}: the XML namespace {namespace:?} is not supported; expected one of {expected}")]
+    UnsupportedNamespace {
+        line: u64,
+        namespace: String,
+        expected: &'static str,
+    },
+    #[error("line {line} is {length} characters long, but NACHA records are 94 characters")]
+    RecordLength { line: u64, length: usize },
+}
+
+impl FatalError {
+    /// The line the error is about, when there is one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            FatalError::Malformed { line, .. }
+            | FatalError::UnsupportedNamespace { line, .. }
+            | FatalError::RecordLength { line, .. } => Some(*line),
+            FatalError::MissingColumn { .. } => Some(1),
+            FatalError::Io(_) => None,
+        }
+    }
+}
+
+/// Parses a whole file, calling `sink` once per record in file order; see the crate
+/// documentation for the contract and the rules of each format.
+pub fn parse<R: BufRead>(
+    format: Format,
+    mut input: R,
+    options: &ParseOptions,
+    sink: &mut dyn FnMut(Result<Item, Diagnostic>),
+) -> Result<Summary, FatalError> {
+    common::skip_bom(&mut input)?;
+    let mut collector = common::Collector::new(sink);
+    let mut summary = Summary::default();
+    match format {
+        Format::Csv => csv::parse(input, options, &mut collector)?,
+        Format::Jsonl => jsonl::parse(input, options, &mut collector)?,
+        Format::Pain001 => pain001::parse(input, &mut collector, &mut summary)?,
+        Format::Nacha => nacha::parse(input, options, &mut collector, &mut summary)?,
+    }
+    collector.finish(&mut summary);
+    Ok(summary)
+}
+
+/// Checks a CSV or JSON-lines file against the `expected_count` / `expected_total` a caller
+/// gave with it. The count is of all records (valid and invalid); the total is the sum of the
+/// valid items, and only makes sense for a single-currency file, so a file with several
+/// currencies fails an expected total. Returns the control errors to add to the summary.
+pub fn check_expected(
+    summary: &Summary,
+    expected_count: Option<u64>,
+    expected_total: Option<(Currency, u128)>,
+) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    let records = summary.items + summary.invalid;
+    if let Some(expected) = expected_count.filter(|&n| n != records) {
+        errors.push(common::control_error(
+            0,
+            "file".to_owned(),
+            "expected_count",
+            format!("expected_count is {expected} but the file has {records} records"),
+        ));
+    }
+    if let Some((currency, expected)) = expected_total {
+        let actual: Vec<String> = summary
+            .totals
+            .iter()
+            .map(|(c, sum)| common::format_minor(*sum, *c))
+            .collect();
+        let matches = summary.totals.len() <= 1
+            && summary
+                .totals
+                .first()
+                .map_or(0, |&(c, sum)| if c == currency { sum } else { u128::MAX })
+                == expected;
+        if !matches {
+            let actual = if actual.is_empty() {
+                "nothing".to_owned()
+            } else {
+                actual.join(" + ")
+            };
+            errors.push(common::control_error(
+                0,
+                "file".to_owned(),
+                "expected_total",
+                format!(
+                    "expected_total is {} but the valid items sum to {actual}",
+                    common::format_minor(expected, currency)
+                ),
+            ));
+        }
+    }
+    errors
+}

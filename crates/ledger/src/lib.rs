@@ -3,6 +3,7 @@
 //! Time comes in as an argument; everything that reaches storage leaves as a [`ChangeSet`].
 
 mod account;
+mod batch;
 mod currency;
 mod ids;
 mod money;
@@ -11,6 +12,7 @@ mod state;
 mod transfer;
 
 pub use account::{Account, Balances, Overdraft};
+pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
 pub use currency::Currency;
 pub use ids::{time_ordered, AccountId, BatchId, IdError, PaymentId, RefundId, TenantId, TransferId};
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};

@@ -6,7 +6,8 @@ use crate::payment::{
     TAG_CONFIRM, TAG_EXPIRE, TAG_REFUND,
 };
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
-use crate::{AccountId, Currency, PaymentId, RefundId, TenantId, TransferId, AMOUNT_MAX};
+use crate::batch::{item_state, BatchEnd, BatchItem, BatchItemResult, BatchStep};
+use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId, TransferId, AMOUNT_MAX};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The longest a hold or an unconfirmed payment may wait: one year.
@@ -49,6 +50,10 @@ pub enum Command {
     CancelPayment(PaymentId),
     /// Refund all that is left to refund, or `amount`.
     RefundPayment { payment: PaymentId, refund: RefundId, amount: Option<u64> },
+    /// A chunk of a batch's items, in one step (outcome: one result code per item).
+    BatchItems { batch: BatchId, step: BatchStep, items: Vec<BatchItem> },
+    /// The end of a batch, committed after its last item.
+    EndBatch { batch: BatchId, end: BatchEnd },
 }
 
 /// A command and the tenant on whose behalf it runs.
@@ -87,6 +92,8 @@ pub enum Outcome {
     Transfers(Vec<ResultCode>),
     Payment(Result<Payment, CommandError>),
     Refund(Result<(Refund, Payment), CommandError>),
+    /// The batch's end is recorded.
+    BatchEnded,
 }
 
 /// Everything one `execute` changed, as final values, for the store to write in one
@@ -103,6 +110,8 @@ pub struct ChangeSet {
     pub holds: Vec<HoldRecord>,
     pub payments: Vec<Payment>,
     pub refunds: Vec<Refund>,
+    pub batch_items: Vec<BatchItemResult>,
+    pub batch_ends: Vec<(BatchId, BatchEnd)>,
     pub last_timestamp: u64,
 }
 
@@ -113,6 +122,20 @@ pub struct Prefetch {
     pub transfers: Vec<TransferId>,
     pub holds: Vec<TransferId>,
     pub payments: Vec<PaymentId>,
+}
+
+impl ChangeSet {
+    /// Whether the batch changed nothing that needs writing.
+    pub fn is_empty(&self) -> bool {
+        self.transfers.is_empty()
+            && self.new_accounts.is_empty()
+            && self.balances.is_empty()
+            && self.holds.is_empty()
+            && self.payments.is_empty()
+            && self.refunds.is_empty()
+            && self.batch_items.is_empty()
+            && self.batch_ends.is_empty()
+    }
 }
 
 impl Prefetch {
@@ -242,7 +265,22 @@ impl State {
                         wanted.payments.push(*payment);
                     }
                 }
-                Command::CreateAccount(_) | Command::CreatePayment(_) => {}
+                Command::BatchItems { batch, step, items } => {
+                    for item in items {
+                        wanted.transfers.push(match step {
+                            BatchStep::Pay | BatchStep::Hold => batch.item_transfer(item.index),
+                            BatchStep::Post => batch.item_resolution(item.index, true),
+                            BatchStep::Void => batch.item_resolution(item.index, false),
+                        });
+                        if matches!(step, BatchStep::Post | BatchStep::Void) {
+                            let hold = batch.item_transfer(item.index);
+                            if !self.holds.contains_key(&hold) {
+                                wanted.holds.push(hold);
+                            }
+                        }
+                    }
+                }
+                Command::CreateAccount(_) | Command::CreatePayment(_) | Command::EndBatch { .. } => {}
             }
         }
         wanted
@@ -361,6 +399,13 @@ impl State {
             Command::RefundPayment { payment, refund, amount } => {
                 Outcome::Refund(self.refund(tenant, *payment, *refund, *amount, now))
             }
+            Command::BatchItems { batch, step, items } => {
+                Outcome::Transfers(self.batch_items(tenant, *batch, *step, items, now))
+            }
+            Command::EndBatch { batch, end } => {
+                self.changes.batch_ends.push((*batch, *end));
+                Outcome::BatchEnded
+            }
         }
     }
 
@@ -475,6 +520,7 @@ impl State {
                 }
                 if !transfer.linked {
                     chain_start = None;
+                    chain_failed = false;
                     self.undo = None;
                 }
             }
@@ -545,6 +591,13 @@ impl State {
     fn apply(&mut self, tenant: TenantId, t: &NewTransfer, now: u64, payment: Option<PaymentId>) -> ResultCode {
         match &t.op {
             TransferOp::Move { debit_account, credit_account, amount, currency, hold } => {
+                // invalid_amount and same_account come before invalid_timeout (precedence).
+                if *amount == 0 || *amount > AMOUNT_MAX {
+                    return ResultCode::InvalidAmount;
+                }
+                if debit_account == credit_account {
+                    return ResultCode::SameAccount;
+                }
                 let expires_at = match hold.map(|h| h.timeout_seconds) {
                     None | Some(None) => None,
                     Some(Some(seconds)) if seconds == 0 || seconds > TIMEOUT_MAX_SECONDS => {
@@ -635,7 +688,7 @@ impl State {
     }
 
     fn resolve(&mut self, tenant: TenantId, id: TransferId, pending_id: TransferId, how: Resolution, now: u64) -> ResultCode {
-        if how == Resolution::Post(Some(0)) {
+        if matches!(how, Resolution::Post(Some(amount)) if amount == 0 || amount > AMOUNT_MAX) {
             return ResultCode::InvalidAmount;
         }
         let kind = match how {
@@ -736,6 +789,40 @@ impl State {
                 }
             }
         }
+    }
+
+    // Batches.
+
+    fn batch_items(&mut self, tenant: TenantId, batch: BatchId, step: BatchStep, items: &[BatchItem], now: u64) -> Vec<ResultCode> {
+        let mut codes = Vec::with_capacity(items.len());
+        for item in items {
+            let paid = batch.item_transfer(item.index);
+            let op = match step {
+                BatchStep::Pay | BatchStep::Hold => TransferOp::Move {
+                    debit_account: item.payer,
+                    credit_account: item.payee,
+                    amount: item.amount,
+                    currency: item.currency,
+                    hold: (step == BatchStep::Hold).then_some(crate::Hold { timeout_seconds: None }),
+                },
+                BatchStep::Post => TransferOp::Post { pending_id: paid, amount: None },
+                BatchStep::Void => TransferOp::Void { pending_id: paid },
+            };
+            let id = match step {
+                BatchStep::Pay | BatchStep::Hold => paid,
+                BatchStep::Post => batch.item_resolution(item.index, true),
+                BatchStep::Void => batch.item_resolution(item.index, false),
+            };
+            let code = self.apply(tenant, &NewTransfer { id, linked: false, op }, now, None);
+            self.changes.batch_items.push(BatchItemResult {
+                batch,
+                index: item.index,
+                state: item_state(step, code),
+                code,
+            });
+            codes.push(code);
+        }
+        codes
     }
 
     // Payments.

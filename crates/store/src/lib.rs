@@ -4,7 +4,10 @@
 //!
 //! Nothing above this crate knows which database it talks to.
 
+pub mod batches;
 pub mod sqlite;
+
+pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 
 use paycore_ledger::{
     Account, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer,

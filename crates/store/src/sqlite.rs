@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_batches.sql")];
 
 const DATABASE_FILE: &str = "paycore.db";
 const LOCK_FILE: &str = "LOCK";
@@ -88,31 +89,31 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 // Conversions between ledger values and columns.
 
-fn id_blob(id: u128) -> [u8; 16] {
+pub(crate) fn id_blob(id: u128) -> [u8; 16] {
     id.to_be_bytes()
 }
 
-fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
+pub(crate) fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
     let bytes: [u8; 16] = row.get(column)?;
     Ok(u128::from_be_bytes(bytes))
 }
 
-fn opt_blob_id(row: &Row, column: &str) -> rusqlite::Result<Option<u128>> {
+pub(crate) fn opt_blob_id(row: &Row, column: &str) -> rusqlite::Result<Option<u128>> {
     let bytes: Option<[u8; 16]> = row.get(column)?;
     Ok(bytes.map(u128::from_be_bytes))
 }
 
 /// Amounts and counters are at most `i64::MAX`, so they fit SQLite's integers exactly.
-fn int(value: u64) -> i64 {
+pub(crate) fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn uint(row: &Row, column: &str) -> rusqlite::Result<u64> {
+pub(crate) fn uint(row: &Row, column: &str) -> rusqlite::Result<u64> {
     let value: i64 = row.get(column)?;
     u64::try_from(value).map_err(|_| corrupt(column, "a negative amount or time"))
 }
 
-fn opt_uint(row: &Row, column: &str) -> rusqlite::Result<Option<u64>> {
+pub(crate) fn opt_uint(row: &Row, column: &str) -> rusqlite::Result<Option<u64>> {
     let value: Option<i64> = row.get(column)?;
     value.map(|v| u64::try_from(v).map_err(|_| corrupt(column, "a negative amount or time"))).transpose()
 }
@@ -134,7 +135,7 @@ fn currency(row: &Row) -> rusqlite::Result<Currency> {
     parsed(row, "currency", Currency::from_code)
 }
 
-fn account_from(row: &Row) -> rusqlite::Result<Account> {
+pub(crate) fn account_from(row: &Row) -> rusqlite::Result<Account> {
     Ok(Account {
         id: AccountId(blob_id(row, "id")?),
         tenant: TenantId(blob_id(row, "tenant")?),
@@ -419,6 +420,7 @@ impl Store for SqliteStore {
             for r in idempotency {
                 stmt.execute(params![id_blob(r.tenant.0), r.key, r.fingerprint, r.status, r.body, int(r.created_at)])?;
             }
+            crate::batches::commit_batch_changes(&tx, changes)?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -442,7 +444,7 @@ pub struct SqliteReader {
 const POOL_IDLE_MAX: usize = 16;
 
 impl SqliteReader {
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
             Some(conn) => conn,

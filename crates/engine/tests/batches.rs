@@ -1,0 +1,138 @@
+//! Batch items through the engine: item results and counters are committed with the transfers,
+//! a resubmitted chunk pays nothing twice, and an atomic batch releases every hold when one
+//! item fails.
+
+use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
+use paycore_ledger::{
+    AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, NewAccount, NewTransfer,
+    Outcome, Overdraft, Request, ResultCode, TenantId, TransferId, TransferOp,
+};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, Reader};
+use std::sync::Arc;
+
+const TENANT: TenantId = TenantId(9);
+
+fn eur() -> Currency {
+    Currency::from_code("EUR").unwrap()
+}
+
+async fn run(handle: &EngineHandle, command: Command, background: bool) -> Outcome {
+    let submission = Submission { request: Request { tenant: TENANT, command }, idempotency: None };
+    let reply = if background { handle.submit_background(submission).await } else { handle.submit(submission).await };
+    match reply.unwrap() {
+        Reply::Done(outcome) => outcome,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn record(id: BatchId, mode: &str) -> BatchRecord {
+    BatchRecord {
+        id,
+        tenant: TENANT,
+        status: "processing".into(),
+        format: "csv".into(),
+        mode: mode.into(),
+        on_invalid: "reject_file".into(),
+        payer: None,
+        currency: None,
+        expected_count: None,
+        expected_total: None,
+        file: None,
+        variant: None,
+        message_id: None,
+        total: 0,
+        invalid: 0,
+        succeeded: 0,
+        failed: 0,
+        held: 0,
+        cancel_requested: false,
+        rejection: None,
+        created_at: 1,
+        validated_at: None,
+        completed_at: None,
+    }
+}
+
+fn row(index: u64, amount: u64) -> BatchItemRow {
+    BatchItemRow {
+        index,
+        line: index + 2,
+        location: format!("line {}", index + 2),
+        reference: Some(format!("ref-{index}")),
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: None,
+        payee_text: None,
+        payer: Some(AccountId(2)),
+        payee: Some(AccountId(3)),
+        amount: Some(amount),
+        currency: Some(eur()),
+        status: "pending".into(),
+        failure_code: None,
+        message: None,
+    }
+}
+
+fn item(index: u64, amount: u64) -> BatchItem {
+    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_and_atomic_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (submitter, queue) = channel(64);
+    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
+    let thread = start(Box::new(store), Box::new(queue), Arc::new(SystemClock), renderer, EngineMetrics::default(), EngineConfig::default()).unwrap();
+    let handle = EngineHandle::new(Arc::new(submitter));
+    for (id, overdraft) in [(1, Overdraft::Unlimited), (2, Overdraft::Limit(0)), (3, Overdraft::Limit(0))] {
+        let open = NewAccount { id: AccountId(id), currency: eur(), overdraft, reference: None, metadata: None };
+        run(&handle, Command::CreateAccount(open), false).await;
+    }
+    let fund = NewTransfer {
+        id: TransferId(1),
+        linked: false,
+        op: TransferOp::Move { debit_account: AccountId(1), credit_account: AccountId(2), amount: 250, currency: eur(), hold: None },
+    };
+    run(&handle, Command::Transfers(vec![fund]), false).await;
+
+    // Best effort: 100 + 100 + 100 from 250: the third fails.
+    let batch = BatchId(77);
+    reader.create_batch(&record(batch, "best_effort")).unwrap();
+    reader.insert_batch_items(batch, &[row(0, 100), row(1, 100), row(2, 100)]).unwrap();
+    let items = vec![item(0, 100), item(1, 100), item(2, 100)];
+    let codes = run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: items.clone() }, true).await;
+    assert_eq!(codes, Outcome::Transfers(vec![ResultCode::Ok, ResultCode::Ok, ResultCode::InsufficientFunds]));
+    // Resubmitting the paid items (a resume that went too far back) pays nothing twice.
+    let again = run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: items[..2].to_vec() }, true).await;
+    assert_eq!(again, Outcome::Transfers(vec![ResultCode::Exists, ResultCode::Exists]));
+    run(&handle, Command::EndBatch { batch, end: BatchEnd::Completed }, true).await;
+    let stored = reader.batch(TENANT, batch).unwrap().unwrap();
+    assert_eq!((stored.status.as_str(), stored.succeeded, stored.failed), ("completed", 2, 1));
+    let failed = reader.batch_items(batch, Some("failed"), None, 10).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].index, failed[0].failure_code.as_deref()), (2, Some("insufficient_funds")));
+    let balance = |id| reader.account(TENANT, AccountId(id)).unwrap().unwrap().account.balances;
+    assert_eq!((balance(2).posted(), balance(3).posted()), (50, 200));
+
+    // Atomic: hold 20 + 20 of the 50 left, the third (40) fails: void both holds, nothing moves.
+    let atomic = BatchId(78);
+    reader.create_batch(&record(atomic, "atomic")).unwrap();
+    reader.insert_batch_items(atomic, &[row(0, 20), row(1, 20), row(2, 40)]).unwrap();
+    let items = vec![item(0, 20), item(1, 20), item(2, 40)];
+    let held = run(&handle, Command::BatchItems { batch: atomic, step: BatchStep::Hold, items: items.clone() }, true).await;
+    assert_eq!(held, Outcome::Transfers(vec![ResultCode::Ok, ResultCode::Ok, ResultCode::InsufficientFunds]));
+    assert_eq!(balance(2).debits_pending, 40);
+    assert_eq!(reader.batch(TENANT, atomic).unwrap().unwrap().held, 2);
+    let voided = run(&handle, Command::BatchItems { batch: atomic, step: BatchStep::Void, items: items[..2].to_vec() }, true).await;
+    assert_eq!(voided, Outcome::Transfers(vec![ResultCode::Ok, ResultCode::Ok]));
+    run(&handle, Command::EndBatch { batch: atomic, end: BatchEnd::Completed }, true).await;
+    let stored = reader.batch(TENANT, atomic).unwrap().unwrap();
+    assert_eq!((stored.succeeded, stored.failed, stored.held), (0, 3, 0));
+    let aborted = reader.batch_items(atomic, Some("voided"), None, 10).unwrap();
+    assert_eq!(aborted.iter().map(|i| i.failure_code.as_deref()).collect::<Vec<_>>(), [Some("batch_aborted"); 2]);
+    assert_eq!((balance(2).posted(), balance(2).debits_pending, balance(3).posted()), (50, 0, 200));
+
+    drop(handle);
+    thread.join().unwrap();
+}

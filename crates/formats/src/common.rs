@@ -1,0 +1,378 @@
+//! Pieces shared by the parsers: the collector behind the sink, bounded line reading, amount
+//! diagnostics and exact decimal sums.
+
+use crate::{Diagnostic, FatalError, Item, Summary};
+use paycore_ledger::{parse_amount, Amount, AmountError, Currency};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, BufRead, Read};
+
+/// The longest line the line-based parsers accept, in bytes. A longer line is fatal rather
+/// than a reason to buffer without bound.
+pub(crate) const LINE_BYTES_MAX: usize = 1 << 20;
+
+/// Consumes a UTF-8 byte order mark at the start of the input, if there is one.
+pub(crate) fn skip_bom<R: BufRead>(input: &mut R) -> io::Result<()> {
+    let starts_with_bom = input.fill_buf()?.starts_with(b"\xEF\xBB\xBF");
+    if starts_with_bom {
+        input.consume(3);
+    }
+    Ok(())
+}
+
+/// Sits between a parser and the caller's sink: numbers the records, finds duplicate
+/// references, counts, and sums valid items per currency.
+pub(crate) struct Collector<'s> {
+    sink: &'s mut dyn FnMut(Result<Item, Diagnostic>),
+    sent: u64,
+    items: u64,
+    invalid: u64,
+    skipped: u64,
+    totals: Vec<(Currency, u128)>,
+    /// Reference hash to the line of the first valid item carrying it.
+    references: HashMap<u64, u64>,
+    /// Mixed into the reference hashes: references need only be unique within one scope.
+    reference_scope: u64,
+}
+
+impl<'s> Collector<'s> {
+    pub(crate) fn new(sink: &'s mut dyn FnMut(Result<Item, Diagnostic>)) -> Self {
+        Collector {
+            sink,
+            sent: 0,
+            items: 0,
+            invalid: 0,
+            skipped: 0,
+            totals: Vec::new(),
+            references: HashMap::new(),
+            reference_scope: 0,
+        }
+    }
+
+    /// Sends a valid item on, unless its reference repeats an earlier item's.
+    pub(crate) fn accept(&mut self, mut item: Item) {
+        if let Some(reference) = &item.reference {
+            let mut hasher = DefaultHasher::new();
+            (self.reference_scope, reference).hash(&mut hasher);
+            let first = *self.references.entry(hasher.finish()).or_insert(item.line);
+            if first != item.line {
+                let message = format!(
+                    "reference {reference:?} was already used by the item at line {first}; references must be unique within a file"
+                );
+                let field = reference_field(&item.location);
+                self.reject(Diagnostic {
+                    line: item.line,
+                    location: item.location,
+                    field: Some(field.to_owned()),
+                    code: "duplicate_reference",
+                    message,
+                });
+                return;
+            }
+        }
+        item.index = self.sent;
+        self.sent += 1;
+        self.items += 1;
+        let amount = u128::from(item.amount.get());
+        match self.totals.iter_mut().find(|(c, _)| *c == item.currency) {
+            Some((_, sum)) => *sum = sum.saturating_add(amount),
+            None => self.totals.push((item.currency, amount)),
+        }
+        (self.sink)(Ok(item));
+    }
+
+    /// Starts a new scope for duplicate references: NACHA trace numbers need only be unique
+    /// within a batch.
+    pub(crate) fn set_reference_scope(&mut self, scope: u64) {
+        self.reference_scope = scope;
+    }
+
+    /// Sends an invalid record on.
+    pub(crate) fn reject(&mut self, diagnostic: Diagnostic) {
+        self.sent += 1;
+        self.invalid += 1;
+        (self.sink)(Err(diagnostic));
+    }
+
+    /// Counts a record that is not a payment and is left out.
+    pub(crate) fn skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    pub(crate) fn finish(self, summary: &mut Summary) {
+        summary.items = self.items;
+        summary.invalid = self.invalid;
+        summary.skipped = self.skipped;
+        summary.totals = self.totals;
+    }
+}
+
+/// The name the file gives the reference field, guessed from the location's shape.
+fn reference_field(location: &str) -> &'static str {
+    if location.starts_with('/') {
+        "EndToEndId"
+    } else {
+        "reference"
+    }
+}
+
+/// Builds a per-record diagnostic.
+pub(crate) fn diagnostic(line: u64, location: &str, field: &str, code: &'static str, message: String) -> Diagnostic {
+    Diagnostic {
+        line,
+        location: location.to_owned(),
+        field: Some(field.to_owned()),
+        code,
+        message,
+    }
+}
+
+/// Builds a control-figure error.
+pub(crate) fn control_error(line: u64, location: String, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        line,
+        location,
+        field: Some(field.to_owned()),
+        code: "control_total_mismatch",
+        message,
+    }
+}
+
+/// Parses a decimal amount text exactly, turning a failure into a diagnostic that names the
+/// field and says what was expected.
+pub(crate) fn amount(
+    text: &str,
+    currency: Currency,
+    field: &str,
+    line: u64,
+    location: &str,
+) -> Result<Amount, Diagnostic> {
+    parse_amount(text, currency).map_err(|error| {
+        let (code, message) = amount_problem(field, text, &error);
+        diagnostic(line, location, field, code, message)
+    })
+}
+
+fn amount_problem(field: &str, text: &str, error: &AmountError) -> (&'static str, String) {
+    match error {
+        AmountError::Empty => (
+            "missing_field",
+            format!("{field} is empty; expected a decimal amount such as 1234.50"),
+        ),
+        AmountError::Syntax(_) if text.starts_with('-') => (
+            "amount_not_positive",
+            format!("{field} {text:?} is negative; amounts must be greater than zero"),
+        ),
+        AmountError::Syntax(_) => (
+            "invalid_amount",
+            format!("{field} {text:?} is not a decimal amount; expected digits with at most one '.', such as 1234.50"),
+        ),
+        AmountError::TooManyDecimals {
+            currency,
+            found,
+            allowed,
+            ..
+        } => (
+            "too_many_decimals",
+            format!("{field} {text:?} has {found} decimals but {currency} allows at most {allowed}"),
+        ),
+        AmountError::NotPositive => (
+            "amount_not_positive",
+            format!("{field} {text:?} is zero; amounts must be greater than zero"),
+        ),
+        AmountError::TooLarge(_) => (
+            "invalid_amount",
+            format!("{field} {text:?} is too large; at most 9223372036854775807 minor units"),
+        ),
+    }
+}
+
+/// Looks a currency code up, with a diagnostic naming the field when it is unknown.
+pub(crate) fn currency(code: &str, field: &str, line: u64, location: &str) -> Result<Currency, Diagnostic> {
+    Currency::from_code(code).ok_or_else(|| {
+        let hint = if Currency::from_code(&code.to_ascii_uppercase()).is_some() {
+            " (currency codes are upper case)"
+        } else {
+            ""
+        };
+        diagnostic(
+            line,
+            location,
+            field,
+            "invalid_currency",
+            format!("{field} {code:?} is not an ISO 4217 currency code; expected three upper-case letters such as EUR{hint}"),
+        )
+    })
+}
+
+/// Formats a sum of minor units with the currency's decimals and code: `1234.50 EUR`.
+pub(crate) fn format_minor(minor: u128, currency: Currency) -> String {
+    format!(
+        "{} {currency}",
+        Decimal {
+            scaled: minor,
+            scale: currency.minor_units()
+        }
+        .to_text()
+    )
+}
+
+/// A non-negative decimal number, exact: `scaled / 10^scale`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Decimal {
+    scaled: u128,
+    scale: u8,
+}
+
+/// The number of decimals every [`DecimalSum`] is kept in; more than any amount carries.
+const SUM_SCALE: u8 = 18;
+
+impl Decimal {
+    /// Parses `digits[.digits]` with at most 18 decimals (no sign, no exponent).
+    pub(crate) fn parse(text: &str) -> Option<Decimal> {
+        let (whole, fraction) = match text.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (text, ""),
+        };
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > usize::from(SUM_SCALE) {
+            return None;
+        }
+        if text.ends_with('.') {
+            return None;
+        }
+        let mut scaled: u128 = 0;
+        for b in whole.bytes().chain(fraction.bytes()) {
+            scaled = scaled.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
+        }
+        Some(Decimal {
+            scaled,
+            scale: u8::try_from(fraction.len()).ok()?,
+        })
+    }
+
+    fn at_scale(self, scale: u8) -> Option<u128> {
+        self.scaled
+            .checked_mul(10u128.checked_pow(u32::from(scale.checked_sub(self.scale)?))?)
+    }
+
+    /// The number as decimal text with exactly `scale` decimals.
+    pub(crate) fn to_text(self) -> String {
+        let digits = self.scaled.to_string();
+        let scale = usize::from(self.scale);
+        if scale == 0 {
+            return digits;
+        }
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (whole, fraction) = padded.split_at(padded.len() - scale);
+        format!("{whole}.{fraction}")
+    }
+}
+
+/// An exact running sum of decimal texts, remembering the most decimals seen so that it prints
+/// the way the file wrote its amounts (`150.00`, not `150`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DecimalSum {
+    scaled: u128,
+    scale: u8,
+    overflowed: bool,
+}
+
+impl DecimalSum {
+    pub(crate) fn add(&mut self, value: Decimal) {
+        match value.at_scale(SUM_SCALE).and_then(|v| self.scaled.checked_add(v)) {
+            Some(sum) => self.scaled = sum,
+            None => self.overflowed = true,
+        }
+        self.scale = self.scale.max(value.scale);
+    }
+
+    /// Whether the sum equals `value` exactly.
+    pub(crate) fn equals(&self, value: Decimal) -> bool {
+        !self.overflowed && value.at_scale(SUM_SCALE) == Some(self.scaled)
+    }
+
+    pub(crate) fn to_text(self) -> String {
+        if self.overflowed {
+            return "more than 3.4e20".to_owned();
+        }
+        let divisor = 10u128.pow(u32::from(SUM_SCALE - self.scale));
+        Decimal {
+            scaled: self.scaled / divisor,
+            scale: self.scale,
+        }
+        .to_text()
+    }
+}
+
+/// Reads a file line by line into a reused buffer, refusing lines longer than
+/// [`LINE_BYTES_MAX`], so memory stays bounded.
+pub(crate) struct Lines<R> {
+    input: R,
+    buffer: Vec<u8>,
+    line: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    pub(crate) fn new(input: R) -> Self {
+        Lines {
+            input,
+            buffer: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// The next line without its `\n` or `\r\n`, with its 1-based number.
+    pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, FatalError> {
+        self.buffer.clear();
+        let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
+        let read = (&mut self.input).take(limit).read_until(b'\n', &mut self.buffer)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if self.buffer.len() > LINE_BYTES_MAX {
+            return Err(FatalError::Malformed {
+                line: self.line,
+                message: format!("the line is longer than {LINE_BYTES_MAX} bytes"),
+            });
+        }
+        let mut content = self.buffer.as_slice();
+        if let Some(rest) = content.strip_suffix(b"\n") {
+            content = rest;
+        }
+        if let Some(rest) = content.strip_suffix(b"\r") {
+            content = rest;
+        }
+        Ok(Some((self.line, content)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_sums_are_exact() {
+        let mut sum = DecimalSum::default();
+        for text in ["0.1", "0.2", "150.00"] {
+            sum.add(Decimal::parse(text).unwrap());
+        }
+        assert_eq!(sum.to_text(), "150.30");
+        assert!(sum.equals(Decimal::parse("150.3").unwrap()));
+        assert!(sum.equals(Decimal::parse("150.300000").unwrap()));
+        assert!(!sum.equals(Decimal::parse("150.31").unwrap()));
+        for bad in ["", ".5", "5.", "-1", "1e3", "1.2.3", " 1", "1.0000000000000000000"] {
+            assert_eq!(Decimal::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_sums_in_minor_units() {
+        let eur = Currency::from_code("EUR").unwrap();
+        assert_eq!(format_minor(665586, eur), "6655.86 EUR");
+        assert_eq!(format_minor(5, eur), "0.05 EUR");
+        assert_eq!(format_minor(500, Currency::from_code("JPY").unwrap()), "500 JPY");
+    }
+}

@@ -1,0 +1,155 @@
+//! CSV input: a header row naming the columns, then one payment per row.
+
+use crate::common::{self, Collector};
+use crate::{Diagnostic, FatalError, Item, ParseOptions};
+use ::csv::{ByteRecord, ReaderBuilder};
+use std::io::BufRead;
+
+const PAYEE: &[&str] = &["payee", "payee_account", "creditor_iban", "creditor_account_iban"];
+const AMOUNT: &[&str] = &["amount", "payment_amount"];
+const CURRENCY: &[&str] = &["currency"];
+const REFERENCE: &[&str] = &["reference", "payment_id", "end_to_end_id"];
+const PAYER: &[&str] = &["payer", "payer_account", "debtor_iban", "debtor_account_iban"];
+
+/// The positions of the known columns in the header row.
+struct Columns {
+    payee: usize,
+    amount: usize,
+    currency: Option<usize>,
+    reference: Option<usize>,
+    payer: Option<usize>,
+}
+
+impl Columns {
+    fn from_header(header: &ByteRecord) -> Result<Columns, FatalError> {
+        let names: Vec<String> = header
+            .iter()
+            .map(|name| String::from_utf8_lossy(name).trim().to_ascii_lowercase())
+            .collect();
+        let find = |aliases: &[&str]| names.iter().position(|name| aliases.contains(&name.as_str()));
+        Ok(Columns {
+            payee: find(PAYEE).ok_or(FatalError::MissingColumn {
+                column: "payee",
+                accepted: "payee, payee_account, creditor_iban, creditor_account_iban",
+            })?,
+            amount: find(AMOUNT).ok_or(FatalError::MissingColumn {
+                column: "amount",
+                accepted: "amount, payment_amount",
+            })?,
+            currency: find(CURRENCY),
+            reference: find(REFERENCE),
+            payer: find(PAYER),
+        })
+    }
+}
+
+pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Collector<'_>) -> Result<(), FatalError> {
+    // Records end at '\n' only, so that a record's position is the line it starts on also in
+    // CRLF files; the '\r' left at the end of the last field is trimmed with the other blanks.
+    let mut reader = ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .from_reader(input);
+    let mut record = ByteRecord::new();
+    if !reader.read_byte_record(&mut record).map_err(fatal)? {
+        return Err(FatalError::Malformed {
+            line: 1,
+            message: "the file is empty; expected a header row naming the columns".to_owned(),
+        });
+    }
+    let columns = Columns::from_header(&record)?;
+    while reader.read_byte_record(&mut record).map_err(fatal)? {
+        if record.iter().all(|field| field.trim_ascii().is_empty()) {
+            continue;
+        }
+        let line = record.position().map_or(0, ::csv::Position::line);
+        match row(&record, &columns, options, line) {
+            Ok(item) => out.accept(item),
+            Err(diagnostic) => out.reject(diagnostic),
+        }
+    }
+    Ok(())
+}
+
+fn fatal(error: ::csv::Error) -> FatalError {
+    let line = error.position().map_or(0, ::csv::Position::line);
+    match error.into_kind() {
+        ::csv::ErrorKind::Io(error) => FatalError::Io(error),
+        kind => FatalError::Malformed {
+            line,
+            message: format!("{kind:?}"),
+        },
+    }
+}
+
+/// Validates one data row.
+fn row(record: &ByteRecord, columns: &Columns, options: &ParseOptions, line: u64) -> Result<Item, Diagnostic> {
+    let location = format!("line {line}");
+    let field = |index: Option<usize>, name: &str| field(record, index, name, line, &location);
+    let payee = field(Some(columns.payee), "payee")?.ok_or_else(|| missing(line, &location, "payee"))?;
+    let currency = match field(columns.currency, "currency")? {
+        Some(code) => common::currency(code, "currency", line, &location)?,
+        None => options.default_currency.ok_or_else(|| {
+            common::diagnostic(
+                line,
+                &location,
+                "currency",
+                "missing_field",
+                "currency is missing: the row has no currency and the batch has no default currency".to_owned(),
+            )
+        })?,
+    };
+    let amount_text = field(Some(columns.amount), "amount")?.ok_or_else(|| missing(line, &location, "amount"))?;
+    let amount = common::amount(amount_text, currency, "amount", line, &location)?;
+    let reference = field(columns.reference, "reference")?.map(str::to_owned);
+    let payer = field(columns.payer, "payer")?
+        .map(str::to_owned)
+        .or_else(|| options.default_payer.clone());
+    Ok(Item {
+        index: 0,
+        line,
+        location,
+        payer,
+        payee: payee.to_owned(),
+        amount,
+        currency,
+        reference,
+        instruction_id: None,
+        payment_information_id: None,
+    })
+}
+
+/// One field, trimmed; `None` when the column is absent or the field is empty.
+fn field<'r>(
+    record: &'r ByteRecord,
+    index: Option<usize>,
+    name: &str,
+    line: u64,
+    location: &str,
+) -> Result<Option<&'r str>, Diagnostic> {
+    let Some(bytes) = index.and_then(|i| record.get(i)) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        common::diagnostic(
+            line,
+            location,
+            name,
+            "syntax",
+            format!("{name} is not valid UTF-8 text"),
+        )
+    })?;
+    let text = text.trim();
+    Ok((!text.is_empty()).then_some(text))
+}
+
+fn missing(line: u64, location: &str, name: &str) -> Diagnostic {
+    common::diagnostic(
+        line,
+        location,
+        name,
+        "missing_field",
+        format!("{name} is missing; every row needs one"),
+    )
+}

@@ -1,0 +1,670 @@
+//! ISO 20022 pain.001 input, read as a stream of XML events.
+
+use crate::common::{self, Collector, Decimal, DecimalSum};
+use crate::{Diagnostic, FatalError, Item, Summary};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+use std::io::BufRead;
+
+/// Namespaces accepted, with the variant name each one means.
+const NAMESPACES: &[(&str, &str)] = &[
+    ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.03", "pain.001.001.03"),
+    ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.09", "pain.001.001.09"),
+    (
+        "http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd",
+        "pain.001.001.03.ch.02",
+    ),
+];
+const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03, urn:iso:std:iso:20022:tech:xsd:pain.001.001.09, http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd";
+
+/// Element names the parser looks at; every other name is kept as `""` on the stack.
+const KNOWN: &[&str] = &[
+    "Amt",
+    "CcyOfTrf",
+    "CdtTrfTxInf",
+    "CdtrAcct",
+    "CstmrCdtTrfInitn",
+    "CtrlSum",
+    "DbtrAcct",
+    "Document",
+    "Dt",
+    "DtTm",
+    "EndToEndId",
+    "EqvtAmt",
+    "GrpHdr",
+    "IBAN",
+    "Id",
+    "InstdAmt",
+    "InstrId",
+    "MsgId",
+    "NbOfTxs",
+    "Othr",
+    "PmtId",
+    "PmtInf",
+    "PmtInfId",
+    "ReqdExctnDt",
+];
+
+/// Nesting deeper than this is fatal; pain.001 needs about 12 levels.
+const DEPTH_MAX: usize = 64;
+
+/// A figure read from the file with the line it is on.
+#[derive(Default)]
+struct Figure {
+    text: Option<String>,
+    line: u64,
+}
+
+/// Control figures and what the transactions actually add up to, for the group header or one
+/// payment information block.
+#[derive(Default)]
+struct Control {
+    nb_of_txs: Figure,
+    ctrl_sum: Figure,
+    count: u64,
+    sum: DecimalSum,
+}
+
+/// One `PmtInf` block, while it is being read.
+#[derive(Default)]
+struct Block {
+    number: u64,
+    id: Option<String>,
+    payer: Option<String>,
+    date_error: Option<String>,
+    transactions: u64,
+    control: Control,
+}
+
+/// One `CdtTrfTxInf`, while it is being read.
+#[derive(Default)]
+struct Transaction {
+    line: u64,
+    location: String,
+    instruction_id: Option<String>,
+    end_to_end_id: Option<String>,
+    amount: Option<String>,
+    currency: Option<String>,
+    equivalent: bool,
+    transfer_currency: Option<String>,
+    payee: Option<String>,
+}
+
+struct Frame {
+    name: &'static str,
+    has_children: bool,
+}
+
+struct Parser<'c, 's> {
+    out: &'c mut Collector<'s>,
+    line: u64,
+    stack: Vec<Frame>,
+    /// Character content of the innermost open element since its start tag.
+    text: String,
+    text_line: u64,
+    variant: Option<&'static str>,
+    message_id: Option<String>,
+    group: Control,
+    blocks: u64,
+    block: Block,
+    transaction: Transaction,
+    control_errors: Vec<Diagnostic>,
+    root_closed: bool,
+}
+
+pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut Summary) -> Result<(), FatalError> {
+    let mut reader = Reader::from_reader(input);
+    let mut parser = Parser {
+        out,
+        line: 1,
+        stack: Vec::new(),
+        text: String::new(),
+        text_line: 1,
+        variant: None,
+        message_id: None,
+        group: Control::default(),
+        blocks: 0,
+        block: Block::default(),
+        transaction: Transaction::default(),
+        control_errors: Vec::new(),
+        root_closed: false,
+    };
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        let event = reader.read_event_into(&mut buffer).map_err(|e| FatalError::Malformed {
+            line: parser.line,
+            message: format!("the file is not well-formed XML: {e}"),
+        })?;
+        if !parser.event(event)? {
+            break;
+        }
+    }
+    parser.finish(summary)
+}
+
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').fold(0, |n, _| n + 1)
+}
+
+fn is_xml_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+impl Parser<'_, '_> {
+    /// Handles one event; `false` at the end of the file.
+    fn event(&mut self, event: Event<'_>) -> Result<bool, FatalError> {
+        let line = self.line;
+        match event {
+            Event::Start(start) => {
+                self.line += newlines(&start);
+                self.open(&start, line)?;
+            }
+            Event::Empty(start) => {
+                self.line += newlines(&start);
+                self.open(&start, line)?;
+                self.close(line)?;
+            }
+            Event::End(end) => {
+                self.line += newlines(&end);
+                self.close(line)?;
+            }
+            Event::Text(text) => {
+                self.line += newlines(&text);
+                let text = text
+                    .unescape()
+                    .map_err(|e| self.malformed(line, format!("bad character content: {e}")))?;
+                self.characters(&text, line)?;
+            }
+            Event::CData(data) => {
+                self.line += newlines(&data);
+                let text = std::str::from_utf8(&data).map_err(|_| self.not_utf8(line))?;
+                self.characters(text, line)?;
+            }
+            Event::Comment(text) => self.line += newlines(&text),
+            Event::PI(text) => self.line += newlines(&text),
+            Event::Decl(declaration) => {
+                self.line += newlines(&declaration);
+                if let Some(Ok(encoding)) = declaration.encoding() {
+                    if !encoding.eq_ignore_ascii_case(b"utf-8") {
+                        let name = String::from_utf8_lossy(&encoding).into_owned();
+                        return Err(self.malformed(
+                            line,
+                            format!("the encoding {name:?} is not supported; pain.001 files must be UTF-8"),
+                        ));
+                    }
+                }
+            }
+            Event::DocType(_) => {
+                return Err(self.malformed(line, "a DOCTYPE is not allowed in a payment file".to_owned()))
+            }
+            Event::Eof => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn malformed(&self, line: u64, message: String) -> FatalError {
+        FatalError::Malformed { line, message }
+    }
+
+    fn not_utf8(&self, line: u64) -> FatalError {
+        self.malformed(line, "the file is not valid UTF-8".to_owned())
+    }
+
+    fn path(&self) -> Vec<&'static str> {
+        self.stack.iter().map(|frame| frame.name).collect()
+    }
+
+    fn open(&mut self, start: &BytesStart<'_>, line: u64) -> Result<(), FatalError> {
+        let raw_name = start.local_name();
+        let name_text = std::str::from_utf8(raw_name.as_ref()).map_err(|_| self.not_utf8(line))?;
+        let name = KNOWN.iter().find(|&&known| known == name_text).copied().unwrap_or("");
+        if let Some(parent) = self.stack.last_mut() {
+            parent.has_children = true;
+            if self.text.chars().any(|c| !is_xml_whitespace(c)) {
+                return Err(self.mixed_content(name_text));
+            }
+        } else if self.root_closed {
+            return Err(self.malformed(line, format!("<{name_text}> after the end of the root element")));
+        }
+        if self.stack.len() >= DEPTH_MAX {
+            return Err(self.malformed(line, format!("elements are nested deeper than {DEPTH_MAX} levels")));
+        }
+        self.stack.push(Frame {
+            name,
+            has_children: false,
+        });
+        self.text.clear();
+        self.text_line = line;
+        let depth = self.stack.len();
+        if depth <= 2 {
+            self.check_root(start, name_text, line)?;
+        }
+        match self.path().as_slice() {
+            ["Document", "CstmrCdtTrfInitn", "PmtInf"] => {
+                self.blocks += 1;
+                self.block = Block {
+                    number: self.blocks,
+                    ..Block::default()
+                };
+            }
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "CdtTrfTxInf"] => {
+                self.block.transactions += 1;
+                self.transaction = Transaction {
+                    line,
+                    location: format!(
+                        "/Document/CstmrCdtTrfInitn/PmtInf[{}]/CdtTrfTxInf[{}]",
+                        self.block.number, self.block.transactions
+                    ),
+                    ..Transaction::default()
+                };
+            }
+            [.., "CdtTrfTxInf", "Amt", "InstdAmt"] | [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "Amt"] => {
+                self.transaction.equivalent = name_text == "Amt";
+                self.transaction.currency = match start.try_get_attribute("Ccy") {
+                    Ok(Some(attribute)) => Some(
+                        attribute
+                            .unescape_value()
+                            .map_err(|e| self.malformed(line, format!("bad Ccy attribute: {e}")))?
+                            .trim()
+                            .to_owned(),
+                    ),
+                    Ok(None) => None,
+                    Err(e) => return Err(self.malformed(line, format!("bad attributes: {e}"))),
+                };
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks that the root is a pain.001 `Document` in a supported namespace, with a
+    /// `CstmrCdtTrfInitn` inside.
+    fn check_root(&mut self, start: &BytesStart<'_>, name: &str, line: u64) -> Result<(), FatalError> {
+        if self.stack.len() == 2 {
+            if name != "CstmrCdtTrfInitn" {
+                return Err(self.malformed(
+                    line,
+                    format!("expected <CstmrCdtTrfInitn> (a customer credit transfer initiation) inside <Document>, found <{name}>"),
+                ));
+            }
+            return Ok(());
+        }
+        if name != "Document" {
+            return Err(self.malformed(
+                line,
+                format!("the root element is <{name}>; a pain.001 file starts with <Document>"),
+            ));
+        }
+        let prefix = start
+            .name()
+            .prefix()
+            .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned());
+        let key = match &prefix {
+            Some(prefix) => format!("xmlns:{prefix}"),
+            None => "xmlns".to_owned(),
+        };
+        let namespace = match start.try_get_attribute(key.as_str()) {
+            Ok(Some(attribute)) => attribute
+                .unescape_value()
+                .map_err(|e| self.malformed(line, format!("bad xmlns attribute: {e}")))?
+                .trim()
+                .to_owned(),
+            Ok(None) => String::new(),
+            Err(e) => return Err(self.malformed(line, format!("bad attributes: {e}"))),
+        };
+        match NAMESPACES.iter().find(|(uri, _)| *uri == namespace) {
+            Some((_, variant)) => {
+                self.variant = Some(variant);
+                Ok(())
+            }
+            None => Err(FatalError::UnsupportedNamespace {
+                line,
+                namespace,
+                expected: EXPECTED_NAMESPACES,
+            }),
+        }
+    }
+
+    fn mixed_content(&self, next: &str) -> FatalError {
+        let parent = self.stack.last().map_or("", |frame| frame.name);
+        let sample: String = self.text.chars().filter(|c| !is_xml_whitespace(*c)).take(10).collect();
+        let leading = self.text.find(|c| !is_xml_whitespace(c)).unwrap_or(0);
+        let line = self.text_line + newlines(self.text.get(..leading).unwrap_or("").as_bytes());
+        let nbsp = if sample.contains('\u{a0}') {
+            " (U+00A0, a no-break space, is not XML whitespace: is the file indented with it?)"
+        } else {
+            ""
+        };
+        let parent = if parent.is_empty() {
+            "an element".to_owned()
+        } else {
+            format!("<{parent}>")
+        };
+        let next = if next.is_empty() {
+            String::new()
+        } else {
+            format!(" before <{next}>")
+        };
+        self.malformed(
+            line,
+            format!("character content {sample:?} inside {parent}{next}, where only child elements and whitespace are allowed{nbsp}"),
+        )
+    }
+
+    fn characters(&mut self, text: &str, line: u64) -> Result<(), FatalError> {
+        match self.stack.last() {
+            None => {
+                if text.chars().any(|c| !is_xml_whitespace(c)) {
+                    self.text = text.to_owned();
+                    self.text_line = line;
+                    return Err(self.mixed_content(""));
+                }
+            }
+            Some(frame) if frame.has_children => {
+                if text.chars().any(|c| !is_xml_whitespace(c)) {
+                    self.text = text.to_owned();
+                    self.text_line = line;
+                    return Err(self.mixed_content(""));
+                }
+            }
+            Some(_) => {
+                if self.text.chars().all(is_xml_whitespace) {
+                    self.text_line = line;
+                }
+                self.text.push_str(text);
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, line: u64) -> Result<(), FatalError> {
+        let path = self.path();
+        let Some(frame) = self.stack.last() else {
+            return Err(self.malformed(line, "an end tag without a start tag".to_owned()));
+        };
+        if !frame.has_children {
+            let value = self.text.trim_matches(is_xml_whitespace).to_owned();
+            self.leaf(&path, value);
+        }
+        match path.as_slice() {
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "CdtTrfTxInf"] => self.finish_transaction(),
+            ["Document", "CstmrCdtTrfInitn", "PmtInf"] => self.finish_block(),
+            _ => {}
+        }
+        self.stack.pop();
+        self.text.clear();
+        if self.stack.is_empty() {
+            self.root_closed = true;
+        }
+        Ok(())
+    }
+
+    /// Records the value of an element without children.
+    fn leaf(&mut self, path: &[&'static str], value: String) {
+        let line = self.text_line;
+        let figure = |value: String| Figure {
+            text: Some(value),
+            line,
+        };
+        let transaction = &mut self.transaction;
+        match path {
+            ["Document", "CstmrCdtTrfInitn", "GrpHdr", "MsgId"] => self.message_id = Some(value),
+            ["Document", "CstmrCdtTrfInitn", "GrpHdr", "NbOfTxs"] => self.group.nb_of_txs = figure(value),
+            ["Document", "CstmrCdtTrfInitn", "GrpHdr", "CtrlSum"] => self.group.ctrl_sum = figure(value),
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "PmtInfId"] => self.block.id = Some(value),
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "NbOfTxs"] => self.block.control.nb_of_txs = figure(value),
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "CtrlSum"] => self.block.control.ctrl_sum = figure(value),
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "ReqdExctnDt"]
+            | ["Document", "CstmrCdtTrfInitn", "PmtInf", "ReqdExctnDt", "Dt" | "DtTm"] => {
+                let date = value
+                    .get(..10)
+                    .filter(|_| path.last() == Some(&"DtTm"))
+                    .unwrap_or(&value);
+                if !is_date(date) {
+                    self.block.date_error = Some(format!(
+                        "ReqdExctnDt at line {line} is {value:?}, but it must be a date such as 2024-01-31"
+                    ));
+                }
+            }
+            ["Document", "CstmrCdtTrfInitn", "PmtInf", "DbtrAcct", "Id", "IBAN" | "Othr"]
+            | ["Document", "CstmrCdtTrfInitn", "PmtInf", "DbtrAcct", "Id", "Othr", "Id"] => {
+                self.block.payer = Some(value).filter(|v| !v.is_empty());
+            }
+            [.., "CdtTrfTxInf", "PmtId", "InstrId"] => transaction.instruction_id = Some(value),
+            [.., "CdtTrfTxInf", "PmtId", "EndToEndId"] => transaction.end_to_end_id = Some(value),
+            [.., "CdtTrfTxInf", "Amt", "InstdAmt"] | [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "Amt"] => {
+                transaction.amount = Some(value);
+            }
+            [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "CcyOfTrf"] => transaction.transfer_currency = Some(value),
+            [.., "CdtTrfTxInf", "CdtrAcct", "Id", "IBAN"] | [.., "CdtTrfTxInf", "CdtrAcct", "Id", "Othr", "Id"] => {
+                transaction.payee = Some(value).filter(|v| !v.is_empty());
+            }
+            _ => {}
+        }
+    }
+
+    fn finish_transaction(&mut self) {
+        let transaction = std::mem::take(&mut self.transaction);
+        self.group.count += 1;
+        self.block.control.count += 1;
+        if let Some(value) = transaction.amount.as_deref().and_then(Decimal::parse) {
+            self.group.sum.add(value);
+            self.block.control.sum.add(value);
+        }
+        match self.item(transaction) {
+            Ok(item) => self.out.accept(item),
+            Err(diagnostic) => self.out.reject(diagnostic),
+        }
+    }
+
+    fn item(&self, transaction: Transaction) -> Result<Item, Diagnostic> {
+        let line = transaction.line;
+        let location = transaction.location.clone();
+        let location = location.as_str();
+        let problem = |field: &str, code, message: String| common::diagnostic(line, location, field, code, message);
+        if let Some(message) = &self.block.date_error {
+            return Err(problem("ReqdExctnDt", "invalid_date", message.clone()));
+        }
+        let payee = transaction.payee.clone().ok_or_else(|| {
+            problem(
+                "CdtrAcct",
+                "missing_field",
+                "CdtrAcct/Id (the creditor account: IBAN or Othr/Id) is missing".to_owned(),
+            )
+        })?;
+        let text = transaction.amount.as_deref().ok_or_else(|| {
+            problem(
+                "InstdAmt",
+                "missing_field",
+                "Amt/InstdAmt (the amount and its Ccy) is missing".to_owned(),
+            )
+        })?;
+        let field = if transaction.equivalent { "EqvtAmt" } else { "InstdAmt" };
+        let code = transaction.currency.as_deref().ok_or_else(|| {
+            problem(
+                field,
+                "missing_field",
+                format!("{field} has no Ccy attribute; expected Ccy=\"EUR\" or another ISO 4217 code"),
+            )
+        })?;
+        let currency = common::currency(code, "Ccy", line, location)?;
+        let amount = common::amount(text, currency, field, line, location)?;
+        if transaction.equivalent {
+            let target = transaction.transfer_currency.as_deref().unwrap_or("another currency");
+            return Err(problem(
+                "EqvtAmt",
+                "unsupported_entry",
+                format!("EqvtAmt ({text} {code} to be converted into {target}) is not supported; give the amount as InstdAmt"),
+            ));
+        }
+        let reference = transaction
+            .end_to_end_id
+            .clone()
+            .filter(|id| !id.is_empty() && id != "NOTPROVIDED");
+        Ok(Item {
+            index: 0,
+            line,
+            location: location.to_owned(),
+            payer: self.block.payer.clone(),
+            payee,
+            amount,
+            currency,
+            reference,
+            instruction_id: transaction.instruction_id.clone().filter(|id| !id.is_empty()),
+            payment_information_id: self.block.id.clone(),
+        })
+    }
+
+    fn finish_block(&mut self) {
+        let block = std::mem::take(&mut self.block);
+        let name = format!("PmtInf[{}]", block.number);
+        let location = format!("/Document/CstmrCdtTrfInitn/{name}");
+        check_control(
+            &block.control,
+            &name,
+            &location,
+            "the block has",
+            "its transactions sum",
+            &mut self.control_errors,
+        );
+    }
+
+    fn finish(mut self, summary: &mut Summary) -> Result<(), FatalError> {
+        if let Some(frame) = self.stack.last() {
+            let name = if frame.name.is_empty() {
+                "an element"
+            } else {
+                frame.name
+            };
+            return Err(self.malformed(self.line, format!("the file ends inside <{name}>; it is truncated")));
+        }
+        if self.variant.is_none() {
+            return Err(self.malformed(self.line, "the file has no <Document> element".to_owned()));
+        }
+        let location = "/Document/CstmrCdtTrfInitn/GrpHdr".to_owned();
+        let mut group_errors = Vec::new();
+        if self.group.nb_of_txs.text.is_none() {
+            group_errors.push(Diagnostic {
+                line: 1,
+                location: location.clone(),
+                field: Some("NbOfTxs".to_owned()),
+                code: "missing_field",
+                message: "GrpHdr/NbOfTxs (the number of transactions) is missing".to_owned(),
+            });
+        }
+        check_control(
+            &self.group,
+            "GrpHdr",
+            &location,
+            "the file has",
+            "the transactions sum",
+            &mut group_errors,
+        );
+        group_errors.append(&mut self.control_errors);
+        summary.control_errors = group_errors;
+        summary.message_id = self.message_id;
+        summary.variant = self.variant.map(str::to_owned);
+        Ok(())
+    }
+}
+
+/// Compares `NbOfTxs` and `CtrlSum`, when present, with what the transactions add up to.
+fn check_control(control: &Control, name: &str, location: &str, has: &str, sum: &str, errors: &mut Vec<Diagnostic>) {
+    if let Some(text) = &control.nb_of_txs.text {
+        let line = control.nb_of_txs.line;
+        let plural = if control.count == 1 { "" } else { "s" };
+        let message = match text.parse::<u64>() {
+            Ok(n) if n == control.count && text.bytes().all(|b| b.is_ascii_digit()) => None,
+            Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => Some(format!(
+                "{name}/NbOfTxs is {n} but {has} {} transaction{plural}",
+                control.count
+            )),
+            _ => Some(format!(
+                "{name}/NbOfTxs is {text:?}, which is not a number; {has} {} transaction{plural}",
+                control.count
+            )),
+        };
+        if let Some(message) = message {
+            errors.push(common::control_error(
+                line,
+                format!("{location}/NbOfTxs"),
+                "NbOfTxs",
+                message,
+            ));
+        }
+    }
+    if let Some(text) = &control.ctrl_sum.text {
+        let line = control.ctrl_sum.line;
+        let message = match Decimal::parse(text) {
+            Some(value) if control.sum.equals(value) => None,
+            Some(_) => Some(format!(
+                "{name}/CtrlSum is {text} but {sum} to {}",
+                control.sum.to_text()
+            )),
+            None => Some(format!(
+                "{name}/CtrlSum is {text:?}, which is not a decimal number; {sum} to {}",
+                control.sum.to_text()
+            )),
+        };
+        if let Some(message) = message {
+            errors.push(common::control_error(
+                line,
+                format!("{location}/CtrlSum"),
+                "CtrlSum",
+                message,
+            ));
+        }
+    }
+}
+
+/// Whether `text` is an ISO 8601 calendar date `YYYY-MM-DD` that exists.
+fn is_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let shape = bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shape {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| text.get(range).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let (year, month, day) = (number(0..4), number(5..7), number(8..10));
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_date;
+
+    #[test]
+    fn dates() {
+        for good in ["2024-02-29", "2000-02-29", "2010-11-25", "1999-12-31"] {
+            assert!(is_date(good), "{good}");
+        }
+        for bad in [
+            "YYYY-MM-DD",
+            "2023-02-29",
+            "1900-02-29",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-32",
+            "2024-1-01",
+            "2024-01-01T",
+        ] {
+            assert!(!is_date(bad), "{bad}");
+        }
+    }
+}
