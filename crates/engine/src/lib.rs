@@ -8,6 +8,7 @@
 //! **reply**. A batch that cannot be committed is answered with an error and the state is
 //! rebuilt from the store, so memory never runs ahead of disk.
 
+pub mod batches;
 mod engine;
 mod metrics;
 mod queue;

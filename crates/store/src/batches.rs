@@ -204,12 +204,19 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
             BatchEnd::Cancelled => "cancelled",
         };
         let blob = id_blob(batch.0);
-        if *end == BatchEnd::Cancelled {
-            tx.execute("UPDATE batch_items SET status = 'cancelled', failure_code = 'cancelled' WHERE batch = ?1 AND status = 'pending'", [blob])?;
-        }
+        // Items never sent to the ledger: cancelled, or (atomic batches) left when another
+        // item failed. Both count as failed.
+        let (left_status, left_code) = match end {
+            BatchEnd::Cancelled => ("cancelled", "cancelled"),
+            BatchEnd::Completed => ("voided", "batch_aborted"),
+        };
+        let left = tx.execute(
+            "UPDATE batch_items SET status = ?2, failure_code = ?3 WHERE batch = ?1 AND status = 'pending'",
+            params![blob, left_status, left_code],
+        )?;
         tx.execute(
-            "UPDATE batches SET status = ?2, completed_at = ?3 WHERE id = ?1",
-            params![blob, status, int(changes.last_timestamp)],
+            "UPDATE batches SET status = ?2, completed_at = ?3, failed = failed + ?4 WHERE id = ?1",
+            params![blob, status, int(changes.last_timestamp), i64::try_from(left).unwrap_or(i64::MAX)],
         )?;
         tx.execute(
             "INSERT INTO outbox (tenant, type, object, created_at)

@@ -1,0 +1,411 @@
+//! Batches: validating a stored file into items, and running the items through the engine.
+//!
+//! Validation reads the file once, streaming (see `paycore_formats`): every item is checked
+//! (syntax, currency and minor units, amount, accounts that exist in the tenant with the
+//! item's currency, duplicate references), items are written to the store in chunks, and the
+//! control totals decide whether the batch is `rejected` or goes on to `processing`. No money
+//! moves before validation is complete.
+//!
+//! The runner then sends the pending items to the engine in chunks on the background lane, so
+//! real-time requests go first in every engine batch. Item ids derive from the batch id and the
+//! index, and item results are committed with their transfers, so after a crash the runner
+//! simply starts again from the items still `pending`: nothing is paid twice.
+
+use crate::{EngineError, EngineHandle, Reply, Submission};
+use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions};
+use paycore_ledger::{
+    parse_amount, Account, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request,
+    ResultCode,
+};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Items per engine submission: one full engine batch.
+pub const CHUNK_ITEMS: usize = 8190;
+/// Items written to the store per transaction while validating.
+const INSERT_CHUNK: usize = 4096;
+/// Resolved accounts remembered while validating one file; the cache is emptied when full so
+/// that a file naming a million different payees still runs in bounded memory.
+const ACCOUNT_CACHE_MAX: usize = 100_000;
+
+/// Why the whole batch was rejected, as stored (JSON) and shown by the API.
+fn rejection(code: &str, message: &str, errors: &[Diagnostic]) -> String {
+    let errors: Vec<serde_json::Value> = errors
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "line": d.line, "location": d.location, "field": d.field, "code": d.code, "message": d.message,
+            })
+        })
+        .collect();
+    serde_json::json!({ "code": code, "message": message, "errors": errors }).to_string()
+}
+
+/// Validates the stored file of `batch` (blocking: run it on a blocking thread). Leaves the
+/// batch `processing` or `rejected`.
+pub fn validate(store: &dyn BatchStore, data_dir: &Path, batch: &BatchRecord, now: u64) -> paycore_store::Result<()> {
+    store.clear_batch_items(batch.id)?;
+    let reject = |code: &str, message: String, errors: &[Diagnostic]| {
+        let json = rejection(code, &message, errors);
+        store.finish_validation(batch.id, &Validated {
+            status: "rejected",
+            total: 0,
+            invalid: 0,
+            totals: &[],
+            variant: None,
+            message_id: None,
+            rejection: Some(&json),
+            now,
+        })
+    };
+    let Ok(format) = batch.format.parse::<Format>() else {
+        return reject("unsupported_format", format!("unknown format {:?}", batch.format), &[]);
+    };
+    let Some(file) = &batch.file else {
+        return reject("missing_file", "the batch has no stored file".into(), &[]);
+    };
+    let input = match std::fs::File::open(data_dir.join(file)) {
+        Ok(f) => BufReader::with_capacity(256 * 1024, f),
+        Err(e) => return reject("missing_file", format!("cannot read the stored file: {e}"), &[]),
+    };
+    let currency = batch.currency.as_deref().and_then(Currency::from_code);
+    let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
+
+    let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
+    let mut rows = Vec::with_capacity(INSERT_CHUNK);
+    let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
+    let (mut total, mut invalid) = (0u64, 0u64);
+    let mut write_error = None;
+    let summary = parse(format, input, &options, &mut |record| {
+        if write_error.is_some() || checker.error.is_some() {
+            return;
+        }
+        let mut row = checker.row(record);
+        // Every record takes the next index, valid or not (the parser's `Item::index`).
+        row.index = total;
+        total += 1;
+        if row.status == "invalid" {
+            invalid += 1;
+        } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
+            let t = totals.entry(currency).or_default();
+            t.0 += 1;
+            t.1 += u128::from(amount);
+        }
+        rows.push(row);
+        if rows.len() == INSERT_CHUNK {
+            if let Err(e) = store.insert_batch_items(batch.id, &rows) {
+                write_error = Some(e);
+            }
+            rows.clear();
+        }
+    });
+    if let Some(e) = write_error.or(checker.error) {
+        return Err(e);
+    }
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(fatal) => {
+            store.clear_batch_items(batch.id)?;
+            let line = fatal.line();
+            return reject("malformed_file", fatal_message(&fatal, line), &[]);
+        }
+    };
+    store.insert_batch_items(batch.id, &rows)?;
+
+    let mut control = summary.control_errors.clone();
+    let expected_total = match (&batch.expected_total, expected_currency(currency, &summary.totals)) {
+        (None, _) => None,
+        (Some(text), Some(currency)) => match parse_amount(text, currency) {
+            Ok(amount) => Some((currency, u128::from(amount.get()))),
+            Err(e) => return reject("invalid_expected_total", format!("expected_total: {e}"), &[]),
+        },
+        (Some(_), None) => {
+            return reject(
+                "invalid_expected_total",
+                "expected_total needs a single-currency file or the currency parameter".into(),
+                &[],
+            )
+        }
+    };
+    control.extend(check_expected(&summary, batch.expected_count, expected_total));
+    let totals: Vec<BatchTotal> =
+        totals.into_iter().map(|(currency, (count, sum))| BatchTotal { currency, count, sum }).collect();
+    let json;
+    let (status, rejection_json) = if !control.is_empty() {
+        json = rejection("control_total_mismatch", &control_message(&control), &control);
+        ("rejected", Some(json.as_str()))
+    } else if invalid > 0 && batch.on_invalid != "skip_invalid" {
+        let shown: Vec<Diagnostic> = store
+            .batch_items(batch.id, Some("invalid"), None, 100)?
+            .into_iter()
+            .map(|i| Diagnostic {
+                line: i.line,
+                location: i.location,
+                field: None,
+                code: "invalid_item",
+                message: i.message.unwrap_or_default(),
+            })
+            .collect();
+        json = rejection(
+            "invalid_items",
+            &format!("{invalid} of {total} items are invalid (on_invalid=reject_file); the first are listed"),
+            &shown,
+        );
+        ("rejected", Some(json.as_str()))
+    } else {
+        ("processing", None)
+    };
+    store.finish_validation(batch.id, &Validated {
+        status,
+        total,
+        invalid,
+        totals: &totals,
+        variant: summary.variant.as_deref(),
+        message_id: summary.message_id.as_deref(),
+        rejection: rejection_json,
+        now,
+    })
+}
+
+fn fatal_message(fatal: &FatalError, line: Option<u64>) -> String {
+    match line {
+        Some(line) => format!("line {line}: {fatal}"),
+        None => fatal.to_string(),
+    }
+}
+
+fn control_message(errors: &[Diagnostic]) -> String {
+    let first = errors.first().map(|d| d.message.as_str()).unwrap_or_default();
+    match errors.len() {
+        1 => first.to_owned(),
+        n => format!("{first} (and {} more control errors)", n - 1),
+    }
+}
+
+/// The currency `expected_total` is in: the batch's, or the file's only one.
+fn expected_currency(given: Option<Currency>, totals: &[(Currency, u128)]) -> Option<Currency> {
+    given.or(match totals {
+        [(currency, _)] => Some(*currency),
+        _ => None,
+    })
+}
+
+/// Turns parsed records into item rows, resolving accounts.
+struct Checker<'a> {
+    store: &'a dyn BatchStore,
+    tenant: paycore_ledger::TenantId,
+    cache: HashMap<String, Option<Account>>,
+    error: Option<paycore_store::StoreError>,
+}
+
+impl Checker<'_> {
+    fn account(&mut self, text: &str) -> Option<Account> {
+        if let Some(found) = self.cache.get(text) {
+            return found.clone();
+        }
+        if self.cache.len() >= ACCOUNT_CACHE_MAX {
+            self.cache.clear();
+        }
+        let found = match self.store.find_account(self.tenant, text) {
+            Ok(found) => found,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        };
+        self.cache.insert(text.to_owned(), found.clone());
+        found
+    }
+
+    fn row(&mut self, record: Result<paycore_formats::Item, Diagnostic>) -> BatchItemRow {
+        let item = match record {
+            Ok(item) => item,
+            Err(d) => {
+                return BatchItemRow {
+                    index: 0,
+                    line: d.line,
+                    location: d.location.clone(),
+                    reference: None,
+                    instruction_id: None,
+                    payment_information_id: None,
+                    payer_text: None,
+                    payee_text: None,
+                    payer: None,
+                    payee: None,
+                    amount: None,
+                    currency: None,
+                    status: "invalid".into(),
+                    failure_code: Some(d.code.to_owned()),
+                    message: Some(match &d.field {
+                        Some(field) => format!("{}: {}", field, d.message),
+                        None => d.message.clone(),
+                    }),
+                };
+            }
+        };
+        let mut row = BatchItemRow {
+            index: item.index,
+            line: item.line,
+            location: item.location.clone(),
+            reference: item.reference.clone(),
+            instruction_id: item.instruction_id.clone(),
+            payment_information_id: item.payment_information_id.clone(),
+            payer_text: item.payer.clone(),
+            payee_text: Some(item.payee.clone()),
+            payer: None,
+            payee: None,
+            amount: Some(item.amount.get()),
+            currency: Some(item.currency),
+            status: "pending".into(),
+            failure_code: None,
+            message: None,
+        };
+        let problem = self.check(&item, &mut row);
+        if let Some((code, message)) = problem {
+            row.status = "invalid".into();
+            row.failure_code = Some(code.to_owned());
+            row.message = Some(message);
+        }
+        row
+    }
+
+    fn check(&mut self, item: &paycore_formats::Item, row: &mut BatchItemRow) -> Option<(&'static str, String)> {
+        let Some(payer_text) = &item.payer else {
+            return Some(("missing_field", "payer: no payer column and no batch-level payer".into()));
+        };
+        let Some(payer) = self.account(payer_text) else {
+            return Some(("account_not_found", format!("payer: no account {payer_text:?}")));
+        };
+        let Some(payee) = self.account(&item.payee) else {
+            return Some(("account_not_found", format!("payee: no account {:?}", item.payee)));
+        };
+        row.payer = Some(payer.id);
+        row.payee = Some(payee.id);
+        if payer.id == payee.id {
+            return Some(("same_account", "payer and payee are the same account".into()));
+        }
+        for (field, account) in [("payer", &payer), ("payee", &payee)] {
+            if account.currency != item.currency {
+                return Some((
+                    "currency_mismatch",
+                    format!("{field}: account {} is in {}, the item in {}", account.id, account.currency, item.currency),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Runs the batch's pending items through the engine until the batch ends. Safe to call again
+/// after a crash: it starts from what the store says.
+pub async fn run(engine: &EngineHandle, store: Arc<dyn BatchStore>, batch: BatchId, tenant: paycore_ledger::TenantId) -> paycore_store::Result<()> {
+    let record = read(&store, tenant, batch).await?;
+    let Some(record) = record else { return Ok(()) };
+    if record.status != "processing" {
+        return Ok(());
+    }
+    let submit = |command: Command| {
+        let engine = engine.clone();
+        async move { submit_until_done(&engine, Request { tenant, command }).await }
+    };
+    if record.mode == "atomic" {
+        let mut failed = !items(&store, batch, "failed", None, 1).await?.is_empty();
+        let mut cancelled = false;
+        let mut after = None;
+        while !failed {
+            if cancel_requested(&store, tenant, batch).await? {
+                cancelled = true;
+                break;
+            }
+            let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
+            let Some(last) = chunk.last() else { break };
+            after = Some(last.index);
+            let codes = submit(Command::BatchItems { batch, step: BatchStep::Hold, items: to_items(&chunk) }).await;
+            failed = codes.iter().any(|c| !c.is_success());
+        }
+        let step = if failed || cancelled { BatchStep::Void } else { BatchStep::Post };
+        loop {
+            let chunk = items(&store, batch, "held", None, CHUNK_ITEMS).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            submit(Command::BatchItems { batch, step, items: to_items(&chunk) }).await;
+        }
+        let end = if cancelled { BatchEnd::Cancelled } else { BatchEnd::Completed };
+        submit(Command::EndBatch { batch, end }).await;
+        return Ok(());
+    }
+    // Best effort: keep one chunk in the engine while reading the next.
+    let mut after = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<Vec<ResultCode>>> = None;
+    let mut end = BatchEnd::Completed;
+    loop {
+        if cancel_requested(&store, tenant, batch).await? {
+            end = BatchEnd::Cancelled;
+            break;
+        }
+        let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.index);
+        let engine = engine.clone();
+        let command = Command::BatchItems { batch, step: BatchStep::Pay, items: to_items(&chunk) };
+        let next = tokio::spawn(async move { submit_until_done(&engine, Request { tenant, command }).await });
+        if let Some(previous) = in_flight.replace(next) {
+            let _ = previous.await;
+        }
+    }
+    if let Some(previous) = in_flight.take() {
+        let _ = previous.await;
+    }
+    submit(Command::EndBatch { batch, end }).await;
+    Ok(())
+}
+
+fn to_items(rows: &[BatchItemRow]) -> Vec<BatchItem> {
+    rows.iter()
+        .filter_map(|r| {
+            Some(BatchItem { index: r.index, payer: r.payer?, payee: r.payee?, amount: r.amount?, currency: r.currency? })
+        })
+        .collect()
+}
+
+/// Submits on the background lane until the engine has committed it: a full queue or a failed
+/// commit is retried (the item ids make a retry harmless).
+async fn submit_until_done(engine: &EngineHandle, request: Request) -> Vec<ResultCode> {
+    let mut wait = Duration::from_millis(5);
+    loop {
+        let submission = Submission { request: request.clone(), idempotency: None };
+        match engine.submit_background(submission).await {
+            Ok(Reply::Done(Outcome::Transfers(codes))) => return codes,
+            Ok(_) => return Vec::new(),
+            Err(EngineError::Overloaded) | Err(EngineError::Unavailable(_)) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> paycore_store::Result<T> + Send + 'static) -> paycore_store::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(paycore_store::StoreError::Database(format!("store task failed: {e}"))))
+}
+
+async fn read(store: &Arc<dyn BatchStore>, tenant: paycore_ledger::TenantId, batch: BatchId) -> paycore_store::Result<Option<BatchRecord>> {
+    let store = store.clone();
+    blocking(move || store.batch(tenant, batch)).await
+}
+
+async fn cancel_requested(store: &Arc<dyn BatchStore>, tenant: paycore_ledger::TenantId, batch: BatchId) -> paycore_store::Result<bool> {
+    Ok(read(store, tenant, batch).await?.is_some_and(|b| b.cancel_requested))
+}
+
+async fn items(store: &Arc<dyn BatchStore>, batch: BatchId, status: &'static str, after: Option<u64>, limit: usize) -> paycore_store::Result<Vec<BatchItemRow>> {
+    let store = store.clone();
+    blocking(move || store.batch_items(batch, Some(status), after, limit)).await
+}

@@ -1,0 +1,184 @@
+//! Validation and the runner on real files: accounts are created from the file's own
+//! references, then the batch is validated, run and checked line by line.
+
+use paycore_engine::batches::{run, validate};
+use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
+use paycore_ledger::{
+    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId,
+    TransferId, TransferOp,
+};
+use paycore_store::{BatchRecord, BatchStore, Reader};
+use std::path::Path;
+use std::sync::Arc;
+
+const TENANT: TenantId = TenantId(5);
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samples");
+
+struct Env {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    handle: EngineHandle,
+    reader: paycore_store::sqlite::SqliteReader,
+    next_id: u128,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let (store, reader) = paycore_store::sqlite::open(&data).unwrap();
+    let (submitter, queue) = channel(64);
+    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
+    start(Box::new(store), Box::new(queue), Arc::new(SystemClock), renderer, EngineMetrics::default(), EngineConfig::default()).unwrap();
+    Env { _dir: dir, data, handle: EngineHandle::new(Arc::new(submitter)), reader, next_id: 1000 }
+}
+
+impl Env {
+    async fn run(&self, command: Command) -> Outcome {
+        match self.handle.submit(Submission { request: Request { tenant: TENANT, command }, idempotency: None }).await.unwrap() {
+            Reply::Done(outcome) => outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn account(&mut self, currency: &str, reference: Option<&str>, balance: u64) -> AccountId {
+        self.next_id += 1;
+        let id = AccountId(self.next_id);
+        let currency = Currency::from_code(currency).unwrap();
+        let overdraft = if reference == Some("FUNDING") { Overdraft::Unlimited } else { Overdraft::Limit(0) };
+        let open = NewAccount { id, currency, overdraft, reference: reference.map(str::to_owned), metadata: None };
+        assert!(matches!(self.run(Command::CreateAccount(open)).await, Outcome::Account(Ok(_))));
+        if balance > 0 {
+            let funding = self.reader.find_account(TENANT, "FUNDING").unwrap().unwrap().id;
+            self.next_id += 1;
+            let fund = NewTransfer {
+                id: TransferId(self.next_id),
+                linked: false,
+                op: TransferOp::Move { debit_account: funding, credit_account: id, amount: balance, currency, hold: None },
+            };
+            self.run(Command::Transfers(vec![fund])).await;
+        }
+        id
+    }
+
+    fn store_file(&self, name: &str, bytes: &[u8]) -> String {
+        std::fs::create_dir_all(self.data.join("batches")).unwrap();
+        std::fs::write(self.data.join("batches").join(name), bytes).unwrap();
+        format!("batches/{name}")
+    }
+
+    /// Creates, validates and runs a batch; returns its final record.
+    async fn batch(&self, id: u128, format: &str, file: String, params: &[(&str, &str)]) -> BatchRecord {
+        let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| (*v).to_owned());
+        let record = BatchRecord {
+            id: BatchId(id),
+            tenant: TENANT,
+            status: "validating".into(),
+            format: format.into(),
+            mode: get("mode").unwrap_or_else(|| "best_effort".into()),
+            on_invalid: get("on_invalid").unwrap_or_else(|| "reject_file".into()),
+            payer: get("payer"),
+            currency: get("currency"),
+            expected_count: get("expected_count").map(|c| c.parse().unwrap()),
+            expected_total: get("expected_total"),
+            file: Some(file),
+            variant: None,
+            message_id: None,
+            total: 0,
+            invalid: 0,
+            succeeded: 0,
+            failed: 0,
+            held: 0,
+            cancel_requested: false,
+            rejection: None,
+            created_at: 1,
+            validated_at: None,
+            completed_at: None,
+        };
+        self.reader.create_batch(&record).unwrap();
+        validate(&self.reader, &self.data, &record, 2).unwrap();
+        let store: Arc<dyn BatchStore> = Arc::new(self.reader.clone());
+        run(&self.handle, store, BatchId(id), TENANT).await.unwrap();
+        self.reader.batch(TENANT, BatchId(id)).unwrap().unwrap()
+    }
+
+    fn posted(&self, id: AccountId) -> i64 {
+        self.reader.account(TENANT, id).unwrap().unwrap().account.balances.posted()
+    }
+}
+
+fn sample(path: &str) -> Vec<u8> {
+    std::fs::read(Path::new(SAMPLES).join(path)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pain001_sample_pays_every_transaction() {
+    let mut env = env();
+    env.account("EUR", Some("FUNDING"), 0).await;
+    // sepa_king's DK sample: one debtor, two creditors, EUR 6655.86 in all.
+    let debtor = env.account("EUR", Some("DE87200500001234567890"), 1_000_000).await;
+    let c1 = env.account("EUR", Some("DE21500500009876543210"), 0).await;
+    let c2 = env.account("EUR", Some("DE21500500001234567897"), 0).await;
+    let file = env.store_file("dk.xml", &sample("iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml"));
+    let batch = env.batch(1, "pain.001", file, &[]).await;
+    assert_eq!((batch.status.as_str(), batch.total, batch.succeeded, batch.failed), ("completed", 2, 2, 0), "{batch:?}");
+    assert_eq!(env.posted(debtor), 1_000_000 - 665_586);
+    assert_eq!(env.posted(c1) + env.posted(c2), 665_586);
+    assert_eq!(batch.variant.as_deref(), Some("pain.001.001.03"));
+    let totals = env.reader.batch_totals(BatchId(1)).unwrap();
+    assert_eq!((totals[0].count, totals[0].sum), (2, 665_586));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_sample_is_rejected_before_any_money_moves() {
+    let mut env = env();
+    env.account("EUR", Some("FUNDING"), 0).await;
+    let file = env.store_file("bad.xml", &sample("iso20022/INVALID-pain.001.001.09_5tx_EUR_nboftxs-mismatch.xml"));
+    let batch = env.batch(2, "pain.001", file, &[]).await;
+    assert_eq!(batch.status, "rejected");
+    let rejection: serde_json::Value = serde_json::from_str(batch.rejection.as_deref().unwrap()).unwrap();
+    assert_eq!(rejection["code"], "control_total_mismatch");
+    assert!(rejection["message"].as_str().unwrap().contains("NbOfTxs is 2 but the file has 5"), "{rejection}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_best_effort_runs_dry_and_reports_each_line() {
+    let mut env = env();
+    env.account("EUR", Some("FUNDING"), 0).await;
+    let payer = env.account("EUR", Some("PAYROLL"), 100_00).await;
+    let mut csv = String::from("payee,amount,currency,reference\n");
+    for i in 0..30 {
+        env.account("EUR", Some(&format!("EMP{i}")), 0).await;
+        csv.push_str(&format!("EMP{i},10.00,EUR,salary-{i}\n"));
+    }
+    csv.push_str("NOBODY,1.00,EUR,salary-x\n");
+    csv.push_str("EMP1,1.005,EUR,salary-y\n");
+    let file = env.store_file("pay.csv", csv.as_bytes());
+
+    // Rejected as a whole by default: two invalid lines, nothing paid.
+    let rejected = env.batch(3, "csv", file.clone(), &[("payer", "PAYROLL")]).await;
+    assert_eq!((rejected.status.as_str(), rejected.invalid), ("rejected", 2));
+    assert_eq!(env.posted(payer), 100_00);
+
+    // Skipping invalid lines: 10 of 30 are paid before the money runs out.
+    let batch = env.batch(4, "csv", file.clone(), &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid")]).await;
+    assert_eq!((batch.status.as_str(), batch.total, batch.invalid, batch.succeeded, batch.failed), ("completed", 32, 2, 10, 20));
+    assert_eq!(env.posted(payer), 0);
+    let failed = env.reader.batch_items(BatchId(4), Some("failed"), None, 100).unwrap();
+    assert_eq!(failed.len(), 20);
+    assert!(failed.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
+    let invalid = env.reader.batch_items(BatchId(4), Some("invalid"), None, 100).unwrap();
+    assert_eq!(invalid.iter().map(|i| (i.line, i.failure_code.clone().unwrap())).collect::<Vec<_>>(),
+        [(32, "account_not_found".to_owned()), (33, "too_many_decimals".to_owned())]);
+
+    // Atomic: 30 × 10.00 from 50.00 cannot all be paid, so none is.
+    env.account("EUR", Some("BONUS"), 50_00).await;
+    let atomic = env.batch(5, "csv", file.clone(), &[("payer", "BONUS"), ("on_invalid", "skip_invalid"), ("mode", "atomic")]).await;
+    assert_eq!((atomic.status.as_str(), atomic.succeeded, atomic.failed, atomic.held), ("completed", 0, 30, 0));
+    let bonus = env.reader.find_account(TENANT, "BONUS").unwrap().unwrap();
+    assert_eq!((bonus.balances.posted(), bonus.balances.debits_pending), (50_00, 0));
+
+    // Expected totals that do not match reject the file, naming both figures.
+    let wrong = env.batch(6, "csv", file, &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid"), ("expected_count", "31")]).await;
+    assert_eq!(wrong.status, "rejected");
+    assert!(wrong.rejection.unwrap().contains("expected_count is 31 but the file has 32"));
+}
