@@ -181,4 +181,9 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     let wrong = env.batch(6, "csv", file, &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid"), ("expected_count", "31")]).await;
     assert_eq!(wrong.status, "rejected");
     assert!(wrong.rejection.unwrap().contains("expected_count is 31 but the file has 32"));
+
+    // The offline check agrees with all of it.
+    let report = paycore_store::verify::verify(&env.reader).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.batch_items, 4 * 32);
 }

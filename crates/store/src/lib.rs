@@ -6,6 +6,7 @@
 
 pub mod batches;
 pub mod sqlite;
+pub mod verify;
 
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 

@@ -155,7 +155,7 @@ pub(crate) fn account_from(row: &Row) -> rusqlite::Result<Account> {
     })
 }
 
-fn transfer_from(row: &Row) -> rusqlite::Result<Transfer> {
+pub(crate) fn transfer_from(row: &Row) -> rusqlite::Result<Transfer> {
     Ok(Transfer {
         id: TransferId(blob_id(row, "id")?),
         tenant: TenantId(blob_id(row, "tenant")?),
@@ -178,7 +178,7 @@ fn hold_from(row: &Row) -> rusqlite::Result<HoldRecord> {
     })
 }
 
-fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
+pub(crate) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
     let failure: Option<String> = row.get("failure_code")?;
     Ok(Payment {
         id: PaymentId(blob_id(row, "id")?),
@@ -202,7 +202,7 @@ fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
     })
 }
 
-fn refund_from(row: &Row) -> rusqlite::Result<Refund> {
+pub(crate) fn refund_from(row: &Row) -> rusqlite::Result<Refund> {
     let failure: Option<String> = row.get("failure_code")?;
     Ok(Refund {
         id: RefundId(blob_id(row, "id")?),

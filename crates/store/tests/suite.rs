@@ -144,6 +144,38 @@ fn sqlite() {
 }
 
 #[test]
+fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    step(&mut state, &mut store, 20, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None)])]);
+    step(&mut state, &mut store, 30, vec![Command::CreatePayment(NewPayment {
+        id: PaymentId(7),
+        payer: AccountId(2),
+        payee: AccountId(1),
+        amount: 10,
+        currency: eur(),
+        capture_method: CaptureMethod::Automatic,
+        expires_in_seconds: 60,
+        description: None,
+    })]);
+    step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
+    let report = paycore_store::verify::verify(&reader).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.accounts, report.transfers, report.payments), (2, 2, 1));
+
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    conn.execute("UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = ?1", [AccountId(2).0.to_be_bytes()]).unwrap();
+    conn.execute("UPDATE payments SET amount_captured = 11", []).unwrap();
+    let report = paycore_store::verify::verify(&reader).unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(report.problems[0].contains("stored balances"));
+    assert!(report.problems[1].contains("EUR: balances sum to 1 posted"));
+    assert!(report.problems[2].contains("status succeeded does not match its transfers"));
+}
+
+#[test]
 fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     drop(paycore_store::sqlite::open(dir.path()).unwrap());
