@@ -321,11 +321,14 @@ impl State {
     pub fn take_changes(&mut self) -> ChangeSet {
         let mut changes = std::mem::take(&mut self.changes);
         let mut seen = HashSet::new();
-        for id in self.before.keys() {
-            if let Some(account) = self.accounts.get(id) {
+        for (id, (_, before)) in &self.before {
+            // A rolled-back linked chain leaves balances as they were: nothing to write.
+            if let Some(account) = self.accounts.get(id).filter(|a| a.balances != *before) {
                 changes.balances.push((*id, account.balances));
             }
         }
+        // In id order, so that the same batch always writes the same bytes in the same order.
+        changes.balances.sort_unstable_by_key(|(id, _)| *id);
         for id in self.touched_holds.drain(..) {
             if seen.insert(id.0) {
                 if let Some(hold) = self.holds.get(&id) {
@@ -587,7 +590,8 @@ impl State {
         self.touched_holds.push(id);
     }
 
-    /// Applies one transfer request; `payment` links a hold to the payment it reserves.
+    /// Applies one transfer request; `payment` links a hold to the payment it reserves (and
+    /// is the only owner that may post or void a payment's hold).
     fn apply(&mut self, tenant: TenantId, t: &NewTransfer, now: u64, payment: Option<PaymentId>) -> ResultCode {
         match &t.op {
             TransferOp::Move { debit_account, credit_account, amount, currency, hold } => {
@@ -617,9 +621,9 @@ impl State {
                 self.apply_move(tenant, &mv, now, payment)
             }
             TransferOp::Post { pending_id, amount } => {
-                self.resolve(tenant, t.id, *pending_id, Resolution::Post(*amount), now)
+                self.resolve(tenant, t.id, *pending_id, Resolution::Post(*amount), now, payment)
             }
-            TransferOp::Void { pending_id } => self.resolve(tenant, t.id, *pending_id, Resolution::Void, now),
+            TransferOp::Void { pending_id } => self.resolve(tenant, t.id, *pending_id, Resolution::Void, now, payment),
         }
     }
 
@@ -687,7 +691,18 @@ impl State {
         ResultCode::Ok
     }
 
-    fn resolve(&mut self, tenant: TenantId, id: TransferId, pending_id: TransferId, how: Resolution, now: u64) -> ResultCode {
+    /// Posts, voids or expires a hold. `owner` is the payment on whose behalf (`None` for a
+    /// client's transfer): a payment's hold is found only by its payment, so that a client
+    /// cannot post or void it behind the payment's back.
+    fn resolve(
+        &mut self,
+        tenant: TenantId,
+        id: TransferId,
+        pending_id: TransferId,
+        how: Resolution,
+        now: u64,
+        owner: Option<PaymentId>,
+    ) -> ResultCode {
         if matches!(how, Resolution::Post(Some(amount)) if amount == 0 || amount > AMOUNT_MAX) {
             return ResultCode::InvalidAmount;
         }
@@ -704,7 +719,7 @@ impl State {
             let same = existing.kind == kind && existing.pending_id == Some(pending_id) && same_amount;
             return if same { ResultCode::Exists } else { ResultCode::ExistsWithDifferentFields };
         }
-        let Some(hold) = self.holds.get(&pending_id).filter(|h| h.transfer.tenant == tenant) else {
+        let Some(hold) = self.holds.get(&pending_id).filter(|h| h.transfer.tenant == tenant && h.payment == owner) else {
             return ResultCode::PendingNotFound;
         };
         match hold.status {
@@ -775,7 +790,7 @@ impl State {
                 Deadline::Hold(id) => {
                     let Some(hold) = self.holds.get(&id) else { continue };
                     let (tenant, payment) = (hold.transfer.tenant, hold.payment);
-                    let code = self.resolve(tenant, TransferId(id.derive(TAG_EXPIRE)), id, Resolution::Expire, now);
+                    let code = self.resolve(tenant, TransferId(id.derive(TAG_EXPIRE)), id, Resolution::Expire, now, payment);
                     if code == ResultCode::Ok {
                         if let Some(payment) = payment {
                             self.set_payment_status(payment, PaymentStatus::Expired, now);
@@ -940,7 +955,7 @@ impl State {
             return Err(CommandError::AmountTooLarge { max: payment.amount });
         }
         let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
-        let code = self.resolve(tenant, TransferId(id.derive(TAG_CAPTURE)), hold, Resolution::Post(Some(amount)), now);
+        let code = self.resolve(tenant, TransferId(id.derive(TAG_CAPTURE)), hold, Resolution::Post(Some(amount)), now, Some(id));
         if code != ResultCode::Ok {
             return Err(CommandError::Rejected(code));
         }
@@ -958,7 +973,7 @@ impl State {
         )?;
         if payment.status == PaymentStatus::RequiresCapture {
             let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
-            let code = self.resolve(tenant, TransferId(id.derive(TAG_CANCEL)), hold, Resolution::Void, now);
+            let code = self.resolve(tenant, TransferId(id.derive(TAG_CANCEL)), hold, Resolution::Void, now, Some(id));
             if code != ResultCode::Ok {
                 return Err(CommandError::Rejected(code));
             }
