@@ -140,7 +140,7 @@ pub fn validate(store: &dyn BatchStore, data_dir: &Path, batch: &BatchRecord, no
         ("rejected", Some(json.as_str()))
     } else if invalid > 0 && batch.on_invalid != "skip_invalid" {
         let shown: Vec<Diagnostic> = store
-            .batch_items(batch.id, Some("invalid"), None, 100)?
+            .batch_items(batch.id, &["invalid"], None, 100)?
             .into_iter()
             .map(|i| Diagnostic {
                 line: i.line,
@@ -407,5 +407,5 @@ async fn cancel_requested(store: &Arc<dyn BatchStore>, tenant: paycore_ledger::T
 
 async fn items(store: &Arc<dyn BatchStore>, batch: BatchId, status: &'static str, after: Option<u64>, limit: usize) -> paycore_store::Result<Vec<BatchItemRow>> {
     let store = store.clone();
-    blocking(move || store.batch_items(batch, Some(status), after, limit)).await
+    blocking(move || store.batch_items(batch, &[status], after, limit)).await
 }

@@ -93,6 +93,8 @@ impl Env {
             created_at: 1,
             validated_at: None,
             completed_at: None,
+            idempotency_key: None,
+            fingerprint: None,
         };
         self.reader.create_batch(&record).unwrap();
         validate(&self.reader, &self.data, &record, 2).unwrap();
@@ -163,10 +165,10 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     let batch = env.batch(4, "csv", file.clone(), &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid")]).await;
     assert_eq!((batch.status.as_str(), batch.total, batch.invalid, batch.succeeded, batch.failed), ("completed", 32, 2, 10, 20));
     assert_eq!(env.posted(payer), 0);
-    let failed = env.reader.batch_items(BatchId(4), Some("failed"), None, 100).unwrap();
+    let failed = env.reader.batch_items(BatchId(4), &["failed"], None, 100).unwrap();
     assert_eq!(failed.len(), 20);
     assert!(failed.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
-    let invalid = env.reader.batch_items(BatchId(4), Some("invalid"), None, 100).unwrap();
+    let invalid = env.reader.batch_items(BatchId(4), &["invalid"], None, 100).unwrap();
     assert_eq!(invalid.iter().map(|i| (i.line, i.failure_code.clone().unwrap())).collect::<Vec<_>>(),
         [(32, "account_not_found".to_owned()), (33, "too_many_decimals".to_owned())]);
 

@@ -50,6 +50,8 @@ fn record(id: BatchId, mode: &str) -> BatchRecord {
         created_at: 1,
         validated_at: None,
         completed_at: None,
+        idempotency_key: None,
+        fingerprint: None,
     }
 }
 
@@ -109,7 +111,7 @@ async fn best_effort_and_atomic_batches() {
     run(&handle, Command::EndBatch { batch, end: BatchEnd::Completed }, true).await;
     let stored = reader.batch(TENANT, batch).unwrap().unwrap();
     assert_eq!((stored.status.as_str(), stored.succeeded, stored.failed), ("completed", 2, 1));
-    let failed = reader.batch_items(batch, Some("failed"), None, 10).unwrap();
+    let failed = reader.batch_items(batch, &["failed"], None, 10).unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].index, failed[0].failure_code.as_deref()), (2, Some("insufficient_funds")));
     let balance = |id| reader.account(TENANT, AccountId(id)).unwrap().unwrap().account.balances;
@@ -129,7 +131,7 @@ async fn best_effort_and_atomic_batches() {
     run(&handle, Command::EndBatch { batch: atomic, end: BatchEnd::Completed }, true).await;
     let stored = reader.batch(TENANT, atomic).unwrap().unwrap();
     assert_eq!((stored.succeeded, stored.failed, stored.held), (0, 3, 0));
-    let aborted = reader.batch_items(atomic, Some("voided"), None, 10).unwrap();
+    let aborted = reader.batch_items(atomic, &["voided"], None, 10).unwrap();
     assert_eq!(aborted.iter().map(|i| i.failure_code.as_deref()).collect::<Vec<_>>(), [Some("batch_aborted"); 2]);
     assert_eq!((balance(2).posted(), balance(2).debits_pending, balance(3).posted()), (50, 0, 200));
 

@@ -23,8 +23,11 @@ CREATE TABLE batches (
     rejection        TEXT,              -- JSON: why the whole batch was rejected
     created_at       INTEGER NOT NULL,
     validated_at     INTEGER,
-    completed_at     INTEGER
+    completed_at     INTEGER,
+    idempotency_key  TEXT,              -- the upload's Idempotency-Key, if any
+    fingerprint      BLOB               -- SHA-256 of the upload (format, parameters and bytes)
 ) WITHOUT ROWID;
+CREATE UNIQUE INDEX batches_idempotency ON batches (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX batches_active ON batches (status) WHERE status IN ('validating', 'processing');
 CREATE INDEX batches_tenant ON batches (tenant, created_at);
 

@@ -38,6 +38,9 @@ pub struct BatchRecord {
     pub created_at: u64,
     pub validated_at: Option<u64>,
     pub completed_at: Option<u64>,
+    /// The upload's `Idempotency-Key` and the SHA-256 of what was uploaded under it.
+    pub idempotency_key: Option<String>,
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 /// One item of a batch. Statuses: `invalid`, `pending`, `held`, `succeeded`, `failed`,
@@ -99,8 +102,10 @@ pub trait BatchStore: Send + Sync {
     fn request_cancel(&self, tenant: TenantId, batch: BatchId) -> Result<bool>;
     fn batch(&self, tenant: TenantId, id: BatchId) -> Result<Option<BatchRecord>>;
     fn batch_totals(&self, batch: BatchId) -> Result<Vec<BatchTotal>>;
-    /// Items in index order after `after`, optionally only those in one status.
-    fn batch_items(&self, batch: BatchId, status: Option<&str>, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>>;
+    /// Items in index order after `after`: all of them, or those in one of `statuses`.
+    fn batch_items(&self, batch: BatchId, statuses: &[&str], after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>>;
+    /// The batch with this upload idempotency key, if any.
+    fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
     /// Batches that were validating or processing: to resume after a restart.
     fn active_batches(&self) -> Result<Vec<BatchRecord>>;
     /// An account of the tenant by id (`acct_…`) or by reference.
@@ -133,6 +138,8 @@ fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
         created_at: uint(row, "created_at")?,
         validated_at: opt_uint(row, "validated_at")?,
         completed_at: opt_uint(row, "completed_at")?,
+        idempotency_key: row.get("idempotency_key")?,
+        fingerprint: row.get("fingerprint")?,
     })
 }
 
@@ -232,8 +239,8 @@ impl BatchStore for SqliteReader {
         self.with(|conn| {
             conn.execute(
                 "INSERT INTO batches (id, tenant, status, format, mode, on_invalid, payer, currency,
-                     expected_count, expected_total, file, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     expected_count, expected_total, file, created_at, idempotency_key, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     id_blob(b.id.0),
                     id_blob(b.tenant.0),
@@ -247,6 +254,8 @@ impl BatchStore for SqliteReader {
                     b.expected_total,
                     b.file,
                     int(b.created_at),
+                    b.idempotency_key,
+                    b.fingerprint,
                 ],
             )?;
             Ok(())
@@ -366,24 +375,40 @@ impl BatchStore for SqliteReader {
         })
     }
 
-    fn batch_items(&self, batch: BatchId, status: Option<&str>, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
+    fn batch_items(&self, batch: BatchId, statuses: &[&str], after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
         self.with(|conn| {
             let after = after.map_or(-1, int);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let blob = id_blob(batch.0);
-            let rows = match status {
-                Some(status) => conn
-                    .prepare_cached(
-                        "SELECT * FROM batch_items WHERE batch = ?1 AND status = ?2 AND idx > ?3 ORDER BY idx LIMIT ?4",
-                    )?
-                    .query_map(params![blob, status, after, limit], item_from)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?,
-                None => conn
+            if statuses.is_empty() {
+                return Ok(conn
                     .prepare_cached("SELECT * FROM batch_items WHERE batch = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3")?
                     .query_map(params![blob, after, limit], item_from)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?,
-            };
+                    .collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            // One indexed range per status, merged in index order.
+            let mut rows = Vec::new();
+            let mut stmt = conn.prepare_cached(
+                "SELECT * FROM batch_items WHERE batch = ?1 AND status = ?2 AND idx > ?3 ORDER BY idx LIMIT ?4",
+            )?;
+            for status in statuses {
+                let found = stmt.query_map(params![blob, status, after, limit], item_from)?;
+                for row in found {
+                    rows.push(row?);
+                }
+            }
+            rows.sort_unstable_by_key(|r| r.index);
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
             Ok(rows)
+        })
+    }
+
+    fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM batches WHERE tenant = ?1 AND idempotency_key = ?2")?
+                .query_row(params![id_blob(tenant.0), key], batch_from)
+                .optional()?)
         })
     }
 
