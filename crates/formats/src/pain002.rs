@@ -162,14 +162,14 @@ impl<W: Write> Pain002Writer<W> {
         if let ItemStatus::Failed { code } = &item.status {
             reason(out, 8, self.version, code)?;
         }
-        if item.amount > 0 {
+        if let Some(currency) = item.currency.filter(|_| item.amount > 0) {
             writeln!(out, "        <OrgnlTxRef>")?;
             writeln!(out, "          <Amt>")?;
             writeln!(
                 out,
                 r#"            <InstdAmt Ccy="{}">{}</InstdAmt>"#,
-                item.currency.code(),
-                format_amount(item.amount, item.currency)
+                currency.code(),
+                format_amount(item.amount, currency)
             )?;
             writeln!(out, "          </Amt>")?;
             writeln!(out, "        </OrgnlTxRef>")?;

@@ -39,7 +39,8 @@ pub struct ReportItem {
     pub payee: String,
     /// Minor units; 0 when the file's amount could not be read.
     pub amount: u64,
-    pub currency: Currency,
+    /// `None` when the file's currency could not be read.
+    pub currency: Option<Currency>,
     pub status: ItemStatus,
 }
 
@@ -133,8 +134,8 @@ impl<W: Write> CsvReportWriter<W> {
                 item.reference.as_deref().unwrap_or(""),
                 item.payer.as_deref().unwrap_or(""),
                 item.payee.as_str(),
-                format_amount(item.amount, item.currency).as_str(),
-                item.currency.code(),
+                item.currency.map(|c| format_amount(item.amount, c)).unwrap_or_default().as_str(),
+                item.currency.map_or("", Currency::code),
                 item.status.name(),
                 failure_code,
             ])

@@ -22,7 +22,7 @@ fn report_item(line: u64, reference: &str, amount: u64, code: &str, status: Item
         payer: Some("acct_payer".to_owned()),
         payee: "DE89 \"main\", acct".to_owned(),
         amount,
-        currency: currency(code),
+        currency: Some(currency(code)),
         status,
     }
 }
@@ -113,7 +113,7 @@ fn report_for_sample(file: &str, version: Pain002Version, fail: &[usize], status
                 payer: item.payer.clone(),
                 payee: item.payee.clone(),
                 amount: item.amount.get(),
-                currency: item.currency,
+                currency: Some(item.currency),
                 status,
             })
             .unwrap();
