@@ -1,1 +1,171 @@
-//! placeholder
+//! The HTTP API of paycore (axum): authentication, strict JSON parsing with errors that name
+//! the field, idempotency keys, the routes, metrics and the OpenAPI document.
+//!
+//! Handlers are thin: parse, build a ledger [`Request`](paycore_ledger::Request), submit it to
+//! the engine, render the outcome. Reads go straight to the store's [`Reader`].
+
+mod auth;
+mod config;
+mod error;
+mod idempotency;
+mod json;
+mod metrics;
+mod openapi;
+mod render;
+mod routes;
+
+pub use auth::{hash_key, insert_key, Secret};
+pub use config::Config;
+pub use error::{ApiError, ErrorType};
+pub use render::Renderer;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
+use paycore_store::Reader;
+use std::io::Write;
+use std::sync::Arc;
+
+/// What every handler shares.
+pub struct AppState {
+    pub reader: Arc<dyn Reader>,
+    pub engine: EngineHandle,
+    pub renderer: Arc<Renderer>,
+    pub keys: Arc<auth::KeyCache>,
+    pub metrics: metrics::Metrics,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(
+        reader: Arc<dyn Reader>,
+        engine: EngineHandle,
+        renderer: Arc<Renderer>,
+        engine_metrics: &EngineMetrics,
+        max_body_bytes: usize,
+    ) -> AppState {
+        AppState {
+            reader,
+            engine,
+            renderer,
+            keys: Arc::new(auth::KeyCache::new()),
+            metrics: metrics::Metrics::new(engine_metrics),
+            max_body_bytes,
+        }
+    }
+}
+
+/// The whole API as a router.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(metrics::scrape))
+        .route("/openapi.json", get(openapi::document))
+        .route("/v1/accounts", post(routes::accounts::create))
+        .route("/v1/accounts/{id}", get(routes::accounts::retrieve))
+        .route("/v1/accounts/{id}/transfers", get(routes::accounts::transfers))
+        .route("/v1/transfers", post(routes::transfers::create))
+        .route("/v1/payments", post(routes::payments::create))
+        .route("/v1/payments/{id}", get(routes::payments::retrieve))
+        .route("/v1/payments/{id}/confirm", post(routes::payments::confirm))
+        .route("/v1/payments/{id}/capture", post(routes::payments::capture))
+        .route("/v1/payments/{id}/cancel", post(routes::payments::cancel))
+        .route("/v1/payments/{id}/refunds", post(routes::payments::refund).get(routes::payments::refunds))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A started service: the engine runs, the router is not served yet.
+pub struct Service {
+    pub state: Arc<AppState>,
+    engine_thread: std::thread::JoinHandle<()>,
+}
+
+/// Opens the store, makes the first API key if there is none, and starts the engine.
+pub fn start(config: &Config) -> anyhow::Result<Service> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let (store, reader) = paycore_store::sqlite::open(&config.data_dir)?;
+    let reader: Arc<dyn Reader> = Arc::new(reader);
+    auth::bootstrap(reader.as_ref(), &config.data_dir, config.api_key.clone())?;
+
+    let renderer = Arc::new(Renderer::default());
+    let engine_metrics = EngineMetrics::default();
+    let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
+    let render = renderer.clone();
+    let engine_thread = paycore_engine::start(
+        Box::new(store),
+        Box::new(queue),
+        Arc::new(SystemClock),
+        Arc::new(move |outcome| render.render(outcome)),
+        engine_metrics.clone(),
+        EngineConfig::default(),
+    )?;
+    let engine = EngineHandle::new(Arc::new(submitter));
+    let state = Arc::new(AppState::new(reader, engine, renderer, &engine_metrics, config.max_body_bytes));
+    Ok(Service { state, engine_thread })
+}
+
+impl Service {
+    /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests
+    /// finish and waits for the engine to stop.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Service { state, engine_thread } = self;
+        axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+        tracing::info!("stopped accepting; waiting for the engine to finish");
+        // Every engine handle was in the router's state, dropped with it: the engine thread
+        // ends once it has answered what it took.
+        tokio::task::spawn_blocking(move || engine_thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Starts the service and serves until SIGINT or SIGTERM. Prints one line,
+/// `paycore listening on http://ADDR`, to stdout.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let service = start(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let address = listener.local_addr()?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "paycore listening on http://{address}")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%address, data = %config.data_dir.display(), "serving");
+    service.serve(listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

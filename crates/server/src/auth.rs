@@ -1,0 +1,192 @@
+//! API keys: `Authorization: Bearer <key>`. Keys are stored only as their SHA-256; every request
+//! runs on behalf of its key's tenant.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+use paycore_ledger::{time_ordered, TenantId};
+use paycore_store::{ApiKeyRecord, Reader};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// A secret (an API key) that never shows itself in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// The SHA-256 of a key, as stored.
+pub fn hash_key(key: &Secret) -> [u8; 32] {
+    Sha256::digest(key.expose().as_bytes()).into()
+}
+
+/// A new random key: `sk_` and 40 letters and digits from the operating system's generator.
+pub fn generate_key() -> Secret {
+    let body: String = rand::rngs::OsRng.sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+    Secret(format!("sk_{body}"))
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A new time-ordered 128-bit id.
+pub(crate) fn new_id() -> u128 {
+    time_ordered(now_ns() / 1_000_000, rand::thread_rng().gen())
+}
+
+/// Stores a key for a new tenant with every scope, and returns its record.
+pub fn insert_key(reader: &dyn Reader, key: &Secret) -> Result<ApiKeyRecord, paycore_store::StoreError> {
+    let record = ApiKeyRecord {
+        id: format!("key_{}", TenantId(new_id()).to_string().trim_start_matches("ten_")),
+        tenant: TenantId(new_id()),
+        hash: hash_key(key),
+        scopes: vec!["admin".to_owned(), "read".to_owned(), "write".to_owned()],
+        created_at: now_ns(),
+        revoked: false,
+    };
+    reader.insert_api_key(&record)?;
+    Ok(record)
+}
+
+/// On first start (no keys stored), makes the first key: `env_key` (from `PAYCORE_API_KEY`) if
+/// given, else a new one written to `<data_dir>/api-key` with mode 0600.
+pub fn bootstrap(reader: &dyn Reader, data_dir: &Path, env_key: Option<Secret>) -> anyhow::Result<()> {
+    if reader.api_key_count()? > 0 {
+        return Ok(());
+    }
+    match env_key {
+        Some(key) => {
+            let record = insert_key(reader, &key)?;
+            tracing::info!(tenant = %record.tenant, "first API key taken from PAYCORE_API_KEY");
+        }
+        None => {
+            let key = generate_key();
+            let path = data_dir.join("api-key");
+            write_secret_file(&path, &key)?;
+            let record = insert_key(reader, &key)?;
+            tracing::info!(tenant = %record.tenant, path = %path.display(), "first API key generated and written to the file");
+        }
+    }
+    Ok(())
+}
+
+fn write_secret_file(path: &PathBuf, key: &Secret) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    writeln!(file, "{}", key.expose())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Key lookups, cached in memory (keys cannot be revoked yet, so entries never go stale).
+pub struct KeyCache {
+    keys: RwLock<HashMap<[u8; 32], Arc<ApiKeyRecord>>>,
+}
+
+impl KeyCache {
+    pub fn new() -> KeyCache {
+        KeyCache { keys: RwLock::new(HashMap::new()) }
+    }
+
+    /// The record of a key, from the cache or the store; `None` if unknown or revoked.
+    pub fn lookup(&self, reader: &dyn Reader, key: &Secret) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
+        let hash = hash_key(key);
+        if let Some(record) = self.keys.read().ok().and_then(|keys| keys.get(&hash).cloned()) {
+            return Ok(Some(record));
+        }
+        let Some(record) = reader.api_key(&hash)?.filter(|r| !r.revoked) else { return Ok(None) };
+        let record = Arc::new(record);
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(hash, record.clone());
+        }
+        Ok(Some(record))
+    }
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::new()
+    }
+}
+
+/// The authenticated caller: its tenant. Reads need the `read` scope, writes `write`.
+#[derive(Clone, Copy, Debug)]
+pub struct Auth {
+    pub tenant: TenantId,
+}
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Auth, ApiError> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("No API key provided. Send it as `Authorization: Bearer <key>`.")
+        })?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                let (scheme, key) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+            })
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("The Authorization header must be `Bearer <key>`."))?;
+        let key = Secret(key.to_owned());
+        let reader = state.reader.clone();
+        let cache = state.keys.clone();
+        let record = tokio::task::spawn_blocking(move || cache.lookup(reader.as_ref(), &key))
+            .await
+            .map_err(|_| ApiError::internal("The key lookup failed."))??
+            .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?;
+        let scope = if parts.method == Method::GET || parts.method == Method::HEAD { "read" } else { "write" };
+        if !record.scopes.iter().any(|s| s == scope || s == "admin") {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                crate::error::ErrorType::AuthenticationError,
+                "insufficient_scope",
+                format!("This API key lacks the `{scope}` scope."),
+            ));
+        }
+        Ok(Auth { tenant: record.tenant })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_hide_in_debug() {
+        let key = generate_key();
+        assert_eq!(format!("{key:?}"), "Secret(…)");
+        assert!(key.expose().starts_with("sk_"));
+        assert_eq!(key.expose().len(), 43);
+        assert!(key.expose()[3..].chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

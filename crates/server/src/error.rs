@@ -1,0 +1,239 @@
+//! The one error shape of the API, `{"error":{"type","code","message","param"}}`, and the one
+//! place where errors become HTTP responses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use paycore_engine::EngineError;
+use paycore_ledger::{CommandError, ResultCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The family of an error, as in Stripe's API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The request is wrong: fix it before retrying (400, 404, 405, 409, 413, 422).
+    InvalidRequestError,
+    /// The API key is missing or unknown (401).
+    AuthenticationError,
+    /// An `Idempotency-Key` was reused with a different request (422).
+    IdempotencyError,
+    /// The service failed or is overloaded: retry later (500, 503).
+    ApiError,
+}
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`type`, `code`, `param`) and for people (`message`).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    /// A stable, machine-readable code such as `parameter_invalid` or `insufficient_funds`.
+    pub code: String,
+    pub message: String,
+    /// The field at fault, as a JSON path (`amount`, `transfers[3].amount`), or null.
+    pub param: Option<String>,
+}
+
+/// An error answer: a status and the error object, plus an optional `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorType,
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorType, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, kind, code: code.to_owned(), message: message.into(), param: None, retry_after: false }
+    }
+
+    /// A 400 `invalid_request_error`.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, code, message)
+    }
+
+    /// A 400 `parameter_invalid` naming `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::bad_request("parameter_invalid", message).param(param)
+    }
+
+    /// A 400 `parameter_missing` naming `param`.
+    pub fn missing(param: impl Into<String>) -> ApiError {
+        let param = param.into();
+        ApiError::bad_request("parameter_missing", format!("Missing required parameter `{param}`.")).param(param)
+    }
+
+    /// A 404 `resource_missing` for an id in the URL.
+    pub fn not_found(what: &str, id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::InvalidRequestError,
+            "resource_missing",
+            format!("No such {what}: '{id}'."),
+        )
+        .param("id")
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorType::AuthenticationError, "invalid_api_key", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ApiError, "internal_error", message)
+    }
+
+    pub fn key_reused() -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::IdempotencyError,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request (method, path or body). \
+             Use a new key for a new request.",
+        )
+    }
+
+    pub fn param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind,
+                code: self.code.clone(),
+                message: self.message.clone(),
+                param: self.param.clone(),
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The error for a ledger command that was refused.
+    pub fn from_command(error: &CommandError) -> ApiError {
+        match error {
+            CommandError::AccountNotFound { param } => {
+                ApiError::bad_request("account_not_found", format!("No such account in `{param}`.")).param(*param)
+            }
+            CommandError::CurrencyMismatch { param } => ApiError::bad_request(
+                "currency_mismatch",
+                format!("The account in `{param}` holds another currency than `currency`."),
+            )
+            .param(*param),
+            CommandError::SameAccount => {
+                ApiError::bad_request("same_account", "The payer and the payee are the same account.")
+                    .param("payee_account")
+            }
+            CommandError::ReferenceTaken => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "reference_already_exists",
+                "Another account of this tenant already has this reference.",
+            )
+            .param("reference"),
+            CommandError::AlreadyExists => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "resource_already_exists",
+                "An object with this id already exists.",
+            )
+            .param("id"),
+            CommandError::PaymentNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorType::InvalidRequestError,
+                "resource_missing",
+                "No such payment.",
+            )
+            .param("id"),
+            CommandError::UnexpectedState { status } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "payment_unexpected_state",
+                format!("This payment has status `{}`, which does not allow this operation.", status.as_str()),
+            ),
+            CommandError::AmountTooLarge { max } => ApiError::bad_request(
+                "amount_too_large",
+                format!("`amount` is larger than allowed: the maximum is {max}."),
+            )
+            .param("amount"),
+            CommandError::InvalidField { param, message } => ApiError::invalid(*param, *message),
+            CommandError::Rejected(code) => ApiError::from_result(*code, None),
+        }
+    }
+
+    /// The error for a transfer the ledger rejected (422, `code` = the result code).
+    /// `pending_param` names the field that held the pending id, if any.
+    pub fn from_result(code: ResultCode, pending_param: Option<&'static str>) -> ApiError {
+        let (param, message): (Option<&str>, &str) = match code {
+            ResultCode::InsufficientFunds => (None, "The debit account has insufficient funds."),
+            ResultCode::AccountNotFound => (None, "The debit or credit account does not exist."),
+            ResultCode::CurrencyMismatch => (Some("currency"), "An account holds another currency."),
+            ResultCode::SameAccount => (Some("credit_account"), "The debit and credit account are the same."),
+            ResultCode::InvalidAmount => (Some("amount"), "The amount must be between 1 and 9223372036854775807."),
+            ResultCode::InvalidTimeout => (Some("timeout_seconds"), "The timeout is out of range."),
+            ResultCode::Overflow => (Some("amount"), "A balance would exceed the maximum."),
+            ResultCode::AmountExceedsPending => (Some("amount"), "The amount exceeds the pending amount."),
+            ResultCode::ExistsWithDifferentFields => {
+                (Some("id"), "A transfer with this id exists with different fields.")
+            }
+            ResultCode::PendingNotFound => (pending_param, "The pending transfer does not exist."),
+            ResultCode::PendingAlreadyPosted => (pending_param, "The pending transfer was already posted."),
+            ResultCode::PendingAlreadyVoided => (pending_param, "The pending transfer was already voided."),
+            ResultCode::PendingExpired => (pending_param, "The pending transfer has expired."),
+            ResultCode::LinkedEventFailed => (None, "Another transfer of the linked chain failed."),
+            ResultCode::LinkedEventChainOpen => (Some("linked"), "The last transfer of a batch cannot be linked."),
+            ResultCode::Ok | ResultCode::Exists => (None, "The transfer was applied."),
+        };
+        let mut error =
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::InvalidRequestError, code.as_str(), message);
+        error.param = param.map(str::to_owned);
+        error
+    }
+
+    /// The error for an engine failure: 503 with `Retry-After`.
+    pub fn from_engine(error: &EngineError) -> ApiError {
+        let (code, message) = match error {
+            EngineError::Overloaded => ("queue_full", "The ledger is busy; retry in a second.".to_owned()),
+            EngineError::Unavailable(why) => {
+                ("ledger_unavailable", format!("The ledger is unavailable ({why}); nothing was applied. Retry later."))
+            }
+        };
+        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ApiError, code, message);
+        error.retry_after = true;
+        error
+    }
+}
+
+impl From<paycore_store::StoreError> for ApiError {
+    fn from(error: paycore_store::StoreError) -> ApiError {
+        tracing::error!(%error, "store read failed");
+        ApiError::internal("The service could not read its store.")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = json_response(self.status, self.body());
+        if self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A response with a JSON body.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,124 @@
+//! The `Post` extractor: authentication, the body (size limit, content type) and the
+//! `Idempotency-Key` of a write, with the "replay or process" step before any parsing.
+
+use crate::auth::Auth;
+use crate::error::{json_response, ApiError};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use paycore_engine::IdempotencyKey;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// The header that carries the key.
+pub const HEADER: &str = "idempotency-key";
+/// The most characters a key may have.
+pub const KEY_LENGTH_MAX: usize = 255;
+
+/// A response saved for an idempotency key.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Saved {
+    /// The saved response, marked `Idempotent-Replayed: true`.
+    pub fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = json_response(status, self.body);
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+    }
+}
+
+/// An authenticated write: its tenant, raw body and idempotency key. If the key was used
+/// before with the same request, `saved` holds the response to replay and the body must not
+/// be processed again; with a different request, extraction fails with
+/// `idempotency_key_reused`.
+pub struct Post {
+    pub auth: Auth,
+    pub body: Bytes,
+    pub key: Option<IdempotencyKey>,
+    pub saved: Option<Saved>,
+}
+
+impl FromRequest<Arc<AppState>> for Post {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Post, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let auth = Auth::from_request_parts(&mut parts, state).await?;
+        let key = match parts.headers.get(HEADER) {
+            None => None,
+            Some(value) => Some(valid_key(value.as_bytes())?),
+        };
+        if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+            let is_json = content_type
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+            if !is_json {
+                return Err(ApiError::bad_request(
+                    "invalid_json",
+                    "Unsupported Content-Type: send the body as JSON with `Content-Type: application/json`.",
+                ));
+            }
+        }
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_owned();
+        let request = Request::from_parts(parts, body);
+        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    crate::error::ErrorType::InvalidRequestError,
+                    "body_too_large",
+                    format!("The body is larger than the limit of {} bytes.", state.max_body_bytes),
+                )
+            } else {
+                ApiError::bad_request("invalid_json", format!("The body could not be read: {rejection}."))
+            }
+        })?;
+        let Some(key) = key else { return Ok(Post { auth, body, key: None, saved: None }) };
+        let key = IdempotencyKey { fingerprint: fingerprint(method.as_str(), &path, &body), key };
+        let reader = state.reader.clone();
+        let (tenant, text) = (auth.tenant, key.key.clone());
+        let record = tokio::task::spawn_blocking(move || reader.idempotency(tenant, &text))
+            .await
+            .map_err(|_| ApiError::internal("The idempotency lookup failed."))??;
+        let saved = match record {
+            None => None,
+            Some(record) if record.fingerprint == key.fingerprint => {
+                Some(Saved { status: record.status, body: record.body })
+            }
+            Some(_) => return Err(ApiError::key_reused()),
+        };
+        Ok(Post { auth, body, key: Some(key), saved })
+    }
+}
+
+pub(crate) fn valid_key(value: &[u8]) -> Result<String, ApiError> {
+    let printable = value.iter().all(|b| (0x20..=0x7e).contains(b));
+    if value.is_empty() || value.len() > KEY_LENGTH_MAX || !printable {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
+        ));
+    }
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// SHA-256 over the method, the path and the body.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(method.as_bytes());
+    hash.update(b"\n");
+    hash.update(path.as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    hash.finalize().into()
+}

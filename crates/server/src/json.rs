@@ -1,0 +1,292 @@
+//! Parsing request bodies: JSON through `serde_path_to_error`, so that every error names the
+//! field at fault by its JSON path, and the field types that refuse what money must not be
+//! (floats, negative numbers, strings, out-of-range integers, ids of the wrong kind).
+
+use crate::error::ApiError;
+use paycore_ledger::{AccountId, Currency, Overdraft, PaymentId, TransferId, AMOUNT_MAX};
+use serde::de::{self, DeserializeOwned, Deserializer, Unexpected, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+
+/// Parses a JSON body into `T`. An empty body counts as `{}`.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}".as_slice(),
+        Some(b'{') => body,
+        // Serde would read a struct from an array of its fields: a body must be an object.
+        Some(_) => return Err(ApiError::bad_request("invalid_json", "The body must be a JSON object.")),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(to_api_error)?;
+    deserializer.end().map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON: {e}.")))?;
+    Ok(value)
+}
+
+/// Parses an already parsed JSON value into `T` (for bodies whose shape depends on their
+/// content).
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(to_api_error)
+}
+
+fn to_api_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let parent = (path != ".").then_some(path);
+    let inner = error.into_inner();
+    if let (Some(param), true) = (&parent, inner.to_string().starts_with("number out of range")) {
+        return ApiError::invalid(
+            param.clone(),
+            format!("Invalid value for `{param}`: the number is out of range; amounts are integers from 1 to 9223372036854775807."),
+        );
+    }
+    if !inner.is_data() {
+        return ApiError::bad_request("invalid_json", format!("Invalid JSON: {inner}."));
+    }
+    let full = inner.to_string();
+    let message = match full.rfind(" at line ") {
+        Some(at) => &full[..at],
+        None => full.as_str(),
+    };
+    let join = |field: &str| match &parent {
+        Some(parent) => format!("{parent}.{field}"),
+        None => field.to_owned(),
+    };
+    if let Some(field) = quoted_after(message, "missing field `") {
+        return ApiError::missing(join(field));
+    }
+    if let Some(field) = quoted_after(message, "duplicate field `") {
+        let param = join(field);
+        return ApiError::invalid(param.clone(), format!("`{param}` appears more than once."));
+    }
+    if let Some(field) = quoted_after(message, "unknown field `") {
+        // The path of an unknown field already ends with the field.
+        let param = parent.clone().unwrap_or_else(|| field.to_owned());
+        return ApiError::bad_request(
+            "unknown_parameter",
+            format!("Received unknown parameter `{param}`: {message}."),
+        )
+        .param(param);
+    }
+    match parent {
+        Some(param) => ApiError::invalid(param.clone(), format!("Invalid value for `{param}`: {message}.")),
+        None => ApiError::bad_request("invalid_json", format!("The body must be a JSON object: {message}.")),
+    }
+}
+
+/// The name between backquotes after `prefix`, as serde writes field names.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(&rest[..rest.find('`')?])
+}
+
+/// An amount in minor units: a JSON integer from 1 to 9223372036854775807.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Amount(pub u64);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AmountVisitor;
+        impl Visitor<'_> for AmountVisitor {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer number of minor units from 1 to 9223372036854775807")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+                if v == 0 || v > AMOUNT_MAX {
+                    return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
+                }
+                Ok(Amount(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
+                Err(E::invalid_type(Unexpected::Float(v), &self))
+            }
+        }
+        deserializer.deserialize_any(AmountVisitor)
+    }
+}
+
+/// A count of seconds: a JSON integer from 1 to `max` (checked by the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecondsVisitor;
+        impl Visitor<'_> for SecondsVisitor {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a positive integer number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
+                if v == 0 {
+                    return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
+                }
+                Ok(Seconds(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
+                Err(E::invalid_type(Unexpected::Float(v), &self))
+            }
+        }
+        deserializer.deserialize_any(SecondsVisitor)
+    }
+}
+
+/// An overdraft limit: a JSON integer from 0 to 9223372036854775807, or `"unlimited"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverdraftLimit(pub Overdraft);
+
+impl<'de> Deserialize<'de> for OverdraftLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OverdraftVisitor;
+        impl Visitor<'_> for OverdraftVisitor {
+            type Value = OverdraftLimit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer from 0 to 9223372036854775807, or \"unlimited\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<OverdraftLimit, E> {
+                if v > AMOUNT_MAX {
+                    return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
+                }
+                Ok(OverdraftLimit(Overdraft::Limit(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OverdraftLimit, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<OverdraftLimit, E> {
+                Err(E::invalid_type(Unexpected::Float(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OverdraftLimit, E> {
+                if v == "unlimited" {
+                    Ok(OverdraftLimit(Overdraft::Unlimited))
+                } else {
+                    Err(E::invalid_value(Unexpected::Str(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(OverdraftVisitor)
+    }
+}
+
+/// An id type with a text prefix, for error messages.
+pub trait Prefixed: FromStr {
+    const EXAMPLE: &'static str;
+}
+
+impl Prefixed for AccountId {
+    const EXAMPLE: &'static str = "an account id like \"acct_01j9z6m5v8k3q2w1x0y9z8a7b6\"";
+}
+impl Prefixed for TransferId {
+    const EXAMPLE: &'static str = "a transfer id like \"tr_01j9z6m5v8k3q2w1x0y9z8a7b6\"";
+}
+impl Prefixed for PaymentId {
+    const EXAMPLE: &'static str = "a payment id like \"pay_01j9z6m5v8k3q2w1x0y9z8a7b6\"";
+}
+
+/// An id in a body: a string with the right prefix and 26 base32 digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Id<T>(pub T);
+
+impl<'de, T: Prefixed> Deserialize<'de> for Id<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor<T>(PhantomData<T>);
+        impl<T: Prefixed> Visitor<'_> for IdVisitor<T> {
+            type Value = Id<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXAMPLE)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id<T>, E> {
+                v.parse().map(Id).map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+            }
+        }
+        deserializer.deserialize_str(IdVisitor(PhantomData))
+    }
+}
+
+/// Looks up an ISO 4217 code; `param` names the field for the error.
+pub fn currency(code: &str, param: &str) -> Result<Currency, ApiError> {
+    Currency::from_code(code).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_currency",
+            format!("`{param}` must be an upper-case ISO 4217 currency code such as \"EUR\"; got {code:?}."),
+        )
+        .param(param)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        amount: Amount,
+        account: Option<Id<AccountId>>,
+        items: Option<Vec<Item>>,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        amount: Amount,
+    }
+
+    fn error(body: &str) -> (String, Option<String>) {
+        let e = parse::<Body>(body.as_bytes()).unwrap_err();
+        (e.code, e.param)
+    }
+
+    fn check(body: &str, code: &str, param: Option<&str>) {
+        assert_eq!(error(body), (code.to_owned(), param.map(str::to_owned)), "{body}");
+    }
+
+    #[test]
+    fn amounts_are_positive_integers() {
+        assert_eq!(parse::<Body>(br#"{"amount":9223372036854775807}"#).unwrap().amount, Amount(AMOUNT_MAX));
+        for bad in ["10.5", "-1", "0", "\"ten\"", "1e3", "1e30", "9223372036854775808", "99999999999999999999999", "null", "true"] {
+            check(&format!(r#"{{"amount":{bad}}}"#), "parameter_invalid", Some("amount"));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        check(r#"{}"#, "parameter_missing", Some("amount"));
+        check(r#""#, "parameter_missing", Some("amount"));
+        check(r#"{"amount":1,"x":2}"#, "unknown_parameter", Some("x"));
+        check(r#"{"amount":1,"items":[{"amount":1},{"amount":1.5}]}"#, "parameter_invalid", Some("items[1].amount"));
+        check(r#"{"amount":1,"items":[{"amount":1},{}]}"#, "parameter_missing", Some("items[1].amount"));
+        check(r#"{"amount":1,"items":[{"amount":1,"y":1}]}"#, "unknown_parameter", Some("items[0].y"));
+        check(r#"{"amount":1,"account":"pay_00000000000000000000000000"}"#, "parameter_invalid", Some("account"));
+        check(r#"{"amount":1,"#, "invalid_json", None);
+        check(r#"{"amount":1} x"#, "invalid_json", None);
+        check(r#"[1]"#, "invalid_json", None);
+        check(r#" [1, null]"#, "invalid_json", None);
+        check(r#"{"amount":1,"amount":2}"#, "parameter_invalid", Some("amount"));
+        check(&format!(r#"{{"amount":{}}}"#, "9".repeat(400)), "parameter_invalid", Some("amount"));
+    }
+
+    #[test]
+    fn json_errors_carry_line_and_column() {
+        let e = parse::<Body>(b"{\n\"amount\": }").unwrap_err();
+        assert!(e.message.contains("line 2"), "{}", e.message);
+    }
+}

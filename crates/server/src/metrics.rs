@@ -1,0 +1,86 @@
+//! Prometheus metrics: request latencies by route, the engine's batch and commit metrics, and
+//! the engine's queue depth read at scrape time.
+
+use crate::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use paycore_engine::EngineMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    /// The matched route pattern (`/v1/payments/{id}`), never the raw path, so that the label
+    /// set stays small.
+    route: String,
+    /// `2xx`, `4xx`, …
+    status: String,
+}
+
+type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    http: HistogramFamily,
+    queue_depth: Gauge,
+}
+
+impl Metrics {
+    pub fn new(engine: &EngineMetrics) -> Metrics {
+        let mut registry = Registry::default();
+        let http: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let queue_depth = Gauge::default();
+        registry.register(
+            "paycore_http_request_duration_seconds",
+            "Duration of HTTP requests by method, matched route and status class",
+            http.clone(),
+        );
+        registry.register("paycore_engine_queue_depth", "Requests waiting in the engine's queue", queue_depth.clone());
+        engine.register(&mut registry);
+        Metrics { registry, http, queue_depth }
+    }
+
+    /// The text exposition of every metric, with the queue depth as of now.
+    pub fn encode(&self, queue_depth: usize) -> String {
+        self.queue_depth.set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+/// Middleware: times every request.
+pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = HttpLabels { method, route, status: format!("{}xx", response.status().as_u16() / 100) };
+    state.metrics.http.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.encode(state.engine.queue_depth());
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}

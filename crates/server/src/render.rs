@@ -1,0 +1,369 @@
+//! The JSON the API answers with, and [`Renderer::render`]: the one function that turns a ledger
+//! outcome into a status and a body. The handlers and the engine (which saves the response of a
+//! request with an `Idempotency-Key` in the same commit as its effect) both call it, so a first
+//! answer and its replay are byte-identical.
+
+use crate::error::ApiError;
+use paycore_ledger::{Account, AccountId, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use utoipa::ToSchema;
+
+/// Balances of an account, in minor units.
+#[derive(Serialize, ToSchema)]
+pub struct BalanceJson {
+    /// Posted credits minus posted debits: money received is positive.
+    pub posted: i64,
+    /// Held for outgoing pending transfers.
+    pub pending_debits: u64,
+    /// Held for incoming pending transfers.
+    pub pending_credits: u64,
+    /// Posted − pending debits + overdraft limit; absent for an unlimited account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub available: Option<i128>,
+}
+
+/// The word `"unlimited"`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unlimited {
+    Unlimited,
+}
+
+/// How far below zero an account may go: a number of minor units, or `"unlimited"`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum OverdraftJson {
+    Limit(u64),
+    Unlimited(Unlimited),
+}
+
+/// The word `"account"`, `"transfer"`, … naming the kind of an object.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Account,
+    Transfer,
+    Payment,
+    Refund,
+    List,
+}
+
+/// A ledger account.
+#[derive(Serialize, ToSchema)]
+pub struct AccountJson {
+    /// `acct_…`
+    pub id: String,
+    pub object: ObjectKind,
+    /// ISO 4217 code.
+    pub currency: &'static str,
+    pub overdraft_limit: OverdraftJson,
+    pub reference: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub balance: BalanceJson,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+impl AccountJson {
+    pub fn new(account: &Account, metadata: Option<&str>) -> AccountJson {
+        let b = account.balances;
+        AccountJson {
+            id: account.id.to_string(),
+            object: ObjectKind::Account,
+            currency: account.currency.code(),
+            overdraft_limit: match account.overdraft {
+                Overdraft::Limit(limit) => OverdraftJson::Limit(limit),
+                Overdraft::Unlimited => OverdraftJson::Unlimited(Unlimited::Unlimited),
+            },
+            reference: account.reference.clone(),
+            metadata: metadata.and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
+            balance: BalanceJson {
+                posted: b.posted(),
+                pending_debits: b.debits_pending,
+                pending_credits: b.credits_pending,
+                available: b.available(account.overdraft),
+            },
+            created_at: rfc3339(account.created_at),
+        }
+    }
+}
+
+/// A transfer: an immutable movement between two accounts.
+#[derive(Serialize, ToSchema)]
+pub struct TransferJson {
+    /// `tr_…`
+    pub id: String,
+    pub object: ObjectKind,
+    /// `single`, `pending`, `post_pending`, `void_pending` or `expire_pending`.
+    pub kind: &'static str,
+    pub debit_account: String,
+    pub credit_account: String,
+    /// For a post, the amount posted; for a void or an expiry, the amount released.
+    pub amount: u64,
+    pub currency: &'static str,
+    /// The hold that a post, void or expiry resolves.
+    pub pending_id: Option<String>,
+    /// When a hold expires unless posted or voided first.
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    /// On `POST /v1/transfers` only: `ok`, or `exists` for a retry of a transfer with the same id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'static str>,
+}
+
+impl TransferJson {
+    pub fn new(t: &Transfer, result: Option<ResultCode>) -> TransferJson {
+        TransferJson {
+            id: t.id.to_string(),
+            object: ObjectKind::Transfer,
+            kind: t.kind.as_str(),
+            debit_account: t.debit_account.to_string(),
+            credit_account: t.credit_account.to_string(),
+            amount: t.amount,
+            currency: t.currency.code(),
+            pending_id: t.pending_id.map(|id| id.to_string()),
+            expires_at: t.expires_at.map(rfc3339),
+            created_at: rfc3339(t.timestamp),
+            result: result.map(ResultCode::as_str),
+        }
+    }
+}
+
+/// A real-time payment order.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentJson {
+    /// `pay_…`
+    pub id: String,
+    pub object: ObjectKind,
+    /// `requires_confirmation`, `requires_capture`, `succeeded`, `failed`, `cancelled` or `expired`.
+    pub status: &'static str,
+    pub payer_account: String,
+    pub payee_account: String,
+    pub amount: u64,
+    pub currency: &'static str,
+    /// `automatic` or `manual`.
+    pub capture_method: &'static str,
+    pub description: Option<String>,
+    /// Why confirmation failed, such as `insufficient_funds`.
+    pub failure_code: Option<&'static str>,
+    pub amount_captured: u64,
+    pub amount_refunded: u64,
+    /// Confirmation (and for manual capture, the capture) must happen before this instant.
+    pub expires_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl PaymentJson {
+    pub fn new(p: &Payment) -> PaymentJson {
+        PaymentJson {
+            id: p.id.to_string(),
+            object: ObjectKind::Payment,
+            status: p.status.as_str(),
+            payer_account: p.payer.to_string(),
+            payee_account: p.payee.to_string(),
+            amount: p.amount,
+            currency: p.currency.code(),
+            capture_method: p.capture_method.as_str(),
+            description: p.description.clone(),
+            failure_code: p.failure_code.map(ResultCode::as_str),
+            amount_captured: p.amount_captured,
+            amount_refunded: p.amount_refunded,
+            expires_at: rfc3339(p.expires_at),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// A refund of (part of) a payment.
+#[derive(Serialize, ToSchema)]
+pub struct RefundJson {
+    /// `re_…`
+    pub id: String,
+    pub object: ObjectKind,
+    /// The payment refunded.
+    pub payment: String,
+    pub amount: u64,
+    pub currency: &'static str,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    /// Why the refund failed, such as `insufficient_funds` on the payee.
+    pub failure_code: Option<&'static str>,
+    pub created_at: String,
+}
+
+impl RefundJson {
+    pub fn new(r: &Refund) -> RefundJson {
+        RefundJson {
+            id: r.id.to_string(),
+            object: ObjectKind::Refund,
+            payment: r.payment.to_string(),
+            amount: r.amount,
+            currency: r.currency.code(),
+            status: r.status.as_str(),
+            failure_code: r.failure_code.map(ResultCode::as_str),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+/// A page of objects, newest first for transfers, oldest first for refunds.
+#[derive(Serialize, ToSchema)]
+pub struct ListJson<T> {
+    pub object: ObjectKind,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass as `starting_after` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The result of one item of a bulk transfer request.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TransferResultJson {
+    /// Position of the item in the request.
+    pub index: usize,
+    /// The transfer's id (given by the client, or made by the server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `ok`, `exists`, or why the transfer was not applied (`insufficient_funds`,
+    /// `linked_event_failed`, …).
+    pub result: String,
+}
+
+/// The answer to a bulk transfer request: one result per item, in order.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TransferResultsJson {
+    pub object: String,
+    pub data: Vec<TransferResultJson>,
+}
+
+/// Facts a response needs that the outcome does not carry: the metadata of accounts being
+/// opened, by id. The handler puts them here before submitting and takes them out after.
+#[derive(Default)]
+pub struct RenderHints {
+    account_metadata: Mutex<HashMap<AccountId, String>>,
+}
+
+impl RenderHints {
+    pub fn insert_metadata(&self, id: AccountId, metadata: String) {
+        if let Ok(mut map) = self.account_metadata.lock() {
+            map.insert(id, metadata);
+        }
+    }
+
+    pub fn remove_metadata(&self, id: AccountId) {
+        if let Ok(mut map) = self.account_metadata.lock() {
+            map.remove(&id);
+        }
+    }
+
+    fn metadata(&self, id: AccountId) -> Option<String> {
+        self.account_metadata.lock().ok()?.get(&id).cloned()
+    }
+}
+
+/// Renders outcomes. Deterministic: the same outcome (and hints) always gives the same bytes.
+#[derive(Default)]
+pub struct Renderer {
+    pub hints: RenderHints,
+}
+
+impl Renderer {
+    /// The status and JSON body for an outcome.
+    ///
+    /// Transfers render as `{"object":"list","data":[{"index","result"}…]}`, which the
+    /// transfer handler completes with the ids of the request and, for a single transfer, the
+    /// stored transfer (see `routes::transfers`): the outcome carries neither.
+    pub fn render(&self, outcome: &Outcome) -> (u16, Vec<u8>) {
+        match outcome {
+            Outcome::Account(Ok(account)) => {
+                json(201, &AccountJson::new(account, self.hints.metadata(account.id).as_deref()))
+            }
+            Outcome::Payment(Ok(payment)) => {
+                let status = if payment.status == paycore_ledger::PaymentStatus::RequiresConfirmation
+                    && payment.created_at == payment.updated_at
+                {
+                    201
+                } else {
+                    200
+                };
+                json(status, &PaymentJson::new(payment))
+            }
+            Outcome::Refund(Ok((refund, _))) => json(201, &RefundJson::new(refund)),
+            Outcome::Transfers(codes) => json(200, &transfer_results(codes)),
+            // Batches are not run through the real-time API; their outcome carries nothing.
+            Outcome::BatchEnded => (200, b"{}".to_vec()),
+            Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => {
+                let error = ApiError::from_command(e);
+                (error.status.as_u16(), error.body())
+            }
+        }
+    }
+}
+
+/// The bulk result list for these codes, without ids.
+pub fn transfer_results(codes: &[ResultCode]) -> TransferResultsJson {
+    TransferResultsJson {
+        object: "list".to_owned(),
+        data: codes
+            .iter()
+            .enumerate()
+            .map(|(index, code)| TransferResultJson { index, id: None, result: code.as_str().to_owned() })
+            .collect(),
+    }
+}
+
+/// Serializes a response body. Serializing these types cannot fail; if it ever did, the
+/// answer is an empty body rather than a panic.
+pub fn json<T: Serialize>(status: u16, value: &T) -> (u16, Vec<u8>) {
+    (status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Formats nanoseconds since the Unix epoch as RFC 3339 in UTC with nanoseconds:
+/// `2024-05-01T12:34:56.123456789Z`.
+pub fn rfc3339(nanos: u64) -> String {
+    let seconds = nanos / 1_000_000_000;
+    let fraction = nanos % 1_000_000_000;
+    let days = seconds / 86_400;
+    let in_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:09}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// Year, month and day of a count of days since 1970-01-01 (Howard Hinnant's algorithm, for
+/// dates after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(rfc3339(1_714_566_896_123_456_789), "2024-05-01T12:34:56.123456789Z");
+        assert_eq!(rfc3339(u64::MAX), "2554-07-21T23:34:33.709551615Z");
+    }
+}

@@ -1,0 +1,242 @@
+//! `/v1/payments`: the real-time flow. Create → confirm → (capture | cancel) → refunds.
+
+use super::{execute, path_id, read};
+use crate::auth::{new_id, Auth};
+use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::Post;
+use crate::json::{self, Amount, Id, Seconds};
+use crate::render::{self, ListJson, PaymentJson, RefundJson};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use paycore_ledger::{AccountId, CaptureMethod, Command, NewPayment, PaymentId, RefundId, TIMEOUT_MAX_SECONDS};
+use serde::Deserialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// How long a payment waits for confirmation (and capture) by default: one day.
+pub const EXPIRES_IN_SECONDS_DEFAULT: u64 = 86_400;
+/// The longest description, in characters.
+pub const DESCRIPTION_LENGTH_MAX: usize = 1000;
+
+/// When the money moves.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMethodParam {
+    /// Confirmation moves the money.
+    Automatic,
+    /// Confirmation holds the money; a capture moves it (all or part), a cancel releases it.
+    Manual,
+}
+
+/// Creates a payment order in `requires_confirmation`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    /// `acct_…`, the account debited.
+    #[schema(value_type = String)]
+    pub payer_account: Id<AccountId>,
+    /// `acct_…`, the account credited.
+    #[schema(value_type = String)]
+    pub payee_account: Id<AccountId>,
+    /// Minor units, 1 to 9223372036854775807.
+    #[schema(value_type = u64)]
+    pub amount: Amount,
+    /// ISO 4217 code, upper case; both accounts must hold it.
+    pub currency: String,
+    /// `automatic` (default) or `manual`.
+    pub capture_method: Option<CaptureMethodParam>,
+    /// Seconds until an unconfirmed (or uncaptured) payment expires: 1 to 31622400, default 86400.
+    #[schema(value_type = Option<u64>)]
+    pub expires_in_seconds: Option<Seconds>,
+    /// Free text, at most 1000 characters.
+    pub description: Option<String>,
+}
+
+/// Captures a held payment: all of it, or `amount`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapturePayment {
+    /// At most the amount held; default all of it. The rest is released to the payer.
+    #[schema(value_type = Option<u64>)]
+    pub amount: Option<Amount>,
+}
+
+/// Refunds a succeeded payment: all that is left, or `amount`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// At most what was captured and not yet refunded; default all of it.
+    #[schema(value_type = Option<u64>)]
+    pub amount: Option<Amount>,
+}
+
+/// An empty body (`{}`), as confirm and cancel take.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `POST /v1/payments`
+#[utoipa::path(post, path = "/v1/payments", tag = "payments",
+    request_body = CreatePayment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 201, description = "The payment, `requires_confirmation`", body = PaymentJson),
+        (status = 400, description = "Invalid parameter; `account_not_found`, `currency_mismatch` or `same_account` with `param`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let params: CreatePayment = json::parse(&post.body)?;
+    let currency = json::currency(&params.currency, "currency")?;
+    let expires_in_seconds = params.expires_in_seconds.map_or(EXPIRES_IN_SECONDS_DEFAULT, |s| s.0);
+    if expires_in_seconds > TIMEOUT_MAX_SECONDS {
+        return Err(ApiError::invalid(
+            "expires_in_seconds",
+            "`expires_in_seconds` must be from 1 to 31622400 (366 days).",
+        ));
+    }
+    if params.description.as_ref().is_some_and(|d| d.chars().count() > DESCRIPTION_LENGTH_MAX) {
+        return Err(ApiError::invalid("description", "`description` must be at most 1000 characters."));
+    }
+    let command = Command::CreatePayment(NewPayment {
+        id: PaymentId(new_id()),
+        payer: params.payer_account.0,
+        payee: params.payee_account.0,
+        amount: params.amount.0,
+        currency,
+        capture_method: match params.capture_method {
+            None | Some(CaptureMethodParam::Automatic) => CaptureMethod::Automatic,
+            Some(CaptureMethodParam::Manual) => CaptureMethod::Manual,
+        },
+        expires_in_seconds,
+        description: params.description,
+    });
+    execute(&state, &post, command).await
+}
+
+/// `POST /v1/payments/{id}/confirm`
+#[utoipa::path(post, path = "/v1/payments/{id}/confirm", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`"), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body(content = Option<Empty>, description = "Empty, or `{}`"),
+    responses(
+        (status = 200, description = "The payment: `succeeded`, `failed` with `failure_code`, or `requires_capture` (manual capture: funds held)", body = PaymentJson),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+        (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn confirm(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let payment: PaymentId = path_id(&id, "payment")?;
+    let _: Empty = json::parse(&post.body)?;
+    execute(&state, &post, Command::ConfirmPayment(payment)).await
+}
+
+/// `POST /v1/payments/{id}/capture`
+#[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`"), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body(content = Option<CapturePayment>, description = "Empty to capture all"),
+    responses(
+        (status = 200, description = "The payment, `succeeded`", body = PaymentJson),
+        (status = 400, description = "`amount_too_large` (the message names the maximum)", body = ErrorBody),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+        (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
+        (status = 422, description = "The ledger refused the capture (`pending_expired`)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn capture(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let payment: PaymentId = path_id(&id, "payment")?;
+    let params: CapturePayment = json::parse(&post.body)?;
+    execute(&state, &post, Command::CapturePayment { payment, amount: params.amount.map(|a| a.0) }).await
+}
+
+/// `POST /v1/payments/{id}/cancel`
+#[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`"), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body(content = Option<Empty>, description = "Empty, or `{}`"),
+    responses(
+        (status = 200, description = "The payment, `cancelled` (held funds released)", body = PaymentJson),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+        (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let payment: PaymentId = path_id(&id, "payment")?;
+    let _: Empty = json::parse(&post.body)?;
+    execute(&state, &post, Command::CancelPayment(payment)).await
+}
+
+/// `POST /v1/payments/{id}/refunds`
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`"), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body(content = Option<CreateRefund>, description = "Empty to refund all that is left"),
+    responses(
+        (status = 201, description = "The refund: `succeeded`, or `failed` with `failure_code`", body = RefundJson),
+        (status = 400, description = "`amount_too_large` (the message names the maximum)", body = ErrorBody),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+        (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn refund(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let payment: PaymentId = path_id(&id, "payment")?;
+    let params: CreateRefund = json::parse(&post.body)?;
+    let command = Command::RefundPayment { payment, refund: RefundId(new_id()), amount: params.amount.map(|a| a.0) };
+    execute(&state, &post, command).await
+}
+
+/// `GET /v1/payments/{id}`
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentJson),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn retrieve(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let payment_id: PaymentId = path_id(&id, "payment")?;
+    let payment = read(&state, move |r| r.payment(auth.tenant, payment_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    Ok(super::rendered(render::json(200, &PaymentJson::new(&payment))))
+}
+
+/// `GET /v1/payments/{id}/refunds`
+#[utoipa::path(get, path = "/v1/payments/{id}/refunds", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`")),
+    responses(
+        (status = 200, description = "The payment's refunds, oldest first", body = ListJson<RefundJson>),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn refunds(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let payment_id: PaymentId = path_id(&id, "payment")?;
+    let tenant = auth.tenant;
+    let refunds = read(&state, move |r| {
+        if r.payment(tenant, payment_id)?.is_none() {
+            return Ok(None);
+        }
+        r.refunds(tenant, payment_id).map(Some)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    let list = ListJson {
+        object: render::ObjectKind::List,
+        data: refunds.iter().map(RefundJson::new).collect::<Vec<_>>(),
+        has_more: false,
+        next_cursor: None,
+    };
+    Ok(super::rendered(render::json(200, &list)))
+}
