@@ -1,5 +1,7 @@
 //! The `paycore` binary: flag parsing and glue only. The service lives in `paycore-server`.
 
+mod batch;
+
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +18,15 @@ struct Cli {
 enum Command {
     /// Starts the service: the ledger engine and the HTTP API.
     Serve(ServeArgs),
+    /// Batch payments on a running server: submit a file, follow it, fetch its report.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
+    /// Checks a data folder offline: balances against transfers, zero sums per currency,
+    /// payments and batch items against their transfers. Exit status 0 when all hold.
+    Verify {
+        /// The data folder.
+        data: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -29,6 +40,9 @@ struct ServeArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long = "max-body-bytes", env = "PAYCORE_MAX_BODY_BYTES", default_value_t = paycore_server::Config::MAX_BODY_BYTES_DEFAULT)]
     max_body_bytes: usize,
+    /// The largest batch file accepted, in bytes.
+    #[arg(long = "max-batch-bytes", env = "PAYCORE_MAX_BATCH_BYTES", default_value_t = paycore_server::Config::MAX_BATCH_BYTES_DEFAULT)]
+    max_batch_bytes: u64,
     /// Requests that may wait for the engine before new ones get 503.
     #[arg(long = "queue-capacity", env = "PAYCORE_QUEUE_CAPACITY", default_value_t = paycore_server::Config::QUEUE_CAPACITY_DEFAULT)]
     queue_capacity: usize,
@@ -36,7 +50,7 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     match try_main() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("paycore: error: {error:#}");
             ExitCode::FAILURE
@@ -44,7 +58,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn try_main() -> anyhow::Result<()> {
+/// Exit status 2: the command ran, and its answer is "no" (a batch not fully paid, a data
+/// folder that fails verification).
+const EXIT_NOT_ALL_HOLDS: u8 = 2;
+
+fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -54,13 +72,37 @@ fn try_main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Batch(command) => Ok(match batch::run(command)? {
+            batch::Finished::Ok => ExitCode::SUCCESS,
+            batch::Finished::NotAllPaid => ExitCode::from(EXIT_NOT_ALL_HOLDS),
+        }),
+        Command::Verify { data } => verify(&data),
     }
+}
+
+fn verify(data: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let reader = paycore_store::sqlite::open_reader(data)?;
+    let report = paycore_store::verify::verify(&reader)?;
+    println!(
+        "checked {} accounts, {} transfers, {} payments, {} batch items",
+        report.accounts, report.transfers, report.payments, report.batch_items
+    );
+    if report.ok() {
+        println!("ok: every invariant holds");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!("FAILED: {} problem(s)", report.problems.len());
+    Ok(ExitCode::from(EXIT_NOT_ALL_HOLDS))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = paycore_server::Config::new(args.data, args.listen);
     config.max_body_bytes = args.max_body_bytes;
+    config.max_batch_bytes = args.max_batch_bytes;
     config.queue_capacity = args.queue_capacity;
     config.api_key = std::env::var("PAYCORE_API_KEY")
         .ok()

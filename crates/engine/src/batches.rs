@@ -21,6 +21,7 @@ use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,8 +47,15 @@ fn rejection(code: &str, message: &str, errors: &[Diagnostic]) -> String {
 }
 
 /// Validates the stored file of `batch` (blocking: run it on a blocking thread). Leaves the
-/// batch `processing` or `rejected`.
-pub fn validate(store: &dyn BatchStore, data_dir: &Path, batch: &BatchRecord, now: u64) -> paycore_store::Result<()> {
+/// batch `processing` or `rejected` — or, if `stopping` is set meanwhile, `validating`, to be
+/// validated again at the next start.
+pub fn validate(
+    store: &dyn BatchStore,
+    data_dir: &Path,
+    batch: &BatchRecord,
+    now: u64,
+    stopping: &AtomicBool,
+) -> paycore_store::Result<()> {
     store.clear_batch_items(batch.id)?;
     let reject = |code: &str, message: String, errors: &[Diagnostic]| {
         let json = rejection(code, &message, errors);
@@ -81,7 +89,7 @@ pub fn validate(store: &dyn BatchStore, data_dir: &Path, batch: &BatchRecord, no
     let (mut total, mut invalid) = (0u64, 0u64);
     let mut write_error = None;
     let summary = parse(format, input, &options, &mut |record| {
-        if write_error.is_some() || checker.error.is_some() {
+        if write_error.is_some() || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
             return;
         }
         let mut row = checker.row(record);
@@ -105,6 +113,9 @@ pub fn validate(store: &dyn BatchStore, data_dir: &Path, batch: &BatchRecord, no
     });
     if let Some(e) = write_error.or(checker.error) {
         return Err(e);
+    }
+    if stopping.load(Ordering::Relaxed) {
+        return Ok(());
     }
     let summary = match summary {
         Ok(summary) => summary,
@@ -300,9 +311,16 @@ impl Checker<'_> {
     }
 }
 
-/// Runs the batch's pending items through the engine until the batch ends. Safe to call again
-/// after a crash: it starts from what the store says.
-pub async fn run(engine: &EngineHandle, store: Arc<dyn BatchStore>, batch: BatchId, tenant: paycore_ledger::TenantId) -> paycore_store::Result<()> {
+/// Runs the batch's pending items through the engine until the batch ends, or until
+/// `stopping` is set (the batch then stays `processing`). Safe to call again after a crash or
+/// a stop: it starts from what the store says.
+pub async fn run(
+    engine: &EngineHandle,
+    store: Arc<dyn BatchStore>,
+    batch: BatchId,
+    tenant: paycore_ledger::TenantId,
+    stopping: &AtomicBool,
+) -> paycore_store::Result<()> {
     let record = read(&store, tenant, batch).await?;
     let Some(record) = record else { return Ok(()) };
     if record.status != "processing" {
@@ -317,6 +335,9 @@ pub async fn run(engine: &EngineHandle, store: Arc<dyn BatchStore>, batch: Batch
         let mut cancelled = false;
         let mut after = None;
         while !failed {
+            if stopping.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             if cancel_requested(&store, tenant, batch).await? {
                 cancelled = true;
                 break;
@@ -329,6 +350,9 @@ pub async fn run(engine: &EngineHandle, store: Arc<dyn BatchStore>, batch: Batch
         }
         let step = if failed || cancelled { BatchStep::Void } else { BatchStep::Post };
         loop {
+            if stopping.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let chunk = items(&store, batch, "held", None, CHUNK_ITEMS).await?;
             if chunk.is_empty() {
                 break;
@@ -344,6 +368,12 @@ pub async fn run(engine: &EngineHandle, store: Arc<dyn BatchStore>, batch: Batch
     let mut in_flight: Option<tokio::task::JoinHandle<Vec<ResultCode>>> = None;
     let mut end = BatchEnd::Completed;
     loop {
+        if stopping.load(Ordering::Relaxed) {
+            if let Some(previous) = in_flight.take() {
+                let _ = previous.await;
+            }
+            return Ok(());
+        }
         if cancel_requested(&store, tenant, batch).await? {
             end = BatchEnd::Cancelled;
             break;

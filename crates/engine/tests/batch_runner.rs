@@ -9,6 +9,7 @@ use paycore_ledger::{
 };
 use paycore_store::{BatchRecord, BatchStore, Reader};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 const TENANT: TenantId = TenantId(5);
@@ -97,9 +98,9 @@ impl Env {
             fingerprint: None,
         };
         self.reader.create_batch(&record).unwrap();
-        validate(&self.reader, &self.data, &record, 2).unwrap();
+        validate(&self.reader, &self.data, &record, 2, &AtomicBool::new(false)).unwrap();
         let store: Arc<dyn BatchStore> = Arc::new(self.reader.clone());
-        run(&self.handle, store, BatchId(id), TENANT).await.unwrap();
+        run(&self.handle, store, BatchId(id), TENANT, &AtomicBool::new(false)).await.unwrap();
         self.reader.batch(TENANT, BatchId(id)).unwrap().unwrap()
     }
 

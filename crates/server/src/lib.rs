@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod error;
 mod idempotency;
+mod jobs;
 mod json;
 mod metrics;
 mod openapi;
@@ -23,8 +24,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
-use paycore_store::Reader;
+use paycore_store::{BatchStore, Reader};
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What every handler shares.
@@ -35,25 +38,13 @@ pub struct AppState {
     pub keys: Arc<auth::KeyCache>,
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
-}
-
-impl AppState {
-    pub fn new(
-        reader: Arc<dyn Reader>,
-        engine: EngineHandle,
-        renderer: Arc<Renderer>,
-        engine_metrics: &EngineMetrics,
-        max_body_bytes: usize,
-    ) -> AppState {
-        AppState {
-            reader,
-            engine,
-            renderer,
-            keys: Arc::new(auth::KeyCache::new()),
-            metrics: metrics::Metrics::new(engine_metrics),
-            max_body_bytes,
-        }
-    }
+    pub batches: Arc<dyn BatchStore>,
+    pub data_dir: PathBuf,
+    pub max_batch_bytes: u64,
+    pub jobs: jobs::Jobs,
+    /// Set when the service stops: batch jobs return at their next step and resume at the
+    /// next start.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// The whole API as a router.
@@ -73,6 +64,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/payments/{id}/capture", post(routes::payments::capture))
         .route("/v1/payments/{id}/cancel", post(routes::payments::cancel))
         .route("/v1/payments/{id}/refunds", post(routes::payments::refund).get(routes::payments::refunds))
+        .route("/v1/batches", post(routes::batches::create))
+        .route("/v1/batches/{id}", get(routes::batches::retrieve))
+        .route("/v1/batches/{id}/items", get(routes::batches::items))
+        .route("/v1/batches/{id}/report", get(routes::batches::report))
+        .route("/v1/batches/{id}/cancel", post(routes::batches::cancel))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -89,8 +85,9 @@ pub struct Service {
 /// Opens the store, makes the first API key if there is none, and starts the engine.
 pub fn start(config: &Config) -> anyhow::Result<Service> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let (store, reader) = paycore_store::sqlite::open(&config.data_dir)?;
-    let reader: Arc<dyn Reader> = Arc::new(reader);
+    let (store, sqlite) = paycore_store::sqlite::open(&config.data_dir)?;
+    let sqlite = Arc::new(sqlite);
+    let reader: Arc<dyn Reader> = sqlite.clone();
     auth::bootstrap(reader.as_ref(), &config.data_dir, config.api_key.clone())?;
 
     let renderer = Arc::new(Renderer::default());
@@ -106,7 +103,19 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         EngineConfig::default(),
     )?;
     let engine = EngineHandle::new(Arc::new(submitter));
-    let state = Arc::new(AppState::new(reader, engine, renderer, &engine_metrics, config.max_body_bytes));
+    let state = Arc::new(AppState {
+        reader,
+        engine,
+        renderer,
+        keys: Arc::new(auth::KeyCache::new()),
+        metrics: metrics::Metrics::new(&engine_metrics),
+        max_body_bytes: config.max_body_bytes,
+        batches: sqlite,
+        data_dir: config.data_dir.clone(),
+        max_batch_bytes: config.max_batch_bytes,
+        jobs: jobs::Jobs::default(),
+        stopping: Arc::new(AtomicBool::new(false)),
+    });
     Ok(Service { state, engine_thread })
 }
 
@@ -119,6 +128,12 @@ impl Service {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Service { state, engine_thread } = self;
+        jobs::resume(&state).await?;
+        let stopping = state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.store(true, Ordering::Relaxed);
+        };
         axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
         tracing::info!("stopped accepting; waiting for the engine to finish");
         // Every engine handle was in the router's state, dropped with it: the engine thread

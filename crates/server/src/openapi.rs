@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "paycore", description = "A double-entry ledger and real-time payments. Amounts are integers in the currency's minor unit; errors have one shape, `{\"error\":{\"type\",\"code\",\"message\",\"param\"}}`."),
+    info(title = "paycore", description = "A double-entry ledger, real-time payments and batch payments. Amounts are integers in the currency's minor unit; errors have one shape, `{\"error\":{\"type\",\"code\",\"message\",\"param\"}}`."),
     paths(
         routes::accounts::create,
         routes::accounts::retrieve,
@@ -21,11 +21,22 @@ use utoipa::{Modify, OpenApi};
         routes::payments::cancel,
         routes::payments::refund,
         routes::payments::refunds,
+        routes::batches::create,
+        routes::batches::retrieve,
+        routes::batches::items,
+        routes::batches::report,
+        routes::batches::cancel,
         routes::healthz,
         metrics::scrape,
         document,
     ),
-    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, crate::error::ErrorType)),
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::error::ErrorDetail,
+        crate::error::ErrorType,
+        routes::batches::BatchItemsBody,
+        routes::batches::BatchItemParam,
+    )),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

@@ -2,6 +2,7 @@
 //! answering with the rendered outcome or a saved response.
 
 pub mod accounts;
+pub mod batches;
 pub mod payments;
 pub mod transfers;
 
