@@ -53,7 +53,7 @@ pub fn validate(
     store: &dyn BatchStore,
     data_dir: &Path,
     batch: &BatchRecord,
-    now: u64,
+    clock: &dyn Fn() -> u64,
     stopping: &AtomicBool,
 ) -> paycore_store::Result<()> {
     store.clear_batch_items(batch.id)?;
@@ -67,7 +67,7 @@ pub fn validate(
             variant: None,
             message_id: None,
             rejection: Some(&json),
-            now,
+            now: clock(),
         })
     };
     let Ok(format) = batch.format.parse::<Format>() else {
@@ -178,7 +178,7 @@ pub fn validate(
         variant: summary.variant.as_deref(),
         message_id: summary.message_id.as_deref(),
         rejection: rejection_json,
-        now,
+        now: clock(),
     })
 }
 

@@ -98,7 +98,7 @@ impl Env {
             fingerprint: None,
         };
         self.reader.create_batch(&record).unwrap();
-        validate(&self.reader, &self.data, &record, 2, &AtomicBool::new(false)).unwrap();
+        validate(&self.reader, &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
         let store: Arc<dyn BatchStore> = Arc::new(self.reader.clone());
         run(&self.handle, store, BatchId(id), TENANT, &AtomicBool::new(false)).await.unwrap();
         self.reader.batch(TENANT, BatchId(id)).unwrap().unwrap()

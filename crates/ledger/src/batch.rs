@@ -55,6 +55,7 @@ impl BatchItemState {
 pub struct BatchItemResult {
     pub batch: BatchId,
     pub index: u64,
+    pub step: BatchStep,
     pub state: BatchItemState,
     pub code: ResultCode,
 }
@@ -75,6 +76,16 @@ impl BatchId {
     /// The id of the transfer that posts (`post = true`) or releases the hold of item `index`.
     pub fn item_resolution(self, index: u64, post: bool) -> TransferId {
         TransferId(self.derive(index.wrapping_mul(4) + if post { 1 } else { 2 }))
+    }
+}
+
+impl BatchStep {
+    /// The state an item is in before this step: a step moves only items in that state.
+    pub fn from_state(self) -> &'static str {
+        match self {
+            BatchStep::Pay | BatchStep::Hold => "pending",
+            BatchStep::Post | BatchStep::Void => "held",
+        }
     }
 }
 

@@ -832,6 +832,7 @@ impl State {
             self.changes.batch_items.push(BatchItemResult {
                 batch,
                 index: item.index,
+                step,
                 state: item_state(step, code),
                 code,
             });

@@ -39,9 +39,8 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
         let permit = state.jobs.validations.acquire().await;
         let store = state.batches.clone();
         let data_dir = state.data_dir.clone();
-        let now = crate::auth::now_ns();
         let stopping = state.stopping.clone();
-        tokio::task::spawn_blocking(move || batches::validate(store.as_ref(), &data_dir, &batch, now, &stopping))
+        tokio::task::spawn_blocking(move || batches::validate(store.as_ref(), &data_dir, &batch, &crate::auth::now_ns, &stopping))
             .await
             .map_err(|e| paycore_store::StoreError::Database(format!("validation task failed: {e}")))??;
         drop(permit);

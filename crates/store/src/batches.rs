@@ -172,24 +172,30 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
     }
     let mut counters: HashMap<BatchId, [i64; 3]> = HashMap::new();
     {
+        // An item moves only from the state its step expects (pending, or held): an item sent
+        // twice (a resumed run that went back too far) changes neither status nor counters.
         let mut stmt = tx.prepare_cached(
-            "UPDATE batch_items SET status = ?3, failure_code = ?4 WHERE batch = ?1 AND idx = ?2",
+            "UPDATE batch_items SET status = ?3, failure_code = ?4 WHERE batch = ?1 AND idx = ?2 AND status = ?5",
         )?;
-        let mut previous = tx.prepare_cached("SELECT status FROM batch_items WHERE batch = ?1 AND idx = ?2")?;
         for result in &changes.batch_items {
-            let key = params![id_blob(result.batch.0), int(result.index)];
-            let before: Option<String> = previous.query_row(key, |r| r.get(0)).optional()?;
-            let Some(before) = before else {
-                return Err(StoreError::Corrupt(format!("no item {} in {}", result.index, result.batch)));
-            };
             let code = match result.state {
                 BatchItemState::Voided => Some("batch_aborted"),
                 _ => (!result.code.is_success()).then(|| result.code.as_str()),
             };
-            stmt.execute(params![id_blob(result.batch.0), int(result.index), result.state.as_str(), code])?;
+            let from = result.step.from_state();
+            let moved = stmt.execute(params![
+                id_blob(result.batch.0),
+                int(result.index),
+                result.state.as_str(),
+                code,
+                from
+            ])?;
+            if moved == 0 {
+                continue;
+            }
             let c = counters.entry(result.batch).or_default();
             // Counters: [succeeded, failed, held], moved from the old status to the new.
-            for (status, sign) in [(before.as_str(), -1), (result.state.as_str(), 1)] {
+            for (status, sign) in [(from, -1), (result.state.as_str(), 1)] {
                 match status {
                     "succeeded" => c[0] += sign,
                     "failed" | "voided" => c[1] += sign,
