@@ -183,9 +183,11 @@ pub fn validate(
 }
 
 fn fatal_message(fatal: &FatalError, line: Option<u64>) -> String {
+    // Most fatal errors already start with their line; name it once.
+    let text = fatal.to_string();
     match line {
-        Some(line) => format!("line {line}: {fatal}"),
-        None => fatal.to_string(),
+        Some(line) if !text.starts_with(&format!("line {line}")) => format!("line {line}: {text}"),
+        _ => text,
     }
 }
 

@@ -105,7 +105,7 @@ impl Env {
     }
 
     fn posted(&self, id: AccountId) -> i64 {
-        self.reader.account(TENANT, id).unwrap().unwrap().account.balances.posted()
+        self.reader.account(TENANT, id).unwrap().unwrap().balances.posted()
     }
 }
 

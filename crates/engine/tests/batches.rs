@@ -114,7 +114,7 @@ async fn best_effort_and_atomic_batches() {
     let failed = reader.batch_items(batch, &["failed"], None, 10).unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].index, failed[0].failure_code.as_deref()), (2, Some("insufficient_funds")));
-    let balance = |id| reader.account(TENANT, AccountId(id)).unwrap().unwrap().account.balances;
+    let balance = |id| reader.account(TENANT, AccountId(id)).unwrap().unwrap().balances;
     assert_eq!((balance(2).posted(), balance(3).posted()), (50, 200));
 
     // Atomic: hold 20 + 20 of the 50 left, the third (40) fails: void both holds, nothing moves.

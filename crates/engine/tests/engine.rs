@@ -76,7 +76,7 @@ fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
 }
 
 fn posted(reader: &impl Reader, id: u128) -> i64 {
-    reader.account(TENANT, AccountId(id)).unwrap().unwrap().account.balances.posted()
+    reader.account(TENANT, AccountId(id)).unwrap().unwrap().balances.posted()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

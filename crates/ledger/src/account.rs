@@ -59,6 +59,8 @@ pub struct Account {
     pub overdraft: Overdraft,
     /// An external identifier (IBAN, account number), unique per tenant.
     pub reference: Option<String>,
+    /// Opaque to the ledger (a JSON object for the API).
+    pub metadata: Option<String>,
     pub balances: Balances,
     /// Nanoseconds since the Unix epoch, assigned by the engine.
     pub created_at: u64,

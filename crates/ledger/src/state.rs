@@ -103,8 +103,6 @@ pub struct ChangeSet {
     pub transfers: Vec<Transfer>,
     /// Accounts opened in this batch (written whole).
     pub new_accounts: Vec<Account>,
-    /// Metadata of the new accounts, by position in `new_accounts`.
-    pub new_account_metadata: Vec<Option<String>>,
     /// Accounts whose balances changed (including new ones).
     pub balances: Vec<(AccountId, Balances)>,
     pub holds: Vec<HoldRecord>,
@@ -445,12 +443,12 @@ impl State {
             currency: new.currency,
             overdraft: new.overdraft,
             reference: new.reference.clone(),
+            metadata: new.metadata.clone(),
             balances: Balances::default(),
             created_at: self.tick(now),
         };
         self.accounts.insert(account.id, account.clone());
         self.changes.new_accounts.push(account.clone());
-        self.changes.new_account_metadata.push(new.metadata.clone());
         Ok(account)
     }
 

@@ -63,7 +63,8 @@ fn change_sets_list_exactly_what_the_batch_changed() {
     sim.run(&[open(w, Overdraft::Unlimited, None), open(a, Overdraft::Limit(0), Some("{\"k\":1}")), open(b, Overdraft::Limit(0), None)]);
     let c = sim.history.last().unwrap();
     assert_eq!(c.new_accounts.iter().map(|a| a.id.0).collect::<Vec<_>>(), [w, a, b]);
-    assert_eq!(c.new_account_metadata, [None, Some("{\"k\":1}".to_owned()), None]);
+    let metadata: Vec<_> = c.new_accounts.iter().map(|a| a.metadata.clone()).collect();
+    assert_eq!(metadata, [None, Some("{\"k\":1}".to_owned()), None]);
     assert!(c.balances.is_empty() && c.transfers.is_empty() && c.holds.is_empty());
 
     // Moves, a hold and a rejection.

@@ -4,10 +4,9 @@
 //! answer and its replay are byte-identical.
 
 use crate::error::ApiError;
-use paycore_ledger::{Account, AccountId, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer};
+use paycore_ledger::{Account, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Balances of an account, in minor units.
@@ -68,7 +67,7 @@ pub struct AccountJson {
 }
 
 impl AccountJson {
-    pub fn new(account: &Account, metadata: Option<&str>) -> AccountJson {
+    pub fn new(account: &Account) -> AccountJson {
         let b = account.balances;
         AccountJson {
             id: account.id.to_string(),
@@ -79,7 +78,7 @@ impl AccountJson {
                 Overdraft::Unlimited => OverdraftJson::Unlimited(Unlimited::Unlimited),
             },
             reference: account.reference.clone(),
-            metadata: metadata.and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
+            metadata: account.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default(),
             balance: BalanceJson {
                 posted: b.posted(),
                 pending_debits: b.debits_pending,
@@ -241,36 +240,9 @@ pub struct TransferResultsJson {
     pub data: Vec<TransferResultJson>,
 }
 
-/// Facts a response needs that the outcome does not carry: the metadata of accounts being
-/// opened, by id. The handler puts them here before submitting and takes them out after.
+/// Renders outcomes. Deterministic: the same outcome always gives the same bytes.
 #[derive(Default)]
-pub struct RenderHints {
-    account_metadata: Mutex<HashMap<AccountId, String>>,
-}
-
-impl RenderHints {
-    pub fn insert_metadata(&self, id: AccountId, metadata: String) {
-        if let Ok(mut map) = self.account_metadata.lock() {
-            map.insert(id, metadata);
-        }
-    }
-
-    pub fn remove_metadata(&self, id: AccountId) {
-        if let Ok(mut map) = self.account_metadata.lock() {
-            map.remove(&id);
-        }
-    }
-
-    fn metadata(&self, id: AccountId) -> Option<String> {
-        self.account_metadata.lock().ok()?.get(&id).cloned()
-    }
-}
-
-/// Renders outcomes. Deterministic: the same outcome (and hints) always gives the same bytes.
-#[derive(Default)]
-pub struct Renderer {
-    pub hints: RenderHints,
-}
+pub struct Renderer;
 
 impl Renderer {
     /// The status and JSON body for an outcome.
@@ -281,7 +253,7 @@ impl Renderer {
     pub fn render(&self, outcome: &Outcome) -> (u16, Vec<u8>) {
         match outcome {
             Outcome::Account(Ok(account)) => {
-                json(201, &AccountJson::new(account, self.hints.metadata(account.id).as_deref()))
+                json(201, &AccountJson::new(account))
             }
             Outcome::Payment(Ok(payment)) => {
                 let status = if payment.status == paycore_ledger::PaymentStatus::RequiresConfirmation

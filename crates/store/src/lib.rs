@@ -57,13 +57,6 @@ pub struct IdempotencyRecord {
     pub created_at: u64,
 }
 
-/// An account as the API shows it: the ledger's account and its opaque metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountRow {
-    pub account: Account,
-    pub metadata: Option<String>,
-}
-
 /// An API key as stored: only the SHA-256 of the secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -97,7 +90,7 @@ pub struct Page<C> {
 
 /// The API's side: reads of committed state, from any thread.
 pub trait Reader: Send + Sync {
-    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<AccountRow>>;
+    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>>;
     /// The account's transfers, newest first.
     fn account_transfers(&self, tenant: TenantId, id: AccountId, page: Page<TransferId>) -> Result<Vec<Transfer>>;
     fn transfer(&self, tenant: TenantId, id: TransferId) -> Result<Option<Transfer>>;

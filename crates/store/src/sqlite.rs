@@ -7,7 +7,7 @@
 //! mean two engines, and two engines can spend the same money twice.
 
 use crate::{
-    AccountRow, ApiKeyRecord, IdempotencyRecord, Loaded, Page, Reader, Recovered, Result, Store,
+    ApiKeyRecord, IdempotencyRecord, Loaded, Page, Reader, Recovered, Result, Store,
     StoreError,
 };
 use paycore_ledger::{
@@ -145,6 +145,7 @@ pub(crate) fn account_from(row: &Row) -> rusqlite::Result<Account> {
             None => Overdraft::Unlimited,
         },
         reference: row.get("reference")?,
+        metadata: row.get("metadata")?,
         balances: Balances {
             debits_posted: uint(row, "debits_posted")?,
             credits_posted: uint(row, "credits_posted")?,
@@ -308,7 +309,7 @@ impl Store for SqliteStore {
                      debits_posted, credits_posted, debits_pending, credits_pending, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0, ?7)",
             )?;
-            for (account, metadata) in changes.new_accounts.iter().zip(&changes.new_account_metadata) {
+            for account in &changes.new_accounts {
                 let limit = match account.overdraft {
                     Overdraft::Limit(limit) => Some(int(limit)),
                     Overdraft::Unlimited => None,
@@ -319,7 +320,7 @@ impl Store for SqliteStore {
                     account.currency.code(),
                     limit,
                     account.reference,
-                    metadata,
+                    account.metadata,
                     int(account.created_at),
                 ])?;
             }
@@ -481,13 +482,11 @@ impl SqliteReader {
 }
 
 impl Reader for SqliteReader {
-    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<AccountRow>> {
+    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
         self.with(|conn| {
             Ok(conn
                 .prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
-                .query_row(params![id_blob(id.0), id_blob(tenant.0)], |row| {
-                    Ok(AccountRow { account: account_from(row)?, metadata: row.get("metadata")? })
-                })
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from)
                 .optional()?)
         })
     }

@@ -74,9 +74,9 @@ fn suite(open_store: &dyn Fn() -> (Box<dyn Store>, Box<dyn Reader>)) {
     // The reader sees committed balances, per tenant only.
     let row = reader.account(T1, AccountId(2)).unwrap().unwrap();
     assert_eq!(row.metadata.as_deref(), Some(r#"{"k":"v"}"#));
-    assert_eq!(row.account.reference.as_deref(), Some("DE89370400440532013000"));
-    assert_eq!((row.account.balances.posted(), row.account.balances.debits_pending), (1000, 500));
-    assert_eq!(row.account.balances.available(row.account.overdraft), Some(550));
+    assert_eq!(row.reference.as_deref(), Some("DE89370400440532013000"));
+    assert_eq!((row.balances.posted(), row.balances.debits_pending), (1000, 500));
+    assert_eq!(row.balances.available(row.overdraft), Some(550));
     assert!(reader.account(T2, AccountId(2)).unwrap().is_none());
     let payment = reader.payment(T1, PaymentId(500)).unwrap().unwrap();
     assert_eq!(payment.status, PaymentStatus::RequiresCapture);
@@ -111,11 +111,11 @@ fn suite(open_store: &dyn Fn() -> (Box<dyn Store>, Box<dyn Reader>)) {
     state.execute(&requests, 40);
     let changes = state.take_changes();
     assert!(store.commit(&changes, &[record("a"), record("a")]).is_err());
-    assert_eq!(reader.account(T1, AccountId(3)).unwrap().unwrap().account.balances.posted(), 0);
+    assert_eq!(reader.account(T1, AccountId(3)).unwrap().unwrap().balances.posted(), 0);
     assert!(reader.transfer(T1, TransferId(102)).unwrap().is_none());
     assert!(reader.idempotency(T1, "a").unwrap().is_none());
     store.commit(&changes, &[record("a")]).unwrap();
-    assert_eq!(reader.account(T1, AccountId(3)).unwrap().unwrap().account.balances.posted(), 7);
+    assert_eq!(reader.account(T1, AccountId(3)).unwrap().unwrap().balances.posted(), 7);
     assert_eq!(reader.idempotency(T1, "a").unwrap(), Some(record("a")));
     assert!(reader.idempotency(T2, "a").unwrap().is_none());
     assert_eq!(store.idempotency(&[(T1, "a"), (T1, "b")]).unwrap(), vec![record("a")]);

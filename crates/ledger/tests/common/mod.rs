@@ -61,7 +61,6 @@ pub struct Store {
 
 impl Store {
     pub fn apply(&mut self, changes: &ChangeSet) {
-        assert_eq!(changes.new_accounts.len(), changes.new_account_metadata.len());
         for account in &changes.new_accounts {
             assert!(self.accounts.insert(account.id, account.clone()).is_none(), "account {} written twice", account.id);
         }

@@ -44,18 +44,6 @@ pub struct CreateAccount {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-/// Removes an account's metadata hint when the request ends, however it ends.
-struct HintGuard<'a> {
-    state: &'a AppState,
-    id: AccountId,
-}
-
-impl Drop for HintGuard<'_> {
-    fn drop(&mut self) {
-        self.state.renderer.hints.remove_metadata(self.id);
-    }
-}
-
 /// `POST /v1/accounts`
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts",
     request_body = CreateAccount,
@@ -83,10 +71,6 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
     }
     let id = AccountId(new_id());
     let metadata = params.metadata.map(|m| serde_json::to_string(&m).unwrap_or_default());
-    let _guard = HintGuard { state: &state, id };
-    if let Some(metadata) = &metadata {
-        state.renderer.hints.insert_metadata(id, metadata.clone());
-    }
     let command = Command::CreateAccount(NewAccount {
         id,
         currency,
@@ -133,7 +117,7 @@ pub async fn retrieve(
     let row = read(&state, move |r| r.account(auth.tenant, account_id))
         .await?
         .ok_or_else(|| ApiError::not_found("account", &id))?;
-    Ok(super::rendered(render::json(200, &AccountJson::new(&row.account, row.metadata.as_deref()))))
+    Ok(super::rendered(render::json(200, &AccountJson::new(&row))))
 }
 
 /// `GET /v1/accounts/{id}/transfers`

@@ -274,7 +274,13 @@ fn one_of(value: Option<String>, param: &str, allowed: &[&str]) -> Result<String
 
 fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
     let text = rejection.body_text();
-    let param = text.split('`').nth(1).map(str::to_owned);
+    // `unknown field `name`` names it in backticks; a value that does not parse is
+    // `…query string: name: invalid digit…`.
+    let param = text.split('`').nth(1).map(str::to_owned).or_else(|| {
+        let (name, _) = text.split("query string: ").nth(1)?.split_once(": ")?;
+        let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        plain.then(|| name.to_owned())
+    });
     let error = ApiError::bad_request("parameter_invalid", format!("Invalid query string: {text}."));
     match param {
         Some(param) => error.param(param),
