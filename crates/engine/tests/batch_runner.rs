@@ -68,10 +68,11 @@ impl Env {
     }
 
     /// Creates, validates and runs a batch; returns its final record.
-    async fn batch(&self, id: u128, format: &str, file: String, params: &[(&str, &str)]) -> BatchRecord {
+    async fn batch(&self, number: u128, format: &str, file: String, params: &[(&str, &str)]) -> BatchRecord {
+        let id = batch_id(number);
         let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| (*v).to_owned());
         let record = BatchRecord {
-            id: BatchId(id),
+            id,
             tenant: TENANT,
             status: "validating".into(),
             format: format.into(),
@@ -100,13 +101,18 @@ impl Env {
         self.reader.create_batch(&record).unwrap();
         validate(&self.reader, &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
         let store: Arc<dyn BatchStore> = Arc::new(self.reader.clone());
-        run(&self.handle, store, BatchId(id), TENANT, &AtomicBool::new(false)).await.unwrap();
-        self.reader.batch(TENANT, BatchId(id)).unwrap().unwrap()
+        run(&self.handle, store, id, TENANT, &AtomicBool::new(false)).await.unwrap();
+        self.reader.batch(TENANT, id).unwrap().unwrap()
     }
 
     fn posted(&self, id: AccountId) -> i64 {
         self.reader.account(TENANT, id).unwrap().unwrap().balances.posted()
     }
+}
+
+/// Batch ids as the server makes them: distinct in their time-ordered top bits.
+fn batch_id(number: u128) -> BatchId {
+    BatchId(paycore_ledger::time_ordered(1_700_000_000_000 + u64::try_from(number).unwrap(), 12345))
 }
 
 fn sample(path: &str) -> Vec<u8> {
@@ -127,7 +133,7 @@ async fn pain001_sample_pays_every_transaction() {
     assert_eq!(env.posted(debtor), 1_000_000 - 665_586);
     assert_eq!(env.posted(c1) + env.posted(c2), 665_586);
     assert_eq!(batch.variant.as_deref(), Some("pain.001.001.03"));
-    let totals = env.reader.batch_totals(BatchId(1)).unwrap();
+    let totals = env.reader.batch_totals(batch_id(1)).unwrap();
     assert_eq!((totals[0].count, totals[0].sum), (2, 665_586));
 }
 
@@ -166,10 +172,10 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     let batch = env.batch(4, "csv", file.clone(), &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid")]).await;
     assert_eq!((batch.status.as_str(), batch.total, batch.invalid, batch.succeeded, batch.failed), ("completed", 32, 2, 10, 20));
     assert_eq!(env.posted(payer), 0);
-    let failed = env.reader.batch_items(BatchId(4), &["failed"], None, 100).unwrap();
+    let failed = env.reader.batch_items(batch_id(4), &["failed"], None, 100).unwrap();
     assert_eq!(failed.len(), 20);
     assert!(failed.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
-    let invalid = env.reader.batch_items(BatchId(4), &["invalid"], None, 100).unwrap();
+    let invalid = env.reader.batch_items(batch_id(4), &["invalid"], None, 100).unwrap();
     assert_eq!(invalid.iter().map(|i| (i.line, i.failure_code.clone().unwrap())).collect::<Vec<_>>(),
         [(32, "account_not_found".to_owned()), (33, "too_many_decimals".to_owned())]);
 

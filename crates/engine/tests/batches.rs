@@ -99,7 +99,7 @@ async fn best_effort_and_atomic_batches() {
     run(&handle, Command::Transfers(vec![fund]), false).await;
 
     // Best effort: 100 + 100 + 100 from 250: the third fails.
-    let batch = BatchId(77);
+    let batch = BatchId(77 << 64);
     reader.create_batch(&record(batch, "best_effort")).unwrap();
     reader.insert_batch_items(batch, &[row(0, 100), row(1, 100), row(2, 100)]).unwrap();
     let items = vec![item(0, 100), item(1, 100), item(2, 100)];
@@ -118,7 +118,7 @@ async fn best_effort_and_atomic_batches() {
     assert_eq!((balance(2).posted(), balance(3).posted()), (50, 200));
 
     // Atomic: hold 20 + 20 of the 50 left, the third (40) fails: void both holds, nothing moves.
-    let atomic = BatchId(78);
+    let atomic = BatchId(78 << 64);
     reader.create_batch(&record(atomic, "atomic")).unwrap();
     reader.insert_batch_items(atomic, &[row(0, 20), row(1, 20), row(2, 40)]).unwrap();
     let items = vec![item(0, 20), item(1, 20), item(2, 40)];

@@ -67,15 +67,27 @@ pub enum BatchEnd {
     Cancelled,
 }
 
+/// Bits at the bottom of an item's transfer id that hold its index and step.
+const ITEM_BITS: u32 = 42;
+
 impl BatchId {
     /// The id of the transfer that pays (or holds) item `index`.
     pub fn item_transfer(self, index: u64) -> TransferId {
-        TransferId(self.derive(index.wrapping_mul(4)))
+        self.item_id(index, 0)
     }
 
     /// The id of the transfer that posts (`post = true`) or releases the hold of item `index`.
     pub fn item_resolution(self, index: u64, post: bool) -> TransferId {
-        TransferId(self.derive(index.wrapping_mul(4) + if post { 1 } else { 2 }))
+        self.item_id(index, if post { 1 } else { 2 })
+    }
+
+    /// The batch id's time-ordered top bits, then the index and a tag: a batch's transfers get
+    /// increasing ids, so the store appends them to its index instead of scattering them. The
+    /// top 86 bits (48 of milliseconds, 38 random) keep batches apart; 40 bits of index allow
+    /// a trillion items.
+    fn item_id(self, index: u64, tag: u64) -> TransferId {
+        let low = u128::from((index << 2 | tag) & ((1 << ITEM_BITS) - 1));
+        TransferId((self.0 >> ITEM_BITS << ITEM_BITS) | low)
     }
 }
 
@@ -96,5 +108,21 @@ pub(crate) fn item_state(step: BatchStep, code: ResultCode) -> BatchItemState {
         (BatchStep::Hold, true) => BatchItemState::Held,
         (BatchStep::Void, true) => BatchItemState::Voided,
         (_, false) => BatchItemState::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_ids_are_distinct_and_increasing() {
+        let a = BatchId(crate::time_ordered(1_700_000_000_000, 7 << 42));
+        let b = BatchId(crate::time_ordered(1_700_000_000_000, 8 << 42));
+        assert!(a.item_transfer(0) < a.item_transfer(1));
+        assert!(a.item_transfer(1) < a.item_transfer(2));
+        assert_ne!(a.item_transfer(5), b.item_transfer(5));
+        let ids = [a.item_transfer(9), a.item_resolution(9, true), a.item_resolution(9, false)];
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
     }
 }
