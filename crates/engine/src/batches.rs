@@ -157,7 +157,7 @@ pub fn validate(
                 line: i.line,
                 location: i.location,
                 field: None,
-                code: "invalid_item",
+                code: i.failure_code.as_deref().and_then(known_code).unwrap_or("invalid_item"),
                 message: i.message.unwrap_or_default(),
             })
             .collect();
@@ -191,6 +191,16 @@ fn fatal_message(fatal: &FatalError, line: Option<u64>) -> String {
     }
 }
 
+/// The static name of an item's failure code, for a diagnostic.
+fn known_code(code: &str) -> Option<&'static str> {
+    const CODES: &[&str] = &[
+        "syntax", "missing_field", "invalid_amount", "invalid_currency", "too_many_decimals", "amount_not_positive",
+        "duplicate_reference", "unsupported_entry", "invalid_date", "invalid_routing_number", "account_not_found",
+        "currency_mismatch", "same_account",
+    ];
+    CODES.iter().copied().find(|c| *c == code)
+}
+
 fn control_message(errors: &[Diagnostic]) -> String {
     let first = errors.first().map(|d| d.message.as_str()).unwrap_or_default();
     match errors.len() {
@@ -211,26 +221,27 @@ fn expected_currency(given: Option<Currency>, totals: &[(Currency, u128)]) -> Op
 struct Checker<'a> {
     store: &'a dyn BatchStore,
     tenant: paycore_ledger::TenantId,
-    cache: HashMap<String, Option<Account>>,
+    cache: HashMap<(String, Currency), Option<Account>>,
     error: Option<paycore_store::StoreError>,
 }
 
 impl Checker<'_> {
-    fn account(&mut self, text: &str) -> Option<Account> {
-        if let Some(found) = self.cache.get(text) {
+    fn account(&mut self, text: &str, currency: Currency) -> Option<Account> {
+        let key = (text.to_owned(), currency);
+        if let Some(found) = self.cache.get(&key) {
             return found.clone();
         }
         if self.cache.len() >= ACCOUNT_CACHE_MAX {
             self.cache.clear();
         }
-        let found = match self.store.find_account(self.tenant, text) {
+        let found = match self.store.find_account(self.tenant, text, Some(currency)) {
             Ok(found) => found,
             Err(e) => {
                 self.error = Some(e);
                 None
             }
         };
-        self.cache.insert(text.to_owned(), found.clone());
+        self.cache.insert(key, found.clone());
         found
     }
 
@@ -290,10 +301,10 @@ impl Checker<'_> {
         let Some(payer_text) = &item.payer else {
             return Some(("missing_field", "payer: no payer column and no batch-level payer".into()));
         };
-        let Some(payer) = self.account(payer_text) else {
+        let Some(payer) = self.account(payer_text, item.currency) else {
             return Some(("account_not_found", format!("payer: no account {payer_text:?}")));
         };
-        let Some(payee) = self.account(&item.payee) else {
+        let Some(payee) = self.account(&item.payee, item.currency) else {
             return Some(("account_not_found", format!("payee: no account {:?}", item.payee)));
         };
         row.payer = Some(payer.id);

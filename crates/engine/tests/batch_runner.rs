@@ -49,7 +49,7 @@ impl Env {
         let open = NewAccount { id, currency, overdraft, reference: reference.map(str::to_owned), metadata: None };
         assert!(matches!(self.run(Command::CreateAccount(open)).await, Outcome::Account(Ok(_))));
         if balance > 0 {
-            let funding = self.reader.find_account(TENANT, "FUNDING").unwrap().unwrap().id;
+            let funding = self.reader.find_account(TENANT, "FUNDING", None).unwrap().unwrap().id;
             self.next_id += 1;
             let fund = NewTransfer {
                 id: TransferId(self.next_id),
@@ -183,7 +183,7 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     env.account("EUR", Some("BONUS"), 50_00).await;
     let atomic = env.batch(5, "csv", file.clone(), &[("payer", "BONUS"), ("on_invalid", "skip_invalid"), ("mode", "atomic")]).await;
     assert_eq!((atomic.status.as_str(), atomic.succeeded, atomic.failed, atomic.held), ("completed", 0, 30, 0));
-    let bonus = env.reader.find_account(TENANT, "BONUS").unwrap().unwrap();
+    let bonus = env.reader.find_account(TENANT, "BONUS", None).unwrap().unwrap();
     assert_eq!((bonus.balances.posted(), bonus.balances.debits_pending), (50_00, 0));
 
     // Expected totals that do not match reject the file, naming both figures.

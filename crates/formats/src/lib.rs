@@ -383,7 +383,7 @@ pub fn check_expected(
                 "file".to_owned(),
                 "expected_total",
                 format!(
-                    "expected_total is {} but the valid items sum to {actual}",
+                    "expected_total is {} but the amounts in the file sum to {actual}",
                     common::format_minor(expected, currency)
                 ),
             ));

@@ -152,7 +152,7 @@ fn expected_count_and_total() {
         messages,
         vec![
             "expected_count is 3 but the file has 2 records",
-            "expected_total is 20.00 EUR but the valid items sum to 10.00 EUR",
+            "expected_total is 20.00 EUR but the amounts in the file sum to 10.00 EUR",
         ]
     );
 }

@@ -110,6 +110,9 @@ pub struct ChangeSet {
     pub refunds: Vec<Refund>,
     pub batch_items: Vec<BatchItemResult>,
     pub batch_ends: Vec<(BatchId, BatchEnd)>,
+    /// Webhook events of payments (tenant, type, payment id), in the order they happened,
+    /// for the store to write to its outbox in the same transaction.
+    pub events: Vec<(TenantId, &'static str, u128)>,
     pub last_timestamp: u64,
 }
 
@@ -133,6 +136,7 @@ impl ChangeSet {
             && self.refunds.is_empty()
             && self.batch_items.is_empty()
             && self.batch_ends.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -161,7 +165,9 @@ struct Undo {
 #[derive(Default)]
 pub struct State {
     accounts: HashMap<AccountId, Account>,
-    references: HashMap<(TenantId, String), AccountId>,
+    /// One reference names at most one account per currency (a multi-currency IBAN is one
+    /// ledger account per currency).
+    references: HashMap<(TenantId, String, Currency), AccountId>,
     /// Holds: every open one, plus resolved ones loaded or resolved in this batch.
     holds: HashMap<TransferId, HoldRecord>,
     /// Payments: every open one, plus finished ones loaded or finished in this batch.
@@ -192,7 +198,7 @@ impl State {
         let mut state = State { last_timestamp, ..State::default() };
         for account in accounts {
             if let Some(reference) = &account.reference {
-                state.references.insert((account.tenant, reference.clone()), account.id);
+                state.references.insert((account.tenant, reference.clone(), account.currency), account.id);
             }
             state.accounts.insert(account.id, account);
         }
@@ -219,8 +225,8 @@ impl State {
         self.accounts.values()
     }
 
-    pub fn account_by_reference(&self, tenant: TenantId, reference: &str) -> Option<&Account> {
-        self.accounts.get(self.references.get(&(tenant, reference.to_owned()))?)
+    pub fn account_by_reference(&self, tenant: TenantId, reference: &str, currency: Currency) -> Option<&Account> {
+        self.accounts.get(self.references.get(&(tenant, reference.to_owned(), currency))?)
     }
 
     pub fn payment(&self, id: PaymentId) -> Option<&Payment> {
@@ -278,7 +284,13 @@ impl State {
                         }
                     }
                 }
-                Command::CreateAccount(_) | Command::CreatePayment(_) | Command::EndBatch { .. } => {}
+                // A finished payment is not in memory: load it, or its id would be taken again.
+                Command::CreatePayment(new) => {
+                    if !self.payments.contains_key(&new.id) {
+                        wanted.payments.push(new.id);
+                    }
+                }
+                Command::CreateAccount(_) | Command::EndBatch { .. } => {}
             }
         }
         wanted
@@ -432,10 +444,10 @@ impl State {
             return Err(CommandError::AlreadyExists);
         }
         if let Some(reference) = &new.reference {
-            if self.references.contains_key(&(tenant, reference.clone())) {
+            if self.references.contains_key(&(tenant, reference.clone(), new.currency)) {
                 return Err(CommandError::ReferenceTaken);
             }
-            self.references.insert((tenant, reference.clone()), new.id);
+            self.references.insert((tenant, reference.clone(), new.currency), new.id);
         }
         let account = Account {
             id: new.id,
@@ -848,7 +860,11 @@ impl State {
         }
         payment.status = status;
         payment.updated_at = now.max(payment.updated_at);
+        let tenant = payment.tenant;
         self.touched_payments.push(id);
+        if let Some(kind) = payment_event(status) {
+            self.changes.events.push((tenant, kind, id.0));
+        }
     }
 
     fn create_payment(&mut self, tenant: TenantId, new: &NewPayment, now: u64) -> Result<Payment, CommandError> {
@@ -941,6 +957,9 @@ impl State {
             payment.status = PaymentStatus::Failed;
             payment.failure_code = Some(code);
         }
+        if let Some(kind) = payment_event(payment.status) {
+            self.changes.events.push((tenant, kind, id.0));
+        }
         Ok(self.update_payment(payment))
     }
 
@@ -961,6 +980,7 @@ impl State {
         payment.status = PaymentStatus::Succeeded;
         payment.amount_captured = amount;
         payment.updated_at = now.max(payment.updated_at);
+        self.changes.events.push((tenant, "payment.succeeded", id.0));
         Ok(self.update_payment(payment))
     }
 
@@ -1020,6 +1040,7 @@ impl State {
             payment.amount_refunded += amount;
             payment.updated_at = now.max(payment.updated_at);
             payment = self.update_payment(payment);
+            self.changes.events.push((tenant, "payment.refunded", id.0));
         }
         let refund = Refund {
             id: refund_id,
@@ -1034,6 +1055,17 @@ impl State {
         };
         self.changes.refunds.push(refund.clone());
         Ok((refund, payment))
+    }
+}
+
+/// The webhook event a payment's new status gives, if any.
+fn payment_event(status: PaymentStatus) -> Option<&'static str> {
+    match status {
+        PaymentStatus::Succeeded => Some("payment.succeeded"),
+        PaymentStatus::Failed => Some("payment.failed"),
+        PaymentStatus::RequiresCapture => Some("payment.requires_capture"),
+        PaymentStatus::Expired => Some("payment.expired"),
+        _ => None,
     }
 }
 

@@ -35,7 +35,9 @@ CREATE TABLE accounts (
     credits_pending INTEGER NOT NULL,
     created_at      INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE UNIQUE INDEX accounts_reference ON accounts (tenant, reference) WHERE reference IS NOT NULL;
+-- A reference names at most one account per currency (a multi-currency IBAN is one account per
+-- currency).
+CREATE UNIQUE INDEX accounts_reference ON accounts (tenant, reference, currency) WHERE reference IS NOT NULL;
 
 -- Immutable: rows are inserted, never updated or deleted.
 CREATE TABLE transfers (

@@ -108,8 +108,10 @@ pub trait BatchStore: Send + Sync {
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
     /// Batches that were validating or processing: to resume after a restart.
     fn active_batches(&self) -> Result<Vec<BatchRecord>>;
-    /// An account of the tenant by id (`acct_…`) or by reference.
-    fn find_account(&self, tenant: TenantId, text: &str) -> Result<Option<Account>>;
+    /// An account of the tenant by id (`acct_…`) or by reference: the reference's account in
+    /// `currency` if there is one, else any account with that reference (so that the caller can
+    /// report the currency mismatch).
+    fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>>;
 }
 
 fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
@@ -427,7 +429,7 @@ impl BatchStore for SqliteReader {
         })
     }
 
-    fn find_account(&self, tenant: TenantId, text: &str) -> Result<Option<Account>> {
+    fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {
         self.with(|conn| {
             if let Ok(id) = text.parse::<AccountId>() {
                 return Ok(conn
@@ -436,8 +438,11 @@ impl BatchStore for SqliteReader {
                     .optional()?);
             }
             Ok(conn
-                .prepare_cached("SELECT * FROM accounts WHERE tenant = ?1 AND reference = ?2")?
-                .query_row(params![id_blob(tenant.0), text], account_from)
+                .prepare_cached(
+                    "SELECT * FROM accounts WHERE tenant = ?1 AND reference = ?2
+                     ORDER BY currency = ?3 DESC, created_at LIMIT 1",
+                )?
+                .query_row(params![id_blob(tenant.0), text, currency.map(Currency::code)], account_from)
                 .optional()?)
         })
     }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one request may take before the client gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Api::wait_for_batch`] waits for a batch to finish.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long helpers keep retrying a request answered 503 (queue full).
 const OVERLOAD_RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -256,6 +258,92 @@ impl Api {
         Api { client, ..self.clone() }
     }
 
+    /// GET, returning the body as text (reports); asserts 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = self.get(path).await;
+        resp.expect(200);
+        resp.text()
+    }
+
+    /// Uploads a batch file: `POST /v1/batches?{query}` with the bytes as the body.
+    pub async fn upload_batch(&self, query: &str, bytes: Vec<u8>, content_type: Option<&str>, key: Option<&str>) -> Resp {
+        let url = self.url(&format!("/v1/batches?{query}"));
+        self.send(|| {
+            let mut b = self.authed(self.client.post(&url)).body(bytes.clone());
+            if let Some(ct) = content_type {
+                b = b.header("Content-Type", ct);
+            }
+            if let Some(key) = key {
+                b = b.header("Idempotency-Key", key);
+            }
+            b
+        })
+        .await
+        .unwrap_or_else(|e| panic!("POST /v1/batches?{query}: {e}"))
+    }
+
+    /// Uploads a batch file, asserts 202 `validating`, returns the batch id.
+    pub async fn submit_batch(&self, query: &str, bytes: Vec<u8>, content_type: Option<&str>) -> String {
+        let resp = self.upload_batch(query, bytes, content_type, None).await;
+        let body = resp.expect(202);
+        let id = body["id"].as_str().unwrap_or_else(|| panic!("no batch id: {body}")).to_owned();
+        assert!(id.starts_with("bat_"), "batch id without prefix: {id}");
+        id
+    }
+
+    /// `GET /v1/batches/{id}`.
+    pub async fn batch(&self, id: &str) -> Value {
+        self.get(&format!("/v1/batches/{id}")).await.expect(200).clone()
+    }
+
+    /// Polls the batch with backoff until it is `completed`, `rejected` or `cancelled` (up to
+    /// [`BATCH_TIMEOUT`]); returns it.
+    pub async fn wait_for_batch(&self, id: &str) -> Value {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(20);
+        loop {
+            let batch = self.batch(id).await;
+            let status = batch["status"].as_str().unwrap_or_default();
+            if matches!(status, "completed" | "rejected" | "cancelled") {
+                return batch;
+            }
+            assert!(started.elapsed() < BATCH_TIMEOUT, "batch {id} not finished after {BATCH_TIMEOUT:?}: {batch}");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Every item of a batch with the given status (`None`: all), following the cursor with
+    /// pages of `limit`; asserts each page is well formed and the items come in file order.
+    pub async fn all_batch_items(&self, id: &str, status: Option<&str>, limit: usize) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        let mut cursor: Option<u64> = None;
+        loop {
+            let mut path = format!("/v1/batches/{id}/items?limit={limit}");
+            if let Some(status) = status {
+                path.push_str(&format!("&status={status}"));
+            }
+            if let Some(c) = cursor {
+                path.push_str(&format!("&starting_after={c}"));
+            }
+            let resp = self.get(&path).await;
+            let body = resp.expect(200);
+            let data = body["data"].as_array().unwrap_or_else(|| panic!("no data array: {body}"));
+            assert!(data.len() <= limit, "page larger than limit {limit}: {}", data.len());
+            for item in data {
+                if let Some(previous) = out.last() {
+                    assert!(item["index"].as_u64() > previous["index"].as_u64(), "items out of order: {previous} then {item}");
+                }
+                out.push(item.clone());
+            }
+            if !body["has_more"].as_bool().unwrap_or_else(|| panic!("no has_more: {body}")) {
+                return out;
+            }
+            assert!(!data.is_empty(), "has_more with an empty page: {body}");
+            cursor = Some(body["next_cursor"].as_u64().unwrap_or_else(|| panic!("has_more without next_cursor: {body}")));
+        }
+    }
+
 }
 
 /// A running `paycore serve` process.
@@ -370,6 +458,11 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// The running child's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL (`Child::kill` is SIGKILL on Unix), then reap the process.
@@ -494,6 +587,18 @@ impl Server {
         let created = self.create_payment(payer, payee, amount, json!({})).await;
         let id = created.expect(201)["id"].as_str().expect("payment id").to_owned();
         self.post(&format!("/v1/payments/{id}/confirm"), json!({})).await
+    }
+
+    /// Opens an account with a `reference` (batch files name accounts by reference); returns its id.
+    pub async fn open_account_ref(&self, currency: &str, reference: &str, overdraft_limit: Option<Value>) -> String {
+        let mut body = json!({ "currency": currency, "reference": reference });
+        if let Some(limit) = overdraft_limit {
+            body["overdraft_limit"] = limit;
+        }
+        let resp = self.post("/v1/accounts", body).await;
+        let id = resp.expect(201)["id"].as_str().expect("account id").to_owned();
+        self.currencies.lock().unwrap().insert(id.clone(), currency.to_owned());
+        id
     }
 
     /// Every transfer of an account, following the cursor; asserts each page is well formed.
