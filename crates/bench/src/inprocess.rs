@@ -1,0 +1,352 @@
+//! Scenario 1 in-process: TigerBeetle's bulk workload on the engine alone (SQLite store, real
+//! fsyncs), then on the pure state machine alone, then the engine's phases driven by hand
+//! (load, execute, commit) so the table shows where the time goes.
+
+use crate::report::{Case, Outcome, Run, Target};
+use crate::stats::{nanos, rate, Percentiles};
+use crate::workload::{Rng, ACCOUNTS, BATCH};
+use crate::Config;
+use anyhow::{anyhow, bail, Context};
+use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
+use paycore_ledger::{
+    time_ordered, AccountId, Command, Currency, NewAccount, NewTransfer, Outcome as LedgerOutcome, Overdraft,
+    Request, ResultCode, State, TenantId, TransferId, TransferOp,
+};
+use paycore_store::Store;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SCENARIO: &str = "1 bulk, in-process";
+pub const TENANT: TenantId = TenantId(1);
+
+fn eur() -> Currency {
+    Currency::from_code("EUR").unwrap_or_else(|| unreachable!("EUR is in the ISO 4217 table"))
+}
+
+pub fn account_id(index: usize) -> AccountId {
+    AccountId(1 + index as u128)
+}
+
+/// Transfer ids: time-ordered (like the server's), so the store appends to its B-tree.
+pub struct Ids {
+    base_ms: u64,
+    next: u128,
+}
+
+impl Ids {
+    pub fn new() -> Ids {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Ids { base_ms: u64::try_from(ms).unwrap_or(0), next: 0 }
+    }
+
+    pub fn next(&mut self) -> TransferId {
+        self.next += 1;
+        TransferId(time_ordered(self.base_ms, self.next))
+    }
+}
+
+/// One request of `count` random transfers between `accounts` accounts.
+pub fn transfers(rng: &mut Rng, ids: &mut Ids, accounts: usize, count: usize) -> Vec<NewTransfer> {
+    let currency = eur();
+    (0..count)
+        .map(|_| {
+            let (debit, credit) = rng.pair(accounts);
+            NewTransfer {
+                id: ids.next(),
+                linked: false,
+                op: TransferOp::Move {
+                    debit_account: account_id(debit),
+                    credit_account: account_id(credit),
+                    amount: 1 + rng.below(1000) as u64,
+                    currency,
+                    hold: None,
+                },
+            }
+        })
+        .collect()
+}
+
+fn open_account(index: usize) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: account_id(index),
+        currency: eur(),
+        overdraft: Overdraft::Unlimited,
+        reference: None,
+        metadata: None,
+    })
+}
+
+/// The engine on a SQLite data folder, as the server runs it.
+pub struct Engine {
+    pub handle: EngineHandle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Engine {
+    pub fn boot(dir: &Path) -> anyhow::Result<Engine> {
+        let (store, _reader) = paycore_store::sqlite::open(dir)?;
+        let (submitter, queue) = channel(16 * 1024);
+        let thread = start(
+            Box::new(store),
+            Box::new(queue),
+            Arc::new(SystemClock),
+            Arc::new(|_: &LedgerOutcome| (200, Vec::new())),
+            EngineMetrics::default(),
+            EngineConfig::default(),
+        )?;
+        Ok(Engine { handle: EngineHandle::new(Arc::new(submitter)), thread })
+    }
+
+    /// Stops the engine once it has answered everything, and releases the data folder.
+    pub fn stop(self) -> anyhow::Result<()> {
+        drop(self.handle);
+        self.thread.join().map_err(|_| anyhow!("the engine thread panicked"))
+    }
+
+    /// Opens `n` accounts with no balance limit, all submitted at once (the engine batches them).
+    pub async fn open_accounts(&self, n: usize) -> anyhow::Result<()> {
+        let mut tasks = Vec::with_capacity(n);
+        for index in 0..n {
+            let handle = self.handle.clone();
+            tasks.push(tokio::spawn(async move {
+                handle.submit(Submission { request: Request { tenant: TENANT, command: open_account(index) }, idempotency: None }).await
+            }));
+        }
+        for task in tasks {
+            match task.await?? {
+                Reply::Done(LedgerOutcome::Account(Ok(_))) => {}
+                other => bail!("opening an account: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// `total` transfers in requests of `BATCH`, one request in flight; the next request is
+    /// generated while the current one is in the engine. Returns the elapsed time and each
+    /// request's latency.
+    pub async fn bulk(&self, total: u64, seed: u64) -> anyhow::Result<(Duration, Vec<u64>)> {
+        let mut rng = Rng::new(seed);
+        let mut ids = Ids::new();
+        let mut left = total;
+        let mut latencies = Vec::new();
+        let mut next = transfers(&mut rng, &mut ids, ACCOUNTS, BATCH.min(usize::try_from(left)?));
+        let started = Instant::now();
+        while left > 0 {
+            let batch = std::mem::take(&mut next);
+            left -= batch.len() as u64;
+            let handle = self.handle.clone();
+            let count = batch.len();
+            let inflight = tokio::spawn(async move {
+                let sent = Instant::now();
+                let reply = handle
+                    .submit(Submission { request: Request { tenant: TENANT, command: Command::Transfers(batch) }, idempotency: None })
+                    .await;
+                (reply, nanos(sent.elapsed()))
+            });
+            if left > 0 {
+                next = transfers(&mut rng, &mut ids, ACCOUNTS, BATCH.min(usize::try_from(left)?));
+            }
+            let (reply, latency) = inflight.await?;
+            match reply? {
+                Reply::Done(LedgerOutcome::Transfers(codes)) if codes.len() == count && codes.iter().all(|c| *c == ResultCode::Ok) => {}
+                Reply::Done(LedgerOutcome::Transfers(codes)) => {
+                    let bad = codes.iter().find(|c| **c != ResultCode::Ok);
+                    bail!("a bulk request was not fully applied: {} results, first failure {bad:?}", codes.len());
+                }
+                other => bail!("unexpected reply {other:?}"),
+            }
+            latencies.push(latency);
+        }
+        Ok((started.elapsed(), latencies))
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
+}
+
+/// Fills a data folder with 10 000 accounts and `total` transfers through the engine.
+pub fn fill(dir: &Path, total: u64) -> anyhow::Result<Duration> {
+    let rt = runtime()?;
+    let engine = Engine::boot(dir)?;
+    let elapsed = rt.block_on(async {
+        engine.open_accounts(ACCOUNTS).await?;
+        anyhow::Ok(engine.bulk(total, 99).await?.0)
+    })?;
+    engine.stop()?;
+    Ok(elapsed)
+}
+
+fn engine_run(total: u64, seed: u64) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let rt = runtime()?;
+    let engine = Engine::boot(dir.path())?;
+    let (elapsed, latencies) = rt.block_on(async {
+        engine.open_accounts(ACCOUNTS).await?;
+        engine.bulk(total, seed).await
+    })?;
+    engine.stop()?;
+    let db = std::fs::metadata(dir.path().join("paycore.db")).map_or(0, |m| m.len())
+        + std::fs::metadata(dir.path().join("paycore.db-wal")).map_or(0, |m| m.len());
+    Ok(Run { value: rate(total, elapsed), latency: Percentiles::of(latencies), extra: vec![("database MB", mb(db))] })
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn accounts_state() -> State {
+    let mut state = State::default();
+    let opens: Vec<Request> = (0..ACCOUNTS).map(|i| Request { tenant: TENANT, command: open_account(i) }).collect();
+    state.execute(&opens, 1);
+    let _ = state.take_changes();
+    state
+}
+
+fn clock() -> u64 {
+    paycore_engine::Clock::now_ns(&SystemClock)
+}
+
+/// The pure state machine: `execute` + `take_changes`, no store, requests generated outside
+/// the timed region.
+fn state_machine_run(total: u64, seed: u64) -> anyhow::Result<Run> {
+    let mut state = accounts_state();
+    let mut rng = Rng::new(seed);
+    let mut ids = Ids::new();
+    let mut left = total;
+    let mut busy = Duration::ZERO;
+    let mut latencies = Vec::new();
+    while left > 0 {
+        let count = BATCH.min(usize::try_from(left)?);
+        left -= count as u64;
+        let requests = [Request { tenant: TENANT, command: Command::Transfers(transfers(&mut rng, &mut ids, ACCOUNTS, count)) }];
+        let started = Instant::now();
+        let outcomes = state.execute(&requests, clock());
+        let changes = state.take_changes();
+        let took = started.elapsed();
+        busy += took;
+        latencies.push(nanos(took));
+        if changes.transfers.len() != count {
+            bail!("the state machine applied {} of {count} transfers ({outcomes:?})", changes.transfers.len());
+        }
+    }
+    Ok(Run { value: rate(total, busy), latency: Percentiles::of(latencies), extra: Vec::new() })
+}
+
+/// The engine's phases by hand on a real store: prefetch+load (the `exists` check against
+/// stored transfers), execute+take_changes, commit (one transaction, one fsync).
+fn phases_run(total: u64, seed: u64) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let (mut store, _reader) = paycore_store::sqlite::open(dir.path())?;
+    let mut state = State::default();
+    let opens: Vec<Request> = (0..ACCOUNTS).map(|i| Request { tenant: TENANT, command: open_account(i) }).collect();
+    state.execute(&opens, clock());
+    store.commit(&state.take_changes(), &[]).context("committing the accounts")?;
+
+    let mut rng = Rng::new(seed);
+    let mut ids = Ids::new();
+    let mut left = total;
+    let (mut load, mut execute, mut commit) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut batches = 0u64;
+    while left > 0 {
+        let count = BATCH.min(usize::try_from(left)?);
+        left -= count as u64;
+        let requests = [Request { tenant: TENANT, command: Command::Transfers(transfers(&mut rng, &mut ids, ACCOUNTS, count)) }];
+        let t0 = Instant::now();
+        let wanted = state.prefetch(&requests);
+        if !wanted.is_empty() {
+            let loaded = store.load(&wanted)?;
+            state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+        }
+        let t1 = Instant::now();
+        let _ = state.execute(&requests, clock());
+        let changes = state.take_changes();
+        let t2 = Instant::now();
+        store.commit(&changes, &[])?;
+        let t3 = Instant::now();
+        load += t1 - t0;
+        execute += t2 - t1;
+        commit += t3 - t2;
+        batches += 1;
+    }
+    let all = load + execute + commit;
+    let per_batch_ms = |d: Duration| d.as_secs_f64() * 1e3 / batches.max(1) as f64;
+    Ok(Run {
+        value: rate(total, all),
+        latency: None,
+        extra: vec![
+            ("load ms/batch", per_batch_ms(load)),
+            ("execute ms/batch", per_batch_ms(execute)),
+            ("commit ms/batch", per_batch_ms(commit)),
+            ("load %", 100.0 * load.as_secs_f64() / all.as_secs_f64()),
+            ("execute %", 100.0 * execute.as_secs_f64() / all.as_secs_f64()),
+            ("commit %", 100.0 * commit.as_secs_f64() / all.as_secs_f64()),
+        ],
+    })
+}
+
+pub fn size_name(n: u64) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn repeat(cfg: &Config, label: &str, mut run: impl FnMut(u64) -> anyhow::Result<Run>) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for i in 0..cfg.runs {
+        let r = run(1000 + i as u64)?;
+        eprintln!("  {label} run {}/{}: {} /s", i + 1, cfg.runs, crate::report::number(r.value));
+        runs.push(r);
+    }
+    Ok(runs)
+}
+
+pub fn run(cfg: &Config) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for (i, &n) in cfg.bulk_sizes.iter().enumerate() {
+        let size = size_name(n);
+        let target = if n >= 10_000_000 { 250_000.0 } else { 400_000.0 };
+        match repeat(cfg, &format!("engine {size}"), |seed| engine_run(n, seed)) {
+            Ok(runs) => out.push(Outcome::Measured(
+                Case::new(SCENARIO, format!("engine + SQLite store, {size} transfers, {BATCH}/request"), "transfers/s", &runs)
+                    .target(Target::AtLeast(target))
+                    .key(format!("paycore-bulk-{size}"))
+                    .versus("postgres/1", Some(50.0))
+                    .versus("postgres/64", None)
+                    .versus("sqlite/1", None),
+            )),
+            Err(e) => out.push(failed(format!("engine, {size}"), &e)),
+        }
+        match repeat(cfg, &format!("state machine {size}"), |seed| state_machine_run(n, seed)) {
+            Ok(runs) => out.push(Outcome::Measured(
+                Case::new(SCENARIO, format!("state machine only (execute + take_changes), {size}"), "transfers/s", &runs)
+                    .note("latency = one execute of 8 189"),
+            )),
+            Err(e) => out.push(failed(format!("state machine, {size}"), &e)),
+        }
+        // The phases at the first size only: the split barely moves with size.
+        if i == 0 {
+            match repeat(cfg, &format!("phases {size}"), |seed| phases_run(n, seed)) {
+                Ok(runs) => out.push(Outcome::Measured(Case::new(
+                    SCENARIO,
+                    format!("engine phases by hand (prefetch+load / execute / commit), {size}"),
+                    "transfers/s",
+                    &runs,
+                ))),
+                Err(e) => out.push(failed(format!("phases, {size}"), &e)),
+            }
+        }
+    }
+    out
+}
+
+fn failed(name: String, e: &anyhow::Error) -> Outcome {
+    eprintln!("!!! {SCENARIO} / {name} failed: {e:#}");
+    Outcome::Skipped { scenario: SCENARIO.into(), name, reason: format!("FAILED: {e:#}") }
+}

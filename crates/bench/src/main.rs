@@ -1,0 +1,196 @@
+//! # paycore-bench: the benchmark suite
+//!
+//! ```text
+//! cargo run --release -p paycore-bench -- all           # every scenario, 3 runs each (~15-20 min)
+//! cargo run --release -p paycore-bench -- bulk          # one scenario (see below)
+//! cargo run --release -p paycore-bench -- all --quick   # smoke run: small sizes, 1 run, < 60 s
+//! ```
+//!
+//! Prints a table and writes `BENCHMARKS.md` at the repository root (machine: cores, memory,
+//! CPU model, fsync cost; date; commit). Each figure is the median over `--runs` runs
+//! (default 3) with min and max; paycore's throughput is given as a ratio to each baseline
+//! measured in the same command. Durable settings only: every answer waits for its fsync.
+//!
+//! Scenarios (issue 4):
+//!
+//! - `bulk` (1): TigerBeetle's workload in-process — 10 000 accounts without limits, random
+//!   debit/credit pairs, 8 189 transfers per request, one request in flight, 1M and 10M
+//!   transfers — on the engine with its SQLite store, on the pure state machine, and the
+//!   engine's phases by hand (load / execute / commit).
+//! - `http-bulk` (1): the same workload through `POST /v1/transfers` of the real binary.
+//! - `realtime` (2): one transfer, or one payment (create + confirm), per HTTP request from
+//!   1, 16, 64, 256 clients on keep-alive connections; and with a hot merchant (90%).
+//! - `postgres`, `sqlite` (3): the hand-rolled ledgers — one SQL transaction per transfer
+//!   (conditional debit `UPDATE`, credit `UPDATE`, `INSERT`) from 1, 16, 64 clients, for a fixed
+//!   time. PostgreSQL at 127.0.0.1:5432, user postgres, a fresh database per command (dropped
+//!   after); unreachable → a loud skip, or a failure when `CI=true`.
+//! - `batch` (4): 100 000 and 1 000 000-line CSV files, upload to report ready, server peak RSS.
+//! - `startup` (5): process start to the listening line and to `GET /healthz` with 1M and 10M
+//!   transfers stored.
+//! - `commit-lab` (not in `all`): the SQLite commit of a bulk batch alone, as the store does it
+//!   and with one change each (bigger page cache, no per-account history indexes, sorted rows):
+//!   the measurements behind the optimisation proposals in `BENCHMARKS.md`.
+//!
+//! The HTTP scenarios run `target/release/paycore serve` (or `$PAYCORE_BIN`), building it with
+//! `cargo build --release -p paycore` if it is missing; if it cannot serve they report
+//! "skipped: server not available".
+
+#![allow(clippy::float_arithmetic)] // throughput and time figures, never money
+#![allow(clippy::cast_precision_loss)]
+
+mod baseline_pg;
+mod baseline_sqlite;
+mod batch;
+mod commit_lab;
+mod http_bulk;
+mod inprocess;
+mod realtime;
+mod report;
+mod server;
+mod startup;
+mod stats;
+mod workload;
+
+use clap::Parser;
+use report::Outcome;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SCENARIOS: [&str; 7] = ["bulk", "http-bulk", "realtime", "postgres", "sqlite", "batch", "startup"];
+
+#[derive(Parser, Debug)]
+#[command(name = "paycore-bench", about = "paycore's benchmark suite (see crates/bench/src/main.rs)")]
+struct Args {
+    /// `all`, or one or more of: bulk, http-bulk, realtime, postgres, sqlite, batch, startup.
+    #[arg(required = true)]
+    scenarios: Vec<String>,
+    /// Small sizes, one run, 1 s per concurrent case: a smoke run in under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Runs per case (the figure is their median). Default 3, or 1 with --quick.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Seconds per run of the fixed-time cases (real-time and baselines). Default 10, 1 with --quick.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Transfers of the bulk workload and of the start-up data (repeatable). Default 1M and 10M,
+    /// 200k with --quick.
+    #[arg(long = "transfers")]
+    transfers: Vec<u64>,
+    /// Where to write the report. Default: BENCHMARKS.md at the repository root.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the table only; do not write BENCHMARKS.md.
+    #[arg(long)]
+    no_write: bool,
+    /// A line for BENCHMARKS.md about the conditions (e.g. "taken while other builds ran").
+    #[arg(long)]
+    note: Option<String>,
+}
+
+/// What every scenario is given.
+pub struct Config {
+    pub quick: bool,
+    pub runs: usize,
+    pub duration: Duration,
+    pub bulk_sizes: Vec<u64>,
+    pub clients: Vec<usize>,
+    pub baseline_clients: Vec<usize>,
+    pub batch_sizes: Vec<u64>,
+    pub startup_sizes: Vec<u64>,
+    /// The workspace root.
+    pub root: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut wanted: Vec<&str> = Vec::new();
+    for s in &args.scenarios {
+        if s == "all" {
+            wanted.extend(SCENARIOS);
+        } else if s == "commit-lab" {
+            wanted.push("commit-lab");
+        } else if let Some(known) = SCENARIOS.iter().find(|k| *k == s) {
+            wanted.push(known);
+        } else {
+            anyhow::bail!("unknown scenario {s:?}; expected all or one of {}", SCENARIOS.join(", "));
+        }
+    }
+    wanted.dedup();
+    let quick = args.quick;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let cfg = Config {
+        quick,
+        runs: args.runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
+        duration: Duration::from_secs(args.seconds.unwrap_or(if quick { 1 } else { 10 })),
+        bulk_sizes: if !args.transfers.is_empty() {
+            args.transfers.clone()
+        } else if quick {
+            vec![200_000]
+        } else {
+            vec![1_000_000, 10_000_000]
+        },
+        clients: vec![1, 16, 64, 256],
+        baseline_clients: vec![1, 16, 64],
+        batch_sizes: if quick { vec![100_000] } else { vec![100_000, 1_000_000] },
+        startup_sizes: if !args.transfers.is_empty() {
+            args.transfers.clone()
+        } else if quick {
+            vec![200_000]
+        } else {
+            vec![1_000_000, 10_000_000]
+        },
+        root: root.clone(),
+    };
+
+    let mut machine = report::Machine::describe(&root);
+    let started = Instant::now();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for scenario in &wanted {
+        eprintln!("== {scenario}");
+        let t = Instant::now();
+        let got = match *scenario {
+            "bulk" => inprocess::run(&cfg),
+            "http-bulk" => http_bulk::run(&cfg),
+            "realtime" => realtime::run(&cfg),
+            "postgres" => match baseline_pg::run(&cfg) {
+                Ok((got, version)) => {
+                    machine.postgres = version;
+                    got
+                }
+                Err(e) => return Err(e),
+            },
+            "sqlite" => baseline_sqlite::run(&cfg),
+            "batch" => batch::run(&cfg),
+            "startup" => startup::run(&cfg),
+            "commit-lab" => commit_lab::run(&cfg),
+            _ => unreachable!("checked above"),
+        };
+        eprintln!("== {scenario}: {:.1} s", t.elapsed().as_secs_f64());
+        outcomes.extend(got);
+    }
+
+    let table = report::table(&outcomes);
+    println!("\n{}", machine.markdown());
+    println!("{table}");
+    println!("{}", report::ratios(&outcomes));
+    println!("total time: {:.1} s", started.elapsed().as_secs_f64());
+
+    if !args.no_write {
+        let path = args.out.clone().unwrap_or_else(|| root.join("BENCHMARKS.md"));
+        // The command as run, without the --note text (shown apart).
+        let mut shown: Vec<String> = Vec::new();
+        let mut argv = std::env::args().skip(1);
+        while let Some(arg) = argv.next() {
+            if arg == "--note" {
+                argv.next();
+            } else if !arg.starts_with("--note=") {
+                shown.push(arg);
+            }
+        }
+        let command_line = format!("cargo run --release -p paycore-bench -- {}", shown.join(" "));
+        report::write(&path, &machine, &command_line, &outcomes, args.note.as_deref(), include_str!("../NOTES.md"))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

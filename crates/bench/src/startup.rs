@@ -1,0 +1,104 @@
+//! Scenario 5: start-up and recovery. A data folder is filled through the engine in-process
+//! (10 000 accounts, N transfers), then the real binary is started on it, `runs` times: the time
+//! from spawning the process to its listening line, and to the first `200` of `GET /healthz`.
+
+use crate::inprocess::{fill, size_name};
+use crate::report::{Case, Outcome, Run, Target};
+use crate::server::{self, Client, Server};
+use crate::stats::ms;
+use crate::stats::nanos;
+use crate::Config;
+use std::time::{Duration, Instant};
+
+const SCENARIO: &str = "5 start-up";
+
+fn one_start(bin: &std::path::Path, data: &std::path::Path) -> anyhow::Result<Run> {
+    let server = Server::start(bin, data)?;
+    let rt = server::client_runtime()?;
+    let healthy = rt.block_on(async {
+        loop {
+            if let Ok(mut client) = Client::connect(server.addr).await {
+                if let Ok((status, _)) = client.get("/healthz").await {
+                    if status.is_success() {
+                        return Ok(Instant::now());
+                    }
+                }
+            }
+            if server.spawned.elapsed() > Duration::from_secs(120) {
+                anyhow::bail!("no 200 from /healthz within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })?;
+    let listening = server.listening_after;
+    let serving = healthy - server.spawned;
+    server.stop();
+    Ok(Run { value: ms(nanos(serving)), latency: None, extra: vec![("to listening line ms", ms(nanos(listening)))] })
+}
+
+pub fn run(cfg: &Config) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let bin = match server::binary(&cfg.root) {
+        Ok(b) => b,
+        Err(e) => {
+            return cfg
+                .startup_sizes
+                .iter()
+                .map(|&n| Outcome::Skipped {
+                    scenario: SCENARIO.into(),
+                    name: format!("{} transfers stored", size_name(n)),
+                    reason: format!("server not available: {e:#}"),
+                })
+                .collect()
+        }
+    };
+    // Is the binary serving at all? (Before spending a minute filling a data folder.)
+    let probe = tempfile::tempdir().map_err(|e| e.to_string()).and_then(|dir| {
+        let server = server::available(&cfg.root, &dir.path().join("data"))?;
+        server.stop();
+        Ok(())
+    });
+    if let Err(reason) = probe {
+        eprintln!("  skipped: {reason}");
+        return cfg
+            .startup_sizes
+            .iter()
+            .map(|&n| Outcome::Skipped { scenario: SCENARIO.into(), name: format!("{} transfers stored", size_name(n)), reason: reason.clone() })
+            .collect();
+    }
+    for &n in &cfg.startup_sizes {
+        let name = format!("{} transfers stored, start to first 200 of /healthz", size_name(n));
+        let result = (|| -> anyhow::Result<Result<Vec<Run>, String>> {
+            let dir = tempfile::tempdir()?;
+            let data = dir.path().join("data");
+            let filled = fill(&data, n)?;
+            eprintln!("  filled {} transfers in {:.1} s", size_name(n), filled.as_secs_f64());
+            let mut runs = Vec::new();
+            for i in 0..cfg.runs {
+                match one_start(&bin, &data) {
+                    Ok(r) => {
+                        eprintln!("  start {} run {}/{}: {:.0} ms", size_name(n), i + 1, cfg.runs, r.value);
+                        runs.push(r);
+                    }
+                    Err(e) => return Ok(Err(format!("server not available: {e:#}"))),
+                }
+            }
+            Ok(Ok(runs))
+        })();
+        match result {
+            Ok(Ok(runs)) => {
+                let mut case = Case::new(SCENARIO, name, "ms", &runs);
+                if n >= 10_000_000 {
+                    case = case.target(Target::AtMost(1000.0));
+                }
+                out.push(Outcome::Measured(case));
+            }
+            Ok(Err(reason)) => {
+                eprintln!("  skipped: {reason}");
+                out.push(Outcome::Skipped { scenario: SCENARIO.into(), name, reason });
+            }
+            Err(e) => out.push(Outcome::Skipped { scenario: SCENARIO.into(), name, reason: format!("FAILED: {e:#}") }),
+        }
+    }
+    out
+}
