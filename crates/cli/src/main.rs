@@ -46,6 +46,15 @@ struct ServeArgs {
     /// Requests that may wait for the engine before new ones get 503.
     #[arg(long = "queue-capacity", env = "PAYCORE_QUEUE_CAPACITY", default_value_t = paycore_server::Config::QUEUE_CAPACITY_DEFAULT)]
     queue_capacity: usize,
+    /// The most items (lines) a batch file may have; more is rejected with `too_many_lines`.
+    #[arg(long = "max-batch-lines", env = "PAYCORE_MAX_BATCH_LINES", default_value_t = paycore_server::Config::MAX_BATCH_LINES_DEFAULT)]
+    max_batch_lines: u64,
+    /// Requests per second per API key; 0 turns rate limiting off.
+    #[arg(long = "rate-limit-per-second", env = "PAYCORE_RATE_LIMIT_PER_SECOND", default_value_t = paycore_server::Config::RATE_LIMIT_PER_SECOND_DEFAULT)]
+    rate_limit_per_second: u32,
+    /// Requests a key may send at once after being idle; default twice the rate.
+    #[arg(long = "rate-limit-burst", env = "PAYCORE_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +113,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.max_batch_bytes = args.max_batch_bytes;
     config.queue_capacity = args.queue_capacity;
+    config.max_batch_lines = args.max_batch_lines;
+    config.rate_limit_per_second = args.rate_limit_per_second;
+    config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
     config.api_key = std::env::var("PAYCORE_API_KEY")
         .ok()
         .filter(|key| !key.is_empty())

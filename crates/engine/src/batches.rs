@@ -48,13 +48,27 @@ fn rejection(code: &str, message: &str, errors: &[Diagnostic]) -> String {
 
 /// Validates the stored file of `batch` (blocking: run it on a blocking thread). Leaves the
 /// batch `processing` or `rejected` — or, if `stopping` is set meanwhile, `validating`, to be
-/// validated again at the next start.
+/// validated again at the next start. No limit on the number of lines: see
+/// [`validate_limited`].
 pub fn validate(
     store: &dyn BatchStore,
     data_dir: &Path,
     batch: &BatchRecord,
     clock: &dyn Fn() -> u64,
     stopping: &AtomicBool,
+) -> paycore_store::Result<()> {
+    validate_limited(store, data_dir, batch, clock, stopping, u64::MAX)
+}
+
+/// [`validate`], rejecting a file of more than `max_lines` items (records, valid or not) with
+/// `too_many_lines`, which names the limit `max_batch_lines`.
+pub fn validate_limited(
+    store: &dyn BatchStore,
+    data_dir: &Path,
+    batch: &BatchRecord,
+    clock: &dyn Fn() -> u64,
+    stopping: &AtomicBool,
+    max_lines: u64,
 ) -> paycore_store::Result<()> {
     store.clear_batch_items(batch.id)?;
     let reject = |code: &str, message: String, errors: &[Diagnostic]| {
@@ -88,8 +102,13 @@ pub fn validate(
     let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
     let (mut total, mut invalid) = (0u64, 0u64);
     let mut write_error = None;
+    let mut too_many = false;
     let summary = parse(format, input, &options, &mut |record| {
-        if write_error.is_some() || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
+        if too_many || write_error.is_some() || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if total >= max_lines {
+            too_many = true;
             return;
         }
         let mut row = checker.row(record);
@@ -116,6 +135,11 @@ pub fn validate(
     }
     if stopping.load(Ordering::Relaxed) {
         return Ok(());
+    }
+    if too_many {
+        store.clear_batch_items(batch.id)?;
+        let message = format!("the file has more than {max_lines} items: the limit max_batch_lines is {max_lines}");
+        return reject("too_many_lines", message, &[]);
     }
     let summary = match summary {
         Ok(summary) => summary,

@@ -3,6 +3,7 @@
 //! Run: `cargo test -p paycore-engine --test simulation` (20 seeds × 300 steps).
 //! Replay one seed: `PAYCORE_SIM_SEED=17 cargo test -p paycore-engine --test simulation -- --nocapture`.
 //! More: `PAYCORE_SIM_SEEDS=200 PAYCORE_SIM_STEPS=1000` (seeds start at `PAYCORE_SIM_SEED_BASE`, 0).
+//! `PAYCORE_SIM_TRACE=1` prints every attempt, reply and commit (with `PAYCORE_SIM_SEED`).
 //!
 //! A [`FaultyStore`] wraps `SqliteStore` and, driven by a seeded splitmix64, injects:
 //! - a failed write: `commit` returns `Err` before anything is written;
@@ -17,7 +18,8 @@
 //!
 //! The oracle is a **reference engine**: the same pure `State` on a second, fault-free SQLite
 //! store, that executes exactly the requests whose effects were committed (acknowledged ones,
-//! and those whose acknowledgement the fault injector knows it lost), at the same instant. After
+//! and those whose acknowledgement the fault injector knows it lost), at the same instant, and
+//! rebuilds its memory from its store whenever the engine had to (a fault). After
 //! every step: the faulty store's recovered state passes `check_invariants`, equals the
 //! reference's (accounts with balances, open holds, open payments, last timestamp), and every
 //! acknowledged payment, refund and transfer reads back as the reference has it; every reply
@@ -25,20 +27,22 @@
 //! (never applied twice), with the byte-identical saved response. Every few steps
 //! `paycore_store::verify::verify` runs over the faulty store, and the engine is restarted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::cast_possible_truncation)]
+
 use paycore_engine::{
     channel, start, ChannelQueue, Clock, EngineConfig, EngineError, EngineHandle, EngineMetrics, Envelope,
     IdempotencyKey, Queue, Received, Renderer, Reply, Submission,
 };
 use paycore_ledger::{
     AccountId, CaptureMethod, ChangeSet, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome,
-    Overdraft, PaymentId, Prefetch, RefundId, Request, State, TenantId, TransferId, TransferOp,
+    Overdraft, PaymentId, Prefetch, RefundId, Request, ResultCode, State, TenantId, TransferId, TransferOp,
 };
 use paycore_store::sqlite::{SqliteReader, SqliteStore};
 use paycore_store::{IdempotencyRecord, Loaded, Reader, Recovered, Store, StoreError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
@@ -91,11 +95,22 @@ impl Clock for ManualClock {
 
 /// The channel queue without its timeout: deadlines run at the start of the next submitted
 /// batch, never at a moment chosen by the wall clock.
-struct SimQueue(ChannelQueue);
+///
+/// It also counts how often the engine came back for more: once that count has moved past the
+/// value seen at a submission, the engine has finished that batch (its commit, or its rebuild
+/// after a failure), even when the reply went out earlier (a replayed response is answered
+/// before the batch's deadline work is committed).
+struct SimQueue {
+    inner: ChannelQueue,
+    idle: Arc<(Mutex<u64>, Condvar)>,
+}
 
 impl Queue for SimQueue {
     fn recv_batch(&mut self, max_events: usize, _timeout: Option<Duration>, out: &mut Vec<Envelope>) -> Received {
-        self.0.recv_batch(max_events, None, out)
+        let (count, changed) = &*self.idle;
+        *count.lock().unwrap() += 1;
+        changed.notify_all();
+        self.inner.recv_batch(max_events, None, out)
     }
 }
 
@@ -118,12 +133,16 @@ struct Faults {
     enabled: bool,
     /// Whether a commit of the current attempt reached the disk (acknowledged or not).
     applied: bool,
+    /// Whether a fault was injected in the current attempt (the engine then rebuilt its state).
+    faulted: bool,
     stats: FaultStats,
 }
 
 impl Faults {
     fn inject(&mut self, per_mille: u64) -> bool {
-        self.enabled && self.rng.chance(per_mille)
+        let fault = self.enabled && self.rng.chance(per_mille);
+        self.faulted |= fault;
+        fault
     }
 }
 
@@ -167,6 +186,10 @@ impl Store for FaultyStore {
     fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> paycore_store::Result<()> {
         let mut f = self.faults.lock().unwrap();
         let roll = if f.enabled { f.rng.below(1000) } else { 1000 };
+        if std::env::var_os("PAYCORE_SIM_TRACE").is_some() {
+            eprintln!("commit roll {roll}: {} transfers, {} payments ({:?}), {} keys, last {}", changes.transfers.len(), changes.payments.len(), changes.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(), idempotency.len(), changes.last_timestamp);
+        }
+        f.faulted |= roll < 110;
         if roll < 40 {
             f.stats.failed_writes += 1;
             return Err(injected("write failed (nothing written)"));
@@ -197,7 +220,9 @@ struct Reference {
 }
 
 impl Reference {
-    fn execute(&mut self, request: &Request, now: u64) -> Outcome {
+    /// Executes `request` as a batch of one; commits when the engine would (changes, or a
+    /// saved response for a key).
+    fn execute(&mut self, request: &Request, now: u64, keyed: bool) -> Outcome {
         let requests = std::slice::from_ref(request);
         let wanted = self.state.prefetch(requests);
         if !wanted.is_empty() {
@@ -206,10 +231,28 @@ impl Reference {
         }
         let outcome = self.state.execute(requests, now).pop().unwrap();
         let changes = self.state.take_changes();
-        if !changes.is_empty() {
+        if std::env::var_os("PAYCORE_SIM_TRACE").is_some() {
+            eprintln!("reference commit: {} transfers, {} payments ({:?}), last {}", changes.transfers.len(), changes.payments.len(), changes.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(), changes.last_timestamp);
+        }
+        if !changes.is_empty() || keyed {
             self.store.commit(&changes, &[]).unwrap();
         }
         outcome
+    }
+
+    /// What the engine does after a failed batch: forget memory, recover from the store.
+    fn rebuild(&mut self) {
+        let r = self.store.recover().unwrap();
+        self.state = State::recover(r.accounts, r.open_holds, r.open_payments, r.last_timestamp);
+    }
+
+    /// An empty batch at `now`: the expiries that are due.
+    fn deadlines(&mut self, now: u64) {
+        assert!(self.state.execute(&[], now).is_empty());
+        let changes = self.state.take_changes();
+        if !changes.is_empty() {
+            self.store.commit(&changes, &[]).unwrap();
+        }
     }
 }
 
@@ -233,17 +276,19 @@ struct Running {
     thread: std::thread::JoinHandle<()>,
     store: Arc<Mutex<SqliteStore>>,
     reader: SqliteReader,
+    idle: Arc<(Mutex<u64>, Condvar)>,
 }
 
 fn boot(dir: &Path, clock: &Arc<ManualClock>, faults: &Arc<Mutex<Faults>>) -> Running {
     let (store, reader) = paycore_store::sqlite::open(dir).unwrap();
     let store = Arc::new(Mutex::new(store));
     let (submitter, queue) = channel(64);
+    let idle = Arc::new((Mutex::new(0), Condvar::new()));
     // Faults are off while the engine starts: `start` itself does not retry.
     faults.lock().unwrap().enabled = false;
     let thread = start(
         Box::new(FaultyStore { inner: store.clone(), faults: faults.clone() }),
-        Box::new(SimQueue(queue)),
+        Box::new(SimQueue { inner: queue, idle: idle.clone() }),
         clock.clone(),
         renderer(),
         EngineMetrics::default(),
@@ -251,16 +296,34 @@ fn boot(dir: &Path, clock: &Arc<ManualClock>, faults: &Arc<Mutex<Faults>>) -> Ru
     )
     .unwrap();
     faults.lock().unwrap().enabled = true;
-    Running { handle: EngineHandle::new(Arc::new(submitter)), thread, store, reader }
+    Running { handle: EngineHandle::new(Arc::new(submitter)), thread, store, reader, idle }
 }
 
 impl Running {
+    /// How often the engine has asked the queue for a batch.
+    fn batches_asked(&self) -> u64 {
+        *self.idle.0.lock().unwrap()
+    }
+
+    /// Waits until the engine has asked for a batch more than `seen` times: every batch
+    /// submitted before is finished.
+    fn wait_idle(&self, seen: u64) {
+        let (count, changed) = &*self.idle;
+        let mut count = count.lock().unwrap();
+        while *count <= seen {
+            count = changed.wait(count).unwrap();
+        }
+    }
+
     fn stop(self) {
         drop(self.handle);
         self.thread.join().unwrap();
         drop(self.store);
     }
 }
+
+/// A committed key: its fingerprint and the response saved with it.
+type Saved = ([u8; 32], u16, Vec<u8>);
 
 #[derive(Clone)]
 struct Acct {
@@ -277,7 +340,7 @@ struct Sim {
     engine: Option<Running>,
     reference: Reference,
     /// Keys whose effect is committed: fingerprint and the saved response.
-    keys: HashMap<(TenantId, String), ([u8; 32], u16, Vec<u8>)>,
+    keys: HashMap<(TenantId, String), Saved>,
     /// Keyed submissions made so far (to resubmit).
     keyed: Vec<Submission>,
     accounts: Vec<Acct>,
@@ -322,16 +385,29 @@ impl Sim {
         let key = submission.idempotency.as_ref().map(|k| ((tenant, k.key.clone()), k.fingerprint));
         for attempt in 0..200 {
             let now = self.clock.now();
-            self.faults.lock().unwrap().applied = false;
+            {
+                let mut f = self.faults.lock().unwrap();
+                f.applied = false;
+                f.faulted = false;
+            }
+            // The engine is waiting in the queue (the last batch is finished).
+            let seen = self.engine().batches_asked();
             let reply = self.engine().handle.submit(submission.clone()).await;
-            let applied = std::mem::take(&mut self.faults.lock().unwrap().applied);
+            self.engine().wait_idle(seen);
+            let (applied, faulted) = {
+                let mut f = self.faults.lock().unwrap();
+                (std::mem::take(&mut f.applied), std::mem::take(&mut f.faulted))
+            };
+            if std::env::var_os("PAYCORE_SIM_TRACE").is_some() {
+                eprintln!("attempt {attempt} of {:?} key {:?}: {reply:?} applied={applied}", submission.request, key);
+            }
             let ctx = || format!("seed {} request {:?} attempt {attempt}", self.seed, submission.request.command);
             match reply {
                 Ok(Reply::Done(outcome)) => {
                     if let Some((k, _)) = &key {
                         assert!(!self.keys.contains_key(k), "{}: key {k:?} executed twice", ctx());
                     }
-                    let expected = self.reference.execute(&submission.request, now);
+                    let expected = self.reference.execute(&submission.request, now, key.is_some());
                     assert_eq!(outcome, expected, "{}: outcome differs from the reference", ctx());
                     if let Some((k, fingerprint)) = key {
                         let (status, body) = renderer()(&expected);
@@ -341,7 +417,13 @@ impl Sim {
                     return;
                 }
                 Ok(Reply::Replay { status, body }) => {
-                    assert!(!applied, "{}: a replay committed something", ctx());
+                    // The batch still ran the deadlines due at `now` (and may have committed them).
+                    if applied {
+                        self.reference.deadlines(now);
+                    }
+                    if faulted {
+                        self.reference.rebuild();
+                    }
                     let (k, fingerprint) = key.clone().unwrap_or_else(|| panic!("{}: replay without a key", ctx()));
                     let saved = self.keys.get(&k).unwrap_or_else(|| panic!("{}: replay of an unknown key", ctx()));
                     assert_eq!(saved.0, fingerprint, "{}: replay for another fingerprint", ctx());
@@ -350,7 +432,12 @@ impl Sim {
                     return;
                 }
                 Ok(Reply::KeyReused) => {
-                    assert!(!applied, "{}: a refused key committed something", ctx());
+                    if applied {
+                        self.reference.deadlines(now);
+                    }
+                    if faulted {
+                        self.reference.rebuild();
+                    }
                     let (k, fingerprint) = key.clone().unwrap_or_else(|| panic!("{}: KeyReused without a key", ctx()));
                     let saved = self.keys.get(&k).unwrap_or_else(|| panic!("{}: KeyReused for an unknown key", ctx()));
                     assert_ne!(saved.0, fingerprint, "{}: KeyReused for the same request", ctx());
@@ -361,13 +448,14 @@ impl Sim {
                     if applied {
                         // The commit reached the disk but the engine was told it failed: the
                         // effect exists; a retry must find it, never apply it again.
-                        let expected = self.reference.execute(&submission.request, now);
+                        let expected = self.reference.execute(&submission.request, now, key.is_some());
                         if let Some((k, fingerprint)) = &key {
                             let (status, body) = renderer()(&expected);
                             self.keys.insert(k.clone(), (*fingerprint, status, body));
                         }
                         self.observe(&submission.request, &expected);
                     }
+                    self.reference.rebuild();
                     self.check(&format!("after a failed attempt of {:?}", submission.request.command));
                     if key.is_none() && may_abandon && self.rng.chance(300) {
                         self.abandoned += 1;
@@ -391,7 +479,8 @@ impl Sim {
             (Command::CreatePayment(new), Outcome::Payment(Ok(_))) => self.payments.push((tenant, new.id)),
             (Command::Transfers(list), Outcome::Transfers(codes)) => {
                 for (t, code) in list.iter().zip(codes) {
-                    if code.is_success() {
+                    // `Exists` may name another tenant's transfer: remember new ones only.
+                    if *code == ResultCode::Ok {
                         if let TransferOp::Move { amount, hold: Some(_), .. } = t.op {
                             self.holds.push((tenant, t.id, amount));
                         }
@@ -437,7 +526,7 @@ impl Sim {
         }
         for (tenant, id, _) in &self.transfers {
             let stored = reader.transfer(*tenant, *id).unwrap();
-            assert!(stored.is_some(), "seed {seed} {when}: acknowledged transfer {id} is not stored");
+            assert!(stored.is_some(), "seed {seed} {when}: acknowledged transfer {id} is not stored ({:?})", reference.transfer(*tenant, *id));
             assert_eq!(stored, reference.transfer(*tenant, *id).unwrap(), "seed {seed} {when}: transfer {id} differs");
         }
     }
@@ -450,6 +539,7 @@ impl Sim {
     fn restart(&mut self, dir: &Path) {
         self.engine.take().unwrap().stop();
         self.engine = Some(boot(dir, &self.clock, &self.faults));
+        self.reference.rebuild();
         self.restarts += 1;
     }
 
@@ -491,7 +581,8 @@ impl Sim {
         let id = TransferId(self.id() | (1 << 100));
         let op = if roll < 70 || self.holds.is_empty() {
             let debit = self.account_of(Some(tenant))?;
-            let credit = self.account_of(if self.rng.chance(900) { Some(debit.tenant) } else { None })?;
+            let same_tenant = self.rng.chance(900);
+            let credit = self.account_of(same_tenant.then_some(debit.tenant))?;
             let hold = self.rng.chance(350).then(|| Hold {
                 timeout_seconds: match self.rng.below(10) {
                     0 => None,
@@ -644,6 +735,7 @@ async fn simulate(seed: u64, steps: u64) -> String {
         rng: Rng(seed ^ 0xfa17_fa17_fa17_fa17),
         enabled: false,
         applied: false,
+        faulted: false,
         stats: FaultStats::default(),
     }));
     let (reference_store, reference_reader) = paycore_store::sqlite::open(reference_dir.path()).unwrap();
@@ -729,4 +821,58 @@ fn engine_survives_storage_faults_without_loss() {
             }
         }
     }
+}
+
+/// Found by the simulation (seed 4): a finished payment leaves memory, and `CreatePayment` did
+/// not load it, so its id could be taken again and the stored payment was overwritten (its
+/// status back to `requires_confirmation`). Now the create is refused.
+#[test]
+fn a_finished_payment_id_cannot_be_created_again() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000_000_000)));
+        let faults = Arc::new(Mutex::new(Faults {
+            rng: Rng(0),
+            enabled: false,
+            applied: false,
+            faulted: false,
+            stats: FaultStats::default(),
+        }));
+        let engine = boot(dir.path(), &clock, &faults);
+        faults.lock().unwrap().enabled = false;
+        let tenant = TENANTS[0];
+        let run = |command: Command| {
+            let handle = engine.handle.clone();
+            async move {
+                match handle.submit(Submission { request: Request { tenant, command }, idempotency: None }).await {
+                    Ok(Reply::Done(outcome)) => outcome,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        for id in [1, 2] {
+            let new = NewAccount { id: AccountId(id), currency: eur(), overdraft: Overdraft::Unlimited, reference: None, metadata: None };
+            assert!(matches!(run(Command::CreateAccount(new)).await, Outcome::Account(Ok(_))));
+        }
+        let new = NewPayment {
+            id: PaymentId(9),
+            payer: AccountId(1),
+            payee: AccountId(2),
+            amount: 100,
+            currency: eur(),
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 60,
+            description: None,
+        };
+        assert!(matches!(run(Command::CreatePayment(new.clone())).await, Outcome::Payment(Ok(_))));
+        assert!(matches!(run(Command::CancelPayment(PaymentId(9))).await, Outcome::Payment(Ok(_))));
+        assert_eq!(
+            run(Command::CreatePayment(new)).await,
+            Outcome::Payment(Err(paycore_ledger::CommandError::AlreadyExists))
+        );
+        let stored = engine.reader.payment(tenant, PaymentId(9)).unwrap().unwrap();
+        assert_eq!(stored.status, paycore_ledger::PaymentStatus::Cancelled);
+        engine.stop();
+    });
 }

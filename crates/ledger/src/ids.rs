@@ -119,6 +119,15 @@ typed_id!(
 typed_id!(
     /// A batch of payments (a file or a bulk call).
     BatchId, "bat");
+typed_id!(
+    /// A webhook endpoint of a tenant.
+    WebhookEndpointId, "we");
+typed_id!(
+    /// An event of the outbox; the number is the event's sequence number.
+    EventId, "evt");
+typed_id!(
+    /// The delivery of one event to one webhook endpoint.
+    DeliveryId, "whd");
 
 /// Builds a time-ordered id from milliseconds since the epoch and 80 random bits.
 pub fn time_ordered(unix_ms: u64, random: u128) -> u128 {

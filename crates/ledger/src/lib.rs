@@ -14,7 +14,10 @@ mod transfer;
 pub use account::{Account, Balances, Overdraft};
 pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
 pub use currency::Currency;
-pub use ids::{time_ordered, AccountId, BatchId, IdError, PaymentId, RefundId, TenantId, TransferId};
+pub use ids::{
+    time_ordered, AccountId, BatchId, DeliveryId, EventId, IdError, PaymentId, RefundId, TenantId, TransferId,
+    WebhookEndpointId,
+};
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
 pub use payment::{CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus};
 pub use state::{

@@ -646,7 +646,9 @@ impl State {
         }
         let kind = if mv.hold { TransferKind::Pending } else { TransferKind::Single };
         if let Some(existing) = self.find_transfer(mv.id) {
-            let same = existing.kind == kind
+            // Another tenant's transfer is never `exists`: its fields stay unknown.
+            let same = existing.tenant == tenant
+                && existing.kind == kind
                 && existing.debit_account == mv.debit
                 && existing.credit_account == mv.credit
                 && existing.amount == mv.amount
@@ -726,7 +728,10 @@ impl State {
                 Resolution::Post(Some(amount)) => existing.amount == amount,
                 _ => true,
             };
-            let same = existing.kind == kind && existing.pending_id == Some(pending_id) && same_amount;
+            let same = existing.tenant == tenant
+                && existing.kind == kind
+                && existing.pending_id == Some(pending_id)
+                && same_amount;
             return if same { ResultCode::Exists } else { ResultCode::ExistsWithDifferentFields };
         }
         let Some(hold) = self.holds.get(&pending_id).filter(|h| h.transfer.tenant == tenant && h.payment == owner) else {

@@ -62,11 +62,22 @@ pub(crate) fn new_id() -> u128 {
 
 /// Stores a key for a new tenant with every scope, and returns its record.
 pub fn insert_key(reader: &dyn Reader, key: &Secret) -> Result<ApiKeyRecord, paycore_store::StoreError> {
+    let scopes = vec!["admin".to_owned(), "read".to_owned(), "write".to_owned()];
+    insert_key_for(reader, TenantId(new_id()), key, scopes)
+}
+
+/// Stores a key for `tenant` with `scopes`, and returns its record.
+pub fn insert_key_for(
+    reader: &dyn Reader,
+    tenant: TenantId,
+    key: &Secret,
+    scopes: Vec<String>,
+) -> Result<ApiKeyRecord, paycore_store::StoreError> {
     let record = ApiKeyRecord {
         id: format!("key_{}", TenantId(new_id()).to_string().trim_start_matches("ten_")),
-        tenant: TenantId(new_id()),
+        tenant,
         hash: hash_key(key),
-        scopes: vec!["admin".to_owned(), "read".to_owned(), "write".to_owned()],
+        scopes,
         created_at: now_ns(),
         revoked: false,
     };
@@ -103,7 +114,7 @@ fn write_secret_file(path: &PathBuf, key: &Secret) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Key lookups, cached in memory (keys cannot be revoked yet, so entries never go stale).
+/// Key lookups, cached in memory; revoking a key drops its entry ([`KeyCache::forget`]).
 pub struct KeyCache {
     keys: RwLock<HashMap<[u8; 32], Arc<ApiKeyRecord>>>,
 }
@@ -126,6 +137,13 @@ impl KeyCache {
         }
         Ok(Some(record))
     }
+
+    /// Drops a key from the cache, so that its next use is looked up (and refused if revoked).
+    pub fn forget(&self, hash: &[u8; 32]) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.remove(hash);
+        }
+    }
 }
 
 impl Default for KeyCache {
@@ -134,10 +152,32 @@ impl Default for KeyCache {
     }
 }
 
-/// The authenticated caller: its tenant. Reads need the `read` scope, writes `write`.
+/// The authenticated caller: its tenant. Reads need the `read` scope, writes `write`;
+/// `admin` allows both and the admin routes. Every authenticated request takes a token of its
+/// key's rate limit.
 #[derive(Clone, Copy, Debug)]
 pub struct Auth {
     pub tenant: TenantId,
+    pub admin: bool,
+}
+
+impl Auth {
+    /// Refuses callers without the `admin` scope: 403 `insufficient_scope`.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            return Ok(());
+        }
+        Err(insufficient_scope("admin"))
+    }
+}
+
+fn insufficient_scope(scope: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        crate::error::ErrorType::AuthenticationError,
+        "insufficient_scope",
+        format!("This API key lacks the `{scope}` scope."),
+    )
 }
 
 impl FromRequestParts<Arc<AppState>> for Auth {
@@ -165,14 +205,11 @@ impl FromRequestParts<Arc<AppState>> for Auth {
             .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?;
         let scope = if parts.method == Method::GET || parts.method == Method::HEAD { "read" } else { "write" };
         if !record.scopes.iter().any(|s| s == scope || s == "admin") {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                crate::error::ErrorType::AuthenticationError,
-                "insufficient_scope",
-                format!("This API key lacks the `{scope}` scope."),
-            ));
+            return Err(insufficient_scope(scope));
         }
-        Ok(Auth { tenant: record.tenant })
+        state.rate.check(&record.hash, std::time::Instant::now())?;
+        let admin = record.scopes.iter().any(|s| s == "admin");
+        Ok(Auth { tenant: record.tenant, admin })
     }
 }
 

@@ -17,8 +17,17 @@ pub struct Config {
     pub max_batch_bytes: u64,
     /// Requests waiting for the engine beyond this are refused with 503 and `Retry-After`.
     pub queue_capacity: usize,
+    /// Batch files with more items (lines) than this are rejected with `too_many_lines`.
+    pub max_batch_lines: u64,
+    /// Requests per second per API key (token bucket refill); 0 turns rate limiting off.
+    pub rate_limit_per_second: u32,
+    /// The bucket size: requests a key may send at once after being idle.
+    pub rate_limit_burst: u32,
     /// The first API key, used only when the store has none (from `PAYCORE_API_KEY`).
     pub api_key: Option<Secret>,
+    /// The wait before the first retry of a failed webhook delivery; it doubles per attempt
+    /// up to an hour.
+    pub webhook_retry_min: std::time::Duration,
 }
 
 impl Config {
@@ -28,6 +37,12 @@ impl Config {
     pub const MAX_BATCH_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
     /// The default capacity of the engine's queue, in requests.
     pub const QUEUE_CAPACITY_DEFAULT: usize = 16 * 1024;
+    /// The default most items of a batch file: 1 000 000.
+    pub const MAX_BATCH_LINES_DEFAULT: u64 = 1_000_000;
+    /// The default requests per second per key: 1 000 (burst 2 000).
+    pub const RATE_LIMIT_PER_SECOND_DEFAULT: u32 = 1000;
+    /// The default first webhook retry wait: 1 second.
+    pub const WEBHOOK_RETRY_MIN_DEFAULT: std::time::Duration = std::time::Duration::from_secs(1);
 
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
@@ -36,7 +51,11 @@ impl Config {
             max_body_bytes: Config::MAX_BODY_BYTES_DEFAULT,
             max_batch_bytes: Config::MAX_BATCH_BYTES_DEFAULT,
             queue_capacity: Config::QUEUE_CAPACITY_DEFAULT,
+            max_batch_lines: Config::MAX_BATCH_LINES_DEFAULT,
+            rate_limit_per_second: Config::RATE_LIMIT_PER_SECOND_DEFAULT,
+            rate_limit_burst: 2 * Config::RATE_LIMIT_PER_SECOND_DEFAULT,
             api_key: None,
+            webhook_retry_min: Config::WEBHOOK_RETRY_MIN_DEFAULT,
         }
     }
 }

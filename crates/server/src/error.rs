@@ -20,6 +20,8 @@ pub enum ErrorType {
     IdempotencyError,
     /// The service failed or is overloaded: retry later (500, 503).
     ApiError,
+    /// The API key sent too many requests: retry after `Retry-After` (429).
+    RateLimitError,
 }
 
 /// The body of every error response.

@@ -40,7 +40,10 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
         let store = state.batches.clone();
         let data_dir = state.data_dir.clone();
         let stopping = state.stopping.clone();
-        tokio::task::spawn_blocking(move || batches::validate(store.as_ref(), &data_dir, &batch, &crate::auth::now_ns, &stopping))
+        let max_lines = state.max_batch_lines;
+        tokio::task::spawn_blocking(move || {
+            batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::auth::now_ns, &stopping, max_lines)
+        })
             .await
             .map_err(|e| paycore_store::StoreError::Database(format!("validation task failed: {e}")))??;
         drop(permit);

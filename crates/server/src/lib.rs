@@ -12,19 +12,22 @@ mod jobs;
 mod json;
 mod metrics;
 mod openapi;
+mod ratelimit;
 mod render;
 mod routes;
+mod webhooks;
 
-pub use auth::{hash_key, insert_key, Secret};
+pub use auth::{hash_key, insert_key, insert_key_for, Secret};
 pub use config::Config;
 pub use error::{ApiError, ErrorType};
 pub use render::Renderer;
+pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
-use paycore_store::{BatchStore, Reader};
+use paycore_store::{AdminStore, BatchStore, Reader};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +42,14 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     pub max_body_bytes: usize,
     pub batches: Arc<dyn BatchStore>,
+    /// Tenants, key revocation and webhooks.
+    pub admin: Arc<dyn AdminStore>,
+    /// The wait before the first retry of a failed webhook delivery; it doubles per attempt.
+    pub webhook_retry_min: std::time::Duration,
+    /// Batch files with more items are rejected with `too_many_lines`.
+    pub max_batch_lines: u64,
+    /// The per-key token buckets.
+    pub rate: ratelimit::RateLimiter,
     pub data_dir: PathBuf,
     pub max_batch_bytes: u64,
     pub jobs: jobs::Jobs,
@@ -69,6 +80,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/batches/{id}/items", get(routes::batches::items))
         .route("/v1/batches/{id}/report", get(routes::batches::report))
         .route("/v1/batches/{id}/cancel", post(routes::batches::cancel))
+        .route("/v1/tenants", post(routes::admin::create_tenant))
+        .route("/v1/api_keys", post(routes::admin::create_key))
+        .route("/v1/api_keys/{id}", delete(routes::admin::revoke_key))
+        .route("/v1/webhook_endpoints", post(routes::webhooks::create).get(routes::webhooks::list))
+        .route("/v1/webhook_endpoints/{id}", delete(routes::webhooks::delete))
+        .route("/v1/webhook_endpoints/{id}/deliveries", get(routes::webhooks::deliveries))
+        .route("/v1/webhook_deliveries/{id}/replay", post(routes::webhooks::replay))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -110,7 +128,11 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         keys: Arc::new(auth::KeyCache::new()),
         metrics: metrics::Metrics::new(&engine_metrics),
         max_body_bytes: config.max_body_bytes,
-        batches: sqlite,
+        batches: sqlite.clone(),
+        admin: sqlite,
+        webhook_retry_min: config.webhook_retry_min,
+        max_batch_lines: config.max_batch_lines,
+        rate: ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         data_dir: config.data_dir.clone(),
         max_batch_bytes: config.max_batch_bytes,
         jobs: jobs::Jobs::default(),
@@ -129,6 +151,7 @@ impl Service {
     ) -> anyhow::Result<()> {
         let Service { state, engine_thread } = self;
         jobs::resume(&state).await?;
+        let deliveries = webhooks::spawn(state.clone());
         let stopping = state.stopping.clone();
         let shutdown = async move {
             shutdown.await;
@@ -136,6 +159,9 @@ impl Service {
         };
         axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
         tracing::info!("stopped accepting; waiting for the engine to finish");
+        // The worker sees `stopping` at its next round; an attempt in flight is retried at the
+        // next start if it is not recorded.
+        deliveries.abort();
         // Every engine handle was in the router's state, dropped with it: the engine thread
         // ends once it has answered what it took.
         tokio::task::spawn_blocking(move || engine_thread.join())

@@ -79,7 +79,7 @@ pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: N
 
 /// `GET /metrics`
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "application/openmetrics-text")))]
 pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.encode(state.engine.queue_depth());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()

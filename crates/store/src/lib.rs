@@ -4,10 +4,12 @@
 //!
 //! Nothing above this crate knows which database it talks to.
 
+pub mod admin;
 pub mod batches;
 pub mod sqlite;
 pub mod verify;
 
+pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 
 use paycore_ledger::{

@@ -21,8 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_batches.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_batches.sql"),
+    include_str!("../migrations/0003_tenants_webhooks.sql"),
+];
 
 const DATABASE_FILE: &str = "paycore.db";
 const LOCK_FILE: &str = "LOCK";
@@ -420,6 +423,12 @@ impl Store for SqliteStore {
             )?;
             for r in idempotency {
                 stmt.execute(params![id_blob(r.tenant.0), r.key, r.fingerprint, r.status, r.body, int(r.created_at)])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO outbox (tenant, type, object, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (tenant, kind, object) in &changes.events {
+                stmt.execute(params![id_blob(tenant.0), kind, id_blob(*object), int(changes.last_timestamp)])?;
             }
             crate::batches::commit_batch_changes(&tx, changes)?;
             tx.execute(

@@ -2,9 +2,11 @@
 //! answering with the rendered outcome or a saved response.
 
 pub mod accounts;
+pub mod admin;
 pub mod batches;
 pub mod payments;
 pub mod transfers;
+pub mod webhooks;
 
 use crate::error::{json_response, ApiError};
 use crate::idempotency::{Post, Saved};

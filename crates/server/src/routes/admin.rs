@@ -1,0 +1,179 @@
+//! `/v1/tenants` and `/v1/api_keys`: what an `admin` key may do. A new key's secret is in
+//! the creation response and nowhere else; only its SHA-256 is stored.
+
+use super::read;
+use crate::auth::{generate_key, Auth, insert_key_for, new_id, now_ns};
+use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::Post;
+use crate::json;
+use crate::render::{self, rfc3339};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use paycore_ledger::TenantId;
+use paycore_store::TenantRecord;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// The longest tenant name, in characters.
+pub const TENANT_NAME_LENGTH_MAX: usize = 128;
+/// The scopes a created key may have.
+pub const KEY_SCOPES: [&str; 2] = ["read", "write"];
+
+/// Creates a tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// A display name, 1 to 128 characters.
+    pub name: Option<String>,
+}
+
+/// A tenant.
+#[derive(Serialize, ToSchema)]
+pub struct TenantJson {
+    pub id: String,
+    pub object: &'static str,
+    pub name: Option<String>,
+    pub created_at: String,
+}
+
+/// Creates an API key for a tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// The tenant (`ten_…`) the key acts for.
+    pub tenant: String,
+    /// Some of `read` and `write`.
+    pub scopes: Vec<String>,
+}
+
+/// An API key; `secret` only in the creation response.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyJson {
+    pub id: String,
+    pub object: &'static str,
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    pub revoked: bool,
+}
+
+/// `POST /v1/tenants`: an `admin` key creates a tenant (201).
+#[utoipa::path(post, path = "/v1/tenants", tag = "admin",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant", body = TenantJson),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: not an admin key", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn create_tenant(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
+    post.auth.require_admin()?;
+    let params: CreateTenant = json::parse(&post.body)?;
+    if let Some(name) = &params.name {
+        let length = name.chars().count();
+        if length == 0 || length > TENANT_NAME_LENGTH_MAX {
+            return Err(ApiError::invalid("name", "`name` must be 1 to 128 characters."));
+        }
+    }
+    let tenant = TenantRecord { id: TenantId(new_id()), name: params.name, created_at: now_ns() };
+    let admin = state.admin.clone();
+    let stored = tenant.clone();
+    tokio::task::spawn_blocking(move || admin.insert_tenant(&stored))
+        .await
+        .map_err(|_| ApiError::internal("Creating the tenant failed."))??;
+    let body = TenantJson {
+        id: tenant.id.to_string(),
+        object: "tenant",
+        name: tenant.name,
+        created_at: rfc3339(tenant.created_at),
+    };
+    Ok(super::rendered(render::json(201, &body)))
+}
+
+/// `POST /v1/api_keys`: an `admin` key creates a key for a tenant (201). The secret is shown
+/// in this response only.
+#[utoipa::path(post, path = "/v1/api_keys", tag = "admin",
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "The key, with its `secret` (shown this once)", body = ApiKeyJson),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: not an admin key", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn create_key(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
+    post.auth.require_admin()?;
+    let params: CreateApiKey = json::parse(&post.body)?;
+    let tenant: TenantId =
+        params.tenant.parse().map_err(|_| ApiError::invalid("tenant", "`tenant` must be a tenant id (`ten_…`)."))?;
+    let scopes = check_scopes(params.scopes)?;
+    let admin = state.admin.clone();
+    if tokio::task::spawn_blocking(move || admin.tenant(tenant))
+        .await
+        .map_err(|_| ApiError::internal("Reading the tenant failed."))??
+        .is_none()
+    {
+        return Err(ApiError::invalid("tenant", format!("No such tenant: '{}'.", params.tenant)));
+    }
+    let secret = generate_key();
+    let shown = secret.expose().to_owned();
+    let record = read(&state, move |r| insert_key_for(r, tenant, &secret, scopes)).await?;
+    tracing::info!(key = %record.id, %tenant, "API key created");
+    let body = ApiKeyJson {
+        id: record.id,
+        object: "api_key",
+        tenant: tenant.to_string(),
+        scopes: record.scopes,
+        secret: Some(shown),
+        created_at: Some(rfc3339(record.created_at)),
+        revoked: false,
+    };
+    Ok(super::rendered(render::json(201, &body)))
+}
+
+/// `DELETE /v1/api_keys/{id}`: an `admin` key revokes a key, effective at once.
+#[utoipa::path(delete, path = "/v1/api_keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "`key_…`")),
+    responses(
+        (status = 200, description = "`{id, object, revoked: true}`"),
+        (status = 403, description = "`insufficient_scope`: not an admin key", body = ErrorBody),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn revoke_key(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+    auth.require_admin()?;
+    let valid = id.starts_with("key_") && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(ApiError::not_found("API key", &id));
+    }
+    let admin = state.admin.clone();
+    let key_id = id.clone();
+    let hash = tokio::task::spawn_blocking(move || admin.revoke_api_key(&key_id))
+        .await
+        .map_err(|_| ApiError::internal("Revoking the key failed."))??
+        .ok_or_else(|| ApiError::not_found("API key", &id))?;
+    state.keys.forget(&hash);
+    tracing::info!(key = %id, "API key revoked");
+    let body = serde_json::json!({"id": id, "object": "api_key", "revoked": true});
+    Ok(super::rendered(render::json(200, &body)))
+}
+
+fn check_scopes(scopes: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if scopes.is_empty() {
+        return Err(ApiError::invalid("scopes", "`scopes` must name at least one of `read` and `write`."));
+    }
+    let mut kept: Vec<String> = Vec::new();
+    for scope in scopes {
+        if !KEY_SCOPES.contains(&scope.as_str()) {
+            return Err(ApiError::invalid("scopes", format!("Unknown scope '{scope}': use `read` and `write`.")));
+        }
+        if !kept.contains(&scope) {
+            kept.push(scope);
+        }
+    }
+    Ok(kept)
+}

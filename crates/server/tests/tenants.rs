@@ -1,0 +1,307 @@
+//! Tenants and API keys: an admin key makes tenants and their keys; two tenants try to read
+//! and move each other's money through every endpoint and get 404 (or `account_not_found`),
+//! with every balance unchanged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use paycore_server::{Config, Secret};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
+
+#[derive(Clone)]
+struct Client {
+    base: String,
+    http: reqwest::Client,
+    key: String,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Client {
+    fn with_key(&self, key: &str) -> Client {
+        Client { base: self.base.clone(), http: self.http.clone(), key: key.to_owned() }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.bearer_auth(&self.key).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer { status, body }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn delete(&self, path: &str) -> Answer {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
+    async fn account(&self, overdraft: Value) -> String {
+        let a = self.post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft})).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn transfer(&self, debit: &str, credit: &str, amount: u64) -> Answer {
+        self.post(
+            "/v1/transfers",
+            json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"}),
+        )
+        .await
+    }
+
+    async fn payment(&self, payer: &str, payee: &str, capture: &str) -> String {
+        let p = self
+            .post(
+                "/v1/payments",
+                json!({"payer_account": payer, "payee_account": payee, "amount": 100, "currency": "EUR", "capture_method": capture}),
+            )
+            .await;
+        assert_eq!(p.status, 201, "{}", p.body);
+        p.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn balance(&self, account: &str) -> Value {
+        let a = self.get(&format!("/v1/accounts/{account}")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body["balance"].clone()
+    }
+}
+
+async fn boot() -> (Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.api_key = Some(Secret::new(ADMIN.to_owned()));
+    let service = paycore_server::start(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(service.serve(listener, std::future::pending()));
+    (Client { base, http: reqwest::Client::new(), key: ADMIN.to_owned() }, dir)
+}
+
+/// A new tenant and a read/write key for it.
+async fn tenant(admin: &Client, name: &str) -> (String, Client) {
+    let t = admin.post("/v1/tenants", json!({"name": name})).await;
+    assert_eq!(t.status, 201, "{}", t.body);
+    assert_eq!(t.body["name"], name);
+    let id = t.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("ten_"));
+    let k = admin.post("/v1/api_keys", json!({"tenant": id, "scopes": ["read", "write"]})).await;
+    assert_eq!(k.status, 201, "{}", k.body);
+    assert_eq!(k.body["tenant"], id.as_str());
+    let secret = k.body["secret"].as_str().unwrap();
+    assert!(secret.starts_with("sk_"));
+    (id, admin.with_key(secret))
+}
+
+async fn batch(client: &Client, payer: &str, payee: &str) -> Answer {
+    client
+        .send(
+            client
+                .http
+                .post(format!("{}/v1/batches?payer={payer}&currency=EUR", client.base))
+                .json(&json!({"items": [{"payee": payee, "amount": 5, "reference": "B1"}]})),
+        )
+        .await
+}
+
+async fn wait_batch(client: &Client, id: &str) -> Value {
+    for _ in 0..200 {
+        let b = client.get(&format!("/v1/batches/{id}")).await;
+        assert_eq!(b.status, 200, "{}", b.body);
+        if !matches!(b.body["status"].as_str(), Some("validating" | "processing")) {
+            return b.body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("batch {id} did not finish");
+}
+
+fn assert_missing(answer: &Answer, what: &str) {
+    assert_eq!(answer.status, 404, "{what}: {}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_keys_make_tenants_and_keys_and_revoke_them() {
+    let (admin, _dir) = boot().await;
+    let (tenant_a, a) = tenant(&admin, "Alpha").await;
+
+    // Tenant keys are not admin keys.
+    let refused = a.post("/v1/tenants", json!({})).await;
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (403, Some("insufficient_scope")));
+    let refused = a.post("/v1/api_keys", json!({"tenant": tenant_a, "scopes": ["read"]})).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(a.delete("/v1/api_keys/key_00000000000000000000000000").await.status, 403);
+
+    // Bad requests name the field.
+    let bad = admin.post("/v1/api_keys", json!({"tenant": tenant_a, "scopes": ["root"]})).await;
+    assert_eq!((bad.status, bad.body["error"]["param"].as_str()), (400, Some("scopes")));
+    let bad = admin.post("/v1/api_keys", json!({"tenant": "ten_00000000000000000000000000", "scopes": ["read"]})).await;
+    assert_eq!((bad.status, bad.body["error"]["param"].as_str()), (400, Some("tenant")));
+    assert_eq!(admin.post("/v1/tenants", json!({"name": ""})).await.status, 400);
+
+    // A read-only key reads but cannot write.
+    let k = admin.post("/v1/api_keys", json!({"tenant": tenant_a, "scopes": ["read"]})).await;
+    let reader = admin.with_key(k.body["secret"].as_str().unwrap());
+    let account = a.account(json!(0)).await;
+    assert_eq!(reader.get(&format!("/v1/accounts/{account}")).await.status, 200);
+    let refused = reader.post("/v1/accounts", json!({"currency": "EUR"})).await;
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (403, Some("insufficient_scope")));
+
+    // Revoked means refused at once, even though the key was just used (and cached).
+    let key_id = k.body["id"].as_str().unwrap();
+    let revoked = admin.delete(&format!("/v1/api_keys/{key_id}")).await;
+    assert_eq!((revoked.status, &revoked.body["revoked"]), (200, &json!(true)), "{}", revoked.body);
+    assert_eq!(reader.get(&format!("/v1/accounts/{account}")).await.status, 401);
+    assert_eq!(admin.delete("/v1/api_keys/key_nope").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_read_or_move_each_others_money() {
+    let (admin, _dir) = boot().await;
+    let (_, a) = tenant(&admin, "Alpha").await;
+    let (_, b) = tenant(&admin, "Beta").await;
+
+    // Tenant A: funded accounts, payments in every state, a finished batch.
+    let a_funding = a.account(json!("unlimited")).await;
+    let a_payer = a.account(json!(0)).await;
+    let a_payee = a.account(json!(0)).await;
+    assert_eq!(a.transfer(&a_funding, &a_payer, 10_000).await.body["result"], "ok");
+    let a_open = a.payment(&a_payer, &a_payee, "automatic").await;
+    let a_held = a.payment(&a_payer, &a_payee, "manual").await;
+    assert_eq!(a.post(&format!("/v1/payments/{a_held}/confirm"), json!({})).await.body["status"], "requires_capture");
+    let a_paid = a.payment(&a_payer, &a_payee, "automatic").await;
+    assert_eq!(a.post(&format!("/v1/payments/{a_paid}/confirm"), json!({})).await.body["status"], "succeeded");
+    let a_batch = batch(&a, &a_payer, &a_payee).await;
+    assert_eq!(a_batch.status, 202, "{}", a_batch.body);
+    let a_batch = a_batch.body["id"].as_str().unwrap().to_owned();
+    wait_batch(&a, &a_batch).await;
+
+    // Tenant B: its own funded account.
+    let b_funding = b.account(json!("unlimited")).await;
+    let b_account = b.account(json!(0)).await;
+    assert_eq!(b.transfer(&b_funding, &b_account, 500).await.body["result"], "ok");
+
+    let accounts = [&a_funding, &a_payer, &a_payee, &b_funding, &b_account];
+    let mut before = Vec::new();
+    for id in accounts {
+        let owner = if id.as_str() == b_funding || id.as_str() == b_account { &b } else { &a };
+        before.push(owner.balance(id).await);
+    }
+
+    // Reads: accounts, their transfers, payments, refunds, batches, items, report.
+    assert_missing(&b.get(&format!("/v1/accounts/{a_payer}")).await, "account");
+    assert_missing(&b.get(&format!("/v1/accounts/{a_payer}/transfers")).await, "transfers");
+    for pay in [&a_open, &a_held, &a_paid] {
+        assert_missing(&b.get(&format!("/v1/payments/{pay}")).await, "payment");
+        assert_missing(&b.get(&format!("/v1/payments/{pay}/refunds")).await, "refunds");
+    }
+    assert_missing(&b.get(&format!("/v1/batches/{a_batch}")).await, "batch");
+    assert_missing(&b.get(&format!("/v1/batches/{a_batch}/items")).await, "batch items");
+    assert_missing(&b.get(&format!("/v1/batches/{a_batch}/report")).await, "batch report");
+    assert_missing(&b.get(&format!("/v1/batches/{a_batch}/report?format=pain.002")).await, "pain.002");
+
+    // Writes: transfers from, to and between A's accounts.
+    for (debit, credit) in [(&a_payer, &b_account), (&b_funding, &a_payee), (&a_funding, &a_payee)] {
+        let t = b.transfer(debit, credit, 100).await;
+        let code = t.body["result"].as_str().or(t.body["error"]["code"].as_str());
+        assert_eq!(code, Some("account_not_found"), "{}", t.body);
+    }
+    let bulk = b
+        .post("/v1/transfers", json!({"transfers": [{"debit_account": a_payer, "credit_account": b_account, "amount": 1, "currency": "EUR"}]}))
+        .await;
+    assert!(bulk.status == 200 || bulk.status == 201 || bulk.status == 422 || bulk.status == 400, "{}", bulk.body);
+    assert!(!bulk.body.to_string().contains("\"ok\""), "{}", bulk.body);
+    // Payments: naming A's accounts, and acting on A's payments.
+    let p = b
+        .post("/v1/payments", json!({"payer_account": a_payer, "payee_account": b_account, "amount": 100, "currency": "EUR"}))
+        .await;
+    assert!(p.status == 404 || p.status == 400 || p.status == 422, "{}", p.body);
+    assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
+    let p = b
+        .post("/v1/payments", json!({"payer_account": b_account, "payee_account": a_payee, "amount": 100, "currency": "EUR"}))
+        .await;
+    assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
+    assert_missing(&b.post(&format!("/v1/payments/{a_open}/confirm"), json!({})).await, "confirm");
+    assert_missing(&b.post(&format!("/v1/payments/{a_held}/capture"), json!({})).await, "capture");
+    assert_missing(&b.post(&format!("/v1/payments/{a_held}/cancel"), json!({})).await, "cancel");
+    assert_missing(&b.post(&format!("/v1/payments/{a_open}/cancel"), json!({})).await, "cancel");
+    assert_missing(&b.post(&format!("/v1/payments/{a_paid}/refunds"), json!({"amount": 50})).await, "refund");
+    // Batches: cancelling A's, and paying from A's account.
+    assert_missing(&b.post(&format!("/v1/batches/{a_batch}/cancel"), json!({})).await, "batch cancel");
+    let stolen = batch(&b, &a_payer, &b_account).await;
+    if stolen.status == 202 {
+        let done = wait_batch(&b, stolen.body["id"].as_str().unwrap()).await;
+        assert_ne!(done.body_succeeded(), Some(1), "{done}");
+    } else {
+        assert_eq!(stolen.status, 400, "{}", stolen.body);
+    }
+    let stolen = batch(&b, &b_account, &a_payee).await;
+    if stolen.status == 202 {
+        let done = wait_batch(&b, stolen.body["id"].as_str().unwrap()).await;
+        assert_ne!(done.body_succeeded(), Some(1), "{done}");
+    }
+
+    for (id, was) in accounts.iter().zip(&before) {
+        let owner = if id.as_str() == b_funding || id.as_str() == b_account { &b } else { &a };
+        assert_eq!(&owner.balance(id).await, was, "balance of {id} changed");
+    }
+
+    // Webhooks: A's endpoint, its delivery log and its deliveries are A's alone. (A's own
+    // payment below moves A's money; balances are taken again after it.)
+    let endpoint = a.post("/v1/webhook_endpoints", json!({"url": "http://127.0.0.1:9/hook", "events": ["payment.succeeded"]})).await;
+    assert_eq!(endpoint.status, 201, "{}", endpoint.body);
+    let endpoint = endpoint.body["id"].as_str().unwrap().to_owned();
+    let listed = b.get("/v1/webhook_endpoints").await;
+    assert_eq!(listed.body["data"], json!([]), "{}", listed.body);
+    assert_missing(&b.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries")).await, "deliveries");
+    assert_missing(&b.delete(&format!("/v1/webhook_endpoints/{endpoint}")).await, "endpoint delete");
+    let a_pay = a.payment(&a_payer, &a_payee, "automatic").await;
+    assert_eq!(a.post(&format!("/v1/payments/{a_pay}/confirm"), json!({})).await.body["status"], "succeeded");
+    let mut delivery = None;
+    for _ in 0..100 {
+        let log = a.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries")).await;
+        if let Some(id) = log.body["data"][0]["id"].as_str() {
+            delivery = Some(id.to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let delivery = delivery.expect("no delivery logged");
+    assert_missing(&b.post(&format!("/v1/webhook_deliveries/{delivery}/replay"), json!({})).await, "replay");
+    assert_eq!(a.post(&format!("/v1/webhook_deliveries/{delivery}/replay"), json!({})).await.status, 202);
+    assert_eq!(a.get("/v1/webhook_endpoints").await.body["data"][0]["id"], endpoint.as_str());
+    for id in [&a_funding, &a_payer, &a_payee] {
+        before[accounts.iter().position(|x| x == &id).unwrap()] = a.balance(id).await;
+    }
+
+    // A's objects are untouched: the same statuses, the same balances.
+    assert_eq!(a.get(&format!("/v1/payments/{a_open}")).await.body["status"], "requires_confirmation");
+    assert_eq!(a.get(&format!("/v1/payments/{a_held}")).await.body["status"], "requires_capture");
+    assert_eq!(a.get(&format!("/v1/payments/{a_paid}")).await.body["amount_refunded"], 0);
+    for (id, was) in accounts.iter().zip(&before) {
+        let owner = if id.as_str() == b_funding || id.as_str() == b_account { &b } else { &a };
+        assert_eq!(&owner.balance(id).await, was, "balance of {id} changed");
+    }
+}
+
+trait Succeeded {
+    fn body_succeeded(&self) -> Option<u64>;
+}
+
+impl Succeeded for Value {
+    /// The batch's count of succeeded items.
+    fn body_succeeded(&self) -> Option<u64> {
+        self["counts"]["succeeded"].as_u64().or_else(|| self["succeeded"].as_u64())
+    }
+}
