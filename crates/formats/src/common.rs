@@ -305,6 +305,64 @@ impl DecimalSum {
     }
 }
 
+/// The input of a parser that does not read line by line (CSV, whose quoted fields may span
+/// lines, and XML): refuses to hand out more than [`LINE_BYTES_MAX`] bytes between two calls of
+/// [`Bounded::mark`], so that one endless record or XML event is fatal rather than a reason to
+/// buffer without bound.
+pub(crate) struct Bounded<R> {
+    input: R,
+    since_mark: usize,
+    exceeded: bool,
+}
+
+impl<R> Bounded<R> {
+    pub(crate) fn new(input: R) -> Self {
+        Bounded {
+            input,
+            since_mark: 0,
+            exceeded: false,
+        }
+    }
+
+    /// A record or event starts here.
+    pub(crate) fn mark(&mut self) {
+        self.since_mark = 0;
+    }
+
+    /// Whether reading stopped because a record was too long.
+    pub(crate) fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+}
+
+impl<R: BufRead> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Bounded<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.since_mark > LINE_BYTES_MAX {
+            self.exceeded = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a record is longer than {LINE_BYTES_MAX} bytes"),
+            ));
+        }
+        self.input.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.since_mark = self.since_mark.saturating_add(amount);
+        self.input.consume(amount);
+    }
+}
+
 /// Reads a file line by line into a reused buffer, refusing lines longer than
 /// [`LINE_BYTES_MAX`], so memory stays bounded.
 pub(crate) struct Lines<R> {

@@ -50,16 +50,16 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
         .has_headers(false)
         .flexible(true)
         .terminator(::csv::Terminator::Any(b'\n'))
-        .from_reader(input);
+        .from_reader(common::Bounded::new(input));
     let mut record = ByteRecord::new();
-    if !reader.read_byte_record(&mut record).map_err(fatal)? {
+    if !read_record(&mut reader, &mut record)? {
         return Err(FatalError::Malformed {
             line: 1,
             message: "the file is empty; expected a header row naming the columns".to_owned(),
         });
     }
     let columns = Columns::from_header(&record)?;
-    while reader.read_byte_record(&mut record).map_err(fatal)? {
+    while read_record(&mut reader, &mut record)? {
         if record.iter().all(|field| field.trim_ascii().is_empty()) {
             continue;
         }
@@ -70,6 +70,29 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
         }
     }
     Ok(())
+}
+
+/// The next record; one longer than [`common::LINE_BYTES_MAX`] (a quote that never closes) is
+/// fatal.
+fn read_record<R: BufRead>(
+    reader: &mut ::csv::Reader<common::Bounded<R>>,
+    record: &mut ByteRecord,
+) -> Result<bool, FatalError> {
+    reader.get_mut().mark();
+    let line = reader.position().line();
+    reader.read_byte_record(record).map_err(|error| {
+        if reader.get_ref().exceeded() {
+            FatalError::Malformed {
+                line,
+                message: format!(
+                    "the record is longer than {} bytes (is a quote not closed?)",
+                    common::LINE_BYTES_MAX
+                ),
+            }
+        } else {
+            fatal(error)
+        }
+    })
 }
 
 fn fatal(error: ::csv::Error) -> FatalError {

@@ -113,7 +113,7 @@ struct Parser<'c, 's> {
 }
 
 pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut Summary) -> Result<(), FatalError> {
-    let mut reader = Reader::from_reader(input);
+    let mut reader = Reader::from_reader(common::Bounded::new(input));
     let mut parser = Parser {
         out,
         line: 1,
@@ -132,9 +132,16 @@ pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut
     let mut buffer = Vec::new();
     loop {
         buffer.clear();
-        let event = reader.read_event_into(&mut buffer).map_err(|e| FatalError::Malformed {
+        reader.get_mut().mark();
+        let event = reader.read_event_into(&mut buffer);
+        let exceeded = reader.get_ref().exceeded();
+        let event = event.map_err(|e| FatalError::Malformed {
             line: parser.line,
-            message: format!("the file is not well-formed XML: {e}"),
+            message: if exceeded {
+                format!("a tag or text is longer than {} bytes", common::LINE_BYTES_MAX)
+            } else {
+                format!("the file is not well-formed XML: {e}")
+            },
         })?;
         if !parser.event(event)? {
             break;
@@ -371,6 +378,12 @@ impl Parser<'_, '_> {
             Some(_) => {
                 if self.text.chars().all(is_xml_whitespace) {
                     self.text_line = line;
+                }
+                if self.text.len().saturating_add(text.len()) > common::LINE_BYTES_MAX {
+                    return Err(self.malformed(
+                        line,
+                        format!("the text of an element is longer than {} bytes", common::LINE_BYTES_MAX),
+                    ));
                 }
                 self.text.push_str(text);
             }

@@ -142,6 +142,12 @@ fn conform(document: &mut serde_json::Value) {
                     }
                 }
                 let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+                if path.ends_with("/report") {
+                    // `?format=pain.002` answers XML.
+                    if let Some(content) = responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut) {
+                        content.insert("application/xml".to_owned(), json!({"schema": {"type": "string"}}));
+                    }
+                }
                 if secured && !responses.contains_key("401") {
                     responses.insert("401".to_owned(), error("`unauthorized`: no valid API key"));
                 }
