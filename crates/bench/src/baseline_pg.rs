@@ -77,11 +77,20 @@ struct Tally {
     refused: u64,
 }
 
-async fn client_loop(params: String, client_no: u64, seed: u64, hot: bool, start: Arc<tokio::sync::Barrier>, duration: Duration) -> anyhow::Result<Tally> {
+async fn client_loop(
+    params: String,
+    client_no: u64,
+    seed: u64,
+    hot: bool,
+    start: Arc<tokio::sync::Barrier>,
+    duration: Duration,
+) -> anyhow::Result<Tally> {
     let mut client = connect(&params).await?;
     let debit = client.prepare("UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1").await?;
     let credit = client.prepare("UPDATE accounts SET balance = balance + $1 WHERE id = $2").await?;
-    let insert = client.prepare("INSERT INTO transfers (id, debit_account, credit_account, amount) VALUES ($1, $2, $3, $4)").await?;
+    let insert = client
+        .prepare("INSERT INTO transfers (id, debit_account, credit_account, amount) VALUES ($1, $2, $3, $4)")
+        .await?;
     let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
     let mut seq: i64 = 0;
@@ -137,7 +146,14 @@ async fn one_run(db: &Database, clients: usize, hot: bool, duration: Duration, s
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        tasks.push(tokio::spawn(client_loop(db.params(), c as u64, seed * 1000 + c as u64, hot, barrier.clone(), duration)));
+        tasks.push(tokio::spawn(client_loop(
+            db.params(),
+            c as u64,
+            seed * 1000 + c as u64,
+            hot,
+            barrier.clone(),
+            duration,
+        )));
     }
     barrier.wait().await;
     let started = Instant::now();
@@ -154,7 +170,10 @@ async fn one_run(db: &Database, clients: usize, hot: bool, duration: Duration, s
     if u64::try_from(rows)? != ok {
         bail!("{rows} transfer rows for {ok} acknowledged transfers");
     }
-    let sum: i64 = setup.query_one("SELECT coalesce(sum(balance - $1::bigint), 0)::bigint FROM accounts", &[&OPENING_BALANCE]).await?.get(0);
+    let sum: i64 = setup
+        .query_one("SELECT coalesce(sum(balance - $1::bigint), 0)::bigint FROM accounts", &[&OPENING_BALANCE])
+        .await?
+        .get(0);
     if sum != 0 {
         bail!("balances do not sum to the opening total: off by {sum}");
     }
@@ -194,7 +213,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<(Vec<Outcome>, String)> {
             eprintln!("\n!!!!!!!! SKIPPED the PostgreSQL baseline: {reason} !!!!!!!!\n");
             let out = plan
                 .iter()
-                .map(|&(c, hot)| Outcome::Skipped { scenario: SCENARIO.into(), name: name(c, hot), reason: reason.clone() })
+                .map(|&(c, hot)| Outcome::Skipped {
+                    scenario: SCENARIO.into(),
+                    name: name(c, hot),
+                    reason: reason.clone(),
+                })
                 .collect();
             return Ok((out, format!("not reachable ({e})")));
         }
@@ -208,7 +231,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<(Vec<Outcome>, String)> {
         for i in 0..cfg.runs {
             match rt.block_on(one_run(&db, clients, hot, cfg.duration, 4000 + i as u64)) {
                 Ok(r) => {
-                    eprintln!("  postgres {} run {}/{}: {} /s", name(clients, hot), i + 1, cfg.runs, crate::report::number(r.value));
+                    eprintln!(
+                        "  postgres {} run {}/{}: {} /s",
+                        name(clients, hot),
+                        i + 1,
+                        cfg.runs,
+                        crate::report::number(r.value)
+                    );
                     runs.push(r);
                 }
                 Err(e) => {
@@ -228,7 +257,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<(Vec<Outcome>, String)> {
             }
             Some(e) => {
                 eprintln!("!!! postgres {} failed: {e:#}", name(clients, hot));
-                out.push(Outcome::Skipped { scenario: SCENARIO.into(), name: name(clients, hot), reason: format!("FAILED: {e:#}") });
+                out.push(Outcome::Skipped {
+                    scenario: SCENARIO.into(),
+                    name: name(clients, hot),
+                    reason: format!("FAILED: {e:#}"),
+                });
             }
         }
     }

@@ -86,7 +86,8 @@ fn client_loop(conn: Conn, client_no: i64, seed: u64, start: &Barrier, duration:
             if debited != 1 {
                 return Ok(false);
             }
-            tx.prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2")?.execute(params![amount, c])?;
+            tx.prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2")?
+                .execute(params![amount, c])?;
             tx.prepare_cached("INSERT INTO transfers (id, debit_account, credit_account, amount, created_at) VALUES (?1, ?2, ?3, ?4, unixepoch())")?
                 .execute(params![id, d, c, amount])?;
             tx.commit()?;
@@ -116,7 +117,8 @@ fn one_run(clients: usize, shared: bool, duration: Duration, seed: u64) -> anyho
             Some(w) => Conn::Shared(w.clone()),
             None => Conn::Own(connect(&path)?),
         };
-        threads.push(std::thread::spawn(move || client_loop(conn, c as i64, seed * 1000 + c as u64, &barrier, duration)));
+        threads
+            .push(std::thread::spawn(move || client_loop(conn, c as i64, seed * 1000 + c as u64, &barrier, duration)));
     }
     barrier.wait();
     let started = Instant::now();
@@ -134,7 +136,11 @@ fn one_run(clients: usize, shared: bool, duration: Duration, seed: u64) -> anyho
     if u64::try_from(rows)? != ok {
         bail!("{rows} transfer rows for {ok} acknowledged transfers");
     }
-    Ok(Run { value: rate(ok, elapsed), latency: Percentiles::of(all.latencies), extra: vec![("busy timeouts", all.busy as f64)] })
+    Ok(Run {
+        value: rate(ok, elapsed),
+        latency: Percentiles::of(all.latencies),
+        extra: vec![("busy timeouts", all.busy as f64)],
+    })
 }
 
 pub fn run(cfg: &Config) -> Vec<Outcome> {
@@ -151,7 +157,12 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         for i in 0..cfg.runs {
             match one_run(clients, shared, cfg.duration, 5000 + i as u64) {
                 Ok(r) => {
-                    eprintln!("  sqlite {clients} clients run {}/{}: {} /s", i + 1, cfg.runs, crate::report::number(r.value));
+                    eprintln!(
+                        "  sqlite {clients} clients run {}/{}: {} /s",
+                        i + 1,
+                        cfg.runs,
+                        crate::report::number(r.value)
+                    );
                     runs.push(r);
                 }
                 Err(e) => {

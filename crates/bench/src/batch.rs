@@ -39,7 +39,8 @@ enum Ended {
 async fn upload_to_report(client: &mut Client, payer: &str, file: Bytes, lines: u64) -> anyhow::Result<Ended> {
     // An empty upload first: a missing endpoint answers 404 (and a server may close the
     // connection before reading a large body it will not take).
-    let (status, body) = client.post_as(&format!("/v1/batches?format=csv&payer={payer}"), Bytes::new(), "text/csv").await?;
+    let (status, body) =
+        client.post_as(&format!("/v1/batches?format=csv&payer={payer}"), Bytes::new(), "text/csv").await?;
     if status.as_u16() == 404 {
         return Ok(Ended::NotFound(format!(
             "POST /v1/batches answers 404 ({})",
@@ -83,7 +84,11 @@ async fn upload_to_report(client: &mut Client, payer: &str, file: Bytes, lines: 
     Ok(Ended::Done(Run {
         value: rate(lines, total),
         latency: None,
-        extra: vec![("total s", total.as_secs_f64()), ("upload s", uploaded.as_secs_f64()), ("report MB", report.len() as f64 / 1e6)],
+        extra: vec![
+            ("total s", total.as_secs_f64()),
+            ("upload s", uploaded.as_secs_f64()),
+            ("report MB", report.len() as f64 / 1e6),
+        ],
     }))
 }
 
@@ -123,7 +128,13 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         for i in 0..cfg.runs {
             match one_run(cfg, lines, 6000 + i as u64) {
                 Ok(Ok(r)) => {
-                    eprintln!("  batch {} run {}/{}: {} lines/s", size_name(lines), i + 1, cfg.runs, crate::report::number(r.value));
+                    eprintln!(
+                        "  batch {} run {}/{}: {} lines/s",
+                        size_name(lines),
+                        i + 1,
+                        cfg.runs,
+                        crate::report::number(r.value)
+                    );
                     runs.push(r);
                 }
                 Ok(Err(reason)) => {
@@ -151,7 +162,13 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
     }
     if let [(small, t_small), .., (large, t_large)] = totals[..] {
         if large > small {
-            eprintln!("  time ratio {}→{}: {:.2}× for {}× the lines", size_name(small), size_name(large), t_large / t_small, large / small);
+            eprintln!(
+                "  time ratio {}→{}: {:.2}× for {}× the lines",
+                size_name(small),
+                size_name(large),
+                t_large / t_small,
+                large / small
+            );
             if let Some(Outcome::Measured(last)) = out.last_mut() {
                 last.notes.push(format!(
                     "time {}× that of {} for {}× the lines (target ≤ 10.5×)",

@@ -151,19 +151,35 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
             for i in 0..cfg.runs {
                 match one_run(variant, n, 7000 + i as u64) {
                     Ok(r) => {
-                        eprintln!("  commit {} {} run {}/{}: {} /s", size_name(n), variant.name(), i + 1, cfg.runs, crate::report::number(r.value));
+                        eprintln!(
+                            "  commit {} {} run {}/{}: {} /s",
+                            size_name(n),
+                            variant.name(),
+                            i + 1,
+                            cfg.runs,
+                            crate::report::number(r.value)
+                        );
                         runs.push(r);
                     }
                     Err(e) => {
-                        out.push(Outcome::Skipped { scenario: SCENARIO.into(), name: variant.name().into(), reason: format!("FAILED: {e:#}") });
+                        out.push(Outcome::Skipped {
+                            scenario: SCENARIO.into(),
+                            name: variant.name().into(),
+                            reason: format!("FAILED: {e:#}"),
+                        });
                         break;
                     }
                 }
             }
             if runs.len() == cfg.runs {
                 out.push(Outcome::Measured(
-                    Case::new(SCENARIO, format!("{}, {} transfers", variant.name(), size_name(n)), "transfers/s", &runs)
-                        .note("latency = one commit of 8 189"),
+                    Case::new(
+                        SCENARIO,
+                        format!("{}, {} transfers", variant.name(), size_name(n)),
+                        "transfers/s",
+                        &runs,
+                    )
+                    .note("latency = one commit of 8 189"),
                 ));
             }
         }

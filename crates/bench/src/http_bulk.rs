@@ -110,7 +110,13 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         for i in 0..cfg.runs {
             match rt.block_on(one_run(addr, accounts.clone(), n, 2000 + i as u64)) {
                 Ok(r) => {
-                    eprintln!("  http bulk {} run {}/{}: {} /s", size_name(n), i + 1, cfg.runs, crate::report::number(r.value));
+                    eprintln!(
+                        "  http bulk {} run {}/{}: {} /s",
+                        size_name(n),
+                        i + 1,
+                        cfg.runs,
+                        crate::report::number(r.value)
+                    );
                     runs.push(r);
                 }
                 Err(e) => {

@@ -9,8 +9,8 @@ use crate::Config;
 use anyhow::{anyhow, bail, Context};
 use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
 use paycore_ledger::{
-    time_ordered, AccountId, Command, Currency, NewAccount, NewTransfer, Outcome as LedgerOutcome, Overdraft,
-    Request, ResultCode, State, TenantId, TransferId, TransferOp,
+    time_ordered, AccountId, Command, Currency, NewAccount, NewTransfer, Outcome as LedgerOutcome, Overdraft, Request,
+    ResultCode, State, TenantId, TransferId, TransferOp,
 };
 use paycore_store::Store;
 use std::path::Path;
@@ -110,7 +110,12 @@ impl Engine {
         for index in 0..n {
             let handle = self.handle.clone();
             tasks.push(tokio::spawn(async move {
-                handle.submit(Submission { request: Request { tenant: TENANT, command: open_account(index) }, idempotency: None }).await
+                handle
+                    .submit(Submission {
+                        request: Request { tenant: TENANT, command: open_account(index) },
+                        idempotency: None,
+                    })
+                    .await
             }));
         }
         for task in tasks {
@@ -140,7 +145,10 @@ impl Engine {
             let inflight = tokio::spawn(async move {
                 let sent = Instant::now();
                 let reply = handle
-                    .submit(Submission { request: Request { tenant: TENANT, command: Command::Transfers(batch) }, idempotency: None })
+                    .submit(Submission {
+                        request: Request { tenant: TENANT, command: Command::Transfers(batch) },
+                        idempotency: None,
+                    })
                     .await;
                 (reply, nanos(sent.elapsed()))
             });
@@ -149,7 +157,8 @@ impl Engine {
             }
             let (reply, latency) = inflight.await?;
             match reply? {
-                Reply::Done(LedgerOutcome::Transfers(codes)) if codes.len() == count && codes.iter().all(|c| *c == ResultCode::Ok) => {}
+                Reply::Done(LedgerOutcome::Transfers(codes))
+                    if codes.len() == count && codes.iter().all(|c| *c == ResultCode::Ok) => {}
                 Reply::Done(LedgerOutcome::Transfers(codes)) => {
                     let bad = codes.iter().find(|c| **c != ResultCode::Ok);
                     bail!("a bulk request was not fully applied: {} results, first failure {bad:?}", codes.len());
@@ -221,7 +230,8 @@ fn state_machine_run(total: u64, seed: u64) -> anyhow::Result<Run> {
     while left > 0 {
         let count = BATCH.min(usize::try_from(left)?);
         left -= count as u64;
-        let requests = [Request { tenant: TENANT, command: Command::Transfers(transfers(&mut rng, &mut ids, ACCOUNTS, count)) }];
+        let requests =
+            [Request { tenant: TENANT, command: Command::Transfers(transfers(&mut rng, &mut ids, ACCOUNTS, count)) }];
         let started = Instant::now();
         let outcomes = state.execute(&requests, clock());
         let changes = state.take_changes();
@@ -253,7 +263,8 @@ fn phases_run(total: u64, seed: u64) -> anyhow::Result<Run> {
     while left > 0 {
         let count = BATCH.min(usize::try_from(left)?);
         left -= count as u64;
-        let requests = [Request { tenant: TENANT, command: Command::Transfers(transfers(&mut rng, &mut ids, ACCOUNTS, count)) }];
+        let requests =
+            [Request { tenant: TENANT, command: Command::Transfers(transfers(&mut rng, &mut ids, ACCOUNTS, count)) }];
         let t0 = Instant::now();
         let wanted = state.prefetch(&requests);
         if !wanted.is_empty() {
@@ -314,19 +325,29 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         let target = if n >= 10_000_000 { 250_000.0 } else { 400_000.0 };
         match repeat(cfg, &format!("engine {size}"), |seed| engine_run(n, seed)) {
             Ok(runs) => out.push(Outcome::Measured(
-                Case::new(SCENARIO, format!("engine + SQLite store, {size} transfers, {BATCH}/request"), "transfers/s", &runs)
-                    .target(Target::AtLeast(target))
-                    .key(format!("paycore-bulk-{size}"))
-                    .versus("postgres/1", Some(50.0))
-                    .versus("postgres/64", None)
-                    .versus("sqlite/1", None),
+                Case::new(
+                    SCENARIO,
+                    format!("engine + SQLite store, {size} transfers, {BATCH}/request"),
+                    "transfers/s",
+                    &runs,
+                )
+                .target(Target::AtLeast(target))
+                .key(format!("paycore-bulk-{size}"))
+                .versus("postgres/1", Some(50.0))
+                .versus("postgres/64", None)
+                .versus("sqlite/1", None),
             )),
             Err(e) => out.push(failed(format!("engine, {size}"), &e)),
         }
         match repeat(cfg, &format!("state machine {size}"), |seed| state_machine_run(n, seed)) {
             Ok(runs) => out.push(Outcome::Measured(
-                Case::new(SCENARIO, format!("state machine only (execute + take_changes), {size}"), "transfers/s", &runs)
-                    .note("latency = one execute of 8 189"),
+                Case::new(
+                    SCENARIO,
+                    format!("state machine only (execute + take_changes), {size}"),
+                    "transfers/s",
+                    &runs,
+                )
+                .note("latency = one execute of 8 189"),
             )),
             Err(e) => out.push(failed(format!("state machine, {size}"), &e)),
         }

@@ -28,7 +28,12 @@ struct Tally {
 }
 
 /// One operation; `Ok(Err(_))` is a refusal (counted as an error, the client goes on).
-async fn operation(client: &mut Client, kind: Kind, rng: &mut Rng, accounts: &[String]) -> anyhow::Result<Result<(), String>> {
+async fn operation(
+    client: &mut Client,
+    kind: Kind,
+    rng: &mut Rng,
+    accounts: &[String],
+) -> anyhow::Result<Result<(), String>> {
     match kind {
         Kind::Transfer => {
             let (d, c) = rng.pair(accounts.len());
@@ -97,11 +102,25 @@ async fn client_loop(
 }
 
 /// One fixed-time run: `clients` connections, each one operation in flight.
-pub async fn one_run(addr: SocketAddr, kind: Kind, clients: usize, accounts: Arc<Vec<String>>, duration: Duration, seed: u64) -> anyhow::Result<Run> {
+pub async fn one_run(
+    addr: SocketAddr,
+    kind: Kind,
+    clients: usize,
+    accounts: Arc<Vec<String>>,
+    duration: Duration,
+    seed: u64,
+) -> anyhow::Result<Run> {
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        tasks.push(tokio::spawn(client_loop(addr, kind, seed * 1000 + c as u64, accounts.clone(), barrier.clone(), duration)));
+        tasks.push(tokio::spawn(client_loop(
+            addr,
+            kind,
+            seed * 1000 + c as u64,
+            accounts.clone(),
+            barrier.clone(),
+            duration,
+        )));
     }
     barrier.wait().await;
     let started = Instant::now();
@@ -172,7 +191,13 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         for i in 0..cfg.runs {
             match rt.block_on(one_run(server.addr, kind, clients, accounts.clone(), cfg.duration, 3000 + i as u64)) {
                 Ok(r) => {
-                    eprintln!("  {} run {}/{}: {} /s", name(kind, clients), i + 1, cfg.runs, crate::report::number(r.value));
+                    eprintln!(
+                        "  {} run {}/{}: {} /s",
+                        name(kind, clients),
+                        i + 1,
+                        cfg.runs,
+                        crate::report::number(r.value)
+                    );
                     runs.push(r);
                 }
                 Err(e) => {
@@ -182,11 +207,16 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
             }
         }
         if let Some(e) = error {
-            out.push(Outcome::Skipped { scenario: SCENARIO.into(), name: name(kind, clients), reason: format!("FAILED: {e:#}") });
+            out.push(Outcome::Skipped {
+                scenario: SCENARIO.into(),
+                name: name(kind, clients),
+                reason: format!("FAILED: {e:#}"),
+            });
             continue;
         }
         let unit = if kind == Kind::Transfer { "transfers/s" } else { "payments/s" };
-        let mut case = Case::new(SCENARIO, name(kind, clients), unit, &runs).note(format!("{} s per run", cfg.duration.as_secs()));
+        let mut case =
+            Case::new(SCENARIO, name(kind, clients), unit, &runs).note(format!("{} s per run", cfg.duration.as_secs()));
         match kind {
             Kind::Transfer => {
                 if clients == 64 {

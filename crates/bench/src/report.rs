@@ -157,8 +157,10 @@ fn summary(s: &Summary, runs: usize) -> String {
 }
 
 fn latency(case: &Case) -> String {
-    let parts: Vec<String> =
-        [case.p50_ms, case.p99_ms, case.p999_ms].iter().map(|s| s.map_or_else(|| "–".to_owned(), |s| number(s.median))).collect();
+    let parts: Vec<String> = [case.p50_ms, case.p99_ms, case.p999_ms]
+        .iter()
+        .map(|s| s.map_or_else(|| "–".to_owned(), |s| number(s.median)))
+        .collect();
     if case.p50_ms.is_none() {
         String::new()
     } else {

@@ -150,9 +150,15 @@ impl Client {
         Ok(Client { sender, auth: format!("Bearer {API_KEY}") })
     }
 
-    pub async fn request(&mut self, method: Method, path: &str, body: Option<(Bytes, &str)>) -> anyhow::Result<(StatusCode, Bytes)> {
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender.ready().await?;
-        let mut builder = Request::builder().method(method).uri(path).header("host", "127.0.0.1").header("authorization", &self.auth);
+        let mut builder =
+            Request::builder().method(method).uri(path).header("host", "127.0.0.1").header("authorization", &self.auth);
         let body = match body {
             Some((body, content_type)) => {
                 builder = builder.header("content-type", content_type);
@@ -171,7 +177,12 @@ impl Client {
         self.request(Method::POST, path, Some((body.into(), "application/json"))).await
     }
 
-    pub async fn post_as(&mut self, path: &str, body: impl Into<Bytes>, content_type: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    pub async fn post_as(
+        &mut self,
+        path: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.request(Method::POST, path, Some((body.into(), content_type))).await
     }
 
@@ -200,7 +211,8 @@ pub async fn open_accounts(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Str
             let mut client = Client::connect(addr).await?;
             let mut ids = Vec::new();
             for index in (worker..n).step_by(PARALLEL) {
-                let (status, body) = client.post("/v1/accounts", r#"{"currency":"EUR","overdraft_limit":"unlimited"}"#).await?;
+                let (status, body) =
+                    client.post("/v1/accounts", r#"{"currency":"EUR","overdraft_limit":"unlimited"}"#).await?;
                 if !status.is_success() {
                     bail!("POST /v1/accounts: {status} {}", String::from_utf8_lossy(&body));
                 }

@@ -63,7 +63,11 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         return cfg
             .startup_sizes
             .iter()
-            .map(|&n| Outcome::Skipped { scenario: SCENARIO.into(), name: format!("{} transfers stored", size_name(n)), reason: reason.clone() })
+            .map(|&n| Outcome::Skipped {
+                scenario: SCENARIO.into(),
+                name: format!("{} transfers stored", size_name(n)),
+                reason: reason.clone(),
+            })
             .collect();
     }
     for &n in &cfg.startup_sizes {

@@ -264,7 +264,11 @@ fn print_summary(batch: &Value) {
         );
     }
     if let Some(rejection) = batch["rejection"].as_object() {
-        println!("rejected   {}: {}", rejection["code"].as_str().unwrap_or("?"), rejection["message"].as_str().unwrap_or(""));
+        println!(
+            "rejected   {}: {}",
+            rejection["code"].as_str().unwrap_or("?"),
+            rejection["message"].as_str().unwrap_or("")
+        );
         for error in rejection.get("errors").and_then(Value::as_array).into_iter().flatten().take(20) {
             println!("  {}: {}", error["location"].as_str().unwrap_or("?"), error["message"].as_str().unwrap_or(""));
         }
@@ -280,7 +284,8 @@ fn report(args: ReportArgs) -> anyhow::Result<Finished> {
     let mut response = api.get(&path)?;
     match &args.output {
         Some(output) => {
-            let mut file = std::fs::File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+            let mut file =
+                std::fs::File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
             response.copy_to(&mut file)?;
             eprintln!("report written to {}", output.display());
         }

@@ -116,10 +116,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_batch_lines = args.max_batch_lines;
     config.rate_limit_per_second = args.rate_limit_per_second;
     config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
-    config.api_key = std::env::var("PAYCORE_API_KEY")
-        .ok()
-        .filter(|key| !key.is_empty())
-        .map(paycore_server::Secret::new);
+    config.api_key =
+        std::env::var("PAYCORE_API_KEY").ok().filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(paycore_server::run(config))
 }

@@ -279,12 +279,15 @@ async fn kill_9_under_mixed_load_loses_nothing_and_applies_nothing_twice() {
                     assert_eq!(status, status_before, "round {round}: {id}");
                     replayed += 1;
                 }
-                "requires_confirmation" => assert!(!retry.is_replay(), "round {round}: {id} replayed but not confirmed"),
+                "requires_confirmation" => {
+                    assert!(!retry.is_replay(), "round {round}: {id} replayed but not confirmed")
+                }
                 other => panic!("round {round}: unknown payment {id} in status {other}"),
             }
             let mut r = record.lock().unwrap();
             if status == "succeeded" {
-                r.acknowledged.insert(id.clone(), Acknowledged { amount: *amount, key: key.clone(), body: retry.text() });
+                r.acknowledged
+                    .insert(id.clone(), Acknowledged { amount: *amount, key: key.clone(), body: retry.text() });
             } else {
                 r.other.insert(id.clone(), status);
             }

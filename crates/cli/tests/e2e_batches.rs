@@ -95,13 +95,8 @@ fn xsd_valid(xml: &[u8], xsd: &str, what: &str) -> bool {
     let file = dir.path().join("doc.xml");
     std::fs::write(&file, xml).expect("write xml");
     let schema = samples().join("xsd").join(xsd);
-    let out = Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(&schema)
-        .arg(&file)
-        .output()
-        .expect("run xmllint");
+    let out =
+        Command::new("xmllint").arg("--noout").arg("--schema").arg(&schema).arg(&file).output().expect("run xmllint");
     assert!(
         out.status.success(),
         "{what} is not valid against {xsd}:\n{}\n--- document ---\n{}",
@@ -123,7 +118,13 @@ fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 fn assert_counts(batch: &Value, total: u64, invalid: u64, succeeded: u64, failed: u64, pending: u64) {
     let c = &batch["counts"];
     assert_eq!(
-        (c["total"].as_u64(), c["invalid"].as_u64(), c["succeeded"].as_u64(), c["failed"].as_u64(), c["pending"].as_u64()),
+        (
+            c["total"].as_u64(),
+            c["invalid"].as_u64(),
+            c["succeeded"].as_u64(),
+            c["failed"].as_u64(),
+            c["pending"].as_u64()
+        ),
         (Some(total), Some(invalid), Some(succeeded), Some(failed), Some(pending)),
         "counts (total, invalid, succeeded, failed, pending) of {batch}"
     );
@@ -192,7 +193,9 @@ fn generate_csv(prefix: &str, n: usize, payees: usize) -> Generated {
     for i in 0..n {
         let amount = 100 + (i as u64 * 7919) % 900;
         let payee = i % payees;
-        bytes.extend_from_slice(format!("{},{},EUR,{prefix}-R{i:07}\n", payee_names[payee], decimal2(amount)).as_bytes());
+        bytes.extend_from_slice(
+            format!("{},{},EUR,{prefix}-R{i:07}\n", payee_names[payee], decimal2(amount)).as_bytes(),
+        );
         amounts.push(amount);
         payee_of.push(payee);
     }
@@ -272,10 +275,8 @@ async fn pay_sample(sample: &Sample) {
     assert_counts(&batch, n, m, n - m, 0, 0);
     assert_eq!(batch["rejection"], Value::Null, "{batch}");
     assert_eq!(batch["variant"].as_str(), sample.variant, "{}: variant", sample.file);
-    let totals: Vec<Value> = per_currency
-        .iter()
-        .map(|(c, (count, sum))| json!({"currency": c, "count": count, "sum": sum}))
-        .collect();
+    let totals: Vec<Value> =
+        per_currency.iter().map(|(c, (count, sum))| json!({"currency": c, "count": count, "sum": sum})).collect();
     let got: Vec<Value> = batch["control_totals"]
         .as_array()
         .expect("control_totals")
@@ -306,7 +307,12 @@ async fn pay_sample(sample: &Sample) {
     assert_eq!(lines.len(), sample.count + 1, "{}: report\n{report}", sample.file);
     assert_eq!(lines[0], "line,reference,payer,payee,amount,currency,status,failure_code");
     for (row, item) in lines[1..].iter().zip(&parsed.items) {
-        assert!(row.starts_with(&format!("{},", item.line)), "{}: row {row} for item at line {}", sample.file, item.line);
+        assert!(
+            row.starts_with(&format!("{},", item.line)),
+            "{}: row {row} for item at line {}",
+            sample.file,
+            item.line
+        );
         assert!(row.ends_with(",succeeded,"), "{}: {row}", sample.file);
     }
 
@@ -332,13 +338,69 @@ async fn pay_sample(sample: &Sample) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_pain001_samples_are_paid_to_the_cent() {
     let cases = [
-        Sample { file: "iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml", format: "pain.001", funding: None, currency: None, count: 2, total: Some(665_586), variant: Some("pain.001.001.03") },
-        Sample { file: "iso20022/pain.001.001.03_abnamro-example_1tx_EUR.xml", format: "pain.001", funding: None, currency: None, count: 1, total: Some(38_600), variant: Some("pain.001.001.03") },
-        Sample { file: "iso20022/pain.001.001.03_lt-sepa_1tx_EUR_bom.xml", format: "pain.001", funding: None, currency: None, count: 1, total: Some(9_999), variant: Some("pain.001.001.03") },
-        Sample { file: "iso20022/pain.001.001.03_lt-international_1tx_USD.xml", format: "pain.001", funding: None, currency: None, count: 1, total: Some(11_111), variant: Some("pain.001.001.03") },
-        Sample { file: "iso20022/pain.001.001.03_swift-urgp_1tx_USD.xml", format: "pain.001", funding: None, currency: None, count: 1, total: Some(1_000), variant: Some("pain.001.001.03") },
-        Sample { file: "iso20022/pain.001.001.03.ch.02_sepaking_3tx_CHF-EUR.xml", format: "pain.001", funding: None, currency: None, count: 3, total: Some(1_585_000), variant: Some("pain.001.001.03.ch.02") },
-        Sample { file: "iso20022/pain.001.001.09_phpsepaxml_1tx_EUR_uetr.xml", format: "pain.001", funding: None, currency: None, count: 1, total: Some(1_234), variant: Some("pain.001.001.09") },
+        Sample {
+            file: "iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 2,
+            total: Some(665_586),
+            variant: Some("pain.001.001.03"),
+        },
+        Sample {
+            file: "iso20022/pain.001.001.03_abnamro-example_1tx_EUR.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 1,
+            total: Some(38_600),
+            variant: Some("pain.001.001.03"),
+        },
+        Sample {
+            file: "iso20022/pain.001.001.03_lt-sepa_1tx_EUR_bom.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 1,
+            total: Some(9_999),
+            variant: Some("pain.001.001.03"),
+        },
+        Sample {
+            file: "iso20022/pain.001.001.03_lt-international_1tx_USD.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 1,
+            total: Some(11_111),
+            variant: Some("pain.001.001.03"),
+        },
+        Sample {
+            file: "iso20022/pain.001.001.03_swift-urgp_1tx_USD.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 1,
+            total: Some(1_000),
+            variant: Some("pain.001.001.03"),
+        },
+        Sample {
+            file: "iso20022/pain.001.001.03.ch.02_sepaking_3tx_CHF-EUR.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 3,
+            total: Some(1_585_000),
+            variant: Some("pain.001.001.03.ch.02"),
+        },
+        Sample {
+            file: "iso20022/pain.001.001.09_phpsepaxml_1tx_EUR_uetr.xml",
+            format: "pain.001",
+            funding: None,
+            currency: None,
+            count: 1,
+            total: Some(1_234),
+            variant: Some("pain.001.001.09"),
+        },
     ];
     for sample in &cases {
         pay_sample(sample).await;
@@ -348,17 +410,89 @@ async fn real_pain001_samples_are_paid_to_the_cent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nacha_and_csv_samples_are_paid_to_the_cent() {
     let cases = [
-        Sample { file: "nacha/moov-ppd-credit.ach", format: "nacha", funding: Some("USD"), currency: None, count: 1, total: Some(100_000_000), variant: None },
+        Sample {
+            file: "nacha/moov-ppd-credit.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 1,
+            total: Some(100_000_000),
+            variant: None,
+        },
         // 1 debit of $2,000,000 and 2 credits of $1,000,000.
-        Sample { file: "nacha/moov-ppd-mixed-debit-credit.ach", format: "nacha", funding: Some("USD"), currency: None, count: 3, total: Some(400_000_000), variant: None },
-        Sample { file: "nacha/moov-ppd-credit-addenda-4batches.ach", format: "nacha", funding: Some("USD"), currency: None, count: 12, total: Some(1_200_000), variant: None },
+        Sample {
+            file: "nacha/moov-ppd-mixed-debit-credit.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 3,
+            total: Some(400_000_000),
+            variant: None,
+        },
+        Sample {
+            file: "nacha/moov-ppd-credit-addenda-4batches.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 12,
+            total: Some(1_200_000),
+            variant: None,
+        },
         // 11 credits and 4 debits, balanced at $127,068.91 each way; 3 prenotes skipped.
-        Sample { file: "nacha/moov-ppd-payroll-net-pay.ach", format: "nacha", funding: Some("USD"), currency: None, count: 15, total: Some(2 * 12_706_891), variant: None },
-        Sample { file: "nacha/moov-ccd-debit.ach", format: "nacha", funding: Some("USD"), currency: None, count: 2, total: Some(500_125), variant: None },
-        Sample { file: "nacha/moov-ccd-txp-credit.ach", format: "nacha", funding: Some("USD"), currency: None, count: 1, total: Some(12_345), variant: None },
-        Sample { file: "csv/csv2sepa-transactions-template_1row.csv", format: "csv", funding: Some("EUR"), currency: Some("EUR"), count: 1, total: Some(2_550), variant: None },
-        Sample { file: "csv/pain001-template_pain.001.001.03_4rows.csv", format: "csv", funding: None, currency: None, count: 4, total: None, variant: None },
-        Sample { file: "csv/pain001-template_pain.001.001.09_5rows.csv", format: "csv", funding: None, currency: None, count: 5, total: None, variant: None },
+        Sample {
+            file: "nacha/moov-ppd-payroll-net-pay.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 15,
+            total: Some(2 * 12_706_891),
+            variant: None,
+        },
+        Sample {
+            file: "nacha/moov-ccd-debit.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 2,
+            total: Some(500_125),
+            variant: None,
+        },
+        Sample {
+            file: "nacha/moov-ccd-txp-credit.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 1,
+            total: Some(12_345),
+            variant: None,
+        },
+        Sample {
+            file: "csv/csv2sepa-transactions-template_1row.csv",
+            format: "csv",
+            funding: Some("EUR"),
+            currency: Some("EUR"),
+            count: 1,
+            total: Some(2_550),
+            variant: None,
+        },
+        Sample {
+            file: "csv/pain001-template_pain.001.001.03_4rows.csv",
+            format: "csv",
+            funding: None,
+            currency: None,
+            count: 4,
+            total: None,
+            variant: None,
+        },
+        Sample {
+            file: "csv/pain001-template_pain.001.001.09_5rows.csv",
+            format: "csv",
+            funding: None,
+            currency: None,
+            count: 5,
+            total: None,
+            variant: None,
+        },
     ];
     for sample in &cases {
         pay_sample(sample).await;
@@ -432,9 +566,19 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
             "malformed_file",
             &["pain.002.001.10", "namespace"],
         ),
-        ("iso20022/pain.002.001.03.ch.02_postfinance_RJCT-AC01.xml", "pain.001", "malformed_file", &["pain.002.001.03.ch.02"]),
+        (
+            "iso20022/pain.002.001.03.ch.02_postfinance_RJCT-AC01.xml",
+            "pain.001",
+            "malformed_file",
+            &["pain.002.001.03.ch.02"],
+        ),
         ("iso20022/pain.002.001.03_gs-pmtinf-accepted_ACCP.xml", "pain.001", "malformed_file", &["pain.002.001.03"]),
-        ("iso20022/pain.002.001.03_nordea-group-reject_RJCT-DU01.xml", "pain.001", "malformed_file", &["pain.002.001.03"]),
+        (
+            "iso20022/pain.002.001.03_nordea-group-reject_RJCT-DU01.xml",
+            "pain.001",
+            "malformed_file",
+            &["pain.002.001.03"],
+        ),
         ("iso20022/pain.002.001.03_nordea-txn-reject_RJCT.xml", "pain.001", "malformed_file", &["pain.002.001.03"]),
         ("iso20022/pain.002.001.10_vop-RCVC_2tx.xml", "pain.001", "malformed_file", &["pain.002.001.10"]),
         (
@@ -447,7 +591,12 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
         ("nacha/INVALID-moov-ccd-ppd-format-code.ach", "nacha", "malformed_file", &["line 1", "Format Code", "\"9\""]),
         ("nacha/INVALID-moov-ppd-debit-bad-check-digit.ach", "nacha", "invalid_items", &["1 of 1"]),
         ("nacha/INVALID-moov-short-line.ach", "nacha", "malformed_file", &["line 5", "74 characters"]),
-        ("nacha/INVALID-moov-ppd-mixed-debit-credit.ach", "nacha", "malformed_file", &["line 1", "Immediate Origin", "TESTER"]),
+        (
+            "nacha/INVALID-moov-ppd-mixed-debit-credit.ach",
+            "nacha",
+            "malformed_file",
+            &["line 1", "Immediate Origin", "TESTER"],
+        ),
     ];
     let mut ids = Vec::new();
     for (file, format, _, _) in cases {
@@ -524,13 +673,15 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
 fn pain001_09(debtor: &str, txs: &[(&str, u64)]) -> Vec<u8> {
     let sum: u64 = txs.iter().map(|t| t.1).sum();
     let mut x = String::new();
-    x.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>
+    x.push_str(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
 <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09">
   <CstmrCdtTrfInitn>
     <GrpHdr>
       <MsgId>E2E-MSG-0001</MsgId>
       <CreDtTm>2026-01-05T10:00:00</CreDtTm>
-"#);
+"#,
+    );
     x.push_str(&format!("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", txs.len(), decimal2(sum)));
     x.push_str("      <InitgPty><Nm>E2E Test Company</Nm></InitgPty>\n    </GrpHdr>\n    <PmtInf>\n      <PmtInfId>E2E-PMTINF-1</PmtInfId>\n      <PmtMtd>TRF</PmtMtd>\n");
     x.push_str(&format!("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", txs.len(), decimal2(sum)));
@@ -551,7 +702,8 @@ fn pain001_09(debtor: &str, txs: &[(&str, u64)]) -> Vec<u8> {
 async fn pain002_reports_are_valid_against_the_official_xsd() {
     let server = Server::start();
     // The schema check itself works: a real pain.002.001.10 sample passes.
-    if !xsd_valid(&read_sample("iso20022/pain.002.001.10_vop-RCVC_2tx.xml"), "pain.002.001.10.xsd", "the hbci4j sample") {
+    if !xsd_valid(&read_sample("iso20022/pain.002.001.10_vop-RCVC_2tx.xml"), "pain.002.001.10.xsd", "the hbci4j sample")
+    {
         return;
     }
 
@@ -610,7 +762,11 @@ async fn pain002_reports_are_valid_against_the_official_xsd() {
     // RJCT: a rejected file (NbOfTxs 2 for 5 transactions), in both versions; .10 is checked
     // against the schema.
     let id = server
-        .submit_batch("", read_sample("iso20022/INVALID-pain.001.001.09_5tx_EUR_nboftxs-mismatch.xml"), Some("application/xml"))
+        .submit_batch(
+            "",
+            read_sample("iso20022/INVALID-pain.001.001.09_5tx_EUR_nboftxs-mismatch.xml"),
+            Some("application/xml"),
+        )
         .await;
     let batch = server.wait_for_batch(&id).await;
     assert_status(&batch, "rejected");
@@ -705,7 +861,11 @@ async fn generated_csv_with_invalid_lines_and_funding_that_runs_out() {
 
     // A wrong expected_count rejects the file, naming both figures.
     let id = server
-        .submit_batch("payer=PAYROLL-PAYER&on_invalid=skip_invalid&expected_count=4999", bytes.clone(), Some("text/csv"))
+        .submit_batch(
+            "payer=PAYROLL-PAYER&on_invalid=skip_invalid&expected_count=4999",
+            bytes.clone(),
+            Some("text/csv"),
+        )
         .await;
     let batch = server.wait_for_batch(&id).await;
     assert_status(&batch, "rejected");
@@ -717,7 +877,11 @@ async fn generated_csv_with_invalid_lines_and_funding_that_runs_out() {
     // skip_invalid, with the right expected_count: the valid lines are paid until the money
     // runs out.
     let id = server
-        .submit_batch("payer=PAYROLL-PAYER&on_invalid=skip_invalid&expected_count=5000", bytes.clone(), Some("text/csv"))
+        .submit_batch(
+            "payer=PAYROLL-PAYER&on_invalid=skip_invalid&expected_count=5000",
+            bytes.clone(),
+            Some("text/csv"),
+        )
         .await;
     let batch = server.wait_for_batch(&id).await;
     assert_status(&batch, "completed");
@@ -978,7 +1142,9 @@ async fn realtime_payments_keep_working_during_a_large_batch() {
             still_processing_after += 1;
         }
     }
-    eprintln!("payments ran while the batch was processing: {during}; checks still processing: {still_processing_after}/5");
+    eprintln!(
+        "payments ran while the batch was processing: {during}; checks still processing: {still_processing_after}/5"
+    );
     assert_eq!(server.posted(&alice).await, 0);
     assert_eq!(server.posted(&bob).await, 50 * 1_234);
     let batch = server.wait_for_batch(&id).await;
@@ -1185,7 +1351,10 @@ async fn bad_batch_requests_are_refused() {
     }
 
     // A file larger than --max-batch-bytes.
-    let small = Server::start_with(common::Options { extra_args: vec!["--max-batch-bytes".into(), "1000".into()], ..Default::default() });
+    let small = Server::start_with(common::Options {
+        extra_args: vec!["--max-batch-bytes".into(), "1000".into()],
+        ..Default::default()
+    });
     let mut big = b"payee,amount,currency\n".to_vec();
     while big.len() <= 1000 {
         big.extend_from_slice(b"BAD-PAYEE,1.00,EUR\n");
@@ -1205,7 +1374,11 @@ fn add_tenant_key(server: &mut Server) -> Option<String> {
         return None;
     }
     let key = format!("sk_test_other_{}", common::random_hex(16));
-    let mut child = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("sha256sum");
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
     {
         use std::io::Write;
         child.stdin.take().expect("stdin").write_all(key.as_bytes()).expect("write");

@@ -208,7 +208,11 @@ async fn retry_unknown(
         let status = retry.body["status"].as_str().expect("status").to_owned();
         match status_before.as_str() {
             "succeeded" | "failed" => {
-                assert!(retry.is_replay(), "round {round}: {id} was {status_before} but its key has no saved answer: {}", retry.text());
+                assert!(
+                    retry.is_replay(),
+                    "round {round}: {id} was {status_before} but its key has no saved answer: {}",
+                    retry.text()
+                );
                 assert_eq!(status, status_before, "round {round}: {id}");
                 committed += 1;
             }
@@ -221,7 +225,8 @@ async fn retry_unknown(
         let again = server.post_with_key(&path, json!({}), key).await;
         assert_eq!(again.text(), retry.text(), "round {round}: second retry of {id}");
         assert!(again.is_replay());
-        let ack = (status == "succeeded").then(|| Acknowledged { amount: *amount, key: key.clone(), body: retry.text() });
+        let ack =
+            (status == "succeeded").then(|| Acknowledged { amount: *amount, key: key.clone(), body: retry.text() });
         out.push((id.clone(), ack));
     }
     eprintln!("round {round}: of {} unknown confirms, {committed} had been committed before the kill", unknown.len());
@@ -276,8 +281,7 @@ async fn check(
     let (payee_sum, credits) = ledger_sum(server, payee).await;
     assert_eq!(payee_sum, q, "round {round}: Σ transfers of the payee vs its balance ({credits} credits)");
     // One credit per succeeded payment: none applied twice.
-    let succeeded_count = acknowledged.len()
-        + unknown_succeeded;
+    let succeeded_count = acknowledged.len() + unknown_succeeded;
     assert_eq!(credits, succeeded_count, "round {round}: credits to the payee vs succeeded payments");
     let (payer_sum, _) = ledger_sum(server, payer).await;
     assert_eq!(payer_sum, p, "round {round}: Σ transfers of the payer vs its balance");

@@ -66,7 +66,14 @@ fn case(name: &'static str, path: &str, body: Value, status: u16, param: Option<
     Case { name, path: path.to_owned(), body: Body::Json(body), idempotency_key: None, status, param, code: None }
 }
 
-fn raw(name: &'static str, path: &str, bytes: Vec<u8>, ct: Option<&'static str>, status: u16, param: Option<&'static str>) -> Case {
+fn raw(
+    name: &'static str,
+    path: &str,
+    bytes: Vec<u8>,
+    ct: Option<&'static str>,
+    status: u16,
+    param: Option<&'static str>,
+) -> Case {
     Case { name, path: path.to_owned(), body: Body::Raw(bytes, ct), idempotency_key: None, status, param, code: None }
 }
 

@@ -52,7 +52,10 @@ async fn overload_is_answered_with_rejections_and_changes_nothing_it_rejects() {
                     Ok(response) => match response.status().as_u16() {
                         201 => 0,
                         503 => {
-                            assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("")), Some("1"));
+                            assert_eq!(
+                                response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("")),
+                                Some("1")
+                            );
                             let error: serde_json::Value = response.json().await.unwrap_or_default();
                             assert_eq!(error["error"]["code"], "queue_full", "{error}");
                             1

@@ -298,7 +298,13 @@ async fn idempotent_retries() {
     for task in tasks {
         answers.push(task.await.expect("task"));
     }
-    let ids: Vec<String> = answers.iter().map(|r| { r.expect(201); id_of(r) }).collect();
+    let ids: Vec<String> = answers
+        .iter()
+        .map(|r| {
+            r.expect(201);
+            id_of(r)
+        })
+        .collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "one key made several payments: {ids:?}");
     assert!(answers.iter().all(|r| r.text() == answers[0].text()), "answers differ");
     assert_eq!(answers.iter().filter(|r| !r.is_replay()).count(), 1, "exactly one original answer");
@@ -483,9 +489,7 @@ async fn bulk_and_linked_transfers() {
     let a = server.open_account("EUR", None).await;
     let b = server.open_account("EUR", None).await;
     server.fund(&a, 100).await;
-    let t = |debit: &str, credit: &str, amount: u64, linked: bool| {
-        json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR", "linked": linked})
-    };
+    let t = |debit: &str, credit: &str, amount: u64, linked: bool| json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR", "linked": linked});
     let resp = server
         .post(
             "/v1/transfers",
@@ -521,15 +525,11 @@ async fn bulk_and_linked_transfers() {
         .await;
     let hold_id = hold.expect(201)["id"].as_str().expect("id").to_owned();
     assert_balance(&server.balance(&a).await, 90, 50, 0, Some(40));
-    let post = server
-        .post("/v1/transfers", json!({"post_pending_id": hold_id, "amount": 30}))
-        .await;
+    let post = server.post("/v1/transfers", json!({"post_pending_id": hold_id, "amount": 30})).await;
     assert_eq!(post.expect(201)["result"], json!("ok"), "{}", post.text());
     assert_balance(&server.balance(&a).await, 60, 0, 0, Some(60));
     assert_balance(&server.balance(&b).await, 45, 0, 0, Some(45));
-    let again = server
-        .post("/v1/transfers", json!({"void_pending_id": hold_id}))
-        .await;
+    let again = server.post("/v1/transfers", json!({"void_pending_id": hold_id})).await;
     again.expect_error(422, "pending_already_posted", Some("void_pending_id"));
     let sum = server.posted(&funding).await + server.posted(&a).await + server.posted(&b).await;
     assert_eq!(sum, 0);

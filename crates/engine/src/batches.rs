@@ -14,8 +14,7 @@
 use crate::{EngineError, EngineHandle, Reply, Submission};
 use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions};
 use paycore_ledger::{
-    parse_amount, Account, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request,
-    ResultCode,
+    parse_amount, Account, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request, ResultCode,
 };
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 use std::collections::{BTreeMap, HashMap};
@@ -73,16 +72,19 @@ pub fn validate_limited(
     store.clear_batch_items(batch.id)?;
     let reject = |code: &str, message: String, errors: &[Diagnostic]| {
         let json = rejection(code, &message, errors);
-        store.finish_validation(batch.id, &Validated {
-            status: "rejected",
-            total: 0,
-            invalid: 0,
-            totals: &[],
-            variant: None,
-            message_id: None,
-            rejection: Some(&json),
-            now: clock(),
-        })
+        store.finish_validation(
+            batch.id,
+            &Validated {
+                status: "rejected",
+                total: 0,
+                invalid: 0,
+                totals: &[],
+                variant: None,
+                message_id: None,
+                rejection: Some(&json),
+                now: clock(),
+            },
+        )
     };
     let Ok(format) = batch.format.parse::<Format>() else {
         return reject("unsupported_format", format!("unknown format {:?}", batch.format), &[]);
@@ -194,16 +196,19 @@ pub fn validate_limited(
     } else {
         ("processing", None)
     };
-    store.finish_validation(batch.id, &Validated {
-        status,
-        total,
-        invalid,
-        totals: &totals,
-        variant: summary.variant.as_deref(),
-        message_id: summary.message_id.as_deref(),
-        rejection: rejection_json,
-        now: clock(),
-    })
+    store.finish_validation(
+        batch.id,
+        &Validated {
+            status,
+            total,
+            invalid,
+            totals: &totals,
+            variant: summary.variant.as_deref(),
+            message_id: summary.message_id.as_deref(),
+            rejection: rejection_json,
+            now: clock(),
+        },
+    )
 }
 
 fn fatal_message(fatal: &FatalError, line: Option<u64>) -> String {
@@ -218,9 +223,19 @@ fn fatal_message(fatal: &FatalError, line: Option<u64>) -> String {
 /// The static name of an item's failure code, for a diagnostic.
 fn known_code(code: &str) -> Option<&'static str> {
     const CODES: &[&str] = &[
-        "syntax", "missing_field", "invalid_amount", "invalid_currency", "too_many_decimals", "amount_not_positive",
-        "duplicate_reference", "unsupported_entry", "invalid_date", "invalid_routing_number", "account_not_found",
-        "currency_mismatch", "same_account",
+        "syntax",
+        "missing_field",
+        "invalid_amount",
+        "invalid_currency",
+        "too_many_decimals",
+        "amount_not_positive",
+        "duplicate_reference",
+        "unsupported_entry",
+        "invalid_date",
+        "invalid_routing_number",
+        "account_not_found",
+        "currency_mismatch",
+        "same_account",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }
@@ -340,7 +355,10 @@ impl Checker<'_> {
             if account.currency != item.currency {
                 return Some((
                     "currency_mismatch",
-                    format!("{field}: account {} is in {}, the item in {}", account.id, account.currency, item.currency),
+                    format!(
+                        "{field}: account {} is in {}, the item in {}",
+                        account.id, account.currency, item.currency
+                    ),
                 ));
             }
         }
@@ -435,7 +453,13 @@ pub async fn run(
 fn to_items(rows: &[BatchItemRow]) -> Vec<BatchItem> {
     rows.iter()
         .filter_map(|r| {
-            Some(BatchItem { index: r.index, payer: r.payer?, payee: r.payee?, amount: r.amount?, currency: r.currency? })
+            Some(BatchItem {
+                index: r.index,
+                payer: r.payer?,
+                payee: r.payee?,
+                amount: r.amount?,
+                currency: r.currency?,
+            })
         })
         .collect()
 }
@@ -457,22 +481,38 @@ async fn submit_until_done(engine: &EngineHandle, request: Request) -> Vec<Resul
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> paycore_store::Result<T> + Send + 'static) -> paycore_store::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> paycore_store::Result<T> + Send + 'static,
+) -> paycore_store::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(paycore_store::StoreError::Database(format!("store task failed: {e}"))))
 }
 
-async fn read(store: &Arc<dyn BatchStore>, tenant: paycore_ledger::TenantId, batch: BatchId) -> paycore_store::Result<Option<BatchRecord>> {
+async fn read(
+    store: &Arc<dyn BatchStore>,
+    tenant: paycore_ledger::TenantId,
+    batch: BatchId,
+) -> paycore_store::Result<Option<BatchRecord>> {
     let store = store.clone();
     blocking(move || store.batch(tenant, batch)).await
 }
 
-async fn cancel_requested(store: &Arc<dyn BatchStore>, tenant: paycore_ledger::TenantId, batch: BatchId) -> paycore_store::Result<bool> {
+async fn cancel_requested(
+    store: &Arc<dyn BatchStore>,
+    tenant: paycore_ledger::TenantId,
+    batch: BatchId,
+) -> paycore_store::Result<bool> {
     Ok(read(store, tenant, batch).await?.is_some_and(|b| b.cancel_requested))
 }
 
-async fn items(store: &Arc<dyn BatchStore>, batch: BatchId, status: &'static str, after: Option<u64>, limit: usize) -> paycore_store::Result<Vec<BatchItemRow>> {
+async fn items(
+    store: &Arc<dyn BatchStore>,
+    batch: BatchId,
+    status: &'static str,
+    after: Option<u64>,
+    limit: usize,
+) -> paycore_store::Result<Vec<BatchItemRow>> {
     let store = store.clone();
     blocking(move || store.batch_items(batch, &[status], after, limit)).await
 }

@@ -19,9 +19,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 }
@@ -88,9 +86,10 @@ impl Engine {
     fn run(mut self) {
         let mut batch = Vec::new();
         loop {
-            let timeout = self.state.next_deadline().map(|at| {
-                Duration::from_nanos(at.saturating_sub(self.clock.now_ns())).max(Duration::from_millis(1))
-            });
+            let timeout = self
+                .state
+                .next_deadline()
+                .map(|at| Duration::from_nanos(at.saturating_sub(self.clock.now_ns())).max(Duration::from_millis(1)));
             match self.queue.recv_batch(self.config.batch_events_max, timeout, &mut batch) {
                 Received::Closed => break,
                 Received::Timeout | Received::Some => {}

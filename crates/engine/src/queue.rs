@@ -64,10 +64,7 @@ const BACKGROUND_CAPACITY: usize = 8;
 pub fn channel(capacity: usize) -> (ChannelSubmitter, ChannelQueue) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let (background_tx, background_rx) = crossbeam_channel::bounded(BACKGROUND_CAPACITY);
-    (
-        ChannelSubmitter { tx, background_tx },
-        ChannelQueue { rx, background_rx, carry: None, background_carry: None },
-    )
+    (ChannelSubmitter { tx, background_tx }, ChannelQueue { rx, background_rx, carry: None, background_carry: None })
 }
 
 pub struct ChannelSubmitter {
@@ -83,9 +80,7 @@ impl Submitter for ChannelSubmitter {
         };
         tx.try_send(envelope).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => EngineError::Overloaded,
-            crossbeam_channel::TrySendError::Disconnected(_) => {
-                EngineError::Unavailable("the engine stopped".into())
-            }
+            crossbeam_channel::TrySendError::Disconnected(_) => EngineError::Unavailable("the engine stopped".into()),
         })
     }
 
@@ -111,7 +106,7 @@ impl ChannelQueue {
         if let Some(envelope) = self.background_carry.take() {
             return Ok(envelope);
         }
-        let deadline = timeout.map(|t| crossbeam_channel::after(t));
+        let deadline = timeout.map(crossbeam_channel::after);
         let never = crossbeam_channel::never();
         let timer = deadline.as_ref().unwrap_or(&never);
         // Both lanes belong to one submitter, so they disconnect together.

@@ -4,8 +4,8 @@
 use paycore_engine::batches::{run, validate};
 use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
 use paycore_ledger::{
-    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId,
-    TransferId, TransferOp,
+    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId, TransferId,
+    TransferOp,
 };
 use paycore_store::{BatchRecord, BatchStore, Reader};
 use std::path::Path;
@@ -29,13 +29,26 @@ fn env() -> Env {
     let (store, reader) = paycore_store::sqlite::open(&data).unwrap();
     let (submitter, queue) = channel(64);
     let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    start(Box::new(store), Box::new(queue), Arc::new(SystemClock), renderer, EngineMetrics::default(), EngineConfig::default()).unwrap();
+    start(
+        Box::new(store),
+        Box::new(queue),
+        Arc::new(SystemClock),
+        renderer,
+        EngineMetrics::default(),
+        EngineConfig::default(),
+    )
+    .unwrap();
     Env { _dir: dir, data, handle: EngineHandle::new(Arc::new(submitter)), reader, next_id: 1000 }
 }
 
 impl Env {
     async fn run(&self, command: Command) -> Outcome {
-        match self.handle.submit(Submission { request: Request { tenant: TENANT, command }, idempotency: None }).await.unwrap() {
+        match self
+            .handle
+            .submit(Submission { request: Request { tenant: TENANT, command }, idempotency: None })
+            .await
+            .unwrap()
+        {
             Reply::Done(outcome) => outcome,
             other => panic!("{other:?}"),
         }
@@ -54,7 +67,13 @@ impl Env {
             let fund = NewTransfer {
                 id: TransferId(self.next_id),
                 linked: false,
-                op: TransferOp::Move { debit_account: funding, credit_account: id, amount: balance, currency, hold: None },
+                op: TransferOp::Move {
+                    debit_account: funding,
+                    credit_account: id,
+                    amount: balance,
+                    currency,
+                    hold: None,
+                },
             };
             self.run(Command::Transfers(vec![fund])).await;
         }
@@ -129,7 +148,11 @@ async fn pain001_sample_pays_every_transaction() {
     let c2 = env.account("EUR", Some("DE21500500001234567897"), 0).await;
     let file = env.store_file("dk.xml", &sample("iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml"));
     let batch = env.batch(1, "pain.001", file, &[]).await;
-    assert_eq!((batch.status.as_str(), batch.total, batch.succeeded, batch.failed), ("completed", 2, 2, 0), "{batch:?}");
+    assert_eq!(
+        (batch.status.as_str(), batch.total, batch.succeeded, batch.failed),
+        ("completed", 2, 2, 0),
+        "{batch:?}"
+    );
     assert_eq!(env.posted(debtor), 1_000_000 - 665_586);
     assert_eq!(env.posted(c1) + env.posted(c2), 665_586);
     assert_eq!(batch.variant.as_deref(), Some("pain.001.001.03"));
@@ -170,24 +193,33 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
 
     // Skipping invalid lines: 10 of 30 are paid before the money runs out.
     let batch = env.batch(4, "csv", file.clone(), &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid")]).await;
-    assert_eq!((batch.status.as_str(), batch.total, batch.invalid, batch.succeeded, batch.failed), ("completed", 32, 2, 10, 20));
+    assert_eq!(
+        (batch.status.as_str(), batch.total, batch.invalid, batch.succeeded, batch.failed),
+        ("completed", 32, 2, 10, 20)
+    );
     assert_eq!(env.posted(payer), 0);
     let failed = env.reader.batch_items(batch_id(4), &["failed"], None, 100).unwrap();
     assert_eq!(failed.len(), 20);
     assert!(failed.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
     let invalid = env.reader.batch_items(batch_id(4), &["invalid"], None, 100).unwrap();
-    assert_eq!(invalid.iter().map(|i| (i.line, i.failure_code.clone().unwrap())).collect::<Vec<_>>(),
-        [(32, "account_not_found".to_owned()), (33, "too_many_decimals".to_owned())]);
+    assert_eq!(
+        invalid.iter().map(|i| (i.line, i.failure_code.clone().unwrap())).collect::<Vec<_>>(),
+        [(32, "account_not_found".to_owned()), (33, "too_many_decimals".to_owned())]
+    );
 
     // Atomic: 30 × 10.00 from 50.00 cannot all be paid, so none is.
     env.account("EUR", Some("BONUS"), 50_00).await;
-    let atomic = env.batch(5, "csv", file.clone(), &[("payer", "BONUS"), ("on_invalid", "skip_invalid"), ("mode", "atomic")]).await;
+    let atomic = env
+        .batch(5, "csv", file.clone(), &[("payer", "BONUS"), ("on_invalid", "skip_invalid"), ("mode", "atomic")])
+        .await;
     assert_eq!((atomic.status.as_str(), atomic.succeeded, atomic.failed, atomic.held), ("completed", 0, 30, 0));
     let bonus = env.reader.find_account(TENANT, "BONUS", None).unwrap().unwrap();
     assert_eq!((bonus.balances.posted(), bonus.balances.debits_pending), (50_00, 0));
 
     // Expected totals that do not match reject the file, naming both figures.
-    let wrong = env.batch(6, "csv", file, &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid"), ("expected_count", "31")]).await;
+    let wrong = env
+        .batch(6, "csv", file, &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid"), ("expected_count", "31")])
+        .await;
     assert_eq!(wrong.status, "rejected");
     assert!(wrong.rejection.unwrap().contains("expected_count is 31 but the file has 32"));
 

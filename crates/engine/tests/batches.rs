@@ -4,8 +4,8 @@
 
 use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
 use paycore_ledger::{
-    AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, NewAccount, NewTransfer,
-    Outcome, Overdraft, Request, ResultCode, TenantId, TransferId, TransferOp,
+    AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft,
+    Request, ResultCode, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, Reader};
 use std::sync::Arc;
@@ -85,7 +85,15 @@ async fn best_effort_and_atomic_batches() {
     let (store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
     let (submitter, queue) = channel(64);
     let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    let thread = start(Box::new(store), Box::new(queue), Arc::new(SystemClock), renderer, EngineMetrics::default(), EngineConfig::default()).unwrap();
+    let thread = start(
+        Box::new(store),
+        Box::new(queue),
+        Arc::new(SystemClock),
+        renderer,
+        EngineMetrics::default(),
+        EngineConfig::default(),
+    )
+    .unwrap();
     let handle = EngineHandle::new(Arc::new(submitter));
     for (id, overdraft) in [(1, Overdraft::Unlimited), (2, Overdraft::Limit(0)), (3, Overdraft::Limit(0))] {
         let open = NewAccount { id: AccountId(id), currency: eur(), overdraft, reference: None, metadata: None };
@@ -94,7 +102,13 @@ async fn best_effort_and_atomic_batches() {
     let fund = NewTransfer {
         id: TransferId(1),
         linked: false,
-        op: TransferOp::Move { debit_account: AccountId(1), credit_account: AccountId(2), amount: 250, currency: eur(), hold: None },
+        op: TransferOp::Move {
+            debit_account: AccountId(1),
+            credit_account: AccountId(2),
+            amount: 250,
+            currency: eur(),
+            hold: None,
+        },
     };
     run(&handle, Command::Transfers(vec![fund]), false).await;
 
@@ -106,7 +120,8 @@ async fn best_effort_and_atomic_batches() {
     let codes = run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: items.clone() }, true).await;
     assert_eq!(codes, Outcome::Transfers(vec![ResultCode::Ok, ResultCode::Ok, ResultCode::InsufficientFunds]));
     // Resubmitting the paid items (a resume that went too far back) pays nothing twice.
-    let again = run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: items[..2].to_vec() }, true).await;
+    let again =
+        run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: items[..2].to_vec() }, true).await;
     assert_eq!(again, Outcome::Transfers(vec![ResultCode::Exists, ResultCode::Exists]));
     run(&handle, Command::EndBatch { batch, end: BatchEnd::Completed }, true).await;
     let stored = reader.batch(TENANT, batch).unwrap().unwrap();
@@ -122,11 +137,14 @@ async fn best_effort_and_atomic_batches() {
     reader.create_batch(&record(atomic, "atomic")).unwrap();
     reader.insert_batch_items(atomic, &[row(0, 20), row(1, 20), row(2, 40)]).unwrap();
     let items = vec![item(0, 20), item(1, 20), item(2, 40)];
-    let held = run(&handle, Command::BatchItems { batch: atomic, step: BatchStep::Hold, items: items.clone() }, true).await;
+    let held =
+        run(&handle, Command::BatchItems { batch: atomic, step: BatchStep::Hold, items: items.clone() }, true).await;
     assert_eq!(held, Outcome::Transfers(vec![ResultCode::Ok, ResultCode::Ok, ResultCode::InsufficientFunds]));
     assert_eq!(balance(2).debits_pending, 40);
     assert_eq!(reader.batch(TENANT, atomic).unwrap().unwrap().held, 2);
-    let voided = run(&handle, Command::BatchItems { batch: atomic, step: BatchStep::Void, items: items[..2].to_vec() }, true).await;
+    let voided =
+        run(&handle, Command::BatchItems { batch: atomic, step: BatchStep::Void, items: items[..2].to_vec() }, true)
+            .await;
     assert_eq!(voided, Outcome::Transfers(vec![ResultCode::Ok, ResultCode::Ok]));
     run(&handle, Command::EndBatch { batch: atomic, end: BatchEnd::Completed }, true).await;
     let stored = reader.batch(TENANT, atomic).unwrap().unwrap();

@@ -2,12 +2,11 @@
 //! within and across batches, and a restart recovers the same ledger.
 
 use paycore_engine::{
-    channel, start, EngineConfig, EngineHandle, EngineMetrics, IdempotencyKey, Renderer, Reply,
-    Submission, SystemClock,
+    channel, start, EngineConfig, EngineHandle, EngineMetrics, IdempotencyKey, Renderer, Reply, Submission, SystemClock,
 };
 use paycore_ledger::{
-    AccountId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode,
-    TenantId, TransferId, TransferOp,
+    AccountId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, TenantId,
+    TransferId, TransferOp,
 };
 use paycore_store::{Page, Reader};
 use std::sync::Arc;

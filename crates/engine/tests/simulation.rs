@@ -187,7 +187,14 @@ impl Store for FaultyStore {
         let mut f = self.faults.lock().unwrap();
         let roll = if f.enabled { f.rng.below(1000) } else { 1000 };
         if std::env::var_os("PAYCORE_SIM_TRACE").is_some() {
-            eprintln!("commit roll {roll}: {} transfers, {} payments ({:?}), {} keys, last {}", changes.transfers.len(), changes.payments.len(), changes.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(), idempotency.len(), changes.last_timestamp);
+            eprintln!(
+                "commit roll {roll}: {} transfers, {} payments ({:?}), {} keys, last {}",
+                changes.transfers.len(),
+                changes.payments.len(),
+                changes.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(),
+                idempotency.len(),
+                changes.last_timestamp
+            );
         }
         f.faulted |= roll < 110;
         if roll < 40 {
@@ -232,7 +239,13 @@ impl Reference {
         let outcome = self.state.execute(requests, now).pop().unwrap();
         let changes = self.state.take_changes();
         if std::env::var_os("PAYCORE_SIM_TRACE").is_some() {
-            eprintln!("reference commit: {} transfers, {} payments ({:?}), last {}", changes.transfers.len(), changes.payments.len(), changes.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(), changes.last_timestamp);
+            eprintln!(
+                "reference commit: {} transfers, {} payments ({:?}), last {}",
+                changes.transfers.len(),
+                changes.payments.len(),
+                changes.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(),
+                changes.last_timestamp
+            );
         }
         if !changes.is_empty() || keyed {
             self.store.commit(&changes, &[]).unwrap();
@@ -526,7 +539,11 @@ impl Sim {
         }
         for (tenant, id, _) in &self.transfers {
             let stored = reader.transfer(*tenant, *id).unwrap();
-            assert!(stored.is_some(), "seed {seed} {when}: acknowledged transfer {id} is not stored ({:?})", reference.transfer(*tenant, *id));
+            assert!(
+                stored.is_some(),
+                "seed {seed} {when}: acknowledged transfer {id} is not stored ({:?})",
+                reference.transfer(*tenant, *id)
+            );
             assert_eq!(stored, reference.transfer(*tenant, *id).unwrap(), "seed {seed} {when}: transfer {id} differs");
         }
     }
@@ -675,10 +692,9 @@ impl Sim {
             let tenant = self.as_tenant(owner);
             let cmd = match roll {
                 60..=74 => Command::ConfirmPayment(payment),
-                75..=83 => Command::CapturePayment {
-                    payment,
-                    amount: self.rng.chance(300).then(|| 1 + self.rng.below(3_000)),
-                },
+                75..=83 => {
+                    Command::CapturePayment { payment, amount: self.rng.chance(300).then(|| 1 + self.rng.below(3_000)) }
+                }
                 84..=89 => Command::CancelPayment(payment),
                 _ => Command::RefundPayment {
                     payment,
@@ -808,8 +824,7 @@ fn engine_survives_storage_faults_without_loss() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for seed in seeds {
         let started = std::time::Instant::now();
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(simulate(seed, steps))));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(simulate(seed, steps))));
         match result {
             Ok(summary) => eprintln!("{summary} ({:.1?})", started.elapsed()),
             Err(panic) => {
@@ -852,7 +867,13 @@ fn a_finished_payment_id_cannot_be_created_again() {
             }
         };
         for id in [1, 2] {
-            let new = NewAccount { id: AccountId(id), currency: eur(), overdraft: Overdraft::Unlimited, reference: None, metadata: None };
+            let new = NewAccount {
+                id: AccountId(id),
+                currency: eur(),
+                overdraft: Overdraft::Unlimited,
+                reference: None,
+                metadata: None,
+            };
             assert!(matches!(run(Command::CreateAccount(new)).await, Outcome::Account(Ok(_))));
         }
         let new = NewPayment {

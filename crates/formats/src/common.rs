@@ -118,24 +118,12 @@ fn reference_field(location: &str) -> &'static str {
 
 /// Builds a per-record diagnostic.
 pub(crate) fn diagnostic(line: u64, location: &str, field: &str, code: &'static str, message: String) -> Diagnostic {
-    Diagnostic {
-        line,
-        location: location.to_owned(),
-        field: Some(field.to_owned()),
-        code,
-        message,
-    }
+    Diagnostic { line, location: location.to_owned(), field: Some(field.to_owned()), code, message }
 }
 
 /// Builds a control-figure error.
 pub(crate) fn control_error(line: u64, location: String, field: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        line,
-        location,
-        field: Some(field.to_owned()),
-        code: "control_total_mismatch",
-        message,
-    }
+    Diagnostic { line, location, field: Some(field.to_owned()), code: "control_total_mismatch", message }
 }
 
 /// Parses a decimal amount text exactly, turning a failure into a diagnostic that names the
@@ -155,35 +143,24 @@ pub(crate) fn amount(
 
 fn amount_problem(field: &str, text: &str, error: &AmountError) -> (&'static str, String) {
     match error {
-        AmountError::Empty => (
-            "missing_field",
-            format!("{field} is empty; expected a decimal amount such as 1234.50"),
-        ),
-        AmountError::Syntax(_) if text.starts_with('-') => (
-            "amount_not_positive",
-            format!("{field} {text:?} is negative; amounts must be greater than zero"),
-        ),
+        AmountError::Empty => ("missing_field", format!("{field} is empty; expected a decimal amount such as 1234.50")),
+        AmountError::Syntax(_) if text.starts_with('-') => {
+            ("amount_not_positive", format!("{field} {text:?} is negative; amounts must be greater than zero"))
+        }
         AmountError::Syntax(_) => (
             "invalid_amount",
             format!("{field} {text:?} is not a decimal amount; expected digits with at most one '.', such as 1234.50"),
         ),
-        AmountError::TooManyDecimals {
-            currency,
-            found,
-            allowed,
-            ..
-        } => (
+        AmountError::TooManyDecimals { currency, found, allowed, .. } => (
             "too_many_decimals",
             format!("{field} {text:?} has {found} decimals but {currency} allows at most {allowed}"),
         ),
-        AmountError::NotPositive => (
-            "amount_not_positive",
-            format!("{field} {text:?} is zero; amounts must be greater than zero"),
-        ),
-        AmountError::TooLarge(_) => (
-            "invalid_amount",
-            format!("{field} {text:?} is too large; at most 9223372036854775807 minor units"),
-        ),
+        AmountError::NotPositive => {
+            ("amount_not_positive", format!("{field} {text:?} is zero; amounts must be greater than zero"))
+        }
+        AmountError::TooLarge(_) => {
+            ("invalid_amount", format!("{field} {text:?} is too large; at most 9223372036854775807 minor units"))
+        }
     }
 }
 
@@ -207,14 +184,7 @@ pub(crate) fn currency(code: &str, field: &str, line: u64, location: &str) -> Re
 
 /// Formats a sum of minor units with the currency's decimals and code: `1234.50 EUR`.
 pub(crate) fn format_minor(minor: u128, currency: Currency) -> String {
-    format!(
-        "{} {currency}",
-        Decimal {
-            scaled: minor,
-            scale: currency.minor_units()
-        }
-        .to_text()
-    )
+    format!("{} {currency}", Decimal { scaled: minor, scale: currency.minor_units() }.to_text())
 }
 
 /// A non-negative decimal number, exact: `scaled / 10^scale`.
@@ -245,15 +215,11 @@ impl Decimal {
         for b in whole.bytes().chain(fraction.bytes()) {
             scaled = scaled.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
         }
-        Some(Decimal {
-            scaled,
-            scale: u8::try_from(fraction.len()).ok()?,
-        })
+        Some(Decimal { scaled, scale: u8::try_from(fraction.len()).ok()? })
     }
 
     fn at_scale(self, scale: u8) -> Option<u128> {
-        self.scaled
-            .checked_mul(10u128.checked_pow(u32::from(scale.checked_sub(self.scale)?))?)
+        self.scaled.checked_mul(10u128.checked_pow(u32::from(scale.checked_sub(self.scale)?))?)
     }
 
     /// The number as decimal text with exactly `scale` decimals.
@@ -297,11 +263,7 @@ impl DecimalSum {
             return "more than 3.4e20".to_owned();
         }
         let divisor = 10u128.pow(u32::from(SUM_SCALE - self.scale));
-        Decimal {
-            scaled: self.scaled / divisor,
-            scale: self.scale,
-        }
-        .to_text()
+        Decimal { scaled: self.scaled / divisor, scale: self.scale }.to_text()
     }
 }
 
@@ -317,11 +279,7 @@ pub(crate) struct Bounded<R> {
 
 impl<R> Bounded<R> {
     pub(crate) fn new(input: R) -> Self {
-        Bounded {
-            input,
-            since_mark: 0,
-            exceeded: false,
-        }
+        Bounded { input, since_mark: 0, exceeded: false }
     }
 
     /// A record or event starts here.
@@ -373,11 +331,7 @@ pub(crate) struct Lines<R> {
 
 impl<R: BufRead> Lines<R> {
     pub(crate) fn new(input: R) -> Self {
-        Lines {
-            input,
-            buffer: Vec::new(),
-            line: 0,
-        }
+        Lines { input, buffer: Vec::new(), line: 0 }
     }
 
     /// The next line without its `\n` or `\r\n`, with its 1-based number.

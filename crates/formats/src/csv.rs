@@ -22,20 +22,16 @@ struct Columns {
 
 impl Columns {
     fn from_header(header: &ByteRecord) -> Result<Columns, FatalError> {
-        let names: Vec<String> = header
-            .iter()
-            .map(|name| String::from_utf8_lossy(name).trim().to_ascii_lowercase())
-            .collect();
+        let names: Vec<String> =
+            header.iter().map(|name| String::from_utf8_lossy(name).trim().to_ascii_lowercase()).collect();
         let find = |aliases: &[&str]| names.iter().position(|name| aliases.contains(&name.as_str()));
         Ok(Columns {
             payee: find(PAYEE).ok_or(FatalError::MissingColumn {
                 column: "payee",
                 accepted: "payee, payee_account, creditor_iban, creditor_account_iban",
             })?,
-            amount: find(AMOUNT).ok_or(FatalError::MissingColumn {
-                column: "amount",
-                accepted: "amount, payment_amount",
-            })?,
+            amount: find(AMOUNT)
+                .ok_or(FatalError::MissingColumn { column: "amount", accepted: "amount, payment_amount" })?,
             currency: find(CURRENCY),
             reference: find(REFERENCE),
             payer: find(PAYER),
@@ -84,10 +80,7 @@ fn read_record<R: BufRead>(
         if reader.get_ref().exceeded() {
             FatalError::Malformed {
                 line,
-                message: format!(
-                    "the record is longer than {} bytes (is a quote not closed?)",
-                    common::LINE_BYTES_MAX
-                ),
+                message: format!("the record is longer than {} bytes (is a quote not closed?)", common::LINE_BYTES_MAX),
             }
         } else {
             fatal(error)
@@ -99,10 +92,7 @@ fn fatal(error: ::csv::Error) -> FatalError {
     let line = error.position().map_or(0, ::csv::Position::line);
     match error.into_kind() {
         ::csv::ErrorKind::Io(error) => FatalError::Io(error),
-        kind => FatalError::Malformed {
-            line,
-            message: format!("{kind:?}"),
-        },
+        kind => FatalError::Malformed { line, message: format!("{kind:?}") },
     }
 }
 
@@ -126,9 +116,7 @@ fn row(record: &ByteRecord, columns: &Columns, options: &ParseOptions, line: u64
     let amount_text = field(Some(columns.amount), "amount")?.ok_or_else(|| missing(line, &location, "amount"))?;
     let amount = common::amount(amount_text, currency, "amount", line, &location)?;
     let reference = field(columns.reference, "reference")?.map(str::to_owned);
-    let payer = field(columns.payer, "payer")?
-        .map(str::to_owned)
-        .or_else(|| options.default_payer.clone());
+    let payer = field(columns.payer, "payer")?.map(str::to_owned).or_else(|| options.default_payer.clone());
     Ok(Item {
         index: 0,
         line,
@@ -154,25 +142,12 @@ fn field<'r>(
     let Some(bytes) = index.and_then(|i| record.get(i)) else {
         return Ok(None);
     };
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        common::diagnostic(
-            line,
-            location,
-            name,
-            "syntax",
-            format!("{name} is not valid UTF-8 text"),
-        )
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| common::diagnostic(line, location, name, "syntax", format!("{name} is not valid UTF-8 text")))?;
     let text = text.trim();
     Ok((!text.is_empty()).then_some(text))
 }
 
 fn missing(line: u64, location: &str, name: &str) -> Diagnostic {
-    common::diagnostic(
-        line,
-        location,
-        name,
-        "missing_field",
-        format!("{name} is missing; every row needs one"),
-    )
+    common::diagnostic(line, location, name, "missing_field", format!("{name} is missing; every row needs one"))
 }

@@ -23,18 +23,11 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
 /// Validates one line.
 fn record(bytes: &[u8], options: &ParseOptions, line: u64) -> Result<Item, Diagnostic> {
     let location = format!("line {line}");
-    let syntax = |message: String| Diagnostic {
-        line,
-        location: location.clone(),
-        field: None,
-        code: "syntax",
-        message,
-    };
+    let syntax =
+        |message: String| Diagnostic { line, location: location.clone(), field: None, code: "syntax", message };
     let value: Value = serde_json::from_slice(bytes).map_err(|e| syntax(format!("the line is not valid JSON: {e}")))?;
     let Value::Object(object) = value else {
-        return Err(syntax(
-            "the line is not a JSON object; expected {\"payee\": ..., \"amount\": ...}".to_owned(),
-        ));
+        return Err(syntax("the line is not a JSON object; expected {\"payee\": ..., \"amount\": ...}".to_owned()));
     };
     let text = |name: &str| string(&object, name, line, &location);
     let payee = text("payee")?.ok_or_else(|| missing(line, &location, "payee"))?;
@@ -73,9 +66,7 @@ fn record(bytes: &[u8], options: &ParseOptions, line: u64) -> Result<Item, Diagn
         index: 0,
         line,
         location: location.clone(),
-        payer: text("payer")?
-            .map(str::to_owned)
-            .or_else(|| options.default_payer.clone()),
+        payer: text("payer")?.map(str::to_owned).or_else(|| options.default_payer.clone()),
         payee: payee.to_owned(),
         amount,
         currency,
@@ -108,16 +99,14 @@ fn string<'v>(
 fn amount_minor(value: &Value, line: u64, location: &str) -> Result<Amount, Diagnostic> {
     let problem = |code, message| Err(common::diagnostic(line, location, "amount_minor", code, message));
     match value {
-        Value::Number(n) if n.as_u64() == Some(0) || n.as_i64().is_some_and(|v| v < 0) => problem(
-            "amount_not_positive",
-            format!("amount_minor is {n}; amounts must be greater than zero"),
-        ),
+        Value::Number(n) if n.as_u64() == Some(0) || n.as_i64().is_some_and(|v| v < 0) => {
+            problem("amount_not_positive", format!("amount_minor is {n}; amounts must be greater than zero"))
+        }
         Value::Number(n) => match n.as_u64().and_then(Amount::new) {
             Some(amount) => Ok(amount),
-            None if n.as_u64().is_some() => problem(
-                "invalid_amount",
-                format!("amount_minor {n} is too large; at most {AMOUNT_MAX}"),
-            ),
+            None if n.as_u64().is_some() => {
+                problem("invalid_amount", format!("amount_minor {n} is too large; at most {AMOUNT_MAX}"))
+            }
             None => problem(
                 "invalid_amount",
                 format!("amount_minor is {n}, but it must be an integer number of minor units"),
@@ -131,11 +120,5 @@ fn amount_minor(value: &Value, line: u64, location: &str) -> Result<Amount, Diag
 }
 
 fn missing(line: u64, location: &str, name: &str) -> Diagnostic {
-    common::diagnostic(
-        line,
-        location,
-        name,
-        "missing_field",
-        format!("{name} is missing; every line needs one"),
-    )
+    common::diagnostic(line, location, name, "missing_field", format!("{name} is missing; every line needs one"))
 }

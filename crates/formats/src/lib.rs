@@ -293,16 +293,9 @@ pub enum FatalError {
     #[error("line {line}: {message}")]
     Malformed { line: u64, message: String },
     #[error("the header row has no {column} column (accepted names: {accepted})")]
-    MissingColumn {
-        column: &'static str,
-        accepted: &'static str,
-    },
+    MissingColumn { column: &'static str, accepted: &'static str },
     #[error("line {line}: the XML namespace {namespace:?} is not supported; expected one of {expected}")]
-    UnsupportedNamespace {
-        line: u64,
-        namespace: String,
-        expected: &'static str,
-    },
+    UnsupportedNamespace { line: u64, namespace: String, expected: &'static str },
     #[error("line {line} is {length} characters long, but NACHA records are 94 characters")]
     RecordLength { line: u64, length: usize },
 }
@@ -361,23 +354,11 @@ pub fn check_expected(
         ));
     }
     if let Some((currency, expected)) = expected_total {
-        let actual: Vec<String> = summary
-            .totals
-            .iter()
-            .map(|(c, sum)| common::format_minor(*sum, *c))
-            .collect();
+        let actual: Vec<String> = summary.totals.iter().map(|(c, sum)| common::format_minor(*sum, *c)).collect();
         let matches = summary.totals.len() <= 1
-            && summary
-                .totals
-                .first()
-                .map_or(0, |&(c, sum)| if c == currency { sum } else { u128::MAX })
-                == expected;
+            && summary.totals.first().map_or(0, |&(c, sum)| if c == currency { sum } else { u128::MAX }) == expected;
         if !matches {
-            let actual = if actual.is_empty() {
-                "nothing".to_owned()
-            } else {
-                actual.join(" + ")
-            };
+            let actual = if actual.is_empty() { "nothing".to_owned() } else { actual.join(" + ") };
             errors.push(common::control_error(
                 0,
                 "file".to_owned(),

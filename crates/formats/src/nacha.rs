@@ -56,10 +56,8 @@ pub(crate) fn parse<R: BufRead>(
     out: &mut Collector<'_>,
     summary: &mut Summary,
 ) -> Result<(), FatalError> {
-    let usd = Currency::from_code("USD").ok_or_else(|| FatalError::Malformed {
-        line: 0,
-        message: "the currency table has no USD".to_owned(),
-    })?;
+    let usd = Currency::from_code("USD")
+        .ok_or_else(|| FatalError::Malformed { line: 0, message: "the currency table has no USD".to_owned() })?;
     let mut parser = Parser {
         out,
         options,
@@ -88,13 +86,10 @@ pub(crate) fn parse<R: BufRead>(
 
 /// Checks a line's characters and length, padding a trimmed header or file control record.
 fn record<'a>(bytes: &'a [u8], line: u64, padded: &'a mut String) -> Result<&'a str, FatalError> {
-    let text = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|t| t.is_ascii())
-        .ok_or_else(|| FatalError::Malformed {
-            line,
-            message: "the line has a character outside ASCII; NACHA files are ASCII".to_owned(),
-        })?;
+    let text = std::str::from_utf8(bytes).ok().filter(|t| t.is_ascii()).ok_or_else(|| FatalError::Malformed {
+        line,
+        message: "the line has a character outside ASCII; NACHA files are ASCII".to_owned(),
+    })?;
     if text.len() == RECORD_LENGTH {
         return Ok(text);
     }
@@ -111,10 +106,7 @@ fn record<'a>(bytes: &'a [u8], line: u64, padded: &'a mut String) -> Result<&'a 
         padded.extend(std::iter::repeat_n(' ', RECORD_LENGTH - text.len()));
         return Ok(padded.as_str());
     }
-    Err(FatalError::RecordLength {
-        line,
-        length: text.len(),
-    })
+    Err(FatalError::RecordLength { line, length: text.len() })
 }
 
 /// The characters at 1-based positions `from..=to`, as the NACHA tables number them.
@@ -157,10 +149,7 @@ impl Parser<'_, '_, '_> {
         if !self.header_seen && kind != b'1' {
             return Err(Self::fatal(
                 line,
-                format!(
-                    "the file starts with a record of type {:?}; expected the file header (1)",
-                    char::from(kind)
-                ),
+                format!("the file starts with a record of type {:?}; expected the file header (1)", char::from(kind)),
             ));
         }
         self.records += 1;
@@ -173,10 +162,7 @@ impl Parser<'_, '_, '_> {
             b'9' => self.file_control(record, line),
             other => Err(Self::fatal(
                 line,
-                format!(
-                    "unknown record type {:?}; expected 1, 5, 6, 7, 8 or 9",
-                    char::from(other)
-                ),
+                format!("unknown record type {:?}; expected 1, 5, 6, 7, 8 or 9", char::from(other)),
             )),
         }
     }
@@ -191,10 +177,7 @@ impl Parser<'_, '_, '_> {
             if actual == expected {
                 Ok(())
             } else {
-                Err(Self::fatal(
-                    line,
-                    format!("file header {name} is {actual:?}; expected {expected:?}"),
-                ))
+                Err(Self::fatal(line, format!("file header {name} is {actual:?}; expected {expected:?}")))
             }
         };
         check("Record Size", 35, 37, "094")?;
@@ -265,11 +248,7 @@ impl Parser<'_, '_, '_> {
         let amount = number(field(record, 30, 39));
         batch.totals.hash += number(routing).unwrap_or(0);
         let is_credit = code.as_bytes().get(1).is_some_and(|d| (b'0'..=b'4').contains(d));
-        let sum = if is_credit {
-            &mut batch.totals.credit
-        } else {
-            &mut batch.totals.debit
-        };
+        let sum = if is_credit { &mut batch.totals.credit } else { &mut batch.totals.debit };
         *sum += amount.unwrap_or(0);
         let sec = batch.sec.clone();
         let location = format!("line {line}");
@@ -339,11 +318,7 @@ impl Parser<'_, '_, '_> {
         };
         let account_number = field(record, 13, 29).trim();
         if account_number.is_empty() {
-            return Err(problem(
-                "DFI Account Number",
-                "missing_field",
-                "DFI Account Number is blank".to_owned(),
-            ));
+            return Err(problem("DFI Account Number", "missing_field", "DFI Account Number is blank".to_owned()));
         }
         let receiver = format!("{routing}{check}{account_number}");
         let funding = self.options.default_payer.clone();
@@ -379,10 +354,7 @@ impl Parser<'_, '_, '_> {
     fn addenda(&mut self, line: u64) -> Result<(), FatalError> {
         let batch = self.current_batch(line, "an addenda record")?;
         if !batch.in_entry {
-            return Err(Self::fatal(
-                line,
-                "an addenda record that does not follow an entry detail record".to_owned(),
-            ));
+            return Err(Self::fatal(line, "an addenda record that does not follow an entry detail record".to_owned()));
         }
         batch.totals.entries_and_addenda += 1;
         Ok(())
@@ -390,19 +362,10 @@ impl Parser<'_, '_, '_> {
 
     fn batch_control(&mut self, record: &str, line: u64) -> Result<(), FatalError> {
         let Some(batch) = self.batch.take() else {
-            return Err(Self::fatal(
-                line,
-                "a batch control record without a batch header".to_owned(),
-            ));
+            return Err(Self::fatal(line, "a batch control record without a batch header".to_owned()));
         };
         let name = format!("batch {} (header at line {}) control", batch.number, batch.line);
-        let mut check = Check {
-            line,
-            name: &name,
-            record,
-            errors: &mut self.control_errors,
-            usd: self.usd,
-        };
+        let mut check = Check { line, name: &name, record, errors: &mut self.control_errors, usd: self.usd };
         check.count(
             "Entry/Addenda Count",
             5,
@@ -413,13 +376,7 @@ impl Parser<'_, '_, '_> {
         );
         check.hash(11, 20, batch.totals.hash);
         check.dollars("Total Debit Entry Dollar Amount", 21, 32, batch.totals.debit, "debit");
-        check.dollars(
-            "Total Credit Entry Dollar Amount",
-            33,
-            44,
-            batch.totals.credit,
-            "credit",
-        );
+        check.dollars("Total Credit Entry Dollar Amount", 33, 44, batch.totals.credit, "credit");
         self.file.add(&batch.totals);
         Ok(())
     }
@@ -437,22 +394,9 @@ impl Parser<'_, '_, '_> {
         self.control_seen = true;
         let blocks = self.records.div_ceil(10);
         let file = self.file;
-        let mut check = Check {
-            line,
-            name: "file control",
-            record,
-            errors: &mut self.control_errors,
-            usd: self.usd,
-        };
+        let mut check = Check { line, name: "file control", record, errors: &mut self.control_errors, usd: self.usd };
         check.count("Batch Count", 2, 7, u128::from(self.batches), "the file has", "batches");
-        check.count(
-            "Block Count",
-            8,
-            13,
-            u128::from(blocks),
-            "the file's",
-            "records fill that many blocks of 10",
-        );
+        check.count("Block Count", 8, 13, u128::from(blocks), "the file's", "records fill that many blocks of 10");
         check.count(
             "Entry/Addenda Count",
             14,
@@ -463,13 +407,7 @@ impl Parser<'_, '_, '_> {
         );
         check.hash(22, 31, file.hash);
         check.dollars("Total Debit Entry Dollar Amount in File", 32, 43, file.debit, "debit");
-        check.dollars(
-            "Total Credit Entry Dollar Amount in File",
-            44,
-            55,
-            file.credit,
-            "credit",
-        );
+        check.dollars("Total Credit Entry Dollar Amount in File", 44, 55, file.credit, "credit");
         Ok(())
     }
 
@@ -483,17 +421,11 @@ impl Parser<'_, '_, '_> {
         if let Some(batch) = &self.batch {
             return Err(Self::fatal(
                 last_line,
-                format!(
-                    "the file ends inside batch {} (line {}): no batch control record",
-                    batch.number, batch.line
-                ),
+                format!("the file ends inside batch {} (line {}): no batch control record", batch.number, batch.line),
             ));
         }
         if !self.control_seen {
-            return Err(Self::fatal(
-                last_line,
-                "the file ends without a file control (9) record".to_owned(),
-            ));
+            return Err(Self::fatal(last_line, "the file ends without a file control (9) record".to_owned()));
         }
         summary.control_errors = self.control_errors;
         Ok(())
@@ -517,12 +449,7 @@ struct Check<'a> {
 impl Check<'_> {
     fn push(&mut self, field: &str, message: String) {
         let message = format!("{} {field} is {message}", self.name);
-        self.errors.push(common::control_error(
-            self.line,
-            format!("line {}", self.line),
-            field,
-            message,
-        ));
+        self.errors.push(common::control_error(self.line, format!("line {}", self.line), field, message));
     }
 
     fn count<T: Into<u128>>(&mut self, name: &str, from: usize, to: usize, actual: T, has: &str, what: &str) {

@@ -10,10 +10,7 @@ use std::io::BufRead;
 const NAMESPACES: &[(&str, &str)] = &[
     ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.03", "pain.001.001.03"),
     ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.09", "pain.001.001.09"),
-    (
-        "http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd",
-        "pain.001.001.03.ch.02",
-    ),
+    ("http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd", "pain.001.001.03.ch.02"),
 ];
 const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03, urn:iso:std:iso:20022:tech:xsd:pain.001.001.09, http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd";
 
@@ -178,9 +175,7 @@ impl Parser<'_, '_> {
             }
             Event::Text(text) => {
                 self.line += newlines(&text);
-                let text = text
-                    .unescape()
-                    .map_err(|e| self.malformed(line, format!("bad character content: {e}")))?;
+                let text = text.unescape().map_err(|e| self.malformed(line, format!("bad character content: {e}")))?;
                 self.characters(&text, line)?;
             }
             Event::CData(data) => {
@@ -237,10 +232,7 @@ impl Parser<'_, '_> {
         if self.stack.len() >= DEPTH_MAX {
             return Err(self.malformed(line, format!("elements are nested deeper than {DEPTH_MAX} levels")));
         }
-        self.stack.push(Frame {
-            name,
-            has_children: false,
-        });
+        self.stack.push(Frame { name, has_children: false });
         self.text.clear();
         self.text_line = line;
         let depth = self.stack.len();
@@ -250,10 +242,7 @@ impl Parser<'_, '_> {
         match self.path().as_slice() {
             ["Document", "CstmrCdtTrfInitn", "PmtInf"] => {
                 self.blocks += 1;
-                self.block = Block {
-                    number: self.blocks,
-                    ..Block::default()
-                };
+                self.block = Block { number: self.blocks, ..Block::default() };
             }
             ["Document", "CstmrCdtTrfInitn", "PmtInf", "CdtTrfTxInf"] => {
                 self.block.transactions += 1;
@@ -298,15 +287,11 @@ impl Parser<'_, '_> {
             return Ok(());
         }
         if name != "Document" {
-            return Err(self.malformed(
-                line,
-                format!("the root element is <{name}>; a pain.001 file starts with <Document>"),
-            ));
+            return Err(
+                self.malformed(line, format!("the root element is <{name}>; a pain.001 file starts with <Document>"))
+            );
         }
-        let prefix = start
-            .name()
-            .prefix()
-            .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned());
+        let prefix = start.name().prefix().map(|p| String::from_utf8_lossy(p.as_ref()).into_owned());
         let key = match &prefix {
             Some(prefix) => format!("xmlns:{prefix}"),
             None => "xmlns".to_owned(),
@@ -325,11 +310,7 @@ impl Parser<'_, '_> {
                 self.variant = Some(variant);
                 Ok(())
             }
-            None => Err(FatalError::UnsupportedNamespace {
-                line,
-                namespace,
-                expected: EXPECTED_NAMESPACES,
-            }),
+            None => Err(FatalError::UnsupportedNamespace { line, namespace, expected: EXPECTED_NAMESPACES }),
         }
     }
 
@@ -343,16 +324,8 @@ impl Parser<'_, '_> {
         } else {
             ""
         };
-        let parent = if parent.is_empty() {
-            "an element".to_owned()
-        } else {
-            format!("<{parent}>")
-        };
-        let next = if next.is_empty() {
-            String::new()
-        } else {
-            format!(" before <{next}>")
-        };
+        let parent = if parent.is_empty() { "an element".to_owned() } else { format!("<{parent}>") };
+        let next = if next.is_empty() { String::new() } else { format!(" before <{next}>") };
         self.malformed(
             line,
             format!("character content {sample:?} inside {parent}{next}, where only child elements and whitespace are allowed{nbsp}"),
@@ -416,10 +389,7 @@ impl Parser<'_, '_> {
     /// Records the value of an element without children.
     fn leaf(&mut self, path: &[&'static str], value: String) {
         let line = self.text_line;
-        let figure = |value: String| Figure {
-            text: Some(value),
-            line,
-        };
+        let figure = |value: String| Figure { text: Some(value), line };
         let transaction = &mut self.transaction;
         match path {
             ["Document", "CstmrCdtTrfInitn", "GrpHdr", "MsgId"] => self.message_id = Some(value),
@@ -430,10 +400,7 @@ impl Parser<'_, '_> {
             ["Document", "CstmrCdtTrfInitn", "PmtInf", "CtrlSum"] => self.block.control.ctrl_sum = figure(value),
             ["Document", "CstmrCdtTrfInitn", "PmtInf", "ReqdExctnDt"]
             | ["Document", "CstmrCdtTrfInitn", "PmtInf", "ReqdExctnDt", "Dt" | "DtTm"] => {
-                let date = value
-                    .get(..10)
-                    .filter(|_| path.last() == Some(&"DtTm"))
-                    .unwrap_or(&value);
+                let date = value.get(..10).filter(|_| path.last() == Some(&"DtTm")).unwrap_or(&value);
                 if !is_date(date) {
                     self.block.date_error = Some(format!(
                         "ReqdExctnDt at line {line} is {value:?}, but it must be a date such as 2024-01-31"
@@ -487,11 +454,7 @@ impl Parser<'_, '_> {
             )
         })?;
         let text = transaction.amount.as_deref().ok_or_else(|| {
-            problem(
-                "InstdAmt",
-                "missing_field",
-                "Amt/InstdAmt (the amount and its Ccy) is missing".to_owned(),
-            )
+            problem("InstdAmt", "missing_field", "Amt/InstdAmt (the amount and its Ccy) is missing".to_owned())
         })?;
         let field = if transaction.equivalent { "EqvtAmt" } else { "InstdAmt" };
         let code = transaction.currency.as_deref().ok_or_else(|| {
@@ -511,10 +474,7 @@ impl Parser<'_, '_> {
                 format!("EqvtAmt ({text} {code} to be converted into {target}) is not supported; give the amount as InstdAmt"),
             ));
         }
-        let reference = transaction
-            .end_to_end_id
-            .clone()
-            .filter(|id| !id.is_empty() && id != "NOTPROVIDED");
+        let reference = transaction.end_to_end_id.clone().filter(|id| !id.is_empty() && id != "NOTPROVIDED");
         Ok(Item {
             index: 0,
             line,
@@ -545,11 +505,7 @@ impl Parser<'_, '_> {
 
     fn finish(mut self, summary: &mut Summary) -> Result<(), FatalError> {
         if let Some(frame) = self.stack.last() {
-            let name = if frame.name.is_empty() {
-                "an element"
-            } else {
-                frame.name
-            };
+            let name = if frame.name.is_empty() { "an element" } else { frame.name };
             return Err(self.malformed(self.line, format!("the file ends inside <{name}>; it is truncated")));
         }
         if self.variant.is_none() {
@@ -566,14 +522,7 @@ impl Parser<'_, '_> {
                 message: "GrpHdr/NbOfTxs (the number of transactions) is missing".to_owned(),
             });
         }
-        check_control(
-            &self.group,
-            "GrpHdr",
-            &location,
-            "the file has",
-            "the transactions sum",
-            &mut group_errors,
-        );
+        check_control(&self.group, "GrpHdr", &location, "the file has", "the transactions sum", &mut group_errors);
         group_errors.append(&mut self.control_errors);
         summary.control_errors = group_errors;
         summary.message_id = self.message_id;
@@ -589,44 +538,30 @@ fn check_control(control: &Control, name: &str, location: &str, has: &str, sum: 
         let plural = if control.count == 1 { "" } else { "s" };
         let message = match text.parse::<u64>() {
             Ok(n) if n == control.count && text.bytes().all(|b| b.is_ascii_digit()) => None,
-            Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => Some(format!(
-                "{name}/NbOfTxs is {n} but {has} {} transaction{plural}",
-                control.count
-            )),
+            Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(format!("{name}/NbOfTxs is {n} but {has} {} transaction{plural}", control.count))
+            }
             _ => Some(format!(
                 "{name}/NbOfTxs is {text:?}, which is not a number; {has} {} transaction{plural}",
                 control.count
             )),
         };
         if let Some(message) = message {
-            errors.push(common::control_error(
-                line,
-                format!("{location}/NbOfTxs"),
-                "NbOfTxs",
-                message,
-            ));
+            errors.push(common::control_error(line, format!("{location}/NbOfTxs"), "NbOfTxs", message));
         }
     }
     if let Some(text) = &control.ctrl_sum.text {
         let line = control.ctrl_sum.line;
         let message = match Decimal::parse(text) {
             Some(value) if control.sum.equals(value) => None,
-            Some(_) => Some(format!(
-                "{name}/CtrlSum is {text} but {sum} to {}",
-                control.sum.to_text()
-            )),
+            Some(_) => Some(format!("{name}/CtrlSum is {text} but {sum} to {}", control.sum.to_text())),
             None => Some(format!(
                 "{name}/CtrlSum is {text:?}, which is not a decimal number; {sum} to {}",
                 control.sum.to_text()
             )),
         };
         if let Some(message) = message {
-            errors.push(common::control_error(
-                line,
-                format!("{location}/CtrlSum"),
-                "CtrlSum",
-                message,
-            ));
+            errors.push(common::control_error(line, format!("{location}/CtrlSum"), "CtrlSum", message));
         }
     }
 }
@@ -635,13 +570,7 @@ fn check_control(control: &Control, name: &str, location: &str, has: &str, sum: 
 fn is_date(text: &str) -> bool {
     let bytes = text.as_bytes();
     let shape = bytes.len() == 10
-        && bytes.iter().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                *b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
+        && bytes.iter().enumerate().all(|(i, b)| if i == 4 || i == 7 { *b == b'-' } else { b.is_ascii_digit() });
     if !shape {
         return false;
     }

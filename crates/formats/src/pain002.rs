@@ -99,18 +99,8 @@ impl<W: Write> Pain002Writer<W> {
         leaf(&mut out, 6, "CreDtTm", &header.created_at)?;
         writeln!(out, "    </GrpHdr>")?;
         writeln!(out, "    <OrgnlGrpInfAndSts>")?;
-        leaf(
-            &mut out,
-            6,
-            "OrgnlMsgId",
-            &id_or_placeholder(&header.original_message_id),
-        )?;
-        leaf(
-            &mut out,
-            6,
-            "OrgnlMsgNmId",
-            &id_or_placeholder(&header.original_message_name_id),
-        )?;
+        leaf(&mut out, 6, "OrgnlMsgId", &id_or_placeholder(&header.original_message_id))?;
+        leaf(&mut out, 6, "OrgnlMsgNmId", &id_or_placeholder(&header.original_message_name_id))?;
         if let Some(count) = header.original_count {
             leaf(&mut out, 6, "OrgnlNbOfTxs", &count.to_string())?;
         }
@@ -133,10 +123,8 @@ impl<W: Write> Pain002Writer<W> {
 
     /// Writes one transaction's status.
     pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
-        let block = item
-            .payment_information_id
-            .as_deref()
-            .map_or_else(|| self.default_block.clone(), id_or_placeholder);
+        let block =
+            item.payment_information_id.as_deref().map_or_else(|| self.default_block.clone(), id_or_placeholder);
         if self.open_block.as_deref() != Some(block.as_str()) {
             self.close_block()?;
             writeln!(self.out, "    <OrgnlPmtInfAndSts>")?;
@@ -225,16 +213,9 @@ fn own_id(version: Pain002Version, text: &str) -> String {
     let id = id_or_placeholder(text);
     match version {
         Pain002Version::V10 => id,
-        Pain002Version::V03 => id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "+?/-:().,' ".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect(),
+        Pain002Version::V03 => {
+            id.chars().map(|c| if c.is_ascii_alphanumeric() || "+?/-:().,' ".contains(c) { c } else { '-' }).collect()
+        }
     }
 }
 

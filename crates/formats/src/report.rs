@@ -105,20 +105,9 @@ pub struct CsvReportWriter<W: Write> {
 impl<W: Write> CsvReportWriter<W> {
     /// Writes the header row.
     pub fn new(out: W) -> io::Result<Self> {
-        let mut writer = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(out);
+        let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(out);
         writer
-            .write_record([
-                "line",
-                "reference",
-                "payer",
-                "payee",
-                "amount",
-                "currency",
-                "status",
-                "failure_code",
-            ])
+            .write_record(["line", "reference", "payer", "payee", "amount", "currency", "status", "failure_code"])
             .map_err(io::Error::other)?;
         Ok(CsvReportWriter { writer })
     }

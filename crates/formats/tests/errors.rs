@@ -13,9 +13,7 @@ const HEADER: &str = "payee,amount,currency,reference\n";
 fn csv_row_problem(row: &str) -> (&'static str, String, String) {
     let outcome = parse_text(Format::Csv, &format!("{HEADER}{row}\n"), &ParseOptions::default());
     assert_eq!(outcome.items, vec![], "{row}");
-    let [d] = outcome.diagnostics.as_slice() else {
-        panic!("{row}: {:?}", outcome.diagnostics)
-    };
+    let [d] = outcome.diagnostics.as_slice() else { panic!("{row}: {:?}", outcome.diagnostics) };
     assert_eq!((d.line, d.location.as_str()), (2, "line 2"), "{row}");
     (d.code, d.field.clone().unwrap_or_default(), d.message.clone())
 }
@@ -35,11 +33,7 @@ fn csv_row_problems() {
         ("DE1,1.5,JPY,r1", "too_many_decimals", "amount", "amount \"1.5\" has 1 decimals but JPY allows at most 0"),
     ];
     for (row, code, field, message) in cases {
-        assert_eq!(
-            csv_row_problem(row),
-            (code, field.to_owned(), message.to_owned()),
-            "{row}"
-        );
+        assert_eq!(csv_row_problem(row), (code, field.to_owned(), message.to_owned()), "{row}");
     }
 }
 
@@ -71,18 +65,12 @@ fn csv_missing_payee_column_is_fatal() {
 #[test]
 fn csv_tolerates_bom_crlf_blank_lines_quotes_and_case() {
     let text = "\u{feff}Payee,AMOUNT,Currency,Payer,Extra\r\n\"DE 1, main\",12.50,EUR,acct_a,x\r\n\r\nDE2,0.01,EUR,,y";
-    let options = ParseOptions {
-        default_payer: Some("acct_default".to_owned()),
-        default_currency: None,
-    };
+    let options = ParseOptions { default_payer: Some("acct_default".to_owned()), default_currency: None };
     let outcome = parse_text(Format::Csv, text, &options);
     assert_eq!(outcome.codes(), Vec::<&str>::new());
     let items = &outcome.items;
     assert_eq!(items.len(), 2);
-    assert_eq!(
-        (items[0].line, items[0].payee.as_str(), items[0].amount.get()),
-        (2, "DE 1, main", 1250)
-    );
+    assert_eq!((items[0].line, items[0].payee.as_str(), items[0].amount.get()), (2, "DE 1, main", 1250));
     assert_eq!(items[0].payer.as_deref(), Some("acct_a"));
     assert_eq!((items[1].line, items[1].index), (4, 1));
     assert_eq!(items[1].payer.as_deref(), Some("acct_default"));
@@ -113,11 +101,8 @@ fn jsonl_lines() {
     ]
     .join("\n");
     let outcome = parse_text(Format::Jsonl, &text, &ParseOptions::default());
-    let minor: Vec<(u64, u64, &str)> = outcome
-        .items
-        .iter()
-        .map(|i| (i.line, i.amount.get(), i.currency.code()))
-        .collect();
+    let minor: Vec<(u64, u64, &str)> =
+        outcome.items.iter().map(|i| (i.line, i.amount.get(), i.currency.code())).collect();
     assert_eq!(minor, vec![(1, 1250, "EUR"), (3, 1250, "JPY")]);
     let problems: Vec<(u64, &str)> = outcome.diagnostics.iter().map(|d| (d.line, d.code)).collect();
     assert_eq!(
@@ -144,10 +129,8 @@ fn expected_count_and_total() {
     let outcome = parse_text(Format::Csv, &text, &ParseOptions::default());
     let eur = currency("EUR");
     assert_eq!(check_expected(outcome.summary(), Some(2), Some((eur, 1000))), vec![]);
-    let messages: Vec<String> = check_expected(outcome.summary(), Some(3), Some((eur, 2000)))
-        .into_iter()
-        .map(|d| d.message)
-        .collect();
+    let messages: Vec<String> =
+        check_expected(outcome.summary(), Some(3), Some((eur, 2000))).into_iter().map(|d| d.message).collect();
     assert_eq!(
         messages,
         vec![
@@ -162,10 +145,8 @@ fn pain001_structure_errors() {
     let fatal = |xml: &str| parse_text(Format::Pain001, xml, &ParseOptions::default()).fatal();
     assert!(fatal("<Document xmlns=\"urn:other\"><CstmrCdtTrfInitn/></Document>")
         .contains("namespace \"urn:other\" is not supported"));
-    assert!(
-        fatal("<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\">\n<CstmrCdtTrfInitn>")
-            .contains("truncated")
-    );
+    assert!(fatal("<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\">\n<CstmrCdtTrfInitn>")
+        .contains("truncated"));
     assert!(fatal("<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\"><CstmrCdtTrfInitn><A></B></CstmrCdtTrfInitn></Document>").contains("not well-formed"));
     assert!(fatal("").contains("no <Document>"));
     assert!(fatal("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><Document/>").contains("ISO-8859-1"));
@@ -176,14 +157,8 @@ fn pain001_amount_problems_are_per_item() {
     let xml = pain001_with_amounts(&[("10.005", "EUR"), ("5", "XYZ"), ("7.5", "EUR")], "3", "22.505");
     let outcome = parse_text(Format::Pain001, &xml, &ParseOptions::default());
     assert_eq!(outcome.codes(), vec!["too_many_decimals", "invalid_currency"]);
-    assert_eq!(
-        outcome.diagnostics[0].message,
-        "InstdAmt \"10.005\" has 3 decimals but EUR allows at most 2"
-    );
-    assert_eq!(
-        outcome.diagnostics[0].location,
-        "/Document/CstmrCdtTrfInitn/PmtInf[1]/CdtTrfTxInf[1]"
-    );
+    assert_eq!(outcome.diagnostics[0].message, "InstdAmt \"10.005\" has 3 decimals but EUR allows at most 2");
+    assert_eq!(outcome.diagnostics[0].location, "/Document/CstmrCdtTrfInitn/PmtInf[1]/CdtTrfTxInf[1]");
     assert_eq!(outcome.control_messages(), Vec::<String>::new());
     assert_eq!(outcome.totals(), vec![("EUR", 750)]);
 }
@@ -209,10 +184,7 @@ fn pain001_with_amounts(amounts: &[(&str, &str)], count: &str, sum: &str) -> Str
 #[test]
 fn nacha_structure_errors() {
     let fatal = |text: &str| parse_text(Format::Nacha, text, &funding()).fatal();
-    assert_eq!(
-        fatal(""),
-        "line 1: the file is empty; expected a file header (1) record"
-    );
+    assert_eq!(fatal(""), "line 1: the file is empty; expected a file header (1) record");
     let header = "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
     assert_eq!(fatal(header), "line 1: the file ends without a file control (9) record");
     assert!(fatal(&format!("{header}\n6")).starts_with("line 2 is 1 characters long"));
@@ -235,14 +207,8 @@ impl std::io::Read for GeneratedCsv {
             self.pending = if self.next == 0 {
                 b"payee,amount,currency,reference\n".to_vec()
             } else {
-                format!(
-                    "DE{:020},{}.{:02},EUR,R{}\n",
-                    self.next,
-                    self.next % 1000,
-                    self.next % 100,
-                    self.next
-                )
-                .into_bytes()
+                format!("DE{:020},{}.{:02},EUR,R{}\n", self.next, self.next % 1000, self.next % 100, self.next)
+                    .into_bytes()
             };
             self.next += 1;
         }
@@ -256,25 +222,16 @@ impl std::io::Read for GeneratedCsv {
 #[test]
 fn a_large_csv_streams_through_a_counting_sink() {
     let rows = 200_000;
-    let input = std::io::BufReader::new(GeneratedCsv {
-        rows,
-        next: 0,
-        pending: Vec::new(),
-    });
+    let input = std::io::BufReader::new(GeneratedCsv { rows, next: 0, pending: Vec::new() });
     let (mut count, mut last_line, mut zero_lines) = (0u64, 0u64, Vec::new());
-    let summary = paycore_formats::parse(
-        Format::Csv,
-        input,
-        &ParseOptions::default(),
-        &mut |record| match record {
-            Ok(item) => {
-                count += 1;
-                last_line = item.line;
-            }
-            Err(diagnostic) if diagnostic.code == "amount_not_positive" => zero_lines.push(diagnostic.line),
-            Err(diagnostic) => panic!("{diagnostic}"),
-        },
-    );
+    let summary = paycore_formats::parse(Format::Csv, input, &ParseOptions::default(), &mut |record| match record {
+        Ok(item) => {
+            count += 1;
+            last_line = item.line;
+        }
+        Err(diagnostic) if diagnostic.code == "amount_not_positive" => zero_lines.push(diagnostic.line),
+        Err(diagnostic) => panic!("{diagnostic}"),
+    });
     // Rows where next % 1000 == 0 and next % 100 == 0 have amount 0.00: those are invalid.
     let summary = summary.unwrap();
     let zero_rows = rows / 1000;

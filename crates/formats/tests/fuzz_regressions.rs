@@ -69,15 +69,18 @@ fn endless_records_are_fatal_not_buffered() {
     for (format, head) in [
         (Format::Csv, &b"payee,amount\nx,\""[..]),
         (Format::Csv, &b"payee,amount\n"[..]),
-        (Format::Pain001, &b"<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\"><CstmrCdtTrfInitn><GrpHdr><MsgId>"[..]),
-        (Format::Pain001, &b"<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\"><CstmrCdtTrfInitn a=\""[..]),
+        (
+            Format::Pain001,
+            &b"<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\"><CstmrCdtTrfInitn><GrpHdr><MsgId>"[..],
+        ),
+        (
+            Format::Pain001,
+            &b"<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\"><CstmrCdtTrfInitn a=\""[..],
+        ),
         (Format::Jsonl, &b"{\"payee\":\""[..]),
         (Format::Nacha, &b"1"[..]),
     ] {
         let error = parse(format, endless(head), &options, &mut |_| {}).unwrap_err();
-        assert!(
-            matches!(error, paycore_formats::FatalError::Malformed { .. }),
-            "{format}: {error}"
-        );
+        assert!(matches!(error, paycore_formats::FatalError::Malformed { .. }), "{format}: {error}");
     }
 }

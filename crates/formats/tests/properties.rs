@@ -14,20 +14,12 @@ use proptest::prelude::*;
 type Row = (String, u64, usize, String);
 
 fn currencies() -> Vec<Currency> {
-    ["EUR", "USD", "JPY", "KWD", "CHF"]
-        .iter()
-        .map(|c| currency(c))
-        .collect()
+    ["EUR", "USD", "JPY", "KWD", "CHF"].iter().map(|c| currency(c)).collect()
 }
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
     prop::collection::vec(
-        (
-            "[A-Z]{2}[0-9]{2}[A-Za-z0-9 ,\"]{1,20}",
-            1u64..=9_223_372_036_854_775_807,
-            0usize..5,
-            "[A-Za-z0-9-]{1,12}",
-        ),
+        ("[A-Z]{2}[0-9]{2}[A-Za-z0-9 ,\"]{1,20}", 1u64..=9_223_372_036_854_775_807, 0usize..5, "[A-Za-z0-9-]{1,12}"),
         0..30,
     )
 }
@@ -131,19 +123,10 @@ proptest! {
 const SAMPLE_FILES: &[(Format, &str)] = &[
     (Format::Csv, "csv/pain001-template_pain.001.001.03_4rows.csv"),
     (Format::Csv, "csv/csv2sepa-transactions-template_1row.csv"),
-    (
-        Format::Pain001,
-        "iso20022/pain.001.001.03.ch.02_sepaking_3tx_CHF-EUR.xml",
-    ),
+    (Format::Pain001, "iso20022/pain.001.001.03.ch.02_sepaking_3tx_CHF-EUR.xml"),
     (Format::Pain001, "iso20022/pain.001.001.09_phpsepaxml_1tx_EUR_uetr.xml"),
-    (
-        Format::Pain001,
-        "iso20022/INVALID-pain.001.001.03.ch.02_postfinance-musterfile_8tx_CHF_nboftxs-mismatch.xml",
-    ),
+    (Format::Pain001, "iso20022/INVALID-pain.001.001.03.ch.02_postfinance-musterfile_8tx_CHF_nboftxs-mismatch.xml"),
     (Format::Nacha, "nacha/moov-ppd-payroll-net-pay.ach"),
     (Format::Nacha, "nacha/moov-ppd-credit-addenda-4batches.ach"),
-    (
-        Format::Nacha,
-        "nacha/INVALID-moov-20110805A-ppd-iat_batchcount-mismatch.ach",
-    ),
+    (Format::Nacha, "nacha/INVALID-moov-20110805A-ppd-iat_batchcount-mismatch.ach"),
 ];

@@ -31,15 +31,7 @@ fn report_item(line: u64, reference: &str, amount: u64, code: &str, status: Item
 fn csv_report_bytes() {
     let items = vec![
         report_item(2, "INV-1", 123450, "EUR", ItemStatus::Succeeded),
-        report_item(
-            3,
-            "INV-2",
-            5,
-            "KWD",
-            ItemStatus::Failed {
-                code: "insufficient_funds".to_owned(),
-            },
-        ),
+        report_item(3, "INV-2", 5, "KWD", ItemStatus::Failed { code: "insufficient_funds".to_owned() }),
         report_item(4, "INV-3", 500, "JPY", ItemStatus::Pending),
     ];
     let bytes = write_csv_report(items, Vec::new()).unwrap();
@@ -66,10 +58,7 @@ fn reason_codes_and_group_status() {
     for (code, iso) in table {
         assert_eq!(iso_reason(code), iso, "{code}");
     }
-    assert_eq!(
-        (group_status(3, 0), group_status(0, 2), group_status(1, 1)),
-        ("ACCP", "RJCT", "PART")
-    );
+    assert_eq!((group_status(3, 0), group_status(0, 2), group_status(1, 1)), ("ACCP", "RJCT", "PART"));
 }
 
 fn header(version_input: &str, status: &str) -> Pain002Header {
@@ -89,17 +78,12 @@ fn header(version_input: &str, status: &str) -> Pain002Header {
 /// Builds a report from the items of a parsed sample, failing those at the given positions.
 fn report_for_sample(file: &str, version: Pain002Version, fail: &[usize], status: &str) -> String {
     let outcome = parse_sample(Format::Pain001, file, &Default::default());
-    let mut writer = Pain002Writer::begin(
-        Vec::new(),
-        version,
-        &header(outcome.summary().variant.as_deref().unwrap(), status),
-    )
-    .unwrap();
+    let mut writer =
+        Pain002Writer::begin(Vec::new(), version, &header(outcome.summary().variant.as_deref().unwrap(), status))
+            .unwrap();
     for (i, item) in outcome.items.iter().enumerate() {
         let status = if fail.contains(&i) {
-            ItemStatus::Failed {
-                code: "insufficient_funds".to_owned(),
-            }
+            ItemStatus::Failed { code: "insufficient_funds".to_owned() }
         } else {
             ItemStatus::Succeeded
         };
@@ -127,10 +111,8 @@ fn xsd_valid(xml: &str, xsd: &str) -> Result<bool, String> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("paycore-formats-{}-{n}.xml", std::process::id()));
     std::fs::write(&path, xml).unwrap();
-    let result = Command::new("xmllint")
-        .args(["--noout", "--schema", &format!("{SAMPLES}/xsd/{xsd}")])
-        .arg(&path)
-        .output();
+    let result =
+        Command::new("xmllint").args(["--noout", "--schema", &format!("{SAMPLES}/xsd/{xsd}")]).arg(&path).output();
     let _ = std::fs::remove_file(&path);
     match result {
         Ok(output) if output.status.success() => Ok(true),
@@ -153,11 +135,7 @@ fn pain002_v10_is_valid_against_the_official_schema() {
         "iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml",
     ] {
         let xml = report_for_sample(file, Pain002Version::V10, &[1], "PART");
-        assert_eq!(
-            xsd_valid(&xml, "pain.002.001.10.xsd").map(|_| ()),
-            Ok(()),
-            "{file}\n{xml}"
-        );
+        assert_eq!(xsd_valid(&xml, "pain.002.001.10.xsd").map(|_| ()), Ok(()), "{file}\n{xml}");
     }
 }
 
@@ -165,11 +143,7 @@ fn pain002_v10_is_valid_against_the_official_schema() {
 fn pain002_v03_rejection_report_is_valid_against_the_dk_subset() {
     let file = "iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml";
     let xml = report_for_sample(file, Pain002Version::V03, &[0, 1], "RJCT");
-    assert_eq!(
-        xsd_valid(&xml, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd").map(|_| ()),
-        Ok(()),
-        "{xml}"
-    );
+    assert_eq!(xsd_valid(&xml, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd").map(|_| ()), Ok(()), "{xml}");
 }
 
 #[test]
@@ -180,10 +154,7 @@ fn pain002_v03_with_accepted_items_fails_only_the_dk_restrictions() {
     if let Err(errors) = xsd_valid(&xml, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd") {
         let lines: Vec<&str> = errors.lines().filter(|l| l.contains("element")).collect();
         assert!(!lines.is_empty(), "{errors}");
-        assert!(
-            lines.iter().all(|l| l.contains("'ACCP'") || l.contains("'PART'")),
-            "{errors}"
-        );
+        assert!(lines.iter().all(|l| l.contains("'ACCP'") || l.contains("'PART'")), "{errors}");
     }
 }
 
@@ -193,15 +164,7 @@ fn pain002_exact_bytes_groups_by_payment_information() {
     let mut first = report_item(2, "E<1>", 1250, "EUR", ItemStatus::Succeeded);
     first.instruction_id = Some("I-1".to_owned());
     writer.item(&first).unwrap();
-    let mut second = report_item(
-        3,
-        "E2",
-        700,
-        "EUR",
-        ItemStatus::Failed {
-            code: "account_not_found".to_owned(),
-        },
-    );
+    let mut second = report_item(3, "E2", 700, "EUR", ItemStatus::Failed { code: "account_not_found".to_owned() });
     second.payment_information_id = Some("PMT-2".to_owned());
     writer.item(&second).unwrap();
     let xml = String::from_utf8(writer.finish().unwrap()).unwrap();
@@ -263,17 +226,11 @@ fn pain002_exact_bytes_groups_by_payment_information() {
 fn pain002_whole_file_rejection_with_a_reason_and_no_items() {
     let mut header = header("pain.001.001.03", "RJCT");
     header.group_reason = Some("control_total_mismatch".to_owned());
-    for (version, xsd) in [
-        (Pain002Version::V10, "pain.002.001.10.xsd"),
-        (Pain002Version::V03, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd"),
-    ] {
-        let xml = String::from_utf8(
-            Pain002Writer::begin(Vec::new(), version, &header)
-                .unwrap()
-                .finish()
-                .unwrap(),
-        )
-        .unwrap();
+    for (version, xsd) in
+        [(Pain002Version::V10, "pain.002.001.10.xsd"), (Pain002Version::V03, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd")]
+    {
+        let xml =
+            String::from_utf8(Pain002Writer::begin(Vec::new(), version, &header).unwrap().finish().unwrap()).unwrap();
         assert!(xml.contains("<Cd>AM10</Cd>"), "{xml}");
         assert_eq!(xsd_valid(&xml, xsd).map(|_| ()), Ok(()), "{xml}");
     }
@@ -282,10 +239,7 @@ fn pain002_whole_file_rejection_with_a_reason_and_no_items() {
 #[test]
 fn pain002_version_answers_the_input() {
     assert_eq!(Pain002Version::answering(Some("pain.001.001.03")), Pain002Version::V03);
-    assert_eq!(
-        Pain002Version::answering(Some("pain.001.001.03.ch.02")),
-        Pain002Version::V03
-    );
+    assert_eq!(Pain002Version::answering(Some("pain.001.001.03.ch.02")), Pain002Version::V03);
     assert_eq!(Pain002Version::answering(Some("pain.001.001.09")), Pain002Version::V10);
     assert_eq!(Pain002Version::answering(None), Pain002Version::V10);
 }

@@ -13,28 +13,17 @@ use std::io::Read;
 
 #[test]
 fn csv2sepa_one_row_without_currency_column_uses_the_default() {
-    let outcome = parse_sample(
-        Format::Csv,
-        "csv/csv2sepa-transactions-template_1row.csv",
-        &eur_options(),
-    );
+    let outcome = parse_sample(Format::Csv, "csv/csv2sepa-transactions-template_1row.csv", &eur_options());
     assert_eq!(outcome.codes(), Vec::<&str>::new());
     assert_eq!(outcome.items.len(), 1);
     let item = &outcome.items[0];
-    assert_eq!(
-        (item.line, item.payee.as_str(), item.amount.get()),
-        (2, "DE43100500000920018963", 2550)
-    );
+    assert_eq!((item.line, item.payee.as_str(), item.amount.get()), (2, "DE43100500000920018963", 2550));
     assert_eq!(outcome.totals(), vec![("EUR", 2550)]);
 }
 
 #[test]
 fn csv2sepa_without_a_default_currency_names_the_missing_currency() {
-    let outcome = parse_sample(
-        Format::Csv,
-        "csv/csv2sepa-transactions-template_1row.csv",
-        &Default::default(),
-    );
+    let outcome = parse_sample(Format::Csv, "csv/csv2sepa-transactions-template_1row.csv", &Default::default());
     assert_eq!(outcome.codes(), vec!["missing_field"]);
     assert_eq!(outcome.diagnostics[0].field.as_deref(), Some("currency"));
     assert_eq!(outcome.diagnostics[0].line, 2);
@@ -42,11 +31,7 @@ fn csv2sepa_without_a_default_currency_names_the_missing_currency() {
 
 #[test]
 fn pain001_template_csv_03() {
-    let outcome = parse_sample(
-        Format::Csv,
-        "csv/pain001-template_pain.001.001.03_4rows.csv",
-        &Default::default(),
-    );
+    let outcome = parse_sample(Format::Csv, "csv/pain001-template_pain.001.001.03_4rows.csv", &Default::default());
     assert_eq!(outcome.codes(), Vec::<&str>::new());
     let amounts: Vec<u64> = outcome.items.iter().map(|i| i.amount.get()).collect();
     assert_eq!(amounts, vec![15000, 30000, 25000, 20000]);
@@ -60,11 +45,7 @@ fn pain001_template_csv_03() {
 
 #[test]
 fn pain001_template_csv_09() {
-    let outcome = parse_sample(
-        Format::Csv,
-        "csv/pain001-template_pain.001.001.09_5rows.csv",
-        &Default::default(),
-    );
+    let outcome = parse_sample(Format::Csv, "csv/pain001-template_pain.001.001.09_5rows.csv", &Default::default());
     assert_eq!(outcome.codes(), Vec::<&str>::new());
     assert_eq!(outcome.items.len(), 5);
     assert_eq!(outcome.totals(), vec![("EUR", 110000)]);
@@ -136,11 +117,7 @@ const VALID_PAIN001: &[Expected] = &[
 #[test]
 fn valid_pain001_samples_give_exact_items_and_totals() {
     for expected in VALID_PAIN001 {
-        let outcome = parse_sample(
-            Format::Pain001,
-            &format!("iso20022/{}", expected.file),
-            &Default::default(),
-        );
+        let outcome = parse_sample(Format::Pain001, &format!("iso20022/{}", expected.file), &Default::default());
         let summary = outcome.summary();
         assert_eq!(outcome.diagnostics, vec![], "{}", expected.file);
         assert_eq!(summary.control_errors, vec![], "{}", expected.file);
@@ -148,31 +125,20 @@ fn valid_pain001_samples_give_exact_items_and_totals() {
         assert_eq!(summary.items, expected.items as u64, "{}", expected.file);
         assert_eq!(outcome.totals(), expected.totals.to_vec(), "{}", expected.file);
         assert_eq!(summary.variant.as_deref(), Some(expected.variant), "{}", expected.file);
-        assert_eq!(
-            summary.message_id.as_deref(),
-            Some(expected.message_id),
-            "{}",
-            expected.file
-        );
+        assert_eq!(summary.message_id.as_deref(), Some(expected.message_id), "{}", expected.file);
     }
 }
 
 #[test]
 fn sepaking_dk_sample_items_in_detail() {
-    let outcome = parse_sample(
-        Format::Pain001,
-        "iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml",
-        &Default::default(),
-    );
+    let outcome =
+        parse_sample(Format::Pain001, "iso20022/pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml", &Default::default());
     let items = &outcome.items;
     assert_eq!(items[0].payer.as_deref(), Some("DE87200500001234567890"));
     assert_eq!(items[0].payee, "DE21500500009876543210");
     assert_eq!(items[0].amount.get(), 654314);
     assert_eq!(items[0].reference.as_deref(), Some("OriginatorID1234"));
-    assert_eq!(
-        items[0].payment_information_id.as_deref(),
-        Some("Payment-Information-ID-4711")
-    );
+    assert_eq!(items[0].payment_information_id.as_deref(), Some("Payment-Information-ID-4711"));
     assert_eq!((items[0].line, items[1].line), (39, 63));
     assert_eq!(items[1].location, "/Document/CstmrCdtTrfInitn/PmtInf[1]/CdtTrfTxInf[2]");
     assert_eq!((items[0].index, items[1].index), (0, 1));
@@ -180,11 +146,8 @@ fn sepaking_dk_sample_items_in_detail() {
 
 #[test]
 fn swiss_sample_uses_other_ids_and_keeps_instruction_ids() {
-    let outcome = parse_sample(
-        Format::Pain001,
-        "iso20022/pain.001.001.03.ch.02_sepaking_3tx_CHF-EUR.xml",
-        &Default::default(),
-    );
+    let outcome =
+        parse_sample(Format::Pain001, "iso20022/pain.001.001.03.ch.02_sepaking_3tx_CHF-EUR.xml", &Default::default());
     let items = &outcome.items;
     assert_eq!(items[0].payee, "01-39139-1");
     assert_eq!(items[0].instruction_id.as_deref(), Some("INSTRID-01-01"));
@@ -203,10 +166,7 @@ fn postfinance_nboftxs_mismatch_and_equivalent_amount() {
         &Default::default(),
     );
     // CtrlSum 38.00 matches because EqvtAmt counts in it; NbOfTxs does not.
-    assert_eq!(
-        outcome.control_messages(),
-        vec!["GrpHdr/NbOfTxs is 7 but the file has 8 transactions"]
-    );
+    assert_eq!(outcome.control_messages(), vec!["GrpHdr/NbOfTxs is 7 but the file has 8 transactions"]);
     assert_eq!(outcome.summary().control_errors[0].line, 7);
     assert_eq!(outcome.codes(), vec!["unsupported_entry"]);
     assert_eq!(outcome.diagnostics[0].field.as_deref(), Some("EqvtAmt"));
@@ -267,14 +227,8 @@ fn goldman_template_has_a_placeholder_date_and_a_wrong_ctrl_sum() {
     assert_eq!(outcome.codes(), vec!["invalid_date"]);
     let date = &outcome.diagnostics[0];
     assert_eq!(date.field.as_deref(), Some("ReqdExctnDt"));
-    assert_eq!(
-        date.message,
-        "ReqdExctnDt at line 30 is \"YYYY-MM-DD\", but it must be a date such as 2024-01-31"
-    );
-    assert_eq!(
-        outcome.control_messages(),
-        vec!["GrpHdr/CtrlSum is 510.24 but the transactions sum to 123"]
-    );
+    assert_eq!(date.message, "ReqdExctnDt at line 30 is \"YYYY-MM-DD\", but it must be a date such as 2024-01-31");
+    assert_eq!(outcome.control_messages(), vec!["GrpHdr/CtrlSum is 510.24 but the transactions sum to 123"]);
 }
 
 #[test]
@@ -284,10 +238,7 @@ fn pain001_09_nboftxs_mismatch() {
         "iso20022/INVALID-pain.001.001.09_5tx_EUR_nboftxs-mismatch.xml",
         &Default::default(),
     );
-    assert_eq!(
-        outcome.control_messages(),
-        vec!["GrpHdr/NbOfTxs is 2 but the file has 5 transactions"]
-    );
+    assert_eq!(outcome.control_messages(), vec!["GrpHdr/NbOfTxs is 2 but the file has 5 transactions"]);
     assert_eq!(outcome.items.len(), 5);
     assert_eq!(outcome.totals(), vec![("EUR", 110000)]);
 }
@@ -301,10 +252,7 @@ fn pain002_files_are_not_pain001() {
     ] {
         let outcome = parse_sample(Format::Pain001, &format!("iso20022/{file}"), &Default::default());
         let message = outcome.fatal();
-        assert!(
-            message.contains("namespace") || message.contains("CstmrCdtTrfInitn"),
-            "{file}: {message}"
-        );
+        assert!(message.contains("namespace") || message.contains("CstmrCdtTrfInitn"), "{file}: {message}");
     }
 }
 
@@ -330,10 +278,7 @@ fn nacha_mixed_debit_credit() {
     assert_eq!(outcome.control_messages(), Vec::<String>::new());
     assert_eq!(outcome.codes(), Vec::<&str>::new());
     let debit = &outcome.items[0];
-    assert_eq!(
-        (debit.payer.as_deref(), debit.payee.as_str()),
-        (Some("231380104123456789"), "acct_funding")
-    );
+    assert_eq!((debit.payer.as_deref(), debit.payee.as_str()), (Some("231380104123456789"), "acct_funding"));
     assert_eq!(outcome.items.len(), 3);
     assert_eq!(outcome.totals(), vec![("USD", 400_000_000)]);
 }
@@ -383,51 +328,31 @@ fn nacha_large_gzipped_file() {
 #[test]
 fn nacha_20110729a_header_is_93_characters() {
     let outcome = parse_sample(Format::Nacha, "nacha/INVALID-moov-20110729A.ach", &funding());
-    assert_eq!(
-        outcome.fatal(),
-        "line 1 is 93 characters long, but NACHA records are 94 characters"
-    );
+    assert_eq!(outcome.fatal(), "line 1 is 93 characters long, but NACHA records are 94 characters");
 }
 
 #[test]
 fn nacha_short_line() {
     let outcome = parse_sample(Format::Nacha, "nacha/INVALID-moov-short-line.ach", &funding());
-    assert_eq!(
-        outcome.fatal(),
-        "line 5 is 74 characters long, but NACHA records are 94 characters"
-    );
+    assert_eq!(outcome.fatal(), "line 5 is 74 characters long, but NACHA records are 94 characters");
 }
 
 #[test]
 fn nacha_format_code() {
     let outcome = parse_sample(Format::Nacha, "nacha/INVALID-moov-ccd-ppd-format-code.ach", &funding());
-    assert_eq!(
-        outcome.fatal(),
-        "line 1: file header Format Code is \"9\"; expected \"1\""
-    );
+    assert_eq!(outcome.fatal(), "line 1: file header Format Code is \"9\"; expected \"1\"");
 }
 
 #[test]
 fn nacha_immediate_origin() {
-    let outcome = parse_sample(
-        Format::Nacha,
-        "nacha/INVALID-moov-ppd-mixed-debit-credit.ach",
-        &funding(),
-    );
+    let outcome = parse_sample(Format::Nacha, "nacha/INVALID-moov-ppd-mixed-debit-credit.ach", &funding());
     let message = outcome.fatal();
-    assert!(
-        message.starts_with("line 1: file header Immediate Origin is \" 000TESTER\""),
-        "{message}"
-    );
+    assert!(message.starts_with("line 1: file header Immediate Origin is \" 000TESTER\""), "{message}");
 }
 
 #[test]
 fn nacha_bad_check_digit() {
-    let outcome = parse_sample(
-        Format::Nacha,
-        "nacha/INVALID-moov-ppd-debit-bad-check-digit.ach",
-        &funding(),
-    );
+    let outcome = parse_sample(Format::Nacha, "nacha/INVALID-moov-ppd-debit-bad-check-digit.ach", &funding());
     assert_eq!(outcome.control_messages(), Vec::<String>::new());
     assert_eq!(outcome.codes(), vec!["invalid_routing_number"]);
     assert_eq!(outcome.diagnostics[0].line, 3);
@@ -439,21 +364,11 @@ fn nacha_bad_check_digit() {
 
 #[test]
 fn nacha_batch_count_mismatch_and_iat() {
-    let outcome = parse_sample(
-        Format::Nacha,
-        "nacha/INVALID-moov-20110805A-ppd-iat_batchcount-mismatch.ach",
-        &funding(),
-    );
+    let outcome =
+        parse_sample(Format::Nacha, "nacha/INVALID-moov-20110805A-ppd-iat_batchcount-mismatch.ach", &funding());
     let messages = outcome.control_messages();
-    assert!(
-        messages.contains(&"file control Batch Count is 5 but the file has 4 batches".to_owned()),
-        "{messages:?}"
-    );
+    assert!(messages.contains(&"file control Batch Count is 5 but the file has 4 batches".to_owned()), "{messages:?}");
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(outcome.codes().contains(&"unsupported_entry"));
-    assert!(
-        outcome.diagnostics.iter().all(|d| d.code == "unsupported_entry"),
-        "{:?}",
-        outcome.diagnostics
-    );
+    assert!(outcome.diagnostics.iter().all(|d| d.code == "unsupported_entry"), "{:?}", outcome.diagnostics);
 }

@@ -28,8 +28,7 @@ impl Balances {
     pub fn posted(&self) -> i64 {
         // Both counters are at most AMOUNT_MAX = i64::MAX, so neither the conversions nor the
         // difference can overflow.
-        i64::try_from(self.credits_posted).unwrap_or(i64::MAX)
-            - i64::try_from(self.debits_posted).unwrap_or(i64::MAX)
+        i64::try_from(self.credits_posted).unwrap_or(i64::MAX) - i64::try_from(self.debits_posted).unwrap_or(i64::MAX)
     }
 
     /// What the account can still spend: posted − pending debits + overdraft limit.
@@ -37,9 +36,9 @@ impl Balances {
     pub fn available(&self, overdraft: Overdraft) -> Option<i128> {
         match overdraft {
             Overdraft::Unlimited => None,
-            Overdraft::Limit(limit) => Some(
-                i128::from(self.posted()) - i128::from(self.debits_pending) + i128::from(limit),
-            ),
+            Overdraft::Limit(limit) => {
+                Some(i128::from(self.posted()) - i128::from(self.debits_pending) + i128::from(limit))
+            }
         }
     }
 

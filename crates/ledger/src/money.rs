@@ -71,21 +71,13 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<Amount, AmountErro
     let fraction = fraction.unwrap_or("");
     let allowed = currency.minor_units();
     if fraction.len() > usize::from(allowed) {
-        return Err(AmountError::TooManyDecimals {
-            text: text.to_owned(),
-            currency,
-            found: fraction.len(),
-            allowed,
-        });
+        return Err(AmountError::TooManyDecimals { text: text.to_owned(), currency, found: fraction.len(), allowed });
     }
     let too_large = || AmountError::TooLarge(text.to_owned());
     let mut minor: u64 = 0;
     let padding = usize::from(allowed) - fraction.len();
     for b in whole.bytes().chain(fraction.bytes()).chain(std::iter::repeat_n(b'0', padding)) {
-        minor = minor
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(u64::from(b - b'0')))
-            .ok_or_else(too_large)?;
+        minor = minor.checked_mul(10).and_then(|m| m.checked_add(u64::from(b - b'0'))).ok_or_else(too_large)?;
     }
     if minor == 0 {
         return Err(AmountError::NotPositive);

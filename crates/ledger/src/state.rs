@@ -1,12 +1,12 @@
 //! The state machine: `State::execute(requests, now) -> outcomes`, deterministic and pure.
 
 use crate::account::{Account, Balances, Overdraft};
+use crate::batch::{item_state, BatchEnd, BatchItem, BatchItemResult, BatchStep};
 use crate::payment::{
-    CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE,
-    TAG_CONFIRM, TAG_EXPIRE, TAG_REFUND,
+    CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM, TAG_EXPIRE,
+    TAG_REFUND,
 };
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
-use crate::batch::{item_state, BatchEnd, BatchItem, BatchItemResult, BatchStep};
 use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId, TransferId, AMOUNT_MAX};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -46,14 +46,28 @@ pub enum Command {
     CreatePayment(NewPayment),
     ConfirmPayment(PaymentId),
     /// Capture all of a held payment, or `amount` of it.
-    CapturePayment { payment: PaymentId, amount: Option<u64> },
+    CapturePayment {
+        payment: PaymentId,
+        amount: Option<u64>,
+    },
     CancelPayment(PaymentId),
     /// Refund all that is left to refund, or `amount`.
-    RefundPayment { payment: PaymentId, refund: RefundId, amount: Option<u64> },
+    RefundPayment {
+        payment: PaymentId,
+        refund: RefundId,
+        amount: Option<u64>,
+    },
     /// A chunk of a batch's items, in one step (outcome: one result code per item).
-    BatchItems { batch: BatchId, step: BatchStep, items: Vec<BatchItem> },
+    BatchItems {
+        batch: BatchId,
+        step: BatchStep,
+        items: Vec<BatchItem>,
+    },
     /// The end of a batch, committed after its last item.
-    EndBatch { batch: BatchId, end: BatchEnd },
+    EndBatch {
+        batch: BatchId,
+        end: BatchEnd,
+    },
 }
 
 /// A command and the tenant on whose behalf it runs.
@@ -67,9 +81,13 @@ pub struct Request {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum CommandError {
     /// The account named by the field does not exist in this tenant.
-    AccountNotFound { param: &'static str },
+    AccountNotFound {
+        param: &'static str,
+    },
     /// The account named by the field has another currency.
-    CurrencyMismatch { param: &'static str },
+    CurrencyMismatch {
+        param: &'static str,
+    },
     SameAccount,
     /// Another account of this tenant has this reference.
     ReferenceTaken,
@@ -77,11 +95,18 @@ pub enum CommandError {
     AlreadyExists,
     PaymentNotFound,
     /// The payment is not in a status that allows the operation.
-    UnexpectedState { status: PaymentStatus },
+    UnexpectedState {
+        status: PaymentStatus,
+    },
     /// More than the payment allows (capture above the amount, refund above what is left).
-    AmountTooLarge { max: u64 },
+    AmountTooLarge {
+        max: u64,
+    },
     /// A field is out of its range.
-    InvalidField { param: &'static str, message: &'static str },
+    InvalidField {
+        param: &'static str,
+        message: &'static str,
+    },
     /// The ledger refused the transfer the operation needs.
     Rejected(ResultCode),
 }
@@ -498,7 +523,10 @@ impl State {
             assert!(
                 m[0] == m[1] && m[2] == m[3],
                 "double entry broken in {currency}: debits/credits moved posted {}/{}, pending {}/{}",
-                m[0], m[1], m[2], m[3]
+                m[0],
+                m[1],
+                m[2],
+                m[3]
             );
         }
     }
@@ -734,7 +762,8 @@ impl State {
                 && same_amount;
             return if same { ResultCode::Exists } else { ResultCode::ExistsWithDifferentFields };
         }
-        let Some(hold) = self.holds.get(&pending_id).filter(|h| h.transfer.tenant == tenant && h.payment == owner) else {
+        let Some(hold) = self.holds.get(&pending_id).filter(|h| h.transfer.tenant == tenant && h.payment == owner)
+        else {
             return ResultCode::PendingNotFound;
         };
         match hold.status {
@@ -755,7 +784,8 @@ impl State {
             return ResultCode::AmountExceedsPending;
         }
         if posted > 0 {
-            let (Some(d), Some(c)) = (self.accounts.get(&held.debit_account), self.accounts.get(&held.credit_account)) else {
+            let (Some(d), Some(c)) = (self.accounts.get(&held.debit_account), self.accounts.get(&held.credit_account))
+            else {
                 return ResultCode::AccountNotFound;
             };
             let fits = |counter: u64| counter.checked_add(posted).is_some_and(|v| v <= AMOUNT_MAX);
@@ -805,7 +835,8 @@ impl State {
                 Deadline::Hold(id) => {
                     let Some(hold) = self.holds.get(&id) else { continue };
                     let (tenant, payment) = (hold.transfer.tenant, hold.payment);
-                    let code = self.resolve(tenant, TransferId(id.derive(TAG_EXPIRE)), id, Resolution::Expire, now, payment);
+                    let code =
+                        self.resolve(tenant, TransferId(id.derive(TAG_EXPIRE)), id, Resolution::Expire, now, payment);
                     if code == ResultCode::Ok {
                         if let Some(payment) = payment {
                             self.set_payment_status(payment, PaymentStatus::Expired, now);
@@ -823,7 +854,14 @@ impl State {
 
     // Batches.
 
-    fn batch_items(&mut self, tenant: TenantId, batch: BatchId, step: BatchStep, items: &[BatchItem], now: u64) -> Vec<ResultCode> {
+    fn batch_items(
+        &mut self,
+        tenant: TenantId,
+        batch: BatchId,
+        step: BatchStep,
+        items: &[BatchItem],
+        now: u64,
+    ) -> Vec<ResultCode> {
         let mut codes = Vec::with_capacity(items.len());
         for item in items {
             let paid = batch.item_transfer(item.index);
@@ -874,7 +912,10 @@ impl State {
 
     fn create_payment(&mut self, tenant: TenantId, new: &NewPayment, now: u64) -> Result<Payment, CommandError> {
         if new.amount == 0 || new.amount > AMOUNT_MAX {
-            return Err(CommandError::InvalidField { param: "amount", message: "amount must be between 1 and 9223372036854775807" });
+            return Err(CommandError::InvalidField {
+                param: "amount",
+                message: "amount must be between 1 and 9223372036854775807",
+            });
         }
         if new.expires_in_seconds == 0 || new.expires_in_seconds > TIMEOUT_MAX_SECONDS {
             return Err(CommandError::InvalidField {
@@ -968,7 +1009,13 @@ impl State {
         Ok(self.update_payment(payment))
     }
 
-    fn capture(&mut self, tenant: TenantId, id: PaymentId, amount: Option<u64>, now: u64) -> Result<Payment, CommandError> {
+    fn capture(
+        &mut self,
+        tenant: TenantId,
+        id: PaymentId,
+        amount: Option<u64>,
+        now: u64,
+    ) -> Result<Payment, CommandError> {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresCapture])?;
         let amount = amount.unwrap_or(payment.amount);
         if amount == 0 {
@@ -978,7 +1025,14 @@ impl State {
             return Err(CommandError::AmountTooLarge { max: payment.amount });
         }
         let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
-        let code = self.resolve(tenant, TransferId(id.derive(TAG_CAPTURE)), hold, Resolution::Post(Some(amount)), now, Some(id));
+        let code = self.resolve(
+            tenant,
+            TransferId(id.derive(TAG_CAPTURE)),
+            hold,
+            Resolution::Post(Some(amount)),
+            now,
+            Some(id),
+        );
         if code != ResultCode::Ok {
             return Err(CommandError::Rejected(code));
         }
@@ -990,11 +1044,8 @@ impl State {
     }
 
     fn cancel(&mut self, tenant: TenantId, id: PaymentId, now: u64) -> Result<Payment, CommandError> {
-        let mut payment = self.payment_in(
-            tenant,
-            id,
-            &[PaymentStatus::RequiresConfirmation, PaymentStatus::RequiresCapture],
-        )?;
+        let mut payment =
+            self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation, PaymentStatus::RequiresCapture])?;
         if payment.status == PaymentStatus::RequiresCapture {
             let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
             let code = self.resolve(tenant, TransferId(id.derive(TAG_CANCEL)), hold, Resolution::Void, now, Some(id));

@@ -64,13 +64,7 @@ pub struct Transfer {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum TransferOp {
     /// Move `amount` at once, or, with `hold`, place a hold of it.
-    Move {
-        debit_account: AccountId,
-        credit_account: AccountId,
-        amount: u64,
-        currency: Currency,
-        hold: Option<Hold>,
-    },
+    Move { debit_account: AccountId, credit_account: AccountId, amount: u64, currency: Currency, hold: Option<Hold> },
     /// Post a hold: all of it, or `amount` of it (the rest is released).
     Post { pending_id: TransferId, amount: Option<u64> },
     /// Release a hold.

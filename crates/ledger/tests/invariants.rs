@@ -40,7 +40,13 @@ fn mv(id: u128, debit: u128, credit: u128, amount: u64, hold: Option<Hold>, link
     NewTransfer {
         id: TransferId(id),
         linked,
-        op: TransferOp::Move { debit_account: AccountId(debit), credit_account: AccountId(credit), amount, currency: usd(), hold },
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount,
+            currency: usd(),
+            hold,
+        },
     }
 }
 
@@ -60,7 +66,11 @@ fn balance_ids(changes: &ChangeSet) -> BTreeSet<u128> {
 fn change_sets_list_exactly_what_the_batch_changed() {
     let mut sim = Sim::default();
     let (w, a, b) = (1, 2, 3);
-    sim.run(&[open(w, Overdraft::Unlimited, None), open(a, Overdraft::Limit(0), Some("{\"k\":1}")), open(b, Overdraft::Limit(0), None)]);
+    sim.run(&[
+        open(w, Overdraft::Unlimited, None),
+        open(a, Overdraft::Limit(0), Some("{\"k\":1}")),
+        open(b, Overdraft::Limit(0), None),
+    ]);
     let c = sim.history.last().unwrap();
     assert_eq!(c.new_accounts.iter().map(|a| a.id.0).collect::<Vec<_>>(), [w, a, b]);
     let metadata: Vec<_> = c.new_accounts.iter().map(|a| a.metadata.clone()).collect();
@@ -70,7 +80,10 @@ fn change_sets_list_exactly_what_the_batch_changed() {
     // Moves, a hold and a rejection.
     sim.run(&[
         transfers(vec![mv(10, w, a, 100, None, false)]),
-        transfers(vec![mv(11, a, b, 30, Some(Hold { timeout_seconds: Some(60) }), false), mv(12, w, b, 0, None, false)]),
+        transfers(vec![
+            mv(11, a, b, 30, Some(Hold { timeout_seconds: Some(60) }), false),
+            mv(12, w, b, 0, None, false),
+        ]),
     ]);
     let c = sim.history.last().unwrap();
     assert_eq!(ids(c), [10, 11]);
@@ -96,7 +109,11 @@ fn change_sets_list_exactly_what_the_batch_changed() {
     assert!(c.balances.is_empty(), "a rolled-back chain changed no balance: {:?}", c.balances);
 
     // A post and the hold's new status, once.
-    sim.run(&[transfers(vec![NewTransfer { id: TransferId(16), linked: false, op: TransferOp::Post { pending_id: TransferId(11), amount: Some(10) } }])]);
+    sim.run(&[transfers(vec![NewTransfer {
+        id: TransferId(16),
+        linked: false,
+        op: TransferOp::Post { pending_id: TransferId(11), amount: Some(10) },
+    }])]);
     let c = sim.history.last().unwrap();
     assert_eq!(ids(c), [16]);
     assert_eq!(balance_ids(c), BTreeSet::from([a, b]));
@@ -115,20 +132,29 @@ fn change_sets_list_exactly_what_the_batch_changed() {
         expires_in_seconds: 30,
         description: None,
     };
-    sim.run(&[Request { tenant: T1, command: Command::CreatePayment(new) }, Request { tenant: T1, command: Command::ConfirmPayment(pay) }]);
+    sim.run(&[
+        Request { tenant: T1, command: Command::CreatePayment(new) },
+        Request { tenant: T1, command: Command::ConfirmPayment(pay) },
+    ]);
     let c = sim.history.last().unwrap();
     assert_eq!(c.payments.len(), 1);
     assert_eq!(c.payments[0].status, PaymentStatus::RequiresCapture);
     let hold = c.payments[0].transfer.unwrap();
     assert_eq!(ids(c), [hold.0]);
-    assert_eq!(c.holds.iter().map(|h| (h.transfer.id, h.status, h.payment)).collect::<Vec<_>>(), [(hold, HoldStatus::Pending, Some(pay))]);
+    assert_eq!(
+        c.holds.iter().map(|h| (h.transfer.id, h.status, h.payment)).collect::<Vec<_>>(),
+        [(hold, HoldStatus::Pending, Some(pay))]
+    );
     assert_eq!(balance_ids(c), BTreeSet::from([a, b]));
 
     // Expiry: the expire transfer, the hold, the payment and both balances.
     sim.wait(31); // the payment expires 30 s after its creation timestamp, a few ns after `now`
     let c = sim.history.last().unwrap();
     assert_eq!(c.transfers.len(), 1);
-    assert_eq!((c.transfers[0].kind, c.transfers[0].pending_id, c.transfers[0].amount), (TransferKind::ExpirePending, Some(hold), 40));
+    assert_eq!(
+        (c.transfers[0].kind, c.transfers[0].pending_id, c.transfers[0].amount),
+        (TransferKind::ExpirePending, Some(hold), 40)
+    );
     assert_eq!(c.holds.iter().map(|h| (h.transfer.id, h.status)).collect::<Vec<_>>(), [(hold, HoldStatus::Expired)]);
     assert_eq!(c.payments.iter().map(|p| (p.id, p.status)).collect::<Vec<_>>(), [(pay, PaymentStatus::Expired)]);
     assert_eq!(balance_ids(c), BTreeSet::from([a, b]));
@@ -137,8 +163,14 @@ fn change_sets_list_exactly_what_the_batch_changed() {
     // A refund: the refund, the payment's new refunded amount, one transfer.
     let pay = PaymentId(21);
     let new = NewPayment { id: pay, capture_method: CaptureMethod::Automatic, ..new_payment(a, b, 50) };
-    sim.run(&[Request { tenant: T1, command: Command::CreatePayment(new) }, Request { tenant: T1, command: Command::ConfirmPayment(pay) }]);
-    sim.run(&[Request { tenant: T1, command: Command::RefundPayment { payment: pay, refund: RefundId(1), amount: Some(5) } }]);
+    sim.run(&[
+        Request { tenant: T1, command: Command::CreatePayment(new) },
+        Request { tenant: T1, command: Command::ConfirmPayment(pay) },
+    ]);
+    sim.run(&[Request {
+        tenant: T1,
+        command: Command::RefundPayment { payment: pay, refund: RefundId(1), amount: Some(5) },
+    }]);
     let c = sim.history.last().unwrap();
     assert_eq!(c.refunds.len(), 1);
     assert_eq!(c.payments.iter().map(|p| (p.id, p.amount_refunded)).collect::<Vec<_>>(), [(pay, 5)]);
@@ -162,8 +194,16 @@ fn new_payment(payer: u128, payee: u128, amount: u64) -> NewPayment {
 #[test]
 fn recover_from_change_sets_after_a_restart() {
     let mut sim = Sim::default();
-    sim.run(&[open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(10), None), open(3, Overdraft::Limit(0), None)]);
-    sim.run(&[transfers(vec![mv(10, 1, 2, 100, None, false), mv(11, 2, 3, 50, Some(Hold { timeout_seconds: Some(100) }), false), mv(12, 2, 3, 20, Some(Hold { timeout_seconds: None }), false)])]);
+    sim.run(&[
+        open(1, Overdraft::Unlimited, None),
+        open(2, Overdraft::Limit(10), None),
+        open(3, Overdraft::Limit(0), None),
+    ]);
+    sim.run(&[transfers(vec![
+        mv(10, 1, 2, 100, None, false),
+        mv(11, 2, 3, 50, Some(Hold { timeout_seconds: Some(100) }), false),
+        mv(12, 2, 3, 20, Some(Hold { timeout_seconds: None }), false),
+    ])]);
     // Rebuild from the change sets alone (not from `sim.store`).
     let mut model = common::Store::default();
     for c in &sim.history {
@@ -187,14 +227,51 @@ fn recover_from_change_sets_after_a_restart() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Open { euro: bool, overdraft: Overdraft, tenant2: bool },
+    Open {
+        euro: bool,
+        overdraft: Overdraft,
+        tenant2: bool,
+    },
     /// `credit` indexes the accounts of the debit account's tenant and currency, or with
     /// `anywhere` all accounts. `open` leaves a chain open at the end of the request.
-    Move { retry: Option<usize>, debit: usize, credit: usize, anywhere: bool, amount: u64, hold: Option<Hold>, linked: bool, open: bool, join: bool, other_tenant: bool, other_currency: bool },
+    Move {
+        retry: Option<usize>,
+        debit: usize,
+        credit: usize,
+        anywhere: bool,
+        amount: u64,
+        hold: Option<Hold>,
+        linked: bool,
+        open: bool,
+        join: bool,
+        other_tenant: bool,
+        other_currency: bool,
+    },
     /// `pending` indexes the holds that were made, or with `anywhere` every transfer id.
-    Post { pending: usize, anywhere: bool, amount: Option<u64>, linked: bool, open: bool, join: bool },
-    Void { pending: usize, anywhere: bool, linked: bool, open: bool, join: bool },
-    Pay { payer: usize, payee: usize, anywhere: bool, amount: u64, manual: bool, expires: u64, other_tenant: bool },
+    Post {
+        pending: usize,
+        anywhere: bool,
+        amount: Option<u64>,
+        linked: bool,
+        open: bool,
+        join: bool,
+    },
+    Void {
+        pending: usize,
+        anywhere: bool,
+        linked: bool,
+        open: bool,
+        join: bool,
+    },
+    Pay {
+        payer: usize,
+        payee: usize,
+        anywhere: bool,
+        amount: u64,
+        manual: bool,
+        expires: u64,
+        other_tenant: bool,
+    },
     /// Sends an earlier transfer request again, unchanged (unlinked).
     Retry(usize),
     Confirm(usize),
@@ -202,7 +279,10 @@ enum Op {
     Cancel(usize),
     Refund(usize, Option<u64>),
     /// Ends the batch and advances the clock; with `empty`, runs an empty batch after.
-    Wait { seconds: u64, empty: bool },
+    Wait {
+        seconds: u64,
+        empty: bool,
+    },
     EndBatch,
     Restart,
 }
@@ -371,7 +451,19 @@ impl Runner {
                 let new = NewAccount { id, currency, overdraft, reference: None, metadata: None };
                 self.batch.push(Request { tenant, command: Command::CreateAccount(new) });
             }
-            Op::Move { retry, debit, credit, anywhere, amount, hold, linked, open, join, other_tenant, other_currency } => {
+            Op::Move {
+                retry,
+                debit,
+                credit,
+                anywhere,
+                amount,
+                hold,
+                linked,
+                open,
+                join,
+                other_tenant,
+                other_currency,
+            } => {
                 let (debit, tenant, currency) = self.account(debit);
                 let credit = self.peer((debit, tenant, currency), credit, anywhere);
                 let id = match retry {
@@ -379,7 +471,15 @@ impl Runner {
                     _ => TransferId(self.id()),
                 };
                 self.transfer_ids.push(id);
-                let currency = if other_currency { if currency == usd() { eur() } else { usd() } } else { currency };
+                let currency = if other_currency {
+                    if currency == usd() {
+                        eur()
+                    } else {
+                        usd()
+                    }
+                } else {
+                    currency
+                };
                 let tenant = if other_tenant { other(tenant) } else { tenant };
                 let op = TransferOp::Move { debit_account: debit, credit_account: credit, amount, currency, hold };
                 self.push_transfer(tenant, NewTransfer { id, linked, op }, join, open);
@@ -389,14 +489,24 @@ impl Runner {
                 let id = TransferId(self.id());
                 self.transfer_ids.push(id);
                 let tenant = self.tenant_of_transfer(pending);
-                self.push_transfer(tenant, NewTransfer { id, linked, op: TransferOp::Post { pending_id: pending, amount } }, join, open);
+                self.push_transfer(
+                    tenant,
+                    NewTransfer { id, linked, op: TransferOp::Post { pending_id: pending, amount } },
+                    join,
+                    open,
+                );
             }
             Op::Void { pending, anywhere, linked, open, join } => {
                 let pending = self.pending(pending, anywhere);
                 let id = TransferId(self.id());
                 self.transfer_ids.push(id);
                 let tenant = self.tenant_of_transfer(pending);
-                self.push_transfer(tenant, NewTransfer { id, linked, op: TransferOp::Void { pending_id: pending } }, join, open);
+                self.push_transfer(
+                    tenant,
+                    NewTransfer { id, linked, op: TransferOp::Void { pending_id: pending } },
+                    join,
+                    open,
+                );
             }
             Op::Pay { payer, payee, anywhere, amount, manual, expires, other_tenant } => {
                 let (payer, tenant, currency) = self.account(payer);
@@ -404,7 +514,16 @@ impl Runner {
                 let id = PaymentId(self.id());
                 let tenant = if other_tenant { other(tenant) } else { tenant };
                 let capture_method = if manual { CaptureMethod::Manual } else { CaptureMethod::Automatic };
-                let new = NewPayment { id, payer, payee, amount, currency, capture_method, expires_in_seconds: expires, description: None };
+                let new = NewPayment {
+                    id,
+                    payer,
+                    payee,
+                    amount,
+                    currency,
+                    capture_method,
+                    expires_in_seconds: expires,
+                    description: None,
+                };
                 self.batch.push(Request { tenant, command: Command::CreatePayment(new) });
             }
             Op::Retry(i) => {
@@ -492,7 +611,9 @@ impl Runner {
                     assert_eq!(p.failure_code.is_some(), p.status == PaymentStatus::Failed);
                 }
                 (Command::CapturePayment { .. }, Outcome::Payment(Ok(_))) => made_by_payments += 1,
-                (Command::CancelPayment(_), Outcome::Payment(Ok(p))) => made_by_payments += usize::from(p.transfer.is_some()),
+                (Command::CancelPayment(_), Outcome::Payment(Ok(p))) => {
+                    made_by_payments += usize::from(p.transfer.is_some())
+                }
                 (Command::RefundPayment { .. }, Outcome::Refund(Ok((r, p)))) => {
                     made_by_payments += usize::from(r.status == RefundStatus::Succeeded);
                     assert!(p.amount_refunded <= p.amount_captured && p.amount_captured <= p.amount);
@@ -501,7 +622,12 @@ impl Runner {
             }
         }
         let expired = changes.transfers.iter().filter(|t| t.kind == TransferKind::ExpirePending).count();
-        assert_eq!(changes.transfers.len(), ok_ids.len() + made_by_payments + expired, "transfers {:?}", changes.transfers);
+        assert_eq!(
+            changes.transfers.len(),
+            ok_ids.len() + made_by_payments + expired,
+            "transfers {:?}",
+            changes.transfers
+        );
         let made: BTreeSet<TransferId> = changes.transfers.iter().map(|t| t.id).collect();
         for id in &ok_ids {
             assert!(made.contains(id), "{id} is ok but was not recorded");
@@ -520,7 +646,8 @@ impl Runner {
 
 /// Balances recomputed from the stored transfers alone.
 fn recompute(store: &common::Store) -> HashMap<AccountId, Balances> {
-    let mut balances: HashMap<AccountId, Balances> = store.accounts.keys().map(|id| (*id, Balances::default())).collect();
+    let mut balances: HashMap<AccountId, Balances> =
+        store.accounts.keys().map(|id| (*id, Balances::default())).collect();
     let mut transfers: Vec<&Transfer> = store.transfers.values().collect();
     transfers.sort_by_key(|t| t.timestamp);
     for t in transfers {
@@ -589,7 +716,8 @@ fn check_run(ops: &[Op]) {
         assert_eq!((moved, moved), (debits, credits), "{currency}");
     }
     // Open holds in memory are exactly the pending ones in the store; same for payments.
-    let open_holds: BTreeSet<TransferId> = store.holds.values().filter(|h| h.status == HoldStatus::Pending).map(|h| h.transfer.id).collect();
+    let open_holds: BTreeSet<TransferId> =
+        store.holds.values().filter(|h| h.status == HoldStatus::Pending).map(|h| h.transfer.id).collect();
     for id in store.holds.keys() {
         assert_eq!(sim.state.hold(*id).is_some(), open_holds.contains(id), "hold {id}");
     }
@@ -632,4 +760,3 @@ proptest! {
         check_run(&ops);
     }
 }
-

@@ -304,7 +304,10 @@ fn refunds_partial_total_and_beyond() {
     assert_eq!(refunds, [(30, RefundStatus::Succeeded), (70, RefundStatus::Succeeded)]);
     for r in &sim.store.refunds {
         let t = &sim.store.transfers[&r.transfer];
-        assert_eq!((t.debit_account, t.credit_account, t.amount), (sim.store.payments[&r.payment].payee, sim.store.payments[&r.payment].payer, r.amount));
+        assert_eq!(
+            (t.debit_account, t.credit_account, t.amount),
+            (sim.store.payments[&r.payment].payee, sim.store.payments[&r.payment].payer, r.amount)
+        );
     }
 }
 
@@ -354,7 +357,8 @@ fn finished_payments_are_prefetched() {
     sim.run(&[Request { tenant, command: Command::ConfirmPayment(pay) }]);
     assert!(sim.state.payment(pay).is_none(), "a finished payment leaves memory");
 
-    let refund = [Request { tenant, command: Command::RefundPayment { payment: pay, refund: RefundId(9), amount: Some(10) } }];
+    let refund =
+        [Request { tenant, command: Command::RefundPayment { payment: pay, refund: RefundId(9), amount: Some(10) } }];
     let wanted = sim.state.prefetch(&refund);
     assert_eq!(wanted, Prefetch { payments: vec![pay], ..Prefetch::default() });
 
@@ -396,7 +400,10 @@ fn a_payments_hold_is_not_resolved_by_a_client_transfer() {
         ]
     );
     // The payment still owns its hold.
-    let out = sim.run(&[Request { tenant: TenantId(1), command: Command::CapturePayment { payment: payment_id(0), amount: Some(30) } }]);
+    let out = sim.run(&[Request {
+        tenant: TenantId(1),
+        command: Command::CapturePayment { payment: payment_id(0), amount: Some(30) },
+    }]);
     let [Outcome::Payment(Ok(p))] = &out[..] else { panic!("{out:?}") };
     assert_eq!((p.status, p.amount_captured), (PaymentStatus::Succeeded, 30));
 }

@@ -17,7 +17,13 @@ fn result_codes_are_named_and_ordered() {
     assert_eq!(ResultCode::ALL[16], ResultCode::InsufficientFunds);
     assert!(ResultCode::Exists.is_success() && ResultCode::Ok.is_success());
     assert!(ResultCode::ALL[2..].iter().all(|c| *c == ResultCode::Exists || !c.is_success()));
-    for kind in [TransferKind::Single, TransferKind::Pending, TransferKind::PostPending, TransferKind::VoidPending, TransferKind::ExpirePending] {
+    for kind in [
+        TransferKind::Single,
+        TransferKind::Pending,
+        TransferKind::PostPending,
+        TransferKind::VoidPending,
+        TransferKind::ExpirePending,
+    ] {
         assert_eq!(TransferKind::parse(kind.as_str()), Some(kind));
     }
 }

@@ -184,9 +184,10 @@ impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Auth, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("No API key provided. Send it as `Authorization: Bearer <key>`.")
-        })?;
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("No API key provided. Send it as `Authorization: Bearer <key>`."))?;
         let key = header
             .to_str()
             .ok()

@@ -44,8 +44,8 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
         tokio::task::spawn_blocking(move || {
             batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::auth::now_ns, &stopping, max_lines)
         })
-            .await
-            .map_err(|e| paycore_store::StoreError::Database(format!("validation task failed: {e}")))??;
+        .await
+        .map_err(|e| paycore_store::StoreError::Database(format!("validation task failed: {e}")))??;
         drop(permit);
     }
     batches::run(&state.engine, state.batches.clone(), id, tenant, &state.stopping).await

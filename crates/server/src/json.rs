@@ -62,11 +62,8 @@ fn to_api_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
     if let Some(field) = quoted_after(message, "unknown field `") {
         // The path of an unknown field already ends with the field.
         let param = parent.clone().unwrap_or_else(|| field.to_owned());
-        return ApiError::bad_request(
-            "unknown_parameter",
-            format!("Received unknown parameter `{param}`: {message}."),
-        )
-        .param(param);
+        return ApiError::bad_request("unknown_parameter", format!("Received unknown parameter `{param}`: {message}."))
+            .param(param);
     }
     match parent {
         Some(param) => ApiError::invalid(param.clone(), format!("Invalid value for `{param}`: {message}.")),
@@ -262,7 +259,18 @@ mod tests {
     #[test]
     fn amounts_are_positive_integers() {
         assert_eq!(parse::<Body>(br#"{"amount":9223372036854775807}"#).unwrap().amount, Amount(AMOUNT_MAX));
-        for bad in ["10.5", "-1", "0", "\"ten\"", "1e3", "1e30", "9223372036854775808", "99999999999999999999999", "null", "true"] {
+        for bad in [
+            "10.5",
+            "-1",
+            "0",
+            "\"ten\"",
+            "1e3",
+            "1e30",
+            "9223372036854775808",
+            "99999999999999999999999",
+            "null",
+            "true",
+        ] {
             check(&format!(r#"{{"amount":{bad}}}"#), "parameter_invalid", Some("amount"));
         }
     }

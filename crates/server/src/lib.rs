@@ -108,7 +108,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
     let reader: Arc<dyn Reader> = sqlite.clone();
     auth::bootstrap(reader.as_ref(), &config.data_dir, config.api_key.clone())?;
 
-    let renderer = Arc::new(Renderer::default());
+    let renderer = Arc::new(Renderer);
     let engine_metrics = EngineMetrics::default();
     let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
     let render = renderer.clone();

@@ -78,9 +78,7 @@ const TRANSFER_ID: &str = "^tr_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 
 fn conform(document: &mut serde_json::Value) {
     use serde_json::{json, Value};
-    let error = |description: &str| {
-        json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
-    };
+    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
     let currencies: Vec<Value> = paycore_ledger::Currency::all().map(|c| json!(c.code())).collect();
     let bounds = |schema: &mut Value, bounds: Value| {
         if let (Some(schema), Value::Object(bounds)) = (schema.as_object_mut(), bounds) {
@@ -144,7 +142,9 @@ fn conform(document: &mut serde_json::Value) {
                 let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
                 if path.ends_with("/report") {
                     // `?format=pain.002` answers XML.
-                    if let Some(content) = responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut) {
+                    if let Some(content) =
+                        responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut)
+                    {
                         content.insert("application/xml".to_owned(), json!({"schema": {"type": "string"}}));
                     }
                 }
@@ -158,7 +158,10 @@ fn conform(document: &mut serde_json::Value) {
                     responses.insert("413".to_owned(), error("`body_too_large`: the body is over the size limit"));
                 }
                 if idempotent && !responses.contains_key("422") {
-                    responses.insert("422".to_owned(), error("`idempotency_key_reused`: the key was used with another request"));
+                    responses.insert(
+                        "422".to_owned(),
+                        error("`idempotency_key_reused`: the key was used with another request"),
+                    );
                 }
             }
         }
@@ -179,7 +182,9 @@ fn conform(document: &mut serde_json::Value) {
             match field.as_str() {
                 "currency" => currency_enum(property),
                 "amount" => bounds(property, json!({"minimum": 1, "maximum": 9_223_372_036_854_775_807_u64})),
-                "timeout_seconds" | "expires_in_seconds" => bounds(property, json!({"minimum": 1, "maximum": 31_622_400})),
+                "timeout_seconds" | "expires_in_seconds" => {
+                    bounds(property, json!({"minimum": 1, "maximum": 31_622_400}))
+                }
                 "debit_account" | "credit_account" | "payer_account" | "payee_account" => {
                     bounds(property, json!({"pattern": ACCOUNT_ID}));
                 }

@@ -252,9 +252,7 @@ impl Renderer {
     /// stored transfer (see `routes::transfers`): the outcome carries neither.
     pub fn render(&self, outcome: &Outcome) -> (u16, Vec<u8>) {
         match outcome {
-            Outcome::Account(Ok(account)) => {
-                json(201, &AccountJson::new(account))
-            }
+            Outcome::Account(Ok(account)) => json(201, &AccountJson::new(account)),
             Outcome::Payment(Ok(payment)) => {
                 let status = if payment.status == paycore_ledger::PaymentStatus::RequiresConfirmation
                     && payment.created_at == payment.updated_at

@@ -160,7 +160,13 @@ async fn post(client: &reqwest::Client, endpoint: &WebhookEndpoint, body: &[u8])
 }
 
 /// What to record after an attempt: delivered, retry later, or give up.
-fn outcome(state: &AppState, d: &Delivery, now: u64, result: Result<u16, (Option<u16>, String)>, gone: bool) -> Attempt {
+fn outcome(
+    state: &AppState,
+    d: &Delivery,
+    now: u64,
+    result: Result<u16, (Option<u16>, String)>,
+    gone: bool,
+) -> Attempt {
     match result {
         Ok(status) => Attempt { at: now, status: Some(status), error: None, delivered: true, next_attempt_at: None },
         Err((status, error)) => {
@@ -175,7 +181,11 @@ fn outcome(state: &AppState, d: &Delivery, now: u64, result: Result<u16, (Option
 
 /// The event as sent: `{id, object, type, created_at, data: {object}}`, with the object read
 /// from the store now and rendered as the API renders it.
-fn payload(event: &OutboxEvent, reader: &dyn Reader, batches: &dyn paycore_store::BatchStore) -> anyhow::Result<Vec<u8>> {
+fn payload(
+    event: &OutboxEvent,
+    reader: &dyn Reader,
+    batches: &dyn paycore_store::BatchStore,
+) -> anyhow::Result<Vec<u8>> {
     let object = if event.kind.starts_with("payment.") {
         let payment = reader.payment(event.tenant, PaymentId(event.object))?;
         payment.map(|p| serde_json::to_value(PaymentJson::new(&p))).transpose()?

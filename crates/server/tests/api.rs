@@ -37,7 +37,12 @@ struct Answer {
 
 impl Api {
     fn as_key(&self, key: &str) -> Api {
-        Api { base: self.base.clone(), client: self.client.clone(), key: key.to_owned(), dir: tempfile::tempdir().unwrap() }
+        Api {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            key: key.to_owned(),
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -303,8 +308,7 @@ async fn bad_inputs_name_the_field_and_change_nothing() {
     let api = boot().await;
     let (funding, payer, payee) = api.parties(1000).await;
     let transfer = |amount: Value, currency: &str| {
-        json!({"debit_account": funding, "credit_account": payer, "amount": amount, "currency": currency})
-            .to_string()
+        json!({"debit_account": funding, "credit_account": payer, "amount": amount, "currency": currency}).to_string()
     };
     let payment = |amount: Value| {
         json!({"payer_account": payer, "payee_account": payee, "amount": amount, "currency": "EUR"}).to_string()
@@ -498,7 +502,10 @@ async fn tenants_cannot_see_each_other() {
 
     assert_eq!(error_of(&other.get(&format!("/v1/accounts/{payer}")).await), (404, "resource_missing", Some("id")));
     assert_eq!(error_of(&other.get(&format!("/v1/payments/{pay}")).await), (404, "resource_missing", Some("id")));
-    assert_eq!(error_of(&other.get(&format!("/v1/accounts/{payer}/transfers")).await), (404, "resource_missing", Some("id")));
+    assert_eq!(
+        error_of(&other.get(&format!("/v1/accounts/{payer}/transfers")).await),
+        (404, "resource_missing", Some("id"))
+    );
     let confirm = other.post(&format!("/v1/payments/{pay}/confirm"), json!({})).await;
     assert_eq!(error_of(&confirm), (404, "resource_missing", Some("id")));
     let steal = other.transfer(&payer, &other_account, 10).await;
@@ -519,9 +526,7 @@ async fn tenants_cannot_see_each_other() {
 async fn bulk_transfers_and_linked_chains() {
     let api = boot().await;
     let (funding, payer, payee) = api.parties(100).await;
-    let item = |d: &str, c: &str, amount: u64, linked: bool| {
-        json!({"debit_account": d, "credit_account": c, "amount": amount, "currency": "EUR", "linked": linked})
-    };
+    let item = |d: &str, c: &str, amount: u64, linked: bool| json!({"debit_account": d, "credit_account": c, "amount": amount, "currency": "EUR", "linked": linked});
     let bulk = api
         .post(
             "/v1/transfers",
@@ -533,7 +538,8 @@ async fn bulk_transfers_and_linked_chains() {
         )
         .await;
     assert_eq!(bulk.status, 200, "{}", bulk.body);
-    let results: Vec<&str> = bulk.body["data"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap()).collect();
+    let results: Vec<&str> =
+        bulk.body["data"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap()).collect();
     assert_eq!(results, ["linked_event_failed", "insufficient_funds", "ok"]);
     assert_eq!(bulk.body["data"][2]["index"], 2);
     assert!(bulk.body["data"][2]["id"].as_str().unwrap().starts_with("tr_"));
@@ -549,14 +555,24 @@ async fn holds_post_and_void_with_client_ids() {
     let hold = "tr_01aaaaaaaaaaaaaaaaaaaaaaaa";
     let body = json!({"id": hold, "debit_account": payer, "credit_account": payee, "amount": 40, "currency": "EUR", "pending": true, "timeout_seconds": 3600});
     let h = api.post("/v1/transfers", body.clone()).await;
-    assert_eq!((h.status, h.body["result"].as_str(), h.body["kind"].as_str()), (201, Some("ok"), Some("pending")), "{}", h.body);
+    assert_eq!(
+        (h.status, h.body["result"].as_str(), h.body["kind"].as_str()),
+        (201, Some("ok"), Some("pending")),
+        "{}",
+        h.body
+    );
     assert!(h.body["expires_at"].as_str().unwrap().ends_with('Z'));
     let again = api.post("/v1/transfers", body).await;
     assert_eq!((again.status, again.body["result"].as_str()), (200, Some("exists")));
     assert_eq!(api.balance(&payer).await, balance(100, 40, 60));
 
     let post = api.post("/v1/transfers", json!({"post_pending_id": hold, "amount": 25})).await;
-    assert_eq!((post.status, post.body["kind"].as_str(), post.body["amount"].as_u64()), (201, Some("post_pending"), Some(25)), "{}", post.body);
+    assert_eq!(
+        (post.status, post.body["kind"].as_str(), post.body["amount"].as_u64()),
+        (201, Some("post_pending"), Some(25)),
+        "{}",
+        post.body
+    );
     assert_eq!(post.body["pending_id"], hold);
     assert_eq!(post.body["debit_account"], payer.as_str());
     assert_eq!(api.balance(&payer).await, balance(75, 0, 75));

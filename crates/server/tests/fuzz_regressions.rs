@@ -47,10 +47,6 @@ async fn api_bodies() {
             .await
             .unwrap();
         let status = response.status();
-        assert!(
-            !status.is_server_error() || status.as_u16() == 503,
-            "{}: {route} answered {status}",
-            path.display()
-        );
+        assert!(!status.is_server_error() || status.as_u16() == 503, "{}: {route} answered {status}", path.display());
     }
 }

@@ -76,7 +76,15 @@ async fn a_batch_file_over_the_line_limit_is_rejected_naming_it() {
     for (id, rejected_for_lines) in [(big, true), (small, false)] {
         let mut batch = Value::Null;
         for _ in 0..200 {
-            batch = http.get(format!("{base}/v1/batches/{id}")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+            batch = http
+                .get(format!("{base}/v1/batches/{id}"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if batch["status"] != "validating" {
                 break;
             }

@@ -224,12 +224,18 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert!(!bulk.body.to_string().contains("\"ok\""), "{}", bulk.body);
     // Payments: naming A's accounts, and acting on A's payments.
     let p = b
-        .post("/v1/payments", json!({"payer_account": a_payer, "payee_account": b_account, "amount": 100, "currency": "EUR"}))
+        .post(
+            "/v1/payments",
+            json!({"payer_account": a_payer, "payee_account": b_account, "amount": 100, "currency": "EUR"}),
+        )
         .await;
     assert!(p.status == 404 || p.status == 400 || p.status == 422, "{}", p.body);
     assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
     let p = b
-        .post("/v1/payments", json!({"payer_account": b_account, "payee_account": a_payee, "amount": 100, "currency": "EUR"}))
+        .post(
+            "/v1/payments",
+            json!({"payer_account": b_account, "payee_account": a_payee, "amount": 100, "currency": "EUR"}),
+        )
         .await;
     assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
     assert_missing(&b.post(&format!("/v1/payments/{a_open}/confirm"), json!({})).await, "confirm");
@@ -259,7 +265,9 @@ async fn tenants_cannot_read_or_move_each_others_money() {
 
     // Webhooks: A's endpoint, its delivery log and its deliveries are A's alone. (A's own
     // payment below moves A's money; balances are taken again after it.)
-    let endpoint = a.post("/v1/webhook_endpoints", json!({"url": "http://127.0.0.1:9/hook", "events": ["payment.succeeded"]})).await;
+    let endpoint = a
+        .post("/v1/webhook_endpoints", json!({"url": "http://127.0.0.1:9/hook", "events": ["payment.succeeded"]}))
+        .await;
     assert_eq!(endpoint.status, 201, "{}", endpoint.body);
     let endpoint = endpoint.body["id"].as_str().unwrap().to_owned();
     let listed = b.get("/v1/webhook_endpoints").await;

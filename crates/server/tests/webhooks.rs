@@ -23,7 +23,11 @@ struct Receiver {
     received: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
-async fn receive(axum::extract::State(r): axum::extract::State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    axum::extract::State(r): axum::extract::State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     if !r.up.load(Ordering::SeqCst) {
         *r.refused.lock().unwrap() += 1;
         return StatusCode::INTERNAL_SERVER_ERROR;
@@ -113,9 +117,18 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     let first = start(dir.path()).await;
     let base = first.base.clone();
 
-    let all = json!(["payment.succeeded", "payment.failed", "payment.requires_capture", "payment.refunded",
-        "payment.expired", "batch.completed", "batch.rejected", "batch.cancelled"]);
-    let (status, endpoint) = call(&http, &base, "POST", "/v1/webhook_endpoints", json!({"url": hook_url, "events": all})).await;
+    let all = json!([
+        "payment.succeeded",
+        "payment.failed",
+        "payment.requires_capture",
+        "payment.refunded",
+        "payment.expired",
+        "batch.completed",
+        "batch.rejected",
+        "batch.cancelled"
+    ]);
+    let (status, endpoint) =
+        call(&http, &base, "POST", "/v1/webhook_endpoints", json!({"url": hook_url, "events": all})).await;
     assert_eq!(status, 201, "{endpoint}");
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"));
@@ -123,14 +136,17 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     let (_, listed) = call(&http, &base, "GET", "/v1/webhook_endpoints", Value::Null).await;
     assert_eq!(listed["data"][0]["id"], endpoint_id.as_str());
     assert!(listed["data"][0].get("secret").is_none(), "the secret is shown once");
-    let (status, bad) = call(&http, &base, "POST", "/v1/webhook_endpoints", json!({"url": hook_url, "events": ["nope"]})).await;
+    let (status, bad) =
+        call(&http, &base, "POST", "/v1/webhook_endpoints", json!({"url": hook_url, "events": ["nope"]})).await;
     assert_eq!((status, bad["error"]["param"].as_str()), (400, Some("events[0]")));
 
     // Events of every payment kind and a batch, while the receiver is down.
     let account = |overdraft: Value| {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let (s, a) = call(&http, &base, "POST", "/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft})).await;
+            let (s, a) =
+                call(&http, &base, "POST", "/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft}))
+                    .await;
             assert_eq!(s, 201, "{a}");
             a["id"].as_str().unwrap().to_owned()
         }
@@ -138,15 +154,29 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     let funding = account(json!("unlimited")).await;
     let payer = account(json!(0)).await;
     let payee = account(json!(0)).await;
-    let (_, t) = call(&http, &base, "POST", "/v1/transfers",
-        json!({"debit_account": funding, "credit_account": payer, "amount": 1000, "currency": "EUR"})).await;
+    let (_, t) = call(
+        &http,
+        &base,
+        "POST",
+        "/v1/transfers",
+        json!({"debit_account": funding, "credit_account": payer, "amount": 1000, "currency": "EUR"}),
+    )
+    .await;
     assert_eq!(t["result"], "ok", "{t}");
     let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
     let pay = |amount: u64, capture: &str, expires: u64| {
-        let (http, base, payer, payee, capture) = (http.clone(), base.clone(), payer.clone(), payee.clone(), capture.to_owned());
+        let (http, base, payer, payee, capture) =
+            (http.clone(), base.clone(), payer.clone(), payee.clone(), capture.to_owned());
         async move {
-            let (s, p) = call(&http, &base, "POST", "/v1/payments", json!({"payer_account": payer, "payee_account": payee,
-                "amount": amount, "currency": "EUR", "capture_method": capture, "expires_in_seconds": expires})).await;
+            let (s, p) = call(
+                &http,
+                &base,
+                "POST",
+                "/v1/payments",
+                json!({"payer_account": payer, "payee_account": payee,
+                "amount": amount, "currency": "EUR", "capture_method": capture, "expires_in_seconds": expires}),
+            )
+            .await;
             assert_eq!(s, 201, "{p}");
             p["id"].as_str().unwrap().to_owned()
         }
@@ -154,7 +184,8 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     let automatic = pay(100, "automatic", 3600).await;
     call(&http, &base, "POST", &format!("/v1/payments/{automatic}/confirm"), json!({})).await;
     expected.insert(("payment.succeeded".into(), automatic.clone()));
-    let refunded = call(&http, &base, "POST", &format!("/v1/payments/{automatic}/refunds"), json!({"amount": 40})).await;
+    let refunded =
+        call(&http, &base, "POST", &format!("/v1/payments/{automatic}/refunds"), json!({"amount": 40})).await;
     assert_eq!(refunded.0, 201, "{}", refunded.1);
     expected.insert(("payment.refunded".into(), automatic.clone()));
     let manual = pay(200, "manual", 3600).await;
@@ -168,8 +199,14 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     expected.insert(("payment.failed".into(), too_big.clone()));
     let expiring = pay(10, "automatic", 1).await;
     expected.insert(("payment.expired".into(), expiring.clone()));
-    let (s, batch) = call(&http, &base, "POST", &format!("/v1/batches?payer={payer}&currency=EUR"),
-        json!({"items": [{"payee": payee, "amount": 5, "reference": "W1"}]})).await;
+    let (s, batch) = call(
+        &http,
+        &base,
+        "POST",
+        &format!("/v1/batches?payer={payer}&currency=EUR"),
+        json!({"items": [{"payee": payee, "amount": 5, "reference": "W1"}]}),
+    )
+    .await;
     assert_eq!(s, 202, "{batch}");
     expected.insert(("batch.completed".into(), batch["id"].as_str().unwrap().to_owned()));
 
@@ -177,7 +214,14 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     let mut tries = 0;
     loop {
         let (_, p) = call(&http, &base, "GET", &format!("/v1/payments/{expiring}"), Value::Null).await;
-        let (_, log) = call(&http, &base, "GET", &format!("/v1/webhook_endpoints/{endpoint_id}/deliveries?limit=100"), Value::Null).await;
+        let (_, log) = call(
+            &http,
+            &base,
+            "GET",
+            &format!("/v1/webhook_endpoints/{endpoint_id}/deliveries?limit=100"),
+            Value::Null,
+        )
+        .await;
         let failed = log["data"].as_array().unwrap().iter().filter(|d| d["last_status"] == 500).count();
         if p["status"] == "expired" && failed == expected.len() {
             break;
@@ -225,7 +269,9 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     assert!(*receiver.refused.lock().unwrap() as usize >= expected.len());
 
     // The log shows each delivery delivered; replay sends one again.
-    let (_, log) = call(&http, &base, "GET", &format!("/v1/webhook_endpoints/{endpoint_id}/deliveries?limit=100"), Value::Null).await;
+    let (_, log) =
+        call(&http, &base, "GET", &format!("/v1/webhook_endpoints/{endpoint_id}/deliveries?limit=100"), Value::Null)
+            .await;
     let deliveries = log["data"].as_array().unwrap();
     assert_eq!(deliveries.len(), expected.len());
     assert!(deliveries.iter().all(|d| d["status"] == "delivered" && d["attempts"].as_u64().unwrap() >= 2), "{log}");
@@ -239,7 +285,8 @@ async fn events_arrive_signed_after_downtime_and_restart() {
         assert!(tries < 100, "the replay did not arrive");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (s, _) = call(&http, &base, "POST", "/v1/webhook_deliveries/whd_00000000000000000000000000/replay", json!({})).await;
+    let (s, _) =
+        call(&http, &base, "POST", "/v1/webhook_deliveries/whd_00000000000000000000000000/replay", json!({})).await;
     assert_eq!(s, 404);
     second.stop.send(()).unwrap();
     second.task.await.unwrap().unwrap();

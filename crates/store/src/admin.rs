@@ -250,16 +250,17 @@ impl AdminStore for SqliteReader {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
             {
-                let mut endpoints = tx.prepare_cached(
-                    "SELECT id, events FROM webhook_endpoints WHERE tenant = ?1 AND deleted = 0",
-                )?;
+                let mut endpoints =
+                    tx.prepare_cached("SELECT id, events FROM webhook_endpoints WHERE tenant = ?1 AND deleted = 0")?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO webhook_deliveries (endpoint, tenant, seq, next_attempt_at, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (endpoint, seq) DO NOTHING",
                 )?;
                 for event in &events {
                     let subscribed = endpoints
-                        .query_map([id_blob(event.tenant.0)], |r| Ok((r.get::<_, [u8; 16]>(0)?, r.get::<_, String>(1)?)))?
+                        .query_map([id_blob(event.tenant.0)], |r| {
+                            Ok((r.get::<_, [u8; 16]>(0)?, r.get::<_, String>(1)?))
+                        })?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
                     for (endpoint, types) in subscribed {
                         if types.split_whitespace().any(|t| t == event.kind) {

@@ -3,9 +3,7 @@
 
 use crate::sqlite::{account_from, blob_id, id_blob, int, opt_blob_id, opt_uint, uint, SqliteReader};
 use crate::{Result, StoreError};
-use paycore_ledger::{
-    Account, AccountId, BatchEnd, BatchId, BatchItemState, ChangeSet, Currency, TenantId,
-};
+use paycore_ledger::{Account, AccountId, BatchEnd, BatchId, BatchItemState, ChangeSet, Currency, TenantId};
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 
@@ -103,7 +101,13 @@ pub trait BatchStore: Send + Sync {
     fn batch(&self, tenant: TenantId, id: BatchId) -> Result<Option<BatchRecord>>;
     fn batch_totals(&self, batch: BatchId) -> Result<Vec<BatchTotal>>;
     /// Items in index order after `after`: all of them, or those in one of `statuses`.
-    fn batch_items(&self, batch: BatchId, statuses: &[&str], after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>>;
+    fn batch_items(
+        &self,
+        batch: BatchId,
+        statuses: &[&str],
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BatchItemRow>>;
     /// The batch with this upload idempotency key, if any.
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
     /// Batches that were validating or processing: to resume after a restart.
@@ -185,13 +189,8 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
                 _ => (!result.code.is_success()).then(|| result.code.as_str()),
             };
             let from = result.step.from_state();
-            let moved = stmt.execute(params![
-                id_blob(result.batch.0),
-                int(result.index),
-                result.state.as_str(),
-                code,
-                from
-            ])?;
+            let moved =
+                stmt.execute(params![id_blob(result.batch.0), int(result.index), result.state.as_str(), code, from])?;
             if moved == 0 {
                 continue;
             }
@@ -365,7 +364,8 @@ impl BatchStore for SqliteReader {
 
     fn batch_totals(&self, batch: BatchId) -> Result<Vec<BatchTotal>> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT currency, count, sum FROM batch_totals WHERE batch = ?1 ORDER BY currency")?;
+            let mut stmt = conn
+                .prepare_cached("SELECT currency, count, sum FROM batch_totals WHERE batch = ?1 ORDER BY currency")?;
             let rows = stmt.query_map([id_blob(batch.0)], |row| {
                 let code: String = row.get(0)?;
                 let sum: String = row.get(2)?;
@@ -383,7 +383,13 @@ impl BatchStore for SqliteReader {
         })
     }
 
-    fn batch_items(&self, batch: BatchId, statuses: &[&str], after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
+    fn batch_items(
+        &self,
+        batch: BatchId,
+        statuses: &[&str],
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BatchItemRow>> {
         self.with(|conn| {
             let after = after.map_or(-1, int);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -13,8 +13,7 @@ pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, Webhoo
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 
 use paycore_ledger::{
-    Account, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer,
-    TransferId, AccountId,
+    Account, AccountId, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -6,14 +6,11 @@
 //! `<data>/LOCK` keeps a second process from opening the same data folder: two writers would
 //! mean two engines, and two engines can spend the same money twice.
 
-use crate::{
-    ApiKeyRecord, IdempotencyRecord, Loaded, Page, Reader, Recovered, Result, Store,
-    StoreError,
-};
+use crate::{ApiKeyRecord, IdempotencyRecord, Loaded, Page, Reader, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
-    Account, AccountId, Balances, CaptureMethod, ChangeSet, Currency, HoldRecord, HoldStatus,
-    Overdraft, Payment, PaymentId, PaymentStatus, Prefetch, Refund, RefundId, RefundStatus,
-    ResultCode, TenantId, Transfer, TransferId, TransferKind,
+    Account, AccountId, Balances, CaptureMethod, ChangeSet, Currency, HoldRecord, HoldStatus, Overdraft, Payment,
+    PaymentId, PaymentStatus, Prefetch, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId,
+    TransferKind,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::fs::File;
@@ -194,9 +191,7 @@ pub(crate) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
         capture_method: parsed(row, "capture_method", CaptureMethod::parse)?,
         status: parsed(row, "status", PaymentStatus::parse)?,
         description: row.get("description")?,
-        failure_code: failure
-            .map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f)))
-            .transpose()?,
+        failure_code: failure.map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f))).transpose()?,
         amount_captured: uint(row, "amount_captured")?,
         amount_refunded: uint(row, "amount_refunded")?,
         expires_at: uint(row, "expires_at")?,
@@ -215,9 +210,7 @@ pub(crate) fn refund_from(row: &Row) -> rusqlite::Result<Refund> {
         amount: uint(row, "amount")?,
         currency: currency(row)?,
         status: parsed(row, "status", RefundStatus::parse)?,
-        failure_code: failure
-            .map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f)))
-            .transpose()?,
+        failure_code: failure.map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f))).transpose()?,
         transfer: TransferId(blob_id(row, "transfer")?),
         created_at: uint(row, "created_at")?,
     })
@@ -259,9 +252,8 @@ impl Store for SqliteStore {
             .prepare("SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')")?
             .query_map([], payment_from)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let last: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0))
-            .optional()?;
+        let last: Option<i64> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
         Ok(Recovered {
             accounts,
             open_holds,
@@ -424,9 +416,8 @@ impl Store for SqliteStore {
             for r in idempotency {
                 stmt.execute(params![id_blob(r.tenant.0), r.key, r.fingerprint, r.status, r.body, int(r.created_at)])?;
             }
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO outbox (tenant, type, object, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO outbox (tenant, type, object, created_at) VALUES (?1, ?2, ?3, ?4)")?;
             for (tenant, kind, object) in &changes.events {
                 stmt.execute(params![id_blob(tenant.0), kind, id_blob(*object), int(changes.last_timestamp)])?;
             }
@@ -601,7 +592,14 @@ impl Reader for SqliteReader {
             )?;
             conn.execute(
                 "INSERT INTO api_keys (id, tenant, hash, scopes, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![key.id, id_blob(key.tenant.0), key.hash, key.scopes.join(" "), int(key.created_at), key.revoked],
+                params![
+                    key.id,
+                    id_blob(key.tenant.0),
+                    key.hash,
+                    key.scopes.join(" "),
+                    int(key.created_at),
+                    key.revoked
+                ],
             )?;
             Ok(())
         })

@@ -61,7 +61,8 @@ fn check(conn: &Connection) -> Result<Report> {
             let t = crate::sqlite::transfer_from(row)?;
             report.transfers += 1;
             let amount = u128::from(t.amount);
-            let add = |counter: &mut u64, by: u128| *counter = u64::try_from(u128::from(*counter) + by).unwrap_or(u64::MAX);
+            let add =
+                |counter: &mut u64, by: u128| *counter = u64::try_from(u128::from(*counter) + by).unwrap_or(u64::MAX);
             match t.kind {
                 TransferKind::Single => {
                     add(&mut computed.entry(t.debit_account).or_default().debits_posted, amount);
@@ -105,7 +106,10 @@ fn check(conn: &Connection) -> Result<Report> {
             let stored = account.balances;
             let expected = computed.remove(&account.id).unwrap_or_default();
             if stored != expected {
-                report.problem(format!("{}: stored balances {stored:?} but its transfers add up to {expected:?}", account.id));
+                report.problem(format!(
+                    "{}: stored balances {stored:?} but its transfers add up to {expected:?}",
+                    account.id
+                ));
             }
             if let Some(available) = stored.available(account.overdraft) {
                 if available < 0 {
@@ -143,9 +147,12 @@ fn check_payments(
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let r = crate::sqlite::refund_from(row)?;
-            let exists = transfers.get(&r.transfer).is_some_and(|t| t.kind == TransferKind::Single && t.amount == r.amount);
+            let exists =
+                transfers.get(&r.transfer).is_some_and(|t| t.kind == TransferKind::Single && t.amount == r.amount);
             match r.status {
-                RefundStatus::Succeeded if !exists => report.problem(format!("{}: succeeded without its transfer", r.id)),
+                RefundStatus::Succeeded if !exists => {
+                    report.problem(format!("{}: succeeded without its transfer", r.id))
+                }
                 RefundStatus::Failed if transfers.contains_key(&r.transfer) => {
                     report.problem(format!("{}: failed but its transfer exists", r.id))
                 }
@@ -215,7 +222,8 @@ fn check_batches(
             }
             _ => false,
         };
-        let held = paid.is_some_and(|t| t.kind == TransferKind::Pending) && !resolved.contains_key(&batch.item_transfer(index));
+        let held = paid.is_some_and(|t| t.kind == TransferKind::Pending)
+            && !resolved.contains_key(&batch.item_transfer(index));
         let consistent = match status.as_str() {
             "succeeded" => moved,
             "held" => held,

@@ -2,9 +2,8 @@
 //! Each check drives the store with changes made by the real ledger state machine.
 
 use paycore_ledger::{
-    AccountId, Command, Currency, NewAccount, NewPayment, NewTransfer, Overdraft, PaymentId,
-    PaymentStatus, Request, State, TenantId, TransferId, TransferOp, CaptureMethod, Hold,
-    HoldStatus,
+    AccountId, CaptureMethod, Command, Currency, Hold, HoldStatus, NewAccount, NewPayment, NewTransfer, Overdraft,
+    PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{IdempotencyRecord, Page, Reader, Store};
 
@@ -51,24 +50,37 @@ fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Comman
 fn suite(open_store: &dyn Fn() -> (Box<dyn Store>, Box<dyn Reader>)) {
     let (mut store, reader) = open_store();
     let mut state = State::default();
-    step(&mut state, store.as_mut(), 10, vec![
-        open(1, Overdraft::Unlimited, None),
-        open(2, Overdraft::Limit(50), Some("DE89370400440532013000")),
-        open(3, Overdraft::Limit(0), None),
-    ]);
-    step(&mut state, store.as_mut(), 20, vec![
-        Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 2, 3, 300, Some(Hold { timeout_seconds: Some(60) }))]),
-        Command::CreatePayment(NewPayment {
-            id: PaymentId(500),
-            payer: AccountId(2),
-            payee: AccountId(3),
-            amount: 200,
-            currency: eur(),
-            capture_method: CaptureMethod::Manual,
-            expires_in_seconds: 3600,
-            description: Some("order 1".into()),
-        }),
-    ]);
+    step(
+        &mut state,
+        store.as_mut(),
+        10,
+        vec![
+            open(1, Overdraft::Unlimited, None),
+            open(2, Overdraft::Limit(50), Some("DE89370400440532013000")),
+            open(3, Overdraft::Limit(0), None),
+        ],
+    );
+    step(
+        &mut state,
+        store.as_mut(),
+        20,
+        vec![
+            Command::Transfers(vec![
+                mv(100, 1, 2, 1000, None),
+                mv(101, 2, 3, 300, Some(Hold { timeout_seconds: Some(60) })),
+            ]),
+            Command::CreatePayment(NewPayment {
+                id: PaymentId(500),
+                payer: AccountId(2),
+                payee: AccountId(3),
+                amount: 200,
+                currency: eur(),
+                capture_method: CaptureMethod::Manual,
+                expires_in_seconds: 3600,
+                description: Some("order 1".into()),
+            }),
+        ],
+    );
     step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(500))]);
 
     // The reader sees committed balances, per tenant only.
@@ -89,7 +101,8 @@ fn suite(open_store: &dyn Fn() -> (Box<dyn Store>, Box<dyn Reader>)) {
 
     // Recovery gives back the same accounts, open holds and open payments.
     let recovered = store.recover().unwrap();
-    let again = State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+    let again =
+        State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
     for id in [1, 2, 3] {
         assert_eq!(again.account(AccountId(id)), state.account(AccountId(id)), "account {id}");
     }
@@ -150,23 +163,32 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
     let mut state = State::default();
     step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
     step(&mut state, &mut store, 20, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None)])]);
-    step(&mut state, &mut store, 30, vec![Command::CreatePayment(NewPayment {
-        id: PaymentId(7),
-        payer: AccountId(2),
-        payee: AccountId(1),
-        amount: 10,
-        currency: eur(),
-        capture_method: CaptureMethod::Automatic,
-        expires_in_seconds: 60,
-        description: None,
-    })]);
+    step(
+        &mut state,
+        &mut store,
+        30,
+        vec![Command::CreatePayment(NewPayment {
+            id: PaymentId(7),
+            payer: AccountId(2),
+            payee: AccountId(1),
+            amount: 10,
+            currency: eur(),
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 60,
+            description: None,
+        })],
+    );
     step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
     let report = paycore_store::verify::verify(&reader).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!((report.accounts, report.transfers, report.payments), (2, 2, 1));
 
     let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
-    conn.execute("UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = ?1", [AccountId(2).0.to_be_bytes()]).unwrap();
+    conn.execute(
+        "UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = ?1",
+        [AccountId(2).0.to_be_bytes()],
+    )
+    .unwrap();
     conn.execute("UPDATE payments SET amount_captured = 11", []).unwrap();
     let report = paycore_store::verify::verify(&reader).unwrap();
     assert_eq!(report.problems.len(), 3, "{:?}", report.problems);

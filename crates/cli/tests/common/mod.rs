@@ -38,12 +38,7 @@ pub fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -153,19 +148,12 @@ impl Api {
 
     /// Sends a request built by `build`, retrying while the server answers 503 (its queue is
     /// full: nothing was done, so a retry is safe). Transport errors are returned.
-    pub async fn send(
-        &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Resp, reqwest::Error> {
+    pub async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Resp, reqwest::Error> {
         let started = Instant::now();
         loop {
             let resp = Self::finish(build().send().await?).await;
             if resp.status == StatusCode::SERVICE_UNAVAILABLE && started.elapsed() < OVERLOAD_RETRY_FOR {
-                let wait = resp
-                    .header("retry-after")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1)
-                    .clamp(0, 1);
+                let wait = resp.header("retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1).clamp(0, 1);
                 tokio::time::sleep(Duration::from_millis(50 + 950 * wait)).await;
                 continue;
             }
@@ -191,9 +179,7 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.try_post(path, &body, None)
-            .await
-            .unwrap_or_else(|e| panic!("POST {path} {body}: {e}"))
+        self.try_post(path, &body, None).await.unwrap_or_else(|e| panic!("POST {path} {body}: {e}"))
     }
 
     pub async fn post_with_key(&self, path: &str, body: Value, key: &str) -> Resp {
@@ -204,9 +190,7 @@ impl Api {
 
     pub async fn get(&self, path: &str) -> Resp {
         let url = self.url(path);
-        self.send(|| self.authed(self.client.get(&url)))
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.send(|| self.authed(self.client.get(&url))).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// GET without authentication (health, metrics).
@@ -217,9 +201,7 @@ impl Api {
 
     /// POST raw bytes with the given content type (None: no Content-Type header).
     pub async fn raw_post(&self, path: &str, bytes: Vec<u8>, content_type: Option<&str>) -> Resp {
-        self.try_raw_post(path, bytes, content_type)
-            .await
-            .unwrap_or_else(|e| panic!("POST {path} (raw): {e}"))
+        self.try_raw_post(path, bytes, content_type).await.unwrap_or_else(|e| panic!("POST {path} (raw): {e}"))
     }
 
     pub async fn try_raw_post(
@@ -250,11 +232,8 @@ impl Api {
 
     /// The same server, through a client of its own (a connection pool of its own).
     pub fn with_fresh_client(&self) -> Api {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("client");
+        let client =
+            reqwest::Client::builder().timeout(REQUEST_TIMEOUT).pool_max_idle_per_host(0).build().expect("client");
         Api { client, ..self.clone() }
     }
 
@@ -266,7 +245,13 @@ impl Api {
     }
 
     /// Uploads a batch file: `POST /v1/batches?{query}` with the bytes as the body.
-    pub async fn upload_batch(&self, query: &str, bytes: Vec<u8>, content_type: Option<&str>, key: Option<&str>) -> Resp {
+    pub async fn upload_batch(
+        &self,
+        query: &str,
+        bytes: Vec<u8>,
+        content_type: Option<&str>,
+        key: Option<&str>,
+    ) -> Resp {
         let url = self.url(&format!("/v1/batches?{query}"));
         self.send(|| {
             let mut b = self.authed(self.client.post(&url)).body(bytes.clone());
@@ -332,7 +317,10 @@ impl Api {
             assert!(data.len() <= limit, "page larger than limit {limit}: {}", data.len());
             for item in data {
                 if let Some(previous) = out.last() {
-                    assert!(item["index"].as_u64() > previous["index"].as_u64(), "items out of order: {previous} then {item}");
+                    assert!(
+                        item["index"].as_u64() > previous["index"].as_u64(),
+                        "items out of order: {previous} then {item}"
+                    );
                 }
                 out.push(item.clone());
             }
@@ -340,10 +328,10 @@ impl Api {
                 return out;
             }
             assert!(!data.is_empty(), "has_more with an empty page: {body}");
-            cursor = Some(body["next_cursor"].as_u64().unwrap_or_else(|| panic!("has_more without next_cursor: {body}")));
+            cursor =
+                Some(body["next_cursor"].as_u64().unwrap_or_else(|| panic!("has_more without next_cursor: {body}")));
         }
     }
-
 }
 
 /// A running `paycore serve` process.
@@ -369,11 +357,8 @@ impl Server {
     pub fn start_with(options: Options) -> Server {
         let tmp = tempfile::Builder::new().prefix("paycore-e2e-").tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(128)
-            .build()
-            .expect("client");
+        let client =
+            reqwest::Client::builder().timeout(REQUEST_TIMEOUT).pool_max_idle_per_host(128).build().expect("client");
         let mut server = Server {
             api: Api { base_url: String::new(), key: options.api_key.clone().unwrap_or_default(), client },
             data_dir,
@@ -456,9 +441,7 @@ impl Server {
             Err(_) => {
                 let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                 self.dump_logs();
-                panic!(
-                    "paycore did not print {LISTENING:?}… within {START_TIMEOUT:?} (exit status: {status:?})"
-                );
+                panic!("paycore did not print {LISTENING:?}… within {START_TIMEOUT:?} (exit status: {status:?})");
             }
         }
     }
@@ -484,9 +467,7 @@ impl Server {
 
     /// What the child wrote to stderr so far (every process on this data folder).
     pub fn stderr(&self) -> String {
-        (1..=self.generation)
-            .map(|g| std::fs::read_to_string(self.log_path("stderr", g)).unwrap_or_default())
-            .collect()
+        (1..=self.generation).map(|g| std::fs::read_to_string(self.log_path("stderr", g)).unwrap_or_default()).collect()
     }
 
     /// Prints the child's logs (every generation) to the test output.
@@ -495,11 +476,8 @@ impl Server {
             for stream in ["stdout", "stderr"] {
                 let path = self.log_path(stream, generation);
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: String = if text.len() > 20_000 {
-                    format!("…{}", &text[text.len() - 20_000..])
-                } else {
-                    text
-                };
+                let tail: String =
+                    if text.len() > 20_000 { format!("…{}", &text[text.len() - 20_000..]) } else { text };
                 eprintln!("----- paycore {stream} (process {generation}) -----\n{tail}");
             }
         }

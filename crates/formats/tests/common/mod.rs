@@ -34,11 +34,7 @@ impl Outcome {
     }
 
     pub fn control_messages(&self) -> Vec<String> {
-        self.summary()
-            .control_errors
-            .iter()
-            .map(|d| d.message.clone())
-            .collect()
+        self.summary().control_errors.iter().map(|d| d.message.clone()).collect()
     }
 
     /// Totals as (code, minor units), sorted by code.
@@ -56,11 +52,7 @@ pub fn parse_with(format: Format, input: impl BufRead, options: &ParseOptions) -
         Ok(item) => items.push(item),
         Err(diagnostic) => diagnostics.push(diagnostic),
     });
-    Outcome {
-        items,
-        diagnostics,
-        result,
-    }
+    Outcome { items, diagnostics, result }
 }
 
 pub fn parse_text(format: Format, text: &str, options: &ParseOptions) -> Outcome {
@@ -81,15 +73,9 @@ pub fn currency(code: &str) -> Currency {
 }
 
 pub fn eur_options() -> ParseOptions {
-    ParseOptions {
-        default_payer: None,
-        default_currency: Some(currency("EUR")),
-    }
+    ParseOptions { default_payer: None, default_currency: Some(currency("EUR")) }
 }
 
 pub fn funding() -> ParseOptions {
-    ParseOptions {
-        default_payer: Some("acct_funding".to_owned()),
-        default_currency: None,
-    }
+    ParseOptions { default_payer: Some("acct_funding".to_owned()), default_currency: None }
 }

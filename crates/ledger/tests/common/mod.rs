@@ -62,14 +62,23 @@ pub struct Store {
 impl Store {
     pub fn apply(&mut self, changes: &ChangeSet) {
         for account in &changes.new_accounts {
-            assert!(self.accounts.insert(account.id, account.clone()).is_none(), "account {} written twice", account.id);
+            assert!(
+                self.accounts.insert(account.id, account.clone()).is_none(),
+                "account {} written twice",
+                account.id
+            );
         }
         for (id, balances) in &changes.balances {
-            self.accounts.get_mut(id).unwrap_or_else(|| panic!("balances of unknown account {id}")).balances = *balances;
+            self.accounts.get_mut(id).unwrap_or_else(|| panic!("balances of unknown account {id}")).balances =
+                *balances;
         }
         for t in &changes.transfers {
             assert!(t.timestamp > self.last_timestamp, "timestamps must increase across batches");
-            assert!(self.transfers.insert(t.id, t.clone()).is_none(), "transfer {} written twice (transfers are immutable)", t.id);
+            assert!(
+                self.transfers.insert(t.id, t.clone()).is_none(),
+                "transfer {} written twice (transfers are immutable)",
+                t.id
+            );
         }
         for w in changes.transfers.windows(2) {
             assert!(w[0].timestamp < w[1].timestamp, "timestamps must increase within a batch");
@@ -283,7 +292,11 @@ impl Parser {
                 "[" => group = Some((tenant(1), Vec::new(), Vec::new(), line.to_owned())),
                 "]" => {
                     let (t, transfers, expected, l) = group.take().expect("] without [");
-                    let item = Item { request: Request { tenant: t, command: Command::Transfers(transfers) }, expected, line: l };
+                    let item = Item {
+                        request: Request { tenant: t, command: Command::Transfers(transfers) },
+                        expected,
+                        line: l,
+                    };
                     push(&mut p, &mut batch, item);
                 }
                 "move" | "post" | "void" => {
@@ -316,7 +329,8 @@ impl Parser {
                     let mut checks = Vec::new();
                     for w in &words[1..] {
                         let (name, values) = w.split_once(':').unwrap_or_else(|| panic!("want name:posted in {line}"));
-                        let v: Vec<i64> = values.split('/').map(|x| x.parse().unwrap_or_else(|_| panic!("{x} in {line}"))).collect();
+                        let v: Vec<i64> =
+                            values.split('/').map(|x| x.parse().unwrap_or_else(|_| panic!("{x} in {line}"))).collect();
                         let posted = v[0];
                         let (dp, cp) = (v.get(1).copied().unwrap_or(0), v.get(2).copied().unwrap_or(0));
                         // Only the difference is checked for posted; the pending counters exactly.
@@ -376,10 +390,14 @@ impl Parser {
             "move" => {
                 let debit = self.names.account(positional[0]);
                 let credit = self.names.account(positional[1]);
-                let currency = currency
-                    .or_else(|| self.names.currencies.get(&debit).copied())
-                    .unwrap_or_else(usd);
-                TransferOp::Move { debit_account: debit, credit_account: credit, amount: number(positional[2], line), currency, hold }
+                let currency = currency.or_else(|| self.names.currencies.get(&debit).copied()).unwrap_or_else(usd);
+                TransferOp::Move {
+                    debit_account: debit,
+                    credit_account: credit,
+                    amount: number(positional[2], line),
+                    currency,
+                    hold,
+                }
             }
             "post" => TransferOp::Post {
                 pending_id: TransferId(u128::from(number(positional[0], line))),
@@ -440,7 +458,11 @@ impl Parser {
                     payee,
                     amount: number(positional[3], line),
                     currency,
-                    capture_method: if flags.contains(&"manual") { CaptureMethod::Manual } else { CaptureMethod::Automatic },
+                    capture_method: if flags.contains(&"manual") {
+                        CaptureMethod::Manual
+                    } else {
+                        CaptureMethod::Automatic
+                    },
                     expires_in_seconds: options.get("expires").map_or(3600, |v| number(v, line)),
                     description: None,
                 })
@@ -509,7 +531,11 @@ fn run_steps(sim: &mut Sim, steps: &[Step], check: bool) -> Vec<Vec<String>> {
                 if !check {
                     continue;
                 }
-                let p = sim.state.payment(*id).or_else(|| sim.store.payments.get(id)).unwrap_or_else(|| panic!("no payment: {line}"));
+                let p = sim
+                    .state
+                    .payment(*id)
+                    .or_else(|| sim.store.payments.get(id))
+                    .unwrap_or_else(|| panic!("no payment: {line}"));
                 assert_eq!(p.status.as_str(), status, "\n  line: {line}");
                 for (k, v) in fields {
                     let got = match k.as_str() {

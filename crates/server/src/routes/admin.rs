@@ -2,7 +2,7 @@
 //! the creation response and nowhere else; only its SHA-256 is stored.
 
 use super::read;
-use crate::auth::{generate_key, Auth, insert_key_for, new_id, now_ns};
+use crate::auth::{generate_key, insert_key_for, new_id, now_ns, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
 use crate::json;
@@ -144,7 +144,11 @@ pub async fn create_key(State(state): State<Arc<AppState>>, post: Post) -> Resul
         (status = 404, description = "`resource_missing`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn revoke_key(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     auth.require_admin()?;
     let valid = id.starts_with("key_") && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {

@@ -151,7 +151,13 @@ impl BatchJson {
             expected_total: b.expected_total.clone(),
             variant: b.variant.clone(),
             message_id: b.message_id.clone(),
-            counts: CountsJson { total: b.total, invalid: b.invalid, succeeded: b.succeeded, failed: b.failed, pending },
+            counts: CountsJson {
+                total: b.total,
+                invalid: b.invalid,
+                succeeded: b.succeeded,
+                failed: b.failed,
+                pending,
+            },
             control_totals: totals
                 .iter()
                 .map(|t| TotalJson {
@@ -324,9 +330,7 @@ pub async fn create(
         (Some(text), _) => text
             .parse::<Format>()
             .map_err(|_| ApiError::invalid("format", "`format` must be one of: csv, jsonl, pain.001, nacha."))?,
-        (None, _) => Format::from_content_type(&mime).ok_or_else(|| {
-            ApiError::missing("format").param("format")
-        })?,
+        (None, _) => Format::from_content_type(&mime).ok_or_else(|| ApiError::missing("format").param("format"))?,
     };
     let mode = one_of(params.mode.clone(), "mode", &["best_effort", "atomic"])?;
     let on_invalid = one_of(params.on_invalid.clone(), "on_invalid", &["reject_file", "skip_invalid"])?;
@@ -334,7 +338,8 @@ pub async fn create(
         json::currency(code, "currency")?;
     }
     if let Some(total) = &params.expected_total {
-        let decimal = !total.is_empty() && total.split('.').count() <= 2 && total.chars().all(|c| c.is_ascii_digit() || c == '.');
+        let decimal =
+            !total.is_empty() && total.split('.').count() <= 2 && total.chars().all(|c| c.is_ascii_digit() || c == '.');
         if !decimal {
             return Err(ApiError::invalid("expected_total", "`expected_total` must be a decimal such as 1234.50."));
         }
@@ -351,7 +356,14 @@ pub async fn create(
     let name = format!("{id}.{}", format.name().replace('.', ""));
     let partial = folder.join(format!("{name}.partial"));
     let mut hash = Sha256::new();
-    hash.update(format!("{}|{:?}|{:?}|{mode}|{on_invalid}|{:?}|{:?}\n", format.name(), params.payer, params.currency, params.expected_count, params.expected_total));
+    hash.update(format!(
+        "{}|{:?}|{:?}|{mode}|{on_invalid}|{:?}|{:?}\n",
+        format.name(),
+        params.payer,
+        params.currency,
+        params.expected_count,
+        params.expected_total
+    ));
     let stored = if json_form {
         store_json_form(&state, body, &partial, &mut hash).await
     } else {
@@ -434,7 +446,12 @@ async fn replay(state: &Arc<AppState>, existing: BatchRecord, fingerprint: [u8; 
     Ok(response)
 }
 
-async fn store_stream(state: &Arc<AppState>, body: Body, path: &std::path::Path, hash: &mut Sha256) -> Result<(), ApiError> {
+async fn store_stream(
+    state: &Arc<AppState>,
+    body: Body,
+    path: &std::path::Path,
+    hash: &mut Sha256,
+) -> Result<(), ApiError> {
     let limit = state.max_batch_bytes;
     let cannot = |e: std::io::Error| ApiError::internal(format!("Cannot store the file: {e}."));
     let mut file = tokio::fs::File::create(path).await.map_err(cannot)?;
@@ -456,7 +473,12 @@ async fn store_stream(state: &Arc<AppState>, body: Body, path: &std::path::Path,
 }
 
 /// The JSON form, `{"items":[…]}`, stored as JSON lines with amounts in minor units.
-async fn store_json_form(state: &Arc<AppState>, body: Body, path: &std::path::Path, hash: &mut Sha256) -> Result<(), ApiError> {
+async fn store_json_form(
+    state: &Arc<AppState>,
+    body: Body,
+    path: &std::path::Path,
+    hash: &mut Sha256,
+) -> Result<(), ApiError> {
     let limit = state.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -500,7 +522,11 @@ async fn find(state: &Arc<AppState>, auth: Auth, id: &str) -> Result<BatchRecord
     params(("id" = String, Path, description = "`bat_…`")),
     responses((status = 200, body = BatchJson), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn retrieve(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn retrieve(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let batch = find(&state, auth, &id).await?;
     let batch_id = batch.id;
     let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
@@ -516,7 +542,11 @@ pub async fn retrieve(State(state): State<Arc<AppState>>, auth: Auth, Path(id): 
         (status = 409, description = "`batch_finished`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn cancel(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let batch = find(&state, auth, &id).await?;
     if !matches!(batch.status.as_str(), "validating" | "processing") {
         return Err(ApiError::new(
@@ -566,7 +596,10 @@ pub async fn items(
         Some("succeeded") => &["succeeded"],
         Some("failed") => &["failed", "voided", "cancelled"],
         Some(_) => {
-            return Err(ApiError::invalid("status", "`status` must be one of: invalid, pending, held, succeeded, failed."))
+            return Err(ApiError::invalid(
+                "status",
+                "`status` must be one of: invalid, pending, held, succeeded, failed.",
+            ))
         }
     };
     let limit = query.limit.unwrap_or(100);
@@ -654,7 +687,8 @@ pub async fn report(
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
-    let (content_type, extension) = if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
+    let (content_type, extension) =
+        if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -695,9 +729,7 @@ impl Write for ChannelWriter {
 fn report_item(batch: &BatchRecord, row: &BatchItemRow) -> ReportItem {
     let status = match row.status.as_str() {
         "succeeded" => ItemStatus::Succeeded,
-        "pending" | "held" if batch.status == "rejected" => ItemStatus::Failed {
-            code: rejection_code(batch),
-        },
+        "pending" | "held" if batch.status == "rejected" => ItemStatus::Failed { code: rejection_code(batch) },
         "pending" | "held" => ItemStatus::Pending,
         _ => ItemStatus::Failed { code: row.failure_code.clone().unwrap_or_else(|| "failed".into()) },
     };

@@ -30,10 +30,8 @@ pub enum Answer {
 
 /// Submits a command on behalf of the caller, with the request's idempotency key.
 pub async fn submit(state: &AppState, post: &Post, command: Command) -> Result<Answer, ApiError> {
-    let submission = Submission {
-        request: Request { tenant: post.auth.tenant, command },
-        idempotency: post.key.clone(),
-    };
+    let submission =
+        Submission { request: Request { tenant: post.auth.tenant, command }, idempotency: post.key.clone() };
     match state.engine.submit(submission).await {
         Ok(Reply::Done(outcome)) => Ok(Answer::Done(outcome)),
         Ok(Reply::Replay { status, body }) => Ok(Answer::Saved(Saved { status, body })),

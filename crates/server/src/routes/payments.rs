@@ -127,7 +127,11 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn confirm(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+pub async fn confirm(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    post: Post,
+) -> Result<Response, ApiError> {
     if let Some(saved) = post.saved {
         return Ok(saved.into_response());
     }
@@ -148,7 +152,11 @@ pub async fn confirm(State(state): State<Arc<AppState>>, Path(id): Path<String>,
         (status = 422, description = "The ledger refused the capture (`pending_expired`)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn capture(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+pub async fn capture(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    post: Post,
+) -> Result<Response, ApiError> {
     if let Some(saved) = post.saved {
         return Ok(saved.into_response());
     }
@@ -167,7 +175,11 @@ pub async fn capture(State(state): State<Arc<AppState>>, Path(id): Path<String>,
         (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    post: Post,
+) -> Result<Response, ApiError> {
     if let Some(saved) = post.saved {
         return Ok(saved.into_response());
     }
@@ -187,7 +199,11 @@ pub async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
         (status = 409, description = "`payment_unexpected_state`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn refund(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+pub async fn refund(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    post: Post,
+) -> Result<Response, ApiError> {
     if let Some(saved) = post.saved {
         return Ok(saved.into_response());
     }
@@ -205,7 +221,11 @@ pub async fn refund(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
         (status = 404, description = "`resource_missing`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn retrieve(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn retrieve(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let payment_id: PaymentId = path_id(&id, "payment")?;
     let payment = read(&state, move |r| r.payment(auth.tenant, payment_id))
         .await?
@@ -221,7 +241,11 @@ pub async fn retrieve(State(state): State<Arc<AppState>>, auth: Auth, Path(id): 
         (status = 404, description = "`resource_missing`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn refunds(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn refunds(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let payment_id: PaymentId = path_id(&id, "payment")?;
     let tenant = auth.tenant;
     let refunds = read(&state, move |r| {

@@ -11,8 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use paycore_engine::IdempotencyKey;
 use paycore_ledger::{
-    AccountId, Command, Hold, NewTransfer, Outcome, ResultCode, TenantId, TransferId, TransferOp,
-    TIMEOUT_MAX_SECONDS,
+    AccountId, Command, Hold, NewTransfer, Outcome, ResultCode, TenantId, TransferId, TransferOp, TIMEOUT_MAX_SECONDS,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

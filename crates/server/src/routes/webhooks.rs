@@ -175,7 +175,11 @@ pub async fn list(State(state): State<Arc<AppState>>, auth: Auth) -> Result<Resp
         (status = 404, description = "`resource_missing`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn delete(State(state): State<Arc<AppState>>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let endpoint: WebhookEndpointId = path_id(&id, "webhook endpoint")?;
     let tenant = auth.tenant;
     if !admin(&state, move |s| s.delete_webhook_endpoint(tenant, endpoint)).await? {
@@ -230,7 +234,11 @@ pub async fn deliveries(
         (status = 404, description = "`resource_missing`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn replay(State(state): State<Arc<AppState>>, Path(id): Path<String>, post: Post) -> Result<Response, ApiError> {
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    post: Post,
+) -> Result<Response, ApiError> {
     let delivery: DeliveryId = path_id(&id, "webhook delivery")?;
     let delivery = u64::try_from(delivery.0).map_err(|_| ApiError::not_found("webhook delivery", &id))?;
     let tenant = post.auth.tenant;
@@ -260,10 +268,11 @@ fn page(query: &str) -> Result<(usize, Option<u64>), ApiError> {
                     .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
             }
             "starting_after" => {
-                let id: DeliveryId = value
-                    .parse()
-                    .map_err(|_| ApiError::invalid("starting_after", "`starting_after` must be a delivery id (`whd_…`)."))?;
-                after = Some(u64::try_from(id.0).map_err(|_| ApiError::invalid("starting_after", "No such delivery."))?);
+                let id: DeliveryId = value.parse().map_err(|_| {
+                    ApiError::invalid("starting_after", "`starting_after` must be a delivery id (`whd_…`).")
+                })?;
+                after =
+                    Some(u64::try_from(id.0).map_err(|_| ApiError::invalid("starting_after", "No such delivery."))?);
             }
             _ => return Err(ApiError::invalid(key, format!("Unknown query parameter `{key}`."))),
         }
