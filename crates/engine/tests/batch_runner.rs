@@ -90,32 +90,16 @@ impl Env {
     async fn batch(&self, number: u128, format: &str, file: String, params: &[(&str, &str)]) -> BatchRecord {
         let id = batch_id(number);
         let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| (*v).to_owned());
+        let new = BatchRecord::new(id, TENANT, format, 1);
         let record = BatchRecord {
-            id,
-            tenant: TENANT,
-            status: "validating".into(),
-            format: format.into(),
-            mode: get("mode").unwrap_or_else(|| "best_effort".into()),
-            on_invalid: get("on_invalid").unwrap_or_else(|| "reject_file".into()),
+            mode: get("mode").unwrap_or(new.mode.clone()),
+            on_invalid: get("on_invalid").unwrap_or(new.on_invalid.clone()),
             payer: get("payer"),
             currency: get("currency"),
             expected_count: get("expected_count").map(|c| c.parse().unwrap()),
             expected_total: get("expected_total"),
             file: Some(file),
-            variant: None,
-            message_id: None,
-            total: 0,
-            invalid: 0,
-            succeeded: 0,
-            failed: 0,
-            held: 0,
-            cancel_requested: false,
-            rejection: None,
-            created_at: 1,
-            validated_at: None,
-            completed_at: None,
-            idempotency_key: None,
-            fingerprint: None,
+            ..new
         };
         self.reader.create_batch(&record).unwrap();
         validate(&self.reader, &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();

@@ -26,33 +26,7 @@ async fn run(handle: &EngineHandle, command: Command, background: bool) -> Outco
 }
 
 fn record(id: BatchId, mode: &str) -> BatchRecord {
-    BatchRecord {
-        id,
-        tenant: TENANT,
-        status: "processing".into(),
-        format: "csv".into(),
-        mode: mode.into(),
-        on_invalid: "reject_file".into(),
-        payer: None,
-        currency: None,
-        expected_count: None,
-        expected_total: None,
-        file: None,
-        variant: None,
-        message_id: None,
-        total: 0,
-        invalid: 0,
-        succeeded: 0,
-        failed: 0,
-        held: 0,
-        cancel_requested: false,
-        rejection: None,
-        created_at: 1,
-        validated_at: None,
-        completed_at: None,
-        idempotency_key: None,
-        fingerprint: None,
-    }
+    BatchRecord { status: "processing".into(), mode: mode.into(), ..BatchRecord::new(id, TENANT, "csv", 1) }
 }
 
 fn row(index: u64, amount: u64) -> BatchItemRow {

@@ -41,6 +41,40 @@ pub struct BatchRecord {
     pub fingerprint: Option<[u8; 32]>,
 }
 
+impl BatchRecord {
+    /// A batch just taken in: `validating`, best effort, rejecting the file on an invalid
+    /// item, no file, nothing counted yet. Callers set what their batch asks for.
+    pub fn new(id: BatchId, tenant: TenantId, format: &str, created_at: u64) -> BatchRecord {
+        BatchRecord {
+            id,
+            tenant,
+            status: "validating".into(),
+            format: format.to_owned(),
+            mode: "best_effort".into(),
+            on_invalid: "reject_file".into(),
+            payer: None,
+            currency: None,
+            expected_count: None,
+            expected_total: None,
+            file: None,
+            variant: None,
+            message_id: None,
+            total: 0,
+            invalid: 0,
+            succeeded: 0,
+            failed: 0,
+            held: 0,
+            cancel_requested: false,
+            rejection: None,
+            created_at,
+            validated_at: None,
+            completed_at: None,
+            idempotency_key: None,
+            fingerprint: None,
+        }
+    }
+}
+
 /// One item of a batch. Statuses: `invalid`, `pending`, `held`, `succeeded`, `failed`,
 /// `voided`, `cancelled`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -391,10 +391,6 @@ pub async fn create(
         .map_err(|e| ApiError::internal(format!("Cannot store the file: {e}.")))?;
 
     let record = BatchRecord {
-        id,
-        tenant: auth.tenant,
-        status: "validating".into(),
-        format: format.name().to_owned(),
         mode,
         on_invalid,
         payer: params.payer,
@@ -402,20 +398,9 @@ pub async fn create(
         expected_count: params.expected_count,
         expected_total: params.expected_total,
         file: Some(format!("batches/{name}")),
-        variant: None,
-        message_id: None,
-        total: 0,
-        invalid: 0,
-        succeeded: 0,
-        failed: 0,
-        held: 0,
-        cancel_requested: false,
-        rejection: None,
-        created_at: now_ns(),
-        validated_at: None,
-        completed_at: None,
         idempotency_key: key.clone(),
         fingerprint: Some(fingerprint),
+        ..BatchRecord::new(id, auth.tenant, format.name(), now_ns())
     };
     let insert = record.clone();
     if let Err(error) = blocking(&state, move |s| s.create_batch(&insert)).await {
