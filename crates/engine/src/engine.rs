@@ -61,7 +61,9 @@ pub fn start(
 
 fn recover(store: &mut dyn Store) -> Result<State, StoreError> {
     let r = store.recover()?;
-    Ok(State::recover(r.accounts, r.open_holds, r.open_payments, r.last_timestamp))
+    let mut state = State::recover(r.accounts, r.open_holds, r.open_payments, r.last_timestamp);
+    state.set_stored_transfer_id_max(r.max_transfer_id);
+    Ok(state)
 }
 
 struct Engine {

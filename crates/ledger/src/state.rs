@@ -8,7 +8,13 @@ use crate::payment::{
 };
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
 use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId, TransferId, AMOUNT_MAX};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+/// The state's maps are keyed by ids, most of them 128-bit and many chosen by clients. std's
+/// SipHash was two thirds of `execute` (callgrind, crates/bench/NOTES.md); foldhash is several
+/// times faster and still seeded per process, so colliding ids cannot be computed in advance.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// The longest a hold or an unconfirmed payment may wait: one year.
 pub const TIMEOUT_MAX_SECONDS: u64 = 366 * 24 * 3600;
@@ -201,6 +207,10 @@ pub struct State {
     stored_transfers: HashMap<TransferId, Transfer>,
     deadlines: BTreeSet<(u64, Deadline)>,
     last_timestamp: u64,
+    /// The highest transfer id in the store, when known: no stored transfer has a greater id,
+    /// so `prefetch` need not ask the store about those (server-made ids and well-made client
+    /// ids are time-ordered, so nearly every new id is above it). `None`: ask about every id.
+    stored_transfer_id_max: Option<TransferId>,
 
     // The batch in progress.
     changes: ChangeSet,
@@ -266,6 +276,18 @@ impl State {
         self.last_timestamp
     }
 
+    /// Tells the state that no stored transfer has an id above `max` (`None`: the store holds
+    /// no transfer), so that `prefetch` skips ids that cannot be stored. The store's primary key
+    /// still refuses a duplicate id if this were wrong: the commit would fail, never apply twice.
+    pub fn set_stored_transfer_id_max(&mut self, max: Option<TransferId>) {
+        self.stored_transfer_id_max = Some(max.unwrap_or(TransferId(0)));
+    }
+
+    /// Whether a transfer with this id may be in the store.
+    fn may_be_stored(&self, id: TransferId) -> bool {
+        self.stored_transfer_id_max.is_none_or(|max| id <= max)
+    }
+
     /// When the next hold or payment expires, if any: the engine runs an empty batch then.
     pub fn next_deadline(&self) -> Option<u64> {
         self.deadlines.first().map(|(at, _)| *at)
@@ -278,7 +300,9 @@ impl State {
             match &request.command {
                 Command::Transfers(transfers) => {
                     for t in transfers {
-                        wanted.transfers.push(t.id);
+                        if self.may_be_stored(t.id) {
+                            wanted.transfers.push(t.id);
+                        }
                         if let TransferOp::Post { pending_id, .. } | TransferOp::Void { pending_id } = t.op {
                             if !self.holds.contains_key(&pending_id) {
                                 wanted.holds.push(pending_id);
@@ -296,11 +320,14 @@ impl State {
                 }
                 Command::BatchItems { batch, step, items } => {
                     for item in items {
-                        wanted.transfers.push(match step {
+                        let id = match step {
                             BatchStep::Pay | BatchStep::Hold => batch.item_transfer(item.index),
                             BatchStep::Post => batch.item_resolution(item.index, true),
                             BatchStep::Void => batch.item_resolution(item.index, false),
-                        });
+                        };
+                        if self.may_be_stored(id) {
+                            wanted.transfers.push(id);
+                        }
                         if matches!(step, BatchStep::Post | BatchStep::Void) {
                             let hold = batch.item_transfer(item.index);
                             if !self.holds.contains_key(&hold) {
@@ -355,7 +382,7 @@ impl State {
     /// open leave memory.
     pub fn take_changes(&mut self) -> ChangeSet {
         let mut changes = std::mem::take(&mut self.changes);
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         for (id, (_, before)) in &self.before {
             // A rolled-back linked chain leaves balances as they were: nothing to write.
             if let Some(account) = self.accounts.get(id).filter(|a| a.balances != *before) {
@@ -380,6 +407,11 @@ impl State {
             }
         }
         changes.last_timestamp = self.last_timestamp;
+        if let Some(max) = &mut self.stored_transfer_id_max {
+            if let Some(highest) = changes.transfers.iter().map(|t| t.id).max() {
+                *max = (*max).max(highest);
+            }
+        }
         self.before.clear();
         self.new_transfers.clear();
         self.stored_transfers.clear();
@@ -392,8 +424,8 @@ impl State {
     /// per currency, posted and pending balances sum to zero; every account's pending counters
     /// equal the sum of its open holds; no counter passes `AMOUNT_MAX`.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut sums: HashMap<Currency, (i128, i128)> = HashMap::new();
-        let mut pending: HashMap<AccountId, (u128, u128)> = HashMap::new();
+        let mut sums: HashMap<Currency, (i128, i128)> = HashMap::default();
+        let mut pending: HashMap<AccountId, (u128, u128)> = HashMap::default();
         for hold in self.holds.values().filter(|h| h.status == HoldStatus::Pending) {
             let t = &hold.transfer;
             pending.entry(t.debit_account).or_default().0 += u128::from(t.amount);
@@ -508,7 +540,7 @@ impl State {
     }
 
     fn assert_double_entry(&self) {
-        let mut moved: HashMap<Currency, [i128; 4]> = HashMap::new();
+        let mut moved: HashMap<Currency, [i128; 4]> = HashMap::default();
         for (id, (currency, before)) in &self.before {
             let Some(after) = self.accounts.get(id).map(|a| a.balances) else { continue };
             let delta = |a: u64, b: u64| i128::from(a) - i128::from(b);

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod batches;
+mod history;
 pub mod sqlite;
 pub mod verify;
 
@@ -35,6 +36,8 @@ pub struct Recovered {
     pub open_holds: Vec<HoldRecord>,
     pub open_payments: Vec<Payment>,
     pub last_timestamp: u64,
+    /// The highest transfer id stored, if any (see `State::set_stored_transfer_id_max`).
+    pub max_transfer_id: Option<TransferId>,
 }
 
 /// Stored objects a batch refers to (see [`paycore_ledger::State::prefetch`]).

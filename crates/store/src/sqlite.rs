@@ -6,13 +6,14 @@
 //! `<data>/LOCK` keeps a second process from opening the same data folder: two writers would
 //! mean two engines, and two engines can spend the same money twice.
 
+use crate::history::{self, Indexer, HISTORY_FILE};
 use crate::{ApiKeyRecord, IdempotencyRecord, Loaded, Page, Reader, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
     Account, AccountId, Balances, CaptureMethod, ChangeSet, Currency, HoldRecord, HoldStatus, Overdraft, Payment,
     PaymentId, PaymentStatus, Prefetch, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId,
     TransferKind,
 };
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_batches.sql"),
     include_str!("../migrations/0003_tenants_webhooks.sql"),
+    include_str!("../migrations/0004_history_out_of_commit.sql"),
 ];
 
 const DATABASE_FILE: &str = "paycore.db";
@@ -49,9 +51,17 @@ pub fn open(data_dir: &Path) -> Result<(SqliteStore, SqliteReader)> {
     let path = data_dir.join(DATABASE_FILE);
     let mut writer = connect(&path)?;
     migrate(&mut writer)?;
-    let reader = SqliteReader { path: Arc::new(path), pool: Arc::new(Mutex::new(Vec::new())) };
-    Ok((SqliteStore { conn: writer, _lock: lock }, reader))
+    // The engine's connection is used by the engine thread only: no SQLite mutex around each
+    // call. A larger page cache keeps the accounts and the B-trees' right edges in memory.
+    writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    let history_path = data_dir.join(HISTORY_FILE);
+    let indexer = Indexer::start(path.clone(), history::open_for_writing(&writer, &history_path)?)?;
+    let reader = SqliteReader::new(path, history_path);
+    Ok((SqliteStore { conn: writer, indexer, _lock: lock }, reader))
 }
+
+/// The engine connection's page cache, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// Opens a data folder read-only for offline checks; fails if a server holds it.
 pub fn open_reader(data_dir: &Path) -> Result<SqliteReader> {
@@ -59,11 +69,17 @@ pub fn open_reader(data_dir: &Path) -> Result<SqliteReader> {
     if !path.exists() {
         return Err(StoreError::Database(format!("{} has no paycore database", data_dir.display())));
     }
-    Ok(SqliteReader { path: Arc::new(path), pool: Arc::new(Mutex::new(Vec::new())) })
+    Ok(SqliteReader::new(path, data_dir.join(HISTORY_FILE)))
 }
 
 fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    // Each connection is used by one thread at a time (the engine's, or a reader borrowed from
+    // the pool): SQLite's own mutexes would only add cost.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -233,6 +249,8 @@ const HOLD_COLUMNS: &str = "SELECT t.*, h.status, h.payment FROM holds h JOIN tr
 /// The engine's connection.
 pub struct SqliteStore {
     conn: Connection,
+    /// Keeps `history.db` up with `transfers`; stops with the store.
+    indexer: Indexer,
     /// Held for as long as the store lives.
     _lock: File,
 }
@@ -254,20 +272,41 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let last: Option<i64> =
             conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
+        // The primary key's last entry: one B-tree descent.
+        let max_transfer_id: Option<[u8; 16]> =
+            conn.query_row("SELECT max(id) FROM transfers", [], |r| r.get(0))?;
         Ok(Recovered {
             accounts,
             open_holds,
             open_payments,
             last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
+            max_transfer_id: max_transfer_id.map(|b| TransferId(u128::from_be_bytes(b))),
         })
     }
 
     fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
         let mut loaded = Loaded::default();
-        let mut stmt = self.conn.prepare_cached("SELECT * FROM transfers WHERE id = ?1")?;
-        for id in &wanted.transfers {
-            if let Some(t) = stmt.query_row([id_blob(id.0)], transfer_from).optional()? {
-                loaded.transfers.push(t);
+        let mut ids: Vec<u128> = wanted.transfers.iter().map(|id| id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut point = self.conn.prepare_cached("SELECT * FROM transfers WHERE id = ?1")?;
+        let mut range = self.conn.prepare_cached("SELECT * FROM transfers WHERE id BETWEEN ?1 AND ?2")?;
+        // Close ids (a batch's items: the batch id with the item's index in the low bits) are
+        // read with one range scan instead of a lookup each.
+        for run in ids.chunk_by(|a, b| b - a <= RUN_GAP_MAX) {
+            if let [id] = run {
+                if let Some(t) = point.query_row([id_blob(*id)], transfer_from).optional()? {
+                    loaded.transfers.push(t);
+                }
+                continue;
+            }
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let mut rows = range.query([id_blob(first), id_blob(last)])?;
+            while let Some(row) = rows.next()? {
+                let t = transfer_from(row)?;
+                if run.binary_search(&t.id.0).is_ok() {
+                    loaded.transfers.push(t);
+                }
             }
         }
         let mut stmt = self.conn.prepare_cached(&format!("{HOLD_COLUMNS} WHERE h.id = ?1"))?;
@@ -429,6 +468,20 @@ impl Store for SqliteStore {
             )?;
         }
         tx.commit()?;
+        self.indexer.committed(changes.transfers.len());
+        Ok(())
+    }
+}
+
+/// Ids closer than this are read with one range scan in [`SqliteStore::load`].
+const RUN_GAP_MAX: u128 = 1 << 16;
+
+impl SqliteStore {
+    /// Brings `history.db` up to date now rather than when the indexer next runs (for tests
+    /// and tools; listings are complete either way).
+    pub fn index_history(&mut self, data_dir: &Path) -> Result<()> {
+        let mut history = history::open_for_writing(&self.conn, &data_dir.join(HISTORY_FILE))?;
+        while history::index_pass(&self.conn, &mut history, 65_536)? > 0 {}
         Ok(())
     }
 }
@@ -438,6 +491,7 @@ impl Store for SqliteStore {
 #[derive(Clone)]
 pub struct SqliteReader {
     path: Arc<PathBuf>,
+    history: Arc<PathBuf>,
     pool: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -445,11 +499,19 @@ pub struct SqliteReader {
 const POOL_IDLE_MAX: usize = 16;
 
 impl SqliteReader {
+    fn new(path: PathBuf, history: PathBuf) -> SqliteReader {
+        SqliteReader { path: Arc::new(path), history: Arc::new(history), pool: Arc::new(Mutex::new(Vec::new())) }
+    }
+
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
         let conn = match pooled {
             Some(conn) => conn,
-            None => connect(&self.path)?,
+            None => {
+                let conn = connect(&self.path)?;
+                history::attach(&conn, &self.history)?;
+                conn
+            }
         };
         let result = f(&conn);
         if let Ok(mut pool) = self.pool.lock() {
@@ -507,16 +569,37 @@ impl Reader for SqliteReader {
                 }
             };
             let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-            let rows = conn
+            // One read transaction over both files: the watermark and the entries below it
+            // come from one snapshot of history.db, and the main database is never behind it.
+            let tx = conn.unchecked_transaction()?;
+            let watermark: i64 = tx.query_row("SELECT timestamp FROM history.watermark", [], |r| r.get(0))?;
+            // Newest first: the unindexed tail (timestamps above the watermark), scanned on the
+            // timestamp index, which also holds both accounts ...
+            let mut rows = tx
                 .prepare_cached(
-                    "SELECT * FROM (
-                         SELECT * FROM transfers WHERE debit_account = ?1 AND timestamp < ?2
-                         UNION ALL
-                         SELECT * FROM transfers WHERE credit_account = ?1 AND timestamp < ?2
-                     ) WHERE tenant = ?3 ORDER BY timestamp DESC LIMIT ?4",
+                    "SELECT * FROM transfers
+                     WHERE timestamp > ?1 AND timestamp < ?2 AND (debit_account = ?3 OR credit_account = ?3)
+                       AND tenant = ?4
+                     ORDER BY timestamp DESC LIMIT ?5",
                 )?
-                .query_map(params![id_blob(id.0), before, id_blob(tenant.0), limit], transfer_from)?
+                .query_map(params![watermark, before, id_blob(id.0), id_blob(tenant.0), limit], transfer_from)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            // ... then the indexed part, in the history's key order.
+            let rest = limit - i64::try_from(rows.len()).unwrap_or(0);
+            if rest > 0 {
+                let indexed = tx
+                    .prepare_cached(
+                        "SELECT t.* FROM history.account_transfers h JOIN transfers t ON t.id = h.id
+                         WHERE h.account = ?1 AND h.timestamp < ?2 AND t.tenant = ?3
+                         ORDER BY h.timestamp DESC LIMIT ?4",
+                    )?
+                    .query_map(
+                        params![id_blob(id.0), before.min(watermark.saturating_add(1)), id_blob(tenant.0), rest],
+                        transfer_from,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.extend(indexed);
+            }
             Ok(rows)
         })
     }

@@ -207,3 +207,74 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     let err = paycore_store::sqlite::open(dir.path()).err().unwrap();
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
+
+/// Every page of every account's history, newest first.
+fn history(reader: &dyn Reader, account: u128, page_size: usize) -> Vec<TransferId> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = reader.account_transfers(T1, AccountId(account), Page { after, limit: page_size }).unwrap();
+        all.extend(page.iter().map(|t| t.id));
+        match page.last() {
+            Some(last) if page.len() == page_size => after = Some(last.id),
+            _ => return all,
+        }
+    }
+}
+
+#[test]
+fn account_history_lists_every_transfer_whether_indexed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let mut state = State::default();
+    step(&mut state, &mut store, 1, (1..=5).map(|a| open(a, Overdraft::Unlimited, None)).collect());
+    let mut committed: Vec<(u128, u128, u128)> = Vec::new();
+    let mut seed: u64 = 42;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let check = |committed: &[(u128, u128, u128)], reader: &dyn Reader, page_size: usize| {
+        for account in 1..=5 {
+            let expected: Vec<TransferId> =
+                committed.iter().rev().filter(|t| t.1 == account || t.2 == account).map(|t| TransferId(t.0)).collect();
+            assert_eq!(history(reader, account, page_size), expected, "account {account}, pages of {page_size}");
+        }
+    };
+    for batch in 0..24u128 {
+        let transfers: Vec<(u128, u128, u128)> = (0..7u128)
+            .map(|i| {
+                let debit = 1 + u128::from(next(5));
+                let credit = 1 + (debit + u128::from(next(4))) % 5;
+                (1000 + batch * 10 + i, debit, credit)
+            })
+            .collect();
+        let moves = transfers.iter().map(|&(id, d, c)| mv(id, d, c, 1, None)).collect();
+        step(&mut state, &mut store, 10 + u64::try_from(batch).unwrap(), vec![Command::Transfers(moves)]);
+        committed.extend(transfers);
+        // Indexed up to here every third batch; the background indexer may run at any time too.
+        if batch % 3 == 0 {
+            store.index_history(dir.path()).unwrap();
+        }
+        check(&committed, &reader, 1 + usize::try_from(batch % 4).unwrap());
+    }
+    check(&committed, &reader, 100);
+
+    // history.db is derived: without it (or after it), listings are the same.
+    drop((store, reader));
+    std::fs::remove_file(dir.path().join("history.db")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("history.db-wal"));
+    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    check(&committed, &reader, 3);
+    store.index_history(dir.path()).unwrap();
+    check(&committed, &reader, 3);
+
+    // A history ahead of the transfers (the database was replaced by an older copy) starts over.
+    drop((store, reader));
+    let history = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+    history.execute("UPDATE watermark SET timestamp = 1 << 62", []).unwrap();
+    history.execute("DELETE FROM account_transfers WHERE account = ?1", [AccountId(1).0.to_be_bytes()]).unwrap();
+    drop(history);
+    let (_store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    check(&committed, &reader, 5);
+}

@@ -1,0 +1,204 @@
+//! Account history, kept out of the engine's commit.
+//!
+//! Listing an account's transfers needs them by account and time. Indexing `transfers` by
+//! debit and by credit account inside the engine's commit put every transfer at a random place
+//! in two B-trees: a batch of 8 189 transfers dirtied most of their pages, and that upkeep was
+//! three quarters of the engine's CPU (crates/bench/NOTES.md). So the commit only appends:
+//! `transfers` is keyed by id and indexed by timestamp (both grow at the end), and an indexer
+//! thread copies `(account, timestamp, id)` entries into `history.db`, a separate SQLite file,
+//! in large sorted chunks, so that each of its pages is written once per chunk rather than once
+//! per batch. It has its own file so that its long write transactions never take the main
+//! database's single write lock from the engine.
+//!
+//! `history.db` is derived data: its watermark (the timestamp of the last transfer indexed)
+//! commits with its entries, so a crash leaves it consistent, and it can be deleted at any time
+//! (it is rebuilt from `transfers`). A listing reads the indexed part below the watermark and
+//! scans the short unindexed tail above it, so every committed transfer is listed at once.
+
+use crate::Result;
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub(crate) const HISTORY_FILE: &str = "history.db";
+
+/// The history database's schema; `watermark` has exactly one row.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS account_transfers (
+    account   BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    id        BLOB NOT NULL,
+    PRIMARY KEY (account, timestamp)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watermark (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    timestamp INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO watermark (one, timestamp) VALUES (1, 0);
+";
+
+/// Most transfers indexed in one pass (two entries each, sorted, one transaction).
+const CHUNK: u64 = 262_144;
+/// How often the indexer looks for new transfers.
+const POLL: Duration = Duration::from_millis(50);
+/// The longest the unindexed tail waits while transfers keep coming in smaller numbers than a
+/// chunk; a listing scans the tail, so it must stay short.
+const LAG_MAX: Duration = Duration::from_secs(2);
+
+/// Opens (creating if needed) `history.db` for writing. If its watermark is past the main
+/// database's last transfer (the main database was replaced by an older copy), it starts over.
+pub(crate) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Derived data: a power loss may lose its last passes, never its consistency (WAL), and
+    // the indexer redoes them from `transfers`.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    conn.execute_batch(SCHEMA)?;
+    let watermark = watermark(&conn)?;
+    let last: Option<i64> = main.query_row("SELECT max(timestamp) FROM transfers", [], |r| r.get(0))?;
+    if watermark > last.unwrap_or(0) {
+        tracing::warn!(watermark, "history.db is ahead of the transfers it indexes; rebuilding it");
+        conn.execute_batch("DELETE FROM account_transfers; UPDATE watermark SET timestamp = 0;")?;
+    }
+    Ok(conn)
+}
+
+/// Attaches the history to a reader connection as `history`: the file if there is one, else
+/// an empty in-memory one (every transfer is then in the tail).
+pub(crate) fn attach(conn: &Connection, path: &Path) -> Result<()> {
+    if path.exists() {
+        conn.execute("ATTACH DATABASE ?1 AS history", [path.to_string_lossy()])?;
+    } else {
+        conn.execute("ATTACH DATABASE ':memory:' AS history", [])?;
+        conn.execute_batch(&SCHEMA.replace("EXISTS ", "EXISTS history."))?;
+    }
+    Ok(())
+}
+
+fn watermark(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT timestamp FROM watermark", [], |r| r.get(0))?)
+}
+
+/// Indexes up to `limit` transfers past the watermark in one transaction; returns how many.
+pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64) -> Result<u64> {
+    let from = watermark(history)?;
+    let mut entries: Vec<([u8; 16], i64, [u8; 16])> = Vec::new();
+    let mut last = from;
+    {
+        // Served by the covering `transfers_timestamp` index alone.
+        let mut stmt = main.prepare_cached(
+            "SELECT timestamp, id, debit_account, credit_account FROM transfers
+             WHERE timestamp > ?1 ORDER BY timestamp LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![from, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+        while let Some(row) = rows.next()? {
+            let timestamp: i64 = row.get(0)?;
+            let id: [u8; 16] = row.get(1)?;
+            entries.push((row.get(2)?, timestamp, id));
+            entries.push((row.get(3)?, timestamp, id));
+            last = timestamp;
+        }
+    }
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    // In key order, so that each page of the index is visited once.
+    entries.sort_unstable();
+    let tx = history.transaction()?;
+    {
+        // OR IGNORE: a transfer whose debit and credit account are the same has one entry.
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO account_transfers (account, timestamp, id) VALUES (?1, ?2, ?3)",
+        )?;
+        for (account, timestamp, id) in &entries {
+            insert.execute(params![account, timestamp, id])?;
+        }
+        tx.execute("UPDATE watermark SET timestamp = ?1", [last])?;
+    }
+    tx.commit()?;
+    Ok((entries.len() / 2) as u64)
+}
+
+/// The indexer thread; stops (after its current pass) when dropped.
+pub(crate) struct Indexer {
+    stop: Arc<AtomicBool>,
+    /// Transfers committed since the indexer last caught up (a hint: when it passes a chunk,
+    /// a pass starts at once).
+    committed: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Indexer {
+    pub(crate) fn start(main_path: PathBuf, history: Connection) -> Result<Indexer> {
+        let main = Connection::open_with_flags(
+            &main_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        main.busy_timeout(Duration::from_secs(5))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(CHUNK)); // a first pass at once, for what a restart left
+        let thread = {
+            let (stop, committed) = (stop.clone(), committed.clone());
+            std::thread::Builder::new()
+                .name("paycore-history".into())
+                .spawn(move || run(&main, history, &stop, &committed))
+                .map_err(|e| crate::StoreError::Database(format!("cannot start the history indexer: {e}")))?
+        };
+        Ok(Indexer { stop, committed, thread: Some(thread) })
+    }
+
+    /// Called by the engine's commit: `n` more transfers are waiting to be indexed.
+    pub(crate) fn committed(&self, n: usize) {
+        if n > 0 && self.committed.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= CHUNK {
+            if let Some(thread) = &self.thread {
+                thread.thread().unpark();
+            }
+        }
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed: &AtomicU64) {
+    let mut last_pass = Instant::now();
+    let mut seen = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let waiting = committed.load(Ordering::Relaxed);
+        // A pass when a chunk is waiting, when the engine has gone quiet, or when the tail has
+        // waited long enough; never for a trickle while transfers keep coming.
+        let due = waiting >= CHUNK || (waiting > 0 && (waiting == seen || last_pass.elapsed() >= LAG_MAX));
+        if due {
+            committed.store(0, Ordering::Relaxed);
+            loop {
+                match index_pass(main, &mut history, CHUNK) {
+                    Ok(n) if n == CHUNK && !stop.load(Ordering::Relaxed) => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "history indexer pass failed; retrying later");
+                        committed.fetch_add(1, Ordering::Relaxed);
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        break;
+                    }
+                }
+            }
+            last_pass = Instant::now();
+            seen = 0;
+        } else {
+            seen = waiting;
+            std::thread::park_timeout(POLL);
+        }
+    }
+}
