@@ -1,6 +1,6 @@
 //! Transfers, the requests that make them, and their result codes.
 
-use crate::{AccountId, Currency, PaymentId, TenantId, TransferId};
+use crate::{AccountId, Balances, Currency, PaymentId, TenantId, TransferId, AMOUNT_MAX};
 
 /// What a stored transfer did. Stored transfers are immutable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -58,6 +58,44 @@ pub struct Transfer {
     pub expires_at: Option<u64>,
     /// Unique and strictly increasing across the ledger: the engine's clock at execution.
     pub timestamp: u64,
+}
+
+impl Transfer {
+    /// Replays this stored transfer on the balances of its two accounts, as the state machine
+    /// applied it: a single transfer moves posted money, a hold moves pending money, and a post,
+    /// void or expiry releases the whole hold (`held`, the amount of the pending transfer it
+    /// resolves) and posts its own amount if it is a post. A store uses it to bring balances
+    /// written some batches ago up to date from the transfers since. `None` if a counter would
+    /// leave `0..=AMOUNT_MAX`: the stored data is not what the state machine wrote.
+    pub fn replay(&self, held: u64, debit: &mut Balances, credit: &mut Balances) -> Option<()> {
+        let add = |counter: &mut u64, by: u64| -> Option<()> {
+            *counter = counter.checked_add(by).filter(|&c| c <= AMOUNT_MAX)?;
+            Some(())
+        };
+        let release = |counter: &mut u64| -> Option<()> {
+            *counter = counter.checked_sub(held)?;
+            Some(())
+        };
+        match self.kind {
+            TransferKind::Single => {
+                add(&mut debit.debits_posted, self.amount)?;
+                add(&mut credit.credits_posted, self.amount)
+            }
+            TransferKind::Pending => {
+                add(&mut debit.debits_pending, self.amount)?;
+                add(&mut credit.credits_pending, self.amount)
+            }
+            TransferKind::PostPending | TransferKind::VoidPending | TransferKind::ExpirePending => {
+                release(&mut debit.debits_pending)?;
+                release(&mut credit.credits_pending)?;
+                if self.kind == TransferKind::PostPending {
+                    add(&mut debit.debits_posted, self.amount)?;
+                    add(&mut credit.credits_posted, self.amount)?;
+                }
+                Some(())
+            }
+        }
+    }
 }
 
 /// What a client asks for.

@@ -470,20 +470,19 @@ impl BatchStore for SqliteReader {
     }
 
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {
-        self.with(|conn| {
+        self.account_with(|conn| {
             if let Ok(id) = text.parse::<AccountId>() {
-                return Ok(conn
+                return conn
                     .prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
                     .query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from)
-                    .optional()?);
+                    .optional();
             }
-            Ok(conn
-                .prepare_cached(
-                    "SELECT * FROM accounts WHERE tenant = ?1 AND reference = ?2
-                     ORDER BY currency = ?3 DESC, created_at LIMIT 1",
-                )?
-                .query_row(params![id_blob(tenant.0), text, currency.map(Currency::code)], account_from)
-                .optional()?)
+            conn.prepare_cached(
+                "SELECT * FROM accounts WHERE tenant = ?1 AND reference = ?2
+                 ORDER BY currency = ?3 DESC, created_at LIMIT 1",
+            )?
+            .query_row(params![id_blob(tenant.0), text, currency.map(Currency::code)], account_from)
+            .optional()
         })
     }
 }

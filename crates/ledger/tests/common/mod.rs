@@ -57,10 +57,27 @@ pub struct Store {
     pub payments: BTreeMap<PaymentId, Payment>,
     pub refunds: Vec<Refund>,
     pub last_timestamp: u64,
+    /// Every account's balances rebuilt from the transfers alone (`Transfer::replay`), as a
+    /// store that writes balances less often than transfers rebuilds them.
+    pub replayed: HashMap<AccountId, Balances>,
 }
 
 impl Store {
     pub fn apply(&mut self, changes: &ChangeSet) {
+        for t in &changes.transfers {
+            let held = t.pending_id.map_or(0, |p| {
+                let hold = self.transfers.get(&p).or_else(|| changes.transfers.iter().find(|h| h.id == p));
+                hold.unwrap_or_else(|| panic!("{} resolves unknown hold {p}", t.id)).amount
+            });
+            let mut debit = self.replayed.get(&t.debit_account).copied().unwrap_or_default();
+            let mut credit = self.replayed.get(&t.credit_account).copied().unwrap_or_default();
+            t.replay(held, &mut debit, &mut credit).unwrap_or_else(|| panic!("{} cannot be replayed", t.id));
+            self.replayed.insert(t.debit_account, debit);
+            self.replayed.insert(t.credit_account, credit);
+        }
+        for (id, balances) in &changes.balances {
+            assert_eq!(self.replayed.get(id).copied().unwrap_or_default(), *balances, "replayed balances of {id}");
+        }
         for account in &changes.new_accounts {
             assert!(
                 self.accounts.insert(account.id, account.clone()).is_none(),
