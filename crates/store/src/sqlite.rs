@@ -392,25 +392,7 @@ impl Store for SqliteStore {
                     int(account.created_at),
                 ])?;
             }
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency,
-                     kind, pending_id, expires_at, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for t in &changes.transfers {
-                stmt.execute(params![
-                    id_blob(t.id.0),
-                    id_blob(t.tenant.0),
-                    id_blob(t.debit_account.0),
-                    id_blob(t.credit_account.0),
-                    int(t.amount),
-                    t.currency.code(),
-                    t.kind.as_str(),
-                    t.pending_id.map(|p| id_blob(p.0)),
-                    t.expires_at.map(int),
-                    int(t.timestamp),
-                ])?;
-            }
+            insert_transfers(&tx, &changes.transfers)?;
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO holds (id, status, payment) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status",
@@ -506,6 +488,47 @@ impl Store for SqliteStore {
         self.indexer.committed(changes.transfers.len());
         Ok(())
     }
+}
+
+/// Transfers per `INSERT` statement: one statement per row cost more in statement set-up and
+/// tear-down than in the B-tree work itself.
+const TRANSFERS_PER_INSERT: usize = 64;
+const TRANSFER_COLUMNS: usize = 10;
+
+fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
+    let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
+                    expires_at, timestamp) VALUES ";
+    let row = format!("({})", vec!["?"; TRANSFER_COLUMNS].join(", "));
+    let many = format!("{head}{}", vec![row.as_str(); TRANSFERS_PER_INSERT].join(", "));
+    let one = format!("{head}{row}");
+    let mut chunks = transfers.chunks_exact(TRANSFERS_PER_INSERT);
+    let mut stmt = tx.prepare_cached(&many)?;
+    for chunk in &mut chunks {
+        for (i, t) in chunk.iter().enumerate() {
+            bind_transfer(&mut stmt, i * TRANSFER_COLUMNS, t)?;
+        }
+        stmt.raw_execute()?;
+    }
+    let mut stmt = tx.prepare_cached(&one)?;
+    for t in chunks.remainder() {
+        bind_transfer(&mut stmt, 0, t)?;
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
+
+/// Binds one transfer's columns, in `insert_transfers`' order, after `offset` parameters.
+fn bind_transfer(stmt: &mut rusqlite::Statement<'_>, offset: usize, t: &Transfer) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(offset + 1, id_blob(t.id.0))?;
+    stmt.raw_bind_parameter(offset + 2, id_blob(t.tenant.0))?;
+    stmt.raw_bind_parameter(offset + 3, id_blob(t.debit_account.0))?;
+    stmt.raw_bind_parameter(offset + 4, id_blob(t.credit_account.0))?;
+    stmt.raw_bind_parameter(offset + 5, int(t.amount))?;
+    stmt.raw_bind_parameter(offset + 6, t.currency.code())?;
+    stmt.raw_bind_parameter(offset + 7, t.kind.as_str())?;
+    stmt.raw_bind_parameter(offset + 8, t.pending_id.map(|p| id_blob(p.0)))?;
+    stmt.raw_bind_parameter(offset + 9, t.expires_at.map(int))?;
+    stmt.raw_bind_parameter(offset + 10, int(t.timestamp))
 }
 
 /// Ids closer than this are read with one range scan in [`SqliteStore::load`].
