@@ -55,14 +55,24 @@ async fn upload_to_report(client: &mut Client, payer: &str, file: Bytes, lines: 
     let uploaded = started.elapsed();
     let id = id_of(&body)?;
     let mut wait = Duration::from_millis(2);
+    // When the batch was first seen past validation, and completed (to within a poll).
+    let mut validated = None;
+    let processed;
     loop {
         let (status, body) = client.get(&format!("/v1/batches/{id}")).await?;
         if !status.is_success() {
             bail!("GET /v1/batches/{id}: {status} {}", String::from_utf8_lossy(&body));
         }
         let value: serde_json::Value = serde_json::from_slice(&body)?;
-        match value.get("status").and_then(|s| s.as_str()) {
-            Some("completed") => break,
+        let state = value.get("status").and_then(|s| s.as_str());
+        if validated.is_none() && state != Some("validating") {
+            validated = Some(started.elapsed());
+        }
+        match state {
+            Some("completed") => {
+                processed = started.elapsed();
+                break;
+            }
             Some("failed" | "rejected" | "cancelled") => bail!("the batch ended {}", String::from_utf8_lossy(&body)),
             _ => {}
         }
@@ -77,6 +87,7 @@ async fn upload_to_report(client: &mut Client, payer: &str, file: Bytes, lines: 
         bail!("GET /v1/batches/{id}/report: {status} {}", String::from_utf8_lossy(&report[..report.len().min(300)]));
     }
     let total = started.elapsed();
+    let validated = validated.unwrap_or(processed);
     let rows = report.iter().filter(|b| **b == b'\n').count() as u64;
     if rows < lines {
         bail!("the report has {rows} lines for {lines} items");
@@ -87,6 +98,9 @@ async fn upload_to_report(client: &mut Client, payer: &str, file: Bytes, lines: 
         extra: vec![
             ("total s", total.as_secs_f64()),
             ("upload s", uploaded.as_secs_f64()),
+            ("validate s", (validated - uploaded).as_secs_f64()),
+            ("process s", (processed - validated).as_secs_f64()),
+            ("report s", (total - processed).as_secs_f64()),
             ("report MB", report.len() as f64 / 1e6),
         ],
     }))

@@ -112,9 +112,8 @@ pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     let tx = history.transaction()?;
     {
         // OR IGNORE: a transfer whose debit and credit account are the same has one entry.
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO account_transfers (account, timestamp, id) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut insert =
+            tx.prepare_cached("INSERT OR IGNORE INTO account_transfers (account, timestamp, id) VALUES (?1, ?2, ?3)")?;
         for (account, timestamp, id) in &entries {
             insert.execute(params![account, timestamp, id])?;
         }

@@ -14,9 +14,9 @@ use paycore_ledger::{
     TransferKind,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -307,8 +307,7 @@ impl Store for SqliteStore {
         let last: Option<i64> =
             conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
         // The primary key's last entry: one B-tree descent.
-        let max_transfer_id: Option<[u8; 16]> =
-            conn.query_row("SELECT max(id) FROM transfers", [], |r| r.get(0))?;
+        let max_transfer_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM transfers", [], |r| r.get(0))?;
         Ok(Recovered {
             accounts,
             open_holds,
@@ -498,7 +497,7 @@ const TRANSFER_COLUMNS: usize = 10;
 fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
     let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
                     expires_at, timestamp) VALUES ";
-    let row = format!("({})", vec!["?"; TRANSFER_COLUMNS].join(", "));
+    let row = format!("({})", ["?"; TRANSFER_COLUMNS].join(", "));
     let many = format!("{head}{}", vec![row.as_str(); TRANSFERS_PER_INSERT].join(", "));
     let one = format!("{head}{row}");
     let mut chunks = transfers.chunks_exact(TRANSFERS_PER_INSERT);
@@ -632,7 +631,9 @@ impl SqliteStore {
                         return Ok(*b);
                     }
                     let stored = account.query_row([id_blob(id.0)], account_from).optional()?;
-                    Ok(stored.ok_or_else(|| StoreError::Corrupt(format!("{} moves money of missing account {id}", t.id)))?.balances)
+                    Ok(stored
+                        .ok_or_else(|| StoreError::Corrupt(format!("{} moves money of missing account {id}", t.id)))?
+                        .balances)
                 };
                 let (mut debit, mut credit) = (balances(t.debit_account)?, balances(t.credit_account)?);
                 t.replay(held, &mut debit, &mut credit)

@@ -5,7 +5,8 @@
 use crate::sqlite::{account_from, blob_id, uint, SqliteReader};
 use crate::Result;
 use paycore_ledger::{
-    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, PaymentStatus, RefundStatus, TransferId, TransferKind,
+    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, PaymentStatus, RefundStatus, TransferId,
+    TransferKind,
 };
 use rusqlite::Connection;
 use std::collections::HashMap;

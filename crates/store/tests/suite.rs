@@ -328,9 +328,8 @@ fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
     {
         let (mut again, reader) = paycore_store::sqlite::open(image.path()).unwrap();
         let recovered = again.recover().unwrap();
-        let balances: Vec<_> = (1..=3)
-            .map(|a| recovered.accounts.iter().find(|x| x.id == AccountId(a)).unwrap().balances)
-            .collect();
+        let balances: Vec<_> =
+            (1..=3).map(|a| recovered.accounts.iter().find(|x| x.id == AccountId(a)).unwrap().balances).collect();
         assert_eq!(balances, current(&state));
         assert_eq!(read(&reader), current(&state));
         assert!(paycore_store::verify::verify(&reader).unwrap().ok());
@@ -343,7 +342,8 @@ fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
     assert_eq!(read(&reader), current(&state));
     let image = crash_image(dir.path());
     let rows = rusqlite::Connection::open(image.path().join("paycore.db")).unwrap();
-    let through: i64 = rows.query_row("SELECT value FROM meta WHERE key = 'balances_through'", [], |r| r.get(0)).unwrap();
+    let through: i64 =
+        rows.query_row("SELECT value FROM meta WHERE key = 'balances_through'", [], |r| r.get(0)).unwrap();
     assert!(through > 0, "a checkpoint was written");
     drop(rows);
     let (mut again, reader) = paycore_store::sqlite::open(image.path()).unwrap();
