@@ -16,7 +16,7 @@
 //! scans the short unindexed tail above it, so every committed transfer is listed at once.
 
 use crate::Result;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,13 +25,18 @@ use std::time::{Duration, Instant};
 
 pub(crate) const HISTORY_FILE: &str = "history.db";
 
-/// The history database's schema; `watermark` has exactly one row.
+/// The history database's schema; `watermark` has exactly one row. An account's entries are
+/// stored in runs (`account_runs`): each row holds up to [`RUN_MAX`] of its entries from one
+/// pass, in timestamp order, as `timestamp (8 bytes) ‖ transfer id (16 bytes)` big-endian. One
+/// B-tree insert per account per pass, instead of one per entry (which cost a core at 250 000
+/// transfers/s).
 pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS account_transfers (
-    account   BLOB NOT NULL,
-    timestamp INTEGER NOT NULL,
-    id        BLOB NOT NULL,
-    PRIMARY KEY (account, timestamp)
+CREATE TABLE IF NOT EXISTS account_runs (
+    account  BLOB NOT NULL,
+    last_ts  INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    entries  BLOB NOT NULL,
+    PRIMARY KEY (account, last_ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watermark (
     one       INTEGER PRIMARY KEY CHECK (one = 1),
@@ -39,6 +44,12 @@ CREATE TABLE IF NOT EXISTS watermark (
 );
 INSERT OR IGNORE INTO watermark (one, timestamp) VALUES (1, 0);
 ";
+
+/// The layout of `history.db`; a file with another one is rebuilt.
+const VERSION: i64 = 2;
+/// Most entries in one row of `account_runs`.
+const RUN_MAX: usize = 2048;
+const ENTRY_BYTES: usize = 24;
 
 /// Most transfers indexed in one pass (two entries each, sorted, one transaction).
 const CHUNK: u64 = 262_144;
@@ -57,13 +68,21 @@ pub(crate) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connect
     // Derived data: a power loss may lose its last passes, never its consistency (WAL), and
     // the indexer redoes them from `transfers`.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "cache_size", -32_768)?;
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version != VERSION {
+        conn.execute_batch(
+            "DROP TABLE IF EXISTS account_transfers; DROP TABLE IF EXISTS account_runs;
+             DROP TABLE IF EXISTS watermark;",
+        )?;
+        conn.pragma_update(None, "user_version", VERSION)?;
+    }
     conn.execute_batch(SCHEMA)?;
     let watermark = watermark(&conn)?;
     let last: Option<i64> = main.query_row("SELECT max(timestamp) FROM transfers", [], |r| r.get(0))?;
     if watermark > last.unwrap_or(0) {
         tracing::warn!(watermark, "history.db is ahead of the transfers it indexes; rebuilding it");
-        conn.execute_batch("DELETE FROM account_transfers; UPDATE watermark SET timestamp = 0;")?;
+        conn.execute_batch("DELETE FROM account_runs; UPDATE watermark SET timestamp = 0;")?;
     }
     Ok(conn)
 }
@@ -87,7 +106,9 @@ fn watermark(conn: &Connection) -> Result<i64> {
 /// Indexes up to `limit` transfers past the watermark in one transaction; returns how many.
 pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64) -> Result<u64> {
     let from = watermark(history)?;
-    let mut entries: Vec<([u8; 16], i64, [u8; 16])> = Vec::new();
+    // (account, timestamp, transfer id), as integers: sorting them is several times cheaper
+    // than sorting byte arrays.
+    let mut entries: Vec<(u128, i64, u128)> = Vec::new();
     let mut last = from;
     {
         // Served by the covering `transfers_timestamp` index alone.
@@ -96,31 +117,88 @@ pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
              WHERE timestamp > ?1 ORDER BY timestamp LIMIT ?2",
         )?;
         let mut rows = stmt.query(params![from, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+        let id = |row: &rusqlite::Row, i| row.get::<_, [u8; 16]>(i).map(u128::from_be_bytes);
         while let Some(row) = rows.next()? {
             let timestamp: i64 = row.get(0)?;
-            let id: [u8; 16] = row.get(1)?;
-            entries.push((row.get(2)?, timestamp, id));
-            entries.push((row.get(3)?, timestamp, id));
+            let transfer = id(row, 1)?;
+            entries.push((id(row, 2)?, timestamp, transfer));
+            entries.push((id(row, 3)?, timestamp, transfer));
             last = timestamp;
         }
     }
     if entries.is_empty() {
         return Ok(0);
     }
-    // In key order, so that each page of the index is visited once.
+    // By account, then time: each account's new entries become one or a few rows.
     entries.sort_unstable();
     let tx = history.transaction()?;
     {
-        // OR IGNORE: a transfer whose debit and credit account are the same has one entry.
-        let mut insert =
-            tx.prepare_cached("INSERT OR IGNORE INTO account_transfers (account, timestamp, id) VALUES (?1, ?2, ?3)")?;
-        for (account, timestamp, id) in &entries {
-            insert.execute(params![account, timestamp, id])?;
+        // OR IGNORE: a transfer whose debit and credit account are the same appears twice in
+        // a run; the second is dropped when the run is cut (below).
+        let mut insert = tx
+            .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut blob = Vec::with_capacity(RUN_MAX * ENTRY_BYTES);
+        for account in entries.chunk_by(|a, b| a.0 == b.0) {
+            for run in account.chunks(RUN_MAX) {
+                blob.clear();
+                let mut previous = None;
+                for &(_, timestamp, id) in run {
+                    if previous == Some(timestamp) {
+                        continue;
+                    }
+                    previous = Some(timestamp);
+                    blob.extend_from_slice(&timestamp.to_be_bytes());
+                    blob.extend_from_slice(&id.to_be_bytes());
+                }
+                let (first, last) = (run[0].1, run[run.len() - 1].1);
+                insert.execute(params![run[0].0.to_be_bytes(), last, first, blob])?;
+            }
         }
         tx.execute("UPDATE watermark SET timestamp = ?1", [last])?;
     }
     tx.commit()?;
     Ok((entries.len() / 2) as u64)
+}
+
+/// Up to `limit` ids of the account's indexed transfers with a timestamp below `before`, newest
+/// first, from the history attached to a reader as `history`.
+pub(crate) fn indexed(conn: &Connection, account: u128, before: i64, limit: usize) -> Result<Vec<u128>> {
+    let mut ids = Vec::new();
+    if limit == 0 {
+        return Ok(ids);
+    }
+    let account = account.to_be_bytes();
+    let take = |entries: &[u8], ids: &mut Vec<u128>| {
+        for entry in entries.rchunks_exact(ENTRY_BYTES) {
+            let (timestamp, id) = entry.split_at(8);
+            let timestamp = i64::from_be_bytes(timestamp.try_into().unwrap_or_default());
+            if timestamp < before && ids.len() < limit {
+                ids.push(u128::from_be_bytes(id.try_into().unwrap_or_default()));
+            }
+        }
+    };
+    // The run that holds `before`, if one does ...
+    let straddling: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts >= ?2 AND first_ts < ?2
+             ORDER BY last_ts LIMIT 1",
+        )?
+        .query_row(params![account, before], |r| r.get(0))
+        .optional()?;
+    if let Some(entries) = straddling {
+        take(&entries, &mut ids);
+    }
+    // ... then the runs wholly before it, newest first.
+    let mut stmt = conn.prepare_cached(
+        "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts < ?2 ORDER BY last_ts DESC",
+    )?;
+    let mut rows = stmt.query(params![account, before])?;
+    while ids.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let entries: Vec<u8> = row.get(0)?;
+        take(&entries, &mut ids);
+    }
+    Ok(ids)
 }
 
 /// The indexer thread; stops (after its current pass) when dropped.

@@ -784,21 +784,16 @@ impl Reader for SqliteReader {
                 )?
                 .query_map(params![watermark, before, id_blob(id.0), id_blob(tenant.0), limit], transfer_from)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            // ... then the indexed part, in the history's key order.
-            let rest = limit - i64::try_from(rows.len()).unwrap_or(0);
-            if rest > 0 {
-                let indexed = tx
-                    .prepare_cached(
-                        "SELECT t.* FROM history.account_transfers h JOIN transfers t ON t.id = h.id
-                         WHERE h.account = ?1 AND h.timestamp < ?2 AND t.tenant = ?3
-                         ORDER BY h.timestamp DESC LIMIT ?4",
-                    )?
-                    .query_map(
-                        params![id_blob(id.0), before.min(watermark.saturating_add(1)), id_blob(tenant.0), rest],
-                        transfer_from,
-                    )?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.extend(indexed);
+            // ... then the indexed part, newest first.
+            let rest = page.limit.saturating_sub(rows.len());
+            let ids = history::indexed(&tx, id.0, before.min(watermark.saturating_add(1)), rest)?;
+            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?;
+            for transfer in ids {
+                if let Some(t) =
+                    stmt.query_row(params![id_blob(transfer), id_blob(tenant.0)], transfer_from).optional()?
+                {
+                    rows.push(t);
+                }
             }
             Ok(rows)
         })

@@ -273,7 +273,7 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     drop((store, reader));
     let history = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
     history.execute("UPDATE watermark SET timestamp = 1 << 62", []).unwrap();
-    history.execute("DELETE FROM account_transfers WHERE account = ?1", [AccountId(1).0.to_be_bytes()]).unwrap();
+    history.execute("DELETE FROM account_runs WHERE account = ?1", [AccountId(1).0.to_be_bytes()]).unwrap();
     drop(history);
     let (_store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
     check(&committed, &reader, 5);
