@@ -4,6 +4,7 @@
 //! cargo run --release -p paycore-bench -- all           # every scenario, 3 runs each (~15-20 min)
 //! cargo run --release -p paycore-bench -- bulk          # one scenario (see below)
 //! cargo run --release -p paycore-bench -- all --quick   # smoke run: small sizes, 1 run, < 60 s
+//! cargo run --release -p paycore-bench -- realtime --case transfers --clients 64 --no-write
 //! ```
 //!
 //! Prints a table and writes `BENCHMARKS.md` at the repository root (machine: cores, memory,
@@ -73,6 +74,12 @@ struct Args {
     /// Seconds per run of the fixed-time cases (real-time and baselines). Default 10, 1 with --quick.
     #[arg(long)]
     seconds: Option<u64>,
+    /// Concurrent clients of the real-time cases (repeatable). Default 1, 16, 64 and 256.
+    #[arg(long = "clients")]
+    clients: Vec<usize>,
+    /// Real-time cases to run (repeatable): `transfers`, `payments`, `hot`. Default all three.
+    #[arg(long = "case", value_parser = ["transfers", "payments", "hot"])]
+    cases: Vec<String>,
     /// Transfers of the bulk workload and of the start-up data (repeatable). Default 1M and 10M,
     /// 200k with --quick.
     #[arg(long = "transfers")]
@@ -95,6 +102,8 @@ pub struct Config {
     pub duration: Duration,
     pub bulk_sizes: Vec<u64>,
     pub clients: Vec<usize>,
+    /// The real-time cases to run: `transfers`, `payments`, `hot`.
+    pub realtime_cases: Vec<String>,
     pub baseline_clients: Vec<usize>,
     pub batch_sizes: Vec<u64>,
     pub startup_sizes: Vec<u64>,
@@ -130,7 +139,12 @@ fn main() -> anyhow::Result<()> {
         } else {
             vec![1_000_000, 10_000_000]
         },
-        clients: vec![1, 16, 64, 256],
+        clients: if args.clients.is_empty() { vec![1, 16, 64, 256] } else { args.clients.clone() },
+        realtime_cases: if args.cases.is_empty() {
+            ["transfers", "payments", "hot"].map(str::to_owned).to_vec()
+        } else {
+            args.cases.clone()
+        },
         baseline_clients: vec![1, 16, 64],
         batch_sizes: if quick { vec![100_000] } else { vec![100_000, 1_000_000] },
         startup_sizes: if !args.transfers.is_empty() {

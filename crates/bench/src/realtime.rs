@@ -154,14 +154,17 @@ fn name(kind: Kind, clients: usize) -> String {
 }
 
 pub fn run(cfg: &Config) -> Vec<Outcome> {
+    let wanted = |case: &str| cfg.realtime_cases.iter().any(|c| c == case);
     let mut plan: Vec<(Kind, usize)> = Vec::new();
-    for &c in &cfg.clients {
-        plan.push((Kind::Transfer, c));
+    if wanted("transfers") {
+        plan.extend(cfg.clients.iter().map(|&c| (Kind::Transfer, c)));
     }
-    for &c in &cfg.clients {
-        plan.push((Kind::Payment { hot: false }, c));
+    if wanted("payments") {
+        plan.extend(cfg.clients.iter().map(|&c| (Kind::Payment { hot: false }, c)));
     }
-    plan.push((Kind::Payment { hot: true }, 64));
+    if wanted("hot") {
+        plan.push((Kind::Payment { hot: true }, 64));
+    }
     let skip_all = |reason: String| -> Vec<Outcome> {
         eprintln!("  skipped: {reason}");
         plan.iter()

@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::io::BufRead;
@@ -13,8 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+macro_rules! api_key {
+    () => {
+        "sk_paycore_bench_0000000000000000000000000000"
+    };
+}
+
 /// The first API key of every data folder the suite makes.
-pub const API_KEY: &str = "sk_paycore_bench_0000000000000000000000000000";
+pub const API_KEY: &str = api_key!();
+/// The `Authorization` header with [`API_KEY`].
+const AUTHORIZATION: &str = concat!("Bearer ", api_key!());
+const JSON: &str = "application/json";
 
 /// Where the binary is: `$PAYCORE_BIN`, else `release/paycore` in `$CARGO_TARGET_DIR` or the
 /// workspace's `target/`; built with `cargo build --release -p paycore` when missing.
@@ -136,7 +146,6 @@ pub fn available(root: &Path, data: &Path) -> Result<Server, String> {
 /// One keep-alive HTTP/1.1 connection.
 pub struct Client {
     sender: SendRequest<Full<Bytes>>,
-    auth: String,
 }
 
 impl Client {
@@ -147,7 +156,7 @@ impl Client {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Client { sender, auth: format!("Bearer {API_KEY}") })
+        Ok(Client { sender })
     }
 
     pub async fn request(
@@ -157,11 +166,21 @@ impl Client {
         body: Option<(Bytes, &str)>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender.ready().await?;
-        let mut builder =
-            Request::builder().method(method).uri(path).header("host", "127.0.0.1").header("authorization", &self.auth);
+        // Header values from static strings: one made from a `&str` is checked and copied on
+        // every request, and the load generator shares the server's cores.
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, HeaderValue::from_static("127.0.0.1"))
+            .header(header::AUTHORIZATION, HeaderValue::from_static(AUTHORIZATION));
         let body = match body {
             Some((body, content_type)) => {
-                builder = builder.header("content-type", content_type);
+                let content_type = if content_type == JSON {
+                    HeaderValue::from_static(JSON)
+                } else {
+                    HeaderValue::from_str(content_type)?
+                };
+                builder = builder.header(header::CONTENT_TYPE, content_type);
                 body
             }
             None => Bytes::new(),
@@ -174,7 +193,7 @@ impl Client {
     }
 
     pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> anyhow::Result<(StatusCode, Bytes)> {
-        self.request(Method::POST, path, Some((body.into(), "application/json"))).await
+        self.request(Method::POST, path, Some((body.into(), JSON))).await
     }
 
     pub async fn post_as(

@@ -68,8 +68,8 @@ impl FromRequest<Arc<AppState>> for Post {
                 ));
             }
         }
-        let method = parts.method.clone();
-        let path = parts.uri.path().to_owned();
+        // What the fingerprint covers besides the body, kept only when there is a key.
+        let target = key.is_some().then(|| (parts.method.clone(), parts.uri.path().to_owned()));
         let request = Request::from_parts(parts, body);
         let body = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -83,13 +83,15 @@ impl FromRequest<Arc<AppState>> for Post {
                 ApiError::bad_request("invalid_json", format!("The body could not be read: {rejection}."))
             }
         })?;
-        let Some(key) = key else { return Ok(Post { auth, body, key: None, saved: None }) };
+        let (Some(key), Some((method, path))) = (key, target) else {
+            return Ok(Post { auth, body, key: None, saved: None });
+        };
         let key = IdempotencyKey { fingerprint: fingerprint(method.as_str(), &path, &body), key };
-        let reader = state.reader.clone();
         let (tenant, text) = (auth.tenant, key.key.clone());
-        let record = tokio::task::spawn_blocking(move || reader.idempotency(tenant, &text))
-            .await
-            .map_err(|_| ApiError::internal("The idempotency lookup failed."))??;
+        let record = state
+            .point_reads
+            .read("The idempotency lookup failed.", move |reader| reader.idempotency(tenant, &text))
+            .await?;
         let saved = match record {
             None => None,
             Some(record) if record.fingerprint == key.fingerprint => {

@@ -11,17 +11,36 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 
 /// Parses a JSON body into `T`. An empty body counts as `{}`.
+///
+/// A body that parses is parsed once, by `serde_json` alone: tracking the path costs an
+/// allocation per key and is only needed to name the field of an error, so a body that does
+/// not parse is parsed again with `serde_path_to_error`. Tracking the path changes nothing
+/// of what parses, so the value and every error are the same as with one tracked pass.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => b"{}".as_slice(),
-        Some(b'{') => body,
-        // Serde would read a struct from an array of its fields: a body must be an object.
-        Some(_) => return Err(ApiError::bad_request("invalid_json", "The body must be a JSON object.")),
-    };
+    let body = object_body(body)?;
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(to_api_error)?;
     deserializer.end().map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON: {e}.")))?;
     Ok(value)
+}
+
+/// `body` parsed into `T` if it parses, without tracking the path; `None` otherwise (parse it
+/// again, another way, to get the error). The same value as [`parse`] when that succeeds.
+pub fn parse_valid<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
+    serde_json::from_slice(object_body(body).ok()?).ok()
+}
+
+/// The body to parse: itself if it is an object, `{}` if it is empty.
+fn object_body(body: &[u8]) -> Result<&[u8], ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Ok(b"{}".as_slice()),
+        Some(b'{') => Ok(body),
+        // Serde would read a struct from an array of its fields: a body must be an object.
+        Some(_) => Err(ApiError::bad_request("invalid_json", "The body must be a JSON object.")),
+    }
 }
 
 /// Parses an already parsed JSON value into `T` (for bodies whose shape depends on their

@@ -13,6 +13,7 @@ mod json;
 mod metrics;
 mod openapi;
 mod ratelimit;
+mod reads;
 mod render;
 mod routes;
 mod webhooks;
@@ -25,6 +26,7 @@ pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
 use paycore_store::{AdminStore, BatchStore, Reader};
@@ -36,6 +38,8 @@ use std::sync::Arc;
 /// What every handler shares.
 pub struct AppState {
     pub reader: Arc<dyn Reader>,
+    /// The point reads of the write path, on a thread of their own.
+    pub point_reads: reads::PointReads,
     pub engine: EngineHandle,
     pub renderer: Arc<Renderer>,
     pub keys: Arc<auth::KeyCache>,
@@ -121,8 +125,10 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         EngineConfig::default(),
     )?;
     let engine = EngineHandle::new(Arc::new(submitter));
+    let point_reads = reads::PointReads::start(reader.clone())?;
     let state = Arc::new(AppState {
         reader,
+        point_reads,
         engine,
         renderer,
         keys: Arc::new(auth::KeyCache::new()),
@@ -157,6 +163,13 @@ impl Service {
             shutdown.await;
             stopping.store(true, Ordering::Relaxed);
         };
+        // One small request and answer at a time on each connection: Nagle's algorithm would
+        // only hold back the last segment of an answer.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
         tracing::info!("stopped accepting; waiting for the engine to finish");
         // The worker sees `stopping` at its next round; an attempt in flight is retried at the

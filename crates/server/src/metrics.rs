@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paycore_engine::EngineMetrics;
@@ -12,17 +12,19 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    /// Borrowed for the standard methods: labels are built for every request.
+    method: Cow<'static, str>,
     /// The matched route pattern (`/v1/payments/{id}`), never the raw path, so that the label
     /// set stays small.
     route: String,
     /// `2xx`, `4xx`, …
-    status: String,
+    status: &'static str,
 }
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
@@ -66,15 +68,39 @@ impl Metrics {
 /// Middleware: times every request.
 pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let response = next.run(request).await;
-    let labels = HttpLabels { method, route, status: format!("{}xx", response.status().as_u16() / 100) };
+    let labels = HttpLabels { method, route, status: status_label(response.status()) };
     state.metrics.http.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label, without allocating for the standard ones.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    match KNOWN.iter().find(|known| **known == method.as_str()) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
+}
+
+/// `1xx` to `9xx` (a status code is 100 to 999): the status class label.
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        6 => "6xx",
+        7 => "7xx",
+        8 => "8xx",
+        _ => "9xx",
+    }
 }
 
 /// `GET /metrics`

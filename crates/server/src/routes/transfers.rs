@@ -1,6 +1,6 @@
 //! `POST /v1/transfers`: one transfer, or up to 8 190 in one request with a result per item.
 
-use super::{read, submit, Answer};
+use super::{submit, Answer};
 use crate::error::{json_response, ApiError, ErrorBody};
 use crate::idempotency::{Post, Saved};
 use crate::json::{self, Amount, Id, Seconds};
@@ -86,21 +86,28 @@ pub enum CreateTransfers {
     ),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
-    let body: serde_json::Value = json::parse(&post.body)?;
-    let bulk = body.as_object().is_some_and(|o| o.contains_key("transfers"));
-    let (items, prefix): (Vec<TransferParams>, _) = if bulk {
-        let bulk: BulkTransfers = json::parse_value(body)?;
-        if bulk.transfers.is_empty() || bulk.transfers.len() > BULK_TRANSFERS_MAX {
-            return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
+    let (items, bulk): (Vec<TransferParams>, _) = match json::parse_valid::<TransferParams>(&post.body) {
+        // The common case, parsed in one pass. A single transfer that parses has no
+        // `transfers` field (unknown fields are refused), so it is exactly what the general
+        // way below makes of it.
+        Some(single) => (vec![single], false),
+        None => {
+            let body: serde_json::Value = json::parse(&post.body)?;
+            if body.as_object().is_some_and(|o| o.contains_key("transfers")) {
+                let bulk: BulkTransfers = json::parse_value(body)?;
+                if bulk.transfers.is_empty() || bulk.transfers.len() > BULK_TRANSFERS_MAX {
+                    return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
+                }
+                (bulk.transfers, true)
+            } else {
+                (vec![json::parse_value(body)?], false)
+            }
         }
-        (bulk.transfers, true)
-    } else {
-        (vec![json::parse_value(body)?], false)
     };
     let tenant = post.auth.tenant;
     let mut transfers = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let path = if prefix { format!("transfers[{index}].") } else { String::new() };
+        let path = if bulk { format!("transfers[{index}].") } else { String::new() };
         let id = item.id.map_or_else(|| new_transfer_id(tenant, post.key.as_ref(), index), |id| id.0);
         transfers.push(new_transfer(item, id, &path)?);
     }
@@ -242,7 +249,9 @@ async fn single_response(
     if !code.is_success() {
         return Err(ApiError::from_result(code, pending_param));
     }
-    let transfer = read(state, move |r| r.transfer(tenant, id))
+    let transfer = state
+        .point_reads
+        .read("A store read failed.", move |r| r.transfer(tenant, id))
         .await?
         .ok_or_else(|| ApiError::internal("The transfer was applied but cannot be read back."))?;
     let status = if code == ResultCode::Ok { StatusCode::CREATED } else { StatusCode::OK };
