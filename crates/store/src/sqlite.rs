@@ -57,6 +57,10 @@ pub fn open(data_dir: &Path) -> Result<(SqliteStore, SqliteReader)> {
     // The engine's connection is used by the engine thread only: no SQLite mutex around each
     // call. A larger page cache keeps the accounts and the B-trees' right edges in memory.
     writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    // When another connection holds the write lock (an API key, a batch's items, the webhook
+    // fan-out), SQLite's default busy handler sleeps 1, 2, 5, 10 … ms between tries; the engine
+    // retries every 50 µs instead, so that it never waits much longer than the lock is held.
+    writer.busy_handler(Some(engine_busy))?;
     let history_path = data_dir.join(HISTORY_FILE);
     let indexer = Indexer::start(path.clone(), history::open_for_writing(&writer, &history_path)?)?;
     let reader = SqliteReader::new(path, history_path);
@@ -68,6 +72,12 @@ pub fn open(data_dir: &Path) -> Result<(SqliteStore, SqliteReader)> {
         _lock: lock,
     };
     Ok((store, reader))
+}
+
+/// The engine connection's busy handler: retry every 50 µs, for up to 5 s in all.
+fn engine_busy(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(50));
+    attempt < 100_000
 }
 
 /// The engine connection's page cache, in KiB.
