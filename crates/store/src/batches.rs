@@ -214,23 +214,42 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
     {
         // An item moves only from the state its step expects (pending, or held): an item sent
         // twice (a resumed run that went back too far) changes neither status nor counters.
+        // Runs of consecutive items with the same outcome (most of a chunk: every item
+        // succeeded) move with one statement over their index range; only items of the run are
+        // in that range, so it changes exactly what one statement per item would.
         let mut stmt = tx.prepare_cached(
-            "UPDATE batch_items SET status = ?3, failure_code = ?4 WHERE batch = ?1 AND idx = ?2 AND status = ?5",
+            "UPDATE batch_items SET status = ?4, failure_code = ?5
+             WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 AND status = ?6",
         )?;
-        for result in &changes.batch_items {
-            let code = match result.state {
+        let same_run = |a: &paycore_ledger::BatchItemResult, b: &paycore_ledger::BatchItemResult| {
+            a.batch == b.batch
+                && a.step == b.step
+                && a.state == b.state
+                && a.code == b.code
+                && a.index.checked_add(1) == Some(b.index)
+        };
+        for run in changes.batch_items.chunk_by(same_run) {
+            let (first, last) = (&run[0], &run[run.len() - 1]);
+            let code = match first.state {
                 BatchItemState::Voided => Some("batch_aborted"),
-                _ => (!result.code.is_success()).then(|| result.code.as_str()),
+                _ => (!first.code.is_success()).then(|| first.code.as_str()),
             };
-            let from = result.step.from_state();
-            let moved =
-                stmt.execute(params![id_blob(result.batch.0), int(result.index), result.state.as_str(), code, from])?;
+            let from = first.step.from_state();
+            let moved = stmt.execute(params![
+                id_blob(first.batch.0),
+                int(first.index),
+                int(last.index),
+                first.state.as_str(),
+                code,
+                from
+            ])?;
             if moved == 0 {
                 continue;
             }
-            let c = counters.entry(result.batch).or_default();
+            let moved = i64::try_from(moved).unwrap_or(i64::MAX);
+            let c = counters.entry(first.batch).or_default();
             // Counters: [succeeded, failed, held], moved from the old status to the new.
-            for (status, sign) in [(from, -1), (result.state.as_str(), 1)] {
+            for (status, sign) in [(from, -moved), (first.state.as_str(), moved)] {
                 match status {
                     "succeeded" => c[0] += sign,
                     "failed" | "voided" => c[1] += sign,
