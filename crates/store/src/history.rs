@@ -129,24 +129,20 @@ pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     if entries.is_empty() {
         return Ok(0);
     }
-    // By account, then time: each account's new entries become one or a few rows.
+    let transfers = (entries.len() / 2) as u64;
+    // By account, then time: each account's new entries become one or a few rows. A transfer
+    // whose debit and credit account were the same (the ledger refuses it) would appear once.
     entries.sort_unstable();
+    entries.dedup_by_key(|entry| (entry.0, entry.1));
     let tx = history.transaction()?;
     {
-        // OR IGNORE: a transfer whose debit and credit account are the same appears twice in
-        // a run; the second is dropped when the run is cut (below).
         let mut insert = tx
             .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
         let mut blob = Vec::with_capacity(RUN_MAX * ENTRY_BYTES);
         for account in entries.chunk_by(|a, b| a.0 == b.0) {
             for run in account.chunks(RUN_MAX) {
                 blob.clear();
-                let mut previous = None;
                 for &(_, timestamp, id) in run {
-                    if previous == Some(timestamp) {
-                        continue;
-                    }
-                    previous = Some(timestamp);
                     blob.extend_from_slice(&timestamp.to_be_bytes());
                     blob.extend_from_slice(&id.to_be_bytes());
                 }
@@ -157,7 +153,7 @@ pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
         tx.execute("UPDATE watermark SET timestamp = ?1", [last])?;
     }
     tx.commit()?;
-    Ok((entries.len() / 2) as u64)
+    Ok(transfers)
 }
 
 /// Up to `limit` ids of the account's indexed transfers with a timestamp below `before`, newest
