@@ -84,6 +84,9 @@ struct Args {
     /// 200k with --quick.
     #[arg(long = "transfers")]
     transfers: Vec<u64>,
+    /// Lines of the batch files (repeatable). Default 100k and 1M, 100k with --quick.
+    #[arg(long = "lines")]
+    lines: Vec<u64>,
     /// Where to write the report. Default: BENCHMARKS.md at the repository root.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -146,7 +149,13 @@ fn main() -> anyhow::Result<()> {
             args.cases.clone()
         },
         baseline_clients: vec![1, 16, 64],
-        batch_sizes: if quick { vec![100_000] } else { vec![100_000, 1_000_000] },
+        batch_sizes: if !args.lines.is_empty() {
+            args.lines.clone()
+        } else if quick {
+            vec![100_000]
+        } else {
+            vec![100_000, 1_000_000]
+        },
         startup_sizes: if !args.transfers.is_empty() {
             args.transfers.clone()
         } else if quick {

@@ -14,7 +14,8 @@
 use crate::{EngineError, EngineHandle, Reply, Submission};
 use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions};
 use paycore_ledger::{
-    parse_amount, Account, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request, ResultCode,
+    parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request,
+    ResultCode,
 };
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 use std::collections::{BTreeMap, HashMap};
@@ -99,40 +100,59 @@ pub fn validate_limited(
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
 
-    let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
-    let mut rows = Vec::with_capacity(INSERT_CHUNK);
+    let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), cached: 0, error: None };
     let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
     let (mut total, mut invalid) = (0u64, 0u64);
-    let mut write_error = None;
     let mut too_many = false;
-    let summary = parse(format, input, &options, &mut |record| {
-        if too_many || write_error.is_some() || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
-            return;
-        }
-        if total >= max_lines {
-            too_many = true;
-            return;
-        }
-        let mut row = checker.row(record);
-        // Every record takes the next index, valid or not (the parser's `Item::index`).
-        row.index = total;
-        total += 1;
-        if row.status == "invalid" {
-            invalid += 1;
-        } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
-            let t = totals.entry(currency).or_default();
-            t.0 += 1;
-            t.1 += u128::from(amount);
-        }
-        rows.push(row);
-        if rows.len() == INSERT_CHUNK {
-            if let Err(e) = store.insert_batch_items(batch.id, &rows) {
-                write_error = Some(e);
+    // Checked rows go to the store on a thread of their own, a chunk at a time, while the
+    // next chunk is parsed and checked: the two halves of validation take about as long.
+    let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
+    let (summary, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> paycore_store::Result<()> {
+            for rows in chunks {
+                store.insert_batch_items(batch.id, &rows)?;
             }
-            rows.clear();
+            Ok(())
+        });
+        let mut rows = Vec::with_capacity(INSERT_CHUNK);
+        let mut writer_gone = false;
+        let summary = parse(format, input, &options, &mut |record| {
+            if too_many || writer_gone || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            if total >= max_lines {
+                too_many = true;
+                return;
+            }
+            let mut row = checker.row(record);
+            // Every record takes the next index, valid or not (the parser's `Item::index`).
+            row.index = total;
+            total += 1;
+            if row.status == "invalid" {
+                invalid += 1;
+            } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
+                let t = totals.entry(currency).or_default();
+                t.0 += 1;
+                t.1 += u128::from(amount);
+            }
+            rows.push(row);
+            if rows.len() == INSERT_CHUNK {
+                let full = std::mem::replace(&mut rows, Vec::with_capacity(INSERT_CHUNK));
+                // The writer stops at its first error, which `join` returns.
+                writer_gone = to_writer.send(full).is_err();
+            }
+        });
+        if !rows.is_empty() && !writer_gone {
+            let _ = to_writer.send(rows);
         }
+        drop(to_writer);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(paycore_store::StoreError::Database("the item writer panicked".into())));
+        (summary, written)
     });
-    if let Some(e) = write_error.or(checker.error) {
+    written?;
+    if let Some(e) = checker.error {
         return Err(e);
     }
     if stopping.load(Ordering::Relaxed) {
@@ -151,8 +171,6 @@ pub fn validate_limited(
             return reject("malformed_file", fatal_message(&fatal, line), &[]);
         }
     };
-    store.insert_batch_items(batch.id, &rows)?;
-
     let mut control = summary.control_errors.clone();
     let expected_total = match (&batch.expected_total, expected_currency(currency, &summary.totals)) {
         (None, _) => None,
@@ -256,31 +274,41 @@ fn expected_currency(given: Option<Currency>, totals: &[(Currency, u128)]) -> Op
     })
 }
 
+/// What validation needs of an account.
+#[derive(Clone, Copy)]
+struct Resolved {
+    id: AccountId,
+    currency: Currency,
+}
+
 /// Turns parsed records into item rows, resolving accounts.
 struct Checker<'a> {
     store: &'a dyn BatchStore,
     tenant: paycore_ledger::TenantId,
-    cache: HashMap<(String, Currency), Option<Account>>,
+    /// Resolved accounts by currency, then by the text that named them.
+    cache: HashMap<Currency, HashMap<String, Option<Resolved>>>,
+    cached: usize,
     error: Option<paycore_store::StoreError>,
 }
 
 impl Checker<'_> {
-    fn account(&mut self, text: &str, currency: Currency) -> Option<Account> {
-        let key = (text.to_owned(), currency);
-        if let Some(found) = self.cache.get(&key) {
-            return found.clone();
+    fn account(&mut self, text: &str, currency: Currency) -> Option<Resolved> {
+        if let Some(found) = self.cache.get(&currency).and_then(|by_text| by_text.get(text)) {
+            return *found;
         }
-        if self.cache.len() >= ACCOUNT_CACHE_MAX {
+        if self.cached >= ACCOUNT_CACHE_MAX {
             self.cache.clear();
+            self.cached = 0;
         }
         let found = match self.store.find_account(self.tenant, text, Some(currency)) {
-            Ok(found) => found,
+            Ok(found) => found.map(|a: Account| Resolved { id: a.id, currency: a.currency }),
             Err(e) => {
                 self.error = Some(e);
                 None
             }
         };
-        self.cache.insert(key, found.clone());
+        self.cache.entry(currency).or_default().insert(text.to_owned(), found);
+        self.cached += 1;
         found
     }
 
@@ -310,59 +338,60 @@ impl Checker<'_> {
                 };
             }
         };
-        let mut row = BatchItemRow {
+        let problem = self.check(&item);
+        let (payer, payee, status, failure_code, message) = match problem {
+            Ok((payer, payee)) => (Some(payer), Some(payee), "pending", None, None),
+            Err((code, message, payer, payee)) => (payer, payee, "invalid", Some(code.to_owned()), Some(message)),
+        };
+        BatchItemRow {
             index: item.index,
             line: item.line,
-            location: item.location.clone(),
-            reference: item.reference.clone(),
-            instruction_id: item.instruction_id.clone(),
-            payment_information_id: item.payment_information_id.clone(),
-            payer_text: item.payer.clone(),
-            payee_text: Some(item.payee.clone()),
-            payer: None,
-            payee: None,
+            location: item.location,
+            reference: item.reference,
+            instruction_id: item.instruction_id,
+            payment_information_id: item.payment_information_id,
+            payer_text: item.payer,
+            payee_text: Some(item.payee),
+            payer,
+            payee,
             amount: Some(item.amount.get()),
             currency: Some(item.currency),
-            status: "pending".into(),
-            failure_code: None,
-            message: None,
-        };
-        let problem = self.check(&item, &mut row);
-        if let Some((code, message)) = problem {
-            row.status = "invalid".into();
-            row.failure_code = Some(code.to_owned());
-            row.message = Some(message);
+            status: status.into(),
+            failure_code,
+            message,
         }
-        row
     }
 
-    fn check(&mut self, item: &paycore_formats::Item, row: &mut BatchItemRow) -> Option<(&'static str, String)> {
+    /// The item's payer and payee accounts, or why it is invalid (with the accounts that
+    /// resolved, which the item row keeps).
+    #[allow(clippy::type_complexity)]
+    fn check(
+        &mut self,
+        item: &paycore_formats::Item,
+    ) -> Result<(AccountId, AccountId), (&'static str, String, Option<AccountId>, Option<AccountId>)> {
         let Some(payer_text) = &item.payer else {
-            return Some(("missing_field", "payer: no payer column and no batch-level payer".into()));
+            return Err(("missing_field", "payer: no payer column and no batch-level payer".into(), None, None));
         };
         let Some(payer) = self.account(payer_text, item.currency) else {
-            return Some(("account_not_found", format!("payer: no account {payer_text:?}")));
+            return Err(("account_not_found", format!("payer: no account {payer_text:?}"), None, None));
         };
         let Some(payee) = self.account(&item.payee, item.currency) else {
-            return Some(("account_not_found", format!("payee: no account {:?}", item.payee)));
+            return Err(("account_not_found", format!("payee: no account {:?}", item.payee), None, None));
         };
-        row.payer = Some(payer.id);
-        row.payee = Some(payee.id);
+        let ids = (Some(payer.id), Some(payee.id));
         if payer.id == payee.id {
-            return Some(("same_account", "payer and payee are the same account".into()));
+            return Err(("same_account", "payer and payee are the same account".into(), ids.0, ids.1));
         }
         for (field, account) in [("payer", &payer), ("payee", &payee)] {
             if account.currency != item.currency {
-                return Some((
-                    "currency_mismatch",
-                    format!(
-                        "{field}: account {} is in {}, the item in {}",
-                        account.id, account.currency, item.currency
-                    ),
-                ));
+                let message = format!(
+                    "{field}: account {} is in {}, the item in {}",
+                    account.id, account.currency, item.currency
+                );
+                return Err(("currency_mismatch", message, ids.0, ids.1));
             }
         }
-        None
+        Ok((payer.id, payee.id))
     }
 }
 

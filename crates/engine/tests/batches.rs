@@ -7,7 +7,7 @@ use paycore_ledger::{
     AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft,
     Request, ResultCode, TenantId, TransferId, TransferOp,
 };
-use paycore_store::{BatchItemRow, BatchRecord, BatchStore, Reader};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, Reader, Validated};
 use std::sync::Arc;
 
 const TENANT: TenantId = TenantId(9);
@@ -126,6 +126,115 @@ async fn best_effort_and_atomic_batches() {
     let aborted = reader.batch_items(atomic, &["voided"], None, 10).unwrap();
     assert_eq!(aborted.iter().map(|i| i.failure_code.as_deref()).collect::<Vec<_>>(), [Some("batch_aborted"); 2]);
     assert_eq!((balance(2).posted(), balance(2).debits_pending, balance(3).posted()), (50, 0, 200));
+
+    drop(handle);
+    thread.join().unwrap();
+}
+
+/// Item statuses are derived from the item rows and the result runs: every status filter,
+/// paged with a small page, lists exactly the items with that status, in index order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_statuses_page_through_every_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (submitter, queue) = channel(64);
+    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
+    let thread = start(
+        Box::new(store),
+        Box::new(queue),
+        Arc::new(SystemClock),
+        renderer,
+        EngineMetrics::default(),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let handle = EngineHandle::new(Arc::new(submitter));
+    for (id, overdraft) in [(1, Overdraft::Unlimited), (2, Overdraft::Limit(0)), (3, Overdraft::Limit(0))] {
+        let open = NewAccount { id: AccountId(id), currency: eur(), overdraft, reference: None, metadata: None };
+        run(&handle, Command::CreateAccount(open), false).await;
+    }
+    let op = TransferOp::Move {
+        debit_account: AccountId(1),
+        credit_account: AccountId(2),
+        amount: 20 * 10,
+        currency: eur(),
+        hold: None,
+    };
+    run(&handle, Command::Transfers(vec![NewTransfer { id: TransferId(1), linked: false, op }]), false).await;
+
+    // 60 items of 10: every 7th invalid; the payer has enough for the first 20 valid ones.
+    // Sent in three chunks, the second one twice (nothing is recorded twice).
+    let batch = BatchId(79 << 64);
+    reader.create_batch(&record(batch, "best_effort")).unwrap();
+    let rows: Vec<BatchItemRow> = (0..60)
+        .map(|i| {
+            let mut r = row(i, 10);
+            if i % 7 == 3 {
+                r.status = "invalid".into();
+                r.failure_code = Some("account_not_found".into());
+            }
+            r
+        })
+        .collect();
+    reader.insert_batch_items(batch, &rows).unwrap();
+    let valid: Vec<BatchItem> = rows.iter().filter(|r| r.status == "pending").map(|r| item(r.index, 10)).collect();
+    let invalid: Vec<u64> = rows.iter().filter(|r| r.status == "invalid").map(|r| r.index).collect();
+    let validated = Validated {
+        status: "processing",
+        total: 60,
+        invalid: invalid.len() as u64,
+        totals: &[],
+        variant: None,
+        message_id: None,
+        rejection: None,
+        now: 2,
+    };
+    reader.finish_validation(batch, &validated).unwrap();
+    let chunks: Vec<Vec<BatchItem>> = valid.chunks(17).map(<[BatchItem]>::to_vec).collect();
+    for chunk in [&chunks[0], &chunks[1], &chunks[1]] {
+        let items = chunk.clone();
+        run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items }, true).await;
+    }
+    let succeeded: Vec<u64> = valid[..20].iter().map(|i| i.index).collect();
+    let failed: Vec<u64> = valid[20..34].iter().map(|i| i.index).collect();
+    let pending: Vec<u64> = valid[34..].iter().map(|i| i.index).collect();
+
+    let page_through = |statuses: &[&str]| {
+        let mut seen = Vec::new();
+        let mut after = None;
+        // As the API pages: one more than the page, to know whether there are more.
+        loop {
+            let mut page = reader.batch_items(batch, statuses, after, 4).unwrap();
+            let more = page.len() == 4;
+            page.truncate(3);
+            for item in &page {
+                assert!(statuses.is_empty() || statuses.contains(&item.status.as_str()), "{item:?}");
+                seen.push(item.index);
+            }
+            match page.last() {
+                Some(last) if more => after = Some(last.index),
+                _ => return seen,
+            }
+        }
+    };
+    assert_eq!(page_through(&["succeeded"]), succeeded);
+    assert_eq!(page_through(&["failed"]), failed);
+    assert_eq!(page_through(&["pending"]), pending);
+    assert_eq!(page_through(&["invalid"]), invalid);
+    assert_eq!(page_through(&[]), (0..60).collect::<Vec<u64>>());
+    let stored = reader.batch(TENANT, batch).unwrap().unwrap();
+    assert_eq!((stored.succeeded, stored.failed), (20, 14));
+    let codes = reader.batch_items(batch, &["failed"], None, 100).unwrap();
+    assert!(codes.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
+
+    // Cancelled: the items never sent read as cancelled and count as failed.
+    run(&handle, Command::EndBatch { batch, end: BatchEnd::Cancelled }, true).await;
+    let mut ended: Vec<u64> = failed.iter().chain(&pending).copied().collect();
+    ended.sort_unstable();
+    assert_eq!(page_through(&["failed", "voided", "cancelled"]), ended);
+    assert_eq!(page_through(&["cancelled"]), pending);
+    let stored = reader.batch(TENANT, batch).unwrap().unwrap();
+    assert_eq!((stored.status.as_str(), stored.succeeded, stored.failed), ("cancelled", 20, 14 + 17));
 
     drop(handle);
     thread.join().unwrap();

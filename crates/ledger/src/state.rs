@@ -914,6 +914,12 @@ impl State {
                 BatchStep::Void => batch.item_resolution(item.index, false),
             };
             let code = self.apply(tenant, &NewTransfer { id, linked: false, op }, now, None);
+            codes.push(code);
+            // The item's transfer exists: this step already ran for it, and its result was
+            // committed with that transfer. Recording it again would count it twice.
+            if matches!(code, ResultCode::Exists | ResultCode::ExistsWithDifferentFields) {
+                continue;
+            }
             self.changes.batch_items.push(BatchItemResult {
                 batch,
                 index: item.index,
@@ -921,7 +927,6 @@ impl State {
                 state: item_state(step, code),
                 code,
             });
-            codes.push(code);
         }
         codes
     }

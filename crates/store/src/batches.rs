@@ -1,10 +1,10 @@
 //! Batches in the SQLite store: the records the API writes while it takes in and validates a
 //! file, and the item results the engine commits with the transfers they made.
 
-use crate::sqlite::{account_from, blob_id, id_blob, int, opt_blob_id, opt_uint, uint, SqliteReader};
+use crate::sqlite::{account_from, blob_id, id_blob, int, opt_uint, uint, SqliteReader};
 use crate::{Result, StoreError};
-use paycore_ledger::{Account, AccountId, BatchEnd, BatchId, BatchItemState, ChangeSet, Currency, TenantId};
-use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+use paycore_ledger::{Account, AccountId, BatchEnd, BatchId, BatchItemState, BatchStep, ChangeSet, Currency, TenantId};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 
 /// A batch as stored. Statuses: `validating`, `rejected`, `processing`, `completed`,
@@ -76,7 +76,8 @@ impl BatchRecord {
 }
 
 /// One item of a batch. Statuses: `invalid`, `pending`, `held`, `succeeded`, `failed`,
-/// `voided`, `cancelled`.
+/// `voided`, `cancelled`. Stored rows hold `invalid` or `pending`; the rest is derived from
+/// the item results (see [`list_items`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchItemRow {
     pub index: u64,
@@ -183,43 +184,223 @@ fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
     })
 }
 
+/// The columns [`item_from`] decodes, in its order.
+const ITEM_COLUMNS: &str = "idx, line, location, reference, instruction_id, payment_information_id, payer_text,
+     payee_text, payer, payee, amount, currency, status, failure_code, message";
+
+/// An item row (selected as [`ITEM_COLUMNS`]) with its stored validation status: `invalid`
+/// or `pending`. Columns are read by position: naming them costs a scan of the names per value.
 fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
-    let currency: Option<String> = row.get("currency")?;
+    let index = |i: usize| -> rusqlite::Result<u64> {
+        let value: i64 = row.get(i)?;
+        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
+    };
+    let id = |i: usize| -> rusqlite::Result<Option<AccountId>> {
+        let bytes: Option<[u8; 16]> = row.get(i)?;
+        Ok(bytes.map(|b| AccountId(u128::from_be_bytes(b))))
+    };
+    let amount: Option<i64> = row.get(10)?;
+    let currency = match row.get_ref(11)? {
+        rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
+        _ => None,
+    };
     Ok(BatchItemRow {
-        index: uint(row, "idx")?,
-        line: uint(row, "line")?,
-        location: row.get("location")?,
-        reference: row.get("reference")?,
-        instruction_id: row.get("instruction_id")?,
-        payment_information_id: row.get("payment_information_id")?,
-        payer_text: row.get("payer_text")?,
-        payee_text: row.get("payee_text")?,
-        payer: opt_blob_id(row, "payer")?.map(AccountId),
-        payee: opt_blob_id(row, "payee")?.map(AccountId),
-        amount: opt_uint(row, "amount")?,
-        currency: currency.as_deref().and_then(Currency::from_code),
-        status: row.get("status")?,
-        failure_code: row.get("failure_code")?,
-        message: row.get("message")?,
+        index: index(0)?,
+        line: index(1)?,
+        location: row.get(2)?,
+        reference: row.get(3)?,
+        instruction_id: row.get(4)?,
+        payment_information_id: row.get(5)?,
+        payer_text: row.get(6)?,
+        payee_text: row.get(7)?,
+        payer: id(8)?,
+        payee: id(9)?,
+        amount: amount.and_then(|a| u64::try_from(a).ok()),
+        currency,
+        status: row.get(12)?,
+        failure_code: row.get(13)?,
+        message: row.get(14)?,
     })
 }
 
-/// Writes the engine's batch results inside its commit: each item's new status, the batch's
-/// counters, and the end of batches.
+/// Item indexes whose results [`list_items`] derives at a time.
+const WINDOW: u64 = 65_536;
+
+/// A run of consecutive items with one result, as `batch_results` stores it.
+struct ResultRun {
+    first: u64,
+    last: u64,
+    status: &'static str,
+    code: Option<String>,
+}
+
+fn result_status(text: &str) -> Result<&'static str> {
+    match text {
+        "succeeded" => Ok("succeeded"),
+        "failed" => Ok("failed"),
+        "held" => Ok("held"),
+        "voided" => Ok("voided"),
+        other => Err(StoreError::Corrupt(format!("batch result with status {other:?}"))),
+    }
+}
+
+/// The result runs that cover an index in `lo..=hi`: phase 0, then phase 1 (which overrides
+/// it), each in index order. Runs of one phase never overlap, so the only run that starts
+/// before `lo` and reaches into the window is the last one that starts before it.
+fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<ResultRun>> {
+    let mut before = conn.prepare_cached(
+        "SELECT first, last, status, code FROM batch_results
+         WHERE batch = ?1 AND phase = ?2 AND first < ?3 ORDER BY first DESC LIMIT 1",
+    )?;
+    let mut within = conn.prepare_cached(
+        "SELECT first, last, status, code FROM batch_results
+         WHERE batch = ?1 AND phase = ?2 AND first BETWEEN ?3 AND ?4 ORDER BY first",
+    )?;
+    let mut runs = Vec::new();
+    let decode = |row: &Row| -> rusqlite::Result<(i64, i64, String, Option<String>)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    };
+    for phase in 0..2 {
+        let starting_before = before.query_row(params![batch, phase, int(lo)], decode).optional()?;
+        let found = within.query_map(params![batch, phase, int(lo), int(hi)], decode)?;
+        for run in starting_before.into_iter().map(Ok).chain(found) {
+            let (first, last, status, code) = run?;
+            let (Ok(first), Ok(last)) = (u64::try_from(first), u64::try_from(last)) else {
+                return Err(StoreError::Corrupt(format!("batch result run {first}..={last}")));
+            };
+            if last < lo {
+                continue;
+            }
+            runs.push(ResultRun { first, last, status: result_status(&status)?, code });
+        }
+    }
+    Ok(runs)
+}
+
+/// Items of a batch in index order after `after`, with their derived status: all of them, or
+/// those whose status is one of `statuses`, at most `limit`. Reads inside the caller's
+/// transaction, so that rows and results are one snapshot.
+pub(crate) fn list_items(
+    conn: &Connection,
+    batch: BatchId,
+    statuses: &[&str],
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<BatchItemRow>> {
+    let blob = id_blob(batch.0);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let ended: Option<String> = conn
+        .prepare_cached("SELECT status FROM batches WHERE id = ?1")?
+        .query_row([&blob], |row| row.get(0))
+        .optional()?;
+    // What the end of the batch made of the items it never sent.
+    let (left, left_code) = match ended.as_deref() {
+        Some("cancelled") => ("cancelled", Some("cancelled")),
+        Some("completed") => ("voided", Some("batch_aborted")),
+        _ => ("pending", None),
+    };
+    let limit_sql = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    if statuses == ["invalid"] {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2
+             ORDER BY idx LIMIT ?3"
+        );
+        return Ok(conn
+            .prepare_cached(&sql)?
+            .query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], item_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    let max: Option<i64> =
+        conn.prepare_cached("SELECT max(idx) FROM batch_items WHERE batch = ?1")?.query_row([&blob], |r| r.get(0))?;
+    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(out) };
+    let sql = format!(
+        "SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx LIMIT ?4"
+    );
+    let mut fetch = conn.prepare_cached(&sql)?;
+    let wanted = |status: &str| statuses.is_empty() || statuses.contains(&status);
+    // A window of indexes at a time: the runs that cover it, each index's result (the run
+    // of its latest phase), then the rows of the stretches whose status is wanted.
+    let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
+    let mut lo = after.map_or(0, |a| a.saturating_add(1));
+    while lo <= max && out.len() < limit {
+        let hi = lo.saturating_add(window - 1).min(max);
+        let runs = runs_in(conn, &blob, lo, hi)?;
+        // Offsets within the window fit a usize: the window is at most WINDOW long.
+        let offset = |i: u64| usize::try_from(i - lo).unwrap_or(usize::MAX);
+        let mut result: Vec<Option<usize>> = vec![None; offset(hi) + 1];
+        for (k, run) in runs.iter().enumerate() {
+            result[offset(run.first.max(lo))..=offset(run.last.min(hi))].fill(Some(k));
+        }
+        // An index without a result may be an invalid item; its row says.
+        let keep = |r: Option<usize>| match r {
+            Some(k) => wanted(runs[k].status),
+            None => wanted(left) || wanted("invalid"),
+        };
+        let mut i = 0;
+        while i < result.len() && out.len() < limit {
+            if !keep(result[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < result.len() && keep(result[i]) {
+                i += 1;
+            }
+            // The stretch's rows, a page at a time: invalid rows in it are dropped, so one
+            // page may not fill what is left of `limit`.
+            let (mut a, b) = (lo + start as u64, lo + i as u64 - 1);
+            while a <= b && out.len() < limit {
+                let need = limit - out.len();
+                let mut fetched = 0;
+                for row in fetch.query_map(params![blob, int(a), int(b), limit_sql(need)], item_from)? {
+                    let mut row = row?;
+                    fetched += 1;
+                    a = row.index.saturating_add(1);
+                    if row.status != "invalid" {
+                        match result.get(offset(row.index)).copied().flatten() {
+                            Some(k) => {
+                                let run = &runs[k];
+                                row.status = run.status.to_owned();
+                                row.failure_code = run.code.clone();
+                            }
+                            None => {
+                                row.status = left.to_owned();
+                                row.failure_code = left_code.map(str::to_owned);
+                            }
+                        }
+                    }
+                    if wanted(&row.status) {
+                        out.push(row);
+                    }
+                }
+                if fetched < need {
+                    break;
+                }
+            }
+        }
+        lo = hi + 1;
+    }
+    Ok(out)
+}
+
+/// Writes the engine's batch results inside its commit: a row per run of consecutive items
+/// with the same result, the batch's counters, and the end of batches.
+///
+/// Each item gets at most one result per phase: the ledger records none for an item whose
+/// transfer already exists (a chunk sent again after its commit), and the runner sends only
+/// items without a result.
 pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) -> Result<()> {
     if changes.batch_items.is_empty() && changes.batch_ends.is_empty() {
         return Ok(());
     }
     let mut counters: HashMap<BatchId, [i64; 3]> = HashMap::new();
     {
-        // An item moves only from the state its step expects (pending, or held): an item sent
-        // twice (a resumed run that went back too far) changes neither status nor counters.
-        // Runs of consecutive items with the same outcome (most of a chunk: every item
-        // succeeded) move with one statement over their index range; only items of the run are
-        // in that range, so it changes exactly what one statement per item would.
         let mut stmt = tx.prepare_cached(
-            "UPDATE batch_items SET status = ?4, failure_code = ?5
-             WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 AND status = ?6",
+            "INSERT INTO batch_results (batch, phase, first, last, status, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
         )?;
         let same_run = |a: &paycore_ledger::BatchItemResult, b: &paycore_ledger::BatchItemResult| {
             a.batch == b.batch
@@ -234,28 +415,31 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
                 BatchItemState::Voided => Some("batch_aborted"),
                 _ => (!first.code.is_success()).then(|| first.code.as_str()),
             };
-            let from = first.step.from_state();
-            let moved = stmt.execute(params![
+            let phase = match first.step {
+                BatchStep::Pay | BatchStep::Hold => 0,
+                BatchStep::Post | BatchStep::Void => 1,
+            };
+            let inserted = stmt.execute(params![
                 id_blob(first.batch.0),
+                phase,
                 int(first.index),
                 int(last.index),
                 first.state.as_str(),
-                code,
-                from
+                code
             ])?;
-            if moved == 0 {
+            if inserted == 0 {
                 continue;
             }
-            let moved = i64::try_from(moved).unwrap_or(i64::MAX);
+            let moved = i64::try_from(run.len()).unwrap_or(i64::MAX);
             let c = counters.entry(first.batch).or_default();
-            // Counters: [succeeded, failed, held], moved from the old status to the new.
-            for (status, sign) in [(from, -moved), (first.state.as_str(), moved)] {
-                match status {
-                    "succeeded" => c[0] += sign,
-                    "failed" | "voided" => c[1] += sign,
-                    "held" => c[2] += sign,
-                    _ => {}
-                }
+            // Counters: [succeeded, failed, held]; a phase 1 result moves items out of held.
+            if phase == 1 {
+                c[2] -= moved;
+            }
+            match first.state {
+                BatchItemState::Succeeded => c[0] += moved,
+                BatchItemState::Failed | BatchItemState::Voided => c[1] += moved,
+                BatchItemState::Held => c[2] += moved,
             }
         }
     }
@@ -271,19 +455,13 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
             BatchEnd::Cancelled => "cancelled",
         };
         let blob = id_blob(batch.0);
-        // Items never sent to the ledger: cancelled, or (atomic batches) left when another
-        // item failed. Both count as failed.
-        let (left_status, left_code) = match end {
-            BatchEnd::Cancelled => ("cancelled", "cancelled"),
-            BatchEnd::Completed => ("voided", "batch_aborted"),
-        };
-        let left = tx.execute(
-            "UPDATE batch_items SET status = ?2, failure_code = ?3 WHERE batch = ?1 AND status = 'pending'",
-            params![blob, left_status, left_code],
-        )?;
+        // Items never sent to the ledger (cancelled, or left when an atomic batch failed)
+        // count as failed: every valid item is then succeeded or failed.
         tx.execute(
-            "UPDATE batches SET status = ?2, completed_at = ?3, failed = failed + ?4 WHERE id = ?1",
-            params![blob, status, int(changes.last_timestamp), i64::try_from(left).unwrap_or(i64::MAX)],
+            "UPDATE batches SET status = ?2, completed_at = ?3,
+                 failed = failed + max(0, total - invalid - succeeded - failed - held)
+             WHERE id = ?1",
+            params![blob, status, int(changes.last_timestamp)],
         )?;
         tx.execute(
             "INSERT INTO outbox (tenant, type, object, created_at)
@@ -444,29 +622,10 @@ impl BatchStore for SqliteReader {
         limit: usize,
     ) -> Result<Vec<BatchItemRow>> {
         self.with(|conn| {
-            let after = after.map_or(-1, int);
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let blob = id_blob(batch.0);
-            if statuses.is_empty() {
-                return Ok(conn
-                    .prepare_cached("SELECT * FROM batch_items WHERE batch = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3")?
-                    .query_map(params![blob, after, limit], item_from)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?);
-            }
-            // One indexed range per status, merged in index order.
-            let mut rows = Vec::new();
-            let mut stmt = conn.prepare_cached(
-                "SELECT * FROM batch_items WHERE batch = ?1 AND status = ?2 AND idx > ?3 ORDER BY idx LIMIT ?4",
-            )?;
-            for status in statuses {
-                let found = stmt.query_map(params![blob, status, after, limit], item_from)?;
-                for row in found {
-                    rows.push(row?);
-                }
-            }
-            rows.sort_unstable_by_key(|r| r.index);
-            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            Ok(rows)
+            let tx = conn.unchecked_transaction()?;
+            let items = list_items(&tx, batch, statuses, after, limit)?;
+            tx.finish()?;
+            Ok(items)
         })
     }
 

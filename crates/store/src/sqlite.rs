@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_tenants_webhooks.sql"),
     include_str!("../migrations/0004_history_out_of_commit.sql"),
     include_str!("../migrations/0005_balances_checkpoint.sql"),
+    include_str!("../migrations/0006_batch_results.sql"),
 ];
 
 const DATABASE_FILE: &str = "paycore.db";

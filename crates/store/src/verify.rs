@@ -2,7 +2,7 @@
 //! account's balances equal what its transfers add up to, balances sum to zero per currency,
 //! every payment's status matches its transfers, and no batch item was paid twice.
 
-use crate::sqlite::{account_from, blob_id, uint, SqliteReader};
+use crate::sqlite::{account_from, blob_id, SqliteReader};
 use crate::Result;
 use paycore_ledger::{
     Account, AccountId, Balances, BatchId, CaptureMethod, Currency, PaymentStatus, RefundStatus, TransferId,
@@ -231,32 +231,51 @@ fn check_batches(
     resolved: &HashMap<TransferId, (TransferKind, u64)>,
     report: &mut Report,
 ) -> Result<()> {
-    let mut stmt = conn.prepare("SELECT batch, idx, status FROM batch_items")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let batch = BatchId(blob_id(row, "batch")?);
-        let index = uint(row, "idx")?;
-        let status: String = row.get("status")?;
-        report.batch_items += 1;
-        let paid = transfers.get(&batch.item_transfer(index));
-        let moved = match paid.map(|t| t.kind) {
-            Some(TransferKind::Single) => true,
-            Some(TransferKind::Pending) => {
-                resolved.get(&batch.item_transfer(index)).is_some_and(|(kind, _)| *kind == TransferKind::PostPending)
+    let batches: Vec<u128> = conn
+        .prepare("SELECT id FROM batches ORDER BY id")?
+        .query_map([], |row| blob_id(row, "id"))?
+        .collect::<rusqlite::Result<_>>()?;
+    for batch in batches.into_iter().map(BatchId) {
+        let mut after = None;
+        loop {
+            // Statuses as the API derives them from the item rows and the result runs.
+            let items = crate::batches::list_items(conn, batch, &[], after, 65_536)?;
+            let Some(last) = items.last() else { break };
+            after = Some(last.index);
+            for item in &items {
+                check_item(batch, item.index, &item.status, transfers, resolved, report);
             }
-            _ => false,
-        };
-        let held = paid.is_some_and(|t| t.kind == TransferKind::Pending)
-            && !resolved.contains_key(&batch.item_transfer(index));
-        let consistent = match status.as_str() {
-            "succeeded" => moved,
-            "held" => held,
-            "pending" | "invalid" | "failed" | "voided" | "cancelled" => !moved && !held,
-            _ => false,
-        };
-        if !consistent {
-            report.problem(format!("{batch} item {index}: status {status} does not match its transfers"));
         }
     }
     Ok(())
+}
+
+fn check_item(
+    batch: BatchId,
+    index: u64,
+    status: &str,
+    transfers: &HashMap<TransferId, Stored>,
+    resolved: &HashMap<TransferId, (TransferKind, u64)>,
+    report: &mut Report,
+) {
+    report.batch_items += 1;
+    let paid = transfers.get(&batch.item_transfer(index));
+    let moved = match paid.map(|t| t.kind) {
+        Some(TransferKind::Single) => true,
+        Some(TransferKind::Pending) => {
+            resolved.get(&batch.item_transfer(index)).is_some_and(|(kind, _)| *kind == TransferKind::PostPending)
+        }
+        _ => false,
+    };
+    let held =
+        paid.is_some_and(|t| t.kind == TransferKind::Pending) && !resolved.contains_key(&batch.item_transfer(index));
+    let consistent = match status {
+        "succeeded" => moved,
+        "held" => held,
+        "pending" | "invalid" | "failed" | "voided" | "cancelled" => !moved && !held,
+        _ => false,
+    };
+    if !consistent {
+        report.problem(format!("{batch} item {index}: status {status} does not match its transfers"));
+    }
 }

@@ -352,3 +352,52 @@ fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
     again.recover().unwrap();
     assert_eq!(read(&reader), current(&state));
 }
+
+/// A data folder written before item results became runs (schema 5, statuses on the item rows)
+/// reads the same after the migration: every item keeps its status and failure code.
+#[test]
+fn item_statuses_survive_the_move_to_result_runs() {
+    use paycore_store::BatchStore;
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    for migration in [
+        include_str!("../migrations/0001_init.sql"),
+        include_str!("../migrations/0002_batches.sql"),
+        include_str!("../migrations/0003_tenants_webhooks.sql"),
+        include_str!("../migrations/0004_history_out_of_commit.sql"),
+        include_str!("../migrations/0005_balances_checkpoint.sql"),
+    ] {
+        conn.execute_batch(migration).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 5).unwrap();
+    let batch = paycore_ledger::BatchId(42 << 64);
+    conn.execute(
+        "INSERT INTO batches (id, tenant, status, format, mode, on_invalid, total, invalid, succeeded, failed, held,
+             created_at)
+         VALUES (?1, ?2, 'completed', 'csv', 'atomic', 'skip_invalid', 6, 1, 1, 3, 0, 1)",
+        rusqlite::params![batch.0.to_be_bytes(), T1.0.to_be_bytes()],
+    )
+    .unwrap();
+    let old = [
+        ("succeeded", None),
+        ("failed", Some("insufficient_funds")),
+        ("invalid", Some("account_not_found")),
+        ("voided", Some("batch_aborted")),
+        ("held", None),
+        ("voided", Some("batch_aborted")),
+    ];
+    for (index, (status, code)) in old.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO batch_items (batch, idx, line, location, status, failure_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![batch.0.to_be_bytes(), index as i64, index as i64 + 2, "line", status, code],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let (_store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let items = reader.batch_items(batch, &[], None, 100).unwrap();
+    let now: Vec<(&str, Option<&str>)> = items.iter().map(|i| (i.status.as_str(), i.failure_code.as_deref())).collect();
+    assert_eq!(now, old);
+    let voided: Vec<u64> = reader.batch_items(batch, &["voided"], None, 100).unwrap().iter().map(|i| i.index).collect();
+    assert_eq!(voided, [3, 5]);
+}
