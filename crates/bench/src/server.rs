@@ -63,7 +63,13 @@ impl Server {
     /// `paycore listening on http://ADDR` on its stdout. Its stderr goes to `DIR.log`.
     pub fn start(bin: &Path, data: &Path) -> anyhow::Result<Server> {
         let log = data.with_extension("log");
-        let stderr = std::fs::File::create(&log)?;
+        // With PAYCORE_BENCH_LOG set (e.g. `paycore_engine=debug`), the server logs to the
+        // bench's stderr at that level, to see its own timings.
+        let level = std::env::var("PAYCORE_BENCH_LOG").ok();
+        let stderr = match level {
+            Some(_) => Stdio::inherit(),
+            None => Stdio::from(std::fs::File::create(&log)?),
+        };
         let spawned = Instant::now();
         let mut child = Command::new(bin)
             .args(["serve", "--data"])
@@ -72,7 +78,7 @@ impl Server {
             .env("PAYCORE_API_KEY", API_KEY)
             // Throughput is measured without the per-key rate limit.
             .env("PAYCORE_RATE_LIMIT_PER_SECOND", "0")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level.as_deref().unwrap_or("warn"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -100,6 +100,7 @@ pub fn validate_limited(
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
 
+    let started = std::time::Instant::now();
     let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), cached: 0, error: None };
     let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
     let (mut total, mut invalid) = (0u64, 0u64);
@@ -108,11 +109,14 @@ pub fn validate_limited(
     // next chunk is parsed and checked: the two halves of validation take about as long.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
     let (summary, written) = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> paycore_store::Result<()> {
+        let writer = scope.spawn(move || -> paycore_store::Result<std::time::Duration> {
+            let mut busy = std::time::Duration::ZERO;
             for rows in chunks {
+                let started = std::time::Instant::now();
                 store.insert_batch_items(batch.id, &rows)?;
+                busy += started.elapsed();
             }
-            Ok(())
+            Ok(busy)
         });
         let mut rows = Vec::with_capacity(INSERT_CHUNK);
         let mut writer_gone = false;
@@ -151,7 +155,8 @@ pub fn validate_limited(
             .unwrap_or_else(|_| Err(paycore_store::StoreError::Database("the item writer panicked".into())));
         (summary, written)
     });
-    written?;
+    let writing = written?;
+    tracing::debug!(batch = %batch.id, items = total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
     if let Some(e) = checker.error {
         return Err(e);
     }
@@ -286,7 +291,7 @@ struct Checker<'a> {
     store: &'a dyn BatchStore,
     tenant: paycore_ledger::TenantId,
     /// Resolved accounts by currency, then by the text that named them.
-    cache: HashMap<Currency, HashMap<String, Option<Resolved>>>,
+    cache: HashMap<Currency, HashMap<String, Option<Resolved>, foldhash::fast::RandomState>>,
     cached: usize,
     error: Option<paycore_store::StoreError>,
 }
@@ -429,7 +434,7 @@ pub async fn run(
             let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
-            let codes = submit(Command::BatchItems { batch, step: BatchStep::Hold, items: to_items(&chunk) }).await;
+            let codes = submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await;
             failed = codes.iter().any(|c| !c.is_success());
         }
         let step = if failed || cancelled { BatchStep::Void } else { BatchStep::Post };
@@ -441,7 +446,7 @@ pub async fn run(
             if chunk.is_empty() {
                 break;
             }
-            submit(Command::BatchItems { batch, step, items: to_items(&chunk) }).await;
+            submit(Command::BatchItems { batch, step, items: chunk }).await;
         }
         let end = if cancelled { BatchEnd::Cancelled } else { BatchEnd::Completed };
         submit(Command::EndBatch { batch, end }).await;
@@ -466,7 +471,7 @@ pub async fn run(
         let Some(last) = chunk.last() else { break };
         after = Some(last.index);
         let engine = engine.clone();
-        let command = Command::BatchItems { batch, step: BatchStep::Pay, items: to_items(&chunk) };
+        let command = Command::BatchItems { batch, step: BatchStep::Pay, items: chunk };
         let next = tokio::spawn(async move { submit_until_done(&engine, Request { tenant, command }).await });
         if let Some(previous) = in_flight.replace(next) {
             let _ = previous.await;
@@ -477,20 +482,6 @@ pub async fn run(
     }
     submit(Command::EndBatch { batch, end }).await;
     Ok(())
-}
-
-fn to_items(rows: &[BatchItemRow]) -> Vec<BatchItem> {
-    rows.iter()
-        .filter_map(|r| {
-            Some(BatchItem {
-                index: r.index,
-                payer: r.payer?,
-                payee: r.payee?,
-                amount: r.amount?,
-                currency: r.currency?,
-            })
-        })
-        .collect()
 }
 
 /// Submits on the background lane until the engine has committed it: a full queue or a failed
@@ -541,7 +532,7 @@ async fn items(
     status: &'static str,
     after: Option<u64>,
     limit: usize,
-) -> paycore_store::Result<Vec<BatchItemRow>> {
+) -> paycore_store::Result<Vec<BatchItem>> {
     let store = store.clone();
-    blocking(move || store.batch_items(batch, &[status], after, limit)).await
+    blocking(move || store.batch_work(batch, status, after, limit)).await
 }

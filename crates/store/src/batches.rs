@@ -3,7 +3,9 @@
 
 use crate::sqlite::{account_from, blob_id, id_blob, int, opt_uint, uint, SqliteReader};
 use crate::{Result, StoreError};
-use paycore_ledger::{Account, AccountId, BatchEnd, BatchId, BatchItemState, BatchStep, ChangeSet, Currency, TenantId};
+use paycore_ledger::{
+    Account, AccountId, BatchEnd, BatchId, BatchItem, BatchItemState, BatchStep, ChangeSet, Currency, TenantId,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 
@@ -143,6 +145,9 @@ pub trait BatchStore: Send + Sync {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<BatchItemRow>>;
+    /// Items in `status` (`pending`, `held`, `failed`) after `after`, as the engine takes
+    /// them: what the runner sends, without the text the report needs.
+    fn batch_work(&self, batch: BatchId, status: &str, after: Option<u64>, limit: usize) -> Result<Vec<BatchItem>>;
     /// The batch with this upload idempotency key, if any.
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
     /// Batches that were validating or processing: to resume after a restart.
@@ -223,6 +228,66 @@ fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
     })
 }
 
+/// Items per `INSERT` statement while validating: one statement's fixed cost spread over 64.
+const ITEMS_PER_INSERT: usize = 64;
+const ITEM_INSERT_COLUMNS: usize = 16;
+
+/// How an item row is stored, narrower than it reads: a valid item's payer text is NULL when
+/// it is the batch's payer (most files name the payer once, for the whole batch), and its
+/// location is empty when it is `line N` of its own line. [`Compact::expand`] undoes both.
+pub(crate) struct Compact<'a> {
+    batch_payer: Option<&'a str>,
+}
+
+impl Compact<'_> {
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        offset: usize,
+        batch: &[u8; 16],
+        i: &BatchItemRow,
+    ) -> rusqlite::Result<()> {
+        let valid = i.status != "invalid";
+        let payer_text = match (&i.payer_text, self.batch_payer) {
+            (Some(text), Some(payer)) if valid && text == payer => None,
+            (text, _) => text.as_deref(),
+        };
+        let location = if is_line_location(&i.location, i.line) { "" } else { i.location.as_str() };
+        stmt.raw_bind_parameter(offset + 1, batch)?;
+        stmt.raw_bind_parameter(offset + 2, int(i.index))?;
+        stmt.raw_bind_parameter(offset + 3, int(i.line))?;
+        stmt.raw_bind_parameter(offset + 4, location)?;
+        stmt.raw_bind_parameter(offset + 5, i.reference.as_deref())?;
+        stmt.raw_bind_parameter(offset + 6, i.instruction_id.as_deref())?;
+        stmt.raw_bind_parameter(offset + 7, i.payment_information_id.as_deref())?;
+        stmt.raw_bind_parameter(offset + 8, payer_text)?;
+        stmt.raw_bind_parameter(offset + 9, i.payee_text.as_deref())?;
+        stmt.raw_bind_parameter(offset + 10, i.payer.map(|a| id_blob(a.0)))?;
+        stmt.raw_bind_parameter(offset + 11, i.payee.map(|a| id_blob(a.0)))?;
+        stmt.raw_bind_parameter(offset + 12, i.amount.map(int))?;
+        stmt.raw_bind_parameter(offset + 13, i.currency.map(Currency::code))?;
+        stmt.raw_bind_parameter(offset + 14, i.status.as_str())?;
+        stmt.raw_bind_parameter(offset + 15, i.failure_code.as_deref())?;
+        stmt.raw_bind_parameter(offset + 16, i.message.as_deref())
+    }
+
+    /// The row as it was given to [`Compact::bind`].
+    fn expand(&self, row: &mut BatchItemRow) {
+        if row.location.is_empty() {
+            row.location = format!("line {}", row.line);
+        }
+        if row.payer_text.is_none() && row.status != "invalid" {
+            row.payer_text = self.batch_payer.map(str::to_owned);
+        }
+    }
+}
+
+/// Whether `location` is `line N` for this `line`.
+fn is_line_location(location: &str, line: u64) -> bool {
+    location.strip_prefix("line ").and_then(|n| n.parse::<u64>().ok()) == Some(line)
+        && !location[5..].starts_with(['0', '+'])
+}
+
 /// Item indexes whose results [`list_items`] derives at a time.
 const WINDOW: u64 = 65_536;
 
@@ -277,47 +342,132 @@ fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<
     Ok(runs)
 }
 
+/// What [`list_items`] reads of an item: the whole row, or what the runner sends.
+pub(crate) trait ItemShape: Sized {
+    /// The columns to select, `idx` and `status` first.
+    const COLUMNS: &'static str;
+    fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self>;
+    fn index(&self) -> u64;
+    /// The stored status (`invalid` or `pending`), then the derived one.
+    fn status(&self) -> &str;
+    fn set_status(&mut self, status: &'static str, code: Option<&str>);
+}
+
+impl ItemShape for BatchItemRow {
+    const COLUMNS: &'static str = ITEM_COLUMNS;
+
+    fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self> {
+        let mut item = item_from(row)?;
+        compact.expand(&mut item);
+        Ok(item)
+    }
+
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn status(&self) -> &str {
+        &self.status
+    }
+
+    fn set_status(&mut self, status: &'static str, code: Option<&str>) {
+        status.clone_into(&mut self.status);
+        self.failure_code = code.map(str::to_owned);
+    }
+}
+
+/// An item as the runner sends it to the engine: no text to decode.
+struct Sendable {
+    index: u64,
+    status: &'static str,
+    item: Option<BatchItem>,
+}
+
+impl ItemShape for Sendable {
+    const COLUMNS: &'static str = "idx, status, payer, payee, amount, currency";
+
+    fn decode(row: &Row, _: &Compact<'_>) -> rusqlite::Result<Self> {
+        let value: i64 = row.get(0)?;
+        let index = u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, value))?;
+        let status = match row.get_ref(1)?.as_str()? {
+            "invalid" => "invalid",
+            _ => "pending",
+        };
+        let id = |i: usize| -> rusqlite::Result<Option<AccountId>> {
+            let bytes: Option<[u8; 16]> = row.get(i)?;
+            Ok(bytes.map(|b| AccountId(u128::from_be_bytes(b))))
+        };
+        let amount: Option<i64> = row.get(4)?;
+        let currency = match row.get_ref(5)? {
+            rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
+            _ => None,
+        };
+        let item = match (id(2)?, id(3)?, amount.and_then(|a| u64::try_from(a).ok()), currency) {
+            (Some(payer), Some(payee), Some(amount), Some(currency)) => {
+                Some(BatchItem { index, payer, payee, amount, currency })
+            }
+            _ => None,
+        };
+        Ok(Sendable { index, status, item })
+    }
+
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn status(&self) -> &str {
+        self.status
+    }
+
+    fn set_status(&mut self, status: &'static str, _: Option<&str>) {
+        self.status = status;
+    }
+}
+
 /// Items of a batch in index order after `after`, with their derived status: all of them, or
 /// those whose status is one of `statuses`, at most `limit`. Reads inside the caller's
 /// transaction, so that rows and results are one snapshot.
-pub(crate) fn list_items(
+pub(crate) fn list_items<T: ItemShape>(
     conn: &Connection,
     batch: BatchId,
     statuses: &[&str],
     after: Option<u64>,
     limit: usize,
-) -> Result<Vec<BatchItemRow>> {
+) -> Result<Vec<T>> {
     let blob = id_blob(batch.0);
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
     }
-    let ended: Option<String> = conn
-        .prepare_cached("SELECT status FROM batches WHERE id = ?1")?
-        .query_row([&blob], |row| row.get(0))
+    let found: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT status, payer FROM batches WHERE id = ?1")?
+        .query_row([&blob], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
+    let Some((ended, batch_payer)) = found else { return Ok(out) };
+    let compact = Compact { batch_payer: batch_payer.as_deref() };
     // What the end of the batch made of the items it never sent.
-    let (left, left_code) = match ended.as_deref() {
-        Some("cancelled") => ("cancelled", Some("cancelled")),
-        Some("completed") => ("voided", Some("batch_aborted")),
+    let (left, left_code) = match ended.as_str() {
+        "cancelled" => ("cancelled", Some("cancelled")),
+        "completed" => ("voided", Some("batch_aborted")),
         _ => ("pending", None),
     };
     let limit_sql = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let decode = |row: &Row| T::decode(row, &compact);
     if statuses == ["invalid"] {
         let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2
-             ORDER BY idx LIMIT ?3"
+            "SELECT {} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2 ORDER BY idx LIMIT ?3",
+            T::COLUMNS
         );
-        return Ok(conn
-            .prepare_cached(&sql)?
-            .query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], item_from)?
-            .collect::<rusqlite::Result<Vec<_>>>()?);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], decode)?;
+        return Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?);
     }
     let max: Option<i64> =
         conn.prepare_cached("SELECT max(idx) FROM batch_items WHERE batch = ?1")?.query_row([&blob], |r| r.get(0))?;
     let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(out) };
     let sql = format!(
-        "SELECT {ITEM_COLUMNS} FROM batch_items WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx LIMIT ?4"
+        "SELECT {} FROM batch_items WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx LIMIT ?4",
+        T::COLUMNS
     );
     let mut fetch = conn.prepare_cached(&sql)?;
     let wanted = |status: &str| statuses.is_empty() || statuses.contains(&status);
@@ -355,24 +505,17 @@ pub(crate) fn list_items(
             while a <= b && out.len() < limit {
                 let need = limit - out.len();
                 let mut fetched = 0;
-                for row in fetch.query_map(params![blob, int(a), int(b), limit_sql(need)], item_from)? {
+                for row in fetch.query_map(params![blob, int(a), int(b), limit_sql(need)], decode)? {
                     let mut row = row?;
                     fetched += 1;
-                    a = row.index.saturating_add(1);
-                    if row.status != "invalid" {
-                        match result.get(offset(row.index)).copied().flatten() {
-                            Some(k) => {
-                                let run = &runs[k];
-                                row.status = run.status.to_owned();
-                                row.failure_code = run.code.clone();
-                            }
-                            None => {
-                                row.status = left.to_owned();
-                                row.failure_code = left_code.map(str::to_owned);
-                            }
+                    a = row.index().saturating_add(1);
+                    if row.status() != "invalid" {
+                        match result.get(offset(row.index())).copied().flatten() {
+                            Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
+                            None => row.set_status(left, left_code),
                         }
                     }
-                    if wanted(&row.status) {
+                    if wanted(row.status()) {
                         out.push(row);
                     }
                 }
@@ -510,35 +653,36 @@ impl BatchStore for SqliteReader {
 
     fn insert_batch_items(&self, batch: BatchId, items: &[BatchItemRow]) -> Result<()> {
         self.with(|conn| {
-            let mut conn_tx = conn.unchecked_transaction()?;
+            // Immediate: a deferred transaction that reads first cannot take the write lock
+            // once the engine has committed since (SQLITE_BUSY_SNAPSHOT, no retry).
+            let mut conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+            let blob = id_blob(batch.0);
+            let payer: Option<String> = conn_tx
+                .prepare_cached("SELECT payer FROM batches WHERE id = ?1")?
+                .query_row([&blob], |row| row.get(0))
+                .optional()?
+                .flatten();
+            let compact = Compact { batch_payer: payer.as_deref() };
+            let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
+                 payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
+                 failure_code, message) VALUES ";
+            let row = format!("({})", ["?"; ITEM_INSERT_COLUMNS].join(", "));
+            let many = format!("{head}{}", vec![row.as_str(); ITEMS_PER_INSERT].join(", "));
+            let one = format!("{head}{row}");
+            let mut chunks = items.chunks_exact(ITEMS_PER_INSERT);
             {
-                let mut stmt = conn_tx.prepare_cached(
-                    "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
-                         payment_information_id, payer_text, payee_text, payer, payee, amount, currency,
-                         status, failure_code, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )?;
-                let blob = id_blob(batch.0);
-                for i in items {
-                    stmt.execute(params![
-                        blob,
-                        int(i.index),
-                        int(i.line),
-                        i.location,
-                        i.reference,
-                        i.instruction_id,
-                        i.payment_information_id,
-                        i.payer_text,
-                        i.payee_text,
-                        i.payer.map(|a| id_blob(a.0)),
-                        i.payee.map(|a| id_blob(a.0)),
-                        i.amount.map(int),
-                        i.currency.map(Currency::code),
-                        i.status,
-                        i.failure_code,
-                        i.message,
-                    ])?;
+                let mut stmt = conn_tx.prepare_cached(&many)?;
+                for chunk in &mut chunks {
+                    for (i, item) in chunk.iter().enumerate() {
+                        compact.bind(&mut stmt, i * ITEM_INSERT_COLUMNS, &blob, item)?;
+                    }
+                    stmt.raw_execute()?;
+                }
+                let mut stmt = conn_tx.prepare_cached(&one)?;
+                for item in chunks.remainder() {
+                    compact.bind(&mut stmt, 0, &blob, item)?;
+                    stmt.raw_execute()?;
                 }
             }
             conn_tx.commit()?;
@@ -626,6 +770,15 @@ impl BatchStore for SqliteReader {
             let items = list_items(&tx, batch, statuses, after, limit)?;
             tx.finish()?;
             Ok(items)
+        })
+    }
+
+    fn batch_work(&self, batch: BatchId, status: &str, after: Option<u64>, limit: usize) -> Result<Vec<BatchItem>> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let items: Vec<Sendable> = list_items(&tx, batch, &[status], after, limit)?;
+            tx.finish()?;
+            Ok(items.into_iter().filter_map(|s| s.item).collect())
         })
     }
 

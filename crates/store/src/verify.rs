@@ -239,7 +239,7 @@ fn check_batches(
         let mut after = None;
         loop {
             // Statuses as the API derives them from the item rows and the result runs.
-            let items = crate::batches::list_items(conn, batch, &[], after, 65_536)?;
+            let items: Vec<crate::BatchItemRow> = crate::batches::list_items(conn, batch, &[], after, 65_536)?;
             let Some(last) = items.last() else { break };
             after = Some(last.index);
             for item in &items {

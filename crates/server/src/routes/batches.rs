@@ -711,21 +711,22 @@ impl Write for ChannelWriter {
     }
 }
 
-fn report_item(batch: &BatchRecord, row: &BatchItemRow) -> ReportItem {
-    let status = match row.status.as_str() {
-        "succeeded" => ItemStatus::Succeeded,
-        "pending" | "held" if batch.status == "rejected" => ItemStatus::Failed { code: rejection_code(batch) },
-        "pending" | "held" => ItemStatus::Pending,
-        _ => ItemStatus::Failed { code: row.failure_code.clone().unwrap_or_else(|| "failed".into()) },
+/// One report line. `rejected`: the code of the batch's rejection, when it was rejected.
+fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
+    let status = match (row.status.as_str(), rejected) {
+        ("succeeded", _) => ItemStatus::Succeeded,
+        ("pending" | "held", Some(code)) => ItemStatus::Failed { code: code.to_owned() },
+        ("pending" | "held", None) => ItemStatus::Pending,
+        _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
     };
     ReportItem {
         line: row.line,
-        location: row.location.clone(),
-        reference: row.reference.clone(),
-        instruction_id: row.instruction_id.clone(),
-        payment_information_id: row.payment_information_id.clone(),
-        payer: row.payer_text.clone(),
-        payee: row.payee_text.clone().unwrap_or_default(),
+        location: row.location,
+        reference: row.reference,
+        instruction_id: row.instruction_id,
+        payment_information_id: row.payment_information_id,
+        payer: row.payer_text,
+        payee: row.payee_text.unwrap_or_default(),
         amount: row.amount.unwrap_or(0),
         currency: row.currency,
         status,
@@ -746,14 +747,14 @@ fn rejection_code(batch: &BatchRecord) -> String {
 fn for_each_item(
     store: &dyn BatchStore,
     batch: BatchId,
-    mut each: impl FnMut(&BatchItemRow) -> std::io::Result<()>,
+    mut each: impl FnMut(BatchItemRow) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut after = None;
     loop {
         let rows = store.batch_items(batch, &[], after, REPORT_CHUNK).map_err(std::io::Error::other)?;
         let Some(last) = rows.last() else { return Ok(()) };
         after = Some(last.index);
-        for row in &rows {
+        for row in rows {
             each(row)?;
         }
     }
@@ -761,7 +762,8 @@ fn for_each_item(
 
 fn write_csv(store: &dyn BatchStore, batch: &BatchRecord, out: ChannelWriter) -> std::io::Result<()> {
     let mut writer = CsvReportWriter::new(out)?;
-    for_each_item(store, batch.id, |row| writer.item(&report_item(batch, row)))?;
+    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
+    for_each_item(store, batch.id, |row| writer.item(&report_item(rejected.as_deref(), row)))?;
     writer.finish()?.flush()
 }
 
@@ -790,6 +792,7 @@ fn write_pain002(
         default_payment_information_id: batch.id.to_string(),
     };
     let mut writer = Pain002Writer::begin(out, version, &header)?;
-    for_each_item(store, batch.id, |row| writer.item(&report_item(batch, row)))?;
+    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
+    for_each_item(store, batch.id, |row| writer.item(&report_item(rejected.as_deref(), row)))?;
     writer.finish()?.flush()
 }
