@@ -25,7 +25,8 @@
 //!   (conditional debit `UPDATE`, credit `UPDATE`, `INSERT`) from 1, 16, 64 clients, for a fixed
 //!   time. PostgreSQL at 127.0.0.1:5432, user postgres, a fresh database per command (dropped
 //!   after); unreachable → a loud skip, or a failure when `CI=true`.
-//! - `batch` (4): 100 000 and 1 000 000-line CSV files, upload to report ready, server peak RSS.
+//! - `batch` (4): 100 000 and 1 000 000-item CSV and pain.001 files, upload to report ready
+//!   (CSV report, pain.002), server peak RSS.
 //! - `startup` (5): process start to the listening line and to `GET /healthz` with 1M and 10M
 //!   transfers stored.
 //! - `commit-lab` (not in `all`): the SQLite commit of a bulk batch alone, as the store does it
