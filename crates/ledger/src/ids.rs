@@ -18,18 +18,37 @@ fn encode(value: u128, out: &mut [u8; DIGITS]) {
     }
 }
 
+/// Each byte's digit value, or `INVALID`: the alphabet in either case, and Crockford's
+/// aliases (`o` for 0, `i` and `l` for 1). A table, because every id a request names is
+/// decoded on the request's path.
+const DIGIT: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        table[ALPHABET[i].to_ascii_uppercase() as usize] = i as u8;
+        i += 1;
+    }
+    table[b'o' as usize] = 0;
+    table[b'O' as usize] = 0;
+    table[b'i' as usize] = 1;
+    table[b'I' as usize] = 1;
+    table[b'l' as usize] = 1;
+    table[b'L' as usize] = 1;
+    table
+};
+const INVALID: u8 = 0xff;
+
 fn decode(text: &str) -> Option<u128> {
     if text.len() != DIGITS {
         return None;
     }
     let mut value: u128 = 0;
     for (i, b) in text.bytes().enumerate() {
-        let digit = match b.to_ascii_lowercase() {
-            b @ b'0'..=b'9' => b - b'0',
-            b'o' => 0,
-            b'i' | b'l' => 1,
-            b => u8::try_from(ALPHABET.iter().position(|&a| a == b)?).ok()?,
-        };
+        let digit = DIGIT[usize::from(b)];
+        if digit == INVALID {
+            return None;
+        }
         // The first digit carries only 3 bits (26 * 5 = 130).
         if i == 0 && digit > 7 {
             return None;
@@ -148,6 +167,11 @@ mod tests {
         assert!("acct_0000000000000000000000000".parse::<AccountId>().is_err());
         assert!("acct_0000000000000000000000000u".parse::<AccountId>().is_err());
         assert!("acct_0000000000000000000000000é".parse::<AccountId>().is_err());
+        // Crockford's aliases: o and O read as 0, i, I, l and L as 1.
+        assert_eq!("acct_0000000000000000000000000o".parse::<AccountId>(), Ok(AccountId(0)));
+        for one in ["i", "I", "l", "L"] {
+            assert_eq!(format!("acct_000000000000000000000000{one}{one}").parse::<AccountId>(), Ok(AccountId(33)));
+        }
     }
 
     #[test]

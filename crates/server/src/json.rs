@@ -236,13 +236,16 @@ impl<'de, T: Prefixed> Deserialize<'de> for Id<T> {
 
 /// Looks up an ISO 4217 code; `param` names the field for the error.
 pub fn currency(code: &str, param: &str) -> Result<Currency, ApiError> {
-    Currency::from_code(code).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_currency",
-            format!("`{param}` must be an upper-case ISO 4217 currency code such as \"EUR\"; got {code:?}."),
-        )
-        .param(param)
-    })
+    Currency::from_code(code).ok_or_else(|| unknown_currency(code, param))
+}
+
+/// The error for a currency code `Currency::from_code` does not know.
+pub fn unknown_currency(code: &str, param: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_currency",
+        format!("`{param}` must be an upper-case ISO 4217 currency code such as \"EUR\"; got {code:?}."),
+    )
+    .param(param)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use paycore_engine::IdempotencyKey;
 use paycore_ledger::{
-    AccountId, Command, Hold, NewTransfer, Outcome, ResultCode, TenantId, TransferId, TransferOp, TIMEOUT_MAX_SECONDS,
+    AccountId, Command, Currency, Hold, NewTransfer, Outcome, ResultCode, TenantId, TransferId, TransferOp,
+    TIMEOUT_MAX_SECONDS,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -86,11 +87,19 @@ pub enum CreateTransfers {
     ),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
-    let (items, bulk): (Vec<TransferParams>, _) = match json::parse_valid::<TransferParams>(&post.body) {
-        // The common case, parsed in one pass. A single transfer that parses has no
-        // `transfers` field (unknown fields are refused), so it is exactly what the general
-        // way below makes of it.
-        Some(single) => (vec![single], false),
+    // The common cases, parsed in one pass each: a single transfer that parses has no
+    // `transfers` field (unknown fields are refused), and a bulk body has only that one, so
+    // each is exactly what the general way below makes of it. A bulk body fails the first
+    // try at its first key.
+    let parsed = match json::parse_valid::<TransferParams>(&post.body) {
+        Some(single) => Some((vec![single], false)),
+        None => json::parse_valid::<BulkTransfers>(&post.body).map(|b| (b.transfers, true)),
+    };
+    let (items, bulk): (Vec<TransferParams>, _) = match parsed {
+        Some((items, true)) if items.is_empty() || items.len() > BULK_TRANSFERS_MAX => {
+            return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
+        }
+        Some(parsed) => parsed,
         None => {
             let body: serde_json::Value = json::parse(&post.body)?;
             if body.as_object().is_some_and(|o| o.contains_key("transfers")) {
@@ -107,9 +116,8 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
     let tenant = post.auth.tenant;
     let mut transfers = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let path = if bulk { format!("transfers[{index}].") } else { String::new() };
         let id = item.id.map_or_else(|| new_transfer_id(tenant, post.key.as_ref(), index), |id| id.0);
-        transfers.push(new_transfer(item, id, &path)?);
+        transfers.push(new_transfer(item, id, bulk.then_some(index))?);
     }
     let ids: Vec<TransferId> = transfers.iter().map(|t| t.id).collect();
     let single = (!bulk).then(|| pending_param(&transfers[0].op));
@@ -155,9 +163,13 @@ fn new_transfer_id(tenant: TenantId, key: Option<&IdempotencyKey>, index: usize)
 }
 
 /// Checks that the fields of one item make one of the three forms, naming the field that
-/// does not fit; `path` is the item's JSON path prefix (`transfers[3].`).
-fn new_transfer(p: TransferParams, id: TransferId, path: &str) -> Result<NewTransfer, ApiError> {
-    let field = |name: &str| format!("{path}{name}");
+/// does not fit; `index`: the item's position in a bulk request (its path is `transfers[3].`).
+fn new_transfer(p: TransferParams, id: TransferId, index: Option<usize>) -> Result<NewTransfer, ApiError> {
+    // Only errors name a field: the path is made then.
+    let field = |name: &str| match index {
+        Some(index) => format!("transfers[{index}].{name}"),
+        None => name.to_owned(),
+    };
     let resolving = match (&p.post_pending_id, &p.void_pending_id) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -196,7 +208,8 @@ fn new_transfer(p: TransferParams, id: TransferId, path: &str) -> Result<NewTran
         let credit = p.credit_account.ok_or_else(|| ApiError::missing(field("credit_account")))?;
         let amount = p.amount.ok_or_else(|| ApiError::missing(field("amount")))?;
         let code = p.currency.ok_or_else(|| ApiError::missing(field("currency")))?;
-        let currency = json::currency(&code, &field("currency"))?;
+        // Looked up before naming the field: the name is only needed for the error.
+        let currency = Currency::from_code(&code).ok_or_else(|| json::unknown_currency(&code, &field("currency")))?;
         if p.timeout_seconds.is_some() && !p.pending {
             return Err(ApiError::invalid(
                 field("timeout_seconds"),
