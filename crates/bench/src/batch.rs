@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 const PAYEES: usize = 1000;
 /// Transactions per `PmtInf` block of the generated pain.001 files.
-const PAIN001_BLOCK: u64 = 10_000;
+const PAIN001_BLOCK: usize = 10_000;
 
 /// The file formats the scenario uploads.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ fn pain001(lines: u64, payer: &str, payees: &[String], seed: u64) -> Bytes {
          <CtrlSum>{}</CtrlSum><InitgPty><Nm>paycore bench</Nm></InitgPty></GrpHdr>",
         decimal(total)
     );
-    for (block, chunk) in amounts.chunks(PAIN001_BLOCK as usize).enumerate() {
+    for (block, chunk) in amounts.chunks(PAIN001_BLOCK).enumerate() {
         let sum: u64 = chunk.iter().sum();
         let _ = writeln!(
             x,
@@ -118,7 +118,7 @@ fn pain001(lines: u64, payer: &str, payees: &[String], seed: u64) -> Bytes {
             decimal(sum)
         );
         for (i, cents) in chunk.iter().enumerate() {
-            let n = block as u64 * PAIN001_BLOCK + i as u64;
+            let n = block * PAIN001_BLOCK + i;
             let payee = &payees[rng.below(payees.len())];
             let _ = writeln!(
                 x,

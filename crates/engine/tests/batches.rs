@@ -49,14 +49,11 @@ fn row(index: u64, amount: u64) -> BatchItemRow {
     }
 }
 
-fn item(index: u64, amount: u64) -> BatchItem {
-    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur() }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn best_effort_and_atomic_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+/// An engine on a store in `dir`, with accounts 1 (unlimited), 2 and 3 (no overdraft) in EUR.
+async fn engine(
+    dir: &std::path::Path,
+) -> (EngineHandle, paycore_store::sqlite::SqliteReader, std::thread::JoinHandle<()>) {
+    let (store, reader) = paycore_store::sqlite::open(dir).unwrap();
     let (submitter, queue) = channel(64);
     let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
     let thread = start(
@@ -73,6 +70,17 @@ async fn best_effort_and_atomic_batches() {
         let open = NewAccount { id: AccountId(id), currency: eur(), overdraft, reference: None, metadata: None };
         run(&handle, Command::CreateAccount(open), false).await;
     }
+    (handle, reader, thread)
+}
+
+fn item(index: u64, amount: u64) -> BatchItem {
+    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_and_atomic_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, reader, thread) = engine(dir.path()).await;
     let fund = NewTransfer {
         id: TransferId(1),
         linked: false,
@@ -136,23 +144,7 @@ async fn best_effort_and_atomic_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_statuses_page_through_every_filter() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
-    let (submitter, queue) = channel(64);
-    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    let thread = start(
-        Box::new(store),
-        Box::new(queue),
-        Arc::new(SystemClock),
-        renderer,
-        EngineMetrics::default(),
-        EngineConfig::default(),
-    )
-    .unwrap();
-    let handle = EngineHandle::new(Arc::new(submitter));
-    for (id, overdraft) in [(1, Overdraft::Unlimited), (2, Overdraft::Limit(0)), (3, Overdraft::Limit(0))] {
-        let open = NewAccount { id: AccountId(id), currency: eur(), overdraft, reference: None, metadata: None };
-        run(&handle, Command::CreateAccount(open), false).await;
-    }
+    let (handle, reader, thread) = engine(dir.path()).await;
     let op = TransferOp::Move {
         debit_account: AccountId(1),
         credit_account: AccountId(2),

@@ -193,35 +193,46 @@ fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
 const ITEM_COLUMNS: &str = "idx, line, location, reference, instruction_id, payment_information_id, payer_text,
      payee_text, payer, payee, amount, currency, status, failure_code, message";
 
+// Item columns by position.
+
+fn uint_at(row: &Row, i: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(i)?;
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
+}
+
+fn account_at(row: &Row, i: usize) -> rusqlite::Result<Option<AccountId>> {
+    let bytes: Option<[u8; 16]> = row.get(i)?;
+    Ok(bytes.map(|b| AccountId(u128::from_be_bytes(b))))
+}
+
+fn amount_at(row: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+    let amount: Option<i64> = row.get(i)?;
+    Ok(amount.and_then(|a| u64::try_from(a).ok()))
+}
+
+fn currency_at(row: &Row, i: usize) -> rusqlite::Result<Option<Currency>> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
+        _ => None,
+    })
+}
+
 /// An item row (selected as [`ITEM_COLUMNS`]) with its stored validation status: `invalid`
 /// or `pending`. Columns are read by position: naming them costs a scan of the names per value.
 fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
-    let index = |i: usize| -> rusqlite::Result<u64> {
-        let value: i64 = row.get(i)?;
-        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
-    };
-    let id = |i: usize| -> rusqlite::Result<Option<AccountId>> {
-        let bytes: Option<[u8; 16]> = row.get(i)?;
-        Ok(bytes.map(|b| AccountId(u128::from_be_bytes(b))))
-    };
-    let amount: Option<i64> = row.get(10)?;
-    let currency = match row.get_ref(11)? {
-        rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
-        _ => None,
-    };
     Ok(BatchItemRow {
-        index: index(0)?,
-        line: index(1)?,
+        index: uint_at(row, 0)?,
+        line: uint_at(row, 1)?,
         location: row.get(2)?,
         reference: row.get(3)?,
         instruction_id: row.get(4)?,
         payment_information_id: row.get(5)?,
         payer_text: row.get(6)?,
         payee_text: row.get(7)?,
-        payer: id(8)?,
-        payee: id(9)?,
-        amount: amount.and_then(|a| u64::try_from(a).ok()),
-        currency,
+        payer: account_at(row, 8)?,
+        payee: account_at(row, 9)?,
+        amount: amount_at(row, 10)?,
+        currency: currency_at(row, 11)?,
         status: row.get(12)?,
         failure_code: row.get(13)?,
         message: row.get(14)?,
@@ -387,22 +398,12 @@ impl ItemShape for Sendable {
     const COLUMNS: &'static str = "idx, status, payer, payee, amount, currency";
 
     fn decode(row: &Row, _: &Compact<'_>) -> rusqlite::Result<Self> {
-        let value: i64 = row.get(0)?;
-        let index = u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, value))?;
+        let index = uint_at(row, 0)?;
         let status = match row.get_ref(1)?.as_str()? {
             "invalid" => "invalid",
             _ => "pending",
         };
-        let id = |i: usize| -> rusqlite::Result<Option<AccountId>> {
-            let bytes: Option<[u8; 16]> = row.get(i)?;
-            Ok(bytes.map(|b| AccountId(u128::from_be_bytes(b))))
-        };
-        let amount: Option<i64> = row.get(4)?;
-        let currency = match row.get_ref(5)? {
-            rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
-            _ => None,
-        };
-        let item = match (id(2)?, id(3)?, amount.and_then(|a| u64::try_from(a).ok()), currency) {
+        let item = match (account_at(row, 2)?, account_at(row, 3)?, amount_at(row, 4)?, currency_at(row, 5)?) {
             (Some(payer), Some(payee), Some(amount), Some(currency)) => {
                 Some(BatchItem { index, payer, payee, amount, currency })
             }
