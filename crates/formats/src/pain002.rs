@@ -123,9 +123,10 @@ impl<W: Write> Pain002Writer<W> {
 
     /// Writes one transaction's status.
     pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
-        let block =
-            item.payment_information_id.as_deref().map_or_else(|| self.default_block.clone(), id_or_placeholder);
-        if self.open_block.as_deref() != Some(block.as_str()) {
+        // Compared before it is copied: most items are in the block already open.
+        let block = item.payment_information_id.as_deref().map_or(self.default_block.as_str(), id_or_placeholder_str);
+        if self.open_block.as_deref() != Some(block) {
+            let block = block.to_owned();
             self.close_block()?;
             writeln!(self.out, "    <OrgnlPmtInfAndSts>")?;
             leaf(&mut self.out, 6, "OrgnlPmtInfId", &block)?;
@@ -134,12 +135,12 @@ impl<W: Write> Pain002Writer<W> {
         self.statuses += 1;
         let out = &mut self.out;
         writeln!(out, "      <TxInfAndSts>")?;
-        leaf(out, 8, "StsId", &self.statuses.to_string())?;
+        writeln!(out, "        <StsId>{}</StsId>", self.statuses)?;
         if let Some(id) = item.instruction_id.as_deref().filter(|id| !id.is_empty()) {
-            leaf(out, 8, "OrgnlInstrId", &cut(id, TEXT_35))?;
+            leaf(out, 8, "OrgnlInstrId", cut_str(id, TEXT_35))?;
         }
         if let Some(id) = item.reference.as_deref().filter(|id| !id.is_empty()) {
-            leaf(out, 8, "OrgnlEndToEndId", &cut(id, TEXT_35))?;
+            leaf(out, 8, "OrgnlEndToEndId", cut_str(id, TEXT_35))?;
         }
         let status = match &item.status {
             ItemStatus::Succeeded => "ACCP",
@@ -195,14 +196,14 @@ fn reason(out: &mut impl Write, indent: usize, version: Pain002Version, code: &s
     leaf(out, indent + 4, "Cd", iso_reason(code))?;
     writeln!(out, "{:indent$}  </Rsn>", "")?;
     if version == Pain002Version::V10 && !code.is_empty() {
-        leaf(out, indent + 2, "AddtlInf", &cut(code, TEXT_105))?;
+        leaf(out, indent + 2, "AddtlInf", cut_str(code, TEXT_105))?;
     }
     writeln!(out, "{:indent$}</StsRsnInf>", "")
 }
 
 /// At most `max` characters of `text`.
-fn cut(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
+fn cut_str(text: &str, max: usize) -> &str {
+    text.char_indices().nth(max).map_or(text, |(end, _)| &text[..end])
 }
 
 /// An identifier paycore made (the report's `MsgId`, the batch id standing in for a
@@ -221,10 +222,28 @@ fn own_id(version: Pain002Version, text: &str) -> String {
 
 /// A `Max35Text` identifier: cut to 35 characters, `NOTPROVIDED` when empty.
 fn id_or_placeholder(text: &str) -> String {
+    id_or_placeholder_str(text).to_owned()
+}
+
+fn id_or_placeholder_str(text: &str) -> &str {
     let text = text.trim();
     if text.is_empty() {
-        "NOTPROVIDED".to_owned()
+        "NOTPROVIDED"
     } else {
-        cut(text, TEXT_35)
+        cut_str(text, TEXT_35)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_cut_at_a_character_not_a_byte() {
+        assert_eq!(cut_str("abc", 35), "abc");
+        assert_eq!(cut_str("abcdef", 3), "abc");
+        assert_eq!(cut_str("ééééé", 2), "éé");
+        assert_eq!(id_or_placeholder_str("  "), "NOTPROVIDED");
+        assert_eq!(id_or_placeholder_str(&"x".repeat(40)), "x".repeat(35));
     }
 }

@@ -88,14 +88,13 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<Amount, AmountErro
 /// Formats minor units as a decimal in major units with exactly the currency's decimals:
 /// 123450 EUR is "1234.50", 500 JPY is "500", 1 KWD is "0.001".
 pub fn format_amount(minor: u64, currency: Currency) -> String {
-    let units = usize::from(currency.minor_units());
-    let digits = minor.to_string();
+    let units = currency.minor_units();
     if units == 0 {
-        return digits;
+        return minor.to_string();
     }
-    let padded = format!("{digits:0>width$}", width = units + 1);
-    let (whole, fraction) = padded.split_at(padded.len() - units);
-    format!("{whole}.{fraction}")
+    // One allocation: reports write this for every item of a batch.
+    let scale = 10u64.pow(u32::from(units));
+    format!("{}.{:0width$}", minor / scale, minor % scale, width = usize::from(units))
 }
 
 #[cfg(test)]
