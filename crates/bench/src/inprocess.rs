@@ -175,16 +175,40 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
-/// Fills a data folder with 10 000 accounts and `total` transfers through the engine.
-pub fn fill(dir: &Path, total: u64) -> anyhow::Result<Duration> {
+/// Fills a data folder with 10 000 accounts and `total` transfers through the engine. With
+/// `crash_image`, also copies the store there after the last commit but before the engine
+/// stops: the folder a `kill -9` would leave (the last second's balances only in the
+/// transfers, the WAL not checkpointed). `history.db` is left out: derived, rebuilt when
+/// missing, and being written by its indexer at that moment.
+pub fn fill(dir: &Path, total: u64, crash_image: Option<&Path>) -> anyhow::Result<Duration> {
     let rt = runtime()?;
     let engine = Engine::boot(dir)?;
     let elapsed = rt.block_on(async {
         engine.open_accounts(ACCOUNTS).await?;
         anyhow::Ok(engine.bulk(total, 99).await?.0)
     })?;
+    if let Some(image) = crash_image {
+        // Every request was answered, so the engine is between commits: the copy is what a
+        // crash at this instant would leave on disk.
+        copy_store(dir, image)?;
+    }
     engine.stop()?;
     Ok(elapsed)
+}
+
+/// Copies the files of a data folder but `history.db*` (and SQLite's shared-memory index,
+/// which is rebuilt on open).
+pub fn copy_store(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if entry.file_type()?.is_file() && !text.starts_with("history.db") && !text.ends_with("-shm") {
+            std::fs::copy(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
 }
 
 fn engine_run(total: u64, seed: u64) -> anyhow::Result<Run> {

@@ -1,8 +1,11 @@
 //! Scenario 5: start-up and recovery. A data folder is filled through the engine in-process
 //! (10 000 accounts, N transfers), then the real binary is started on it, `runs` times: the time
 //! from spawning the process to its listening line, and to the first `200` of `GET /healthz`.
+//! Recovery: the same, each run on a fresh copy of the folder as a `kill -9` right after the
+//! last commit leaves it (see [`fill`]): SQLite recovers its WAL and paycore replays the
+//! balances of the transfers after the last checkpoint before it serves.
 
-use crate::inprocess::{fill, size_name};
+use crate::inprocess::{copy_store, fill, size_name};
 use crate::report::{Case, Outcome, Run, Target};
 use crate::server::{self, Client, Server};
 use crate::stats::ms;
@@ -71,37 +74,55 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
             .collect();
     }
     for &n in &cfg.startup_sizes {
-        let name = format!("{} transfers stored, start to first 200 of /healthz", size_name(n));
-        let result = (|| -> anyhow::Result<Result<Vec<Run>, String>> {
+        let names = [
+            format!("{} transfers stored, start to first 200 of /healthz", size_name(n)),
+            format!("{} transfers stored, after kill -9: start to first 200 of /healthz", size_name(n)),
+        ];
+        let result = (|| -> anyhow::Result<Result<[Vec<Run>; 2], String>> {
             let dir = tempfile::tempdir()?;
-            let data = dir.path().join("data");
-            let filled = fill(&data, n)?;
+            let (data, image) = (dir.path().join("data"), dir.path().join("crash-image"));
+            let filled = fill(&data, n, Some(&image))?;
             eprintln!("  filled {} transfers in {:.1} s", size_name(n), filled.as_secs_f64());
-            let mut runs = Vec::new();
+            let mut clean = Vec::new();
+            let mut recovered = Vec::new();
             for i in 0..cfg.runs {
-                match one_start(&bin, &data) {
-                    Ok(r) => {
-                        eprintln!("  start {} run {}/{}: {:.0} ms", size_name(n), i + 1, cfg.runs, r.value);
-                        runs.push(r);
+                // Each recovery starts from the crash image: the first start checkpoints.
+                let crashed = dir.path().join(format!("crashed-{i}"));
+                copy_store(&image, &crashed)?;
+                for (kind, folder, runs) in [("start", &data, &mut clean), ("recovery", &crashed, &mut recovered)] {
+                    match one_start(&bin, folder) {
+                        Ok(r) => {
+                            eprintln!("  {kind} {} run {}/{}: {:.0} ms", size_name(n), i + 1, cfg.runs, r.value);
+                            runs.push(r);
+                        }
+                        Err(e) => return Ok(Err(format!("server not available: {e:#}"))),
                     }
-                    Err(e) => return Ok(Err(format!("server not available: {e:#}"))),
                 }
+                std::fs::remove_dir_all(&crashed)?;
             }
-            Ok(Ok(runs))
+            Ok(Ok([clean, recovered]))
         })();
         match result {
-            Ok(Ok(runs)) => {
-                let mut case = Case::new(SCENARIO, name, "ms", &runs);
-                if n >= 10_000_000 {
-                    case = case.target(Target::AtMost(1000.0));
+            Ok(Ok(cases)) => {
+                for (name, runs) in names.into_iter().zip(cases) {
+                    let mut case = Case::new(SCENARIO, name, "ms", &runs);
+                    if n >= 10_000_000 {
+                        case = case.target(Target::AtMost(1000.0));
+                    }
+                    out.push(Outcome::Measured(case));
                 }
-                out.push(Outcome::Measured(case));
             }
             Ok(Err(reason)) => {
                 eprintln!("  skipped: {reason}");
-                out.push(Outcome::Skipped { scenario: SCENARIO.into(), name, reason });
+                for name in names {
+                    out.push(Outcome::Skipped { scenario: SCENARIO.into(), name, reason: reason.clone() });
+                }
             }
-            Err(e) => out.push(Outcome::Skipped { scenario: SCENARIO.into(), name, reason: format!("FAILED: {e:#}") }),
+            Err(e) => {
+                for name in names {
+                    out.push(Outcome::Skipped { scenario: SCENARIO.into(), name, reason: format!("FAILED: {e:#}") });
+                }
+            }
         }
     }
     out
