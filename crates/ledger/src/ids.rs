@@ -23,11 +23,12 @@ fn encode(value: u128, out: &mut [u8; DIGITS]) {
 /// decoded on the request's path.
 const DIGIT: [u8; 256] = {
     let mut table = [INVALID; 256];
-    let mut i = 0;
-    while i < ALPHABET.len() {
-        table[ALPHABET[i] as usize] = i as u8;
-        table[ALPHABET[i].to_ascii_uppercase() as usize] = i as u8;
-        i += 1;
+    let mut digit: u8 = 0;
+    while (digit as usize) < ALPHABET.len() {
+        let letter = ALPHABET[digit as usize];
+        table[letter as usize] = digit;
+        table[letter.to_ascii_uppercase() as usize] = digit;
+        digit += 1;
     }
     table[b'o' as usize] = 0;
     table[b'O' as usize] = 0;
