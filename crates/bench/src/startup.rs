@@ -83,6 +83,8 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
             let (data, image) = (dir.path().join("data"), dir.path().join("crash-image"));
             let filled = fill(&data, n, Some(&image))?;
             eprintln!("  filled {} transfers in {:.1} s", size_name(n), filled.as_secs_f64());
+            let size = |name: &str| std::fs::metadata(image.join(name)).map_or(0, |m| m.len()) / 1_000_000;
+            eprintln!("  crash image: paycore.db {} MB, WAL {} MB", size("paycore.db"), size("paycore.db-wal"));
             let mut clean = Vec::new();
             let mut recovered = Vec::new();
             for i in 0..cfg.runs {

@@ -271,6 +271,35 @@ pub(crate) fn transfer_from(row: &Row) -> rusqlite::Result<Transfer> {
     })
 }
 
+/// The columns [`transfer_at`] decodes, in its order.
+const TRANSFER_SELECT: &str =
+    "id, tenant, debit_account, credit_account, amount, currency, kind, pending_id, expires_at, timestamp";
+
+/// A transfer selected as [`TRANSFER_SELECT`], read by position: naming a column scans the
+/// statement's column names for every value, which was most of the balance replay's time.
+fn transfer_at(row: &Row) -> rusqlite::Result<Transfer> {
+    let id = |i: usize| -> rusqlite::Result<u128> { Ok(u128::from_be_bytes(row.get::<_, [u8; 16]>(i)?)) };
+    let uint = |i: usize| -> rusqlite::Result<u64> {
+        let value: i64 = row.get(i)?;
+        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
+    };
+    let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
+    let unknown = |i: usize, what: &str| corrupt(TRANSFER_SELECT.split(", ").nth(i).unwrap_or("?"), what);
+    let expires_at: Option<i64> = row.get(8)?;
+    Ok(Transfer {
+        id: TransferId(id(0)?),
+        tenant: TenantId(id(1)?),
+        debit_account: AccountId(id(2)?),
+        credit_account: AccountId(id(3)?),
+        amount: uint(4)?,
+        currency: Currency::from_code(text(5)?).ok_or_else(|| unknown(5, "an unknown currency"))?,
+        kind: TransferKind::parse(text(6)?).ok_or_else(|| unknown(6, "an unknown kind"))?,
+        pending_id: row.get::<_, Option<[u8; 16]>>(7)?.map(|b| TransferId(u128::from_be_bytes(b))),
+        expires_at: expires_at.map(|v| u64::try_from(v).map_err(|_| unknown(8, "a negative time"))).transpose()?,
+        timestamp: uint(9)?,
+    })
+}
+
 fn hold_from(row: &Row) -> rusqlite::Result<HoldRecord> {
     Ok(HoldRecord {
         transfer: transfer_from(row)?,
@@ -688,12 +717,13 @@ impl SqliteStore {
         let mut replayed: HashMap<AccountId, Balances> = HashMap::new();
         let mut last = None;
         {
-            let mut tail = tx.prepare("SELECT * FROM transfers WHERE timestamp > ?1 ORDER BY timestamp")?;
+            let mut tail = tx
+                .prepare(&format!("SELECT {TRANSFER_SELECT} FROM transfers WHERE timestamp > ?1 ORDER BY timestamp"))?;
             let mut account = tx.prepare_cached("SELECT * FROM accounts WHERE id = ?1")?;
             let mut held = tx.prepare_cached("SELECT amount FROM transfers WHERE id = ?1")?;
             let mut rows = tail.query([through])?;
             while let Some(row) = rows.next()? {
-                let t = transfer_from(row)?;
+                let t = transfer_at(row)?;
                 let held = match t.pending_id {
                     None => 0,
                     Some(p) => held
