@@ -1,7 +1,9 @@
 //! Batches in the SQLite store: the records the API writes while it takes in and validates a
 //! file, and the item results the engine commits with the transfers they made.
 
-use crate::sqlite::{account_from, blob_id, id_blob, int, opt_uint, uint, SqliteReader};
+use crate::sqlite::{
+    account_from, blob_id, currency_at, id_at, id_blob, insert_rows, int, opt_uint, uint, uint_at, SqliteReader,
+};
 use crate::{Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, BatchEnd, BatchId, BatchItem, BatchItemState, BatchStep, ChangeSet, Currency, TenantId,
@@ -193,28 +195,13 @@ fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
 const ITEM_COLUMNS: &str = "idx, line, location, reference, instruction_id, payment_information_id, payer_text,
      payee_text, payer, payee, amount, currency, status, failure_code, message";
 
-// Item columns by position.
-
-fn uint_at(row: &Row, i: usize) -> rusqlite::Result<u64> {
-    let value: i64 = row.get(i)?;
-    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
-}
-
 fn account_at(row: &Row, i: usize) -> rusqlite::Result<Option<AccountId>> {
-    let bytes: Option<[u8; 16]> = row.get(i)?;
-    Ok(bytes.map(|b| AccountId(u128::from_be_bytes(b))))
+    Ok(id_at(row, i)?.map(AccountId))
 }
 
 fn amount_at(row: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
     let amount: Option<i64> = row.get(i)?;
     Ok(amount.and_then(|a| u64::try_from(a).ok()))
-}
-
-fn currency_at(row: &Row, i: usize) -> rusqlite::Result<Option<Currency>> {
-    Ok(match row.get_ref(i)? {
-        rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
-        _ => None,
-    })
 }
 
 /// An item row (selected as [`ITEM_COLUMNS`]) with its stored validation status: `invalid`
@@ -239,8 +226,6 @@ fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
     })
 }
 
-/// Items per `INSERT` statement while validating: one statement's fixed cost spread over 64.
-const ITEMS_PER_INSERT: usize = 64;
 const ITEM_INSERT_COLUMNS: usize = 16;
 
 /// How an item row is stored, narrower than it reads: a valid item's payer text is NULL when
@@ -668,24 +653,9 @@ impl BatchStore for SqliteReader {
             let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
                  payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
                  failure_code, message) VALUES ";
-            let row = format!("({})", ["?"; ITEM_INSERT_COLUMNS].join(", "));
-            let many = format!("{head}{}", vec![row.as_str(); ITEMS_PER_INSERT].join(", "));
-            let one = format!("{head}{row}");
-            let mut chunks = items.chunks_exact(ITEMS_PER_INSERT);
-            {
-                let mut stmt = conn_tx.prepare_cached(&many)?;
-                for chunk in &mut chunks {
-                    for (i, item) in chunk.iter().enumerate() {
-                        compact.bind(&mut stmt, i * ITEM_INSERT_COLUMNS, &blob, item)?;
-                    }
-                    stmt.raw_execute()?;
-                }
-                let mut stmt = conn_tx.prepare_cached(&one)?;
-                for item in chunks.remainder() {
-                    compact.bind(&mut stmt, 0, &blob, item)?;
-                    stmt.raw_execute()?;
-                }
-            }
+            insert_rows(&conn_tx, head, ITEM_INSERT_COLUMNS, items, |stmt, offset, item| {
+                compact.bind(stmt, offset, &blob, item)
+            })?;
             conn_tx.commit()?;
             Ok(())
         })

@@ -271,32 +271,47 @@ pub(crate) fn transfer_from(row: &Row) -> rusqlite::Result<Transfer> {
     })
 }
 
+// Columns by position: naming a column scans the statement's column names for every value,
+// which costs more than the value for rows read by the thousand (replay, batch items).
+
+pub(crate) fn uint_at(row: &Row, i: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(i)?;
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
+}
+
+pub(crate) fn id_at(row: &Row, i: usize) -> rusqlite::Result<Option<u128>> {
+    let bytes: Option<[u8; 16]> = row.get(i)?;
+    Ok(bytes.map(u128::from_be_bytes))
+}
+
+pub(crate) fn currency_at(row: &Row, i: usize) -> rusqlite::Result<Option<Currency>> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
+        _ => None,
+    })
+}
+
 /// The columns [`transfer_at`] decodes, in its order.
 const TRANSFER_SELECT: &str =
     "id, tenant, debit_account, credit_account, amount, currency, kind, pending_id, expires_at, timestamp";
 
-/// A transfer selected as [`TRANSFER_SELECT`], read by position: naming a column scans the
-/// statement's column names for every value, which was most of the balance replay's time.
+/// A transfer selected as [`TRANSFER_SELECT`], read by position.
 fn transfer_at(row: &Row) -> rusqlite::Result<Transfer> {
-    let id = |i: usize| -> rusqlite::Result<u128> { Ok(u128::from_be_bytes(row.get::<_, [u8; 16]>(i)?)) };
-    let uint = |i: usize| -> rusqlite::Result<u64> {
-        let value: i64 = row.get(i)?;
-        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
-    };
-    let text = |i: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
     let unknown = |i: usize, what: &str| corrupt(TRANSFER_SELECT.split(", ").nth(i).unwrap_or("?"), what);
+    let id = |i: usize| id_at(row, i)?.ok_or_else(|| unknown(i, "NULL"));
+    let kind = row.get_ref(6)?.as_str()?;
     let expires_at: Option<i64> = row.get(8)?;
     Ok(Transfer {
         id: TransferId(id(0)?),
         tenant: TenantId(id(1)?),
         debit_account: AccountId(id(2)?),
         credit_account: AccountId(id(3)?),
-        amount: uint(4)?,
-        currency: Currency::from_code(text(5)?).ok_or_else(|| unknown(5, "an unknown currency"))?,
-        kind: TransferKind::parse(text(6)?).ok_or_else(|| unknown(6, "an unknown kind"))?,
-        pending_id: row.get::<_, Option<[u8; 16]>>(7)?.map(|b| TransferId(u128::from_be_bytes(b))),
+        amount: uint_at(row, 4)?,
+        currency: currency_at(row, 5)?.ok_or_else(|| unknown(5, "an unknown currency"))?,
+        kind: TransferKind::parse(kind).ok_or_else(|| unknown(6, "an unknown kind"))?,
+        pending_id: id_at(row, 7)?.map(TransferId),
         expires_at: expires_at.map(|v| u64::try_from(v).map_err(|_| unknown(8, "a negative time"))).transpose()?,
-        timestamp: uint(9)?,
+        timestamp: uint_at(row, 9)?,
     })
 }
 
@@ -594,31 +609,42 @@ impl Store for SqliteStore {
     }
 }
 
-/// Transfers per `INSERT` statement: one statement per row cost more in statement set-up and
-/// tear-down than in the B-tree work itself.
-const TRANSFERS_PER_INSERT: usize = 64;
+/// Rows per `INSERT` statement for the bulk inserts (transfers, batch items): one statement
+/// per row cost more in statement set-up and tear-down than in the B-tree work itself.
+pub(crate) const ROWS_PER_INSERT: usize = 64;
 const TRANSFER_COLUMNS: usize = 10;
+
+/// Inserts `rows` with `head` (`INSERT INTO t (…) VALUES `) and [`ROWS_PER_INSERT`] rows of
+/// `columns` parameters per statement; `bind` binds one row's values after an offset.
+pub(crate) fn insert_rows<T>(
+    conn: &Connection,
+    head: &str,
+    columns: usize,
+    rows: &[T],
+    mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> Result<()> {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let many = format!("{head}{}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    let mut stmt = conn.prepare_cached(&many)?;
+    for chunk in &mut chunks {
+        for (i, value) in chunk.iter().enumerate() {
+            bind(&mut stmt, i * columns, value)?;
+        }
+        stmt.raw_execute()?;
+    }
+    let mut stmt = conn.prepare_cached(&format!("{head}{row}"))?;
+    for value in chunks.remainder() {
+        bind(&mut stmt, 0, value)?;
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
 
 fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
     let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
                     expires_at, timestamp) VALUES ";
-    let row = format!("({})", ["?"; TRANSFER_COLUMNS].join(", "));
-    let many = format!("{head}{}", vec![row.as_str(); TRANSFERS_PER_INSERT].join(", "));
-    let one = format!("{head}{row}");
-    let mut chunks = transfers.chunks_exact(TRANSFERS_PER_INSERT);
-    let mut stmt = tx.prepare_cached(&many)?;
-    for chunk in &mut chunks {
-        for (i, t) in chunk.iter().enumerate() {
-            bind_transfer(&mut stmt, i * TRANSFER_COLUMNS, t)?;
-        }
-        stmt.raw_execute()?;
-    }
-    let mut stmt = tx.prepare_cached(&one)?;
-    for t in chunks.remainder() {
-        bind_transfer(&mut stmt, 0, t)?;
-        stmt.raw_execute()?;
-    }
-    Ok(())
+    insert_rows(tx, head, TRANSFER_COLUMNS, transfers, bind_transfer)
 }
 
 /// Binds one transfer's columns, in `insert_transfers`' order, after `offset` parameters.
