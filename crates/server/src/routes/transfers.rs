@@ -96,23 +96,19 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         None => json::parse_valid::<BulkTransfers>(&post.body).map(|b| (b.transfers, true)),
     };
     let (items, bulk): (Vec<TransferParams>, _) = match parsed {
-        Some((items, true)) if items.is_empty() || items.len() > BULK_TRANSFERS_MAX => {
-            return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
-        }
         Some(parsed) => parsed,
         None => {
             let body: serde_json::Value = json::parse(&post.body)?;
             if body.as_object().is_some_and(|o| o.contains_key("transfers")) {
-                let bulk: BulkTransfers = json::parse_value(body)?;
-                if bulk.transfers.is_empty() || bulk.transfers.len() > BULK_TRANSFERS_MAX {
-                    return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
-                }
-                (bulk.transfers, true)
+                (json::parse_value::<BulkTransfers>(body)?.transfers, true)
             } else {
                 (vec![json::parse_value(body)?], false)
             }
         }
     };
+    if bulk && (items.is_empty() || items.len() > BULK_TRANSFERS_MAX) {
+        return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
+    }
     let tenant = post.auth.tenant;
     let mut transfers = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
