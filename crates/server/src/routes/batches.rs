@@ -743,27 +743,28 @@ fn rejection_code(batch: &BatchRecord) -> String {
         .unwrap_or_else(|| "rejected".into())
 }
 
-/// Calls `each` with every item of the batch, in order, a chunk at a time.
+/// Calls `each` with the report line of every item of the batch, in order, reading a chunk
+/// at a time.
 fn for_each_item(
     store: &dyn BatchStore,
-    batch: BatchId,
-    mut each: impl FnMut(BatchItemRow) -> std::io::Result<()>,
+    batch: &BatchRecord,
+    mut each: impl FnMut(&ReportItem) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
     let mut after = None;
     loop {
-        let rows = store.batch_items(batch, &[], after, REPORT_CHUNK).map_err(std::io::Error::other)?;
+        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(std::io::Error::other)?;
         let Some(last) = rows.last() else { return Ok(()) };
         after = Some(last.index);
         for row in rows {
-            each(row)?;
+            each(&report_item(rejected.as_deref(), row))?;
         }
     }
 }
 
 fn write_csv(store: &dyn BatchStore, batch: &BatchRecord, out: ChannelWriter) -> std::io::Result<()> {
     let mut writer = CsvReportWriter::new(out)?;
-    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
-    for_each_item(store, batch.id, |row| writer.item(&report_item(rejected.as_deref(), row)))?;
+    for_each_item(store, batch, |item| writer.item(item))?;
     writer.finish()?.flush()
 }
 
@@ -792,7 +793,6 @@ fn write_pain002(
         default_payment_information_id: batch.id.to_string(),
     };
     let mut writer = Pain002Writer::begin(out, version, &header)?;
-    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
-    for_each_item(store, batch.id, |row| writer.item(&report_item(rejected.as_deref(), row)))?;
+    for_each_item(store, batch, |item| writer.item(item))?;
     writer.finish()?.flush()
 }
