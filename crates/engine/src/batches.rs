@@ -101,7 +101,7 @@ pub fn validate_limited(
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
 
     let started = std::time::Instant::now();
-    let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), cached: 0, error: None };
+    let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
     let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
     let (mut total, mut invalid) = (0u64, 0u64);
     let mut too_many = false;
@@ -292,7 +292,6 @@ struct Checker<'a> {
     tenant: paycore_ledger::TenantId,
     /// Resolved accounts by currency, then by the text that named them.
     cache: HashMap<Currency, HashMap<String, Option<Resolved>, foldhash::fast::RandomState>>,
-    cached: usize,
     error: Option<paycore_store::StoreError>,
 }
 
@@ -301,9 +300,9 @@ impl Checker<'_> {
         if let Some(found) = self.cache.get(&currency).and_then(|by_text| by_text.get(text)) {
             return *found;
         }
-        if self.cached >= ACCOUNT_CACHE_MAX {
+        // Only on a miss, which costs a store read anyway; a file has one or a few currencies.
+        if self.cache.values().map(HashMap::len).sum::<usize>() >= ACCOUNT_CACHE_MAX {
             self.cache.clear();
-            self.cached = 0;
         }
         let found = match self.store.find_account(self.tenant, text, Some(currency)) {
             Ok(found) => found.map(|a: Account| Resolved { id: a.id, currency: a.currency }),
@@ -313,7 +312,6 @@ impl Checker<'_> {
             }
         };
         self.cache.entry(currency).or_default().insert(text.to_owned(), found);
-        self.cached += 1;
         found
     }
 
