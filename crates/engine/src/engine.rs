@@ -63,6 +63,7 @@ fn recover(store: &mut dyn Store) -> Result<State, StoreError> {
     let r = store.recover()?;
     let mut state = State::recover(r.accounts, r.open_holds, r.open_payments, r.last_timestamp);
     state.set_stored_transfer_id_max(r.max_transfer_id);
+    state.set_stored_payment_id_max(r.max_payment_id);
     Ok(state)
 }
 

@@ -47,6 +47,8 @@ pub struct NewPayment {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Command {
     CreateAccount(NewAccount),
+    /// One transfer, answered with the transfer itself (the API's single form).
+    Transfer(NewTransfer),
     /// Up to a few thousand transfers; linked chains end at the end of the list.
     Transfers(Vec<NewTransfer>),
     CreatePayment(NewPayment),
@@ -120,6 +122,12 @@ pub enum CommandError {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Outcome {
     Account(Result<Account, CommandError>),
+    /// The result of one transfer and, when it is a success (`ok`, `exists`), the transfer as
+    /// stored: the new one, or the one that existed with this id.
+    Transfer {
+        code: ResultCode,
+        transfer: Option<Transfer>,
+    },
     Transfers(Vec<ResultCode>),
     Payment(Result<Payment, CommandError>),
     Refund(Result<(Refund, Payment), CommandError>),
@@ -211,6 +219,8 @@ pub struct State {
     /// so `prefetch` need not ask the store about those (server-made ids and well-made client
     /// ids are time-ordered, so nearly every new id is above it). `None`: ask about every id.
     stored_transfer_id_max: Option<TransferId>,
+    /// The same for payments: a payment id above it is not stored, finished or open.
+    stored_payment_id_max: Option<PaymentId>,
 
     // The batch in progress.
     changes: ChangeSet,
@@ -283,6 +293,14 @@ impl State {
         self.stored_transfer_id_max = Some(max.unwrap_or(TransferId(0)));
     }
 
+    /// Tells the state that no stored payment has an id above `max` (`None`: no payment is
+    /// stored), so that `prefetch` does not look for a new payment's id in the store. Unlike a
+    /// transfer's, a payment's row is written by upsert: this must be exact, and is (every
+    /// payment is made by `execute`, which raises it in `take_changes`).
+    pub fn set_stored_payment_id_max(&mut self, max: Option<PaymentId>) {
+        self.stored_payment_id_max = Some(max.unwrap_or(PaymentId(0)));
+    }
+
     /// Whether a transfer with this id may be in the store.
     fn may_be_stored(&self, id: TransferId) -> bool {
         self.stored_transfer_id_max.is_none_or(|max| id <= max)
@@ -298,18 +316,8 @@ impl State {
         let mut wanted = Prefetch::default();
         for request in requests {
             match &request.command {
-                Command::Transfers(transfers) => {
-                    for t in transfers {
-                        if self.may_be_stored(t.id) {
-                            wanted.transfers.push(t.id);
-                        }
-                        if let TransferOp::Post { pending_id, .. } | TransferOp::Void { pending_id } = t.op {
-                            if !self.holds.contains_key(&pending_id) {
-                                wanted.holds.push(pending_id);
-                            }
-                        }
-                    }
-                }
+                Command::Transfer(t) => self.prefetch_transfers(std::slice::from_ref(t), &mut wanted),
+                Command::Transfers(transfers) => self.prefetch_transfers(transfers, &mut wanted),
                 Command::RefundPayment { payment, .. }
                 | Command::ConfirmPayment(payment)
                 | Command::CapturePayment { payment, .. }
@@ -338,7 +346,8 @@ impl State {
                 }
                 // A finished payment is not in memory: load it, or its id would be taken again.
                 Command::CreatePayment(new) => {
-                    if !self.payments.contains_key(&new.id) {
+                    let may_be_stored = self.stored_payment_id_max.is_none_or(|max| new.id <= max);
+                    if may_be_stored && !self.payments.contains_key(&new.id) {
                         wanted.payments.push(new.id);
                     }
                 }
@@ -412,6 +421,11 @@ impl State {
                 *max = (*max).max(highest);
             }
         }
+        if let Some(max) = &mut self.stored_payment_id_max {
+            if let Some(highest) = changes.payments.iter().map(|p| p.id).max() {
+                *max = (*max).max(highest);
+            }
+        }
         self.before.clear();
         self.new_transfers.clear();
         self.stored_transfers.clear();
@@ -459,6 +473,11 @@ impl State {
         let tenant = request.tenant;
         match &request.command {
             Command::CreateAccount(new) => Outcome::Account(self.create_account(tenant, new, now)),
+            Command::Transfer(t) => {
+                let code = self.transfers(tenant, std::slice::from_ref(t), now)[0];
+                let transfer = if code.is_success() { self.find_transfer(t.id).cloned() } else { None };
+                Outcome::Transfer { code, transfer }
+            }
             Command::Transfers(transfers) => Outcome::Transfers(self.transfers(tenant, transfers, now)),
             Command::CreatePayment(new) => Outcome::Payment(self.create_payment(tenant, new, now)),
             Command::ConfirmPayment(id) => Outcome::Payment(self.confirm(tenant, *id, now)),
@@ -628,6 +647,21 @@ impl State {
         // An empty undo keeps collecting for the rest of the (failed) chain, which applies
         // nothing more.
         self.undo = Some(Undo { transfers_len: self.changes.transfers.len(), ..Undo::default() });
+    }
+
+    /// The transfers to load before `transfers` run: those whose id may be stored (to answer
+    /// `exists`), and the holds they resolve that are not in memory.
+    fn prefetch_transfers(&self, transfers: &[NewTransfer], wanted: &mut Prefetch) {
+        for t in transfers {
+            if self.may_be_stored(t.id) {
+                wanted.transfers.push(t.id);
+            }
+            if let TransferOp::Post { pending_id, .. } | TransferOp::Void { pending_id } = t.op {
+                if !self.holds.contains_key(&pending_id) {
+                    wanted.holds.push(pending_id);
+                }
+            }
+        }
     }
 
     fn find_transfer(&self, id: TransferId) -> Option<&Transfer> {

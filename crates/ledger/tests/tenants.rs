@@ -54,3 +54,53 @@ fn another_tenants_transfer_id_is_never_exists() {
     );
     state.check_invariants().unwrap();
 }
+
+/// The single form answers with the transfer as committed, or with the one that existed; never
+/// with another tenant's.
+#[test]
+fn a_single_transfer_answers_with_the_stored_transfer() {
+    let eur = Currency::from_code("EUR").unwrap();
+    let mut state = State::default();
+    let stored = &mut Vec::new();
+    for (tenant, id, overdraft) in
+        [(1, 10, Overdraft::Unlimited), (1, 11, Overdraft::Limit(0)), (2, 20, Overdraft::Limit(0))]
+    {
+        let open = NewAccount { id: AccountId(id), currency: eur, overdraft, reference: None, metadata: None };
+        run(&mut state, stored, tenant, Command::CreateAccount(open));
+    }
+    let mv = |id, debit, credit, amount| NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount,
+            currency: eur,
+            hold: None,
+        },
+    };
+    let first = run(&mut state, stored, 1, Command::Transfer(mv(7, 10, 11, 5)));
+    let committed = stored.last().cloned().unwrap();
+    assert_eq!((committed.id, committed.amount), (TransferId(7), 5));
+    assert_eq!(first, Outcome::Transfer { code: ResultCode::Ok, transfer: Some(committed.clone()) });
+
+    // Again in a later batch (loaded from the store), then twice in one batch: the first one,
+    // with its own timestamp.
+    let again = run(&mut state, stored, 1, Command::Transfer(mv(7, 10, 11, 5)));
+    assert_eq!(again, Outcome::Transfer { code: ResultCode::Exists, transfer: Some(committed.clone()) });
+    let request = |command| Request { tenant: TenantId(1), command };
+    let both = state
+        .execute(&[request(Command::Transfer(mv(8, 10, 11, 3))), request(Command::Transfer(mv(8, 10, 11, 3)))], 2_000);
+    let made = state.take_changes().transfers;
+    assert_eq!(made.len(), 1);
+    assert_eq!(both[0], Outcome::Transfer { code: ResultCode::Ok, transfer: Some(made[0].clone()) });
+    assert_eq!(both[1], Outcome::Transfer { code: ResultCode::Exists, transfer: Some(made[0].clone()) });
+    stored.extend(made);
+
+    // Refused: no transfer. Another tenant's id: refused, and its transfer stays unknown.
+    let refused = run(&mut state, stored, 1, Command::Transfer(mv(9, 11, 10, 1_000)));
+    assert_eq!(refused, Outcome::Transfer { code: ResultCode::InsufficientFunds, transfer: None });
+    let other = run(&mut state, stored, 2, Command::Transfer(mv(7, 10, 11, 5)));
+    assert_eq!(other, Outcome::Transfer { code: ResultCode::ExistsWithDifferentFields, transfer: None });
+    state.check_invariants().unwrap();
+}

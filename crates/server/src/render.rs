@@ -247,9 +247,10 @@ pub struct Renderer;
 impl Renderer {
     /// The status and JSON body for an outcome.
     ///
-    /// Transfers render as `{"object":"list","data":[{"index","result"}…]}`, which the
-    /// transfer handler completes with the ids of the request and, for a single transfer, the
-    /// stored transfer (see `routes::transfers`): the outcome carries neither.
+    /// Transfers, one or many, render as `{"object":"list","data":[{"index","result"}…]}`:
+    /// the form saved with an idempotency key, which the transfer handler completes with the
+    /// ids of the request and, for a single transfer, the stored transfer (see
+    /// `routes::transfers`).
     pub fn render(&self, outcome: &Outcome) -> (u16, Vec<u8>) {
         match outcome {
             Outcome::Account(Ok(account)) => json(201, &AccountJson::new(account)),
@@ -264,6 +265,7 @@ impl Renderer {
                 json(status, &PaymentJson::new(payment))
             }
             Outcome::Refund(Ok((refund, _))) => json(201, &RefundJson::new(refund)),
+            Outcome::Transfer { code, .. } => json(200, &transfer_results(&[*code])),
             Outcome::Transfers(codes) => json(200, &transfer_results(codes)),
             // Batches are not run through the real-time API; their outcome carries nothing.
             Outcome::BatchEnded => (200, b"{}".to_vec()),

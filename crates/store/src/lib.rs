@@ -38,6 +38,8 @@ pub struct Recovered {
     pub last_timestamp: u64,
     /// The highest transfer id stored, if any (see `State::set_stored_transfer_id_max`).
     pub max_transfer_id: Option<TransferId>,
+    /// The highest payment id stored, if any (see `State::set_stored_payment_id_max`).
+    pub max_payment_id: Option<PaymentId>,
 }
 
 /// Stored objects a batch refers to (see [`paycore_ledger::State::prefetch`]).

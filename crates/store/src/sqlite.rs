@@ -428,12 +428,14 @@ impl Store for SqliteStore {
             conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
         // The primary key's last entry: one B-tree descent.
         let max_transfer_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM transfers", [], |r| r.get(0))?;
+        let max_payment_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM payments", [], |r| r.get(0))?;
         Ok(Recovered {
             accounts,
             open_holds,
             open_payments,
             last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
             max_transfer_id: max_transfer_id.map(|b| TransferId(u128::from_be_bytes(b))),
+            max_payment_id: max_payment_id.map(|b| PaymentId(u128::from_be_bytes(b))),
         })
     }
 
@@ -580,11 +582,11 @@ impl Store for SqliteStore {
                 stmt.execute(params![id_blob(tenant.0), kind, id_blob(*object), int(changes.last_timestamp)])?;
             }
             crate::batches::commit_batch_changes(&tx, changes)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [int(changes.last_timestamp)],
-            )?;
+            )?
+            .execute([int(changes.last_timestamp)])?;
         }
         let fresh_len = self.fresh.read().map_or(FRESH_MAX, |f| f.len());
         let checkpoint = fresh_len + changes.balances.len() > FRESH_MAX

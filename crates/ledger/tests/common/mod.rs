@@ -192,6 +192,7 @@ impl Sim {
 pub fn render(outcome: &Outcome) -> Vec<String> {
     match outcome {
         Outcome::Transfers(codes) => codes.iter().map(|c| c.as_str().to_owned()).collect(),
+        Outcome::Transfer { code, .. } => vec![code.as_str().to_owned()],
         Outcome::Account(r) => vec![match r {
             Ok(_) => "ok".to_owned(),
             Err(e) => render_error(e),

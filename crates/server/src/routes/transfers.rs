@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use paycore_engine::IdempotencyKey;
 use paycore_ledger::{
-    AccountId, Command, Currency, Hold, NewTransfer, Outcome, ResultCode, TenantId, TransferId, TransferOp,
+    AccountId, Command, Currency, Hold, NewTransfer, Outcome, ResultCode, TenantId, Transfer, TransferId, TransferOp,
     TIMEOUT_MAX_SECONDS,
 };
 use serde::Deserialize;
@@ -110,14 +110,16 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
     }
     let tenant = post.auth.tenant;
-    let mut transfers = Vec::with_capacity(items.len());
+    let mut transfers: Vec<NewTransfer> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let id = item.id.map_or_else(|| new_transfer_id(tenant, post.key.as_ref(), index), |id| id.0);
         transfers.push(new_transfer(item, id, bulk.then_some(index))?);
     }
+    if !bulk {
+        let transfer = transfers.pop().ok_or_else(|| ApiError::internal("A single transfer was parsed as none."))?;
+        return single(&state, &post, transfer).await;
+    }
     let ids: Vec<TransferId> = transfers.iter().map(|t| t.id).collect();
-    let single = (!bulk).then(|| pending_param(&transfers[0].op));
-
     let (codes, replayed) = match post.saved.clone() {
         Some(saved) => (saved_codes(&saved), Some(saved)),
         None => match submit(&state, &post, Command::Transfers(transfers)).await? {
@@ -133,14 +135,35 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
             None => Err(ApiError::internal("The engine answered with the wrong number of results.")),
         };
     };
-    let mut response = match single {
-        Some(pending_param) => single_response(&state, tenant, ids[0], codes[0], pending_param).await?,
-        None => bulk_response(&ids, &codes),
+    Ok(replayed_if(bulk_response(&ids, &codes), replayed.is_some()))
+}
+
+/// The single form: the transfer as stored (`201` when it was applied now, `200` when it
+/// existed), or the error its result code names.
+async fn single(state: &Arc<AppState>, post: &Post, transfer: NewTransfer) -> Result<Response, ApiError> {
+    let (id, pending_param) = (transfer.id, pending_param(&transfer.op));
+    let saved = match post.saved.clone() {
+        Some(saved) => saved,
+        None => match submit(state, post, Command::Transfer(transfer)).await? {
+            Answer::Done(Outcome::Transfer { code, transfer }) => {
+                return single_response(code, transfer, pending_param)
+            }
+            Answer::Done(_) => return Err(ApiError::internal("The engine answered with another kind of outcome.")),
+            Answer::Saved(saved) => saved,
+        },
     };
-    if replayed.is_some() {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    // A replay: the saved form has the result code only, so a success reads the transfer back.
+    let Some(&[code]) = saved_codes(&saved).as_deref() else {
+        // A saved response of another shape (an error): replay it as it is.
+        return Ok(saved.into_response());
+    };
+    let tenant = post.auth.tenant;
+    let stored = if code.is_success() {
+        state.point_reads.read("A store read failed.", move |r| r.transfer(tenant, id)).await?
+    } else {
+        None
+    };
+    Ok(replayed_if(single_response(code, stored, pending_param)?, true))
 }
 
 /// The id of a transfer the client gave none: derived from the idempotency key and the
@@ -248,24 +271,26 @@ fn saved_codes(saved: &Saved) -> Option<Vec<ResultCode>> {
     results.data.iter().map(|r| ResultCode::parse(&r.result)).collect()
 }
 
-async fn single_response(
-    state: &Arc<AppState>,
-    tenant: TenantId,
-    id: TransferId,
+fn single_response(
     code: ResultCode,
+    transfer: Option<Transfer>,
     pending_param: Option<&'static str>,
 ) -> Result<Response, ApiError> {
     if !code.is_success() {
         return Err(ApiError::from_result(code, pending_param));
     }
-    let transfer = state
-        .point_reads
-        .read("A store read failed.", move |r| r.transfer(tenant, id))
-        .await?
-        .ok_or_else(|| ApiError::internal("The transfer was applied but cannot be read back."))?;
+    let transfer = transfer.ok_or_else(|| ApiError::internal("The transfer was applied but cannot be read back."))?;
     let status = if code == ResultCode::Ok { StatusCode::CREATED } else { StatusCode::OK };
     let (_, body) = render::json(status.as_u16(), &TransferJson::new(&transfer, Some(code)));
     Ok(json_response(status, body))
+}
+
+/// Marks a response that repeats a saved one.
+fn replayed_if(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 fn bulk_response(ids: &[TransferId], codes: &[ResultCode]) -> Response {
