@@ -901,8 +901,14 @@ impl State {
                 Deadline::Hold(id) => {
                     let Some(hold) = self.holds.get(&id) else { continue };
                     let (tenant, payment) = (hold.transfer.tenant, hold.payment);
-                    let code =
-                        self.resolve(tenant, TransferId(id.derive(TAG_EXPIRE)), id, Resolution::Expire, now, payment);
+                    let code = self.resolve(
+                        tenant,
+                        TransferId(id.derive_at(TAG_EXPIRE, now)),
+                        id,
+                        Resolution::Expire,
+                        now,
+                        payment,
+                    );
                     if code == ResultCode::Ok {
                         if let Some(payment) = payment {
                             self.set_payment_status(payment, PaymentStatus::Expired, now);
@@ -1049,7 +1055,7 @@ impl State {
     fn confirm(&mut self, tenant: TenantId, id: PaymentId, now: u64) -> Result<Payment, CommandError> {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation])?;
         let manual = payment.capture_method == CaptureMethod::Manual;
-        let transfer = TransferId(id.derive(TAG_CONFIRM));
+        let transfer = TransferId(id.derive_at(TAG_CONFIRM, now));
         let mv = Move {
             id: transfer,
             debit: payment.payer,
@@ -1098,7 +1104,7 @@ impl State {
         let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
         let code = self.resolve(
             tenant,
-            TransferId(id.derive(TAG_CAPTURE)),
+            TransferId(id.derive_at(TAG_CAPTURE, now)),
             hold,
             Resolution::Post(Some(amount)),
             now,
@@ -1119,7 +1125,8 @@ impl State {
             self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation, PaymentStatus::RequiresCapture])?;
         if payment.status == PaymentStatus::RequiresCapture {
             let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
-            let code = self.resolve(tenant, TransferId(id.derive(TAG_CANCEL)), hold, Resolution::Void, now, Some(id));
+            let code =
+                self.resolve(tenant, TransferId(id.derive_at(TAG_CANCEL, now)), hold, Resolution::Void, now, Some(id));
             if code != ResultCode::Ok {
                 return Err(CommandError::Rejected(code));
             }
@@ -1151,7 +1158,7 @@ impl State {
         if amount > refundable {
             return Err(CommandError::AmountTooLarge { max: refundable });
         }
-        let transfer = TransferId(refund_id.derive(TAG_REFUND));
+        let transfer = TransferId(refund_id.derive_at(TAG_REFUND, now));
         let mv = Move {
             id: transfer,
             debit: payment.payee,
