@@ -13,6 +13,21 @@ fn run(state: &mut State, stored: &mut Vec<Transfer>, tenant: u128, command: Com
     outcome
 }
 
+/// A move of `amount` EUR cents.
+fn move_of(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
+    NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount,
+            currency: Currency::from_code("EUR").unwrap(),
+            hold: None,
+        },
+    }
+}
+
 #[test]
 fn another_tenants_transfer_id_is_never_exists() {
     let eur = Currency::from_code("EUR").unwrap();
@@ -28,17 +43,7 @@ fn another_tenants_transfer_id_is_never_exists() {
         };
         run(&mut state, stored, tenant, Command::CreateAccount(open));
     }
-    let mv = |debit, credit| NewTransfer {
-        id: TransferId(99),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount: 5,
-            currency: eur,
-            hold: None,
-        },
-    };
+    let mv = |debit, credit| move_of(99, debit, credit, 5);
     assert_eq!(
         run(&mut state, stored, 1, Command::Transfers(vec![mv(10, 11)])),
         Outcome::Transfers(vec![ResultCode::Ok])
@@ -68,29 +73,20 @@ fn a_single_transfer_answers_with_the_stored_transfer() {
         let open = NewAccount { id: AccountId(id), currency: eur, overdraft, reference: None, metadata: None };
         run(&mut state, stored, tenant, Command::CreateAccount(open));
     }
-    let mv = |id, debit, credit, amount| NewTransfer {
-        id: TransferId(id),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount,
-            currency: eur,
-            hold: None,
-        },
-    };
-    let first = run(&mut state, stored, 1, Command::Transfer(mv(7, 10, 11, 5)));
+    let first = run(&mut state, stored, 1, Command::Transfer(move_of(7, 10, 11, 5)));
     let committed = stored.last().cloned().unwrap();
     assert_eq!((committed.id, committed.amount), (TransferId(7), 5));
     assert_eq!(first, Outcome::Transfer { code: ResultCode::Ok, transfer: Some(committed.clone()) });
 
     // Again in a later batch (loaded from the store), then twice in one batch: the first one,
     // with its own timestamp.
-    let again = run(&mut state, stored, 1, Command::Transfer(mv(7, 10, 11, 5)));
+    let again = run(&mut state, stored, 1, Command::Transfer(move_of(7, 10, 11, 5)));
     assert_eq!(again, Outcome::Transfer { code: ResultCode::Exists, transfer: Some(committed.clone()) });
     let request = |command| Request { tenant: TenantId(1), command };
-    let both = state
-        .execute(&[request(Command::Transfer(mv(8, 10, 11, 3))), request(Command::Transfer(mv(8, 10, 11, 3)))], 2_000);
+    let both = state.execute(
+        &[request(Command::Transfer(move_of(8, 10, 11, 3))), request(Command::Transfer(move_of(8, 10, 11, 3)))],
+        2_000,
+    );
     let made = state.take_changes().transfers;
     assert_eq!(made.len(), 1);
     assert_eq!(both[0], Outcome::Transfer { code: ResultCode::Ok, transfer: Some(made[0].clone()) });
@@ -98,9 +94,9 @@ fn a_single_transfer_answers_with_the_stored_transfer() {
     stored.extend(made);
 
     // Refused: no transfer. Another tenant's id: refused, and its transfer stays unknown.
-    let refused = run(&mut state, stored, 1, Command::Transfer(mv(9, 11, 10, 1_000)));
+    let refused = run(&mut state, stored, 1, Command::Transfer(move_of(9, 11, 10, 1_000)));
     assert_eq!(refused, Outcome::Transfer { code: ResultCode::InsufficientFunds, transfer: None });
-    let other = run(&mut state, stored, 2, Command::Transfer(mv(7, 10, 11, 5)));
+    let other = run(&mut state, stored, 2, Command::Transfer(move_of(7, 10, 11, 5)));
     assert_eq!(other, Outcome::Transfer { code: ResultCode::ExistsWithDifferentFields, transfer: None });
     state.check_invariants().unwrap();
 }
