@@ -1,5 +1,6 @@
-//! Point reads on the write path — the transfer a `POST /v1/transfers` just made, the saved
-//! response of an `Idempotency-Key` — on one thread of their own.
+//! Point reads on the write path — the saved response of an `Idempotency-Key`, the transfer
+//! a replayed `POST /v1/transfers` names — on one thread of their own. (A fresh single
+//! transfer needs no read: the engine answers with it.)
 //!
 //! Store reads may block, so they stay off the async workers. `spawn_blocking` does that, but
 //! per read it wakes a pooled thread and, with many requests at once, runs as many reads in
