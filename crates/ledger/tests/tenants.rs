@@ -1,5 +1,7 @@
 //! A tenant learns nothing of another tenant's transfers, even by reusing their ids.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use paycore_ledger::{
     AccountId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, State, TenantId,
     Transfer, TransferId, TransferOp,
