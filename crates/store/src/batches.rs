@@ -601,6 +601,31 @@ pub(crate) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
     Ok(())
 }
 
+/// Appends item rows in one transaction that is not synced to disk: the items are derived
+/// from the stored file, which validation reads again from the start after a crash, and the
+/// commit that ends validation (`finish_validation`, synced) makes them durable with it.
+fn insert_items(conn: &Connection, batch: BatchId, items: &[BatchItemRow]) -> Result<()> {
+    // Immediate: a deferred transaction that reads first cannot take the write lock
+    // once the engine has committed since (SQLITE_BUSY_SNAPSHOT, no retry).
+    let mut conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    let blob = id_blob(batch.0);
+    let payer: Option<String> = conn_tx
+        .prepare_cached("SELECT payer FROM batches WHERE id = ?1")?
+        .query_row([&blob], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let compact = Compact { batch_payer: payer.as_deref() };
+    let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
+             payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
+             failure_code, message) VALUES ";
+    insert_rows(&conn_tx, head, ITEM_INSERT_COLUMNS, items, |stmt, offset, item| {
+        compact.bind(stmt, offset, &blob, item)
+    })?;
+    conn_tx.commit()?;
+    Ok(())
+}
+
 impl BatchStore for SqliteReader {
     fn create_batch(&self, b: &BatchRecord) -> Result<()> {
         self.with(|conn| {
@@ -639,25 +664,11 @@ impl BatchStore for SqliteReader {
 
     fn insert_batch_items(&self, batch: BatchId, items: &[BatchItemRow]) -> Result<()> {
         self.with(|conn| {
-            // Immediate: a deferred transaction that reads first cannot take the write lock
-            // once the engine has committed since (SQLITE_BUSY_SNAPSHOT, no retry).
-            let mut conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-            conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-            let blob = id_blob(batch.0);
-            let payer: Option<String> = conn_tx
-                .prepare_cached("SELECT payer FROM batches WHERE id = ?1")?
-                .query_row([&blob], |row| row.get(0))
-                .optional()?
-                .flatten();
-            let compact = Compact { batch_payer: payer.as_deref() };
-            let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
-                 payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
-                 failure_code, message) VALUES ";
-            insert_rows(&conn_tx, head, ITEM_INSERT_COLUMNS, items, |stmt, offset, item| {
-                compact.bind(stmt, offset, &blob, item)
-            })?;
-            conn_tx.commit()?;
-            Ok(())
+            // Not synced: see `insert_items`.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let inserted = insert_items(conn, batch, items);
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            inserted
         })
     }
 
@@ -786,5 +797,49 @@ impl BatchStore for SqliteReader {
             .query_row(params![id_blob(tenant.0), text, currency.map(Currency::code)], account_from)
             .optional()
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use paycore_ledger::TenantId;
+
+    fn synchronous(reader: &SqliteReader) -> i64 {
+        reader.with(|conn| Ok(conn.pragma_query_value(None, "synchronous", |row| row.get(0))?)).unwrap()
+    }
+
+    #[test]
+    fn item_inserts_leave_their_connection_synced_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, reader) = crate::sqlite::open(dir.path()).unwrap();
+        let batch = BatchId(7 << 64);
+        reader.create_batch(&BatchRecord::new(batch, TenantId(1), "csv", 1)).unwrap();
+        // 2 is FULL: every commit of the API's writes (batches, keys, webhooks) is synced.
+        assert_eq!(synchronous(&reader), 2);
+        let item = |index: u64| BatchItemRow {
+            index,
+            line: index + 2,
+            location: format!("line {}", index + 2),
+            reference: Some(format!("inv-{index}")),
+            instruction_id: None,
+            payment_information_id: None,
+            payer_text: None,
+            payee_text: Some("acc".into()),
+            payer: None,
+            payee: None,
+            amount: Some(100),
+            currency: Currency::from_code("EUR"),
+            status: "invalid".into(),
+            failure_code: Some("account_not_found".into()),
+            message: Some("payee: no account".into()),
+        };
+        reader.insert_batch_items(batch, &(0..70).map(item).collect::<Vec<_>>()).unwrap();
+        assert_eq!(synchronous(&reader), 2);
+        // A failed insert (the same indexes again) restores it too.
+        assert!(reader.insert_batch_items(batch, &[item(3)]).is_err());
+        assert_eq!(synchronous(&reader), 2);
+        assert_eq!(reader.batch_items(batch, &["invalid"], None, 100).unwrap().len(), 70);
     }
 }
