@@ -670,6 +670,41 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
 // ---------------------------------------------------------------------------------------------
 
 /// A pain.001.001.09 file with one PmtInf and the given transactions (creditor IBAN, cents).
+/// The report of an ended batch as the server sends it, written while the batch ran (so it
+/// has a `Content-Length`: a report written on request is streamed as it is made), then again
+/// once the data folder's report file is gone, written on request from the store: the same
+/// bytes, but for a pain.002's `CreDtTm` (the time of the request). Returns the first.
+async fn assert_report_written_ahead(server: &Server, id: &str, query: &str) -> common::Resp {
+    let path = format!("/v1/batches/{id}/report{query}");
+    let ahead = server.get(&path).await;
+    ahead.expect(200);
+    let length = ahead.header("content-length");
+    assert_eq!(length, Some(ahead.bytes.len().to_string()), "the report of {id} was not written ahead");
+    // The file is sent before it is synced; once synced it has its last name.
+    let files = || -> Vec<PathBuf> {
+        std::fs::read_dir(server.data_dir.join("reports"))
+            .expect("the reports folder")
+            .map(|entry| entry.expect("a report file").path())
+            .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(id)))
+            .collect()
+    };
+    let started = Instant::now();
+    while files().iter().any(|path| path.extension().is_some_and(|e| e == "unsynced")) {
+        assert!(started.elapsed() < common::BATCH_TIMEOUT, "the report of {id} was never synced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let found = files();
+    assert_eq!(found.len(), 1, "one report file for {id}: {found:?}");
+    std::fs::remove_file(&found[0]).expect("remove the report file");
+    let asked = server.get(&path).await;
+    asked.expect(200);
+    assert_eq!(asked.header("content-length"), None, "the report of {id} came from a file still");
+    let created = |text: &str| text.lines().filter(|l| !l.contains("<CreDtTm>")).collect::<Vec<_>>().join("\n");
+    assert_eq!(created(&ahead.text()), created(&asked.text()), "the report of {id}, ahead and on request");
+    assert_eq!(ahead.text().lines().count(), asked.text().lines().count());
+    ahead
+}
+
 fn pain001_09(debtor: &str, txs: &[(&str, u64)]) -> Vec<u8> {
     let sum: u64 = txs.iter().map(|t| t.1).sum();
     let mut x = String::new();
@@ -748,8 +783,8 @@ async fn pain002_reports_are_valid_against_the_official_xsd() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["reference"], json!("E2E-E2E-2"));
     assert_eq!(failed[0]["failure_code"], json!("insufficient_funds"));
-    let report = server.get(&format!("/v1/batches/{id}/report?format=pain.002")).await;
-    report.expect(200);
+    // Written while the batch ran (pain.002 answers a pain.001 file), the same as on request.
+    let report = assert_report_written_ahead(&server, &id, "?format=pain.002").await;
     let text = report.text();
     assert_eq!(xml_text(&text, "GrpSts"), Some("PART"), "{text}");
     assert!(text.contains("<Cd>AM04</Cd>"), "{text}");
@@ -936,8 +971,9 @@ async fn generated_csv_with_invalid_lines_and_funding_that_runs_out() {
     assert_eq!(items.len(), succeeded.len());
     assert!(server.all_batch_items(&id, Some("pending"), 1000).await.is_empty());
 
-    // The CSV report: total + 1 lines, the first rows byte-exact.
-    let report = server.get_text(&format!("/v1/batches/{id}/report?format=csv")).await;
+    // The CSV report: total + 1 lines, the first rows byte-exact; written while the batch ran,
+    // the same as on request.
+    let report = assert_report_written_ahead(&server, &id, "?format=csv").await.text();
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines.len(), N + 1, "header + one line per record");
     assert!(report.ends_with('\n'));
@@ -1098,6 +1134,16 @@ async fn kill9_in_the_middle_of_a_large_batch_pays_each_line_exactly_once() {
     }
     assert_eq!(balances, per_payee, "each payee got exactly its lines");
     eprintln!("{kills} kill(s); all {N} lines paid exactly once");
+    // The report was written again from the start after each kill: whole, and the same as on
+    // request.
+    let report = assert_report_written_ahead(&server, &id, "").await.text();
+    assert_eq!(report.lines().count(), N + 1);
+    assert_eq!(report.matches(",succeeded,").count(), N);
+    let files: Vec<String> = std::fs::read_dir(server.data_dir.join("reports"))
+        .expect("the reports folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.is_empty(), "no unfinished report left behind: {files:?}");
 
     // The offline check of the data folder.
     server.kill9();

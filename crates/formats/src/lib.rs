@@ -131,7 +131,7 @@ mod pain001;
 mod pain002;
 mod report;
 
-pub use pain002::{Pain002Header, Pain002Version, Pain002Writer};
+pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
 
 use paycore_ledger::{Amount, Currency};

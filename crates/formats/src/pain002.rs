@@ -91,34 +91,21 @@ pub struct Pain002Writer<W: Write> {
 impl<W: Write> Pain002Writer<W> {
     /// Writes everything up to the first transaction.
     pub fn begin(mut out: W, version: Pain002Version, header: &Pain002Header) -> io::Result<Self> {
-        writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-        writeln!(out, r#"<Document xmlns="{}">"#, version.namespace())?;
-        writeln!(out, "  <CstmrPmtStsRpt>")?;
-        writeln!(out, "    <GrpHdr>")?;
-        leaf(&mut out, 6, "MsgId", &own_id(version, &header.message_id))?;
-        leaf(&mut out, 6, "CreDtTm", &header.created_at)?;
-        writeln!(out, "    </GrpHdr>")?;
-        writeln!(out, "    <OrgnlGrpInfAndSts>")?;
-        leaf(&mut out, 6, "OrgnlMsgId", &id_or_placeholder(&header.original_message_id))?;
-        leaf(&mut out, 6, "OrgnlMsgNmId", &id_or_placeholder(&header.original_message_name_id))?;
-        if let Some(count) = header.original_count {
-            leaf(&mut out, 6, "OrgnlNbOfTxs", &count.to_string())?;
-        }
-        if let Some(sum) = header.original_ctrl_sum.as_deref().filter(|s| !s.is_empty()) {
-            leaf(&mut out, 6, "OrgnlCtrlSum", sum)?;
-        }
-        leaf(&mut out, 6, "GrpSts", &header.group_status)?;
-        if let Some(code) = &header.group_reason {
-            reason(&mut out, 6, version, code)?;
-        }
-        writeln!(out, "    </OrgnlGrpInfAndSts>")?;
-        Ok(Pain002Writer {
+        write_pain002_header(&mut out, version, header)?;
+        Ok(Pain002Writer::body(out, version, &header.default_payment_information_id))
+    }
+
+    /// A writer of the transactions and the document's end only, for a report whose header
+    /// [`write_pain002_header`] writes apart, before them. `default_payment_information_id`
+    /// is the header's.
+    pub fn body(out: W, version: Pain002Version, default_payment_information_id: &str) -> Self {
+        Pain002Writer {
             out,
             version,
-            default_block: own_id(version, &header.default_payment_information_id),
+            default_block: own_id(version, default_payment_information_id),
             open_block: None,
             statuses: 0,
-        })
+        }
     }
 
     /// Writes one transaction's status.
@@ -183,6 +170,33 @@ impl<W: Write> Pain002Writer<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Writes a pain.002 report's beginning: the declaration, the group header and the original
+/// group's status, up to the first `OrgnlPmtInfAndSts`. [`Pain002Writer::body`] writes the rest.
+pub fn write_pain002_header(out: &mut impl Write, version: Pain002Version, header: &Pain002Header) -> io::Result<()> {
+    writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+    writeln!(out, r#"<Document xmlns="{}">"#, version.namespace())?;
+    writeln!(out, "  <CstmrPmtStsRpt>")?;
+    writeln!(out, "    <GrpHdr>")?;
+    leaf(out, 6, "MsgId", &own_id(version, &header.message_id))?;
+    leaf(out, 6, "CreDtTm", &header.created_at)?;
+    writeln!(out, "    </GrpHdr>")?;
+    writeln!(out, "    <OrgnlGrpInfAndSts>")?;
+    leaf(out, 6, "OrgnlMsgId", &id_or_placeholder(&header.original_message_id))?;
+    leaf(out, 6, "OrgnlMsgNmId", &id_or_placeholder(&header.original_message_name_id))?;
+    if let Some(count) = header.original_count {
+        leaf(out, 6, "OrgnlNbOfTxs", &count.to_string())?;
+    }
+    if let Some(sum) = header.original_ctrl_sum.as_deref().filter(|s| !s.is_empty()) {
+        leaf(out, 6, "OrgnlCtrlSum", sum)?;
+    }
+    leaf(out, 6, "GrpSts", &header.group_status)?;
+    if let Some(code) = &header.group_reason {
+        reason(out, 6, version, code)?;
+    }
+    writeln!(out, "    </OrgnlGrpInfAndSts>")?;
+    Ok(())
 }
 
 fn leaf(out: &mut impl Write, indent: usize, name: &str, text: &str) -> io::Result<()> {

@@ -5,6 +5,7 @@
 use crate::AppState;
 use paycore_engine::batches;
 use paycore_store::BatchRecord;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -48,7 +49,22 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
         .map_err(|e| paycore_store::StoreError::Database(format!("validation task failed: {e}")))??;
         drop(permit);
     }
-    batches::run(&state.engine, state.batches.clone(), id, tenant, &state.stopping).await
+    // The report the batch will most likely be asked for is written alongside the run, each
+    // line once its item's result is committed, so that it is ready when the batch ends.
+    let run_over = Arc::new(AtomicBool::new(false));
+    let report = {
+        let (reports, store, run_over) = (state.reports.clone(), state.batches.clone(), run_over.clone());
+        tokio::task::spawn_blocking(move || reports.follow(store.as_ref(), tenant, id, &run_over))
+    };
+    let ran = batches::run(&state.engine, state.batches.clone(), id, tenant, &state.stopping).await;
+    run_over.store(true, Ordering::Release);
+    match report.await {
+        Ok(Ok(true)) => tracing::debug!(batch = %id, "report written"),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => tracing::warn!(batch = %id, %error, "report not written ahead; it is written on request"),
+        Err(error) => tracing::warn!(batch = %id, %error, "report task failed; the report is written on request"),
+    }
+    ran
 }
 
 /// Starts again every batch that a stop interrupted.

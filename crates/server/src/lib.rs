@@ -15,6 +15,7 @@ mod openapi;
 mod ratelimit;
 mod reads;
 mod render;
+mod reports;
 mod routes;
 mod webhooks;
 
@@ -57,6 +58,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     pub max_batch_bytes: u64,
     pub jobs: jobs::Jobs,
+    /// The reports written while their batches run.
+    pub reports: Arc<reports::ReportFiles>,
     /// Set when the service stops: batch jobs return at their next step and resume at the
     /// next start.
     pub stopping: Arc<AtomicBool>,
@@ -142,6 +145,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         data_dir: config.data_dir.clone(),
         max_batch_bytes: config.max_batch_bytes,
         jobs: jobs::Jobs::default(),
+        reports: Arc::new(reports::ReportFiles::open(&config.data_dir)?),
         stopping: Arc::new(AtomicBool::new(false)),
     });
     Ok(Service { state, engine_thread })

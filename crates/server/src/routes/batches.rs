@@ -6,15 +6,14 @@ use crate::auth::{new_id, now_ns, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{self, Amount};
 use crate::render::{json, rfc3339};
+use crate::reports::{self, ReportFile, ReportKind};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
-use paycore_formats::{
-    group_status, CsvReportWriter, Format, ItemStatus, Pain002Header, Pain002Version, Pain002Writer, ReportItem,
-};
+use paycore_formats::{Format, Pain002Version};
 use paycore_ledger::{format_amount, BatchId, Currency};
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal};
 use serde::{Deserialize, Serialize};
@@ -26,8 +25,6 @@ use utoipa::{IntoParams, ToSchema};
 
 /// Items listed per page at most.
 pub const ITEMS_PAGE_MAX: usize = 1000;
-/// Items read from the store per step while writing a report.
-const REPORT_CHUNK: usize = 4096;
 
 /// How the batch is taken in and run. Every field is optional.
 #[derive(Deserialize, IntoParams, ToSchema, Default)]
@@ -176,7 +173,7 @@ impl BatchJson {
 }
 
 /// A sum of many amounts may pass `u64`: format it digit by digit.
-fn format_total(sum: u128, currency: Currency) -> String {
+pub(crate) fn format_total(sum: u128, currency: Currency) -> String {
     match u64::try_from(sum) {
         Ok(sum) => format_amount(sum, currency),
         Err(_) => {
@@ -653,30 +650,51 @@ pub async fn report(
         Some("001.001.10") => Pain002Version::V10,
         Some(_) => return Err(ApiError::invalid("version", "`version` must be 001.001.03 or 001.001.10.")),
     };
-    let batch_id = batch.id;
-    let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
+    let (content_type, extension) =
+        if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
+    let kind = if pain002 { ReportKind::Pain002(version) } else { ReportKind::Csv };
+    let written_ahead = if batch.status == "rejected" { None } else { state.reports.written(batch.id, kind).await };
+    let header = if pain002 {
+        let batch_id = batch.id;
+        let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
+        Some(reports::pain002_header(&batch, &totals, now_ns()))
+    } else {
+        None
+    };
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
-    let store = state.batches.clone();
-    tokio::task::spawn_blocking(move || {
-        let out = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHANNEL_CHUNK) };
-        let written = if pain002 {
-            write_pain002(store.as_ref(), &batch, &totals, version, out)
-        } else {
-            write_csv(store.as_ref(), &batch, out)
-        };
-        if let Err(error) = written {
-            tracing::error!(%error, "report failed part way");
-            let _ = sender.blocking_send(Err(error));
-        }
-    });
+    let mut length = None;
+    if let Some(ReportFile { file, bytes }) = written_ahead {
+        // Written while the batch ran: sent as it is, after the pain.002 header.
+        let head = header.map(|header| reports::pain002_header_bytes(&header, version)).unwrap_or_default();
+        length = Some(head.len() as u64 + bytes);
+        tokio::task::spawn_blocking(move || {
+            if head.is_empty() || sender.blocking_send(Ok(head)).is_ok() {
+                send_file(file, &sender);
+            }
+        });
+    } else {
+        let store = state.batches.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHANNEL_CHUNK) };
+            let written = match &header {
+                Some(header) => reports::write_pain002(store.as_ref(), &batch, header, version, out),
+                None => reports::write_csv(store.as_ref(), &batch, out),
+            };
+            if let Err(error) = written.and_then(|mut out| out.flush()) {
+                tracing::error!(%error, "report failed part way");
+                let _ = sender.blocking_send(Err(error));
+            }
+        });
+    }
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
-    let (content_type, extension) =
-        if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{id}-report.{extension}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -684,6 +702,27 @@ pub async fn report(
 }
 
 const CHANNEL_CHUNK: usize = 64 * 1024;
+
+/// Sends a file to the response body in 64 KiB chunks.
+fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
+    loop {
+        let mut chunk = vec![0; CHANNEL_CHUNK];
+        let read = match std::io::Read::read(&mut file, &mut chunk) {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing::error!(%error, "report file read failed part way");
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        chunk.truncate(read);
+        if sender.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
+}
 
 /// A `Write` that sends 64 KiB chunks to the response body.
 struct ChannelWriter {
@@ -709,90 +748,4 @@ impl Write for ChannelWriter {
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
     }
-}
-
-/// One report line. `rejected`: the code of the batch's rejection, when it was rejected.
-fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
-    let status = match (row.status.as_str(), rejected) {
-        ("succeeded", _) => ItemStatus::Succeeded,
-        ("pending" | "held", Some(code)) => ItemStatus::Failed { code: code.to_owned() },
-        ("pending" | "held", None) => ItemStatus::Pending,
-        _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
-    };
-    ReportItem {
-        line: row.line,
-        location: row.location,
-        reference: row.reference,
-        instruction_id: row.instruction_id,
-        payment_information_id: row.payment_information_id,
-        payer: row.payer_text,
-        payee: row.payee_text.unwrap_or_default(),
-        amount: row.amount.unwrap_or(0),
-        currency: row.currency,
-        status,
-    }
-}
-
-/// The code of a whole-batch rejection, for its valid items.
-fn rejection_code(batch: &BatchRecord) -> String {
-    batch
-        .rejection
-        .as_deref()
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|r| r["code"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "rejected".into())
-}
-
-/// Calls `each` with the report line of every item of the batch, in order, reading a chunk
-/// at a time.
-fn for_each_item(
-    store: &dyn BatchStore,
-    batch: &BatchRecord,
-    mut each: impl FnMut(&ReportItem) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
-    let mut after = None;
-    loop {
-        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(std::io::Error::other)?;
-        let Some(last) = rows.last() else { return Ok(()) };
-        after = Some(last.index);
-        for row in rows {
-            each(&report_item(rejected.as_deref(), row))?;
-        }
-    }
-}
-
-fn write_csv(store: &dyn BatchStore, batch: &BatchRecord, out: ChannelWriter) -> std::io::Result<()> {
-    let mut writer = CsvReportWriter::new(out)?;
-    for_each_item(store, batch, |item| writer.item(item))?;
-    writer.finish()?.flush()
-}
-
-fn write_pain002(
-    store: &dyn BatchStore,
-    batch: &BatchRecord,
-    totals: &[BatchTotal],
-    version: Pain002Version,
-    out: ChannelWriter,
-) -> std::io::Result<()> {
-    let rejected = batch.status == "rejected";
-    let group = if rejected { "RJCT" } else { group_status(batch.succeeded, batch.failed + batch.invalid) };
-    let ctrl_sum = match totals {
-        [total] => Some(format_total(total.sum, total.currency)),
-        _ => None,
-    };
-    let header = Pain002Header {
-        message_id: format!("PAYCORE-{}", batch.id),
-        created_at: rfc3339(now_ns()).chars().take(19).collect(),
-        original_message_id: batch.message_id.clone().unwrap_or_else(|| batch.id.to_string()),
-        original_message_name_id: batch.variant.clone().unwrap_or_else(|| batch.format.to_uppercase()),
-        original_count: Some(batch.total),
-        original_ctrl_sum: ctrl_sum,
-        group_status: group.to_owned(),
-        group_reason: rejected.then(|| rejection_code(batch)),
-        default_payment_information_id: batch.id.to_string(),
-    };
-    let mut writer = Pain002Writer::begin(out, version, &header)?;
-    for_each_item(store, batch, |item| writer.item(item))?;
-    writer.finish()?.flush()
 }

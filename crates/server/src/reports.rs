@@ -1,0 +1,385 @@
+//! Batch reports: the per-item results of a batch as CSV or pain.002.
+//!
+//! The report a batch will most likely be asked for is written while the batch runs, by
+//! [`ReportFiles::follow`]: pain.002 (in the version that answers the file) for a pain.001
+//! file, CSV for any other. The items are read back a window at a time as their results are
+//! committed, and each line is written once its item's status is final. When the batch ends,
+//! the report is complete, so `GET /v1/batches/{id}/report` sends a file instead of reading
+//! and formatting every item (for a million items, 1.1 s of CSV or 1.7 s of pain.002 after the
+//! batch has ended, now spent while the engine commits). A pain.002 file holds the
+//! transactions and the document's end; its header, which counts the results and carries the
+//! report's creation time, is written on request in front of it. Any other report (the other
+//! format, a rejected batch, a batch that ended before this process wrote its file) is written
+//! on request by the same functions.
+//!
+//! Files in `<data>/reports`, by stage: `<id>.<kind>.part` while written; `….unsynced` once
+//! complete (sent from then on); `<id>.<kind>` once synced to disk. A start removes every
+//! `.part` and `.unsynced` file: what a crash of the machine may have cut short is never sent,
+//! and is written again on request.
+
+use crate::render::rfc3339;
+use crate::routes::batches::format_total;
+use paycore_formats::{
+    group_status, write_pain002_header, CsvReportWriter, ItemStatus, Pain002Header, Pain002Version, Pain002Writer,
+    ReportItem,
+};
+use paycore_ledger::{BatchId, TenantId};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where report files are kept, under the data folder.
+pub const REPORTS_DIR: &str = "reports";
+/// Items read from the store per step while writing a report.
+const REPORT_CHUNK: usize = 4096;
+/// How long [`ReportFiles::follow`] waits for the next results before it reads again.
+const FOLLOW_POLL: Duration = Duration::from_millis(10);
+
+/// Which report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    Csv,
+    Pain002(Pain002Version),
+}
+
+impl ReportKind {
+    /// The report written while a batch runs: pain.002 for an ISO 20022 file, CSV for others.
+    pub fn ahead(batch: &BatchRecord) -> ReportKind {
+        if batch.format == "pain.001" {
+            ReportKind::Pain002(Pain002Version::answering(batch.variant.as_deref()))
+        } else {
+            ReportKind::Csv
+        }
+    }
+
+    fn file_name(self, batch: BatchId) -> String {
+        match self {
+            ReportKind::Csv => format!("{batch}.csv"),
+            ReportKind::Pain002(version) => format!("{batch}.{}.body", version.name()),
+        }
+    }
+}
+
+/// A report file written while its batch ran.
+pub struct ReportFile {
+    pub file: File,
+    pub bytes: u64,
+}
+
+/// The report files of the data folder.
+pub struct ReportFiles {
+    dir: PathBuf,
+    /// The reports being written, each with a channel that closes when its file is complete
+    /// or given up.
+    writing: Mutex<HashMap<BatchId, tokio::sync::watch::Receiver<()>>>,
+}
+
+impl ReportFiles {
+    /// Makes `<data>/reports` if needed and removes the files a stop left unfinished or unsynced.
+    pub fn open(data_dir: &Path) -> io::Result<ReportFiles> {
+        let dir = data_dir.join(REPORTS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part" || e == "unsynced") {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(ReportFiles { dir, writing: Mutex::new(HashMap::new()) })
+    }
+
+    fn path(&self, batch: BatchId, kind: ReportKind, stage: &str) -> PathBuf {
+        self.dir.join(format!("{}{stage}", kind.file_name(batch)))
+    }
+
+    /// The `kind` report of an ended batch, if it was written while the batch ran. If it is
+    /// being written still, waits for it: a batch's status says `completed` as soon as its
+    /// last items are committed, while its report may be a few windows behind, and finishing
+    /// it is quicker than writing another.
+    pub async fn written(&self, batch: BatchId, kind: ReportKind) -> Option<ReportFile> {
+        let writing = self.writing.lock().ok().and_then(|writing| writing.get(&batch).cloned());
+        if let Some(mut done) = writing {
+            // Returns when the sender is dropped; nothing is ever sent.
+            let _ = done.changed().await;
+        }
+        let (synced, unsynced) = (self.path(batch, kind, ""), self.path(batch, kind, ".unsynced"));
+        tokio::task::spawn_blocking(move || {
+            // Synced, else complete but not synced yet; the first again, in case the file was
+            // renamed from one name to the other between the two tries.
+            let file = File::open(&synced).or_else(|_| File::open(&unsynced)).or_else(|_| File::open(&synced)).ok()?;
+            let bytes = file.metadata().ok()?.len();
+            Some(ReportFile { file, bytes })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Writes the report of `batch` that [`ReportKind::ahead`] names while the batch runs
+    /// (blocking: run it on a blocking thread), until the batch has ended and every line is
+    /// written. Gives up, leaving no file, if `run_over` is set while the batch has not ended
+    /// (the service is stopping: the next start writes it again), or if the batch is not
+    /// processing (rejected: its report is written on request). Returns whether the report
+    /// was written.
+    pub fn follow(
+        &self,
+        store: &dyn BatchStore,
+        tenant: TenantId,
+        batch: BatchId,
+        run_over: &AtomicBool,
+    ) -> io::Result<bool> {
+        let record = store.batch(tenant, batch).map_err(io::Error::other)?;
+        let Some(record) = record.filter(|b| b.status == "processing") else { return Ok(false) };
+        let kind = ReportKind::ahead(&record);
+        let (done, waiting) = tokio::sync::watch::channel(());
+        if let Ok(mut writing) = self.writing.lock() {
+            writing.insert(batch, waiting);
+        }
+        let (part, unsynced) = (self.path(batch, kind, ".part"), self.path(batch, kind, ".unsynced"));
+        let written = write_part(&part, kind, store, &record, run_over).and_then(|complete| {
+            if complete {
+                std::fs::rename(&part, &unsynced).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        });
+        if let Ok(mut writing) = self.writing.lock() {
+            writing.remove(&batch);
+        }
+        drop(done);
+        if !matches!(written, Ok(true)) {
+            let _ = std::fs::remove_file(&part);
+            return written;
+        }
+        // Sent from now on; synced after, off the path of anyone waiting for it.
+        File::open(&unsynced)?.sync_all()?;
+        std::fs::rename(&unsynced, self.path(batch, kind, ""))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(true)
+    }
+}
+
+/// Writes report lines, either kind. One per follower, on its stack: the size is no matter.
+#[allow(clippy::large_enum_variant)]
+enum LineWriter<W: Write> {
+    Csv(CsvReportWriter<W>),
+    Pain002(Pain002Writer<W>),
+}
+
+impl<W: Write> LineWriter<W> {
+    fn item(&mut self, item: &ReportItem) -> io::Result<()> {
+        match self {
+            LineWriter::Csv(writer) => writer.item(item),
+            LineWriter::Pain002(writer) => writer.item(item),
+        }
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            LineWriter::Csv(writer) => writer.finish(),
+            LineWriter::Pain002(writer) => writer.finish(),
+        }
+    }
+}
+
+/// The report into `part`, following the batch until it ends; see [`ReportFiles::follow`].
+fn write_part(
+    part: &Path,
+    kind: ReportKind,
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    run_over: &AtomicBool,
+) -> io::Result<bool> {
+    let out = BufWriter::with_capacity(256 * 1024, File::create(part)?);
+    let mut writer = match kind {
+        ReportKind::Csv => LineWriter::Csv(CsvReportWriter::new(out)?),
+        ReportKind::Pain002(version) => LineWriter::Pain002(Pain002Writer::body(out, version, &batch.id.to_string())),
+    };
+    let mut after = None;
+    loop {
+        // Whether the run was over, read before the status: if it was, the status read next
+        // is the last the batch will have, and a batch not ended by then was stopped.
+        let over = run_over.load(Ordering::Acquire);
+        // The status, read before the items: if the batch had ended then, every item read
+        // after is final.
+        let status = store.batch(batch.tenant, batch.id).map_err(io::Error::other)?.map(|b| b.status);
+        let ended = match status.as_deref() {
+            Some("completed" | "cancelled") => true,
+            Some("processing") => false,
+            _ => return Ok(false),
+        };
+        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
+        let fetched = rows.len();
+        let mut waiting = false;
+        for row in rows {
+            // `pending` (not paid yet) and `held` (an atomic batch's first phase) change
+            // later; every other status is final.
+            if !ended && matches!(row.status.as_str(), "pending" | "held") {
+                waiting = true;
+                break;
+            }
+            after = Some(row.index);
+            writer.item(&report_item(None, row))?;
+        }
+        if ended && fetched < REPORT_CHUNK {
+            writer.finish()?.into_inner().map_err(io::IntoInnerError::into_error)?;
+            return Ok(true);
+        }
+        if waiting || fetched < REPORT_CHUNK {
+            if over {
+                return Ok(false);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
+/// One report line. `rejected`: the code of the batch's rejection, when it was rejected.
+fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
+    let status = match (row.status.as_str(), rejected) {
+        ("succeeded", _) => ItemStatus::Succeeded,
+        ("pending" | "held", Some(code)) => ItemStatus::Failed { code: code.to_owned() },
+        ("pending" | "held", None) => ItemStatus::Pending,
+        _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
+    };
+    ReportItem {
+        line: row.line,
+        location: row.location,
+        reference: row.reference,
+        instruction_id: row.instruction_id,
+        payment_information_id: row.payment_information_id,
+        payer: row.payer_text,
+        payee: row.payee_text.unwrap_or_default(),
+        amount: row.amount.unwrap_or(0),
+        currency: row.currency,
+        status,
+    }
+}
+
+/// The code of a whole-batch rejection, for its valid items.
+fn rejection_code(batch: &BatchRecord) -> String {
+    batch
+        .rejection
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|r| r["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "rejected".into())
+}
+
+/// Calls `each` with the report line of every item of the batch, in order, reading a chunk
+/// at a time.
+fn for_each_item(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    mut each: impl FnMut(&ReportItem) -> io::Result<()>,
+) -> io::Result<()> {
+    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
+    let mut after = None;
+    loop {
+        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = Some(last.index);
+        for row in rows {
+            each(&report_item(rejected.as_deref(), row))?;
+        }
+    }
+}
+
+/// Writes the CSV report of an ended batch from the store.
+pub fn write_csv<W: Write>(store: &dyn BatchStore, batch: &BatchRecord, out: W) -> io::Result<W> {
+    let mut writer = CsvReportWriter::new(out)?;
+    for_each_item(store, batch, |item| writer.item(item))?;
+    writer.finish()
+}
+
+/// The header of the pain.002 report of an ended batch; `created_at` is its `CreDtTm`
+/// (nanoseconds since the epoch).
+pub fn pain002_header(batch: &BatchRecord, totals: &[BatchTotal], created_at: u64) -> Pain002Header {
+    let rejected = batch.status == "rejected";
+    let group = if rejected { "RJCT" } else { group_status(batch.succeeded, batch.failed + batch.invalid) };
+    let ctrl_sum = match totals {
+        [total] => Some(format_total(total.sum, total.currency)),
+        _ => None,
+    };
+    Pain002Header {
+        message_id: format!("PAYCORE-{}", batch.id),
+        created_at: rfc3339(created_at).chars().take(19).collect(),
+        original_message_id: batch.message_id.clone().unwrap_or_else(|| batch.id.to_string()),
+        original_message_name_id: batch.variant.clone().unwrap_or_else(|| batch.format.to_uppercase()),
+        original_count: Some(batch.total),
+        original_ctrl_sum: ctrl_sum,
+        group_status: group.to_owned(),
+        group_reason: rejected.then(|| rejection_code(batch)),
+        default_payment_information_id: batch.id.to_string(),
+    }
+}
+
+/// The beginning of a pain.002 report, for the transactions of a file written ahead.
+pub fn pain002_header_bytes(header: &Pain002Header, version: Pain002Version) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1024);
+    // Writing to memory cannot fail.
+    let _ = write_pain002_header(&mut bytes, version, header);
+    bytes
+}
+
+/// Writes the pain.002 report of an ended batch from the store.
+pub fn write_pain002<W: Write>(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    header: &Pain002Header,
+    version: Pain002Version,
+    out: W,
+) -> io::Result<W> {
+    let mut writer = Pain002Writer::begin(out, version, header)?;
+    for_each_item(store, batch, |item| writer.item(item))?;
+    writer.finish()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_keeps_synced_reports_and_removes_the_rest() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(REPORTS_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = [
+            "bat_a.csv",
+            "bat_b.csv.part",
+            "bat_c.csv.unsynced",
+            "bat_d.pain.002.001.10.body",
+            "bat_e.pain.002.001.03.body.part",
+        ];
+        for name in names {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        ReportFiles::open(data.path()).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["bat_a.csv", "bat_d.pain.002.001.10.body"]);
+    }
+
+    #[test]
+    fn the_report_written_ahead_answers_a_pain001_file_in_its_version() {
+        let mut batch = BatchRecord::new(BatchId(1), TenantId(1), "pain.001", 0);
+        batch.variant = Some("pain.001.001.03".into());
+        assert_eq!(ReportKind::ahead(&batch), ReportKind::Pain002(Pain002Version::V03));
+        batch.variant = Some("pain.001.001.09".into());
+        assert_eq!(ReportKind::ahead(&batch), ReportKind::Pain002(Pain002Version::V10));
+        for format in ["csv", "jsonl", "nacha", "json"] {
+            assert_eq!(ReportKind::ahead(&BatchRecord::new(BatchId(1), TenantId(1), format, 0)), ReportKind::Csv);
+        }
+        assert_eq!(
+            ReportKind::Pain002(Pain002Version::V03).file_name(BatchId(1)),
+            format!("{}.pain.002.001.03.body", BatchId(1))
+        );
+    }
+}
