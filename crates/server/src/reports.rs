@@ -76,7 +76,7 @@ pub struct ReportFiles {
     dir: PathBuf,
     /// The reports being written, each with a channel that closes when its file is complete
     /// or given up.
-    writing: Mutex<HashMap<BatchId, tokio::sync::watch::Receiver<()>>>,
+    writing: Mutex<HashMap<BatchId, (ReportKind, tokio::sync::watch::Receiver<()>)>>,
 }
 
 impl ReportFiles {
@@ -98,12 +98,12 @@ impl ReportFiles {
     }
 
     /// The `kind` report of an ended batch, if it was written while the batch ran. If it is
-    /// being written still, waits for it: a batch's status says `completed` as soon as its
+    /// being written still, waits for it (not for a follower writing the other kind): a batch's status says `completed` as soon as its
     /// last items are committed, while its report may be a few windows behind, and finishing
     /// it is quicker than writing another.
     pub async fn written(&self, batch: BatchId, kind: ReportKind) -> Option<ReportFile> {
         let writing = self.writing.lock().ok().and_then(|writing| writing.get(&batch).cloned());
-        if let Some(mut done) = writing {
+        if let Some((_, mut done)) = writing.filter(|(written, _)| *written == kind) {
             // Returns when the sender is dropped; nothing is ever sent.
             let _ = done.changed().await;
         }
@@ -138,7 +138,7 @@ impl ReportFiles {
         let kind = ReportKind::ahead(&record);
         let (done, waiting) = tokio::sync::watch::channel(());
         if let Ok(mut writing) = self.writing.lock() {
-            writing.insert(batch, waiting);
+            writing.insert(batch, (kind, waiting));
         }
         let (part, unsynced) = (self.path(batch, kind, ".part"), self.path(batch, kind, ".unsynced"));
         let written = write_part(&part, kind, store, &record, run_over).and_then(|complete| {
@@ -365,6 +365,32 @@ mod tests {
             std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left, ["bat_a.csv", "bat_d.pain.002.001.10.body"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_the_follower_of_its_kind_only() {
+        let data = tempfile::tempdir().unwrap();
+        let reports = std::sync::Arc::new(ReportFiles::open(data.path()).unwrap());
+        let batch = BatchId(9);
+        let (done, waiting) = tokio::sync::watch::channel(());
+        reports.writing.lock().unwrap().insert(batch, (ReportKind::Csv, waiting));
+        // Another kind: no wait, and no file.
+        let other = tokio::time::timeout(
+            Duration::from_secs(5),
+            reports.written(batch, ReportKind::Pain002(Pain002Version::V10)),
+        );
+        assert!(other.await.unwrap().is_none());
+        // Its kind: waits until the follower is done, then finds the file it wrote.
+        let asked = tokio::spawn({
+            let reports = reports.clone();
+            async move { reports.written(batch, ReportKind::Csv).await.map(|f| f.bytes) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!asked.is_finished());
+        std::fs::write(data.path().join(REPORTS_DIR).join(ReportKind::Csv.file_name(batch)), b"line\n").unwrap();
+        reports.writing.lock().unwrap().remove(&batch);
+        drop(done);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), asked).await.unwrap().unwrap(), Some(5));
     }
 
     #[test]
