@@ -1,6 +1,6 @@
 //! `commit-lab` (not part of `all`): what the SQLite commit of a bulk batch costs, and what
 //! would make it cheaper, measured without touching the store. The schema is the store's own
-//! (made by `paycore_store::sqlite::open`); each batch writes what `SqliteStore::commit` writes
+//! (made by `paycore_store::open`); each batch writes what `SqliteStore::commit` writes
 //! for 8 189 transfers — the balance `UPDATE` of every touched account, the `INSERT` of every
 //! transfer with the same columns, the `meta` upsert — in one `IMMEDIATE` transaction with
 //! `synchronous=FULL`. Variants change one thing each.
@@ -45,7 +45,7 @@ fn id(v: u128) -> [u8; 16] {
 
 fn one_run(variant: Variant, total: u64, seed: u64) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
-    drop(paycore_store::sqlite::open(dir.path())?); // the store's schema, then its lock is released
+    drop(paycore_store::open(dir.path())?); // the store's schema, then its lock is released
     let mut conn = Connection::open(dir.path().join("paycore.db"))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -12,7 +12,6 @@ use paycore_ledger::{
     time_ordered, AccountId, Command, Currency, NewAccount, NewTransfer, Outcome as LedgerOutcome, Overdraft, Request,
     ResultCode, State, TenantId, TransferId, TransferOp,
 };
-use paycore_store::Store;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,10 +84,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn boot(dir: &Path) -> anyhow::Result<Engine> {
-        let (store, _reader) = paycore_store::sqlite::open(dir)?;
+        let store = paycore_store::open(dir)?.store;
         let (submitter, queue) = channel(16 * 1024);
         let thread = start(
-            Box::new(store),
+            store,
             Box::new(queue),
             Arc::new(SystemClock),
             Arc::new(|_: &LedgerOutcome| (200, Vec::new())),
@@ -273,7 +272,7 @@ fn state_machine_run(total: u64, seed: u64) -> anyhow::Result<Run> {
 /// stored transfers), execute+take_changes, commit (one transaction, one fsync).
 fn phases_run(total: u64, seed: u64) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
-    let (mut store, _reader) = paycore_store::sqlite::open(dir.path())?;
+    let mut store = paycore_store::open(dir.path())?.store;
     let mut state = State::default();
     let opens: Vec<Request> = (0..ACCOUNTS).map(|i| Request { tenant: TENANT, command: open_account(i) }).collect();
     state.execute(&opens, clock());

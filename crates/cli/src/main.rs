@@ -59,6 +59,10 @@ struct ServeArgs {
     /// itself (at least one).
     #[arg(long = "http-threads", env = "PAYCORE_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     http_threads: Option<u16>,
+    /// The most store connections the API's requests hold at once (the engine has its own); a
+    /// request that finds them all in use waits for one.
+    #[arg(long = "store-connections", env = "PAYCORE_STORE_CONNECTIONS", default_value_t = paycore_store::READER_CONNECTIONS_DEFAULT)]
+    store_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -95,8 +99,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
 }
 
 fn verify(data: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let reader = paycore_store::sqlite::open_reader(data)?;
-    let report = paycore_store::verify::verify(&reader)?;
+    let store = paycore_store::open_for_verify(data)?;
+    let report = paycore_store::verify::verify(store.as_ref())?;
     println!(
         "checked {} accounts, {} transfers, {} payments, {} batch items",
         report.accounts, report.transfers, report.payments, report.batch_items
@@ -119,6 +123,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.queue_capacity = args.queue_capacity;
     config.max_batch_lines = args.max_batch_lines;
     config.rate_limit_per_second = args.rate_limit_per_second;
+    config.store_connections_max = args.store_connections;
     config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
     config.api_key =
         std::env::var("PAYCORE_API_KEY").ok().filter(|key| !key.is_empty()).map(paycore_server::Secret::new);

@@ -152,7 +152,7 @@ pub fn validate_limited(
         drop(to_writer);
         let written = writer
             .join()
-            .unwrap_or_else(|_| Err(paycore_store::StoreError::Database("the item writer panicked".into())));
+            .unwrap_or_else(|_| Err(paycore_store::StoreError::Internal("the item writer panicked".into())));
         (summary, written)
     });
     let writing = written?;
@@ -504,7 +504,7 @@ async fn blocking<T: Send + 'static>(
 ) -> paycore_store::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(paycore_store::StoreError::Database(format!("store task failed: {e}"))))
+        .unwrap_or_else(|e| Err(paycore_store::StoreError::Internal(format!("store task failed: {e}"))))
 }
 
 async fn read(

@@ -56,7 +56,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("paycore-engine".into())
         .spawn(move || engine.run())
-        .map_err(|e| StoreError::Database(format!("cannot start the engine thread: {e}")))
+        .map_err(|e| StoreError::Internal(format!("cannot start the engine thread: {e}")))
 }
 
 fn recover(store: &mut dyn Store) -> Result<State, StoreError> {

@@ -7,7 +7,7 @@ use paycore_ledger::{
     AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId, TransferId,
     TransferOp,
 };
-use paycore_store::{BatchRecord, BatchStore, Reader};
+use paycore_store::{BatchRecord, BatchStore};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -19,18 +19,18 @@ struct Env {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     handle: EngineHandle,
-    reader: paycore_store::sqlite::SqliteReader,
+    reader: std::sync::Arc<dyn paycore_store::ApiStore>,
     next_id: u128,
 }
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_owned();
-    let (store, reader) = paycore_store::sqlite::open(&data).unwrap();
+    let paycore_store::Opened { store, api: reader } = paycore_store::open(&data).unwrap();
     let (submitter, queue) = channel(64);
     let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
     start(
-        Box::new(store),
+        store,
         Box::new(queue),
         Arc::new(SystemClock),
         renderer,
@@ -102,8 +102,8 @@ impl Env {
             ..new
         };
         self.reader.create_batch(&record).unwrap();
-        validate(&self.reader, &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
-        let store: Arc<dyn BatchStore> = Arc::new(self.reader.clone());
+        validate(self.reader.as_ref(), &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
+        let store: Arc<dyn BatchStore> = self.reader.clone();
         run(&self.handle, store, id, TENANT, &AtomicBool::new(false)).await.unwrap();
         self.reader.batch(TENANT, id).unwrap().unwrap()
     }
@@ -208,7 +208,7 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     assert!(wrong.rejection.unwrap().contains("expected_count is 31 but the file has 32"));
 
     // The offline check agrees with all of it.
-    let report = paycore_store::verify::verify(&env.reader).unwrap();
+    let report = paycore_store::verify::verify(env.reader.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.batch_items, 4 * 32);
 }

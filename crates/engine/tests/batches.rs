@@ -7,7 +7,7 @@ use paycore_ledger::{
     AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft,
     Request, ResultCode, TenantId, TransferId, TransferOp,
 };
-use paycore_store::{BatchItemRow, BatchRecord, BatchStore, Reader, Validated};
+use paycore_store::{BatchItemRow, BatchRecord, Validated};
 use std::sync::Arc;
 
 const TENANT: TenantId = TenantId(9);
@@ -52,12 +52,12 @@ fn row(index: u64, amount: u64) -> BatchItemRow {
 /// An engine on a store in `dir`, with accounts 1 (unlimited), 2 and 3 (no overdraft) in EUR.
 async fn engine(
     dir: &std::path::Path,
-) -> (EngineHandle, paycore_store::sqlite::SqliteReader, std::thread::JoinHandle<()>) {
-    let (store, reader) = paycore_store::sqlite::open(dir).unwrap();
+) -> (EngineHandle, std::sync::Arc<dyn paycore_store::ApiStore>, std::thread::JoinHandle<()>) {
+    let paycore_store::Opened { store, api: reader } = paycore_store::open(dir).unwrap();
     let (submitter, queue) = channel(64);
     let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
     let thread = start(
-        Box::new(store),
+        store,
         Box::new(queue),
         Arc::new(SystemClock),
         renderer,

@@ -20,14 +20,14 @@ fn renderer() -> Renderer {
 struct Running {
     handle: EngineHandle,
     thread: std::thread::JoinHandle<()>,
-    reader: paycore_store::sqlite::SqliteReader,
+    reader: std::sync::Arc<dyn paycore_store::ApiStore>,
 }
 
 fn boot(dir: &std::path::Path) -> Running {
-    let (store, reader) = paycore_store::sqlite::open(dir).unwrap();
+    let paycore_store::Opened { store, api: reader } = paycore_store::open(dir).unwrap();
     let (submitter, queue) = channel(1024);
     let thread = start(
-        Box::new(store),
+        store,
         Box::new(queue),
         Arc::new(SystemClock),
         renderer(),
@@ -74,7 +74,7 @@ fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
     }
 }
 
-fn posted(reader: &impl Reader, id: u128) -> i64 {
+fn posted(reader: &dyn Reader, id: u128) -> i64 {
     reader.account(TENANT, AccountId(id)).unwrap().unwrap().balances.posted()
 }
 
@@ -104,17 +104,17 @@ async fn concurrent_debits_never_overdraw_and_survive_restart() {
         }
     }
     assert_eq!(ok, 10);
-    assert_eq!((posted(&engine.reader, 2), posted(&engine.reader, 3)), (0, 1000));
+    assert_eq!((posted(engine.reader.as_ref(), 2), posted(engine.reader.as_ref(), 3)), (0, 1000));
     engine.stop();
 
     // After a restart the same transfer id is recognised, and balances are as committed.
     let engine = boot(dir.path());
-    assert_eq!((posted(&engine.reader, 1), posted(&engine.reader, 2), posted(&engine.reader, 3)), (-1000, 0, 1000));
+    assert_eq!((posted(engine.reader.as_ref(), 1), posted(engine.reader.as_ref(), 2), posted(engine.reader.as_ref(), 3)), (-1000, 0, 1000));
     let again = run(&engine.handle, Command::Transfers(vec![transfer(100, 1, 2, 1000)]), None).await;
     assert!(matches!(again, Reply::Done(Outcome::Transfers(c)) if c == [ResultCode::Exists]));
     let changed = run(&engine.handle, Command::Transfers(vec![transfer(100, 1, 2, 999)]), None).await;
     assert!(matches!(changed, Reply::Done(Outcome::Transfers(c)) if c == [ResultCode::ExistsWithDifferentFields]));
-    assert_eq!(posted(&engine.reader, 2), 0);
+    assert_eq!(posted(engine.reader.as_ref(), 2), 0);
     let page = engine.reader.account_transfers(TENANT, AccountId(3), Page { after: None, limit: 100 }).unwrap();
     assert_eq!(page.len(), 10);
     assert!(page.windows(2).all(|w| w[0].timestamp > w[1].timestamp));
@@ -135,7 +135,7 @@ async fn idempotency_keys_replay_and_refuse_other_requests() {
     );
     let replays = [&a, &b].iter().filter(|r| matches!(r, Reply::Replay { .. })).count();
     assert_eq!(replays, 1, "{a:?} {b:?}");
-    assert_eq!(posted(&engine.reader, 2), 5);
+    assert_eq!(posted(engine.reader.as_ref(), 2), 5);
 
     // A later retry gets the saved response; another request under the key is refused.
     match run(&engine.handle, Command::Transfers(vec![transfer(12, 1, 2, 5)]), Some(("k1", 1))).await {
@@ -146,14 +146,14 @@ async fn idempotency_keys_replay_and_refuse_other_requests() {
         run(&engine.handle, Command::Transfers(vec![transfer(13, 1, 2, 5)]), Some(("k1", 2))).await,
         Reply::KeyReused
     ));
-    assert_eq!(posted(&engine.reader, 2), 5);
+    assert_eq!(posted(engine.reader.as_ref(), 2), 5);
     engine.stop();
 }
 
 #[test]
 fn a_second_process_cannot_open_the_same_data_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = paycore_store::sqlite::open(dir.path()).unwrap();
-    let second = paycore_store::sqlite::open(dir.path());
-    assert!(second.is_err_and(|e| e.to_string().contains("in use")));
+    let _first = paycore_store::open(dir.path()).unwrap();
+    let second = paycore_store::open(dir.path());
+    assert!(matches!(second, Err(paycore_store::StoreError::InUse(_))));
 }

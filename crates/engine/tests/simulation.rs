@@ -5,7 +5,7 @@
 //! More: `PAYCORE_SIM_SEEDS=200 PAYCORE_SIM_STEPS=1000` (seeds start at `PAYCORE_SIM_SEED_BASE`, 0).
 //! `PAYCORE_SIM_TRACE=1` prints every attempt, reply and commit (with `PAYCORE_SIM_SEED`).
 //!
-//! A [`FaultyStore`] wraps `SqliteStore` and, driven by a seeded splitmix64, injects:
+//! A [`FaultyStore`] wraps the embedded store and, driven by a seeded splitmix64, injects:
 //! - a failed write: `commit` returns `Err` before anything is written;
 //! - a failed fsync that rolled the transaction back: `commit` returns `Err`, nothing written;
 //! - a torn commit / lost acknowledgement: the transaction is committed, then `commit` returns
@@ -37,8 +37,8 @@ use paycore_ledger::{
     AccountId, CaptureMethod, ChangeSet, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome,
     Overdraft, PaymentId, Prefetch, RefundId, Request, ResultCode, State, TenantId, TransferId, TransferOp,
 };
-use paycore_store::sqlite::{SqliteReader, SqliteStore};
-use paycore_store::{IdempotencyRecord, Loaded, Reader, Recovered, Store, StoreError};
+use paycore_store::ApiStore;
+use paycore_store::{IdempotencyRecord, Loaded, Recovered, Store, StoreError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,11 +147,11 @@ impl Faults {
 }
 
 fn injected(what: &str) -> StoreError {
-    StoreError::Database(format!("injected fault: {what}"))
+    StoreError::Unavailable(format!("injected fault: {what}"))
 }
 
 struct FaultyStore {
-    inner: Arc<Mutex<SqliteStore>>,
+    inner: Arc<Mutex<Box<dyn Store>>>,
     faults: Arc<Mutex<Faults>>,
 }
 
@@ -222,8 +222,8 @@ impl Store for FaultyStore {
 
 struct Reference {
     state: State,
-    store: SqliteStore,
-    reader: SqliteReader,
+    store: Box<dyn Store>,
+    reader: Arc<dyn ApiStore>,
 }
 
 impl Reference {
@@ -287,13 +287,13 @@ const TENANTS: [TenantId; 2] = [TenantId(1), TenantId(2)];
 struct Running {
     handle: EngineHandle,
     thread: std::thread::JoinHandle<()>,
-    store: Arc<Mutex<SqliteStore>>,
-    reader: SqliteReader,
+    store: Arc<Mutex<Box<dyn Store>>>,
+    reader: Arc<dyn ApiStore>,
     idle: Arc<(Mutex<u64>, Condvar)>,
 }
 
 fn boot(dir: &Path, clock: &Arc<ManualClock>, faults: &Arc<Mutex<Faults>>) -> Running {
-    let (store, reader) = paycore_store::sqlite::open(dir).unwrap();
+    let paycore_store::Opened { store, api: reader } = paycore_store::open(dir).unwrap();
     let store = Arc::new(Mutex::new(store));
     let (submitter, queue) = channel(64);
     let idle = Arc::new((Mutex::new(0), Condvar::new()));
@@ -549,7 +549,7 @@ impl Sim {
     }
 
     fn verify(&self, when: &str) {
-        let report = paycore_store::verify::verify(&self.engine().reader).unwrap();
+        let report = paycore_store::verify::verify(self.engine().reader.as_ref()).unwrap();
         assert!(report.ok(), "seed {} {when}: verify found problems: {:?}", self.seed, report.problems);
     }
 
@@ -754,7 +754,8 @@ async fn simulate(seed: u64, steps: u64) -> String {
         faulted: false,
         stats: FaultStats::default(),
     }));
-    let (reference_store, reference_reader) = paycore_store::sqlite::open(reference_dir.path()).unwrap();
+    let paycore_store::Opened { store: reference_store, api: reference_reader } =
+        paycore_store::open(reference_dir.path()).unwrap();
     let engine = boot(dir.path(), &clock, &faults);
     let mut sim = Sim {
         seed,

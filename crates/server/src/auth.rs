@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use paycore_ledger::{time_ordered, TenantId};
-use paycore_store::{ApiKeyRecord, Reader};
+use paycore_store::{AdminStore, ApiKeyRecord, Reader};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -69,14 +69,14 @@ pub(crate) fn new_id() -> u128 {
 }
 
 /// Stores a key for a new tenant with every scope, and returns its record.
-pub fn insert_key(reader: &dyn Reader, key: &Secret) -> Result<ApiKeyRecord, paycore_store::StoreError> {
+pub fn insert_key(admin: &dyn AdminStore, key: &Secret) -> Result<ApiKeyRecord, paycore_store::StoreError> {
     let scopes = vec!["admin".to_owned(), "read".to_owned(), "write".to_owned()];
-    insert_key_for(reader, TenantId(new_id()), key, scopes)
+    insert_key_for(admin, TenantId(new_id()), key, scopes)
 }
 
 /// Stores a key for `tenant` with `scopes`, and returns its record.
 pub fn insert_key_for(
-    reader: &dyn Reader,
+    admin: &dyn AdminStore,
     tenant: TenantId,
     key: &Secret,
     scopes: Vec<String>,
@@ -89,26 +89,26 @@ pub fn insert_key_for(
         created_at: now_ns(),
         revoked: false,
     };
-    reader.insert_api_key(&record)?;
+    admin.insert_api_key(&record)?;
     Ok(record)
 }
 
 /// On first start (no keys stored), makes the first key: `env_key` (from `PAYCORE_API_KEY`) if
 /// given, else a new one written to `<data_dir>/api-key` with mode 0600.
-pub fn bootstrap(reader: &dyn Reader, data_dir: &Path, env_key: Option<Secret>) -> anyhow::Result<()> {
+pub fn bootstrap(reader: &dyn Reader, admin: &dyn AdminStore, data_dir: &Path, env_key: Option<Secret>) -> anyhow::Result<()> {
     if reader.api_key_count()? > 0 {
         return Ok(());
     }
     match env_key {
         Some(key) => {
-            let record = insert_key(reader, &key)?;
+            let record = insert_key(admin, &key)?;
             tracing::info!(tenant = %record.tenant, "first API key taken from PAYCORE_API_KEY");
         }
         None => {
             let key = generate_key();
             let path = data_dir.join("api-key");
             write_secret_file(&path, &key)?;
-            let record = insert_key(reader, &key)?;
+            let record = insert_key(admin, &key)?;
             tracing::info!(tenant = %record.tenant, path = %path.display(), "first API key generated and written to the file");
         }
     }

@@ -28,6 +28,9 @@ pub struct Config {
     /// The wait before the first retry of a failed webhook delivery; it doubles per attempt
     /// up to an hour.
     pub webhook_retry_min: std::time::Duration,
+    /// The most store connections the API's reads and writes hold at once (the engine has its
+    /// own); a request that finds them all in use waits for one.
+    pub store_connections_max: usize,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             rate_limit_burst: 2 * Config::RATE_LIMIT_PER_SECOND_DEFAULT,
             api_key: None,
             webhook_retry_min: Config::WEBHOOK_RETRY_MIN_DEFAULT,
+            store_connections_max: paycore_store::READER_CONNECTIONS_DEFAULT,
         }
     }
 }

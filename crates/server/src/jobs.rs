@@ -46,7 +46,7 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
             batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::auth::now_ns, &stopping, max_lines)
         })
         .await
-        .map_err(|e| paycore_store::StoreError::Database(format!("validation task failed: {e}")))??;
+        .map_err(|e| paycore_store::StoreError::Internal(format!("validation task failed: {e}")))??;
         drop(permit);
     }
     // The report the batch will most likely be asked for is written alongside the run, each
@@ -72,7 +72,7 @@ pub async fn resume(state: &Arc<AppState>) -> paycore_store::Result<()> {
     let store = state.batches.clone();
     let active = tokio::task::spawn_blocking(move || store.active_batches())
         .await
-        .map_err(|e| paycore_store::StoreError::Database(format!("resume task failed: {e}")))??;
+        .map_err(|e| paycore_store::StoreError::Internal(format!("resume task failed: {e}")))??;
     for batch in active {
         tracing::info!(batch = %batch.id, status = %batch.status, "resuming batch");
         spawn(state.clone(), batch);

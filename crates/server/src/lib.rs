@@ -110,17 +110,18 @@ pub struct Service {
 /// Opens the store, makes the first API key if there is none, and starts the engine.
 pub fn start(config: &Config) -> anyhow::Result<Service> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let (store, sqlite) = paycore_store::sqlite::open(&config.data_dir)?;
-    let sqlite = Arc::new(sqlite);
-    let reader: Arc<dyn Reader> = sqlite.clone();
-    auth::bootstrap(reader.as_ref(), &config.data_dir, config.api_key.clone())?;
+    let options = paycore_store::Options { reader_connections_max: config.store_connections_max };
+    let paycore_store::Opened { store, api } = paycore_store::open_with(&config.data_dir, &options)?;
+    let (reader, batches, admin): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn AdminStore>) =
+        (api.clone(), api.clone(), api);
+    auth::bootstrap(reader.as_ref(), admin.as_ref(), &config.data_dir, config.api_key.clone())?;
 
     let renderer = Arc::new(Renderer);
     let engine_metrics = EngineMetrics::default();
     let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
     let render = renderer.clone();
     let engine_thread = paycore_engine::start(
-        Box::new(store),
+        store,
         Box::new(queue),
         Arc::new(SystemClock),
         Arc::new(move |outcome| render.render(outcome)),
@@ -137,8 +138,8 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         keys: Arc::new(auth::KeyCache::new()),
         metrics: metrics::Metrics::new(&engine_metrics),
         max_body_bytes: config.max_body_bytes,
-        batches: sqlite.clone(),
-        admin: sqlite,
+        batches,
+        admin,
         webhook_retry_min: config.webhook_retry_min,
         max_batch_lines: config.max_batch_lines,
         rate: ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),

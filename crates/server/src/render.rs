@@ -4,7 +4,7 @@
 //! answer and its replay are byte-identical.
 
 use crate::error::ApiError;
-use paycore_ledger::{Account, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer};
+use paycore_ledger::{format_amount, Account, Currency, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -369,6 +369,22 @@ mod tests {
                 nanos % 1_000_000_000
             );
             assert_eq!(rfc3339(nanos), expected);
+        }
+    }
+}
+
+/// A sum of many amounts may pass `u64`: format it digit by digit.
+pub fn format_total(sum: u128, currency: Currency) -> String {
+    match u64::try_from(sum) {
+        Ok(sum) => format_amount(sum, currency),
+        Err(_) => {
+            let units = usize::from(currency.minor_units());
+            let digits = sum.to_string();
+            if units == 0 {
+                return digits;
+            }
+            let (whole, fraction) = digits.split_at(digits.len() - units);
+            format!("{whole}.{fraction}")
         }
     }
 }

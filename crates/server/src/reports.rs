@@ -18,7 +18,7 @@
 //! and is written again on request.
 
 use crate::render::rfc3339;
-use crate::routes::batches::format_total;
+use crate::render::format_total;
 use paycore_formats::{
     group_status, write_pain002_header, CsvReportWriter, ItemStatus, Pain002Header, Pain002Version, Pain002Writer,
     ReportItem,

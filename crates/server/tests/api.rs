@@ -14,7 +14,8 @@ struct Api {
     base: String,
     client: reqwest::Client,
     key: String,
-    dir: tempfile::TempDir,
+    /// The data folder, removed when the test ends.
+    _dir: tempfile::TempDir,
 }
 
 async fn boot() -> Api {
@@ -25,7 +26,7 @@ async fn boot() -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(service.serve(listener, std::future::pending()));
-    Api { base, client: reqwest::Client::new(), key: KEY.to_owned(), dir }
+    Api { base, client: reqwest::Client::new(), key: KEY.to_owned(), _dir: dir }
 }
 
 struct Answer {
@@ -41,7 +42,7 @@ impl Api {
             base: self.base.clone(),
             client: self.client.clone(),
             key: key.to_owned(),
-            dir: tempfile::tempdir().unwrap(),
+            _dir: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -495,9 +496,11 @@ async fn tenants_cannot_see_each_other() {
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 10, json!({})).await;
 
-    let reader = paycore_store::sqlite::open_reader(api.dir.path()).unwrap();
-    paycore_server::insert_key(&reader, &Secret::new("sk_other_tenant".to_owned())).unwrap();
-    let other = api.as_key("sk_other_tenant");
+    let tenant = api.post("/v1/tenants", json!({"name": "other"})).await;
+    assert_eq!(tenant.status, 201, "{}", tenant.body);
+    let key = api.post("/v1/api_keys", json!({"tenant": tenant.body["id"], "scopes": ["read", "write"]})).await;
+    assert_eq!(key.status, 201, "{}", key.body);
+    let other = api.as_key(key.body["secret"].as_str().unwrap());
     let other_account = other.account(json!("unlimited")).await;
 
     assert_eq!(error_of(&other.get(&format!("/v1/accounts/{payer}")).await), (404, "resource_missing", Some("id")));

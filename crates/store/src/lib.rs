@@ -1,33 +1,33 @@
-//! Storage for paycore, behind two traits: [`Store`], the engine's single-writer side (recover,
-//! load what a batch needs, commit a batch in one transaction), and [`Reader`], the API's
-//! read side (committed state only). [`sqlite::SqliteStore`] is the embedded implementation.
+//! Storage for paycore, behind traits that say nothing of the database under them:
 //!
-//! Nothing above this crate knows which database it talks to.
+//! - [`Store`], the engine's single-writer side: recover, load what a batch needs, commit a
+//!   batch in one durable transaction;
+//! - [`Reader`], the API's reads of committed state;
+//! - [`BatchStore`] and [`AdminStore`], the API's writes that are not money (batch records
+//!   and their items, tenants, keys, webhooks);
+//! - [`verify::Verify`], an offline check of everything stored.
+//!
+//! [`open`] is the one way in: it picks the backend from the location and returns these as
+//! trait objects. The records, the errors and the backend-neutral logic (batch result runs and
+//! item statuses in [`batches`], the checks in [`verify`]) live in this crate's root modules;
+//! everything that names a database lives under its backend's module (`sqlite`, the embedded
+//! default). Nothing above this crate knows which database it talks to.
 
 pub mod admin;
 pub mod batches;
-mod history;
-pub mod sqlite;
+mod error;
+mod sqlite;
 pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
+pub use error::{Result, StoreError};
 
 use paycore_ledger::{
     Account, AccountId, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("the data folder is for a newer paycore (schema version {found}, this build knows {known})")]
-    SchemaTooNew { found: i64, known: i64 },
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
+use std::path::Path;
+use std::sync::Arc;
 
 /// What the engine rebuilds its state from on start.
 #[derive(Debug, Default)]
@@ -106,7 +106,84 @@ pub trait Reader: Send + Sync {
     fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>>;
     fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>>;
     fn api_key_count(&self) -> Result<u64>;
-    /// Adds an API key (and its tenant, if new). Keys are not money: they are written outside
-    /// the engine's batches.
-    fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+}
+
+/// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The most connections the API's reads and writes hold at once; a call that finds them
+    /// all busy waits for one. Bounds the memory and file handles a burst of requests can take.
+    pub reader_connections_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { reader_connections_max: READER_CONNECTIONS_DEFAULT }
+    }
+}
+
+/// The default of [`Options::reader_connections_max`]: more than the HTTP and blocking threads
+/// that read at once on a small machine, few enough to keep a burst's memory small.
+pub const READER_CONNECTIONS_DEFAULT: usize = 32;
+
+/// Everything the API side of a store does: reads of committed state, the writes that are not
+/// money (batch records and items, tenants, keys, webhooks), and the offline check. A backend
+/// implements the four traits on one handle; callers upcast it to the one they need.
+pub trait ApiStore: Reader + BatchStore + AdminStore + verify::Verify {}
+
+impl<T: Reader + BatchStore + AdminStore + verify::Verify> ApiStore for T {}
+
+/// An opened store: the engine's writer and the API's handle, as trait objects.
+pub struct Opened {
+    /// The engine's side. There is one per location: [`open`] refuses a location that
+    /// another process holds.
+    pub store: Box<dyn Store>,
+    /// The API's side, shared by every request and background job.
+    pub api: Arc<dyn ApiStore>,
+}
+
+/// Where a store lives, as given on the command line: a folder (the embedded SQLite store) or
+/// a `postgres://` URL (cluster mode, not built yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location<'a> {
+    Folder(&'a Path),
+    Postgres(&'a str),
+}
+
+impl<'a> Location<'a> {
+    pub fn parse(location: &'a Path) -> Location<'a> {
+        match location.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Location::Postgres(url),
+            _ => Location::Folder(location),
+        }
+    }
+}
+
+/// Opens (creating if needed) the store at `location` with the default [`Options`].
+pub fn open(location: impl AsRef<Path>) -> Result<Opened> {
+    open_with(location.as_ref(), &Options::default())
+}
+
+/// Opens (creating if needed) the store at `location`: migrates its schema, takes the
+/// location's single-writer lock, and returns the engine's writer and the API's handles.
+pub fn open_with(location: &Path, options: &Options) -> Result<Opened> {
+    match Location::parse(location) {
+        Location::Folder(folder) => sqlite::open(folder, options),
+        Location::Postgres(_) => Err(postgres_not_built()),
+    }
+}
+
+/// Opens the store at `location` without its writer, for offline checks (`paycore verify`)
+/// and tools: it creates nothing and fails when there is no store there.
+pub fn open_for_verify(location: impl AsRef<Path>) -> Result<Arc<dyn ApiStore>> {
+    match Location::parse(location.as_ref()) {
+        Location::Folder(folder) => sqlite::open_for_verify(folder),
+        Location::Postgres(_) => Err(postgres_not_built()),
+    }
+}
+
+fn postgres_not_built() -> StoreError {
+    StoreError::Unsupported(
+        "a postgres:// location needs cluster mode, which is not built yet; give a folder for the embedded store".into(),
+    )
 }

@@ -7,7 +7,7 @@
 use paycore_ledger::{
     AccountId, Command, Currency, NewAccount, NewTransfer, Overdraft, Request, State, TenantId, TransferId, TransferOp,
 };
-use paycore_store::{Reader, Store};
+use paycore_store::Store;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -66,16 +66,16 @@ fn size(path: &Path) -> u64 {
 #[test]
 fn committed_frames_reach_the_database_file_without_a_commit_checkpointing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let paycore_store::Opened { mut store, api: reader } = paycore_store::open(dir.path()).unwrap();
     let mut state = State::default();
-    step(&mut state, &mut store, 1, accounts(100));
+    step(&mut state, store.as_mut(), 1, accounts(100));
     // Let the checkpointer copy what opening wrote, then measure the file.
     std::thread::sleep(Duration::from_millis(200));
     let db = dir.path().join("paycore.db");
     let before = size(&db);
     // A few hundred frames: far below the commits' own checkpoint threshold (1 000).
     for i in 0..20u128 {
-        step(&mut state, &mut store, 10 + i as u64, vec![transfers(1_000 + i * 500, 500)]);
+        step(&mut state, store.as_mut(), 10 + i as u64, vec![transfers(1_000 + i * 500, 500)]);
     }
     let wal = size(&dir.path().join("paycore.db-wal"));
     assert!(wal / FRAME < 1000, "the test meant to stay below the automatic checkpoint: {} frames", wal / FRAME);
@@ -94,13 +94,13 @@ fn committed_frames_reach_the_database_file_without_a_commit_checkpointing() {
 #[test]
 fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let paycore_store::Opened { mut store, api: reader } = paycore_store::open(dir.path()).unwrap();
     let mut state = State::default();
-    step(&mut state, &mut store, 1, accounts(100));
+    step(&mut state, store.as_mut(), 1, accounts(100));
     // Several times the automatic checkpoint's threshold of frames, with no pause.
     let mut written = 0;
     for i in 0..300u128 {
-        step(&mut state, &mut store, 10 + i as u64, vec![transfers(1_000 + i * 300, 300)]);
+        step(&mut state, store.as_mut(), 10 + i as u64, vec![transfers(1_000 + i * 300, 300)]);
         written += 300;
     }
     let frames = size(&dir.path().join("paycore.db-wal")) / FRAME;

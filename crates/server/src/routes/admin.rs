@@ -1,7 +1,6 @@
 //! `/v1/tenants` and `/v1/api_keys`: what an `admin` key may do. A new key's secret is in
 //! the creation response and nowhere else; only its SHA-256 is stored.
 
-use super::read;
 use crate::auth::{generate_key, insert_key_for, new_id, now_ns, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
@@ -121,7 +120,10 @@ pub async fn create_key(State(state): State<Arc<AppState>>, post: Post) -> Resul
     }
     let secret = generate_key();
     let shown = secret.expose().to_owned();
-    let record = read(&state, move |r| insert_key_for(r, tenant, &secret, scopes)).await?;
+    let admin = state.admin.clone();
+    let record = tokio::task::spawn_blocking(move || insert_key_for(admin.as_ref(), tenant, &secret, scopes))
+        .await
+        .map_err(|_| ApiError::internal("Storing the key failed."))??;
     tracing::info!(key = %record.id, %tenant, "API key created");
     let body = ApiKeyJson {
         id: record.id,

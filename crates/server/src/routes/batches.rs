@@ -5,7 +5,7 @@ use super::{path_id, rendered};
 use crate::auth::{new_id, now_ns, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{self, Amount};
-use crate::render::{json, rfc3339};
+use crate::render::{format_total, json, rfc3339};
 use crate::reports::{self, ReportFile, ReportKind};
 use crate::AppState;
 use axum::body::Body;
@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
 use paycore_formats::{Format, Pain002Version};
-use paycore_ledger::{format_amount, BatchId, Currency};
-use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal};
+use paycore_ledger::{BatchId, Currency};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -168,22 +168,6 @@ impl BatchJson {
             created_at: rfc3339(b.created_at),
             validated_at: b.validated_at.map(rfc3339),
             completed_at: b.completed_at.map(rfc3339),
-        }
-    }
-}
-
-/// A sum of many amounts may pass `u64`: format it digit by digit.
-pub(crate) fn format_total(sum: u128, currency: Currency) -> String {
-    match u64::try_from(sum) {
-        Ok(sum) => format_amount(sum, currency),
-        Err(_) => {
-            let units = usize::from(currency.minor_units());
-            let digits = sum.to_string();
-            if units == 0 {
-                return digits;
-            }
-            let (whole, fraction) = digits.split_at(digits.len() - units);
-            format!("{whole}.{fraction}")
         }
     }
 }
@@ -400,16 +384,22 @@ pub async fn create(
         ..BatchRecord::new(id, auth.tenant, format.name(), now_ns())
     };
     let insert = record.clone();
-    if let Err(error) = blocking(&state, move |s| s.create_batch(&insert)).await {
-        let _ = tokio::fs::remove_file(&path).await;
-        // Two uploads with one key at once: the other one won.
-        if let Some(key) = key {
+    match (blocking(&state, move |s| Ok(s.create_batch(&insert))).await?, key) {
+        (Ok(()), _) => {}
+        // Two uploads with one key at once: the other one won; answer with its batch.
+        (Err(StoreError::Conflict(_)), Some(key)) => {
+            let _ = tokio::fs::remove_file(&path).await;
             let tenant = auth.tenant;
             if let Some(existing) = blocking(&state, move |s| s.batch_by_key(tenant, &key)).await? {
+                tracing::info!(batch = %existing.id, "a concurrent upload with this Idempotency-Key won the race");
                 return replay(&state, existing, fingerprint).await;
             }
+            return Err(ApiError::from(StoreError::Internal("the batch that won the upload race is gone".into())));
         }
-        return Err(error);
+        (Err(error), _) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(error.into());
+        }
     }
     crate::jobs::spawn(state.clone(), record.clone());
     Ok(rendered(json(202, &BatchJson::new(&record, &[]))))

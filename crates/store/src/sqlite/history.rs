@@ -23,14 +23,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub(crate) const HISTORY_FILE: &str = "history.db";
+pub(super) const HISTORY_FILE: &str = "history.db";
 
 /// The history database's schema; `watermark` has exactly one row. An account's entries are
 /// stored in runs (`account_runs`): each row holds up to [`RUN_MAX`] of its entries from one
 /// pass, in timestamp order, as `timestamp (8 bytes) ‖ transfer id (16 bytes)` big-endian. One
 /// B-tree insert per account per pass, instead of one per entry (which cost a core at 250 000
 /// transfers/s).
-pub(crate) const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS account_runs (
     account  BLOB NOT NULL,
     last_ts  INTEGER NOT NULL,
@@ -61,7 +61,7 @@ const LAG_MAX: Duration = Duration::from_secs(2);
 
 /// Opens (creating if needed) `history.db` for writing. If its watermark is past the main
 /// database's last transfer (the main database was replaced by an older copy), it starts over.
-pub(crate) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connection> {
+pub(super) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -89,7 +89,7 @@ pub(crate) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connect
 
 /// Attaches the history to a reader connection as `history`: the file if there is one, else
 /// an empty in-memory one (every transfer is then in the tail).
-pub(crate) fn attach(conn: &Connection, path: &Path) -> Result<()> {
+pub(super) fn attach(conn: &Connection, path: &Path) -> Result<()> {
     if path.exists() {
         conn.execute("ATTACH DATABASE ?1 AS history", [path.to_string_lossy()])?;
     } else {
@@ -104,7 +104,7 @@ fn watermark(conn: &Connection) -> Result<i64> {
 }
 
 /// Indexes up to `limit` transfers past the watermark in one transaction; returns how many.
-pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64) -> Result<u64> {
+pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64) -> Result<u64> {
     let from = watermark(history)?;
     // (account, timestamp, transfer id), as integers: sorting them is several times cheaper
     // than sorting byte arrays.
@@ -158,7 +158,7 @@ pub(crate) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
 
 /// Up to `limit` ids of the account's indexed transfers with a timestamp below `before`, newest
 /// first, from the history attached to a reader as `history`.
-pub(crate) fn indexed(conn: &Connection, account: u128, before: i64, limit: usize) -> Result<Vec<u128>> {
+pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usize) -> Result<Vec<u128>> {
     let mut ids = Vec::new();
     if limit == 0 {
         return Ok(ids);
@@ -198,7 +198,7 @@ pub(crate) fn indexed(conn: &Connection, account: u128, before: i64, limit: usiz
 }
 
 /// The indexer thread; stops (after its current pass) when dropped.
-pub(crate) struct Indexer {
+pub(super) struct Indexer {
     stop: Arc<AtomicBool>,
     /// Transfers committed since the indexer last caught up (a hint: when it passes a chunk,
     /// a pass starts at once).
@@ -207,7 +207,7 @@ pub(crate) struct Indexer {
 }
 
 impl Indexer {
-    pub(crate) fn start(main_path: PathBuf, history: Connection) -> Result<Indexer> {
+    pub(super) fn start(main_path: PathBuf, history: Connection) -> Result<Indexer> {
         let main = Connection::open_with_flags(
             &main_path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -220,13 +220,13 @@ impl Indexer {
             std::thread::Builder::new()
                 .name("paycore-history".into())
                 .spawn(move || run(&main, history, &stop, &committed))
-                .map_err(|e| crate::StoreError::Database(format!("cannot start the history indexer: {e}")))?
+                .map_err(|e| crate::StoreError::Internal(format!("cannot start the history indexer: {e}")))?
         };
         Ok(Indexer { stop, committed, thread: Some(thread) })
     }
 
     /// Called by the engine's commit: `n` more transfers are waiting to be indexed.
-    pub(crate) fn committed(&self, n: usize) {
+    pub(super) fn committed(&self, n: usize) {
         if n > 0 && self.committed.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= CHUNK {
             if let Some(thread) = &self.thread {
                 thread.thread().unpark();

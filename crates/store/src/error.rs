@@ -1,0 +1,44 @@
+//! What a store can fail with, by kind: callers decide by the kind (retry, answer 409, stop),
+//! never by the text, which is for logs only and may hold a backend's own words.
+
+/// A store failure. Business outcomes (an unknown account, insufficient funds) are never
+/// errors here: they are the ledger's result codes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with this key already exists (a unique or primary key violation): the write lost
+    /// a race or repeats one that was made. Nothing of it was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store is held by another writer longer than the wait allows; retrying later can work.
+    #[error("the store is busy: {0}")]
+    Busy(String),
+    /// The store cannot be reached or written now (I/O error, disk full, read-only file,
+    /// connection lost); retrying later can work.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Another process holds the data location (one writer per location).
+    #[error("{0} is in use by another paycore process")]
+    InUse(String),
+    /// What is stored breaks the schema's rules: a value that cannot be decoded, a balance
+    /// replayed out of range, a row that should exist and does not.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The data was written by a newer paycore.
+    #[error("the data is for a newer paycore (schema version {found}, this build knows {known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    /// The location names a backend this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Anything else: a bug, a misused statement, a task of the store that panicked.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later without anything changing on the caller's side.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy(_) | StoreError::Unavailable(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;

@@ -1,0 +1,596 @@
+//! Batches in SQLite (see [`crate::batches`] for the records and the rules): batch rows, item
+//! rows stored narrower than they read ([`Compact`]), result runs, and the item listing that
+//! derives each item's status from them.
+
+use super::codec::{account_from, blob_id, currency_at, id_at, id_blob, int, opt_uint, uint, uint_at};
+use super::commit::insert_rows;
+use super::reader::SqliteReader;
+use crate::batches::{
+    end_status, result_runs, result_status, unsent, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters,
+    ResultRun, Validated, WindowResults,
+};
+use crate::{Result, StoreError};
+use paycore_ledger::{Account, AccountId, BatchId, BatchItem, ChangeSet, Currency, TenantId};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::collections::HashMap;
+
+fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
+    let cancel: i64 = row.get("cancel_requested")?;
+    Ok(BatchRecord {
+        id: BatchId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        status: row.get("status")?,
+        format: row.get("format")?,
+        mode: row.get("mode")?,
+        on_invalid: row.get("on_invalid")?,
+        payer: row.get("payer")?,
+        currency: row.get("currency")?,
+        expected_count: opt_uint(row, "expected_count")?,
+        expected_total: row.get("expected_total")?,
+        file: row.get("file")?,
+        variant: row.get("variant")?,
+        message_id: row.get("message_id")?,
+        total: uint(row, "total")?,
+        invalid: uint(row, "invalid")?,
+        succeeded: uint(row, "succeeded")?,
+        failed: uint(row, "failed")?,
+        held: uint(row, "held")?,
+        cancel_requested: cancel != 0,
+        rejection: row.get("rejection")?,
+        created_at: uint(row, "created_at")?,
+        validated_at: opt_uint(row, "validated_at")?,
+        completed_at: opt_uint(row, "completed_at")?,
+        idempotency_key: row.get("idempotency_key")?,
+        fingerprint: row.get("fingerprint")?,
+    })
+}
+
+/// The columns [`item_from`] decodes, in its order.
+const ITEM_COLUMNS: &str = "idx, line, location, reference, instruction_id, payment_information_id, payer_text,
+     payee_text, payer, payee, amount, currency, status, failure_code, message";
+
+fn account_at(row: &Row, i: usize) -> rusqlite::Result<Option<AccountId>> {
+    Ok(id_at(row, i)?.map(AccountId))
+}
+
+fn amount_at(row: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+    let amount: Option<i64> = row.get(i)?;
+    Ok(amount.and_then(|a| u64::try_from(a).ok()))
+}
+
+/// An item row (selected as [`ITEM_COLUMNS`]) with its stored validation status: `invalid`
+/// or `pending`. Columns are read by position: naming them costs a scan of the names per value.
+fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
+    Ok(BatchItemRow {
+        index: uint_at(row, 0)?,
+        line: uint_at(row, 1)?,
+        location: row.get(2)?,
+        reference: row.get(3)?,
+        instruction_id: row.get(4)?,
+        payment_information_id: row.get(5)?,
+        payer_text: row.get(6)?,
+        payee_text: row.get(7)?,
+        payer: account_at(row, 8)?,
+        payee: account_at(row, 9)?,
+        amount: amount_at(row, 10)?,
+        currency: currency_at(row, 11)?,
+        status: row.get(12)?,
+        failure_code: row.get(13)?,
+        message: row.get(14)?,
+    })
+}
+
+const ITEM_INSERT_COLUMNS: usize = 16;
+
+/// How an item row is stored, narrower than it reads: a valid item's payer text is NULL when
+/// it is the batch's payer (most files name the payer once, for the whole batch), and its
+/// location is empty when it is `line N` of its own line. [`Compact::expand`] undoes both.
+pub(super) struct Compact<'a> {
+    batch_payer: Option<&'a str>,
+}
+
+impl Compact<'_> {
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        offset: usize,
+        batch: &[u8; 16],
+        i: &BatchItemRow,
+    ) -> rusqlite::Result<()> {
+        let valid = i.status != "invalid";
+        let payer_text = match (&i.payer_text, self.batch_payer) {
+            (Some(text), Some(payer)) if valid && text == payer => None,
+            (text, _) => text.as_deref(),
+        };
+        let location = if is_line_location(&i.location, i.line) { "" } else { i.location.as_str() };
+        stmt.raw_bind_parameter(offset + 1, batch)?;
+        stmt.raw_bind_parameter(offset + 2, int(i.index))?;
+        stmt.raw_bind_parameter(offset + 3, int(i.line))?;
+        stmt.raw_bind_parameter(offset + 4, location)?;
+        stmt.raw_bind_parameter(offset + 5, i.reference.as_deref())?;
+        stmt.raw_bind_parameter(offset + 6, i.instruction_id.as_deref())?;
+        stmt.raw_bind_parameter(offset + 7, i.payment_information_id.as_deref())?;
+        stmt.raw_bind_parameter(offset + 8, payer_text)?;
+        stmt.raw_bind_parameter(offset + 9, i.payee_text.as_deref())?;
+        stmt.raw_bind_parameter(offset + 10, i.payer.map(|a| id_blob(a.0)))?;
+        stmt.raw_bind_parameter(offset + 11, i.payee.map(|a| id_blob(a.0)))?;
+        stmt.raw_bind_parameter(offset + 12, i.amount.map(int))?;
+        stmt.raw_bind_parameter(offset + 13, i.currency.map(Currency::code))?;
+        stmt.raw_bind_parameter(offset + 14, i.status.as_str())?;
+        stmt.raw_bind_parameter(offset + 15, i.failure_code.as_deref())?;
+        stmt.raw_bind_parameter(offset + 16, i.message.as_deref())
+    }
+
+    /// The row as it was given to [`Compact::bind`].
+    fn expand(&self, row: &mut BatchItemRow) {
+        if row.location.is_empty() {
+            row.location = format!("line {}", row.line);
+        }
+        if row.payer_text.is_none() && row.status != "invalid" {
+            row.payer_text = self.batch_payer.map(str::to_owned);
+        }
+    }
+}
+
+/// Whether `location` is `line N` for this `line`.
+fn is_line_location(location: &str, line: u64) -> bool {
+    location.strip_prefix("line ").and_then(|n| n.parse::<u64>().ok()) == Some(line)
+        && !location[5..].starts_with(['0', '+'])
+}
+
+/// Item indexes whose results [`list_items`] derives at a time.
+const WINDOW: u64 = 65_536;
+
+/// The result runs that cover an index in `lo..=hi`: phase 0, then phase 1 (which overrides
+/// it), each in index order. Runs of one phase never overlap, so the only run that starts
+/// before `lo` and reaches into the window is the last one that starts before it.
+fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<ResultRun>> {
+    let mut before = conn.prepare_cached(
+        "SELECT first, last, status, code FROM batch_results
+         WHERE batch = ?1 AND phase = ?2 AND first < ?3 ORDER BY first DESC LIMIT 1",
+    )?;
+    let mut within = conn.prepare_cached(
+        "SELECT first, last, status, code FROM batch_results
+         WHERE batch = ?1 AND phase = ?2 AND first BETWEEN ?3 AND ?4 ORDER BY first",
+    )?;
+    let mut runs = Vec::new();
+    let decode = |row: &Row| -> rusqlite::Result<(i64, i64, String, Option<String>)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    };
+    for phase in 0..2 {
+        let starting_before = before.query_row(params![batch, phase, int(lo)], decode).optional()?;
+        let found = within.query_map(params![batch, phase, int(lo), int(hi)], decode)?;
+        for run in starting_before.into_iter().map(Ok).chain(found) {
+            let (first, last, status, code) = run?;
+            let (Ok(first), Ok(last)) = (u64::try_from(first), u64::try_from(last)) else {
+                return Err(StoreError::Corrupt(format!("batch result run {first}..={last}")));
+            };
+            if last < lo {
+                continue;
+            }
+            runs.push(ResultRun { first, last, status: result_status(&status)?, code });
+        }
+    }
+    Ok(runs)
+}
+
+/// What [`list_items`] reads of an item: the whole row, or what the runner sends.
+pub(super) trait ItemShape: Sized {
+    /// The columns to select, `idx` and `status` first.
+    const COLUMNS: &'static str;
+    fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self>;
+    fn index(&self) -> u64;
+    /// The stored status (`invalid` or `pending`), then the derived one.
+    fn status(&self) -> &str;
+    fn set_status(&mut self, status: &'static str, code: Option<&str>);
+}
+
+impl ItemShape for BatchItemRow {
+    const COLUMNS: &'static str = ITEM_COLUMNS;
+
+    fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self> {
+        let mut item = item_from(row)?;
+        compact.expand(&mut item);
+        Ok(item)
+    }
+
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn status(&self) -> &str {
+        &self.status
+    }
+
+    fn set_status(&mut self, status: &'static str, code: Option<&str>) {
+        status.clone_into(&mut self.status);
+        self.failure_code = code.map(str::to_owned);
+    }
+}
+
+/// An item as the runner sends it to the engine: no text to decode.
+struct Sendable {
+    index: u64,
+    status: &'static str,
+    item: Option<BatchItem>,
+}
+
+impl ItemShape for Sendable {
+    const COLUMNS: &'static str = "idx, status, payer, payee, amount, currency";
+
+    fn decode(row: &Row, _: &Compact<'_>) -> rusqlite::Result<Self> {
+        let index = uint_at(row, 0)?;
+        let status = match row.get_ref(1)?.as_str()? {
+            "invalid" => "invalid",
+            _ => "pending",
+        };
+        let item = match (account_at(row, 2)?, account_at(row, 3)?, amount_at(row, 4)?, currency_at(row, 5)?) {
+            (Some(payer), Some(payee), Some(amount), Some(currency)) => {
+                Some(BatchItem { index, payer, payee, amount, currency })
+            }
+            _ => None,
+        };
+        Ok(Sendable { index, status, item })
+    }
+
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn status(&self) -> &str {
+        self.status
+    }
+
+    fn set_status(&mut self, status: &'static str, _: Option<&str>) {
+        self.status = status;
+    }
+}
+
+/// Items of a batch in index order after `after`, with their derived status: all of them, or
+/// those whose status is one of `statuses`, at most `limit`. Reads inside the caller's
+/// transaction, so that rows and results are one snapshot.
+pub(super) fn list_items<T: ItemShape>(
+    conn: &Connection,
+    batch: BatchId,
+    statuses: &[&str],
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<T>> {
+    let blob = id_blob(batch.0);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let found: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT status, payer FROM batches WHERE id = ?1")?
+        .query_row([&blob], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((ended, batch_payer)) = found else { return Ok(out) };
+    let compact = Compact { batch_payer: batch_payer.as_deref() };
+    // What the end of the batch made of the items it never sent.
+    let (left, left_code) = unsent(&ended);
+    let limit_sql = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let decode = |row: &Row| T::decode(row, &compact);
+    if statuses == ["invalid"] {
+        let sql = format!(
+            "SELECT {} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2 ORDER BY idx LIMIT ?3",
+            T::COLUMNS
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], decode)?;
+        return Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    let max: Option<i64> =
+        conn.prepare_cached("SELECT max(idx) FROM batch_items WHERE batch = ?1")?.query_row([&blob], |r| r.get(0))?;
+    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(out) };
+    let sql = format!(
+        "SELECT {} FROM batch_items WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx LIMIT ?4",
+        T::COLUMNS
+    );
+    let mut fetch = conn.prepare_cached(&sql)?;
+    let wanted = |status: &str| statuses.is_empty() || statuses.contains(&status);
+    // A window of indexes at a time: the runs that cover it, each index's result (the run
+    // of its latest phase), then the rows of the stretches whose status is wanted.
+    let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
+    let mut lo = after.map_or(0, |a| a.saturating_add(1));
+    while lo <= max && out.len() < limit {
+        let hi = lo.saturating_add(window - 1).min(max);
+        let runs = runs_in(conn, &blob, lo, hi)?;
+        let results = WindowResults::new(&runs, lo, hi);
+        let result = results.slots();
+        // An index without a result may be an invalid item; its row says.
+        let keep = |r: Option<usize>| match r {
+            Some(k) => wanted(runs[k].status),
+            None => wanted(left) || wanted("invalid"),
+        };
+        let mut i = 0;
+        while i < result.len() && out.len() < limit {
+            if !keep(result[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < result.len() && keep(result[i]) {
+                i += 1;
+            }
+            // The stretch's rows, a page at a time: invalid rows in it are dropped, so one
+            // page may not fill what is left of `limit`.
+            let (mut a, b) = (lo + start as u64, lo + i as u64 - 1);
+            while a <= b && out.len() < limit {
+                let need = limit - out.len();
+                let mut fetched = 0;
+                for row in fetch.query_map(params![blob, int(a), int(b), limit_sql(need)], decode)? {
+                    let mut row = row?;
+                    fetched += 1;
+                    a = row.index().saturating_add(1);
+                    if row.status() != "invalid" {
+                        match results.run_of(row.index()) {
+                            Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
+                            None => row.set_status(left, left_code),
+                        }
+                    }
+                    if wanted(row.status()) {
+                        out.push(row);
+                    }
+                }
+                if fetched < need {
+                    break;
+                }
+            }
+        }
+        lo = hi + 1;
+    }
+    Ok(out)
+}
+
+/// Writes the engine's batch results inside its commit: a row per run of consecutive items
+/// with the same result, the batch's counters, and the end of batches.
+///
+/// Each item gets at most one result per phase: the ledger records none for an item whose
+/// transfer already exists (a chunk sent again after its commit), and the runner sends only
+/// items without a result.
+pub(super) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) -> Result<()> {
+    if changes.batch_items.is_empty() && changes.batch_ends.is_empty() {
+        return Ok(());
+    }
+    let mut counters: HashMap<BatchId, Counters> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO batch_results (batch, phase, first, last, status, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for run in result_runs(&changes.batch_items) {
+            let inserted = stmt.execute(params![
+                id_blob(run.batch.0),
+                run.phase,
+                int(run.first),
+                int(run.last),
+                run.state.as_str(),
+                run.code
+            ])?;
+            // A run already stored (a chunk committed before a crash, sent again) counts once.
+            if inserted > 0 {
+                counters.entry(run.batch).or_default().add(run.counters());
+            }
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "UPDATE batches SET succeeded = succeeded + ?2, failed = failed + ?3, held = held + ?4 WHERE id = ?1",
+    )?;
+    for (batch, c) in counters {
+        stmt.execute(params![id_blob(batch.0), c.succeeded, c.failed, c.held])?;
+    }
+    for (batch, end) in &changes.batch_ends {
+        let status = end_status(*end);
+        let blob = id_blob(batch.0);
+        // Items never sent to the ledger (cancelled, or left when an atomic batch failed)
+        // count as failed: every valid item is then succeeded or failed.
+        tx.execute(
+            "UPDATE batches SET status = ?2, completed_at = ?3,
+                 failed = failed + max(0, total - invalid - succeeded - failed - held)
+             WHERE id = ?1",
+            params![blob, status, int(changes.last_timestamp)],
+        )?;
+        tx.execute(
+            "INSERT INTO outbox (tenant, type, object, created_at)
+             SELECT tenant, ?2, id, ?3 FROM batches WHERE id = ?1",
+            params![blob, format!("batch.{status}"), int(changes.last_timestamp)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Appends item rows in one transaction that is not synced to disk: the items are derived
+/// from the stored file, which validation reads again from the start after a crash, and the
+/// commit that ends validation (`finish_validation`, synced) makes them durable with it.
+fn insert_items(conn: &Connection, batch: BatchId, items: &[BatchItemRow]) -> Result<()> {
+    // Immediate: a deferred transaction that reads first cannot take the write lock
+    // once the engine has committed since (SQLITE_BUSY_SNAPSHOT, no retry).
+    let mut conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    let blob = id_blob(batch.0);
+    let payer: Option<String> = conn_tx
+        .prepare_cached("SELECT payer FROM batches WHERE id = ?1")?
+        .query_row([&blob], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let compact = Compact { batch_payer: payer.as_deref() };
+    let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
+             payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
+             failure_code, message) VALUES ";
+    insert_rows(&conn_tx, head, ITEM_INSERT_COLUMNS, items, |stmt, offset, item| {
+        compact.bind(stmt, offset, &blob, item)
+    })?;
+    conn_tx.commit()?;
+    Ok(())
+}
+
+impl BatchStore for SqliteReader {
+    fn create_batch(&self, b: &BatchRecord) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO batches (id, tenant, status, format, mode, on_invalid, payer, currency,
+                     expected_count, expected_total, file, created_at, idempotency_key, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    id_blob(b.id.0),
+                    id_blob(b.tenant.0),
+                    b.status,
+                    b.format,
+                    b.mode,
+                    b.on_invalid,
+                    b.payer,
+                    b.currency,
+                    b.expected_count.map(int),
+                    b.expected_total,
+                    b.file,
+                    int(b.created_at),
+                    b.idempotency_key,
+                    b.fingerprint,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn clear_batch_items(&self, batch: BatchId) -> Result<()> {
+        self.with(|conn| {
+            conn.execute("DELETE FROM batch_items WHERE batch = ?1", [id_blob(batch.0)])?;
+            conn.execute("DELETE FROM batch_totals WHERE batch = ?1", [id_blob(batch.0)])?;
+            Ok(())
+        })
+    }
+
+    fn insert_batch_items(&self, batch: BatchId, items: &[BatchItemRow]) -> Result<()> {
+        // Not synced: see `insert_items`; the item writer's connection is the only one with
+        // `synchronous=NORMAL`, and nothing else runs on it.
+        self.with_item_writer(|conn| insert_items(conn, batch, items))
+    }
+
+    fn finish_validation(&self, batch: BatchId, v: &Validated<'_>) -> Result<()> {
+        self.with(|conn| {
+            let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+            let blob = id_blob(batch.0);
+            for t in v.totals {
+                tx.execute(
+                    "INSERT INTO batch_totals (batch, currency, count, sum) VALUES (?1, ?2, ?3, ?4)",
+                    params![blob, t.currency.code(), int(t.count), t.sum.to_string()],
+                )?;
+            }
+            tx.execute(
+                "UPDATE batches SET status = ?2, total = ?3, invalid = ?4, variant = ?5, message_id = ?6,
+                     rejection = ?7, validated_at = ?8, completed_at = CASE WHEN ?2 = 'rejected' THEN ?8 END
+                 WHERE id = ?1",
+                params![blob, v.status, int(v.total), int(v.invalid), v.variant, v.message_id, v.rejection, int(v.now)],
+            )?;
+            if v.status == "rejected" {
+                tx.execute(
+                    "INSERT INTO outbox (tenant, type, object, created_at)
+                     SELECT tenant, 'batch.rejected', id, ?2 FROM batches WHERE id = ?1",
+                    params![blob, int(v.now)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn request_cancel(&self, tenant: TenantId, batch: BatchId) -> Result<bool> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE batches SET cancel_requested = 1 WHERE id = ?1 AND tenant = ?2",
+                params![id_blob(batch.0), id_blob(tenant.0)],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn batch(&self, tenant: TenantId, id: BatchId) -> Result<Option<BatchRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM batches WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], batch_from)
+                .optional()?)
+        })
+    }
+
+    fn batch_totals(&self, batch: BatchId) -> Result<Vec<BatchTotal>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT currency, count, sum FROM batch_totals WHERE batch = ?1 ORDER BY currency")?;
+            let rows = stmt.query_map([id_blob(batch.0)], |row| {
+                let code: String = row.get(0)?;
+                let sum: String = row.get(2)?;
+                Ok((code, uint(row, "count")?, sum))
+            })?;
+            let mut totals = Vec::new();
+            for row in rows {
+                let (code, count, sum) = row?;
+                let currency = Currency::from_code(&code)
+                    .ok_or_else(|| StoreError::Corrupt(format!("batch total in unknown currency {code}")))?;
+                let sum = sum.parse().map_err(|_| StoreError::Corrupt(format!("batch total {sum:?}")))?;
+                totals.push(BatchTotal { currency, count, sum });
+            }
+            Ok(totals)
+        })
+    }
+
+    fn batch_items(
+        &self,
+        batch: BatchId,
+        statuses: &[&str],
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BatchItemRow>> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let items = list_items(&tx, batch, statuses, after, limit)?;
+            tx.finish()?;
+            Ok(items)
+        })
+    }
+
+    fn batch_work(&self, batch: BatchId, status: &str, after: Option<u64>, limit: usize) -> Result<Vec<BatchItem>> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let items: Vec<Sendable> = list_items(&tx, batch, &[status], after, limit)?;
+            tx.finish()?;
+            Ok(items.into_iter().filter_map(|s| s.item).collect())
+        })
+    }
+
+    fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM batches WHERE tenant = ?1 AND idempotency_key = ?2")?
+                .query_row(params![id_blob(tenant.0), key], batch_from)
+                .optional()?)
+        })
+    }
+
+    fn active_batches(&self) -> Result<Vec<BatchRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare("SELECT * FROM batches WHERE status IN ('validating', 'processing') ORDER BY created_at")?
+                .query_map([], batch_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {
+        self.account_with(|conn| {
+            if let Ok(id) = text.parse::<AccountId>() {
+                return conn
+                    .prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
+                    .query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from)
+                    .optional();
+            }
+            conn.prepare_cached(
+                "SELECT * FROM accounts WHERE tenant = ?1 AND reference = ?2
+                 ORDER BY currency = ?3 DESC, created_at LIMIT 1",
+            )?
+            .query_row(params![id_blob(tenant.0), text, currency.map(Currency::code)], account_from)
+            .optional()
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! Conversions between ledger values and SQLite's columns, and SQLite's errors by kind.
+
+use crate::{IdempotencyRecord, StoreError};
+use paycore_ledger::{
+    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, Overdraft, Payment, PaymentId, PaymentStatus,
+    Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind, HoldStatus,
+};
+use rusqlite::ffi::ErrorCode;
+use rusqlite::Row;
+
+impl From<rusqlite::Error> for StoreError {
+    /// SQLite's error, by what the caller can do about it.
+    fn from(e: rusqlite::Error) -> Self {
+        let text = e.to_string();
+        match &e {
+            rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+                ErrorCode::ConstraintViolation
+                    if matches!(
+                        failure.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    ) =>
+                {
+                    StoreError::Conflict(text)
+                }
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy(text),
+                ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::NoLargeFileSupport
+                | ErrorCode::OutOfMemory => StoreError::Unavailable(text),
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(text),
+                _ => StoreError::Internal(text),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(text),
+            _ => StoreError::Internal(text),
+        }
+    }
+}
+
+// Conversions between ledger values and columns.
+
+pub(super) fn id_blob(id: u128) -> [u8; 16] {
+    id.to_be_bytes()
+}
+
+pub(super) fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
+    let bytes: [u8; 16] = row.get(column)?;
+    Ok(u128::from_be_bytes(bytes))
+}
+
+pub(super) fn opt_blob_id(row: &Row, column: &str) -> rusqlite::Result<Option<u128>> {
+    let bytes: Option<[u8; 16]> = row.get(column)?;
+    Ok(bytes.map(u128::from_be_bytes))
+}
+
+/// Amounts and counters are at most `i64::MAX`, so they fit SQLite's integers exactly.
+pub(super) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(super) fn uint(row: &Row, column: &str) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(column)?;
+    u64::try_from(value).map_err(|_| corrupt(column, "a negative amount or time"))
+}
+
+pub(super) fn opt_uint(row: &Row, column: &str) -> rusqlite::Result<Option<u64>> {
+    let value: Option<i64> = row.get(column)?;
+    value.map(|v| u64::try_from(v).map_err(|_| corrupt(column, "a negative amount or time"))).transpose()
+}
+
+pub(super) fn corrupt(column: &str, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("column {column} holds {what}").into(),
+    )
+}
+
+pub(super) fn parsed<T>(row: &Row, column: &str, parse: impl Fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    parse(&text).ok_or_else(|| corrupt(column, &format!("unknown value {text:?}")))
+}
+
+pub(super) fn currency(row: &Row) -> rusqlite::Result<Currency> {
+    parsed(row, "currency", Currency::from_code)
+}
+
+pub(super) fn account_from(row: &Row) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: AccountId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        currency: currency(row)?,
+        overdraft: match opt_uint(row, "overdraft_limit")? {
+            Some(limit) => Overdraft::Limit(limit),
+            None => Overdraft::Unlimited,
+        },
+        reference: row.get("reference")?,
+        metadata: row.get("metadata")?,
+        balances: Balances {
+            debits_posted: uint(row, "debits_posted")?,
+            credits_posted: uint(row, "credits_posted")?,
+            debits_pending: uint(row, "debits_pending")?,
+            credits_pending: uint(row, "credits_pending")?,
+        },
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+pub(super) fn transfer_from(row: &Row) -> rusqlite::Result<Transfer> {
+    Ok(Transfer {
+        id: TransferId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        debit_account: AccountId(blob_id(row, "debit_account")?),
+        credit_account: AccountId(blob_id(row, "credit_account")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        kind: parsed(row, "kind", TransferKind::parse)?,
+        pending_id: opt_blob_id(row, "pending_id")?.map(TransferId),
+        expires_at: opt_uint(row, "expires_at")?,
+        timestamp: uint(row, "timestamp")?,
+    })
+}
+
+// Columns by position: naming a column scans the statement's column names for every value,
+// which costs more than the value for rows read by the thousand (replay, batch items).
+
+pub(super) fn uint_at(row: &Row, i: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(i)?;
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, value))
+}
+
+pub(super) fn id_at(row: &Row, i: usize) -> rusqlite::Result<Option<u128>> {
+    let bytes: Option<[u8; 16]> = row.get(i)?;
+    Ok(bytes.map(u128::from_be_bytes))
+}
+
+pub(super) fn currency_at(row: &Row, i: usize) -> rusqlite::Result<Option<Currency>> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(code) => std::str::from_utf8(code).ok().and_then(Currency::from_code),
+        _ => None,
+    })
+}
+
+/// The columns [`transfer_at`] decodes, in its order.
+pub(super) const TRANSFER_SELECT: &str =
+    "id, tenant, debit_account, credit_account, amount, currency, kind, pending_id, expires_at, timestamp";
+
+/// A transfer selected as [`TRANSFER_SELECT`], read by position.
+pub(super) fn transfer_at(row: &Row) -> rusqlite::Result<Transfer> {
+    let unknown = |i: usize, what: &str| corrupt(TRANSFER_SELECT.split(", ").nth(i).unwrap_or("?"), what);
+    let id = |i: usize| id_at(row, i)?.ok_or_else(|| unknown(i, "NULL"));
+    let kind = row.get_ref(6)?.as_str()?;
+    let expires_at: Option<i64> = row.get(8)?;
+    Ok(Transfer {
+        id: TransferId(id(0)?),
+        tenant: TenantId(id(1)?),
+        debit_account: AccountId(id(2)?),
+        credit_account: AccountId(id(3)?),
+        amount: uint_at(row, 4)?,
+        currency: currency_at(row, 5)?.ok_or_else(|| unknown(5, "an unknown currency"))?,
+        kind: TransferKind::parse(kind).ok_or_else(|| unknown(6, "an unknown kind"))?,
+        pending_id: id_at(row, 7)?.map(TransferId),
+        expires_at: expires_at.map(|v| u64::try_from(v).map_err(|_| unknown(8, "a negative time"))).transpose()?,
+        timestamp: uint_at(row, 9)?,
+    })
+}
+
+pub(super) fn hold_from(row: &Row) -> rusqlite::Result<HoldRecord> {
+    Ok(HoldRecord {
+        transfer: transfer_from(row)?,
+        status: parsed(row, "status", HoldStatus::parse)?,
+        payment: opt_blob_id(row, "payment")?.map(PaymentId),
+    })
+}
+
+pub(super) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
+    let failure: Option<String> = row.get("failure_code")?;
+    Ok(Payment {
+        id: PaymentId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        payer: AccountId(blob_id(row, "payer")?),
+        payee: AccountId(blob_id(row, "payee")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        capture_method: parsed(row, "capture_method", CaptureMethod::parse)?,
+        status: parsed(row, "status", PaymentStatus::parse)?,
+        description: row.get("description")?,
+        failure_code: failure.map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f))).transpose()?,
+        amount_captured: uint(row, "amount_captured")?,
+        amount_refunded: uint(row, "amount_refunded")?,
+        expires_at: uint(row, "expires_at")?,
+        created_at: uint(row, "created_at")?,
+        updated_at: uint(row, "updated_at")?,
+        transfer: opt_blob_id(row, "transfer")?.map(TransferId),
+    })
+}
+
+pub(super) fn refund_from(row: &Row) -> rusqlite::Result<Refund> {
+    let failure: Option<String> = row.get("failure_code")?;
+    Ok(Refund {
+        id: RefundId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        payment: PaymentId(blob_id(row, "payment")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        status: parsed(row, "status", RefundStatus::parse)?,
+        failure_code: failure.map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f))).transpose()?,
+        transfer: TransferId(blob_id(row, "transfer")?),
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+pub(super) fn idempotency_from(row: &Row) -> rusqlite::Result<IdempotencyRecord> {
+    let status: i64 = row.get("status")?;
+    Ok(IdempotencyRecord {
+        tenant: TenantId(blob_id(row, "tenant")?),
+        key: row.get("key")?,
+        fingerprint: row.get("fingerprint")?,
+        status: u16::try_from(status).map_err(|_| corrupt("status", "an invalid HTTP status"))?,
+        body: row.get("body")?,
+        created_at: uint(row, "created_at")?,
+    })
+}

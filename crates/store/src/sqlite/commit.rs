@@ -1,0 +1,498 @@
+//! The engine's side of the SQLite store: recover, load, and the commit of each batch in one
+//! transaction, with the balances it publishes to the readers and checkpoints to `accounts`.
+
+use super::batches::commit_batch_changes;
+use super::checkpoint::Checkpointer;
+use super::codec::{
+    account_from, hold_from, id_blob, idempotency_from, int, payment_from, transfer_at, transfer_from,
+    TRANSFER_SELECT,
+};
+use super::history::Indexer;
+use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
+use paycore_ledger::{
+    Account, AccountId, Balances, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, Refund, ResultCode,
+    TenantId, Transfer, TransferId,
+};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+const HOLD_COLUMNS: &str = "SELECT t.*, h.status, h.payment FROM holds h JOIN transfers t ON t.id = h.id";
+
+/// Balances committed since the last checkpoint, newer than the `accounts` rows (shared with
+/// the readers). The engine holds the write lock from just before a commit becomes visible
+/// until the map has its balances, and a reader holds the read lock while it reads an account,
+/// so that no reader sees a commit's other rows (a batch's counters, a transfer) without its
+/// balances, or the rows of a checkpoint without the map it clears.
+pub(super) type Fresh = Arc<RwLock<HashMap<AccountId, Balances>>>;
+
+/// The most accounts whose balances wait for a checkpoint (bounds the memory of `Fresh`).
+const FRESH_MAX: usize = 200_000;
+/// The longest balances wait for a checkpoint while batches keep committing; a restart replays
+/// the transfers since the last one.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The engine's connection.
+///
+/// A commit appends transfers but does not rewrite the balances of the accounts they touch:
+/// rewriting ~8 000 account rows per 8 189-transfer batch was half of the commit's statements.
+/// Committed balances wait in memory (`fresh`, which readers consult first) and are written to
+/// `accounts` by a checkpoint (every [`CHECKPOINT_EVERY`], inside a commit), which also records
+/// `meta.balances_through`, the timestamp they are valid at. Balances are a function of the
+/// transfers, so nothing acknowledged depends on the checkpoint: after a crash, `recover`
+/// replays the transfers after `balances_through` and checkpoints at once.
+pub(super) struct SqliteStore {
+    conn: Connection,
+    /// Keeps `history.db` up with `transfers`; stops with the store.
+    indexer: Indexer,
+    /// Copies the WAL into the database file beside the commits; stops with the store.
+    _checkpointer: Checkpointer,
+    fresh: Fresh,
+    checkpointed_at: Instant,
+    /// Held for as long as the store lives.
+    _lock: File,
+}
+
+impl Store for SqliteStore {
+    fn recover(&mut self) -> Result<Recovered> {
+        self.replay_balances()?;
+        let conn = &self.conn;
+        let accounts = conn
+            .prepare("SELECT * FROM accounts")?
+            .query_map([], account_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let open_holds = conn
+            .prepare(&format!("{HOLD_COLUMNS} WHERE h.status = 'pending'"))?
+            .query_map([], hold_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let open_payments = conn
+            .prepare("SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')")?
+            .query_map([], payment_from)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let last: Option<i64> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
+        // The primary key's last entry: one B-tree descent.
+        let max_transfer_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM transfers", [], |r| r.get(0))?;
+        let max_payment_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM payments", [], |r| r.get(0))?;
+        Ok(Recovered {
+            accounts,
+            open_holds,
+            open_payments,
+            last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
+            max_transfer_id: max_transfer_id.map(|b| TransferId(u128::from_be_bytes(b))),
+            max_payment_id: max_payment_id.map(|b| PaymentId(u128::from_be_bytes(b))),
+        })
+    }
+
+    fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
+        let mut loaded = Loaded::default();
+        let mut ids: Vec<u128> = wanted.transfers.iter().map(|id| id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut point = self.conn.prepare_cached("SELECT * FROM transfers WHERE id = ?1")?;
+        let mut range = self.conn.prepare_cached("SELECT * FROM transfers WHERE id BETWEEN ?1 AND ?2")?;
+        // Close ids (a batch's items: the batch id with the item's index in the low bits) are
+        // read with one range scan instead of a lookup each.
+        for run in ids.chunk_by(|a, b| b - a <= RUN_GAP_MAX) {
+            if let [id] = run {
+                if let Some(t) = point.query_row([id_blob(*id)], transfer_from).optional()? {
+                    loaded.transfers.push(t);
+                }
+                continue;
+            }
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let mut rows = range.query([id_blob(first), id_blob(last)])?;
+            while let Some(row) = rows.next()? {
+                let t = transfer_from(row)?;
+                if run.binary_search(&t.id.0).is_ok() {
+                    loaded.transfers.push(t);
+                }
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(&format!("{HOLD_COLUMNS} WHERE h.id = ?1"))?;
+        for id in &wanted.holds {
+            if let Some(h) = stmt.query_row([id_blob(id.0)], hold_from).optional()? {
+                loaded.holds.push(h);
+            }
+        }
+        let mut stmt = self.conn.prepare_cached("SELECT * FROM payments WHERE id = ?1")?;
+        for id in &wanted.payments {
+            if let Some(p) = stmt.query_row([id_blob(id.0)], payment_from).optional()? {
+                loaded.payments.push(p);
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+        let mut stmt = self.conn.prepare_cached("SELECT * FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
+        let mut found = Vec::new();
+        for (tenant, key) in keys {
+            if let Some(r) = stmt.query_row(params![id_blob(tenant.0), key], idempotency_from).optional()? {
+                found.push(r);
+            }
+        }
+        Ok(found)
+    }
+
+    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        let checkpoint = self.checkpoint_due(changes.balances.len());
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_accounts(&tx, &changes.new_accounts)?;
+        insert_transfers(&tx, &changes.transfers)?;
+        upsert_holds(&tx, &changes.holds)?;
+        upsert_payments(&tx, &changes.payments)?;
+        insert_refunds(&tx, &changes.refunds)?;
+        insert_idempotency(&tx, idempotency)?;
+        insert_events(&tx, changes)?;
+        commit_batch_changes(&tx, changes)?;
+        tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute([int(changes.last_timestamp)])?;
+        if checkpoint {
+            let mut all: HashMap<AccountId, Balances> =
+                self.fresh.read().map_err(|_| poisoned())?.iter().map(|(id, b)| (*id, *b)).collect();
+            all.extend(changes.balances.iter().copied());
+            write_balances(&tx, all.into_iter(), changes.last_timestamp)?;
+        }
+        // The commit becomes visible to readers with its balances (see [`Fresh`]).
+        let mut fresh = self.fresh.write().map_err(|_| poisoned())?;
+        tx.commit()?;
+        if checkpoint {
+            fresh.clear();
+            self.checkpointed_at = Instant::now();
+        } else {
+            fresh.extend(changes.balances.iter().copied());
+        }
+        drop(fresh);
+        self.indexer.committed(changes.transfers.len());
+        Ok(())
+    }
+}
+
+/// The batch's new accounts, with zero balances (their balances come with the transfers).
+fn insert_accounts(conn: &Connection, accounts: &[Account]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO accounts (id, tenant, currency, overdraft_limit, reference, metadata,
+             debits_posted, credits_posted, debits_pending, credits_pending, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0, ?7)",
+    )?;
+    for account in accounts {
+        let limit = match account.overdraft {
+            Overdraft::Limit(limit) => Some(int(limit)),
+            Overdraft::Unlimited => None,
+        };
+        stmt.execute(params![
+            id_blob(account.id.0),
+            id_blob(account.tenant.0),
+            account.currency.code(),
+            limit,
+            account.reference,
+            account.metadata,
+            int(account.created_at),
+        ])?;
+    }
+    Ok(())
+}
+
+/// New holds, and the new status of those the batch resolved.
+fn upsert_holds(conn: &Connection, holds: &[HoldRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO holds (id, status, payment) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+    )?;
+    for h in holds {
+        stmt.execute(params![id_blob(h.transfer.id.0), h.status.as_str(), h.payment.map(|p| id_blob(p.0))])?;
+    }
+    Ok(())
+}
+
+/// New payments, and the new state of those the batch moved on.
+fn upsert_payments(conn: &Connection, payments: &[Payment]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
+             status, description, failure_code, amount_captured, amount_refunded,
+             expires_at, created_at, updated_at, transfer)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+             failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
+             amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
+             transfer = excluded.transfer",
+    )?;
+    for p in payments {
+        stmt.execute(params![
+            id_blob(p.id.0),
+            id_blob(p.tenant.0),
+            id_blob(p.payer.0),
+            id_blob(p.payee.0),
+            int(p.amount),
+            p.currency.code(),
+            p.capture_method.as_str(),
+            p.status.as_str(),
+            p.description,
+            p.failure_code.map(ResultCode::as_str),
+            int(p.amount_captured),
+            int(p.amount_refunded),
+            int(p.expires_at),
+            int(p.created_at),
+            int(p.updated_at),
+            p.transfer.map(|t| id_blob(t.0)),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The batch's refunds, succeeded or failed.
+fn insert_refunds(conn: &Connection, refunds: &[Refund]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code,
+             transfer, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for r in refunds {
+        stmt.execute(params![
+            id_blob(r.id.0),
+            id_blob(r.tenant.0),
+            id_blob(r.payment.0),
+            int(r.amount),
+            r.currency.code(),
+            r.status.as_str(),
+            r.failure_code.map(ResultCode::as_str),
+            id_blob(r.transfer.0),
+            int(r.created_at),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The responses saved for the batch's idempotency keys.
+fn insert_idempotency(conn: &Connection, records: &[IdempotencyRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in records {
+        stmt.execute(params![id_blob(r.tenant.0), r.key, r.fingerprint, r.status, r.body, int(r.created_at)])?;
+    }
+    Ok(())
+}
+
+/// The batch's webhook events, into the outbox: one exists if and only if its change does.
+fn insert_events(conn: &Connection, changes: &ChangeSet) -> Result<()> {
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO outbox (tenant, type, object, created_at) VALUES (?1, ?2, ?3, ?4)")?;
+    for (tenant, kind, object) in &changes.events {
+        stmt.execute(params![id_blob(tenant.0), kind, id_blob(*object), int(changes.last_timestamp)])?;
+    }
+    Ok(())
+}
+
+/// Rows per `INSERT` statement for the bulk inserts (transfers, batch items): one statement
+/// per row cost more in statement set-up and tear-down than in the B-tree work itself.
+pub(super) const ROWS_PER_INSERT: usize = 64;
+const TRANSFER_COLUMNS: usize = 10;
+
+/// Inserts `rows` with `head` (`INSERT INTO t (…) VALUES `) and [`ROWS_PER_INSERT`] rows of
+/// `columns` parameters per statement; `bind` binds one row's values after an offset.
+pub(super) fn insert_rows<T>(
+    conn: &Connection,
+    head: &str,
+    columns: usize,
+    rows: &[T],
+    mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> Result<()> {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let many = format!("{head}{}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    let mut stmt = conn.prepare_cached(&many)?;
+    for chunk in &mut chunks {
+        for (i, value) in chunk.iter().enumerate() {
+            bind(&mut stmt, i * columns, value)?;
+        }
+        stmt.raw_execute()?;
+    }
+    let mut stmt = conn.prepare_cached(&format!("{head}{row}"))?;
+    for value in chunks.remainder() {
+        bind(&mut stmt, 0, value)?;
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
+
+fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
+    let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
+                    expires_at, timestamp) VALUES ";
+    insert_rows(tx, head, TRANSFER_COLUMNS, transfers, bind_transfer)
+}
+
+/// Binds one transfer's columns, in `insert_transfers`' order, after `offset` parameters.
+fn bind_transfer(stmt: &mut rusqlite::Statement<'_>, offset: usize, t: &Transfer) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(offset + 1, id_blob(t.id.0))?;
+    stmt.raw_bind_parameter(offset + 2, id_blob(t.tenant.0))?;
+    stmt.raw_bind_parameter(offset + 3, id_blob(t.debit_account.0))?;
+    stmt.raw_bind_parameter(offset + 4, id_blob(t.credit_account.0))?;
+    stmt.raw_bind_parameter(offset + 5, int(t.amount))?;
+    stmt.raw_bind_parameter(offset + 6, t.currency.code())?;
+    stmt.raw_bind_parameter(offset + 7, t.kind.as_str())?;
+    stmt.raw_bind_parameter(offset + 8, t.pending_id.map(|p| id_blob(p.0)))?;
+    stmt.raw_bind_parameter(offset + 9, t.expires_at.map(int))?;
+    stmt.raw_bind_parameter(offset + 10, int(t.timestamp))
+}
+
+/// Ids closer than this are read with one range scan in [`SqliteStore::load`].
+const RUN_GAP_MAX: u128 = 1 << 16;
+
+pub(super) fn poisoned() -> StoreError {
+    StoreError::Internal("a thread panicked while holding the balances in memory".into())
+}
+
+/// Writes `balances` to `accounts` and records the timestamp they are valid at.
+fn write_balances(
+    conn: &Connection,
+    balances: impl Iterator<Item = (AccountId, Balances)>,
+    through: u64,
+) -> Result<()> {
+    let mut balances: Vec<(AccountId, Balances)> = balances.collect();
+    // In key order: each page of `accounts` is visited once.
+    balances.sort_unstable_by_key(|(id, _)| *id);
+    let mut stmt = conn.prepare_cached(
+        "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4,
+             credits_pending = ?5 WHERE id = ?1",
+    )?;
+    for (id, b) in &balances {
+        let updated = stmt.execute(params![
+            id_blob(id.0),
+            int(b.debits_posted),
+            int(b.credits_posted),
+            int(b.debits_pending),
+            int(b.credits_pending),
+        ])?;
+        if updated != 1 {
+            return Err(StoreError::Corrupt(format!("balance update for missing account {id}")));
+        }
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('balances_through', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [int(through)],
+    )?;
+    Ok(())
+}
+
+/// The timestamp the balances in `accounts` are valid at: every transfer after it is replayed
+/// on them to get the balances now.
+pub(super) fn balances_through(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'balances_through'", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+impl Drop for SqliteStore {
+    /// A last checkpoint, so that the next start has nothing to replay (best effort: `recover`
+    /// replays whatever is missing).
+    fn drop(&mut self) {
+        let result = (|| -> Result<()> {
+            let balances: Vec<(AccountId, Balances)> =
+                self.fresh.read().map_err(|_| poisoned())?.iter().map(|(id, b)| (*id, *b)).collect();
+            if balances.is_empty() {
+                return Ok(());
+            }
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let last: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0))?;
+            write_balances(&tx, balances.into_iter(), u64::try_from(last).unwrap_or(0))?;
+            let mut fresh = self.fresh.write().map_err(|_| poisoned())?;
+            tx.commit()?;
+            fresh.clear();
+            Ok(())
+        })();
+        if let Err(error) = result {
+            tracing::warn!(%error, "no checkpoint of the balances at shutdown; the next start replays them");
+        }
+    }
+}
+
+impl SqliteStore {
+    pub(super) fn new(
+        conn: Connection,
+        indexer: Indexer,
+        checkpointer: Checkpointer,
+        fresh: Fresh,
+        lock: File,
+    ) -> SqliteStore {
+        SqliteStore { conn, indexer, _checkpointer: checkpointer, fresh, checkpointed_at: Instant::now(), _lock: lock }
+    }
+
+    /// Whether this commit, bringing `new` balances, also checkpoints them all: when too many
+    /// wait in memory, or when the last checkpoint is old enough and some wait.
+    fn checkpoint_due(&self, new: usize) -> bool {
+        let fresh_len = self.fresh.read().map_or(FRESH_MAX, |f| f.len());
+        fresh_len + new > FRESH_MAX || (self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY && fresh_len + new > 0)
+    }
+
+    /// Brings `accounts` up to date with the transfers (after a crash, the balances of up to
+    /// [`CHECKPOINT_EVERY`] of batches were only in memory) and checkpoints them.
+    fn replay_balances(&mut self) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let through = balances_through(&tx)?;
+        let mut replayed: HashMap<AccountId, Balances> = HashMap::new();
+        let mut last = None;
+        {
+            let mut tail = tx
+                .prepare(&format!("SELECT {TRANSFER_SELECT} FROM transfers WHERE timestamp > ?1 ORDER BY timestamp"))?;
+            let mut account = tx.prepare_cached("SELECT * FROM accounts WHERE id = ?1")?;
+            let mut held = tx.prepare_cached("SELECT amount FROM transfers WHERE id = ?1")?;
+            let mut rows = tail.query([through])?;
+            while let Some(row) = rows.next()? {
+                let t = transfer_at(row)?;
+                let held = match t.pending_id {
+                    None => 0,
+                    Some(p) => held
+                        .query_row([id_blob(p.0)], |r| r.get::<_, i64>(0))
+                        .optional()?
+                        .and_then(|a| u64::try_from(a).ok())
+                        .ok_or_else(|| StoreError::Corrupt(format!("{} resolves a missing hold {p}", t.id)))?,
+                };
+                let mut balances = |id: AccountId| -> Result<Balances> {
+                    if let Some(b) = replayed.get(&id) {
+                        return Ok(*b);
+                    }
+                    let stored = account.query_row([id_blob(id.0)], account_from).optional()?;
+                    Ok(stored
+                        .ok_or_else(|| StoreError::Corrupt(format!("{} moves money of missing account {id}", t.id)))?
+                        .balances)
+                };
+                let (mut debit, mut credit) = (balances(t.debit_account)?, balances(t.credit_account)?);
+                t.replay(held, &mut debit, &mut credit)
+                    .ok_or_else(|| StoreError::Corrupt(format!("{} takes a balance out of range on replay", t.id)))?;
+                replayed.insert(t.debit_account, debit);
+                replayed.insert(t.credit_account, credit);
+                last = Some(t.timestamp);
+            }
+        }
+        if let Some(last) = last {
+            tracing::info!(accounts = replayed.len(), "balances replayed from the transfers after the last checkpoint");
+            write_balances(&tx, replayed.into_iter(), last)?;
+        }
+        let mut fresh = self.fresh.write().map_err(|_| poisoned())?;
+        tx.commit()?;
+        fresh.clear();
+        drop(fresh);
+        self.checkpointed_at = Instant::now();
+        Ok(())
+    }
+
+    /// Brings `history.db` up to date now rather than when the indexer next runs (for tests;
+    /// listings are complete either way).
+    #[cfg(test)]
+    pub(super) fn index_history(&mut self, data_dir: &std::path::Path) -> Result<()> {
+        use super::history::{self, HISTORY_FILE};
+        let mut history = history::open_for_writing(&self.conn, &data_dir.join(HISTORY_FILE))?;
+        while history::index_pass(&self.conn, &mut history, 65_536)? > 0 {}
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on
+//! disk (fsync) before it returns.
+//!
+//! One writer connection belongs to the engine ([`SqliteStore`], `commit`); the API's reads and
+//! writes ([`SqliteReader`], `reader`) share a bounded pool of connections and see committed
+//! data only. An exclusive lock on `<data>/LOCK` keeps a second process from opening the same
+//! data folder: two writers would mean two engines, and two engines can spend the same money
+//! twice. The modules, by job: `open` (connections, the lock, migrations), `codec` (columns to
+//! ledger values and back), `commit` (the engine's side), `reader` (the pool and the reads),
+//! `checkpoint` (WAL checkpoints beside the commits), `history` (account history in its own
+//! file), `batches`, `admin`, `verify`.
+
+mod admin;
+mod batches;
+mod checkpoint;
+mod codec;
+mod commit;
+mod history;
+mod open;
+mod reader;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use crate::{Opened, Options, Result};
+use checkpoint::Checkpointer;
+use commit::SqliteStore;
+use history::{Indexer, HISTORY_FILE};
+use reader::SqliteReader;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens (creating if needed) the data folder: locks it, migrates the schema, and starts the
+/// store's threads (the WAL checkpointer, the history indexer).
+pub(crate) fn open(data_dir: &Path, options: &Options) -> Result<Opened> {
+    let (store, reader) = open_parts(data_dir, options)?;
+    Ok(Opened { store: Box::new(store), api: reader })
+}
+
+fn open_parts(data_dir: &Path, options: &Options) -> Result<(SqliteStore, Arc<SqliteReader>)> {
+    let lock = open::lock(data_dir)?;
+    let path = data_dir.join(open::DATABASE_FILE);
+    let writer = open::writer(&path)?;
+    let checkpointer = Checkpointer::start(&path)?;
+    let history_path = data_dir.join(HISTORY_FILE);
+    let indexer = Indexer::start(path.clone(), history::open_for_writing(&writer, &history_path)?)?;
+    let reader = Arc::new(SqliteReader::new(path, history_path, options.reader_connections_max));
+    let store = SqliteStore::new(writer, indexer, checkpointer, reader.fresh(), lock);
+    Ok((store, reader))
+}
+
+/// Opens a data folder for offline checks; creates nothing.
+pub(crate) fn open_for_verify(data_dir: &Path) -> Result<Arc<dyn crate::ApiStore>> {
+    let path = data_dir.join(open::DATABASE_FILE);
+    if !path.exists() {
+        return Err(crate::StoreError::Unavailable(format!("{} has no paycore database", data_dir.display())));
+    }
+    Ok(Arc::new(SqliteReader::new(path, data_dir.join(HISTORY_FILE), 1)))
+}

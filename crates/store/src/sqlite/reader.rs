@@ -1,0 +1,286 @@
+//! The API's side of the SQLite store: a bounded pool of connections that see committed data
+//! only, and the reads of [`Reader`].
+
+use super::codec::{account_from, blob_id, id_blob, idempotency_from, payment_from, refund_from, transfer_from, uint};
+use super::commit::{poisoned, Fresh};
+use super::history;
+use super::open::connect;
+use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result, StoreError};
+use paycore_ledger::{Account, AccountId, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The API's reads and writes, safe to share between threads: each call borrows a connection
+/// from a pool of at most `connections_max`, waiting for one when all are in use.
+pub(super) struct SqliteReader {
+    path: PathBuf,
+    history: PathBuf,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection goes back to the pool (or a slot frees up).
+    returned: Condvar,
+    connections_max: usize,
+    /// The connection that writes batch items during validation, with `synchronous=NORMAL`
+    /// (see `batches::insert_items`); one writer at a time, and never lent to anything else.
+    items: Mutex<Option<Connection>>,
+    /// Balances committed since the last checkpoint (see [`super::commit::SqliteStore`]):
+    /// newer than the rows.
+    fresh: Fresh,
+}
+
+/// The pool's connections: those idle, and how many exist in all (idle or lent).
+struct Pool {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// Connections kept idle in the pool; up to `connections_max` may be open while many requests
+/// read at once, the ones past this number are closed when they come back.
+const POOL_IDLE_MAX: usize = 16;
+/// The longest a call waits for a connection when all are lent before it answers `Busy`.
+const POOL_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// A connection lent by the pool; it goes back when dropped, even if the borrower panicked.
+struct Lease<'a> {
+    reader: &'a SqliteReader,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let mut pool = self.reader.lock_pool();
+        if pool.idle.len() < POOL_IDLE_MAX {
+            pool.idle.push(conn);
+        } else {
+            pool.open -= 1;
+        }
+        drop(pool);
+        self.reader.returned.notify_one();
+    }
+}
+
+impl SqliteReader {
+    pub(super) fn new(path: PathBuf, history: PathBuf, connections_max: usize) -> SqliteReader {
+        SqliteReader {
+            path,
+            history,
+            pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }),
+            returned: Condvar::new(),
+            connections_max: connections_max.max(1),
+            items: Mutex::new(None),
+            fresh: Fresh::default(),
+        }
+    }
+
+    /// The balances the engine's commits publish to the readers.
+    pub(super) fn fresh(&self) -> Fresh {
+        self.fresh.clone()
+    }
+
+    /// An account as `read` finds it, with its balances as last committed: the row, unless
+    /// newer balances wait in memory for a checkpoint.
+    pub(super) fn account_with(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<Option<Account>>,
+    ) -> Result<Option<Account>> {
+        let fresh = self.fresh.read().map_err(|_| poisoned())?;
+        let account = self.with(|conn| Ok(read(conn)?))?;
+        Ok(account.map(|mut account| {
+            if let Some(balances) = fresh.get(&account.id) {
+                account.balances = *balances;
+            }
+            account
+        }))
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub(super) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let lease = self.lease()?;
+        match &lease.conn {
+            Some(conn) => f(conn),
+            None => Err(StoreError::Internal("a lease without its connection".into())),
+        }
+    }
+
+    /// Runs `f` on the batch item writer's own connection (see [`SqliteReader::items`]).
+    pub(super) fn with_item_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut slot = self.items.lock().map_err(|_| poisoned())?;
+        let conn = match slot.take() {
+            Some(conn) => conn,
+            None => {
+                let conn = connect(&self.path)?;
+                // Not synced: see `batches::insert_items`.
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        *slot = Some(conn);
+        result
+    }
+
+    fn lock_pool(&self) -> MutexGuard<'_, Pool> {
+        // The pool's state is two plain fields, valid even if a holder panicked.
+        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lease(&self) -> Result<Lease<'_>> {
+        let mut pool = self.lock_pool();
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(Lease { reader: self, conn: Some(conn) });
+            }
+            if pool.open < self.connections_max {
+                pool.open += 1;
+                drop(pool);
+                // From here the slot is the lease's: a failed connect gives it back on drop.
+                let mut lease = Lease { reader: self, conn: None };
+                let conn = connect(&self.path).and_then(|conn| history::attach(&conn, &self.history).map(|()| conn));
+                return match conn {
+                    Ok(conn) => {
+                        lease.conn = Some(conn);
+                        Ok(lease)
+                    }
+                    Err(error) => {
+                        self.lock_pool().open -= 1;
+                        self.returned.notify_one();
+                        Err(error)
+                    }
+                };
+            }
+            let (next, waited) = self
+                .returned
+                .wait_timeout(pool, POOL_WAIT_MAX)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pool = next;
+            if waited.timed_out() && pool.idle.is_empty() && pool.open >= self.connections_max {
+                return Err(StoreError::Busy(format!(
+                    "all {} store connections stayed in use for {} s",
+                    self.connections_max,
+                    POOL_WAIT_MAX.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+impl Reader for SqliteReader {
+    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
+        self.account_with(|conn| {
+            conn.prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from)
+                .optional()
+        })
+    }
+
+    fn account_transfers(&self, tenant: TenantId, id: AccountId, page: Page<TransferId>) -> Result<Vec<Transfer>> {
+        self.with(|conn| {
+            let before = match page.after {
+                None => i64::MAX,
+                Some(cursor) => {
+                    let ts: Option<i64> = conn
+                        .prepare_cached("SELECT timestamp FROM transfers WHERE id = ?1 AND tenant = ?2")?
+                        .query_row(params![id_blob(cursor.0), id_blob(tenant.0)], |r| r.get(0))
+                        .optional()?;
+                    match ts {
+                        Some(ts) => ts,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+            };
+            let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+            // One read transaction over both files: the watermark and the entries below it
+            // come from one snapshot of history.db, and the main database is never behind it.
+            let tx = conn.unchecked_transaction()?;
+            let watermark: i64 = tx.query_row("SELECT timestamp FROM history.watermark", [], |r| r.get(0))?;
+            // Newest first: the unindexed tail (timestamps above the watermark), scanned on the
+            // timestamp index, which also holds both accounts ...
+            let mut rows = tx
+                .prepare_cached(
+                    "SELECT * FROM transfers
+                     WHERE timestamp > ?1 AND timestamp < ?2 AND (debit_account = ?3 OR credit_account = ?3)
+                       AND tenant = ?4
+                     ORDER BY timestamp DESC LIMIT ?5",
+                )?
+                .query_map(params![watermark, before, id_blob(id.0), id_blob(tenant.0), limit], transfer_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // ... then the indexed part, newest first.
+            let rest = page.limit.saturating_sub(rows.len());
+            let ids = history::indexed(&tx, id.0, before.min(watermark.saturating_add(1)), rest)?;
+            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?;
+            for transfer in ids {
+                if let Some(t) =
+                    stmt.query_row(params![id_blob(transfer), id_blob(tenant.0)], transfer_from).optional()?
+                {
+                    rows.push(t);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn transfer(&self, tenant: TenantId, id: TransferId) -> Result<Option<Transfer>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], transfer_from)
+                .optional()?)
+        })
+    }
+
+    fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Option<Payment>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM payments WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0)], payment_from)
+                .optional()?)
+        })
+    }
+
+    fn refunds(&self, tenant: TenantId, payment: PaymentId) -> Result<Vec<Refund>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM refunds WHERE payment = ?1 AND tenant = ?2 ORDER BY created_at")?
+                .query_map(params![id_blob(payment.0), id_blob(tenant.0)], refund_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM idempotency WHERE tenant = ?1 AND key = ?2")?
+                .query_row(params![id_blob(tenant.0), key], idempotency_from)
+                .optional()?)
+        })
+    }
+
+    fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT * FROM api_keys WHERE hash = ?1")?
+                .query_row([hash], |row| {
+                    let scopes: String = row.get("scopes")?;
+                    let revoked: i64 = row.get("revoked")?;
+                    Ok(ApiKeyRecord {
+                        id: row.get("id")?,
+                        tenant: TenantId(blob_id(row, "tenant")?),
+                        hash: row.get("hash")?,
+                        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                        created_at: uint(row, "created_at")?,
+                        revoked: revoked != 0,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    fn api_key_count(&self) -> Result<u64> {
+        self.with(|conn| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM api_keys WHERE revoked = 0", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+}

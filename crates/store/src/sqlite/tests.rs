@@ -1,0 +1,382 @@
+//! Tests of what only the SQLite store has: its files, its schema versions and migrations,
+//! its history file, its checkpoints, and checks that tamper with its rows. What every store
+//! must do is in `crates/store/tests/suite.rs`.
+
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+
+use super::commit::SqliteStore;
+use super::reader::SqliteReader;
+use crate::{BatchItemRow, BatchRecord, BatchStore, Options, Page, Reader, Store, StoreError};
+use paycore_ledger::{
+    AccountId, BatchId, CaptureMethod, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Overdraft,
+    PaymentId, Request, State, TenantId, TransferId, TransferOp,
+};
+use std::sync::Arc;
+
+const T1: TenantId = TenantId(1);
+
+fn eur() -> Currency {
+    Currency::from_code("EUR").unwrap()
+}
+
+fn open_sqlite(dir: &std::path::Path) -> (SqliteStore, Arc<SqliteReader>) {
+    super::open_parts(dir, &Options::default()).unwrap()
+}
+
+fn open(id: u128, overdraft: Overdraft, reference: Option<&str>) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: AccountId(id),
+        currency: eur(),
+        overdraft,
+        reference: reference.map(str::to_owned),
+        metadata: None,
+    })
+}
+
+fn mv(id: u128, debit: u128, credit: u128, amount: u64, hold: Option<Hold>) -> NewTransfer {
+    NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount,
+            currency: eur(),
+            hold,
+        },
+    }
+}
+
+/// Executes `commands` on the ledger and commits what they changed.
+fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
+    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
+    let loaded = store.load(&state.prefetch(&requests)).unwrap();
+    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+    state.execute(&requests, now);
+    store.commit(&state.take_changes(), &[]).unwrap();
+}
+
+fn synchronous(conn: &rusqlite::Connection) -> i64 {
+    conn.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, reader) = open_sqlite(dir.path());
+    let batch = BatchId(7 << 64);
+    reader.create_batch(&BatchRecord::new(batch, T1, "csv", 1)).unwrap();
+    let item = |index: u64| BatchItemRow {
+        index,
+        line: index + 2,
+        location: format!("line {}", index + 2),
+        reference: Some(format!("inv-{index}")),
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: None,
+        payee_text: Some("acc".into()),
+        payer: None,
+        payee: None,
+        amount: Some(100),
+        currency: Currency::from_code("EUR"),
+        status: "invalid".into(),
+        failure_code: Some("account_not_found".into()),
+        message: Some("payee: no account".into()),
+    };
+    reader.insert_batch_items(batch, &(0..70).map(item).collect::<Vec<_>>()).unwrap();
+    // A failed insert (the same indexes again) writes nothing.
+    assert!(matches!(reader.insert_batch_items(batch, &[item(3)]), Err(StoreError::Conflict(_))));
+    // 1 is NORMAL, 2 is FULL: the item writer's connection skips the fsync, every pooled
+    // connection (the API's writes: batches, keys, webhooks) stays synced.
+    assert_eq!(reader.with_item_writer(|conn| Ok(synchronous(conn))).unwrap(), 1);
+    assert_eq!(reader.with(|conn| Ok(synchronous(conn))).unwrap(), 2);
+    assert_eq!(reader.batch_items(batch, &["invalid"], None, 100).unwrap().len(), 70);
+}
+
+#[test]
+fn the_reader_pool_never_opens_more_connections_than_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, _) = open_sqlite(dir.path());
+    let path = dir.path().join(super::open::DATABASE_FILE);
+    let reader = Arc::new(SqliteReader::new(path, dir.path().join("history.db"), 2));
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (reader, inside, most) = (reader.clone(), inside.clone(), most.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    reader
+                        .with(|_| {
+                            let now = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2, "eight threads share two connections");
+}
+
+#[test]
+fn a_unique_violation_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, reader) = open_sqlite(dir.path());
+    let record = BatchRecord::new(BatchId(9 << 64), T1, "csv", 1);
+    reader.create_batch(&record).unwrap();
+    assert!(matches!(reader.create_batch(&record), Err(StoreError::Conflict(_))));
+}
+
+#[test]
+fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    step(&mut state, &mut store, 20, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None)])]);
+    step(
+        &mut state,
+        &mut store,
+        30,
+        vec![Command::CreatePayment(NewPayment {
+            id: PaymentId(7),
+            payer: AccountId(2),
+            payee: AccountId(1),
+            amount: 10,
+            currency: eur(),
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 60,
+            description: None,
+        })],
+    );
+    step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.accounts, report.transfers, report.payments), (2, 2, 1));
+
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    conn.execute(
+        "UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = ?1",
+        [AccountId(2).0.to_be_bytes()],
+    )
+    .unwrap();
+    conn.execute("UPDATE payments SET amount_captured = 11", []).unwrap();
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(report.problems[0].contains("stored balances"));
+    assert!(report.problems[1].contains("EUR: balances sum to 1 posted"));
+    assert!(report.problems[2].contains("status succeeded does not match its transfers"));
+}
+
+#[test]
+fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_sqlite(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 6 }), "{err}");
+    assert!(err.to_string().contains("newer paycore"), "{err}");
+}
+
+/// Every page of every account's history, newest first.
+fn history(reader: &dyn Reader, account: u128, page_size: usize) -> Vec<TransferId> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = reader.account_transfers(T1, AccountId(account), Page { after, limit: page_size }).unwrap();
+        all.extend(page.iter().map(|t| t.id));
+        match page.last() {
+            Some(last) if page.len() == page_size => after = Some(last.id),
+            _ => return all,
+        }
+    }
+}
+
+#[test]
+fn account_history_lists_every_transfer_whether_indexed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 1, (1..=5).map(|a| open(a, Overdraft::Unlimited, None)).collect());
+    let mut committed: Vec<(u128, u128, u128)> = Vec::new();
+    let mut seed: u64 = 42;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let check = |committed: &[(u128, u128, u128)], reader: &dyn Reader, page_size: usize| {
+        for account in 1..=5 {
+            let expected: Vec<TransferId> =
+                committed.iter().rev().filter(|t| t.1 == account || t.2 == account).map(|t| TransferId(t.0)).collect();
+            assert_eq!(history(reader, account, page_size), expected, "account {account}, pages of {page_size}");
+        }
+    };
+    for batch in 0..24u128 {
+        let transfers: Vec<(u128, u128, u128)> = (0..7u128)
+            .map(|i| {
+                let debit = 1 + u128::from(next(5));
+                let credit = 1 + (debit + u128::from(next(4))) % 5;
+                (1000 + batch * 10 + i, debit, credit)
+            })
+            .collect();
+        let moves = transfers.iter().map(|&(id, d, c)| mv(id, d, c, 1, None)).collect();
+        step(&mut state, &mut store, 10 + u64::try_from(batch).unwrap(), vec![Command::Transfers(moves)]);
+        committed.extend(transfers);
+        // Indexed up to here every third batch; the background indexer may run at any time too.
+        if batch % 3 == 0 {
+            store.index_history(dir.path()).unwrap();
+        }
+        check(&committed, reader.as_ref(), 1 + usize::try_from(batch % 4).unwrap());
+    }
+    check(&committed, reader.as_ref(), 100);
+
+    // history.db is derived: without it (or after it), listings are the same.
+    drop((store, reader));
+    std::fs::remove_file(dir.path().join("history.db")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("history.db-wal"));
+    let (mut store, reader) = open_sqlite(dir.path());
+    check(&committed, reader.as_ref(), 3);
+    store.index_history(dir.path()).unwrap();
+    check(&committed, reader.as_ref(), 3);
+
+    // A history ahead of the transfers (the database was replaced by an older copy) starts over.
+    drop((store, reader));
+    let history = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+    history.execute("UPDATE watermark SET timestamp = 1 << 62", []).unwrap();
+    history.execute("DELETE FROM account_runs WHERE account = ?1", [AccountId(1).0.to_be_bytes()]).unwrap();
+    drop(history);
+    let (_store, reader) = open_sqlite(dir.path());
+    check(&committed, reader.as_ref(), 5);
+}
+
+/// The files of a data folder as a crash would leave them (the store still open, nothing
+/// written by a shutdown), copied to a new folder.
+fn crash_image(dir: &std::path::Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for name in ["paycore.db", "paycore.db-wal"] {
+        if dir.join(name).exists() {
+            std::fs::copy(dir.join(name), image.path().join(name)).unwrap();
+        }
+    }
+    image
+}
+
+#[test]
+fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, (1..=3).map(|a| open(a, Overdraft::Unlimited, None)).collect());
+    let pay = |state: &mut State, store: &mut dyn Store, now: u64, first: u128| {
+        let transfers = vec![
+            mv(first, 1, 2, 100, None),
+            mv(first + 1, 2, 3, 30, Some(Hold { timeout_seconds: Some(3600) })),
+            mv(first + 2, 3, 1, 5, None),
+        ];
+        step(state, store, now, vec![Command::Transfers(transfers)]);
+    };
+    pay(&mut state, &mut store, 20, 100);
+    // The second batch posts part of the first batch's hold: a replay needs the held amount.
+    step(
+        &mut state,
+        &mut store,
+        25,
+        vec![Command::Transfers(vec![NewTransfer {
+            id: TransferId(150),
+            linked: false,
+            op: TransferOp::Post { pending_id: TransferId(101), amount: Some(20) },
+        }])],
+    );
+    let current = |state: &State| (1..=3).map(|a| state.account(AccountId(a)).unwrap().balances).collect::<Vec<_>>();
+    let read = |reader: &dyn Reader| {
+        (1..=3).map(|a| reader.account(T1, AccountId(a)).unwrap().unwrap().balances).collect::<Vec<_>>()
+    };
+    assert_eq!(read(reader.as_ref()), current(&state), "readers see balances not yet checkpointed");
+
+    // A crash now: nothing was checkpointed, everything is replayed.
+    let image = crash_image(dir.path());
+    {
+        let (mut again, reader) = open_sqlite(image.path());
+        let recovered = again.recover().unwrap();
+        let balances: Vec<_> =
+            (1..=3).map(|a| recovered.accounts.iter().find(|x| x.id == AccountId(a)).unwrap().balances).collect();
+        assert_eq!(balances, current(&state));
+        assert_eq!(read(reader.as_ref()), current(&state));
+        assert!(crate::verify::verify(reader.as_ref()).unwrap().ok());
+    }
+
+    // After a checkpoint (a commit a second later), only the batches after it are replayed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    pay(&mut state, &mut store, 30, 200);
+    pay(&mut state, &mut store, 40, 300);
+    assert_eq!(read(reader.as_ref()), current(&state));
+    let image = crash_image(dir.path());
+    let rows = rusqlite::Connection::open(image.path().join("paycore.db")).unwrap();
+    let through: i64 =
+        rows.query_row("SELECT value FROM meta WHERE key = 'balances_through'", [], |r| r.get(0)).unwrap();
+    assert!(through > 0, "a checkpoint was written");
+    drop(rows);
+    let (mut again, reader) = open_sqlite(image.path());
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    again.recover().unwrap();
+    assert_eq!(read(reader.as_ref()), current(&state));
+}
+
+/// A data folder written before item results became runs (schema 5, statuses on the item rows)
+/// reads the same after the migration: every item keeps its status and failure code.
+#[test]
+fn item_statuses_survive_the_move_to_result_runs() {
+    use crate::BatchStore;
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    for migration in [
+        include_str!("migrations/0001_init.sql"),
+        include_str!("migrations/0002_batches.sql"),
+        include_str!("migrations/0003_tenants_webhooks.sql"),
+        include_str!("migrations/0004_history_out_of_commit.sql"),
+        include_str!("migrations/0005_balances_checkpoint.sql"),
+    ] {
+        conn.execute_batch(migration).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 5).unwrap();
+    let batch = paycore_ledger::BatchId(42 << 64);
+    conn.execute(
+        "INSERT INTO batches (id, tenant, status, format, mode, on_invalid, total, invalid, succeeded, failed, held,
+             created_at)
+         VALUES (?1, ?2, 'completed', 'csv', 'atomic', 'skip_invalid', 6, 1, 1, 3, 0, 1)",
+        rusqlite::params![batch.0.to_be_bytes(), T1.0.to_be_bytes()],
+    )
+    .unwrap();
+    let old = [
+        ("succeeded", None),
+        ("failed", Some("insufficient_funds")),
+        ("invalid", Some("account_not_found")),
+        ("voided", Some("batch_aborted")),
+        ("held", None),
+        ("voided", Some("batch_aborted")),
+    ];
+    for (index, (status, code)) in old.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO batch_items (batch, idx, line, location, status, failure_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![batch.0.to_be_bytes(), index as i64, index as i64 + 2, "line", status, code],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let (_store, reader) = open_sqlite(dir.path());
+    let items = reader.batch_items(batch, &[], None, 100).unwrap();
+    let now: Vec<(&str, Option<&str>)> = items.iter().map(|i| (i.status.as_str(), i.failure_code.as_deref())).collect();
+    assert_eq!(now, old);
+    let voided: Vec<u64> = reader.batch_items(batch, &["voided"], None, 100).unwrap().iter().map(|i| i.index).collect();
+    assert_eq!(voided, [3, 5]);
+}
