@@ -3,6 +3,7 @@
 
 use crate::{metrics, routes};
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -76,131 +77,150 @@ pub fn document_json() -> serde_json::Value {
 const ACCOUNT_ID: &str = "^acct_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 const TRANSFER_ID: &str = "^tr_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 
-fn conform(document: &mut serde_json::Value) {
-    use serde_json::{json, Value};
-    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
-    let currencies: Vec<Value> = paycore_ledger::Currency::all().map(|c| json!(c.code())).collect();
-    let bounds = |schema: &mut Value, bounds: Value| {
-        if let (Some(schema), Value::Object(bounds)) = (schema.as_object_mut(), bounds) {
-            for (key, value) in bounds {
-                schema.insert(key, value);
-            }
-        }
-    };
-    let currency_enum = |schema: &mut Value| {
-        let nullable = schema["type"].as_array().is_some_and(|t| t.contains(&json!("null")));
-        let mut codes = currencies.clone();
-        if nullable {
-            codes.push(Value::Null);
-        }
-        schema["enum"] = Value::Array(codes);
-    };
+/// What utoipa's annotations cannot say, patched into the generated document: the bounds and
+/// patterns the server enforces, and the error answers every operation of a kind can give.
+fn conform(document: &mut Value) {
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else { continue };
             for (_, operation) in item.iter_mut() {
-                let Some(operation) = operation.as_object_mut() else { continue };
-                let secured = operation.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
-                let body = operation.contains_key("requestBody");
-                let mut input = body;
-                let mut idempotent = false;
-                if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
-                    for parameter in parameters {
-                        let name = parameter["name"].as_str().unwrap_or("").to_owned();
-                        let place = parameter["in"].as_str().unwrap_or("").to_owned();
-                        input |= place != "path";
-                        let schema = &mut parameter["schema"];
-                        match (place.as_str(), name.as_str()) {
-                            ("header", "Idempotency-Key") => {
-                                idempotent = true;
-                                bounds(schema, json!({"pattern": "^[!-~]([ -~]{0,253}[!-~])?$"}));
-                            }
-                            ("query", "limit") => {
-                                let max = if path.ends_with("/items") { 1000 } else { 100 };
-                                bounds(schema, json!({"minimum": 1, "maximum": max}));
-                            }
-                            ("query", "starting_after") if path.starts_with("/v1/accounts/") => {
-                                bounds(schema, json!({"pattern": TRANSFER_ID}));
-                            }
-                            ("query", "format") if path == "/v1/batches" => {
-                                schema["enum"] = json!(["csv", "jsonl", "pain.001", "nacha", null]);
-                            }
-                            ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
-                            ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", null]),
-                            ("query", "mode") => schema["enum"] = json!(["best_effort", "atomic", null]),
-                            ("query", "on_invalid") => schema["enum"] = json!(["reject_file", "skip_invalid", null]),
-                            ("query", "status") => {
-                                schema["enum"] = json!(["invalid", "pending", "held", "succeeded", "failed", null]);
-                            }
-                            ("query", "currency") => currency_enum(schema),
-                            ("query", "payer") => bounds(schema, json!({"minLength": 1, "pattern": "^\\S(.*\\S)?$"})),
-                            ("query", "expected_total") => bounds(schema, json!({"pattern": "^[0-9]+(\\.[0-9]+)?$"})),
-                            _ => {}
-                        }
-                    }
-                }
-                let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
-                if path.ends_with("/report") {
-                    // `?format=pain.002` answers XML.
-                    if let Some(content) =
-                        responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut)
-                    {
-                        content.insert("application/xml".to_owned(), json!({"schema": {"type": "string"}}));
-                    }
-                }
-                if secured && !responses.contains_key("401") {
-                    responses.insert("401".to_owned(), error("`unauthorized`: no valid API key"));
-                }
-                if input && !responses.contains_key("400") {
-                    responses.insert("400".to_owned(), error("Invalid parameter, query or header"));
-                }
-                if body && !responses.contains_key("413") {
-                    responses.insert("413".to_owned(), error("`body_too_large`: the body is over the size limit"));
-                }
-                if idempotent && !responses.contains_key("422") {
-                    responses.insert(
-                        "422".to_owned(),
-                        error("`idempotency_key_reused`: the key was used with another request"),
-                    );
+                if let Some(operation) = operation.as_object_mut() {
+                    conform_operation(path, operation);
                 }
             }
         }
     }
-    let Some(schemas) = document.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
-    for (name, schema) in schemas.iter_mut() {
-        if name == "BulkTransfers" {
-            bounds(&mut schema["properties"]["transfers"], json!({"minItems": 1, "maxItems": 8190}));
-        }
-        let request = matches!(
-            name.as_str(),
-            "CreateAccount" | "TransferParams" | "CreatePayment" | "CapturePayment" | "CreateRefund" | "BatchItemParam"
-        );
-        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut).filter(|_| request) else {
-            continue;
-        };
-        for (field, property) in properties.iter_mut() {
-            match field.as_str() {
-                "currency" => currency_enum(property),
-                "amount" => bounds(property, json!({"minimum": 1, "maximum": 9_223_372_036_854_775_807_u64})),
-                "timeout_seconds" | "expires_in_seconds" => {
-                    bounds(property, json!({"minimum": 1, "maximum": 31_622_400}))
-                }
-                "debit_account" | "credit_account" | "payer_account" | "payee_account" => {
-                    bounds(property, json!({"pattern": ACCOUNT_ID}));
-                }
-                "id" | "post_pending_id" | "void_pending_id" => bounds(property, json!({"pattern": TRANSFER_ID})),
-                "reference" if name == "CreateAccount" => bounds(property, json!({"minLength": 1, "maxLength": 128})),
-                "description" => bounds(property, json!({"maxLength": 1000})),
-                "payee" => bounds(property, json!({"minLength": 1})),
-                "metadata" => bounds(
-                    property,
-                    json!({"maxProperties": 50, "propertyNames": {"minLength": 1, "maxLength": 40},
-                           "additionalProperties": {"type": "string", "maxLength": 500}}),
-                ),
-                _ => {}
-            }
+    if let Some(schemas) = document.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        for (name, schema) in schemas.iter_mut() {
+            conform_schema(name, schema);
         }
     }
+}
+
+/// An operation's parameters, and the error answers it can give that it does not list.
+fn conform_operation(path: &str, operation: &mut serde_json::Map<String, Value>) {
+    let secured = operation.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
+    let body = operation.contains_key("requestBody");
+    let mut input = body;
+    let mut idempotent = false;
+    if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
+        for parameter in parameters {
+            input |= parameter["in"].as_str() != Some("path");
+            idempotent |= conform_parameter(path, parameter);
+        }
+    }
+    let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    if path.ends_with("/report") {
+        // `?format=pain.002` answers XML.
+        if let Some(content) = responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut)
+        {
+            content.insert("application/xml".to_owned(), json!({"schema": {"type": "string"}}));
+        }
+    }
+    let errors = [
+        (secured, "401", "`unauthorized`: no valid API key"),
+        (input, "400", "Invalid parameter, query or header"),
+        (body, "413", "`body_too_large`: the body is over the size limit"),
+        (idempotent, "422", "`idempotency_key_reused`: the key was used with another request"),
+    ];
+    for (applies, status, description) in errors {
+        if applies && !responses.contains_key(status) {
+            responses.insert(status.to_owned(), error_response(description));
+        }
+    }
+}
+
+/// A parameter's bounds and allowed values; true when it is the `Idempotency-Key` header.
+fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
+    let name = parameter["name"].as_str().unwrap_or("").to_owned();
+    let place = parameter["in"].as_str().unwrap_or("").to_owned();
+    let schema = &mut parameter["schema"];
+    match (place.as_str(), name.as_str()) {
+        ("header", "Idempotency-Key") => {
+            bounds(schema, json!({"pattern": "^[!-~]([ -~]{0,253}[!-~])?$"}));
+            return true;
+        }
+        ("query", "limit") => {
+            let max = if path.ends_with("/items") { 1000 } else { 100 };
+            bounds(schema, json!({"minimum": 1, "maximum": max}));
+        }
+        ("query", "starting_after") if path.starts_with("/v1/accounts/") => {
+            bounds(schema, json!({"pattern": TRANSFER_ID}));
+        }
+        ("query", "format") if path == "/v1/batches" => {
+            schema["enum"] = json!(["csv", "jsonl", "pain.001", "nacha", null]);
+        }
+        ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
+        ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", null]),
+        ("query", "mode") => schema["enum"] = json!(["best_effort", "atomic", null]),
+        ("query", "on_invalid") => schema["enum"] = json!(["reject_file", "skip_invalid", null]),
+        ("query", "status") => {
+            schema["enum"] = json!(["invalid", "pending", "held", "succeeded", "failed", null]);
+        }
+        ("query", "currency") => currency_enum(schema),
+        ("query", "payer") => bounds(schema, json!({"minLength": 1, "pattern": "^\\S(.*\\S)?$"})),
+        ("query", "expected_total") => bounds(schema, json!({"pattern": "^[0-9]+(\\.[0-9]+)?$"})),
+        _ => {}
+    }
+    false
+}
+
+/// The bounds of a request schema's fields, as the server's JSON extraction checks them.
+fn conform_schema(name: &str, schema: &mut Value) {
+    if name == "BulkTransfers" {
+        bounds(&mut schema["properties"]["transfers"], json!({"minItems": 1, "maxItems": 8190}));
+    }
+    let request = matches!(
+        name,
+        "CreateAccount" | "TransferParams" | "CreatePayment" | "CapturePayment" | "CreateRefund" | "BatchItemParam"
+    );
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut).filter(|_| request) else {
+        return;
+    };
+    for (field, property) in properties.iter_mut() {
+        match field.as_str() {
+            "currency" => currency_enum(property),
+            "amount" => bounds(property, json!({"minimum": 1, "maximum": 9_223_372_036_854_775_807_u64})),
+            "timeout_seconds" | "expires_in_seconds" => bounds(property, json!({"minimum": 1, "maximum": 31_622_400})),
+            "debit_account" | "credit_account" | "payer_account" | "payee_account" => {
+                bounds(property, json!({"pattern": ACCOUNT_ID}));
+            }
+            "id" | "post_pending_id" | "void_pending_id" => bounds(property, json!({"pattern": TRANSFER_ID})),
+            "reference" if name == "CreateAccount" => bounds(property, json!({"minLength": 1, "maxLength": 128})),
+            "description" => bounds(property, json!({"maxLength": 1000})),
+            "payee" => bounds(property, json!({"minLength": 1})),
+            "metadata" => bounds(
+                property,
+                json!({"maxProperties": 50, "propertyNames": {"minLength": 1, "maxLength": 40},
+                       "additionalProperties": {"type": "string", "maxLength": 500}}),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// An error answer with the one error shape.
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+}
+
+/// Adds `bounds`' keys to `schema`.
+fn bounds(schema: &mut Value, bounds: Value) {
+    if let (Some(schema), Value::Object(bounds)) = (schema.as_object_mut(), bounds) {
+        for (key, value) in bounds {
+            schema.insert(key, value);
+        }
+    }
+}
+
+/// Restricts a currency field to the ISO 4217 codes paycore knows (and null if it may be).
+fn currency_enum(schema: &mut Value) {
+    let nullable = schema["type"].as_array().is_some_and(|t| t.contains(&json!("null")));
+    let mut codes: Vec<Value> = paycore_ledger::Currency::all().map(|c| json!(c.code())).collect();
+    if nullable {
+        codes.push(Value::Null);
+    }
+    schema["enum"] = Value::Array(codes);
 }
 
 /// The OpenAPI document.

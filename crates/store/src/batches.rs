@@ -310,6 +310,27 @@ impl WindowResults {
     pub fn slots(&self) -> &[Option<usize>] {
         &self.result
     }
+
+    /// The maximal stretches `(first, last)` of consecutive indexes whose slot `keep` accepts,
+    /// in index order: the only rows of the window worth reading.
+    pub fn stretches(&self, keep: impl Fn(Option<usize>) -> bool) -> Vec<(u64, u64)> {
+        let mut stretches = Vec::new();
+        let mut start: Option<usize> = None;
+        for (i, slot) in self.result.iter().enumerate() {
+            match (keep(*slot), start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    stretches.push((self.lo + s as u64, self.lo + i as u64 - 1));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            stretches.push((self.lo + s as u64, self.lo + self.result.len() as u64 - 1));
+        }
+        stretches
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +419,18 @@ mod tests {
         assert_eq!(window.run_of(39), None);
         let gap = WindowResults::new(&[run(0, 9, "succeeded"), run(20, 29, "failed")], 5, 24);
         assert_eq!((gap.run_of(9), gap.run_of(10), gap.run_of(19), gap.run_of(20)), (Some(0), None, None, Some(1)));
+    }
+
+    #[test]
+    fn stretches_are_the_maximal_runs_of_kept_slots() {
+        let run = |first, last, status| ResultRun { first, last, status, code: None };
+        // 10..=14 succeeded, 15..=17 nothing (invalid or unsent), 18..=19 failed.
+        let window = WindowResults::new(&[run(10, 14, "succeeded"), run(18, 19, "failed")], 10, 19);
+        assert_eq!(window.stretches(|slot| slot == Some(1)), [(18, 19)]);
+        assert_eq!(window.stretches(|slot| slot.is_none()), [(15, 17)]);
+        assert_eq!(window.stretches(|slot| slot != Some(0)), [(15, 19)]);
+        assert_eq!(window.stretches(|_| true), [(10, 19)]);
+        assert_eq!(window.stretches(|_| false), []);
     }
 
     #[test]

@@ -267,9 +267,6 @@ pub(super) fn list_items<T: ItemShape>(
         .optional()?;
     let Some((ended, batch_payer)) = found else { return Ok(out) };
     let compact = Compact { batch_payer: batch_payer.as_deref() };
-    // What the end of the batch made of the items it never sent.
-    let (left, left_code) = unsent(&ended);
-    let limit_sql = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let decode = |row: &Row| T::decode(row, &compact);
     if statuses == ["invalid"] {
         let sql = format!(
@@ -289,6 +286,8 @@ pub(super) fn list_items<T: ItemShape>(
     );
     let mut fetch = conn.prepare_cached(&sql)?;
     let wanted = |status: &str| statuses.is_empty() || statuses.contains(&status);
+    // What the end of the batch made of the items it never sent.
+    let (left, left_code) = unsent(&ended);
     // A window of indexes at a time: the runs that cover it, each index's result (the run
     // of its latest phase), then the rows of the stretches whose status is wanted.
     let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
@@ -297,50 +296,74 @@ pub(super) fn list_items<T: ItemShape>(
         let hi = lo.saturating_add(window - 1).min(max);
         let runs = runs_in(conn, &blob, lo, hi)?;
         let results = WindowResults::new(&runs, lo, hi);
-        let result = results.slots();
         // An index without a result may be an invalid item; its row says.
-        let keep = |r: Option<usize>| match r {
+        let keep = |run: Option<usize>| match run {
             Some(k) => wanted(runs[k].status),
             None => wanted(left) || wanted("invalid"),
         };
-        let mut i = 0;
-        while i < result.len() && out.len() < limit {
-            if !keep(result[i]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < result.len() && keep(result[i]) {
-                i += 1;
-            }
-            // The stretch's rows, a page at a time: invalid rows in it are dropped, so one
-            // page may not fill what is left of `limit`.
-            let (mut a, b) = (lo + start as u64, lo + i as u64 - 1);
-            while a <= b && out.len() < limit {
-                let need = limit - out.len();
-                let mut fetched = 0;
-                for row in fetch.query_map(params![blob, int(a), int(b), limit_sql(need)], decode)? {
-                    let mut row = row?;
-                    fetched += 1;
-                    a = row.index().saturating_add(1);
-                    if row.status() != "invalid" {
-                        match results.run_of(row.index()) {
-                            Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
-                            None => row.set_status(left, left_code),
-                        }
-                    }
-                    if wanted(row.status()) {
-                        out.push(row);
-                    }
-                }
-                if fetched < need {
-                    break;
+        let derive = |row: &mut T| {
+            if row.status() != "invalid" {
+                match results.run_of(row.index()) {
+                    Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
+                    None => row.set_status(left, left_code),
                 }
             }
+        };
+        for (first, last) in results.stretches(keep) {
+            if out.len() >= limit {
+                break;
+            }
+            let stretch = Stretch { blob: &blob, first, last, limit };
+            stretch.read(&mut fetch, &decode, &derive, &wanted, &mut out)?;
         }
         lo = hi + 1;
     }
     Ok(out)
+}
+
+fn limit_sql(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Consecutive item indexes `first..=last` of a batch whose rows are to be read, until `out`
+/// holds `limit` items.
+struct Stretch<'a> {
+    blob: &'a [u8; 16],
+    first: u64,
+    last: u64,
+    limit: usize,
+}
+
+impl Stretch<'_> {
+    /// Reads the stretch's rows a page at a time, derives each status, and keeps the wanted
+    /// ones: invalid rows may be dropped, so one page may not fill what is left of `limit`.
+    fn read<T: ItemShape>(
+        &self,
+        fetch: &mut rusqlite::CachedStatement<'_>,
+        decode: &impl Fn(&Row) -> rusqlite::Result<T>,
+        derive: &impl Fn(&mut T),
+        wanted: &impl Fn(&str) -> bool,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        let mut next = self.first;
+        while next <= self.last && out.len() < self.limit {
+            let need = self.limit - out.len();
+            let mut fetched = 0;
+            for row in fetch.query_map(params![self.blob, int(next), int(self.last), limit_sql(need)], decode)? {
+                let mut row = row?;
+                fetched += 1;
+                next = row.index().saturating_add(1);
+                derive(&mut row);
+                if wanted(row.status()) {
+                    out.push(row);
+                }
+            }
+            if fetched < need {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes the engine's batch results inside its commit: a row per run of consecutive items
