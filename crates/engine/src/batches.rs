@@ -12,10 +12,10 @@
 //! simply starts again from the items still `pending`: nothing is paid twice.
 
 use crate::{EngineError, EngineHandle, Reply, Submission};
-use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions};
+use paycore_formats::{check_expected, parse, Diagnostic, FatalError, ParseOptions};
 use paycore_ledger::{
-    parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request,
-    ResultCode,
+    parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command,
+    Currency, ItemStatus, OnInvalid, Outcome, Request, ResultCode,
 };
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 use std::collections::{BTreeMap, HashMap};
@@ -76,7 +76,7 @@ pub fn validate_limited(
         store.finish_validation(
             batch.id,
             &Validated {
-                status: "rejected",
+                status: BatchStatus::Rejected,
                 total: 0,
                 invalid: 0,
                 totals: &[],
@@ -87,9 +87,7 @@ pub fn validate_limited(
             },
         )
     };
-    let Ok(format) = batch.format.parse::<Format>() else {
-        return reject("unsupported_format", format!("unknown format {:?}", batch.format), &[]);
-    };
+    let format = batch.format;
     let Some(file) = &batch.file else {
         return reject("missing_file", "the batch has no stored file".into(), &[]);
     };
@@ -132,7 +130,7 @@ pub fn validate_limited(
             // Every record takes the next index, valid or not (the parser's `Item::index`).
             row.index = total;
             total += 1;
-            if row.status == "invalid" {
+            if row.status == ItemStatus::Invalid {
                 invalid += 1;
             } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
                 let t = totals.entry(currency).or_default();
@@ -197,10 +195,10 @@ pub fn validate_limited(
     let json;
     let (status, rejection_json) = if !control.is_empty() {
         json = rejection("control_total_mismatch", &control_message(&control), &control);
-        ("rejected", Some(json.as_str()))
-    } else if invalid > 0 && batch.on_invalid != "skip_invalid" {
+        (BatchStatus::Rejected, Some(json.as_str()))
+    } else if invalid > 0 && batch.on_invalid != OnInvalid::SkipInvalid {
         let shown: Vec<Diagnostic> = store
-            .batch_items(batch.id, &["invalid"], None, 100)?
+            .batch_items(batch.id, &[ItemStatus::Invalid], None, 100)?
             .into_iter()
             .map(|i| Diagnostic {
                 line: i.line,
@@ -215,9 +213,9 @@ pub fn validate_limited(
             &format!("{invalid} of {total} items are invalid (on_invalid=reject_file); the first are listed"),
             &shown,
         );
-        ("rejected", Some(json.as_str()))
+        (BatchStatus::Rejected, Some(json.as_str()))
     } else {
-        ("processing", None)
+        (BatchStatus::Processing, None)
     };
     store.finish_validation(
         batch.id,
@@ -332,7 +330,7 @@ impl Checker<'_> {
                     payee: None,
                     amount: None,
                     currency: None,
-                    status: "invalid".into(),
+                    status: ItemStatus::Invalid,
                     failure_code: Some(d.code.to_owned()),
                     message: Some(match &d.field {
                         Some(field) => format!("{}: {}", field, d.message),
@@ -343,8 +341,10 @@ impl Checker<'_> {
         };
         let problem = self.check(&item);
         let (payer, payee, status, failure_code, message) = match problem {
-            Ok((payer, payee)) => (Some(payer), Some(payee), "pending", None, None),
-            Err((code, message, payer, payee)) => (payer, payee, "invalid", Some(code.to_owned()), Some(message)),
+            Ok((payer, payee)) => (Some(payer), Some(payee), ItemStatus::Pending, None, None),
+            Err((code, message, payer, payee)) => {
+                (payer, payee, ItemStatus::Invalid, Some(code.to_owned()), Some(message))
+            }
         };
         BatchItemRow {
             index: item.index,
@@ -359,7 +359,7 @@ impl Checker<'_> {
             payee,
             amount: Some(item.amount.get()),
             currency: Some(item.currency),
-            status: status.into(),
+            status,
             failure_code,
             message,
         }
@@ -410,15 +410,15 @@ pub async fn run(
 ) -> paycore_store::Result<()> {
     let record = read(&store, tenant, batch).await?;
     let Some(record) = record else { return Ok(()) };
-    if record.status != "processing" {
+    if record.status != BatchStatus::Processing {
         return Ok(());
     }
     let submit = |command: Command| {
         let engine = engine.clone();
         async move { submit_until_done(&engine, Request { tenant, command }).await }
     };
-    if record.mode == "atomic" {
-        let mut failed = !items(&store, batch, "failed", None, 1).await?.is_empty();
+    if record.mode == BatchMode::Atomic {
+        let mut failed = !items(&store, batch, ItemStatus::Failed, None, 1).await?.is_empty();
         let mut cancelled = false;
         let mut after = None;
         while !failed {
@@ -429,7 +429,7 @@ pub async fn run(
                 cancelled = true;
                 break;
             }
-            let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
+            let chunk = items(&store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
             let codes = submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await;
@@ -440,7 +440,7 @@ pub async fn run(
             if stopping.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let chunk = items(&store, batch, "held", None, CHUNK_ITEMS).await?;
+            let chunk = items(&store, batch, ItemStatus::Held, None, CHUNK_ITEMS).await?;
             if chunk.is_empty() {
                 break;
             }
@@ -465,7 +465,7 @@ pub async fn run(
             end = BatchEnd::Cancelled;
             break;
         }
-        let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
+        let chunk = items(&store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
         let Some(last) = chunk.last() else { break };
         after = Some(last.index);
         let engine = engine.clone();
@@ -527,7 +527,7 @@ async fn cancel_requested(
 async fn items(
     store: &Arc<dyn BatchStore>,
     batch: BatchId,
-    status: &'static str,
+    status: ItemStatus,
     after: Option<u64>,
     limit: usize,
 ) -> paycore_store::Result<Vec<BatchItem>> {

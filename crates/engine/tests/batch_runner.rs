@@ -4,8 +4,8 @@
 use paycore_engine::batches::{run, validate};
 use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
 use paycore_ledger::{
-    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId, TransferId,
-    TransferOp,
+    AccountId, BatchFormat, BatchId, BatchMode, BatchStatus, Command, Currency, ItemStatus, NewAccount, NewTransfer,
+    OnInvalid, Outcome, Overdraft, Request, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{BatchRecord, BatchStore};
 use std::path::Path;
@@ -29,15 +29,8 @@ fn env() -> Env {
     let paycore_store::Opened { store, api: reader } = paycore_store::open(&data).unwrap();
     let (submitter, queue) = channel(64);
     let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    start(
-        store,
-        Box::new(queue),
-        Arc::new(SystemClock),
-        renderer,
-        EngineMetrics::default(),
-        EngineConfig::default(),
-    )
-    .unwrap();
+    start(store, Box::new(queue), Arc::new(SystemClock), renderer, EngineMetrics::default(), EngineConfig::default())
+        .unwrap();
     Env { _dir: dir, data, handle: EngineHandle::new(Arc::new(submitter)), reader, next_id: 1000 }
 }
 
@@ -90,10 +83,10 @@ impl Env {
     async fn batch(&self, number: u128, format: &str, file: String, params: &[(&str, &str)]) -> BatchRecord {
         let id = batch_id(number);
         let get = |k: &str| params.iter().find(|(key, _)| *key == k).map(|(_, v)| (*v).to_owned());
-        let new = BatchRecord::new(id, TENANT, format, 1);
+        let new = BatchRecord::new(id, TENANT, BatchFormat::parse(format).unwrap(), 1);
         let record = BatchRecord {
-            mode: get("mode").unwrap_or(new.mode.clone()),
-            on_invalid: get("on_invalid").unwrap_or(new.on_invalid.clone()),
+            mode: get("mode").map_or(new.mode, |mode| BatchMode::parse(&mode).unwrap()),
+            on_invalid: get("on_invalid").map_or(new.on_invalid, |on| OnInvalid::parse(&on).unwrap()),
             payer: get("payer"),
             currency: get("currency"),
             expected_count: get("expected_count").map(|c| c.parse().unwrap()),
@@ -150,7 +143,7 @@ async fn invalid_sample_is_rejected_before_any_money_moves() {
     env.account("EUR", Some("FUNDING"), 0).await;
     let file = env.store_file("bad.xml", &sample("iso20022/INVALID-pain.001.001.09_5tx_EUR_nboftxs-mismatch.xml"));
     let batch = env.batch(2, "pain.001", file, &[]).await;
-    assert_eq!(batch.status, "rejected");
+    assert_eq!(batch.status, BatchStatus::Rejected);
     let rejection: serde_json::Value = serde_json::from_str(batch.rejection.as_deref().unwrap()).unwrap();
     assert_eq!(rejection["code"], "control_total_mismatch");
     assert!(rejection["message"].as_str().unwrap().contains("NbOfTxs is 2 but the file has 5"), "{rejection}");
@@ -182,10 +175,10 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
         ("completed", 32, 2, 10, 20)
     );
     assert_eq!(env.posted(payer), 0);
-    let failed = env.reader.batch_items(batch_id(4), &["failed"], None, 100).unwrap();
+    let failed = env.reader.batch_items(batch_id(4), &[ItemStatus::Failed], None, 100).unwrap();
     assert_eq!(failed.len(), 20);
     assert!(failed.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
-    let invalid = env.reader.batch_items(batch_id(4), &["invalid"], None, 100).unwrap();
+    let invalid = env.reader.batch_items(batch_id(4), &[ItemStatus::Invalid], None, 100).unwrap();
     assert_eq!(
         invalid.iter().map(|i| (i.line, i.failure_code.clone().unwrap())).collect::<Vec<_>>(),
         [(32, "account_not_found".to_owned()), (33, "too_many_decimals".to_owned())]
@@ -204,7 +197,7 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     let wrong = env
         .batch(6, "csv", file, &[("payer", "PAYROLL"), ("on_invalid", "skip_invalid"), ("expected_count", "31")])
         .await;
-    assert_eq!(wrong.status, "rejected");
+    assert_eq!(wrong.status, BatchStatus::Rejected);
     assert!(wrong.rejection.unwrap().contains("expected_count is 31 but the file has 32"));
 
     // The offline check agrees with all of it.

@@ -4,8 +4,8 @@
 
 use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
 use paycore_ledger::{
-    AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft,
-    Request, ResultCode, TenantId, TransferId, TransferOp,
+    AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command, Currency,
+    ItemStatus, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{BatchItemRow, BatchRecord, Validated};
 use std::sync::Arc;
@@ -26,7 +26,11 @@ async fn run(handle: &EngineHandle, command: Command, background: bool) -> Outco
 }
 
 fn record(id: BatchId, mode: &str) -> BatchRecord {
-    BatchRecord { status: "processing".into(), mode: mode.into(), ..BatchRecord::new(id, TENANT, "csv", 1) }
+    BatchRecord {
+        status: BatchStatus::Processing,
+        mode: BatchMode::parse(mode).unwrap(),
+        ..BatchRecord::new(id, TENANT, BatchFormat::Csv, 1)
+    }
 }
 
 fn row(index: u64, amount: u64) -> BatchItemRow {
@@ -43,7 +47,7 @@ fn row(index: u64, amount: u64) -> BatchItemRow {
         payee: Some(AccountId(3)),
         amount: Some(amount),
         currency: Some(eur()),
-        status: "pending".into(),
+        status: ItemStatus::Pending,
         failure_code: None,
         message: None,
     }
@@ -108,7 +112,7 @@ async fn best_effort_and_atomic_batches() {
     run(&handle, Command::EndBatch { batch, end: BatchEnd::Completed }, true).await;
     let stored = reader.batch(TENANT, batch).unwrap().unwrap();
     assert_eq!((stored.status.as_str(), stored.succeeded, stored.failed), ("completed", 2, 1));
-    let failed = reader.batch_items(batch, &["failed"], None, 10).unwrap();
+    let failed = reader.batch_items(batch, &[ItemStatus::Failed], None, 10).unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].index, failed[0].failure_code.as_deref()), (2, Some("insufficient_funds")));
     let balance = |id| reader.account(TENANT, AccountId(id)).unwrap().unwrap().balances;
@@ -131,7 +135,7 @@ async fn best_effort_and_atomic_batches() {
     run(&handle, Command::EndBatch { batch: atomic, end: BatchEnd::Completed }, true).await;
     let stored = reader.batch(TENANT, atomic).unwrap().unwrap();
     assert_eq!((stored.succeeded, stored.failed, stored.held), (0, 3, 0));
-    let aborted = reader.batch_items(atomic, &["voided"], None, 10).unwrap();
+    let aborted = reader.batch_items(atomic, &[ItemStatus::Voided], None, 10).unwrap();
     assert_eq!(aborted.iter().map(|i| i.failure_code.as_deref()).collect::<Vec<_>>(), [Some("batch_aborted"); 2]);
     assert_eq!((balance(2).posted(), balance(2).debits_pending, balance(3).posted()), (50, 0, 200));
 
@@ -162,17 +166,18 @@ async fn item_statuses_page_through_every_filter() {
         .map(|i| {
             let mut r = row(i, 10);
             if i % 7 == 3 {
-                r.status = "invalid".into();
+                r.status = ItemStatus::Invalid;
                 r.failure_code = Some("account_not_found".into());
             }
             r
         })
         .collect();
     reader.insert_batch_items(batch, &rows).unwrap();
-    let valid: Vec<BatchItem> = rows.iter().filter(|r| r.status == "pending").map(|r| item(r.index, 10)).collect();
-    let invalid: Vec<u64> = rows.iter().filter(|r| r.status == "invalid").map(|r| r.index).collect();
+    let valid: Vec<BatchItem> =
+        rows.iter().filter(|r| r.status == ItemStatus::Pending).map(|r| item(r.index, 10)).collect();
+    let invalid: Vec<u64> = rows.iter().filter(|r| r.status == ItemStatus::Invalid).map(|r| r.index).collect();
     let validated = Validated {
-        status: "processing",
+        status: BatchStatus::Processing,
         total: 60,
         invalid: invalid.len() as u64,
         totals: &[],
@@ -191,7 +196,7 @@ async fn item_statuses_page_through_every_filter() {
     let failed: Vec<u64> = valid[20..34].iter().map(|i| i.index).collect();
     let pending: Vec<u64> = valid[34..].iter().map(|i| i.index).collect();
 
-    let page_through = |statuses: &[&str]| {
+    let page_through = |statuses: &[ItemStatus]| {
         let mut seen = Vec::new();
         let mut after = None;
         // As the API pages: one more than the page, to know whether there are more.
@@ -200,7 +205,7 @@ async fn item_statuses_page_through_every_filter() {
             let more = page.len() == 4;
             page.truncate(3);
             for item in &page {
-                assert!(statuses.is_empty() || statuses.contains(&item.status.as_str()), "{item:?}");
+                assert!(statuses.is_empty() || statuses.contains(&item.status), "{item:?}");
                 seen.push(item.index);
             }
             match page.last() {
@@ -209,22 +214,22 @@ async fn item_statuses_page_through_every_filter() {
             }
         }
     };
-    assert_eq!(page_through(&["succeeded"]), succeeded);
-    assert_eq!(page_through(&["failed"]), failed);
-    assert_eq!(page_through(&["pending"]), pending);
-    assert_eq!(page_through(&["invalid"]), invalid);
+    assert_eq!(page_through(&[ItemStatus::Succeeded]), succeeded);
+    assert_eq!(page_through(&[ItemStatus::Failed]), failed);
+    assert_eq!(page_through(&[ItemStatus::Pending]), pending);
+    assert_eq!(page_through(&[ItemStatus::Invalid]), invalid);
     assert_eq!(page_through(&[]), (0..60).collect::<Vec<u64>>());
     let stored = reader.batch(TENANT, batch).unwrap().unwrap();
     assert_eq!((stored.succeeded, stored.failed), (20, 14));
-    let codes = reader.batch_items(batch, &["failed"], None, 100).unwrap();
+    let codes = reader.batch_items(batch, &[ItemStatus::Failed], None, 100).unwrap();
     assert!(codes.iter().all(|i| i.failure_code.as_deref() == Some("insufficient_funds")));
 
     // Cancelled: the items never sent read as cancelled and count as failed.
     run(&handle, Command::EndBatch { batch, end: BatchEnd::Cancelled }, true).await;
     let mut ended: Vec<u64> = failed.iter().chain(&pending).copied().collect();
     ended.sort_unstable();
-    assert_eq!(page_through(&["failed", "voided", "cancelled"]), ended);
-    assert_eq!(page_through(&["cancelled"]), pending);
+    assert_eq!(page_through(&[ItemStatus::Failed, ItemStatus::Voided, ItemStatus::Cancelled]), ended);
+    assert_eq!(page_through(&[ItemStatus::Cancelled]), pending);
     let stored = reader.batch(TENANT, batch).unwrap().unwrap();
     assert_eq!((stored.status.as_str(), stored.succeeded, stored.failed), ("cancelled", 20, 14 + 17));
 

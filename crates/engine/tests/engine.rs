@@ -109,7 +109,10 @@ async fn concurrent_debits_never_overdraw_and_survive_restart() {
 
     // After a restart the same transfer id is recognised, and balances are as committed.
     let engine = boot(dir.path());
-    assert_eq!((posted(engine.reader.as_ref(), 1), posted(engine.reader.as_ref(), 2), posted(engine.reader.as_ref(), 3)), (-1000, 0, 1000));
+    assert_eq!(
+        (posted(engine.reader.as_ref(), 1), posted(engine.reader.as_ref(), 2), posted(engine.reader.as_ref(), 3)),
+        (-1000, 0, 1000)
+    );
     let again = run(&engine.handle, Command::Transfers(vec![transfer(100, 1, 2, 1000)]), None).await;
     assert!(matches!(again, Reply::Done(Outcome::Transfers(c)) if c == [ResultCode::Exists]));
     let changed = run(&engine.handle, Command::Transfers(vec![transfer(100, 1, 2, 999)]), None).await;

@@ -137,54 +137,25 @@ pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, It
 use paycore_ledger::{Amount, Currency};
 use std::fmt;
 use std::io::BufRead;
-use std::str::FromStr;
 
-/// The format of an input file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// Comma-separated values with a header row.
-    Csv,
-    /// One JSON object per line.
-    Jsonl,
-    /// ISO 20022 customer credit transfer initiation (pain.001.001.03, .09, .03.ch.02).
-    Pain001,
-    /// A NACHA ACH file (PPD and CCD entries).
-    Nacha,
-}
+/// The format of an input file (one name each: `csv`, `jsonl`, `pain.001`, `nacha`).
+pub use paycore_ledger::BatchFormat as Format;
 
-impl Format {
-    /// The name used in `?format=` and in [`FromStr`].
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-            Format::Pain001 => "pain.001",
-            Format::Nacha => "nacha",
-        }
-    }
-
-    /// Guesses the format from an HTTP `Content-Type`, ignoring parameters such as `charset`.
-    /// `text/plain` and `application/octet-stream` say nothing about the format, so they give
-    /// `None` and the caller must ask for `?format=`.
-    pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match essence.as_str() {
-            "text/csv" | "application/csv" => Some(Format::Csv),
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines"
-            | "application/jsonlines" => Some(Format::Jsonl),
-            "application/xml" | "text/xml" => Some(Format::Pain001),
-            "application/x-nacha" | "application/vnd.nacha" => Some(Format::Nacha),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// Guesses the format from an HTTP `Content-Type`, ignoring parameters such as `charset`.
+/// `text/plain` and `application/octet-stream` say nothing about the format, so they give
+/// `None` and the caller must ask for `?format=`.
+pub fn format_from_content_type(content_type: &str) -> Option<Format> {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "text/csv" | "application/csv" => Some(Format::Csv),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines" => Some(Format::Jsonl),
+        "application/xml" | "text/xml" => Some(Format::Pain001),
+        "application/x-nacha" | "application/vnd.nacha" => Some(Format::Nacha),
+        _ => None,
     }
 }
 
@@ -193,19 +164,15 @@ impl fmt::Display for Format {
 #[error("unknown format {0:?}; expected csv, jsonl, pain.001 or nacha")]
 pub struct UnknownFormat(pub String);
 
-impl FromStr for Format {
-    type Err = UnknownFormat;
-
-    fn from_str(text: &str) -> Result<Format, UnknownFormat> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "csv" => Ok(Format::Csv),
-            "jsonl" | "ndjson" | "json-lines" => Ok(Format::Jsonl),
-            "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.03.ch.02" => {
-                Ok(Format::Pain001)
-            }
-            "nacha" | "ach" => Ok(Format::Nacha),
-            _ => Err(UnknownFormat(text.to_owned())),
-        }
+/// The format a user names (`?format=`, `--format`): its name in any case, or a common alias
+/// (`ndjson`, `ach`, a pain.001 version). Stored names are read with [`Format::parse`].
+pub fn format_named(text: &str) -> Result<Format, UnknownFormat> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "csv" => Ok(Format::Csv),
+        "jsonl" | "ndjson" | "json-lines" => Ok(Format::Jsonl),
+        "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
+        "nacha" | "ach" => Ok(Format::Nacha),
+        _ => Err(UnknownFormat(text.to_owned())),
     }
 }
 

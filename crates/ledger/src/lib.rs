@@ -10,6 +10,7 @@ mod money;
 mod payment;
 mod state;
 mod transfer;
+mod vocabulary;
 
 pub use account::{Account, Balances, Overdraft};
 pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
@@ -24,3 +25,4 @@ pub use state::{
     ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, TIMEOUT_MAX_SECONDS,
 };
 pub use transfer::{Hold, HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
+pub use vocabulary::{BatchFormat, BatchMode, BatchStatus, ItemStatus, OnInvalid, UnknownName};

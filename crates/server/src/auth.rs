@@ -95,7 +95,12 @@ pub fn insert_key_for(
 
 /// On first start (no keys stored), makes the first key: `env_key` (from `PAYCORE_API_KEY`) if
 /// given, else a new one written to `<data_dir>/api-key` with mode 0600.
-pub fn bootstrap(reader: &dyn Reader, admin: &dyn AdminStore, data_dir: &Path, env_key: Option<Secret>) -> anyhow::Result<()> {
+pub fn bootstrap(
+    reader: &dyn Reader,
+    admin: &dyn AdminStore,
+    data_dir: &Path,
+    env_key: Option<Secret>,
+) -> anyhow::Result<()> {
     if reader.api_key_count()? > 0 {
         return Ok(());
     }

@@ -36,7 +36,7 @@ pub fn spawn(state: Arc<AppState>, batch: BatchRecord) {
 
 async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Result<()> {
     let (id, tenant) = (batch.id, batch.tenant);
-    if batch.status == "validating" {
+    if batch.status == paycore_ledger::BatchStatus::Validating {
         let permit = state.jobs.validations.acquire().await;
         let store = state.batches.clone();
         let data_dir = state.data_dir.clone();

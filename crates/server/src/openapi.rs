@@ -112,7 +112,8 @@ fn conform_operation(path: &str, operation: &mut serde_json::Map<String, Value>)
     let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { return };
     if path.ends_with("/report") {
         // `?format=pain.002` answers XML.
-        if let Some(content) = responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut)
+        if let Some(content) =
+            responses.get_mut("200").and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut)
         {
             content.insert("application/xml".to_owned(), json!({"schema": {"type": "string"}}));
         }

@@ -17,13 +17,13 @@
 //! `.part` and `.unsynced` file: what a crash of the machine may have cut short is never sent,
 //! and is written again on request.
 
-use crate::render::rfc3339;
 use crate::render::format_total;
+use crate::render::rfc3339;
 use paycore_formats::{
     group_status, write_pain002_header, CsvReportWriter, ItemStatus, Pain002Header, Pain002Version, Pain002Writer,
     ReportItem,
 };
-use paycore_ledger::{BatchId, TenantId};
+use paycore_ledger::{BatchFormat, BatchId, BatchStatus, ItemStatus as Stored, TenantId};
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal};
 use std::collections::HashMap;
 use std::fs::File;
@@ -50,7 +50,7 @@ pub enum ReportKind {
 impl ReportKind {
     /// The report written while a batch runs: pain.002 for an ISO 20022 file, CSV for others.
     pub fn ahead(batch: &BatchRecord) -> ReportKind {
-        if batch.format == "pain.001" {
+        if batch.format == BatchFormat::Pain001 {
             ReportKind::Pain002(Pain002Version::answering(batch.variant.as_deref()))
         } else {
             ReportKind::Csv
@@ -134,7 +134,7 @@ impl ReportFiles {
         run_over: &AtomicBool,
     ) -> io::Result<bool> {
         let record = store.batch(tenant, batch).map_err(io::Error::other)?;
-        let Some(record) = record.filter(|b| b.status == "processing") else { return Ok(false) };
+        let Some(record) = record.filter(|b| b.status == BatchStatus::Processing) else { return Ok(false) };
         let kind = ReportKind::ahead(&record);
         let (done, waiting) = tokio::sync::watch::channel(());
         if let Ok(mut writing) = self.writing.lock() {
@@ -208,9 +208,9 @@ fn write_part(
         // The status, read before the items: if the batch had ended then, every item read
         // after is final.
         let status = store.batch(batch.tenant, batch.id).map_err(io::Error::other)?.map(|b| b.status);
-        let ended = match status.as_deref() {
-            Some("completed" | "cancelled") => true,
-            Some("processing") => false,
+        let ended = match status {
+            Some(BatchStatus::Completed | BatchStatus::Cancelled) => true,
+            Some(BatchStatus::Processing) => false,
             _ => return Ok(false),
         };
         let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
@@ -219,7 +219,7 @@ fn write_part(
         for row in rows {
             // `pending` (not paid yet) and `held` (an atomic batch's first phase) change
             // later; every other status is final.
-            if !ended && matches!(row.status.as_str(), "pending" | "held") {
+            if !ended && matches!(row.status, Stored::Pending | Stored::Held) {
                 waiting = true;
                 break;
             }
@@ -241,10 +241,10 @@ fn write_part(
 
 /// One report line. `rejected`: the code of the batch's rejection, when it was rejected.
 fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
-    let status = match (row.status.as_str(), rejected) {
-        ("succeeded", _) => ItemStatus::Succeeded,
-        ("pending" | "held", Some(code)) => ItemStatus::Failed { code: code.to_owned() },
-        ("pending" | "held", None) => ItemStatus::Pending,
+    let status = match (row.status, rejected) {
+        (Stored::Succeeded, _) => ItemStatus::Succeeded,
+        (Stored::Pending | Stored::Held, Some(code)) => ItemStatus::Failed { code: code.to_owned() },
+        (Stored::Pending | Stored::Held, None) => ItemStatus::Pending,
         _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
     };
     ReportItem {
@@ -278,7 +278,7 @@ fn for_each_item(
     batch: &BatchRecord,
     mut each: impl FnMut(&ReportItem) -> io::Result<()>,
 ) -> io::Result<()> {
-    let rejected = (batch.status == "rejected").then(|| rejection_code(batch));
+    let rejected = (batch.status == BatchStatus::Rejected).then(|| rejection_code(batch));
     let mut after = None;
     loop {
         let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
@@ -300,7 +300,7 @@ pub fn write_csv<W: Write>(store: &dyn BatchStore, batch: &BatchRecord, out: W) 
 /// The header of the pain.002 report of an ended batch; `created_at` is its `CreDtTm`
 /// (nanoseconds since the epoch).
 pub fn pain002_header(batch: &BatchRecord, totals: &[BatchTotal], created_at: u64) -> Pain002Header {
-    let rejected = batch.status == "rejected";
+    let rejected = batch.status == BatchStatus::Rejected;
     let group = if rejected { "RJCT" } else { group_status(batch.succeeded, batch.failed + batch.invalid) };
     let ctrl_sum = match totals {
         [total] => Some(format_total(total.sum, total.currency)),
@@ -310,7 +310,7 @@ pub fn pain002_header(batch: &BatchRecord, totals: &[BatchTotal], created_at: u6
         message_id: format!("PAYCORE-{}", batch.id),
         created_at: rfc3339(created_at).chars().take(19).collect(),
         original_message_id: batch.message_id.clone().unwrap_or_else(|| batch.id.to_string()),
-        original_message_name_id: batch.variant.clone().unwrap_or_else(|| batch.format.to_uppercase()),
+        original_message_name_id: batch.variant.clone().unwrap_or_else(|| batch.format.as_str().to_uppercase()),
         original_count: Some(batch.total),
         original_ctrl_sum: ctrl_sum,
         group_status: group.to_owned(),
@@ -395,12 +395,12 @@ mod tests {
 
     #[test]
     fn the_report_written_ahead_answers_a_pain001_file_in_its_version() {
-        let mut batch = BatchRecord::new(BatchId(1), TenantId(1), "pain.001", 0);
+        let mut batch = BatchRecord::new(BatchId(1), TenantId(1), BatchFormat::Pain001, 0);
         batch.variant = Some("pain.001.001.03".into());
         assert_eq!(ReportKind::ahead(&batch), ReportKind::Pain002(Pain002Version::V03));
         batch.variant = Some("pain.001.001.09".into());
         assert_eq!(ReportKind::ahead(&batch), ReportKind::Pain002(Pain002Version::V10));
-        for format in ["csv", "jsonl", "nacha", "json"] {
+        for format in [BatchFormat::Csv, BatchFormat::Jsonl, BatchFormat::Nacha] {
             assert_eq!(ReportKind::ahead(&BatchRecord::new(BatchId(1), TenantId(1), format, 0)), ReportKind::Csv);
         }
         assert_eq!(

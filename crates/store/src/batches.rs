@@ -6,19 +6,19 @@
 
 use crate::{Result, StoreError};
 use paycore_ledger::{
-    Account, AccountId, BatchEnd, BatchId, BatchItem, BatchItemResult, BatchItemState, BatchStep, Currency, TenantId,
+    Account, AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchItemResult, BatchItemState, BatchMode,
+    BatchStatus, BatchStep, Currency, ItemStatus, OnInvalid, TenantId,
 };
 
-/// A batch as stored. Statuses: `validating`, `rejected`, `processing`, `completed`,
-/// `cancelled`.
+/// A batch as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchRecord {
     pub id: BatchId,
     pub tenant: TenantId,
-    pub status: String,
-    pub format: String,
-    pub mode: String,
-    pub on_invalid: String,
+    pub status: BatchStatus,
+    pub format: BatchFormat,
+    pub mode: BatchMode,
+    pub on_invalid: OnInvalid,
     pub payer: Option<String>,
     pub currency: Option<String>,
     pub expected_count: Option<u64>,
@@ -46,14 +46,14 @@ pub struct BatchRecord {
 impl BatchRecord {
     /// A batch just taken in: `validating`, best effort, rejecting the file on an invalid
     /// item, no file, nothing counted yet. Callers set what their batch asks for.
-    pub fn new(id: BatchId, tenant: TenantId, format: &str, created_at: u64) -> BatchRecord {
+    pub fn new(id: BatchId, tenant: TenantId, format: BatchFormat, created_at: u64) -> BatchRecord {
         BatchRecord {
             id,
             tenant,
-            status: "validating".into(),
-            format: format.to_owned(),
-            mode: "best_effort".into(),
-            on_invalid: "reject_file".into(),
+            status: BatchStatus::Validating,
+            format,
+            mode: BatchMode::BestEffort,
+            on_invalid: OnInvalid::RejectFile,
             payer: None,
             currency: None,
             expected_count: None,
@@ -77,9 +77,8 @@ impl BatchRecord {
     }
 }
 
-/// One item of a batch. Statuses: `invalid`, `pending`, `held`, `succeeded`, `failed`,
-/// `voided`, `cancelled`. Stored rows hold `invalid` or `pending`; the rest is derived from
-/// the item results (see [`WindowResults`]).
+/// One item of a batch. Stored rows hold `invalid` or `pending`; the rest is derived from the
+/// item results (see [`WindowResults`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchItemRow {
     pub index: u64,
@@ -96,7 +95,7 @@ pub struct BatchItemRow {
     pub payee: Option<AccountId>,
     pub amount: Option<u64>,
     pub currency: Option<Currency>,
-    pub status: String,
+    pub status: ItemStatus,
     pub failure_code: Option<String>,
     pub message: Option<String>,
 }
@@ -113,7 +112,7 @@ pub struct BatchTotal {
 #[derive(Clone, Debug)]
 pub struct Validated<'a> {
     /// `processing` or `rejected`.
-    pub status: &'a str,
+    pub status: BatchStatus,
     pub total: u64,
     pub invalid: u64,
     pub totals: &'a [BatchTotal],
@@ -141,13 +140,19 @@ pub trait BatchStore: Send + Sync {
     fn batch_items(
         &self,
         batch: BatchId,
-        statuses: &[&str],
+        statuses: &[ItemStatus],
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<BatchItemRow>>;
     /// Items in `status` (`pending`, `held`, `failed`) after `after`, as the engine takes
     /// them: what the runner sends, without the text the report needs.
-    fn batch_work(&self, batch: BatchId, status: &str, after: Option<u64>, limit: usize) -> Result<Vec<BatchItem>>;
+    fn batch_work(
+        &self,
+        batch: BatchId,
+        status: ItemStatus,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BatchItem>>;
     /// The batch with this upload idempotency key, if any.
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
     /// Batches that were validating or processing: to resume after a restart.
@@ -240,21 +245,21 @@ pub fn result_runs(items: &[BatchItemResult]) -> impl Iterator<Item = NewRun> + 
 }
 
 /// The status a batch takes when the engine commits its end.
-pub fn end_status(end: BatchEnd) -> &'static str {
+pub fn end_status(end: BatchEnd) -> BatchStatus {
     match end {
-        BatchEnd::Completed => "completed",
-        BatchEnd::Cancelled => "cancelled",
+        BatchEnd::Completed => BatchStatus::Completed,
+        BatchEnd::Cancelled => BatchStatus::Cancelled,
     }
 }
 
 /// What the end of a batch (its stored status) made of the items it never sent to the ledger:
 /// `cancelled` when it was cancelled, `voided` (`batch_aborted`) when an atomic batch failed
 /// and so completed without them, `pending` while it runs.
-pub fn unsent(batch_status: &str) -> (&'static str, Option<&'static str>) {
+pub fn unsent(batch_status: BatchStatus) -> (ItemStatus, Option<&'static str>) {
     match batch_status {
-        "cancelled" => ("cancelled", Some("cancelled")),
-        "completed" => ("voided", Some("batch_aborted")),
-        _ => ("pending", None),
+        BatchStatus::Cancelled => (ItemStatus::Cancelled, Some("cancelled")),
+        BatchStatus::Completed => (ItemStatus::Voided, Some("batch_aborted")),
+        _ => (ItemStatus::Pending, None),
     }
 }
 
@@ -263,18 +268,17 @@ pub fn unsent(batch_status: &str) -> (&'static str, Option<&'static str>) {
 pub struct ResultRun {
     pub first: u64,
     pub last: u64,
-    pub status: &'static str,
+    pub status: ItemStatus,
     pub code: Option<String>,
 }
 
-/// Parses a stored run's status.
-pub fn result_status(text: &str) -> Result<&'static str> {
-    match text {
-        "succeeded" => Ok("succeeded"),
-        "failed" => Ok("failed"),
-        "held" => Ok("held"),
-        "voided" => Ok("voided"),
-        other => Err(StoreError::Corrupt(format!("batch result with status {other:?}"))),
+/// Parses a stored run's status: one a result can give (see [`BatchItemState`]).
+pub fn result_status(text: &str) -> Result<ItemStatus> {
+    match ItemStatus::parse(text) {
+        Some(status @ (ItemStatus::Succeeded | ItemStatus::Failed | ItemStatus::Held | ItemStatus::Voided)) => {
+            Ok(status)
+        }
+        _ => Err(StoreError::Corrupt(format!("batch result with status {text:?}"))),
     }
 }
 
@@ -303,7 +307,10 @@ impl WindowResults {
 
     /// The index of the run that gives `index` its result, if any.
     pub fn run_of(&self, index: u64) -> Option<usize> {
-        index.checked_sub(self.lo).and_then(|i| usize::try_from(i).ok()).and_then(|i| self.result.get(i).copied().flatten())
+        index
+            .checked_sub(self.lo)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.result.get(i).copied().flatten())
     }
 
     /// The window's slots in index order, from `lo`.
@@ -381,10 +388,7 @@ mod tests {
     #[test]
     fn counters_follow_state_and_phase_one_leaves_held() {
         let run = |phase, state, first, last| NewRun { batch: BatchId(1), phase, first, last, state, code: None };
-        assert_eq!(
-            run(0, BatchItemState::Held, 0, 9).counters(),
-            Counters { succeeded: 0, failed: 0, held: 10 }
-        );
+        assert_eq!(run(0, BatchItemState::Held, 0, 9).counters(), Counters { succeeded: 0, failed: 0, held: 10 });
         assert_eq!(
             run(1, BatchItemState::Succeeded, 0, 9).counters(),
             Counters { succeeded: 10, failed: 0, held: -10 }
@@ -399,16 +403,16 @@ mod tests {
 
     #[test]
     fn unsent_items_follow_how_the_batch_ended() {
-        assert_eq!(unsent("cancelled"), ("cancelled", Some("cancelled")));
-        assert_eq!(unsent("completed"), ("voided", Some("batch_aborted")));
-        assert_eq!(unsent("processing"), ("pending", None));
+        assert_eq!(unsent(BatchStatus::Cancelled), (ItemStatus::Cancelled, Some("cancelled")));
+        assert_eq!(unsent(BatchStatus::Completed), (ItemStatus::Voided, Some("batch_aborted")));
+        assert_eq!(unsent(BatchStatus::Processing), (ItemStatus::Pending, None));
     }
 
     #[test]
     fn a_later_phase_overrides_and_runs_are_cut_to_the_window() {
         let run = |first, last, status| ResultRun { first, last, status, code: None };
         // Phase 0 held 0..=99, phase 1 posted 0..=49; the window is 40..=59.
-        let runs = [run(0, 99, "held"), run(0, 49, "succeeded"), run(200, 300, "failed")];
+        let runs = [run(0, 99, ItemStatus::Held), run(0, 49, ItemStatus::Succeeded), run(200, 300, ItemStatus::Failed)];
         let window = WindowResults::new(&runs, 40, 59);
         assert_eq!(window.slots().len(), 20);
         assert_eq!(window.run_of(40), Some(1));
@@ -417,7 +421,7 @@ mod tests {
         assert_eq!(window.run_of(59), Some(0));
         assert_eq!(window.run_of(60), None);
         assert_eq!(window.run_of(39), None);
-        let gap = WindowResults::new(&[run(0, 9, "succeeded"), run(20, 29, "failed")], 5, 24);
+        let gap = WindowResults::new(&[run(0, 9, ItemStatus::Succeeded), run(20, 29, ItemStatus::Failed)], 5, 24);
         assert_eq!((gap.run_of(9), gap.run_of(10), gap.run_of(19), gap.run_of(20)), (Some(0), None, None, Some(1)));
     }
 
@@ -425,7 +429,7 @@ mod tests {
     fn stretches_are_the_maximal_runs_of_kept_slots() {
         let run = |first, last, status| ResultRun { first, last, status, code: None };
         // 10..=14 succeeded, 15..=17 nothing (invalid or unsent), 18..=19 failed.
-        let window = WindowResults::new(&[run(10, 14, "succeeded"), run(18, 19, "failed")], 10, 19);
+        let window = WindowResults::new(&[run(10, 14, ItemStatus::Succeeded), run(18, 19, ItemStatus::Failed)], 10, 19);
         assert_eq!(window.stretches(|slot| slot == Some(1)), [(18, 19)]);
         assert_eq!(window.stretches(|slot| slot.is_none()), [(15, 17)]);
         assert_eq!(window.stretches(|slot| slot != Some(0)), [(15, 19)]);
@@ -435,7 +439,8 @@ mod tests {
 
     #[test]
     fn stored_statuses_parse_and_unknown_ones_are_corrupt() {
-        assert_eq!(result_status("voided").unwrap(), "voided");
+        assert_eq!(result_status("voided").unwrap(), ItemStatus::Voided);
         assert!(matches!(result_status("paid"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(result_status("pending"), Err(StoreError::Corrupt(_))), "no result leaves an item pending");
     }
 }

@@ -184,6 +184,7 @@ pub fn open_for_verify(location: impl AsRef<Path>) -> Result<Arc<dyn ApiStore>> 
 
 fn postgres_not_built() -> StoreError {
     StoreError::Unsupported(
-        "a postgres:// location needs cluster mode, which is not built yet; give a folder for the embedded store".into(),
+        "a postgres:// location needs cluster mode, which is not built yet; give a folder for the embedded store"
+            .into(),
     )
 }

@@ -7,8 +7,8 @@
 
 use crate::{BatchItemRow, Result};
 use paycore_ledger::{
-    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, Payment, PaymentStatus, Refund, RefundStatus,
-    Transfer, TransferId, TransferKind,
+    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, ItemStatus, Payment, PaymentStatus, Refund,
+    RefundStatus, Transfer, TransferId, TransferKind,
 };
 use std::collections::HashMap;
 
@@ -172,7 +172,10 @@ fn check_balances(
         let stored = account.balances;
         let expected = computed.remove(&account.id).unwrap_or_default();
         if stored != expected {
-            report.problem(format!("{}: stored balances {stored:?} but its transfers add up to {expected:?}", account.id));
+            report.problem(format!(
+                "{}: stored balances {stored:?} but its transfers add up to {expected:?}",
+                account.id
+            ));
         }
         if let Some(available) = stored.available(account.overdraft) {
             if available < 0 {
@@ -270,7 +273,7 @@ fn check_batches(
             let Some(last) = items.last() else { break };
             after = Some(last.index);
             for item in &items {
-                check_item(batch, item.index, &item.status, transfers, resolved, report);
+                check_item(batch, item.index, item.status, transfers, resolved, report);
             }
         }
     }
@@ -280,7 +283,7 @@ fn check_batches(
 fn check_item(
     batch: BatchId,
     index: u64,
-    status: &str,
+    status: ItemStatus,
     transfers: &HashMap<TransferId, Stored>,
     resolved: &HashMap<TransferId, (TransferKind, u64)>,
     report: &mut Report,
@@ -297,10 +300,11 @@ fn check_item(
     let held =
         paid.is_some_and(|t| t.kind == TransferKind::Pending) && !resolved.contains_key(&batch.item_transfer(index));
     let consistent = match status {
-        "succeeded" => moved,
-        "held" => held,
-        "pending" | "invalid" | "failed" | "voided" | "cancelled" => !moved && !held,
-        _ => false,
+        ItemStatus::Succeeded => moved,
+        ItemStatus::Held => held,
+        ItemStatus::Pending | ItemStatus::Invalid | ItemStatus::Failed | ItemStatus::Voided | ItemStatus::Cancelled => {
+            !moved && !held
+        }
     };
     if !consistent {
         report.problem(format!("{batch} item {index}: status {status} does not match its transfers"));

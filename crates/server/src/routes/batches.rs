@@ -13,8 +13,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
-use paycore_formats::{Format, Pain002Version};
-use paycore_ledger::{BatchId, Currency};
+use paycore_formats::{format_from_content_type, format_named, Format, Pain002Version};
+use paycore_ledger::{BatchId, BatchMode, BatchStatus, Currency, ItemStatus, OnInvalid};
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -106,10 +106,10 @@ pub struct BatchJson {
     /// Always `batch`.
     pub object: &'static str,
     /// `validating`, `rejected`, `processing`, `completed` or `cancelled`.
-    pub status: String,
-    pub format: String,
-    pub mode: String,
-    pub on_invalid: String,
+    pub status: &'static str,
+    pub format: &'static str,
+    pub mode: &'static str,
+    pub on_invalid: &'static str,
     pub payer: Option<String>,
     pub currency: Option<String>,
     pub expected_count: Option<u64>,
@@ -131,17 +131,17 @@ pub struct BatchJson {
 impl BatchJson {
     pub fn new(b: &BatchRecord, totals: &[BatchTotal]) -> BatchJson {
         let finished = b.succeeded + b.failed;
-        let pending = match b.status.as_str() {
-            "rejected" => 0,
+        let pending = match b.status {
+            BatchStatus::Rejected => 0,
             _ => b.total.saturating_sub(b.invalid).saturating_sub(finished),
         };
         BatchJson {
             id: b.id.to_string(),
             object: "batch",
-            status: b.status.clone(),
-            format: b.format.clone(),
-            mode: b.mode.clone(),
-            on_invalid: b.on_invalid.clone(),
+            status: b.status.as_str(),
+            format: b.format.as_str(),
+            mode: b.mode.as_str(),
+            on_invalid: b.on_invalid.as_str(),
             payer: b.payer.clone(),
             currency: b.currency.clone(),
             expected_count: b.expected_count,
@@ -199,14 +199,12 @@ pub struct BatchItemJson {
     pub message: Option<String>,
 }
 
-/// The API's name for a stored item status.
-fn item_status(stored: &str) -> &'static str {
-    match stored {
-        "invalid" => "invalid",
-        "pending" => "pending",
-        "held" => "held",
-        "succeeded" => "succeeded",
-        _ => "failed",
+/// The API's name for an item status: an item voided or cancelled reads `failed` (its
+/// `failure_code` says which).
+fn item_status(status: ItemStatus) -> &'static str {
+    match status {
+        ItemStatus::Invalid | ItemStatus::Pending | ItemStatus::Held | ItemStatus::Succeeded => status.as_str(),
+        ItemStatus::Failed | ItemStatus::Voided | ItemStatus::Cancelled => ItemStatus::Failed.as_str(),
     }
 }
 
@@ -223,7 +221,7 @@ impl BatchItemJson {
             payee_account: i.payee.map(|a| a.to_string()),
             amount: i.amount,
             currency: i.currency.map(Currency::code),
-            status: item_status(&i.status),
+            status: item_status(i.status),
             failure_code: i.failure_code.clone(),
             message: i.message.clone(),
         }
@@ -250,12 +248,21 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| ApiError::internal("A store operation failed."))??)
 }
 
-fn one_of(value: Option<String>, param: &str, allowed: &[&str]) -> Result<String, ApiError> {
-    let value = value.unwrap_or_else(|| allowed[0].to_owned());
-    if allowed.contains(&value.as_str()) {
-        Ok(value)
-    } else {
-        Err(ApiError::invalid(param, format!("`{param}` must be one of: {}.", allowed.join(", "))))
+/// A query parameter that names one value of a vocabulary (`all`, the first being the
+/// default when it is absent).
+fn one_of<T: Copy>(
+    value: Option<&str>,
+    param: &str,
+    all: &[T],
+    parse: fn(&str) -> Option<T>,
+    name: fn(T) -> &'static str,
+) -> Result<T, ApiError> {
+    match value {
+        None => Ok(all[0]),
+        Some(text) => parse(text).ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+            ApiError::invalid(param, format!("`{param}` must be one of: {}.", names.join(", ")))
+        }),
     }
 }
 
@@ -308,13 +315,13 @@ pub async fn create(
     let json_form = params.format.is_none() && mime == "application/json";
     let format = match (&params.format, json_form) {
         (_, true) => Format::Jsonl,
-        (Some(text), _) => text
-            .parse::<Format>()
+        (Some(text), _) => format_named(text)
             .map_err(|_| ApiError::invalid("format", "`format` must be one of: csv, jsonl, pain.001, nacha."))?,
-        (None, _) => Format::from_content_type(&mime).ok_or_else(|| ApiError::missing("format").param("format"))?,
+        (None, _) => format_from_content_type(&mime).ok_or_else(|| ApiError::missing("format").param("format"))?,
     };
-    let mode = one_of(params.mode.clone(), "mode", &["best_effort", "atomic"])?;
-    let on_invalid = one_of(params.on_invalid.clone(), "on_invalid", &["reject_file", "skip_invalid"])?;
+    let mode = one_of(params.mode.as_deref(), "mode", BatchMode::ALL, BatchMode::parse, BatchMode::as_str)?;
+    let on_invalid =
+        one_of(params.on_invalid.as_deref(), "on_invalid", OnInvalid::ALL, OnInvalid::parse, OnInvalid::as_str)?;
     if let Some(code) = &params.currency {
         json::currency(code, "currency")?;
     }
@@ -334,12 +341,12 @@ pub async fn create(
     let id = BatchId(new_id());
     let folder = state.data_dir.join("batches");
     tokio::fs::create_dir_all(&folder).await.map_err(|e| ApiError::internal(format!("Cannot store the file: {e}.")))?;
-    let name = format!("{id}.{}", format.name().replace('.', ""));
+    let name = format!("{id}.{}", format.as_str().replace('.', ""));
     let partial = folder.join(format!("{name}.partial"));
     let mut hash = Sha256::new();
     hash.update(format!(
         "{}|{:?}|{:?}|{mode}|{on_invalid}|{:?}|{:?}\n",
-        format.name(),
+        format.as_str(),
         params.payer,
         params.currency,
         params.expected_count,
@@ -381,7 +388,7 @@ pub async fn create(
         file: Some(format!("batches/{name}")),
         idempotency_key: key.clone(),
         fingerprint: Some(fingerprint),
-        ..BatchRecord::new(id, auth.tenant, format.name(), now_ns())
+        ..BatchRecord::new(id, auth.tenant, format, now_ns())
     };
     let insert = record.clone();
     match (blocking(&state, move |s| Ok(s.create_batch(&insert))).await?, key) {
@@ -520,7 +527,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let batch = find(&state, auth, &id).await?;
-    if !matches!(batch.status.as_str(), "validating" | "processing") {
+    if batch.status.is_final() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             crate::error::ErrorType::InvalidRequestError,
@@ -560,13 +567,13 @@ pub async fn items(
     query: Result<Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(query_error)?;
-    let statuses: &'static [&'static str] = match query.status.as_deref() {
+    let statuses: &'static [ItemStatus] = match query.status.as_deref().map(ItemStatus::parse) {
         None => &[],
-        Some("invalid") => &["invalid"],
-        Some("pending") => &["pending"],
-        Some("held") => &["held"],
-        Some("succeeded") => &["succeeded"],
-        Some("failed") => &["failed", "voided", "cancelled"],
+        Some(Some(ItemStatus::Invalid)) => &[ItemStatus::Invalid],
+        Some(Some(ItemStatus::Pending)) => &[ItemStatus::Pending],
+        Some(Some(ItemStatus::Held)) => &[ItemStatus::Held],
+        Some(Some(ItemStatus::Succeeded)) => &[ItemStatus::Succeeded],
+        Some(Some(ItemStatus::Failed)) => &[ItemStatus::Failed, ItemStatus::Voided, ItemStatus::Cancelled],
         Some(_) => {
             return Err(ApiError::invalid(
                 "status",
@@ -626,7 +633,7 @@ pub async fn report(
         Some(_) => return Err(ApiError::invalid("format", "`format` must be csv or pain.002.")),
     };
     let batch = find(&state, auth, &id).await?;
-    if !matches!(batch.status.as_str(), "completed" | "cancelled" | "rejected") {
+    if !batch.status.is_final() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             crate::error::ErrorType::InvalidRequestError,
@@ -643,7 +650,8 @@ pub async fn report(
     let (content_type, extension) =
         if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
     let kind = if pain002 { ReportKind::Pain002(version) } else { ReportKind::Csv };
-    let written_ahead = if batch.status == "rejected" { None } else { state.reports.written(batch.id, kind).await };
+    let written_ahead =
+        if batch.status == BatchStatus::Rejected { None } else { state.reports.written(batch.id, kind).await };
     let header = if pain002 {
         let batch_id = batch.id;
         let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;

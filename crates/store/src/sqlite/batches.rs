@@ -2,7 +2,7 @@
 //! rows stored narrower than they read ([`Compact`]), result runs, and the item listing that
 //! derives each item's status from them.
 
-use super::codec::{account_from, blob_id, currency_at, id_at, id_blob, int, opt_uint, uint, uint_at};
+use super::codec::{account_from, blob_id, currency_at, id_at, id_blob, int, opt_uint, parsed, uint, uint_at};
 use super::commit::insert_rows;
 use super::reader::SqliteReader;
 use crate::batches::{
@@ -10,7 +10,10 @@ use crate::batches::{
     ResultRun, Validated, WindowResults,
 };
 use crate::{Result, StoreError};
-use paycore_ledger::{Account, AccountId, BatchId, BatchItem, ChangeSet, Currency, TenantId};
+use paycore_ledger::{
+    Account, AccountId, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, ChangeSet, Currency, ItemStatus,
+    OnInvalid, TenantId,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 
@@ -19,10 +22,10 @@ fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
     Ok(BatchRecord {
         id: BatchId(blob_id(row, "id")?),
         tenant: TenantId(blob_id(row, "tenant")?),
-        status: row.get("status")?,
-        format: row.get("format")?,
-        mode: row.get("mode")?,
-        on_invalid: row.get("on_invalid")?,
+        status: parsed(row, "status", BatchStatus::parse)?,
+        format: parsed(row, "format", BatchFormat::parse)?,
+        mode: parsed(row, "mode", BatchMode::parse)?,
+        on_invalid: parsed(row, "on_invalid", OnInvalid::parse)?,
         payer: row.get("payer")?,
         currency: row.get("currency")?,
         expected_count: opt_uint(row, "expected_count")?,
@@ -58,6 +61,18 @@ fn amount_at(row: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
     Ok(amount.and_then(|a| u64::try_from(a).ok()))
 }
 
+/// An item's stored status, read by position.
+fn item_status_at(row: &Row, i: usize) -> rusqlite::Result<ItemStatus> {
+    let text = row.get_ref(i)?.as_str()?;
+    ItemStatus::parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("item status {text:?}").into(),
+        )
+    })
+}
+
 /// An item row (selected as [`ITEM_COLUMNS`]) with its stored validation status: `invalid`
 /// or `pending`. Columns are read by position: naming them costs a scan of the names per value.
 fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
@@ -74,7 +89,7 @@ fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
         payee: account_at(row, 9)?,
         amount: amount_at(row, 10)?,
         currency: currency_at(row, 11)?,
-        status: row.get(12)?,
+        status: item_status_at(row, 12)?,
         failure_code: row.get(13)?,
         message: row.get(14)?,
     })
@@ -97,7 +112,7 @@ impl Compact<'_> {
         batch: &[u8; 16],
         i: &BatchItemRow,
     ) -> rusqlite::Result<()> {
-        let valid = i.status != "invalid";
+        let valid = i.status != ItemStatus::Invalid;
         let payer_text = match (&i.payer_text, self.batch_payer) {
             (Some(text), Some(payer)) if valid && text == payer => None,
             (text, _) => text.as_deref(),
@@ -126,7 +141,7 @@ impl Compact<'_> {
         if row.location.is_empty() {
             row.location = format!("line {}", row.line);
         }
-        if row.payer_text.is_none() && row.status != "invalid" {
+        if row.payer_text.is_none() && row.status != ItemStatus::Invalid {
             row.payer_text = self.batch_payer.map(str::to_owned);
         }
     }
@@ -181,8 +196,8 @@ pub(super) trait ItemShape: Sized {
     fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self>;
     fn index(&self) -> u64;
     /// The stored status (`invalid` or `pending`), then the derived one.
-    fn status(&self) -> &str;
-    fn set_status(&mut self, status: &'static str, code: Option<&str>);
+    fn status(&self) -> ItemStatus;
+    fn set_status(&mut self, status: ItemStatus, code: Option<&str>);
 }
 
 impl ItemShape for BatchItemRow {
@@ -198,12 +213,12 @@ impl ItemShape for BatchItemRow {
         self.index
     }
 
-    fn status(&self) -> &str {
-        &self.status
+    fn status(&self) -> ItemStatus {
+        self.status
     }
 
-    fn set_status(&mut self, status: &'static str, code: Option<&str>) {
-        status.clone_into(&mut self.status);
+    fn set_status(&mut self, status: ItemStatus, code: Option<&str>) {
+        self.status = status;
         self.failure_code = code.map(str::to_owned);
     }
 }
@@ -211,7 +226,7 @@ impl ItemShape for BatchItemRow {
 /// An item as the runner sends it to the engine: no text to decode.
 struct Sendable {
     index: u64,
-    status: &'static str,
+    status: ItemStatus,
     item: Option<BatchItem>,
 }
 
@@ -220,9 +235,9 @@ impl ItemShape for Sendable {
 
     fn decode(row: &Row, _: &Compact<'_>) -> rusqlite::Result<Self> {
         let index = uint_at(row, 0)?;
-        let status = match row.get_ref(1)?.as_str()? {
-            "invalid" => "invalid",
-            _ => "pending",
+        let status = match item_status_at(row, 1)? {
+            ItemStatus::Invalid => ItemStatus::Invalid,
+            _ => ItemStatus::Pending,
         };
         let item = match (account_at(row, 2)?, account_at(row, 3)?, amount_at(row, 4)?, currency_at(row, 5)?) {
             (Some(payer), Some(payee), Some(amount), Some(currency)) => {
@@ -237,11 +252,11 @@ impl ItemShape for Sendable {
         self.index
     }
 
-    fn status(&self) -> &str {
+    fn status(&self) -> ItemStatus {
         self.status
     }
 
-    fn set_status(&mut self, status: &'static str, _: Option<&str>) {
+    fn set_status(&mut self, status: ItemStatus, _: Option<&str>) {
         self.status = status;
     }
 }
@@ -252,7 +267,7 @@ impl ItemShape for Sendable {
 pub(super) fn list_items<T: ItemShape>(
     conn: &Connection,
     batch: BatchId,
-    statuses: &[&str],
+    statuses: &[ItemStatus],
     after: Option<u64>,
     limit: usize,
 ) -> Result<Vec<T>> {
@@ -261,20 +276,21 @@ pub(super) fn list_items<T: ItemShape>(
     if limit == 0 {
         return Ok(out);
     }
-    let found: Option<(String, Option<String>)> = conn
+    let found: Option<(BatchStatus, Option<String>)> = conn
         .prepare_cached("SELECT status, payer FROM batches WHERE id = ?1")?
-        .query_row([&blob], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([&blob], |row| Ok((parsed(row, "status", BatchStatus::parse)?, row.get(1)?)))
         .optional()?;
     let Some((ended, batch_payer)) = found else { return Ok(out) };
     let compact = Compact { batch_payer: batch_payer.as_deref() };
     let decode = |row: &Row| T::decode(row, &compact);
-    if statuses == ["invalid"] {
+    if statuses == [ItemStatus::Invalid] {
         let sql = format!(
-            "SELECT {} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2 ORDER BY idx LIMIT ?3",
+            "SELECT {} FROM batch_items WHERE batch = ?1 AND status = ?4 AND idx > ?2 ORDER BY idx LIMIT ?3",
             T::COLUMNS
         );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], decode)?;
+        let invalid = ItemStatus::Invalid.as_str();
+        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit), invalid], decode)?;
         return Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?);
     }
     let max: Option<i64> =
@@ -285,9 +301,9 @@ pub(super) fn list_items<T: ItemShape>(
         T::COLUMNS
     );
     let mut fetch = conn.prepare_cached(&sql)?;
-    let wanted = |status: &str| statuses.is_empty() || statuses.contains(&status);
+    let wanted = |status: ItemStatus| statuses.is_empty() || statuses.contains(&status);
     // What the end of the batch made of the items it never sent.
-    let (left, left_code) = unsent(&ended);
+    let (left, left_code) = unsent(ended);
     // A window of indexes at a time: the runs that cover it, each index's result (the run
     // of its latest phase), then the rows of the stretches whose status is wanted.
     let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
@@ -299,10 +315,10 @@ pub(super) fn list_items<T: ItemShape>(
         // An index without a result may be an invalid item; its row says.
         let keep = |run: Option<usize>| match run {
             Some(k) => wanted(runs[k].status),
-            None => wanted(left) || wanted("invalid"),
+            None => wanted(left) || wanted(ItemStatus::Invalid),
         };
         let derive = |row: &mut T| {
-            if row.status() != "invalid" {
+            if row.status() != ItemStatus::Invalid {
                 match results.run_of(row.index()) {
                     Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
                     None => row.set_status(left, left_code),
@@ -342,7 +358,7 @@ impl Stretch<'_> {
         fetch: &mut rusqlite::CachedStatement<'_>,
         decode: &impl Fn(&Row) -> rusqlite::Result<T>,
         derive: &impl Fn(&mut T),
-        wanted: &impl Fn(&str) -> bool,
+        wanted: &impl Fn(ItemStatus) -> bool,
         out: &mut Vec<T>,
     ) -> Result<()> {
         let mut next = self.first;
@@ -388,7 +404,7 @@ pub(super) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
                 run.phase,
                 int(run.first),
                 int(run.last),
-                run.state.as_str(),
+                ItemStatus::from(run.state).as_str(),
                 run.code
             ])?;
             // A run already stored (a chunk committed before a crash, sent again) counts once.
@@ -412,7 +428,7 @@ pub(super) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
             "UPDATE batches SET status = ?2, completed_at = ?3,
                  failed = failed + max(0, total - invalid - succeeded - failed - held)
              WHERE id = ?1",
-            params![blob, status, int(changes.last_timestamp)],
+            params![blob, status.as_str(), int(changes.last_timestamp)],
         )?;
         tx.execute(
             "INSERT INTO outbox (tenant, type, object, created_at)
@@ -458,10 +474,10 @@ impl BatchStore for SqliteReader {
                 params![
                     id_blob(b.id.0),
                     id_blob(b.tenant.0),
-                    b.status,
-                    b.format,
-                    b.mode,
-                    b.on_invalid,
+                    b.status.as_str(),
+                    b.format.as_str(),
+                    b.mode.as_str(),
+                    b.on_invalid.as_str(),
                     b.payer,
                     b.currency,
                     b.expected_count.map(int),
@@ -504,9 +520,18 @@ impl BatchStore for SqliteReader {
                 "UPDATE batches SET status = ?2, total = ?3, invalid = ?4, variant = ?5, message_id = ?6,
                      rejection = ?7, validated_at = ?8, completed_at = CASE WHEN ?2 = 'rejected' THEN ?8 END
                  WHERE id = ?1",
-                params![blob, v.status, int(v.total), int(v.invalid), v.variant, v.message_id, v.rejection, int(v.now)],
+                params![
+                    blob,
+                    v.status.as_str(),
+                    int(v.total),
+                    int(v.invalid),
+                    v.variant,
+                    v.message_id,
+                    v.rejection,
+                    int(v.now)
+                ],
             )?;
-            if v.status == "rejected" {
+            if v.status == BatchStatus::Rejected {
                 tx.execute(
                     "INSERT INTO outbox (tenant, type, object, created_at)
                      SELECT tenant, 'batch.rejected', id, ?2 FROM batches WHERE id = ?1",
@@ -561,7 +586,7 @@ impl BatchStore for SqliteReader {
     fn batch_items(
         &self,
         batch: BatchId,
-        statuses: &[&str],
+        statuses: &[ItemStatus],
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<BatchItemRow>> {
@@ -573,7 +598,13 @@ impl BatchStore for SqliteReader {
         })
     }
 
-    fn batch_work(&self, batch: BatchId, status: &str, after: Option<u64>, limit: usize) -> Result<Vec<BatchItem>> {
+    fn batch_work(
+        &self,
+        batch: BatchId,
+        status: ItemStatus,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<BatchItem>> {
         self.with(|conn| {
             let tx = conn.unchecked_transaction()?;
             let items: Vec<Sendable> = list_items(&tx, batch, &[status], after, limit)?;
@@ -594,8 +625,8 @@ impl BatchStore for SqliteReader {
     fn active_batches(&self) -> Result<Vec<BatchRecord>> {
         self.with(|conn| {
             Ok(conn
-                .prepare("SELECT * FROM batches WHERE status IN ('validating', 'processing') ORDER BY created_at")?
-                .query_map([], batch_from)?
+                .prepare("SELECT * FROM batches WHERE status IN (?1, ?2) ORDER BY created_at")?
+                .query_map([BatchStatus::Validating.as_str(), BatchStatus::Processing.as_str()], batch_from)?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

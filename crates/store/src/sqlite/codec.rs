@@ -2,8 +2,8 @@
 
 use crate::{IdempotencyRecord, StoreError};
 use paycore_ledger::{
-    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, Overdraft, Payment, PaymentId, PaymentStatus,
-    Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind, HoldStatus,
+    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentId,
+    PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind,
 };
 use rusqlite::ffi::ErrorCode;
 use rusqlite::Row;

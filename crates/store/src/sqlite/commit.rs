@@ -4,8 +4,7 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, int, payment_from, transfer_at, transfer_from,
-    TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, int, payment_from, transfer_at, transfer_from, TRANSFER_SELECT,
 };
 use super::history::Indexer;
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};

@@ -150,10 +150,8 @@ impl SqliteReader {
                     }
                 };
             }
-            let (next, waited) = self
-                .returned
-                .wait_timeout(pool, POOL_WAIT_MAX)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (next, waited) =
+                self.returned.wait_timeout(pool, POOL_WAIT_MAX).unwrap_or_else(std::sync::PoisonError::into_inner);
             pool = next;
             if waited.timed_out() && pool.idle.is_empty() && pool.open >= self.connections_max {
                 return Err(StoreError::Busy(format!(

@@ -8,8 +8,8 @@ use super::commit::SqliteStore;
 use super::reader::SqliteReader;
 use crate::{BatchItemRow, BatchRecord, BatchStore, Options, Page, Reader, Store, StoreError};
 use paycore_ledger::{
-    AccountId, BatchId, CaptureMethod, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Overdraft,
-    PaymentId, Request, State, TenantId, TransferId, TransferOp,
+    AccountId, BatchFormat, BatchId, CaptureMethod, Command, Currency, Hold, ItemStatus, NewAccount, NewPayment,
+    NewTransfer, Overdraft, PaymentId, Request, State, TenantId, TransferId, TransferOp,
 };
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, reader) = open_sqlite(dir.path());
     let batch = BatchId(7 << 64);
-    reader.create_batch(&BatchRecord::new(batch, T1, "csv", 1)).unwrap();
+    reader.create_batch(&BatchRecord::new(batch, T1, BatchFormat::Csv, 1)).unwrap();
     let item = |index: u64| BatchItemRow {
         index,
         line: index + 2,
@@ -79,7 +79,7 @@ fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
         payee: None,
         amount: Some(100),
         currency: Currency::from_code("EUR"),
-        status: "invalid".into(),
+        status: ItemStatus::Invalid,
         failure_code: Some("account_not_found".into()),
         message: Some("payee: no account".into()),
     };
@@ -90,7 +90,7 @@ fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
     // connection (the API's writes: batches, keys, webhooks) stays synced.
     assert_eq!(reader.with_item_writer(|conn| Ok(synchronous(conn))).unwrap(), 1);
     assert_eq!(reader.with(|conn| Ok(synchronous(conn))).unwrap(), 2);
-    assert_eq!(reader.batch_items(batch, &["invalid"], None, 100).unwrap().len(), 70);
+    assert_eq!(reader.batch_items(batch, &[ItemStatus::Invalid], None, 100).unwrap().len(), 70);
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn the_reader_pool_never_opens_more_connections_than_its_bound() {
 fn a_unique_violation_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, reader) = open_sqlite(dir.path());
-    let record = BatchRecord::new(BatchId(9 << 64), T1, "csv", 1);
+    let record = BatchRecord::new(BatchId(9 << 64), T1, BatchFormat::Csv, 1);
     reader.create_batch(&record).unwrap();
     assert!(matches!(reader.create_batch(&record), Err(StoreError::Conflict(_))));
 }
@@ -377,6 +377,7 @@ fn item_statuses_survive_the_move_to_result_runs() {
     let items = reader.batch_items(batch, &[], None, 100).unwrap();
     let now: Vec<(&str, Option<&str>)> = items.iter().map(|i| (i.status.as_str(), i.failure_code.as_deref())).collect();
     assert_eq!(now, old);
-    let voided: Vec<u64> = reader.batch_items(batch, &["voided"], None, 100).unwrap().iter().map(|i| i.index).collect();
+    let voided: Vec<u64> =
+        reader.batch_items(batch, &[ItemStatus::Voided], None, 100).unwrap().iter().map(|i| i.index).collect();
     assert_eq!(voided, [3, 5]);
 }

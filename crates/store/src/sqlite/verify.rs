@@ -25,12 +25,7 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    fn each<T>(
-        &self,
-        sql: &str,
-        decode: fn(&Row) -> rusqlite::Result<T>,
-        each: &mut dyn FnMut(T),
-    ) -> Result<()> {
+    fn each<T>(&self, sql: &str, decode: fn(&Row) -> rusqlite::Result<T>, each: &mut dyn FnMut(T)) -> Result<()> {
         let mut stmt = self.conn.prepare(sql)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
