@@ -6,7 +6,7 @@ use crate::payment::{
     CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM, TAG_REFUND,
 };
 use crate::transfer::ResultCode;
-use crate::{PaymentId, RefundId, TenantId, TransferId, AMOUNT_MAX};
+use crate::{Amount, PaymentId, RefundId, TenantId, TransferId};
 
 impl State {
     pub(super) fn set_payment_status(&mut self, id: PaymentId, status: PaymentStatus, now: u64) {
@@ -29,7 +29,7 @@ impl State {
         new: &NewPayment,
         now: u64,
     ) -> Result<Payment, CommandError> {
-        if new.amount == 0 || new.amount > AMOUNT_MAX {
+        if Amount::new(new.amount).is_none() {
             return Err(CommandError::InvalidField {
                 param: "amount",
                 message: "amount must be between 1 and 9223372036854775807",
@@ -97,16 +97,23 @@ impl State {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation])?;
         let manual = payment.capture_method == CaptureMethod::Manual;
         let transfer = TransferId(id.derive_at(TAG_CONFIRM, now));
-        let mv = Move {
-            id: transfer,
-            debit: payment.payer,
-            credit: payment.payee,
-            amount: payment.amount,
-            currency: payment.currency,
-            hold: manual,
-            expires_at: manual.then_some(payment.expires_at),
+        // The amount was checked when the payment was made; one that is not an amount fails
+        // the payment with invalid_amount.
+        let code = match Amount::new(payment.amount) {
+            Some(amount) => {
+                let mv = Move {
+                    id: transfer,
+                    debit: payment.payer,
+                    credit: payment.payee,
+                    amount,
+                    currency: payment.currency,
+                    hold: manual,
+                    expires_at: manual.then_some(payment.expires_at),
+                };
+                self.apply_move(tenant, &mv, now, Some(id))
+            }
+            None => ResultCode::InvalidAmount,
         };
-        let code = self.apply_move(tenant, &mv, now, Some(id));
         self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
         payment.updated_at = now.max(payment.updated_at);
         if code == ResultCode::Ok {
@@ -142,12 +149,15 @@ impl State {
         if amount > payment.amount {
             return Err(CommandError::AmountTooLarge { max: payment.amount });
         }
+        // Between 1 and the payment's amount, itself an amount: this fails only on a payment
+        // that was never checked.
+        let checked = Amount::new(amount).ok_or(CommandError::Rejected(ResultCode::InvalidAmount))?;
         let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
         let code = self.resolve(
             tenant,
             TransferId(id.derive_at(TAG_CAPTURE, now)),
             hold,
-            Resolution::Post(Some(amount)),
+            Resolution::Post(Some(checked)),
             now,
             Some(id),
         );
@@ -200,16 +210,22 @@ impl State {
             return Err(CommandError::AmountTooLarge { max: refundable });
         }
         let transfer = TransferId(refund_id.derive_at(TAG_REFUND, now));
-        let mv = Move {
-            id: transfer,
-            debit: payment.payee,
-            credit: payment.payer,
-            amount,
-            currency: payment.currency,
-            hold: false,
-            expires_at: None,
+        // Between 1 and what was captured, itself at most the payment's amount.
+        let code = match Amount::new(amount) {
+            Some(checked) => {
+                let mv = Move {
+                    id: transfer,
+                    debit: payment.payee,
+                    credit: payment.payer,
+                    amount: checked,
+                    currency: payment.currency,
+                    hold: false,
+                    expires_at: None,
+                };
+                self.apply_move(tenant, &mv, now, None)
+            }
+            None => ResultCode::InvalidAmount,
         };
-        let code = self.apply_move(tenant, &mv, now, None);
         let ok = code == ResultCode::Ok;
         if ok {
             payment.amount_refunded += amount;

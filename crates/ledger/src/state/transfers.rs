@@ -2,9 +2,10 @@
 //! transfers a batch made.
 
 use super::{Deadline, State, NANOS_PER_SECOND, TIMEOUT_MAX_SECONDS};
+use crate::account::counter_plus;
 use crate::payment::{PaymentStatus, TAG_EXPIRE};
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
-use crate::{AccountId, Currency, PaymentId, TenantId, TransferId, AMOUNT_MAX};
+use crate::{AccountId, Amount, Currency, PaymentId, TenantId, TransferId};
 
 impl State {
     pub(super) fn find_transfer(&self, id: TransferId) -> Option<&Transfer> {
@@ -38,7 +39,8 @@ impl State {
     }
 
     /// Applies one transfer request; `payment` links a hold to the payment it reserves (and
-    /// is the only owner that may post or void a payment's hold).
+    /// is the only owner that may post or void a payment's hold). A client's amount becomes an
+    /// [`Amount`] here, once: everything after works on the checked value.
     pub(super) fn apply(
         &mut self,
         tenant: TenantId,
@@ -49,9 +51,7 @@ impl State {
         match &t.op {
             TransferOp::Move { debit_account, credit_account, amount, currency, hold } => {
                 // invalid_amount and same_account come before invalid_timeout (precedence).
-                if *amount == 0 || *amount > AMOUNT_MAX {
-                    return ResultCode::InvalidAmount;
-                }
+                let Some(amount) = Amount::new(*amount) else { return ResultCode::InvalidAmount };
                 if debit_account == credit_account {
                     return ResultCode::SameAccount;
                 }
@@ -66,7 +66,7 @@ impl State {
                     id: t.id,
                     debit: *debit_account,
                     credit: *credit_account,
-                    amount: *amount,
+                    amount,
                     currency: *currency,
                     hold: hold.is_some(),
                     expires_at,
@@ -74,7 +74,12 @@ impl State {
                 self.apply_move(tenant, &mv, now, payment)
             }
             TransferOp::Post { pending_id, amount } => {
-                self.resolve(tenant, t.id, *pending_id, Resolution::Post(*amount), now, payment)
+                // invalid_amount comes before everything `resolve` checks (precedence).
+                let amount = match amount.map(Amount::new) {
+                    Some(None) => return ResultCode::InvalidAmount,
+                    checked => checked.flatten(),
+                };
+                self.resolve(tenant, t.id, *pending_id, Resolution::Post(amount), now, payment)
             }
             TransferOp::Void { pending_id } => self.resolve(tenant, t.id, *pending_id, Resolution::Void, now, payment),
         }
@@ -87,9 +92,6 @@ impl State {
         now: u64,
         payment: Option<PaymentId>,
     ) -> ResultCode {
-        if mv.amount == 0 || mv.amount > AMOUNT_MAX {
-            return ResultCode::InvalidAmount;
-        }
         if mv.debit == mv.credit {
             return ResultCode::SameAccount;
         }
@@ -100,7 +102,7 @@ impl State {
                 && existing.kind == kind
                 && existing.debit_account == mv.debit
                 && existing.credit_account == mv.credit
-                && existing.amount == mv.amount
+                && existing.amount == mv.amount.get()
                 && existing.currency == mv.currency;
             return if same { ResultCode::Exists } else { ResultCode::ExistsWithDifferentFields };
         }
@@ -113,7 +115,8 @@ impl State {
             return ResultCode::CurrencyMismatch;
         }
         let (d, c) = (debit.balances, credit.balances);
-        let fits = |counter: u64| counter.checked_add(mv.amount).is_some_and(|v| v <= AMOUNT_MAX);
+        let amount = mv.amount.get();
+        let fits = |counter: u64| counter_plus(counter, amount).is_some();
         let no_overflow = if mv.hold {
             fits(d.debits_pending) && fits(c.credits_pending)
         } else {
@@ -122,10 +125,9 @@ impl State {
         if !no_overflow {
             return ResultCode::Overflow;
         }
-        if !debit.can_debit(mv.amount) {
+        if !debit.can_debit(amount) {
             return ResultCode::InsufficientFunds;
         }
-        let amount = mv.amount;
         if mv.hold {
             self.update_balances(mv.debit, |b| b.debits_pending += amount);
             self.update_balances(mv.credit, |b| b.credits_pending += amount);
@@ -164,9 +166,6 @@ impl State {
         now: u64,
         owner: Option<PaymentId>,
     ) -> ResultCode {
-        if matches!(how, Resolution::Post(Some(amount)) if amount == 0 || amount > AMOUNT_MAX) {
-            return ResultCode::InvalidAmount;
-        }
         let kind = match how {
             Resolution::Post(_) => TransferKind::PostPending,
             Resolution::Void => TransferKind::VoidPending,
@@ -174,7 +173,7 @@ impl State {
         };
         if let Some(existing) = self.find_transfer(id) {
             let same_amount = match how {
-                Resolution::Post(Some(amount)) => existing.amount == amount,
+                Resolution::Post(Some(amount)) => existing.amount == amount.get(),
                 _ => true,
             };
             let same = existing.tenant == tenant
@@ -198,7 +197,7 @@ impl State {
         }
         let held = hold.transfer.clone();
         let posted = match how {
-            Resolution::Post(amount) => amount.unwrap_or(held.amount),
+            Resolution::Post(amount) => amount.map_or(held.amount, Amount::get),
             Resolution::Void | Resolution::Expire => 0,
         };
         if posted > held.amount {
@@ -209,7 +208,7 @@ impl State {
             else {
                 return ResultCode::AccountNotFound;
             };
-            let fits = |counter: u64| counter.checked_add(posted).is_some_and(|v| v <= AMOUNT_MAX);
+            let fits = |counter: u64| counter_plus(counter, posted).is_some();
             if !fits(d.balances.debits_posted) || !fits(c.balances.credits_posted) {
                 return ResultCode::Overflow;
             }
@@ -286,7 +285,7 @@ pub(super) struct Move {
     pub(super) id: TransferId,
     pub(super) debit: AccountId,
     pub(super) credit: AccountId,
-    pub(super) amount: u64,
+    pub(super) amount: Amount,
     pub(super) currency: Currency,
     pub(super) hold: bool,
     pub(super) expires_at: Option<u64>,
@@ -295,7 +294,8 @@ pub(super) struct Move {
 /// What becomes of a hold.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Resolution {
-    Post(Option<u64>),
+    /// All of the hold, or this much of it.
+    Post(Option<Amount>),
     Void,
     Expire,
 }
