@@ -97,9 +97,7 @@ impl State {
         let Some(account) = self.accounts.get_mut(&id) else { return };
         self.before.entry(id).or_insert((account.currency, account.balances));
         if let Some(undo) = &mut self.undo {
-            if !undo.accounts.iter().any(|(a, _)| *a == id) {
-                undo.accounts.push((id, account.balances));
-            }
+            undo.save_account(id, account.balances);
         }
         change(&mut account.balances);
     }

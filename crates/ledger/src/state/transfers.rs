@@ -24,9 +24,7 @@ impl State {
         let id = hold.transfer.id;
         let previous = self.holds.insert(id, hold.clone());
         if let Some(undo) = &mut self.undo {
-            if !undo.holds.iter().any(|(h, _)| *h == id) {
-                undo.holds.push((id, previous));
-            }
+            undo.save_hold(id, previous);
         }
         if let Some(at) = hold.transfer.expires_at {
             if hold.status == HoldStatus::Pending {
