@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Items per engine submission: one full engine batch.
-pub const CHUNK_ITEMS: usize = 8190;
+pub const CHUNK_ITEMS: usize = paycore_ledger::BATCH_EVENTS_MAX;
 /// Items written to the store per transaction while validating.
 const INSERT_CHUNK: usize = 4096;
 /// Resolved accounts remembered while validating one file; the cache is emptied when full so

@@ -2,7 +2,7 @@
 
 use crate::queue::{Envelope, Queue, Received};
 use crate::{EngineError, EngineMetrics, Reply};
-use paycore_ledger::{Outcome, Request, State, TenantId};
+use paycore_ledger::{Outcome, Request, State, TenantId, BATCH_EVENTS_MAX};
 use paycore_store::{IdempotencyRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,13 +31,13 @@ pub type Renderer = Arc<dyn Fn(&Outcome) -> (u16, Vec<u8>) + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Most ledger events in one batch (one commit).
+    /// Most ledger events in one batch (one commit); [`BATCH_EVENTS_MAX`] by default.
     pub batch_events_max: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_events_max: 8190 }
+        EngineConfig { batch_events_max: BATCH_EVENTS_MAX }
     }
 }
 

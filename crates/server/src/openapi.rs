@@ -3,6 +3,7 @@
 
 use crate::{metrics, routes};
 use axum::Json;
+use paycore_ledger::BATCH_EVENTS_MAX;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -169,7 +170,7 @@ fn conform(document: &mut serde_json::Value) {
     let Some(schemas) = document.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
     for (name, schema) in schemas.iter_mut() {
         if name == "BulkTransfers" {
-            bounds(&mut schema["properties"]["transfers"], json!({"minItems": 1, "maxItems": 8190}));
+            bounds(&mut schema["properties"]["transfers"], json!({"minItems": 1, "maxItems": BATCH_EVENTS_MAX}));
         }
         let request = matches!(
             name.as_str(),

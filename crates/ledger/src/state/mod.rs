@@ -33,6 +33,14 @@ use std::collections::BTreeSet;
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
+/// The most ledger events in one engine batch (one `execute`, one commit): a bulk transfer
+/// request counts each transfer, a chunk of batch items each item. So it is also the most
+/// transfers in one bulk request and the most items the batch runner sends at once. The number
+/// is TigerBeetle's: a 1 MiB message less its 256-byte header holds 8 190 events of 128 bytes.
+/// It bounds the work and memory of one commit, and so the wait it adds to the real-time
+/// requests that share it.
+pub const BATCH_EVENTS_MAX: usize = 8190;
+
 /// The longest a hold or an unconfirmed payment may wait: one year.
 pub const TIMEOUT_MAX_SECONDS: u64 = 366 * 24 * 3600;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
