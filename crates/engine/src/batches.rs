@@ -12,7 +12,7 @@
 //! simply starts again from the items still `pending`: nothing is paid twice.
 
 use crate::{EngineError, EngineHandle, Reply, Submission};
-use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions};
+use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
 use paycore_ledger::{
     parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Currency, Outcome, Request,
     ResultCode,
@@ -71,44 +71,100 @@ pub fn validate_limited(
     max_lines: u64,
 ) -> paycore_store::Result<()> {
     store.clear_batch_items(batch.id)?;
-    let reject = |code: &str, message: String, errors: &[Diagnostic]| {
-        let json = rejection(code, &message, errors);
-        store.finish_validation(
-            batch.id,
-            &Validated {
-                status: "rejected",
-                total: 0,
-                invalid: 0,
-                totals: &[],
-                variant: None,
-                message_id: None,
-                rejection: Some(&json),
-                now: clock(),
-            },
-        )
-    };
+    let reject = |code: &str, message: String| reject(store, batch, clock, code, &message, &[]);
     let Ok(format) = batch.format.parse::<Format>() else {
-        return reject("unsupported_format", format!("unknown format {:?}", batch.format), &[]);
+        return reject("unsupported_format", format!("unknown format {:?}", batch.format));
     };
     let Some(file) = &batch.file else {
-        return reject("missing_file", "the batch has no stored file".into(), &[]);
+        return reject("missing_file", "the batch has no stored file".into());
     };
     let input = match std::fs::File::open(data_dir.join(file)) {
         Ok(f) => BufReader::with_capacity(256 * 1024, f),
-        Err(e) => return reject("missing_file", format!("cannot read the stored file: {e}"), &[]),
+        Err(e) => return reject("missing_file", format!("cannot read the stored file: {e}")),
     };
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
+    let read = read_items(store, batch, format, input, &options, stopping, max_lines)?;
+    if stopping.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    if read.too_many {
+        store.clear_batch_items(batch.id)?;
+        let message = format!("the file has more than {max_lines} items: the limit max_batch_lines is {max_lines}");
+        return reject("too_many_lines", message);
+    }
+    let summary = match &read.summary {
+        Ok(summary) => summary,
+        Err(fatal) => {
+            store.clear_batch_items(batch.id)?;
+            let line = fatal.line();
+            return reject("malformed_file", fatal_message(fatal, line));
+        }
+    };
+    let expected_total = match expected_total(batch, currency, &summary.totals) {
+        Ok(expected_total) => expected_total,
+        Err(message) => return reject("invalid_expected_total", message),
+    };
+    let mut control = summary.control_errors.clone();
+    control.extend(check_expected(summary, batch.expected_count, expected_total));
+    finish(store, batch, clock, summary, &read, &control)
+}
 
+/// Rejects the whole batch: `code`, `message` and the `errors` that show why.
+fn reject(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    clock: &dyn Fn() -> u64,
+    code: &str,
+    message: &str,
+    errors: &[Diagnostic],
+) -> paycore_store::Result<()> {
+    let json = rejection(code, message, errors);
+    let validated = Validated {
+        status: "rejected",
+        total: 0,
+        invalid: 0,
+        totals: &[],
+        variant: None,
+        message_id: None,
+        rejection: Some(&json),
+        now: clock(),
+    };
+    store.finish_validation(batch.id, &validated)
+}
+
+/// What reading the file gave: the parser's summary (or why it stopped), and the items.
+struct ReadItems {
+    summary: Result<Summary, FatalError>,
+    /// Records read, valid or not; each took the next index.
+    total: u64,
+    invalid: u64,
+    /// Per currency, the valid items' count and sum.
+    totals: BTreeMap<Currency, (u64, u128)>,
+    /// The file has more than `max_lines` records (reading stopped there).
+    too_many: bool,
+}
+
+/// Parses the file once, streaming, checks each record into an item row, and stores the rows
+/// in chunks; stops early when `stopping` is set, at `max_lines` records, or at a store error
+/// (which it returns).
+fn read_items(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    format: Format,
+    input: BufReader<std::fs::File>,
+    options: &ParseOptions,
+    stopping: &AtomicBool,
+    max_lines: u64,
+) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
     let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
-    let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
-    let (mut total, mut invalid) = (0u64, 0u64);
-    let mut too_many = false;
+    let mut read =
+        ReadItems { summary: Ok(Summary::default()), total: 0, invalid: 0, totals: BTreeMap::new(), too_many: false };
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
-    let (summary, written) = std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> paycore_store::Result<std::time::Duration> {
             let mut busy = std::time::Duration::ZERO;
             for rows in chunks {
@@ -120,22 +176,22 @@ pub fn validate_limited(
         });
         let mut rows = Vec::with_capacity(INSERT_CHUNK);
         let mut writer_gone = false;
-        let summary = parse(format, input, &options, &mut |record| {
-            if too_many || writer_gone || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
+        read.summary = parse(format, input, options, &mut |record| {
+            if read.too_many || writer_gone || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
                 return;
             }
-            if total >= max_lines {
-                too_many = true;
+            if read.total >= max_lines {
+                read.too_many = true;
                 return;
             }
             let mut row = checker.row(record);
             // Every record takes the next index, valid or not (the parser's `Item::index`).
-            row.index = total;
-            total += 1;
+            row.index = read.total;
+            read.total += 1;
             if row.status == "invalid" {
-                invalid += 1;
+                read.invalid += 1;
             } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
-                let t = totals.entry(currency).or_default();
+                let t = read.totals.entry(currency).or_default();
                 t.0 += 1;
                 t.1 += u128::from(amount);
             }
@@ -150,53 +206,49 @@ pub fn validate_limited(
             let _ = to_writer.send(rows);
         }
         drop(to_writer);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(paycore_store::StoreError::Database("the item writer panicked".into())));
-        (summary, written)
+        writer.join().unwrap_or_else(|_| Err(paycore_store::StoreError::Database("the item writer panicked".into())))
     });
     let writing = written?;
-    tracing::debug!(batch = %batch.id, items = total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
-    if let Some(e) = checker.error {
-        return Err(e);
+    tracing::debug!(batch = %batch.id, items = read.total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
+    match checker.error {
+        Some(e) => Err(e),
+        None => Ok(read),
     }
-    if stopping.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    if too_many {
-        store.clear_batch_items(batch.id)?;
-        let message = format!("the file has more than {max_lines} items: the limit max_batch_lines is {max_lines}");
-        return reject("too_many_lines", message, &[]);
-    }
-    let summary = match summary {
-        Ok(summary) => summary,
-        Err(fatal) => {
-            store.clear_batch_items(batch.id)?;
-            let line = fatal.line();
-            return reject("malformed_file", fatal_message(&fatal, line), &[]);
-        }
-    };
-    let mut control = summary.control_errors.clone();
-    let expected_total = match (&batch.expected_total, expected_currency(currency, &summary.totals)) {
-        (None, _) => None,
+}
+
+/// The `expected_total` given with the batch, in its currency: the batch's, or the file's only
+/// one. `Err`: why it cannot be read.
+fn expected_total(
+    batch: &BatchRecord,
+    currency: Option<Currency>,
+    totals: &[(Currency, u128)],
+) -> Result<Option<(Currency, u128)>, String> {
+    match (&batch.expected_total, expected_currency(currency, totals)) {
+        (None, _) => Ok(None),
         (Some(text), Some(currency)) => match parse_amount(text, currency) {
-            Ok(amount) => Some((currency, u128::from(amount.get()))),
-            Err(e) => return reject("invalid_expected_total", format!("expected_total: {e}"), &[]),
+            Ok(amount) => Ok(Some((currency, u128::from(amount.get())))),
+            Err(e) => Err(format!("expected_total: {e}")),
         },
-        (Some(_), None) => {
-            return reject(
-                "invalid_expected_total",
-                "expected_total needs a single-currency file or the currency parameter".into(),
-                &[],
-            )
-        }
-    };
-    control.extend(check_expected(&summary, batch.expected_count, expected_total));
+        (Some(_), None) => Err("expected_total needs a single-currency file or the currency parameter".into()),
+    }
+}
+
+/// Ends validation: `rejected` when a control total does not match or (unless invalid items
+/// are skipped) an item is invalid, else `processing`.
+fn finish(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    clock: &dyn Fn() -> u64,
+    summary: &Summary,
+    read: &ReadItems,
+    control: &[Diagnostic],
+) -> paycore_store::Result<()> {
+    let (total, invalid) = (read.total, read.invalid);
     let totals: Vec<BatchTotal> =
-        totals.into_iter().map(|(currency, (count, sum))| BatchTotal { currency, count, sum }).collect();
+        read.totals.iter().map(|(&currency, &(count, sum))| BatchTotal { currency, count, sum }).collect();
     let json;
     let (status, rejection_json) = if !control.is_empty() {
-        json = rejection("control_total_mismatch", &control_message(&control), &control);
+        json = rejection("control_total_mismatch", &control_message(control), control);
         ("rejected", Some(json.as_str()))
     } else if invalid > 0 && batch.on_invalid != "skip_invalid" {
         let shown: Vec<Diagnostic> = store
