@@ -452,98 +452,150 @@ impl Checker<'_> {
 
 /// Runs the batch's pending items through the engine until the batch ends, or until
 /// `stopping` is set (the batch then stays `processing`). Safe to call again after a crash or
-/// a stop: it starts from what the store says.
+/// a stop: it starts from what the store says. A submission task that panicked is an error
+/// (the batch stays `processing` too).
 pub async fn run(
     engine: &EngineHandle,
     store: Arc<dyn BatchStore>,
     batch: BatchId,
     tenant: paycore_ledger::TenantId,
-    stopping: &AtomicBool,
+    stopping: &Arc<AtomicBool>,
 ) -> paycore_store::Result<()> {
     let record = read(&store, tenant, batch).await?;
     let Some(record) = record else { return Ok(()) };
     if record.status != "processing" {
         return Ok(());
     }
-    let submit = |command: Command| {
-        let engine = engine.clone();
-        async move { submit_until_done(&engine, Request { tenant, command }).await }
-    };
-    if record.mode == "atomic" {
-        let mut failed = !items(&store, batch, "failed", None, 1).await?.is_empty();
+    let runner = Runner { engine, store, batch, tenant, stopping };
+    let end = if record.mode == "atomic" { runner.atomic().await? } else { runner.best_effort().await? };
+    if let Some(end) = end {
+        runner.submit(Command::EndBatch { batch, end }).await;
+    }
+    Ok(())
+}
+
+/// One run of one batch's items.
+struct Runner<'a> {
+    engine: &'a EngineHandle,
+    store: Arc<dyn BatchStore>,
+    batch: BatchId,
+    tenant: paycore_ledger::TenantId,
+    stopping: &'a Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Submits `command` until the engine has committed it: its result codes, or `None` if the
+    /// runner was asked to stop first.
+    async fn submit(&self, command: Command) -> Option<Vec<ResultCode>> {
+        submit_until_done(self.engine, Request { tenant: self.tenant, command }, self.stopping).await
+    }
+
+    /// Atomic: holds every item, then posts every hold, or voids them all if one failed or the
+    /// batch was cancelled. How the batch ends, or `None` if the runner stopped first.
+    async fn atomic(&self) -> paycore_store::Result<Option<BatchEnd>> {
+        let (store, batch) = (&self.store, self.batch);
+        let mut failed = !items(store, batch, "failed", None, 1).await?.is_empty();
         let mut cancelled = false;
         let mut after = None;
         while !failed {
-            if stopping.load(Ordering::Relaxed) {
-                return Ok(());
+            if self.stopping() {
+                return Ok(None);
             }
-            if cancel_requested(&store, tenant, batch).await? {
+            if cancel_requested(store, self.tenant, batch).await? {
                 cancelled = true;
                 break;
             }
-            let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, "pending", after, CHUNK_ITEMS).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
-            let codes = submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await;
+            let Some(codes) = self.submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await
+            else {
+                return Ok(None);
+            };
             failed = codes.iter().any(|c| !c.is_success());
         }
         let step = if failed || cancelled { BatchStep::Void } else { BatchStep::Post };
         loop {
-            if stopping.load(Ordering::Relaxed) {
-                return Ok(());
+            if self.stopping() {
+                return Ok(None);
             }
-            let chunk = items(&store, batch, "held", None, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, "held", None, CHUNK_ITEMS).await?;
             if chunk.is_empty() {
                 break;
             }
-            submit(Command::BatchItems { batch, step, items: chunk }).await;
-        }
-        let end = if cancelled { BatchEnd::Cancelled } else { BatchEnd::Completed };
-        submit(Command::EndBatch { batch, end }).await;
-        return Ok(());
-    }
-    // Best effort: keep one chunk in the engine while reading the next.
-    let mut after = None;
-    let mut in_flight: Option<tokio::task::JoinHandle<Vec<ResultCode>>> = None;
-    let mut end = BatchEnd::Completed;
-    loop {
-        if stopping.load(Ordering::Relaxed) {
-            if let Some(previous) = in_flight.take() {
-                let _ = previous.await;
+            if self.submit(Command::BatchItems { batch, step, items: chunk }).await.is_none() {
+                return Ok(None);
             }
-            return Ok(());
         }
-        if cancel_requested(&store, tenant, batch).await? {
-            end = BatchEnd::Cancelled;
-            break;
-        }
-        let chunk = items(&store, batch, "pending", after, CHUNK_ITEMS).await?;
-        let Some(last) = chunk.last() else { break };
-        after = Some(last.index);
-        let engine = engine.clone();
-        let command = Command::BatchItems { batch, step: BatchStep::Pay, items: chunk };
-        let next = tokio::spawn(async move { submit_until_done(&engine, Request { tenant, command }).await });
-        if let Some(previous) = in_flight.replace(next) {
-            let _ = previous.await;
-        }
+        Ok(Some(if cancelled { BatchEnd::Cancelled } else { BatchEnd::Completed }))
     }
-    if let Some(previous) = in_flight.take() {
-        let _ = previous.await;
+
+    /// Best effort: pays each item on its own, keeping one chunk in the engine while reading
+    /// the next. How the batch ends, or `None` if the runner stopped first.
+    async fn best_effort(&self) -> paycore_store::Result<Option<BatchEnd>> {
+        let (store, batch) = (&self.store, self.batch);
+        let mut after = None;
+        let mut in_flight: Option<SubmitTask> = None;
+        let mut end = BatchEnd::Completed;
+        loop {
+            // A submission stops only when `stopping` is set, so this sees every stop.
+            if self.stopping() {
+                if let Some(previous) = in_flight.take() {
+                    finished(previous).await?;
+                }
+                return Ok(None);
+            }
+            if cancel_requested(store, self.tenant, batch).await? {
+                end = BatchEnd::Cancelled;
+                break;
+            }
+            let chunk = items(store, batch, "pending", after, CHUNK_ITEMS).await?;
+            let Some(last) = chunk.last() else { break };
+            after = Some(last.index);
+            let (engine, stopping) = (self.engine.clone(), self.stopping.clone());
+            let command = Command::BatchItems { batch, step: BatchStep::Pay, items: chunk };
+            let request = Request { tenant: self.tenant, command };
+            let next = tokio::spawn(async move { submit_until_done(&engine, request, &stopping).await });
+            if let Some(previous) = in_flight.replace(next) {
+                finished(previous).await?;
+            }
+        }
+        // The batch ends after its last chunk, never beside it.
+        if let Some(previous) = in_flight {
+            if finished(previous).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(end))
     }
-    submit(Command::EndBatch { batch, end }).await;
-    Ok(())
+}
+
+/// A chunk of items submitted on a task of its own: its result codes, or `None` if the runner
+/// stopped first.
+type SubmitTask = tokio::task::JoinHandle<Option<Vec<ResultCode>>>;
+
+/// What a submission task ended with; a task that panicked is an error, not a result.
+async fn finished(task: SubmitTask) -> paycore_store::Result<Option<Vec<ResultCode>>> {
+    task.await.map_err(|e| paycore_store::StoreError::Database(format!("a batch submission task failed: {e}")))
 }
 
 /// Submits on the background lane until the engine has committed it: a full queue or a failed
-/// commit is retried (the item ids make a retry harmless).
-async fn submit_until_done(engine: &EngineHandle, request: Request) -> Vec<ResultCode> {
+/// commit is retried (the item ids make a retry harmless), until `stopping` is set (`None`).
+async fn submit_until_done(engine: &EngineHandle, request: Request, stopping: &AtomicBool) -> Option<Vec<ResultCode>> {
     let mut wait = Duration::from_millis(5);
     loop {
         let submission = Submission { request: request.clone(), idempotency: None };
         match engine.submit_background(submission).await {
-            Ok(Reply::Done(Outcome::Transfers(codes))) => return codes,
-            Ok(_) => return Vec::new(),
+            Ok(Reply::Done(Outcome::Transfers(codes))) => return Some(codes),
+            Ok(_) => return Some(Vec::new()),
             Err(EngineError::Overloaded) | Err(EngineError::Unavailable(_)) => {
+                if stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
