@@ -12,7 +12,7 @@
 //! simply starts again from the items still `pending`: nothing is paid twice.
 
 use crate::{EngineError, EngineHandle, Reply, Submission};
-use paycore_formats::{check_expected, parse, Diagnostic, FatalError, ParseOptions};
+use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
 use paycore_ledger::{
     parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command,
     Currency, ItemStatus, OnInvalid, Outcome, Request, ResultCode,
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Items per engine submission: one full engine batch.
-pub const CHUNK_ITEMS: usize = 8190;
+pub const CHUNK_ITEMS: usize = paycore_ledger::BATCH_EVENTS_MAX;
 /// Items written to the store per transaction while validating.
 const INSERT_CHUNK: usize = 4096;
 /// Resolved accounts remembered while validating one file; the cache is emptied when full so
@@ -71,42 +71,98 @@ pub fn validate_limited(
     max_lines: u64,
 ) -> paycore_store::Result<()> {
     store.clear_batch_items(batch.id)?;
-    let reject = |code: &str, message: String, errors: &[Diagnostic]| {
-        let json = rejection(code, &message, errors);
-        store.finish_validation(
-            batch.id,
-            &Validated {
-                status: BatchStatus::Rejected,
-                total: 0,
-                invalid: 0,
-                totals: &[],
-                variant: None,
-                message_id: None,
-                rejection: Some(&json),
-                now: clock(),
-            },
-        )
-    };
+    let reject = |code: &str, message: String| reject(store, batch, clock, code, &message, &[]);
     let format = batch.format;
     let Some(file) = &batch.file else {
-        return reject("missing_file", "the batch has no stored file".into(), &[]);
+        return reject("missing_file", "the batch has no stored file".into());
     };
     let input = match std::fs::File::open(data_dir.join(file)) {
         Ok(f) => BufReader::with_capacity(256 * 1024, f),
-        Err(e) => return reject("missing_file", format!("cannot read the stored file: {e}"), &[]),
+        Err(e) => return reject("missing_file", format!("cannot read the stored file: {e}")),
     };
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
+    let read = read_items(store, batch, format, input, &options, stopping, max_lines)?;
+    if stopping.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    if read.too_many {
+        store.clear_batch_items(batch.id)?;
+        let message = format!("the file has more than {max_lines} items: the limit max_batch_lines is {max_lines}");
+        return reject("too_many_lines", message);
+    }
+    let summary = match &read.summary {
+        Ok(summary) => summary,
+        Err(fatal) => {
+            store.clear_batch_items(batch.id)?;
+            let line = fatal.line();
+            return reject("malformed_file", fatal_message(fatal, line));
+        }
+    };
+    let expected_total = match expected_total(batch, currency, &summary.totals) {
+        Ok(expected_total) => expected_total,
+        Err(message) => return reject("invalid_expected_total", message),
+    };
+    let mut control = summary.control_errors.clone();
+    control.extend(check_expected(summary, batch.expected_count, expected_total));
+    finish(store, batch, clock, summary, &read, &control)
+}
 
+/// Rejects the whole batch: `code`, `message` and the `errors` that show why.
+fn reject(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    clock: &dyn Fn() -> u64,
+    code: &str,
+    message: &str,
+    errors: &[Diagnostic],
+) -> paycore_store::Result<()> {
+    let json = rejection(code, message, errors);
+    let validated = Validated {
+        status: BatchStatus::Rejected,
+        total: 0,
+        invalid: 0,
+        totals: &[],
+        variant: None,
+        message_id: None,
+        rejection: Some(&json),
+        now: clock(),
+    };
+    store.finish_validation(batch.id, &validated)
+}
+
+/// What reading the file gave: the parser's summary (or why it stopped), and the items.
+struct ReadItems {
+    summary: Result<Summary, FatalError>,
+    /// Records read, valid or not; each took the next index.
+    total: u64,
+    invalid: u64,
+    /// Per currency, the valid items' count and sum.
+    totals: BTreeMap<Currency, (u64, u128)>,
+    /// The file has more than `max_lines` records (reading stopped there).
+    too_many: bool,
+}
+
+/// Parses the file once, streaming, checks each record into an item row, and stores the rows
+/// in chunks; stops early when `stopping` is set, at `max_lines` records, or at a store error
+/// (which it returns).
+fn read_items(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    format: Format,
+    input: BufReader<std::fs::File>,
+    options: &ParseOptions,
+    stopping: &AtomicBool,
+    max_lines: u64,
+) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
     let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
-    let mut totals: BTreeMap<Currency, (u64, u128)> = BTreeMap::new();
-    let (mut total, mut invalid) = (0u64, 0u64);
-    let mut too_many = false;
+    let mut read =
+        ReadItems { summary: Ok(Summary::default()), total: 0, invalid: 0, totals: BTreeMap::new(), too_many: false };
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
-    let (summary, written) = std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> paycore_store::Result<std::time::Duration> {
             let mut busy = std::time::Duration::ZERO;
             for rows in chunks {
@@ -118,22 +174,22 @@ pub fn validate_limited(
         });
         let mut rows = Vec::with_capacity(INSERT_CHUNK);
         let mut writer_gone = false;
-        let summary = parse(format, input, &options, &mut |record| {
-            if too_many || writer_gone || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
+        read.summary = parse(format, input, options, &mut |record| {
+            if read.too_many || writer_gone || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
                 return;
             }
-            if total >= max_lines {
-                too_many = true;
+            if read.total >= max_lines {
+                read.too_many = true;
                 return;
             }
             let mut row = checker.row(record);
             // Every record takes the next index, valid or not (the parser's `Item::index`).
-            row.index = total;
-            total += 1;
+            row.index = read.total;
+            read.total += 1;
             if row.status == ItemStatus::Invalid {
-                invalid += 1;
+                read.invalid += 1;
             } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
-                let t = totals.entry(currency).or_default();
+                let t = read.totals.entry(currency).or_default();
                 t.0 += 1;
                 t.1 += u128::from(amount);
             }
@@ -148,53 +204,49 @@ pub fn validate_limited(
             let _ = to_writer.send(rows);
         }
         drop(to_writer);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(paycore_store::StoreError::Internal("the item writer panicked".into())));
-        (summary, written)
+        writer.join().unwrap_or_else(|_| Err(paycore_store::StoreError::Internal("the item writer panicked".into())))
     });
     let writing = written?;
-    tracing::debug!(batch = %batch.id, items = total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
-    if let Some(e) = checker.error {
-        return Err(e);
+    tracing::debug!(batch = %batch.id, items = read.total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
+    match checker.error {
+        Some(e) => Err(e),
+        None => Ok(read),
     }
-    if stopping.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    if too_many {
-        store.clear_batch_items(batch.id)?;
-        let message = format!("the file has more than {max_lines} items: the limit max_batch_lines is {max_lines}");
-        return reject("too_many_lines", message, &[]);
-    }
-    let summary = match summary {
-        Ok(summary) => summary,
-        Err(fatal) => {
-            store.clear_batch_items(batch.id)?;
-            let line = fatal.line();
-            return reject("malformed_file", fatal_message(&fatal, line), &[]);
-        }
-    };
-    let mut control = summary.control_errors.clone();
-    let expected_total = match (&batch.expected_total, expected_currency(currency, &summary.totals)) {
-        (None, _) => None,
+}
+
+/// The `expected_total` given with the batch, in its currency: the batch's, or the file's only
+/// one. `Err`: why it cannot be read.
+fn expected_total(
+    batch: &BatchRecord,
+    currency: Option<Currency>,
+    totals: &[(Currency, u128)],
+) -> Result<Option<(Currency, u128)>, String> {
+    match (&batch.expected_total, expected_currency(currency, totals)) {
+        (None, _) => Ok(None),
         (Some(text), Some(currency)) => match parse_amount(text, currency) {
-            Ok(amount) => Some((currency, u128::from(amount.get()))),
-            Err(e) => return reject("invalid_expected_total", format!("expected_total: {e}"), &[]),
+            Ok(amount) => Ok(Some((currency, u128::from(amount.get())))),
+            Err(e) => Err(format!("expected_total: {e}")),
         },
-        (Some(_), None) => {
-            return reject(
-                "invalid_expected_total",
-                "expected_total needs a single-currency file or the currency parameter".into(),
-                &[],
-            )
-        }
-    };
-    control.extend(check_expected(&summary, batch.expected_count, expected_total));
+        (Some(_), None) => Err("expected_total needs a single-currency file or the currency parameter".into()),
+    }
+}
+
+/// Ends validation: `rejected` when a control total does not match or (unless invalid items
+/// are skipped) an item is invalid, else `processing`.
+fn finish(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    clock: &dyn Fn() -> u64,
+    summary: &Summary,
+    read: &ReadItems,
+    control: &[Diagnostic],
+) -> paycore_store::Result<()> {
+    let (total, invalid) = (read.total, read.invalid);
     let totals: Vec<BatchTotal> =
-        totals.into_iter().map(|(currency, (count, sum))| BatchTotal { currency, count, sum }).collect();
+        read.totals.iter().map(|(&currency, &(count, sum))| BatchTotal { currency, count, sum }).collect();
     let json;
     let (status, rejection_json) = if !control.is_empty() {
-        json = rejection("control_total_mismatch", &control_message(&control), &control);
+        json = rejection("control_total_mismatch", &control_message(control), control);
         (BatchStatus::Rejected, Some(json.as_str()))
     } else if invalid > 0 && batch.on_invalid != OnInvalid::SkipInvalid {
         let shown: Vec<Diagnostic> = store
@@ -400,98 +452,150 @@ impl Checker<'_> {
 
 /// Runs the batch's pending items through the engine until the batch ends, or until
 /// `stopping` is set (the batch then stays `processing`). Safe to call again after a crash or
-/// a stop: it starts from what the store says.
+/// a stop: it starts from what the store says. A submission task that panicked is an error
+/// (the batch stays `processing` too).
 pub async fn run(
     engine: &EngineHandle,
     store: Arc<dyn BatchStore>,
     batch: BatchId,
     tenant: paycore_ledger::TenantId,
-    stopping: &AtomicBool,
+    stopping: &Arc<AtomicBool>,
 ) -> paycore_store::Result<()> {
     let record = read(&store, tenant, batch).await?;
     let Some(record) = record else { return Ok(()) };
     if record.status != BatchStatus::Processing {
         return Ok(());
     }
-    let submit = |command: Command| {
-        let engine = engine.clone();
-        async move { submit_until_done(&engine, Request { tenant, command }).await }
-    };
-    if record.mode == BatchMode::Atomic {
-        let mut failed = !items(&store, batch, ItemStatus::Failed, None, 1).await?.is_empty();
+    let runner = Runner { engine, store, batch, tenant, stopping };
+    let end = if record.mode == BatchMode::Atomic { runner.atomic().await? } else { runner.best_effort().await? };
+    if let Some(end) = end {
+        runner.submit(Command::EndBatch { batch, end }).await;
+    }
+    Ok(())
+}
+
+/// One run of one batch's items.
+struct Runner<'a> {
+    engine: &'a EngineHandle,
+    store: Arc<dyn BatchStore>,
+    batch: BatchId,
+    tenant: paycore_ledger::TenantId,
+    stopping: &'a Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Submits `command` until the engine has committed it: its result codes, or `None` if the
+    /// runner was asked to stop first.
+    async fn submit(&self, command: Command) -> Option<Vec<ResultCode>> {
+        submit_until_done(self.engine, Request { tenant: self.tenant, command }, self.stopping).await
+    }
+
+    /// Atomic: holds every item, then posts every hold, or voids them all if one failed or the
+    /// batch was cancelled. How the batch ends, or `None` if the runner stopped first.
+    async fn atomic(&self) -> paycore_store::Result<Option<BatchEnd>> {
+        let (store, batch) = (&self.store, self.batch);
+        let mut failed = !items(store, batch, ItemStatus::Failed, None, 1).await?.is_empty();
         let mut cancelled = false;
         let mut after = None;
         while !failed {
-            if stopping.load(Ordering::Relaxed) {
-                return Ok(());
+            if self.stopping() {
+                return Ok(None);
             }
-            if cancel_requested(&store, tenant, batch).await? {
+            if cancel_requested(store, self.tenant, batch).await? {
                 cancelled = true;
                 break;
             }
-            let chunk = items(&store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
-            let codes = submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await;
+            let Some(codes) = self.submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await
+            else {
+                return Ok(None);
+            };
             failed = codes.iter().any(|c| !c.is_success());
         }
         let step = if failed || cancelled { BatchStep::Void } else { BatchStep::Post };
         loop {
-            if stopping.load(Ordering::Relaxed) {
-                return Ok(());
+            if self.stopping() {
+                return Ok(None);
             }
-            let chunk = items(&store, batch, ItemStatus::Held, None, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, ItemStatus::Held, None, CHUNK_ITEMS).await?;
             if chunk.is_empty() {
                 break;
             }
-            submit(Command::BatchItems { batch, step, items: chunk }).await;
-        }
-        let end = if cancelled { BatchEnd::Cancelled } else { BatchEnd::Completed };
-        submit(Command::EndBatch { batch, end }).await;
-        return Ok(());
-    }
-    // Best effort: keep one chunk in the engine while reading the next.
-    let mut after = None;
-    let mut in_flight: Option<tokio::task::JoinHandle<Vec<ResultCode>>> = None;
-    let mut end = BatchEnd::Completed;
-    loop {
-        if stopping.load(Ordering::Relaxed) {
-            if let Some(previous) = in_flight.take() {
-                let _ = previous.await;
+            if self.submit(Command::BatchItems { batch, step, items: chunk }).await.is_none() {
+                return Ok(None);
             }
-            return Ok(());
         }
-        if cancel_requested(&store, tenant, batch).await? {
-            end = BatchEnd::Cancelled;
-            break;
-        }
-        let chunk = items(&store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
-        let Some(last) = chunk.last() else { break };
-        after = Some(last.index);
-        let engine = engine.clone();
-        let command = Command::BatchItems { batch, step: BatchStep::Pay, items: chunk };
-        let next = tokio::spawn(async move { submit_until_done(&engine, Request { tenant, command }).await });
-        if let Some(previous) = in_flight.replace(next) {
-            let _ = previous.await;
-        }
+        Ok(Some(if cancelled { BatchEnd::Cancelled } else { BatchEnd::Completed }))
     }
-    if let Some(previous) = in_flight.take() {
-        let _ = previous.await;
+
+    /// Best effort: pays each item on its own, keeping one chunk in the engine while reading
+    /// the next. How the batch ends, or `None` if the runner stopped first.
+    async fn best_effort(&self) -> paycore_store::Result<Option<BatchEnd>> {
+        let (store, batch) = (&self.store, self.batch);
+        let mut after = None;
+        let mut in_flight: Option<SubmitTask> = None;
+        let mut end = BatchEnd::Completed;
+        loop {
+            // A submission stops only when `stopping` is set, so this sees every stop.
+            if self.stopping() {
+                if let Some(previous) = in_flight.take() {
+                    finished(previous).await?;
+                }
+                return Ok(None);
+            }
+            if cancel_requested(store, self.tenant, batch).await? {
+                end = BatchEnd::Cancelled;
+                break;
+            }
+            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
+            let Some(last) = chunk.last() else { break };
+            after = Some(last.index);
+            let (engine, stopping) = (self.engine.clone(), self.stopping.clone());
+            let command = Command::BatchItems { batch, step: BatchStep::Pay, items: chunk };
+            let request = Request { tenant: self.tenant, command };
+            let next = tokio::spawn(async move { submit_until_done(&engine, request, &stopping).await });
+            if let Some(previous) = in_flight.replace(next) {
+                finished(previous).await?;
+            }
+        }
+        // The batch ends after its last chunk, never beside it.
+        if let Some(previous) = in_flight {
+            if finished(previous).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(end))
     }
-    submit(Command::EndBatch { batch, end }).await;
-    Ok(())
+}
+
+/// A chunk of items submitted on a task of its own: its result codes, or `None` if the runner
+/// stopped first.
+type SubmitTask = tokio::task::JoinHandle<Option<Vec<ResultCode>>>;
+
+/// What a submission task ended with; a task that panicked is an error, not a result.
+async fn finished(task: SubmitTask) -> paycore_store::Result<Option<Vec<ResultCode>>> {
+    task.await.map_err(|e| paycore_store::StoreError::Internal(format!("a batch submission task failed: {e}")))
 }
 
 /// Submits on the background lane until the engine has committed it: a full queue or a failed
-/// commit is retried (the item ids make a retry harmless).
-async fn submit_until_done(engine: &EngineHandle, request: Request) -> Vec<ResultCode> {
+/// commit is retried (the item ids make a retry harmless), until `stopping` is set (`None`).
+async fn submit_until_done(engine: &EngineHandle, request: Request, stopping: &AtomicBool) -> Option<Vec<ResultCode>> {
     let mut wait = Duration::from_millis(5);
     loop {
         let submission = Submission { request: request.clone(), idempotency: None };
         match engine.submit_background(submission).await {
-            Ok(Reply::Done(Outcome::Transfers(codes))) => return codes,
-            Ok(_) => return Vec::new(),
+            Ok(Reply::Done(Outcome::Transfers(codes))) => return Some(codes),
+            Ok(_) => return Some(Vec::new()),
             Err(EngineError::Overloaded) | Err(EngineError::Unavailable(_)) => {
+                if stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(1));
             }

@@ -2,7 +2,7 @@
 
 use crate::queue::{Envelope, Queue, Received};
 use crate::{EngineError, EngineMetrics, Reply};
-use paycore_ledger::{Outcome, Request, State, TenantId};
+use paycore_ledger::{Outcome, Request, State, TenantId, BATCH_EVENTS_MAX};
 use paycore_store::{IdempotencyRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -31,13 +31,13 @@ pub type Renderer = Arc<dyn Fn(&Outcome) -> (u16, Vec<u8>) + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Most ledger events in one batch (one commit).
+    /// Most ledger events in one batch (one commit); [`BATCH_EVENTS_MAX`] by default.
     pub batch_events_max: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_events_max: 8190 }
+        EngineConfig { batch_events_max: BATCH_EVENTS_MAX }
     }
 }
 
@@ -138,81 +138,78 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn try_process(
-        &mut self,
-        batch: Vec<Envelope>,
-    ) -> Result<(), (Vec<Box<dyn FnOnce(Result<Reply, EngineError>) + Send>>, String)> {
-        let mut requests: Vec<Request> = Vec::with_capacity(batch.len());
-        let mut plans = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut keys: Vec<Option<(TenantId, String, [u8; 32])>> = Vec::with_capacity(batch.len());
+    /// One batch, step by step. On an error nothing of the batch was committed: the replies
+    /// not given yet come back with the cause, for [`Engine::process`] to answer.
+    fn try_process(&mut self, batch: Vec<Envelope>) -> Result<(), (Replies, String)> {
+        let saved = match self.saved_responses(&batch) {
+            Ok(saved) => saved,
+            Err(e) => return Err((batch.into_iter().map(|e| e.reply).collect(), e.to_string())),
+        };
+        let Planned { requests, plans, replies, keys } = plan(batch, &saved);
+        if let Err(e) = self.load(&requests) {
+            return Err((replies, e.to_string()));
+        }
+        let now = self.clock.now_ns();
+        let outcomes = match self.execute(&requests, now) {
+            Ok(outcomes) => outcomes,
+            Err(message) => return Err((replies, message)),
+        };
+        let changes = self.state.take_changes();
+        let (records, rendered) = self.render_saved(&plans, &keys, &outcomes, now);
+        if !changes.is_empty() || !records.is_empty() {
+            let started = Instant::now();
+            if let Err(e) = self.store.commit(&changes, &records) {
+                return Err((replies, e.to_string()));
+            }
+            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        answer(&plans, replies, outcomes, rendered);
+        Ok(())
+    }
 
-        // Saved responses: answered at once (they are already durable), never executed again.
+    /// The saved responses of the idempotency keys in the batch.
+    fn saved_responses(&mut self, batch: &[Envelope]) -> Result<Vec<IdempotencyRecord>, StoreError> {
         let wanted: Vec<(TenantId, &str)> = batch
             .iter()
             .filter_map(|e| Some((e.submission.request.tenant, e.submission.idempotency.as_ref()?.key.as_str())))
             .collect();
-        let saved = if wanted.is_empty() {
-            Vec::new()
-        } else {
-            match self.store.idempotency(&wanted) {
-                Ok(saved) => saved,
-                Err(e) => return Err((batch.into_iter().map(|e| e.reply).collect(), e.to_string())),
-            }
-        };
-        let saved: HashMap<(TenantId, &str), &IdempotencyRecord> =
-            saved.iter().map(|r| ((r.tenant, r.key.as_str()), r)).collect();
-        let mut leaders: HashMap<(TenantId, String), (usize, [u8; 32])> = HashMap::new();
-
-        for envelope in batch {
-            let Envelope { submission, reply } = envelope;
-            let tenant = submission.request.tenant;
-            if let Some(key) = &submission.idempotency {
-                if let Some(record) = saved.get(&(tenant, key.key.as_str())) {
-                    reply(Ok(if record.fingerprint == key.fingerprint {
-                        Reply::Replay { status: record.status, body: record.body.clone() }
-                    } else {
-                        Reply::KeyReused
-                    }));
-                    continue;
-                }
-                if let Some(&(leader, fingerprint)) = leaders.get(&(tenant, key.key.clone())) {
-                    plans.push(Plan::Follow { leader, same_request: fingerprint == key.fingerprint });
-                    replies.push(reply);
-                    keys.push(None);
-                    continue;
-                }
-                leaders.insert((tenant, key.key.clone()), (plans.len(), key.fingerprint));
-            }
-            keys.push(submission.idempotency.map(|k| (tenant, k.key, k.fingerprint)));
-            plans.push(Plan::Execute { index: requests.len() });
-            requests.push(submission.request);
-            replies.push(reply);
+        if wanted.is_empty() {
+            return Ok(Vec::new());
         }
+        self.store.idempotency(&wanted)
+    }
 
-        let wanted = self.state.prefetch(&requests);
+    /// Loads the stored objects the requests refer to that are not in memory.
+    fn load(&mut self, requests: &[Request]) -> Result<(), StoreError> {
+        let wanted = self.state.prefetch(requests);
         if !wanted.is_empty() {
-            match self.store.load(&wanted) {
-                Ok(loaded) => self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments),
-                Err(e) => return Err((replies, e.to_string())),
-            }
+            let loaded = self.store.load(&wanted)?;
+            self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
         }
-        let now = self.clock.now_ns();
-        let outcomes = match catch_unwind(AssertUnwindSafe(|| self.state.execute(&requests, now))) {
-            Ok(outcomes) => outcomes,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "the state machine panicked".into());
-                return Err((replies, message));
-            }
-        };
-        let changes = self.state.take_changes();
+        Ok(())
+    }
 
-        let mut rendered: Vec<Option<(u16, Vec<u8>)>> = vec![None; plans.len()];
+    /// Executes the requests; a panic (a broken invariant) becomes its message.
+    fn execute(&mut self, requests: &[Request], now: u64) -> Result<Vec<Outcome>, String> {
+        catch_unwind(AssertUnwindSafe(|| self.state.execute(requests, now))).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the state machine panicked".into())
+        })
+    }
+
+    /// The responses to save with their keys, in the commit (`records`), and the same
+    /// responses by position in the batch (`rendered`), for the envelopes that follow a leader.
+    fn render_saved(
+        &self,
+        plans: &[Plan],
+        keys: &[Option<SavedKey>],
+        outcomes: &[Outcome],
+        now: u64,
+    ) -> (Vec<IdempotencyRecord>, Vec<Option<Response>>) {
+        let mut rendered: Vec<Option<Response>> = vec![None; plans.len()];
         let mut records = Vec::new();
         for (position, plan) in plans.iter().enumerate() {
             if let (Plan::Execute { index }, Some((tenant, key, fingerprint))) = (plan, &keys[position]) {
@@ -228,26 +225,80 @@ impl Engine {
                 rendered[position] = Some((status, body));
             }
         }
+        (records, rendered)
+    }
+}
 
-        if !changes.is_empty() || !records.is_empty() {
-            let started = Instant::now();
-            if let Err(e) = self.store.commit(&changes, &records) {
-                return Err((replies, e.to_string()));
+/// The ways to answer the envelopes of a batch, in order.
+type Replies = Vec<Box<dyn FnOnce(Result<Reply, EngineError>) + Send>>;
+
+/// A rendered response: HTTP status and body.
+type Response = (u16, Vec<u8>);
+
+/// An idempotency key to save a response under: tenant, key, request fingerprint.
+type SavedKey = (TenantId, String, [u8; 32]);
+
+/// A batch's envelopes once saved responses are answered: the requests to execute, and for
+/// each envelope left (by position) its plan, its reply and the key to save its response under.
+struct Planned {
+    requests: Vec<Request>,
+    plans: Vec<Plan>,
+    replies: Replies,
+    keys: Vec<Option<SavedKey>>,
+}
+
+/// Answers at once each envelope whose key has a saved response (it is already durable, and
+/// never executed again), and plans the others: the first with a key executes, a later one
+/// with the same key follows it.
+fn plan(batch: Vec<Envelope>, saved: &[IdempotencyRecord]) -> Planned {
+    let mut planned = Planned {
+        requests: Vec::with_capacity(batch.len()),
+        plans: Vec::with_capacity(batch.len()),
+        replies: Vec::with_capacity(batch.len()),
+        keys: Vec::with_capacity(batch.len()),
+    };
+    let saved: HashMap<(TenantId, &str), &IdempotencyRecord> =
+        saved.iter().map(|r| ((r.tenant, r.key.as_str()), r)).collect();
+    let mut leaders: HashMap<(TenantId, String), (usize, [u8; 32])> = HashMap::new();
+    for envelope in batch {
+        let Envelope { submission, reply } = envelope;
+        let tenant = submission.request.tenant;
+        if let Some(key) = &submission.idempotency {
+            if let Some(record) = saved.get(&(tenant, key.key.as_str())) {
+                reply(Ok(if record.fingerprint == key.fingerprint {
+                    Reply::Replay { status: record.status, body: record.body.clone() }
+                } else {
+                    Reply::KeyReused
+                }));
+                continue;
             }
-            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            if let Some(&(leader, fingerprint)) = leaders.get(&(tenant, key.key.clone())) {
+                planned.plans.push(Plan::Follow { leader, same_request: fingerprint == key.fingerprint });
+                planned.replies.push(reply);
+                planned.keys.push(None);
+                continue;
+            }
+            leaders.insert((tenant, key.key.clone()), (planned.plans.len(), key.fingerprint));
         }
+        planned.keys.push(submission.idempotency.map(|k| (tenant, k.key, k.fingerprint)));
+        planned.plans.push(Plan::Execute { index: planned.requests.len() });
+        planned.requests.push(submission.request);
+        planned.replies.push(reply);
+    }
+    planned
+}
 
-        let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
-        for (plan, reply) in plans.iter().zip(replies) {
-            let answer = match plan {
-                Plan::Execute { index } => outcomes[*index].take().map(Reply::Done),
-                Plan::Follow { leader, same_request: true } => {
-                    rendered[*leader].clone().map(|(status, body)| Reply::Replay { status, body })
-                }
-                Plan::Follow { same_request: false, .. } => Some(Reply::KeyReused),
-            };
-            reply(answer.ok_or_else(|| EngineError::Unavailable("no outcome for the request".into())));
-        }
-        Ok(())
+/// Replies to every envelope of the batch, now that it is durable.
+fn answer(plans: &[Plan], replies: Replies, outcomes: Vec<Outcome>, rendered: Vec<Option<Response>>) {
+    let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
+    for (plan, reply) in plans.iter().zip(replies) {
+        let answer = match plan {
+            Plan::Execute { index } => outcomes[*index].take().map(Reply::Done),
+            Plan::Follow { leader, same_request: true } => {
+                rendered[*leader].clone().map(|(status, body)| Reply::Replay { status, body })
+            }
+            Plan::Follow { same_request: false, .. } => Some(Reply::KeyReused),
+        };
+        reply(answer.ok_or_else(|| EngineError::Unavailable("no outcome for the request".into())));
     }
 }

@@ -1,8 +1,13 @@
 //! Validation and the runner on real files: accounts are created from the file's own
 //! references, then the batch is validated, run and checked line by line.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use paycore_engine::batches::{run, validate};
-use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
+use paycore_engine::{
+    channel, start, EngineConfig, EngineError, EngineHandle, EngineMetrics, Envelope, Priority, Reply, Submission,
+    Submitter, SystemClock,
+};
 use paycore_ledger::{
     AccountId, BatchFormat, BatchId, BatchMode, BatchStatus, Command, Currency, ItemStatus, NewAccount, NewTransfer,
     OnInvalid, Outcome, Overdraft, Request, TenantId, TransferId, TransferOp,
@@ -97,7 +102,7 @@ impl Env {
         self.reader.create_batch(&record).unwrap();
         validate(self.reader.as_ref(), &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
         let store: Arc<dyn BatchStore> = self.reader.clone();
-        run(&self.handle, store, id, TENANT, &AtomicBool::new(false)).await.unwrap();
+        run(&self.handle, store, id, TENANT, &Arc::new(AtomicBool::new(false))).await.unwrap();
         self.reader.batch(TENANT, id).unwrap().unwrap()
     }
 
@@ -204,4 +209,98 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     let report = paycore_store::verify::verify(env.reader.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.batch_items, 4 * 32);
+}
+
+/// An engine that never takes anything: its queue is always full.
+struct AlwaysFull;
+
+impl Submitter for AlwaysFull {
+    fn try_submit(&self, _: Envelope, _: Priority) -> Result<(), EngineError> {
+        Err(EngineError::Overloaded)
+    }
+
+    fn depth(&self) -> usize {
+        0
+    }
+}
+
+/// A submitter with a bug: it panics.
+struct Panicking;
+
+impl Submitter for Panicking {
+    fn try_submit(&self, _: Envelope, _: Priority) -> Result<(), EngineError> {
+        panic!("the submitter broke")
+    }
+
+    fn depth(&self) -> usize {
+        0
+    }
+}
+
+impl Env {
+    /// A validated CSV batch in `mode` of three payments from PAYROLL (funded with 100.00),
+    /// `processing`.
+    async fn processing_batch(&mut self, number: u128, mode: &str) -> (BatchId, AccountId) {
+        self.account("EUR", Some("FUNDING"), 0).await;
+        let payer = self.account("EUR", Some("PAYROLL"), 10_000).await;
+        for i in 0..3 {
+            self.account("EUR", Some(&format!("EMP{i}")), 0).await;
+        }
+        let file = self.store_file("pay.csv", b"payee,amount,currency\nEMP0,1.00,EUR\nEMP1,1.00,EUR\nEMP2,1.00,EUR\n");
+        let new = BatchRecord::new(batch_id(number), TENANT, BatchFormat::Csv, 1);
+        let record = BatchRecord {
+            mode: BatchMode::parse(mode).unwrap(),
+            payer: Some("PAYROLL".into()),
+            file: Some(file),
+            ..new
+        };
+        self.reader.create_batch(&record).unwrap();
+        validate(self.reader.as_ref(), &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
+        assert_eq!(self.reader.batch(TENANT, batch_id(number)).unwrap().unwrap().status, BatchStatus::Processing);
+        (batch_id(number), payer)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_asked_to_stop_stops_retrying_an_engine_that_does_not_answer() {
+    for mode in ["best_effort", "atomic"] {
+        let mut env = env();
+        let (batch, payer) = env.processing_batch(7, mode).await;
+        let full = EngineHandle::new(Arc::new(AlwaysFull));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let stopping = stopping.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        let store: Arc<dyn BatchStore> = env.reader.clone();
+        let ran = tokio::time::timeout(std::time::Duration::from_secs(10), run(&full, store, batch, TENANT, &stopping))
+            .await
+            .unwrap_or_else(|_| panic!("{mode}: the runner kept retrying after it was asked to stop"));
+        assert!(ran.is_ok(), "{mode}: {ran:?}");
+        stop.await.unwrap();
+        // Nothing was paid, and the batch waits for the next start.
+        let record = env.reader.batch(TENANT, batch).unwrap().unwrap();
+        assert_eq!((record.status.as_str(), record.succeeded, record.failed), ("processing", 0, 0), "{mode}");
+        assert_eq!(env.posted(payer), 10_000, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_task_that_panics_is_reported_as_an_error() {
+    let mut env = env();
+    let (batch, payer) = env.processing_batch(8, "best_effort").await;
+    let broken = EngineHandle::new(Arc::new(Panicking));
+    let store: Arc<dyn BatchStore> = env.reader.clone();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(10), run(&broken, store, batch, TENANT, &stopping))
+        .await
+        .expect("the runner hung on a panicked task");
+    let error = ran.expect_err("a panicked submission task must be an error").to_string();
+    assert!(error.contains("a batch submission task failed") && error.contains("panicked"), "{error}");
+    let record = env.reader.batch(TENANT, batch).unwrap().unwrap();
+    assert_eq!((record.status.as_str(), record.succeeded), ("processing", 0));
+    assert_eq!(env.posted(payer), 10_000);
 }

@@ -49,6 +49,12 @@ impl Balances {
     }
 }
 
+/// `counter + amount`, if it stays within [`AMOUNT_MAX`], the bound of every balance counter
+/// (passing it is the result `overflow`).
+pub(crate) fn counter_plus(counter: u64, amount: u64) -> Option<u64> {
+    counter.checked_add(amount).filter(|&sum| sum <= AMOUNT_MAX)
+}
+
 /// A ledger account. Its currency and overdraft are fixed when it is opened.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Account {

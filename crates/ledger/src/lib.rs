@@ -22,7 +22,8 @@ pub use ids::{
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
 pub use payment::{CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus};
 pub use state::{
-    ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, TIMEOUT_MAX_SECONDS,
+    ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, BATCH_EVENTS_MAX,
+    TIMEOUT_MAX_SECONDS,
 };
 pub use transfer::{Hold, HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
 pub use vocabulary::{BatchFormat, BatchMode, BatchStatus, ItemStatus, OnInvalid, UnknownName};

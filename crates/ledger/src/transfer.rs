@@ -1,6 +1,7 @@
 //! Transfers, the requests that make them, and their result codes.
 
-use crate::{AccountId, Balances, Currency, PaymentId, TenantId, TransferId, AMOUNT_MAX};
+use crate::account::counter_plus;
+use crate::{AccountId, Balances, Currency, PaymentId, TenantId, TransferId};
 
 /// What a stored transfer did. Stored transfers are immutable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -69,7 +70,7 @@ impl Transfer {
     /// leave `0..=AMOUNT_MAX`: the stored data is not what the state machine wrote.
     pub fn replay(&self, held: u64, debit: &mut Balances, credit: &mut Balances) -> Option<()> {
         let add = |counter: &mut u64, by: u64| -> Option<()> {
-            *counter = counter.checked_add(by).filter(|&c| c <= AMOUNT_MAX)?;
+            *counter = counter_plus(*counter, by)?;
             Some(())
         };
         let release = |counter: &mut u64| -> Option<()> {

@@ -3,6 +3,7 @@
 
 use crate::{metrics, routes};
 use axum::Json;
+use paycore_ledger::BATCH_EVENTS_MAX;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -169,7 +170,7 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
 /// The bounds of a request schema's fields, as the server's JSON extraction checks them.
 fn conform_schema(name: &str, schema: &mut Value) {
     if name == "BulkTransfers" {
-        bounds(&mut schema["properties"]["transfers"], json!({"minItems": 1, "maxItems": 8190}));
+        bounds(&mut schema["properties"]["transfers"], json!({"minItems": 1, "maxItems": BATCH_EVENTS_MAX}));
     }
     let request = matches!(
         name,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// The most transfers in one request.
-pub const BULK_TRANSFERS_MAX: usize = 8190;
+pub const BULK_TRANSFERS_MAX: usize = paycore_ledger::BATCH_EVENTS_MAX;
 
 /// One transfer. Three forms: a move (`debit_account`, `credit_account`, `amount`,
 /// `currency`, and `pending: true` to place a hold, optionally with `timeout_seconds`); a post
@@ -107,7 +107,7 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         }
     };
     if bulk && (items.is_empty() || items.len() > BULK_TRANSFERS_MAX) {
-        return Err(ApiError::invalid("transfers", "`transfers` must have 1 to 8190 items."));
+        return Err(ApiError::invalid("transfers", format!("`transfers` must have 1 to {BULK_TRANSFERS_MAX} items.")));
     }
     let tenant = post.auth.tenant;
     let mut transfers: Vec<NewTransfer> = Vec::with_capacity(items.len());

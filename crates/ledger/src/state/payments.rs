@@ -1,0 +1,261 @@
+//! Payments: a payment order moves through its statuses by way of transfers.
+
+use super::transfers::{Move, Resolution};
+use super::{CommandError, Deadline, NewPayment, State, NANOS_PER_SECOND, TIMEOUT_MAX_SECONDS};
+use crate::payment::{
+    CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM, TAG_REFUND,
+};
+use crate::transfer::ResultCode;
+use crate::{Amount, PaymentId, RefundId, TenantId, TransferId};
+
+impl State {
+    pub(super) fn set_payment_status(&mut self, id: PaymentId, status: PaymentStatus, now: u64) {
+        let Some(payment) = self.payments.get_mut(&id) else { return };
+        if payment.status == PaymentStatus::RequiresConfirmation {
+            self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
+        }
+        payment.status = status;
+        payment.updated_at = now.max(payment.updated_at);
+        let tenant = payment.tenant;
+        self.touched_payments.push(id);
+        if let Some(kind) = payment_event(status) {
+            self.changes.events.push((tenant, kind, id.0));
+        }
+    }
+
+    pub(super) fn create_payment(
+        &mut self,
+        tenant: TenantId,
+        new: &NewPayment,
+        now: u64,
+    ) -> Result<Payment, CommandError> {
+        if Amount::new(new.amount).is_none() {
+            return Err(CommandError::InvalidField {
+                param: "amount",
+                message: "amount must be between 1 and 9223372036854775807",
+            });
+        }
+        if new.expires_in_seconds == 0 || new.expires_in_seconds > TIMEOUT_MAX_SECONDS {
+            return Err(CommandError::InvalidField {
+                param: "expires_in_seconds",
+                message: "expires_in_seconds must be between 1 and 31622400 (366 days)",
+            });
+        }
+        for (param, id) in [("payer_account", new.payer), ("payee_account", new.payee)] {
+            let account = self.tenant_account(tenant, id).ok_or(CommandError::AccountNotFound { param })?;
+            if account.currency != new.currency {
+                return Err(CommandError::CurrencyMismatch { param });
+            }
+        }
+        if new.payer == new.payee {
+            return Err(CommandError::SameAccount);
+        }
+        if self.payments.contains_key(&new.id) {
+            return Err(CommandError::AlreadyExists);
+        }
+        let created_at = self.tick(now);
+        let payment = Payment {
+            id: new.id,
+            tenant,
+            payer: new.payer,
+            payee: new.payee,
+            amount: new.amount,
+            currency: new.currency,
+            capture_method: new.capture_method,
+            status: PaymentStatus::RequiresConfirmation,
+            description: new.description.clone(),
+            failure_code: None,
+            amount_captured: 0,
+            amount_refunded: 0,
+            expires_at: created_at.saturating_add(new.expires_in_seconds * NANOS_PER_SECOND),
+            created_at,
+            updated_at: created_at,
+            transfer: None,
+        };
+        self.deadlines.insert((payment.expires_at, Deadline::Payment(payment.id)));
+        self.payments.insert(payment.id, payment.clone());
+        self.touched_payments.push(payment.id);
+        Ok(payment)
+    }
+
+    /// The payment, if it belongs to `tenant` and is in one of `allowed` statuses.
+    fn payment_in(&self, tenant: TenantId, id: PaymentId, allowed: &[PaymentStatus]) -> Result<Payment, CommandError> {
+        let payment = self.payments.get(&id).filter(|p| p.tenant == tenant).ok_or(CommandError::PaymentNotFound)?;
+        if !allowed.contains(&payment.status) {
+            return Err(CommandError::UnexpectedState { status: payment.status });
+        }
+        Ok(payment.clone())
+    }
+
+    fn update_payment(&mut self, payment: Payment) -> Payment {
+        self.touched_payments.push(payment.id);
+        self.payments.insert(payment.id, payment.clone());
+        payment
+    }
+
+    pub(super) fn confirm(&mut self, tenant: TenantId, id: PaymentId, now: u64) -> Result<Payment, CommandError> {
+        let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation])?;
+        let manual = payment.capture_method == CaptureMethod::Manual;
+        let transfer = TransferId(id.derive_at(TAG_CONFIRM, now));
+        // The amount was checked when the payment was made; one that is not an amount fails
+        // the payment with invalid_amount.
+        let code = match Amount::new(payment.amount) {
+            Some(amount) => {
+                let mv = Move {
+                    id: transfer,
+                    debit: payment.payer,
+                    credit: payment.payee,
+                    amount,
+                    currency: payment.currency,
+                    hold: manual,
+                    expires_at: manual.then_some(payment.expires_at),
+                };
+                self.apply_move(tenant, &mv, now, Some(id))
+            }
+            None => ResultCode::InvalidAmount,
+        };
+        self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
+        payment.updated_at = now.max(payment.updated_at);
+        if code == ResultCode::Ok {
+            payment.transfer = Some(transfer);
+            if manual {
+                payment.status = PaymentStatus::RequiresCapture;
+            } else {
+                payment.status = PaymentStatus::Succeeded;
+                payment.amount_captured = payment.amount;
+            }
+        } else {
+            payment.status = PaymentStatus::Failed;
+            payment.failure_code = Some(code);
+        }
+        if let Some(kind) = payment_event(payment.status) {
+            self.changes.events.push((tenant, kind, id.0));
+        }
+        Ok(self.update_payment(payment))
+    }
+
+    pub(super) fn capture(
+        &mut self,
+        tenant: TenantId,
+        id: PaymentId,
+        amount: Option<u64>,
+        now: u64,
+    ) -> Result<Payment, CommandError> {
+        let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresCapture])?;
+        let amount = amount.unwrap_or(payment.amount);
+        if amount == 0 {
+            return Err(CommandError::InvalidField { param: "amount", message: "amount must be greater than zero" });
+        }
+        if amount > payment.amount {
+            return Err(CommandError::AmountTooLarge { max: payment.amount });
+        }
+        // Between 1 and the payment's amount, itself an amount: this fails only on a payment
+        // that was never checked.
+        let checked = Amount::new(amount).ok_or(CommandError::Rejected(ResultCode::InvalidAmount))?;
+        let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
+        let code = self.resolve(
+            tenant,
+            TransferId(id.derive_at(TAG_CAPTURE, now)),
+            hold,
+            Resolution::Post(Some(checked)),
+            now,
+            Some(id),
+        );
+        if code != ResultCode::Ok {
+            return Err(CommandError::Rejected(code));
+        }
+        payment.status = PaymentStatus::Succeeded;
+        payment.amount_captured = amount;
+        payment.updated_at = now.max(payment.updated_at);
+        self.changes.events.push((tenant, "payment.succeeded", id.0));
+        Ok(self.update_payment(payment))
+    }
+
+    pub(super) fn cancel(&mut self, tenant: TenantId, id: PaymentId, now: u64) -> Result<Payment, CommandError> {
+        let mut payment =
+            self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation, PaymentStatus::RequiresCapture])?;
+        if payment.status == PaymentStatus::RequiresCapture {
+            let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
+            let code =
+                self.resolve(tenant, TransferId(id.derive_at(TAG_CANCEL, now)), hold, Resolution::Void, now, Some(id));
+            if code != ResultCode::Ok {
+                return Err(CommandError::Rejected(code));
+            }
+        } else {
+            self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
+        }
+        payment.status = PaymentStatus::Cancelled;
+        payment.updated_at = now.max(payment.updated_at);
+        Ok(self.update_payment(payment))
+    }
+
+    pub(super) fn refund(
+        &mut self,
+        tenant: TenantId,
+        id: PaymentId,
+        refund_id: RefundId,
+        amount: Option<u64>,
+        now: u64,
+    ) -> Result<(Refund, Payment), CommandError> {
+        let mut payment = self.payment_in(tenant, id, &[PaymentStatus::Succeeded])?;
+        let refundable = payment.amount_captured - payment.amount_refunded;
+        let amount = amount.unwrap_or(refundable);
+        if refundable == 0 {
+            return Err(CommandError::AmountTooLarge { max: 0 });
+        }
+        if amount == 0 {
+            return Err(CommandError::InvalidField { param: "amount", message: "amount must be greater than zero" });
+        }
+        if amount > refundable {
+            return Err(CommandError::AmountTooLarge { max: refundable });
+        }
+        let transfer = TransferId(refund_id.derive_at(TAG_REFUND, now));
+        // Between 1 and what was captured, itself at most the payment's amount.
+        let code = match Amount::new(amount) {
+            Some(checked) => {
+                let mv = Move {
+                    id: transfer,
+                    debit: payment.payee,
+                    credit: payment.payer,
+                    amount: checked,
+                    currency: payment.currency,
+                    hold: false,
+                    expires_at: None,
+                };
+                self.apply_move(tenant, &mv, now, None)
+            }
+            None => ResultCode::InvalidAmount,
+        };
+        let ok = code == ResultCode::Ok;
+        if ok {
+            payment.amount_refunded += amount;
+            payment.updated_at = now.max(payment.updated_at);
+            payment = self.update_payment(payment);
+            self.changes.events.push((tenant, "payment.refunded", id.0));
+        }
+        let refund = Refund {
+            id: refund_id,
+            tenant,
+            payment: id,
+            amount,
+            currency: payment.currency,
+            status: if ok { RefundStatus::Succeeded } else { RefundStatus::Failed },
+            failure_code: (!ok).then_some(code),
+            transfer,
+            created_at: self.tick(now),
+        };
+        self.changes.refunds.push(refund.clone());
+        Ok((refund, payment))
+    }
+}
+
+/// The webhook event a payment's new status gives, if any.
+fn payment_event(status: PaymentStatus) -> Option<&'static str> {
+    match status {
+        PaymentStatus::Succeeded => Some("payment.succeeded"),
+        PaymentStatus::Failed => Some("payment.failed"),
+        PaymentStatus::RequiresCapture => Some("payment.requires_capture"),
+        PaymentStatus::Expired => Some("payment.expired"),
+        _ => None,
+    }
+}

@@ -1,0 +1,122 @@
+//! What the engine must load from the store before a batch: the objects it names that are not
+//! in memory, and the highest stored ids that let most new ids skip the question.
+
+use super::{Command, Request, State};
+use crate::batch::BatchStep;
+use crate::payment::Payment;
+use crate::transfer::{HoldRecord, NewTransfer, Transfer, TransferOp};
+use crate::{PaymentId, TransferId};
+
+/// What the engine must load from storage before executing a batch: objects that are not kept
+/// in memory (resolved holds, finished payments, stored transfers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prefetch {
+    pub transfers: Vec<TransferId>,
+    pub holds: Vec<TransferId>,
+    pub payments: Vec<PaymentId>,
+}
+
+impl Prefetch {
+    pub fn is_empty(&self) -> bool {
+        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty()
+    }
+}
+
+impl State {
+    /// Tells the state that no stored transfer has an id above `max` (`None`: the store holds
+    /// no transfer), so that `prefetch` skips ids that cannot be stored. The store's primary key
+    /// still refuses a duplicate id if this were wrong: the commit would fail, never apply twice.
+    pub fn set_stored_transfer_id_max(&mut self, max: Option<TransferId>) {
+        self.stored_transfer_id_max = Some(max.unwrap_or(TransferId(0)));
+    }
+
+    /// Tells the state that no stored payment has an id above `max` (`None`: no payment is
+    /// stored), so that `prefetch` does not look for a new payment's id in the store. Unlike a
+    /// transfer's, a payment's row is written by upsert: this must be exact, and is (every
+    /// payment is made by `execute`, which raises it in `take_changes`).
+    pub fn set_stored_payment_id_max(&mut self, max: Option<PaymentId>) {
+        self.stored_payment_id_max = Some(max.unwrap_or(PaymentId(0)));
+    }
+
+    /// Whether a transfer with this id may be in the store.
+    fn may_be_stored(&self, id: TransferId) -> bool {
+        self.stored_transfer_id_max.is_none_or(|max| id <= max)
+    }
+
+    /// The stored objects these requests refer to that are not in memory.
+    pub fn prefetch(&self, requests: &[Request]) -> Prefetch {
+        let mut wanted = Prefetch::default();
+        for request in requests {
+            match &request.command {
+                Command::Transfer(t) => self.prefetch_transfers(std::slice::from_ref(t), &mut wanted),
+                Command::Transfers(transfers) => self.prefetch_transfers(transfers, &mut wanted),
+                Command::RefundPayment { payment, .. }
+                | Command::ConfirmPayment(payment)
+                | Command::CapturePayment { payment, .. }
+                | Command::CancelPayment(payment) => {
+                    if !self.payments.contains_key(payment) {
+                        wanted.payments.push(*payment);
+                    }
+                }
+                Command::BatchItems { batch, step, items } => {
+                    for item in items {
+                        let id = match step {
+                            BatchStep::Pay | BatchStep::Hold => batch.item_transfer(item.index),
+                            BatchStep::Post => batch.item_resolution(item.index, true),
+                            BatchStep::Void => batch.item_resolution(item.index, false),
+                        };
+                        if self.may_be_stored(id) {
+                            wanted.transfers.push(id);
+                        }
+                        if matches!(step, BatchStep::Post | BatchStep::Void) {
+                            let hold = batch.item_transfer(item.index);
+                            if !self.holds.contains_key(&hold) {
+                                wanted.holds.push(hold);
+                            }
+                        }
+                    }
+                }
+                // A finished payment is not in memory: load it, or its id would be taken again.
+                Command::CreatePayment(new) => {
+                    let may_be_stored = self.stored_payment_id_max.is_none_or(|max| new.id <= max);
+                    if may_be_stored && !self.payments.contains_key(&new.id) {
+                        wanted.payments.push(new.id);
+                    }
+                }
+                Command::CreateAccount(_) | Command::EndBatch { .. } => {}
+            }
+        }
+        wanted
+    }
+
+    /// Adds objects loaded from storage for the next batch. They are dropped again after it.
+    pub fn insert_prefetched(
+        &mut self,
+        transfers: impl IntoIterator<Item = Transfer>,
+        holds: impl IntoIterator<Item = HoldRecord>,
+        payments: impl IntoIterator<Item = Payment>,
+    ) {
+        self.stored_transfers.extend(transfers.into_iter().map(|t| (t.id, t)));
+        for hold in holds {
+            self.holds.entry(hold.transfer.id).or_insert(hold);
+        }
+        for payment in payments {
+            self.payments.entry(payment.id).or_insert(payment);
+        }
+    }
+
+    /// The transfers to load before `transfers` run: those whose id may be stored (to answer
+    /// `exists`), and the holds they resolve that are not in memory.
+    fn prefetch_transfers(&self, transfers: &[NewTransfer], wanted: &mut Prefetch) {
+        for t in transfers {
+            if self.may_be_stored(t.id) {
+                wanted.transfers.push(t.id);
+            }
+            if let TransferOp::Post { pending_id, .. } | TransferOp::Void { pending_id } = t.op {
+                if !self.holds.contains_key(&pending_id) {
+                    wanted.holds.push(pending_id);
+                }
+            }
+        }
+    }
+}

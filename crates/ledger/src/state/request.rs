@@ -1,0 +1,123 @@
+//! What comes into the state machine (`Request`, `Command` and the objects they create) and
+//! what goes out (`Outcome`, `CommandError`).
+
+use crate::account::{Account, Overdraft};
+use crate::batch::{BatchEnd, BatchItem, BatchStep};
+use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
+use crate::transfer::{NewTransfer, ResultCode, Transfer};
+use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId};
+
+/// A request to open an account.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewAccount {
+    pub id: AccountId,
+    pub currency: Currency,
+    pub overdraft: Overdraft,
+    pub reference: Option<String>,
+    /// Opaque to the ledger (JSON text for the API).
+    pub metadata: Option<String>,
+}
+
+/// A request to create a payment order.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewPayment {
+    pub id: PaymentId,
+    pub payer: AccountId,
+    pub payee: AccountId,
+    pub amount: u64,
+    pub currency: Currency,
+    pub capture_method: CaptureMethod,
+    pub expires_in_seconds: u64,
+    pub description: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Command {
+    CreateAccount(NewAccount),
+    /// One transfer, answered with the transfer itself (the API's single form).
+    Transfer(NewTransfer),
+    /// Up to a few thousand transfers; linked chains end at the end of the list.
+    Transfers(Vec<NewTransfer>),
+    CreatePayment(NewPayment),
+    ConfirmPayment(PaymentId),
+    /// Capture all of a held payment, or `amount` of it.
+    CapturePayment {
+        payment: PaymentId,
+        amount: Option<u64>,
+    },
+    CancelPayment(PaymentId),
+    /// Refund all that is left to refund, or `amount`.
+    RefundPayment {
+        payment: PaymentId,
+        refund: RefundId,
+        amount: Option<u64>,
+    },
+    /// A chunk of a batch's items, in one step (outcome: one result code per item).
+    BatchItems {
+        batch: BatchId,
+        step: BatchStep,
+        items: Vec<BatchItem>,
+    },
+    /// The end of a batch, committed after its last item.
+    EndBatch {
+        batch: BatchId,
+        end: BatchEnd,
+    },
+}
+
+/// A command and the tenant on whose behalf it runs.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Request {
+    pub tenant: TenantId,
+    pub command: Command,
+}
+
+/// Why a command other than a transfer was refused. Nothing changed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum CommandError {
+    /// The account named by the field does not exist in this tenant.
+    AccountNotFound {
+        param: &'static str,
+    },
+    /// The account named by the field has another currency.
+    CurrencyMismatch {
+        param: &'static str,
+    },
+    SameAccount,
+    /// Another account of this tenant has this reference.
+    ReferenceTaken,
+    /// An object with this id exists already.
+    AlreadyExists,
+    PaymentNotFound,
+    /// The payment is not in a status that allows the operation.
+    UnexpectedState {
+        status: PaymentStatus,
+    },
+    /// More than the payment allows (capture above the amount, refund above what is left).
+    AmountTooLarge {
+        max: u64,
+    },
+    /// A field is out of its range.
+    InvalidField {
+        param: &'static str,
+        message: &'static str,
+    },
+    /// The ledger refused the transfer the operation needs.
+    Rejected(ResultCode),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    Account(Result<Account, CommandError>),
+    /// The result of one transfer and, when it is a success (`ok`, `exists`), the transfer as
+    /// stored: the new one, or the one that existed with this id.
+    Transfer {
+        code: ResultCode,
+        transfer: Option<Transfer>,
+    },
+    Transfers(Vec<ResultCode>),
+    Payment(Result<Payment, CommandError>),
+    Refund(Result<(Refund, Payment), CommandError>),
+    /// The batch's end is recorded.
+    BatchEnded,
+}
