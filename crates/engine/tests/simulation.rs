@@ -128,6 +128,31 @@ struct FaultStats {
     commits: u64,
 }
 
+impl FaultStats {
+    /// Each kind of fault the store injects, with how often it fired.
+    fn kinds(&self) -> [(&'static str, u64); 6] {
+        [
+            ("failed write", self.failed_writes),
+            ("fsync rollback", self.fsync_rollbacks),
+            ("lost acknowledgement", self.lost_acks),
+            ("failed load", self.failed_loads),
+            ("failed idempotency lookup", self.failed_idempotency),
+            ("failed recover", self.failed_recovers),
+        ]
+    }
+
+    /// Adds the counts of another run to these.
+    fn add(&mut self, other: &FaultStats) {
+        self.failed_writes += other.failed_writes;
+        self.fsync_rollbacks += other.fsync_rollbacks;
+        self.lost_acks += other.lost_acks;
+        self.failed_loads += other.failed_loads;
+        self.failed_idempotency += other.failed_idempotency;
+        self.failed_recovers += other.failed_recovers;
+        self.commits += other.commits;
+    }
+}
+
 struct Faults {
     rng: Rng,
     enabled: bool,
@@ -743,7 +768,8 @@ impl Sim {
     }
 }
 
-async fn simulate(seed: u64, steps: u64) -> String {
+/// Runs one seed; returns its summary line and the faults that fired.
+async fn simulate(seed: u64, steps: u64) -> (String, FaultStats) {
     let dir = tempfile::tempdir().unwrap();
     let reference_dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000_000_000)));
@@ -804,7 +830,7 @@ async fn simulate(seed: u64, steps: u64) -> String {
         sim.restarts,
     );
     sim.engine.take().unwrap().stop();
-    summary
+    (summary, stats)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -822,11 +848,16 @@ fn engine_survives_storage_faults_without_loss() {
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    for seed in seeds {
+    let mut fired = FaultStats::default();
+    for seed in &seeds {
+        let seed = *seed;
         let started = std::time::Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(simulate(seed, steps))));
         match result {
-            Ok(summary) => eprintln!("{summary} ({:.1?})", started.elapsed()),
+            Ok((summary, stats)) => {
+                eprintln!("{summary} ({:.1?})", started.elapsed());
+                fired.add(&stats);
+            }
             Err(panic) => {
                 eprintln!(
                     "simulation failed for seed {seed}; replay with \
@@ -836,6 +867,12 @@ fn engine_survives_storage_faults_without_loss() {
             }
         }
     }
+    // A run in which a kind of fault never fired tested nothing about it: an injector that
+    // stopped working fails here rather than passing quietly. (With the defaults every kind
+    // fires several times in every seed.)
+    let silent: Vec<&str> = fired.kinds().iter().filter(|(_, count)| *count == 0).map(|(kind, _)| *kind).collect();
+    assert!(silent.is_empty(), "seeds {seeds:?} × {steps} steps: these faults never fired: {silent:?} ({fired:?})");
+    assert!(fired.commits > 0, "no commit reached the store: {fired:?}");
 }
 
 /// Found by the simulation (seed 4): a finished payment leaves memory, and `CreatePayment` did
