@@ -1,6 +1,7 @@
 //! Tenants and API keys: an admin key makes tenants and their keys; two tenants try to read
-//! and move each other's money through every endpoint and get 404 (or `account_not_found`),
-//! with every balance unchanged.
+//! and move each other's money through every endpoint and get 404 `resource_missing` for
+//! another tenant's object named in the path, and `account_not_found` for another tenant's
+//! account named in a body, with every balance unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -127,8 +128,43 @@ async fn wait_batch(client: &Client, id: &str) -> Value {
     panic!("batch {id} did not finish");
 }
 
+/// The answer for an object of another tenant named in the path: the same as for an id that
+/// does not exist (404 `resource_missing` on `id`), so it tells nothing of the object.
 fn assert_missing(answer: &Answer, what: &str) {
-    assert_eq!(answer.status, 404, "{what}: {}", answer.body);
+    let error = &answer.body["error"];
+    assert_eq!(
+        (answer.status, error["code"].as_str(), error["param"].as_str()),
+        (404, Some("resource_missing"), Some("id")),
+        "{what}: {}",
+        answer.body
+    );
+}
+
+/// The answer for another tenant's account named in a request body: `status` with the code
+/// `account_not_found` on `param` (no param for a transfer: it names the debit or the credit
+/// account).
+fn assert_account_not_found(answer: &Answer, status: u16, param: Option<&str>) {
+    let error = &answer.body["error"];
+    assert_eq!(
+        (answer.status, error["code"].as_str(), error["param"].as_str()),
+        (status, Some("account_not_found"), param),
+        "{}",
+        answer.body
+    );
+}
+
+/// A batch naming another tenant's account (as payer or payee) is accepted for validation and
+/// then rejected as a whole: its one item is invalid with `account_not_found` on `side`.
+async fn assert_batch_rejected(client: &Client, accepted: &Answer, side: &str) {
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let done = wait_batch(client, accepted.body["id"].as_str().unwrap()).await;
+    assert_ne!(done.body_succeeded(), Some(1), "{done}");
+    assert_eq!((done["status"].as_str(), done.body_succeeded()), (Some("rejected"), Some(0)), "{done}");
+    assert_eq!(done["counts"]["invalid"], 1, "{done}");
+    let error = &done["rejection"]["errors"][0];
+    assert_eq!(error["code"], "account_not_found", "{done}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with(&format!("{side}: no account")), "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +252,16 @@ async fn tenants_cannot_read_or_move_each_others_money() {
         let t = b.transfer(debit, credit, 100).await;
         let code = t.body["result"].as_str().or(t.body["error"]["code"].as_str());
         assert_eq!(code, Some("account_not_found"), "{}", t.body);
+        assert_account_not_found(&t, 422, None);
     }
     let bulk = b
         .post("/v1/transfers", json!({"transfers": [{"debit_account": a_payer, "credit_account": b_account, "amount": 1, "currency": "EUR"}]}))
         .await;
-    assert!(bulk.status == 200 || bulk.status == 201 || bulk.status == 422 || bulk.status == 400, "{}", bulk.body);
+    // A bulk request answers 200 with one result per item.
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    let results = bulk.body["data"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{}", bulk.body);
+    assert_eq!((&results[0]["index"], &results[0]["result"]), (&json!(0), &json!("account_not_found")), "{}", bulk.body);
     assert!(!bulk.body.to_string().contains("\"ok\""), "{}", bulk.body);
     // Payments: naming A's accounts, and acting on A's payments.
     let p = b
@@ -229,15 +270,14 @@ async fn tenants_cannot_read_or_move_each_others_money() {
             json!({"payer_account": a_payer, "payee_account": b_account, "amount": 100, "currency": "EUR"}),
         )
         .await;
-    assert!(p.status == 404 || p.status == 400 || p.status == 422, "{}", p.body);
-    assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
+    assert_account_not_found(&p, 400, Some("payer_account"));
     let p = b
         .post(
             "/v1/payments",
             json!({"payer_account": b_account, "payee_account": a_payee, "amount": 100, "currency": "EUR"}),
         )
         .await;
-    assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
+    assert_account_not_found(&p, 400, Some("payee_account"));
     assert_missing(&b.post(&format!("/v1/payments/{a_open}/confirm"), json!({})).await, "confirm");
     assert_missing(&b.post(&format!("/v1/payments/{a_held}/capture"), json!({})).await, "capture");
     assert_missing(&b.post(&format!("/v1/payments/{a_held}/cancel"), json!({})).await, "cancel");
@@ -245,18 +285,8 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert_missing(&b.post(&format!("/v1/payments/{a_paid}/refunds"), json!({"amount": 50})).await, "refund");
     // Batches: cancelling A's, and paying from A's account.
     assert_missing(&b.post(&format!("/v1/batches/{a_batch}/cancel"), json!({})).await, "batch cancel");
-    let stolen = batch(&b, &a_payer, &b_account).await;
-    if stolen.status == 202 {
-        let done = wait_batch(&b, stolen.body["id"].as_str().unwrap()).await;
-        assert_ne!(done.body_succeeded(), Some(1), "{done}");
-    } else {
-        assert_eq!(stolen.status, 400, "{}", stolen.body);
-    }
-    let stolen = batch(&b, &b_account, &a_payee).await;
-    if stolen.status == 202 {
-        let done = wait_batch(&b, stolen.body["id"].as_str().unwrap()).await;
-        assert_ne!(done.body_succeeded(), Some(1), "{done}");
-    }
+    assert_batch_rejected(&b, &batch(&b, &a_payer, &b_account).await, "payer").await;
+    assert_batch_rejected(&b, &batch(&b, &b_account, &a_payee).await, "payee").await;
 
     for (id, was) in accounts.iter().zip(&before) {
         let owner = if id.as_str() == b_funding || id.as_str() == b_account { &b } else { &a };
@@ -271,7 +301,7 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert_eq!(endpoint.status, 201, "{}", endpoint.body);
     let endpoint = endpoint.body["id"].as_str().unwrap().to_owned();
     let listed = b.get("/v1/webhook_endpoints").await;
-    assert_eq!(listed.body["data"], json!([]), "{}", listed.body);
+    assert_eq!((listed.status, &listed.body["data"]), (200, &json!([])), "{}", listed.body);
     assert_missing(&b.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries")).await, "deliveries");
     assert_missing(&b.delete(&format!("/v1/webhook_endpoints/{endpoint}")).await, "endpoint delete");
     let a_pay = a.payment(&a_payer, &a_payee, "automatic").await;
