@@ -5,90 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use paycore_server::{Config, Secret};
+mod common;
+
+use common::{Answer, Client};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
-
-#[derive(Clone)]
-struct Client {
-    base: String,
-    http: reqwest::Client,
-    key: String,
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Client {
-    fn with_key(&self, key: &str) -> Client {
-        Client { base: self.base.clone(), http: self.http.clone(), key: key.to_owned() }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.bearer_auth(&self.key).send().await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Answer { status, body }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
-    }
-
-    async fn delete(&self, path: &str) -> Answer {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
-    }
-
-    async fn account(&self, overdraft: Value) -> String {
-        let a = self.post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft})).await;
-        assert_eq!(a.status, 201, "{}", a.body);
-        a.body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn transfer(&self, debit: &str, credit: &str, amount: u64) -> Answer {
-        self.post(
-            "/v1/transfers",
-            json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"}),
-        )
-        .await
-    }
-
-    async fn payment(&self, payer: &str, payee: &str, capture: &str) -> String {
-        let p = self
-            .post(
-                "/v1/payments",
-                json!({"payer_account": payer, "payee_account": payee, "amount": 100, "currency": "EUR", "capture_method": capture}),
-            )
-            .await;
-        assert_eq!(p.status, 201, "{}", p.body);
-        p.body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn balance(&self, account: &str) -> Value {
-        let a = self.get(&format!("/v1/accounts/{account}")).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.body["balance"].clone()
-    }
-}
-
-async fn boot() -> (Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.api_key = Some(Secret::new(ADMIN.to_owned()));
-    let service = paycore_server::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(service.serve(listener, std::future::pending()));
-    (Client { base, http: reqwest::Client::new(), key: ADMIN.to_owned() }, dir)
-}
 
 /// A new tenant and a read/write key for it.
 async fn tenant(admin: &Client, name: &str) -> (String, Client) {
@@ -107,11 +30,9 @@ async fn tenant(admin: &Client, name: &str) -> (String, Client) {
 
 async fn batch(client: &Client, payer: &str, payee: &str) -> Answer {
     client
-        .send(
-            client
-                .http
-                .post(format!("{}/v1/batches?payer={payer}&currency=EUR", client.base))
-                .json(&json!({"items": [{"payee": payee, "amount": 5, "reference": "B1"}]})),
+        .post(
+            &format!("/v1/batches?payer={payer}&currency=EUR"),
+            json!({"items": [{"payee": payee, "amount": 5, "reference": "B1"}]}),
         )
         .await
 }
@@ -169,7 +90,7 @@ async fn assert_batch_rejected(client: &Client, accepted: &Answer, side: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_keys_make_tenants_and_keys_and_revoke_them() {
-    let (admin, _dir) = boot().await;
+    let (admin, _dir) = common::boot(ADMIN, |_| {}).await;
     let (tenant_a, a) = tenant(&admin, "Alpha").await;
 
     // Tenant keys are not admin keys.
@@ -204,7 +125,7 @@ async fn admin_keys_make_tenants_and_keys_and_revoke_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_cannot_read_or_move_each_others_money() {
-    let (admin, _dir) = boot().await;
+    let (admin, _dir) = common::boot(ADMIN, |_| {}).await;
     let (_, a) = tenant(&admin, "Alpha").await;
     let (_, b) = tenant(&admin, "Beta").await;
 
@@ -213,10 +134,10 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     let a_payer = a.account(json!(0)).await;
     let a_payee = a.account(json!(0)).await;
     assert_eq!(a.transfer(&a_funding, &a_payer, 10_000).await.body["result"], "ok");
-    let a_open = a.payment(&a_payer, &a_payee, "automatic").await;
-    let a_held = a.payment(&a_payer, &a_payee, "manual").await;
+    let a_open = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "automatic"})).await;
+    let a_held = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "manual"})).await;
     assert_eq!(a.post(&format!("/v1/payments/{a_held}/confirm"), json!({})).await.body["status"], "requires_capture");
-    let a_paid = a.payment(&a_payer, &a_payee, "automatic").await;
+    let a_paid = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "automatic"})).await;
     assert_eq!(a.post(&format!("/v1/payments/{a_paid}/confirm"), json!({})).await.body["status"], "succeeded");
     let a_batch = batch(&a, &a_payer, &a_payee).await;
     assert_eq!(a_batch.status, 202, "{}", a_batch.body);
@@ -304,7 +225,7 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert_eq!((listed.status, &listed.body["data"]), (200, &json!([])), "{}", listed.body);
     assert_missing(&b.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries")).await, "deliveries");
     assert_missing(&b.delete(&format!("/v1/webhook_endpoints/{endpoint}")).await, "endpoint delete");
-    let a_pay = a.payment(&a_payer, &a_payee, "automatic").await;
+    let a_pay = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "automatic"})).await;
     assert_eq!(a.post(&format!("/v1/payments/{a_pay}/confirm"), json!({})).await.body["status"], "succeeded");
     let mut delivery = None;
     for _ in 0..100 {
