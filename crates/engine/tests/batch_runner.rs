@@ -1,13 +1,18 @@
 //! Validation and the runner on real files: accounts are created from the file's own
 //! references, then the batch is validated, run and checked line by line.
 
+// Amounts are written as units and cents (`100_00`), hence the digit grouping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::inconsistent_digit_grouping)]
+
+mod common;
+
+use common::{execute, ReadSide};
 use paycore_engine::batches::{run, validate};
-use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
+use paycore_engine::EngineHandle;
 use paycore_ledger::{
-    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId, TransferId,
-    TransferOp,
+    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, TenantId, TransferId, TransferOp,
 };
-use paycore_store::{BatchRecord, BatchStore, Reader};
+use paycore_store::{BatchRecord, BatchStore};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -19,39 +24,20 @@ struct Env {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     handle: EngineHandle,
-    reader: paycore_store::sqlite::SqliteReader,
+    reader: Arc<dyn ReadSide>,
     next_id: u128,
 }
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_owned();
-    let (store, reader) = paycore_store::sqlite::open(&data).unwrap();
-    let (submitter, queue) = channel(64);
-    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    start(
-        Box::new(store),
-        Box::new(queue),
-        Arc::new(SystemClock),
-        renderer,
-        EngineMetrics::default(),
-        EngineConfig::default(),
-    )
-    .unwrap();
-    Env { _dir: dir, data, handle: EngineHandle::new(Arc::new(submitter)), reader, next_id: 1000 }
+    let engine = common::boot(&data, 64, common::no_renderer());
+    Env { _dir: dir, data, handle: engine.handle, reader: engine.reader, next_id: 1000 }
 }
 
 impl Env {
     async fn run(&self, command: Command) -> Outcome {
-        match self
-            .handle
-            .submit(Submission { request: Request { tenant: TENANT, command }, idempotency: None })
-            .await
-            .unwrap()
-        {
-            Reply::Done(outcome) => outcome,
-            other => panic!("{other:?}"),
-        }
+        execute(&self.handle, TENANT, command).await
     }
 
     async fn account(&mut self, currency: &str, reference: Option<&str>, balance: u64) -> AccountId {
@@ -102,8 +88,8 @@ impl Env {
             ..new
         };
         self.reader.create_batch(&record).unwrap();
-        validate(&self.reader, &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
-        let store: Arc<dyn BatchStore> = Arc::new(self.reader.clone());
+        validate(self.reader.as_ref(), &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
+        let store: Arc<dyn BatchStore> = self.reader.clone();
         run(&self.handle, store, id, TENANT, &AtomicBool::new(false)).await.unwrap();
         self.reader.batch(TENANT, id).unwrap().unwrap()
     }
@@ -208,7 +194,7 @@ async fn csv_best_effort_runs_dry_and_reports_each_line() {
     assert!(wrong.rejection.unwrap().contains("expected_count is 31 but the file has 32"));
 
     // The offline check agrees with all of it.
-    let report = paycore_store::verify::verify(&env.reader).unwrap();
+    let report = env.reader.verify().unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.batch_items, 4 * 32);
 }

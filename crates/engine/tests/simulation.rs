@@ -5,7 +5,7 @@
 //! More: `PAYCORE_SIM_SEEDS=200 PAYCORE_SIM_STEPS=1000` (seeds start at `PAYCORE_SIM_SEED_BASE`, 0).
 //! `PAYCORE_SIM_TRACE=1` prints every attempt, reply and commit (with `PAYCORE_SIM_SEED`).
 //!
-//! A [`FaultyStore`] wraps `SqliteStore` and, driven by a seeded splitmix64, injects:
+//! A [`FaultyStore`] wraps the store (SQLite, opened by `common::open_store`) and, driven by a seeded splitmix64, injects:
 //! - a failed write: `commit` returns `Err` before anything is written;
 //! - a failed fsync that rolled the transaction back: `commit` returns `Err`, nothing written;
 //! - a torn commit / lost acknowledgement: the transaction is committed, then `commit` returns
@@ -29,16 +29,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::cast_possible_truncation)]
 
+mod common;
+
+use common::{account, eur, open_store, start_engine, ReadSide};
 use paycore_engine::{
-    channel, start, ChannelQueue, Clock, EngineConfig, EngineError, EngineHandle, EngineMetrics, Envelope,
-    IdempotencyKey, Queue, Received, Renderer, Reply, Submission,
+    channel, ChannelQueue, Clock, EngineError, EngineHandle, Envelope, IdempotencyKey, Queue, Received, Renderer, Reply,
+    Submission,
 };
 use paycore_ledger::{
     AccountId, CaptureMethod, ChangeSet, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome,
     Overdraft, PaymentId, Prefetch, RefundId, Request, ResultCode, State, TenantId, TransferId, TransferOp,
 };
-use paycore_store::sqlite::{SqliteReader, SqliteStore};
-use paycore_store::{IdempotencyRecord, Loaded, Reader, Recovered, Store, StoreError};
+use paycore_store::{IdempotencyRecord, Loaded, Recovered, Store, StoreError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,7 +178,7 @@ fn injected(what: &str) -> StoreError {
 }
 
 struct FaultyStore {
-    inner: Arc<Mutex<SqliteStore>>,
+    inner: Arc<Mutex<Box<dyn Store>>>,
     faults: Arc<Mutex<Faults>>,
 }
 
@@ -247,8 +249,8 @@ impl Store for FaultyStore {
 
 struct Reference {
     state: State,
-    store: SqliteStore,
-    reader: SqliteReader,
+    store: Box<dyn Store>,
+    reader: Arc<dyn ReadSide>,
 }
 
 impl Reference {
@@ -312,27 +314,24 @@ const TENANTS: [TenantId; 2] = [TenantId(1), TenantId(2)];
 struct Running {
     handle: EngineHandle,
     thread: std::thread::JoinHandle<()>,
-    store: Arc<Mutex<SqliteStore>>,
-    reader: SqliteReader,
+    store: Arc<Mutex<Box<dyn Store>>>,
+    reader: Arc<dyn ReadSide>,
     idle: Arc<(Mutex<u64>, Condvar)>,
 }
 
 fn boot(dir: &Path, clock: &Arc<ManualClock>, faults: &Arc<Mutex<Faults>>) -> Running {
-    let (store, reader) = paycore_store::sqlite::open(dir).unwrap();
+    let (store, reader) = open_store(dir).unwrap();
     let store = Arc::new(Mutex::new(store));
     let (submitter, queue) = channel(64);
     let idle = Arc::new((Mutex::new(0), Condvar::new()));
     // Faults are off while the engine starts: `start` itself does not retry.
     faults.lock().unwrap().enabled = false;
-    let thread = start(
+    let thread = start_engine(
         Box::new(FaultyStore { inner: store.clone(), faults: faults.clone() }),
         Box::new(SimQueue { inner: queue, idle: idle.clone() }),
         clock.clone(),
         renderer(),
-        EngineMetrics::default(),
-        EngineConfig::default(),
-    )
-    .unwrap();
+    );
     faults.lock().unwrap().enabled = true;
     Running { handle: EngineHandle::new(Arc::new(submitter)), thread, store, reader, idle }
 }
@@ -391,10 +390,6 @@ struct Sim {
     key_reused: u64,
     abandoned: u64,
     restarts: u64,
-}
-
-fn eur() -> Currency {
-    Currency::from_code("EUR").unwrap()
 }
 
 impl Sim {
@@ -574,7 +569,7 @@ impl Sim {
     }
 
     fn verify(&self, when: &str) {
-        let report = paycore_store::verify::verify(&self.engine().reader).unwrap();
+        let report = self.engine().reader.verify().unwrap();
         assert!(report.ok(), "seed {} {when}: verify found problems: {:?}", self.seed, report.problems);
     }
 
@@ -780,7 +775,7 @@ async fn simulate(seed: u64, steps: u64) -> (String, FaultStats) {
         faulted: false,
         stats: FaultStats::default(),
     }));
-    let (reference_store, reference_reader) = paycore_store::sqlite::open(reference_dir.path()).unwrap();
+    let (reference_store, reference_reader) = open_store(reference_dir.path()).unwrap();
     let engine = boot(dir.path(), &clock, &faults);
     let mut sim = Sim {
         seed,
@@ -894,23 +889,9 @@ fn a_finished_payment_id_cannot_be_created_again() {
         let engine = boot(dir.path(), &clock, &faults);
         faults.lock().unwrap().enabled = false;
         let tenant = TENANTS[0];
-        let run = |command: Command| {
-            let handle = engine.handle.clone();
-            async move {
-                match handle.submit(Submission { request: Request { tenant, command }, idempotency: None }).await {
-                    Ok(Reply::Done(outcome)) => outcome,
-                    other => panic!("{other:?}"),
-                }
-            }
-        };
+        let run = |command: Command| common::execute(&engine.handle, tenant, command);
         for id in [1, 2] {
-            let new = NewAccount {
-                id: AccountId(id),
-                currency: eur(),
-                overdraft: Overdraft::Unlimited,
-                reference: None,
-                metadata: None,
-            };
+            let new = account(id, Overdraft::Unlimited);
             assert!(matches!(run(Command::CreateAccount(new)).await, Outcome::Account(Ok(_))));
         }
         let new = NewPayment {
