@@ -10,7 +10,8 @@ use common::{execute, ReadSide};
 use paycore_engine::batches::{run, validate};
 use paycore_engine::EngineHandle;
 use paycore_ledger::{
-    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, TenantId, TransferId, TransferOp,
+    AccountId, BatchId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, TenantId, TransferId,
+    TransferOp,
 };
 use paycore_store::{BatchRecord, BatchStore};
 use std::path::Path;

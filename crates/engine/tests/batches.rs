@@ -8,7 +8,9 @@ mod common;
 
 use common::{account, eur, execute, execute_background, move_of, ReadSide};
 use paycore_engine::EngineHandle;
-use paycore_ledger::{AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Outcome, Overdraft, ResultCode, TenantId};
+use paycore_ledger::{
+    AccountId, BatchEnd, BatchId, BatchItem, BatchStep, Command, Outcome, Overdraft, ResultCode, TenantId,
+};
 use paycore_store::{BatchItemRow, BatchRecord, Validated};
 use std::sync::Arc;
 

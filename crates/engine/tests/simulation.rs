@@ -33,8 +33,8 @@ mod common;
 
 use common::{account, eur, open_store, start_engine, ReadSide};
 use paycore_engine::{
-    channel, ChannelQueue, Clock, EngineError, EngineHandle, Envelope, IdempotencyKey, Queue, Received, Renderer, Reply,
-    Submission,
+    channel, ChannelQueue, Clock, EngineError, EngineHandle, Envelope, IdempotencyKey, Queue, Received, Renderer,
+    Reply, Submission,
 };
 use paycore_ledger::{
     AccountId, CaptureMethod, ChangeSet, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome,

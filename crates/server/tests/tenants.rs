@@ -182,7 +182,12 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert_eq!(bulk.status, 200, "{}", bulk.body);
     let results = bulk.body["data"].as_array().unwrap();
     assert_eq!(results.len(), 1, "{}", bulk.body);
-    assert_eq!((&results[0]["index"], &results[0]["result"]), (&json!(0), &json!("account_not_found")), "{}", bulk.body);
+    assert_eq!(
+        (&results[0]["index"], &results[0]["result"]),
+        (&json!(0), &json!("account_not_found")),
+        "{}",
+        bulk.body
+    );
     assert!(!bulk.body.to_string().contains("\"ok\""), "{}", bulk.body);
     // Payments: naming A's accounts, and acting on A's payments.
     let p = b
