@@ -1,18 +1,18 @@
 //! One storage test suite, run against every store implementation (today: SQLite).
 //! Each check drives the store with changes made by the real ledger state machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{eur, mv, open_store, step, TENANT as T1};
 use paycore_ledger::{
-    AccountId, CaptureMethod, Command, Currency, Hold, HoldStatus, NewAccount, NewPayment, NewTransfer, Overdraft,
-    PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp,
+    AccountId, CaptureMethod, Command, Hold, HoldStatus, NewAccount, NewPayment, NewTransfer, Overdraft, PaymentId,
+    PaymentStatus, Request, State, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{IdempotencyRecord, Page, Reader, Store};
 
-const T1: TenantId = TenantId(1);
 const T2: TenantId = TenantId(2);
-
-fn eur() -> Currency {
-    Currency::from_code("EUR").unwrap()
-}
 
 fn open(id: u128, overdraft: Overdraft, reference: Option<&str>) -> Command {
     Command::CreateAccount(NewAccount {
@@ -22,29 +22,6 @@ fn open(id: u128, overdraft: Overdraft, reference: Option<&str>) -> Command {
         reference: reference.map(str::to_owned),
         metadata: Some(r#"{"k":"v"}"#.into()),
     })
-}
-
-fn mv(id: u128, debit: u128, credit: u128, amount: u64, hold: Option<Hold>) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(id),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount,
-            currency: eur(),
-            hold,
-        },
-    }
-}
-
-/// Executes `commands` for tenant T1 and commits the result.
-fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    state.execute(&requests, now);
-    store.commit(&state.take_changes(), &[]).unwrap();
 }
 
 fn suite(open_store: &dyn Fn() -> (Box<dyn Store>, Box<dyn Reader>)) {
@@ -151,7 +128,7 @@ fn sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     suite(&move || {
-        let (store, reader) = paycore_store::sqlite::open(&path).unwrap();
+        let (store, reader) = open_store(&path).unwrap();
         (Box::new(store), Box::new(reader))
     });
 }
@@ -159,7 +136,7 @@ fn sqlite() {
 #[test]
 fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (mut store, reader) = open_store(dir.path()).unwrap();
     let mut state = State::default();
     step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
     step(&mut state, &mut store, 20, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None)])]);
@@ -200,11 +177,11 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
 #[test]
 fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
-    drop(paycore_store::sqlite::open(dir.path()).unwrap());
+    drop(open_store(dir.path()).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = paycore_store::sqlite::open(dir.path()).err().unwrap();
+    let err = open_store(dir.path()).err().unwrap();
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
@@ -225,7 +202,7 @@ fn history(reader: &dyn Reader, account: u128, page_size: usize) -> Vec<Transfer
 #[test]
 fn account_history_lists_every_transfer_whether_indexed_or_not() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (mut store, reader) = open_store(dir.path()).unwrap();
     let mut state = State::default();
     step(&mut state, &mut store, 1, (1..=5).map(|a| open(a, Overdraft::Unlimited, None)).collect());
     let mut committed: Vec<(u128, u128, u128)> = Vec::new();
@@ -264,7 +241,7 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     drop((store, reader));
     std::fs::remove_file(dir.path().join("history.db")).unwrap();
     let _ = std::fs::remove_file(dir.path().join("history.db-wal"));
-    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (mut store, reader) = open_store(dir.path()).unwrap();
     check(&committed, &reader, 3);
     store.index_history(dir.path()).unwrap();
     check(&committed, &reader, 3);
@@ -275,7 +252,7 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     history.execute("UPDATE watermark SET timestamp = 1 << 62", []).unwrap();
     history.execute("DELETE FROM account_runs WHERE account = ?1", [AccountId(1).0.to_be_bytes()]).unwrap();
     drop(history);
-    let (_store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (_store, reader) = open_store(dir.path()).unwrap();
     check(&committed, &reader, 5);
 }
 
@@ -294,7 +271,7 @@ fn crash_image(dir: &std::path::Path) -> tempfile::TempDir {
 #[test]
 fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (mut store, reader) = open_store(dir.path()).unwrap();
     let mut state = State::default();
     step(&mut state, &mut store, 10, (1..=3).map(|a| open(a, Overdraft::Unlimited, None)).collect());
     let pay = |state: &mut State, store: &mut dyn Store, now: u64, first: u128| {
@@ -326,7 +303,7 @@ fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
     // A crash now: nothing was checkpointed, everything is replayed.
     let image = crash_image(dir.path());
     {
-        let (mut again, reader) = paycore_store::sqlite::open(image.path()).unwrap();
+        let (mut again, reader) = open_store(image.path()).unwrap();
         let recovered = again.recover().unwrap();
         let balances: Vec<_> =
             (1..=3).map(|a| recovered.accounts.iter().find(|x| x.id == AccountId(a)).unwrap().balances).collect();
@@ -346,7 +323,7 @@ fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
         rows.query_row("SELECT value FROM meta WHERE key = 'balances_through'", [], |r| r.get(0)).unwrap();
     assert!(through > 0, "a checkpoint was written");
     drop(rows);
-    let (mut again, reader) = paycore_store::sqlite::open(image.path()).unwrap();
+    let (mut again, reader) = open_store(image.path()).unwrap();
     let report = paycore_store::verify::verify(&reader).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     again.recover().unwrap();
@@ -394,7 +371,7 @@ fn item_statuses_survive_the_move_to_result_runs() {
         .unwrap();
     }
     drop(conn);
-    let (_store, reader) = paycore_store::sqlite::open(dir.path()).unwrap();
+    let (_store, reader) = open_store(dir.path()).unwrap();
     let items = reader.batch_items(batch, &[], None, 100).unwrap();
     let now: Vec<(&str, Option<&str>)> = items.iter().map(|i| (i.status.as_str(), i.failure_code.as_deref())).collect();
     assert_eq!(now, old);
