@@ -190,20 +190,10 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     );
     assert!(!bulk.body.to_string().contains("\"ok\""), "{}", bulk.body);
     // Payments: naming A's accounts, and acting on A's payments.
-    let p = b
-        .post(
-            "/v1/payments",
-            json!({"payer_account": a_payer, "payee_account": b_account, "amount": 100, "currency": "EUR"}),
-        )
-        .await;
-    assert_account_not_found(&p, 400, Some("payer_account"));
-    let p = b
-        .post(
-            "/v1/payments",
-            json!({"payer_account": b_account, "payee_account": a_payee, "amount": 100, "currency": "EUR"}),
-        )
-        .await;
-    assert_account_not_found(&p, 400, Some("payee_account"));
+    for (payer, payee, param) in [(&a_payer, &b_account, "payer_account"), (&b_account, &a_payee, "payee_account")] {
+        let body = json!({"payer_account": payer, "payee_account": payee, "amount": 100, "currency": "EUR"});
+        assert_account_not_found(&b.post("/v1/payments", body).await, 400, Some(param));
+    }
     assert_missing(&b.post(&format!("/v1/payments/{a_open}/confirm"), json!({})).await, "confirm");
     assert_missing(&b.post(&format!("/v1/payments/{a_held}/capture"), json!({})).await, "capture");
     assert_missing(&b.post(&format!("/v1/payments/{a_held}/cancel"), json!({})).await, "cancel");
