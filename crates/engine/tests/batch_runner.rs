@@ -1,16 +1,17 @@
 //! Validation and the runner on real files: accounts are created from the file's own
 //! references, then the batch is validated, run and checked line by line.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Amounts are written as units and cents (`100_00`), hence the digit grouping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::inconsistent_digit_grouping)]
 
+mod common;
+
+use common::{execute, ReadSide};
 use paycore_engine::batches::{run, validate};
-use paycore_engine::{
-    channel, start, EngineConfig, EngineError, EngineHandle, EngineMetrics, Envelope, Priority, Reply, Submission,
-    Submitter, SystemClock,
-};
+use paycore_engine::{EngineError, EngineHandle, Envelope, Priority, Submitter};
 use paycore_ledger::{
     AccountId, BatchFormat, BatchId, BatchMode, BatchStatus, Command, Currency, ItemStatus, NewAccount, NewTransfer,
-    OnInvalid, Outcome, Overdraft, Request, TenantId, TransferId, TransferOp,
+    OnInvalid, Outcome, Overdraft, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{BatchRecord, BatchStore};
 use std::path::Path;
@@ -24,32 +25,20 @@ struct Env {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     handle: EngineHandle,
-    reader: std::sync::Arc<dyn paycore_store::ApiStore>,
+    reader: Arc<dyn ReadSide>,
     next_id: u128,
 }
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_owned();
-    let paycore_store::Opened { store, api: reader } = paycore_store::open(&data).unwrap();
-    let (submitter, queue) = channel(64);
-    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    start(store, Box::new(queue), Arc::new(SystemClock), renderer, EngineMetrics::default(), EngineConfig::default())
-        .unwrap();
-    Env { _dir: dir, data, handle: EngineHandle::new(Arc::new(submitter)), reader, next_id: 1000 }
+    let engine = common::boot(&data, 64, common::no_renderer());
+    Env { _dir: dir, data, handle: engine.handle, reader: engine.reader, next_id: 1000 }
 }
 
 impl Env {
     async fn run(&self, command: Command) -> Outcome {
-        match self
-            .handle
-            .submit(Submission { request: Request { tenant: TENANT, command }, idempotency: None })
-            .await
-            .unwrap()
-        {
-            Reply::Done(outcome) => outcome,
-            other => panic!("{other:?}"),
-        }
+        execute(&self.handle, TENANT, command).await
     }
 
     async fn account(&mut self, currency: &str, reference: Option<&str>, balance: u64) -> AccountId {

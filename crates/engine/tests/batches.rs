@@ -2,26 +2,26 @@
 //! a resubmitted chunk pays nothing twice, and an atomic batch releases every hold when one
 //! item fails.
 
-use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{account, eur, execute, execute_background, move_of, ReadSide};
+use paycore_engine::EngineHandle;
 use paycore_ledger::{
-    AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command, Currency,
-    ItemStatus, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, TenantId, TransferId, TransferOp,
+    AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command, ItemStatus,
+    Outcome, Overdraft, ResultCode, TenantId,
 };
 use paycore_store::{BatchItemRow, BatchRecord, Validated};
 use std::sync::Arc;
 
 const TENANT: TenantId = TenantId(9);
 
-fn eur() -> Currency {
-    Currency::from_code("EUR").unwrap()
-}
-
 async fn run(handle: &EngineHandle, command: Command, background: bool) -> Outcome {
-    let submission = Submission { request: Request { tenant: TENANT, command }, idempotency: None };
-    let reply = if background { handle.submit_background(submission).await } else { handle.submit(submission).await };
-    match reply.unwrap() {
-        Reply::Done(outcome) => outcome,
-        other => panic!("{other:?}"),
+    if background {
+        execute_background(handle, TENANT, command).await
+    } else {
+        execute(handle, TENANT, command).await
     }
 }
 
@@ -54,27 +54,12 @@ fn row(index: u64, amount: u64) -> BatchItemRow {
 }
 
 /// An engine on a store in `dir`, with accounts 1 (unlimited), 2 and 3 (no overdraft) in EUR.
-async fn engine(
-    dir: &std::path::Path,
-) -> (EngineHandle, std::sync::Arc<dyn paycore_store::ApiStore>, std::thread::JoinHandle<()>) {
-    let paycore_store::Opened { store, api: reader } = paycore_store::open(dir).unwrap();
-    let (submitter, queue) = channel(64);
-    let renderer: paycore_engine::Renderer = Arc::new(|_: &Outcome| (200, Vec::new()));
-    let thread = start(
-        store,
-        Box::new(queue),
-        Arc::new(SystemClock),
-        renderer,
-        EngineMetrics::default(),
-        EngineConfig::default(),
-    )
-    .unwrap();
-    let handle = EngineHandle::new(Arc::new(submitter));
+async fn engine(dir: &std::path::Path) -> (EngineHandle, Arc<dyn ReadSide>, std::thread::JoinHandle<()>) {
+    let engine = common::boot(dir, 64, common::no_renderer());
     for (id, overdraft) in [(1, Overdraft::Unlimited), (2, Overdraft::Limit(0)), (3, Overdraft::Limit(0))] {
-        let open = NewAccount { id: AccountId(id), currency: eur(), overdraft, reference: None, metadata: None };
-        run(&handle, Command::CreateAccount(open), false).await;
+        run(&engine.handle, Command::CreateAccount(account(id, overdraft)), false).await;
     }
-    (handle, reader, thread)
+    (engine.handle, engine.reader, engine.thread)
 }
 
 fn item(index: u64, amount: u64) -> BatchItem {
@@ -85,18 +70,7 @@ fn item(index: u64, amount: u64) -> BatchItem {
 async fn best_effort_and_atomic_batches() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, reader, thread) = engine(dir.path()).await;
-    let fund = NewTransfer {
-        id: TransferId(1),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(1),
-            credit_account: AccountId(2),
-            amount: 250,
-            currency: eur(),
-            hold: None,
-        },
-    };
-    run(&handle, Command::Transfers(vec![fund]), false).await;
+    run(&handle, Command::Transfers(vec![move_of(1, 1, 2, 250)]), false).await;
 
     // Best effort: 100 + 100 + 100 from 250: the third fails.
     let batch = BatchId(77 << 64);
@@ -149,14 +123,7 @@ async fn best_effort_and_atomic_batches() {
 async fn item_statuses_page_through_every_filter() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, reader, thread) = engine(dir.path()).await;
-    let op = TransferOp::Move {
-        debit_account: AccountId(1),
-        credit_account: AccountId(2),
-        amount: 20 * 10,
-        currency: eur(),
-        hold: None,
-    };
-    run(&handle, Command::Transfers(vec![NewTransfer { id: TransferId(1), linked: false, op }]), false).await;
+    run(&handle, Command::Transfers(vec![move_of(1, 1, 2, 20 * 10)]), false).await;
 
     // 60 items of 10: every 7th invalid; the payer has enough for the first 20 valid ones.
     // Sent in three chunks, the second one twice (nothing is recorded twice).

@@ -1,14 +1,14 @@
 //! The engine on the real SQLite store: outcomes are durable, idempotency keys are honoured
 //! within and across batches, and a restart recovers the same ledger.
 
-use paycore_engine::{
-    channel, start, EngineConfig, EngineHandle, EngineMetrics, IdempotencyKey, Renderer, Reply, Submission, SystemClock,
-};
-use paycore_ledger::{
-    AccountId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, TenantId,
-    TransferId, TransferOp,
-};
-use paycore_store::{Page, Reader};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{account, boot, move_of as transfer, open_store, Running};
+use paycore_engine::{EngineHandle, IdempotencyKey, Renderer, Reply, Submission};
+use paycore_ledger::{AccountId, Command, Outcome, Overdraft, Request, ResultCode, TenantId};
+use paycore_store::Page;
 use std::sync::Arc;
 
 const TENANT: TenantId = TenantId(7);
@@ -17,71 +17,23 @@ fn renderer() -> Renderer {
     Arc::new(|outcome: &Outcome| (200, format!("{outcome:?}").into_bytes()))
 }
 
-struct Running {
-    handle: EngineHandle,
-    thread: std::thread::JoinHandle<()>,
-    reader: std::sync::Arc<dyn paycore_store::ApiStore>,
-}
-
-fn boot(dir: &std::path::Path) -> Running {
-    let paycore_store::Opened { store, api: reader } = paycore_store::open(dir).unwrap();
-    let (submitter, queue) = channel(1024);
-    let thread = start(
-        store,
-        Box::new(queue),
-        Arc::new(SystemClock),
-        renderer(),
-        EngineMetrics::default(),
-        EngineConfig::default(),
-    )
-    .unwrap();
-    Running { handle: EngineHandle::new(Arc::new(submitter)), thread, reader }
-}
-
-impl Running {
-    fn stop(self) {
-        drop(self.handle);
-        self.thread.join().unwrap();
-    }
-}
-
 async fn run(handle: &EngineHandle, command: Command, key: Option<(&str, u8)>) -> Reply {
     let idempotency = key.map(|(key, f)| IdempotencyKey { key: key.into(), fingerprint: [f; 32] });
     handle.submit(Submission { request: Request { tenant: TENANT, command }, idempotency }).await.unwrap()
 }
 
 fn open(id: u128, overdraft: Overdraft) -> Command {
-    Command::CreateAccount(NewAccount {
-        id: AccountId(id),
-        currency: Currency::from_code("EUR").unwrap(),
-        overdraft,
-        reference: None,
-        metadata: None,
-    })
+    Command::CreateAccount(account(id, overdraft))
 }
 
-fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(id),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount,
-            currency: Currency::from_code("EUR").unwrap(),
-            hold: None,
-        },
-    }
-}
-
-fn posted(reader: &dyn Reader, id: u128) -> i64 {
-    reader.account(TENANT, AccountId(id)).unwrap().unwrap().balances.posted()
+fn posted(engine: &Running, id: u128) -> i64 {
+    engine.reader.account(TENANT, AccountId(id)).unwrap().unwrap().balances.posted()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_debits_never_overdraw_and_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = boot(dir.path());
+    let engine = boot(dir.path(), 1024, renderer());
     run(&engine.handle, open(1, Overdraft::Unlimited), None).await;
     run(&engine.handle, open(2, Overdraft::Limit(0)), None).await;
     run(&engine.handle, open(3, Overdraft::Limit(0)), None).await;
@@ -104,20 +56,17 @@ async fn concurrent_debits_never_overdraw_and_survive_restart() {
         }
     }
     assert_eq!(ok, 10);
-    assert_eq!((posted(engine.reader.as_ref(), 2), posted(engine.reader.as_ref(), 3)), (0, 1000));
+    assert_eq!((posted(&engine, 2), posted(&engine, 3)), (0, 1000));
     engine.stop();
 
     // After a restart the same transfer id is recognised, and balances are as committed.
-    let engine = boot(dir.path());
-    assert_eq!(
-        (posted(engine.reader.as_ref(), 1), posted(engine.reader.as_ref(), 2), posted(engine.reader.as_ref(), 3)),
-        (-1000, 0, 1000)
-    );
+    let engine = boot(dir.path(), 1024, renderer());
+    assert_eq!((posted(&engine, 1), posted(&engine, 2), posted(&engine, 3)), (-1000, 0, 1000));
     let again = run(&engine.handle, Command::Transfers(vec![transfer(100, 1, 2, 1000)]), None).await;
     assert!(matches!(again, Reply::Done(Outcome::Transfers(c)) if c == [ResultCode::Exists]));
     let changed = run(&engine.handle, Command::Transfers(vec![transfer(100, 1, 2, 999)]), None).await;
     assert!(matches!(changed, Reply::Done(Outcome::Transfers(c)) if c == [ResultCode::ExistsWithDifferentFields]));
-    assert_eq!(posted(engine.reader.as_ref(), 2), 0);
+    assert_eq!(posted(&engine, 2), 0);
     let page = engine.reader.account_transfers(TENANT, AccountId(3), Page { after: None, limit: 100 }).unwrap();
     assert_eq!(page.len(), 10);
     assert!(page.windows(2).all(|w| w[0].timestamp > w[1].timestamp));
@@ -127,7 +76,7 @@ async fn concurrent_debits_never_overdraw_and_survive_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_and_refuse_other_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = boot(dir.path());
+    let engine = boot(dir.path(), 1024, renderer());
     run(&engine.handle, open(1, Overdraft::Unlimited), None).await;
     run(&engine.handle, open(2, Overdraft::Limit(0)), None).await;
 
@@ -138,7 +87,7 @@ async fn idempotency_keys_replay_and_refuse_other_requests() {
     );
     let replays = [&a, &b].iter().filter(|r| matches!(r, Reply::Replay { .. })).count();
     assert_eq!(replays, 1, "{a:?} {b:?}");
-    assert_eq!(posted(engine.reader.as_ref(), 2), 5);
+    assert_eq!(posted(&engine, 2), 5);
 
     // A later retry gets the saved response; another request under the key is refused.
     match run(&engine.handle, Command::Transfers(vec![transfer(12, 1, 2, 5)]), Some(("k1", 1))).await {
@@ -149,14 +98,14 @@ async fn idempotency_keys_replay_and_refuse_other_requests() {
         run(&engine.handle, Command::Transfers(vec![transfer(13, 1, 2, 5)]), Some(("k1", 2))).await,
         Reply::KeyReused
     ));
-    assert_eq!(posted(engine.reader.as_ref(), 2), 5);
+    assert_eq!(posted(&engine, 2), 5);
     engine.stop();
 }
 
 #[test]
 fn a_second_process_cannot_open_the_same_data_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = paycore_store::open(dir.path()).unwrap();
-    let second = paycore_store::open(dir.path());
-    assert!(matches!(second, Err(paycore_store::StoreError::InUse(_))));
+    let _first = open_store(dir.path()).unwrap();
+    let second = open_store(dir.path());
+    assert!(second.is_err_and(|e| e.to_string().contains("in use")));
 }

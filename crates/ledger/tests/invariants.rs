@@ -11,15 +11,11 @@
 
 mod common;
 
-use common::{assert_same_state, usd, Sim, SECOND};
+use common::{assert_same_state, eur, move_of, usd, Sim, SECOND};
 use paycore_ledger::*;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-fn eur() -> Currency {
-    Currency::from_code("EUR").unwrap()
-}
 
 const T1: TenantId = TenantId(1);
 
@@ -37,17 +33,7 @@ fn open(id: u128, overdraft: Overdraft, metadata: Option<&str>) -> Request {
 }
 
 fn mv(id: u128, debit: u128, credit: u128, amount: u64, hold: Option<Hold>, linked: bool) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(id),
-        linked,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount,
-            currency: usd(),
-            hold,
-        },
-    }
+    NewTransfer { linked, ..move_of(id, debit, credit, amount, usd(), hold) }
 }
 
 fn transfers(list: Vec<NewTransfer>) -> Request {

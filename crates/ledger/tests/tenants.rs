@@ -2,9 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::eur;
 use paycore_ledger::{
-    AccountId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, State, TenantId,
-    Transfer, TransferId, TransferOp,
+    AccountId, Command, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, State, TenantId, Transfer,
+    TransferId,
 };
 
 /// Runs one command, with every transfer made so far loaded as the engine would load it.
@@ -17,22 +20,12 @@ fn run(state: &mut State, stored: &mut Vec<Transfer>, tenant: u128, command: Com
 
 /// A move of `amount` EUR cents.
 fn move_of(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(id),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount,
-            currency: Currency::from_code("EUR").unwrap(),
-            hold: None,
-        },
-    }
+    common::move_of(id, debit, credit, amount, eur(), None)
 }
 
 #[test]
 fn another_tenants_transfer_id_is_never_exists() {
-    let eur = Currency::from_code("EUR").unwrap();
+    let eur = eur();
     let mut state = State::default();
     let stored = &mut Vec::new();
     for (tenant, id) in [(1, 10), (1, 11), (2, 20), (2, 21)] {
@@ -66,7 +59,7 @@ fn another_tenants_transfer_id_is_never_exists() {
 /// with another tenant's.
 #[test]
 fn a_single_transfer_answers_with_the_stored_transfer() {
-    let eur = Currency::from_code("EUR").unwrap();
+    let eur = eur();
     let mut state = State::default();
     let stored = &mut Vec::new();
     for (tenant, id, overdraft) in

@@ -3,127 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use paycore_server::{Config, Secret};
+mod common;
+
+use common::Answer;
+use paycore_server::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const KEY: &str = "sk_test_0123456789abcdefghijklmnopqrstuv";
 const NO_SUCH_ACCOUNT: &str = "acct_00000000000000000000000000";
-
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    key: String,
-    /// The data folder, removed when the test ends.
-    _dir: tempfile::TempDir,
-}
-
-async fn boot() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.api_key = Some(Secret::new(KEY.to_owned()));
-    let service = paycore_server::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(service.serve(listener, std::future::pending()));
-    Api { base, client: reqwest::Client::new(), key: KEY.to_owned(), _dir: dir }
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    bytes: Vec<u8>,
-    replayed: bool,
-}
-
-impl Api {
-    fn as_key(&self, key: &str) -> Api {
-        Api {
-            base: self.base.clone(),
-            client: self.client.clone(),
-            key: key.to_owned(),
-            _dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
-        let bytes = response.bytes().await.unwrap().to_vec();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body, bytes, replayed }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.post_with_key(path, body, None).await
-    }
-
-    async fn post_with_key(&self, path: &str, body: Value, key: Option<&str>) -> Answer {
-        let mut request = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(&body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        self.send(request).await
-    }
-
-    async fn post_raw(&self, path: &str, body: Vec<u8>) -> Answer {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .header("content-type", "application/json")
-            .body(body);
-        self.send(request).await
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.key)).await
-    }
-
-    async fn account(&self, overdraft: Value) -> String {
-        let a = self.post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft})).await;
-        assert_eq!(a.status, 201, "{}", a.body);
-        a.body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// A funding account (unlimited), a payer funded with `funds` and an empty payee.
-    async fn parties(&self, funds: u64) -> (String, String, String) {
-        let funding = self.account(json!("unlimited")).await;
-        let payer = self.account(json!(0)).await;
-        let payee = self.account(json!(0)).await;
-        if funds > 0 {
-            let t = self.transfer(&funding, &payer, funds).await;
-            assert_eq!((t.status, t.body["result"].as_str()), (201, Some("ok")), "{}", t.body);
-        }
-        (funding, payer, payee)
-    }
-
-    async fn transfer(&self, debit: &str, credit: &str, amount: u64) -> Answer {
-        self.post(
-            "/v1/transfers",
-            json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"}),
-        )
-        .await
-    }
-
-    async fn balance(&self, account: &str) -> Value {
-        let a = self.get(&format!("/v1/accounts/{account}")).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.body["balance"].clone()
-    }
-
-    async fn payment(&self, payer: &str, payee: &str, amount: u64, extra: Value) -> String {
-        let mut body = json!({"payer_account": payer, "payee_account": payee, "amount": amount, "currency": "EUR"});
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        let p = self.post("/v1/payments", body).await;
-        assert_eq!(p.status, 201, "{}", p.body);
-        assert_eq!(p.body["status"], "requires_confirmation");
-        p.body["id"].as_str().unwrap().to_owned()
-    }
-}
 
 fn balance(posted: i64, pending_debits: u64, available: i64) -> Value {
     json!({"posted": posted, "pending_debits": pending_debits, "pending_credits": 0, "available": available})
@@ -135,7 +23,7 @@ fn error_of(a: &Answer) -> (u16, &str, Option<&str>) {
 
 #[tokio::test]
 async fn fund_and_pay_automatically() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (funding, payer, payee) = api.parties(1000).await;
     let funding_view = api.get(&format!("/v1/accounts/{funding}")).await.body;
     assert_eq!(funding_view["overdraft_limit"], "unlimited");
@@ -170,7 +58,7 @@ async fn fund_and_pay_automatically() {
 
 #[tokio::test]
 async fn manual_capture_of_part_releases_the_rest() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 100, json!({"capture_method": "manual"})).await;
     let held = api.post_raw(&format!("/v1/payments/{pay}/confirm"), Vec::new()).await;
@@ -194,7 +82,7 @@ async fn manual_capture_of_part_releases_the_rest() {
 
 #[tokio::test]
 async fn cancel_releases_a_hold() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(500).await;
     let pay = api.payment(&payer, &payee, 200, json!({"capture_method": "manual"})).await;
     api.post(&format!("/v1/payments/{pay}/confirm"), json!({})).await;
@@ -207,7 +95,7 @@ async fn cancel_releases_a_hold() {
 
 #[tokio::test]
 async fn refunds_never_exceed_the_captured_amount() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 100, json!({})).await;
     api.post(&format!("/v1/payments/{pay}/confirm"), json!({})).await;
@@ -240,7 +128,7 @@ async fn refunds_never_exceed_the_captured_amount() {
 
 #[tokio::test]
 async fn a_payment_without_funds_fails_and_changes_nothing() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (funding, payer, payee) = api.parties(50).await;
     let pay = api.payment(&payer, &payee, 100, json!({})).await;
     let failed = api.post(&format!("/v1/payments/{pay}/confirm"), json!({})).await;
@@ -257,7 +145,7 @@ async fn a_payment_without_funds_fails_and_changes_nothing() {
 
 #[tokio::test]
 async fn idempotent_retries_replay_the_same_bytes() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(1000).await;
     let body = json!({"payer_account": payer, "payee_account": payee, "amount": 10, "currency": "EUR"});
     let first = api.post_with_key("/v1/payments", body.clone(), Some("order-1")).await;
@@ -306,7 +194,7 @@ async fn idempotent_retries_replay_the_same_bytes() {
 
 #[tokio::test]
 async fn bad_inputs_name_the_field_and_change_nothing() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (funding, payer, payee) = api.parties(1000).await;
     let transfer = |amount: Value, currency: &str| {
         json!({"debit_account": funding, "credit_account": payer, "amount": amount, "currency": currency}).to_string()
@@ -433,7 +321,7 @@ async fn bad_inputs_name_the_field_and_change_nothing() {
 
     let form = api
         .send(
-            api.client
+            api.http
                 .post(format!("{}/v1/transfers", api.base))
                 .bearer_auth(&api.key)
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -450,7 +338,7 @@ async fn bad_inputs_name_the_field_and_change_nothing() {
     assert_eq!(error_of(&a), (400, "parameter_invalid", Some("limit")));
     let a = api.get("/v1/nothing").await;
     assert_eq!(error_of(&a), (404, "route_not_found", None));
-    let a = api.send(api.client.delete(format!("{}/v1/accounts", api.base)).bearer_auth(&api.key)).await;
+    let a = api.send(api.http.delete(format!("{}/v1/accounts", api.base)).bearer_auth(&api.key)).await;
     assert_eq!(error_of(&a), (405, "method_not_allowed", None));
 
     assert_eq!(api.balance(&payer).await, balance(1000, 0, 1000));
@@ -460,20 +348,20 @@ async fn bad_inputs_name_the_field_and_change_nothing() {
 
 #[tokio::test]
 async fn keys_are_checked() {
-    let api = boot().await;
-    let wrong = api.as_key("sk_wrong");
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
+    let wrong = api.with_key("sk_wrong");
     let a = wrong.post("/v1/accounts", json!({"currency": "EUR"})).await;
     assert_eq!(error_of(&a), (401, "invalid_api_key", None));
     assert_eq!(a.body["error"]["type"], "authentication_error");
-    let a = api.send(api.client.get(format!("{}/v1/accounts/{NO_SUCH_ACCOUNT}", api.base))).await;
+    let a = api.send(api.http.get(format!("{}/v1/accounts/{NO_SUCH_ACCOUNT}", api.base))).await;
     assert_eq!(error_of(&a), (401, "invalid_api_key", None));
-    let a = api.send(api.client.get(format!("{}/healthz", api.base))).await;
+    let a = api.send(api.http.get(format!("{}/healthz", api.base))).await;
     assert_eq!((a.status, a.body), (200, json!({"status": "ok"})));
 }
 
 #[tokio::test]
 async fn unconfirmed_and_uncaptured_payments_expire() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(1000).await;
     let held = api.payment(&payer, &payee, 100, json!({"capture_method": "manual", "expires_in_seconds": 1})).await;
     let open = api.payment(&payer, &payee, 100, json!({"expires_in_seconds": 1})).await;
@@ -492,15 +380,13 @@ async fn unconfirmed_and_uncaptured_payments_expire() {
 
 #[tokio::test]
 async fn tenants_cannot_see_each_other() {
-    let api = boot().await;
+    let (api, dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 10, json!({})).await;
 
-    let tenant = api.post("/v1/tenants", json!({"name": "other"})).await;
-    assert_eq!(tenant.status, 201, "{}", tenant.body);
-    let key = api.post("/v1/api_keys", json!({"tenant": tenant.body["id"], "scopes": ["read", "write"]})).await;
-    assert_eq!(key.status, 201, "{}", key.body);
-    let other = api.as_key(key.body["secret"].as_str().unwrap());
+    let reader = common::open_reader(dir.path());
+    paycore_server::insert_key(reader.as_ref(), &Secret::new("sk_other_tenant".to_owned())).unwrap();
+    let other = api.with_key("sk_other_tenant");
     let other_account = other.account(json!("unlimited")).await;
 
     assert_eq!(error_of(&other.get(&format!("/v1/accounts/{payer}")).await), (404, "resource_missing", Some("id")));
@@ -527,7 +413,7 @@ async fn tenants_cannot_see_each_other() {
 
 #[tokio::test]
 async fn bulk_transfers_and_linked_chains() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (funding, payer, payee) = api.parties(100).await;
     let item = |d: &str, c: &str, amount: u64, linked: bool| json!({"debit_account": d, "credit_account": c, "amount": amount, "currency": "EUR", "linked": linked});
     let bulk = api
@@ -553,7 +439,7 @@ async fn bulk_transfers_and_linked_chains() {
 
 #[tokio::test]
 async fn holds_post_and_void_with_client_ids() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     let (_, payer, payee) = api.parties(100).await;
     let hold = "tr_01aaaaaaaaaaaaaaaaaaaaaaaa";
     let body = json!({"id": hold, "debit_account": payer, "credit_account": payee, "amount": 40, "currency": "EUR", "pending": true, "timeout_seconds": 3600});
@@ -597,9 +483,9 @@ async fn holds_post_and_void_with_client_ids() {
 
 #[tokio::test]
 async fn openapi_and_metrics() {
-    let api = boot().await;
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
     api.parties(10).await;
-    let doc = api.send(api.client.get(format!("{}/openapi.json", api.base))).await;
+    let doc = api.send(api.http.get(format!("{}/openapi.json", api.base))).await;
     assert_eq!(doc.status, 200);
     let paths = doc.body["paths"].as_object().unwrap();
     for path in [
@@ -619,7 +505,7 @@ async fn openapi_and_metrics() {
     assert!(doc.body["components"]["schemas"]["ErrorBody"].is_object());
     assert!(doc.body["components"]["schemas"]["PaymentJson"].is_object());
 
-    let metrics = api.client.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
     for name in [
         "paycore_engine_commit_seconds",
         "paycore_engine_batch_events",

@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use paycore_server::{Config, Secret};
+mod common;
+
 use std::path::PathBuf;
 
 const KEY: &str = "sk_fuzz_0123456789abcdefghijklmnopqrstuv";
@@ -24,15 +25,8 @@ const ROUTES: &[&str] = &[
 async fn api_bodies() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/api_bodies");
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::new(data.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.api_key = Some(Secret::new(KEY.to_owned()));
-    config.max_body_bytes = 64 * 1024;
-    let service = paycore_server::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(service.serve(listener, std::future::pending()));
-    let client = reqwest::Client::new();
+    let (service, _data) = common::boot(KEY, |c| c.max_body_bytes = 64 * 1024).await;
+    let (base, client) = (service.base, service.http);
     for entry in entries {
         let path = entry.unwrap().path();
         let input = std::fs::read(&path).unwrap();

@@ -3,31 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use paycore_server::{Config, Secret};
+mod common;
+
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const KEY: &str = "sk_test_limits_0123456789abcdefghijklmnop";
 
-async fn boot(tune: impl FnOnce(&mut Config)) -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.api_key = Some(Secret::new(KEY.to_owned()));
-    tune(&mut config);
-    let service = paycore_server::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(service.serve(listener, std::future::pending()));
-    (base, dir)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_rate_gets_429_with_retry_after() {
-    let (base, _dir) = boot(|c| {
+    let (service, _dir) = common::boot(KEY, |c| {
         c.rate_limit_per_second = 5;
         c.rate_limit_burst = 10;
     })
     .await;
+    let base = service.base;
     let http = reqwest::Client::new();
     let mut statuses = Vec::new();
     let mut limited = None;
@@ -54,7 +44,8 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_file_over_the_line_limit_is_rejected_naming_it() {
-    let (base, _dir) = boot(|c| c.max_batch_lines = 3).await;
+    let (service, _dir) = common::boot(KEY, |c| c.max_batch_lines = 3).await;
+    let base = service.base;
     let http = reqwest::Client::new();
     let post = |items: Value| {
         let (http, base) = (http.clone(), base.clone());

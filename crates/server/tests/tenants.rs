@@ -1,93 +1,17 @@
 //! Tenants and API keys: an admin key makes tenants and their keys; two tenants try to read
-//! and move each other's money through every endpoint and get 404 (or `account_not_found`),
-//! with every balance unchanged.
+//! and move each other's money through every endpoint and get 404 `resource_missing` for
+//! another tenant's object named in the path, and `account_not_found` for another tenant's
+//! account named in a body, with every balance unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use paycore_server::{Config, Secret};
+mod common;
+
+use common::{Answer, Client};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
-
-#[derive(Clone)]
-struct Client {
-    base: String,
-    http: reqwest::Client,
-    key: String,
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Client {
-    fn with_key(&self, key: &str) -> Client {
-        Client { base: self.base.clone(), http: self.http.clone(), key: key.to_owned() }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.bearer_auth(&self.key).send().await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Answer { status, body }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
-    }
-
-    async fn delete(&self, path: &str) -> Answer {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
-    }
-
-    async fn account(&self, overdraft: Value) -> String {
-        let a = self.post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft})).await;
-        assert_eq!(a.status, 201, "{}", a.body);
-        a.body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn transfer(&self, debit: &str, credit: &str, amount: u64) -> Answer {
-        self.post(
-            "/v1/transfers",
-            json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"}),
-        )
-        .await
-    }
-
-    async fn payment(&self, payer: &str, payee: &str, capture: &str) -> String {
-        let p = self
-            .post(
-                "/v1/payments",
-                json!({"payer_account": payer, "payee_account": payee, "amount": 100, "currency": "EUR", "capture_method": capture}),
-            )
-            .await;
-        assert_eq!(p.status, 201, "{}", p.body);
-        p.body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn balance(&self, account: &str) -> Value {
-        let a = self.get(&format!("/v1/accounts/{account}")).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.body["balance"].clone()
-    }
-}
-
-async fn boot() -> (Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.api_key = Some(Secret::new(ADMIN.to_owned()));
-    let service = paycore_server::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(service.serve(listener, std::future::pending()));
-    (Client { base, http: reqwest::Client::new(), key: ADMIN.to_owned() }, dir)
-}
 
 /// A new tenant and a read/write key for it.
 async fn tenant(admin: &Client, name: &str) -> (String, Client) {
@@ -106,11 +30,9 @@ async fn tenant(admin: &Client, name: &str) -> (String, Client) {
 
 async fn batch(client: &Client, payer: &str, payee: &str) -> Answer {
     client
-        .send(
-            client
-                .http
-                .post(format!("{}/v1/batches?payer={payer}&currency=EUR", client.base))
-                .json(&json!({"items": [{"payee": payee, "amount": 5, "reference": "B1"}]})),
+        .post(
+            &format!("/v1/batches?payer={payer}&currency=EUR"),
+            json!({"items": [{"payee": payee, "amount": 5, "reference": "B1"}]}),
         )
         .await
 }
@@ -127,13 +49,48 @@ async fn wait_batch(client: &Client, id: &str) -> Value {
     panic!("batch {id} did not finish");
 }
 
+/// The answer for an object of another tenant named in the path: the same as for an id that
+/// does not exist (404 `resource_missing` on `id`), so it tells nothing of the object.
 fn assert_missing(answer: &Answer, what: &str) {
-    assert_eq!(answer.status, 404, "{what}: {}", answer.body);
+    let error = &answer.body["error"];
+    assert_eq!(
+        (answer.status, error["code"].as_str(), error["param"].as_str()),
+        (404, Some("resource_missing"), Some("id")),
+        "{what}: {}",
+        answer.body
+    );
+}
+
+/// The answer for another tenant's account named in a request body: `status` with the code
+/// `account_not_found` on `param` (no param for a transfer: it names the debit or the credit
+/// account).
+fn assert_account_not_found(answer: &Answer, status: u16, param: Option<&str>) {
+    let error = &answer.body["error"];
+    assert_eq!(
+        (answer.status, error["code"].as_str(), error["param"].as_str()),
+        (status, Some("account_not_found"), param),
+        "{}",
+        answer.body
+    );
+}
+
+/// A batch naming another tenant's account (as payer or payee) is accepted for validation and
+/// then rejected as a whole: its one item is invalid with `account_not_found` on `side`.
+async fn assert_batch_rejected(client: &Client, accepted: &Answer, side: &str) {
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let done = wait_batch(client, accepted.body["id"].as_str().unwrap()).await;
+    assert_ne!(done.body_succeeded(), Some(1), "{done}");
+    assert_eq!((done["status"].as_str(), done.body_succeeded()), (Some("rejected"), Some(0)), "{done}");
+    assert_eq!(done["counts"]["invalid"], 1, "{done}");
+    let error = &done["rejection"]["errors"][0];
+    assert_eq!(error["code"], "account_not_found", "{done}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with(&format!("{side}: no account")), "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_keys_make_tenants_and_keys_and_revoke_them() {
-    let (admin, _dir) = boot().await;
+    let (admin, _dir) = common::boot(ADMIN, |_| {}).await;
     let (tenant_a, a) = tenant(&admin, "Alpha").await;
 
     // Tenant keys are not admin keys.
@@ -168,7 +125,7 @@ async fn admin_keys_make_tenants_and_keys_and_revoke_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_cannot_read_or_move_each_others_money() {
-    let (admin, _dir) = boot().await;
+    let (admin, _dir) = common::boot(ADMIN, |_| {}).await;
     let (_, a) = tenant(&admin, "Alpha").await;
     let (_, b) = tenant(&admin, "Beta").await;
 
@@ -177,10 +134,10 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     let a_payer = a.account(json!(0)).await;
     let a_payee = a.account(json!(0)).await;
     assert_eq!(a.transfer(&a_funding, &a_payer, 10_000).await.body["result"], "ok");
-    let a_open = a.payment(&a_payer, &a_payee, "automatic").await;
-    let a_held = a.payment(&a_payer, &a_payee, "manual").await;
+    let a_open = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "automatic"})).await;
+    let a_held = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "manual"})).await;
     assert_eq!(a.post(&format!("/v1/payments/{a_held}/confirm"), json!({})).await.body["status"], "requires_capture");
-    let a_paid = a.payment(&a_payer, &a_payee, "automatic").await;
+    let a_paid = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "automatic"})).await;
     assert_eq!(a.post(&format!("/v1/payments/{a_paid}/confirm"), json!({})).await.body["status"], "succeeded");
     let a_batch = batch(&a, &a_payer, &a_payee).await;
     assert_eq!(a_batch.status, 202, "{}", a_batch.body);
@@ -216,28 +173,27 @@ async fn tenants_cannot_read_or_move_each_others_money() {
         let t = b.transfer(debit, credit, 100).await;
         let code = t.body["result"].as_str().or(t.body["error"]["code"].as_str());
         assert_eq!(code, Some("account_not_found"), "{}", t.body);
+        assert_account_not_found(&t, 422, None);
     }
     let bulk = b
         .post("/v1/transfers", json!({"transfers": [{"debit_account": a_payer, "credit_account": b_account, "amount": 1, "currency": "EUR"}]}))
         .await;
-    assert!(bulk.status == 200 || bulk.status == 201 || bulk.status == 422 || bulk.status == 400, "{}", bulk.body);
+    // A bulk request answers 200 with one result per item.
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    let results = bulk.body["data"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{}", bulk.body);
+    assert_eq!(
+        (&results[0]["index"], &results[0]["result"]),
+        (&json!(0), &json!("account_not_found")),
+        "{}",
+        bulk.body
+    );
     assert!(!bulk.body.to_string().contains("\"ok\""), "{}", bulk.body);
     // Payments: naming A's accounts, and acting on A's payments.
-    let p = b
-        .post(
-            "/v1/payments",
-            json!({"payer_account": a_payer, "payee_account": b_account, "amount": 100, "currency": "EUR"}),
-        )
-        .await;
-    assert!(p.status == 404 || p.status == 400 || p.status == 422, "{}", p.body);
-    assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
-    let p = b
-        .post(
-            "/v1/payments",
-            json!({"payer_account": b_account, "payee_account": a_payee, "amount": 100, "currency": "EUR"}),
-        )
-        .await;
-    assert_eq!(p.body["error"]["code"], "account_not_found", "{}", p.body);
+    for (payer, payee, param) in [(&a_payer, &b_account, "payer_account"), (&b_account, &a_payee, "payee_account")] {
+        let body = json!({"payer_account": payer, "payee_account": payee, "amount": 100, "currency": "EUR"});
+        assert_account_not_found(&b.post("/v1/payments", body).await, 400, Some(param));
+    }
     assert_missing(&b.post(&format!("/v1/payments/{a_open}/confirm"), json!({})).await, "confirm");
     assert_missing(&b.post(&format!("/v1/payments/{a_held}/capture"), json!({})).await, "capture");
     assert_missing(&b.post(&format!("/v1/payments/{a_held}/cancel"), json!({})).await, "cancel");
@@ -245,18 +201,8 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert_missing(&b.post(&format!("/v1/payments/{a_paid}/refunds"), json!({"amount": 50})).await, "refund");
     // Batches: cancelling A's, and paying from A's account.
     assert_missing(&b.post(&format!("/v1/batches/{a_batch}/cancel"), json!({})).await, "batch cancel");
-    let stolen = batch(&b, &a_payer, &b_account).await;
-    if stolen.status == 202 {
-        let done = wait_batch(&b, stolen.body["id"].as_str().unwrap()).await;
-        assert_ne!(done.body_succeeded(), Some(1), "{done}");
-    } else {
-        assert_eq!(stolen.status, 400, "{}", stolen.body);
-    }
-    let stolen = batch(&b, &b_account, &a_payee).await;
-    if stolen.status == 202 {
-        let done = wait_batch(&b, stolen.body["id"].as_str().unwrap()).await;
-        assert_ne!(done.body_succeeded(), Some(1), "{done}");
-    }
+    assert_batch_rejected(&b, &batch(&b, &a_payer, &b_account).await, "payer").await;
+    assert_batch_rejected(&b, &batch(&b, &b_account, &a_payee).await, "payee").await;
 
     for (id, was) in accounts.iter().zip(&before) {
         let owner = if id.as_str() == b_funding || id.as_str() == b_account { &b } else { &a };
@@ -271,10 +217,10 @@ async fn tenants_cannot_read_or_move_each_others_money() {
     assert_eq!(endpoint.status, 201, "{}", endpoint.body);
     let endpoint = endpoint.body["id"].as_str().unwrap().to_owned();
     let listed = b.get("/v1/webhook_endpoints").await;
-    assert_eq!(listed.body["data"], json!([]), "{}", listed.body);
+    assert_eq!((listed.status, &listed.body["data"]), (200, &json!([])), "{}", listed.body);
     assert_missing(&b.get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries")).await, "deliveries");
     assert_missing(&b.delete(&format!("/v1/webhook_endpoints/{endpoint}")).await, "endpoint delete");
-    let a_pay = a.payment(&a_payer, &a_payee, "automatic").await;
+    let a_pay = a.payment(&a_payer, &a_payee, 100, json!({"capture_method": "automatic"})).await;
     assert_eq!(a.post(&format!("/v1/payments/{a_pay}/confirm"), json!({})).await.body["status"], "succeeded");
     let mut delivery = None;
     for _ in 0..100 {

@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use paycore_server::{Config, Secret};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -80,16 +81,13 @@ struct Running {
 }
 
 async fn start(dir: &std::path::Path) -> Running {
-    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.api_key = Some(Secret::new(KEY.to_owned()));
+    let mut config = common::config(dir, KEY);
     config.webhook_retry_min = Duration::from_millis(50);
-    let service = paycore_server::start(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(service.serve(listener, async move {
+    let (base, task) = common::serve(&config, async move {
         let _ = stopped.await;
-    }));
+    })
+    .await;
     Running { base, stop, task }
 }
 

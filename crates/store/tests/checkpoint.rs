@@ -4,27 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-use paycore_ledger::{
-    AccountId, Command, Currency, NewAccount, NewTransfer, Overdraft, Request, State, TenantId, TransferId, TransferOp,
-};
-use paycore_store::Store;
+mod common;
+
+use common::{eur, mv, open_store, step, TENANT};
+use paycore_ledger::{AccountId, Command, NewAccount, Overdraft, State, TransferId};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const TENANT: TenantId = TenantId(1);
 const FRAME: u64 = 4096 + 24;
-
-fn eur() -> Currency {
-    Currency::from_code("EUR").unwrap()
-}
-
-fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: TENANT, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    state.execute(&requests, now);
-    store.commit(&state.take_changes(), &[]).unwrap();
-}
 
 fn accounts(n: u128) -> Vec<Command> {
     (1..=n)
@@ -43,19 +30,7 @@ fn accounts(n: u128) -> Vec<Command> {
 /// `n` transfers between the accounts 1..=100, ids from `first`.
 fn transfers(first: u128, n: u128) -> Command {
     Command::Transfers(
-        (first..first + n)
-            .map(|id| NewTransfer {
-                id: TransferId(id),
-                linked: false,
-                op: TransferOp::Move {
-                    debit_account: AccountId(1 + id % 100),
-                    credit_account: AccountId(1 + (id + 1) % 100),
-                    amount: 1 + (id % 7) as u64,
-                    currency: eur(),
-                    hold: None,
-                },
-            })
-            .collect(),
+        (first..first + n).map(|id| mv(id, 1 + id % 100, 1 + (id + 1) % 100, 1 + (id % 7) as u64, None)).collect(),
     )
 }
 
@@ -66,7 +41,7 @@ fn size(path: &Path) -> u64 {
 #[test]
 fn committed_frames_reach_the_database_file_without_a_commit_checkpointing() {
     let dir = tempfile::tempdir().unwrap();
-    let paycore_store::Opened { mut store, api: reader } = paycore_store::open(dir.path()).unwrap();
+    let (mut store, reader) = open_store(dir.path()).unwrap();
     let mut state = State::default();
     step(&mut state, store.as_mut(), 1, accounts(100));
     // Let the checkpointer copy what opening wrote, then measure the file.
@@ -94,7 +69,7 @@ fn committed_frames_reach_the_database_file_without_a_commit_checkpointing() {
 #[test]
 fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let paycore_store::Opened { mut store, api: reader } = paycore_store::open(dir.path()).unwrap();
+    let (mut store, reader) = open_store(dir.path()).unwrap();
     let mut state = State::default();
     step(&mut state, store.as_mut(), 1, accounts(100));
     // Several times the automatic checkpoint's threshold of frames, with no pause.

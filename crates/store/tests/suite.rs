@@ -3,18 +3,19 @@
 //! with changes made by the real ledger state machine. What only one backend has (its files,
 //! its schema versions) is tested beside that backend's code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{eur, mv, step};
 use paycore_ledger::{
-    AccountId, CaptureMethod, Command, Currency, Hold, HoldStatus, NewAccount, NewPayment, NewTransfer, Overdraft,
-    PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp,
+    AccountId, CaptureMethod, Command, Hold, HoldStatus, NewAccount, NewPayment, Overdraft, PaymentId, PaymentStatus,
+    Request, State, TenantId, TransferId,
 };
-use paycore_store::{IdempotencyRecord, Opened, Page, Store, StoreError};
+use paycore_store::{IdempotencyRecord, Opened, Page, StoreError};
 
-const T1: TenantId = TenantId(1);
+const T1: TenantId = common::TENANT;
 const T2: TenantId = TenantId(2);
-
-fn eur() -> Currency {
-    Currency::from_code("EUR").unwrap()
-}
 
 fn open(id: u128, overdraft: Overdraft, reference: Option<&str>) -> Command {
     Command::CreateAccount(NewAccount {
@@ -24,29 +25,6 @@ fn open(id: u128, overdraft: Overdraft, reference: Option<&str>) -> Command {
         reference: reference.map(str::to_owned),
         metadata: Some(r#"{"k":"v"}"#.into()),
     })
-}
-
-fn mv(id: u128, debit: u128, credit: u128, amount: u64, hold: Option<Hold>) -> NewTransfer {
-    NewTransfer {
-        id: TransferId(id),
-        linked: false,
-        op: TransferOp::Move {
-            debit_account: AccountId(debit),
-            credit_account: AccountId(credit),
-            amount,
-            currency: eur(),
-            hold,
-        },
-    }
-}
-
-/// Executes `commands` for tenant T1 and commits the result.
-fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    state.execute(&requests, now);
-    store.commit(&state.take_changes(), &[]).unwrap();
 }
 
 fn suite(open_store: &dyn Fn() -> Opened) {

@@ -48,6 +48,33 @@ pub fn usd() -> Currency {
     Currency::from_code("USD").unwrap()
 }
 
+pub fn eur() -> Currency {
+    Currency::from_code("EUR").unwrap()
+}
+
+/// An unlinked move of `amount` minor units of `currency` from `debit` to `credit`, held when
+/// `hold` is given.
+pub fn move_of(
+    id: u128,
+    debit: u128,
+    credit: u128,
+    amount: u64,
+    currency: Currency,
+    hold: Option<Hold>,
+) -> NewTransfer {
+    NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount,
+            currency,
+            hold,
+        },
+    }
+}
+
 /// What the store would hold after applying every `ChangeSet`, as plain maps.
 #[derive(Clone, Default, Debug)]
 pub struct Store {

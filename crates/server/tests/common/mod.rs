@@ -1,0 +1,163 @@
+//! What the server's tests share: the service started in process on a free local port (the
+//! real router, engine and store on a data folder), and an HTTP client for it.
+//!
+//! Every place these tests open a store is [`open_reader`], so a change of how stores are
+//! opened is one change here.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use paycore_server::{Config, Secret};
+use paycore_store::ApiStore;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The configuration every test service starts from: data in `dir`, `key` as the admin key.
+pub fn config(dir: &Path, key: &str) -> Config {
+    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.api_key = Some(Secret::new(key.to_owned()));
+    config
+}
+
+/// Starts the service of `config` on a free local port until `shutdown` completes; returns
+/// its base URL (`http://127.0.0.1:PORT`) and the serving task.
+pub async fn serve(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (String, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let service = paycore_server::start(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    (base, tokio::spawn(service.serve(listener, shutdown)))
+}
+
+/// A service on a new temporary data folder with `key` as its admin key, `tune` applied to
+/// its configuration, serving until the test ends; a client for it with that key.
+pub async fn boot(key: &str, tune: impl FnOnce(&mut Config)) -> (Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), key);
+    tune(&mut config);
+    let (base, _serving) = serve(&config, std::future::pending()).await;
+    (Client { base, http: reqwest::Client::new(), key: key.to_owned() }, dir)
+}
+
+/// The API side of the store of a running service's data folder, beside the service (to
+/// insert API keys): `paycore_store::open_for_verify` takes no writer lock.
+pub fn open_reader(dir: &Path) -> Arc<dyn ApiStore> {
+    paycore_store::open_for_verify(dir).unwrap()
+}
+
+/// A response: its status, its body as JSON (`Null` when it is not JSON) and as bytes, and
+/// whether it says `Idempotent-Replayed: true`.
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub bytes: Vec<u8>,
+    pub replayed: bool,
+}
+
+/// An HTTP client of one service, authenticated with one key.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub key: String,
+}
+
+impl Client {
+    /// The same service with another key.
+    pub fn with_key(&self, key: &str) -> Client {
+        Client { base: self.base.clone(), http: self.http.clone(), key: key.to_owned() }
+    }
+
+    /// Sends `request` as it is (without adding the key).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let replayed = response.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+        let bytes = response.bytes().await.unwrap().to_vec();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, body, bytes, replayed }
+    }
+
+    /// Sends `request` with the client's key.
+    pub async fn send_as_key(&self, request: reqwest::RequestBuilder) -> Answer {
+        self.send(request.bearer_auth(&self.key)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.post_with_key(path, body, None).await
+    }
+
+    /// A POST with an `Idempotency-Key` when `key` is given.
+    pub async fn post_with_key(&self, path: &str, body: Value, key: Option<&str>) -> Answer {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        self.send_as_key(request).await
+    }
+
+    /// A POST of `body` as it is, labelled JSON.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Answer {
+        let request =
+            self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        self.send_as_key(request).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send_as_key(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send_as_key(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
+    /// A new EUR account with `overdraft` as its `overdraft_limit`; its id.
+    pub async fn account(&self, overdraft: Value) -> String {
+        let a = self.post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft})).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A single EUR transfer.
+    pub async fn transfer(&self, debit: &str, credit: &str, amount: u64) -> Answer {
+        self.post(
+            "/v1/transfers",
+            json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"}),
+        )
+        .await
+    }
+
+    /// A new EUR payment with the fields of `extra` added; its id.
+    pub async fn payment(&self, payer: &str, payee: &str, amount: u64, extra: Value) -> String {
+        let mut body = json!({"payer_account": payer, "payee_account": payee, "amount": amount, "currency": "EUR"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let p = self.post("/v1/payments", body).await;
+        assert_eq!(p.status, 201, "{}", p.body);
+        assert_eq!(p.body["status"], "requires_confirmation");
+        p.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A funding account (unlimited), a payer funded with `funds` and an empty payee.
+    pub async fn parties(&self, funds: u64) -> (String, String, String) {
+        let funding = self.account(json!("unlimited")).await;
+        let payer = self.account(json!(0)).await;
+        let payee = self.account(json!(0)).await;
+        if funds > 0 {
+            let t = self.transfer(&funding, &payer, funds).await;
+            assert_eq!((t.status, t.body["result"].as_str()), (201, Some("ok")), "{}", t.body);
+        }
+        (funding, payer, payee)
+    }
+
+    /// The `balance` object of an account.
+    pub async fn balance(&self, account: &str) -> Value {
+        let a = self.get(&format!("/v1/accounts/{account}")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body["balance"].clone()
+    }
+}
