@@ -19,11 +19,12 @@ pub enum ItemStatus {
 impl ItemStatus {
     /// The status as the CSV report writes it.
     pub fn name(&self) -> &'static str {
-        match self {
-            ItemStatus::Succeeded => "succeeded",
-            ItemStatus::Failed { .. } => "failed",
-            ItemStatus::Pending => "pending",
-        }
+        let stored = match self {
+            ItemStatus::Succeeded => paycore_ledger::ItemStatus::Succeeded,
+            ItemStatus::Failed { .. } => paycore_ledger::ItemStatus::Failed,
+            ItemStatus::Pending => paycore_ledger::ItemStatus::Pending,
+        };
+        stored.as_str()
     }
 }
 

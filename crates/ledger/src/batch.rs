@@ -40,13 +40,9 @@ pub enum BatchItemState {
 }
 
 impl BatchItemState {
+    /// The status this result gives its item.
     pub fn as_str(self) -> &'static str {
-        match self {
-            BatchItemState::Succeeded => "succeeded",
-            BatchItemState::Failed => "failed",
-            BatchItemState::Held => "held",
-            BatchItemState::Voided => "voided",
-        }
+        crate::ItemStatus::from(self).as_str()
     }
 }
 

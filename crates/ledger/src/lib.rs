@@ -26,4 +26,4 @@ pub use state::{
     TIMEOUT_MAX_SECONDS,
 };
 pub use transfer::{Hold, HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
-pub use vocabulary::{BatchFormat, BatchMode, BatchStatus, ItemStatus, OnInvalid, UnknownName};
+pub use vocabulary::{BatchFormat, BatchMode, BatchStatus, EventKind, ItemStatus, OnInvalid, UnknownName};

@@ -127,6 +127,55 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// What a webhook event says happened.
+    EventKind {
+        PaymentSucceeded = "payment.succeeded",
+        PaymentFailed = "payment.failed",
+        PaymentRequiresCapture = "payment.requires_capture",
+        PaymentRefunded = "payment.refunded",
+        PaymentExpired = "payment.expired",
+        BatchCompleted = "batch.completed",
+        BatchRejected = "batch.rejected",
+        BatchCancelled = "batch.cancelled",
+    }
+}
+
+impl EventKind {
+    /// Whether the event's object is a payment (else a batch).
+    pub fn is_payment(self) -> bool {
+        matches!(
+            self,
+            EventKind::PaymentSucceeded
+                | EventKind::PaymentFailed
+                | EventKind::PaymentRequiresCapture
+                | EventKind::PaymentRefunded
+                | EventKind::PaymentExpired
+        )
+    }
+
+    /// The event a payment's new status gives, if any.
+    pub fn of_payment(status: crate::PaymentStatus) -> Option<EventKind> {
+        match status {
+            crate::PaymentStatus::Succeeded => Some(EventKind::PaymentSucceeded),
+            crate::PaymentStatus::Failed => Some(EventKind::PaymentFailed),
+            crate::PaymentStatus::RequiresCapture => Some(EventKind::PaymentRequiresCapture),
+            crate::PaymentStatus::Expired => Some(EventKind::PaymentExpired),
+            _ => None,
+        }
+    }
+
+    /// The event a batch's new status gives, if any.
+    pub fn of_batch(status: BatchStatus) -> Option<EventKind> {
+        match status {
+            BatchStatus::Completed => Some(EventKind::BatchCompleted),
+            BatchStatus::Rejected => Some(EventKind::BatchRejected),
+            BatchStatus::Cancelled => Some(EventKind::BatchCancelled),
+            BatchStatus::Validating | BatchStatus::Processing => None,
+        }
+    }
+}
+
 impl From<crate::BatchItemState> for ItemStatus {
     fn from(state: crate::BatchItemState) -> ItemStatus {
         match state {
@@ -163,8 +212,20 @@ mod tests {
         check(OnInvalid::ALL, OnInvalid::as_str, OnInvalid::parse);
         check(BatchFormat::ALL, BatchFormat::as_str, BatchFormat::parse);
         check(ItemStatus::ALL, ItemStatus::as_str, ItemStatus::parse);
+        check(EventKind::ALL, EventKind::as_str, EventKind::parse);
         assert_eq!("pain.001".parse::<BatchFormat>(), Ok(BatchFormat::Pain001));
         assert_eq!("PAIN.001".parse::<BatchFormat>(), Err(UnknownName));
+    }
+
+    #[test]
+    fn events_name_their_object_and_every_final_batch_status_has_one() {
+        for kind in EventKind::ALL {
+            let prefix = if kind.is_payment() { "payment." } else { "batch." };
+            assert!(kind.as_str().starts_with(prefix), "{kind}");
+        }
+        for status in BatchStatus::ALL {
+            assert_eq!(EventKind::of_batch(*status).is_some(), status.is_final(), "{status}");
+        }
     }
 
     #[test]

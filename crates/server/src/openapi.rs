@@ -3,7 +3,7 @@
 
 use crate::{metrics, routes};
 use axum::Json;
-use paycore_ledger::BATCH_EVENTS_MAX;
+use paycore_ledger::{BatchFormat, BatchMode, ItemStatus, OnInvalid, BATCH_EVENTS_MAX};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -150,14 +150,17 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
             bounds(schema, json!({"pattern": TRANSFER_ID}));
         }
         ("query", "format") if path == "/v1/batches" => {
-            schema["enum"] = json!(["csv", "jsonl", "pain.001", "nacha", null]);
+            schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
         }
         ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
         ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", null]),
-        ("query", "mode") => schema["enum"] = json!(["best_effort", "atomic", null]),
-        ("query", "on_invalid") => schema["enum"] = json!(["reject_file", "skip_invalid", null]),
+        ("query", "mode") => schema["enum"] = names_or_null(BatchMode::ALL.iter().map(|v| v.as_str())),
+        ("query", "on_invalid") => schema["enum"] = names_or_null(OnInvalid::ALL.iter().map(|v| v.as_str())),
         ("query", "status") => {
-            schema["enum"] = json!(["invalid", "pending", "held", "succeeded", "failed", null]);
+            // The API folds `voided` and `cancelled` into `failed`.
+            let listed =
+                [ItemStatus::Invalid, ItemStatus::Pending, ItemStatus::Held, ItemStatus::Succeeded, ItemStatus::Failed];
+            schema["enum"] = names_or_null(listed.iter().map(|v| v.as_str()));
         }
         ("query", "currency") => currency_enum(schema),
         ("query", "payer") => bounds(schema, json!({"minLength": 1, "pattern": "^\\S(.*\\S)?$"})),
@@ -199,6 +202,11 @@ fn conform_schema(name: &str, schema: &mut Value) {
             _ => {}
         }
     }
+}
+
+/// A nullable enum of `names`.
+fn names_or_null<'a>(names: impl Iterator<Item = &'a str>) -> Value {
+    Value::Array(names.map(|name| json!(name)).chain([Value::Null]).collect())
 }
 
 /// An error answer with the one error shape.

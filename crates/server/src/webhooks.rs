@@ -18,17 +18,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The event types an endpoint may subscribe to.
-pub const EVENT_TYPES: [&str; 8] = [
-    "payment.succeeded",
-    "payment.failed",
-    "payment.requires_capture",
-    "payment.refunded",
-    "payment.expired",
-    "batch.completed",
-    "batch.rejected",
-    "batch.cancelled",
-];
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "Paycore-Signature";
 /// How long one attempt may take before it counts as failed.
@@ -192,7 +181,7 @@ fn payload(
     reader: &dyn Reader,
     batches: &dyn paycore_store::BatchStore,
 ) -> anyhow::Result<Vec<u8>> {
-    let object = if event.kind.starts_with("payment.") {
+    let object = if event.kind.is_payment() {
         let payment = reader.payment(event.tenant, PaymentId(event.object))?;
         payment.map(|p| serde_json::to_value(PaymentJson::new(&p))).transpose()?
     } else {
@@ -205,7 +194,7 @@ fn payload(
     let body = serde_json::json!({
         "id": EventId(u128::from(event.seq)).to_string(),
         "object": "event",
-        "type": event.kind,
+        "type": event.kind.as_str(),
         "created_at": rfc3339(event.created_at),
         "data": {"object": object},
     });

@@ -6,7 +6,7 @@
 //! state lives in the table, so retries continue across restarts.
 
 use crate::{ApiKeyRecord, Result};
-use paycore_ledger::{TenantId, WebhookEndpointId};
+use paycore_ledger::{EventKind, TenantId, WebhookEndpointId};
 
 /// A tenant as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct WebhookEndpoint {
     pub id: WebhookEndpointId,
     pub tenant: TenantId,
     pub url: String,
-    pub events: Vec<String>,
+    pub events: Vec<EventKind>,
     pub secret: String,
     pub created_at: u64,
 }
@@ -45,7 +45,7 @@ impl std::fmt::Debug for WebhookEndpoint {
 pub struct OutboxEvent {
     pub seq: u64,
     pub tenant: TenantId,
-    pub kind: String,
+    pub kind: EventKind,
     pub object: u128,
     pub created_at: u64,
 }

@@ -6,7 +6,7 @@ use crate::account::{Account, Balances};
 use crate::batch::{BatchEnd, BatchItemResult};
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
-use crate::{AccountId, BatchId, TenantId};
+use crate::{AccountId, BatchId, EventKind, TenantId};
 
 /// Everything one `execute` changed, as final values, for the store to write in one
 /// transaction.
@@ -24,7 +24,7 @@ pub struct ChangeSet {
     pub batch_ends: Vec<(BatchId, BatchEnd)>,
     /// Webhook events of payments (tenant, type, payment id), in the order they happened,
     /// for the store to write to its outbox in the same transaction.
-    pub events: Vec<(TenantId, &'static str, u128)>,
+    pub events: Vec<(TenantId, EventKind, u128)>,
     pub last_timestamp: u64,
 }
 

@@ -6,7 +6,7 @@ use crate::payment::{
     CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM, TAG_REFUND,
 };
 use crate::transfer::ResultCode;
-use crate::{Amount, PaymentId, RefundId, TenantId, TransferId};
+use crate::{Amount, EventKind, PaymentId, RefundId, TenantId, TransferId};
 
 impl State {
     pub(super) fn set_payment_status(&mut self, id: PaymentId, status: PaymentStatus, now: u64) {
@@ -18,7 +18,7 @@ impl State {
         payment.updated_at = now.max(payment.updated_at);
         let tenant = payment.tenant;
         self.touched_payments.push(id);
-        if let Some(kind) = payment_event(status) {
+        if let Some(kind) = EventKind::of_payment(status) {
             self.changes.events.push((tenant, kind, id.0));
         }
     }
@@ -128,7 +128,7 @@ impl State {
             payment.status = PaymentStatus::Failed;
             payment.failure_code = Some(code);
         }
-        if let Some(kind) = payment_event(payment.status) {
+        if let Some(kind) = EventKind::of_payment(payment.status) {
             self.changes.events.push((tenant, kind, id.0));
         }
         Ok(self.update_payment(payment))
@@ -167,7 +167,7 @@ impl State {
         payment.status = PaymentStatus::Succeeded;
         payment.amount_captured = amount;
         payment.updated_at = now.max(payment.updated_at);
-        self.changes.events.push((tenant, "payment.succeeded", id.0));
+        self.changes.events.push((tenant, EventKind::PaymentSucceeded, id.0));
         Ok(self.update_payment(payment))
     }
 
@@ -231,7 +231,7 @@ impl State {
             payment.amount_refunded += amount;
             payment.updated_at = now.max(payment.updated_at);
             payment = self.update_payment(payment);
-            self.changes.events.push((tenant, "payment.refunded", id.0));
+            self.changes.events.push((tenant, EventKind::PaymentRefunded, id.0));
         }
         let refund = Refund {
             id: refund_id,
@@ -246,16 +246,5 @@ impl State {
         };
         self.changes.refunds.push(refund.clone());
         Ok((refund, payment))
-    }
-}
-
-/// The webhook event a payment's new status gives, if any.
-fn payment_event(status: PaymentStatus) -> Option<&'static str> {
-    match status {
-        PaymentStatus::Succeeded => Some("payment.succeeded"),
-        PaymentStatus::Failed => Some("payment.failed"),
-        PaymentStatus::RequiresCapture => Some("payment.requires_capture"),
-        PaymentStatus::Expired => Some("payment.expired"),
-        _ => None,
     }
 }

@@ -8,11 +8,11 @@ use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
 use crate::json;
 use crate::render::{self, rfc3339};
-use crate::webhooks::{generate_secret, EVENT_TYPES};
+use crate::webhooks::generate_secret;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use paycore_ledger::{DeliveryId, EventId, WebhookEndpointId};
+use paycore_ledger::{DeliveryId, EventId, EventKind, WebhookEndpointId};
 use paycore_store::{AdminStore, Delivery, WebhookEndpoint};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -54,7 +54,7 @@ impl EndpointJson {
             id: e.id.to_string(),
             object: "webhook_endpoint",
             url: e.url.clone(),
-            events: e.events.clone(),
+            events: e.events.iter().map(|kind| kind.as_str().to_owned()).collect(),
             secret,
             created_at: rfc3339(e.created_at),
         }
@@ -293,20 +293,21 @@ fn check_url(url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_events(events: Vec<String>) -> Result<Vec<String>, ApiError> {
+fn check_events(events: Vec<String>) -> Result<Vec<EventKind>, ApiError> {
     if events.is_empty() {
         return Err(ApiError::invalid("events", "`events` must name at least one event type."));
     }
-    let mut kept: Vec<String> = Vec::new();
+    let mut kept: Vec<EventKind> = Vec::new();
     for (index, event) in events.into_iter().enumerate() {
-        if !EVENT_TYPES.contains(&event.as_str()) {
+        let Some(kind) = EventKind::parse(&event) else {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.as_str()).collect();
             return Err(ApiError::invalid(
                 format!("events[{index}]"),
-                format!("Unknown event type '{event}'. Known: {}.", EVENT_TYPES.join(", ")),
+                format!("Unknown event type '{event}'. Known: {}.", known.join(", ")),
             ));
-        }
-        if !kept.contains(&event) {
-            kept.push(event);
+        };
+        if !kept.contains(&kind) {
+            kept.push(kind);
         }
     }
     Ok(kept)

@@ -1,11 +1,16 @@
 //! Tenants, API keys and webhooks in SQLite (see [`crate::admin`]).
 
-use super::codec::{blob_id, id_blob, int, opt_uint, uint};
+use super::codec::{blob_id, corrupt, id_blob, int, opt_uint, parsed, uint};
 use super::reader::SqliteReader;
 use crate::admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 use crate::{ApiKeyRecord, Result};
-use paycore_ledger::{TenantId, WebhookEndpointId};
+use paycore_ledger::{EventKind, TenantId, WebhookEndpointId};
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+/// An endpoint's event types as stored: their names, separated by spaces.
+fn event_names(events: &[EventKind]) -> String {
+    events.iter().map(|kind| kind.as_str()).collect::<Vec<_>>().join(" ")
+}
 
 fn endpoint_from(row: &Row) -> rusqlite::Result<WebhookEndpoint> {
     let events: String = row.get("events")?;
@@ -13,7 +18,10 @@ fn endpoint_from(row: &Row) -> rusqlite::Result<WebhookEndpoint> {
         id: WebhookEndpointId(blob_id(row, "id")?),
         tenant: TenantId(blob_id(row, "tenant")?),
         url: row.get("url")?,
-        events: events.split_whitespace().map(str::to_owned).collect(),
+        events: events
+            .split_whitespace()
+            .map(|name| EventKind::parse(name).ok_or_else(|| corrupt("events", &format!("unknown event {name:?}"))))
+            .collect::<rusqlite::Result<_>>()?,
         secret: row.get("secret")?,
         created_at: uint(row, "created_at")?,
     })
@@ -40,7 +48,7 @@ fn event_from(row: &Row) -> rusqlite::Result<OutboxEvent> {
     Ok(OutboxEvent {
         seq: uint(row, "seq")?,
         tenant: TenantId(blob_id(row, "tenant")?),
-        kind: row.get("type")?,
+        kind: parsed(row, "type", EventKind::parse)?,
         object: blob_id(row, "object")?,
         created_at: uint(row, "created_at")?,
     })
@@ -107,7 +115,14 @@ impl AdminStore for SqliteReader {
             conn.execute(
                 "INSERT INTO webhook_endpoints (id, tenant, url, events, secret, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id_blob(e.id.0), id_blob(e.tenant.0), e.url, e.events.join(" "), e.secret, int(e.created_at)],
+                params![
+                    id_blob(e.id.0),
+                    id_blob(e.tenant.0),
+                    e.url,
+                    event_names(&e.events),
+                    e.secret,
+                    int(e.created_at)
+                ],
             )?;
             Ok(())
         })
@@ -184,7 +199,7 @@ impl AdminStore for SqliteReader {
                         })?
                         .collect::<rusqlite::Result<Vec<_>>>()?;
                     for (endpoint, types) in subscribed {
-                        if types.split_whitespace().any(|t| t == event.kind) {
+                        if types.split_whitespace().any(|t| t == event.kind.as_str()) {
                             insert.execute(params![endpoint, id_blob(event.tenant.0), int(event.seq), int(now)])?;
                         }
                     }

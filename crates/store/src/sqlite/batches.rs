@@ -11,8 +11,8 @@ use crate::batches::{
 };
 use crate::{Result, StoreError};
 use paycore_ledger::{
-    Account, AccountId, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, ChangeSet, Currency, ItemStatus,
-    OnInvalid, TenantId,
+    Account, AccountId, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, ChangeSet, Currency, EventKind,
+    ItemStatus, OnInvalid, TenantId,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
@@ -433,7 +433,7 @@ pub(super) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
         tx.execute(
             "INSERT INTO outbox (tenant, type, object, created_at)
              SELECT tenant, ?2, id, ?3 FROM batches WHERE id = ?1",
-            params![blob, format!("batch.{status}"), int(changes.last_timestamp)],
+            params![blob, EventKind::of_batch(status).map(EventKind::as_str), int(changes.last_timestamp)],
         )?;
     }
     Ok(())
@@ -534,8 +534,8 @@ impl BatchStore for SqliteReader {
             if v.status == BatchStatus::Rejected {
                 tx.execute(
                     "INSERT INTO outbox (tenant, type, object, created_at)
-                     SELECT tenant, 'batch.rejected', id, ?2 FROM batches WHERE id = ?1",
-                    params![blob, int(v.now)],
+                     SELECT tenant, ?3, id, ?2 FROM batches WHERE id = ?1",
+                    params![blob, int(v.now), EventKind::BatchRejected.as_str()],
                 )?;
             }
             tx.commit()?;

@@ -285,7 +285,7 @@ fn insert_events(conn: &Connection, changes: &ChangeSet) -> Result<()> {
     let mut stmt =
         conn.prepare_cached("INSERT INTO outbox (tenant, type, object, created_at) VALUES (?1, ?2, ?3, ?4)")?;
     for (tenant, kind, object) in &changes.events {
-        stmt.execute(params![id_blob(tenant.0), kind, id_blob(*object), int(changes.last_timestamp)])?;
+        stmt.execute(params![id_blob(tenant.0), kind.as_str(), id_blob(*object), int(changes.last_timestamp)])?;
     }
     Ok(())
 }

@@ -105,7 +105,11 @@ fn watermark(conn: &Connection) -> Result<i64> {
 
 /// Indexes up to `limit` transfers past the watermark in one transaction; returns how many.
 pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64) -> Result<u64> {
-    let from = watermark(history)?;
+    // The watermark is read inside the pass's write transaction: a second writer of
+    // history.db (a test's `index_history` beside the indexer thread) then waits for this
+    // pass and starts from where it ended, instead of indexing the same transfers again.
+    let tx = history.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let from = watermark(&tx)?;
     // (account, timestamp, transfer id), as integers: sorting them is several times cheaper
     // than sorting byte arrays.
     let mut entries: Vec<(u128, i64, u128)> = Vec::new();
@@ -134,7 +138,6 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     // whose debit and credit account were the same (the ledger refuses it) would appear once.
     entries.sort_unstable();
     entries.dedup_by_key(|entry| (entry.0, entry.1));
-    let tx = history.transaction()?;
     {
         let mut insert = tx
             .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
