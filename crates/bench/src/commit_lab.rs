@@ -43,6 +43,7 @@ fn id(v: u128) -> [u8; 16] {
     v.to_be_bytes()
 }
 
+// Long on purpose: one timed run is one straight script (set up, commit every batch, measure), kept whole so the timed part is plain to see.
 fn one_run(variant: Variant, total: u64, seed: u64) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     drop(paycore_store::open(dir.path())?); // the store's schema, then its lock is released

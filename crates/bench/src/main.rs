@@ -115,6 +115,7 @@ pub struct Config {
     pub root: PathBuf,
 }
 
+// Long on purpose: flag defaults, then each scenario in the order of the report, read top to bottom.
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut wanted: Vec<&str> = Vec::new();

@@ -153,6 +153,7 @@ fn name(kind: Kind, clients: usize) -> String {
     }
 }
 
+// Long on purpose: the cases of scenario 2 in report order, each a few lines of set-up and one measured run.
 pub fn run(cfg: &Config) -> Vec<Outcome> {
     let wanted = |case: &str| cfg.realtime_cases.iter().any(|c| c == case);
     let mut plan: Vec<(Kind, usize)> = Vec::new();

@@ -39,6 +39,7 @@ fn one_start(bin: &std::path::Path, data: &std::path::Path) -> anyhow::Result<Ru
     Ok(Run { value: ms(nanos(serving)), latency: None, extra: vec![("to listening line ms", ms(nanos(listening)))] })
 }
 
+// Long on purpose: fill, clean start, crash image, start after kill -9 — one sequence, in order.
 pub fn run(cfg: &Config) -> Vec<Outcome> {
     let mut out = Vec::new();
     let bin = match server::binary(&cfg.root) {

@@ -261,6 +261,7 @@ impl Parser<'_, '_, '_> {
     }
 
     /// Turns an entry into an item, or `None` for prenotes and zero-dollar entries.
+    // Long on purpose: one entry record's fields in column order, each checked where it is read.
     fn entry_item(
         &self,
         record: &str,

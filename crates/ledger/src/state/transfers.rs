@@ -155,6 +155,7 @@ impl State {
     /// Posts, voids or expires a hold. `owner` is the payment on whose behalf (`None` for a
     /// client's transfer): a payment's hold is found only by its payment, so that a client
     /// cannot post or void it behind the payment's back.
+    // Long on purpose: the checks of a post or void in their documented precedence, then its effect; split, the precedence would be harder to read.
     pub(super) fn resolve(
         &mut self,
         tenant: TenantId,
