@@ -168,8 +168,7 @@ mod tests {
             );
         }
         // The same line with the key once is paid what it says.
-        let item =
-            record(br#"{"payee":"DE1","amount_minor":700,"currency":"EUR"}"#, &options, 7).unwrap();
+        let item = record(br#"{"payee":"DE1","amount_minor":700,"currency":"EUR"}"#, &options, 7).unwrap();
         assert_eq!(item.amount.get(), 700);
         let broken = record(br#"{"payee":"DE1","#, &options, 7).unwrap_err();
         assert_eq!(broken.code, "syntax");
