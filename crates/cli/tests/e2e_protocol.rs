@@ -307,3 +307,55 @@ async fn the_server_answers_http_errors_in_the_json_shape() {
     // Still serving.
     server.get_public("/healthz").await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uploads_with_one_key_at_once_are_one_batch_and_no_error() {
+    const RACE: &str = "a concurrent upload with this Idempotency-Key won";
+    let server = Server::start();
+    let (payer, payee) = two_accounts(&server, 1_000).await;
+    let file = format!("payee,amount,currency\n{payee},0.01,EUR\n").into_bytes();
+    let query = format!("payer={payer}");
+    // The race needs both uploads past the key lookup before either is recorded: try rounds
+    // until the log says it happened.
+    let mut rounds = 0;
+    while !server.stderr().contains(RACE) {
+        rounds += 1;
+        assert!(rounds <= 20, "no two uploads raced in 20 rounds; the test proves nothing");
+        let key = format!("race-{}", common::random_hex(8));
+        let uploads: Vec<_> = (0..6)
+            .map(|_| {
+                let (api, file, query, key) = (server.api.clone(), file.clone(), query.clone(), key.clone());
+                tokio::spawn(async move { api.upload_batch(&query, file, Some("text/csv"), Some(&key)).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for upload in uploads {
+            answers.push(upload.await.unwrap());
+        }
+        let first = answers.iter().find(|a| !a.is_replay()).expect("one upload is the first");
+        assert_eq!(answers.iter().filter(|a| !a.is_replay()).count(), 1, "exactly one original answer");
+        for answer in &answers {
+            assert_eq!((answer.status.as_u16(), &answer.bytes), (202, &first.bytes), "{}", answer.text());
+        }
+        server.wait_for_batch(first.body["id"].as_str().unwrap()).await;
+    }
+    let logs = without_colours(&server.stderr());
+    let race = logs.lines().find(|line| line.contains(RACE)).unwrap();
+    assert!(race.contains("request_id=req_"), "the log line names its request: {race}");
+    assert!(!logs.contains("ERROR"), "a handled race is not an error: {logs}");
+    assert_eq!(server.posted(&payee).await, rounds, "one batch (1 cent) per round");
+}
+
+/// `text` without the ANSI colour sequences (`ESC [ … m`) the server's log is written with.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
-    /// The request is wrong: fix it before retrying (400, 404, 405, 409, 413, 422).
+    /// The request is wrong: fix it before retrying (400, 404, 405, 409, 413, 414, 422, 431).
     InvalidRequestError,
     /// The API key is missing or unknown (401).
     AuthenticationError,

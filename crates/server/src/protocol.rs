@@ -4,8 +4,8 @@
 //! rejection), which is rewritten into the shape with the same status.
 //!
 //! hyper reads the head before any of our code runs and refuses, with an empty body, a URI over
-//! 65 534 bytes, a head over its read buffer (about 400 KiB) and more than 100 header fields;
-//! it cannot be told to answer otherwise. So the limits here sit below hyper's: a request over
+//! 65 534 bytes, a head over its read buffer (about 400 KiB), more than 100 header fields and
+//! a head it cannot parse; it cannot be told to answer otherwise. So the limits here sit below hyper's: a request over
 //! them reaches this layer and gets the JSON shape and a `Request-Id`. Only a request beyond
 //! hyper's own limits gets hyper's empty answer.
 
