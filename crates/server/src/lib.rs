@@ -100,8 +100,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(protocol::guard))
-        // Outermost: every response, the layers' own included, carries the request id.
+        // Outermost: every response, the layers' own included, carries the request id, and
+        // the HTTP layer's own errors get the JSON shape (`protocol::guard`, run inside it).
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }

@@ -23,8 +23,8 @@ pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// The most bytes of a plain-text error body quoted in the JSON message.
 const QUOTED_BYTES_MAX: usize = 512;
 
-/// The layer inside [`crate::request_id::assign`]: refuses what [`refuse_head`] refuses, and
-/// rewrites a non-JSON error answer into the error shape.
+/// Run by [`crate::request_id::assign`], inside the request's span: refuses what
+/// [`refuse_head`] refuses, and rewrites a non-JSON error answer into the error shape.
 pub async fn guard(request: Request, next: Next) -> Response {
     if let Some(error) = refuse_head(&request) {
         return error.into_response();

@@ -35,12 +35,13 @@ pub fn new() -> Arc<str> {
 }
 
 /// The outermost layer: assigns the id, serves the request in its span with the id at hand for
-/// error bodies, and answers the id in `Request-Id`.
+/// error bodies (through [`crate::protocol::guard`], in the same layer: a layer costs a boxed
+/// future and a clone of the router per request), and answers the id in `Request-Id`.
 pub async fn assign(request: Request, next: Next) -> Response {
     let id = new();
     let span = tracing::info_span!("request", request_id = %id);
     let header = HeaderValue::from_str(&id);
-    let mut response = CURRENT.scope(id, next.run(request)).instrument(span).await;
+    let mut response = CURRENT.scope(id, crate::protocol::guard(request, next)).instrument(span).await;
     if let Ok(header) = header {
         response.headers_mut().insert(HEADER, header);
     }
@@ -89,7 +90,6 @@ mod tests {
         let _default = tracing::subscriber::set_default(subscriber);
         let app = Router::new()
             .route("/fail", get(|| async { ApiError::from_engine(&EngineError::Unavailable(CAUSE.into())) }))
-            .layer(axum::middleware::from_fn(crate::protocol::guard))
             .layer(axum::middleware::from_fn(assign));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
