@@ -1225,12 +1225,13 @@ async fn idempotent_upload_pays_once_and_refuses_another_file() {
     let batch = server.wait_for_batch(&id).await;
     assert_status(&batch, "completed");
     assert_counts(&batch, 2, 0, 2, 0, 0);
-    // A retry after the end answers the finished batch.
+    // A retry after the end answers what the upload was answered: the batch as taken in.
     let late = server.upload_batch("payer=IDEM-PAYER", file.clone(), Some("text/csv"), Some(&key)).await;
     late.expect(202);
     assert!(late.is_replay());
     assert_eq!(late.body["id"], json!(id));
-    assert_eq!(late.body["status"], json!("completed"));
+    assert_eq!(late.body["status"], json!("validating"));
+    assert_eq!(late.bytes, first.bytes, "a replay is the first answer byte for byte");
     assert_eq!(server.posted(&payee).await, 1_300, "paid once");
     assert_eq!(server.posted(&payer).await, 100_000 - 1_300);
 

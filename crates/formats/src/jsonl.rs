@@ -25,7 +25,7 @@ fn record(bytes: &[u8], options: &ParseOptions, line: u64) -> Result<Item, Diagn
     let location = format!("line {line}");
     let syntax =
         |message: String| Diagnostic { line, location: location.clone(), field: None, code: "syntax", message };
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| syntax(format!("the line is not valid JSON: {e}")))?;
+    let value = crate::strict_json::from_slice(bytes).map_err(|e| invalid_json(&e, line, &location))?;
     let Value::Object(object) = value else {
         return Err(syntax("the line is not a JSON object; expected {\"payee\": ..., \"amount\": ...}".to_owned()));
     };
@@ -119,6 +119,58 @@ fn amount_minor(value: &Value, line: u64, location: &str) -> Result<Amount, Diag
     }
 }
 
+/// The diagnostic for a line that does not parse: `duplicate_key` naming the key for an object
+/// that gives a key twice (readers disagree on which one counts), `syntax` for the rest.
+fn invalid_json(error: &serde_json::Error, line: u64, location: &str) -> Diagnostic {
+    let message = error.to_string();
+    match crate::strict_json::duplicate_key(&message) {
+        Some(key) => common::diagnostic(
+            line,
+            location,
+            key,
+            "duplicate_key",
+            format!("line {line} gives the key {key:?} more than once; each key may appear only once"),
+        ),
+        None => Diagnostic {
+            line,
+            location: location.to_owned(),
+            field: None,
+            code: "syntax",
+            message: format!("the line is not valid JSON: {message}"),
+        },
+    }
+}
+
 fn missing(line: u64, location: &str, name: &str) -> Diagnostic {
     common::diagnostic(line, location, name, "missing_field", format!("{name} is missing; every line needs one"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_twice_makes_the_line_invalid_naming_the_key() {
+        let options = ParseOptions::default();
+        for (text, key) in [
+            (r#"{"payee":"DE1","amount_minor":1,"amount_minor":700,"currency":"EUR"}"#, "amount_minor"),
+            (r#"{"payee":"DE1","payee":"DE2","amount_minor":1,"currency":"EUR"}"#, "payee"),
+            (r#"{"payee":"DE1","amount_minor":1,"currency":"EUR","extra":{"a":1,"a":2}}"#, "a"),
+        ] {
+            let diagnostic = record(text.as_bytes(), &options, 7).unwrap_err();
+            assert_eq!(diagnostic.code, "duplicate_key", "{text}");
+            assert_eq!(diagnostic.field.as_deref(), Some(key), "{text}");
+            assert_eq!((diagnostic.line, diagnostic.location.as_str()), (7, "line 7"));
+            assert_eq!(
+                diagnostic.message,
+                format!("line 7 gives the key \"{key}\" more than once; each key may appear only once")
+            );
+        }
+        // The same line with the key once is paid what it says.
+        let item = record(br#"{"payee":"DE1","amount_minor":700,"currency":"EUR"}"#, &options, 7).unwrap();
+        assert_eq!(item.amount.get(), 700);
+        let broken = record(br#"{"payee":"DE1","#, &options, 7).unwrap_err();
+        assert_eq!(broken.code, "syntax");
+    }
 }

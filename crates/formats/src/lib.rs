@@ -62,7 +62,10 @@
 //! `amount` (a *string* holding a decimal in major units, as in CSV) or `amount_minor` (an
 //! integer of minor units), `currency` (string, falls back to the default currency), and the
 //! optional strings `reference` and `payer`. A JSON number in `amount` is rejected, because
-//! JSON numbers are floats to most writers. Unknown fields are ignored. Locations are `line N`.
+//! JSON numbers are floats to most writers. Unknown fields are ignored. A line whose object
+//! gives a key twice, at any depth (`{"amount_minor":1,"amount_minor":700}`), is invalid with
+//! code `duplicate_key` naming the key: readers disagree on which of the two counts
+//! ([`strict_json`]). Locations are `line N`.
 //!
 //! ## ISO 20022 pain.001
 //!
@@ -130,6 +133,7 @@ mod nacha;
 mod pain001;
 mod pain002;
 mod report;
+pub mod strict_json;
 
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
@@ -221,7 +225,7 @@ pub struct Diagnostic {
     pub field: Option<String>,
     /// A stable machine code: `syntax`, `missing_field`, `invalid_amount`, `too_many_decimals`,
     /// `amount_not_positive`, `invalid_currency`, `invalid_date`, `invalid_routing_number`,
-    /// `duplicate_reference`, `unsupported_entry`, `control_total_mismatch`.
+    /// `duplicate_reference`, `duplicate_key`, `unsupported_entry`, `control_total_mismatch`.
     pub code: &'static str,
     /// An English sentence naming the field and the expected and actual values.
     pub message: String,

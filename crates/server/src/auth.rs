@@ -68,6 +68,13 @@ pub(crate) fn new_id() -> u128 {
     *last
 }
 
+/// A new id in text, `{prefix}_` and 26 base32 digits, for the things the ledger has no id type
+/// for (API keys, requests); time-ordered like every id [`new_id`] makes.
+pub(crate) fn new_prefixed_id(prefix: &str) -> String {
+    let text = TenantId(new_id()).to_string();
+    format!("{prefix}_{}", text.trim_start_matches("ten_"))
+}
+
 /// Stores a key for a new tenant with every scope, and returns its record.
 pub fn insert_key(admin: &dyn AdminStore, key: &Secret) -> Result<ApiKeyRecord, paycore_store::StoreError> {
     let scopes = vec!["admin".to_owned(), "read".to_owned(), "write".to_owned()];
@@ -82,7 +89,7 @@ pub fn insert_key_for(
     scopes: Vec<String>,
 ) -> Result<ApiKeyRecord, paycore_store::StoreError> {
     let record = ApiKeyRecord {
-        id: format!("key_{}", TenantId(new_id()).to_string().trim_start_matches("ten_")),
+        id: new_prefixed_id("key"),
         tenant,
         hash: hash_key(key),
         scopes,
@@ -202,10 +209,17 @@ impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Auth, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let mut headers = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let header = headers
+            .next()
             .ok_or_else(|| ApiError::unauthorized("No API key provided. Send it as `Authorization: Bearer <key>`."))?;
+        // Two keys: which one a proxy checked and which one we would use may differ, so
+        // neither is looked at. A 401 like every other unusable Authorization header.
+        if headers.next().is_some() {
+            return Err(ApiError::unauthorized(
+                "More than one Authorization header: send exactly one, `Authorization: Bearer <key>`.",
+            ));
+        }
         let key = header
             .to_str()
             .ok()
@@ -223,7 +237,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
             None => {
                 let reader = state.reader.clone();
                 let cache = state.keys.clone();
-                tokio::task::spawn_blocking(move || cache.lookup(reader.as_ref(), hash))
+                crate::request_id::spawn_blocking(move || cache.lookup(reader.as_ref(), hash))
                     .await
                     .map_err(|_| ApiError::internal("The key lookup failed."))??
                     .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?

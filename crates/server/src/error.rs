@@ -1,5 +1,9 @@
-//! The one error shape of the API, `{"error":{"type","code","message","param"}}`, and the one
-//! place where errors become HTTP responses.
+//! The one error shape of the API, `{"error":{"type","code","message","param","request_id"}}`,
+//! and the one place where errors become HTTP responses.
+//!
+//! Nothing internal reaches a client: a store failure (500) and an unavailable ledger (503) are
+//! logged with their cause, in the request's span (so with its `request_id`), and answered
+//! with a fixed message and the request id to quote.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +16,7 @@ use utoipa::ToSchema;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
-    /// The request is wrong: fix it before retrying (400, 404, 405, 409, 413, 422).
+    /// The request is wrong: fix it before retrying (400, 404, 405, 409, 413, 414, 422, 431).
     InvalidRequestError,
     /// The API key is missing or unknown (401).
     AuthenticationError,
@@ -40,6 +44,11 @@ pub struct ErrorDetail {
     pub message: String,
     /// The field at fault, as a JSON path (`amount`, `transfers[3].amount`), or null.
     pub param: Option<String>,
+    /// The request's id, as in its `Request-Id` header (`req_…`): quote it to the operator, who
+    /// finds the request's log lines by it. Absent from a response saved for an
+    /// `Idempotency-Key` (see [`ApiError::saved_form`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// An error answer: a status and the error object, plus an optional `Retry-After`.
@@ -51,11 +60,22 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub retry_after: bool,
+    /// Rendered as a response saved for an `Idempotency-Key`: without the request id, because
+    /// the saved bytes are answered to the first request and to every replay alike.
+    pub saved_form: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: ErrorType, code: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status, kind, code: code.to_owned(), message: message.into(), param: None, retry_after: false }
+        ApiError {
+            status,
+            kind,
+            code: code.to_owned(),
+            message: message.into(),
+            param: None,
+            retry_after: false,
+            saved_form: false,
+        }
     }
 
     /// A 400 `invalid_request_error`.
@@ -108,14 +128,28 @@ impl ApiError {
         self
     }
 
-    /// The JSON body of this error.
+    /// This error as the response saved for an `Idempotency-Key` renders it: without the
+    /// request id (see [`crate::idempotency`] for the replay rule).
+    pub fn saved_form(mut self) -> ApiError {
+        self.saved_form = true;
+        self
+    }
+
+    /// The JSON body of this error without a request id: the saved form, the same bytes for
+    /// the same error wherever it is rendered (the engine thread renders saved responses).
     pub fn body(&self) -> Vec<u8> {
+        self.body_with(None)
+    }
+
+    /// The JSON body of this error, naming `request_id` if given.
+    pub fn body_with(&self, request_id: Option<&str>) -> Vec<u8> {
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: self.kind,
                 code: self.code.clone(),
                 message: self.message.clone(),
                 param: self.param.clone(),
+                request_id: request_id.map(str::to_owned),
             },
         };
         serde_json::to_vec(&body).unwrap_or_default()
@@ -202,12 +236,15 @@ impl ApiError {
         error
     }
 
-    /// The error for an engine failure: 503 with `Retry-After`.
+    /// The error for an engine failure: 503 with `Retry-After`. The cause of an unavailable
+    /// ledger (a panic message, a store error) is logged here, in the request's span, and never
+    /// answered: the client gets a fixed message and, in the body, the request id to quote.
     pub fn from_engine(error: &EngineError) -> ApiError {
         let (code, message) = match error {
-            EngineError::Overloaded => ("queue_full", "The ledger is busy; retry in a second.".to_owned()),
+            EngineError::Overloaded => ("queue_full", "The ledger is busy; retry in a second."),
             EngineError::Unavailable(why) => {
-                ("ledger_unavailable", format!("The ledger is unavailable ({why}); nothing was applied. Retry later."))
+                tracing::error!(cause = %why, "the ledger is unavailable; nothing of the request was applied");
+                ("ledger_unavailable", "The ledger is unavailable; nothing was applied. Retry later.")
             }
         };
         let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ApiError, code, message);
@@ -216,16 +253,21 @@ impl ApiError {
     }
 }
 
+/// A store failure: its cause is logged (by its `Display` only: the kinds of `StoreError` are
+/// the store's business), in the request's span, so with the request id; the client gets a
+/// fixed message and the request id.
 impl From<paycore_store::StoreError> for ApiError {
     fn from(error: paycore_store::StoreError) -> ApiError {
-        tracing::error!(%error, "store read failed");
+        tracing::error!(%error, "store operation failed");
         ApiError::internal("The service could not read its store.")
     }
 }
 
 impl IntoResponse for ApiError {
+    /// The response, with the current request's id in the body unless this is the saved form.
     fn into_response(self) -> Response {
-        let mut response = json_response(self.status, self.body());
+        let request_id = if self.saved_form { None } else { crate::request_id::current() };
+        let mut response = json_response(self.status, self.body_with(request_id.as_deref()));
         if self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

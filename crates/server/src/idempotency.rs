@@ -1,5 +1,25 @@
 //! The `Post` extractor: authentication, the body (size limit, content type) and the
 //! `Idempotency-Key` of a write, with the "replay or process" step before any parsing.
+//!
+//! # The replay rule
+//!
+//! A write repeated with its `Idempotency-Key` (same method, path and body) executes nothing
+//! again and is answered what the first request was answered, byte for byte (status and
+//! body), with `Idempotent-Replayed: true`: on every route, whether the first answer was a
+//! success or a refusal (a transfer refused with 422 included). The same key with another
+//! request is 422 `idempotency_key_reused`.
+//!
+//! - The response is saved with its effect, in the engine's commit, and rendered there
+//!   ([`crate::Renderer::render`]). The engine does not know the request id, so an error body
+//!   saved for a key names no `request_id`, and neither does the first answer, which is the
+//!   saved one. Every answer, a replay too, names its own request in its `Request-Id` header.
+//! - `POST /v1/transfers` saves the result codes; the answer is rendered again from them and
+//!   from the stored transfer, the same function of the same data.
+//! - `POST /v1/batches` saves no response: the 202 is rendered again from the batch's creation
+//!   fields, the batch as it was taken in (`validating`, nothing counted;
+//!   `routes::batches::BatchJson::taken_in`). `GET /v1/batches/{id}` tells its state now.
+//! - What is refused before the engine (400, 401, 413, `idempotency_key_reused`) and 503 are
+//!   not saved: a retry is checked, and answered, anew.
 
 use crate::auth::Auth;
 use crate::error::{json_response, ApiError};
@@ -17,7 +37,8 @@ pub const HEADER: &str = "idempotency-key";
 /// The most characters a key may have.
 pub const KEY_LENGTH_MAX: usize = 255;
 
-/// A response saved for an idempotency key.
+/// A response saved for an idempotency key: what the first request was answered (see the
+/// replay rule above; an error body in it names no request id).
 #[derive(Clone, Debug)]
 pub struct Saved {
     pub status: u16,

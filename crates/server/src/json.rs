@@ -1,11 +1,21 @@
 //! Parsing request bodies: JSON through `serde_path_to_error`, so that every error names the
 //! field at fault by its JSON path, and the field types that refuse what money must not be
 //! (floats, negative numbers, strings, out-of-range integers, ids of the wrong kind).
+//!
+//! **No key twice.** A body whose object gives a key twice (`{"amount":1,"amount":100000}`),
+//! at any depth, is refused with 400 `parameter_invalid` naming the key's path: `serde_json`
+//! keeps the last value, a proxy or an auditor may keep the first. The check costs nothing on
+//! the way a valid body takes, because every body is read into types that refuse a repeated
+//! key by themselves: structs derived by serde (a repeated field is an error), [`unique_map`]
+//! for maps, [`parse_object`] where a body must be looked at as JSON first. A body type must
+//! never hold a plain map or a `serde_json::Value` (they keep the last value silently).
 
 use crate::error::ApiError;
+use paycore_formats::strict_json::{UniqueMap, UniqueValue};
 use paycore_ledger::{AccountId, Currency, Overdraft, PaymentId, TransferId, AMOUNT_MAX};
 use serde::de::{self, DeserializeOwned, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::str::FromStr;
@@ -43,6 +53,22 @@ fn object_body(body: &[u8]) -> Result<&[u8], ApiError> {
     }
 }
 
+/// Parses a JSON body into a value, refusing a repeated key at any depth (for bodies whose
+/// shape depends on their content; then [`parse_value`]).
+pub fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    parse::<UniqueValue>(body).map(|unique| unique.0)
+}
+
+/// A map field of a body (`metadata`) that refuses a repeated key: for
+/// `#[serde(default, deserialize_with = "json::unique_map")]` on an `Option<BTreeMap<String, V>>`.
+pub fn unique_map<'de, D, V>(deserializer: D) -> Result<Option<BTreeMap<String, V>>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    Option::<UniqueMap<V>>::deserialize(deserializer).map(|map| map.map(|unique| unique.0))
+}
+
 /// Parses an already parsed JSON value into `T` (for bodies whose shape depends on their
 /// content).
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
@@ -74,7 +100,7 @@ fn to_api_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
     if let Some(field) = quoted_after(message, "missing field `") {
         return ApiError::missing(join(field));
     }
-    if let Some(field) = quoted_after(message, "duplicate field `") {
+    if let Some(field) = paycore_formats::strict_json::duplicate_key(message) {
         let param = join(field);
         return ApiError::invalid(param.clone(), format!("`{param}` appears more than once."));
     }
@@ -312,6 +338,38 @@ mod tests {
         check(r#" [1, null]"#, "invalid_json", None);
         check(r#"{"amount":1,"amount":2}"#, "parameter_invalid", Some("amount"));
         check(&format!(r#"{{"amount":{}}}"#, "9".repeat(400)), "parameter_invalid", Some("amount"));
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WithMetadata {
+        amount: Amount,
+        #[serde(default, deserialize_with = "unique_map")]
+        metadata: Option<BTreeMap<String, String>>,
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_its_path() {
+        let error = parse::<WithMetadata>(br#"{"amount":1,"metadata":{"a":"1","b":"2","a":"3"}}"#).unwrap_err();
+        assert_eq!((error.code.as_str(), error.param.as_deref()), ("parameter_invalid", Some("metadata.a")));
+        assert_eq!(error.message, "`metadata.a` appears more than once.");
+        let error = parse::<WithMetadata>(br#"{"amount":1,"amount":100000}"#).unwrap_err();
+        assert_eq!((error.code.as_str(), error.param.as_deref()), ("parameter_invalid", Some("amount")));
+        let parsed = parse::<WithMetadata>(br#"{"amount":1,"metadata":{"a":"1","b":"2"}}"#).unwrap();
+        assert_eq!(parsed.metadata.unwrap().len(), 2);
+        assert!(parse::<WithMetadata>(br#"{"amount":1}"#).unwrap().metadata.is_none());
+
+        for (body, param) in [
+            (r#"{"amount":1,"amount":100000}"#, "amount"),
+            (r#"{"transfers":[{"amount":1},{"amount":1,"amount":100000}]}"#, "transfers[1].amount"),
+            (r#"{"transfers":[],"transfers":[{"amount":5}]}"#, "transfers"),
+            (r#"{"a":{"b":[{"c":{"d":1,"d":2}}]}}"#, "a.b[0].c.d"),
+        ] {
+            let error = parse_object(body.as_bytes()).unwrap_err();
+            assert_eq!((error.code.as_str(), error.param.as_deref()), ("parameter_invalid", Some(param)), "{body}");
+        }
+        assert_eq!(parse_object(br#"{"a":{"a":1},"b":{"a":1}}"#).unwrap()["b"]["a"], 1);
     }
 
     #[test]

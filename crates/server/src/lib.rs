@@ -12,10 +12,12 @@ mod jobs;
 mod json;
 mod metrics;
 mod openapi;
+mod protocol;
 mod ratelimit;
 mod reads;
 mod render;
 mod reports;
+mod request_id;
 mod routes;
 mod webhooks;
 
@@ -98,6 +100,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
+        // Outermost: every response, the layers' own included, carries the request id, and
+        // the HTTP layer's own errors get the JSON shape (`protocol::guard`, run inside it).
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 

@@ -277,6 +277,16 @@ impl Renderer {
     }
 }
 
+/// The error an outcome is (a refused command), if it is one.
+pub fn outcome_error(outcome: &Outcome) -> Option<ApiError> {
+    match outcome {
+        Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => {
+            Some(ApiError::from_command(e))
+        }
+        _ => None,
+    }
+}
+
 /// The bulk result list for these codes, without ids.
 pub fn transfer_results(codes: &[ResultCode]) -> TransferResultsJson {
     TransferResultsJson {

@@ -41,6 +41,7 @@ pub struct CreateAccount {
     /// characters.
     pub reference: Option<String>,
     /// Up to 50 string keys (≤ 40 characters) with string values (≤ 500 characters).
+    #[serde(default, deserialize_with = "json::unique_map")]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 

@@ -172,6 +172,26 @@ impl BatchJson {
     }
 }
 
+impl BatchJson {
+    /// The batch as its upload was answered (202): `record`'s creation fields, which never
+    /// change, with nothing validated or counted yet. The upload and every replay of it render
+    /// this, so a replay answers the first answer byte for byte, whatever the batch's state
+    /// now. Rendered again rather than saved: the store keeps no response for an upload, and
+    /// the answer is a function of fields the store already keeps.
+    pub fn taken_in(record: &BatchRecord) -> BatchJson {
+        let taken = BatchRecord {
+            mode: record.mode,
+            on_invalid: record.on_invalid,
+            payer: record.payer.clone(),
+            currency: record.currency.clone(),
+            expected_count: record.expected_count,
+            expected_total: record.expected_total.clone(),
+            ..BatchRecord::new(record.id, record.tenant, record.format, record.created_at)
+        };
+        BatchJson::new(&taken, &[])
+    }
+}
+
 /// One item of a batch.
 #[derive(Serialize, ToSchema)]
 pub struct BatchItemJson {
@@ -367,7 +387,7 @@ pub async fn create(
         let (tenant, text) = (auth.tenant, key.clone());
         if let Some(existing) = blocking(&state, move |s| s.batch_by_key(tenant, &text)).await? {
             let _ = tokio::fs::remove_file(&partial).await;
-            return replay(&state, existing, fingerprint).await;
+            return replay(&existing, fingerprint);
         }
     }
     let path = folder.join(&name);
@@ -393,13 +413,14 @@ pub async fn create(
     let insert = record.clone();
     match (blocking(&state, move |s| Ok(s.create_batch(&insert))).await?, key) {
         (Ok(()), _) => {}
-        // Two uploads with one key at once: the other one won; answer with its batch.
+        // Two uploads with one key at once: the other one won, and this one is answered as its
+        // replay. Handled, so not logged as an error; any other failure is (`ApiError::from`).
         (Err(StoreError::Conflict(_)), Some(key)) => {
             let _ = tokio::fs::remove_file(&path).await;
             let tenant = auth.tenant;
             if let Some(existing) = blocking(&state, move |s| s.batch_by_key(tenant, &key)).await? {
-                tracing::info!(batch = %existing.id, "a concurrent upload with this Idempotency-Key won the race");
-                return replay(&state, existing, fingerprint).await;
+                tracing::info!(batch = %existing.id, "a concurrent upload with this Idempotency-Key won; answered as its replay");
+                return replay(&existing, fingerprint);
             }
             return Err(ApiError::from(StoreError::Internal("the batch that won the upload race is gone".into())));
         }
@@ -409,18 +430,17 @@ pub async fn create(
         }
     }
     crate::jobs::spawn(state.clone(), record.clone());
-    Ok(rendered(json(202, &BatchJson::new(&record, &[]))))
+    Ok(rendered(json(202, &BatchJson::taken_in(&record))))
 }
 
-/// The answer to a repeated upload under one key: the batch as it is now, or a refusal when the
-/// upload differs.
-async fn replay(state: &Arc<AppState>, existing: BatchRecord, fingerprint: [u8; 32]) -> Result<Response, ApiError> {
+/// The answer to a repeated upload under one key: the first answer again (the batch as it was
+/// taken in, see [`BatchJson::taken_in`]) with `Idempotent-Replayed: true`, or a refusal when
+/// the upload differs. `GET /v1/batches/{id}` tells how the batch is doing now.
+fn replay(existing: &BatchRecord, fingerprint: [u8; 32]) -> Result<Response, ApiError> {
     if existing.fingerprint != Some(fingerprint) {
         return Err(ApiError::key_reused());
     }
-    let id = existing.id;
-    let totals = blocking(state, move |s| s.batch_totals(id)).await?;
-    let mut response = rendered(json(202, &BatchJson::new(&existing, &totals)));
+    let mut response = rendered(json(202, &BatchJson::taken_in(existing)));
     response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     Ok(response)
 }
@@ -665,14 +685,14 @@ pub async fn report(
         // Written while the batch ran: sent as it is, after the pain.002 header.
         let head = header.map(|header| reports::pain002_header_bytes(&header, version)).unwrap_or_default();
         length = Some(head.len() as u64 + bytes);
-        tokio::task::spawn_blocking(move || {
+        crate::request_id::spawn_blocking(move || {
             if head.is_empty() || sender.blocking_send(Ok(head)).is_ok() {
                 send_file(file, &sender);
             }
         });
     } else {
         let store = state.batches.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::request_id::spawn_blocking(move || {
             let out = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHANNEL_CHUNK) };
             let written = match &header {
                 Some(header) => reports::write_pain002(store.as_ref(), &batch, header, version, out),

@@ -12,7 +12,7 @@ use crate::error::{json_response, ApiError};
 use crate::idempotency::{Post, Saved};
 use crate::AppState;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paycore_engine::{Reply, Submission};
 use paycore_ledger::{Command, Outcome, Request};
@@ -40,10 +40,16 @@ pub async fn submit(state: &AppState, post: &Post, command: Command) -> Result<A
     }
 }
 
-/// Submits a command and answers with its rendered outcome (or the saved response).
+/// Submits a command and answers with its rendered outcome (or the saved response). With an
+/// `Idempotency-Key` the answer is the rendering the engine saved (an error body without a
+/// request id), byte for byte what every replay answers; without one, an error names the
+/// request id.
 pub async fn execute(state: &AppState, post: &Post, command: Command) -> Result<Response, ApiError> {
     Ok(match submit(state, post, command).await? {
-        Answer::Done(outcome) => rendered(state.renderer.render(&outcome)),
+        Answer::Done(outcome) => match (&post.key, crate::render::outcome_error(&outcome)) {
+            (None, Some(error)) => error.into_response(),
+            _ => rendered(state.renderer.render(&outcome)),
+        },
         Answer::Saved(saved) => saved.into_response(),
     })
 }

@@ -8,7 +8,7 @@ use crate::render::{self, TransferJson, TransferResultJson, TransferResultsJson}
 use crate::AppState;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use paycore_engine::IdempotencyKey;
 use paycore_ledger::{
     AccountId, Command, Currency, Hold, NewTransfer, Outcome, ResultCode, TenantId, Transfer, TransferId, TransferOp,
@@ -98,7 +98,8 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
     let (items, bulk): (Vec<TransferParams>, _) = match parsed {
         Some(parsed) => parsed,
         None => {
-            let body: serde_json::Value = json::parse(&post.body)?;
+            // Looked at as JSON first: a value that refuses a key given twice, at any depth.
+            let body = json::parse_object(&post.body)?;
             if body.as_object().is_some_and(|o| o.contains_key("transfers")) {
                 (json::parse_value::<BulkTransfers>(body)?.transfers, true)
             } else {
@@ -139,14 +140,16 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
 }
 
 /// The single form: the transfer as stored (`201` when it was applied now, `200` when it
-/// existed), or the error its result code names.
+/// existed), or the error its result code names. With an `Idempotency-Key`, a refusal is
+/// answered in its saved form (no request id in the body), the same bytes as every replay.
 async fn single(state: &Arc<AppState>, post: &Post, transfer: NewTransfer) -> Result<Response, ApiError> {
     let (id, pending_param) = (transfer.id, pending_param(&transfer.op));
     let saved = match post.saved.clone() {
         Some(saved) => saved,
         None => match submit(state, post, Command::Transfer(transfer)).await? {
             Answer::Done(Outcome::Transfer { code, transfer }) => {
-                return single_response(code, transfer, pending_param)
+                let answer = single_response(code, transfer, pending_param);
+                return if post.key.is_some() { answer.map_err(ApiError::saved_form) } else { answer };
             }
             Answer::Done(_) => return Err(ApiError::internal("The engine answered with another kind of outcome.")),
             Answer::Saved(saved) => saved,
@@ -157,12 +160,12 @@ async fn single(state: &Arc<AppState>, post: &Post, transfer: NewTransfer) -> Re
         // A saved response of another shape (an error): replay it as it is.
         return Ok(saved.into_response());
     };
+    if !code.is_success() {
+        let refusal = ApiError::from_result(code, pending_param).saved_form().into_response();
+        return Ok(replayed_if(refusal, true));
+    }
     let tenant = post.auth.tenant;
-    let stored = if code.is_success() {
-        state.point_reads.read("A store read failed.", move |r| r.transfer(tenant, id)).await?
-    } else {
-        None
-    };
+    let stored = state.point_reads.read("A store read failed.", move |r| r.transfer(tenant, id)).await?;
     Ok(replayed_if(single_response(code, stored, pending_param)?, true))
 }
 

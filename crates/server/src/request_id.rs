@@ -1,0 +1,125 @@
+//! Every request gets an id, `req_` and 26 base32 digits (the house's time-ordered ids): it is
+//! answered in the `Request-Id` header of every response (success or error, the server's own
+//! 404, 405, 413, 414 and 431 included), it is a field of the `request` span that every log
+//! line of the request is written in, and it is the `request_id` of every error body rendered
+//! for the request. A client quotes it; an operator finds the request's log lines by it.
+//!
+//! A response saved for an `Idempotency-Key` is answered again, byte for byte, to every replay:
+//! the replay's `Request-Id` header names the replay, and the saved body names no request (see
+//! [`crate::idempotency`]).
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// The response header that carries the id.
+pub const HEADER: &str = "request-id";
+
+tokio::task_local! {
+    /// The id of the request the current task serves.
+    static CURRENT: Arc<str>;
+}
+
+/// The id of the request the current task serves; `None` outside one (the engine thread,
+/// background jobs, a blocking thread).
+pub fn current() -> Option<Arc<str>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+/// A new request id.
+pub fn new() -> Arc<str> {
+    crate::auth::new_prefixed_id("req").into()
+}
+
+/// The outermost layer: assigns the id, serves the request in its span with the id at hand for
+/// error bodies (through [`crate::protocol::guard`], in the same layer: a layer costs a boxed
+/// future and a clone of the router per request), and answers the id in `Request-Id`.
+pub async fn assign(request: Request, next: Next) -> Response {
+    let id = new();
+    let span = tracing::info_span!("request", request_id = %id);
+    let header = HeaderValue::from_str(&id);
+    let mut response = CURRENT.scope(id, crate::protocol::guard(request, next)).instrument(span).await;
+    if let Ok(header) = header {
+        response.headers_mut().insert(HEADER, header);
+    }
+    response
+}
+
+/// Runs a blocking closure in the current request's span (so that what it logs carries the
+/// request id), on a blocking thread.
+pub fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::error::ApiError;
+    use axum::routing::get;
+    use axum::Router;
+    use paycore_engine::EngineError;
+    use std::sync::Mutex;
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const CAUSE: &str = "disk I/O error in INSERT INTO transfers; panicked at state.rs:12";
+
+    /// One thread: the server's tasks log through this test's subscriber.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unavailable_ledger_names_the_request_and_logs_its_cause_only() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/fail", get(|| async { ApiError::from_engine(&EngineError::Unavailable(CAUSE.into())) }))
+            .layer(axum::middleware::from_fn(assign));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let response = reqwest::get(format!("http://{address}/fail")).await.unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let id = response.headers()[HEADER].to_str().unwrap().to_owned();
+        assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+        let body = response.text().await.unwrap();
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"error":{{"type":"api_error","code":"ledger_unavailable","message":"The ledger is unavailable; nothing was applied. Retry later.","param":null,"request_id":"{id}"}}}}"#
+            )
+        );
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let line =
+            logged.lines().find(|line| line.contains(CAUSE)).unwrap_or_else(|| panic!("cause not logged: {logged}"));
+        assert!(line.contains(&format!("request_id={id}")), "{line}");
+        assert!(line.contains("ERROR"), "{line}");
+
+        // A route that does not exist: the 404 names a new request, in the header and body.
+        let response = reqwest::get(format!("http://{address}/nothing")).await.unwrap();
+        assert_eq!(response.status(), 404);
+        let other = response.headers()[HEADER].to_str().unwrap().to_owned();
+        assert_ne!(other, id);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["request_id"], serde_json::json!(other));
+        assert_eq!(body["error"]["code"], serde_json::json!("route_not_found"));
+    }
+}
