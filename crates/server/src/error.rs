@@ -253,11 +253,23 @@ impl ApiError {
     }
 }
 
-/// A store failure: its cause is logged (by its `Display` only: the kinds of `StoreError` are
-/// the store's business), in the request's span, so with the request id; the client gets a
-/// fixed message and the request id.
+/// A store failure: its cause is logged in the request's span, so with the request id; the
+/// client gets a fixed message and the request id, never the cause. A failure that may pass
+/// by itself (the store busy or unreachable: `StoreError::is_transient`) is 503 with
+/// `Retry-After`; any other is 500.
 impl From<paycore_store::StoreError> for ApiError {
     fn from(error: paycore_store::StoreError) -> ApiError {
+        if error.is_transient() {
+            tracing::warn!(%error, "store busy or unavailable");
+            let mut answer = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ApiError,
+                "store_unavailable",
+                "The store is busy or unavailable; nothing was changed. Retry later.",
+            );
+            answer.retry_after = true;
+            return answer;
+        }
         tracing::error!(%error, "store operation failed");
         ApiError::internal("The service could not read its store.")
     }
