@@ -65,6 +65,9 @@ pub struct ApiError {
     pub saved_form: bool,
 }
 
+/// The most characters of an unknown id a 404 quotes back.
+pub const ID_ECHO_MAX: usize = 64;
+
 impl ApiError {
     pub fn new(status: StatusCode, kind: ErrorType, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
@@ -95,12 +98,18 @@ impl ApiError {
     }
 
     /// A 404 `resource_missing` for an id in the URL.
+    /// 404 for the id a path names; the id is quoted back cut to [`ID_ECHO_MAX`] characters
+    /// (a path may be kilobytes long).
     pub fn not_found(what: &str, id: &str) -> ApiError {
+        let shown = match id.char_indices().nth(ID_ECHO_MAX) {
+            Some((end, _)) => format!("{}…", &id[..end]),
+            None => id.to_owned(),
+        };
         ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorType::InvalidRequestError,
             "resource_missing",
-            format!("No such {what}: '{id}'."),
+            format!("No such {what}: '{shown}'."),
         )
         .param("id")
     }
@@ -292,4 +301,19 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_404_quotes_a_long_id_cut_short() {
+        let short = ApiError::not_found("payment", "pay_123");
+        assert!(short.body_with(None).windows(17).any(|w| w == b"payment: 'pay_123"));
+        let long = "x".repeat(9000);
+        let answer = String::from_utf8(ApiError::not_found("payment", &long).body_with(None)).unwrap_or_default();
+        assert!(answer.contains(&format!("'{}…'", "x".repeat(ID_ECHO_MAX))), "{answer}");
+        assert!(answer.len() < 400, "{answer}");
+    }
 }

@@ -72,10 +72,7 @@ impl FromRequest<Arc<AppState>> for Post {
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Post, ApiError> {
         let (mut parts, body) = request.into_parts();
         let auth = Auth::from_request_parts(&mut parts, state).await?;
-        let key = match parts.headers.get(HEADER) {
-            None => None,
-            Some(value) => Some(valid_key(value.as_bytes())?),
-        };
+        let key = key_from(&parts.headers)?;
         if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
             let is_json = content_type
                 .to_str()
@@ -124,7 +121,18 @@ impl FromRequest<Arc<AppState>> for Post {
     }
 }
 
-pub(crate) fn valid_key(value: &[u8]) -> Result<String, ApiError> {
+/// The request's `Idempotency-Key`, if it has one. Given twice it is refused, whether the two
+/// agree or not: which one a proxy or the ledger would act on is not a question to leave open.
+pub(crate) fn key_from(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::invalid("Idempotency-Key", "The Idempotency-Key header must be given once."));
+    }
+    valid_key(value.as_bytes()).map(Some)
+}
+
+fn valid_key(value: &[u8]) -> Result<String, ApiError> {
     let printable = value.iter().all(|b| (0x20..=0x7e).contains(b));
     if value.is_empty() || value.len() > KEY_LENGTH_MAX || !printable {
         return Err(ApiError::invalid(
@@ -144,4 +152,29 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
     hash.update(b"\n");
     hash.update(body);
     hash.finalize().into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn headers(keys: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for key in keys {
+            headers.append(HEADER, HeaderValue::from_str(key).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_even_when_both_agree() {
+        assert_eq!(key_from(&headers(&[])).unwrap(), None);
+        assert_eq!(key_from(&headers(&["order-1"])).unwrap().as_deref(), Some("order-1"));
+        for twice in [["order-1", "order-2"], ["order-1", "order-1"]] {
+            let error = key_from(&headers(&twice)).unwrap_err();
+            assert_eq!((error.status, error.param.as_deref()), (StatusCode::BAD_REQUEST, Some("Idempotency-Key")));
+        }
+    }
 }

@@ -1,0 +1,154 @@
+//! `GET /v1/batches/{id}/report`: the report written while the batch ran, or one written now
+//! from the store, streamed to the client.
+
+use super::types::ReportQuery;
+use super::{blocking, find, query_error};
+use crate::auth::{now_ns, Auth};
+use crate::error::{ApiError, ErrorBody};
+use crate::reports::{self, ReportFile, ReportKind};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use paycore_formats::Pain002Version;
+use paycore_ledger::BatchStatus;
+use std::io::Write;
+use std::sync::Arc;
+
+/// `GET /v1/batches/{id}/report`
+#[utoipa::path(get, path = "/v1/batches/{id}/report", tag = "batches",
+    params(("id" = String, Path, description = "`bat_…`"), ReportQuery),
+    responses(
+        (status = 200, description = "The report, streamed: CSV (`line,reference,payer,payee,amount,currency,status,failure_code`) or pain.002 XML", content_type = "text/csv", body = String),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`batch_not_finished`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let pain002 = match query.format.as_deref() {
+        None | Some("csv") => false,
+        Some("pain.002") => true,
+        Some(_) => return Err(ApiError::invalid("format", "`format` must be csv or pain.002.")),
+    };
+    let batch = find(&state, auth, &id).await?;
+    if !batch.status.is_final() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorType::InvalidRequestError,
+            "batch_not_finished",
+            format!("The batch is {}: its report is ready when it is completed, cancelled or rejected.", batch.status),
+        ));
+    }
+    let version = match query.version.as_deref() {
+        None => Pain002Version::answering(batch.variant.as_deref()),
+        Some("001.001.03") => Pain002Version::V03,
+        Some("001.001.10") => Pain002Version::V10,
+        Some(_) => return Err(ApiError::invalid("version", "`version` must be 001.001.03 or 001.001.10.")),
+    };
+    let (content_type, extension) =
+        if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
+    let kind = if pain002 { ReportKind::Pain002(version) } else { ReportKind::Csv };
+    let written_ahead =
+        if batch.status == BatchStatus::Rejected { None } else { state.reports.written(batch.id, kind).await };
+    let header = if pain002 {
+        let batch_id = batch.id;
+        let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
+        Some(reports::pain002_header(&batch, &totals, now_ns()))
+    } else {
+        None
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let mut length = None;
+    if let Some(ReportFile { file, bytes }) = written_ahead {
+        // Written while the batch ran: sent as it is, after the pain.002 header.
+        let head = header.map(|header| reports::pain002_header_bytes(&header, version)).unwrap_or_default();
+        length = Some(head.len() as u64 + bytes);
+        crate::request_id::spawn_blocking(move || {
+            if head.is_empty() || sender.blocking_send(Ok(head)).is_ok() {
+                send_file(file, &sender);
+            }
+        });
+    } else {
+        let store = state.batches.clone();
+        crate::request_id::spawn_blocking(move || {
+            let out = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHANNEL_CHUNK) };
+            let written = match &header {
+                Some(header) => reports::write_pain002(store.as_ref(), &batch, header, version, out),
+                None => reports::write_csv(store.as_ref(), &batch, out),
+            };
+            if let Err(error) = written.and_then(|mut out| out.flush()) {
+                tracing::error!(%error, "report failed part way");
+                let _ = sender.blocking_send(Err(error));
+            }
+        });
+    }
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{id}-report.{extension}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+const CHANNEL_CHUNK: usize = 64 * 1024;
+
+/// Sends a file to the response body in 64 KiB chunks.
+fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
+    loop {
+        let mut chunk = vec![0; CHANNEL_CHUNK];
+        let read = match std::io::Read::read(&mut file, &mut chunk) {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing::error!(%error, "report file read failed part way");
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        chunk.truncate(read);
+        if sender.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A `Write` that sends 64 KiB chunks to the response body.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buffer: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHANNEL_CHUNK {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHANNEL_CHUNK));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
