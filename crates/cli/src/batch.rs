@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use paycore_ledger::BatchStatus;
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -213,14 +214,15 @@ fn submit(args: SubmitArgs) -> anyhow::Result<Finished> {
 /// Polls the batch until it ends, with a progress bar.
 fn follow(api: &Api, id: &str) -> anyhow::Result<Value> {
     let bar = ProgressBar::new_spinner();
-    bar.set_message("validating");
+    bar.set_message(BatchStatus::Validating.as_str());
     let mut wait = Duration::from_millis(50);
     loop {
         let batch = api.batch(id)?;
-        let status = batch["status"].as_str().unwrap_or("?").to_owned();
+        let text = batch["status"].as_str().unwrap_or("?").to_owned();
+        let status = BatchStatus::parse(&text);
         let counts = &batch["counts"];
         let number = |field: &str| counts[field].as_u64().unwrap_or(0);
-        if status == "processing" && bar.length().is_none() {
+        if status == Some(BatchStatus::Processing) && bar.length().is_none() {
             bar.set_length(number("total"));
             bar.set_style(
                 ProgressStyle::with_template("{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}  {msg}")
@@ -228,8 +230,8 @@ fn follow(api: &Api, id: &str) -> anyhow::Result<Value> {
             );
         }
         bar.set_position(number("invalid") + number("succeeded") + number("failed"));
-        bar.set_message(format!("{status}: {} paid, {} failed", number("succeeded"), number("failed")));
-        if matches!(status.as_str(), "completed" | "rejected" | "cancelled") {
+        bar.set_message(format!("{text}: {} paid, {} failed", number("succeeded"), number("failed")));
+        if status.is_some_and(BatchStatus::is_final) {
             bar.finish_and_clear();
             return Ok(batch);
         }
@@ -240,9 +242,9 @@ fn follow(api: &Api, id: &str) -> anyhow::Result<Value> {
 
 fn outcome(batch: &Value) -> Finished {
     let failed = batch["counts"]["failed"].as_u64().unwrap_or(0) + batch["counts"]["invalid"].as_u64().unwrap_or(0);
-    match batch["status"].as_str() {
-        Some("rejected" | "cancelled") => Finished::NotAllPaid,
-        Some("completed") if failed > 0 => Finished::NotAllPaid,
+    match batch["status"].as_str().and_then(BatchStatus::parse) {
+        Some(BatchStatus::Rejected | BatchStatus::Cancelled) => Finished::NotAllPaid,
+        Some(BatchStatus::Completed) if failed > 0 => Finished::NotAllPaid,
         _ => Finished::Ok,
     }
 }

@@ -2,11 +2,12 @@
 //! runs on behalf of its key's tenant.
 
 use crate::error::ApiError;
+use crate::ids::{new_id, new_prefixed_id, now_ns};
 use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method};
-use paycore_ledger::{time_ordered, TenantId};
+use paycore_ledger::TenantId;
 use paycore_store::{AdminStore, ApiKeyRecord, Reader};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -16,7 +17,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// A secret (an API key) that never shows itself in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,32 +48,6 @@ pub fn hash_key(key: &Secret) -> [u8; 32] {
 pub fn generate_key() -> Secret {
     let body: String = rand::rngs::OsRng.sample_iter(&Alphanumeric).take(40).map(char::from).collect();
     Secret(format!("sk_{body}"))
-}
-
-/// Nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> u64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// A new time-ordered 128-bit id, above every id this process made before. Ids made in the
-/// same millisecond still sort in the order they were made (as monotonic ULIDs do: the random
-/// part steps up by a random amount), so that the engine can tell a new transfer or payment
-/// from a stored one by its id alone, without a lookup that would find nothing.
-pub(crate) fn new_id() -> u128 {
-    static LAST: Mutex<u128> = Mutex::new(0);
-    let mut rng = rand::thread_rng();
-    let fresh = time_ordered(now_ns() / 1_000_000, rng.gen());
-    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
-    *last = fresh.max(last.saturating_add(1 + u128::from(rng.gen::<u32>())));
-    *last
-}
-
-/// A new id in text, `{prefix}_` and 26 base32 digits, for the things the ledger has no id type
-/// for (API keys, requests); time-ordered like every id [`new_id`] makes.
-pub(crate) fn new_prefixed_id(prefix: &str) -> String {
-    let text = TenantId(new_id()).to_string();
-    format!("{prefix}_{}", text.trim_start_matches("ten_"))
 }
 
 /// Stores a key for a new tenant with every scope, and returns its record.

@@ -43,7 +43,7 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
         let stopping = state.stopping.clone();
         let max_lines = state.max_batch_lines;
         tokio::task::spawn_blocking(move || {
-            batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::auth::now_ns, &stopping, max_lines)
+            batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::ids::now_ns, &stopping, max_lines)
         })
         .await
         .map_err(|e| paycore_store::StoreError::Internal(format!("validation task failed: {e}")))??;

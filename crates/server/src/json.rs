@@ -135,10 +135,11 @@ impl<'de> Deserialize<'de> for Amount {
                 f.write_str("an integer number of minor units from 1 to 9223372036854775807")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
-                if v == 0 || v > AMOUNT_MAX {
-                    return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
+                // The ledger's own bound: one rule, in `paycore_ledger::Amount::new`.
+                match paycore_ledger::Amount::new(v) {
+                    Some(amount) => Ok(Amount(amount.get())),
+                    None => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
                 }
-                Ok(Amount(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
                 match u64::try_from(v) {

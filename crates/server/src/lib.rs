@@ -8,6 +8,7 @@ mod auth;
 mod config;
 mod error;
 mod idempotency;
+mod ids;
 mod jobs;
 mod json;
 mod metrics;
@@ -102,7 +103,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         // Outermost: every response, the layers' own included, carries the request id, and
         // the HTTP layer's own errors get the JSON shape (`protocol::guard`, run inside it).
-        .layer(axum::middleware::from_fn(request_id::assign))
+        .layer(axum::middleware::from_fn(protocol::layer))
         .with_state(state)
 }
 

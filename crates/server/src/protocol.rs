@@ -10,10 +10,12 @@
 //! hyper's own limits gets hyper's empty answer.
 
 use crate::error::{ApiError, ErrorType};
+use crate::request_id;
 use axum::extract::Request;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 /// The longest request target (path and query) served: 8 KiB, as common proxies allow; every
 /// URI of this API is far shorter.
@@ -23,7 +25,21 @@ pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// The most bytes of a plain-text error body quoted in the JSON message.
 const QUOTED_BYTES_MAX: usize = 512;
 
-/// Run by [`crate::request_id::assign`], inside the request's span: refuses what
+/// The outermost layer: assigns the id, serves the request in its span with the id at hand for
+/// error bodies (through [`guard`], in the same layer: a layer costs a boxed
+/// future and a clone of the router per request), and answers the id in `Request-Id`.
+pub async fn layer(request: Request, next: Next) -> Response {
+    let id = request_id::new();
+    let span = tracing::info_span!("request", request_id = %id);
+    let header = HeaderValue::from_str(&id);
+    let mut response = request_id::scope(id, guard(request, next)).instrument(span).await;
+    if let Ok(header) = header {
+        response.headers_mut().insert(request_id::HEADER, header);
+    }
+    response
+}
+
+/// Run by [`layer`], inside the request's span: refuses what
 /// [`refuse_head`] refuses, and rewrites a non-JSON error answer into the error shape.
 pub async fn guard(request: Request, next: Next) -> Response {
     if let Some(error) = refuse_head(&request) {

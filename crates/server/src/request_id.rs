@@ -8,12 +8,7 @@
 //! the replay's `Request-Id` header names the replay, and the saved body names no request (see
 //! [`crate::idempotency`]).
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
 use std::sync::Arc;
-use tracing::Instrument;
 
 /// The response header that carries the id.
 pub const HEADER: &str = "request-id";
@@ -31,21 +26,12 @@ pub fn current() -> Option<Arc<str>> {
 
 /// A new request id.
 pub fn new() -> Arc<str> {
-    crate::auth::new_prefixed_id("req").into()
+    crate::ids::new_prefixed_id("req").into()
 }
 
-/// The outermost layer: assigns the id, serves the request in its span with the id at hand for
-/// error bodies (through [`crate::protocol::guard`], in the same layer: a layer costs a boxed
-/// future and a clone of the router per request), and answers the id in `Request-Id`.
-pub async fn assign(request: Request, next: Next) -> Response {
-    let id = new();
-    let span = tracing::info_span!("request", request_id = %id);
-    let header = HeaderValue::from_str(&id);
-    let mut response = CURRENT.scope(id, crate::protocol::guard(request, next)).instrument(span).await;
-    if let Ok(header) = header {
-        response.headers_mut().insert(HEADER, header);
-    }
-    response
+/// Serves `future` as the request `id`: [`current`] answers `id` inside it.
+pub async fn scope<F: std::future::Future>(id: Arc<str>, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
 }
 
 /// Runs a blocking closure in the current request's span (so that what it logs carries the
@@ -90,7 +76,7 @@ mod tests {
         let _default = tracing::subscriber::set_default(subscriber);
         let app = Router::new()
             .route("/fail", get(|| async { ApiError::from_engine(&EngineError::Unavailable(CAUSE.into())) }))
-            .layer(axum::middleware::from_fn(assign));
+            .layer(axum::middleware::from_fn(crate::protocol::layer));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -93,7 +93,7 @@ pub async fn run(state: Arc<AppState>) {
 /// Fans out new events and attempts the due deliveries; `true` if there was work.
 async fn round(state: &Arc<AppState>, client: &reqwest::Client) -> anyhow::Result<bool> {
     let admin = state.admin.clone();
-    let now = crate::auth::now_ns();
+    let now = crate::ids::now_ns();
     let (fanned, due) = tokio::task::spawn_blocking(move || -> paycore_store::Result<_> {
         let fanned = admin.fan_out(now, FAN_OUT_SIZE)?;
         Ok((fanned, admin.due_deliveries(now, ROUND_SIZE)?))
@@ -123,7 +123,7 @@ async fn attempt(state: &Arc<AppState>, client: &reqwest::Client, delivery: &Del
         Ok(Some((endpoint, body)))
     })
     .await??;
-    let now = crate::auth::now_ns();
+    let now = crate::ids::now_ns();
     let result = match &loaded {
         Some((endpoint, body)) => post(client, endpoint, body).await,
         None => Err((None, "the event or the endpoint is gone".to_owned())),
@@ -137,7 +137,7 @@ async fn attempt(state: &Arc<AppState>, client: &reqwest::Client, delivery: &Del
 
 /// Sends one signed POST; `Ok(status)` on a 2xx answer.
 async fn post(client: &reqwest::Client, endpoint: &WebhookEndpoint, body: &[u8]) -> Result<u16, (Option<u16>, String)> {
-    let unix = crate::auth::now_ns() / 1_000_000_000;
+    let unix = crate::ids::now_ns() / 1_000_000_000;
     let response = client
         .post(&endpoint.url)
         .header("content-type", "application/json")

@@ -1,9 +1,10 @@
 //! `/v1/accounts`: open an account, read it, list its transfers.
 
 use super::{execute, path_id, read};
-use crate::auth::{new_id, Auth};
+use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
+use crate::ids::new_id;
 use crate::json::{self, OverdraftLimit};
 use crate::render::{self, AccountJson, ListJson, OverdraftJson, TransferJson};
 use crate::AppState;

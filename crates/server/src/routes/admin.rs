@@ -1,9 +1,10 @@
 //! `/v1/tenants` and `/v1/api_keys`: what an `admin` key may do. A new key's secret is in
 //! the creation response and nowhere else; only its SHA-256 is stored.
 
-use crate::auth::{generate_key, insert_key_for, new_id, now_ns, Auth};
+use crate::auth::{generate_key, insert_key_for, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
+use crate::ids::{new_id, now_ns};
 use crate::json;
 use crate::render::{self, rfc3339};
 use crate::AppState;

@@ -1,9 +1,10 @@
 //! `/v1/payments`: the real-time flow. Create → confirm → (capture | cancel) → refunds.
 
 use super::{execute, path_id, read};
-use crate::auth::{new_id, Auth};
+use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
+use crate::ids::new_id;
 use crate::json::{self, Amount, Id, Seconds};
 use crate::render::{self, ListJson, PaymentJson, RefundJson};
 use crate::AppState;

@@ -172,7 +172,7 @@ async fn single(state: &Arc<AppState>, post: &Post, transfer: NewTransfer) -> Re
 /// The id of a transfer the client gave none: derived from the idempotency key and the
 /// position when there is a key (so that a replay names the same ids), else time-ordered.
 fn new_transfer_id(tenant: TenantId, key: Option<&IdempotencyKey>, index: usize) -> TransferId {
-    let Some(key) = key else { return TransferId(crate::auth::new_id()) };
+    let Some(key) = key else { return TransferId(crate::ids::new_id()) };
     let mut hash = Sha256::new();
     hash.update(tenant.0.to_be_bytes());
     hash.update(key.key.as_bytes());

@@ -3,9 +3,10 @@
 //! only; it is stored (HMAC needs it) but never shown again.
 
 use super::path_id;
-use crate::auth::{new_id, now_ns, Auth};
+use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
+use crate::ids::{new_id, now_ns};
 use crate::json;
 use crate::render::{self, rfc3339};
 use crate::webhooks::generate_secret;

@@ -2,8 +2,9 @@
 //! rows stored narrower than they read ([`Compact`]), result runs, and the item listing that
 //! derives each item's status from them.
 
-use super::codec::{account_from, blob_id, currency_at, id_at, id_blob, int, opt_uint, parsed, uint, uint_at};
-use super::commit::insert_rows;
+use super::codec::{
+    account_from, blob_id, currency_at, id_at, id_blob, insert_rows, int, opt_uint, parsed, uint, uint_at,
+};
 use super::reader::SqliteReader;
 use crate::batches::{
     end_status, result_runs, result_status, unsent, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters,

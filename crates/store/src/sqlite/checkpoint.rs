@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// WAL frames after which a commit checkpoints (SQLite's `wal_autocheckpoint`; its default).
-pub(super) const WAL_CHECKPOINT_PAGES: i64 = 1000;
 /// How often the [`Checkpointer`] copies what the commits appended to the WAL.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(20);
 

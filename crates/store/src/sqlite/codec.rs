@@ -1,12 +1,12 @@
 //! Conversions between ledger values and SQLite's columns, and SQLite's errors by kind.
 
-use crate::{IdempotencyRecord, StoreError};
+use crate::{IdempotencyRecord, Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentId,
     PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind,
 };
 use rusqlite::ffi::ErrorCode;
-use rusqlite::Row;
+use rusqlite::{Connection, Row};
 
 impl From<rusqlite::Error> for StoreError {
     /// SQLite's error, by what the caller can do about it.
@@ -225,4 +225,35 @@ pub(super) fn idempotency_from(row: &Row) -> rusqlite::Result<IdempotencyRecord>
         body: row.get("body")?,
         created_at: uint(row, "created_at")?,
     })
+}
+
+/// Rows per `INSERT` statement for the bulk inserts (transfers, batch items): one statement
+/// per row cost more in statement set-up and tear-down than in the B-tree work itself.
+pub(super) const ROWS_PER_INSERT: usize = 64;
+
+/// Inserts `rows` with `head` (`INSERT INTO t (…) VALUES `) and [`ROWS_PER_INSERT`] rows of
+/// `columns` parameters per statement; `bind` binds one row's values after an offset.
+pub(super) fn insert_rows<T>(
+    conn: &Connection,
+    head: &str,
+    columns: usize,
+    rows: &[T],
+    mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> Result<()> {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    let many = format!("{head}{}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    let mut stmt = conn.prepare_cached(&many)?;
+    for chunk in &mut chunks {
+        for (i, value) in chunk.iter().enumerate() {
+            bind(&mut stmt, i * columns, value)?;
+        }
+        stmt.raw_execute()?;
+    }
+    let mut stmt = conn.prepare_cached(&format!("{head}{row}"))?;
+    for value in chunks.remainder() {
+        bind(&mut stmt, 0, value)?;
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }

@@ -4,8 +4,10 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, int, payment_from, transfer_at, transfer_from, TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, transfer_at, transfer_from,
+    TRANSFER_SELECT,
 };
+use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
@@ -15,17 +17,9 @@ use paycore_ledger::{
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 const HOLD_COLUMNS: &str = "SELECT t.*, h.status, h.payment FROM holds h JOIN transfers t ON t.id = h.id";
-
-/// Balances committed since the last checkpoint, newer than the `accounts` rows (shared with
-/// the readers). The engine holds the write lock from just before a commit becomes visible
-/// until the map has its balances, and a reader holds the read lock while it reads an account,
-/// so that no reader sees a commit's other rows (a batch's counters, a transfer) without its
-/// balances, or the rows of a checkpoint without the map it clears.
-pub(super) type Fresh = Arc<RwLock<HashMap<AccountId, Balances>>>;
 
 /// The most accounts whose balances wait for a checkpoint (bounds the memory of `Fresh`).
 const FRESH_MAX: usize = 200_000;
@@ -290,37 +284,7 @@ fn insert_events(conn: &Connection, changes: &ChangeSet) -> Result<()> {
     Ok(())
 }
 
-/// Rows per `INSERT` statement for the bulk inserts (transfers, batch items): one statement
-/// per row cost more in statement set-up and tear-down than in the B-tree work itself.
-pub(super) const ROWS_PER_INSERT: usize = 64;
 const TRANSFER_COLUMNS: usize = 10;
-
-/// Inserts `rows` with `head` (`INSERT INTO t (…) VALUES `) and [`ROWS_PER_INSERT`] rows of
-/// `columns` parameters per statement; `bind` binds one row's values after an offset.
-pub(super) fn insert_rows<T>(
-    conn: &Connection,
-    head: &str,
-    columns: usize,
-    rows: &[T],
-    mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
-) -> Result<()> {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    let many = format!("{head}{}", vec![row.as_str(); ROWS_PER_INSERT].join(", "));
-    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
-    let mut stmt = conn.prepare_cached(&many)?;
-    for chunk in &mut chunks {
-        for (i, value) in chunk.iter().enumerate() {
-            bind(&mut stmt, i * columns, value)?;
-        }
-        stmt.raw_execute()?;
-    }
-    let mut stmt = conn.prepare_cached(&format!("{head}{row}"))?;
-    for value in chunks.remainder() {
-        bind(&mut stmt, 0, value)?;
-        stmt.raw_execute()?;
-    }
-    Ok(())
-}
 
 fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
     let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
@@ -344,10 +308,6 @@ fn bind_transfer(stmt: &mut rusqlite::Statement<'_>, offset: usize, t: &Transfer
 
 /// Ids closer than this are read with one range scan in [`SqliteStore::load`].
 const RUN_GAP_MAX: u128 = 1 << 16;
-
-pub(super) fn poisoned() -> StoreError {
-    StoreError::Internal("a thread panicked while holding the balances in memory".into())
-}
 
 /// Writes `balances` to `accounts` and records the timestamp they are valid at.
 fn write_balances(

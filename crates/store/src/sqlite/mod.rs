@@ -15,6 +15,7 @@ mod batches;
 mod checkpoint;
 mod codec;
 mod commit;
+mod fresh;
 mod history;
 mod open;
 mod reader;

@@ -1,7 +1,6 @@
 //! Opening the data folder: its single-writer lock, connections with the store's settings, and
 //! the schema migrations.
 
-use super::checkpoint::WAL_CHECKPOINT_PAGES;
 use crate::{Result, StoreError};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::fs::File;
@@ -20,6 +19,10 @@ const MIGRATIONS: &[&str] = &[
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";
 const LOCK_FILE: &str = "LOCK";
+
+/// WAL frames after which a commit checkpoints (SQLite's `wal_autocheckpoint`; its default;
+/// see [`super::checkpoint::Checkpointer`]).
+const WAL_CHECKPOINT_PAGES: i64 = 1000;
 
 /// The engine connection's page cache, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;

@@ -2,7 +2,7 @@
 //! only, and the reads of [`Reader`].
 
 use super::codec::{account_from, blob_id, id_blob, idempotency_from, payment_from, refund_from, transfer_from, uint};
-use super::commit::{poisoned, Fresh};
+use super::fresh::{poisoned, Fresh};
 use super::history;
 use super::open::connect;
 use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result, StoreError};

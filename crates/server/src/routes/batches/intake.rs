@@ -3,8 +3,9 @@
 
 use super::types::{BatchItemsBody, BatchJson, BatchParams};
 use super::{blocking, one_of, query_error};
-use crate::auth::{new_id, now_ns, Auth};
+use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::{new_id, now_ns};
 use crate::json;
 use crate::render::json;
 use crate::routes::rendered;

@@ -3,8 +3,9 @@
 
 use super::types::ReportQuery;
 use super::{blocking, find, query_error};
-use crate::auth::{now_ns, Auth};
+use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::now_ns;
 use crate::reports::{self, ReportFile, ReportKind};
 use crate::AppState;
 use axum::body::Body;
