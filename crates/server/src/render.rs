@@ -356,6 +356,22 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// A sum of many amounts may pass `u64`: format it digit by digit.
+pub fn format_total(sum: u128, currency: Currency) -> String {
+    match u64::try_from(sum) {
+        Ok(sum) => format_amount(sum, currency),
+        Err(_) => {
+            let units = usize::from(currency.minor_units());
+            let digits = sum.to_string();
+            if units == 0 {
+                return digits;
+            }
+            let (whole, fraction) = digits.split_at(digits.len() - units);
+            format!("{whole}.{fraction}")
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -379,22 +395,6 @@ mod tests {
                 nanos % 1_000_000_000
             );
             assert_eq!(rfc3339(nanos), expected);
-        }
-    }
-}
-
-/// A sum of many amounts may pass `u64`: format it digit by digit.
-pub fn format_total(sum: u128, currency: Currency) -> String {
-    match u64::try_from(sum) {
-        Ok(sum) => format_amount(sum, currency),
-        Err(_) => {
-            let units = usize::from(currency.minor_units());
-            let digits = sum.to_string();
-            if units == 0 {
-                return digits;
-            }
-            let (whole, fraction) = digits.split_at(digits.len() - units);
-            format!("{whole}.{fraction}")
         }
     }
 }
