@@ -85,14 +85,18 @@ impl SqliteReader {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<Option<Account>>,
     ) -> Result<Option<Account>> {
-        let fresh = self.fresh.read().map_err(|_| poisoned())?;
-        let account = self.with(|conn| Ok(read(conn)?))?;
-        Ok(account.map(|mut account| {
-            if let Some(balances) = fresh.get(&account.id) {
-                account.balances = *balances;
-            }
-            account
-        }))
+        // The connection first, then the lock: a call that waits for a pooled connection never
+        // holds the lock the engine's commit needs.
+        self.with(|conn| {
+            let fresh = self.fresh.read().map_err(|_| poisoned())?;
+            let account = read(conn)?;
+            Ok(account.map(|mut account| {
+                if let Some(balances) = fresh.get(&account.id) {
+                    account.balances = *balances;
+                }
+                account
+            }))
+        })
     }
 
     /// Runs `f` on a pooled connection.
