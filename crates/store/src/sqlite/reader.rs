@@ -108,9 +108,11 @@ impl SqliteReader {
         }
     }
 
-    /// Runs `f` on the batch item writer's own connection (see [`SqliteReader::items`]).
+    /// Runs `f` on the batch item writer's own connection, the only one at `synchronous=NORMAL`.
     pub(super) fn with_item_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut slot = self.items.lock().map_err(|_| poisoned())?;
+        // A writer that panicked left the slot empty (its connection dropped): the next one
+        // opens a new connection, so the poison carries nothing to refuse.
+        let mut slot = self.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let conn = match slot.take() {
             Some(conn) => conn,
             None => {
@@ -139,14 +141,10 @@ impl SqliteReader {
             if pool.open < self.connections_max {
                 pool.open += 1;
                 drop(pool);
-                // From here the slot is the lease's: a failed connect gives it back on drop.
-                let mut lease = Lease { reader: self, conn: None };
+                // The slot is taken; a connection that cannot be opened gives it back.
                 let conn = connect(&self.path).and_then(|conn| history::attach(&conn, &self.history).map(|()| conn));
                 return match conn {
-                    Ok(conn) => {
-                        lease.conn = Some(conn);
-                        Ok(lease)
-                    }
+                    Ok(conn) => Ok(Lease { reader: self, conn: Some(conn) }),
                     Err(error) => {
                         self.lock_pool().open -= 1;
                         self.returned.notify_one();
