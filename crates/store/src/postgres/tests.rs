@@ -1,0 +1,186 @@
+//! What only the PostgreSQL store has, or what needs its SQL to set up: the writer lock across
+//! reopenings, schema versions, tampered and undecodable rows, and the pool's bound. Each test
+//! makes its own database (see [`crate::testing`]) and skips loudly without a server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::reader::PostgresReader;
+use crate::testing::TestDatabase;
+use crate::{Opened, Options, Store, StoreError};
+use paycore_ledger::{
+    AccountId, Command, Currency, NewAccount, NewTransfer, Overdraft, Request, State, TenantId, TransferId, TransferOp,
+};
+use postgres::{Client, NoTls};
+
+const T1: TenantId = TenantId(1);
+
+fn eur() -> Currency {
+    Currency::from_code("EUR").unwrap()
+}
+
+/// Executes `commands` as one batch of tenant 1, as the engine does, and commits it.
+fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
+    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
+    let loaded = store.load(&state.prefetch(&requests)).unwrap();
+    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+    state.execute(&requests, now);
+    store.commit(&state.take_changes(), &[]).unwrap();
+}
+
+/// Two accounts and a move of 1 000 between them.
+fn some_money(store: &mut dyn Store) {
+    let open = |id| {
+        Command::CreateAccount(NewAccount {
+            id: AccountId(id),
+            currency: eur(),
+            overdraft: Overdraft::Unlimited,
+            reference: None,
+            metadata: None,
+        })
+    };
+    let mut state = State::default();
+    step(&mut state, store, 10, vec![open(1), open(2)]);
+    let transfer = NewTransfer {
+        id: TransferId(100),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(1),
+            credit_account: AccountId(2),
+            amount: 1000,
+            currency: eur(),
+            hold: None,
+        },
+    };
+    step(&mut state, store, 20, vec![Command::Transfers(vec![transfer])]);
+}
+
+fn sql(database: &TestDatabase) -> Client {
+    Client::connect(database.url(), NoTls).unwrap()
+}
+
+#[test]
+fn verify_finds_a_tampered_balance() {
+    let Some(database) = TestDatabase::create("verify_finds_a_tampered_balance") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.accounts, report.transfers), (2, 1));
+
+    sql(&database)
+        .execute(
+            "UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = $1",
+            &[&AccountId(2).0.to_be_bytes()],
+        )
+        .unwrap();
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(!report.ok());
+    let account = AccountId(2).to_string();
+    assert!(
+        report.problems.iter().any(|p| p.starts_with(&account) && p.contains("stored balances")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.problems.iter().any(|p| p.contains("not zero")), "{:?}", report.problems);
+    // The same check through the offline handle `paycore verify` uses.
+    let offline = crate::open_for_verify(database.url()).unwrap();
+    assert!(!crate::verify::verify(offline.as_ref()).unwrap().ok());
+}
+
+#[test]
+fn an_undecodable_row_is_corrupt() {
+    let Some(database) = TestDatabase::create("an_undecodable_row_is_corrupt") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let mut client = sql(&database);
+    client.execute("UPDATE transfers SET kind = 'teleport'", &[]).unwrap();
+    assert!(matches!(api.transfer(T1, TransferId(100)), Err(StoreError::Corrupt(_))));
+    client
+        .execute("UPDATE accounts SET id = '\\x0102'::bytea WHERE id = $1", &[&AccountId(1).0.to_be_bytes()])
+        .unwrap();
+    assert!(matches!(store.recover(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_a_reopened_store_keeps_its_data() {
+    let Some(database) = TestDatabase::create("a_newer_schema_is_refused") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    drop((store, api));
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let recovered = store.recover().unwrap();
+    assert_eq!(recovered.accounts.len(), 2);
+    assert_eq!((recovered.last_timestamp, recovered.max_transfer_id), (20, Some(TransferId(100))));
+    assert_eq!(api.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1000);
+    drop((store, api));
+
+    sql(&database).execute("UPDATE schema_version SET version = 99", &[]).unwrap();
+    match crate::open(database.url()) {
+        Err(StoreError::SchemaTooNew { found: 99, known: 1 }) => {}
+        Err(other) => panic!("expected SchemaTooNew, got {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+    assert!(matches!(crate::open_for_verify(database.url()), Err(StoreError::SchemaTooNew { found: 99, .. })));
+}
+
+#[test]
+fn verify_on_an_empty_database_creates_nothing() {
+    let Some(database) = TestDatabase::create("verify_on_an_empty_database_creates_nothing") else { return };
+    assert!(matches!(crate::open_for_verify(database.url()), Err(StoreError::Unavailable(_))));
+    let tables: i64 =
+        sql(&database).query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
+    assert_eq!(tables, 0);
+}
+
+#[test]
+fn the_reader_pool_never_opens_more_connections_than_its_bound() {
+    let Some(database) = TestDatabase::create("the_reader_pool_never_opens_more_connections") else { return };
+    let Opened { store: _store, .. } =
+        crate::open_with(std::path::Path::new(database.url()), &Options::default()).unwrap();
+    let reader = std::sync::Arc::new(PostgresReader::new(database.url().to_owned(), 2));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let reader = reader.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    reader.with(|client| Ok(client.execute("SELECT pg_sleep(0.01)", &[])?)).unwrap();
+                    assert!(reader.open_connections() <= 2);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(reader.open_connections() <= 2);
+    let connected: i64 = sql(&database)
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()", &[])
+        .unwrap()
+        .get(0);
+    // The engine's writer, the two pooled connections, and this one.
+    assert!(connected <= 4, "{connected} connections");
+}
+
+#[test]
+fn a_commit_that_fails_writes_nothing_and_the_store_goes_on() {
+    let Some(database) = TestDatabase::create("a_commit_that_fails_writes_nothing") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    // The same account opened twice by two engines' worth of state: a unique violation.
+    let mut state = State::default();
+    let requests = vec![Request {
+        tenant: T1,
+        command: Command::CreateAccount(NewAccount {
+            id: AccountId(1),
+            currency: eur(),
+            overdraft: Overdraft::Unlimited,
+            reference: None,
+            metadata: None,
+        }),
+    }];
+    state.execute(&requests, 30);
+    let changes = state.take_changes();
+    assert!(matches!(store.commit(&changes, &[]), Err(StoreError::Conflict(_))));
+    assert_eq!(api.account(T1, AccountId(1)).unwrap().unwrap().balances.debits_posted, 1000);
+    assert_eq!(store.recover().unwrap().last_timestamp, 20, "the failed commit moved nothing");
+}
