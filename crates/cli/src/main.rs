@@ -21,10 +21,11 @@ enum Command {
     /// Batch payments on a running server: submit a file, follow it, fetch its report.
     #[command(subcommand)]
     Batch(batch::BatchCommand),
-    /// Checks a data folder offline: balances against transfers, zero sums per currency,
+    /// Checks a store offline: balances against transfers, zero sums per currency,
     /// payments and batch items against their transfers. Exit status 0 when all hold.
     Verify {
-        /// The data folder.
+        /// The data folder, or the PostgreSQL database's `postgres://` URL.
+        #[arg(value_name = "DATA_DIR|URL")]
         data: PathBuf,
     },
 }
