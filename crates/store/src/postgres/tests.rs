@@ -184,3 +184,48 @@ fn a_commit_that_fails_writes_nothing_and_the_store_goes_on() {
     assert_eq!(api.account(T1, AccountId(1)).unwrap().unwrap().balances.debits_posted, 1000);
     assert_eq!(store.recover().unwrap().last_timestamp, 20, "the failed commit moved nothing");
 }
+
+#[test]
+fn a_bulk_batch_of_8189_transfers_commits_whole() {
+    let Some(database) = TestDatabase::create("a_bulk_batch_of_8189_transfers_commits_whole") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let accounts = 200u128;
+    let open = |id| {
+        Command::CreateAccount(NewAccount {
+            id: AccountId(id),
+            currency: eur(),
+            overdraft: Overdraft::Unlimited,
+            reference: None,
+            metadata: None,
+        })
+    };
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, (1..=accounts).map(open).collect());
+    // The API's largest bulk request: 8 189 transfers, every account touched.
+    let transfers: Vec<NewTransfer> = (0..8189u128)
+        .map(|i| NewTransfer {
+            id: TransferId(1_000 + i),
+            linked: false,
+            op: TransferOp::Move {
+                debit_account: AccountId(1 + i % accounts),
+                credit_account: AccountId(1 + (i + 1) % accounts),
+                amount: 3,
+                currency: eur(),
+                hold: None,
+            },
+        })
+        .collect();
+    let mut client = sql(&database);
+    let started = std::time::Instant::now();
+    step(&mut state, store.as_mut(), 20, vec![Command::Transfers(transfers)]);
+    eprintln!("8 189 transfers committed in {:?}", started.elapsed());
+    let stored: i64 = client.query_one("SELECT count(*) FROM transfers", &[]).unwrap().get(0);
+    assert_eq!(stored, 8189);
+    // Account 1 pays in moves 0, 200, … 8 000 (41 of them) and is paid in 199, 399, … 7 999
+    // (40 of them).
+    let first = api.account(T1, AccountId(1)).unwrap().unwrap();
+    assert_eq!((first.balances.debits_posted, first.balances.credits_posted), (41 * 3, 40 * 3));
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.transfers, 8189);
+}
