@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod batches;
 mod error;
+mod pool;
 mod postgres;
 mod sqlite;
 #[doc(hidden)]

@@ -6,11 +6,13 @@
 
 use super::reader::PostgresReader;
 use crate::testing::TestDatabase;
-use crate::{Opened, Options, Store, StoreError};
+use crate::{Opened, Options, Reader, Store, StoreError};
 use paycore_ledger::{
     AccountId, Command, Currency, NewAccount, NewTransfer, Overdraft, Request, State, TenantId, TransferId, TransferOp,
 };
 use postgres::{Client, NoTls};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const T1: TenantId = TenantId(1);
 
@@ -137,14 +139,23 @@ fn the_reader_pool_never_opens_more_connections_than_its_bound() {
     let Some(database) = TestDatabase::create("the_reader_pool_never_opens_more_connections") else { return };
     let Opened { store: _store, .. } =
         crate::open_with(std::path::Path::new(database.url()), &Options::default()).unwrap();
-    let reader = std::sync::Arc::new(PostgresReader::new(database.url().to_owned(), 2));
+    let reader = Arc::new(PostgresReader::new(database.url().to_owned(), 2));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..6)
         .map(|_| {
-            let reader = reader.clone();
+            let (reader, inside, most) = (reader.clone(), inside.clone(), most.clone());
             std::thread::spawn(move || {
                 for _ in 0..5 {
-                    reader.with(|client| Ok(client.execute("SELECT pg_sleep(0.01)", &[])?)).unwrap();
-                    assert!(reader.open_connections() <= 2);
+                    reader
+                        .with(|client| {
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            client.execute("SELECT pg_sleep(0.005)", &[])?;
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
                 }
             })
         })
@@ -152,13 +163,27 @@ fn the_reader_pool_never_opens_more_connections_than_its_bound() {
     for thread in threads {
         thread.join().unwrap();
     }
-    assert!(reader.open_connections() <= 2);
-    let connected: i64 = sql(&database)
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()", &[])
-        .unwrap()
-        .get(0);
-    // The engine's writer, the two pooled connections, and this one.
-    assert!(connected <= 4, "{connected} connections");
+    assert_eq!(most.load(Ordering::SeqCst), 2, "six threads share two connections");
+    assert_eq!(reader.open_connections(), 2);
+}
+
+#[test]
+fn a_pooled_connection_the_server_closed_is_unavailable_once_then_replaced() {
+    let Some(database) = TestDatabase::create("a_pooled_connection_the_server_closed") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let reader = PostgresReader::new(database.url().to_owned(), 1);
+    let pid: i32 = reader.with(|client| Ok(client.query_one("SELECT pg_backend_pid()", &[])?.get(0))).unwrap();
+    let killed: bool = sql(&database).query_one("SELECT pg_terminate_backend($1)", &[&pid]).unwrap().get(0);
+    assert!(killed);
+    let error = reader.account(T1, AccountId(2)).err().unwrap();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    // The broken connection was closed, not given back: the next call connects anew.
+    assert_eq!(reader.open_connections(), 0);
+    assert_eq!(reader.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1000);
+    // The engine's connection and the other pool were not touched.
+    assert_eq!(api.account(T1, AccountId(1)).unwrap().unwrap().balances.debits_posted, 1000);
 }
 
 #[test]
