@@ -29,17 +29,19 @@ fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Comman
     store.commit(&state.take_changes(), &[]).unwrap();
 }
 
+/// Opens an EUR account without an overdraft limit.
+fn open(id: u128) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: AccountId(id),
+        currency: eur(),
+        overdraft: Overdraft::Unlimited,
+        reference: None,
+        metadata: None,
+    })
+}
+
 /// Two accounts and a move of 1 000 between them.
 fn some_money(store: &mut dyn Store) {
-    let open = |id| {
-        Command::CreateAccount(NewAccount {
-            id: AccountId(id),
-            currency: eur(),
-            overdraft: Overdraft::Unlimited,
-            reference: None,
-            metadata: None,
-        })
-    };
     let mut state = State::default();
     step(&mut state, store, 10, vec![open(1), open(2)]);
     let transfer = NewTransfer {
@@ -193,16 +195,7 @@ fn a_commit_that_fails_writes_nothing_and_the_store_goes_on() {
     some_money(store.as_mut());
     // The same account opened twice by two engines' worth of state: a unique violation.
     let mut state = State::default();
-    let requests = vec![Request {
-        tenant: T1,
-        command: Command::CreateAccount(NewAccount {
-            id: AccountId(1),
-            currency: eur(),
-            overdraft: Overdraft::Unlimited,
-            reference: None,
-            metadata: None,
-        }),
-    }];
+    let requests = vec![Request { tenant: T1, command: open(1) }];
     state.execute(&requests, 30);
     let changes = state.take_changes();
     assert!(matches!(store.commit(&changes, &[]), Err(StoreError::Conflict(_))));
@@ -215,15 +208,6 @@ fn a_bulk_batch_of_8189_transfers_commits_whole() {
     let Some(database) = TestDatabase::create("a_bulk_batch_of_8189_transfers_commits_whole") else { return };
     let Opened { mut store, api } = crate::open(database.url()).unwrap();
     let accounts = 200u128;
-    let open = |id| {
-        Command::CreateAccount(NewAccount {
-            id: AccountId(id),
-            currency: eur(),
-            overdraft: Overdraft::Unlimited,
-            reference: None,
-            metadata: None,
-        })
-    };
     let mut state = State::default();
     step(&mut state, store.as_mut(), 10, (1..=accounts).map(open).collect());
     // The API's largest bulk request: 8 189 transfers, every account touched.
