@@ -257,6 +257,34 @@ fn batches(open_store: &dyn Fn() -> Opened) {
         Some((AccountId(2), 10))
     );
     assert!(api.find_account(T2, "REF-3", None).unwrap().is_none());
+
+    // A batch rejected at validation ends there, with its event in the outbox.
+    let rejected = BatchId(9 << 64);
+    api.create_batch(&BatchRecord::new(rejected, T1, BatchFormat::Csv, 40)).unwrap();
+    let why = r#"{"code":"control_total_mismatch"}"#;
+    let validated =
+        Validated { status: BatchStatus::Rejected, rejection: Some(why), now: 41, totals: &[], ..validated };
+    api.finish_validation(rejected, &validated).unwrap();
+    let stored = api.batch(T1, rejected).unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.completed_at, stored.rejection.as_deref()),
+        (BatchStatus::Rejected, Some(41), Some(why))
+    );
+    let endpoint = WebhookEndpoint {
+        id: WebhookEndpointId(5),
+        tenant: T1,
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![EventKind::BatchRejected],
+        secret: "whsec_test".into(),
+        created_at: 42,
+    };
+    api.insert_webhook_endpoint(&endpoint).unwrap();
+    assert_eq!(api.fan_out(50, 10).unwrap(), 2, "the cancelled batch's event and the rejected one's");
+    let due = api.due_deliveries(50, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    let event = api.outbox_event(due[0].seq).unwrap().unwrap();
+    assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::BatchRejected, rejected.0));
+
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.batch_items, 4);

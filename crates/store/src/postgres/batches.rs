@@ -223,10 +223,8 @@ pub(super) fn commit_batch_changes(tx: &mut Transaction<'_>, changes: &ChangeSet
             ],
         )?;
     }
-    if !changes.batch_ends.is_empty() {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
-    }
-    // One statement per batch that ends: a handful per commit at most.
+    // One statement per batch that ends: a handful per commit at most. The outbox's lock is
+    // held (see `PostgresStore::commit`).
     for (batch, end) in &changes.batch_ends {
         let status = end_status(*end);
         let key = id_bytes(batch.0);
@@ -328,6 +326,10 @@ impl BatchStore for PostgresReader {
         self.with(|client| {
             let mut tx = client.transaction()?;
             let key = id_bytes(batch.0);
+            if v.status == BatchStatus::Rejected {
+                // Before the batch's row lock, as every writer of the outbox does.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
+            }
             tx.execute(
                 "INSERT INTO batch_totals (batch, currency, count, sum)
                  SELECT $1::bytea, * FROM UNNEST($2::text[], $3::bigint[], $4::text[])",
@@ -345,7 +347,6 @@ impl BatchStore for PostgresReader {
                 &[&key, &v.status.as_str(), &int(v.total), &int(v.invalid), &v.variant, &v.message_id, &v.rejection, &int(v.now)],
             )?;
             if v.status == BatchStatus::Rejected {
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
                 tx.execute(
                     "INSERT INTO outbox (tenant, type, object, created_at)
                      SELECT tenant, $3::text, id, $2::bigint FROM batches WHERE id = $1",

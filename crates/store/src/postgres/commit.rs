@@ -101,6 +101,11 @@ impl Store for PostgresStore {
 
     fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
         let mut tx = self.client.transaction()?;
+        if !changes.events.is_empty() || !changes.batch_ends.is_empty() {
+            // First, before any row lock: every writer of the outbox takes this lock before
+            // its row locks, so that no two wait for each other.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
+        }
         insert_accounts(&mut tx, &changes.new_accounts)?;
         insert_transfers(&mut tx, &changes.transfers)?;
         upsert_holds(&mut tx, &changes.holds)?;
@@ -280,8 +285,8 @@ fn insert_events(tx: &mut Transaction<'_>, changes: &ChangeSet) -> Result<()> {
     if changes.events.is_empty() {
         return Ok(());
     }
-    // `WITH ORDINALITY`: the events get their sequence numbers in the order they happened.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
+    // The outbox's lock is held (see `commit`). `WITH ORDINALITY`: the events get their
+    // sequence numbers in the order they happened.
     tx.execute(
         "INSERT INTO outbox (tenant, type, object, created_at)
          SELECT tenant, type, object, $4::bigint FROM UNNEST($1::bytea[], $2::text[], $3::bytea[]) WITH ORDINALITY
