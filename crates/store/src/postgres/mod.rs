@@ -38,9 +38,12 @@ pub(crate) fn open(url: &str, options: &Options) -> Result<Opened> {
 }
 
 fn open_parts(url: &str, options: &Options) -> Result<(PostgresStore, Arc<PostgresReader>)> {
-    let mut writer = open::connect(url)?;
-    open::lock(&mut writer, url)?;
-    open::migrate(&mut writer)?;
+    let writer = off_runtime(|| {
+        let mut writer = open::connect(url)?;
+        open::lock(&mut writer, url)?;
+        open::migrate(&mut writer)?;
+        Ok(writer)
+    })?;
     let reader = Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max));
     Ok((PostgresStore::new(writer), reader))
 }
@@ -48,7 +51,18 @@ fn open_parts(url: &str, options: &Options) -> Result<(PostgresStore, Arc<Postgr
 /// Opens the database at `url` for offline checks; creates nothing, and fails when it holds
 /// no paycore store.
 pub(crate) fn open_for_verify(url: &str) -> Result<Arc<dyn crate::ApiStore>> {
-    let mut client = open::connect(url)?;
-    open::check_existing(&mut client, url)?;
+    off_runtime(|| open::check_existing(&mut open::connect(url)?, url))?;
     Ok(Arc::new(PostgresReader::new(url.to_owned(), 1)))
+}
+
+/// Runs `f` on a thread of its own: the `postgres` client blocks on a runtime of its own,
+/// which cannot start on a thread that drives async tasks, and a store is often opened from
+/// an async `main`. Every later call is made from the engine's thread or a blocking one.
+fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(crate::StoreError::Internal("opening the PostgreSQL store panicked".into())))
+    })
 }

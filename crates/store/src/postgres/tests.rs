@@ -238,3 +238,17 @@ fn a_bulk_batch_of_8189_transfers_commits_whole() {
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.transfers, 8189);
 }
+
+#[test]
+fn the_store_opens_from_an_async_main() {
+    let Some(database) = TestDatabase::create("the_store_opens_from_an_async_main") else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // The `postgres` client cannot block on a thread that drives async tasks; opening moves
+    // its connection work to a thread of its own.
+    let opened = runtime.block_on(async { crate::open(database.url()) });
+    let Opened { mut store, api } = opened.unwrap();
+    runtime.block_on(async { crate::open_for_verify(database.url()) }).unwrap();
+    // Later calls come from the engine's thread and blocking threads, as here.
+    some_money(store.as_mut());
+    assert!(crate::verify::verify(api.as_ref()).unwrap().ok());
+}
