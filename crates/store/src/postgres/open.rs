@@ -17,9 +17,15 @@ const MIGRATION_LOCK: i64 = 0x7061_7963_6f72_6502;
 /// `outbox` table in the migrations).
 pub(super) const OUTBOX_LOCK: i64 = 0x7061_7963_6f72_6503;
 
-/// A new connection to `url`.
+/// How long a statement waits for a row or table lock another connection holds before it
+/// fails with `Busy`: the SQLite store's busy timeout.
+const LOCK_TIMEOUT: &str = "5s";
+
+/// A new connection to `url`, with the store's settings.
 pub(super) fn connect(url: &str) -> Result<Client> {
-    Ok(Client::connect(url, NoTls)?)
+    let mut client = Client::connect(url, NoTls)?;
+    client.batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
+    Ok(client)
 }
 
 /// Takes the database's single-writer lock on `client`, held until it disconnects.

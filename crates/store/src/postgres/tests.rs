@@ -252,3 +252,46 @@ fn the_store_opens_from_an_async_main() {
     some_money(store.as_mut());
     assert!(crate::verify::verify(api.as_ref()).unwrap().ok());
 }
+
+#[test]
+fn a_lock_held_too_long_is_busy_and_a_serialization_failure_too() {
+    let Some(database) = TestDatabase::create("a_lock_held_too_long_is_busy") else { return };
+    let Opened { mut store, .. } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let reader = PostgresReader::new(database.url().to_owned(), 1);
+    let timeout: String = reader.with(|client| Ok(client.query_one("SHOW lock_timeout", &[])?.get(0))).unwrap();
+    assert_eq!(timeout, "5s", "every connection waits for locks as long as SQLite's busy timeout");
+
+    let mut holder = sql(&database);
+    let mut held = holder.transaction().unwrap();
+    held.execute("SELECT * FROM accounts FOR UPDATE", &[]).unwrap();
+    let error = reader
+        .with(|client| {
+            client.batch_execute("SET lock_timeout = '50ms'")?;
+            Ok(client.execute("UPDATE accounts SET metadata = 'x'", &[])?)
+        })
+        .err()
+        .unwrap();
+    assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+    held.rollback().unwrap();
+
+    // Two snapshots that each read what the other writes: one of them cannot commit.
+    let mut first = sql(&database);
+    let mut a = first.build_transaction().isolation_level(postgres::IsolationLevel::Serializable).start().unwrap();
+    let error = reader
+        .with(|client| {
+            let mut b = client.build_transaction().isolation_level(postgres::IsolationLevel::Serializable).start()?;
+            a.query("SELECT sum(debits_posted) FROM accounts", &[]).unwrap();
+            b.query("SELECT sum(credits_posted) FROM accounts", &[])?;
+            a.execute("UPDATE accounts SET credits_pending = 1 WHERE id = $1", &[&AccountId(1).0.to_be_bytes()])
+                .unwrap();
+            b.execute("UPDATE accounts SET debits_pending = 1 WHERE id = $1", &[&AccountId(2).0.to_be_bytes()])?;
+            b.commit()?;
+            Ok(())
+        })
+        .and_then(|()| Ok(a.commit()?))
+        .err()
+        .unwrap();
+    assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+    assert!(error.is_transient());
+}
