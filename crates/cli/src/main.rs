@@ -21,10 +21,11 @@ enum Command {
     /// Batch payments on a running server: submit a file, follow it, fetch its report.
     #[command(subcommand)]
     Batch(batch::BatchCommand),
-    /// Checks a data folder offline: balances against transfers, zero sums per currency,
+    /// Checks a store offline: balances against transfers, zero sums per currency,
     /// payments and batch items against their transfers. Exit status 0 when all hold.
     Verify {
-        /// The data folder.
+        /// The data folder, or the PostgreSQL database's `postgres://` URL.
+        #[arg(value_name = "DATA_DIR|URL")]
         data: PathBuf,
     },
 }
@@ -117,6 +118,12 @@ fn verify(data: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if matches!(paycore_store::Location::parse(&args.data), paycore_store::Location::Postgres(_)) {
+        anyhow::bail!(
+            "serving from a postgres:// store needs cluster mode (API and engine roles over a queue), which is \
+             not built yet; --data takes a folder (`paycore verify` reads a postgres:// store)"
+        );
+    }
     let mut config = paycore_server::Config::new(args.data, args.listen);
     config.max_body_bytes = args.max_body_bytes;
     config.max_batch_bytes = args.max_batch_bytes;

@@ -11,12 +11,17 @@
 //! trait objects. The records, the errors and the backend-neutral logic (batch result runs and
 //! item statuses in [`batches`], the checks in [`verify`]) live in this crate's root modules;
 //! everything that names a database lives under its backend's module (`sqlite`, the embedded
-//! default). Nothing above this crate knows which database it talks to.
+//! default; `postgres`, cluster mode's store of record). Nothing above this crate knows which
+//! database it talks to.
 
 pub mod admin;
 pub mod batches;
 mod error;
+mod pool;
+mod postgres;
 mod sqlite;
+#[doc(hidden)]
+pub mod testing;
 pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
@@ -143,7 +148,7 @@ pub struct Opened {
 }
 
 /// Where a store lives, as given on the command line: a folder (the embedded SQLite store) or
-/// a `postgres://` URL (cluster mode, not built yet).
+/// a `postgres://` URL (the PostgreSQL store).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location<'a> {
     Folder(&'a Path),
@@ -169,7 +174,7 @@ pub fn open(location: impl AsRef<Path>) -> Result<Opened> {
 pub fn open_with(location: &Path, options: &Options) -> Result<Opened> {
     match Location::parse(location) {
         Location::Folder(folder) => sqlite::open(folder, options),
-        Location::Postgres(_) => Err(postgres_not_built()),
+        Location::Postgres(url) => postgres::open(url, options),
     }
 }
 
@@ -178,13 +183,6 @@ pub fn open_with(location: &Path, options: &Options) -> Result<Opened> {
 pub fn open_for_verify(location: impl AsRef<Path>) -> Result<Arc<dyn ApiStore>> {
     match Location::parse(location.as_ref()) {
         Location::Folder(folder) => sqlite::open_for_verify(folder),
-        Location::Postgres(_) => Err(postgres_not_built()),
+        Location::Postgres(url) => postgres::open_for_verify(url),
     }
-}
-
-fn postgres_not_built() -> StoreError {
-    StoreError::Unsupported(
-        "a postgres:// location needs cluster mode, which is not built yet; give a folder for the embedded store"
-            .into(),
-    )
 }

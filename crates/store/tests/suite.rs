@@ -1,5 +1,8 @@
-//! One storage test suite, run against every store implementation (today: the embedded one,
-//! a data folder) through `paycore_store::open`, the one way in. Each check drives the store
+//! One storage test suite, run against every store implementation (the embedded one, a data
+//! folder, and PostgreSQL, a `postgres://` URL) through `paycore_store::open`, the one way in.
+//! The PostgreSQL cases create a database of their own on the test server and drop it at the
+//! end (see `paycore_store::testing`); without a server they print `SKIPPED:` and pass, except
+//! under `CI=true`. Each check drives the store
 //! with changes made by the real ledger state machine. What only one backend has (its files,
 //! its schema versions) is tested beside that backend's code.
 
@@ -9,10 +12,15 @@ mod common;
 
 use common::{eur, mv, step};
 use paycore_ledger::{
-    AccountId, CaptureMethod, Command, Hold, HoldStatus, NewAccount, NewPayment, Overdraft, PaymentId, PaymentStatus,
-    Request, State, TenantId, TransferId,
+    AccountId, BatchEnd, BatchFormat, BatchId, BatchStatus, BatchStep, CaptureMethod, Command, EventKind, Hold,
+    HoldStatus, ItemStatus, NewAccount, NewPayment, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId,
+    TransferId, WebhookEndpointId,
 };
-use paycore_store::{IdempotencyRecord, Opened, Page, StoreError};
+use paycore_store::testing::TestDatabase;
+use paycore_store::{
+    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, IdempotencyRecord, Opened, Page, StoreError,
+    TenantRecord, Validated, WebhookEndpoint,
+};
 
 const T1: TenantId = common::TENANT;
 const T2: TenantId = TenantId(2);
@@ -131,11 +139,283 @@ fn suite(open_store: &dyn Fn() -> Opened) {
     assert_eq!((report.accounts, report.transfers, report.payments), (3, 4, 1));
 }
 
+/// A batch's life as the API and the engine write it: items taken in, a chunk paid, the batch
+/// cancelled; then each item's status derived from the result runs, listed by status.
+fn batches(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    step(
+        &mut state,
+        store.as_mut(),
+        10,
+        vec![
+            open(1, Overdraft::Unlimited, None),
+            open(2, Overdraft::Limit(0), None),
+            open(3, Overdraft::Limit(0), Some("REF-3")),
+        ],
+    );
+    let batch = BatchId(7 << 64);
+    let mut record = BatchRecord::new(batch, T1, BatchFormat::Csv, 11);
+    record.idempotency_key = Some("upload-1".into());
+    record.fingerprint = Some([3; 32]);
+    api.create_batch(&record).unwrap();
+    assert!(matches!(api.create_batch(&record), Err(StoreError::Conflict(_))), "the same batch twice");
+    let same_key = BatchRecord { id: BatchId(8 << 64), ..record.clone() };
+    assert!(matches!(api.create_batch(&same_key), Err(StoreError::Conflict(_))), "the same upload key twice");
+    let item = |index: u64, payer: u128, payee: u128, amount: u64| BatchItemRow {
+        index,
+        line: index + 2,
+        location: format!("line {}", index + 2),
+        reference: Some(format!("ref {index}")),
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: Some(AccountId(payer).to_string()),
+        payee_text: Some(AccountId(payee).to_string()),
+        payer: Some(AccountId(payer)),
+        payee: Some(AccountId(payee)),
+        amount: Some(amount),
+        currency: Some(eur()),
+        status: ItemStatus::Pending,
+        failure_code: None,
+        message: None,
+    };
+    let invalid = BatchItemRow {
+        payee: None,
+        status: ItemStatus::Invalid,
+        failure_code: Some("account_not_found".into()),
+        message: Some("no such payee".into()),
+        ..item(2, 1, 9, 4)
+    };
+    api.insert_batch_items(batch, &[item(0, 1, 2, 10), item(1, 3, 2, 5), invalid.clone(), item(3, 1, 2, 1)]).unwrap();
+    let totals = [BatchTotal { currency: eur(), count: 3, sum: 16 }];
+    let validated = Validated {
+        status: BatchStatus::Processing,
+        total: 4,
+        invalid: 1,
+        totals: &totals,
+        variant: None,
+        message_id: None,
+        rejection: None,
+        now: 12,
+    };
+    api.finish_validation(batch, &validated).unwrap();
+    assert_eq!(api.active_batches().unwrap().iter().map(|b| b.id).collect::<Vec<_>>(), [batch]);
+    let work = api.batch_work(batch, ItemStatus::Pending, None, 10).unwrap();
+    assert_eq!(work.iter().map(|i| i.index).collect::<Vec<_>>(), [0, 1, 3]);
+    step(
+        &mut state,
+        store.as_mut(),
+        20,
+        vec![Command::BatchItems { batch, step: BatchStep::Pay, items: work[..2].to_vec() }],
+    );
+    assert_eq!(
+        api.batch_work(batch, ItemStatus::Pending, None, 10).unwrap().iter().map(|i| i.index).collect::<Vec<_>>(),
+        [3]
+    );
+    step(&mut state, store.as_mut(), 30, vec![Command::EndBatch { batch, end: BatchEnd::Cancelled }]);
+
+    let items = api.batch_items(batch, &[], None, 100).unwrap();
+    let statuses: Vec<(u64, &str, Option<&str>)> =
+        items.iter().map(|i| (i.index, i.status.as_str(), i.failure_code.as_deref())).collect();
+    assert_eq!(
+        statuses,
+        [
+            (0, "succeeded", None),
+            (1, "failed", Some("insufficient_funds")),
+            (2, "invalid", Some("account_not_found")),
+            (3, "cancelled", Some("cancelled"))
+        ]
+    );
+    assert_eq!(items[2], invalid, "an item row reads back as it was written");
+    assert_eq!(items[0].location, "line 2");
+    let by = |statuses: &[ItemStatus], after| -> Vec<u64> {
+        api.batch_items(batch, statuses, after, 100).unwrap().iter().map(|i| i.index).collect()
+    };
+    assert_eq!(by(&[ItemStatus::Failed], None), [1]);
+    assert_eq!(by(&[ItemStatus::Invalid], None), [2]);
+    assert_eq!(by(&[ItemStatus::Cancelled, ItemStatus::Succeeded], None), [0, 3]);
+    assert_eq!(by(&[], Some(1)), [2, 3]);
+    assert_eq!(api.batch_items(batch, &[], None, 2).unwrap().len(), 2);
+    let stored = api.batch(T1, batch).unwrap().unwrap();
+    assert_eq!(stored.status, BatchStatus::Cancelled);
+    assert_eq!((stored.total, stored.invalid, stored.succeeded, stored.failed, stored.held), (4, 1, 1, 2, 0));
+    // The end commits at the engine's last timestamp: the one transfer, item 0's, at 20.
+    assert_eq!(stored.completed_at, Some(20));
+    assert_eq!(stored.fingerprint, Some([3; 32]));
+    assert!(api.batch(T2, batch).unwrap().is_none());
+    assert_eq!(api.batch_by_key(T1, "upload-1").unwrap().map(|b| b.id), Some(batch));
+    assert!(api.batch_by_key(T2, "upload-1").unwrap().is_none());
+    assert_eq!(api.batch_totals(batch).unwrap(), totals);
+    assert!(api.active_batches().unwrap().is_empty());
+    assert!(api.request_cancel(T1, batch).unwrap());
+    assert!(!api.request_cancel(T2, batch).unwrap());
+    // Accounts by id or by reference, as batch files name them.
+    let by_reference = api.find_account(T1, "REF-3", Some(eur())).unwrap().map(|a| a.id);
+    assert_eq!(by_reference, Some(AccountId(3)));
+    assert_eq!(
+        api.find_account(T1, &AccountId(2).to_string(), None).unwrap().map(|a| (a.id, a.balances.posted())),
+        Some((AccountId(2), 10))
+    );
+    assert!(api.find_account(T2, "REF-3", None).unwrap().is_none());
+
+    // A batch rejected at validation ends there, with its event in the outbox.
+    let rejected = BatchId(9 << 64);
+    api.create_batch(&BatchRecord::new(rejected, T1, BatchFormat::Csv, 40)).unwrap();
+    let why = r#"{"code":"control_total_mismatch"}"#;
+    let validated =
+        Validated { status: BatchStatus::Rejected, rejection: Some(why), now: 41, totals: &[], ..validated };
+    api.finish_validation(rejected, &validated).unwrap();
+    let stored = api.batch(T1, rejected).unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.completed_at, stored.rejection.as_deref()),
+        (BatchStatus::Rejected, Some(41), Some(why))
+    );
+    let endpoint = WebhookEndpoint {
+        id: WebhookEndpointId(5),
+        tenant: T1,
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![EventKind::BatchRejected],
+        secret: "whsec_test".into(),
+        created_at: 42,
+    };
+    api.insert_webhook_endpoint(&endpoint).unwrap();
+    assert_eq!(api.fan_out(50, 10).unwrap(), 2, "the cancelled batch's event and the rejected one's");
+    let due = api.due_deliveries(50, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    let event = api.outbox_event(due[0].seq).unwrap().unwrap();
+    assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::BatchRejected, rejected.0));
+
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.batch_items, 4);
+}
+
+/// Tenants, API keys and webhooks: what the API writes outside the engine.
+fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let key = ApiKeyRecord {
+        id: "key_1".into(),
+        tenant: T2,
+        hash: [7; 32],
+        scopes: vec!["read".into(), "write".into()],
+        created_at: 5,
+        revoked: false,
+    };
+    api.insert_api_key(&key).unwrap();
+    assert_eq!(api.api_key(&[7; 32]).unwrap(), Some(key.clone()));
+    assert!(api.api_key(&[8; 32]).unwrap().is_none());
+    assert_eq!(api.tenant(T2).unwrap(), Some(TenantRecord { id: T2, name: None, created_at: 5 }));
+    assert_eq!(api.api_key_count().unwrap(), 1);
+    assert!(matches!(api.insert_api_key(&key), Err(StoreError::Conflict(_))));
+    assert_eq!(api.revoke_api_key("key_1").unwrap(), Some([7; 32]));
+    assert_eq!(api.revoke_api_key("key_2").unwrap(), None);
+    assert_eq!(api.api_key_count().unwrap(), 0);
+    assert!(api.api_key(&[7; 32]).unwrap().unwrap().revoked);
+    let tenant = TenantRecord { id: TenantId(3), name: Some("Acme".into()), created_at: 6 };
+    api.insert_tenant(&tenant).unwrap();
+    assert_eq!(api.tenant(TenantId(3)).unwrap(), Some(tenant.clone()));
+    assert!(matches!(api.insert_tenant(&tenant), Err(StoreError::Conflict(_))));
+
+    let endpoint = |id: u128, tenant: TenantId, created_at: u64| WebhookEndpoint {
+        id: WebhookEndpointId(id),
+        tenant,
+        url: format!("http://127.0.0.1:9/hook/{id}"),
+        events: vec![EventKind::PaymentSucceeded, EventKind::PaymentFailed],
+        secret: "whsec_test".into(),
+        created_at,
+    };
+    api.insert_webhook_endpoint(&endpoint(1, T1, 8)).unwrap();
+    api.insert_webhook_endpoint(&endpoint(2, T1, 9)).unwrap();
+    api.insert_webhook_endpoint(&endpoint(3, T2, 9)).unwrap();
+    let ids = |list: Vec<WebhookEndpoint>| list.iter().map(|e| e.id.0).collect::<Vec<_>>();
+    assert_eq!(ids(api.webhook_endpoints(T1).unwrap()), [2, 1], "newest first");
+    assert_eq!(api.webhook_endpoint(T1, WebhookEndpointId(1)).unwrap(), Some(endpoint(1, T1, 8)));
+    assert!(api.webhook_endpoint(T2, WebhookEndpointId(1)).unwrap().is_none());
+
+    // A payment that succeeds puts one event in the outbox, in the commit that makes it.
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    let payment = NewPayment {
+        id: PaymentId(600),
+        payer: AccountId(1),
+        payee: AccountId(2),
+        amount: 25,
+        currency: eur(),
+        capture_method: CaptureMethod::Automatic,
+        expires_in_seconds: 3600,
+        description: None,
+    };
+    step(&mut state, store.as_mut(), 20, vec![Command::CreatePayment(payment)]);
+    step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(600))]);
+    assert_eq!(api.fan_out(100, 10).unwrap(), 1);
+    assert_eq!(api.fan_out(100, 10).unwrap(), 0, "an event is fanned out once");
+    let due = api.due_deliveries(100, 10).unwrap();
+    assert_eq!(due.iter().map(|d| (d.endpoint.0, d.tenant, d.attempts)).collect::<Vec<_>>(), [(1, T1, 0), (2, T1, 0)]);
+    assert!(api.due_deliveries(99, 10).unwrap().is_empty(), "not due before the fan-out's time");
+    let event = api.outbox_event(due[0].seq).unwrap().unwrap();
+    assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::PaymentSucceeded, 600));
+    let attempt = Attempt { at: 110, status: Some(200), error: None, delivered: true, next_attempt_at: None };
+    api.record_attempt(due[0].id, &attempt).unwrap();
+    let delivered = api.delivery(T1, due[0].id).unwrap().unwrap();
+    assert_eq!(
+        (delivered.attempts, delivered.last_status, delivered.delivered_at, delivered.next_attempt_at),
+        (1, Some(200), Some(110), None)
+    );
+    assert!(api.delivery(T2, due[0].id).unwrap().is_none());
+    assert_eq!(api.due_deliveries(1000, 10).unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [due[1].id]);
+    assert_eq!(api.deliveries(WebhookEndpointId(1), None, 10).unwrap().len(), 1);
+    assert!(api.deliveries(WebhookEndpointId(1), Some(due[0].id), 10).unwrap().is_empty());
+    assert!(api.replay_delivery(T1, due[0].id, 200).unwrap());
+    assert!(!api.replay_delivery(T2, due[0].id, 200).unwrap());
+    assert_eq!(api.due_deliveries(1000, 10).unwrap().len(), 2);
+    assert!(api.delete_webhook_endpoint(T1, WebhookEndpointId(1)).unwrap());
+    assert!(!api.delete_webhook_endpoint(T1, WebhookEndpointId(1)).unwrap());
+    assert!(!api.replay_delivery(T1, due[0].id, 300).unwrap(), "a deleted endpoint's deliveries stay stopped");
+    assert_eq!(api.due_deliveries(1000, 10).unwrap().iter().map(|d| d.endpoint.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(ids(api.webhook_endpoints(T1).unwrap()), [2]);
+}
+
 #[test]
 fn embedded_store_in_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     suite(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn embedded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batches(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn embedded_tenants_keys_and_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    tenants_keys_and_webhooks(&move || paycore_store::open(&path).unwrap());
+}
+
+/// Runs `case` on a fresh PostgreSQL database, dropped afterwards (or skips loudly).
+fn on_postgres(test: &str, case: fn(&dyn Fn() -> Opened)) {
+    let Some(database) = TestDatabase::create(test) else { return };
+    let url = database.url().to_owned();
+    case(&move || paycore_store::open(&url).unwrap());
+}
+
+#[test]
+fn postgres_store() {
+    on_postgres("postgres_store", suite);
+}
+
+#[test]
+fn postgres_batches() {
+    on_postgres("postgres_batches", batches);
+}
+
+#[test]
+fn postgres_tenants_keys_and_webhooks() {
+    on_postgres("postgres_tenants_keys_and_webhooks", tenants_keys_and_webhooks);
 }
 
 #[test]
@@ -146,11 +426,24 @@ fn a_folder_in_use_is_refused() {
 }
 
 #[test]
-fn a_postgres_location_says_cluster_mode_is_not_built_yet() {
-    let error = paycore_store::open("postgres://127.0.0.1/paycore").err().unwrap();
-    assert!(matches!(error, StoreError::Unsupported(_)));
-    assert!(error.to_string().contains("not built yet"), "{error}");
-    assert!(matches!(paycore_store::open_for_verify("postgresql://db/x"), Err(StoreError::Unsupported(_))));
+fn a_postgres_database_in_use_is_refused_until_its_writer_closes() {
+    let Some(database) = TestDatabase::create("a_postgres_database_in_use_is_refused") else { return };
+    let first = paycore_store::open(database.url()).unwrap();
+    assert!(matches!(paycore_store::open(database.url()), Err(StoreError::InUse(_))));
+    // The API side of a store in use still opens for checks.
+    assert!(paycore_store::verify::verify(paycore_store::open_for_verify(database.url()).unwrap().as_ref())
+        .unwrap()
+        .ok());
+    drop(first);
+    paycore_store::open(database.url()).unwrap();
+}
+
+#[test]
+fn a_postgres_server_that_is_not_there_is_unavailable() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let error = paycore_store::open("postgres://postgres@127.0.0.1:1/paycore?connect_timeout=5").err().unwrap();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(error.is_transient());
 }
 
 #[test]
@@ -158,4 +451,12 @@ fn verify_refuses_a_folder_without_a_store() {
     let dir = tempfile::tempdir().unwrap();
     assert!(paycore_store::open_for_verify(dir.path()).is_err());
     assert!(!dir.path().join("paycore.db").exists(), "verify creates nothing");
+}
+
+#[test]
+fn verify_refuses_a_postgres_database_without_a_store() {
+    let Some(database) = TestDatabase::create("verify_refuses_a_postgres_database_without_a_store") else { return };
+    let error = paycore_store::open_for_verify(database.url()).err().unwrap();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(error.to_string().contains("has no paycore database"), "{error}");
 }

@@ -5,22 +5,19 @@ use super::codec::{account_from, blob_id, id_blob, idempotency_from, payment_fro
 use super::fresh::{poisoned, Fresh};
 use super::history;
 use super::open::connect;
-use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result, StoreError};
+use crate::pool::Pool;
+use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
 use paycore_ledger::{Account, AccountId, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Mutex;
 
 /// The API's reads and writes, safe to share between threads: each call borrows a connection
-/// from a pool of at most `connections_max`, waiting for one when all are in use.
+/// from a pool of at most `connections_max` ([`Pool`]), waiting for one when all are in use.
 pub(super) struct SqliteReader {
     path: PathBuf,
     history: PathBuf,
-    pool: Mutex<Pool>,
-    /// Signalled when a connection goes back to the pool (or a slot frees up).
-    returned: Condvar,
-    connections_max: usize,
+    pool: Pool<Connection>,
     /// The connection that writes batch items during validation, with `synchronous=NORMAL`
     /// (see `batches::insert_items`); one writer at a time, and never lent to anything else.
     items: Mutex<Option<Connection>>,
@@ -29,46 +26,16 @@ pub(super) struct SqliteReader {
     fresh: Fresh,
 }
 
-/// The pool's connections: those idle, and how many exist in all (idle or lent).
-struct Pool {
-    idle: Vec<Connection>,
-    open: usize,
-}
-
 /// Connections kept idle in the pool; up to `connections_max` may be open while many requests
 /// read at once, the ones past this number are closed when they come back.
 const POOL_IDLE_MAX: usize = 16;
-/// The longest a call waits for a connection when all are lent before it answers `Busy`.
-const POOL_WAIT_MAX: Duration = Duration::from_secs(30);
-
-/// A connection lent by the pool; it goes back when dropped, even if the borrower panicked.
-struct Lease<'a> {
-    reader: &'a SqliteReader,
-    conn: Option<Connection>,
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        let mut pool = self.reader.lock_pool();
-        if pool.idle.len() < POOL_IDLE_MAX {
-            pool.idle.push(conn);
-        } else {
-            pool.open -= 1;
-        }
-        drop(pool);
-        self.reader.returned.notify_one();
-    }
-}
 
 impl SqliteReader {
     pub(super) fn new(path: PathBuf, history: PathBuf, connections_max: usize) -> SqliteReader {
         SqliteReader {
             path,
             history,
-            pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }),
-            returned: Condvar::new(),
-            connections_max: connections_max.max(1),
+            pool: Pool::new(connections_max, POOL_IDLE_MAX, |_| true),
             items: Mutex::new(None),
             fresh: Fresh::default(),
         }
@@ -101,11 +68,12 @@ impl SqliteReader {
 
     /// Runs `f` on a pooled connection.
     pub(super) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let lease = self.lease()?;
-        match &lease.conn {
-            Some(conn) => f(conn),
-            None => Err(StoreError::Internal("a lease without its connection".into())),
-        }
+        let mut lease = self.pool.lease(|| {
+            let conn = connect(&self.path)?;
+            history::attach(&conn, &self.history)?;
+            Ok(conn)
+        })?;
+        f(lease.conn()?)
     }
 
     /// Runs `f` on the batch item writer's own connection, the only one at `synchronous=NORMAL`.
@@ -125,44 +93,6 @@ impl SqliteReader {
         let result = f(&conn);
         *slot = Some(conn);
         result
-    }
-
-    fn lock_pool(&self) -> MutexGuard<'_, Pool> {
-        // The pool's state is two plain fields, valid even if a holder panicked.
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lease(&self) -> Result<Lease<'_>> {
-        let mut pool = self.lock_pool();
-        loop {
-            if let Some(conn) = pool.idle.pop() {
-                return Ok(Lease { reader: self, conn: Some(conn) });
-            }
-            if pool.open < self.connections_max {
-                pool.open += 1;
-                drop(pool);
-                // The slot is taken; a connection that cannot be opened gives it back.
-                let conn = connect(&self.path).and_then(|conn| history::attach(&conn, &self.history).map(|()| conn));
-                return match conn {
-                    Ok(conn) => Ok(Lease { reader: self, conn: Some(conn) }),
-                    Err(error) => {
-                        self.lock_pool().open -= 1;
-                        self.returned.notify_one();
-                        Err(error)
-                    }
-                };
-            }
-            let (next, waited) =
-                self.returned.wait_timeout(pool, POOL_WAIT_MAX).unwrap_or_else(std::sync::PoisonError::into_inner);
-            pool = next;
-            if waited.timed_out() && pool.idle.is_empty() && pool.open >= self.connections_max {
-                return Err(StoreError::Busy(format!(
-                    "all {} store connections stayed in use for {} s",
-                    self.connections_max,
-                    POOL_WAIT_MAX.as_secs()
-                )));
-            }
-        }
     }
 }
 

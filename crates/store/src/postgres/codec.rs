@@ -1,0 +1,222 @@
+//! Conversions between ledger values and PostgreSQL's columns, and PostgreSQL's errors by kind.
+//!
+//! Every column is read through [`get`], so that a value that does not decode (a NULL where
+//! the schema has none, an id of the wrong length, an unknown status) is `Corrupt`, whatever
+//! the query was.
+
+use crate::{IdempotencyRecord, Result, StoreError};
+use paycore_ledger::{
+    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentId,
+    PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind,
+};
+use postgres::error::SqlState;
+use postgres::types::FromSql;
+use postgres::Row;
+
+impl From<postgres::Error> for StoreError {
+    /// PostgreSQL's error, by what the caller can do about it: SQLSTATE 23505 is a conflict;
+    /// serialization failures, deadlocks, lock and statement timeouts are `Busy`; a lost
+    /// connection, a server shutting down or out of resources is `Unavailable`.
+    fn from(e: postgres::Error) -> Self {
+        let text = match (e.as_db_error(), std::error::Error::source(&e)) {
+            (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+            (None, Some(source)) => format!("{e}: {source}"),
+            (None, None) => e.to_string(),
+        };
+        match e.code() {
+            Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(text),
+            Some(code)
+                if [
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::QUERY_CANCELED,
+                ]
+                .contains(code) =>
+            {
+                StoreError::Busy(text)
+            }
+            // Connection exceptions, insufficient resources, operator intervention.
+            Some(code) if ["08", "53", "57"].iter().any(|class| code.code().starts_with(class)) => {
+                StoreError::Unavailable(text)
+            }
+            Some(_) => StoreError::Internal(text),
+            None if e.is_closed() || is_connection_failure(&e) => StoreError::Unavailable(text),
+            None => StoreError::Internal(text),
+        }
+    }
+}
+
+/// Whether an error without a SQLSTATE is the network's or the server's: an I/O error, a
+/// refused or timed-out connection.
+fn is_connection_failure(e: &postgres::Error) -> bool {
+    let words = e.to_string();
+    std::error::Error::source(e).is_some_and(|source| source.is::<std::io::Error>())
+        || ["error connecting", "error communicating", "timeout"].iter().any(|w| words.starts_with(w))
+}
+
+// Conversions between ledger values and columns.
+
+pub(super) fn id_bytes(id: u128) -> [u8; 16] {
+    id.to_be_bytes()
+}
+
+/// Amounts and counters are at most `i64::MAX`, so they fit BIGINT exactly.
+pub(super) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(super) fn corrupt(column: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("column {column} holds {what}"))
+}
+
+/// A column's value; one that does not decode as `T` is corrupt data.
+pub(super) fn get<'a, T: FromSql<'a>>(row: &'a Row, column: &str) -> Result<T> {
+    row.try_get(column).map_err(|e| match std::error::Error::source(&e) {
+        Some(source) => corrupt(column, &format!("a value that does not decode ({source})")),
+        None => corrupt(column, &format!("a value that does not decode ({e})")),
+    })
+}
+
+pub(super) fn opt_id(row: &Row, column: &str) -> Result<Option<u128>> {
+    let bytes: Option<&[u8]> = get(row, column)?;
+    bytes
+        .map(|b| <[u8; 16]>::try_from(b).map(u128::from_be_bytes).map_err(|_| corrupt(column, "an id of wrong length")))
+        .transpose()
+}
+
+pub(super) fn id(row: &Row, column: &str) -> Result<u128> {
+    opt_id(row, column)?.ok_or_else(|| corrupt(column, "NULL"))
+}
+
+pub(super) fn hash(row: &Row, column: &str) -> Result<[u8; 32]> {
+    opt_hash(row, column)?.ok_or_else(|| corrupt(column, "NULL"))
+}
+
+pub(super) fn opt_hash(row: &Row, column: &str) -> Result<Option<[u8; 32]>> {
+    let bytes: Option<&[u8]> = get(row, column)?;
+    bytes.map(|b| <[u8; 32]>::try_from(b).map_err(|_| corrupt(column, "a hash of wrong length"))).transpose()
+}
+
+pub(super) fn uint(row: &Row, column: &str) -> Result<u64> {
+    let value: i64 = get(row, column)?;
+    u64::try_from(value).map_err(|_| corrupt(column, "a negative amount or time"))
+}
+
+pub(super) fn opt_uint(row: &Row, column: &str) -> Result<Option<u64>> {
+    let value: Option<i64> = get(row, column)?;
+    value.map(|v| u64::try_from(v).map_err(|_| corrupt(column, "a negative amount or time"))).transpose()
+}
+
+pub(super) fn parsed<T>(row: &Row, column: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
+    let text: &str = get(row, column)?;
+    parse(text).ok_or_else(|| corrupt(column, &format!("unknown value {text:?}")))
+}
+
+pub(super) fn currency(row: &Row) -> Result<Currency> {
+    parsed(row, "currency", Currency::from_code)
+}
+
+fn failure_code(row: &Row) -> Result<Option<ResultCode>> {
+    let failure: Option<&str> = get(row, "failure_code")?;
+    failure.map(|f| ResultCode::parse(f).ok_or_else(|| corrupt("failure_code", f))).transpose()
+}
+
+pub(super) fn account_from(row: &Row) -> Result<Account> {
+    Ok(Account {
+        id: AccountId(id(row, "id")?),
+        tenant: TenantId(id(row, "tenant")?),
+        currency: currency(row)?,
+        overdraft: match opt_uint(row, "overdraft_limit")? {
+            Some(limit) => Overdraft::Limit(limit),
+            None => Overdraft::Unlimited,
+        },
+        reference: get(row, "reference")?,
+        metadata: get(row, "metadata")?,
+        balances: Balances {
+            debits_posted: uint(row, "debits_posted")?,
+            credits_posted: uint(row, "credits_posted")?,
+            debits_pending: uint(row, "debits_pending")?,
+            credits_pending: uint(row, "credits_pending")?,
+        },
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+pub(super) fn transfer_from(row: &Row) -> Result<Transfer> {
+    Ok(Transfer {
+        id: TransferId(id(row, "id")?),
+        tenant: TenantId(id(row, "tenant")?),
+        debit_account: AccountId(id(row, "debit_account")?),
+        credit_account: AccountId(id(row, "credit_account")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        kind: parsed(row, "kind", TransferKind::parse)?,
+        pending_id: opt_id(row, "pending_id")?.map(TransferId),
+        expires_at: opt_uint(row, "expires_at")?,
+        timestamp: uint(row, "timestamp")?,
+    })
+}
+
+/// A hold's columns: its transfer's, then its status and payment.
+pub(super) const HOLD_SELECT: &str = "SELECT t.*, h.status, h.payment FROM holds h JOIN transfers t ON t.id = h.id";
+
+pub(super) fn hold_from(row: &Row) -> Result<HoldRecord> {
+    Ok(HoldRecord {
+        transfer: transfer_from(row)?,
+        status: parsed(row, "status", HoldStatus::parse)?,
+        payment: opt_id(row, "payment")?.map(PaymentId),
+    })
+}
+
+pub(super) fn payment_from(row: &Row) -> Result<Payment> {
+    Ok(Payment {
+        id: PaymentId(id(row, "id")?),
+        tenant: TenantId(id(row, "tenant")?),
+        payer: AccountId(id(row, "payer")?),
+        payee: AccountId(id(row, "payee")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        capture_method: parsed(row, "capture_method", CaptureMethod::parse)?,
+        status: parsed(row, "status", PaymentStatus::parse)?,
+        description: get(row, "description")?,
+        failure_code: failure_code(row)?,
+        amount_captured: uint(row, "amount_captured")?,
+        amount_refunded: uint(row, "amount_refunded")?,
+        expires_at: uint(row, "expires_at")?,
+        created_at: uint(row, "created_at")?,
+        updated_at: uint(row, "updated_at")?,
+        transfer: opt_id(row, "transfer")?.map(TransferId),
+    })
+}
+
+pub(super) fn refund_from(row: &Row) -> Result<Refund> {
+    Ok(Refund {
+        id: RefundId(id(row, "id")?),
+        tenant: TenantId(id(row, "tenant")?),
+        payment: PaymentId(id(row, "payment")?),
+        amount: uint(row, "amount")?,
+        currency: currency(row)?,
+        status: parsed(row, "status", RefundStatus::parse)?,
+        failure_code: failure_code(row)?,
+        transfer: TransferId(id(row, "transfer")?),
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+pub(super) fn idempotency_from(row: &Row) -> Result<IdempotencyRecord> {
+    let status: i32 = get(row, "status")?;
+    Ok(IdempotencyRecord {
+        tenant: TenantId(id(row, "tenant")?),
+        key: get(row, "key")?,
+        fingerprint: hash(row, "fingerprint")?,
+        status: u16::try_from(status).map_err(|_| corrupt("status", "an invalid HTTP status"))?,
+        body: get(row, "body")?,
+        created_at: uint(row, "created_at")?,
+    })
+}
+
+/// Decodes every row with `decode`.
+pub(super) fn all<T>(rows: &[Row], decode: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(decode).collect()
+}

@@ -1,0 +1,335 @@
+//! The engine's side of the PostgreSQL store: recover, load, and the commit of each batch in
+//! one transaction of set-based writes.
+
+use super::batches::commit_batch_changes;
+use super::codec::{
+    account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, transfer_from, HOLD_SELECT,
+};
+use super::open::OUTBOX_LOCK;
+use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
+use paycore_ledger::{
+    Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, Refund, ResultCode, TenantId, Transfer,
+    TransferId,
+};
+use postgres::{Client, Transaction};
+
+/// The engine's connection, which holds the database's single-writer lock.
+///
+/// Every commit writes the balances of the accounts it touched to `accounts`, in the same
+/// transaction, with one `UPDATE … FROM UNNEST(…)`. The SQLite store instead keeps committed
+/// balances in memory and checkpoints them every second, because rewriting thousands of
+/// account rows was half of a commit's statements there. In PostgreSQL the rows are written by
+/// one statement, and the memory scheme would not work anyway: an API node in another process
+/// cannot see the engine's memory, so the balances it reads must be the rows; and a standby
+/// engine taking over must find them there. `accounts` is therefore always current, and
+/// `verify` has no tail to replay.
+pub(super) struct PostgresStore {
+    client: Client,
+}
+
+impl PostgresStore {
+    pub(super) fn new(client: Client) -> PostgresStore {
+        PostgresStore { client }
+    }
+}
+
+/// Ids as the array parameter of an `= ANY($1)` or an `UNNEST`.
+fn id_array<T>(items: &[T], id: impl Fn(&T) -> u128) -> Vec<[u8; 16]> {
+    items.iter().map(|item| id_bytes(id(item))).collect()
+}
+
+impl Store for PostgresStore {
+    fn recover(&mut self) -> Result<Recovered> {
+        let client = &mut self.client;
+        let accounts = all(&client.query("SELECT * FROM accounts", &[])?, account_from)?;
+        let open_holds = all(&client.query(&format!("{HOLD_SELECT} WHERE h.status = 'pending'"), &[])?, hold_from)?;
+        let open_payments = all(
+            &client
+                .query("SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')", &[])?,
+            payment_from,
+        )?;
+        // The primary keys' last entries (BYTEA has no `max`): one index descent each.
+        let row = client.query_one(
+            "SELECT (SELECT value FROM meta WHERE key = 'last_timestamp'),
+                    (SELECT id FROM transfers ORDER BY id DESC LIMIT 1),
+                    (SELECT id FROM payments ORDER BY id DESC LIMIT 1)",
+            &[],
+        )?;
+        let last: Option<i64> = row.try_get(0)?;
+        let max_id = |i: usize| -> Result<Option<u128>> {
+            let bytes: Option<&[u8]> = row.try_get(i)?;
+            bytes
+                .map(|b| {
+                    <[u8; 16]>::try_from(b)
+                        .map(u128::from_be_bytes)
+                        .map_err(|_| StoreError::Corrupt("an id of wrong length".into()))
+                })
+                .transpose()
+        };
+        Ok(Recovered {
+            accounts,
+            open_holds,
+            open_payments,
+            last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
+            max_transfer_id: max_id(1)?.map(TransferId),
+            max_payment_id: max_id(2)?.map(PaymentId),
+        })
+    }
+
+    fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
+        let client = &mut self.client;
+        let transfers = id_array(&wanted.transfers, |id| id.0);
+        let holds = id_array(&wanted.holds, |id| id.0);
+        let payments = id_array(&wanted.payments, |id| id.0);
+        Ok(Loaded {
+            transfers: all(&client.query("SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?, transfer_from)?,
+            holds: all(&client.query(&format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?,
+            payments: all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?,
+        })
+    }
+
+    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+        let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
+        let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
+        let rows = self.client.query(
+            "SELECT i.* FROM idempotency i
+             JOIN UNNEST($1::bytea[], $2::text[]) AS k (tenant, key) ON i.tenant = k.tenant AND i.key = k.key",
+            &[&tenants, &names],
+        )?;
+        all(&rows, idempotency_from)
+    }
+
+    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        let mut tx = self.client.transaction()?;
+        if !changes.events.is_empty() || !changes.batch_ends.is_empty() {
+            // First, before any row lock: every writer of the outbox takes this lock before
+            // its row locks, so that no two wait for each other.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
+        }
+        insert_accounts(&mut tx, &changes.new_accounts)?;
+        insert_transfers(&mut tx, &changes.transfers)?;
+        upsert_holds(&mut tx, &changes.holds)?;
+        upsert_payments(&mut tx, &changes.payments)?;
+        insert_refunds(&mut tx, &changes.refunds)?;
+        insert_idempotency(&mut tx, idempotency)?;
+        insert_events(&mut tx, changes)?;
+        commit_batch_changes(&mut tx, changes)?;
+        write_balances(&mut tx, changes)?;
+        tx.execute("UPDATE meta SET value = $1 WHERE key = 'last_timestamp'", &[&int(changes.last_timestamp)])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The batch's new accounts, with zero balances (their balances come with the transfers).
+fn insert_accounts(tx: &mut Transaction<'_>, accounts: &[Account]) -> Result<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let limits: Vec<Option<i64>> = accounts
+        .iter()
+        .map(|a| match a.overdraft {
+            Overdraft::Limit(limit) => Some(int(limit)),
+            Overdraft::Unlimited => None,
+        })
+        .collect();
+    tx.execute(
+        "INSERT INTO accounts (id, tenant, currency, overdraft_limit, reference, metadata,
+             debits_posted, credits_posted, debits_pending, credits_pending, created_at)
+         SELECT id, tenant, currency, overdraft_limit, reference, metadata, 0, 0, 0, 0, created_at
+         FROM UNNEST($1::bytea[], $2::bytea[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[])
+             AS a (id, tenant, currency, overdraft_limit, reference, metadata, created_at)",
+        &[
+            &id_array(accounts, |a| a.id.0),
+            &id_array(accounts, |a| a.tenant.0),
+            &accounts.iter().map(|a| a.currency.code()).collect::<Vec<_>>(),
+            &limits,
+            &accounts.iter().map(|a| a.reference.as_deref()).collect::<Vec<_>>(),
+            &accounts.iter().map(|a| a.metadata.as_deref()).collect::<Vec<_>>(),
+            &accounts.iter().map(|a| int(a.created_at)).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The batch's transfers, in one statement whatever their number.
+fn insert_transfers(tx: &mut Transaction<'_>, transfers: &[Transfer]) -> Result<()> {
+    if transfers.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
+             expires_at, timestamp)
+         SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
+             $7::text[], $8::bytea[], $9::bigint[], $10::bigint[])",
+        &[
+            &id_array(transfers, |t| t.id.0),
+            &id_array(transfers, |t| t.tenant.0),
+            &id_array(transfers, |t| t.debit_account.0),
+            &id_array(transfers, |t| t.credit_account.0),
+            &transfers.iter().map(|t| int(t.amount)).collect::<Vec<_>>(),
+            &transfers.iter().map(|t| t.currency.code()).collect::<Vec<_>>(),
+            &transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>(),
+            &transfers.iter().map(|t| t.pending_id.map(|p| id_bytes(p.0))).collect::<Vec<_>>(),
+            &transfers.iter().map(|t| t.expires_at.map(int)).collect::<Vec<_>>(),
+            &transfers.iter().map(|t| int(t.timestamp)).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// New holds, and the new status of those the batch resolved (each hold once: the ledger's
+/// change set holds every object once).
+fn upsert_holds(tx: &mut Transaction<'_>, holds: &[HoldRecord]) -> Result<()> {
+    if holds.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO holds (id, status, payment)
+         SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[])
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+        &[
+            &id_array(holds, |h| h.transfer.id.0),
+            &holds.iter().map(|h| h.status.as_str()).collect::<Vec<_>>(),
+            &holds.iter().map(|h| h.payment.map(|p| id_bytes(p.0))).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// New payments, and the new state of those the batch moved on.
+fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    let ints = |f: fn(&Payment) -> u64| payments.iter().map(|p| int(f(p))).collect::<Vec<_>>();
+    tx.execute(
+        "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
+             status, description, failure_code, amount_captured, amount_refunded,
+             expires_at, created_at, updated_at, transfer)
+         SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[],
+             $14::bigint[], $15::bigint[], $16::bytea[])
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+             failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
+             amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
+             transfer = excluded.transfer",
+        &[
+            &id_array(payments, |p| p.id.0),
+            &id_array(payments, |p| p.tenant.0),
+            &id_array(payments, |p| p.payer.0),
+            &id_array(payments, |p| p.payee.0),
+            &ints(|p| p.amount),
+            &payments.iter().map(|p| p.currency.code()).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.capture_method.as_str()).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.status.as_str()).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.description.as_deref()).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.failure_code.map(ResultCode::as_str)).collect::<Vec<_>>(),
+            &ints(|p| p.amount_captured),
+            &ints(|p| p.amount_refunded),
+            &ints(|p| p.expires_at),
+            &ints(|p| p.created_at),
+            &ints(|p| p.updated_at),
+            &payments.iter().map(|p| p.transfer.map(|t| id_bytes(t.0))).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The batch's refunds, succeeded or failed.
+fn insert_refunds(tx: &mut Transaction<'_>, refunds: &[Refund]) -> Result<()> {
+    if refunds.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code, transfer, created_at)
+         SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::text[], $6::text[],
+             $7::text[], $8::bytea[], $9::bigint[])",
+        &[
+            &id_array(refunds, |r| r.id.0),
+            &id_array(refunds, |r| r.tenant.0),
+            &id_array(refunds, |r| r.payment.0),
+            &refunds.iter().map(|r| int(r.amount)).collect::<Vec<_>>(),
+            &refunds.iter().map(|r| r.currency.code()).collect::<Vec<_>>(),
+            &refunds.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+            &refunds.iter().map(|r| r.failure_code.map(ResultCode::as_str)).collect::<Vec<_>>(),
+            &id_array(refunds, |r| r.transfer.0),
+            &refunds.iter().map(|r| int(r.created_at)).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The responses saved for the batch's idempotency keys; a key saved twice is a `Conflict`.
+fn insert_idempotency(tx: &mut Transaction<'_>, records: &[IdempotencyRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
+         SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::integer[], $5::bytea[], $6::bigint[])",
+        &[
+            &id_array(records, |r| r.tenant.0),
+            &records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            &records.iter().map(|r| r.fingerprint).collect::<Vec<_>>(),
+            &records.iter().map(|r| i32::from(r.status)).collect::<Vec<_>>(),
+            &records.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>(),
+            &records.iter().map(|r| int(r.created_at)).collect::<Vec<_>>(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The batch's webhook events, into the outbox: one exists if and only if its change does.
+fn insert_events(tx: &mut Transaction<'_>, changes: &ChangeSet) -> Result<()> {
+    if changes.events.is_empty() {
+        return Ok(());
+    }
+    // The outbox's lock is held (see `commit`). `WITH ORDINALITY`: the events get their
+    // sequence numbers in the order they happened.
+    tx.execute(
+        "INSERT INTO outbox (tenant, type, object, created_at)
+         SELECT tenant, type, object, $4::bigint FROM UNNEST($1::bytea[], $2::text[], $3::bytea[]) WITH ORDINALITY
+             AS e (tenant, type, object, n)
+         ORDER BY n",
+        &[
+            &changes.events.iter().map(|(tenant, _, _)| id_bytes(tenant.0)).collect::<Vec<_>>(),
+            &changes.events.iter().map(|(_, kind, _)| kind.as_str()).collect::<Vec<_>>(),
+            &changes.events.iter().map(|(_, _, object)| id_bytes(*object)).collect::<Vec<_>>(),
+            &int(changes.last_timestamp),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The balances of every account the batch touched, in one statement; an account that is not
+/// there means the store and the engine disagree, and nothing is written.
+fn write_balances(tx: &mut Transaction<'_>, changes: &ChangeSet) -> Result<()> {
+    let balances = &changes.balances;
+    if balances.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&paycore_ledger::Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect::<Vec<_>>();
+    let updated = tx.execute(
+        "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
+             debits_pending = b.debits_pending, credits_pending = b.credits_pending
+         FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+             AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
+         WHERE accounts.id = b.id",
+        &[
+            &id_array(balances, |(id, _)| id.0),
+            &column(|b| b.debits_posted),
+            &column(|b| b.credits_posted),
+            &column(|b| b.debits_pending),
+            &column(|b| b.credits_pending),
+        ],
+    )?;
+    if updated != balances.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{} balance updates for {} accounts: some account is missing",
+            updated,
+            balances.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The API's side of the PostgreSQL store: a small bounded pool of connections, and the reads
+//! of [`Reader`].
+
+use super::codec::{
+    account_from, all, get, hash, id, id_bytes, idempotency_from, payment_from, refund_from, transfer_from, uint,
+};
+use super::open::connect;
+use crate::pool::Pool;
+use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
+use paycore_ledger::{Account, AccountId, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
+use postgres::Client;
+
+/// The API's reads and writes, safe to share between threads: each call borrows a connection
+/// from a pool of at most `connections_max` ([`Pool`], as the SQLite store's), waiting for one
+/// when all are in use. A connection that broke is closed rather than given back, so a
+/// restarted server costs each pooled connection one failed call, answered `Unavailable`.
+pub(super) struct PostgresReader {
+    url: String,
+    pool: Pool<Client>,
+}
+
+/// Connections kept idle in the pool; up to `connections_max` may be open while many requests
+/// run at once, the ones past this number are closed when they come back.
+const POOL_IDLE_MAX: usize = 8;
+
+impl PostgresReader {
+    pub(super) fn new(url: String, connections_max: usize) -> PostgresReader {
+        PostgresReader { url, pool: Pool::new(connections_max, POOL_IDLE_MAX, |client: &Client| !client.is_closed()) }
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        let mut lease = self.pool.lease(|| connect(&self.url))?;
+        f(lease.conn()?)
+    }
+
+    /// How many connections the pool holds (idle or lent); for tests.
+    #[cfg(test)]
+    pub(super) fn open_connections(&self) -> usize {
+        self.pool.open()
+    }
+}
+
+impl Reader for PostgresReader {
+    fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
+        self.with(|client| {
+            client
+                .query_opt(
+                    "SELECT * FROM accounts WHERE id = $1 AND tenant = $2",
+                    &[&id_bytes(id.0), &id_bytes(tenant.0)],
+                )?
+                .map(|row| account_from(&row))
+                .transpose()
+        })
+    }
+
+    fn account_transfers(&self, tenant: TenantId, id: AccountId, page: Page<TransferId>) -> Result<Vec<Transfer>> {
+        self.with(|client| {
+            let before = match page.after {
+                None => i64::MAX,
+                Some(cursor) => {
+                    let found = client.query_opt(
+                        "SELECT timestamp FROM transfers WHERE id = $1 AND tenant = $2",
+                        &[&id_bytes(cursor.0), &id_bytes(tenant.0)],
+                    )?;
+                    match found {
+                        Some(row) => get(&row, "timestamp")?,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+            };
+            let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+            // Newest first from each per-account index, then merged: two short index scans.
+            let rows = client.query(
+                "SELECT * FROM (
+                     (SELECT * FROM transfers WHERE debit_account = $1 AND timestamp < $2 AND tenant = $3
+                      ORDER BY timestamp DESC LIMIT $4)
+                     UNION ALL
+                     (SELECT * FROM transfers WHERE credit_account = $1 AND timestamp < $2 AND tenant = $3
+                      ORDER BY timestamp DESC LIMIT $4)
+                 ) t ORDER BY timestamp DESC LIMIT $4",
+                &[&id_bytes(id.0), &before, &id_bytes(tenant.0), &limit],
+            )?;
+            all(&rows, transfer_from)
+        })
+    }
+
+    fn transfer(&self, tenant: TenantId, id: TransferId) -> Result<Option<Transfer>> {
+        self.with(|client| {
+            client
+                .query_opt(
+                    "SELECT * FROM transfers WHERE id = $1 AND tenant = $2",
+                    &[&id_bytes(id.0), &id_bytes(tenant.0)],
+                )?
+                .map(|row| transfer_from(&row))
+                .transpose()
+        })
+    }
+
+    fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Option<Payment>> {
+        self.with(|client| {
+            client
+                .query_opt(
+                    "SELECT * FROM payments WHERE id = $1 AND tenant = $2",
+                    &[&id_bytes(id.0), &id_bytes(tenant.0)],
+                )?
+                .map(|row| payment_from(&row))
+                .transpose()
+        })
+    }
+
+    fn refunds(&self, tenant: TenantId, payment: PaymentId) -> Result<Vec<Refund>> {
+        self.with(|client| {
+            let rows = client.query(
+                "SELECT * FROM refunds WHERE payment = $1 AND tenant = $2 ORDER BY created_at",
+                &[&id_bytes(payment.0), &id_bytes(tenant.0)],
+            )?;
+            all(&rows, refund_from)
+        })
+    }
+
+    fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
+        self.with(|client| {
+            client
+                .query_opt("SELECT * FROM idempotency WHERE tenant = $1 AND key = $2", &[&id_bytes(tenant.0), &key])?
+                .map(|row| idempotency_from(&row))
+                .transpose()
+        })
+    }
+
+    fn api_key(&self, key_hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
+        self.with(|client| {
+            let Some(row) = client.query_opt("SELECT * FROM api_keys WHERE hash = $1", &[key_hash])? else {
+                return Ok(None);
+            };
+            let scopes: &str = get(&row, "scopes")?;
+            Ok(Some(ApiKeyRecord {
+                id: get(&row, "id")?,
+                tenant: TenantId(id(&row, "tenant")?),
+                hash: hash(&row, "hash")?,
+                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                created_at: uint(&row, "created_at")?,
+                revoked: get(&row, "revoked")?,
+            }))
+        })
+    }
+
+    fn api_key_count(&self) -> Result<u64> {
+        self.with(|client| {
+            let n: i64 = client.query_one("SELECT count(*) FROM api_keys WHERE NOT revoked", &[])?.try_get(0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! What only the PostgreSQL store has, or what needs its SQL to set up: the writer lock across
+//! reopenings, schema versions, tampered and undecodable rows, and the pool's bound. Each test
+//! makes its own database (see [`crate::testing`]) and skips loudly without a server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::reader::PostgresReader;
+use crate::testing::TestDatabase;
+use crate::{Opened, Options, Reader, Store, StoreError};
+use paycore_ledger::{
+    AccountId, Command, Currency, NewAccount, NewTransfer, Overdraft, Request, State, TenantId, TransferId, TransferOp,
+};
+use postgres::{Client, NoTls};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const T1: TenantId = TenantId(1);
+
+fn eur() -> Currency {
+    Currency::from_code("EUR").unwrap()
+}
+
+/// Executes `commands` as one batch of tenant 1, as the engine does, and commits it.
+fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
+    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
+    let loaded = store.load(&state.prefetch(&requests)).unwrap();
+    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+    state.execute(&requests, now);
+    store.commit(&state.take_changes(), &[]).unwrap();
+}
+
+/// Opens an EUR account without an overdraft limit.
+fn open(id: u128) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: AccountId(id),
+        currency: eur(),
+        overdraft: Overdraft::Unlimited,
+        reference: None,
+        metadata: None,
+    })
+}
+
+/// Two accounts and a move of 1 000 between them.
+fn some_money(store: &mut dyn Store) {
+    let mut state = State::default();
+    step(&mut state, store, 10, vec![open(1), open(2)]);
+    let transfer = NewTransfer {
+        id: TransferId(100),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(1),
+            credit_account: AccountId(2),
+            amount: 1000,
+            currency: eur(),
+            hold: None,
+        },
+    };
+    step(&mut state, store, 20, vec![Command::Transfers(vec![transfer])]);
+}
+
+fn sql(database: &TestDatabase) -> Client {
+    Client::connect(database.url(), NoTls).unwrap()
+}
+
+#[test]
+fn verify_finds_a_tampered_balance() {
+    let Some(database) = TestDatabase::create("verify_finds_a_tampered_balance") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.accounts, report.transfers), (2, 1));
+
+    sql(&database)
+        .execute(
+            "UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = $1",
+            &[&AccountId(2).0.to_be_bytes()],
+        )
+        .unwrap();
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(!report.ok());
+    let account = AccountId(2).to_string();
+    assert!(
+        report.problems.iter().any(|p| p.starts_with(&account) && p.contains("stored balances")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.problems.iter().any(|p| p.contains("not zero")), "{:?}", report.problems);
+    // The same check through the offline handle `paycore verify` uses.
+    let offline = crate::open_for_verify(database.url()).unwrap();
+    assert!(!crate::verify::verify(offline.as_ref()).unwrap().ok());
+}
+
+#[test]
+fn an_undecodable_row_is_corrupt() {
+    let Some(database) = TestDatabase::create("an_undecodable_row_is_corrupt") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let mut client = sql(&database);
+    client.execute("UPDATE transfers SET kind = 'teleport'", &[]).unwrap();
+    assert!(matches!(api.transfer(T1, TransferId(100)), Err(StoreError::Corrupt(_))));
+    client
+        .execute("UPDATE accounts SET id = '\\x0102'::bytea WHERE id = $1", &[&AccountId(1).0.to_be_bytes()])
+        .unwrap();
+    assert!(matches!(store.recover(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_a_reopened_store_keeps_its_data() {
+    let Some(database) = TestDatabase::create("a_newer_schema_is_refused") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    drop((store, api));
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let recovered = store.recover().unwrap();
+    assert_eq!(recovered.accounts.len(), 2);
+    assert_eq!((recovered.last_timestamp, recovered.max_transfer_id), (20, Some(TransferId(100))));
+    assert_eq!(api.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1000);
+    drop((store, api));
+
+    sql(&database).execute("UPDATE schema_version SET version = 99", &[]).unwrap();
+    match crate::open(database.url()) {
+        Err(StoreError::SchemaTooNew { found: 99, known: 1 }) => {}
+        Err(other) => panic!("expected SchemaTooNew, got {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+    assert!(matches!(crate::open_for_verify(database.url()), Err(StoreError::SchemaTooNew { found: 99, .. })));
+}
+
+#[test]
+fn verify_on_an_empty_database_creates_nothing() {
+    let Some(database) = TestDatabase::create("verify_on_an_empty_database_creates_nothing") else { return };
+    assert!(matches!(crate::open_for_verify(database.url()), Err(StoreError::Unavailable(_))));
+    let tables: i64 =
+        sql(&database).query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
+    assert_eq!(tables, 0);
+}
+
+#[test]
+fn the_reader_pool_never_opens_more_connections_than_its_bound() {
+    let Some(database) = TestDatabase::create("the_reader_pool_never_opens_more_connections") else { return };
+    let Opened { store: _store, .. } =
+        crate::open_with(std::path::Path::new(database.url()), &Options::default()).unwrap();
+    let reader = Arc::new(PostgresReader::new(database.url().to_owned(), 2));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (reader, inside, most) = (reader.clone(), inside.clone(), most.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    reader
+                        .with(|client| {
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            client.execute("SELECT pg_sleep(0.005)", &[])?;
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 2, "six threads share two connections");
+    assert_eq!(reader.open_connections(), 2);
+}
+
+#[test]
+fn a_pooled_connection_the_server_closed_is_unavailable_once_then_replaced() {
+    let Some(database) = TestDatabase::create("a_pooled_connection_the_server_closed") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let reader = PostgresReader::new(database.url().to_owned(), 1);
+    let pid: i32 = reader.with(|client| Ok(client.query_one("SELECT pg_backend_pid()", &[])?.get(0))).unwrap();
+    let killed: bool = sql(&database).query_one("SELECT pg_terminate_backend($1)", &[&pid]).unwrap().get(0);
+    assert!(killed);
+    let error = reader.account(T1, AccountId(2)).err().unwrap();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    // The broken connection was closed, not given back: the next call connects anew.
+    assert_eq!(reader.open_connections(), 0);
+    assert_eq!(reader.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1000);
+    // The engine's connection and the other pool were not touched.
+    assert_eq!(api.account(T1, AccountId(1)).unwrap().unwrap().balances.debits_posted, 1000);
+}
+
+#[test]
+fn a_commit_that_fails_writes_nothing_and_the_store_goes_on() {
+    let Some(database) = TestDatabase::create("a_commit_that_fails_writes_nothing") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    // The same account opened twice by two engines' worth of state: a unique violation.
+    let mut state = State::default();
+    let requests = vec![Request { tenant: T1, command: open(1) }];
+    state.execute(&requests, 30);
+    let changes = state.take_changes();
+    assert!(matches!(store.commit(&changes, &[]), Err(StoreError::Conflict(_))));
+    assert_eq!(api.account(T1, AccountId(1)).unwrap().unwrap().balances.debits_posted, 1000);
+    assert_eq!(store.recover().unwrap().last_timestamp, 20, "the failed commit moved nothing");
+}
+
+#[test]
+fn a_bulk_batch_of_8189_transfers_commits_whole() {
+    let Some(database) = TestDatabase::create("a_bulk_batch_of_8189_transfers_commits_whole") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let accounts = 200u128;
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, (1..=accounts).map(open).collect());
+    // The API's largest bulk request: 8 189 transfers, every account touched.
+    let transfers: Vec<NewTransfer> = (0..8189u128)
+        .map(|i| NewTransfer {
+            id: TransferId(1_000 + i),
+            linked: false,
+            op: TransferOp::Move {
+                debit_account: AccountId(1 + i % accounts),
+                credit_account: AccountId(1 + (i + 1) % accounts),
+                amount: 3,
+                currency: eur(),
+                hold: None,
+            },
+        })
+        .collect();
+    let mut client = sql(&database);
+    let started = std::time::Instant::now();
+    step(&mut state, store.as_mut(), 20, vec![Command::Transfers(transfers)]);
+    eprintln!("8 189 transfers committed in {:?}", started.elapsed());
+    let stored: i64 = client.query_one("SELECT count(*) FROM transfers", &[]).unwrap().get(0);
+    assert_eq!(stored, 8189);
+    // Account 1 pays in moves 0, 200, … 8 000 (41 of them) and is paid in 199, 399, … 7 999
+    // (40 of them).
+    let first = api.account(T1, AccountId(1)).unwrap().unwrap();
+    assert_eq!((first.balances.debits_posted, first.balances.credits_posted), (41 * 3, 40 * 3));
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.transfers, 8189);
+}
+
+#[test]
+fn the_store_opens_from_an_async_main() {
+    let Some(database) = TestDatabase::create("the_store_opens_from_an_async_main") else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // The `postgres` client cannot block on a thread that drives async tasks; opening moves
+    // its connection work to a thread of its own.
+    let opened = runtime.block_on(async { crate::open(database.url()) });
+    let Opened { mut store, api } = opened.unwrap();
+    runtime.block_on(async { crate::open_for_verify(database.url()) }).unwrap();
+    // Later calls come from the engine's thread and blocking threads, as here.
+    some_money(store.as_mut());
+    assert!(crate::verify::verify(api.as_ref()).unwrap().ok());
+}
+
+#[test]
+fn a_lock_held_too_long_is_busy_and_a_serialization_failure_too() {
+    let Some(database) = TestDatabase::create("a_lock_held_too_long_is_busy") else { return };
+    let Opened { mut store, .. } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    let reader = PostgresReader::new(database.url().to_owned(), 1);
+    let timeout: String = reader.with(|client| Ok(client.query_one("SHOW lock_timeout", &[])?.get(0))).unwrap();
+    assert_eq!(timeout, "5s", "every connection waits for locks as long as SQLite's busy timeout");
+
+    let mut holder = sql(&database);
+    let mut held = holder.transaction().unwrap();
+    held.execute("SELECT * FROM accounts FOR UPDATE", &[]).unwrap();
+    let error = reader
+        .with(|client| {
+            client.batch_execute("SET lock_timeout = '50ms'")?;
+            Ok(client.execute("UPDATE accounts SET metadata = 'x'", &[])?)
+        })
+        .err()
+        .unwrap();
+    assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+    held.rollback().unwrap();
+
+    // Two snapshots that each read what the other writes: one of them cannot commit.
+    let mut first = sql(&database);
+    let mut a = first.build_transaction().isolation_level(postgres::IsolationLevel::Serializable).start().unwrap();
+    let error = reader
+        .with(|client| {
+            let mut b = client.build_transaction().isolation_level(postgres::IsolationLevel::Serializable).start()?;
+            a.query("SELECT sum(debits_posted) FROM accounts", &[]).unwrap();
+            b.query("SELECT sum(credits_posted) FROM accounts", &[])?;
+            a.execute("UPDATE accounts SET credits_pending = 1 WHERE id = $1", &[&AccountId(1).0.to_be_bytes()])
+                .unwrap();
+            b.execute("UPDATE accounts SET debits_pending = 1 WHERE id = $1", &[&AccountId(2).0.to_be_bytes()])?;
+            b.commit()?;
+            Ok(())
+        })
+        .and_then(|()| Ok(a.commit()?))
+        .err()
+        .unwrap();
+    assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+    assert!(error.is_transient());
+}

@@ -1,0 +1,80 @@
+//! The PostgreSQL side of [`crate::verify`]: its rows, read inside one read-only transaction
+//! at `REPEATABLE READ`, so that every check sees the same snapshot while the engine goes on
+//! committing.
+
+use super::batches::{list_items, snapshot};
+use super::codec::{account_from, all, id, payment_from, refund_from, transfer_from};
+use super::reader::PostgresReader;
+use crate::verify::{Report, Snapshot, Verify};
+use crate::{BatchItemRow, Result};
+use paycore_ledger::{Account, BatchId, Payment, Refund, Transfer};
+use postgres::{Row, Transaction};
+
+impl Verify for PostgresReader {
+    fn with_snapshot(&self, check: &mut dyn FnMut(&mut dyn Snapshot) -> Result<Report>) -> Result<Report> {
+        self.with(|client| {
+            let mut tx = snapshot(client)?;
+            let report = check(&mut Rows { tx: &mut tx });
+            tx.commit()?;
+            report
+        })
+    }
+}
+
+/// A connection inside its snapshot.
+struct Rows<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+}
+
+/// Rows fetched at a time by the streamed reads (transfers can be many millions).
+const ROWS_PER_FETCH: i32 = 10_000;
+
+impl Rows<'_, '_> {
+    /// Streams the rows of `sql` through a portal, a page at a time, so that memory stays flat.
+    fn each<T>(&mut self, sql: &str, decode: fn(&Row) -> Result<T>, each: &mut dyn FnMut(T)) -> Result<()> {
+        let portal = self.tx.bind(sql, &[])?;
+        loop {
+            let rows = self.tx.query_portal(&portal, ROWS_PER_FETCH)?;
+            for row in &rows {
+                each(decode(row)?);
+            }
+            if rows.len() < usize::try_from(ROWS_PER_FETCH).unwrap_or(0) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Snapshot for Rows<'_, '_> {
+    fn balances_through(&mut self) -> Result<u64> {
+        // Every commit writes its balances with its transfers: they are valid at the last
+        // transfer, and there is no tail to replay.
+        let last: Option<i64> = self.tx.query_one("SELECT max(timestamp) FROM transfers", &[])?.try_get(0)?;
+        Ok(u64::try_from(last.unwrap_or(0)).unwrap_or(0))
+    }
+
+    fn transfers(&mut self, each: &mut dyn FnMut(Transfer)) -> Result<()> {
+        self.each("SELECT * FROM transfers ORDER BY timestamp, id", transfer_from, each)
+    }
+
+    fn accounts(&mut self) -> Result<Vec<Account>> {
+        all(&self.tx.query("SELECT * FROM accounts", &[])?, account_from)
+    }
+
+    fn refunds(&mut self, each: &mut dyn FnMut(Refund)) -> Result<()> {
+        self.each("SELECT * FROM refunds", refund_from, each)
+    }
+
+    fn payments(&mut self, each: &mut dyn FnMut(Payment)) -> Result<()> {
+        self.each("SELECT * FROM payments", payment_from, each)
+    }
+
+    fn batches(&mut self) -> Result<Vec<BatchId>> {
+        let rows = self.tx.query("SELECT id FROM batches ORDER BY id", &[])?;
+        rows.iter().map(|row| id(row, "id").map(BatchId)).collect()
+    }
+
+    fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
+        list_items(&mut *self.tx, batch, &[], after, limit)
+    }
+}
