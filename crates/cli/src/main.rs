@@ -84,6 +84,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Every line written while a request is served ends with its `request_id=…`.
+        .event_format(paycore_server::WithRequestId(tracing_subscriber::fmt::format()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -26,6 +26,7 @@ pub use auth::{hash_key, insert_key, insert_key_for, Secret};
 pub use config::Config;
 pub use error::{ApiError, ErrorType};
 pub use render::Renderer;
+pub use request_id::WithRequestId;
 pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;

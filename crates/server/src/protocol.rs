@@ -15,7 +15,6 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
 
 /// The longest request target (path and query) served: 8 KiB, as common proxies allow; every
 /// URI of this API is far shorter.
@@ -25,14 +24,13 @@ pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// The most bytes of a plain-text error body quoted in the JSON message.
 const QUOTED_BYTES_MAX: usize = 512;
 
-/// The outermost layer: assigns the id, serves the request in its span with the id at hand for
+/// The outermost layer: assigns the id, serves the request with the id at hand for log lines and
 /// error bodies (through [`guard`], in the same layer: a layer costs a boxed
 /// future and a clone of the router per request), and answers the id in `Request-Id`.
 pub async fn layer(request: Request, next: Next) -> Response {
     let id = request_id::new();
-    let span = tracing::info_span!("request", request_id = %id);
     let header = HeaderValue::from_str(&id);
-    let mut response = request_id::scope(id, guard(request, next)).instrument(span).await;
+    let mut response = request_id::scope(id, guard(request, next)).await;
     if let Ok(header) = header {
         response.headers_mut().insert(request_id::HEADER, header);
     }

@@ -1,14 +1,27 @@
 //! Every request gets an id, `req_` and 26 base32 digits (the house's time-ordered ids): it is
 //! answered in the `Request-Id` header of every response (success or error, the server's own
-//! 404, 405, 413, 414 and 431 included), it is a field of the `request` span that every log
-//! line of the request is written in, and it is the `request_id` of every error body rendered
-//! for the request. A client quotes it; an operator finds the request's log lines by it.
+//! 404, 405, 413, 414 and 431 included), every log line written while the request is served
+//! ends with `request_id=…` ([`WithRequestId`], the log format), and it is the `request_id` of
+//! every error body rendered for the request. A client quotes it; an operator finds the
+//! request's log lines by it.
+//!
+//! The id lives in a task-local while the request is served (and in a thread-local while a
+//! blocking closure of the request runs), not in a tracing span: a span per request costs an
+//! allocation in the subscriber's registry and an enter and exit at every poll, on the one
+//! HTTP thread, for lines that are rarely written; the log format reads the id only when a
+//! line is written.
 //!
 //! A response saved for an `Idempotency-Key` is answered again, byte for byte, to every replay:
 //! the replay's `Request-Id` header names the replay, and the saved body names no request (see
 //! [`crate::idempotency`]).
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::sync::Arc;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The response header that carries the id.
 pub const HEADER: &str = "request-id";
@@ -18,10 +31,15 @@ tokio::task_local! {
     static CURRENT: Arc<str>;
 }
 
-/// The id of the request the current task serves; `None` outside one (the engine thread,
-/// background jobs, a blocking thread).
+thread_local! {
+    /// The id of the request whose blocking closure this thread runs ([`spawn_blocking`]).
+    static BLOCKING: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// The id of the request the current task (or blocking closure) serves; `None` outside one
+/// (the engine thread, background jobs).
 pub fn current() -> Option<Arc<str>> {
-    CURRENT.try_with(Arc::clone).ok()
+    CURRENT.try_with(Arc::clone).ok().or_else(|| BLOCKING.with(|id| id.borrow().clone()))
 }
 
 /// A new request id.
@@ -34,11 +52,37 @@ pub async fn scope<F: std::future::Future>(id: Arc<str>, future: F) -> F::Output
     CURRENT.scope(id, future).await
 }
 
-/// Runs a blocking closure in the current request's span (so that what it logs carries the
-/// request id), on a blocking thread.
+/// Runs a blocking closure on a blocking thread as part of the current request, so that what
+/// it logs names the request.
 pub fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
+    let id = current();
+    tokio::task::spawn_blocking(move || {
+        let previous = BLOCKING.with(|slot| slot.replace(id));
+        let result = f();
+        BLOCKING.with(|slot| *slot.borrow_mut() = previous);
+        result
+    })
+}
+
+/// A log format that ends every line written while a request is served with
+/// ` request_id=req_…`: `inner` writes the line, this appends the id.
+pub struct WithRequestId<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let Some(id) = current() else { return self.0.format_event(ctx, writer, event) };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let end = line.trim_end_matches('\n').len();
+        line.truncate(end);
+        write!(line, " request_id={id}")?;
+        writeln!(writer, "{line}")
+    }
 }
 
 #[cfg(test)]
@@ -72,7 +116,11 @@ mod tests {
     async fn an_unavailable_ledger_names_the_request_and_logs_its_cause_only() {
         let logs = Logs::default();
         let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(WithRequestId(tracing_subscriber::fmt::format().with_ansi(false)))
+            .with_writer(move || writer.clone())
+            .finish();
         let _default = tracing::subscriber::set_default(subscriber);
         let app = Router::new()
             .route("/fail", get(|| async { ApiError::from_engine(&EngineError::Unavailable(CAUSE.into())) }))
