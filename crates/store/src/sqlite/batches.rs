@@ -285,13 +285,8 @@ pub(super) fn list_items<T: ItemShape>(
     let compact = Compact { batch_payer: batch_payer.as_deref() };
     let decode = |row: &Row| T::decode(row, &compact);
     if statuses == [ItemStatus::Invalid] {
-        let sql = format!(
-            "SELECT {} FROM batch_items WHERE batch = ?1 AND status = ?4 AND idx > ?2 ORDER BY idx LIMIT ?3",
-            T::COLUMNS
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let invalid = ItemStatus::Invalid.as_str();
-        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit), invalid], decode)?;
+        let mut stmt = conn.prepare_cached(&invalid_items_sql(T::COLUMNS))?;
+        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], decode)?;
         return Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?);
     }
     let max: Option<i64> =
@@ -336,6 +331,19 @@ pub(super) fn list_items<T: ItemShape>(
         lo = hi + 1;
     }
     Ok(out)
+}
+
+/// The batches a restart resumes.
+pub(super) const ACTIVE_BATCHES_SQL: &str =
+    "SELECT * FROM batches WHERE status IN ('validating', 'processing') ORDER BY created_at";
+
+/// The invalid items of a batch after an index. The status is spelled in the SQL, as the
+/// partial index `batch_items_invalid` (migration 0006) spells it: SQLite uses a partial index
+/// only for a query whose terms imply its `WHERE`, which a bound parameter never does.
+pub(super) fn invalid_items_sql(columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2 ORDER BY idx LIMIT ?3"
+    )
 }
 
 fn limit_sql(n: usize) -> i64 {
@@ -626,8 +634,10 @@ impl BatchStore for SqliteReader {
     fn active_batches(&self) -> Result<Vec<BatchRecord>> {
         self.with(|conn| {
             Ok(conn
-                .prepare("SELECT * FROM batches WHERE status IN (?1, ?2) ORDER BY created_at")?
-                .query_map([BatchStatus::Validating.as_str(), BatchStatus::Processing.as_str()], batch_from)?
+                // Spelled as the partial index `batches_active` (migration 0002) spells it, so
+                // that SQLite uses it (see `invalid_items_sql`).
+                .prepare(ACTIVE_BATCHES_SQL)?
+                .query_map([], batch_from)?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

@@ -381,3 +381,28 @@ fn item_statuses_survive_the_move_to_result_runs() {
         reader.batch_items(batch, &[ItemStatus::Voided], None, 100).unwrap().iter().map(|i| i.index).collect();
     assert_eq!(voided, [3, 5]);
 }
+
+/// The listings of invalid items and of active batches are served by their partial indexes
+/// (a bound status would not be): the plan names the index.
+#[test]
+fn status_listings_use_their_partial_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, reader) = open_sqlite(dir.path());
+    let plan = |sql: &str| -> String {
+        reader
+            .with(|conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = stmt.query_map([], |row| row.get::<_, String>(3))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows.join(" / "))
+            })
+            .unwrap()
+    };
+    let invalid =
+        super::batches::invalid_items_sql("idx").replace("?1", "x'00'").replace("?2", "0").replace("?3", "10");
+    assert!(plan(&invalid).contains("batch_items_invalid"), "{}", plan(&invalid));
+    assert!(
+        plan(super::batches::ACTIVE_BATCHES_SQL).contains("batches_active"),
+        "{}",
+        plan(super::batches::ACTIVE_BATCHES_SQL)
+    );
+}
