@@ -340,6 +340,97 @@ impl WindowResults {
     }
 }
 
+/// Item indexes whose results a listing derives at a time (one slot each in
+/// [`WindowResults`]).
+pub const WINDOW: u64 = 65_536;
+
+/// An item as a listing reads it: its index, its stored status (`invalid` or `pending`), and
+/// where the derived status goes.
+pub trait ListedItem {
+    fn index(&self) -> u64;
+    fn status(&self) -> ItemStatus;
+    fn set_status(&mut self, status: ItemStatus, code: Option<&str>);
+}
+
+impl ListedItem for BatchItemRow {
+    fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn status(&self) -> ItemStatus {
+        self.status
+    }
+
+    fn set_status(&mut self, status: ItemStatus, code: Option<&str>) {
+        self.status = status;
+        self.failure_code = code.map(str::to_owned);
+    }
+}
+
+/// What a backend reads of one batch for a listing, inside one snapshot.
+pub trait ItemRows<T> {
+    /// The result runs that reach into `lo..=hi`: phase 0, then phase 1, each in index order.
+    fn runs(&mut self, lo: u64, hi: u64) -> Result<Vec<ResultRun>>;
+    /// Up to `limit` item rows with an index in `first..=last`, in index order.
+    fn rows(&mut self, first: u64, last: u64, limit: usize) -> Result<Vec<T>>;
+}
+
+/// The items of a batch that `ended` as it did, in index order after `after` (up to `max`,
+/// the highest index), with their derived status: all of them, or those whose status is one of
+/// `statuses`, at most `limit`. A window of indexes at a time: the runs that cover it, each
+/// index's result (the run of its latest phase), then the rows of the stretches whose status
+/// is wanted, a page at a time (invalid rows in a stretch are dropped, so one page may not fill
+/// what is left of `limit`).
+pub fn list_items<T: ListedItem>(
+    source: &mut impl ItemRows<T>,
+    ended: BatchStatus,
+    statuses: &[ItemStatus],
+    after: Option<u64>,
+    max: u64,
+    limit: usize,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let wanted = |status: ItemStatus| statuses.is_empty() || statuses.contains(&status);
+    let (left, left_code) = unsent(ended);
+    let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
+    let mut lo = after.map_or(0, |a| a.saturating_add(1));
+    while lo <= max && out.len() < limit {
+        let hi = lo.saturating_add(window - 1).min(max);
+        let runs = source.runs(lo, hi)?;
+        let results = WindowResults::new(&runs, lo, hi);
+        // An index without a result may be an invalid item; its row says.
+        let keep = |run: Option<usize>| match run {
+            Some(k) => wanted(runs[k].status),
+            None => wanted(left) || wanted(ItemStatus::Invalid),
+        };
+        for (first, last) in results.stretches(keep) {
+            let mut next = first;
+            while next <= last && out.len() < limit {
+                let need = limit - out.len();
+                let rows = source.rows(next, last, need)?;
+                let fetched = rows.len();
+                for mut row in rows {
+                    next = row.index().saturating_add(1);
+                    if row.status() != ItemStatus::Invalid {
+                        match results.run_of(row.index()) {
+                            Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
+                            None => row.set_status(left, left_code),
+                        }
+                    }
+                    if wanted(row.status()) {
+                        out.push(row);
+                    }
+                }
+                if fetched < need {
+                    break;
+                }
+            }
+        }
+        lo = hi + 1;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

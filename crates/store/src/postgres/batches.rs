@@ -6,8 +6,8 @@ use super::codec::{account_from, all, get, id, id_bytes, int, opt_hash, opt_id, 
 use super::open::OUTBOX_LOCK;
 use super::reader::PostgresReader;
 use crate::batches::{
-    end_status, result_runs, result_status, unsent, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters,
-    NewRun, ResultRun, Validated, WindowResults,
+    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters, NewRun,
+    ResultRun, Validated,
 };
 use crate::{Result, StoreError};
 use paycore_ledger::{
@@ -69,9 +69,6 @@ fn item_from(row: &Row) -> Result<BatchItemRow> {
     })
 }
 
-/// Item indexes whose results [`list_items`] derives at a time.
-const WINDOW: u64 = 65_536;
-
 /// The result runs that cover an index in `lo..=hi`: phase 0, then phase 1 (which overrides
 /// it), each in index order. Runs of one phase never overlap, so the only run that starts
 /// before `lo` and reaches into the window is the last one of its phase that starts before it.
@@ -110,11 +107,12 @@ pub(super) fn list_items(
     limit: usize,
 ) -> Result<Vec<BatchItemRow>> {
     let key = id_bytes(batch.0);
-    let mut out = Vec::new();
     if limit == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    let Some(row) = client.query_opt("SELECT status FROM batches WHERE id = $1", &[&key])? else { return Ok(out) };
+    let Some(row) = client.query_opt("SELECT status FROM batches WHERE id = $1", &[&key])? else {
+        return Ok(Vec::new());
+    };
     let ended = parsed(&row, "status", BatchStatus::parse)?;
     let after_sql = after.map_or(-1, int);
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -127,59 +125,28 @@ pub(super) fn list_items(
     }
     let max: Option<i64> =
         client.query_one("SELECT max(idx) FROM batch_items WHERE batch = $1", &[&key])?.try_get(0)?;
-    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(out) };
-    let wanted = |status: ItemStatus| statuses.is_empty() || statuses.contains(&status);
-    // What the end of the batch made of the items it never sent.
-    let (left, left_code) = unsent(ended);
-    // A window of indexes at a time: the runs that cover it, each index's result (the run
-    // of its latest phase), then the rows of the stretches whose status is wanted.
-    let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
-    let mut lo = after.map_or(0, |a| a.saturating_add(1));
-    while lo <= max && out.len() < limit {
-        let hi = lo.saturating_add(window - 1).min(max);
-        let runs = runs_in(client, &key, lo, hi)?;
-        let results = WindowResults::new(&runs, lo, hi);
-        // An index without a result may be an invalid item; its row says.
-        let keep = |run: Option<usize>| match run {
-            Some(k) => wanted(runs[k].status),
-            None => wanted(left) || wanted(ItemStatus::Invalid),
-        };
-        let derive = |row: &mut BatchItemRow| {
-            if row.status != ItemStatus::Invalid {
-                let (status, code) = match results.run_of(row.index) {
-                    Some(k) => (runs[k].status, runs[k].code.as_deref()),
-                    None => (left, left_code),
-                };
-                row.status = status;
-                row.failure_code = code.map(str::to_owned);
-            }
-        };
-        for (first, last) in results.stretches(keep) {
-            let mut next = first;
-            // A page of the stretch's rows at a time: invalid rows may be dropped, so one page
-            // may not fill what is left of `limit`.
-            while next <= last && out.len() < limit {
-                let need = limit - out.len();
-                let rows = client.query(
-                    "SELECT * FROM batch_items WHERE batch = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx LIMIT $4",
-                    &[&key, &int(next), &int(last), &i64::try_from(need).unwrap_or(i64::MAX)],
-                )?;
-                for row in &rows {
-                    let mut item = item_from(row)?;
-                    next = item.index.saturating_add(1);
-                    derive(&mut item);
-                    if wanted(item.status) {
-                        out.push(item);
-                    }
-                }
-                if rows.len() < need {
-                    break;
-                }
-            }
-        }
-        lo = hi + 1;
+    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(Vec::new()) };
+    crate::batches::list_items(&mut Rows { client, key }, ended, statuses, after, max, limit)
+}
+
+/// One batch's item rows and result runs, as [`crate::batches::list_items`] reads them.
+struct Rows<'a, C> {
+    client: &'a mut C,
+    key: [u8; 16],
+}
+
+impl<C: GenericClient> crate::batches::ItemRows<BatchItemRow> for Rows<'_, C> {
+    fn runs(&mut self, lo: u64, hi: u64) -> Result<Vec<ResultRun>> {
+        runs_in(self.client, &self.key, lo, hi)
     }
-    Ok(out)
+
+    fn rows(&mut self, first: u64, last: u64, limit: usize) -> Result<Vec<BatchItemRow>> {
+        let rows = self.client.query(
+            "SELECT * FROM batch_items WHERE batch = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx LIMIT $4",
+            &[&self.key, &int(first), &int(last), &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        all(&rows, item_from)
+    }
 }
 
 /// Writes the engine's batch results inside its commit: a row per run of consecutive items

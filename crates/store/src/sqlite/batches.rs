@@ -7,8 +7,8 @@ use super::codec::{
 };
 use super::reader::SqliteReader;
 use crate::batches::{
-    end_status, result_runs, result_status, unsent, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters,
-    ResultRun, Validated, WindowResults,
+    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters, ListedItem,
+    ResultRun, Validated,
 };
 use crate::{Result, StoreError};
 use paycore_ledger::{
@@ -154,9 +154,6 @@ fn is_line_location(location: &str, line: u64) -> bool {
         && !location[5..].starts_with(['0', '+'])
 }
 
-/// Item indexes whose results [`list_items`] derives at a time.
-const WINDOW: u64 = 65_536;
-
 /// The result runs that cover an index in `lo..=hi`: phase 0, then phase 1 (which overrides
 /// it), each in index order. Runs of one phase never overlap, so the only run that starts
 /// before `lo` and reaches into the window is the last one that starts before it.
@@ -191,14 +188,10 @@ fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<
 }
 
 /// What [`list_items`] reads of an item: the whole row, or what the runner sends.
-pub(super) trait ItemShape: Sized {
+pub(super) trait ItemShape: ListedItem + Sized {
     /// The columns to select, `idx` and `status` first.
     const COLUMNS: &'static str;
     fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self>;
-    fn index(&self) -> u64;
-    /// The stored status (`invalid` or `pending`), then the derived one.
-    fn status(&self) -> ItemStatus;
-    fn set_status(&mut self, status: ItemStatus, code: Option<&str>);
 }
 
 impl ItemShape for BatchItemRow {
@@ -208,19 +201,6 @@ impl ItemShape for BatchItemRow {
         let mut item = item_from(row)?;
         compact.expand(&mut item);
         Ok(item)
-    }
-
-    fn index(&self) -> u64 {
-        self.index
-    }
-
-    fn status(&self) -> ItemStatus {
-        self.status
-    }
-
-    fn set_status(&mut self, status: ItemStatus, code: Option<&str>) {
-        self.status = status;
-        self.failure_code = code.map(str::to_owned);
     }
 }
 
@@ -248,7 +228,9 @@ impl ItemShape for Sendable {
         };
         Ok(Sendable { index, status, item })
     }
+}
 
+impl ListedItem for Sendable {
     fn index(&self) -> u64 {
         self.index
     }
@@ -273,15 +255,14 @@ pub(super) fn list_items<T: ItemShape>(
     limit: usize,
 ) -> Result<Vec<T>> {
     let blob = id_blob(batch.0);
-    let mut out = Vec::new();
     if limit == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     let found: Option<(BatchStatus, Option<String>)> = conn
         .prepare_cached("SELECT status, payer FROM batches WHERE id = ?1")?
         .query_row([&blob], |row| Ok((parsed(row, "status", BatchStatus::parse)?, row.get(1)?)))
         .optional()?;
-    let Some((ended, batch_payer)) = found else { return Ok(out) };
+    let Some((ended, batch_payer)) = found else { return Ok(Vec::new()) };
     let compact = Compact { batch_payer: batch_payer.as_deref() };
     let decode = |row: &Row| T::decode(row, &compact);
     if statuses == [ItemStatus::Invalid] {
@@ -291,46 +272,33 @@ pub(super) fn list_items<T: ItemShape>(
     }
     let max: Option<i64> =
         conn.prepare_cached("SELECT max(idx) FROM batch_items WHERE batch = ?1")?.query_row([&blob], |r| r.get(0))?;
-    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(out) };
+    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(Vec::new()) };
     let sql = format!(
         "SELECT {} FROM batch_items WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx LIMIT ?4",
         T::COLUMNS
     );
-    let mut fetch = conn.prepare_cached(&sql)?;
-    let wanted = |status: ItemStatus| statuses.is_empty() || statuses.contains(&status);
-    // What the end of the batch made of the items it never sent.
-    let (left, left_code) = unsent(ended);
-    // A window of indexes at a time: the runs that cover it, each index's result (the run
-    // of its latest phase), then the rows of the stretches whose status is wanted.
-    let window = if statuses.is_empty() { (limit as u64).clamp(1, WINDOW) } else { WINDOW };
-    let mut lo = after.map_or(0, |a| a.saturating_add(1));
-    while lo <= max && out.len() < limit {
-        let hi = lo.saturating_add(window - 1).min(max);
-        let runs = runs_in(conn, &blob, lo, hi)?;
-        let results = WindowResults::new(&runs, lo, hi);
-        // An index without a result may be an invalid item; its row says.
-        let keep = |run: Option<usize>| match run {
-            Some(k) => wanted(runs[k].status),
-            None => wanted(left) || wanted(ItemStatus::Invalid),
-        };
-        let derive = |row: &mut T| {
-            if row.status() != ItemStatus::Invalid {
-                match results.run_of(row.index()) {
-                    Some(k) => row.set_status(runs[k].status, runs[k].code.as_deref()),
-                    None => row.set_status(left, left_code),
-                }
-            }
-        };
-        for (first, last) in results.stretches(keep) {
-            if out.len() >= limit {
-                break;
-            }
-            let stretch = Stretch { blob: &blob, first, last, limit };
-            stretch.read(&mut fetch, &decode, &derive, &wanted, &mut out)?;
-        }
-        lo = hi + 1;
+    let mut source = Rows { conn, blob, fetch: conn.prepare_cached(&sql)?, decode };
+    crate::batches::list_items(&mut source, ended, statuses, after, max, limit)
+}
+
+/// One batch's item rows and result runs, as [`crate::batches::list_items`] reads them.
+struct Rows<'a, D> {
+    conn: &'a Connection,
+    blob: [u8; 16],
+    /// The rows of a stretch of indexes, a page at a time.
+    fetch: rusqlite::CachedStatement<'a>,
+    decode: D,
+}
+
+impl<T, D: Fn(&Row) -> rusqlite::Result<T>> crate::batches::ItemRows<T> for Rows<'_, D> {
+    fn runs(&mut self, lo: u64, hi: u64) -> Result<Vec<ResultRun>> {
+        runs_in(self.conn, &self.blob, lo, hi)
     }
-    Ok(out)
+
+    fn rows(&mut self, first: u64, last: u64, limit: usize) -> Result<Vec<T>> {
+        let rows = self.fetch.query_map(params![self.blob, int(first), int(last), limit_sql(limit)], &self.decode)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
 }
 
 /// The batches a restart resumes.
@@ -348,47 +316,6 @@ pub(super) fn invalid_items_sql(columns: &str) -> String {
 
 fn limit_sql(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Consecutive item indexes `first..=last` of a batch whose rows are to be read, until `out`
-/// holds `limit` items.
-struct Stretch<'a> {
-    blob: &'a [u8; 16],
-    first: u64,
-    last: u64,
-    limit: usize,
-}
-
-impl Stretch<'_> {
-    /// Reads the stretch's rows a page at a time, derives each status, and keeps the wanted
-    /// ones: invalid rows may be dropped, so one page may not fill what is left of `limit`.
-    fn read<T: ItemShape>(
-        &self,
-        fetch: &mut rusqlite::CachedStatement<'_>,
-        decode: &impl Fn(&Row) -> rusqlite::Result<T>,
-        derive: &impl Fn(&mut T),
-        wanted: &impl Fn(ItemStatus) -> bool,
-        out: &mut Vec<T>,
-    ) -> Result<()> {
-        let mut next = self.first;
-        while next <= self.last && out.len() < self.limit {
-            let need = self.limit - out.len();
-            let mut fetched = 0;
-            for row in fetch.query_map(params![self.blob, int(next), int(self.last), limit_sql(need)], decode)? {
-                let mut row = row?;
-                fetched += 1;
-                next = row.index().saturating_add(1);
-                derive(&mut row);
-                if wanted(row.status()) {
-                    out.push(row);
-                }
-            }
-            if fetched < need {
-                break;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Writes the engine's batch results inside its commit: a row per run of consecutive items
