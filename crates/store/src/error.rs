@@ -26,9 +26,6 @@ pub enum StoreError {
     /// The data was written by a newer paycore.
     #[error("the data is for a newer paycore (schema version {found}, this build knows {known})")]
     SchemaTooNew { found: i64, known: i64 },
-    /// The location names a backend this build does not have.
-    #[error("{0}")]
-    Unsupported(String),
     /// Anything else: a bug, a misused statement, a task of the store that panicked.
     #[error("internal store error: {0}")]
     Internal(String),
