@@ -8,7 +8,7 @@
 //! bounded pool of connections. The modules, by job: `open` (connections, the lock,
 //! migrations in `postgres/migrations/`, recorded in `schema_version`), `codec` (columns to
 //! ledger values and back, PostgreSQL's errors by kind), `commit`, `reader`, `batches`,
-//! `admin`, `verify`.
+//! `admin`, `leases` (batch leases and delivery claims, `FOR UPDATE SKIP LOCKED`), `verify`.
 //!
 //! The `postgres` client is synchronous (it runs a small runtime of its own per connection):
 //! like the SQLite store's, its calls block, and callers on an async runtime make them from
@@ -18,6 +18,7 @@ mod admin;
 mod batches;
 mod codec;
 mod commit;
+mod leases;
 mod open;
 mod reader;
 mod verify;
