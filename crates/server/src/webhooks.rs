@@ -1,6 +1,7 @@
 //! Webhook delivery: a worker task reads the outbox in order, fans each event out to the
-//! subscribed endpoints of its tenant (rows of `webhook_deliveries`), and POSTs every due
-//! delivery, signed with the endpoint's secret. Failures are retried with exponential
+//! subscribed endpoints of its tenant (rows of `webhook_deliveries`), claims the due deliveries
+//! (no other worker, on this node or another, attempts them meanwhile) and POSTs each, signed
+//! with the endpoint's secret. Failures are retried with exponential
 //! backoff; the attempt state is stored, so retries continue across restarts. Delivery is at
 //! least once: receivers deduplicate by the event's `id`.
 //!
