@@ -121,11 +121,11 @@ async fn claim(
     state: &Arc<AppState>,
     how: impl FnOnce(&dyn BatchStore, &Claim<'_>) -> paycore_store::Result<Option<BatchRecord>> + Send + 'static,
 ) -> paycore_store::Result<Option<BatchRecord>> {
-    let (store, jobs) = (state.batches.clone(), state.clone());
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let now = crate::ids::now_ns();
-        let claim = Claim { owner: &jobs.jobs.node, now, until: jobs.jobs.until(now) };
-        how(store.as_ref(), &claim)
+        let claim = Claim { owner: &state.jobs.node, now, until: state.jobs.until(now) };
+        how(state.batches.as_ref(), &claim)
     })
     .await
     .map_err(|e| StoreError::Internal(format!("claim task failed: {e}")))?
@@ -174,10 +174,9 @@ async fn keep_lease(state: Arc<AppState>, id: BatchId, stop: Arc<AtomicBool>, do
             stop.store(true, Ordering::Relaxed);
         }
         if Instant::now() >= next {
-            let store = state.batches.clone();
-            let jobs = state.clone();
+            let state = state.clone();
             let renewed = tokio::task::spawn_blocking(move || {
-                store.renew_batch_lease(id, &jobs.jobs.node, jobs.jobs.until(crate::ids::now_ns()))
+                state.batches.renew_batch_lease(id, &state.jobs.node, state.jobs.until(crate::ids::now_ns()))
             })
             .await
             .map_err(|e| StoreError::Internal(format!("renewal task failed: {e}")))
@@ -200,8 +199,8 @@ async fn keep_lease(state: Arc<AppState>, id: BatchId, stop: Arc<AtomicBool>, do
 }
 
 async fn release(state: &Arc<AppState>, id: BatchId) -> paycore_store::Result<bool> {
-    let (store, jobs) = (state.batches.clone(), state.clone());
-    tokio::task::spawn_blocking(move || store.release_batch_lease(id, &jobs.jobs.node))
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.batches.release_batch_lease(id, &state.jobs.node))
         .await
         .map_err(|e| StoreError::Internal(format!("release task failed: {e}")))?
 }

@@ -164,7 +164,8 @@ pub trait BatchStore: Send + Sync {
     ) -> Result<Vec<BatchItem>>;
     /// The batch with this upload idempotency key, if any.
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
-    /// Batches that were validating or processing: to resume after a restart.
+    /// Batches that are validating or processing, leased or not, oldest first. Jobs do not
+    /// read this list: they claim one batch at a time ([`BatchStore::claim_next_batch`]).
     fn active_batches(&self) -> Result<Vec<BatchRecord>>;
     /// Claims the oldest active (`validating` or `processing`) batch whose lease is free or
     /// lapsed at `claim.now`: it is `claim.owner`'s until `claim.until`. `None` when every

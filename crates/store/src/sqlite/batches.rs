@@ -301,7 +301,7 @@ impl<T, D: Fn(&Row) -> rusqlite::Result<T>> crate::batches::ItemRows<T> for Rows
     }
 }
 
-/// The batches a restart resumes.
+/// The active batches, oldest first.
 pub(super) const ACTIVE_BATCHES_SQL: &str =
     "SELECT * FROM batches WHERE status IN ('validating', 'processing') ORDER BY created_at";
 

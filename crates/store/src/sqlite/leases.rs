@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 /// Active batches whose lease is free or lapsed at `?1`, oldest first. The status is spelled
 /// as the partial index `batches_active` spells it, so that SQLite uses it.
-const CLAIMABLE: &str = "SELECT id FROM batches WHERE status IN ('validating', 'processing')
+pub(super) const CLAIMABLE: &str = "SELECT id FROM batches WHERE status IN ('validating', 'processing')
      AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY created_at, id LIMIT 1";
 
 pub(super) fn claim_next_batch(conn: &Connection, claim: &Claim<'_>) -> Result<Option<BatchRecord>> {
