@@ -137,19 +137,24 @@ impl Engine {
                 }
                 tracing::error!(error = %cause, "batch failed; nothing of it was committed; rebuilding state from the store");
                 self.metrics.recoveries.inc();
-                self.rebuild();
-                false
+                self.rebuild()
             }
         }
     }
 
-    fn rebuild(&mut self) {
+    /// Rebuilds the state from the store, retrying until it can; returns whether the store
+    /// fenced this engine off meanwhile (then there is nothing to rebuild for).
+    fn rebuild(&mut self) -> bool {
         let mut wait = Duration::from_millis(10);
         loop {
             match recover(self.store.as_mut()) {
                 Ok(state) => {
                     self.state = state;
-                    return;
+                    return false;
+                }
+                Err(error @ StoreError::Fenced(_)) => {
+                    tracing::error!(%error, "cannot rebuild state: this engine no longer leads");
+                    return true;
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot rebuild state from the store; retrying");

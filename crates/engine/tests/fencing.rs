@@ -66,16 +66,22 @@ fn an_engine_fenced_on_its_partition_answers_503_and_stops() {
     assert!(after.is_err(), "{after:?}");
 }
 
-/// A store that keeps nothing, whose commits are refused as fenced once `fenced` is set; it
-/// counts its recoveries, to show that a fenced engine does not rebuild.
+/// A store that keeps nothing, whose commits are refused as fenced once `fenced` is set, or
+/// fail as unavailable once `gone` is set (its connection lost: then recovering says it is
+/// fenced); it counts its recoveries, to show what a fenced engine rebuilds.
+#[derive(Default)]
 struct Fenceable {
     fenced: Arc<AtomicBool>,
+    gone: Arc<AtomicBool>,
     recoveries: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store for Fenceable {
     fn recover(&mut self) -> paycore_store::Result<Recovered> {
         self.recoveries.fetch_add(1, Ordering::SeqCst);
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced("the connection that held the leader lock is gone".into()));
+        }
         Ok(Recovered::default())
     }
     fn load(&mut self, _: &Prefetch) -> paycore_store::Result<Loaded> {
@@ -87,6 +93,8 @@ impl Store for Fenceable {
     fn commit(&mut self, _: &ChangeSet, _: &[IdempotencyRecord]) -> paycore_store::Result<()> {
         if self.fenced.load(Ordering::SeqCst) {
             Err(StoreError::Fenced("a newer leader took partition 0".into()))
+        } else if self.gone.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection closed".into()))
         } else {
             Ok(())
         }
@@ -95,9 +103,8 @@ impl Store for Fenceable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_commit_ends_the_loop_without_a_rebuild() {
-    let fenced = Arc::new(AtomicBool::new(false));
-    let recoveries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = Fenceable { fenced: fenced.clone(), recoveries: recoveries.clone() };
+    let store = Fenceable::default();
+    let (fenced, recoveries) = (store.fenced.clone(), store.recoveries.clone());
     let (submitter, queue) = channel(64);
     let thread = start_engine(Box::new(store), Box::new(queue), Arc::new(SystemClock), no_renderer());
     let handle = EngineHandle::new(Arc::new(submitter));
@@ -110,4 +117,19 @@ async fn a_fenced_commit_ends_the_loop_without_a_rebuild() {
     assert!(matches!(refused, Err(EngineError::Unavailable(_))), "{refused:?}");
     assert_eq!(ended(thread), Stopped::Fenced);
     assert_eq!(recoveries.load(Ordering::SeqCst), 1, "only the start recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_whose_rebuild_is_fenced_ends_the_loop() {
+    let store = Fenceable::default();
+    let (gone, recoveries) = (store.gone.clone(), store.recoveries.clone());
+    let (submitter, queue) = channel(64);
+    let thread = start_engine(Box::new(store), Box::new(queue), Arc::new(SystemClock), no_renderer());
+    let handle = EngineHandle::new(Arc::new(submitter));
+
+    gone.store(true, Ordering::SeqCst);
+    let refused = submit(&handle, TenantId(1), Command::CreateAccount(account(1, Overdraft::Unlimited))).await;
+    assert!(matches!(refused, Err(EngineError::Unavailable(_))), "{refused:?}");
+    assert_eq!(ended(thread), Stopped::Fenced);
+    assert_eq!(recoveries.load(Ordering::SeqCst), 2, "the start, then one rebuild that was refused");
 }

@@ -58,6 +58,20 @@ impl Store for PostgresStore {
     }
 
     fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
+        self.load_led(wanted).map_err(|e| self.or_fenced(e))
+    }
+
+    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+        self.idempotency_led(keys).map_err(|e| self.or_fenced(e))
+    }
+
+    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        self.commit_led(changes, idempotency).map_err(|e| self.or_fenced(e))
+    }
+}
+
+impl PostgresStore {
+    fn load_led(&mut self, wanted: &Prefetch) -> Result<Loaded> {
         let client = &mut self.client;
         let transfers = id_array(&wanted.transfers, |id| id.0);
         let holds = id_array(&wanted.holds, |id| id.0);
@@ -69,7 +83,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+    fn idempotency_led(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
         let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
         let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
         let rows = self.client.query(
@@ -80,12 +94,6 @@ impl Store for PostgresStore {
         all(&rows, idempotency_from)
     }
 
-    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
-        self.commit_led(changes, idempotency).map_err(|e| self.or_fenced(e))
-    }
-}
-
-impl PostgresStore {
     /// What the engine keeps in memory, of the tenants of the partitions led: their accounts,
     /// open holds and open payments.
     fn recover_led(&mut self) -> Result<Recovered> {

@@ -302,3 +302,32 @@ fn an_upgraded_store_keeps_its_clock_in_its_partitions() {
     let mut leader = open_partition(database.url(), 1, &Options::default()).unwrap();
     assert_eq!(leader.store.recover().unwrap().last_timestamp, 77);
 }
+
+#[test]
+fn a_leader_whose_connection_is_gone_is_fenced() {
+    let Some(database) = TestDatabase::create("a_leader_whose_connection_is_gone") else { return };
+    let url = database.url();
+    cluster_partitions(url, Some(2)).unwrap();
+    let mut leader = open_partition(url, 1, &Options::default()).unwrap();
+    let tenant = tenant_in(1, 2);
+    let mut state = recovered(leader.store.as_mut());
+    // The server ends the leader's session (an operator, a network cut, a restart): its lock
+    // goes with it, and another engine may lead the partition from now on.
+    let ended = count(
+        &mut sql(&database),
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND classid = x'70617963'::bigint AND objid = 1 AND objsubid = 1) AS t",
+    );
+    assert_eq!(ended, 1);
+    let next = lead_when_free(url, 1);
+    assert_eq!(next.epoch, 2);
+    // Whatever it calls next says so, and nothing of a commit is written.
+    let loaded = leader.store.load(&paycore_ledger::Prefetch::default());
+    assert!(matches!(loaded, Err(StoreError::Fenced(_))), "{loaded:?}");
+    let requests = [Request { tenant, command: open_account(1) }];
+    state.execute(&requests, 10);
+    let committed = leader.store.commit(&state.take_changes(), &[]);
+    assert!(matches!(committed, Err(StoreError::Fenced(_))), "{committed:?}");
+    assert!(matches!(leader.store.recover(), Err(StoreError::Fenced(_))));
+    assert_eq!(count(&mut sql(&database), "SELECT count(*) FROM accounts"), 0);
+}
