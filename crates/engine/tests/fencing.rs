@@ -8,9 +8,7 @@ mod common;
 
 use common::{account, execute, no_renderer, start_engine, ReadSide};
 use paycore_engine::{channel, EngineError, EngineHandle, Reply, Stopped, Submission, SystemClock};
-use paycore_ledger::{
-    AccountId, ChangeSet, Command, Outcome, Overdraft, Prefetch, Request, TenantId,
-};
+use paycore_ledger::{AccountId, ChangeSet, Command, Outcome, Overdraft, Prefetch, Request, TenantId};
 use paycore_store::testing::{fence, TestDatabase};
 use paycore_store::{IdempotencyRecord, Loaded, Recovered, Store, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -25,7 +25,8 @@ pub const PARTITIONS_MAX: u32 = 1024;
 pub fn partition_of(tenant: TenantId, partitions: u32) -> u32 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0100_0000_01b3;
-    let hash = tenant.0.to_be_bytes().iter().fold(OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME));
+    let hash =
+        tenant.0.to_be_bytes().iter().fold(OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME));
     let partition = hash % u64::from(partitions.max(1));
     // Below `partitions`, so it fits.
     u32::try_from(partition).unwrap_or(0)

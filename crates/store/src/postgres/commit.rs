@@ -309,7 +309,11 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
     )?;
     // A payment id another tenant's partition wrote since this batch's load is not taken over.
     if written != payments.len() as u64 {
-        return Err(StoreError::Conflict(format!("{} of {} payments written: an id is taken", written, payments.len())));
+        return Err(StoreError::Conflict(format!(
+            "{} of {} payments written: an id is taken",
+            written,
+            payments.len()
+        )));
     }
     Ok(())
 }

@@ -98,10 +98,8 @@ impl Lead {
             }
         }
         let ids: Vec<i32> = partitions.iter().map(|&p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
-        let rows = client.query(
-            "UPDATE partitions SET epoch = epoch + 1 WHERE id = ANY($1) RETURNING id, epoch",
-            &[&ids],
-        )?;
+        let rows =
+            client.query("UPDATE partitions SET epoch = epoch + 1 WHERE id = ANY($1) RETURNING id, epoch", &[&ids])?;
         if rows.len() != ids.len() {
             return Err(StoreError::Corrupt(format!("{} partition rows for {} partitions", rows.len(), ids.len())));
         }
@@ -153,7 +151,8 @@ impl Lead {
         let mut tenants = Vec::new();
         for row in &rows {
             let bytes: &[u8] = row.try_get(0)?;
-            let id = <[u8; 16]>::try_from(bytes).map_err(|_| StoreError::Corrupt("a tenant id of wrong length".into()))?;
+            let id =
+                <[u8; 16]>::try_from(bytes).map_err(|_| StoreError::Corrupt("a tenant id of wrong length".into()))?;
             if partition_of(TenantId(u128::from_be_bytes(id)), count) == partition {
                 tenants.push(id);
             }

@@ -147,7 +147,10 @@ fn a_stale_leader_is_fenced_and_writes_nothing_of_its_batch() {
     let mut client = sql(&database);
     assert_eq!(count(&mut client, "SELECT count(*) FROM accounts"), 2);
     assert_eq!(count(&mut client, "SELECT count(*) FROM transfers"), 1);
-    assert_eq!(count(&mut client, "SELECT credits_posted FROM accounts WHERE id = '\\x00000000000000000000000000000002'"), 1000);
+    assert_eq!(
+        count(&mut client, "SELECT credits_posted FROM accounts WHERE id = '\\x00000000000000000000000000000002'"),
+        1000
+    );
     assert_eq!(count(&mut client, "SELECT last_timestamp FROM partitions WHERE id = 0"), 20);
     // And it stays fenced: the next commit is refused too.
     let (_, committed) = step(&mut state, store, tenant, 40, vec![open_account(4)]);
@@ -164,11 +167,11 @@ fn a_partition_recovers_only_its_own_tenants() {
         // The whole store writes both tenants: accounts, and an open hold each.
         let Opened { mut store, api: _api } = crate::open(url).unwrap();
         let mut state = recovered(store.as_mut());
-        for (tenant, base) in [(mine, 10), (theirs, 20)] {
-            let commands = vec![open_account(base + 1), open_account(base + 2)];
-            step(&mut state, store.as_mut(), tenant, base as u64, commands).1.unwrap();
-            let hold = transfer(base * 100, base + 1, base + 2, 5, true);
-            step(&mut state, store.as_mut(), tenant, base as u64 + 1, vec![hold]).1.unwrap();
+        for (tenant, base) in [(mine, 10u64), (theirs, 20)] {
+            let id = u128::from(base);
+            step(&mut state, store.as_mut(), tenant, base, vec![open_account(id + 1), open_account(id + 2)]).1.unwrap();
+            let hold = transfer(id * 100, id + 1, id + 2, 5, true);
+            step(&mut state, store.as_mut(), tenant, base + 1, vec![hold]).1.unwrap();
         }
     }
     let mut leader = lead_when_free(url, 0);
@@ -265,8 +268,12 @@ fn the_whole_store_and_a_partition_leader_never_write_at_once() {
         }
     };
     assert!(matches!(open_partition(url, 0, &Options::default()), Err(StoreError::InUse(_))));
-    let epochs: Vec<i64> =
-        sql(&database).query("SELECT epoch FROM partitions ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let epochs: Vec<i64> = sql(&database)
+        .query("SELECT epoch FROM partitions ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(epochs, [1, 2]);
     drop(whole);
 }
