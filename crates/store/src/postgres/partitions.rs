@@ -20,10 +20,6 @@ use postgres::{Client, Transaction};
 /// (`PARTITIONS_MAX` keeps them clear of the store's other locks, `0x7061_7963_6f72_65xx`).
 const PARTITION_LOCK_BASE: i64 = 0x7061_7963_0000_0000; // "payc", then the partition
 
-fn lock_key(partition: u32) -> i64 {
-    PARTITION_LOCK_BASE + i64::from(partition)
-}
-
 fn stored_int(value: i64, what: &str) -> Result<u64> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative")))
 }
@@ -87,17 +83,24 @@ impl Lead {
     /// more epoch on each. `InUse` when another connection leads any of them; the locks taken
     /// so far go with the connection, which the caller then drops.
     pub(super) fn take(client: &mut Client, url: &str, partitions: &[u32], count: u32) -> Result<Lead> {
-        for &partition in partitions {
-            let locked: bool =
-                client.query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(partition)])?.try_get(0)?;
-            if !locked {
-                return Err(StoreError::InUse(format!(
-                    "{} (partition {partition} has a leader)",
-                    without_password(url)
-                )));
-            }
-        }
         let ids: Vec<i32> = partitions.iter().map(|&p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
+        // Every lock tried in one round trip (the whole store takes them all); the ones not
+        // taken come back.
+        let led: Vec<i32> = client
+            .query(
+                "SELECT p FROM UNNEST($1::integer[]) AS p WHERE NOT pg_try_advisory_lock($2::bigint + p) ORDER BY p",
+                &[&ids, &PARTITION_LOCK_BASE],
+            )?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        if let Some(partition) = led.first() {
+            return Err(StoreError::InUse(format!(
+                "{} (partition {partition} has a leader{})",
+                without_password(url),
+                if led.len() > 1 { format!(", and {} more", led.len() - 1) } else { String::new() }
+            )));
+        }
         let rows =
             client.query("UPDATE partitions SET epoch = epoch + 1 WHERE id = ANY($1) RETURNING id, epoch", &[&ids])?;
         if rows.len() != ids.len() {

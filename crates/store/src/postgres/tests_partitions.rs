@@ -323,7 +323,8 @@ fn a_leader_whose_connection_is_gone_is_fenced() {
     let ended = count(
         &mut sql(&database),
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks
-             WHERE locktype = 'advisory' AND classid = x'70617963'::bigint AND objid = 1 AND objsubid = 1) AS t",
+             WHERE locktype = 'advisory' AND classid = x'70617963'::bigint AND objid = 1 AND objsubid = 1
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS t",
     );
     assert_eq!(ended, 1);
     let next = lead_when_free(url, 1);
