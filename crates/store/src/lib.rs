@@ -92,6 +92,8 @@ pub trait Store: Send {
     fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>>;
     /// Writes a batch's changes and saved responses in one durable transaction. When this
     /// returns `Ok`, the batch survives a crash; when it returns `Err`, none of it was written.
+    /// [`StoreError::Fenced`] (a partition's leader that another has replaced) is final: no
+    /// later call of this writer will succeed.
     fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()>;
 }
 
