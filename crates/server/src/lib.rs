@@ -64,8 +64,8 @@ pub struct AppState {
     pub jobs: jobs::Jobs,
     /// The reports written while their batches run.
     pub reports: Arc<reports::ReportFiles>,
-    /// Set when the service stops: batch jobs return at their next step and resume at the
-    /// next start.
+    /// Set when the service stops: batch jobs return at their next step and resume under
+    /// the next claim, on any node.
     pub stopping: Arc<AtomicBool>,
 }
 
@@ -152,7 +152,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         rate: ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         data_dir: config.data_dir.clone(),
         max_batch_bytes: config.max_batch_bytes,
-        jobs: jobs::Jobs::default(),
+        jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease),
         reports: Arc::new(reports::ReportFiles::open(&config.data_dir)?),
         stopping: Arc::new(AtomicBool::new(false)),
     });
@@ -168,7 +168,7 @@ impl Service {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Service { state, engine_thread } = self;
-        jobs::resume(&state).await?;
+        let claims = jobs::spawn_claim_loop(state.clone());
         let deliveries = webhooks::spawn(state.clone());
         let stopping = state.stopping.clone();
         let shutdown = async move {
@@ -187,6 +187,12 @@ impl Service {
         // The worker sees `stopping` at its next round; an attempt in flight is retried at the
         // next start if it is not recorded.
         deliveries.abort();
+        // The claim loop and every batch job see `stopping` within a tenth of a second; jobs
+        // release their leases as they stop, so that another node (or the next start) resumes
+        // them at once.
+        if let Err(error) = claims.await {
+            tracing::error!(%error, "the batch claim loop failed");
+        }
         // Every engine handle was in the router's state, dropped with it: the engine thread
         // ends once it has answered what it took.
         tokio::task::spawn_blocking(move || engine_thread.join())

@@ -10,7 +10,7 @@
 //! migrations in `postgres/migrations/`, recorded in `schema_version`), `partitions` (the
 //! partition count, leader locks and epochs), `codec` (columns to
 //! ledger values and back, PostgreSQL's errors by kind), `commit`, `reader`, `batches`,
-//! `admin`, `verify`.
+//! `admin`, `leases` (batch leases and delivery claims, `FOR UPDATE SKIP LOCKED`), `verify`.
 //!
 //! The `postgres` client is synchronous (it runs a small runtime of its own per connection):
 //! like the SQLite store's, its calls block, and callers on an async runtime make them from
@@ -20,6 +20,7 @@ mod admin;
 mod batches;
 mod codec;
 mod commit;
+mod leases;
 mod open;
 mod partitions;
 mod reader;

@@ -5,7 +5,11 @@ use crate::{Result, StoreError};
 use postgres::{Client, NoTls};
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0004_partitions.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0003_leases.sql"),
+    include_str!("migrations/0004_partitions.sql"),
+];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open
 /// (`paycore_store::open`): one such writer per database (two engines could spend the same

@@ -8,7 +8,7 @@
 //! twice. The modules, by job: `open` (connections, the lock, migrations), `codec` (columns to
 //! ledger values and back), `commit` (the engine's side), `reader` (the pool and the reads),
 //! `checkpoint` (WAL checkpoints beside the commits), `history` (account history in its own
-//! file), `batches`, `admin`, `verify`.
+//! file), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
 
 mod admin;
 mod batches;
@@ -17,6 +17,7 @@ mod codec;
 mod commit;
 mod fresh;
 mod history;
+mod leases;
 mod open;
 mod reader;
 mod verify;
@@ -43,6 +44,7 @@ fn open_parts(data_dir: &Path, options: &Options) -> Result<(SqliteStore, Arc<Sq
     let lock = open::lock(data_dir)?;
     let path = data_dir.join(open::DATABASE_FILE);
     let writer = open::writer(&path)?;
+    open::free_leases(&writer)?;
     let checkpointer = Checkpointer::start(&path)?;
     let history_path = data_dir.join(HISTORY_FILE);
     let indexer = Indexer::start(path.clone(), history::open_for_writing(&writer, &history_path)?)?;
