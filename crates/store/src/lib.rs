@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod batches;
 mod error;
+pub mod files;
 mod pool;
 mod postgres;
 mod sqlite;
@@ -27,6 +28,7 @@ pub mod verify;
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 pub use error::{Result, StoreError};
+pub use files::FileSink;
 
 use paycore_ledger::{
     Account, AccountId, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,

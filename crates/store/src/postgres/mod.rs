@@ -8,7 +8,7 @@
 //! bounded pool of connections. The modules, by job: `open` (connections, the lock,
 //! migrations in `postgres/migrations/`, recorded in `schema_version`), `codec` (columns to
 //! ledger values and back, PostgreSQL's errors by kind), `commit`, `reader`, `batches`,
-//! `admin`, `verify`.
+//! `files` (uploaded batch files, in chunks), `admin`, `verify`.
 //!
 //! The `postgres` client is synchronous (it runs a small runtime of its own per connection):
 //! like the SQLite store's, its calls block, and callers on an async runtime make them from
@@ -18,6 +18,7 @@ mod admin;
 mod batches;
 mod codec;
 mod commit;
+mod files;
 mod open;
 mod reader;
 mod verify;
@@ -42,6 +43,7 @@ fn open_parts(url: &str, options: &Options) -> Result<(PostgresStore, Arc<Postgr
         let mut writer = open::connect(url)?;
         open::lock(&mut writer, url)?;
         open::migrate(&mut writer)?;
+        files::remove_stale(&mut writer)?;
         Ok(writer)
     })?;
     let reader = Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max));
