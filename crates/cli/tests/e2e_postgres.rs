@@ -15,7 +15,8 @@ use std::process::Command;
 
 /// `paycore verify` with `args`: its exit status and what it printed.
 fn verify(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_paycore")).arg("verify").args(args).output().expect("run paycore verify");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_paycore")).arg("verify").args(args).output().expect("run paycore verify");
     (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -79,6 +80,10 @@ fn serve_on_postgres_keeps_every_acknowledged_write_across_a_kill_and_verifies()
     for args in [vec!["--store", url.as_str()], vec![url.as_str()]] {
         let (code, output) = verify(&args);
         assert_eq!(code, Some(0), "verify {args:?}: {output}");
-        assert!(output.contains("checked 3 accounts, 3 transfers, 0 payments, 2 batch items") && output.contains("ok: every invariant holds"), "{output}");
+        assert!(
+            output.contains("checked 3 accounts, 3 transfers, 0 payments, 2 batch items")
+                && output.contains("ok: every invariant holds"),
+            "{output}"
+        );
     }
 }

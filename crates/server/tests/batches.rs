@@ -148,8 +148,10 @@ async fn a_csv_sample_is_paid_item_by_item_with_its_report(backend: Backend) {
     let first = start(&data, data.path()).await;
     let api = &first.client;
     // pain001-template_pain.001.001.03_4rows.csv: four debtors paying four creditors.
-    let debtors = ["DE75512108001245126162", "DE44500105175407324931", "DE47500105175711000100", "DE68120933300112345608"];
-    let creditors = ["DE68210501700024690959", "DE89370400440532013008", "DE44500105175407123457", "DE75512108001245123456"];
+    let debtors =
+        ["DE75512108001245126162", "DE44500105175407324931", "DE47500105175711000100", "DE68120933300112345608"];
+    let creditors =
+        ["DE68210501700024690959", "DE89370400440532013008", "DE44500105175407123457", "DE75512108001245123456"];
     let mut payers = Vec::new();
     for debtor in debtors {
         payers.push(account(api, debtor, 100_000).await);
@@ -216,7 +218,9 @@ async fn a_pain001_sample_is_paid_and_answered_in_pain002(backend: Backend) {
     assert!(pain002.contains("<OrgnlMsgId>Message-ID-4711</OrgnlMsgId>"), "{pain002}");
     assert!(pain002.contains("<GrpSts>ACCP</GrpSts>"), "{pain002}");
     assert_eq!(transactions.len(), 2, "{pain002}");
-    for (tx, (end_to_end, amount)) in transactions.iter().zip([("OriginatorID1234", "6543.14"), ("OriginatorID1235", "112.72")]) {
+    for (tx, (end_to_end, amount)) in
+        transactions.iter().zip([("OriginatorID1234", "6543.14"), ("OriginatorID1235", "112.72")])
+    {
         assert!(tx.contains(&format!("<OrgnlEndToEndId>{end_to_end}</OrgnlEndToEndId>")), "{tx}");
         assert!(tx.contains("<TxSts>ACCP</TxSts>") && tx.contains(&format!(r#"Ccy="EUR">{amount}<"#)), "{tx}");
     }

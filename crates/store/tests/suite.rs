@@ -384,7 +384,8 @@ fn batch_files(open_store: &dyn Fn() -> Opened) {
         api.open_file(file).unwrap().map(|mut r| r.read_to_end(&mut bytes).unwrap()).map(|_| bytes)
     };
     // 2.5 chunks of the backend's size, in pieces that do not divide it.
-    let content: Vec<u8> = (0..paycore_store::files::FILE_CHUNK_BYTES * 5 / 2).map(|i| (i % 251) as u8).collect();
+    let content: Vec<u8> =
+        (0..paycore_store::files::FILE_CHUNK_BYTES * 5 / 2).map(|i| u8::try_from(i % 251).unwrap()).collect();
     {
         let Opened { store: _store, api } = open_store();
         let mut sink = api.file_writer("batches/bat_1.csv").unwrap();

@@ -39,7 +39,10 @@ impl ChunkSink {
     fn store(&mut self, bytes: &[u8]) -> Result<()> {
         let (name, seq) = (&self.name, self.next);
         self.connections.with(|client| {
-            Ok(client.execute("INSERT INTO batch_file_chunks (name, seq, data) VALUES ($1, $2, $3)", &[name, &seq, &bytes])?)
+            Ok(client.execute(
+                "INSERT INTO batch_file_chunks (name, seq, data) VALUES ($1, $2, $3)",
+                &[name, &seq, &bytes],
+            )?)
         })?;
         self.next = seq.checked_add(1).ok_or_else(|| StoreError::Internal("a file of too many chunks".into()))?;
         Ok(())
@@ -100,7 +103,8 @@ struct ChunkReader {
 pub(super) fn open(connections: Arc<Connections>, file: &str) -> Result<Option<Box<dyn Read + Send>>> {
     file_name(file)?;
     let chunks = connections.with(|client| {
-        let row = client.query_opt("SELECT chunks FROM batch_files WHERE name = $1 AND finished_at IS NOT NULL", &[&file])?;
+        let row =
+            client.query_opt("SELECT chunks FROM batch_files WHERE name = $1 AND finished_at IS NOT NULL", &[&file])?;
         row.map(|row| get::<Option<i32>>(&row, "chunks")).transpose()
     })?;
     let Some(chunks) = chunks else { return Ok(None) };
@@ -112,7 +116,8 @@ impl ChunkReader {
     fn fetch(&mut self) -> Result<()> {
         let (name, seq) = (&self.name, self.next);
         let data = self.connections.with(|client| {
-            let row = client.query_opt("SELECT data FROM batch_file_chunks WHERE name = $1 AND seq = $2", &[name, &seq])?;
+            let row =
+                client.query_opt("SELECT data FROM batch_file_chunks WHERE name = $1 AND seq = $2", &[name, &seq])?;
             row.map(|row| get::<Vec<u8>>(&row, "data")).transpose()
         })?;
         self.chunk = data.ok_or_else(|| StoreError::Corrupt(format!("chunk {seq} of the file {name} is missing")))?;
@@ -146,6 +151,7 @@ pub(super) fn remove(connections: &Connections, file: &str) -> Result<()> {
 /// Removes the files left unfinished for a day: uploads that broke off with their process.
 /// (An upload in progress elsewhere is younger than that.)
 pub(super) fn remove_stale(client: &mut Client) -> Result<()> {
-    client.execute("DELETE FROM batch_files WHERE finished_at IS NULL AND started_at < now() - interval '1 day'", &[])?;
+    client
+        .execute("DELETE FROM batch_files WHERE finished_at IS NULL AND started_at < now() - interval '1 day'", &[])?;
     Ok(())
 }

@@ -5,10 +5,8 @@ use crate::{Result, StoreError};
 use postgres::{Client, NoTls};
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_batch_files.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_batch_files.sql")];
 
 /// The advisory lock the engine's connection holds for as long as the store is open: one
 /// writer per database (two engines could spend the same money twice). Advisory locks are

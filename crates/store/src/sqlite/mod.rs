@@ -47,7 +47,8 @@ fn open_parts(data_dir: &Path, options: &Options) -> Result<(SqliteStore, Arc<Sq
     let checkpointer = Checkpointer::start(&path)?;
     let history_path = data_dir.join(HISTORY_FILE);
     let indexer = Indexer::start(path.clone(), history::open_for_writing(&writer, &history_path)?)?;
-    let reader = Arc::new(SqliteReader::new(data_dir.to_path_buf(), path, history_path, options.reader_connections_max));
+    let reader =
+        Arc::new(SqliteReader::new(data_dir.to_path_buf(), path, history_path, options.reader_connections_max));
     let store = SqliteStore::new(writer, indexer, checkpointer, reader.fresh(), lock);
     Ok((store, reader))
 }
