@@ -24,8 +24,9 @@ enum Command {
     /// Checks a store offline: balances against transfers, zero sums per currency,
     /// payments and batch items against their transfers. Exit status 0 when all hold.
     Verify {
-        /// The data folder, or the PostgreSQL database's `postgres://` URL.
-        #[arg(value_name = "DATA_DIR|URL", required_unless_present = "store", conflicts_with = "store")]
+        /// The data folder, or the PostgreSQL database's `postgres://` URL; when given, it wins
+        /// over `--store`.
+        #[arg(value_name = "DATA_DIR|URL", required_unless_present = "store")]
         data: Option<PathBuf>,
         /// The PostgreSQL database's `postgres://` URL (as `serve --store` takes it).
         #[arg(long = "store", env = "PAYCORE_STORE", value_name = "URL")]
@@ -106,8 +107,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
             batch::Finished::NotAllPaid => ExitCode::from(EXIT_NOT_ALL_HOLDS),
         }),
         Command::Verify { data, store } => match (data, store) {
-            (_, Some(url)) => verify(Path::new(&postgres_url(url)?)),
-            (Some(data), None) => verify(&data),
+            (Some(data), _) => verify(&data),
+            (None, Some(url)) => verify(Path::new(&postgres_url(url)?)),
             (None, None) => anyhow::bail!("verify needs a data folder or --store URL"),
         },
     }
