@@ -112,7 +112,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// A started service: the engine runs, the router is not served yet.
 pub struct Service {
     pub state: Arc<AppState>,
-    engine_thread: std::thread::JoinHandle<()>,
+    engine_thread: std::thread::JoinHandle<paycore_engine::Stopped>,
 }
 
 /// Opens the store, makes the first API key if there is none, and starts the engine.

@@ -120,8 +120,7 @@ fn a_newer_schema_is_refused_and_a_reopened_store_keeps_its_data() {
 
     sql(&database).execute("UPDATE schema_version SET version = 99", &[]).unwrap();
     match crate::open(database.url()) {
-        // `known` is how many migrations this build has.
-        Err(StoreError::SchemaTooNew { found: 99, known }) if (1..99).contains(&known) => {}
+        Err(StoreError::SchemaTooNew { found: 99, .. }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
