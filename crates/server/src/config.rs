@@ -7,8 +7,13 @@ use std::path::PathBuf;
 /// Everything `run` needs. Build it with [`Config::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The data folder: the database and, on first start, the `api-key` file.
+    /// The data folder: the embedded store (unless `store` names another) and, on first
+    /// start, the `api-key` file.
     pub data_dir: PathBuf,
+    /// The store of record when it is not the embedded one in `data_dir`: a PostgreSQL
+    /// database's `postgres://` URL. Uploaded batch files then live in it too, and reports are
+    /// written on request from it, so `data_dir` holds only the first API key's file.
+    pub store: Option<String>,
     /// Where to listen; port 0 picks a free port (printed on stdout).
     pub listen: SocketAddr,
     /// Requests with a larger body are refused with 413.
@@ -59,6 +64,7 @@ impl Config {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
+            store: None,
             listen,
             max_body_bytes: Config::MAX_BODY_BYTES_DEFAULT,
             max_batch_bytes: Config::MAX_BATCH_BYTES_DEFAULT,

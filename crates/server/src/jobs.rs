@@ -211,25 +211,26 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord, stop: &Arc<AtomicBool>
     if batch.status == paycore_ledger::BatchStatus::Validating {
         let permit = state.jobs.validations.acquire().await;
         let store = state.batches.clone();
-        let data_dir = state.data_dir.clone();
         let stopping = stop.clone();
         let max_lines = state.max_batch_lines;
         tokio::task::spawn_blocking(move || {
-            batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::ids::now_ns, &stopping, max_lines)
+            batches::validate_limited(store.as_ref(), &batch, &crate::ids::now_ns, &stopping, max_lines)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("validation task failed: {e}")))??;
         drop(permit);
     }
     // The report the batch will most likely be asked for is written alongside the run, each
-    // line once its item's result is committed, so that it is ready when the batch ends.
+    // line once its item's result is committed, so that it is ready when the batch ends (with
+    // report files only: see `AppState::reports`).
     let run_over = Arc::new(AtomicBool::new(false));
-    let report = {
-        let (reports, store, run_over) = (state.reports.clone(), state.batches.clone(), run_over.clone());
+    let report = state.reports.clone().map(|reports| {
+        let (store, run_over) = (state.batches.clone(), run_over.clone());
         tokio::task::spawn_blocking(move || reports.follow(store.as_ref(), tenant, id, &run_over))
-    };
+    });
     let ran = batches::run(&state.engine, state.batches.clone(), id, tenant, stop).await;
     run_over.store(true, Ordering::Release);
+    let Some(report) = report else { return ran };
     match report.await {
         Ok(Ok(true)) => tracing::debug!(batch = %id, "report written"),
         Ok(Ok(false)) => {}

@@ -83,8 +83,8 @@ async fn progress(client: &Client, id: &str) -> (Value, Value, Value) {
     (b.body["status"].clone(), b.body["counts"]["succeeded"].clone(), b.body["counts"]["failed"].clone())
 }
 
-fn config(dir: &std::path::Path) -> paycore_server::Config {
-    let mut config = common::config(dir, KEY);
+fn config(data: &common::Data) -> paycore_server::Config {
+    let mut config = common::config(data, KEY);
     // A lease that never lapses within the test: whatever resumes a batch here does not wait
     // for one.
     config.batch_lease = Duration::from_secs(3600);
@@ -93,20 +93,20 @@ fn config(dir: &std::path::Path) -> paycore_server::Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stopped_mid_run_is_finished_by_the_next_start_without_waiting_for_its_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = start(&config(dir.path())).await;
+    let data = common::Data::new(common::Backend::Embedded).unwrap();
+    let first = start(&config(&data)).await;
     let (_, payer, payee) = first.client.parties(ITEMS).await;
     let id = upload(&first.client, &payer, &payee).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.stop().await;
-    let interrupted = still_active(dir.path(), &id);
+    let interrupted = still_active(data.path(), &id);
     assert!(
         interrupted.is_some_and(|(_, paid)| paid < ITEMS),
         "the stop came too late to interrupt the batch: {interrupted:?}"
     );
 
     // Another node id: the first one's lease is not this start's, and it lasts an hour.
-    let second = start(&config(dir.path())).await;
+    let second = start(&config(&data)).await;
     let batch = wait_completed(&second.client, &id, Duration::from_secs(120)).await;
     assert_eq!(
         (batch["counts"]["succeeded"].as_u64(), batch["counts"]["failed"].as_u64()),
@@ -119,8 +119,8 @@ async fn a_batch_stopped_mid_run_is_finished_by_the_next_start_without_waiting_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_lease_is_taken_over_stops_and_the_batch_finishes_under_the_next_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let data = common::Data::new(common::Backend::Embedded).unwrap();
+    let mut config = config(&data);
     config.batch_lease = Duration::from_millis(600);
     let node = config.node_id.clone();
     let running = start(&config).await;
@@ -130,7 +130,7 @@ async fn a_job_whose_lease_is_taken_over_stops_and_the_batch_finishes_under_the_
 
     // Another node takes the lease over (as it would once it lapsed): released under the
     // node's name as soon as the node holds it, and claimed at once.
-    let other = common::open_reader(dir.path());
+    let other = common::open_reader(data.path());
     let started = Instant::now();
     while !other.release_batch_lease(batch, &node).unwrap() {
         assert!(started.elapsed() < Duration::from_secs(10), "the node never claimed its upload");

@@ -4,6 +4,7 @@
 //! into runs ([`result_runs`]), how runs move a batch's counters ([`NewRun::counters`]), and
 //! how an item's status is derived when it is read ([`WindowResults`], [`unsent`]).
 
+use crate::files::FileSink;
 use crate::{Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchItemResult, BatchItemState, BatchMode,
@@ -23,7 +24,8 @@ pub struct BatchRecord {
     pub currency: Option<String>,
     pub expected_count: Option<u64>,
     pub expected_total: Option<String>,
-    /// The stored upload, relative to the data folder.
+    /// The stored upload's name, `batches/<name>` (see [`crate::files`]): a path relative to
+    /// the data folder in the embedded store, a `batch_files` name in PostgreSQL.
     pub file: Option<String>,
     pub variant: Option<String>,
     pub message_id: Option<String>,
@@ -185,6 +187,13 @@ pub trait BatchStore: Send + Sync {
     /// `currency` if there is one, else any account with that reference (so that the caller can
     /// report the currency mismatch).
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>>;
+    /// Starts writing the uploaded file named `file` (`batches/<name>`, see [`crate::files`]).
+    fn file_writer(&self, file: &str) -> Result<Box<dyn FileSink>>;
+    /// The finished file named `file`, read from its start; `None` if there is none (never
+    /// stored, aborted, cut short by a crash, or removed).
+    fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>>;
+    /// Removes the file named `file`, finished or not; nothing if there is none.
+    fn remove_file(&self, file: &str) -> Result<()>;
 }
 
 /// A run of consecutive items of one batch with one result in one phase, as the engine's

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod batches;
 mod error;
+pub mod files;
 mod partition;
 mod pool;
 mod postgres;
@@ -29,6 +30,7 @@ pub mod verify;
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
 pub use error::{Result, StoreError};
+pub use files::FileSink;
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{

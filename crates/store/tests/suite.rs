@@ -615,6 +615,55 @@ fn postgres_delivery_claims() {
     on_postgres("postgres_delivery_claims", delivery_claims);
 }
 
+/// Uploaded batch files: written in chunks, readable only once finished, read back whole
+/// across chunk borders and after the store is opened again; aborted and removed ones gone.
+fn batch_files(open_store: &dyn Fn() -> Opened) {
+    use std::io::Read;
+    let read_all = |api: &dyn paycore_store::BatchStore, file: &str| {
+        let mut bytes = Vec::new();
+        api.open_file(file).unwrap().map(|mut r| r.read_to_end(&mut bytes).unwrap()).map(|_| bytes)
+    };
+    // 2.5 chunks of the backend's size, in pieces that do not divide it.
+    let content: Vec<u8> =
+        (0..paycore_store::files::FILE_CHUNK_BYTES * 5 / 2).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    {
+        let Opened { store: _store, api } = open_store();
+        let mut sink = api.file_writer("batches/bat_1.csv").unwrap();
+        for piece in content.chunks(100_003) {
+            sink.write_chunk(piece).unwrap();
+        }
+        assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv"), None, "not readable before it is finished");
+        assert_eq!(sink.finish().unwrap(), content.len() as u64);
+        assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv").as_deref(), Some(&content[..]));
+
+        let mut aborted = api.file_writer("batches/bat_2.csv").unwrap();
+        aborted.write_chunk(b"payee,amount\n").unwrap();
+        aborted.abort().unwrap();
+        assert_eq!(read_all(api.as_ref(), "batches/bat_2.csv"), None);
+
+        // A writer that never finishes (its process died) leaves nothing readable.
+        let mut cut = api.file_writer("batches/bat_3.csv").unwrap();
+        cut.write_chunk(&content[..1000]).unwrap();
+        drop(cut);
+        assert_eq!(read_all(api.as_ref(), "batches/bat_3.csv"), None);
+
+        let mut small = api.file_writer("batches/bat_4.jsonl").unwrap();
+        small.write_chunk(b"{}\n").unwrap();
+        assert_eq!(small.finish().unwrap(), 3);
+        api.remove_file("batches/bat_4.jsonl").unwrap();
+        assert_eq!(read_all(api.as_ref(), "batches/bat_4.jsonl"), None);
+        api.remove_file("batches/bat_4.jsonl").unwrap();
+
+        for bad in ["../paycore.db", "batches/../LOCK", "batches/a/b"] {
+            assert!(matches!(api.file_writer(bad).err(), Some(StoreError::Internal(_))), "{bad}");
+            assert!(matches!(api.open_file(bad).err(), Some(StoreError::Internal(_))), "{bad}");
+        }
+    }
+    let Opened { store: _store, api } = open_store();
+    assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv").as_deref(), Some(&content[..]), "durable");
+    assert_eq!(read_all(api.as_ref(), "batches/bat_3.csv"), None);
+}
+
 #[test]
 fn embedded_store_in_a_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -636,6 +685,13 @@ fn embedded_tenants_keys_and_webhooks() {
     tenants_keys_and_webhooks(&move || paycore_store::open(&path).unwrap());
 }
 
+#[test]
+fn embedded_batch_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batch_files(&move || paycore_store::open(&path).unwrap());
+}
+
 /// Runs `case` on a fresh PostgreSQL database, dropped afterwards (or skips loudly).
 fn on_postgres(test: &str, case: fn(&dyn Fn() -> Opened)) {
     let Some(database) = TestDatabase::create(test) else { return };
@@ -651,6 +707,11 @@ fn postgres_store() {
 #[test]
 fn postgres_batches() {
     on_postgres("postgres_batches", batches);
+}
+
+#[test]
+fn postgres_batch_files() {
+    on_postgres("postgres_batch_files", batch_files);
 }
 
 #[test]

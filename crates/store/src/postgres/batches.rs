@@ -454,6 +454,18 @@ impl BatchStore for PostgresReader {
             row.map(|row| account_from(&row)).transpose()
         })
     }
+
+    fn file_writer(&self, file: &str) -> Result<Box<dyn crate::FileSink>> {
+        super::files::writer(self.connections(), file)
+    }
+
+    fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        super::files::open(self.connections(), file)
+    }
+
+    fn remove_file(&self, file: &str) -> Result<()> {
+        super::files::remove(&self.connections(), file)
+    }
 }
 
 /// A read-only transaction that sees one snapshot of the database throughout.

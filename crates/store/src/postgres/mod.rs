@@ -10,7 +10,8 @@
 //! migrations in `postgres/migrations/`, recorded in `schema_version`), `partitions` (the
 //! partition count, leader locks and epochs), `codec` (columns to
 //! ledger values and back, PostgreSQL's errors by kind), `commit`, `reader`, `batches`,
-//! `admin`, `leases` (batch leases and delivery claims, `FOR UPDATE SKIP LOCKED`), `verify`.
+//! `files` (uploaded batch files, in chunks), `admin`, `leases` (batch leases and delivery
+//! claims, `FOR UPDATE SKIP LOCKED`), `verify`.
 //!
 //! The `postgres` client is synchronous (it runs a small runtime of its own per connection):
 //! like the SQLite store's, its calls block, and callers on an async runtime make them from
@@ -20,6 +21,7 @@ mod admin;
 mod batches;
 mod codec;
 mod commit;
+mod files;
 mod leases;
 mod open;
 mod partitions;
@@ -50,6 +52,7 @@ fn open_parts(url: &str, options: &Options) -> Result<(PostgresStore, Arc<Postgr
         let mut writer = open::connect(url)?;
         open::lock(&mut writer, url)?;
         open::migrate(&mut writer)?;
+        files::remove_stale(&mut writer)?;
         let count = partitions::count(&mut writer, None)?;
         let all: Vec<u32> = (0..count).collect();
         let lead = Lead::take(&mut writer, url, &all, count)?;
@@ -74,6 +77,7 @@ pub(crate) fn open_partition(url: &str, partition: u32, options: &Options) -> Re
     let (store, partitions, epoch) = off_runtime(|| {
         let mut writer = open::connect(url)?;
         open::migrate(&mut writer)?;
+        files::remove_stale(&mut writer)?;
         let count = partitions::count(&mut writer, None)?;
         if partition >= count {
             return Err(StoreError::Refused(format!(

@@ -7,6 +7,7 @@ use postgres::{Client, NoTls};
 /// Schema migrations, applied in order; `schema_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_batch_files.sql"),
     include_str!("migrations/0003_leases.sql"),
     include_str!("migrations/0004_partitions.sql"),
 ];

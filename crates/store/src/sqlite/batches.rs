@@ -601,4 +601,15 @@ impl BatchStore for SqliteReader {
             .optional()
         })
     }
+    fn file_writer(&self, file: &str) -> Result<Box<dyn crate::FileSink>> {
+        super::files::writer(self.folder(), file)
+    }
+
+    fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        super::files::open(self.folder(), file)
+    }
+
+    fn remove_file(&self, file: &str) -> Result<()> {
+        super::files::remove(self.folder(), file)
+    }
 }

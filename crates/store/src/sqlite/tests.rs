@@ -98,7 +98,7 @@ fn the_reader_pool_never_opens_more_connections_than_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, _) = open_sqlite(dir.path());
     let path = dir.path().join(super::open::DATABASE_FILE);
-    let reader = Arc::new(SqliteReader::new(path, dir.path().join("history.db"), 2));
+    let reader = Arc::new(SqliteReader::new(dir.path().to_path_buf(), path, dir.path().join("history.db"), 2));
     let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)
