@@ -54,6 +54,10 @@ pub enum EngineError {
     /// The engine could not commit the batch (nothing of it was applied), or it has stopped.
     #[error("the ledger is unavailable: {0}")]
     Unavailable(String),
+    /// Cluster mode: the request is in the queue but the engine's answer did not come in time.
+    /// It may still be applied (or may have been): the caller answers from the store.
+    #[error("the engine did not answer in time")]
+    NoReply,
 }
 
 /// The submitting side of the engine, shared by every API worker.
