@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often a standby tries to take a partition's lock.
+/// How often a standby tries to take a partition's lock, for the partitions it prefers.
 const STANDBY_POLL: Duration = Duration::from_millis(250);
+/// The same for the others: an engine lets the engine that prefers a partition take it first,
+/// and takes it over when it stays without a leader.
+const STANDBY_POLL_OTHERS: Duration = Duration::from_secs(2);
 
 /// What an engine process needs.
 pub struct EngineNodeConfig {
@@ -23,6 +26,9 @@ pub struct EngineNodeConfig {
     pub metrics: EngineMetrics,
     /// Submissions an engine holds in memory beyond those in its batch.
     pub queue_capacity: usize,
+    /// The partitions this process tries to lead first (all when empty): with two engines and
+    /// two partitions, `0` on one and `1` on the other spreads the writes over both.
+    pub preferred: Vec<u32>,
 }
 
 /// The partitions this process leads, and the tasks that lead or wait for them.
@@ -69,6 +75,14 @@ struct Partition {
 
 impl Partition {
     async fn run(self, mut stop: watch::Receiver<bool>) {
+        let preferred = self.config.preferred.is_empty() || self.config.preferred.contains(&self.number);
+        let poll = if preferred { STANDBY_POLL } else { STANDBY_POLL_OTHERS };
+        if !preferred {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
         let mut standby_said = false;
         while !*stop.borrow() {
             let (url, number) = (self.config.store.clone(), self.number);
@@ -89,7 +103,7 @@ impl Partition {
                 Err(error) => tracing::warn!(partition = self.number, %error, "cannot try to lead the partition"),
             }
             tokio::select! {
-                () = tokio::time::sleep(STANDBY_POLL) => {}
+                () = tokio::time::sleep(poll) => {}
                 _ = stop.changed() => {}
             }
         }

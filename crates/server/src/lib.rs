@@ -19,6 +19,7 @@ mod reads;
 mod render;
 mod reports;
 mod request_id;
+mod roles;
 mod routes;
 mod webhooks;
 
