@@ -35,7 +35,7 @@ pub struct EngineNodeConfig {
 pub struct EngineNode {
     leading: Arc<Mutex<BTreeSet<u32>>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl EngineNode {
@@ -50,7 +50,7 @@ impl EngineNode {
                 tokio::spawn(partition.run(stopped.clone()))
             })
             .collect();
-        EngineNode { leading, stop, tasks }
+        EngineNode { leading, stop, tasks: Mutex::new(tasks) }
     }
 
     /// The partitions led now, in order.
@@ -59,9 +59,10 @@ impl EngineNode {
     }
 
     /// Stops every engine once it has answered what it took, and waits for them.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        let tasks = self.tasks.lock().map(|mut tasks| std::mem::take(&mut *tasks)).unwrap_or_default();
+        for task in tasks {
             let _ = task.await;
         }
     }

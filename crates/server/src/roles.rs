@@ -9,7 +9,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use paycore_cluster::{EngineNode, EngineNodeConfig, QueueConfig};
 use paycore_engine::EngineMetrics;
-use serde::Serialize;
 use std::sync::Arc;
 
 /// A process's part in the cluster.
@@ -60,20 +59,15 @@ pub fn start_engines(
     EngineNode::start(EngineNodeConfig { store: store.to_owned(), queue, renderer, metrics, queue_capacity, preferred })
 }
 
-/// An engine process's health.
-#[derive(Serialize)]
-pub struct EngineHealth {
-    pub status: &'static str,
-    pub role: &'static str,
-    /// Whether it leads at least one partition.
-    pub leader: bool,
-    /// The partitions it leads.
-    pub partitions: Vec<u32>,
-}
-
-pub fn engine_health(node: &EngineNode) -> EngineHealth {
+/// An engine process's health: `{"status":"ok","role":"engine","leader":…,"partitions":[…]}`.
+pub fn engine_health(node: &EngineNode) -> crate::routes::Health {
     let partitions = node.leading();
-    EngineHealth { status: "ok", role: Role::Engine.as_str(), leader: !partitions.is_empty(), partitions }
+    crate::routes::Health {
+        status: "ok",
+        role: Role::Engine.as_str(),
+        leader: Some(!partitions.is_empty()),
+        partitions: Some(partitions),
+    }
 }
 
 struct EngineProcess {
@@ -118,9 +112,6 @@ pub async fn serve_engine(
     tracing::info!(partitions = count, "engine process started; leading or standing by for every partition");
     let process = Arc::new(EngineProcess { node, metrics: crate::metrics::Metrics::new(&engine_metrics) });
     axum::serve(listener, engine_router(process.clone())).with_graceful_shutdown(shutdown).await?;
-    let Ok(process) = Arc::try_unwrap(process) else {
-        anyhow::bail!("the engine process is still shared at shutdown");
-    };
     process.node.stop().await;
     tracing::info!("engines stopped");
     Ok(())

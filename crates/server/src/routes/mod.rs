@@ -13,6 +13,7 @@ use crate::idempotency::{Post, Saved};
 use crate::AppState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::Json;
 use paycore_engine::{EngineError, Reply, Submission};
 use paycore_ledger::{AccountId, Command, Outcome, PaymentId, RefundId, Request, ResultCode, TransferId};
@@ -152,12 +153,26 @@ pub async fn read<T: Send + 'static>(
 pub struct Health {
     /// Always `ok` while the service answers.
     pub status: &'static str,
+    /// What the process does: `all` (the default), `api` or `engine` (cluster mode).
+    pub role: &'static str,
+    /// Cluster mode with engines in this process: whether it leads at least one partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<bool>,
+    /// Cluster mode with engines in this process: the partitions it leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<u32>>,
 }
 
 /// `GET /healthz`
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Health> {
+    let partitions = state.node.as_ref().map(|node| node.leading());
+    Json(Health {
+        status: "ok",
+        role: state.role.as_str(),
+        leader: partitions.as_ref().map(|p| !p.is_empty()),
+        partitions,
+    })
 }
 
 pub async fn not_found() -> ApiError {
