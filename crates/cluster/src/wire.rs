@@ -44,7 +44,7 @@ impl fmt::Display for MessageKind {
 }
 
 /// Why bytes are not a message of this version.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum WireError {
     #[error("empty {kind} message: a message starts with its wire format version")]
     Empty { kind: MessageKind },

@@ -140,8 +140,8 @@ pub fn submission() -> BoxedStrategy<Submission> {
 }
 
 /// Field names and messages the ledger's errors carry (any other text does not decode).
-const PARAMS: [&str; 5] = ["amount", "expires_in_seconds", "payer_account", "payee_account", "overdraft_limit"];
-const MESSAGES: [&str; 4] = [
+pub const PARAMS: [&str; 5] = ["amount", "expires_in_seconds", "payer_account", "payee_account", "overdraft_limit"];
+pub const MESSAGES: [&str; 4] = [
     "amount must be between 1 and 9223372036854775807",
     "amount must be greater than zero",
     "expires_in_seconds must be between 1 and 31622400 (366 days)",
