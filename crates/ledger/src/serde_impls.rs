@@ -5,9 +5,8 @@
 //! through the ledger's own set. Anything else is a decode error, never a panic.
 //!
 //! Ids are their 16 bytes, big-endian, as one byte string (17 bytes in postcard; a varint of a
-//! time-ordered id would take 18 or 19);
-//! a currency is its three-letter code, so that a currency added to the table between two
-//! releases does not shift the meaning of the others.
+//! time-ordered id would take 18 or 19). A currency is its three-letter code, so that a
+//! currency added to the table between two releases does not shift the meaning of the others.
 
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
@@ -100,7 +99,7 @@ struct Param(&'static str);
 
 impl<'de> Deserialize<'de> for Param {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let text = String::deserialize(deserializer)?;
         CommandError::known_param(&text)
             .map(Param)
             .ok_or_else(|| D::Error::invalid_value(Unexpected::Str(&text), &"a field name the ledger's errors carry"))
@@ -112,7 +111,7 @@ struct Message(&'static str);
 
 impl<'de> Deserialize<'de> for Message {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let text = String::deserialize(deserializer)?;
         CommandError::known_message(&text)
             .map(Message)
             .ok_or_else(|| D::Error::invalid_value(Unexpected::Str(&text), &"a message the ledger's errors carry"))

@@ -77,6 +77,8 @@ pub struct Request {
 }
 
 /// Why a command other than a transfer was refused. Nothing changed.
+///
+/// Its `Deserialize` is in `serde_impls`: the decoded texts are looked up in the ledger's set.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum CommandError {
