@@ -398,12 +398,18 @@ fn the_largest_replay_fits_a_nats_payload() {
     assert_eq!(encode_reply(&codes).len(), 1 + 1 + 1 + 1 + 2 + BATCH_EVENTS_MAX);
 }
 
-/// `cargo test -p paycore-cluster --test wire -- --ignored --nocapture timing`
+/// Encodes and decodes the bulk submission `WIRE_TIMING_ROUNDS` times (20 by default). The
+/// wire code is generic, so it is compiled in this crate: measure it optimized with
+/// `cargo test --config 'profile.dev.package.paycore-cluster.opt-level=3'
+/// --config 'profile.dev.package.paycore-ledger.opt-level=3' -p paycore-cluster --test wire
+/// -- --ignored --nocapture timing`. Measured on 2 cores shared with four builds: encode 0.3
+/// to 1.0 ms, decode 0.7 to 0.9 ms for 8 190 transfers, 140 to 200 ns a transfer both ways
+/// (unoptimized: 12 and 24 ms).
 #[test]
 #[ignore = "a measurement, not a check"]
 fn timing_of_the_bulk_submission() {
     let submission = bulk_transfers();
-    let rounds = 20;
+    let rounds = std::env::var("WIRE_TIMING_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
     let start = std::time::Instant::now();
     let mut bytes = Vec::new();
     for _ in 0..rounds {
