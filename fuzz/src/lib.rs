@@ -32,6 +32,7 @@ pub fn parse_file(format: Format, data: &[u8]) {
     }
 }
 
+#[cfg(feature = "wire")]
 /// Decodes `data` as a submission and as a reply: never a panic, and whatever decodes encodes
 /// to bytes that decode to the same value (postcard takes overlong varints, so the bytes
 /// themselves may differ).
