@@ -79,7 +79,7 @@ fn open_account(index: usize) -> Command {
 /// The engine on a SQLite data folder, as the server runs it.
 pub struct Engine {
     pub handle: EngineHandle,
-    thread: std::thread::JoinHandle<()>,
+    thread: std::thread::JoinHandle<paycore_engine::Stopped>,
 }
 
 impl Engine {
@@ -100,7 +100,7 @@ impl Engine {
     /// Stops the engine once it has answered everything, and releases the data folder.
     pub fn stop(self) -> anyhow::Result<()> {
         drop(self.handle);
-        self.thread.join().map_err(|_| anyhow!("the engine thread panicked"))
+        self.thread.join().map(|_stopped| ()).map_err(|_| anyhow!("the engine thread panicked"))
     }
 
     /// Opens `n` accounts with no balance limit, all submitted at once (the engine batches them).

@@ -4,7 +4,7 @@ mod batch;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -24,17 +24,26 @@ enum Command {
     /// Checks a store offline: balances against transfers, zero sums per currency,
     /// payments and batch items against their transfers. Exit status 0 when all hold.
     Verify {
-        /// The data folder, or the PostgreSQL database's `postgres://` URL.
-        #[arg(value_name = "DATA_DIR|URL")]
-        data: PathBuf,
+        /// The data folder, or the PostgreSQL database's `postgres://` URL; when given, it wins
+        /// over `--store`.
+        #[arg(value_name = "DATA_DIR|URL", required_unless_present = "store")]
+        data: Option<PathBuf>,
+        /// The PostgreSQL database's `postgres://` URL (as `serve --store` takes it).
+        #[arg(long = "store", env = "PAYCORE_STORE", value_name = "URL")]
+        store: Option<String>,
     },
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// The data folder (database, first API key).
+    /// The data folder: the embedded store's database and the first API key's file (only the
+    /// key's file with `--store`).
     #[arg(long = "data", env = "PAYCORE_DATA", default_value = "./paycore-data")]
     data: PathBuf,
+    /// The store of record, when not the embedded one in `--data`: a PostgreSQL database's
+    /// `postgres://` URL. Uploaded batch files are kept in it too.
+    #[arg(long = "store", env = "PAYCORE_STORE", value_name = "URL")]
+    store: Option<String>,
     /// The address to listen on; port 0 picks a free port.
     #[arg(long = "listen", env = "PAYCORE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -97,7 +106,11 @@ fn try_main() -> anyhow::Result<ExitCode> {
             batch::Finished::Ok => ExitCode::SUCCESS,
             batch::Finished::NotAllPaid => ExitCode::from(EXIT_NOT_ALL_HOLDS),
         }),
-        Command::Verify { data } => verify(&data),
+        Command::Verify { data, store } => match (data, store) {
+            (Some(data), _) => verify(&data),
+            (None, Some(url)) => verify(Path::new(&postgres_url(url)?)),
+            (None, None) => anyhow::bail!("verify needs a data folder or --store URL"),
+        },
     }
 }
 
@@ -119,14 +132,26 @@ fn verify(data: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_NOT_ALL_HOLDS))
 }
 
+/// `url`, checked to name a PostgreSQL database.
+fn postgres_url(url: String) -> anyhow::Result<String> {
+    match paycore_store::Location::parse(Path::new(&url)) {
+        paycore_store::Location::Postgres(_) => Ok(url),
+        paycore_store::Location::Folder(_) => {
+            anyhow::bail!("--store takes a postgres:// URL; the embedded store is the --data folder")
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if matches!(paycore_store::Location::parse(&args.data), paycore_store::Location::Postgres(_)) {
         anyhow::bail!(
-            "serving from a postgres:// store needs cluster mode (API and engine roles over a queue), which is \
-             not built yet; --data takes a folder (`paycore verify` reads a postgres:// store)"
+            "--data takes a folder; to serve from PostgreSQL, give its URL as --store postgres://… \
+             (--data is then only where the first API key's file is written)"
         );
     }
+    let store = args.store.map(postgres_url).transpose()?;
     let mut config = paycore_server::Config::new(args.data, args.listen);
+    config.store = store;
     config.max_body_bytes = args.max_body_bytes;
     config.max_batch_bytes = args.max_batch_bytes;
     config.queue_capacity = args.queue_capacity;

@@ -30,12 +30,19 @@ fn verify_takes_a_postgres_url() {
 }
 
 #[test]
-fn serve_refuses_a_postgres_store_until_cluster_mode_with_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_paycore"))
-        .args(["serve", "--data", "postgres://127.0.0.1:5432/none", "--listen", "127.0.0.1:0"])
-        .output()
-        .expect("run paycore serve");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("needs cluster mode") && !stderr.contains("panicked"), "{stderr}");
+fn serve_takes_postgres_as_its_store_not_as_its_data_folder() {
+    for (args, says) in [
+        (["--data", "postgres://127.0.0.1:5432/none"], "--store postgres://"),
+        (["--store", "./not-a-url"], "--store takes a postgres:// URL"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_paycore"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run paycore serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

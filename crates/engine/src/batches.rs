@@ -20,7 +20,6 @@ use paycore_ledger::{
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,19 +51,17 @@ fn rejection(code: &str, message: &str, errors: &[Diagnostic]) -> String {
 /// [`validate_limited`].
 pub fn validate(
     store: &dyn BatchStore,
-    data_dir: &Path,
     batch: &BatchRecord,
     clock: &dyn Fn() -> u64,
     stopping: &AtomicBool,
 ) -> paycore_store::Result<()> {
-    validate_limited(store, data_dir, batch, clock, stopping, u64::MAX)
+    validate_limited(store, batch, clock, stopping, u64::MAX)
 }
 
 /// [`validate`], rejecting a file of more than `max_lines` items (records, valid or not) with
 /// `too_many_lines`, which names the limit `max_batch_lines`.
 pub fn validate_limited(
     store: &dyn BatchStore,
-    data_dir: &Path,
     batch: &BatchRecord,
     clock: &dyn Fn() -> u64,
     stopping: &AtomicBool,
@@ -76,13 +73,19 @@ pub fn validate_limited(
     let Some(file) = &batch.file else {
         return reject("missing_file", "the batch has no stored file".into());
     };
-    let input = match std::fs::File::open(data_dir.join(file)) {
-        Ok(f) => BufReader::with_capacity(256 * 1024, f),
-        Err(e) => return reject("missing_file", format!("cannot read the stored file: {e}")),
+    let Some(stored) = store.open_file(file)? else {
+        return reject("missing_file", format!("the stored file {file} is not there"));
     };
+    let mut input = BufReader::with_capacity(256 * 1024, StoredFile { file: stored, failure: None });
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
-    let read = read_items(store, batch, format, input, &options, stopping, max_lines)?;
+    let read = read_items(store, batch, format, &mut input, &options, stopping, max_lines)?;
+    if let Some(failure) = input.into_inner().failure {
+        // The store failed to give the file, which says nothing of the file: the batch stays
+        // `validating`, and is validated again at the next start.
+        store.clear_batch_items(batch.id)?;
+        return Err(paycore_store::StoreError::Unavailable(format!("reading the stored file {file}: {failure}")));
+    }
     if stopping.load(Ordering::Relaxed) {
         return Ok(());
     }
@@ -131,6 +134,23 @@ fn reject(
     store.finish_validation(batch.id, &validated)
 }
 
+/// A stored file as the parser reads it, remembering a failure of the store to give it (an
+/// I/O error, a lost connection): the parser would take it for the end of a malformed file.
+struct StoredFile {
+    file: Box<dyn std::io::Read + Send>,
+    failure: Option<String>,
+}
+
+impl std::io::Read for StoredFile {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(out).inspect_err(|error| {
+            if error.kind() != std::io::ErrorKind::Interrupted && self.failure.is_none() {
+                self.failure = Some(error.to_string());
+            }
+        })
+    }
+}
+
 /// What reading the file gave: the parser's summary (or why it stopped), and the items.
 struct ReadItems {
     summary: Result<Summary, FatalError>,
@@ -150,7 +170,7 @@ fn read_items(
     store: &dyn BatchStore,
     batch: &BatchRecord,
     format: Format,
-    input: BufReader<std::fs::File>,
+    input: &mut BufReader<StoredFile>,
     options: &ParseOptions,
     stopping: &AtomicBool,
     max_lines: u64,

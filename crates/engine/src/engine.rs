@@ -41,8 +41,19 @@ impl Default for EngineConfig {
     }
 }
 
+/// How the engine loop ended: what its thread returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every submitter was dropped (the queue closed): a normal stop.
+    Closed,
+    /// A commit was refused because another engine now leads the store's partition
+    /// ([`StoreError::Fenced`]): this engine answered that batch 503 and wrote nothing, and
+    /// must not write again (no rebuild, no retry).
+    Fenced,
+}
+
 /// Recovers the state from `store`, then runs the loop on a thread of its own until every
-/// submitter is dropped.
+/// submitter is dropped ([`Stopped::Closed`]) or the store fences it ([`Stopped::Fenced`]).
 pub fn start(
     mut store: Box<dyn Store>,
     queue: Box<dyn Queue>,
@@ -50,7 +61,7 @@ pub fn start(
     renderer: Renderer,
     metrics: EngineMetrics,
     config: EngineConfig,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
+) -> Result<std::thread::JoinHandle<Stopped>, StoreError> {
     let state = recover(store.as_mut())?;
     let engine = Engine { store, queue, clock, renderer, metrics, config, state };
     std::thread::Builder::new()
@@ -86,7 +97,7 @@ enum Plan {
 }
 
 impl Engine {
-    fn run(mut self) {
+    fn run(mut self) -> Stopped {
         let mut batch = Vec::new();
         loop {
             let timeout = self
@@ -99,35 +110,51 @@ impl Engine {
             }
             let started = Instant::now();
             let events: usize = batch.iter().map(Envelope::events).sum();
-            self.process(std::mem::take(&mut batch));
+            let fenced = self.process(std::mem::take(&mut batch));
             self.metrics.batch_events.observe(events as f64);
             self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+            if fenced {
+                tracing::error!("engine stopped: another engine leads the store now");
+                return Stopped::Fenced;
+            }
         }
         tracing::info!("engine stopped: no more submitters");
+        Stopped::Closed
     }
 
-    /// One batch: answer saved responses, execute the rest, commit, reply.
-    fn process(&mut self, batch: Vec<Envelope>) {
+    /// One batch: answer saved responses, execute the rest, commit, reply. Returns whether the
+    /// store fenced this engine off (then nothing is rebuilt: the loop must end).
+    fn process(&mut self, batch: Vec<Envelope>) -> bool {
         match self.try_process(batch) {
-            Ok(()) => {}
-            Err((replies, error)) => {
-                tracing::error!(%error, "batch failed; nothing of it was committed; rebuilding state from the store");
-                self.metrics.recoveries.inc();
+            Ok(()) => false,
+            Err(Failed { replies, cause, fenced }) => {
                 for reply in replies {
-                    reply(Err(EngineError::Unavailable(error.clone())));
+                    reply(Err(EngineError::Unavailable(cause.clone())));
                 }
-                self.rebuild();
+                if fenced {
+                    tracing::error!(error = %cause, "batch refused: this engine no longer leads; nothing of it was committed");
+                    return true;
+                }
+                tracing::error!(error = %cause, "batch failed; nothing of it was committed; rebuilding state from the store");
+                self.metrics.recoveries.inc();
+                self.rebuild()
             }
         }
     }
 
-    fn rebuild(&mut self) {
+    /// Rebuilds the state from the store, retrying until it can; returns whether the store
+    /// fenced this engine off meanwhile (then there is nothing to rebuild for).
+    fn rebuild(&mut self) -> bool {
         let mut wait = Duration::from_millis(10);
         loop {
             match recover(self.store.as_mut()) {
                 Ok(state) => {
                     self.state = state;
-                    return;
+                    return false;
+                }
+                Err(error @ StoreError::Fenced(_)) => {
+                    tracing::error!(%error, "cannot rebuild state: this engine no longer leads");
+                    return true;
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot rebuild state from the store; retrying");
@@ -140,26 +167,26 @@ impl Engine {
 
     /// One batch, step by step. On an error nothing of the batch was committed: the replies
     /// not given yet come back with the cause, for [`Engine::process`] to answer.
-    fn try_process(&mut self, batch: Vec<Envelope>) -> Result<(), (Replies, String)> {
+    fn try_process(&mut self, batch: Vec<Envelope>) -> Result<(), Failed> {
         let saved = match self.saved_responses(&batch) {
             Ok(saved) => saved,
-            Err(e) => return Err((batch.into_iter().map(|e| e.reply).collect(), e.to_string())),
+            Err(e) => return Err(Failed::store(batch.into_iter().map(|e| e.reply).collect(), &e)),
         };
         let Planned { requests, plans, replies, keys } = plan(batch, &saved);
         if let Err(e) = self.load(&requests) {
-            return Err((replies, e.to_string()));
+            return Err(Failed::store(replies, &e));
         }
         let now = self.clock.now_ns();
         let outcomes = match self.execute(&requests, now) {
             Ok(outcomes) => outcomes,
-            Err(message) => return Err((replies, message)),
+            Err(cause) => return Err(Failed { replies, cause, fenced: false }),
         };
         let changes = self.state.take_changes();
         let (records, rendered) = self.render_saved(&plans, &keys, &outcomes, now);
         if !changes.is_empty() || !records.is_empty() {
             let started = Instant::now();
             if let Err(e) = self.store.commit(&changes, &records) {
-                return Err((replies, e.to_string()));
+                return Err(Failed::store(replies, &e));
             }
             self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         }
@@ -226,6 +253,21 @@ impl Engine {
             }
         }
         (records, rendered)
+    }
+}
+
+/// A batch that failed before its commit returned: nothing of it was written.
+struct Failed {
+    /// The replies not given yet, to answer 503.
+    replies: Replies,
+    cause: String,
+    /// The store refused the commit for good: another engine leads it now.
+    fenced: bool,
+}
+
+impl Failed {
+    fn store(replies: Replies, error: &StoreError) -> Failed {
+        Failed { replies, cause: error.to_string(), fenced: matches!(error, StoreError::Fenced(_)) }
     }
 }
 

@@ -6,7 +6,8 @@
 //! **execute** it on the in-memory [`State`](paycore_ledger::State), deterministically;
 //! **commit** its changes and saved idempotent responses in one transaction; only then
 //! **reply**. A batch that cannot be committed is answered with an error and the state is
-//! rebuilt from the store, so memory never runs ahead of disk.
+//! rebuilt from the store, so memory never runs ahead of disk; a commit the store fences off
+//! (another engine leads its partition now) ends the loop instead ([`Stopped::Fenced`]).
 //!
 //! Feature `serde` (off by default) gives [`Submission`], [`Reply`], [`EngineError`] and
 //! [`IdempotencyKey`] `Serialize` and `Deserialize`, for the cluster's wire format.
@@ -16,7 +17,7 @@ mod engine;
 mod metrics;
 mod queue;
 
-pub use engine::{start, Clock, EngineConfig, Renderer, SystemClock};
+pub use engine::{start, Clock, EngineConfig, Renderer, Stopped, SystemClock};
 pub use metrics::EngineMetrics;
 pub use queue::{channel, ChannelQueue, ChannelSubmitter, Envelope, Priority, Queue, Received, Submitter};
 

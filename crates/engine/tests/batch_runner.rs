@@ -23,7 +23,6 @@ const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samp
 
 struct Env {
     _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
     handle: EngineHandle,
     reader: Arc<dyn ReadSide>,
     next_id: u128,
@@ -33,7 +32,7 @@ fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_owned();
     let engine = common::boot(&data, 64, common::no_renderer());
-    Env { _dir: dir, data, handle: engine.handle, reader: engine.reader, next_id: 1000 }
+    Env { _dir: dir, handle: engine.handle, reader: engine.reader, next_id: 1000 }
 }
 
 impl Env {
@@ -67,10 +66,13 @@ impl Env {
         id
     }
 
+    /// Stores `bytes` as the uploaded file `name`, as the API's intake does; its stored name.
     fn store_file(&self, name: &str, bytes: &[u8]) -> String {
-        std::fs::create_dir_all(self.data.join("batches")).unwrap();
-        std::fs::write(self.data.join("batches").join(name), bytes).unwrap();
-        format!("batches/{name}")
+        let file = format!("batches/{name}");
+        let mut sink = self.reader.file_writer(&file).unwrap();
+        sink.write_chunk(bytes).unwrap();
+        sink.finish().unwrap();
+        file
     }
 
     /// Creates, validates and runs a batch; returns its final record.
@@ -89,7 +91,7 @@ impl Env {
             ..new
         };
         self.reader.create_batch(&record).unwrap();
-        validate(self.reader.as_ref(), &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
+        validate(self.reader.as_ref(), &record, &|| 2, &AtomicBool::new(false)).unwrap();
         let store: Arc<dyn BatchStore> = self.reader.clone();
         run(&self.handle, store, id, TENANT, &Arc::new(AtomicBool::new(false))).await.unwrap();
         self.reader.batch(TENANT, id).unwrap().unwrap()
@@ -244,7 +246,7 @@ impl Env {
             ..new
         };
         self.reader.create_batch(&record).unwrap();
-        validate(self.reader.as_ref(), &self.data, &record, &|| 2, &AtomicBool::new(false)).unwrap();
+        validate(self.reader.as_ref(), &record, &|| 2, &AtomicBool::new(false)).unwrap();
         assert_eq!(self.reader.batch(TENANT, batch_id(number)).unwrap().unwrap().status, BatchStatus::Processing);
         (batch_id(number), payer)
     }

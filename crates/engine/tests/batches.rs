@@ -7,7 +7,7 @@
 mod common;
 
 use common::{account, eur, execute, execute_background, move_of, ReadSide};
-use paycore_engine::EngineHandle;
+use paycore_engine::{EngineHandle, Stopped};
 use paycore_ledger::{
     AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command, ItemStatus,
     Outcome, Overdraft, ResultCode, TenantId,
@@ -54,7 +54,7 @@ fn row(index: u64, amount: u64) -> BatchItemRow {
 }
 
 /// An engine on a store in `dir`, with accounts 1 (unlimited), 2 and 3 (no overdraft) in EUR.
-async fn engine(dir: &std::path::Path) -> (EngineHandle, Arc<dyn ReadSide>, std::thread::JoinHandle<()>) {
+async fn engine(dir: &std::path::Path) -> (EngineHandle, Arc<dyn ReadSide>, std::thread::JoinHandle<Stopped>) {
     let engine = common::boot(dir, 64, common::no_renderer());
     for (id, overdraft) in [(1, Overdraft::Unlimited), (2, Overdraft::Limit(0)), (3, Overdraft::Limit(0))] {
         run(&engine.handle, Command::CreateAccount(account(id, overdraft)), false).await;

@@ -34,7 +34,7 @@ mod common;
 use common::{account, eur, open_store, start_engine, ReadSide};
 use paycore_engine::{
     channel, ChannelQueue, Clock, EngineError, EngineHandle, Envelope, IdempotencyKey, Queue, Received, Renderer,
-    Reply, Submission,
+    Reply, Stopped, Submission,
 };
 use paycore_ledger::{
     AccountId, CaptureMethod, ChangeSet, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome,
@@ -313,7 +313,7 @@ const TENANTS: [TenantId; 2] = [TenantId(1), TenantId(2)];
 
 struct Running {
     handle: EngineHandle,
-    thread: std::thread::JoinHandle<()>,
+    thread: std::thread::JoinHandle<Stopped>,
     store: Arc<Mutex<Box<dyn Store>>>,
     reader: Arc<dyn ReadSide>,
     idle: Arc<(Mutex<u64>, Condvar)>,

@@ -7,8 +7,13 @@ use std::path::PathBuf;
 /// Everything `run` needs. Build it with [`Config::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The data folder: the database and, on first start, the `api-key` file.
+    /// The data folder: the embedded store (unless `store` names another) and, on first
+    /// start, the `api-key` file.
     pub data_dir: PathBuf,
+    /// The store of record when it is not the embedded one in `data_dir`: a PostgreSQL
+    /// database's `postgres://` URL. Uploaded batch files then live in it too, and reports are
+    /// written on request from it, so `data_dir` holds only the first API key's file.
+    pub store: Option<String>,
     /// Where to listen; port 0 picks a free port (printed on stdout).
     pub listen: SocketAddr,
     /// Requests with a larger body are refused with 413.
@@ -31,6 +36,13 @@ pub struct Config {
     /// The most store connections the API's reads and writes hold at once (the engine has its
     /// own); a request that finds them all in use waits for one.
     pub store_connections_max: usize,
+    /// This node's name in the leases of the batch jobs it runs (`lease_owner`); unique per
+    /// running process. Default: `node-` and 16 random hex digits, new per `Config::new`.
+    pub node_id: String,
+    /// How long a batch job's lease lasts unless renewed (every third of it, while the job
+    /// runs): after a node dies, another takes its batches over this long after its last
+    /// renewal.
+    pub batch_lease: std::time::Duration,
 }
 
 impl Config {
@@ -46,10 +58,13 @@ impl Config {
     pub const RATE_LIMIT_PER_SECOND_DEFAULT: u32 = 1000;
     /// The default first webhook retry wait: 1 second.
     pub const WEBHOOK_RETRY_MIN_DEFAULT: std::time::Duration = std::time::Duration::from_secs(1);
+    /// The default batch lease: 15 seconds.
+    pub const BATCH_LEASE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(15);
 
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
+            store: None,
             listen,
             max_body_bytes: Config::MAX_BODY_BYTES_DEFAULT,
             max_batch_bytes: Config::MAX_BATCH_BYTES_DEFAULT,
@@ -60,6 +75,8 @@ impl Config {
             api_key: None,
             webhook_retry_min: Config::WEBHOOK_RETRY_MIN_DEFAULT,
             store_connections_max: paycore_store::READER_CONNECTIONS_DEFAULT,
+            node_id: format!("node-{:016x}", rand::random::<u64>()),
+            batch_lease: Config::BATCH_LEASE_DEFAULT,
         }
     }
 }

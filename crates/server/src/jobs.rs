@@ -1,63 +1,236 @@
 //! Background work for batches: validating an uploaded file, then running its items through
-//! the engine. Started when a batch is uploaded, and again at start-up for every batch a
-//! restart interrupted (validation starts over; the run resumes from the items still pending).
+//! the engine, on whichever node holds the batch's lease.
+//!
+//! Every node runs a claim loop ([`spawn_claim_loop`], started by `Service::serve`): about
+//! every second it claims the oldest active batch that no node holds (or whose lease lapsed:
+//! its node died or lost the store) and runs it. The node that takes an upload in claims that
+//! batch at once ([`spawn`]). While a job runs, it renews its lease every third of the lease's
+//! length; a renewal that fails means another node took the batch over, and the job stops. At
+//! the end the job releases the lease. A job under a new owner starts validation over (the items
+//! are cleared first) and runs only the items still pending: items are idempotent (their
+//! transfer ids derive from batch id and index), so a second runner of one batch is wasteful,
+//! never harmful.
 
 use crate::AppState;
 use paycore_engine::batches;
-use paycore_store::BatchRecord;
+use paycore_ledger::BatchId;
+use paycore_store::{BatchRecord, BatchStore, Claim, StoreError};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
 
 /// Files validated at once: each keeps a core busy.
 const VALIDATIONS_MAX: usize = 2;
+/// Batch jobs one node's claim loop takes on at once; the rest stay free for other nodes (a
+/// node still runs every batch it takes in itself).
+const JOBS_MAX: usize = 8;
+/// How often the claim loop looks for a batch that no node runs.
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
+/// How often the claim loop and each job look at the service's stop flag (and a job at its
+/// lease's renewal time).
+const TICK: Duration = Duration::from_millis(100);
+/// The wait before another try after a renewal failed on a store error.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
 
-/// Limits the validations running at once.
+/// The node's batch jobs: who it is in leases, how long they last, what runs here.
 pub struct Jobs {
     validations: Semaphore,
+    node: String,
+    lease: Duration,
+    running: Mutex<HashSet<BatchId>>,
+    /// Wakes the claim loop early (a job ended, or a claim at intake failed).
+    wake: Notify,
 }
 
-impl Default for Jobs {
-    fn default() -> Self {
-        Jobs { validations: Semaphore::new(VALIDATIONS_MAX) }
+impl Jobs {
+    /// The jobs of node `node`, whose leases last `lease` unless renewed.
+    pub fn new(node: String, lease: Duration) -> Jobs {
+        Jobs {
+            validations: Semaphore::new(VALIDATIONS_MAX),
+            node,
+            lease,
+            running: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<BatchId>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The end of a lease taken or renewed now.
+    fn until(&self, now: u64) -> u64 {
+        now.saturating_add(u64::try_from(self.lease.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
-/// Validates (if still `validating`) and runs a batch, in the background.
+/// Claims the batch just taken in for this node and runs it here, in the background. If
+/// another node's claim loop was quicker, that node runs it.
 pub fn spawn(state: Arc<AppState>, batch: BatchRecord) {
     tokio::spawn(async move {
-        let (id, tenant) = (batch.id, batch.tenant);
-        if let Err(error) = drive(&state, batch).await {
-            tracing::error!(batch = %id, %error, "batch stopped on a store error; it resumes at the next start");
+        let id = batch.id;
+        match claim(&state, move |store, claim| store.claim_batch(id, claim)).await {
+            Ok(Some(batch)) => start(state, batch),
+            Ok(None) => tracing::debug!(batch = %id, "another node claimed the batch first"),
+            Err(error) => {
+                tracing::warn!(batch = %id, %error, "cannot claim the batch taken in; the claim loop will");
+                state.jobs.wake.notify_one();
+            }
         }
-        tracing::info!(batch = %id, tenant = %tenant, "batch job finished");
     });
 }
 
-async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Result<()> {
+/// Starts the node's claim loop as a task of the current runtime; it ends when the service
+/// stops.
+pub fn spawn_claim_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(claim_loop(state))
+}
+
+async fn claim_loop(state: Arc<AppState>) {
+    while !state.stopping.load(Ordering::Relaxed) {
+        if state.jobs.running().len() < JOBS_MAX {
+            match claim(&state, |store, claim| store.claim_next_batch(claim)).await {
+                Ok(Some(batch)) => {
+                    tracing::info!(batch = %batch.id, status = %batch.status, "claimed batch");
+                    start(state.clone(), batch);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "batch claim failed; retrying"),
+            }
+        }
+        pause(&state).await;
+    }
+}
+
+/// Waits [`CLAIM_EVERY`], or less when woken or when the service stops.
+async fn pause(state: &AppState) {
+    let deadline = Instant::now() + CLAIM_EVERY;
+    while Instant::now() < deadline && !state.stopping.load(Ordering::Relaxed) {
+        tokio::select! {
+            () = state.jobs.wake.notified() => return,
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Makes a claim for this node, on a blocking thread.
+async fn claim(
+    state: &Arc<AppState>,
+    how: impl FnOnce(&dyn BatchStore, &Claim<'_>) -> paycore_store::Result<Option<BatchRecord>> + Send + 'static,
+) -> paycore_store::Result<Option<BatchRecord>> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let now = crate::ids::now_ns();
+        let claim = Claim { owner: &state.jobs.node, now, until: state.jobs.until(now) };
+        how(state.batches.as_ref(), &claim)
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("claim task failed: {e}")))?
+}
+
+/// Runs a claimed batch in the background, keeping its lease while it runs.
+fn start(state: Arc<AppState>, batch: BatchRecord) {
+    if !state.jobs.running().insert(batch.id) {
+        // Already running here: its lease lapsed (renewals failed for a while) and this node
+        // claimed it back. The job goes on under the new lease.
+        return;
+    }
+    tokio::spawn(async move {
+        let (id, tenant) = (batch.id, batch.tenant);
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let keeper = tokio::spawn(keep_lease(state.clone(), id, stop.clone(), done.clone()));
+        let ran = drive(&state, batch, &stop).await;
+        done.store(true, Ordering::Relaxed);
+        let held = keeper.await.unwrap_or(true);
+        match (ran, held) {
+            (_, false) => tracing::warn!(batch = %id, "another node took the batch over; stopped here"),
+            (Ok(()), true) => {
+                if let Err(error) = release(&state, id).await {
+                    tracing::warn!(batch = %id, %error, "lease not released; it lapses");
+                }
+                tracing::info!(batch = %id, tenant = %tenant, "batch job finished");
+            }
+            // The lease is kept until it lapses: the retry (on any node) waits that long.
+            (Err(error), true) => {
+                tracing::error!(batch = %id, %error, "batch stopped on a store error; retried once its lease lapses");
+            }
+        }
+        state.jobs.running().remove(&id);
+        state.jobs.wake.notify_one();
+    });
+}
+
+/// Renews the job's lease every third of its length until the job is `done`; sets `stop` when
+/// the service stops or when the lease is lost. Whether the lease was still held at the end.
+async fn keep_lease(state: Arc<AppState>, id: BatchId, stop: Arc<AtomicBool>, done: Arc<AtomicBool>) -> bool {
+    let every = state.jobs.lease / 3;
+    let mut next = Instant::now() + every;
+    while !done.load(Ordering::Relaxed) {
+        if state.stopping.load(Ordering::Relaxed) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if Instant::now() >= next {
+            let state = state.clone();
+            let renewed = tokio::task::spawn_blocking(move || {
+                state.batches.renew_batch_lease(id, &state.jobs.node, state.jobs.until(crate::ids::now_ns()))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("renewal task failed: {e}")))
+            .and_then(|renewed| renewed);
+            match renewed {
+                Ok(true) => next = Instant::now() + every,
+                Ok(false) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return false;
+                }
+                Err(error) => {
+                    tracing::warn!(batch = %id, %error, "lease renewal failed; retrying");
+                    next = Instant::now() + RENEW_RETRY.min(every);
+                }
+            }
+        }
+        tokio::time::sleep(TICK.min(every)).await;
+    }
+    true
+}
+
+async fn release(state: &Arc<AppState>, id: BatchId) -> paycore_store::Result<bool> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.batches.release_batch_lease(id, &state.jobs.node))
+        .await
+        .map_err(|e| StoreError::Internal(format!("release task failed: {e}")))?
+}
+
+/// Validates (if still `validating`) and runs a batch until it ends or `stop` is set.
+async fn drive(state: &Arc<AppState>, batch: BatchRecord, stop: &Arc<AtomicBool>) -> paycore_store::Result<()> {
     let (id, tenant) = (batch.id, batch.tenant);
     if batch.status == paycore_ledger::BatchStatus::Validating {
         let permit = state.jobs.validations.acquire().await;
         let store = state.batches.clone();
-        let data_dir = state.data_dir.clone();
-        let stopping = state.stopping.clone();
+        let stopping = stop.clone();
         let max_lines = state.max_batch_lines;
         tokio::task::spawn_blocking(move || {
-            batches::validate_limited(store.as_ref(), &data_dir, &batch, &crate::ids::now_ns, &stopping, max_lines)
+            batches::validate_limited(store.as_ref(), &batch, &crate::ids::now_ns, &stopping, max_lines)
         })
         .await
-        .map_err(|e| paycore_store::StoreError::Internal(format!("validation task failed: {e}")))??;
+        .map_err(|e| StoreError::Internal(format!("validation task failed: {e}")))??;
         drop(permit);
     }
     // The report the batch will most likely be asked for is written alongside the run, each
-    // line once its item's result is committed, so that it is ready when the batch ends.
+    // line once its item's result is committed, so that it is ready when the batch ends (with
+    // report files only: see `AppState::reports`).
     let run_over = Arc::new(AtomicBool::new(false));
-    let report = {
-        let (reports, store, run_over) = (state.reports.clone(), state.batches.clone(), run_over.clone());
+    let report = state.reports.clone().map(|reports| {
+        let (store, run_over) = (state.batches.clone(), run_over.clone());
         tokio::task::spawn_blocking(move || reports.follow(store.as_ref(), tenant, id, &run_over))
-    };
-    let ran = batches::run(&state.engine, state.batches.clone(), id, tenant, &state.stopping).await;
+    });
+    let ran = batches::run(&state.engine, state.batches.clone(), id, tenant, stop).await;
     run_over.store(true, Ordering::Release);
+    let Some(report) = report else { return ran };
     match report.await {
         Ok(Ok(true)) => tracing::debug!(batch = %id, "report written"),
         Ok(Ok(false)) => {}
@@ -65,17 +238,4 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord) -> paycore_store::Resu
         Err(error) => tracing::warn!(batch = %id, %error, "report task failed; the report is written on request"),
     }
     ran
-}
-
-/// Starts again every batch that a stop interrupted.
-pub async fn resume(state: &Arc<AppState>) -> paycore_store::Result<()> {
-    let store = state.batches.clone();
-    let active = tokio::task::spawn_blocking(move || store.active_batches())
-        .await
-        .map_err(|e| paycore_store::StoreError::Internal(format!("resume task failed: {e}")))??;
-    for batch in active {
-        tracing::info!(batch = %batch.id, status = %batch.status, "resuming batch");
-        spawn(state.clone(), batch);
-    }
-    Ok(())
 }

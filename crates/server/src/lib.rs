@@ -36,7 +36,7 @@ use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
 use paycore_store::{AdminStore, BatchStore, Reader};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -59,13 +59,14 @@ pub struct AppState {
     pub max_batch_lines: u64,
     /// The per-key token buckets.
     pub rate: ratelimit::RateLimiter,
-    pub data_dir: PathBuf,
     pub max_batch_bytes: u64,
     pub jobs: jobs::Jobs,
-    /// The reports written while their batches run.
-    pub reports: Arc<reports::ReportFiles>,
-    /// Set when the service stops: batch jobs return at their next step and resume at the
-    /// next start.
+    /// The reports written while their batches run, in the data folder: with the embedded
+    /// store only. On a shared store (PostgreSQL) every report is written on request from the
+    /// store, so that any process serving the API can answer it.
+    pub reports: Option<Arc<reports::ReportFiles>>,
+    /// Set when the service stops: batch jobs return at their next step and resume under
+    /// the next claim, on any node.
     pub stopping: Arc<AtomicBool>,
 }
 
@@ -111,17 +112,32 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// A started service: the engine runs, the router is not served yet.
 pub struct Service {
     pub state: Arc<AppState>,
-    engine_thread: std::thread::JoinHandle<()>,
+    engine_thread: std::thread::JoinHandle<paycore_engine::Stopped>,
 }
 
 /// Opens the store, makes the first API key if there is none, and starts the engine.
+/// Blocking (the store's calls are; the PostgreSQL client's panic on a thread that drives
+/// async tasks): call it before the runtime or through `spawn_blocking`, as [`run`] does.
 pub fn start(config: &Config) -> anyhow::Result<Service> {
     std::fs::create_dir_all(&config.data_dir)?;
+    let location = match &config.store {
+        Some(url) => match paycore_store::Location::parse(Path::new(url)) {
+            paycore_store::Location::Postgres(_) => Path::new(url),
+            paycore_store::Location::Folder(_) => {
+                anyhow::bail!("the store must be a postgres:// URL (the embedded store lives in the data folder)")
+            }
+        },
+        None => config.data_dir.as_path(),
+    };
     let options = paycore_store::Options { reader_connections_max: config.store_connections_max };
-    let paycore_store::Opened { store, api } = paycore_store::open_with(&config.data_dir, &options)?;
+    let paycore_store::Opened { store, api } = paycore_store::open_with(location, &options)?;
     let (reader, batches, admin): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn AdminStore>) =
         (api.clone(), api.clone(), api);
     auth::bootstrap(reader.as_ref(), admin.as_ref(), &config.data_dir, config.api_key.clone())?;
+    let reports = match config.store {
+        Some(_) => None,
+        None => Some(Arc::new(reports::ReportFiles::open(&config.data_dir)?)),
+    };
 
     let renderer = Arc::new(Renderer);
     let engine_metrics = EngineMetrics::default();
@@ -150,10 +166,9 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         webhook_retry_min: config.webhook_retry_min,
         max_batch_lines: config.max_batch_lines,
         rate: ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
-        data_dir: config.data_dir.clone(),
         max_batch_bytes: config.max_batch_bytes,
-        jobs: jobs::Jobs::default(),
-        reports: Arc::new(reports::ReportFiles::open(&config.data_dir)?),
+        jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease),
+        reports,
         stopping: Arc::new(AtomicBool::new(false)),
     });
     Ok(Service { state, engine_thread })
@@ -168,7 +183,7 @@ impl Service {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Service { state, engine_thread } = self;
-        jobs::resume(&state).await?;
+        let claims = jobs::spawn_claim_loop(state.clone());
         let deliveries = webhooks::spawn(state.clone());
         let stopping = state.stopping.clone();
         let shutdown = async move {
@@ -187,6 +202,12 @@ impl Service {
         // The worker sees `stopping` at its next round; an attempt in flight is retried at the
         // next start if it is not recorded.
         deliveries.abort();
+        // The claim loop and every batch job see `stopping` within a tenth of a second; jobs
+        // release their leases as they stop, so that another node (or the next start) resumes
+        // them at once.
+        if let Err(error) = claims.await {
+            tracing::error!(%error, "the batch claim loop failed");
+        }
         // Every engine handle was in the router's state, dropped with it: the engine thread
         // ends once it has answered what it took.
         tokio::task::spawn_blocking(move || engine_thread.join())
@@ -200,7 +221,10 @@ impl Service {
 /// Starts the service and serves until SIGINT or SIGTERM. Prints one line,
 /// `paycore listening on http://ADDR`, to stdout.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let service = start(&config)?;
+    let service = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || start(&config)).await??
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
     {
@@ -208,7 +232,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         writeln!(stdout, "paycore listening on http://{address}")?;
         stdout.flush()?;
     }
-    tracing::info!(%address, data = %config.data_dir.display(), "serving");
+    let store = if config.store.is_some() { "postgres" } else { "embedded" };
+    tracing::info!(%address, data = %config.data_dir.display(), store, "serving");
     service.serve(listener, shutdown_signal()).await
 }
 

@@ -1,6 +1,7 @@
 //! Webhook delivery: a worker task reads the outbox in order, fans each event out to the
-//! subscribed endpoints of its tenant (rows of `webhook_deliveries`), and POSTs every due
-//! delivery, signed with the endpoint's secret. Failures are retried with exponential
+//! subscribed endpoints of its tenant (rows of `webhook_deliveries`), claims the due deliveries
+//! (no other worker, on this node or another, attempts them meanwhile) and POSTs each, signed
+//! with the endpoint's secret. Failures are retried with exponential
 //! backoff; the attempt state is stored, so retries continue across restarts. Delivery is at
 //! least once: receivers deduplicate by the event's `id`.
 //!
@@ -28,6 +29,10 @@ pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Deliveries attempted per round of the worker.
 const ROUND_SIZE: usize = 100;
+/// How long the deliveries a round claims stay its own: no other worker (on this node or
+/// another) attempts them meanwhile. A round starts no attempt that could outlast its claim;
+/// the rows it leaves, and those of a worker that died, are due again when the claim lapses.
+const ROUND_CLAIM: Duration = Duration::from_secs(60);
 /// Events fanned out per round. Fanning out is a write transaction on the main database, which
 /// the engine then waits for: under a steady stream of payments, rounds of 100 events meant
 /// ~100 such transactions a second (with an fsync each) and commit stalls of tens of ms.
@@ -94,13 +99,17 @@ pub async fn run(state: Arc<AppState>) {
 async fn round(state: &Arc<AppState>, client: &reqwest::Client) -> anyhow::Result<bool> {
     let admin = state.admin.clone();
     let now = crate::ids::now_ns();
+    let claimed_until = now.saturating_add(nanos(ROUND_CLAIM));
     let (fanned, due) = tokio::task::spawn_blocking(move || -> paycore_store::Result<_> {
         let fanned = admin.fan_out(now, FAN_OUT_SIZE)?;
-        Ok((fanned, admin.due_deliveries(now, ROUND_SIZE)?))
+        Ok((fanned, admin.due_deliveries(now, claimed_until, ROUND_SIZE)?))
     })
     .await??;
     for delivery in &due {
         if state.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        if crate::ids::now_ns().saturating_add(nanos(ATTEMPT_TIMEOUT)) >= claimed_until {
             break;
         }
         attempt(state, client, delivery).await?;
@@ -108,6 +117,10 @@ async fn round(state: &Arc<AppState>, client: &reqwest::Client) -> anyhow::Resul
     // A partial fan-out round caught up: the next one waits for IDLE, so that events are fanned
     // out in groups rather than one write transaction per handful of events.
     Ok(fanned == FAN_OUT_SIZE || !due.is_empty())
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One attempt of one delivery, recorded.

@@ -1,17 +1,27 @@
-//! The API end to end, in process: the real router, engine and SQLite store on a temporary
-//! data folder, driven over HTTP on a free port.
+//! The API end to end, in process: the real router, engine and store (the embedded one on a
+//! temporary data folder; the money paths also on PostgreSQL), driven over HTTP on a free port.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::Answer;
+use common::{on_both_backends, Answer, Backend};
 use paycore_server::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const KEY: &str = "sk_test_0123456789abcdefghijklmnopqrstuv";
 const NO_SUCH_ACCOUNT: &str = "acct_00000000000000000000000000";
+
+on_both_backends!(
+    fund_and_pay_automatically,
+    manual_capture_of_part_releases_the_rest,
+    refunds_never_exceed_the_captured_amount,
+    idempotent_retries_replay_the_same_bytes,
+    tenants_cannot_see_each_other,
+    bulk_transfers_and_linked_chains,
+    holds_post_and_void_with_client_ids,
+);
 
 fn balance(posted: i64, pending_debits: u64, available: i64) -> Value {
     json!({"posted": posted, "pending_debits": pending_debits, "pending_credits": 0, "available": available})
@@ -21,9 +31,8 @@ fn error_of(a: &Answer) -> (u16, &str, Option<&str>) {
     (a.status, a.body["error"]["code"].as_str().unwrap_or("?"), a.body["error"]["param"].as_str())
 }
 
-#[tokio::test]
-async fn fund_and_pay_automatically() {
-    let (api, _dir) = common::boot(KEY, |_| {}).await;
+async fn fund_and_pay_automatically(backend: Backend) {
+    let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (funding, payer, payee) = api.parties(1000).await;
     let funding_view = api.get(&format!("/v1/accounts/{funding}")).await.body;
     assert_eq!(funding_view["overdraft_limit"], "unlimited");
@@ -56,9 +65,8 @@ async fn fund_and_pay_automatically() {
     assert_eq!(list.body["has_more"], false);
 }
 
-#[tokio::test]
-async fn manual_capture_of_part_releases_the_rest() {
-    let (api, _dir) = common::boot(KEY, |_| {}).await;
+async fn manual_capture_of_part_releases_the_rest(backend: Backend) {
+    let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 100, json!({"capture_method": "manual"})).await;
     let held = api.post_raw(&format!("/v1/payments/{pay}/confirm"), Vec::new()).await;
@@ -93,9 +101,8 @@ async fn cancel_releases_a_hold() {
     assert_eq!(api.balance(&payee).await, balance(0, 0, 0));
 }
 
-#[tokio::test]
-async fn refunds_never_exceed_the_captured_amount() {
-    let (api, _dir) = common::boot(KEY, |_| {}).await;
+async fn refunds_never_exceed_the_captured_amount(backend: Backend) {
+    let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 100, json!({})).await;
     api.post(&format!("/v1/payments/{pay}/confirm"), json!({})).await;
@@ -143,9 +150,8 @@ async fn a_payment_without_funds_fails_and_changes_nothing() {
     assert_eq!(error_of(&t), (422, "insufficient_funds", None));
 }
 
-#[tokio::test]
-async fn idempotent_retries_replay_the_same_bytes() {
-    let (api, _dir) = common::boot(KEY, |_| {}).await;
+async fn idempotent_retries_replay_the_same_bytes(backend: Backend) {
+    let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (_, payer, payee) = api.parties(1000).await;
     let body = json!({"payer_account": payer, "payee_account": payee, "amount": 10, "currency": "EUR"});
     let first = api.post_with_key("/v1/payments", body.clone(), Some("order-1")).await;
@@ -378,14 +384,15 @@ async fn unconfirmed_and_uncaptured_payments_expire() {
     assert_eq!(error_of(&late), (409, "payment_unexpected_state", None));
 }
 
-#[tokio::test]
-async fn tenants_cannot_see_each_other() {
-    let (api, dir) = common::boot(KEY, |_| {}).await;
+async fn tenants_cannot_see_each_other(backend: Backend) {
+    let Some((api, data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (_, payer, payee) = api.parties(1000).await;
     let pay = api.payment(&payer, &payee, 10, json!({})).await;
 
-    let reader = common::open_reader(dir.path());
-    paycore_server::insert_key(reader.as_ref(), &Secret::new("sk_other_tenant".to_owned())).unwrap();
+    common::blocking(&data, |store| {
+        paycore_server::insert_key(store, &Secret::new("sk_other_tenant".to_owned())).unwrap();
+    })
+    .await;
     let other = api.with_key("sk_other_tenant");
     let other_account = other.account(json!("unlimited")).await;
 
@@ -411,9 +418,8 @@ async fn tenants_cannot_see_each_other() {
     assert_eq!(api.get(&format!("/v1/payments/{pay}")).await.body["status"], "requires_confirmation");
 }
 
-#[tokio::test]
-async fn bulk_transfers_and_linked_chains() {
-    let (api, _dir) = common::boot(KEY, |_| {}).await;
+async fn bulk_transfers_and_linked_chains(backend: Backend) {
+    let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (funding, payer, payee) = api.parties(100).await;
     let item = |d: &str, c: &str, amount: u64, linked: bool| json!({"debit_account": d, "credit_account": c, "amount": amount, "currency": "EUR", "linked": linked});
     let bulk = api
@@ -437,9 +443,8 @@ async fn bulk_transfers_and_linked_chains() {
     assert_eq!(api.balance(&funding).await["posted"], -100);
 }
 
-#[tokio::test]
-async fn holds_post_and_void_with_client_ids() {
-    let (api, _dir) = common::boot(KEY, |_| {}).await;
+async fn holds_post_and_void_with_client_ids(backend: Backend) {
+    let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (_, payer, payee) = api.parties(100).await;
     let hold = "tr_01aaaaaaaaaaaaaaaaaaaaaaaa";
     let body = json!({"id": hold, "debit_account": payer, "credit_account": payee, "amount": 40, "currency": "EUR", "pending": true, "timeout_seconds": 3600});

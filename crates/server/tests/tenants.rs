@@ -7,9 +7,11 @@
 
 mod common;
 
-use common::{Answer, Client};
+use common::{on_both_backends, Answer, Backend, Client};
 use serde_json::{json, Value};
 use std::time::Duration;
+
+on_both_backends!(tenants_cannot_read_or_move_each_others_money);
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
 
@@ -123,9 +125,8 @@ async fn admin_keys_make_tenants_and_keys_and_revoke_them() {
     assert_eq!(admin.delete("/v1/api_keys/key_nope").await.status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_cannot_read_or_move_each_others_money() {
-    let (admin, _dir) = common::boot(ADMIN, |_| {}).await;
+async fn tenants_cannot_read_or_move_each_others_money(backend: Backend) {
+    let Some((admin, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
     let (_, a) = tenant(&admin, "Alpha").await;
     let (_, b) = tenant(&admin, "Beta").await;
 

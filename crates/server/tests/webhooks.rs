@@ -1,5 +1,6 @@
-//! Webhooks end to end: a receiver that is down (500) while events happen, a restart of the
-//! service on the same data folder, then the receiver up: every event arrives at least once,
+//! Webhooks end to end, on both stores: a receiver that is down (500) while events happen, a
+//! restart of the service on the same store, then the receiver up: every event arrives at
+//! least once,
 //! each signature verifies with the recipe of SECURITY.md, and the delivery log can replay.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -80,8 +81,8 @@ struct Running {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start(dir: &std::path::Path) -> Running {
-    let mut config = common::config(dir, KEY);
+async fn start(data: &common::Data) -> Running {
+    let mut config = common::config(data, KEY);
     config.webhook_retry_min = Duration::from_millis(50);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (base, task) = common::serve(&config, async move {
@@ -102,17 +103,18 @@ async fn call(http: &reqwest::Client, base: &str, method: &str, path: &str, body
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_arrive_signed_after_downtime_and_restart() {
+common::on_both_backends!(events_arrive_signed_after_downtime_and_restart);
+
+async fn events_arrive_signed_after_downtime_and_restart(backend: common::Backend) {
+    let Some(data) = common::Data::new(backend) else { return };
     let receiver = Arc::new(Receiver::default());
     let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(receiver.clone());
     let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_url = format!("http://{}/hook", hook_listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(hook_listener, app).await });
 
-    let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let first = start(dir.path()).await;
+    let first = start(&data).await;
     let base = first.base.clone();
 
     let all = json!([
@@ -233,7 +235,7 @@ async fn events_arrive_signed_after_downtime_and_restart() {
     // Restart on the same data folder; then the receiver comes up.
     first.stop.send(()).unwrap();
     first.task.await.unwrap().unwrap();
-    let second = start(dir.path()).await;
+    let second = start(&data).await;
     let base = second.base.clone();
     receiver.up.store(true, Ordering::SeqCst);
 

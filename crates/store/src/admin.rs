@@ -2,8 +2,9 @@
 //!
 //! Webhook delivery works from the `outbox` (written in the engine's commits): the worker
 //! fans each new event out to the subscribed endpoints of its tenant as rows of
-//! `webhook_deliveries`, then attempts each due row and records the attempt. The attempt
-//! state lives in the table, so retries continue across restarts.
+//! `webhook_deliveries`, then claims the due rows (`claimed_until`: no other worker takes them
+//! meanwhile), attempts each and records the attempt. The attempt state lives in the table, so
+//! retries continue across restarts, and any node may deliver any row.
 
 use crate::{ApiKeyRecord, Result};
 use paycore_ledger::{EventKind, TenantId, WebhookEndpointId};
@@ -94,11 +95,17 @@ pub trait AdminStore: Send + Sync {
     /// endpoint.
     fn delete_webhook_endpoint(&self, tenant: TenantId, id: WebhookEndpointId) -> Result<bool>;
     /// Fans up to `limit` new outbox events out to the subscribed endpoints, due at `now`,
-    /// in one transaction; returns how many events were taken.
+    /// in one transaction; returns how many events were taken. Safe to run on several nodes
+    /// at once: the transaction holds the cursor's lock, so the next one starts after it.
     fn fan_out(&self, now: u64, limit: usize) -> Result<usize>;
-    /// Deliveries due at `now`, oldest event first.
-    fn due_deliveries(&self, now: u64, limit: usize) -> Result<Vec<Delivery>>;
+    /// Claims up to `limit` deliveries due at `now` and not claimed by another worker (or
+    /// whose claim lapsed), oldest event first: none of them is returned to another caller
+    /// before `claimed_until`, unless [`AdminStore::record_attempt`] sets its next attempt
+    /// first. Two workers never get the same row at once (PostgreSQL: `FOR UPDATE SKIP
+    /// LOCKED`, the claim written in the same statement).
+    fn due_deliveries(&self, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>>;
     fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>>;
+    /// Stores an attempt, its next attempt time, and ends the delivery's claim.
     fn record_attempt(&self, delivery: u64, attempt: &Attempt) -> Result<()>;
     /// The endpoint's deliveries, newest first, strictly before `before` (a delivery id).
     fn deliveries(&self, endpoint: WebhookEndpointId, before: Option<u64>, limit: usize) -> Result<Vec<Delivery>>;

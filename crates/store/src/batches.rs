@@ -4,6 +4,7 @@
 //! into runs ([`result_runs`]), how runs move a batch's counters ([`NewRun::counters`]), and
 //! how an item's status is derived when it is read ([`WindowResults`], [`unsent`]).
 
+use crate::files::FileSink;
 use crate::{Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchItemResult, BatchItemState, BatchMode,
@@ -23,7 +24,8 @@ pub struct BatchRecord {
     pub currency: Option<String>,
     pub expected_count: Option<u64>,
     pub expected_total: Option<String>,
-    /// The stored upload, relative to the data folder.
+    /// The stored upload's name, `batches/<name>` (see [`crate::files`]): a path relative to
+    /// the data folder in the embedded store, a `batch_files` name in PostgreSQL.
     pub file: Option<String>,
     pub variant: Option<String>,
     pub message_id: Option<String>,
@@ -122,6 +124,15 @@ pub struct Validated<'a> {
     pub now: u64,
 }
 
+/// A claim on a batch job: `owner` (a node id) holds it from `now` until `until`
+/// (nanoseconds since the Unix epoch, the nodes' clocks), unless it renews it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim<'a> {
+    pub owner: &'a str,
+    pub now: u64,
+    pub until: u64,
+}
+
 /// The API's writes and reads of batches. Batch records are not money: the API writes them
 /// outside the engine's batches; only item results (which go with transfers) go through the
 /// engine.
@@ -155,12 +166,34 @@ pub trait BatchStore: Send + Sync {
     ) -> Result<Vec<BatchItem>>;
     /// The batch with this upload idempotency key, if any.
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>>;
-    /// Batches that were validating or processing: to resume after a restart.
+    /// Batches that are validating or processing, leased or not, oldest first. Jobs do not
+    /// read this list: they claim one batch at a time ([`BatchStore::claim_next_batch`]).
     fn active_batches(&self) -> Result<Vec<BatchRecord>>;
+    /// Claims the oldest active (`validating` or `processing`) batch whose lease is free or
+    /// lapsed at `claim.now`: it is `claim.owner`'s until `claim.until`. `None` when every
+    /// active batch is leased. Two claimers never get one batch: PostgreSQL skips the rows
+    /// another claim has locked (`FOR UPDATE SKIP LOCKED`), SQLite claims in a write
+    /// transaction.
+    fn claim_next_batch(&self, claim: &Claim<'_>) -> Result<Option<BatchRecord>>;
+    /// Claims this batch, as [`BatchStore::claim_next_batch`] would: `None` if it is not active
+    /// or another lease on it has not lapsed.
+    fn claim_batch(&self, batch: BatchId, claim: &Claim<'_>) -> Result<Option<BatchRecord>>;
+    /// Extends `owner`'s lease on the batch to `until`; `false` if `owner` no longer holds it
+    /// (another node took it over after it lapsed, or it was released): the job must stop.
+    fn renew_batch_lease(&self, batch: BatchId, owner: &str, until: u64) -> Result<bool>;
+    /// Frees `owner`'s lease on the batch at once; `false` if `owner` did not hold it.
+    fn release_batch_lease(&self, batch: BatchId, owner: &str) -> Result<bool>;
     /// An account of the tenant by id (`acct_…`) or by reference: the reference's account in
     /// `currency` if there is one, else any account with that reference (so that the caller can
     /// report the currency mismatch).
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>>;
+    /// Starts writing the uploaded file named `file` (`batches/<name>`, see [`crate::files`]).
+    fn file_writer(&self, file: &str) -> Result<Box<dyn FileSink>>;
+    /// The finished file named `file`, read from its start; `None` if there is none (never
+    /// stored, aborted, cut short by a crash, or removed).
+    fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>>;
+    /// Removes the file named `file`, finished or not; nothing if there is none.
+    fn remove_file(&self, file: &str) -> Result<()>;
 }
 
 /// A run of consecutive items of one batch with one result in one phase, as the engine's

@@ -26,6 +26,15 @@ pub enum StoreError {
     /// The data was written by a newer paycore.
     #[error("the data is for a newer paycore (schema version {found}, this build knows {known})")]
     SchemaTooNew { found: i64, known: i64 },
+    /// This engine no longer leads its partition: another leader took the partition's fencing
+    /// epoch (or the connection that held the leader lock is gone). Nothing of the commit was
+    /// written, and no later one will be: the engine must stop, not retry.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The store's recorded set-up refuses what was asked: a partition count other than the
+    /// cluster's, a partition that does not exist.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else: a bug, a misused statement, a task of the store that panicked.
     #[error("internal store error: {0}")]
     Internal(String),

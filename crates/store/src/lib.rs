@@ -7,7 +7,8 @@
 //!   and their items, tenants, keys, webhooks);
 //! - [`verify::Verify`], an offline check of everything stored.
 //!
-//! [`open`] is the one way in: it picks the backend from the location and returns these as
+//! [`open`] is the one way in (and, for cluster mode's partitioned engines,
+//! [`open_partition`] with [`partition_of`] and [`cluster_partitions`]): it picks the backend from the location and returns these as
 //! trait objects. The records, the errors and the backend-neutral logic (batch result runs and
 //! item statuses in [`batches`], the checks in [`verify`]) live in this crate's root modules;
 //! everything that names a database lives under its backend's module (`sqlite`, the embedded
@@ -17,6 +18,8 @@
 pub mod admin;
 pub mod batches;
 mod error;
+pub mod files;
+mod partition;
 mod pool;
 mod postgres;
 mod sqlite;
@@ -25,8 +28,10 @@ pub mod testing;
 pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
-pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
+pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
 pub use error::{Result, StoreError};
+pub use files::FileSink;
+pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
     Account, AccountId, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
@@ -89,6 +94,8 @@ pub trait Store: Send {
     fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>>;
     /// Writes a batch's changes and saved responses in one durable transaction. When this
     /// returns `Ok`, the batch survives a crash; when it returns `Err`, none of it was written.
+    /// [`StoreError::Fenced`] (a partition's leader that another has replaced) is final: no
+    /// later call of this writer will succeed.
     fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()>;
 }
 
@@ -170,12 +177,34 @@ pub fn open(location: impl AsRef<Path>) -> Result<Opened> {
 }
 
 /// Opens (creating if needed) the store at `location`: migrates its schema, takes the
-/// location's single-writer lock, and returns the engine's writer and the API's handles.
+/// location's single-writer lock, and returns the engine's writer and the API's handles. A
+/// PostgreSQL store's writer leads every partition of the cluster (see [`open_partition`]),
+/// so it never writes beside a partition's leader.
 pub fn open_with(location: &Path, options: &Options) -> Result<Opened> {
     match Location::parse(location) {
         Location::Folder(folder) => sqlite::open(folder, options),
         Location::Postgres(url) => postgres::open(url, options),
     }
+}
+
+/// The partition count of the cluster whose store is at the `postgres://` URL `url`: the
+/// first call records it (`requested`, or 1) and creates the partitions; later calls read it
+/// back, and refuse a `requested` count other than the recorded one
+/// ([`StoreError::Refused`]: "this cluster was created with 2 partitions; --partitions cannot
+/// change").
+pub fn cluster_partitions(url: &str, requested: Option<u32>) -> Result<u32> {
+    postgres::cluster_partitions(url, requested)
+}
+
+/// Leads `partition` of the cluster whose store is at the `postgres://` URL `url`: takes the
+/// partition's leader lock on the engine's connection ([`StoreError::InUse`] while another
+/// process leads it, or holds the whole store through [`open`]), then takes the next fencing
+/// epoch. The [`Leader`]'s store recovers only the partition's tenants, and each of its
+/// commits checks the epoch in the same transaction ([`StoreError::Fenced`] once a newer
+/// leader took it). The partition count is the cluster's ([`cluster_partitions`]; 1 when
+/// none is recorded yet); a `partition` outside it is [`StoreError::Refused`].
+pub fn open_partition(url: &str, partition: u32, options: &Options) -> Result<Leader> {
+    postgres::open_partition(url, partition, options)
 }
 
 /// Opens the store at `location` without its writer, for offline checks (`paycore verify`)

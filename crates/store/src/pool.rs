@@ -71,6 +71,14 @@ impl<C> Pool<C> {
         self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Takes the idle connections out of the pool, to close them where closing is allowed.
+    pub(crate) fn take_idle(&self) -> Vec<C> {
+        let mut slots = self.lock();
+        let idle = std::mem::take(&mut slots.idle);
+        slots.open -= idle.len();
+        idle
+    }
+
     /// An idle connection, or a new one from `connect` while fewer than `connections_max` are
     /// open, or the next one given back; `Busy` after waiting [`WAIT_MAX`] for one.
     pub(crate) fn lease(&self, connect: impl FnOnce() -> Result<C>) -> Result<Lease<'_, C>> {

@@ -66,6 +66,19 @@ impl TestDatabase {
     }
 }
 
+/// Takes the next fencing epoch of `partition` at `url` from a connection of its own, as a
+/// newer leader would: the current leader's next commit is then `Fenced`.
+pub fn fence(url: &str, partition: u32) {
+    let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+    let fenced = Client::connect(url, NoTls)
+        .and_then(|mut client| client.execute("UPDATE partitions SET epoch = epoch + 1 WHERE id = $1", &[&partition]));
+    match fenced {
+        Ok(1) => {}
+        Ok(rows) => panic!("fencing partition {partition} updated {rows} rows"),
+        Err(error) => panic!("cannot fence partition {partition}: {error:?}"),
+    }
+}
+
 impl Drop for TestDatabase {
     /// Drops the database, closing whatever connections the test left open.
     fn drop(&mut self) {

@@ -18,9 +18,10 @@ use paycore_ledger::{
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
-    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, IdempotencyRecord, Opened, Page, StoreError,
+    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, Opened, Page, StoreError,
     TenantRecord, Validated, WebhookEndpoint,
 };
+use std::sync::{Arc, Barrier};
 
 const T1: TenantId = common::TENANT;
 const T2: TenantId = TenantId(2);
@@ -280,7 +281,7 @@ fn batches(open_store: &dyn Fn() -> Opened) {
     };
     api.insert_webhook_endpoint(&endpoint).unwrap();
     assert_eq!(api.fan_out(50, 10).unwrap(), 2, "the cancelled batch's event and the rejected one's");
-    let due = api.due_deliveries(50, 10).unwrap();
+    let due = api.due_deliveries(50, 50, 10).unwrap();
     assert_eq!(due.len(), 1);
     let event = api.outbox_event(due[0].seq).unwrap().unwrap();
     assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::BatchRejected, rejected.0));
@@ -349,9 +350,9 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
     step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(600))]);
     assert_eq!(api.fan_out(100, 10).unwrap(), 1);
     assert_eq!(api.fan_out(100, 10).unwrap(), 0, "an event is fanned out once");
-    let due = api.due_deliveries(100, 10).unwrap();
+    let due = api.due_deliveries(100, 100, 10).unwrap();
     assert_eq!(due.iter().map(|d| (d.endpoint.0, d.tenant, d.attempts)).collect::<Vec<_>>(), [(1, T1, 0), (2, T1, 0)]);
-    assert!(api.due_deliveries(99, 10).unwrap().is_empty(), "not due before the fan-out's time");
+    assert!(api.due_deliveries(99, 99, 10).unwrap().is_empty(), "not due before the fan-out's time");
     let event = api.outbox_event(due[0].seq).unwrap().unwrap();
     assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::PaymentSucceeded, 600));
     let attempt = Attempt { at: 110, status: Some(200), error: None, delivered: true, next_attempt_at: None };
@@ -362,17 +363,305 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         (1, Some(200), Some(110), None)
     );
     assert!(api.delivery(T2, due[0].id).unwrap().is_none());
-    assert_eq!(api.due_deliveries(1000, 10).unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [due[1].id]);
+    assert_eq!(api.due_deliveries(1000, 1000, 10).unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [due[1].id]);
     assert_eq!(api.deliveries(WebhookEndpointId(1), None, 10).unwrap().len(), 1);
     assert!(api.deliveries(WebhookEndpointId(1), Some(due[0].id), 10).unwrap().is_empty());
     assert!(api.replay_delivery(T1, due[0].id, 200).unwrap());
     assert!(!api.replay_delivery(T2, due[0].id, 200).unwrap());
-    assert_eq!(api.due_deliveries(1000, 10).unwrap().len(), 2);
+    assert_eq!(api.due_deliveries(1000, 1000, 10).unwrap().len(), 2);
     assert!(api.delete_webhook_endpoint(T1, WebhookEndpointId(1)).unwrap());
     assert!(!api.delete_webhook_endpoint(T1, WebhookEndpointId(1)).unwrap());
     assert!(!api.replay_delivery(T1, due[0].id, 300).unwrap(), "a deleted endpoint's deliveries stay stopped");
-    assert_eq!(api.due_deliveries(1000, 10).unwrap().iter().map(|d| d.endpoint.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(api.due_deliveries(1000, 1000, 10).unwrap().iter().map(|d| d.endpoint.0).collect::<Vec<_>>(), [2]);
     assert_eq!(ids(api.webhook_endpoints(T1).unwrap()), [2]);
+}
+
+/// A batch record of `T1` taken in at `created_at`, stored.
+fn stored_batch(api: &dyn paycore_store::ApiStore, id: u128, created_at: u64) -> BatchId {
+    let batch = BatchId(id << 64);
+    api.create_batch(&BatchRecord::new(batch, T1, BatchFormat::Csv, created_at)).unwrap();
+    batch
+}
+
+fn claim(owner: &str, now: u64, until: u64) -> Claim<'_> {
+    Claim { owner, now, until }
+}
+
+/// Batch jobs are leased: the oldest free batch goes to one claimer, a lapsed lease is taken
+/// over, the old owner's renewal then fails, and a released lease is free at once.
+fn batch_leases(open_store: &dyn Fn() -> Opened) {
+    let Opened { store: _store, api } = open_store();
+    let (a, b, c) =
+        (stored_batch(api.as_ref(), 1, 1), stored_batch(api.as_ref(), 2, 2), stored_batch(api.as_ref(), 3, 3));
+    // A batch that is no longer active is never claimed.
+    let rejected = stored_batch(api.as_ref(), 4, 0);
+    let validated = Validated {
+        status: BatchStatus::Rejected,
+        total: 0,
+        invalid: 0,
+        totals: &[],
+        variant: None,
+        message_id: None,
+        rejection: Some("{}"),
+        now: 5,
+    };
+    api.finish_validation(rejected, &validated).unwrap();
+
+    let id = |record: Option<BatchRecord>| record.map(|r| r.id);
+    assert_eq!(id(api.claim_next_batch(&claim("n1", 100, 200)).unwrap()), Some(a), "the oldest first");
+    assert_eq!(id(api.claim_next_batch(&claim("n2", 100, 200)).unwrap()), Some(b));
+    assert_eq!(id(api.claim_batch(c, &claim("n1", 100, 300)).unwrap()), Some(c), "by id, as intake does");
+    assert_eq!(id(api.claim_next_batch(&claim("n2", 150, 250)).unwrap()), None, "every active batch is leased");
+    assert_eq!(id(api.claim_batch(a, &claim("n2", 150, 250)).unwrap()), None, "a's lease holds until 200");
+    assert_eq!(id(api.claim_batch(rejected, &claim("n2", 150, 250)).unwrap()), None, "not active");
+    assert_eq!(id(api.claim_batch(BatchId(99 << 64), &claim("n2", 150, 250)).unwrap()), None, "no such batch");
+
+    // The owner renews; nobody else can.
+    assert!(api.renew_batch_lease(a, "n1", 220).unwrap());
+    assert!(!api.renew_batch_lease(a, "n2", 900).unwrap());
+    assert_eq!(id(api.claim_next_batch(&claim("n3", 210, 400)).unwrap()), Some(b), "b lapsed at 200, a renewed");
+    // a lapses at 220 and is taken over; its old owner's renewal then fails.
+    assert_eq!(id(api.claim_next_batch(&claim("n3", 220, 400)).unwrap()), Some(a), "a lapsed lease is taken over");
+    assert!(!api.renew_batch_lease(a, "n1", 500).unwrap(), "renewal after a takeover fails");
+    assert!(!api.renew_batch_lease(b, "n2", 500).unwrap());
+    assert!(!api.release_batch_lease(a, "n1").unwrap(), "only the owner releases");
+
+    // A released lease is free at once, long before it would lapse.
+    assert!(api.release_batch_lease(a, "n3").unwrap());
+    assert!(!api.renew_batch_lease(a, "n3", 500).unwrap(), "released: the job has let it go");
+    assert_eq!(id(api.claim_next_batch(&claim("n4", 230, 400)).unwrap()), Some(a));
+    assert_eq!(id(api.claim_next_batch(&claim("n4", 230, 400)).unwrap()), None);
+    // The claim returns the batch as stored, to run from.
+    assert!(api.release_batch_lease(c, "n1").unwrap());
+    let claimed = api.claim_batch(c, &claim("n4", 240, 400)).unwrap().unwrap();
+    assert_eq!((claimed.status, claimed.tenant, claimed.created_at), (BatchStatus::Validating, T1, 3));
+}
+
+/// Claimers on several threads (each call its own connection) never get one batch twice.
+fn batch_claims_race(open_store: &dyn Fn() -> Opened) {
+    let Opened { store: _store, api } = open_store();
+    let batches: Vec<BatchId> = (1..=24).map(|i| stored_batch(api.as_ref(), i, u64::try_from(i).unwrap())).collect();
+    let start = Arc::new(Barrier::new(4));
+    let claimers: Vec<_> = (0..4)
+        .map(|n| {
+            let (api, start) = (api.clone(), start.clone());
+            std::thread::spawn(move || {
+                let owner = format!("node-{n}");
+                start.wait();
+                let mut mine = Vec::new();
+                while let Some(batch) = api.claim_next_batch(&claim(&owner, 100, 1000)).unwrap() {
+                    mine.push(batch.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut claimed: Vec<BatchId> = claimers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    claimed.sort();
+    assert_eq!(claimed, batches, "every batch claimed exactly once");
+}
+
+/// Ten payments that succeed, and `endpoints` endpoints of `T1` subscribed to them: ten
+/// outbox events, fanned out to ten deliveries per endpoint.
+fn succeeded_payments(store: &mut dyn paycore_store::Store, api: &dyn paycore_store::ApiStore, endpoints: u128) {
+    for id in 1..=endpoints {
+        let endpoint = WebhookEndpoint {
+            id: WebhookEndpointId(id),
+            tenant: T1,
+            url: format!("http://127.0.0.1:9/hook/{id}"),
+            events: vec![EventKind::PaymentSucceeded],
+            secret: "whsec_test".into(),
+            created_at: 1,
+        };
+        api.insert_webhook_endpoint(&endpoint).unwrap();
+    }
+    let mut state = State::default();
+    step(&mut state, store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    let payment = |id: u128| {
+        Command::CreatePayment(NewPayment {
+            id: PaymentId(id),
+            payer: AccountId(1),
+            payee: AccountId(2),
+            amount: 5,
+            currency: eur(),
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 3600,
+            description: None,
+        })
+    };
+    step(&mut state, store, 20, (700..710).map(payment).collect());
+    step(&mut state, store, 30, (700..710).map(|id| Command::ConfirmPayment(PaymentId(id))).collect());
+}
+
+/// Fan-outs and delivery claims on several threads at once: every event fanned out once,
+/// every due delivery claimed by one worker only; a claim lapses, and an attempt ends it.
+fn delivery_claims(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    succeeded_payments(store.as_mut(), api.as_ref(), 4);
+
+    let start = Arc::new(Barrier::new(3));
+    let fanners: Vec<_> = (0..3)
+        .map(|_| {
+            let (api, start) = (api.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut taken = 0;
+                loop {
+                    match api.fan_out(100, 3).unwrap() {
+                        0 => return taken,
+                        n => taken += n,
+                    }
+                }
+            })
+        })
+        .collect();
+    let taken: usize = fanners.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(taken, 10, "each of the ten events fanned out by one fan-out only");
+    let mut all: Vec<(u128, u64)> = (1..=4)
+        .flat_map(|e| api.deliveries(WebhookEndpointId(e), None, 100).unwrap())
+        .map(|d| (d.endpoint.0, d.seq))
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40, "one delivery per event and endpoint");
+
+    let start = Arc::new(Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (api, start) = (api.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::new();
+                loop {
+                    let due = api.due_deliveries(200, 1000, 3).unwrap();
+                    if due.is_empty() {
+                        return mine;
+                    }
+                    assert!(due.windows(2).all(|w| (w[0].seq, w[0].id) < (w[1].seq, w[1].id)), "oldest event first");
+                    mine.extend(due.iter().map(|d| d.id));
+                }
+            })
+        })
+        .collect();
+    let mut claimed: Vec<u64> = workers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let count = claimed.len();
+    claimed.sort_unstable();
+    claimed.dedup();
+    assert_eq!((count, claimed.len()), (40, 40), "the workers split the due rows, none twice");
+    assert!(api.due_deliveries(999, 1999, 100).unwrap().is_empty(), "claimed until 1000");
+
+    // An attempt ends the claim: the delivery is due again at its next attempt, before the
+    // claims of the others lapse.
+    let retry = Attempt {
+        at: 300,
+        status: Some(500),
+        error: Some("down".into()),
+        delivered: false,
+        next_attempt_at: Some(400),
+    };
+    api.record_attempt(claimed[0], &retry).unwrap();
+    let again = api.due_deliveries(400, 2000, 100).unwrap();
+    assert_eq!(again.iter().map(|d| (d.id, d.attempts)).collect::<Vec<_>>(), [(claimed[0], 1)]);
+    // A lapsed claim (its worker died) is claimed again.
+    assert_eq!(api.due_deliveries(1000, 2000, 100).unwrap().len(), 39);
+    assert!(api.due_deliveries(1500, 2500, 100).unwrap().is_empty());
+}
+
+#[test]
+fn embedded_batch_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batch_leases(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn embedded_batch_claims_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batch_claims_race(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn embedded_delivery_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    delivery_claims(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn embedded_leases_are_freed_when_the_folder_opens_again() {
+    // The folder's lock says its previous process is gone: its leases do not hold a restart up.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, api) = common::open_store(dir.path()).unwrap();
+    let batch = stored_batch(api.as_ref(), 1, 1);
+    assert!(api.claim_next_batch(&claim("gone", 10, u64::MAX)).unwrap().is_some());
+    drop((store, api));
+    let (_store, api) = common::open_store(dir.path()).unwrap();
+    assert_eq!(api.claim_next_batch(&claim("next", 20, 30)).unwrap().map(|b| b.id), Some(batch));
+}
+
+#[test]
+fn postgres_batch_leases() {
+    on_postgres("postgres_batch_leases", batch_leases);
+}
+
+#[test]
+fn postgres_batch_claims_race() {
+    on_postgres("postgres_batch_claims_race", batch_claims_race);
+}
+
+#[test]
+fn postgres_delivery_claims() {
+    on_postgres("postgres_delivery_claims", delivery_claims);
+}
+
+/// Uploaded batch files: written in chunks, readable only once finished, read back whole
+/// across chunk borders and after the store is opened again; aborted and removed ones gone.
+fn batch_files(open_store: &dyn Fn() -> Opened) {
+    use std::io::Read;
+    let read_all = |api: &dyn paycore_store::BatchStore, file: &str| {
+        let mut bytes = Vec::new();
+        api.open_file(file).unwrap().map(|mut r| r.read_to_end(&mut bytes).unwrap()).map(|_| bytes)
+    };
+    // 2.5 chunks of the backend's size, in pieces that do not divide it.
+    let content: Vec<u8> =
+        (0..paycore_store::files::FILE_CHUNK_BYTES * 5 / 2).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    {
+        let Opened { store: _store, api } = open_store();
+        let mut sink = api.file_writer("batches/bat_1.csv").unwrap();
+        for piece in content.chunks(100_003) {
+            sink.write_chunk(piece).unwrap();
+        }
+        assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv"), None, "not readable before it is finished");
+        assert_eq!(sink.finish().unwrap(), content.len() as u64);
+        assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv").as_deref(), Some(&content[..]));
+
+        let mut aborted = api.file_writer("batches/bat_2.csv").unwrap();
+        aborted.write_chunk(b"payee,amount\n").unwrap();
+        aborted.abort().unwrap();
+        assert_eq!(read_all(api.as_ref(), "batches/bat_2.csv"), None);
+
+        // A writer that never finishes (its process died) leaves nothing readable.
+        let mut cut = api.file_writer("batches/bat_3.csv").unwrap();
+        cut.write_chunk(&content[..1000]).unwrap();
+        drop(cut);
+        assert_eq!(read_all(api.as_ref(), "batches/bat_3.csv"), None);
+
+        let mut small = api.file_writer("batches/bat_4.jsonl").unwrap();
+        small.write_chunk(b"{}\n").unwrap();
+        assert_eq!(small.finish().unwrap(), 3);
+        api.remove_file("batches/bat_4.jsonl").unwrap();
+        assert_eq!(read_all(api.as_ref(), "batches/bat_4.jsonl"), None);
+        api.remove_file("batches/bat_4.jsonl").unwrap();
+
+        for bad in ["../paycore.db", "batches/../LOCK", "batches/a/b"] {
+            assert!(matches!(api.file_writer(bad).err(), Some(StoreError::Internal(_))), "{bad}");
+            assert!(matches!(api.open_file(bad).err(), Some(StoreError::Internal(_))), "{bad}");
+        }
+    }
+    let Opened { store: _store, api } = open_store();
+    assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv").as_deref(), Some(&content[..]), "durable");
+    assert_eq!(read_all(api.as_ref(), "batches/bat_3.csv"), None);
 }
 
 #[test]
@@ -396,6 +685,13 @@ fn embedded_tenants_keys_and_webhooks() {
     tenants_keys_and_webhooks(&move || paycore_store::open(&path).unwrap());
 }
 
+#[test]
+fn embedded_batch_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batch_files(&move || paycore_store::open(&path).unwrap());
+}
+
 /// Runs `case` on a fresh PostgreSQL database, dropped afterwards (or skips loudly).
 fn on_postgres(test: &str, case: fn(&dyn Fn() -> Opened)) {
     let Some(database) = TestDatabase::create(test) else { return };
@@ -411,6 +707,11 @@ fn postgres_store() {
 #[test]
 fn postgres_batches() {
     on_postgres("postgres_batches", batches);
+}
+
+#[test]
+fn postgres_batch_files() {
+    on_postgres("postgres_batch_files", batch_files);
 }
 
 #[test]

@@ -7,8 +7,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use paycore_engine::{
-    channel, start, Clock, EngineConfig, EngineError, EngineHandle, EngineMetrics, Queue, Renderer, Reply, Submission,
-    SystemClock,
+    channel, start, Clock, EngineConfig, EngineError, EngineHandle, EngineMetrics, Queue, Renderer, Reply, Stopped,
+    Submission, SystemClock,
 };
 use paycore_ledger::{AccountId, Command, Currency, NewAccount, NewTransfer, Outcome, Overdraft, Request, TenantId};
 use paycore_ledger::{TransferId, TransferOp};
@@ -33,14 +33,14 @@ pub fn start_engine(
     queue: Box<dyn Queue>,
     clock: Arc<dyn Clock>,
     renderer: Renderer,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<Stopped> {
     start(store, queue, clock, renderer, EngineMetrics::default(), EngineConfig::default()).unwrap()
 }
 
 /// An engine running on the store of a data folder.
 pub struct Running {
     pub handle: EngineHandle,
-    pub thread: std::thread::JoinHandle<()>,
+    pub thread: std::thread::JoinHandle<Stopped>,
     pub reader: Arc<dyn ReadSide>,
 }
 
@@ -57,7 +57,7 @@ impl Running {
     /// Stops the engine: the queue closes, the thread finishes what it has and ends.
     pub fn stop(self) {
         drop(self.handle);
-        self.thread.join().unwrap();
+        assert_eq!(self.thread.join().unwrap(), Stopped::Closed);
     }
 }
 

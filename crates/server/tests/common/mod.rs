@@ -1,51 +1,153 @@
 //! What the server's tests share: the service started in process on a free local port (the
-//! real router, engine and store on a data folder), and an HTTP client for it.
+//! real router, engine and store, embedded in a data folder or on a PostgreSQL database), and
+//! an HTTP client for it.
 //!
-//! Every place these tests open a store is [`open_reader`], so a change of how stores are
-//! opened is one change here.
+//! Every place these tests open a store is [`Data`] (its `location`), so a change of how
+//! stores are opened is one change here. A test written once as `async fn name(backend:
+//! Backend)` runs on both stores through [`on_both_backends!`].
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_macros, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use paycore_server::{Config, Secret};
+use paycore_store::testing::TestDatabase;
 use paycore_store::ApiStore;
 use serde_json::{json, Value};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The configuration every test service starts from: data in `dir`, `key` as the admin key.
-pub fn config(dir: &Path, key: &str) -> Config {
-    let mut config = Config::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+/// The store a test service runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store, in the data folder.
+    Embedded,
+    /// A throwaway PostgreSQL database (`paycore_store::testing`), as `paycore serve --store`.
+    Postgres,
+}
+
+/// Runs each `async fn NAME(backend: Backend)` given as two tests, `NAME::embedded` and
+/// `NAME::postgres`, on a multi-threaded runtime.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$name(crate::common::Backend::Embedded).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(crate::common::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A test service's data: its folder and, on PostgreSQL, its database (dropped with it).
+pub struct Data {
+    dir: tempfile::TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl Data {
+    /// A new data folder and, on PostgreSQL, a new database named after the running test;
+    /// `None` (after a loud `SKIPPED:` line) when there is no PostgreSQL server, except under
+    /// `CI=true`, where that fails.
+    pub fn new(backend: Backend) -> Option<Data> {
+        let dir = tempfile::tempdir().unwrap();
+        let database = match backend {
+            Backend::Embedded => None,
+            Backend::Postgres => {
+                let test = std::thread::current().name().unwrap_or("a server test").to_owned();
+                // On a thread of its own: the PostgreSQL client cannot run on an async one.
+                Some(std::thread::scope(|scope| scope.spawn(|| TestDatabase::create(&test)).join().unwrap())?)
+            }
+        };
+        Some(Data { dir, database })
+    }
+
+    /// The data folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the store is: the database's URL, else the data folder.
+    pub fn location(&self) -> PathBuf {
+        match &self.database {
+            Some(database) => PathBuf::from(database.url()),
+            None => self.dir.path().to_path_buf(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.database.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Embedded
+        }
+    }
+}
+
+impl Drop for Data {
+    /// Drops the database on a thread of its own, as it was made.
+    fn drop(&mut self) {
+        if let Some(database) = self.database.take() {
+            let _ = std::thread::spawn(move || drop(database)).join();
+        }
+    }
+}
+
+/// The configuration every test service starts from: `data` as its store, `key` as the
+/// admin key.
+pub fn config(data: &Data, key: &str) -> Config {
+    let mut config = Config::new(data.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.store = data.database.as_ref().map(|database| database.url().to_owned());
     config.api_key = Some(Secret::new(key.to_owned()));
     config
 }
 
 /// Starts the service of `config` on a free local port until `shutdown` completes; returns
-/// its base URL (`http://127.0.0.1:PORT`) and the serving task.
+/// its base URL (`http://127.0.0.1:PORT`) and the serving task. The start runs where blocking
+/// is allowed, as `paycore_server::run` does it.
 pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (String, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    let service = paycore_server::start(config).unwrap();
+    let start = config.clone();
+    let service = tokio::task::spawn_blocking(move || paycore_server::start(&start)).await.unwrap().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     (base, tokio::spawn(service.serve(listener, shutdown)))
 }
 
-/// A service on a new temporary data folder with `key` as its admin key, `tune` applied to
-/// its configuration, serving until the test ends; a client for it with that key.
-pub async fn boot(key: &str, tune: impl FnOnce(&mut Config)) -> (Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), key);
-    tune(&mut config);
-    let (base, _serving) = serve(&config, std::future::pending()).await;
-    (Client { base, http: reqwest::Client::new(), key: key.to_owned() }, dir)
+/// A service on the embedded store in a new temporary data folder with `key` as its admin
+/// key, `tune` applied to its configuration, serving until the test ends; a client for it.
+pub async fn boot(key: &str, tune: impl FnOnce(&mut Config)) -> (Client, Data) {
+    boot_on(Backend::Embedded, key, tune).await.unwrap()
 }
 
-/// The API side of the store of a running service's data folder, beside the service (to
-/// insert API keys): `paycore_store::open_for_verify` takes no writer lock.
-pub fn open_reader(dir: &Path) -> Arc<dyn ApiStore> {
-    paycore_store::open_for_verify(dir).unwrap()
+/// [`boot`] on `backend`; `None` when it is PostgreSQL and there is none (see [`Data::new`]).
+pub async fn boot_on(backend: Backend, key: &str, tune: impl FnOnce(&mut Config)) -> Option<(Client, Data)> {
+    let data = Data::new(backend)?;
+    let mut config = config(&data, key);
+    tune(&mut config);
+    let (base, _serving) = serve(&config, std::future::pending()).await;
+    Some((Client { base, http: reqwest::Client::new(), key: key.to_owned() }, data))
+}
+
+/// The API side of a running service's store, beside the service: `open_for_verify` takes no
+/// writer lock. Blocking, as every store call: use it from [`blocking`].
+pub fn open_reader(data: &Path) -> Arc<dyn ApiStore> {
+    paycore_store::open_for_verify(data).unwrap()
+}
+
+/// Runs `f` with the API side of `data`'s store on a blocking thread (the PostgreSQL client
+/// cannot run on an async one), and closes it there.
+pub async fn blocking<T: Send + 'static>(data: &Data, f: impl FnOnce(&dyn ApiStore) -> T + Send + 'static) -> T {
+    let location = data.location();
+    tokio::task::spawn_blocking(move || f(open_reader(&location).as_ref())).await.unwrap()
 }
 
 /// A response: its status, its body as JSON (`Null` when it is not JSON) and as bytes, and

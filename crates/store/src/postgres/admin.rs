@@ -27,7 +27,7 @@ fn endpoint_from(row: &Row) -> Result<WebhookEndpoint> {
     })
 }
 
-fn delivery_from(row: &Row) -> Result<Delivery> {
+pub(super) fn delivery_from(row: &Row) -> Result<Delivery> {
     let status: Option<i32> = get(row, "last_status")?;
     let attempts: i32 = get(row, "attempts")?;
     Ok(Delivery {
@@ -199,15 +199,8 @@ impl AdminStore for PostgresReader {
         })
     }
 
-    fn due_deliveries(&self, now: u64, limit: usize) -> Result<Vec<Delivery>> {
-        self.with(|client| {
-            let rows = client.query(
-                "SELECT * FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1
-                 ORDER BY seq, id LIMIT $2",
-                &[&int(now), &limit_sql(limit)],
-            )?;
-            all(&rows, delivery_from)
-        })
+    fn due_deliveries(&self, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>> {
+        self.with(|client| super::leases::due_deliveries(client, now, claimed_until, limit))
     }
 
     fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
@@ -223,7 +216,7 @@ impl AdminStore for PostgresReader {
         self.with(|client| {
             client.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $2,
-                     last_status = $3, last_error = $4,
+                     last_status = $3, last_error = $4, claimed_until = NULL,
                      delivered_at = CASE WHEN $5 THEN $6 ELSE delivered_at END
                  WHERE id = $1",
                 &[

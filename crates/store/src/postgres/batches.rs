@@ -6,7 +6,7 @@ use super::codec::{account_from, all, get, id, id_bytes, int, opt_hash, opt_id, 
 use super::open::OUTBOX_LOCK;
 use super::reader::PostgresReader;
 use crate::batches::{
-    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters, NewRun,
+    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters, NewRun,
     ResultRun, Validated,
 };
 use crate::{Result, StoreError};
@@ -17,7 +17,7 @@ use paycore_ledger::{
 use postgres::{GenericClient, IsolationLevel, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 
-fn batch_from(row: &Row) -> Result<BatchRecord> {
+pub(super) fn batch_from(row: &Row) -> Result<BatchRecord> {
     Ok(BatchRecord {
         id: BatchId(id(row, "id")?),
         tenant: TenantId(id(row, "tenant")?),
@@ -422,6 +422,22 @@ impl BatchStore for PostgresReader {
         })
     }
 
+    fn claim_next_batch(&self, claim: &Claim<'_>) -> Result<Option<BatchRecord>> {
+        self.with(|client| super::leases::claim_next_batch(client, claim))
+    }
+
+    fn claim_batch(&self, batch: BatchId, claim: &Claim<'_>) -> Result<Option<BatchRecord>> {
+        self.with(|client| super::leases::claim_batch(client, batch, claim))
+    }
+
+    fn renew_batch_lease(&self, batch: BatchId, owner: &str, until: u64) -> Result<bool> {
+        self.with(|client| super::leases::renew_batch_lease(client, batch, owner, until))
+    }
+
+    fn release_batch_lease(&self, batch: BatchId, owner: &str) -> Result<bool> {
+        self.with(|client| super::leases::release_batch_lease(client, batch, owner))
+    }
+
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {
         self.with(|client| {
             let row = match text.parse::<AccountId>() {
@@ -437,6 +453,18 @@ impl BatchStore for PostgresReader {
             };
             row.map(|row| account_from(&row)).transpose()
         })
+    }
+
+    fn file_writer(&self, file: &str) -> Result<Box<dyn crate::FileSink>> {
+        super::files::writer(self.connections(), file)
+    }
+
+    fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        super::files::open(self.connections(), file)
+    }
+
+    fn remove_file(&self, file: &str) -> Result<()> {
+        super::files::remove(&self.connections(), file)
     }
 }
 

@@ -6,6 +6,7 @@ use super::codec::{
     account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, transfer_from, HOLD_SELECT,
 };
 use super::open::OUTBOX_LOCK;
+use super::partitions::Lead;
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
     Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, Refund, ResultCode, TenantId, Transfer,
@@ -13,7 +14,9 @@ use paycore_ledger::{
 };
 use postgres::{Client, Transaction};
 
-/// The engine's connection, which holds the database's single-writer lock.
+/// The engine's connection, which leads some partitions of the cluster (all of them when the
+/// whole store was opened): it recovers only their tenants, and every commit checks their
+/// fencing epochs first, in its own transaction (see `partitions`).
 ///
 /// Every commit writes the balances of the accounts it touched to `accounts`, in the same
 /// transaction, with one `UPDATE … FROM UNNEST(…)`. The SQLite store instead keeps committed
@@ -25,11 +28,22 @@ use postgres::{Client, Transaction};
 /// `verify` has no tail to replay.
 pub(super) struct PostgresStore {
     client: Client,
+    lead: Lead,
 }
 
 impl PostgresStore {
-    pub(super) fn new(client: Client) -> PostgresStore {
-        PostgresStore { client }
+    pub(super) fn new(client: Client, lead: Lead) -> PostgresStore {
+        PostgresStore { client, lead }
+    }
+
+    /// `error`, unless the connection it came from is gone: then so is the leader lock that
+    /// lived with it, another leader may be writing, and this writer is fenced for good.
+    fn or_fenced(&self, error: StoreError) -> StoreError {
+        if self.client.is_closed() && !matches!(error, StoreError::Fenced(_)) {
+            StoreError::Fenced(format!("the connection that held the leader lock is gone ({error})"))
+        } else {
+            error
+        }
     }
 }
 
@@ -40,22 +54,102 @@ fn id_array<T>(items: &[T], id: impl Fn(&T) -> u128) -> Vec<[u8; 16]> {
 
 impl Store for PostgresStore {
     fn recover(&mut self) -> Result<Recovered> {
+        self.recover_led().map_err(|e| self.or_fenced(e))
+    }
+
+    fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
+        self.load_led(wanted).map_err(|e| self.or_fenced(e))
+    }
+
+    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+        self.idempotency_led(keys).map_err(|e| self.or_fenced(e))
+    }
+
+    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        self.commit_led(changes, idempotency).map_err(|e| self.or_fenced(e))
+    }
+}
+
+impl PostgresStore {
+    fn load_led(&mut self, wanted: &Prefetch) -> Result<Loaded> {
         let client = &mut self.client;
-        let accounts = all(&client.query("SELECT * FROM accounts", &[])?, account_from)?;
-        let open_holds = all(&client.query(&format!("{HOLD_SELECT} WHERE h.status = 'pending'"), &[])?, hold_from)?;
-        let open_payments = all(
-            &client
-                .query("SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')", &[])?,
-            payment_from,
+        let transfers = id_array(&wanted.transfers, |id| id.0);
+        let holds = id_array(&wanted.holds, |id| id.0);
+        let payments = id_array(&wanted.payments, |id| id.0);
+        Ok(Loaded {
+            transfers: all(&client.query("SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?, transfer_from)?,
+            holds: all(&client.query(&format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?,
+            payments: all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?,
+        })
+    }
+
+    fn idempotency_led(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
+        let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
+        let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
+        let rows = self.client.query(
+            "SELECT i.* FROM idempotency i
+             JOIN UNNEST($1::bytea[], $2::text[]) AS k (tenant, key) ON i.tenant = k.tenant AND i.key = k.key",
+            &[&tenants, &names],
         )?;
+        all(&rows, idempotency_from)
+    }
+
+    /// What the engine keeps in memory, of the tenants of the partitions led: their accounts,
+    /// open holds and open payments.
+    fn recover_led(&mut self) -> Result<Recovered> {
+        let client = &mut self.client;
+        let (accounts, open_holds, open_payments) = match self.lead.tenants(client)? {
+            None => (
+                all(&client.query("SELECT * FROM accounts", &[])?, account_from)?,
+                all(&client.query(&format!("{HOLD_SELECT} WHERE h.status = 'pending'"), &[])?, hold_from)?,
+                all(
+                    &client.query(
+                        "SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')",
+                        &[],
+                    )?,
+                    payment_from,
+                )?,
+            ),
+            Some(tenants) => (
+                all(&client.query("SELECT * FROM accounts WHERE tenant = ANY($1)", &[&tenants])?, account_from)?,
+                all(
+                    &client.query(
+                        &format!("{HOLD_SELECT} WHERE h.status = 'pending' AND t.tenant = ANY($1)"),
+                        &[&tenants],
+                    )?,
+                    hold_from,
+                )?,
+                all(
+                    &client.query(
+                        "SELECT * FROM payments
+                         WHERE status IN ('requires_confirmation', 'requires_capture') AND tenant = ANY($1)",
+                        &[&tenants],
+                    )?,
+                    payment_from,
+                )?,
+            ),
+        };
+        let last_timestamp = self.lead.last_timestamp(client)?;
+        if self.lead.shared() {
+            // Other partitions' leaders insert transfers and payments meanwhile, so no highest
+            // stored id is final: the highest possible one makes the engine ask the store
+            // about every id (`State::set_stored_transfer_id_max`), and a client's id that
+            // another partition used is answered as the state machine answers a stored one.
+            return Ok(Recovered {
+                accounts,
+                open_holds,
+                open_payments,
+                last_timestamp,
+                max_transfer_id: Some(TransferId(u128::MAX)),
+                max_payment_id: Some(PaymentId(u128::MAX)),
+            });
+        }
         // The primary keys' last entries (BYTEA has no `max`): one index descent each.
         let row = client.query_one(
-            "SELECT (SELECT value FROM meta WHERE key = 'last_timestamp'),
-                    (SELECT id FROM transfers ORDER BY id DESC LIMIT 1),
+            "SELECT (SELECT id FROM transfers ORDER BY id DESC LIMIT 1),
                     (SELECT id FROM payments ORDER BY id DESC LIMIT 1)",
             &[],
         )?;
-        let last: Option<i64> = row.try_get(0)?;
         let max_id = |i: usize| -> Result<Option<u128>> {
             let bytes: Option<&[u8]> = row.try_get(i)?;
             bytes
@@ -70,42 +164,22 @@ impl Store for PostgresStore {
             accounts,
             open_holds,
             open_payments,
-            last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
-            max_transfer_id: max_id(1)?.map(TransferId),
-            max_payment_id: max_id(2)?.map(PaymentId),
+            last_timestamp,
+            max_transfer_id: max_id(0)?.map(TransferId),
+            max_payment_id: max_id(1)?.map(PaymentId),
         })
     }
 
-    fn load(&mut self, wanted: &Prefetch) -> Result<Loaded> {
-        let client = &mut self.client;
-        let transfers = id_array(&wanted.transfers, |id| id.0);
-        let holds = id_array(&wanted.holds, |id| id.0);
-        let payments = id_array(&wanted.payments, |id| id.0);
-        Ok(Loaded {
-            transfers: all(&client.query("SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?, transfer_from)?,
-            holds: all(&client.query(&format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?,
-            payments: all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?,
-        })
-    }
-
-    fn idempotency(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
-        let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
-        let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
-        let rows = self.client.query(
-            "SELECT i.* FROM idempotency i
-             JOIN UNNEST($1::bytea[], $2::text[]) AS k (tenant, key) ON i.tenant = k.tenant AND i.key = k.key",
-            &[&tenants, &names],
-        )?;
-        all(&rows, idempotency_from)
-    }
-
-    fn commit(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+    /// One batch in one transaction, which first checks that this writer still leads.
+    fn commit_led(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
         let mut tx = self.client.transaction()?;
         if !changes.events.is_empty() || !changes.batch_ends.is_empty() {
             // First, before any row lock: every writer of the outbox takes this lock before
             // its row locks, so that no two wait for each other.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
         }
+        // Then the fencing check: a stale leader writes nothing (dropping `tx` rolls back).
+        self.lead.check(&mut tx, changes.last_timestamp)?;
         insert_accounts(&mut tx, &changes.new_accounts)?;
         insert_transfers(&mut tx, &changes.transfers)?;
         upsert_holds(&mut tx, &changes.holds)?;
@@ -115,7 +189,6 @@ impl Store for PostgresStore {
         insert_events(&mut tx, changes)?;
         commit_batch_changes(&mut tx, changes)?;
         write_balances(&mut tx, changes)?;
-        tx.execute("UPDATE meta SET value = $1 WHERE key = 'last_timestamp'", &[&int(changes.last_timestamp)])?;
         tx.commit()?;
         Ok(())
     }
@@ -203,7 +276,7 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
         return Ok(());
     }
     let ints = |f: fn(&Payment) -> u64| payments.iter().map(|p| int(f(p))).collect::<Vec<_>>();
-    tx.execute(
+    let written = tx.execute(
         "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
              status, description, failure_code, amount_captured, amount_refunded,
              expires_at, created_at, updated_at, transfer)
@@ -213,7 +286,8 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
              failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
              amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
-             transfer = excluded.transfer",
+             transfer = excluded.transfer
+         WHERE payments.tenant = excluded.tenant",
         &[
             &id_array(payments, |p| p.id.0),
             &id_array(payments, |p| p.tenant.0),
@@ -233,6 +307,14 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
             &payments.iter().map(|p| p.transfer.map(|t| id_bytes(t.0))).collect::<Vec<_>>(),
         ],
     )?;
+    // A payment id another tenant's partition wrote since this batch's load is not taken over.
+    if written != payments.len() as u64 {
+        return Err(StoreError::Conflict(format!(
+            "{} of {} payments written: an id is taken",
+            written,
+            payments.len()
+        )));
+    }
     Ok(())
 }
 

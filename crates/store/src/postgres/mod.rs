@@ -1,14 +1,17 @@
 //! The PostgreSQL store (cluster mode's store of record): the same traits and semantics as
 //! the embedded SQLite store, on a database named by a `postgres://` URL.
 //!
-//! One connection belongs to the engine ([`PostgresStore`], `commit`): it holds the database's
-//! single-writer advisory lock for as long as it lives, and commits each engine batch in one
+//! One connection belongs to the engine ([`PostgresStore`], `commit`): it leads the
+//! partitions it writes for (their advisory locks, held for as long as it lives, and a fencing
+//! epoch each, checked by every commit: `partitions`), and commits each engine batch in one
 //! transaction of set-based writes (`UNNEST` arrays: one statement per table, whatever the
 //! number of transfers). The API's reads and writes ([`PostgresReader`], `reader`) share a
 //! bounded pool of connections. The modules, by job: `open` (connections, the lock,
-//! migrations in `postgres/migrations/`, recorded in `schema_version`), `codec` (columns to
+//! migrations in `postgres/migrations/`, recorded in `schema_version`), `partitions` (the
+//! partition count, leader locks and epochs), `codec` (columns to
 //! ledger values and back, PostgreSQL's errors by kind), `commit`, `reader`, `batches`,
-//! `admin`, `verify`.
+//! `files` (uploaded batch files, in chunks), `admin`, `leases` (batch leases and delivery
+//! claims, `FOR UPDATE SKIP LOCKED`), `verify`.
 //!
 //! The `postgres` client is synchronous (it runs a small runtime of its own per connection):
 //! like the SQLite store's, its calls block, and callers on an async runtime make them from
@@ -18,20 +21,27 @@ mod admin;
 mod batches;
 mod codec;
 mod commit;
+mod files;
+mod leases;
 mod open;
+mod partitions;
 mod reader;
 mod verify;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_partitions;
 
-use crate::{Opened, Options, Result};
+use crate::{Leader, Opened, Options, Result, StoreError};
 use commit::PostgresStore;
+use partitions::Lead;
 use reader::PostgresReader;
 use std::sync::Arc;
 
-/// Opens the database at `url`: takes its single-writer lock, migrates its schema, and returns
-/// the engine's writer and the API's handle.
+/// Opens the database at `url` with one writer for all of it: takes its single-writer lock,
+/// migrates its schema, leads every partition of the cluster (creating one if the cluster has
+/// none yet), and returns the engine's writer and the API's handle.
 pub(crate) fn open(url: &str, options: &Options) -> Result<Opened> {
     let (store, reader) = open_parts(url, options)?;
     Ok(Opened { store: Box::new(store), api: reader })
@@ -42,10 +52,45 @@ fn open_parts(url: &str, options: &Options) -> Result<(PostgresStore, Arc<Postgr
         let mut writer = open::connect(url)?;
         open::lock(&mut writer, url)?;
         open::migrate(&mut writer)?;
-        Ok(writer)
+        files::remove_stale(&mut writer)?;
+        let count = partitions::count(&mut writer, None)?;
+        let all: Vec<u32> = (0..count).collect();
+        let lead = Lead::take(&mut writer, url, &all, count)?;
+        Ok(PostgresStore::new(writer, lead))
     })?;
     let reader = Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max));
-    Ok((PostgresStore::new(writer), reader))
+    Ok((writer, reader))
+}
+
+/// The cluster's partition count at `url`, recorded by the first call (see
+/// [`crate::cluster_partitions`]).
+pub(crate) fn cluster_partitions(url: &str, requested: Option<u32>) -> Result<u32> {
+    off_runtime(|| {
+        let mut client = open::connect(url)?;
+        open::migrate(&mut client)?;
+        partitions::count(&mut client, requested)
+    })
+}
+
+/// Leads `partition` of the cluster at `url` (see [`crate::open_partition`]).
+pub(crate) fn open_partition(url: &str, partition: u32, options: &Options) -> Result<Leader> {
+    let (store, partitions, epoch) = off_runtime(|| {
+        let mut writer = open::connect(url)?;
+        open::migrate(&mut writer)?;
+        files::remove_stale(&mut writer)?;
+        let count = partitions::count(&mut writer, None)?;
+        if partition >= count {
+            return Err(StoreError::Refused(format!(
+                "partition {partition} does not exist: this cluster has {count} (0 to {})",
+                count - 1
+            )));
+        }
+        let lead = Lead::take(&mut writer, url, &[partition], count)?;
+        let epoch = lead.epoch();
+        Ok((PostgresStore::new(writer, lead), count, epoch))
+    })?;
+    let api = Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max));
+    Ok(Leader { store: Box::new(store), api, partition, partitions, epoch })
 }
 
 /// Opens the database at `url` for offline checks; creates nothing, and fails when it holds

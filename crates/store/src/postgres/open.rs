@@ -5,11 +5,18 @@ use crate::{Result, StoreError};
 use postgres::{Client, NoTls};
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_batch_files.sql"),
+    include_str!("migrations/0003_leases.sql"),
+    include_str!("migrations/0004_partitions.sql"),
+];
 
-/// The advisory lock the engine's connection holds for as long as the store is open: one
-/// writer per database (two engines could spend the same money twice). Advisory locks are
-/// per database, so two databases on one server each have their own writer.
+/// The advisory lock the engine's connection holds for as long as the whole store is open
+/// (`paycore_store::open`): one such writer per database (two engines could spend the same
+/// money twice). It also leads every partition (`partitions`), so it never runs beside a
+/// partition's leader. Advisory locks are per database, so two databases on one server each
+/// have their own writer.
 const WRITER_LOCK: i64 = 0x7061_7963_6f72_6501; // "paycore" 1
 /// The advisory lock that serializes migrations between processes opening one database.
 const MIGRATION_LOCK: i64 = 0x7061_7963_6f72_6502;

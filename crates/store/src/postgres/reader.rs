@@ -9,12 +9,19 @@ use crate::pool::Pool;
 use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
 use paycore_ledger::{Account, AccountId, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
 use postgres::Client;
+use std::sync::Arc;
 
 /// The API's reads and writes, safe to share between threads: each call borrows a connection
 /// from a pool of at most `connections_max` ([`Pool`], as the SQLite store's), waiting for one
 /// when all are in use. A connection that broke is closed rather than given back, so a
 /// restarted server costs each pooled connection one failed call, answered `Unavailable`.
 pub(super) struct PostgresReader {
+    connections: Arc<Connections>,
+}
+
+/// The pool and where its connections go; shared with the readers of stored batch files
+/// (`super::files`), which outlive a call.
+pub(super) struct Connections {
     url: String,
     pool: Pool<Client>,
 }
@@ -23,21 +30,49 @@ pub(super) struct PostgresReader {
 /// run at once, the ones past this number are closed when they come back.
 const POOL_IDLE_MAX: usize = 8;
 
-impl PostgresReader {
-    pub(super) fn new(url: String, connections_max: usize) -> PostgresReader {
-        PostgresReader { url, pool: Pool::new(connections_max, POOL_IDLE_MAX, |client: &Client| !client.is_closed()) }
-    }
-
+impl Connections {
     /// Runs `f` on a pooled connection.
     pub(super) fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let mut lease = self.pool.lease(|| connect(&self.url))?;
         f(lease.conn()?)
     }
+}
+
+impl Drop for Connections {
+    /// Closes the idle connections on a thread of its own: closing one runs the client's own
+    /// runtime, which panics on a thread that drives async tasks — where the last handle of a
+    /// server's store is often dropped.
+    fn drop(&mut self) {
+        let idle = self.pool.take_idle();
+        if idle.is_empty() {
+            return;
+        }
+        if let Ok(closing) = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(idle)) {
+            let _ = closing.join();
+        }
+    }
+}
+
+impl PostgresReader {
+    pub(super) fn new(url: String, connections_max: usize) -> PostgresReader {
+        let pool = Pool::new(connections_max, POOL_IDLE_MAX, |client: &Client| !client.is_closed());
+        PostgresReader { connections: Arc::new(Connections { url, pool }) }
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        self.connections.with(f)
+    }
+
+    /// The pool, for what keeps using it after a call returns.
+    pub(super) fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
+    }
 
     /// How many connections the pool holds (idle or lent); for tests.
     #[cfg(test)]
     pub(super) fn open_connections(&self) -> usize {
-        self.pool.open()
+        self.connections.pool.open()
     }
 }
 

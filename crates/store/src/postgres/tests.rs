@@ -120,7 +120,7 @@ fn a_newer_schema_is_refused_and_a_reopened_store_keeps_its_data() {
 
     sql(&database).execute("UPDATE schema_version SET version = 99", &[]).unwrap();
     match crate::open(database.url()) {
-        Err(StoreError::SchemaTooNew { found: 99, known: 1 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, .. }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a newer schema was opened"),
     }
@@ -294,4 +294,53 @@ fn a_lock_held_too_long_is_busy_and_a_serialization_failure_too() {
         .unwrap();
     assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
     assert!(error.is_transient());
+}
+
+/// A batch of tenant 1 taken in at `created_at`.
+fn stored_batch(api: &dyn crate::ApiStore, id: u128, created_at: u64) -> paycore_ledger::BatchId {
+    let batch = paycore_ledger::BatchId(id << 64);
+    api.create_batch(&crate::BatchRecord::new(batch, T1, paycore_ledger::BatchFormat::Csv, created_at)).unwrap();
+    batch
+}
+
+#[test]
+fn a_claim_skips_the_batch_another_connection_has_locked_without_waiting() {
+    let Some(database) = TestDatabase::create("a_claim_skips_a_locked_batch") else { return };
+    let Opened { store: _store, api } = crate::open(database.url()).unwrap();
+    let (older, newer) = (stored_batch(api.as_ref(), 1, 1), stored_batch(api.as_ref(), 2, 2));
+    let claim = crate::Claim { owner: "n1", now: 10, until: 100 };
+
+    // Another node is in the middle of its claim of the older batch: it holds the row lock.
+    let mut other = sql(&database);
+    let mut tx = other.transaction().unwrap();
+    tx.execute("SELECT 1 FROM batches WHERE id = $1 FOR UPDATE", &[&older.0.to_be_bytes()]).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(api.claim_next_batch(&claim).unwrap().map(|b| b.id), Some(newer), "the locked row is passed over");
+    assert!(api.claim_batch(older, &claim).unwrap().is_none());
+    // The store's lock timeout is 5 s: skipping is not waiting.
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    tx.commit().unwrap();
+    assert_eq!(api.claim_next_batch(&claim).unwrap().map(|b| b.id), Some(older), "free once the other is done");
+}
+
+#[test]
+fn two_connections_racing_for_one_batch_claim_it_once() {
+    let Some(database) = TestDatabase::create("two_connections_racing_for_one_batch") else { return };
+    let Opened { store: _store, api } = crate::open(database.url()).unwrap();
+    let start = Arc::new(std::sync::Barrier::new(2));
+    for round in 1..=30u64 {
+        let batch = stored_batch(api.as_ref(), u128::from(round), round);
+        let racers: Vec<_> = ["n1", "n2"]
+            .into_iter()
+            .map(|owner| {
+                let (api, start) = (api.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    api.claim_next_batch(&crate::Claim { owner, now: 100, until: u64::MAX >> 1 }).unwrap().map(|b| b.id)
+                })
+            })
+            .collect();
+        let won: Vec<_> = racers.into_iter().filter_map(|t| t.join().unwrap()).collect();
+        assert_eq!(won, [batch], "round {round}: one winner, the other finds nothing to claim");
+    }
 }

@@ -27,7 +27,7 @@ fn endpoint_from(row: &Row) -> rusqlite::Result<WebhookEndpoint> {
     })
 }
 
-fn delivery_from(row: &Row) -> rusqlite::Result<Delivery> {
+pub(super) fn delivery_from(row: &Row) -> rusqlite::Result<Delivery> {
     let status: Option<i64> = row.get("last_status")?;
     let attempts: i64 = row.get("attempts")?;
     Ok(Delivery {
@@ -211,16 +211,8 @@ impl AdminStore for SqliteReader {
         })
     }
 
-    fn due_deliveries(&self, now: u64, limit: usize) -> Result<Vec<Delivery>> {
-        self.with(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT * FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1
-                     ORDER BY seq, id LIMIT ?2",
-                )?
-                .query_map(params![int(now), i64::try_from(limit).unwrap_or(i64::MAX)], delivery_from)?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+    fn due_deliveries(&self, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>> {
+        self.with(|conn| super::leases::due_deliveries(conn, now, claimed_until, limit))
     }
 
     fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {
@@ -236,7 +228,7 @@ impl AdminStore for SqliteReader {
         self.with(|conn| {
             conn.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?2,
-                     last_status = ?3, last_error = ?4,
+                     last_status = ?3, last_error = ?4, claimed_until = NULL,
                      delivered_at = CASE WHEN ?5 THEN ?6 ELSE delivered_at END
                  WHERE id = ?1",
                 params![int(delivery), a.next_attempt_at.map(int), a.status, a.error, a.delivered, int(a.at)],

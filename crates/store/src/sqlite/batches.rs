@@ -7,8 +7,8 @@ use super::codec::{
 };
 use super::reader::SqliteReader;
 use crate::batches::{
-    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Counters, ListedItem,
-    ResultRun, Validated,
+    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
+    ListedItem, ResultRun, Validated,
 };
 use crate::{Result, StoreError};
 use paycore_ledger::{
@@ -18,7 +18,7 @@ use paycore_ledger::{
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 
-fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
+pub(super) fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
     let cancel: i64 = row.get("cancel_requested")?;
     Ok(BatchRecord {
         id: BatchId(blob_id(row, "id")?),
@@ -301,7 +301,7 @@ impl<T, D: Fn(&Row) -> rusqlite::Result<T>> crate::batches::ItemRows<T> for Rows
     }
 }
 
-/// The batches a restart resumes.
+/// The active batches, oldest first.
 pub(super) const ACTIVE_BATCHES_SQL: &str =
     "SELECT * FROM batches WHERE status IN ('validating', 'processing') ORDER BY created_at";
 
@@ -569,6 +569,22 @@ impl BatchStore for SqliteReader {
         })
     }
 
+    fn claim_next_batch(&self, claim: &Claim<'_>) -> Result<Option<BatchRecord>> {
+        self.with(|conn| super::leases::claim_next_batch(conn, claim))
+    }
+
+    fn claim_batch(&self, batch: BatchId, claim: &Claim<'_>) -> Result<Option<BatchRecord>> {
+        self.with(|conn| super::leases::claim_batch(conn, batch, claim))
+    }
+
+    fn renew_batch_lease(&self, batch: BatchId, owner: &str, until: u64) -> Result<bool> {
+        self.with(|conn| super::leases::renew_batch_lease(conn, batch, owner, until))
+    }
+
+    fn release_batch_lease(&self, batch: BatchId, owner: &str) -> Result<bool> {
+        self.with(|conn| super::leases::release_batch_lease(conn, batch, owner))
+    }
+
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {
         self.account_with(|conn| {
             if let Ok(id) = text.parse::<AccountId>() {
@@ -584,5 +600,16 @@ impl BatchStore for SqliteReader {
             .query_row(params![id_blob(tenant.0), text, currency.map(Currency::code)], account_from)
             .optional()
         })
+    }
+    fn file_writer(&self, file: &str) -> Result<Box<dyn crate::FileSink>> {
+        super::files::writer(self.folder(), file)
+    }
+
+    fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>> {
+        super::files::open(self.folder(), file)
+    }
+
+    fn remove_file(&self, file: &str) -> Result<()> {
+        super::files::remove(self.folder(), file)
     }
 }

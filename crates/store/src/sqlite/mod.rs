@@ -6,17 +6,19 @@
 //! data only. An exclusive lock on `<data>/LOCK` keeps a second process from opening the same
 //! data folder: two writers would mean two engines, and two engines can spend the same money
 //! twice. The modules, by job: `open` (connections, the lock, migrations), `codec` (columns to
-//! ledger values and back), `commit` (the engine's side), `reader` (the pool and the reads),
+//! ledger values and back), `commit` (the engine's side), `reader` (the pool and the reads), `files` (uploaded batch files under `<data>/batches/`),
 //! `checkpoint` (WAL checkpoints beside the commits), `history` (account history in its own
-//! file), `batches`, `admin`, `verify`.
+//! file), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
 
 mod admin;
 mod batches;
 mod checkpoint;
 mod codec;
 mod commit;
+mod files;
 mod fresh;
 mod history;
+mod leases;
 mod open;
 mod reader;
 mod verify;
@@ -43,10 +45,12 @@ fn open_parts(data_dir: &Path, options: &Options) -> Result<(SqliteStore, Arc<Sq
     let lock = open::lock(data_dir)?;
     let path = data_dir.join(open::DATABASE_FILE);
     let writer = open::writer(&path)?;
+    open::free_leases(&writer)?;
     let checkpointer = Checkpointer::start(&path)?;
     let history_path = data_dir.join(HISTORY_FILE);
     let indexer = Indexer::start(path.clone(), history::open_for_writing(&writer, &history_path)?)?;
-    let reader = Arc::new(SqliteReader::new(path, history_path, options.reader_connections_max));
+    let reader =
+        Arc::new(SqliteReader::new(data_dir.to_path_buf(), path, history_path, options.reader_connections_max));
     let store = SqliteStore::new(writer, indexer, checkpointer, reader.fresh(), lock);
     Ok((store, reader))
 }
@@ -57,5 +61,5 @@ pub(crate) fn open_for_verify(data_dir: &Path) -> Result<Arc<dyn crate::ApiStore
     if !path.exists() {
         return Err(crate::StoreError::Unavailable(format!("{} has no paycore database", data_dir.display())));
     }
-    Ok(Arc::new(SqliteReader::new(path, data_dir.join(HISTORY_FILE), 1)))
+    Ok(Arc::new(SqliteReader::new(data_dir.to_path_buf(), path, data_dir.join(HISTORY_FILE), 1)))
 }

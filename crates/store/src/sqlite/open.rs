@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_history_out_of_commit.sql"),
     include_str!("migrations/0005_balances_checkpoint.sql"),
     include_str!("migrations/0006_batch_results.sql"),
+    include_str!("migrations/0007_leases.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";
@@ -36,6 +37,16 @@ pub(super) fn lock(data_dir: &Path) -> Result<File> {
         .map_err(|e| StoreError::Unavailable(format!("cannot create the lock file: {e}")))?;
     lock.try_lock().map_err(|_| StoreError::InUse(format!("{} (its LOCK file is held)", data_dir.display())))?;
     Ok(lock)
+}
+
+/// Frees every batch lease and delivery claim in the database. Called by the process that just
+/// took the folder's lock: the leases it finds were its predecessor's, which no longer runs, so
+/// a restart resumes interrupted batches and deliveries at once instead of waiting for them to
+/// lapse.
+pub(super) fn free_leases(conn: &Connection) -> Result<()> {
+    conn.execute("UPDATE batches SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL", [])?;
+    conn.execute("UPDATE webhook_deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL", [])?;
+    Ok(())
 }
 
 /// The engine's connection: the schema migrated, tuned for a single writer.

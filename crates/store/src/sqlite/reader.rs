@@ -15,6 +15,8 @@ use std::sync::Mutex;
 /// The API's reads and writes, safe to share between threads: each call borrows a connection
 /// from a pool of at most `connections_max` ([`Pool`]), waiting for one when all are in use.
 pub(super) struct SqliteReader {
+    /// The data folder, which holds the uploaded batch files (`super::files`).
+    folder: PathBuf,
     path: PathBuf,
     history: PathBuf,
     pool: Pool<Connection>,
@@ -31,14 +33,20 @@ pub(super) struct SqliteReader {
 const POOL_IDLE_MAX: usize = 16;
 
 impl SqliteReader {
-    pub(super) fn new(path: PathBuf, history: PathBuf, connections_max: usize) -> SqliteReader {
+    pub(super) fn new(folder: PathBuf, path: PathBuf, history: PathBuf, connections_max: usize) -> SqliteReader {
         SqliteReader {
+            folder,
             path,
             history,
             pool: Pool::new(connections_max, POOL_IDLE_MAX, |_| true),
             items: Mutex::new(None),
             fresh: Fresh::default(),
         }
+    }
+
+    /// The data folder.
+    pub(super) fn folder(&self) -> &std::path::Path {
+        &self.folder
     }
 
     /// The balances the engine's commits publish to the readers.

@@ -98,7 +98,7 @@ fn the_reader_pool_never_opens_more_connections_than_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, _) = open_sqlite(dir.path());
     let path = dir.path().join(super::open::DATABASE_FILE);
-    let reader = Arc::new(SqliteReader::new(path, dir.path().join("history.db"), 2));
+    let reader = Arc::new(SqliteReader::new(dir.path().to_path_buf(), path, dir.path().join("history.db"), 2));
     let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads: Vec<_> = (0..8)
@@ -183,7 +183,7 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 6 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 7 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
@@ -382,7 +382,8 @@ fn item_statuses_survive_the_move_to_result_runs() {
     assert_eq!(voided, [3, 5]);
 }
 
-/// The listings of invalid items and of active batches are served by their partial indexes
+/// The listings of invalid items and of active batches, and the claim of a batch, are served by
+/// their partial indexes
 /// (a bound status would not be): the plan names the index.
 #[test]
 fn status_listings_use_their_partial_indexes() {
@@ -405,4 +406,7 @@ fn status_listings_use_their_partial_indexes() {
         "{}",
         plan(super::batches::ACTIVE_BATCHES_SQL)
     );
+    // The claim loop's look for a free batch, every second on every node.
+    let claimable = super::leases::CLAIMABLE.replace("?1", "0");
+    assert!(plan(&claimable).contains("batches_active"), "{}", plan(&claimable));
 }

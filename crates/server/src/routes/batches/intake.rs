@@ -1,5 +1,6 @@
-//! `POST /v1/batches`: a file (or the JSON form) streamed to the data folder, hashed for its
-//! `Idempotency-Key`, recorded as `validating`, and handed to the batch job.
+//! `POST /v1/batches`: a file (or the JSON form) streamed to the store (`BatchStore::file_writer`:
+//! the data folder, or the database), hashed for its `Idempotency-Key`, recorded as
+//! `validating`, and handed to the batch job.
 
 use super::types::{BatchItemsBody, BatchJson, BatchParams};
 use super::{blocking, one_of, query_error};
@@ -10,17 +11,17 @@ use crate::json;
 use crate::render::json;
 use crate::routes::rendered;
 use crate::AppState;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
 use paycore_formats::{format_from_content_type, format_named, Format};
 use paycore_ledger::{BatchId, BatchMode, OnInvalid};
-use paycore_store::{BatchRecord, StoreError};
+use paycore_store::files::BATCH_FILES_DIR;
+use paycore_store::{BatchRecord, FileSink, StoreError};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
@@ -56,20 +57,20 @@ pub async fn create(
     if let Some(key) = &intake.key {
         let (tenant, text) = (auth.tenant, key.clone());
         if let Some(existing) = blocking(&state, move |s| s.batch_by_key(tenant, &text)).await? {
-            let _ = tokio::fs::remove_file(&upload.partial).await;
-            return replay(&existing, upload.fingerprint);
+            let fingerprint = upload.fingerprint;
+            upload.abort().await;
+            return replay(&existing, fingerprint);
         }
     }
-    let path = upload.keep().await?;
-    let fingerprint = upload.fingerprint;
-    let record = intake.record(id, auth, upload);
+    let (file, fingerprint) = upload.keep().await?;
+    let record = intake.record(id, auth, file.clone(), fingerprint);
     let insert = record.clone();
     match (blocking(&state, move |s| Ok(s.create_batch(&insert))).await?, record.idempotency_key.clone()) {
         (Ok(()), _) => {}
         // Two uploads with one key at once: the other one won, and this one is answered as its
         // replay. Handled, so not logged as an error; any other failure is (`ApiError::from`).
         (Err(StoreError::Conflict(_)), Some(key)) => {
-            let _ = tokio::fs::remove_file(&path).await;
+            remove_file(&state, file).await;
             let tenant = auth.tenant;
             if let Some(existing) = blocking(&state, move |s| s.batch_by_key(tenant, &key)).await? {
                 tracing::info!(batch = %existing.id, "a concurrent upload with this Idempotency-Key won; answered as its replay");
@@ -78,7 +79,7 @@ pub async fn create(
             return Err(ApiError::from(StoreError::Internal("the batch that won the upload race is gone".into())));
         }
         (Err(error), _) => {
-            let _ = tokio::fs::remove_file(&path).await;
+            remove_file(&state, file).await;
             return Err(error.into());
         }
     }
@@ -143,7 +144,7 @@ impl Intake {
     }
 
     /// The batch's record, `validating`, for its stored file.
-    fn record(self, id: BatchId, auth: Auth, upload: Upload) -> BatchRecord {
+    fn record(self, id: BatchId, auth: Auth, file: String, fingerprint: [u8; 32]) -> BatchRecord {
         BatchRecord {
             mode: self.mode,
             on_invalid: self.on_invalid,
@@ -151,57 +152,96 @@ impl Intake {
             currency: self.params.currency,
             expected_count: self.params.expected_count,
             expected_total: self.params.expected_total,
-            file: Some(format!("batches/{}", upload.name)),
+            file: Some(file),
             idempotency_key: self.key,
-            fingerprint: Some(upload.fingerprint),
+            fingerprint: Some(fingerprint),
             ..BatchRecord::new(id, auth.tenant, self.format, now_ns())
         }
     }
 }
 
-/// An upload streamed to `<data>/batches/<name>.partial`, and its fingerprint.
+/// Body chunks waiting for the writer of the stored file: enough to keep it busy while the
+/// next ones arrive, few enough to bound an upload's memory.
+const WRITE_QUEUE_CHUNKS: usize = 16;
+
+/// An upload written to the store but not finished (not readable yet), and its fingerprint.
 struct Upload {
-    folder: std::path::PathBuf,
-    name: String,
-    partial: std::path::PathBuf,
+    file: String,
+    sink: Box<dyn FileSink>,
     fingerprint: [u8; 32],
 }
 
 impl Upload {
-    /// Renames the file to its final name and syncs the folder: from here it survives a crash.
-    async fn keep(&self) -> Result<std::path::PathBuf, ApiError> {
-        let path = self.folder.join(&self.name);
-        tokio::fs::rename(&self.partial, &path)
+    /// Finishes the stored file: from here it survives a crash and validation can read it.
+    /// Returns its name and the upload's fingerprint.
+    async fn keep(self) -> Result<(String, [u8; 32]), ApiError> {
+        let Upload { file, sink, fingerprint, .. } = self;
+        crate::request_id::spawn_blocking(move || sink.finish())
             .await
-            .map_err(|e| ApiError::internal(format!("Cannot store the file: {e}.")))?;
-        let dir = self.folder.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(dir).and_then(|d| d.sync_all()))
-            .await
-            .map_err(|_| ApiError::internal("Cannot store the file."))?
-            .map_err(|e| ApiError::internal(format!("Cannot store the file: {e}.")))?;
-        Ok(path)
+            .map_err(|_| ApiError::internal("Cannot store the file."))??;
+        Ok((file, fingerprint))
+    }
+
+    /// Drops what was stored.
+    async fn abort(self) {
+        let sink = self.sink;
+        let aborted = crate::request_id::spawn_blocking(move || sink.abort()).await;
+        if let Ok(Err(error)) = aborted {
+            tracing::warn!(file = %self.file, %error, "an upload not kept could not be removed");
+        }
     }
 }
 
-/// Streams the body to a file, hashing it for the idempotency fingerprint; nothing is left
-/// behind when it fails.
+/// Removes a finished file whose batch was not recorded.
+async fn remove_file(state: &Arc<AppState>, file: String) {
+    let removed = blocking(state, move |s| Ok(s.remove_file(&file))).await;
+    if let Ok(Err(error)) = removed {
+        tracing::warn!(%error, "a stored file whose batch was not recorded could not be removed");
+    }
+}
+
+/// Streams the body to the store (a blocking writer takes the chunks from a bounded queue),
+/// hashing it for the idempotency fingerprint; nothing is left behind when it fails.
 async fn store_upload(state: &Arc<AppState>, intake: &Intake, id: BatchId, body: Body) -> Result<Upload, ApiError> {
-    let folder = state.data_dir.join("batches");
-    tokio::fs::create_dir_all(&folder).await.map_err(|e| ApiError::internal(format!("Cannot store the file: {e}.")))?;
-    let name = format!("{id}.{}", intake.format.as_str().replace('.', ""));
-    let partial = folder.join(format!("{name}.partial"));
+    let file = format!("{BATCH_FILES_DIR}/{id}.{}", intake.format.as_str().replace('.', ""));
+    let sink = {
+        let file = file.clone();
+        blocking(state, move |s| s.file_writer(&file)).await?
+    };
     let mut hash = Sha256::new();
     hash.update(intake.fingerprint_head());
-    let stored = if intake.json_form {
-        store_json_form(state, body, &partial, &mut hash).await
+    let (chunks, queue) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
+    let writer = crate::request_id::spawn_blocking(move || write_queued(sink, queue));
+    let sent = if intake.json_form {
+        send_json_form(state, body, &chunks, &mut hash).await
     } else {
-        store_stream(state, body, &partial, &mut hash).await
+        send_stream(state, body, &chunks, &mut hash).await
     };
-    if let Err(error) = stored {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(error);
+    drop(chunks);
+    let (sink, written) = writer.await.map_err(|_| ApiError::internal("Cannot store the file."))?;
+    let upload = Upload { file, sink, fingerprint: hash.finalize().into() };
+    // The writer's failure first: the body's sender only saw the queue close.
+    match written.map_err(ApiError::from).and(sent) {
+        Ok(()) => Ok(upload),
+        Err(error) => {
+            upload.abort().await;
+            Err(error)
+        }
     }
-    Ok(Upload { folder, name, partial, fingerprint: hash.finalize().into() })
+}
+
+/// Writes the queued chunks to `sink` until the queue closes or a write fails (which closes
+/// the queue); gives the sink back, to be finished or aborted.
+fn write_queued(
+    mut sink: Box<dyn FileSink>,
+    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+) -> (Box<dyn FileSink>, paycore_store::Result<()>) {
+    while let Some(chunk) = queue.blocking_recv() {
+        if let Err(error) = sink.write_chunk(&chunk) {
+            return (sink, Err(error));
+        }
+    }
+    (sink, Ok(()))
 }
 
 /// The answer to a repeated upload under one key: the first answer again (the batch as it was
@@ -216,15 +256,13 @@ fn replay(existing: &BatchRecord, fingerprint: [u8; 32]) -> Result<Response, Api
     Ok(response)
 }
 
-async fn store_stream(
+async fn send_stream(
     state: &Arc<AppState>,
     body: Body,
-    path: &std::path::Path,
+    chunks: &tokio::sync::mpsc::Sender<Bytes>,
     hash: &mut Sha256,
 ) -> Result<(), ApiError> {
     let limit = state.max_batch_bytes;
-    let cannot = |e: std::io::Error| ApiError::internal(format!("Cannot store the file: {e}."));
-    let mut file = tokio::fs::File::create(path).await.map_err(cannot)?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
     while let Some(chunk) = stream.next().await {
@@ -234,19 +272,24 @@ async fn store_stream(
             return Err(too_large(limit));
         }
         hash.update(&chunk);
-        file.write_all(&chunk).await.map_err(cannot)?;
+        chunks.send(chunk).await.map_err(|_| writer_gone())?;
     }
     if size == 0 {
         return Err(ApiError::bad_request("empty_file", "The body is empty: send the file as the request body."));
     }
-    file.sync_all().await.map_err(cannot)
+    Ok(())
+}
+
+/// The writer stopped taking chunks: it failed, and its error is the one answered.
+fn writer_gone() -> ApiError {
+    ApiError::internal("Cannot store the file.")
 }
 
 /// The JSON form, `{"items":[…]}`, stored as JSON lines with amounts in minor units.
-async fn store_json_form(
+async fn send_json_form(
     state: &Arc<AppState>,
     body: Body,
-    path: &std::path::Path,
+    chunks: &tokio::sync::mpsc::Sender<Bytes>,
     hash: &mut Sha256,
 ) -> Result<(), ApiError> {
     let limit = state.max_body_bytes;
@@ -275,8 +318,5 @@ async fn store_json_form(
         lines.push(b'\n');
     }
     hash.update(&lines);
-    let cannot = |e: std::io::Error| ApiError::internal(format!("Cannot store the batch: {e}."));
-    let mut file = tokio::fs::File::create(path).await.map_err(cannot)?;
-    file.write_all(&lines).await.map_err(cannot)?;
-    file.sync_all().await.map_err(cannot)
+    chunks.send(Bytes::from(lines)).await.map_err(|_| writer_gone())
 }

@@ -56,8 +56,10 @@ pub async fn report(
     let (content_type, extension) =
         if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
     let kind = if pain002 { ReportKind::Pain002(version) } else { ReportKind::Csv };
-    let written_ahead =
-        if batch.status == BatchStatus::Rejected { None } else { state.reports.written(batch.id, kind).await };
+    let written_ahead = match &state.reports {
+        Some(reports) if batch.status != BatchStatus::Rejected => reports.written(batch.id, kind).await,
+        _ => None,
+    };
     let header = if pain002 {
         let batch_id = batch.id;
         let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
