@@ -8,7 +8,8 @@
 //! acknowledges. A leader is elected per partition with a PostgreSQL advisory lock; every
 //! commit checks the partition's fencing epoch ([`EngineNode`]).
 //!
-//! - [`wire`]: the bytes of a submission and of a reply.
+//! - [`wire`]: the bytes of a submission and of a reply: a version byte, then the value in
+//!   postcard.
 //! - `queue`: the stream, its subjects and consumers.
 //! - `submitter`: the API side.
 //! - `consumer`: the engine side.
