@@ -32,6 +32,22 @@ pub fn parse_file(format: Format, data: &[u8]) {
     }
 }
 
+#[cfg(feature = "wire")]
+/// Decodes `data` as a submission and as a reply: never a panic, and whatever decodes encodes
+/// to bytes that decode to the same value (postcard takes overlong varints, so the bytes
+/// themselves may differ).
+pub fn wire(data: &[u8]) {
+    use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encode_submission};
+    if let Ok(submission) = decode_submission(data) {
+        let again = decode_submission(&encode_submission(&submission));
+        assert_eq!(again.as_ref().ok(), Some(&submission), "a decoded submission does not round-trip");
+    }
+    if let Ok(reply) = decode_reply(data) {
+        let again = decode_reply(&encode_reply(&reply));
+        assert_eq!(again.as_ref().ok(), Some(&reply), "a decoded reply does not round-trip");
+    }
+}
+
 #[cfg(feature = "api")]
 pub mod api {
     //! The request bodies, through the real router, engine and store (in process, once per

@@ -8,6 +8,9 @@
 //! **reply**. A batch that cannot be committed is answered with an error and the state is
 //! rebuilt from the store, so memory never runs ahead of disk; a commit the store fences off
 //! (another engine leads its partition now) ends the loop instead ([`Stopped::Fenced`]).
+//!
+//! Feature `serde` (off by default) gives [`Submission`], [`Reply`], [`EngineError`] and
+//! [`IdempotencyKey`] `Serialize` and `Deserialize`, for the cluster's wire format.
 
 pub mod batches;
 mod engine;
@@ -23,30 +26,71 @@ use paycore_ledger::{Outcome, Request};
 /// An `Idempotency-Key` and the fingerprint (SHA-256 of method, path and body) of the request
 /// that carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IdempotencyKey {
     pub key: String,
     pub fingerprint: [u8; 32],
 }
 
 /// A request as submitted to the engine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Submission {
     pub request: Request,
     pub idempotency: Option<IdempotencyKey>,
 }
 
 /// The engine's answer, given only after the batch is durable.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Reply {
     /// Executed and committed now.
     Done(Outcome),
     /// This key was used before with the same request: the response saved then.
-    Replay { status: u16, body: Vec<u8> },
+    Replay {
+        status: u16,
+        #[cfg_attr(feature = "serde", serde(with = "body_bytes"))]
+        body: Vec<u8>,
+    },
     /// This key was used before with a different request.
     KeyReused,
 }
 
+/// A saved response's body as one byte string: a `Vec<u8>` is otherwise a sequence, each byte
+/// written and read on its own.
+#[cfg(feature = "serde")]
+mod body_bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(body)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(Body)
+    }
+
+    struct Body;
+
+    impl serde::de::Visitor<'_> for Body {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a response body")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EngineError {
     /// The queue is full: retry later (HTTP 503 with `Retry-After`).
     #[error("the engine's queue is full")]

@@ -4,6 +4,7 @@ use crate::{AccountId, Currency, TenantId, AMOUNT_MAX};
 
 /// How far below zero an account may go.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Overdraft {
     /// At most this many minor units below zero (0: never below zero).
     Limit(u64),
@@ -16,10 +17,15 @@ pub enum Overdraft {
 /// transfer (pending counters also decrease when a hold is posted or voided). Kept apart, as
 /// in TigerBeetle, so that every balance can be recomputed from the transfers.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Balances {
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "crate::serde_impls::counter"))]
     pub debits_posted: u64,
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "crate::serde_impls::counter"))]
     pub credits_posted: u64,
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "crate::serde_impls::counter"))]
     pub debits_pending: u64,
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "crate::serde_impls::counter"))]
     pub credits_pending: u64,
 }
 
@@ -57,6 +63,7 @@ pub(crate) fn counter_plus(counter: u64, amount: u64) -> Option<u64> {
 
 /// A ledger account. Its currency and overdraft are fixed when it is opened.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Account {
     pub id: AccountId,
     pub tenant: TenantId,

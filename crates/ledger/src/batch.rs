@@ -6,6 +6,7 @@ use crate::{AccountId, BatchId, Currency, ResultCode, TransferId};
 
 /// One line of a batch, with its accounts already resolved.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BatchItem {
     /// Position of the item in its batch, from 0.
     pub index: u64,
@@ -17,6 +18,7 @@ pub struct BatchItem {
 
 /// What to do with a chunk of items.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BatchStep {
     /// Best effort: pay each item on its own.
     Pay,
@@ -58,6 +60,7 @@ pub struct BatchItemResult {
 
 /// How a batch ended; committed by the engine after its last item.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BatchEnd {
     Completed,
     Cancelled,

@@ -179,7 +179,8 @@ impl Currency {
     /// Looks a currency up by its three-letter code. Codes are upper case, as ISO 4217 writes
     /// them; `"eur"` is not accepted, so that one currency has one spelling everywhere.
     pub fn from_code(code: &str) -> Option<Currency> {
-        let index = TABLE.binary_search_by(|(c, _)| (*c).cmp(code)).ok()?;
+        let key = packed(code)?;
+        let index = PACKED.binary_search(&key).ok()?;
         Some(Currency { index: u16::try_from(index).ok()? })
     }
 
@@ -200,6 +201,26 @@ impl Currency {
     }
 }
 
+/// A three-byte code as one number that sorts as the code does. `None` for any other length.
+fn packed(code: &str) -> Option<u32> {
+    let [a, b, c] = <[u8; 3]>::try_from(code.as_bytes()).ok()?;
+    Some(u32::from_be_bytes([0, a, b, c]))
+}
+
+/// The codes of [`TABLE`], packed, in the same order: a lookup searches these integers instead
+/// of following each entry's `&str` and comparing text (decoding a bulk message looks up every
+/// transfer's currency; over the table it was a third of the decoding).
+const PACKED: [u32; TABLE.len()] = {
+    let mut packed = [0; TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let code = TABLE[i].0.as_bytes();
+        packed[i] = u32::from_be_bytes([0, code[0], code[1], code[2]]);
+        i += 1;
+    }
+    packed
+};
+
 impl fmt::Debug for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
@@ -219,6 +240,7 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         assert!(TABLE.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(TABLE.iter().zip(PACKED).all(|((code, _), key)| code.len() == 3 && packed(code) == Some(key)));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The ledger: money, accounts, transfers, payments, and the deterministic state machine that
 //! applies them. Pure and synchronous: no I/O, no clock, no randomness, no serialization.
 //! Time comes in as an argument; everything that reaches storage leaves as a [`ChangeSet`].
+//!
+//! Feature `serde` (off by default) gives [`Request`], [`Outcome`] and every type they reach
+//! `Serialize` and `Deserialize`, for the cluster's wire format; decoding checks what the types
+//! promise (known currencies, amounts and counters in range, the ledger's own error texts).
 
 mod account;
 mod batch;
@@ -8,6 +12,8 @@ mod currency;
 mod ids;
 mod money;
 mod payment;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod state;
 mod transfer;
 mod vocabulary;

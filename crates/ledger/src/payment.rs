@@ -3,6 +3,7 @@
 use crate::{AccountId, Currency, PaymentId, RefundId, ResultCode, TenantId, TransferId};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CaptureMethod {
     /// Confirmation moves the money.
     Automatic,
@@ -33,6 +34,7 @@ impl CaptureMethod {
 ///        └──expires──▶ expired
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum PaymentStatus {
     RequiresConfirmation,
     RequiresCapture,
@@ -75,6 +77,7 @@ impl PaymentStatus {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Payment {
     pub id: PaymentId,
     pub tenant: TenantId,
@@ -106,6 +109,7 @@ pub(crate) const TAG_REFUND: u64 = 4;
 pub(crate) const TAG_EXPIRE: u64 = 5;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RefundStatus {
     Succeeded,
     Failed,
@@ -125,6 +129,7 @@ impl RefundStatus {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Refund {
     pub id: RefundId,
     pub tenant: TenantId,

@@ -5,6 +5,7 @@ use crate::{AccountId, Balances, Currency, PaymentId, TenantId, TransferId};
 
 /// What a stored transfer did. Stored transfers are immutable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TransferKind {
     /// Moved money at once (single phase).
     Single,
@@ -44,6 +45,7 @@ impl TransferKind {
 
 /// A transfer as stored: one debit and one credit of the same amount and currency.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Transfer {
     pub id: TransferId,
     pub tenant: TenantId,
@@ -101,6 +103,7 @@ impl Transfer {
 
 /// What a client asks for.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TransferOp {
     /// Move `amount` at once, or, with `hold`, place a hold of it.
     Move { debit_account: AccountId, credit_account: AccountId, amount: u64, currency: Currency, hold: Option<Hold> },
@@ -112,6 +115,7 @@ pub enum TransferOp {
 
 /// A hold's options.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Hold {
     /// Seconds until the hold is released by itself; `None` holds until posted or voided.
     pub timeout_seconds: Option<u64>,
@@ -120,6 +124,7 @@ pub struct Hold {
 /// One transfer request. Requests with `linked` set form a chain with the request after them:
 /// the chain succeeds or fails as one.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewTransfer {
     pub id: TransferId,
     pub linked: bool,
@@ -132,6 +137,7 @@ pub struct NewTransfer {
 /// lookup come first, then the id (so a retry of a request that succeeded reports `Exists` even
 /// if the balance has changed since), then the accounts or the hold, then the amounts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ResultCode {
     Ok,
     /// Another request of the same linked chain failed, so this one was not applied.

@@ -4,6 +4,13 @@ use super::{CommandError, NewAccount, State};
 use crate::account::{Account, Balances, Overdraft};
 use crate::{AccountId, TenantId, AMOUNT_MAX};
 
+const OVERDRAFT_LIMIT: &str = "overdraft_limit";
+const OVERDRAFT_LIMIT_RANGE: &str = "overdraft_limit must be at most 9223372036854775807";
+/// The fields and messages the errors made here carry: every one is a constant above, so
+/// [`CommandError::known_param`] and [`CommandError::known_message`] know all of them.
+pub(super) const PARAMS: &[&str] = &[OVERDRAFT_LIMIT];
+pub(super) const MESSAGES: &[&str] = &[OVERDRAFT_LIMIT_RANGE];
+
 impl State {
     pub(super) fn create_account(
         &mut self,
@@ -13,10 +20,7 @@ impl State {
     ) -> Result<Account, CommandError> {
         if let Overdraft::Limit(limit) = new.overdraft {
             if limit > AMOUNT_MAX {
-                return Err(CommandError::InvalidField {
-                    param: "overdraft_limit",
-                    message: "overdraft_limit must be at most 9223372036854775807",
-                });
+                return Err(CommandError::InvalidField { param: OVERDRAFT_LIMIT, message: OVERDRAFT_LIMIT_RANGE });
             }
         }
         if self.accounts.contains_key(&new.id) {

@@ -8,6 +8,18 @@ use crate::payment::{
 use crate::transfer::ResultCode;
 use crate::{Amount, EventKind, PaymentId, RefundId, TenantId, TransferId};
 
+const AMOUNT: &str = "amount";
+const EXPIRES_IN_SECONDS: &str = "expires_in_seconds";
+const PAYER_ACCOUNT: &str = "payer_account";
+const PAYEE_ACCOUNT: &str = "payee_account";
+const AMOUNT_RANGE: &str = "amount must be between 1 and 9223372036854775807";
+const AMOUNT_POSITIVE: &str = "amount must be greater than zero";
+const EXPIRES_IN_SECONDS_RANGE: &str = "expires_in_seconds must be between 1 and 31622400 (366 days)";
+/// The fields and messages the errors made here carry: every one is a constant above, so
+/// [`CommandError::known_param`] and [`CommandError::known_message`] know all of them.
+pub(super) const PARAMS: &[&str] = &[AMOUNT, EXPIRES_IN_SECONDS, PAYER_ACCOUNT, PAYEE_ACCOUNT];
+pub(super) const MESSAGES: &[&str] = &[AMOUNT_RANGE, AMOUNT_POSITIVE, EXPIRES_IN_SECONDS_RANGE];
+
 impl State {
     pub(super) fn set_payment_status(&mut self, id: PaymentId, status: PaymentStatus, now: u64) {
         let Some(payment) = self.payments.get_mut(&id) else { return };
@@ -30,18 +42,12 @@ impl State {
         now: u64,
     ) -> Result<Payment, CommandError> {
         if Amount::new(new.amount).is_none() {
-            return Err(CommandError::InvalidField {
-                param: "amount",
-                message: "amount must be between 1 and 9223372036854775807",
-            });
+            return Err(CommandError::InvalidField { param: AMOUNT, message: AMOUNT_RANGE });
         }
         if new.expires_in_seconds == 0 || new.expires_in_seconds > TIMEOUT_MAX_SECONDS {
-            return Err(CommandError::InvalidField {
-                param: "expires_in_seconds",
-                message: "expires_in_seconds must be between 1 and 31622400 (366 days)",
-            });
+            return Err(CommandError::InvalidField { param: EXPIRES_IN_SECONDS, message: EXPIRES_IN_SECONDS_RANGE });
         }
-        for (param, id) in [("payer_account", new.payer), ("payee_account", new.payee)] {
+        for (param, id) in [(PAYER_ACCOUNT, new.payer), (PAYEE_ACCOUNT, new.payee)] {
             let account = self.tenant_account(tenant, id).ok_or(CommandError::AccountNotFound { param })?;
             if account.currency != new.currency {
                 return Err(CommandError::CurrencyMismatch { param });
@@ -144,7 +150,7 @@ impl State {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresCapture])?;
         let amount = amount.unwrap_or(payment.amount);
         if amount == 0 {
-            return Err(CommandError::InvalidField { param: "amount", message: "amount must be greater than zero" });
+            return Err(CommandError::InvalidField { param: AMOUNT, message: AMOUNT_POSITIVE });
         }
         if amount > payment.amount {
             return Err(CommandError::AmountTooLarge { max: payment.amount });
@@ -204,7 +210,7 @@ impl State {
             return Err(CommandError::AmountTooLarge { max: 0 });
         }
         if amount == 0 {
-            return Err(CommandError::InvalidField { param: "amount", message: "amount must be greater than zero" });
+            return Err(CommandError::InvalidField { param: AMOUNT, message: AMOUNT_POSITIVE });
         }
         if amount > refundable {
             return Err(CommandError::AmountTooLarge { max: refundable });

@@ -9,6 +9,7 @@ use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId};
 
 /// A request to open an account.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewAccount {
     pub id: AccountId,
     pub currency: Currency,
@@ -20,6 +21,7 @@ pub struct NewAccount {
 
 /// A request to create a payment order.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewPayment {
     pub id: PaymentId,
     pub payer: AccountId,
@@ -32,6 +34,7 @@ pub struct NewPayment {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Command {
     CreateAccount(NewAccount),
     /// One transfer, answered with the transfer itself (the API's single form).
@@ -67,13 +70,17 @@ pub enum Command {
 
 /// A command and the tenant on whose behalf it runs.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Request {
     pub tenant: TenantId,
     pub command: Command,
 }
 
 /// Why a command other than a transfer was refused. Nothing changed.
+///
+/// Its `Deserialize` is in `serde_impls`: the decoded texts are looked up in the ledger's set.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum CommandError {
     /// The account named by the field does not exist in this tenant.
     AccountNotFound {
@@ -106,7 +113,22 @@ pub enum CommandError {
     Rejected(ResultCode),
 }
 
+impl CommandError {
+    /// The field name among those the ledger's errors carry that equals `text`, as the
+    /// `&'static str` the error holds: how a decoded error gets its text back. `None` for any
+    /// other text. The set is written once, beside the code that makes the errors.
+    pub fn known_param(text: &str) -> Option<&'static str> {
+        super::accounts::PARAMS.iter().chain(super::payments::PARAMS).copied().find(|p| *p == text)
+    }
+
+    /// The message among those of the ledger's `InvalidField` errors that equals `text`.
+    pub fn known_message(text: &str) -> Option<&'static str> {
+        super::accounts::MESSAGES.iter().chain(super::payments::MESSAGES).copied().find(|m| *m == text)
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Outcome {
     Account(Result<Account, CommandError>),
     /// The result of one transfer and, when it is a success (`ok`, `exists`), the transfer as

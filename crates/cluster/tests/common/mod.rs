@@ -1,0 +1,429 @@
+//! Strategies for every value the wire carries, and realistic bulk messages.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use paycore_engine::{EngineError, IdempotencyKey, Reply, Submission};
+use paycore_ledger::{
+    time_ordered, Account, AccountId, Balances, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command,
+    CommandError, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome, Overdraft, Payment, PaymentId,
+    PaymentStatus, Refund, RefundId, RefundStatus, Request, ResultCode, TenantId, Transfer, TransferId, TransferKind,
+    TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
+};
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+
+pub fn currency() -> impl Strategy<Value = Currency> {
+    let all: Vec<Currency> = Currency::all().collect();
+    proptest::sample::select(all)
+}
+
+fn text() -> impl Strategy<Value = String> {
+    // Any characters, multi-byte ones included.
+    ".{0,24}"
+}
+
+fn account_id() -> impl Strategy<Value = AccountId> {
+    any::<u128>().prop_map(AccountId)
+}
+
+fn transfer_id() -> impl Strategy<Value = TransferId> {
+    any::<u128>().prop_map(TransferId)
+}
+
+fn payment_id() -> impl Strategy<Value = PaymentId> {
+    any::<u128>().prop_map(PaymentId)
+}
+
+fn counter() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0), Just(AMOUNT_MAX), 0..=AMOUNT_MAX]
+}
+
+pub fn overdraft() -> impl Strategy<Value = Overdraft> {
+    prop_oneof![any::<u64>().prop_map(Overdraft::Limit), Just(Overdraft::Unlimited)]
+}
+
+pub fn result_code() -> impl Strategy<Value = ResultCode> {
+    proptest::sample::select(ResultCode::ALL.to_vec())
+}
+
+fn payment_status() -> impl Strategy<Value = PaymentStatus> {
+    proptest::sample::select(PaymentStatus::ALL.to_vec())
+}
+
+fn capture_method() -> impl Strategy<Value = CaptureMethod> {
+    prop_oneof![Just(CaptureMethod::Automatic), Just(CaptureMethod::Manual)]
+}
+
+pub fn new_transfer() -> BoxedStrategy<NewTransfer> {
+    let hold = option::of(option::of(any::<u64>()).prop_map(|timeout_seconds| Hold { timeout_seconds }));
+    let op = prop_oneof![
+        (account_id(), account_id(), any::<u64>(), currency(), hold).prop_map(
+            |(debit_account, credit_account, amount, currency, hold)| TransferOp::Move {
+                debit_account,
+                credit_account,
+                amount,
+                currency,
+                hold
+            }
+        ),
+        (transfer_id(), option::of(any::<u64>()))
+            .prop_map(|(pending_id, amount)| TransferOp::Post { pending_id, amount }),
+        transfer_id().prop_map(|pending_id| TransferOp::Void { pending_id }),
+    ];
+    (transfer_id(), any::<bool>(), op).prop_map(|(id, linked, op)| NewTransfer { id, linked, op }).boxed()
+}
+
+fn batch_item() -> impl Strategy<Value = BatchItem> {
+    (any::<u64>(), account_id(), account_id(), any::<u64>(), currency())
+        .prop_map(|(index, payer, payee, amount, currency)| BatchItem { index, payer, payee, amount, currency })
+}
+
+fn batch_step() -> impl Strategy<Value = BatchStep> {
+    prop_oneof![Just(BatchStep::Pay), Just(BatchStep::Hold), Just(BatchStep::Post), Just(BatchStep::Void)]
+}
+
+pub fn command() -> BoxedStrategy<Command> {
+    let batch = any::<u128>().prop_map(BatchId);
+    prop_oneof![
+        (account_id(), currency(), overdraft(), option::of(text()), option::of(text())).prop_map(
+            |(id, currency, overdraft, reference, metadata)| Command::CreateAccount(NewAccount {
+                id,
+                currency,
+                overdraft,
+                reference,
+                metadata
+            })
+        ),
+        new_transfer().prop_map(Command::Transfer),
+        vec(new_transfer(), 0..8).prop_map(Command::Transfers),
+        (payment_id(), account_id(), account_id(), any::<u64>(), currency(), capture_method(), any::<u64>())
+            .prop_flat_map(|(id, payer, payee, amount, currency, capture_method, expires_in_seconds)| {
+                option::of(text()).prop_map(move |description| {
+                    Command::CreatePayment(NewPayment {
+                        id,
+                        payer,
+                        payee,
+                        amount,
+                        currency,
+                        capture_method,
+                        expires_in_seconds,
+                        description,
+                    })
+                })
+            }),
+        payment_id().prop_map(Command::ConfirmPayment),
+        (payment_id(), option::of(any::<u64>()))
+            .prop_map(|(payment, amount)| Command::CapturePayment { payment, amount }),
+        payment_id().prop_map(Command::CancelPayment),
+        (payment_id(), any::<u128>(), option::of(any::<u64>())).prop_map(|(payment, refund, amount)| {
+            Command::RefundPayment { payment, refund: RefundId(refund), amount }
+        }),
+        (batch.clone(), batch_step(), vec(batch_item(), 0..8)).prop_map(|(batch, step, items)| Command::BatchItems {
+            batch,
+            step,
+            items
+        }),
+        (batch, prop_oneof![Just(BatchEnd::Completed), Just(BatchEnd::Cancelled)])
+            .prop_map(|(batch, end)| Command::EndBatch { batch, end }),
+    ]
+    .boxed()
+}
+
+pub fn submission() -> BoxedStrategy<Submission> {
+    let key = (text(), any::<[u8; 32]>()).prop_map(|(key, fingerprint)| IdempotencyKey { key, fingerprint });
+    (any::<u128>(), command(), option::of(key))
+        .prop_map(|(tenant, command, idempotency)| Submission {
+            request: Request { tenant: TenantId(tenant), command },
+            idempotency,
+        })
+        .boxed()
+}
+
+/// Field names and messages the ledger's errors carry (any other text does not decode).
+pub const PARAMS: [&str; 5] = ["amount", "expires_in_seconds", "payer_account", "payee_account", "overdraft_limit"];
+pub const MESSAGES: [&str; 4] = [
+    "amount must be between 1 and 9223372036854775807",
+    "amount must be greater than zero",
+    "expires_in_seconds must be between 1 and 31622400 (366 days)",
+    "overdraft_limit must be at most 9223372036854775807",
+];
+
+pub fn command_error() -> BoxedStrategy<CommandError> {
+    let param = proptest::sample::select(PARAMS.to_vec());
+    let message = proptest::sample::select(MESSAGES.to_vec());
+    prop_oneof![
+        param.clone().prop_map(|param| CommandError::AccountNotFound { param }),
+        param.clone().prop_map(|param| CommandError::CurrencyMismatch { param }),
+        Just(CommandError::SameAccount),
+        Just(CommandError::ReferenceTaken),
+        Just(CommandError::AlreadyExists),
+        Just(CommandError::PaymentNotFound),
+        payment_status().prop_map(|status| CommandError::UnexpectedState { status }),
+        any::<u64>().prop_map(|max| CommandError::AmountTooLarge { max }),
+        (param, message).prop_map(|(param, message)| CommandError::InvalidField { param, message }),
+        result_code().prop_map(CommandError::Rejected),
+    ]
+    .boxed()
+}
+
+fn account() -> BoxedStrategy<Account> {
+    let balances = (counter(), counter(), counter(), counter()).prop_map(
+        |(debits_posted, credits_posted, debits_pending, credits_pending)| Balances {
+            debits_posted,
+            credits_posted,
+            debits_pending,
+            credits_pending,
+        },
+    );
+    (
+        account_id(),
+        any::<u128>(),
+        currency(),
+        overdraft(),
+        option::of(text()),
+        option::of(text()),
+        balances,
+        any::<u64>(),
+    )
+        .prop_map(|(id, tenant, currency, overdraft, reference, metadata, balances, created_at)| Account {
+            id,
+            tenant: TenantId(tenant),
+            currency,
+            overdraft,
+            reference,
+            metadata,
+            balances,
+            created_at,
+        })
+        .boxed()
+}
+
+fn transfer() -> BoxedStrategy<Transfer> {
+    let kind = prop_oneof![
+        Just(TransferKind::Single),
+        Just(TransferKind::Pending),
+        Just(TransferKind::PostPending),
+        Just(TransferKind::VoidPending),
+        Just(TransferKind::ExpirePending),
+    ];
+    (
+        transfer_id(),
+        any::<u128>(),
+        account_id(),
+        account_id(),
+        any::<u64>(),
+        currency(),
+        kind,
+        option::of(transfer_id()),
+        option::of(any::<u64>()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(id, tenant, debit_account, credit_account, amount, currency, kind, pending_id, expires_at, timestamp)| {
+                Transfer {
+                    id,
+                    tenant: TenantId(tenant),
+                    debit_account,
+                    credit_account,
+                    amount,
+                    currency,
+                    kind,
+                    pending_id,
+                    expires_at,
+                    timestamp,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn payment() -> BoxedStrategy<Payment> {
+    let head = (payment_id(), any::<u128>(), account_id(), account_id(), any::<u64>(), currency(), capture_method());
+    let tail = (
+        payment_status(),
+        option::of(text()),
+        option::of(result_code()),
+        any::<u64>(),
+        any::<u64>(),
+        (any::<u64>(), any::<u64>(), any::<u64>()),
+        option::of(transfer_id()),
+    );
+    (head, tail)
+        .prop_map(
+            |(
+                (id, tenant, payer, payee, amount, currency, capture_method),
+                (status, description, failure_code, amount_captured, amount_refunded, times, transfer),
+            )| Payment {
+                id,
+                tenant: TenantId(tenant),
+                payer,
+                payee,
+                amount,
+                currency,
+                capture_method,
+                status,
+                description,
+                failure_code,
+                amount_captured,
+                amount_refunded,
+                expires_at: times.0,
+                created_at: times.1,
+                updated_at: times.2,
+                transfer,
+            },
+        )
+        .boxed()
+}
+
+fn refund() -> BoxedStrategy<Refund> {
+    let status = prop_oneof![Just(RefundStatus::Succeeded), Just(RefundStatus::Failed)];
+    (
+        any::<u128>(),
+        any::<u128>(),
+        payment_id(),
+        any::<u64>(),
+        currency(),
+        status,
+        option::of(result_code()),
+        transfer_id(),
+        any::<u64>(),
+    )
+        .prop_map(|(id, tenant, payment, amount, currency, status, failure_code, transfer, created_at)| Refund {
+            id: RefundId(id),
+            tenant: TenantId(tenant),
+            payment,
+            amount,
+            currency,
+            status,
+            failure_code,
+            transfer,
+            created_at,
+        })
+        .boxed()
+}
+
+pub fn outcome() -> BoxedStrategy<Outcome> {
+    prop_oneof![
+        prop_oneof![account().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Account),
+        (result_code(), option::of(transfer())).prop_map(|(code, transfer)| Outcome::Transfer { code, transfer }),
+        vec(result_code(), 0..16).prop_map(Outcome::Transfers),
+        prop_oneof![payment().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Payment),
+        prop_oneof![(refund(), payment()).prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Refund),
+        Just(Outcome::BatchEnded),
+    ]
+    .boxed()
+}
+
+pub fn reply() -> BoxedStrategy<Result<Reply, EngineError>> {
+    prop_oneof![
+        outcome().prop_map(|outcome| Ok(Reply::Done(outcome))),
+        (any::<u16>(), vec(any::<u8>(), 0..64)).prop_map(|(status, body)| Ok(Reply::Replay { status, body })),
+        Just(Ok(Reply::KeyReused)),
+        Just(Err(EngineError::Overloaded)),
+        text().prop_map(|reason| Err(EngineError::Unavailable(reason))),
+    ]
+    .boxed()
+}
+
+/// A small deterministic generator (xorshift), for realistic bulk messages without a seed
+/// to carry around.
+pub struct Numbers(u64);
+
+impl Numbers {
+    pub fn new(seed: u64) -> Numbers {
+        Numbers(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A server-made id: this millisecond, then 80 random bits.
+    pub fn id(&mut self, unix_ms: u64) -> u128 {
+        time_ordered(unix_ms, u128::from(self.next()) << 64 | u128::from(self.next()))
+    }
+}
+
+/// 2026-12-01, in milliseconds since the epoch.
+pub const NOW_MS: u64 = 1_796_083_200_000;
+
+/// A bulk `POST /v1/transfers` as the server submits it: `BATCH_EVENTS_MAX` single-phase
+/// transfers with server-made ids between accounts opened over the past year, amounts up to
+/// 10 000.00, and an `Idempotency-Key`.
+pub fn bulk_transfers() -> Submission {
+    let mut numbers = Numbers::new(7);
+    let eur = Currency::from_code("EUR");
+    let transfers = (0..BATCH_EVENTS_MAX)
+        .map(|_| {
+            let opened = NOW_MS - numbers.next() % (365 * 86_400_000);
+            NewTransfer {
+                id: TransferId(numbers.id(NOW_MS)),
+                linked: false,
+                op: TransferOp::Move {
+                    debit_account: AccountId(numbers.id(opened)),
+                    credit_account: AccountId(numbers.id(opened)),
+                    amount: 1 + numbers.next() % 1_000_000,
+                    currency: eur.unwrap_or_else(|| unreachable!("EUR is in the table")),
+                    hold: None,
+                },
+            }
+        })
+        .collect();
+    Submission {
+        request: Request { tenant: TenantId(numbers.id(NOW_MS - 86_400_000)), command: Command::Transfers(transfers) },
+        idempotency: Some(IdempotencyKey {
+            key: "6f1f1c3e-2a4b-4c8e-9d3f-8b1a2c3d4e5f".into(),
+            fingerprint: [0xab; 32],
+        }),
+    }
+}
+
+/// The largest bulk submission: every field at its widest (a linked hold with a timeout, ids
+/// and amounts of all ones, the longest key the API takes).
+pub fn widest_bulk_transfers() -> Submission {
+    let transfer = NewTransfer {
+        id: TransferId(u128::MAX),
+        linked: true,
+        op: TransferOp::Move {
+            debit_account: AccountId(u128::MAX),
+            credit_account: AccountId(u128::MAX - 1),
+            amount: u64::MAX,
+            currency: Currency::all().last().unwrap_or_else(|| unreachable!("the table is not empty")),
+            hold: Some(Hold { timeout_seconds: Some(u64::MAX) }),
+        },
+    };
+    Submission {
+        request: Request { tenant: TenantId(u128::MAX), command: Command::Transfers(vec![transfer; BATCH_EVENTS_MAX]) },
+        idempotency: Some(IdempotencyKey { key: "k".repeat(255), fingerprint: [0xff; 32] }),
+    }
+}
+
+/// A chunk of a batch's items as the runner submits it: `BATCH_EVENTS_MAX` items of one
+/// payer to many payees, amounts up to 5 000.00.
+pub fn bulk_items() -> Submission {
+    let mut numbers = Numbers::new(11);
+    let payer = AccountId(numbers.id(NOW_MS - 200 * 86_400_000));
+    let usd = Currency::from_code("USD").unwrap_or_else(|| unreachable!("USD is in the table"));
+    let items = (0..BATCH_EVENTS_MAX as u64)
+        .map(|i| {
+            let opened = NOW_MS - numbers.next() % (365 * 86_400_000);
+            BatchItem {
+                index: 1_000_000 + i,
+                payer,
+                payee: AccountId(numbers.id(opened)),
+                amount: 1 + numbers.next() % 500_000,
+                currency: usd,
+            }
+        })
+        .collect();
+    Submission {
+        request: Request {
+            tenant: TenantId(numbers.id(NOW_MS)),
+            command: Command::BatchItems { batch: BatchId(numbers.id(NOW_MS)), step: BatchStep::Pay, items },
+        },
+        idempotency: None,
+    }
+}

@@ -1,0 +1,128 @@
+//! Outcomes the real ledger makes, every error text it can produce among them, cross the wire
+//! unchanged.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encode_submission};
+use paycore_engine::{Reply, Submission};
+use paycore_ledger::{
+    AccountId, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command, CommandError, Currency, NewAccount,
+    NewPayment, NewTransfer, Outcome, Overdraft, PaymentId, RefundId, Request, State, TenantId, TransferId, TransferOp,
+};
+use std::collections::BTreeSet;
+
+const TENANT: TenantId = TenantId(1);
+
+fn account(id: u128, currency: &str, overdraft: Overdraft, reference: Option<&str>) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: AccountId(id),
+        currency: Currency::from_code(currency).unwrap(),
+        overdraft,
+        reference: reference.map(str::to_owned),
+        metadata: Some(r#"{"owner":"Zoë"}"#.into()),
+    })
+}
+
+fn payment(id: u128, payer: u128, payee: u128, amount: u64, expires_in_seconds: u64) -> Command {
+    Command::CreatePayment(NewPayment {
+        id: PaymentId(id),
+        payer: AccountId(payer),
+        payee: AccountId(payee),
+        amount,
+        currency: Currency::from_code("EUR").unwrap(),
+        capture_method: CaptureMethod::Manual,
+        expires_in_seconds,
+        description: Some("order 42".into()),
+    })
+}
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
+    NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount,
+            currency: Currency::from_code("EUR").unwrap(),
+            hold: None,
+        },
+    }
+}
+
+#[test]
+fn the_ledgers_own_outcomes_round_trip() {
+    let (a, b, world, dollars, p, batch) = (10, 11, 12, 13, 50, BatchId(60));
+    let commands = vec![
+        account(a, "EUR", Overdraft::Limit(0), Some("DE89370400440532013000")),
+        account(b, "EUR", Overdraft::Limit(100), None),
+        account(world, "EUR", Overdraft::Unlimited, None),
+        account(dollars, "USD", Overdraft::Limit(0), None),
+        account(14, "EUR", Overdraft::Limit(u64::MAX), None),
+        account(15, "EUR", Overdraft::Limit(0), Some("DE89370400440532013000")),
+        account(a, "EUR", Overdraft::Limit(0), None),
+        Command::Transfer(transfer(100, world, a, 100_000)),
+        Command::Transfers(vec![transfer(101, a, b, 10), transfer(102, a, b, 1 << 40), transfer(103, a, a, 1)]),
+        payment(40, a, b, 0, 60),
+        payment(41, a, b, 500, 0),
+        payment(42, 99, b, 500, 60),
+        payment(43, a, dollars, 500, 60),
+        payment(44, a, a, 500, 60),
+        payment(p, a, b, 5_000, 3_600),
+        payment(p, a, b, 5_000, 3_600),
+        Command::ConfirmPayment(PaymentId(p)),
+        Command::CapturePayment { payment: PaymentId(p), amount: Some(0) },
+        Command::CapturePayment { payment: PaymentId(p), amount: Some(9_999) },
+        Command::CapturePayment { payment: PaymentId(p), amount: Some(4_000) },
+        Command::CancelPayment(PaymentId(p)),
+        Command::ConfirmPayment(PaymentId(77)),
+        Command::RefundPayment { payment: PaymentId(p), refund: RefundId(70), amount: Some(0) },
+        Command::RefundPayment { payment: PaymentId(p), refund: RefundId(71), amount: Some(1_500) },
+        Command::BatchItems {
+            batch,
+            step: BatchStep::Pay,
+            items: (0..3)
+                .map(|index| BatchItem {
+                    index,
+                    payer: AccountId(world),
+                    payee: AccountId(b),
+                    amount: 250,
+                    currency: Currency::from_code("EUR").unwrap(),
+                })
+                .collect(),
+        },
+        Command::EndBatch { batch, end: BatchEnd::Completed },
+    ];
+    let mut state = State::recover([], [], [], 0);
+    let mut now = common::NOW_MS * 1_000_000;
+    let (mut params, mut messages, mut variants) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for command in commands {
+        let request = Request { tenant: TENANT, command };
+        let submission = Submission { request: request.clone(), idempotency: None };
+        assert_eq!(decode_submission(&encode_submission(&submission)).unwrap(), submission);
+        now += 1_000_000;
+        let outcome = state.execute(&[request], now).pop().unwrap();
+        let error = match &outcome {
+            Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => Some(e.clone()),
+            _ => None,
+        };
+        match error {
+            Some(CommandError::AccountNotFound { param } | CommandError::CurrencyMismatch { param }) => {
+                params.insert(param);
+            }
+            Some(CommandError::InvalidField { param, message }) => {
+                params.insert(param);
+                messages.insert(message);
+            }
+            _ => {}
+        }
+        variants.insert(format!("{:?}", outcome).split(['(', ' ', '{']).next().unwrap().to_owned());
+        let reply = Ok(Reply::Done(outcome));
+        assert_eq!(decode_reply(&encode_reply(&reply)).unwrap(), reply);
+    }
+    // Every text the ledger makes came out of it here, and the strategies know them all.
+    assert_eq!(params, common::PARAMS.into_iter().collect());
+    assert_eq!(messages, common::MESSAGES.into_iter().collect());
+    assert_eq!(variants.len(), 6, "{variants:?}");
+}
