@@ -43,6 +43,9 @@ pub struct Submission {
 /// The engine's answer, given only after the batch is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// An outcome is built once per request and moved, never copied: boxing it would add an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     /// Executed and committed now.
     Done(Outcome),
