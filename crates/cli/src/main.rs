@@ -73,6 +73,40 @@ struct ServeArgs {
     /// request that finds them all in use waits for one.
     #[arg(long = "store-connections", env = "PAYCORE_STORE_CONNECTIONS", default_value_t = paycore_store::READER_CONNECTIONS_DEFAULT)]
     store_connections: usize,
+    /// Cluster mode: what this process does. `api` serves the HTTP API and submits through the
+    /// queue; `engine` leads (or stands by for) the partitions and serves only /healthz and
+    /// /metrics; `all` does both (without --queue: the single process of the embedded default).
+    #[arg(long = "role", env = "PAYCORE_ROLE", value_enum, default_value_t = RoleArg::All)]
+    role: RoleArg,
+    /// Cluster mode: the NATS JetStream server(s) between API nodes and engines
+    /// (`nats://host:4222`); needs --store.
+    #[arg(long = "queue", env = "PAYCORE_QUEUE", value_name = "URL")]
+    queue: Option<String>,
+    /// Cluster mode: the name of the stream (upper-cased) and of its subjects' prefix.
+    #[arg(long = "queue-name", env = "PAYCORE_QUEUE_NAME", default_value = paycore_server::QueueConfig::NAME_DEFAULT)]
+    queue_name: String,
+    /// Cluster mode: the tenant partition count, fixed when the cluster is created (default:
+    /// the one recorded, 1 for a new cluster).
+    #[arg(long = "partitions", env = "PAYCORE_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: Option<u32>,
+    /// Cluster mode: the partitions this process's engines try to lead first (comma-separated);
+    /// the others only when they stay without a leader. Default: all.
+    #[arg(long = "prefer-partitions", env = "PAYCORE_PREFER_PARTITIONS", value_delimiter = ',')]
+    prefer_partitions: Vec<u32>,
+    /// Cluster mode: seconds an API node waits for the engine's answer before answering with
+    /// what the store holds.
+    #[arg(long = "reply-timeout", env = "PAYCORE_REPLY_TIMEOUT", default_value_t = 10)]
+    reply_timeout: u64,
+    /// This process's name in batch leases (default: a random one per start).
+    #[arg(long = "node-id", env = "PAYCORE_NODE_ID")]
+    node_id: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Api,
+    Engine,
+    All,
 }
 
 fn main() -> ExitCode {
@@ -161,6 +195,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
     config.api_key =
         std::env::var("PAYCORE_API_KEY").ok().filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
+    if let Some(node_id) = args.node_id {
+        config.node_id = node_id;
+    }
+    config.role = match args.role {
+        RoleArg::Api => paycore_server::Role::Api,
+        RoleArg::Engine => paycore_server::Role::Engine,
+        RoleArg::All => paycore_server::Role::All,
+    };
+    if let Some(url) = args.queue {
+        if config.store.is_none() {
+            anyhow::bail!("--queue (cluster mode) needs the PostgreSQL store: --store postgres://…");
+        }
+        let mut queue = paycore_server::QueueConfig::new(url, 1);
+        queue.name = args.queue_name;
+        queue.reply_timeout = std::time::Duration::from_secs(args.reply_timeout.max(1));
+        config.cluster = Some(paycore_server::Cluster {
+            queue,
+            partitions: args.partitions,
+            preferred: args.prefer_partitions,
+        });
+    } else if !matches!(config.role, paycore_server::Role::All) {
+        anyhow::bail!("--role api and --role engine are cluster mode: give --queue nats://… and --store postgres://…");
+    }
     let http_threads = args.http_threads.map_or_else(default_http_threads, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
     runtime.block_on(paycore_server::run(config))

@@ -604,7 +604,7 @@ async fn finished(task: SubmitTask) -> paycore_store::Result<Option<Vec<ResultCo
 }
 
 /// Submits on the background lane until the engine has committed it: a full queue or a failed
-/// commit is retried (the item ids make a retry harmless), until `stopping` is set (`None`).
+/// commit or an answer that did not come in time is retried (the item ids make a retry harmless), until `stopping` is set (`None`).
 async fn submit_until_done(engine: &EngineHandle, request: Request, stopping: &AtomicBool) -> Option<Vec<ResultCode>> {
     let mut wait = Duration::from_millis(5);
     loop {
@@ -612,7 +612,7 @@ async fn submit_until_done(engine: &EngineHandle, request: Request, stopping: &A
         match engine.submit_background(submission).await {
             Ok(Reply::Done(Outcome::Transfers(codes))) => return Some(codes),
             Ok(_) => return Some(Vec::new()),
-            Err(EngineError::Overloaded) | Err(EngineError::Unavailable(_)) => {
+            Err(EngineError::Overloaded | EngineError::Unavailable(_) | EngineError::NoReply) => {
                 if stopping.load(Ordering::Relaxed) {
                     return None;
                 }

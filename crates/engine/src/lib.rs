@@ -43,6 +43,9 @@ pub struct Submission {
 /// The engine's answer, given only after the batch is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+// An outcome is built once per request and moved, never copied: boxing it would add an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     /// Executed and committed now.
     Done(Outcome),
@@ -98,6 +101,10 @@ pub enum EngineError {
     /// The engine could not commit the batch (nothing of it was applied), or it has stopped.
     #[error("the ledger is unavailable: {0}")]
     Unavailable(String),
+    /// Cluster mode: the request is in the queue but the engine's answer did not come in time.
+    /// It may still be applied (or may have been): the caller answers from the store.
+    #[error("the engine did not answer in time")]
+    NoReply,
 }
 
 /// The submitting side of the engine, shared by every API worker.

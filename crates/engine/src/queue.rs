@@ -72,6 +72,24 @@ pub struct ChannelSubmitter {
     background_tx: crossbeam_channel::Sender<Envelope>,
 }
 
+impl ChannelSubmitter {
+    /// Like [`Submitter::try_submit`], but a full queue gives the envelope back (`Ok(Some)`),
+    /// for a caller that waits for room rather than refusing (cluster mode's queue consumer).
+    pub fn offer(&self, envelope: Envelope, priority: Priority) -> Result<Option<Envelope>, EngineError> {
+        let tx = match priority {
+            Priority::RealTime => &self.tx,
+            Priority::Background => &self.background_tx,
+        };
+        match tx.try_send(envelope) {
+            Ok(()) => Ok(None),
+            Err(crossbeam_channel::TrySendError::Full(envelope)) => Ok(Some(envelope)),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                Err(EngineError::Unavailable("the engine stopped".into()))
+            }
+        }
+    }
+}
+
 impl Submitter for ChannelSubmitter {
     fn try_submit(&self, envelope: Envelope, priority: Priority) -> Result<(), EngineError> {
         let tx = match priority {

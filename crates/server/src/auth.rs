@@ -87,10 +87,15 @@ pub fn bootstrap(
         return Ok(());
     }
     match env_key {
-        Some(key) => {
-            let record = insert_key(admin, &key)?;
-            tracing::info!(tenant = %record.tenant, "first API key taken from PAYCORE_API_KEY");
-        }
+        Some(key) => match insert_key(admin, &key) {
+            Ok(record) => tracing::info!(tenant = %record.tenant, "first API key taken from PAYCORE_API_KEY"),
+            // Cluster mode: another API node, started at the same moment with the same key,
+            // stored it first.
+            Err(paycore_store::StoreError::Conflict(_)) => {
+                tracing::info!("first API key from PAYCORE_API_KEY already stored by another node");
+            }
+            Err(error) => return Err(error.into()),
+        },
         None => {
             let key = generate_key();
             let path = data_dir.join("api-key");

@@ -43,6 +43,10 @@ pub struct Config {
     /// runs): after a node dies, another takes its batches over this long after its last
     /// renewal.
     pub batch_lease: std::time::Duration,
+    /// What this process does; `All` unless in cluster mode.
+    pub role: crate::Role,
+    /// Cluster mode: the queue between API nodes and engines (with `store`, PostgreSQL).
+    pub cluster: Option<crate::Cluster>,
 }
 
 impl Config {
@@ -77,6 +81,8 @@ impl Config {
             store_connections_max: paycore_store::READER_CONNECTIONS_DEFAULT,
             node_id: format!("node-{:016x}", rand::random::<u64>()),
             batch_lease: Config::BATCH_LEASE_DEFAULT,
+            role: crate::Role::All,
+            cluster: None,
         }
     }
 }

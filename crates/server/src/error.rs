@@ -255,6 +255,11 @@ impl ApiError {
                 tracing::error!(cause = %why, "the ledger is unavailable; nothing of the request was applied");
                 ("ledger_unavailable", "The ledger is unavailable; nothing was applied. Retry later.")
             }
+            EngineError::NoReply => (
+                "ledger_timeout",
+                "The ledger did not answer in time; the request may still be applied. Retry it with the same \
+                 Idempotency-Key (or the same ids), or read the object.",
+            ),
         };
         let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ApiError, code, message);
         error.retry_after = true;

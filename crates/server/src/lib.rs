@@ -19,11 +19,14 @@ mod reads;
 mod render;
 mod reports;
 mod request_id;
+mod roles;
 mod routes;
 mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
 pub use config::Config;
+pub use paycore_cluster::QueueConfig;
+pub use roles::{Cluster, Role};
 pub use error::{ApiError, ErrorType};
 pub use render::Renderer;
 pub use request_id::WithRequestId;
@@ -68,6 +71,10 @@ pub struct AppState {
     /// Set when the service stops: batch jobs return at their next step and resume under
     /// the next claim, on any node.
     pub stopping: Arc<AtomicBool>,
+    /// What this process does (`/healthz` says it).
+    pub role: Role,
+    /// Cluster mode with `Role::All`: this process's engines.
+    pub node: Option<Arc<paycore_cluster::EngineNode>>,
 }
 
 /// The whole API as a router.
@@ -112,15 +119,22 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// A started service: the engine runs, the router is not served yet.
 pub struct Service {
     pub state: Arc<AppState>,
-    engine_thread: std::thread::JoinHandle<paycore_engine::Stopped>,
+    engines: Engines,
 }
 
-/// Opens the store, makes the first API key if there is none, and starts the engine.
-/// Blocking (the store's calls are; the PostgreSQL client's panic on a thread that drives
-/// async tasks): call it before the runtime or through `spawn_blocking`, as [`run`] does.
-pub fn start(config: &Config) -> anyhow::Result<Service> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let location = match &config.store {
+/// Where a service's engine runs.
+enum Engines {
+    /// On a thread of this process, fed by the in-process queue (the embedded default, and
+    /// one process on PostgreSQL).
+    Local(std::thread::JoinHandle<paycore_engine::Stopped>),
+    /// Cluster mode: other processes' (`--role api`), or this process's own as well, leading
+    /// or standing by for each partition (`--role all`).
+    Cluster(Option<Arc<paycore_cluster::EngineNode>>),
+}
+
+/// The store's location: the `postgres://` URL of `--store`, else the data folder.
+fn store_location(config: &Config) -> anyhow::Result<&Path> {
+    Ok(match &config.store {
         Some(url) => match paycore_store::Location::parse(Path::new(url)) {
             paycore_store::Location::Postgres(_) => Path::new(url),
             paycore_store::Location::Folder(_) => {
@@ -128,9 +142,63 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             }
         },
         None => config.data_dir.as_path(),
-    };
+    })
+}
+
+/// Opens the store, makes the first API key if there is none, and starts the engine: on a
+/// thread of its own, or, in cluster mode (`config.cluster`), connects to the queue and, with
+/// `Role::All`, starts this process's engines. Blocking (the store's calls are; the PostgreSQL
+/// client's panic on a thread that drives async tasks): call it through `spawn_blocking`, as
+/// [`run`] does (cluster mode needs the runtime's context, which such a thread has).
+pub fn start(config: &Config) -> anyhow::Result<Service> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let location = store_location(config)?;
     let options = paycore_store::Options { reader_connections_max: config.store_connections_max };
-    let paycore_store::Opened { store, api } = paycore_store::open_with(location, &options)?;
+    let renderer = Arc::new(Renderer);
+    let engine_metrics = EngineMetrics::default();
+    let render = renderer.clone();
+    let render: paycore_engine::Renderer = Arc::new(move |outcome| render.render(outcome));
+    let (api, engine, engines) = match (&config.cluster, config.role) {
+        (_, Role::Engine) => anyhow::bail!("an engine process serves no API: see roles::serve_engine"),
+        (None, Role::Api) => anyhow::bail!("--role api needs a queue (--queue nats://…): its engines are other processes"),
+        (None, Role::All) => {
+            let paycore_store::Opened { store, api } = paycore_store::open_with(location, &options)?;
+            let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
+            let thread = paycore_engine::start(
+                store,
+                Box::new(queue),
+                Arc::new(SystemClock),
+                render,
+                engine_metrics.clone(),
+                EngineConfig::default(),
+            )?;
+            (api, EngineHandle::new(Arc::new(submitter)), Engines::Local(thread))
+        }
+        (Some(cluster), role) => {
+            let Some(url) = config.store.as_deref() else {
+                anyhow::bail!("cluster mode (--queue) needs the PostgreSQL store: --store postgres://…");
+            };
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|_| anyhow::anyhow!("cluster mode starts from a thread of the runtime (spawn_blocking)"))?;
+            let mut queue = cluster.queue.clone();
+            queue.partitions = roles::partitions(url, cluster.partitions)?;
+            let api = paycore_store::open_api(url, &options)?;
+            let submitter =
+                runtime.block_on(paycore_cluster::NatsSubmitter::connect(queue.clone(), config.queue_capacity))?;
+            let node = (role == Role::All).then(|| {
+                let _entered = runtime.enter();
+                Arc::new(roles::start_engines(
+                    url,
+                    queue,
+                    render,
+                    engine_metrics.clone(),
+                    config.queue_capacity,
+                    cluster.preferred.clone(),
+                ))
+            });
+            (api, EngineHandle::new(Arc::new(submitter)), Engines::Cluster(node))
+        }
+    };
     let (reader, batches, admin): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn AdminStore>) =
         (api.clone(), api.clone(), api);
     auth::bootstrap(reader.as_ref(), admin.as_ref(), &config.data_dir, config.api_key.clone())?;
@@ -138,21 +206,11 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         Some(_) => None,
         None => Some(Arc::new(reports::ReportFiles::open(&config.data_dir)?)),
     };
-
-    let renderer = Arc::new(Renderer);
-    let engine_metrics = EngineMetrics::default();
-    let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
-    let render = renderer.clone();
-    let engine_thread = paycore_engine::start(
-        store,
-        Box::new(queue),
-        Arc::new(SystemClock),
-        Arc::new(move |outcome| render.render(outcome)),
-        engine_metrics.clone(),
-        EngineConfig::default(),
-    )?;
-    let engine = EngineHandle::new(Arc::new(submitter));
     let point_reads = reads::PointReads::start(reader.clone())?;
+    let node = match &engines {
+        Engines::Cluster(node) => node.clone(),
+        Engines::Local(_) => None,
+    };
     let state = Arc::new(AppState {
         reader,
         point_reads,
@@ -170,8 +228,10 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease),
         reports,
         stopping: Arc::new(AtomicBool::new(false)),
+        role: config.role,
+        node,
     });
-    Ok(Service { state, engine_thread })
+    Ok(Service { state, engines })
 }
 
 impl Service {
@@ -182,7 +242,7 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Service { state, engine_thread } = self;
+        let Service { state, engines } = self;
         let claims = jobs::spawn_claim_loop(state.clone());
         let deliveries = webhooks::spawn(state.clone());
         let stopping = state.stopping.clone();
@@ -208,11 +268,19 @@ impl Service {
         if let Err(error) = claims.await {
             tracing::error!(%error, "the batch claim loop failed");
         }
-        // Every engine handle was in the router's state, dropped with it: the engine thread
-        // ends once it has answered what it took.
-        tokio::task::spawn_blocking(move || engine_thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        match engines {
+            // Every engine handle was in the router's state, dropped with it: the engine
+            // thread ends once it has answered what it took.
+            Engines::Local(thread) => {
+                tokio::task::spawn_blocking(move || thread.join())
+                    .await?
+                    .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+            }
+            // This process's engines answer what they pulled, then stop; what they did not
+            // pull stays in the stream for the other engines.
+            Engines::Cluster(Some(node)) => node.stop().await,
+            Engines::Cluster(None) => {}
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -221,6 +289,9 @@ impl Service {
 /// Starts the service and serves until SIGINT or SIGTERM. Prints one line,
 /// `paycore listening on http://ADDR`, to stdout.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.role == Role::Engine {
+        return run_engine(config).await;
+    }
     let service = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || start(&config)).await??
@@ -235,6 +306,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = if config.store.is_some() { "postgres" } else { "embedded" };
     tracing::info!(%address, data = %config.data_dir.display(), store, "serving");
     service.serve(listener, shutdown_signal()).await
+}
+
+/// An `--role engine` process: its engines, `/healthz` and `/metrics`.
+async fn run_engine(config: Config) -> anyhow::Result<()> {
+    let (Some(store), Some(cluster)) = (config.store.clone(), config.cluster.clone()) else {
+        anyhow::bail!("--role engine needs the PostgreSQL store (--store postgres://…) and a queue (--queue nats://…)");
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let address = listener.local_addr()?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "paycore listening on http://{address}")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%address, role = "engine", "serving /healthz and /metrics");
+    roles::serve_engine(store, cluster, config.queue_capacity, listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

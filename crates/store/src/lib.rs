@@ -196,6 +196,13 @@ pub fn cluster_partitions(url: &str, requested: Option<u32>) -> Result<u32> {
     postgres::cluster_partitions(url, requested)
 }
 
+/// The API's side of the cluster's store at the `postgres://` URL `url` (migrated if needed),
+/// with no writer: an API node of cluster mode, whose writes go through the queue to the
+/// partitions' leaders. Any number of processes may hold one.
+pub fn open_api(url: &str, options: &Options) -> Result<Arc<dyn ApiStore>> {
+    postgres::open_api(url, options)
+}
+
 /// Leads `partition` of the cluster whose store is at the `postgres://` URL `url`: takes the
 /// partition's leader lock on the engine's connection ([`StoreError::InUse`] while another
 /// process leads it, or holds the whole store through [`open`]), then takes the next fencing

@@ -72,6 +72,16 @@ pub(crate) fn cluster_partitions(url: &str, requested: Option<u32>) -> Result<u3
     })
 }
 
+/// The API's handle on the cluster's store at `url`, without any writer lock (see
+/// [`crate::open_api`]).
+pub(crate) fn open_api(url: &str, options: &Options) -> Result<Arc<dyn crate::ApiStore>> {
+    off_runtime(|| {
+        let mut client = open::connect(url)?;
+        open::migrate(&mut client)
+    })?;
+    Ok(Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max)))
+}
+
 /// Leads `partition` of the cluster at `url` (see [`crate::open_partition`]).
 pub(crate) fn open_partition(url: &str, partition: u32, options: &Options) -> Result<Leader> {
     let (store, partitions, epoch) = off_runtime(|| {

@@ -31,7 +31,8 @@ const LOCK_TIMEOUT: &str = "5s";
 /// A new connection to `url`, with the store's settings.
 pub(super) fn connect(url: &str) -> Result<Client> {
     let mut client = Client::connect(url, NoTls)?;
-    client.batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
+    // Notices ("relation already exists, skipping" from every migration check) are not news.
+    client.batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'; SET client_min_messages = warning"))?;
     Ok(client)
 }
 

@@ -1,0 +1,175 @@
+//! The engines of one process: for each partition, wait to lead it (a standby), then run an
+//! engine on it until the lead is lost or the process stops.
+
+use crate::consumer::consume;
+use crate::queue::QueueConfig;
+use paycore_engine::{EngineConfig, EngineMetrics, Renderer, SystemClock};
+use paycore_store::StoreError;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often a standby tries to take a partition's lock, for the partitions it prefers.
+const STANDBY_POLL: Duration = Duration::from_millis(250);
+/// The same for the others: an engine lets the engine that prefers a partition take it first,
+/// and takes it over when it stays without a leader.
+const STANDBY_POLL_OTHERS: Duration = Duration::from_secs(2);
+
+/// What an engine process needs.
+pub struct EngineNodeConfig {
+    /// The PostgreSQL store's URL.
+    pub store: String,
+    pub queue: QueueConfig,
+    /// Turns outcomes into the saved responses of idempotency keys (the API's renderer).
+    pub renderer: Renderer,
+    pub metrics: EngineMetrics,
+    /// Submissions an engine holds in memory beyond those in its batch.
+    pub queue_capacity: usize,
+    /// The partitions this process tries to lead first (all when empty): with two engines and
+    /// two partitions, `0` on one and `1` on the other spreads the writes over both.
+    pub preferred: Vec<u32>,
+}
+
+/// The partitions this process leads, and the tasks that lead or wait for them.
+pub struct EngineNode {
+    leading: Arc<Mutex<BTreeSet<u32>>>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl EngineNode {
+    /// Starts one leader-or-standby task per partition of the cluster.
+    pub fn start(config: EngineNodeConfig) -> EngineNode {
+        let config = Arc::new(config);
+        let leading = Arc::new(Mutex::new(BTreeSet::new()));
+        let (stop, stopped) = watch::channel(false);
+        let tasks = (0..config.queue.partitions)
+            .map(|partition| {
+                let partition = Partition { number: partition, config: config.clone(), leading: leading.clone() };
+                tokio::spawn(partition.run(stopped.clone()))
+            })
+            .collect();
+        EngineNode { leading, stop, tasks: Mutex::new(tasks) }
+    }
+
+    /// The partitions led now, in order.
+    pub fn leading(&self) -> Vec<u32> {
+        self.leading.lock().map(|set| set.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Stops every engine once it has answered what it took, and waits for them.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let tasks = self.tasks.lock().map(|mut tasks| std::mem::take(&mut *tasks)).unwrap_or_default();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Partition {
+    number: u32,
+    config: Arc<EngineNodeConfig>,
+    leading: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+impl Partition {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let preferred = self.config.preferred.is_empty() || self.config.preferred.contains(&self.number);
+        let poll = if preferred { STANDBY_POLL } else { STANDBY_POLL_OTHERS };
+        if !preferred {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let mut standby_said = false;
+        while !*stop.borrow() {
+            let (url, number) = (self.config.store.clone(), self.number);
+            let opened = tokio::task::spawn_blocking(move || paycore_store::open_partition(&url, number, &paycore_store::Options::default()))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Internal(format!("the leader election task failed: {e}"))));
+            match opened {
+                Ok(leader) => {
+                    standby_said = false;
+                    self.lead(leader, &mut stop).await;
+                }
+                Err(StoreError::InUse(_)) => {
+                    if !standby_said {
+                        tracing::info!(partition = self.number, "standby: another engine leads the partition");
+                        standby_said = true;
+                    }
+                }
+                Err(error) => tracing::warn!(partition = self.number, %error, "cannot try to lead the partition"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Runs the partition's engine until it ends (the lead was lost) or the process stops.
+    async fn lead(&self, leader: paycore_store::Leader, stop: &mut watch::Receiver<bool>) {
+        let number = self.number;
+        let epoch = leader.epoch;
+        let config = &self.config;
+        let (queue, consumption) = match consume(&config.queue, number, config.queue_capacity).await {
+            Ok(consumed) => consumed,
+            Err(error) => {
+                // Dropping the leader releases the lock: another engine may do better.
+                tracing::error!(partition = number, %error, "cannot consume the partition's queue; giving up the lead");
+                return;
+            }
+        };
+        let (renderer, metrics) = (config.renderer.clone(), config.metrics.clone());
+        let started = tokio::task::spawn_blocking(move || {
+            paycore_engine::start(
+                leader.store,
+                Box::new(queue),
+                Arc::new(SystemClock),
+                renderer,
+                metrics,
+                EngineConfig::default(),
+            )
+        })
+        .await;
+        let thread = match started {
+            Ok(Ok(thread)) => thread,
+            Ok(Err(error)) => {
+                tracing::error!(partition = number, %error, "cannot recover the partition's state; giving up the lead");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(partition = number, %error, "the engine's start failed; giving up the lead");
+                return;
+            }
+        };
+        self.set_leading(true);
+        tracing::info!(partition = number, epoch, "leading the partition");
+        let mut ended = tokio::task::spawn_blocking(move || thread.join());
+        tokio::select! {
+            joined = &mut ended => {
+                tracing::warn!(partition = number, ?joined, "the partition's engine stopped; back to standby");
+            }
+            _ = stop.changed() => {
+                // No more pulls: the engine answers what it holds, then its queue closes.
+                drop(consumption);
+                let joined = ended.await;
+                tracing::info!(partition = number, ?joined, "the partition's engine stopped");
+            }
+        }
+        self.set_leading(false);
+    }
+
+    fn set_leading(&self, leading: bool) {
+        if let Ok(mut set) = self.leading.lock() {
+            if leading {
+                set.insert(self.number);
+            } else {
+                set.remove(&self.number);
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! What a process does in cluster mode: `api` (the HTTP API, submitting through the queue),
+//! `engine` (leads or stands by for each partition; serves only `/healthz` and `/metrics`),
+//! or `all` (both; without a queue, today's single process).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use paycore_cluster::{EngineNode, EngineNodeConfig, QueueConfig};
+use paycore_engine::EngineMetrics;
+use std::sync::Arc;
+
+/// A process's part in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API only: stateless, any number of them.
+    Api,
+    /// Engines only: one leader per partition among the engine processes.
+    Engine,
+    /// Both (the embedded default).
+    All,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Engine => "engine",
+            Role::All => "all",
+        }
+    }
+}
+
+/// Cluster mode's settings: where the queue is.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub queue: QueueConfig,
+    /// The partition count asked for; `None` takes the one recorded (1 for a new cluster).
+    pub partitions: Option<u32>,
+    /// The partitions this process's engines try to lead first (all when empty).
+    pub preferred: Vec<u32>,
+}
+
+/// The partition count recorded in the store (recording `requested` for a new cluster).
+pub fn partitions(store: &str, requested: Option<u32>) -> anyhow::Result<u32> {
+    Ok(paycore_store::cluster_partitions(store, requested)?)
+}
+
+/// Starts this process's engines: one leader-or-standby task per partition.
+pub fn start_engines(
+    store: &str,
+    queue: QueueConfig,
+    renderer: paycore_engine::Renderer,
+    metrics: EngineMetrics,
+    queue_capacity: usize,
+    preferred: Vec<u32>,
+) -> EngineNode {
+    EngineNode::start(EngineNodeConfig { store: store.to_owned(), queue, renderer, metrics, queue_capacity, preferred })
+}
+
+/// An engine process's health: `{"status":"ok","role":"engine","leader":…,"partitions":[…]}`.
+pub fn engine_health(node: &EngineNode) -> crate::routes::Health {
+    let partitions = node.leading();
+    crate::routes::Health {
+        status: "ok",
+        role: Role::Engine.as_str(),
+        leader: Some(!partitions.is_empty()),
+        partitions: Some(partitions),
+    }
+}
+
+struct EngineProcess {
+    node: EngineNode,
+    metrics: crate::metrics::Metrics,
+}
+
+/// The router of an `--role engine` process: `/healthz` and `/metrics`.
+fn engine_router(process: Arc<EngineProcess>) -> Router {
+    Router::new()
+        .route("/healthz", get(|State(p): State<Arc<EngineProcess>>| async move { Json(engine_health(&p.node)) }))
+        .route(
+            "/metrics",
+            get(|State(p): State<Arc<EngineProcess>>| async move {
+                let text = p.metrics.encode(0);
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                    .into_response()
+            }),
+        )
+        .fallback(crate::routes::not_found)
+        .with_state(process)
+}
+
+/// Runs an `--role engine` process until `shutdown`: its engines, and `/healthz` and `/metrics`
+/// on `listener`.
+pub async fn serve_engine(
+    store: String,
+    cluster: Cluster,
+    queue_capacity: usize,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let requested = cluster.partitions;
+    let url = store.clone();
+    let count = tokio::task::spawn_blocking(move || partitions(&url, requested)).await??;
+    let mut queue = cluster.queue;
+    queue.partitions = count;
+    let engine_metrics = EngineMetrics::default();
+    let renderer = Arc::new(crate::Renderer);
+    let render: paycore_engine::Renderer = Arc::new(move |outcome| renderer.render(outcome));
+    let node = start_engines(&store, queue, render, engine_metrics.clone(), queue_capacity, cluster.preferred);
+    tracing::info!(partitions = count, "engine process started; leading or standing by for every partition");
+    let process = Arc::new(EngineProcess { node, metrics: crate::metrics::Metrics::new(&engine_metrics) });
+    axum::serve(listener, engine_router(process.clone())).with_graceful_shutdown(shutdown).await?;
+    process.node.stop().await;
+    tracing::info!("engines stopped");
+    Ok(())
+}
