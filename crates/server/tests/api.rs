@@ -362,7 +362,7 @@ async fn keys_are_checked() {
     let a = api.send(api.http.get(format!("{}/v1/accounts/{NO_SUCH_ACCOUNT}", api.base))).await;
     assert_eq!(error_of(&a), (401, "invalid_api_key", None));
     let a = api.send(api.http.get(format!("{}/healthz", api.base))).await;
-    assert_eq!((a.status, a.body), (200, json!({"status": "ok"})));
+    assert_eq!((a.status, a.body), (200, json!({"status": "ok", "role": "all"})));
 }
 
 #[tokio::test]
