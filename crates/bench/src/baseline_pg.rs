@@ -29,13 +29,13 @@ async fn connect(params: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-struct Database {
+pub(crate) struct Database {
     name: String,
     admin: Client,
 }
 
 impl Database {
-    async fn create() -> anyhow::Result<Database> {
+    pub(crate) async fn create() -> anyhow::Result<Database> {
         let admin = connect(ADMIN).await.context("connecting to PostgreSQL at 127.0.0.1:5432 as postgres")?;
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let name = format!("paycore_bench_{}_{stamp}", std::process::id());
@@ -43,11 +43,16 @@ impl Database {
         Ok(Database { name, admin })
     }
 
+    /// The database as a `postgres://` URL (what `paycore serve --store` takes).
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
     fn params(&self) -> String {
         format!("host=127.0.0.1 port=5432 user=postgres dbname={}", self.name)
     }
 
-    async fn drop_it(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_it(self) -> anyhow::Result<()> {
         self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
         Ok(())
     }

@@ -29,6 +29,11 @@
 //!   (CSV report, pain.002), server peak RSS.
 //! - `startup` (5): process start to the listening line and to `GET /healthz` with 1M and 10M
 //!   transfers stored.
+//! - `cluster` (issue 13): cluster mode on this machine — PostgreSQL, a NATS JetStream server
+//!   of its own (`nats-server` must be installed), two engines and two API nodes of the real
+//!   binary: 1 transfer/request and payments from 64 clients over both API nodes, bulk 8 189 per
+//!   request, and failover (SIGKILL of the leader to the next answered transfer), compared with
+//!   the hand-rolled PostgreSQL baseline of the same command. Missing services: a loud skip.
 //! - `commit-lab` (not in `all`): the SQLite commit of a bulk batch alone, as the store does it
 //!   and with one change each (bigger page cache, no per-account history indexes, sorted rows):
 //!   the measurements behind the optimisation proposals in `BENCHMARKS.md`.
@@ -43,6 +48,7 @@
 mod baseline_pg;
 mod baseline_sqlite;
 mod batch;
+mod cluster;
 mod commit_lab;
 mod http_bulk;
 mod inprocess;
@@ -58,12 +64,12 @@ use report::Outcome;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const SCENARIOS: [&str; 7] = ["bulk", "http-bulk", "realtime", "postgres", "sqlite", "batch", "startup"];
+const SCENARIOS: [&str; 8] = ["bulk", "http-bulk", "realtime", "postgres", "sqlite", "batch", "startup", "cluster"];
 
 #[derive(Parser, Debug)]
 #[command(name = "paycore-bench", about = "paycore's benchmark suite (see crates/bench/src/main.rs)")]
 struct Args {
-    /// `all`, or one or more of: bulk, http-bulk, realtime, postgres, sqlite, batch, startup.
+    /// `all`, or one or more of: bulk, http-bulk, realtime, postgres, sqlite, batch, startup, cluster.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Small sizes, one run, 1 s per concurrent case: a smoke run in under a minute.
@@ -188,6 +194,7 @@ fn main() -> anyhow::Result<()> {
             "sqlite" => baseline_sqlite::run(&cfg),
             "batch" => batch::run(&cfg),
             "startup" => startup::run(&cfg),
+            "cluster" => cluster::run(&cfg),
             "commit-lab" => commit_lab::run(&cfg),
             _ => unreachable!("checked above"),
         };

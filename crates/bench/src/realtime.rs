@@ -101,9 +101,10 @@ async fn client_loop(
     Ok(tally)
 }
 
-/// One fixed-time run: `clients` connections, each one operation in flight.
+/// One fixed-time run: `clients` connections, each one operation in flight, spread over
+/// `addrs` (several API nodes of a cluster) in turn.
 pub async fn one_run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     kind: Kind,
     clients: usize,
     accounts: Arc<Vec<String>>,
@@ -114,7 +115,7 @@ pub async fn one_run(
     let mut tasks = Vec::new();
     for c in 0..clients {
         tasks.push(tokio::spawn(client_loop(
-            addr,
+            addrs[c % addrs.len()],
             kind,
             seed * 1000 + c as u64,
             accounts.clone(),
@@ -193,7 +194,7 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         let mut runs = Vec::new();
         let mut error = None;
         for i in 0..cfg.runs {
-            match rt.block_on(one_run(server.addr, kind, clients, accounts.clone(), cfg.duration, 3000 + i as u64)) {
+            match rt.block_on(one_run(&[server.addr], kind, clients, accounts.clone(), cfg.duration, 3000 + i as u64)) {
                 Ok(r) => {
                     eprintln!(
                         "  {} run {}/{}: {} /s",

@@ -62,6 +62,11 @@ impl Server {
     /// Starts `paycore serve --data DIR --listen 127.0.0.1:0` and waits (up to 60 s) for
     /// `paycore listening on http://ADDR` on its stdout. Its stderr goes to `DIR.log`.
     pub fn start(bin: &Path, data: &Path) -> anyhow::Result<Server> {
+        Server::start_with(bin, data, &[])
+    }
+
+    /// [`Server::start`] with more arguments after `--listen` (cluster mode's roles).
+    pub fn start_with(bin: &Path, data: &Path, extra: &[String]) -> anyhow::Result<Server> {
         let log = data.with_extension("log");
         // With PAYCORE_BENCH_LOG set (e.g. `paycore_engine=debug`), the server logs to the
         // bench's stderr at that level, to see its own timings.
@@ -75,6 +80,7 @@ impl Server {
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("PAYCORE_API_KEY", API_KEY)
             // Throughput is measured without the per-key rate limit.
             .env("PAYCORE_RATE_LIMIT_PER_SECOND", "0")
@@ -116,6 +122,12 @@ impl Server {
     pub fn peak_rss_kb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGKILL, at once (a crash).
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
