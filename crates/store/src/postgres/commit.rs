@@ -76,11 +76,21 @@ impl PostgresStore {
         let transfers = id_array(&wanted.transfers, |id| id.0);
         let holds = id_array(&wanted.holds, |id| id.0);
         let payments = id_array(&wanted.payments, |id| id.0);
-        Ok(Loaded {
-            transfers: all(&client.query("SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?, transfer_from)?,
-            holds: all(&client.query(&format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?,
-            payments: all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?,
-        })
+        // Most batches want nothing of some kinds (server-made ids above the highest stored are
+        // never asked for): no round trip for those.
+        let mut loaded = Loaded::default();
+        if !transfers.is_empty() {
+            loaded.transfers =
+                all(&client.query("SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?, transfer_from)?;
+        }
+        if !holds.is_empty() {
+            loaded.holds = all(&client.query(&format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?;
+        }
+        if !payments.is_empty() {
+            loaded.payments =
+                all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
+        }
+        Ok(loaded)
     }
 
     fn idempotency_led(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {

@@ -330,7 +330,9 @@ fn a_leader_whose_connection_is_gone_is_fenced() {
     let next = lead_when_free(url, 1);
     assert_eq!(next.epoch, 2);
     // Whatever it calls next says so, and nothing of a commit is written.
-    let loaded = leader.store.load(&paycore_ledger::Prefetch::default());
+    // (A load that wants nothing makes no round trip; this one asks for a transfer.)
+    let wanted = paycore_ledger::Prefetch { transfers: vec![paycore_ledger::TransferId(1)], ..Default::default() };
+    let loaded = leader.store.load(&wanted);
     assert!(matches!(loaded, Err(StoreError::Fenced(_))), "{loaded:?}");
     let requests = [Request { tenant, command: open_account(1) }];
     state.execute(&requests, 10);
