@@ -12,7 +12,7 @@
 //! simply starts again from the items still `pending`: nothing is paid twice.
 
 use crate::{EngineError, EngineHandle, Reply, Submission};
-use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
+use paycore_formats::{check_expected, is_skipped, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
 use paycore_ledger::{
     parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command,
     Currency, ItemStatus, OnInvalid, Outcome, Request, ResultCode,
@@ -156,7 +156,11 @@ struct ReadItems {
     summary: Result<Summary, FatalError>,
     /// Records read, valid or not; each took the next index.
     total: u64,
+    /// Records stored `invalid`, the skipped ones among them.
     invalid: u64,
+    /// Records that are reported but are not payments (NACHA prenotes and zero-dollar
+    /// entries): stored `invalid` with their reason, but they do not make the file invalid.
+    skipped: u64,
     /// Per currency, the valid items' count and sum.
     totals: BTreeMap<Currency, (u64, u128)>,
     /// The file has more than `max_lines` records (reading stopped there).
@@ -178,7 +182,14 @@ fn read_items(
     let started = std::time::Instant::now();
     let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
     let mut read =
-        ReadItems { summary: Ok(Summary::default()), total: 0, invalid: 0, totals: BTreeMap::new(), too_many: false };
+        ReadItems {
+        summary: Ok(Summary::default()),
+        total: 0,
+        invalid: 0,
+        skipped: 0,
+        totals: BTreeMap::new(),
+        too_many: false,
+    };
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
@@ -208,6 +219,9 @@ fn read_items(
             read.total += 1;
             if row.status == ItemStatus::Invalid {
                 read.invalid += 1;
+                if row.failure_code.as_deref().is_some_and(is_skipped) {
+                    read.skipped += 1;
+                }
             } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
                 let t = read.totals.entry(currency).or_default();
                 t.0 += 1;
@@ -251,8 +265,9 @@ fn expected_total(
     }
 }
 
-/// Ends validation: `rejected` when a control total does not match or (unless invalid items
-/// are skipped) an item is invalid, else `processing`.
+/// Ends validation: `rejected` when a control figure is wrong, when (unless invalid items are
+/// skipped) an item is invalid, or when no item is payable; else `processing`. Skipped records
+/// (NACHA prenotes, zero-dollar entries) are reported with their reason, and are not invalid.
 fn finish(
     store: &dyn BatchStore,
     batch: &BatchRecord,
@@ -261,17 +276,20 @@ fn finish(
     read: &ReadItems,
     control: &[Diagnostic],
 ) -> paycore_store::Result<()> {
-    let (total, invalid) = (read.total, read.invalid);
+    let (total, invalid, skipped) = (read.total, read.invalid, read.skipped);
+    let refused = invalid.saturating_sub(skipped);
     let totals: Vec<BatchTotal> =
         read.totals.iter().map(|(&currency, &(count, sum))| BatchTotal { currency, count, sum }).collect();
     let json;
     let (status, rejection_json) = if !control.is_empty() {
-        json = rejection("control_total_mismatch", &control_message(control), control);
+        json = rejection(control_code(control), &control_message(control), control);
         (BatchStatus::Rejected, Some(json.as_str()))
-    } else if invalid > 0 && batch.on_invalid != OnInvalid::SkipInvalid {
+    } else if refused > 0 && batch.on_invalid != OnInvalid::SkipInvalid {
         let shown: Vec<Diagnostic> = store
-            .batch_items(batch.id, &[ItemStatus::Invalid], None, 100)?
+            .batch_items(batch.id, &[ItemStatus::Invalid], None, shown_rows_max(skipped))?
             .into_iter()
+            .filter(|i| !i.failure_code.as_deref().is_some_and(is_skipped))
+            .take(100)
             .map(|i| Diagnostic {
                 line: i.line,
                 location: i.location,
@@ -282,9 +300,19 @@ fn finish(
             .collect();
         json = rejection(
             "invalid_items",
-            &format!("{invalid} of {total} items are invalid (on_invalid=reject_file); the first are listed"),
+            &format!("{refused} of {total} items are invalid (on_invalid=reject_file); the first are listed"),
             &shown,
         );
+        (BatchStatus::Rejected, Some(json.as_str()))
+    } else if total == invalid {
+        let message = match (total, skipped) {
+            (0, _) => "the file has no payment in it".to_owned(),
+            (_, 0) => format!("none of the file's {total} items is payable: all are invalid"),
+            _ => format!(
+                "none of the file's {total} items is payable: {skipped} are prenotes or zero-dollar entries, which are reported but not paid, and {refused} are invalid"
+            ),
+        };
+        json = rejection("no_payable_items", &message, &[]);
         (BatchStatus::Rejected, Some(json.as_str()))
     } else {
         (BatchStatus::Processing, None)
@@ -302,6 +330,22 @@ fn finish(
             now: clock(),
         },
     )
+}
+
+/// How many invalid rows to read to list the first 100 that are not skipped records (read at
+/// most 10 000: past that, fewer are listed).
+fn shown_rows_max(skipped: u64) -> usize {
+    usize::try_from(skipped.saturating_add(100).min(10_000)).unwrap_or(10_000)
+}
+
+/// The code of a rejection for wrong control figures: a structural error (a bad NACHA
+/// Service Class Code) is named as itself, not as a control total mismatch.
+fn control_code(errors: &[Diagnostic]) -> &'static str {
+    errors
+        .iter()
+        .map(|d| d.code)
+        .find(|code| !matches!(*code, "control_total_mismatch" | "missing_field"))
+        .unwrap_or("control_total_mismatch")
 }
 
 fn fatal_message(fatal: &FatalError, line: Option<u64>) -> String {
@@ -329,6 +373,19 @@ fn known_code(code: &str) -> Option<&'static str> {
         "account_not_found",
         "currency_mismatch",
         "same_account",
+        "unsupported_sec_code",
+        "return_entry_not_matched",
+        "notification_of_change",
+        "invalid_addenda",
+        "addenda_count_mismatch",
+        "invalid_trace_number",
+        "invalid_transaction_code",
+        "zero_amount",
+        "prenote",
+        "zero_dollar_entry",
+        "field_count_mismatch",
+        "invalid_iban",
+        "invalid_bic",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }

@@ -109,9 +109,12 @@ impl<'s> Collector<'s> {
         (self.sink)(Err(diagnostic));
     }
 
-    /// Counts a record that is not a payment and is left out.
-    pub(crate) fn skip(&mut self) {
+    /// Sends on a record that is not a payment (a NACHA prenote or zero-dollar entry): it
+    /// takes an index like any record, and counts as skipped, not invalid.
+    pub(crate) fn skip(&mut self, diagnostic: Diagnostic) {
+        self.sent += 1;
         self.skipped += 1;
+        (self.sink)(Err(diagnostic));
     }
 
     pub(crate) fn finish(self, summary: &mut Summary) {

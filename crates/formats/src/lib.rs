@@ -135,6 +135,7 @@ mod pain002;
 mod report;
 pub mod strict_json;
 
+pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
 
@@ -267,7 +268,7 @@ pub enum FatalError {
     MissingColumn { column: &'static str, accepted: &'static str },
     #[error("line {line}: the XML namespace {namespace:?} is not supported; expected one of {expected}")]
     UnsupportedNamespace { line: u64, namespace: String, expected: &'static str },
-    #[error("line {line} is {length} characters long, but NACHA records are 94 characters")]
+    #[error("line {line} is {length} characters long, but NACHA records are 94 characters (a shorter record is padded with blanks, a longer one may only have blanks past column 94)")]
     RecordLength { line: u64, length: usize },
 }
 
@@ -282,6 +283,13 @@ impl FatalError {
             FatalError::Io(_) => None,
         }
     }
+}
+
+/// Whether a diagnostic code marks a record that is reported but is not a payment and does
+/// not make the file invalid: a NACHA prenote (`prenote`) or zero-dollar entry
+/// (`zero_dollar_entry`). [`Summary::skipped`] counts them.
+pub fn is_skipped(code: &str) -> bool {
+    nacha::SKIPPED_CODES.contains(&code)
 }
 
 /// Parses a whole file, calling `sink` once per record in file order; see the crate
