@@ -494,9 +494,10 @@ impl Parser<'_, '_, '_> {
         let code = field(record, 2, 3);
         let routing = field(record, 4, 11);
         batch.totals.hash += number(routing).unwrap_or(0);
-        // ADV entries have a 12-digit amount, and odd transaction codes are its credits.
+        // ADV entries have a 15-character account and a 12-digit amount after it, and odd
+        // transaction codes are its credits.
         let (amount, is_credit) = if batch.sec == "ADV" {
-            (number(field(record, 30, 41)), code.as_bytes().get(1).is_some_and(|d| d % 2 == 1))
+            (number(field(record, 28, 39)), code.as_bytes().get(1).is_some_and(|d| d % 2 == 1))
         } else {
             (number(field(record, 30, 39)), code.as_bytes().get(1).is_some_and(|d| (b'0'..=b'4').contains(d)))
         };
