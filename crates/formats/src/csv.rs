@@ -55,11 +55,24 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
         });
     }
     let columns = Columns::from_header(&record)?;
+    let width = record.len();
     while read_record(&mut reader, &mut record)? {
         if record.iter().all(|field| field.trim_ascii().is_empty()) {
             continue;
         }
         let line = record.position().map_or(0, ::csv::Position::line);
+        if record.len() != width {
+            // A row with more or fewer fields than the header has its fields in the wrong
+            // columns, or is two rows run together: which field is the amount is a guess.
+            out.reject(common::diagnostic(
+                line,
+                &format!("line {line}"),
+                "row",
+                "field_count_mismatch",
+                format!("the row has {} fields but the header has {width}; every row needs one field per column", record.len()),
+            ));
+            continue;
+        }
         match row(&record, &columns, options, line) {
             Ok(item) => out.accept(item),
             Err(diagnostic) => out.reject(diagnostic),

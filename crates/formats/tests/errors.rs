@@ -31,10 +31,22 @@ fn csv_row_problems() {
         ("DE1,,EUR,r1", "missing_field", "amount", "amount is missing; every row needs one"),
         ("DE1,10,,r1", "missing_field", "currency", "currency is missing: the row has no currency and the batch has no default currency"),
         ("DE1,1.5,JPY,r1", "too_many_decimals", "amount", "amount \"1.5\" has 1 decimals but JPY allows at most 0"),
+        ("DE1,10,EUR,r1,", "field_count_mismatch", "row", "the row has 5 fields but the header has 4; every row needs one field per column"),
+        ("DE1,10,EUR", "field_count_mismatch", "row", "the row has 3 fields but the header has 4; every row needs one field per column"),
     ];
     for (row, code, field, message) in cases {
         assert_eq!(csv_row_problem(row), (code, field.to_owned(), message.to_owned()), "{row}");
     }
+}
+
+#[test]
+fn csv_a_row_with_a_million_extra_commas_is_invalid_not_paid() {
+    let text = format!("{HEADER}DE1,10,EUR,r1{}\nDE2,11,EUR,r2\n", ",".repeat(1_000_000));
+    let outcome = parse_text(Format::Csv, &text, &Default::default());
+    assert_eq!(outcome.codes(), vec!["field_count_mismatch"]);
+    assert_eq!(outcome.diagnostics[0].line, 2);
+    assert!(outcome.diagnostics[0].message.starts_with("the row has 1000004 fields but the header has 4"));
+    assert_eq!(outcome.items.iter().map(|i| (i.line, i.index)).collect::<Vec<_>>(), vec![(3, 1)]);
 }
 
 #[test]
