@@ -128,6 +128,7 @@
 
 mod common;
 mod csv;
+mod iban;
 mod jsonl;
 mod nacha;
 mod pain001;
@@ -175,7 +176,8 @@ pub fn format_named(text: &str) -> Result<Format, UnknownFormat> {
     match text.trim().to_ascii_lowercase().as_str() {
         "csv" => Ok(Format::Csv),
         "jsonl" | "ndjson" | "json-lines" => Ok(Format::Jsonl),
-        "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
+        "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.10" | "pain.001.001.11"
+        | "pain.001.001.12" | "pain.001.003.03" | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
         "nacha" | "ach" => Ok(Format::Nacha),
         _ => Err(UnknownFormat(text.to_owned())),
     }

@@ -1,6 +1,7 @@
 //! ISO 20022 pain.001 input, read as a stream of XML events.
 
 use crate::common::{self, Collector, Decimal, DecimalSum};
+use crate::iban::{iban_problem, is_bic};
 use crate::{Diagnostic, FatalError, Item, Summary};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -10,16 +11,23 @@ use std::io::BufRead;
 const NAMESPACES: &[(&str, &str)] = &[
     ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.03", "pain.001.001.03"),
     ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.09", "pain.001.001.09"),
+    ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.10", "pain.001.001.10"),
+    ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.11", "pain.001.001.11"),
+    ("urn:iso:std:iso:20022:tech:xsd:pain.001.001.12", "pain.001.001.12"),
+    ("urn:iso:std:iso:20022:tech:xsd:pain.001.003.03", "pain.001.003.03"),
     ("http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd", "pain.001.001.03.ch.02"),
 ];
-const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03, urn:iso:std:iso:20022:tech:xsd:pain.001.001.09, http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd";
+const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03, .09, .10, .11 or .12 (urn:iso:std:iso:20022:tech:xsd:pain.001.001.NN), the German DK urn:iso:std:iso:20022:tech:xsd:pain.001.003.03, or the Swiss http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd";
 
 /// Element names the parser looks at; every other name is kept as `""` on the stack.
 const KNOWN: &[&str] = &[
     "Amt",
+    "BIC",
+    "BICFI",
     "CcyOfTrf",
     "CdtTrfTxInf",
     "CdtrAcct",
+    "CdtrAgt",
     "CstmrCdtTrfInitn",
     "CtrlSum",
     "DbtrAcct",
@@ -28,6 +36,7 @@ const KNOWN: &[&str] = &[
     "DtTm",
     "EndToEndId",
     "EqvtAmt",
+    "FinInstnId",
     "GrpHdr",
     "IBAN",
     "Id",
@@ -85,6 +94,10 @@ struct Transaction {
     equivalent: bool,
     transfer_currency: Option<String>,
     payee: Option<String>,
+    /// The payee was given as `CdtrAcct/Id/IBAN` (so its checksum is checked).
+    payee_is_iban: bool,
+    /// `CdtrAgt/FinInstnId/BIC` (.03) or `BICFI` (.08 on), with the element's name.
+    creditor_bic: Option<(&'static str, String)>,
 }
 
 struct Frame {
@@ -417,8 +430,16 @@ impl Parser<'_, '_> {
                 transaction.amount = Some(value);
             }
             [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "CcyOfTrf"] => transaction.transfer_currency = Some(value),
-            [.., "CdtTrfTxInf", "CdtrAcct", "Id", "IBAN"] | [.., "CdtTrfTxInf", "CdtrAcct", "Id", "Othr", "Id"] => {
+            [.., "CdtTrfTxInf", "CdtrAcct", "Id", "IBAN"] => {
                 transaction.payee = Some(value).filter(|v| !v.is_empty());
+                transaction.payee_is_iban = true;
+            }
+            [.., "CdtTrfTxInf", "CdtrAcct", "Id", "Othr", "Id"] => {
+                transaction.payee = Some(value).filter(|v| !v.is_empty());
+                transaction.payee_is_iban = false;
+            }
+            [.., "CdtTrfTxInf", "CdtrAgt", "FinInstnId", name @ ("BIC" | "BICFI")] => {
+                transaction.creditor_bic = Some((name, value));
             }
             _ => {}
         }
@@ -473,6 +494,20 @@ impl Parser<'_, '_> {
                 "unsupported_entry",
                 format!("EqvtAmt ({text} {code} to be converted into {target}) is not supported; give the amount as InstdAmt"),
             ));
+        }
+        if transaction.payee_is_iban {
+            if let Some(message) = iban_problem(&payee) {
+                return Err(problem("IBAN", "invalid_iban", format!("CdtrAcct/Id/{message}")));
+            }
+        }
+        if let Some((name, bic)) = &transaction.creditor_bic {
+            if !is_bic(bic) {
+                return Err(problem(
+                    name,
+                    "invalid_bic",
+                    format!("CdtrAgt/FinInstnId/{name} {bic:?} is not a BIC: expected 8 or 11 letters and digits, the 5th and 6th a country code, such as DEUTDEFF or DEUTDEFF500"),
+                ));
+            }
         }
         let reference = transaction.end_to_end_id.clone().filter(|id| !id.is_empty() && id != "NOTPROVIDED");
         Ok(Item {

@@ -23,7 +23,7 @@ impl Pain002Version {
     /// The version that answers an input of the given [`crate::Summary::variant`].
     pub fn answering(variant: Option<&str>) -> Pain002Version {
         match variant {
-            Some(v) if v.starts_with("pain.001.001.03") => Pain002Version::V03,
+            Some(v) if v.starts_with("pain.001.001.03") || v == "pain.001.003.03" => Pain002Version::V03,
             _ => Pain002Version::V10,
         }
     }

@@ -50,7 +50,7 @@ pub struct ReportItem {
 /// | paycore code | ISO code | ISO name |
 /// |---|---|---|
 /// | `insufficient_funds` | AM04 | InsufficientFunds |
-/// | `account_not_found` | AC01 | IncorrectAccountNumber (the account does not exist, on either side) |
+/// | `account_not_found`, `invalid_iban` | AC01 | IncorrectAccountNumber (the account does not exist, on either side, or its IBAN is not valid) |
 /// | `payer_account_not_found` | AC02 | InvalidDebtorAccountNumber |
 /// | `payee_account_not_found` | AC03 | InvalidCreditorAccountNumber |
 /// | `account_closed` | AC04 | ClosedAccountNumber |
@@ -61,14 +61,14 @@ pub struct ReportItem {
 /// | `overflow`, `limit_exceeded` | AM02 | NotAllowedAmount |
 /// | `control_total_mismatch` | AM10 | InvalidControlSum |
 /// | `invalid_date` | DT01 | InvalidDate |
-/// | `invalid_routing_number` | RC01 | BankIdentifierIncorrect |
-/// | `syntax`, `missing_field` | FF01 | InvalidFileFormat |
+/// | `invalid_routing_number`, `invalid_bic` | RC01 | BankIdentifierIncorrect |
+/// | `syntax`, `missing_field`, `field_count_mismatch` | FF01 | InvalidFileFormat |
 /// | `cancelled` | DS02 | OrderCancelled |
 /// | anything else | NARR | Narrative (the paycore code goes in `AddtlInf`) |
 pub fn iso_reason(code: &str) -> &'static str {
     match code {
         "insufficient_funds" => "AM04",
-        "account_not_found" => "AC01",
+        "account_not_found" | "invalid_iban" => "AC01",
         "payer_account_not_found" => "AC02",
         "payee_account_not_found" => "AC03",
         "account_closed" => "AC04",
@@ -79,8 +79,8 @@ pub fn iso_reason(code: &str) -> &'static str {
         "overflow" | "limit_exceeded" => "AM02",
         "control_total_mismatch" => "AM10",
         "invalid_date" => "DT01",
-        "invalid_routing_number" => "RC01",
-        "syntax" | "missing_field" => "FF01",
+        "invalid_routing_number" | "invalid_bic" => "RC01",
+        "syntax" | "missing_field" | "field_count_mismatch" => "FF01",
         "cancelled" => "DS02",
         _ => "NARR",
     }

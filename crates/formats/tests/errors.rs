@@ -175,6 +175,52 @@ fn pain001_amount_problems_are_per_item() {
     assert_eq!(outcome.totals(), vec![("EUR", 750)]);
 }
 
+#[test]
+fn pain001_creditor_iban_and_bic_are_checked_per_item() {
+    let good = iban("DE", "370400440532013000");
+    assert_eq!(good, "DE89370400440532013000");
+    let transaction = |i: usize, account: &str, agent: &str| {
+        format!(
+            "\n<CdtTrfTxInf><PmtId><EndToEndId>E{i}</EndToEndId></PmtId><Amt><InstdAmt Ccy=\"EUR\">1.00</InstdAmt></Amt>\
+             {agent}<CdtrAcct><Id>{account}</Id></CdtrAcct></CdtTrfTxInf>"
+        )
+    };
+    let body = [
+        transaction(0, &format!("<IBAN>{good}</IBAN>"), "<CdtrAgt><FinInstnId><BICFI>DEUTDEFFXXX</BICFI></FinInstnId></CdtrAgt>"),
+        transaction(1, "<IBAN>DE89370400440532013001</IBAN>", ""),
+        transaction(2, "<IBAN>DE8937040044053201300</IBAN>", ""),
+        transaction(3, &format!("<IBAN>{good}</IBAN>"), "<CdtrAgt><FinInstnId><BICFI>ABCDEFGHIJ</BICFI></FinInstnId></CdtrAgt>"),
+        // An account that is not an IBAN is not checked as one.
+        transaction(4, "<Othr><Id>DE89370400440532013001</Id></Othr>", ""),
+    ]
+    .concat();
+    let xml = format!(
+        "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.10\"><CstmrCdtTrfInitn>\
+         <GrpHdr><MsgId>M</MsgId><NbOfTxs>5</NbOfTxs><CtrlSum>5.00</CtrlSum></GrpHdr>\
+         <PmtInf><PmtInfId>P</PmtInfId><ReqdExctnDt><Dt>2024-02-29</Dt></ReqdExctnDt>\
+         <DbtrAcct><Id><IBAN>DE02100100109307118603</IBAN></Id></DbtrAcct>{body}</PmtInf></CstmrCdtTrfInitn></Document>"
+    );
+    let outcome = parse_text(Format::Pain001, &xml, &ParseOptions::default());
+    assert_eq!(outcome.control_messages(), Vec::<String>::new());
+    assert_eq!(outcome.summary().variant.as_deref(), Some("pain.001.001.10"));
+    assert_eq!(outcome.codes(), vec!["invalid_iban", "invalid_iban", "invalid_bic"]);
+    let messages: Vec<&str> = outcome.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec![
+            "CdtrAcct/Id/IBAN \"DE89370400440532013001\" fails its check digits (ISO 7064 mod 97 gives 28, not 1): a character is wrong or two are swapped",
+            "CdtrAcct/Id/IBAN \"DE8937040044053201300\" has 21 characters, but DE IBANs have 22",
+            "CdtrAgt/FinInstnId/BICFI \"ABCDEFGHIJ\" is not a BIC: expected 8 or 11 letters and digits, the 5th and 6th a country code, such as DEUTDEFF or DEUTDEFF500",
+        ]
+    );
+    let fields: Vec<_> = outcome.diagnostics.iter().map(|d| d.field.as_deref()).collect();
+    assert_eq!(fields, vec![Some("IBAN"), Some("IBAN"), Some("BICFI")]);
+    assert_eq!(outcome.items.iter().map(|i| i.payee.as_str()).collect::<Vec<_>>(), vec![good.as_str(), "DE89370400440532013001"]);
+    // The pain.002 report answers them with the ISO reasons.
+    assert_eq!(paycore_formats::iso_reason("invalid_iban"), "AC01");
+    assert_eq!(paycore_formats::iso_reason("invalid_bic"), "RC01");
+}
+
 /// A minimal pain.001.001.09 with one block and the given (amount, currency) transactions.
 fn pain001_with_amounts(amounts: &[(&str, &str)], count: &str, sum: &str) -> String {
     let mut xml = format!(
@@ -186,7 +232,8 @@ fn pain001_with_amounts(amounts: &[(&str, &str)], count: &str, sum: &str) -> Str
     for (i, (amount, code)) in amounts.iter().enumerate() {
         xml.push_str(&format!(
             "\n<CdtTrfTxInf><PmtId><EndToEndId>E{i}</EndToEndId></PmtId><Amt><InstdAmt Ccy=\"{code}\">{amount}</InstdAmt></Amt>\
-             <CdtrAcct><Id><IBAN>DE00PAYEE{i}</IBAN></Id></CdtrAcct></CdtTrfTxInf>"
+             <CdtrAcct><Id><IBAN>{}</IBAN></Id></CdtrAcct></CdtTrfTxInf>",
+            iban("DE", &format!("{:018}", 370_400_440_532_013_000u64 + i as u64))
         ));
     }
     xml.push_str("</PmtInf></CstmrCdtTrfInitn></Document>");

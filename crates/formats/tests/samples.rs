@@ -85,25 +85,11 @@ const VALID_PAIN001: &[Expected] = &[
         totals: &[("USD", 11111)],
     },
     Expected {
-        file: "pain.001.001.03_lt-sepa_1tx_EUR_bom.xml",
-        variant: "pain.001.001.03",
-        message_id: "MSGID0001",
-        items: 1,
-        totals: &[("EUR", 9999)],
-    },
-    Expected {
         file: "pain.001.001.03_sepaking_DK-sample_2tx_EUR.xml",
         variant: "pain.001.001.03",
         message_id: "Message-ID-4711",
         items: 2,
         totals: &[("EUR", 665586)],
-    },
-    Expected {
-        file: "pain.001.001.03_swift-urgp_1tx_USD.xml",
-        variant: "pain.001.001.03",
-        message_id: "bbd49338b6a3434aad7537d07b248a99",
-        items: 1,
-        totals: &[("USD", 1000)],
     },
     Expected {
         file: "pain.001.001.09_phpsepaxml_1tx_EUR_uetr.xml",
@@ -126,6 +112,31 @@ fn valid_pain001_samples_give_exact_items_and_totals() {
         assert_eq!(outcome.totals(), expected.totals.to_vec(), "{}", expected.file);
         assert_eq!(summary.variant.as_deref(), Some(expected.variant), "{}", expected.file);
         assert_eq!(summary.message_id.as_deref(), Some(expected.message_id), "{}", expected.file);
+    }
+}
+
+/// Real samples whose creditor IBAN is a placeholder that fails its checks: the transaction is
+/// an invalid item (`invalid_iban`, AC01 in pain.002), the control figures still match.
+#[test]
+fn samples_with_placeholder_creditor_ibans_are_invalid_items() {
+    let cases = [
+        (
+            "pain.001.001.03_lt-sepa_1tx_EUR_bom.xml",
+            59,
+            "CdtrAcct/Id/IBAN \"LT007400000000000000\" fails its check digits (ISO 7064 mod 97 gives 52, not 1): a character is wrong or two are swapped",
+        ),
+        (
+            "pain.001.001.03_swift-urgp_1tx_USD.xml",
+            46,
+            "CdtrAcct/Id/IBAN \"DE1234567890123456\" has 18 characters, but DE IBANs have 22",
+        ),
+    ];
+    for (file, line, message) in cases {
+        let outcome = parse_sample(Format::Pain001, &format!("iso20022/{file}"), &Default::default());
+        assert_eq!(outcome.control_messages(), Vec::<String>::new(), "{file}");
+        assert!(outcome.items.is_empty(), "{file}");
+        assert_eq!(outcome.codes(), vec!["invalid_iban"], "{file}");
+        assert_eq!((outcome.diagnostics[0].line, outcome.diagnostics[0].message.as_str()), (line, message), "{file}");
     }
 }
 
@@ -168,10 +179,13 @@ fn postfinance_nboftxs_mismatch_and_equivalent_amount() {
     // CtrlSum 38.00 matches because EqvtAmt counts in it; NbOfTxs does not.
     assert_eq!(outcome.control_messages(), vec!["GrpHdr/NbOfTxs is 7 but the file has 8 transactions"]);
     assert_eq!(outcome.summary().control_errors[0].line, 7);
-    assert_eq!(outcome.codes(), vec!["unsupported_entry"]);
-    assert_eq!(outcome.diagnostics[0].field.as_deref(), Some("EqvtAmt"));
-    assert_eq!(outcome.items.len(), 7);
-    assert_eq!(outcome.totals(), vec![("CHF", 3700)]);
+    // The creditor IBAN of the transaction at line 197 (CHF 2.00) fails its check digits; the
+    // one at line 242 is an EqvtAmt, which is refused before its (also bad) IBAN is looked at.
+    let found: Vec<(u64, &str)> = outcome.diagnostics.iter().map(|d| (d.line, d.code)).collect();
+    assert_eq!(found, vec![(197, "invalid_iban"), (242, "unsupported_entry")]);
+    assert_eq!(outcome.diagnostics[1].field.as_deref(), Some("EqvtAmt"));
+    assert_eq!(outcome.items.len(), 6);
+    assert_eq!(outcome.totals(), vec![("CHF", 3500)]);
 }
 
 #[test]
@@ -239,8 +253,10 @@ fn pain001_09_nboftxs_mismatch() {
         &Default::default(),
     );
     assert_eq!(outcome.control_messages(), vec!["GrpHdr/NbOfTxs is 2 but the file has 5 transactions"]);
-    assert_eq!(outcome.items.len(), 5);
-    assert_eq!(outcome.totals(), vec![("EUR", 110000)]);
+    // Every creditor IBAN of the generator's template fails its check digits.
+    assert_eq!(outcome.codes(), vec!["invalid_iban"; 5]);
+    assert!(outcome.items.is_empty());
+    assert_eq!(outcome.summary().invalid, 5);
 }
 
 #[test]

@@ -79,3 +79,14 @@ pub fn eur_options() -> ParseOptions {
 pub fn funding() -> ParseOptions {
     ParseOptions { default_payer: Some("acct_funding".to_owned()), default_currency: None }
 }
+
+/// A valid IBAN: `country`, the check digits ISO 7064 MOD 97-10 gives, then `bban`.
+pub fn iban(country: &str, bban: &str) -> String {
+    let rearranged = format!("{bban}{country}00");
+    let mut remainder: u32 = 0;
+    for c in rearranged.chars() {
+        let value = c.to_digit(36).unwrap();
+        remainder = if value < 10 { (remainder * 10 + value) % 97 } else { (remainder * 100 + value) % 97 };
+    }
+    format!("{country}{:02}{bban}", 98 - remainder)
+}
