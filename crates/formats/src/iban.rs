@@ -21,6 +21,11 @@ const LENGTHS: &[(&str, usize)] = &[
     ("YT", 27),
 ];
 
+/// Checks an IBAN written without spaces: `Err` says why it is not one, naming the value.
+pub fn check_iban(iban: &str) -> Result<(), String> {
+    iban_problem(iban).map_or(Ok(()), Err)
+}
+
 /// Why a text is not a valid IBAN, as a sentence naming the value.
 pub(crate) fn iban_problem(iban: &str) -> Option<String> {
     let bytes = iban.as_bytes();
@@ -68,7 +73,7 @@ fn mod97(iban: &str) -> u32 {
 /// Whether a text is a BIC: 4 letters or digits for the party, 2 letters for the country, 2
 /// letters or digits for the location, and an optional branch of 3 (ISO 9362:2014, the
 /// `BICFIDec2014Identifier` pattern).
-pub(crate) fn is_bic(bic: &str) -> bool {
+pub fn is_bic(bic: &str) -> bool {
     let bytes = bic.as_bytes();
     let alphanumeric = |b: &u8| b.is_ascii_uppercase() || b.is_ascii_digit();
     (bytes.len() == 8 || bytes.len() == 11)

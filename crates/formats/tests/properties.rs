@@ -130,3 +130,31 @@ const SAMPLE_FILES: &[(Format, &str)] = &[
     (Format::Nacha, "nacha/moov-ppd-credit-addenda-4batches.ach"),
     (Format::Nacha, "nacha/INVALID-moov-20110805A-ppd-iat_batchcount-mismatch.ach"),
 ];
+
+proptest! {
+    /// An IBAN with the right check digits passes; changing any one character, or swapping
+    /// two different neighbours, makes it fail (ISO 7064 MOD 97-10 catches both).
+    #[test]
+    fn iban_check_digits(country in 0usize..4, digits in prop::collection::vec(0u8..36, 30), at in 0usize..30, by in 1u8..36) {
+        let (code, length) = [("DE", 22), ("FR", 27), ("GB", 22), ("NL", 18)][country];
+        let bban: String = digits[..length - 4]
+            .iter()
+            .map(|&d| char::from_digit(u32::from(d), 36).unwrap().to_ascii_uppercase())
+            .collect();
+        let valid = common::iban(code, &bban);
+        prop_assert_eq!(paycore_formats::check_iban(&valid), Ok(()));
+        let position = 4 + at % (length - 4);
+        let mut changed: Vec<u8> = valid.clone().into_bytes();
+        let old = char::from(changed[position]).to_digit(36).unwrap();
+        let new = (old + u32::from(by)) % 36;
+        changed[position] = char::from_digit(new, 36).unwrap().to_ascii_uppercase() as u8;
+        let changed = String::from_utf8(changed).unwrap();
+        prop_assert!(paycore_formats::check_iban(&changed).is_err(), "{} -> {}", valid, changed);
+        let mut swapped: Vec<char> = valid.chars().collect();
+        if position + 1 < length && swapped[position] != swapped[position + 1] && swapped[position].is_ascii_digit() && swapped[position + 1].is_ascii_digit() {
+            swapped.swap(position, position + 1);
+            let swapped: String = swapped.into_iter().collect();
+            prop_assert!(paycore_formats::check_iban(&swapped).is_err(), "{} -> {}", valid, swapped);
+        }
+    }
+}
