@@ -15,8 +15,11 @@
 //! 16 bytes per item, or 16 MB for a million lines).
 //!
 //! - [`Item::index`] is the number of sink calls before this one (valid and invalid records
-//!   both count), so `batch id + index` is a deterministic item id. Records that are skipped
-//!   (NACHA prenotes and zero-dollar entries) are not sent to the sink and take no index.
+//!   both count), so `batch id + index` is a deterministic item id. Records that are not
+//!   payments (NACHA prenotes and zero-dollar entries) are sent as a `Diagnostic` whose code
+//!   [`is_skipped`] recognises (`prenote`, `zero_dollar_entry`): they take an index, are
+//!   counted in [`Summary::skipped`] rather than [`Summary::invalid`], and do not make a file
+//!   invalid.
 //! - Problems with one record are a [`Diagnostic`] sent to the sink; the parser goes on.
 //! - Problems with the file's control figures (pain.001 `NbOfTxs`/`CtrlSum`, NACHA batch and file
 //!   control records) are collected in [`Summary::control_errors`]: a non-empty list rejects the
@@ -51,7 +54,9 @@
 //!
 //! `amount` is a decimal in major units (`1234.50`): ASCII digits with at most one `.`, no sign,
 //! no thousands separator, no more decimals than the currency has. Fields are trimmed of
-//! surrounding spaces; an empty field counts as absent. A UTF-8 byte order mark, CRLF line ends
+//! surrounding spaces; an empty field counts as absent. A data row must have as many fields as
+//! the header row: one with more or fewer is `field_count_mismatch` (its fields cannot be
+//! trusted to be in their columns). A UTF-8 byte order mark, CRLF line ends
 //! and a missing final newline are accepted; blank rows are skipped. A missing `payee` or
 //! `amount` column is a [`FatalError`] naming the column. Locations are `line N`.
 //!
@@ -69,10 +74,13 @@
 //!
 //! ## ISO 20022 pain.001
 //!
-//! Versions `pain.001.001.03`, `pain.001.001.09` (namespaces
-//! `urn:iso:std:iso:20022:tech:xsd:pain.001.001.0X`) and the Swiss `pain.001.001.03.ch.02`
+//! Versions `pain.001.001.03`, `.09`, `.10`, `.11`, `.12` (namespaces
+//! `urn:iso:std:iso:20022:tech:xsd:pain.001.001.NN`), the German DK `pain.001.003.03`
+//! (`urn:iso:std:iso:20022:tech:xsd:pain.001.003.03`) and the Swiss `pain.001.001.03.ch.02`
 //! (namespace `http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd`); any other
-//! namespace is fatal. Each `CdtTrfTxInf` is one item:
+//! namespace is fatal. What paycore reads is the same in all of them, except that agents are
+//! named by `BIC` in .03 and `BICFI` from .08 on, and `ReqdExctnDt` is a date in .03 and a `Dt`
+//! or `DtTm` child from .08 on. Each `CdtTrfTxInf` is one item:
 //!
 //! - payer: the block's `PmtInf/DbtrAcct/Id/IBAN` (or `Othr/Id`); payee: `CdtrAcct/Id/IBAN`
 //!   (or `Othr/Id`);
@@ -81,8 +89,12 @@
 //!   `unsupported_entry`, but still counts in the control sums;
 //! - reference: `PmtId/EndToEndId` (`NOTPROVIDED` counts as absent); `PmtId/InstrId` and
 //!   `PmtInfId` are kept for the pain.002 report;
-//! - `PmtInf/ReqdExctnDt` (a plain date in .03, `Dt` or `DtTm` in .09) must be a real date;
-//!   otherwise every transaction of the block is `invalid_date`.
+//! - `PmtInf/ReqdExctnDt` (a plain date in .03, `Dt` or `DtTm` from .08 on) must be a real
+//!   date; otherwise every transaction of the block is `invalid_date`;
+//! - a creditor `CdtrAcct/Id/IBAN` must have the length the SWIFT IBAN registry gives its
+//!   country and pass the ISO 7064 mod-97 check (`invalid_iban`, AC01 in pain.002); a
+//!   `CdtrAgt/FinInstnId/BIC` or `BICFI` must be a BIC (`invalid_bic`, RC01). An account given
+//!   as `Othr/Id` is not an IBAN and is not checked as one.
 //!
 //! Control figures: `GrpHdr/NbOfTxs` (required) and `GrpHdr/CtrlSum` against all transactions
 //! of the file, each `PmtInf`'s `NbOfTxs`/`CtrlSum` (when present) against its own
@@ -95,30 +107,51 @@
 //!
 //! ## NACHA
 //!
-//! Fixed 94-character records: file header (1), batch header (5), entry detail (6), addenda (7),
-//! batch control (8), file control (9), then optional lines of `9`s. A record of another length
-//! is fatal, with one tolerance: a file header or file control record that is shorter only
-//! because its trailing blanks were trimmed (it does not end with a space and still holds every
-//! non-blank field) is padded back with spaces. The file header must have format code `1`,
-//! record size `094`, blocking factor `10`, and an immediate origin whose last nine characters
-//! are digits. Batch and file control records are checked against the entries (entry and
-//! addenda count, entry hash, total debit and total credit; batch count and block count in the
-//! file control); a mismatch is a control error naming both figures.
+//! Records of 94 characters: file header (1), batch header (5), entry detail (6), addenda (7),
+//! batch control (8), file control (9), then optional lines of `9`s. **One length rule**: a
+//! shorter line is padded with blanks (its trailing blanks were trimmed; a field that was cut
+//! is then blank, and fails its own check); a longer line is cut to 94 characters when
+//! everything past column 94 is blank, and is fatal otherwise. A file whose 95th byte is a
+//! record type (`1`–`9`) rather than a line end has no line ends: it is read as back-to-back
+//! 94-character records (mainframe exports), its length must be a multiple of 94 (a final line
+//! end aside), and its "lines" are record numbers.
 //!
-//! Entries of PPD and CCD batches become items, in US dollars, amount in cents, reference = the
-//! trace number. The receiving account's reference is written
+//! The file header must have format code `1`, record size `094`, blocking factor `10`, and an
+//! Immediate Destination and Origin of a blank, digit or letter then nine digits; a blank then
+//! nine digits is a routing number, whose ABA check digit (weights 3, 7, 1) must be right (a
+//! fatal error otherwise). A batch header's Service Class Code must be 200, 220, 225 or 280
+//! (`invalid_service_class_code`, which rejects the file). Batch and file control records are
+//! checked against the entries (entry and addenda count, entry hash, total debit and total
+//! credit; batch count and block count in the file control; ADV batches and files in their own
+//! layout, with 20-digit totals); a mismatch is a control error naming both figures.
+//!
+//! An entry is judged once its addenda are read, in this order:
+//!
+//! 1. an Addenda 99 makes it a return: `return_entry_not_matched`, naming the R-code, the
+//!    original entry's trace number and RDFI (see [`return_addenda`]); an Addenda 98 makes it a
+//!    notification of change: `notification_of_change` (see [`change_addenda`]). Neither is
+//!    ever paid, whatever its transaction code;
+//! 2. a batch whose Standard Entry Class is not PPD, CCD, WEB, TEL, CTX, POP, BOC, ARC, RCK or
+//!    CIE: `unsupported_sec_code`, naming the code and the batch header's line;
+//! 3. an addenda type the SEC code does not allow (only 05, 98, 99): `invalid_addenda`; a count
+//!    of addenda that differs from the entry's Addenda Record Indicator (CTX: its Number of
+//!    Addenda Records, positions 55–58): `addenda_count_mismatch`;
+//! 4. the RDFI's check digit: `invalid_routing_number`; a trace number that is not 15 digits
+//!    beginning with the batch header's ODFI: `invalid_trace_number`;
+//! 5. the transaction code and amount: 22 and 32 credit the receiver, 27 and 37 debit it (TEL,
+//!    POP, BOC, ARC and RCK entries only debit, CIE entries only credit:
+//!    `invalid_transaction_code`); prenotes (23, 28, 33, 38, 43, 48, 53) and zero-dollar
+//!    entries (24, 29, 34, 39, 44, 49, 54) must have amount zero and are reported as skipped
+//!    records (`prenote`, `zero_dollar_entry`); a return/NOC code (21, 26, …) without its
+//!    addenda is `invalid_transaction_code`; other codes are `unsupported_entry`; an amount of
+//!    zero on a credit or debit is `zero_amount`: only prenotes may be zero.
+//!
+//! Items are in US dollars, amount in cents, reference = the trace number. The receiving
+//! account's reference is written
 //! **`{RDFI routing number, 9 digits including the check digit}{DFI account number, trimmed}`**,
-//! for example `23138010481967038518`:
-//!
-//! - transaction codes 22 and 32 (credits): payer = [`ParseOptions::default_payer`] (the batch's
-//!   funding account), payee = the receiving account;
-//! - 27 and 37 (debits): payer = the receiving account, payee = the default payer (required:
-//!   a debit without one is a `missing_field` diagnostic);
-//! - prenotes (23, 28, 33, 38), zero-dollar entries (24, 29, 34, 39) and any entry of amount 0
-//!   are skipped and counted in [`Summary::skipped`];
-//! - any other transaction code, and every entry of a batch with another SEC code (IAT, WEB,
-//!   ...), is `unsupported_entry`; an RDFI routing number whose check digit is wrong is
-//!   `invalid_routing_number`.
+//! for example `23138010481967038518`. Credits: payer = [`ParseOptions::default_payer`] (the
+//! batch's funding account), payee = the receiving account. Debits: payer = the receiving
+//! account, payee = the default payer (required: a debit without one is `missing_field`).
 //!
 //! # Reports
 //!
@@ -229,7 +262,12 @@ pub struct Diagnostic {
     pub field: Option<String>,
     /// A stable machine code: `syntax`, `missing_field`, `invalid_amount`, `too_many_decimals`,
     /// `amount_not_positive`, `invalid_currency`, `invalid_date`, `invalid_routing_number`,
-    /// `duplicate_reference`, `duplicate_key`, `unsupported_entry`, `control_total_mismatch`.
+    /// `duplicate_reference`, `duplicate_key`, `unsupported_entry`, `control_total_mismatch`,
+    /// `field_count_mismatch` (CSV), `invalid_iban`, `invalid_bic` (pain.001),
+    /// `unsupported_sec_code`, `return_entry_not_matched`, `notification_of_change`,
+    /// `invalid_addenda`, `addenda_count_mismatch`, `invalid_trace_number`,
+    /// `invalid_transaction_code`, `zero_amount`, `invalid_service_class_code` (NACHA), and the
+    /// skipped records' `prenote` and `zero_dollar_entry` (see [`is_skipped`]).
     pub code: &'static str,
     /// An English sentence naming the field and the expected and actual values.
     pub message: String,
@@ -246,9 +284,10 @@ impl fmt::Display for Diagnostic {
 pub struct Summary {
     /// Valid items sent to the sink.
     pub items: u64,
-    /// Invalid records sent to the sink.
+    /// Invalid records sent to the sink (skipped records not included).
     pub invalid: u64,
-    /// Records that are not payments and were left out (NACHA prenotes, zero-dollar entries).
+    /// Records that are not payments, sent to the sink as diagnostics that [`is_skipped`]
+    /// recognises (NACHA prenotes, zero-dollar entries); not counted in `invalid`.
     pub skipped: u64,
     /// The sum of the valid items per currency, in minor units, in order of first appearance.
     pub totals: Vec<(Currency, u128)>,
