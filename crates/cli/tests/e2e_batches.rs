@@ -15,7 +15,7 @@
 mod common;
 
 use common::Server;
-use paycore_formats::{parse, Diagnostic, Format, Item, ParseOptions};
+use paycore_formats::{is_skipped, parse, Diagnostic, Format, Item, ParseOptions};
 use paycore_ledger::Currency;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -57,6 +57,8 @@ fn content_type(format: &str) -> &'static str {
 struct Parsed {
     items: Vec<Item>,
     invalid: Vec<Diagnostic>,
+    /// Records reported but not paid (NACHA prenotes and zero-dollar entries).
+    skipped: Vec<Diagnostic>,
 }
 
 fn parse_here(format: &str, bytes: &[u8], payer: Option<&str>, currency: Option<&str>) -> Parsed {
@@ -67,13 +69,15 @@ fn parse_here(format: &str, bytes: &[u8], payer: Option<&str>, currency: Option<
     };
     let mut items = Vec::new();
     let mut invalid = Vec::new();
+    let mut skipped = Vec::new();
     let summary = parse(format, bytes, &options, &mut |record| match record {
         Ok(item) => items.push(item),
+        Err(d) if is_skipped(d.code) => skipped.push(d),
         Err(d) => invalid.push(d),
     })
     .unwrap_or_else(|e| panic!("the test's own parse failed: {e}"));
     assert!(summary.control_errors.is_empty(), "control errors: {:?}", summary.control_errors);
-    Parsed { items, invalid }
+    Parsed { items, invalid, skipped }
 }
 
 /// Decimal text of minor units, for currencies with 2 decimals.
@@ -272,7 +276,9 @@ async fn pay_sample(sample: &Sample) {
     let batch = server.wait_for_batch(&id).await;
     assert_status(&batch, "completed");
     let n = sample.count as u64;
-    assert_counts(&batch, n, m, n - m, 0, 0);
+    // Prenotes and zero-dollar entries are reported (stored `invalid`, with their code), not paid.
+    let skipped = parsed.skipped.len() as u64;
+    assert_counts(&batch, n + skipped, m + skipped, n - m, 0, 0);
     assert_eq!(batch["rejection"], Value::Null, "{batch}");
     assert_eq!(batch["variant"].as_str(), sample.variant, "{}: variant", sample.file);
     let totals: Vec<Value> =
@@ -304,9 +310,12 @@ async fn pay_sample(sample: &Sample) {
     // The CSV report: a header and one succeeded row per item.
     let report = server.get_text(&format!("/v1/batches/{id}/report?format=csv")).await;
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines.len(), sample.count + 1, "{}: report\n{report}", sample.file);
+    assert_eq!(lines.len(), sample.count + parsed.skipped.len() + 1, "{}: report\n{report}", sample.file);
     assert_eq!(lines[0], "line,reference,payer,payee,amount,currency,status,failure_code");
-    for (row, item) in lines[1..].iter().zip(&parsed.items) {
+    let (skipped_rows, paid_rows): (Vec<&str>, Vec<&str>) =
+        lines[1..].iter().partition(|row| row.ends_with(",prenote") || row.ends_with(",zero_dollar_entry"));
+    assert_eq!(skipped_rows.len(), parsed.skipped.len(), "{}: report\n{report}", sample.file);
+    for (row, item) in paid_rows.iter().zip(&parsed.items) {
         assert!(
             row.starts_with(&format!("{},", item.line)),
             "{}: row {row} for item at line {}",
@@ -357,30 +366,12 @@ async fn real_pain001_samples_are_paid_to_the_cent() {
             variant: Some("pain.001.001.03"),
         },
         Sample {
-            file: "iso20022/pain.001.001.03_lt-sepa_1tx_EUR_bom.xml",
-            format: "pain.001",
-            funding: None,
-            currency: None,
-            count: 1,
-            total: Some(9_999),
-            variant: Some("pain.001.001.03"),
-        },
-        Sample {
             file: "iso20022/pain.001.001.03_lt-international_1tx_USD.xml",
             format: "pain.001",
             funding: None,
             currency: None,
             count: 1,
             total: Some(11_111),
-            variant: Some("pain.001.001.03"),
-        },
-        Sample {
-            file: "iso20022/pain.001.001.03_swift-urgp_1tx_USD.xml",
-            format: "pain.001",
-            funding: None,
-            currency: None,
-            count: 1,
-            total: Some(1_000),
             variant: Some("pain.001.001.03"),
         },
         Sample {
@@ -438,7 +429,7 @@ async fn real_nacha_and_csv_samples_are_paid_to_the_cent() {
             total: Some(1_200_000),
             variant: None,
         },
-        // 11 credits and 4 debits, balanced at $127,068.91 each way; 3 prenotes skipped.
+        // 11 credits and 4 debits, balanced at $127,068.91 each way; 3 prenotes reported, not paid.
         Sample {
             file: "nacha/moov-ppd-payroll-net-pay.ach",
             format: "nacha",
@@ -464,6 +455,17 @@ async fn real_nacha_and_csv_samples_are_paid_to_the_cent() {
             currency: None,
             count: 1,
             total: Some(12_345),
+            variant: None,
+        },
+        // Named INVALID by moov (its file control is 74 characters), but only reserved blanks
+        // are missing: under the one record-length rule it is padded and paid.
+        Sample {
+            file: "nacha/INVALID-moov-short-line.ach",
+            format: "nacha",
+            funding: Some("USD"),
+            currency: None,
+            count: 1,
+            total: Some(100_000_000),
             variant: None,
         },
         Sample {
@@ -515,8 +517,10 @@ async fn real_nacha_100k_entries_sample_is_paid_to_the_cent() {
     .await;
 }
 
-/// Every `INVALID-` sample is rejected, with the reason SOURCES.md gives; so are the pain.002
-/// samples (status reports, not payment files), naming their namespace.
+/// Every `INVALID-` sample is rejected, with the reason SOURCES.md gives (but the short-line
+/// one, paid under the one record-length rule); so are the pain.002 samples (status reports,
+/// not payment files), naming their namespace, and the two samples whose creditor IBAN is a
+/// placeholder that fails its check digits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_invalid_samples_are_rejected_with_their_reason() {
     let server = Server::start();
@@ -587,16 +591,19 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
             "control_total_mismatch",
             &["Batch Count is 5", "4 batches"],
         ),
-        ("nacha/INVALID-moov-20110729A.ach", "nacha", "malformed_file", &["line 1", "93 characters"]),
+        // A 93-character header, padded with a blank, shows the field that moved.
+        ("nacha/INVALID-moov-20110729A.ach", "nacha", "malformed_file", &["line 1", "Record Size", "941"]),
         ("nacha/INVALID-moov-ccd-ppd-format-code.ach", "nacha", "malformed_file", &["line 1", "Format Code", "\"9\""]),
         ("nacha/INVALID-moov-ppd-debit-bad-check-digit.ach", "nacha", "invalid_items", &["1 of 1"]),
-        ("nacha/INVALID-moov-short-line.ach", "nacha", "malformed_file", &["line 5", "74 characters"]),
         (
             "nacha/INVALID-moov-ppd-mixed-debit-credit.ach",
             "nacha",
             "malformed_file",
             &["line 1", "Immediate Origin", "TESTER"],
         ),
+        // Placeholder creditor IBANs that fail their checks: invalid items (AC01 in pain.002).
+        ("iso20022/pain.001.001.03_lt-sepa_1tx_EUR_bom.xml", "pain.001", "invalid_items", &["1 of 1"]),
+        ("iso20022/pain.001.001.03_swift-urgp_1tx_USD.xml", "pain.001", "invalid_items", &["1 of 1"]),
     ];
     let mut ids = Vec::new();
     for (file, format, _, _) in cases {
@@ -654,9 +661,16 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
     assert_eq!(items[0]["line"], json!(3));
     assert_eq!(items[0]["failure_code"], json!("invalid_routing_number"), "{items:?}");
 
-    // The IAT batches of 20110805A are listed as unsupported entries.
+    // The IAT batches of 20110805A are listed as an unsupported SEC code.
     let items = server.all_batch_items(&by_file("20110805A"), Some("invalid"), 1000).await;
-    assert!(items.iter().any(|i| i["failure_code"] == json!("unsupported_entry")), "{items:?}");
+    assert!(items.iter().any(|i| i["failure_code"] == json!("unsupported_sec_code")), "{items:?}");
+
+    // The placeholder IBANs: `invalid_iban`, naming the IBAN.
+    for file in ["lt-sepa", "swift-urgp"] {
+        let items = server.all_batch_items(&by_file(file), Some("invalid"), 10).await;
+        assert_eq!(items.len(), 1, "{file}: {items:?}");
+        assert_eq!(items[0]["failure_code"], json!("invalid_iban"), "{file}: {items:?}");
+    }
 
     // Nothing moved: the funding account is untouched.
     let funding = server.get("/v1/accounts/FUNDING-ACCOUNT-1").await;
