@@ -295,3 +295,106 @@ async fn a_submission_task_that_panics_is_reported_as_an_error() {
     assert_eq!((record.status.as_str(), record.succeeded), ("processing", 0));
     assert_eq!(env.posted(payer), 10_000);
 }
+
+// ---------------------------------------------------------------- NACHA: what is not paid
+
+const NACHA_HEADER: &str =
+    "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
+
+/// A one-batch PPD file with correct control records, of entries (transaction code, account
+/// number at RDFI 231380104, cents), trace numbers under ODFI 12104288.
+fn nacha_file(service_class: &str, entries: &[(&str, &str, u64)]) -> Vec<u8> {
+    let mut lines = vec![NACHA_HEADER.to_owned()];
+    lines.push(format!(
+        "{:<94}",
+        format!("5{service_class}{:<16}{:<20}1234567890PPDPAYMENT   {:<6}190816   1121042880000001", "Company", "", "")
+    ));
+    let (mut hash, mut debit, mut credit) = (0u64, 0u64, 0u64);
+    for (n, (code, account, cents)) in entries.iter().enumerate() {
+        lines.push(format!("6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{}{:07}", "ID", "Receiver", "12104288", n + 1));
+        hash += 23138010;
+        if code.starts_with('2') && matches!(&code[1..], "2" | "3" | "4") {
+            credit += cents;
+        } else {
+            debit += cents;
+        }
+    }
+    let count = entries.len();
+    lines.push(format!(
+        "{:<94}",
+        format!("8{service_class}{count:06}{hash:010}{debit:012}{credit:012}1234567890{:<25}121042880000001", "")
+    ));
+    let blocks = (lines.len() + 1).div_ceil(10);
+    lines.push(format!("{:<94}", format!("9000001{blocks:06}{count:08}{hash:010}{debit:012}{credit:012}")));
+    (lines.join("\n") + "\n").into_bytes()
+}
+
+fn rejection_of(batch: &BatchRecord) -> serde_json::Value {
+    serde_json::from_str(batch.rejection.as_deref().expect("a rejection")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacha_prenotes_are_reported_not_paid_and_do_not_reject_the_file() {
+    let mut env = env();
+    let funding = env.account("USD", Some("FUNDING"), 0).await;
+    let receiver = env.account("USD", Some("231380104111"), 0).await;
+    env.account("USD", Some("231380104222"), 0).await;
+    let file = env.store_file(
+        "prenotes.ach",
+        &nacha_file("200", &[("22", "111", 12_34), ("23", "222", 0), ("24", "222", 0)]),
+    );
+    let batch = env.batch(20, "nacha", file, &[("payer", "FUNDING")]).await;
+    assert_eq!(
+        (batch.status, batch.total, batch.invalid, batch.succeeded, batch.failed),
+        (BatchStatus::Completed, 3, 2, 1, 0),
+        "{batch:?}"
+    );
+    assert_eq!((env.posted(receiver), env.posted(funding)), (12_34, -12_34));
+    let skipped = env.reader.batch_items(batch_id(20), &[ItemStatus::Invalid], None, 10).unwrap();
+    let codes: Vec<_> = skipped.iter().map(|i| (i.line, i.failure_code.as_deref())).collect();
+    assert_eq!(codes, vec![(4, Some("prenote")), (5, Some("zero_dollar_entry"))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacha_files_with_nothing_payable_say_so() {
+    let mut env = env();
+    let funding = env.account("USD", Some("FUNDING"), 0).await;
+    // Only prenotes: nothing to pay.
+    let file = env.store_file("only-prenotes.ach", &nacha_file("200", &[("23", "111", 0), ("33", "222", 0)]));
+    let batch = env.batch(21, "nacha", file, &[("payer", "FUNDING")]).await;
+    assert_eq!((batch.status, batch.total, batch.invalid), (BatchStatus::Rejected, 2, 2), "{batch:?}");
+    let rejection = rejection_of(&batch);
+    assert_eq!(rejection["code"], "no_payable_items");
+    assert_eq!(
+        rejection["message"],
+        "none of the file's 2 items is payable: 2 are prenotes or zero-dollar entries, which are reported but not paid, and 0 are invalid"
+    );
+
+    // Returns (moov-io/ach's return-WEB.ach): never paid, even with the accounts in place.
+    env.account("USD", Some("091400606123456789"), 0).await;
+    let returns = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/fixtures/nacha/return-WEB.ach")).unwrap();
+    let file = env.store_file("returns.ach", &returns);
+    let batch = env.batch(22, "nacha", file.clone(), &[("payer", "FUNDING")]).await;
+    assert_eq!(batch.status, BatchStatus::Rejected);
+    let rejection = rejection_of(&batch);
+    assert_eq!(rejection["code"], "invalid_items");
+    assert_eq!(rejection["errors"][0]["code"], "return_entry_not_matched");
+    assert_eq!(rejection["errors"][0]["line"], 3);
+    let batch = env.batch(23, "nacha", file, &[("payer", "FUNDING"), ("on_invalid", "skip_invalid")]).await;
+    assert_eq!(rejection_of(&batch)["code"], "no_payable_items");
+    assert_eq!(env.posted(funding), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_service_class_code_names_itself() {
+    let mut env = env();
+    let funding = env.account("USD", Some("FUNDING"), 0).await;
+    env.account("USD", Some("231380104111"), 0).await;
+    let file = env.store_file("scc.ach", &nacha_file("123", &[("22", "111", 5_00)]));
+    let batch = env.batch(24, "nacha", file, &[("payer", "FUNDING")]).await;
+    assert_eq!(batch.status, BatchStatus::Rejected);
+    let rejection = rejection_of(&batch);
+    assert_eq!(rejection["code"], "invalid_service_class_code");
+    assert_eq!(rejection["errors"][0]["line"], 2);
+    assert_eq!(env.posted(funding), 0);
+}
