@@ -310,7 +310,7 @@ fn nacha_valid_samples_totals() {
     for &(file, items, skipped, total) in cases {
         let outcome = parse_sample(Format::Nacha, &format!("nacha/{file}"), &funding());
         assert_eq!(outcome.control_messages(), Vec::<String>::new(), "{file}");
-        let prenotes = vec!["prenote"; skipped as usize];
+        let prenotes = vec!["prenote"; usize::try_from(skipped).unwrap()];
         assert_eq!(outcome.codes(), prenotes, "{file}");
         assert_eq!(outcome.items.len(), items, "{file}");
         assert_eq!(outcome.summary().skipped, skipped, "{file}");
