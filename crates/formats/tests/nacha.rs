@@ -377,3 +377,17 @@ fn one_record_length_rule() {
         "line 7: the file has no line ends, so it is read as back-to-back records of 94 characters, but its last record is 5 characters long"
     );
 }
+
+#[test]
+fn the_outcome_does_not_depend_on_the_buffer_size() {
+    let dir = format!("{}/tests/fixtures/nacha", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let whole = parse_with(Format::Nacha, bytes.as_slice(), &funding());
+        let small = parse_with(Format::Nacha, std::io::BufReader::with_capacity(7, bytes.as_slice()), &funding());
+        assert_eq!(whole.items, small.items, "{}", path.display());
+        assert_eq!(whole.diagnostics, small.diagnostics, "{}", path.display());
+        assert_eq!(whole.summary(), small.summary(), "{}", path.display());
+    }
+}
