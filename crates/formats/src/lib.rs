@@ -131,11 +131,16 @@
 //!    original entry's trace number and RDFI (see [`return_addenda`]); an Addenda 98 makes it a
 //!    notification of change: `notification_of_change` (see [`change_addenda`]). Neither is
 //!    ever paid, whatever its transaction code;
-//! 2. a batch whose Standard Entry Class is not PPD, CCD, WEB, TEL, CTX, POP, BOC, ARC, RCK or
-//!    CIE: `unsupported_sec_code`, naming the code and the batch header's line;
-//! 3. an addenda type the SEC code does not allow (only 05, 98, 99): `invalid_addenda`; a count
-//!    of addenda that differs from the entry's Addenda Record Indicator (CTX: its Number of
-//!    Addenda Records, positions 55–58): `addenda_count_mismatch`;
+//! 2. a batch whose Standard Entry Class is not PPD, CCD, WEB, TEL, CTX, POP, BOC, ARC, RCK,
+//!    CIE or IAT: `unsupported_sec_code`, naming the code and the batch header's line;
+//! 3. an addenda type the SEC code does not allow (05, 98, 99; IAT: 10–18, 98, 99):
+//!    `invalid_addenda`; an IAT batch header whose Foreign Exchange Indicator is not FV, VF or
+//!    FF, whose destination country is not two capitals or whose originating or destination
+//!    currency is not ISO 4217: `invalid_iat_header`; an IAT entry without its addenda 10 to 16
+//!    in that order (then optional 17 and 18): `invalid_addenda`; a count of addenda that
+//!    differs from the entry's Addenda Record Indicator (CTX: its Number of Addenda Records,
+//!    positions 55–58; IAT: positions 13–16, which may count all addenda or only the seven
+//!    mandatory ones, as real files do): `addenda_count_mismatch`;
 //! 4. the RDFI's check digit: `invalid_routing_number`; a trace number that is not 15 digits
 //!    beginning with the batch header's ODFI: `invalid_trace_number`;
 //! 5. the transaction code and amount: 22 and 32 credit the receiver, 27 and 37 debit it (TEL,
@@ -147,7 +152,7 @@
 //!    zero on a credit or debit is `zero_amount`: only prenotes may be zero.
 //!
 //! Items are in US dollars, amount in cents, reference = the trace number. The receiving
-//! account's reference is written
+//! account (IAT: the foreign receiver's account number, positions 40–74) reference is written
 //! **`{RDFI routing number, 9 digits including the check digit}{DFI account number, trimmed}`**,
 //! for example `23138010481967038518`. Credits: payer = [`ParseOptions::default_payer`] (the
 //! batch's funding account), payee = the receiving account. Debits: payer = the receiving
@@ -266,7 +271,8 @@ pub struct Diagnostic {
     /// `field_count_mismatch` (CSV), `invalid_iban`, `invalid_bic` (pain.001),
     /// `unsupported_sec_code`, `return_entry_not_matched`, `notification_of_change`,
     /// `invalid_addenda`, `addenda_count_mismatch`, `invalid_trace_number`,
-    /// `invalid_transaction_code`, `zero_amount`, `invalid_service_class_code` (NACHA), and the
+    /// `invalid_transaction_code`, `zero_amount`, `invalid_iat_header`,
+    /// `invalid_service_class_code` (NACHA), and the
     /// skipped records' `prenote` and `zero_dollar_entry` (see [`is_skipped`]).
     pub code: &'static str,
     /// An English sentence naming the field and the expected and actual values.

@@ -15,8 +15,11 @@ const RECORD_LENGTH: usize = 94;
 const HASH_MODULUS: u128 = 10_000_000_000;
 
 /// Standard Entry Class codes whose entries are paid like PPD and CCD entries: the layout of
-/// the fields paycore reads (transaction code, RDFI, account, amount, trace number) is the same.
-const SUPPORTED_SEC: &[&str] = &["PPD", "CCD", "WEB", "TEL", "CTX", "POP", "BOC", "ARC", "RCK", "CIE"];
+/// the fields paycore reads (transaction code, RDFI, account, amount, trace number) is the
+/// same, but for IAT's account (positions 40–74) and addenda count (13–16).
+const SUPPORTED_SEC: &[&str] = &["PPD", "CCD", "WEB", "TEL", "CTX", "POP", "BOC", "ARC", "RCK", "CIE", "IAT"];
+/// The addenda every IAT entry carries, in this order (NACHA Operating Rules, Appendix Three).
+const IAT_MANDATORY_ADDENDA: &[&str] = &["10", "11", "12", "13", "14", "15", "16"];
 /// SEC codes whose entries may only debit the receiver (NACHA Operating Rules, Appendix Three).
 const DEBIT_ONLY_SEC: &[&str] = &["TEL", "POP", "BOC", "ARC", "RCK"];
 /// SEC codes whose entries may only credit the receiver.
@@ -115,6 +118,8 @@ struct Batch {
     totals: Totals,
     /// Whether the last record was an entry or one of its addenda (so an addenda may follow).
     in_entry: bool,
+    /// IAT: what is wrong with the batch header's IAT fields, if anything.
+    iat_problem: Option<String>,
 }
 
 /// The entry detail record waiting for its addenda.
@@ -127,6 +132,10 @@ struct Pending {
     change: Option<ChangeAddenda>,
     /// An addenda type the entry's SEC code does not allow, with its line.
     foreign_addenda: Option<(String, u64)>,
+    /// IAT: how many of the addenda so far are the mandatory 10–16 in their order, and the
+    /// first addenda that breaks the order (with its line).
+    iat_in_order: usize,
+    iat_out_of_order: Option<(String, u64)>,
 }
 
 struct Parser<'c, 's, 'o> {
@@ -304,6 +313,26 @@ fn record<'a>(bytes: &'a [u8], line: u64, padded: &'a mut String) -> Result<&'a 
     }
 }
 
+/// What is wrong with an IAT batch header's own fields: the Foreign Exchange Indicator, the
+/// ISO Destination Country Code and the ISO Originating and Destination Currency Codes.
+fn iat_header_problem(record: &str) -> Option<String> {
+    let indicator = field(record, 21, 22);
+    if !matches!(indicator, "FV" | "VF" | "FF") {
+        return Some(format!("Foreign Exchange Indicator is {indicator:?}; expected FV, VF or FF"));
+    }
+    let country = field(record, 39, 40);
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Some(format!("ISO Destination Country Code is {country:?}; expected two capital letters such as CA"));
+    }
+    for (name, from) in [("ISO Originating Currency Code", 64), ("ISO Destination Currency Code", 67)] {
+        let code = field(record, from, from + 2);
+        if Currency::from_code(code).is_none() {
+            return Some(format!("{name} is {code:?}; expected an ISO 4217 currency code such as USD"));
+        }
+    }
+    None
+}
+
 /// The characters at 1-based positions `from..=to`, as the NACHA tables number them.
 fn field(record: &str, from: usize, to: usize) -> &str {
     record.get(from - 1..to).unwrap_or("")
@@ -470,6 +499,7 @@ impl Parser<'_, '_, '_> {
             });
         }
         self.out.set_reference_scope(self.batches);
+        let iat_problem = if sec == "IAT" { iat_header_problem(record) } else { None };
         self.batch = Some(Batch {
             number: self.batches,
             line,
@@ -477,6 +507,7 @@ impl Parser<'_, '_, '_> {
             odfi: field(record, 80, 87).to_owned(),
             totals: Totals::default(),
             in_entry: false,
+            iat_problem,
         });
         Ok(())
     }
@@ -511,6 +542,8 @@ impl Parser<'_, '_, '_> {
         pending.returned = None;
         pending.change = None;
         pending.foreign_addenda = None;
+        pending.iat_in_order = 0;
+        pending.iat_out_of_order = None;
         self.pending = Some(pending);
         Ok(())
     }
@@ -528,6 +561,7 @@ impl Parser<'_, '_, '_> {
         };
         let type_code = field(record, 2, 3);
         let allowed = allowed.contains(&type_code);
+        let sec_is_iat = batch.sec == "IAT";
         if let Some(pending) = self.pending.as_mut() {
             pending.addenda += 1;
             match type_code {
@@ -537,6 +571,15 @@ impl Parser<'_, '_, '_> {
                     pending.foreign_addenda = Some((type_code.to_owned(), line));
                 }
                 _ => {}
+            }
+            if sec_is_iat && !matches!(type_code, "98" | "99") && pending.iat_out_of_order.is_none() {
+                let expected = IAT_MANDATORY_ADDENDA.get(pending.iat_in_order).copied();
+                let optional = pending.iat_in_order == IAT_MANDATORY_ADDENDA.len() && matches!(type_code, "17" | "18");
+                if expected == Some(type_code) {
+                    pending.iat_in_order += 1;
+                } else if !optional {
+                    pending.iat_out_of_order = Some((type_code.to_owned(), line));
+                }
             }
         }
         Ok(())
@@ -606,13 +649,37 @@ impl Parser<'_, '_, '_> {
                 format!("the addenda at line {at} has Addenda Type Code {type_code:?}, which a {sec} entry cannot have; expected 05"),
             );
         }
-        let (declared, declared_field) = if sec == "CTX" {
-            (number(field(record, 55, 58)), "Number of Addenda Records")
-        } else {
-            (number(field(record, 79, 79)), "Addenda Record Indicator")
+        if sec == "IAT" {
+            if let Some(problem_text) = self.batch.as_ref().and_then(|b| b.iat_problem.clone()) {
+                return problem("IAT batch header", "invalid_iat_header", problem_text);
+            }
+            if let Some((type_code, at)) = &pending.iat_out_of_order {
+                let expected = IAT_MANDATORY_ADDENDA.get(pending.iat_in_order).map_or("17 or 18", |c| c);
+                return problem(
+                    "Addenda Type Code",
+                    "invalid_addenda",
+                    format!("the addenda at line {at} has Addenda Type Code {type_code:?} where the IAT entry needs {expected}; an IAT entry carries addenda 10 to 16 in order, then optional 17 and 18"),
+                );
+            }
+            if pending.iat_in_order < IAT_MANDATORY_ADDENDA.len() {
+                let missing = IAT_MANDATORY_ADDENDA[pending.iat_in_order..].join(", ");
+                return problem(
+                    "Addenda Type Code",
+                    "invalid_addenda",
+                    format!("the IAT entry lacks its mandatory addenda {missing}; every IAT entry carries addenda 10 to 16"),
+                );
+            }
+        }
+        let (declared, declared_field, stated) = match sec {
+            "CTX" => (number(field(record, 55, 58)), "Number of Addenda Records", field(record, 55, 58)),
+            "IAT" => (number(field(record, 13, 16)), "Number of Addenda Records", field(record, 13, 16)),
+            _ => (number(field(record, 79, 79)), "Addenda Record Indicator", field(record, 79, 79)),
         };
-        if declared != Some(u128::from(pending.addenda)) {
-            let stated = if sec == "CTX" { field(record, 55, 58) } else { field(record, 79, 79) };
+        let addenda = u128::from(pending.addenda);
+        // IAT files in the wild count only the seven mandatory addenda; both counts are taken.
+        let iat_mandatory = u128::try_from(IAT_MANDATORY_ADDENDA.len()).unwrap_or(7);
+        let counted = declared == Some(addenda) || (sec == "IAT" && declared == Some(iat_mandatory));
+        if !counted {
             return problem(
                 declared_field,
                 "addenda_count_mismatch",
@@ -713,7 +780,8 @@ impl Parser<'_, '_, '_> {
                 format!("Amount is zero, but Transaction Code {code} moves money; only prenotes may be zero"),
             );
         };
-        let account_number = field(record, 13, 29).trim();
+        // IAT entries keep the foreign receiver's account in positions 40–74.
+        let account_number = if sec == "IAT" { field(record, 40, 74) } else { field(record, 13, 29) }.trim();
         if account_number.is_empty() {
             return problem("DFI Account Number", "missing_field", "DFI Account Number is blank".to_owned());
         }

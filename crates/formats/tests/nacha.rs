@@ -108,7 +108,7 @@ fn notifications_of_change_move_no_money() {
 #[test]
 fn unsupported_sec_codes_are_named_never_a_control_total_mismatch() {
     for (file, sec, lines) in
-        [("adv-read.ach", "ADV", vec![3, 4]), ("iat-mixedCreditDebit.ach", "IAT", vec![3, 13]), ("pos-debit.ach", "POS", vec![3])]
+        [("adv-read.ach", "ADV", vec![3, 4]), ("pos-debit.ach", "POS", vec![3])]
     {
         let outcome = fixture(file);
         // ADV control records are read in their own layout: their totals match.
@@ -126,6 +126,60 @@ fn unsupported_sec_codes_are_named_never_a_control_total_mismatch() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- IAT
+
+#[test]
+fn iat_entries_are_paid_with_their_seven_mandatory_addenda() {
+    // A debit and a credit, each with addenda 10 to 16 and the optional 17 and 18.
+    let outcome = fixture("iat-mixedCreditDebit.ach");
+    assert_eq!(outcome.control_messages(), Vec::<String>::new());
+    assert_eq!(outcome.codes(), Vec::<&str>::new());
+    let items: Vec<_> = outcome
+        .items
+        .iter()
+        .map(|i| (i.line, i.payer.as_deref(), i.payee.as_str(), i.amount.get(), i.reference.as_deref()))
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            (3, Some("121042882123456789"), "acct_funding", 100_000, Some("231380100000001")),
+            (13, Some("acct_funding"), "121042882123456789", 100_000, Some("231380100000002")),
+        ]
+    );
+}
+
+#[test]
+fn iat_rules() {
+    let path = format!("{}/tests/fixtures/nacha/iat-mixedCreditDebit.ach", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    // Without its addenda 16, 17 and 18 (lines 10 to 12), the first entry lacks a mandatory
+    // addenda; with only 16 gone, the 17 would be out of order.
+    let without_16: String =
+        text.lines().enumerate().filter(|(i, _)| !(9..=11).contains(i)).map(|(_, l)| format!("{l}\n")).collect();
+    let outcome = parse_file(&without_16);
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_addenda")]);
+    assert_eq!(
+        outcome.diagnostics[0].message,
+        "the IAT entry lacks its mandatory addenda 16; every IAT entry carries addenda 10 to 16"
+    );
+    // Addenda 11 and 12 swapped: out of order.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut swapped = lines.clone();
+    swapped.swap(4, 5);
+    let outcome = parse_file(&(swapped.join("\n") + "\n"));
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_addenda")]);
+    assert!(outcome.diagnostics[0].message.starts_with("the addenda at line 5 has Addenda Type Code \"12\" where the IAT entry needs 11"));
+    // A Foreign Exchange Indicator that is not FV, VF or FF, and an unknown currency.
+    let outcome = parse_file(&text.replacen("FF3", "XX3", 1));
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_iat_header"), (13, "invalid_iat_header")]);
+    assert_eq!(outcome.diagnostics[0].message, "Foreign Exchange Indicator is \"XX\"; expected FV, VF or FF");
+    let outcome = parse_file(&text.replacen("TRADEPAYMTCADUSD", "TRADEPAYMTCAXUSD", 1));
+    assert_eq!(
+        outcome.diagnostics[0].message,
+        "ISO Originating Currency Code is \"CAX\"; expected an ISO 4217 currency code such as USD"
+    );
 }
 
 // ---------------------------------------------------------------- addenda readers
