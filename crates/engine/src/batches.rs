@@ -386,6 +386,7 @@ fn known_code(code: &str) -> Option<&'static str> {
         "field_count_mismatch",
         "invalid_iban",
         "invalid_bic",
+        "invalid_iat_header",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }
