@@ -661,10 +661,13 @@ async fn real_invalid_samples_are_rejected_with_their_reason() {
     assert_eq!(items[0]["line"], json!(3));
     assert_eq!(items[0]["failure_code"], json!("invalid_routing_number"), "{items:?}");
 
-    // The IAT batches of 20110805A are read like the PPD ones: no invalid item, only the
-    // file's wrong batch count.
+    // The IAT batches of 20110805A are read like the PPD ones: all 48 entries are items, whose
+    // only fault is that this test did not open their accounts (the file is rejected for its
+    // batch count anyway).
     let items = server.all_batch_items(&by_file("20110805A"), Some("invalid"), 1000).await;
-    assert!(items.is_empty(), "{items:?}");
+    assert_eq!(items.len(), 48, "{items:?}");
+    assert!(items.iter().all(|i| i["failure_code"] == json!("account_not_found")), "{items:?}");
+    assert!(items.iter().any(|i| i["line"] == json!(50)), "the first IAT entry: {items:?}");
 
     // The placeholder IBANs: `invalid_iban`, naming the IBAN.
     for file in ["lt-sepa", "swift-urgp"] {
