@@ -77,7 +77,7 @@ pub struct ReportArgs {
     /// csv (default) or pain.002.
     #[arg(long, default_value = "csv")]
     format: String,
-    /// pain.002 only: 001.001.03 or 001.001.10 (default: the version that answers the input).
+    /// pain.002 only: 001.001.03, 001.001.10 or 001.001.11 (default: the version that answers the input).
     #[arg(long)]
     version: Option<String>,
     /// Where to write the report; default standard output.

@@ -15,8 +15,12 @@ const TEXT_105: usize = 105;
 pub enum Pain002Version {
     /// pain.002.001.03, the answer to pain.001.001.03 (and its Swiss variant).
     V03,
-    /// pain.002.001.10, the answer to pain.001.001.09 and to files that are not ISO 20022.
+    /// pain.002.001.10, the answer to pain.001.001.09 and later and to files that are not
+    /// ISO 20022.
     V10,
+    /// pain.002.001.11, on request (`version=001.001.11`): what a .10 report says, in the
+    /// namespace of the 2020 release.
+    V11,
 }
 
 impl Pain002Version {
@@ -33,6 +37,7 @@ impl Pain002Version {
         match self {
             Pain002Version::V03 => "pain.002.001.03",
             Pain002Version::V10 => "pain.002.001.10",
+            Pain002Version::V11 => "pain.002.001.11",
         }
     }
 
@@ -41,6 +46,7 @@ impl Pain002Version {
         match self {
             Pain002Version::V03 => "urn:iso:std:iso:20022:tech:xsd:pain.002.001.03",
             Pain002Version::V10 => "urn:iso:std:iso:20022:tech:xsd:pain.002.001.10",
+            Pain002Version::V11 => "urn:iso:std:iso:20022:tech:xsd:pain.002.001.11",
         }
     }
 }
@@ -203,13 +209,13 @@ fn leaf(out: &mut impl Write, indent: usize, name: &str, text: &str) -> io::Resu
     writeln!(out, "{:indent$}<{name}>{}</{name}>", "", escape(text))
 }
 
-/// `StsRsnInf/Rsn/Cd` with the ISO code, and with .10 the paycore code in `AddtlInf`.
+/// `StsRsnInf/Rsn/Cd` with the ISO code, and from .10 on the paycore code in `AddtlInf`.
 fn reason(out: &mut impl Write, indent: usize, version: Pain002Version, code: &str) -> io::Result<()> {
     writeln!(out, "{:indent$}<StsRsnInf>", "")?;
     writeln!(out, "{:indent$}  <Rsn>", "")?;
     leaf(out, indent + 4, "Cd", iso_reason(code))?;
     writeln!(out, "{:indent$}  </Rsn>", "")?;
-    if version == Pain002Version::V10 && !code.is_empty() {
+    if version != Pain002Version::V03 && !code.is_empty() {
         leaf(out, indent + 2, "AddtlInf", cut_str(code, TEXT_105))?;
     }
     writeln!(out, "{:indent$}</StsRsnInf>", "")
@@ -227,7 +233,7 @@ fn cut_str(text: &str, max: usize) -> &str {
 fn own_id(version: Pain002Version, text: &str) -> String {
     let id = id_or_placeholder(text);
     match version {
-        Pain002Version::V10 => id,
+        Pain002Version::V10 | Pain002Version::V11 => id,
         Pain002Version::V03 => {
             id.chars().map(|c| if c.is_ascii_alphanumeric() || "+?/-:().,' ".contains(c) { c } else { '-' }).collect()
         }

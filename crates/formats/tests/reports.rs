@@ -136,6 +136,9 @@ fn pain002_v10_is_valid_against_the_official_schema() {
     ] {
         let xml = report_for_sample(file, Pain002Version::V10, &[1], "PART");
         assert_eq!(xsd_valid(&xml, "pain.002.001.10.xsd").map(|_| ()), Ok(()), "{file}\n{xml}");
+        let xml = report_for_sample(file, Pain002Version::V11, &[1], "PART");
+        assert!(xml.contains("urn:iso:std:iso:20022:tech:xsd:pain.002.001.11"), "{xml}");
+        assert_eq!(xsd_valid(&xml, "pain.002.001.11.xsd").map(|_| ()), Ok(()), "{file}\n{xml}");
     }
 }
 
@@ -227,7 +230,11 @@ fn pain002_whole_file_rejection_with_a_reason_and_no_items() {
     let mut header = header("pain.001.001.03", "RJCT");
     header.group_reason = Some("control_total_mismatch".to_owned());
     for (version, xsd) in
-        [(Pain002Version::V10, "pain.002.001.10.xsd"), (Pain002Version::V03, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd")]
+        [
+            (Pain002Version::V10, "pain.002.001.10.xsd"),
+            (Pain002Version::V11, "pain.002.001.11.xsd"),
+            (Pain002Version::V03, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd"),
+        ]
     {
         let xml =
             String::from_utf8(Pain002Writer::begin(Vec::new(), version, &header).unwrap().finish().unwrap()).unwrap();

@@ -153,7 +153,7 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
             schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
         }
         ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
-        ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", null]),
+        ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", "001.001.11", null]),
         ("query", "mode") => schema["enum"] = names_or_null(BatchMode::ALL.iter().map(|v| v.as_str())),
         ("query", "on_invalid") => schema["enum"] = names_or_null(OnInvalid::ALL.iter().map(|v| v.as_str())),
         ("query", "status") => {

@@ -224,5 +224,12 @@ async fn a_pain001_sample_is_paid_and_answered_in_pain002(backend: Backend) {
         assert!(tx.contains(&format!("<OrgnlEndToEndId>{end_to_end}</OrgnlEndToEndId>")), "{tx}");
         assert!(tx.contains("<TxSts>ACCP</TxSts>") && tx.contains(&format!(r#"Ccy="EUR">{amount}<"#)), "{tx}");
     }
+    // The same answer in pain.002.001.11 when asked; an unknown version is 400 naming it.
+    let v11 = timeless(&report(api, &id, "?format=pain.002&version=001.001.11").await.bytes);
+    assert!(v11.contains(r#"xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.11""#), "{v11}");
+    assert_eq!(v11.split("<TxSts>ACCP</TxSts>").count(), 3, "{v11}");
+    let refused = api.get(&format!("/v1/batches/{id}/report?format=pain.002&version=001.001.12")).await;
+    assert_eq!(refused.status, 400);
+    assert!(String::from_utf8_lossy(&refused.bytes).contains("001.001.11"));
     same_answers_from_another_service(&data, first, &id).await;
 }

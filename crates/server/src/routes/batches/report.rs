@@ -51,7 +51,8 @@ pub async fn report(
         None => Pain002Version::answering(batch.variant.as_deref()),
         Some("001.001.03") => Pain002Version::V03,
         Some("001.001.10") => Pain002Version::V10,
-        Some(_) => return Err(ApiError::invalid("version", "`version` must be 001.001.03 or 001.001.10.")),
+        Some("001.001.11") => Pain002Version::V11,
+        Some(_) => return Err(ApiError::invalid("version", "`version` must be 001.001.03, 001.001.10 or 001.001.11.")),
     };
     let (content_type, extension) =
         if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };

@@ -259,7 +259,8 @@ pub struct ItemsQuery {
 pub struct ReportQuery {
     /// `csv` (default) or `pain.002`.
     pub format: Option<String>,
-    /// pain.002 only: `001.001.03` or `001.001.10`; default the version that answers the
-    /// input (001.001.03 for a pain.001.001.03 file, 001.001.10 otherwise).
+    /// pain.002 only: `001.001.03`, `001.001.10` or `001.001.11`; default the version that
+    /// answers the input (001.001.03 for a pain.001.001.03 or DK pain.001.003.03 file,
+    /// 001.001.10 otherwise).
     pub version: Option<String>,
 }
