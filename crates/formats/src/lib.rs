@@ -142,7 +142,9 @@
 //!    positions 55–58; IAT: positions 13–16, which may count all addenda or only the seven
 //!    mandatory ones, as real files do): `addenda_count_mismatch`;
 //! 4. the RDFI's check digit: `invalid_routing_number`; a trace number that is not 15 digits
-//!    beginning with the batch header's ODFI: `invalid_trace_number`;
+//!    beginning with the batch header's ODFI: `invalid_trace_number`; a debit in a batch of
+//!    Service Class Code 220 (credits only) or a credit in one of 225 (debits only):
+//!    `invalid_transaction_code`;
 //! 5. the transaction code and amount: 22 and 32 credit the receiver, 27 and 37 debit it (TEL,
 //!    POP, BOC, ARC and RCK entries only debit, CIE entries only credit:
 //!    `invalid_transaction_code`); prenotes (23, 28, 33, 38, 43, 48, 53) and zero-dollar

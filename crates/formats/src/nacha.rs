@@ -120,6 +120,8 @@ struct Batch {
     in_entry: bool,
     /// IAT: what is wrong with the batch header's IAT fields, if anything.
     iat_problem: Option<String>,
+    /// Service Class Code: 220 admits only credits, 225 only debits.
+    service_class: String,
 }
 
 /// The entry detail record waiting for its addenda.
@@ -508,6 +510,7 @@ impl Parser<'_, '_, '_> {
             totals: Totals::default(),
             in_entry: false,
             iat_problem,
+            service_class: service_class.to_owned(),
         });
         Ok(())
     }
@@ -706,11 +709,26 @@ impl Parser<'_, '_, '_> {
                 ),
             );
         }
+        let code = field(record, 2, 3);
+        let credit = code.as_bytes().get(1).is_some_and(|d| (b'0'..=b'4').contains(d));
+        let service_class = self.batch.as_ref().map_or("", |b| b.service_class.as_str());
+        let (allowed, what) = match service_class {
+            "220" => (credit, "credits"),
+            "225" => (!credit, "debits"),
+            _ => (true, ""),
+        };
+        if !allowed {
+            let kind = if credit { "a credit" } else { "a debit" };
+            return problem(
+                "Transaction Code",
+                "invalid_transaction_code",
+                format!("Transaction Code {code} is {kind}, but the batch's Service Class Code {service_class} admits only {what}"),
+            );
+        }
         let amount_text = field(record, 30, 39);
         let Some(cents) = number(amount_text) else {
             return problem("Amount", "invalid_amount", format!("Amount is {amount_text:?}; expected 10 digits of cents"));
         };
-        let code = field(record, 2, 3);
         let direction = match kind(code) {
             Kind::Credit => Direction::Credit,
             Kind::Debit => Direction::Debit,

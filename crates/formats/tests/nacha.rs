@@ -359,6 +359,15 @@ fn addenda_counts_and_sec_rules() {
     assert_eq!(outcome.diagnostics[0].message, "Transaction Code 22 is a credit, but TEL entries can only debit the receiver");
     let outcome = parse_file(&file_of("CIE", "200", &[entry("27", "231380104", "111", 500, 0, &trace(1))]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
+    // A Service Class Code of 220 admits only credits, 225 only debits.
+    let outcome = parse_file(&file_of("PPD", "220", &[entry("27", "231380104", "111", 500, 0, &trace(1))]));
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
+    assert_eq!(
+        outcome.diagnostics[0].message,
+        "Transaction Code 27 is a debit, but the batch's Service Class Code 220 admits only credits"
+    );
+    let outcome = parse_file(&file_of("PPD", "225", &[entry("22", "231380104", "111", 500, 0, &trace(1))]));
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
     // A return transaction code without its addenda.
     let outcome = parse_file(&file_of("PPD", "200", &[entry("21", "231380104", "111", 500, 0, &trace(1))]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
