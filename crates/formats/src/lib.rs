@@ -146,8 +146,8 @@
 //!    Service Class Code 220 (credits only) or a credit in one of 225 (debits only):
 //!    `invalid_transaction_code`;
 //! 5. the transaction code and amount: 22 and 32 credit the receiver, 27 and 37 debit it (TEL,
-//!    POP, BOC, ARC and RCK entries only debit, CIE entries only credit:
-//!    `invalid_transaction_code`); prenotes (23, 28, 33, 38, 43, 48, 53) and zero-dollar
+//!    POP, BOC, ARC and RCK entries only debit, CIE entries only credit, except in a batch
+//!    whose Company Entry Description is `REVERSAL`: `invalid_transaction_code`); prenotes (23, 28, 33, 38, 43, 48, 53) and zero-dollar
 //!    entries (24, 29, 34, 39, 44, 49, 54) must have amount zero and are reported as skipped
 //!    records (`prenote`, `zero_dollar_entry`); a return/NOC code (21, 26, …) without its
 //!    addenda is `invalid_transaction_code`; other codes are `unsupported_entry`; an amount of

@@ -122,6 +122,9 @@ struct Batch {
     iat_problem: Option<String>,
     /// Service Class Code: 220 admits only credits, 225 only debits.
     service_class: String,
+    /// Company Entry Description `REVERSAL`: the batch reverses earlier entries, so a TEL or
+    /// ARC batch may credit and a CIE batch may debit.
+    reversal: bool,
 }
 
 /// The entry detail record waiting for its addenda.
@@ -511,6 +514,7 @@ impl Parser<'_, '_, '_> {
             in_entry: false,
             iat_problem,
             service_class: service_class.to_owned(),
+            reversal: field(record, 54, 63).trim() == "REVERSAL",
         });
         Ok(())
     }
@@ -774,7 +778,9 @@ impl Parser<'_, '_, '_> {
                 );
             }
         };
+        let reversal = self.batch.as_ref().is_some_and(|b| b.reversal);
         match direction {
+            _ if reversal => {}
             Direction::Credit if DEBIT_ONLY_SEC.contains(&sec) => {
                 return problem(
                     "Transaction Code",

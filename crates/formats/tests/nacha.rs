@@ -52,6 +52,23 @@ fn every_money_moving_sec_code_pays_its_entry() {
 }
 
 #[test]
+fn a_tel_reversal_credits_and_debits() {
+    // NACHA's TEL reversal sample: a batch described REVERSAL, a credit and a debit of $6,851.00.
+    let outcome = fixture("NACHA_SAMPLE_TEL_REVERSAL.ach");
+    assert_eq!(outcome.control_messages(), Vec::<String>::new());
+    assert_eq!(outcome.codes(), Vec::<&str>::new());
+    let items: Vec<_> =
+        outcome.items.iter().map(|i| (i.line, i.payer.as_deref(), i.payee.as_str(), i.amount.get())).collect();
+    assert_eq!(
+        items,
+        vec![
+            (3, Some("acct_funding"), "0260095931234", 685_100),
+            (4, Some("02600959311"), "acct_funding", 685_100),
+        ]
+    );
+}
+
+#[test]
 fn a_file_without_line_ends_is_split_into_94_character_records() {
     let outcome = fixture("ppd-debit-fixedLength.ach");
     assert_eq!(outcome.control_messages(), Vec::<String>::new());
@@ -359,6 +376,11 @@ fn addenda_counts_and_sec_rules() {
     assert_eq!(outcome.diagnostics[0].message, "Transaction Code 22 is a credit, but TEL entries can only debit the receiver");
     let outcome = parse_file(&file_of("CIE", "200", &[entry("27", "231380104", "111", 500, 0, &trace(1))]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
+    // A batch whose Company Entry Description is REVERSAL reverses earlier entries: a TEL
+    // reversal credits.
+    let reversal = file_of("TEL", "200", &[entry("22", "231380104", "111", 500, 0, &trace(1))]).replacen("PAYMENT   ", "REVERSAL  ", 1);
+    let outcome = parse_file(&reversal);
+    assert_eq!((outcome.codes(), outcome.items.len()), (vec![], 1));
     // A Service Class Code of 220 admits only credits, 225 only debits.
     let outcome = parse_file(&file_of("PPD", "220", &[entry("27", "231380104", "111", 500, 0, &trace(1))]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
