@@ -181,8 +181,7 @@ fn read_items(
 ) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
     let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
-    let mut read =
-        ReadItems {
+    let mut read = ReadItems {
         summary: Ok(Summary::default()),
         total: 0,
         invalid: 0,

@@ -311,7 +311,13 @@ fn nacha_file(service_class: &str, entries: &[(&str, &str, u64)]) -> Vec<u8> {
     ));
     let (mut hash, mut debit, mut credit) = (0u64, 0u64, 0u64);
     for (n, (code, account, cents)) in entries.iter().enumerate() {
-        lines.push(format!("6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{}{:07}", "ID", "Receiver", "12104288", n + 1));
+        lines.push(format!(
+            "6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{}{:07}",
+            "ID",
+            "Receiver",
+            "12104288",
+            n + 1
+        ));
         hash += 23138010;
         if code.starts_with('2') && matches!(&code[1..], "2" | "3" | "4") {
             credit += cents;
@@ -339,10 +345,8 @@ async fn nacha_prenotes_are_reported_not_paid_and_do_not_reject_the_file() {
     let funding = env.account("USD", Some("FUNDING"), 0).await;
     let receiver = env.account("USD", Some("231380104111"), 0).await;
     env.account("USD", Some("231380104222"), 0).await;
-    let file = env.store_file(
-        "prenotes.ach",
-        &nacha_file("200", &[("22", "111", 12_34), ("23", "222", 0), ("24", "222", 0)]),
-    );
+    let file =
+        env.store_file("prenotes.ach", &nacha_file("200", &[("22", "111", 12_34), ("23", "222", 0), ("24", "222", 0)]));
     let batch = env.batch(20, "nacha", file, &[("payer", "FUNDING")]).await;
     assert_eq!(
         (batch.status, batch.total, batch.invalid, batch.succeeded, batch.failed),
@@ -372,7 +376,8 @@ async fn nacha_files_with_nothing_payable_say_so() {
 
     // Returns (moov-io/ach's return-WEB.ach): never paid, even with the accounts in place.
     env.account("USD", Some("091400606123456789"), 0).await;
-    let returns = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/fixtures/nacha/return-WEB.ach")).unwrap();
+    let returns =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../formats/tests/fixtures/nacha/return-WEB.ach")).unwrap();
     let file = env.store_file("returns.ach", &returns);
     let batch = env.batch(22, "nacha", file.clone(), &[("payer", "FUNDING")]).await;
     assert_eq!(batch.status, BatchStatus::Rejected);

@@ -69,7 +69,10 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
                 &format!("line {line}"),
                 "row",
                 "field_count_mismatch",
-                format!("the row has {} fields but the header has {width}; every row needs one field per column", record.len()),
+                format!(
+                    "the row has {} fields but the header has {width}; every row needs one field per column",
+                    record.len()
+                ),
             ));
             continue;
         }

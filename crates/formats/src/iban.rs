@@ -4,6 +4,7 @@
 /// territories that use their country's format (the registry lists them under it: Åland under
 /// Finland, the French overseas departments and collectivities under France, the Crown
 /// Dependencies under the United Kingdom).
+#[rustfmt::skip]
 const LENGTHS: &[(&str, usize)] = &[
     ("AD", 24), ("AE", 23), ("AL", 28), ("AT", 20), ("AX", 18), ("AZ", 28), ("BA", 20), ("BE", 16),
     ("BG", 22), ("BH", 22), ("BI", 27), ("BL", 27), ("BR", 29), ("BY", 28), ("CH", 21), ("CR", 22),

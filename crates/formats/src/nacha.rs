@@ -615,8 +615,9 @@ impl Parser<'_, '_, '_> {
     fn verdict(&self, pending: &Pending, sec: &str, odfi: &str) -> Verdict {
         let (record, line) = (pending.record.as_str(), pending.line);
         let location = format!("line {line}");
-        let problem =
-            |field: &str, code, message: String| Verdict::Invalid(common::diagnostic(line, &location, field, code, message));
+        let problem = |field: &str, code, message: String| {
+            Verdict::Invalid(common::diagnostic(line, &location, field, code, message))
+        };
         let trace = field(record, 80, 94).trim();
         if let Some(r) = &pending.returned {
             return problem(
@@ -673,7 +674,9 @@ impl Parser<'_, '_, '_> {
                 return problem(
                     "Addenda Type Code",
                     "invalid_addenda",
-                    format!("the IAT entry lacks its mandatory addenda {missing}; every IAT entry carries addenda 10 to 16"),
+                    format!(
+                        "the IAT entry lacks its mandatory addenda {missing}; every IAT entry carries addenda 10 to 16"
+                    ),
                 );
             }
         }
@@ -731,7 +734,11 @@ impl Parser<'_, '_, '_> {
         }
         let amount_text = field(record, 30, 39);
         let Some(cents) = number(amount_text) else {
-            return problem("Amount", "invalid_amount", format!("Amount is {amount_text:?}; expected 10 digits of cents"));
+            return problem(
+                "Amount",
+                "invalid_amount",
+                format!("Amount is {amount_text:?}; expected 10 digits of cents"),
+            );
         };
         let direction = match kind(code) {
             Kind::Credit => Direction::Credit,
@@ -749,7 +756,9 @@ impl Parser<'_, '_, '_> {
                     &location,
                     "Transaction Code",
                     "prenote",
-                    format!("Transaction Code {code} is a prenote (a zero-dollar test of the account): reported, not paid"),
+                    format!(
+                        "Transaction Code {code} is a prenote (a zero-dollar test of the account): reported, not paid"
+                    ),
                 ));
             }
             Kind::ZeroDollar => {
@@ -758,7 +767,9 @@ impl Parser<'_, '_, '_> {
                     &location,
                     "Transaction Code",
                     "zero_dollar_entry",
-                    format!("Transaction Code {code} is a zero-dollar entry (remittance data only): reported, not paid"),
+                    format!(
+                        "Transaction Code {code} is a zero-dollar entry (remittance data only): reported, not paid"
+                    ),
                 ));
             }
             Kind::ReturnOrChange => {

@@ -186,10 +186,18 @@ fn pain001_creditor_iban_and_bic_are_checked_per_item() {
         )
     };
     let body = [
-        transaction(0, &format!("<IBAN>{good}</IBAN>"), "<CdtrAgt><FinInstnId><BICFI>DEUTDEFFXXX</BICFI></FinInstnId></CdtrAgt>"),
+        transaction(
+            0,
+            &format!("<IBAN>{good}</IBAN>"),
+            "<CdtrAgt><FinInstnId><BICFI>DEUTDEFFXXX</BICFI></FinInstnId></CdtrAgt>",
+        ),
         transaction(1, "<IBAN>DE89370400440532013001</IBAN>", ""),
         transaction(2, "<IBAN>DE8937040044053201300</IBAN>", ""),
-        transaction(3, &format!("<IBAN>{good}</IBAN>"), "<CdtrAgt><FinInstnId><BICFI>ABCDEFGHIJ</BICFI></FinInstnId></CdtrAgt>"),
+        transaction(
+            3,
+            &format!("<IBAN>{good}</IBAN>"),
+            "<CdtrAgt><FinInstnId><BICFI>ABCDEFGHIJ</BICFI></FinInstnId></CdtrAgt>",
+        ),
         // An account that is not an IBAN is not checked as one.
         transaction(4, "<Othr><Id>DE89370400440532013001</Id></Othr>", ""),
     ]
@@ -215,7 +223,10 @@ fn pain001_creditor_iban_and_bic_are_checked_per_item() {
     );
     let fields: Vec<_> = outcome.diagnostics.iter().map(|d| d.field.as_deref()).collect();
     assert_eq!(fields, vec![Some("IBAN"), Some("IBAN"), Some("BICFI")]);
-    assert_eq!(outcome.items.iter().map(|i| i.payee.as_str()).collect::<Vec<_>>(), vec![good.as_str(), "DE89370400440532013001"]);
+    assert_eq!(
+        outcome.items.iter().map(|i| i.payee.as_str()).collect::<Vec<_>>(),
+        vec![good.as_str(), "DE89370400440532013001"]
+    );
     // The pain.002 report answers them with the ISO reasons.
     assert_eq!(paycore_formats::iso_reason("invalid_iban"), "AC01");
     assert_eq!(paycore_formats::iso_reason("invalid_bic"), "RC01");

@@ -61,10 +61,7 @@ fn a_tel_reversal_credits_and_debits() {
         outcome.items.iter().map(|i| (i.line, i.payer.as_deref(), i.payee.as_str(), i.amount.get())).collect();
     assert_eq!(
         items,
-        vec![
-            (3, Some("acct_funding"), "0260095931234", 685_100),
-            (4, Some("02600959311"), "acct_funding", 685_100),
-        ]
+        vec![(3, Some("acct_funding"), "0260095931234", 685_100), (4, Some("02600959311"), "acct_funding", 685_100),]
     );
 }
 
@@ -124,9 +121,7 @@ fn notifications_of_change_move_no_money() {
 
 #[test]
 fn unsupported_sec_codes_are_named_never_a_control_total_mismatch() {
-    for (file, sec, lines) in
-        [("adv-read.ach", "ADV", vec![3, 4]), ("pos-debit.ach", "POS", vec![3])]
-    {
+    for (file, sec, lines) in [("adv-read.ach", "ADV", vec![3, 4]), ("pos-debit.ach", "POS", vec![3])] {
         let outcome = fixture(file);
         // ADV control records are read in their own layout: their totals match.
         assert_eq!(outcome.control_messages(), Vec::<String>::new(), "{file}");
@@ -187,7 +182,9 @@ fn iat_rules() {
     swapped.swap(4, 5);
     let outcome = parse_file(&(swapped.join("\n") + "\n"));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_addenda")]);
-    assert!(outcome.diagnostics[0].message.starts_with("the addenda at line 5 has Addenda Type Code \"12\" where the IAT entry needs 11"));
+    assert!(outcome.diagnostics[0]
+        .message
+        .starts_with("the addenda at line 5 has Addenda Type Code \"12\" where the IAT entry needs 11"));
     // A Foreign Exchange Indicator that is not FV, VF or FF, and an unknown currency.
     let outcome = parse_file(&text.replacen("FF3", "XX3", 1));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_iat_header"), (13, "invalid_iat_header")]);
@@ -230,8 +227,7 @@ fn return_and_change_addenda_keep_what_matching_needs() {
 
 // ---------------------------------------------------------------- built files
 
-const HEADER: &str =
-    "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
+const HEADER: &str = "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
 const ODFI: &str = "12104288";
 
 fn pad(text: &str) -> String {
@@ -242,10 +238,8 @@ fn pad(text: &str) -> String {
 /// An entry detail record: transaction code, 9-digit RDFI, account, cents, addenda
 /// indicator, trace number.
 fn entry(code: &str, rdfi: &str, account: &str, cents: u64, indicator: u8, trace: &str) -> String {
-    let record = format!(
-        "6{code}{rdfi}{account:<17}{cents:010}{:<15}{:<22}  {indicator}{trace}",
-        "ID", "Receiver Name"
-    );
+    let record =
+        format!("6{code}{rdfi}{account:<17}{cents:010}{:<15}{:<22}  {indicator}{trace}", "ID", "Receiver Name");
     assert_eq!(record.len(), 94, "{record:?}");
     record
 }
@@ -253,7 +247,10 @@ fn entry(code: &str, rdfi: &str, account: &str, cents: u64, indicator: u8, trace
 /// A file of one batch, with correct control records.
 fn file_of(sec: &str, service_class: &str, records: &[String]) -> String {
     let mut lines = vec![HEADER.to_owned()];
-    lines.push(pad(&format!("5{service_class}{:<16}{:<20}{:<10}{sec}{:<10}{:<6}190816   1{ODFI}0000001", "Company", "", "1234567890", "PAYMENT", "")));
+    lines.push(pad(&format!(
+        "5{service_class}{:<16}{:<20}{:<10}{sec}{:<10}{:<6}190816   1{ODFI}0000001",
+        "Company", "", "1234567890", "PAYMENT", ""
+    )));
     let (mut count, mut hash, mut debit, mut credit) = (0u64, 0u64, 0u64, 0u64);
     for record in records {
         count += 1;
@@ -366,19 +363,29 @@ fn addenda_counts_and_sec_rules() {
     assert_eq!((outcome.codes(), outcome.items.len()), (vec![], 1));
     let outcome = parse_file(&file_of("CTX", "225", &[ctx_entry("0003"), addenda(1), addenda(2)]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "addenda_count_mismatch")]);
-    assert_eq!(outcome.diagnostics[0].message, "Number of Addenda Records is \"0003\" but 2 addenda records follow the entry");
+    assert_eq!(
+        outcome.diagnostics[0].message,
+        "Number of Addenda Records is \"0003\" but 2 addenda records follow the entry"
+    );
     // PPD: the Addenda Record Indicator says whether one follows.
     let outcome = parse_file(&file_of("PPD", "200", &[entry("22", "231380104", "111", 500, 0, &trace(1)), addenda(1)]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "addenda_count_mismatch")]);
     // TEL is debits only, CIE credits only.
     let outcome = parse_file(&file_of("TEL", "200", &[entry("22", "231380104", "111", 500, 0, &trace(1))]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
-    assert_eq!(outcome.diagnostics[0].message, "Transaction Code 22 is a credit, but TEL entries can only debit the receiver");
+    assert_eq!(
+        outcome.diagnostics[0].message,
+        "Transaction Code 22 is a credit, but TEL entries can only debit the receiver"
+    );
     let outcome = parse_file(&file_of("CIE", "200", &[entry("27", "231380104", "111", 500, 0, &trace(1))]));
     assert_eq!(lines_and_codes(&outcome), vec![(3, "invalid_transaction_code")]);
     // A batch whose Company Entry Description is REVERSAL reverses earlier entries: a TEL
     // reversal credits.
-    let reversal = file_of("TEL", "200", &[entry("22", "231380104", "111", 500, 0, &trace(1))]).replacen("PAYMENT   ", "REVERSAL  ", 1);
+    let reversal = file_of("TEL", "200", &[entry("22", "231380104", "111", 500, 0, &trace(1))]).replacen(
+        "PAYMENT   ",
+        "REVERSAL  ",
+        1,
+    );
     let outcome = parse_file(&reversal);
     assert_eq!((outcome.codes(), outcome.items.len()), (vec![], 1));
     // A Service Class Code of 220 admits only credits, 225 only debits.
@@ -426,10 +433,8 @@ fn block_count_says_what_was_counted() {
 
 #[test]
 fn one_record_length_rule() {
-    let records: Vec<String> = vec![
-        entry("22", "231380104", "111", 500, 0, &trace(1)),
-        entry("27", "231380104", "222", 700, 0, &trace(2)),
-    ];
+    let records: Vec<String> =
+        vec![entry("22", "231380104", "111", 500, 0, &trace(1)), entry("27", "231380104", "222", 700, 0, &trace(2))];
     let good = file_of("PPD", "200", &records);
     let expected = parse_file(&good);
     assert_eq!(expected.items.len(), 2);

@@ -90,7 +90,9 @@ fn the_fixtures_are_valid_against_the_official_schemas() {
     xsd_valid(&read("pain.001.001.10_2tx_EUR.xml"), "pain.001.001.10.xsd", "pain.001.001.10");
     // No .11 or .12 schema is in the samples: the elements these files use are the same as
     // in .10 (BICFI, ReqdExctnDt/Dt or DtTm), so under the .10 namespace they validate.
-    for (file, namespace) in [("pain.001.001.11_2tx_EUR.xml", "pain.001.001.11"), ("pain.001.001.12_2tx_EUR.xml", "pain.001.001.12")] {
+    for (file, namespace) in
+        [("pain.001.001.11_2tx_EUR.xml", "pain.001.001.11"), ("pain.001.001.12_2tx_EUR.xml", "pain.001.001.12")]
+    {
         let xml = read(file).replace(namespace, "pain.001.001.10");
         xsd_valid(&xml, "pain.001.001.10.xsd", namespace);
     }

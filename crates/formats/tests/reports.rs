@@ -229,13 +229,11 @@ fn pain002_exact_bytes_groups_by_payment_information() {
 fn pain002_whole_file_rejection_with_a_reason_and_no_items() {
     let mut header = header("pain.001.001.03", "RJCT");
     header.group_reason = Some("control_total_mismatch".to_owned());
-    for (version, xsd) in
-        [
-            (Pain002Version::V10, "pain.002.001.10.xsd"),
-            (Pain002Version::V11, "pain.002.001.11.xsd"),
-            (Pain002Version::V03, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd"),
-        ]
-    {
+    for (version, xsd) in [
+        (Pain002Version::V10, "pain.002.001.10.xsd"),
+        (Pain002Version::V11, "pain.002.001.11.xsd"),
+        (Pain002Version::V03, "pain.002.001.03_DK-GBIC-SEPA-subset.xsd"),
+    ] {
         let xml =
             String::from_utf8(Pain002Writer::begin(Vec::new(), version, &header).unwrap().finish().unwrap()).unwrap();
         assert!(xml.contains("<Cd>AM10</Cd>"), "{xml}");
