@@ -114,7 +114,8 @@
 //! everything past column 94 is blank, and is fatal otherwise. A file whose 95th byte is a
 //! record type (`1`–`9`) rather than a line end has no line ends: it is read as back-to-back
 //! 94-character records (mainframe exports), its length must be a multiple of 94 (a final line
-//! end aside), and its "lines" are record numbers.
+//! end aside), and its "lines" are record numbers. Blank lines (empty or only blanks) are
+//! skipped.
 //!
 //! The file header must have format code `1`, record size `094`, blocking factor `10`, and an
 //! Immediate Destination and Origin of a blank, digit or letter then nine digits; a blank then

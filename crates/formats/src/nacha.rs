@@ -190,7 +190,8 @@ pub(crate) fn parse<R: BufRead>(
     let mut last_line = 0;
     while let Some((line, bytes)) = records.next_record()? {
         last_line = line;
-        if bytes.is_empty() {
+        // Blank lines (empty, or blanks only) carry no record.
+        if bytes.iter().all(|&b| b == b' ') {
             continue;
         }
         let record = record(bytes, line, &mut padded)?;

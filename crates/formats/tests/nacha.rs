@@ -453,6 +453,7 @@ fn one_record_length_rule() {
     }
     same(&map(&|l| format!("{l}      ")), "blanks past column 94");
     same(&good.replace('\n', "\r\n"), "CRLF");
+    same(&format!("{good}\n   \n\n"), "blank lines at the end");
     same(&good.replace('\n', ""), "no line ends");
     same(&good.trim_end_matches('\n').replace('\n', ""), "no line ends, no final newline");
 
