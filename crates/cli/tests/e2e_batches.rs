@@ -1513,3 +1513,21 @@ async fn million_line_csv_finishes_in_bounded_memory() {
         assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
     }
 }
+
+/// The README's tour: a NACHA return (moov-io/ach's return-WEB.ach, two WEB returns with
+/// Addenda 99) is never paid; the rejection names the first return's line and code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacha_return_file_moves_no_money() {
+    let server = Server::start();
+    let payer = server.open_account_ref("EUR", "DE89370400440532013000", Some(json!("unlimited"))).await;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../formats/tests/fixtures/nacha/return-WEB.ach");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let id = server.submit_batch("format=nacha&payer=DE89370400440532013000", bytes, None).await;
+    let batch = server.wait_for_batch(&id).await;
+    assert_status(&batch, "rejected");
+    let first = &batch["rejection"]["errors"][0];
+    assert_eq!((&first["line"], &first["code"]), (&json!(3), &json!("return_entry_not_matched")), "{batch}");
+    assert!(first["message"].as_str().is_some_and(|m| m.contains("reason R01")), "{batch}");
+    assert_eq!(batch["rejection"]["errors"][1]["line"], json!(7), "{batch}");
+    assert_eq!(server.posted(&payer).await, 0);
+}
