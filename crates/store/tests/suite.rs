@@ -67,6 +67,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
                 capture_method: CaptureMethod::Manual,
                 expires_in_seconds: 3600,
                 description: Some("order 1".into()),
+                fx_quote: None,
             }),
         ],
     );
@@ -128,6 +129,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
             transfers: vec![TransferId(100), TransferId(999)],
             holds: vec![TransferId(101)],
             payments: vec![PaymentId(500), PaymentId(501)],
+            quotes: vec![],
         })
         .unwrap();
     assert_eq!(loaded.transfers.len(), 1);
@@ -345,6 +347,7 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         capture_method: CaptureMethod::Automatic,
         expires_in_seconds: 3600,
         description: None,
+        fx_quote: None,
     };
     step(&mut state, store.as_mut(), 20, vec![Command::CreatePayment(payment)]);
     step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(600))]);
@@ -487,6 +490,7 @@ fn succeeded_payments(store: &mut dyn paycore_store::Store, api: &dyn paycore_st
             capture_method: CaptureMethod::Automatic,
             expires_in_seconds: 3600,
             description: None,
+            fx_quote: None,
         })
     };
     step(&mut state, store, 20, (700..710).map(payment).collect());

@@ -154,6 +154,7 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
             capture_method: CaptureMethod::Automatic,
             expires_in_seconds: 60,
             description: None,
+            fx_quote: None,
         })],
     );
     step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
