@@ -231,6 +231,7 @@ pub fn quote_amounts(
 }
 
 pub use crate::ids::QuoteId;
+pub use crate::state::payment_fx_transfers;
 
 /// Tags that derive the ids of the platform's FX accounts from a tenant id and a currency.
 const TAG_LIQUIDITY: u64 = 1 << 40;

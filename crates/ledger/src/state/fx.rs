@@ -35,6 +35,13 @@ pub(super) const MESSAGES: &[&str] = &[AMOUNT_NOT_QUOTED, FX_CAPTURE_IN_FULL, FX
 const LIQUIDITY_METADATA: &str = r#"{"paycore":"fx_liquidity"}"#;
 const FEE_REVENUE_METADATA: &str = r#"{"paycore":"fx_fee_revenue"}"#;
 
+/// The ids of a cross-currency payment's other transfers, from the transfer its confirmation
+/// made: the payee's transfer (automatic capture; a manual capture derives it from the capture)
+/// and the fee's transfer or hold. For `paycore verify`.
+pub fn payment_fx_transfers(confirm: TransferId) -> (TransferId, TransferId) {
+    (beside(confirm, TAG_FX_TARGET), fee_transfer(confirm))
+}
+
 /// A transfer id derived from another (a payment's confirmation, capture or cancel), in the same
 /// millisecond, so that it sorts beside it.
 fn beside(id: TransferId, tag: u64) -> TransferId {

@@ -9,7 +9,7 @@
 mod accounts;
 mod batch_items;
 mod changes;
-mod fx;
+pub(crate) mod fx;
 mod invariants;
 mod linked;
 mod payments;
@@ -18,6 +18,7 @@ mod request;
 mod transfers;
 
 pub use changes::ChangeSet;
+pub use fx::payment_fx_transfers;
 pub use prefetch::Prefetch;
 pub use request::{Command, CommandError, NewAccount, NewPayment, Outcome, Request};
 
