@@ -267,3 +267,106 @@ fn a_quote_must_match_its_tenant_currencies_and_amount() {
     let (outcome, _) = run(&mut s, Command::CreatePayment(new_payment(1, Some(9), false)), &[], NOW);
     assert_eq!(payment(outcome), Err(CommandError::QuoteNotFound));
 }
+
+mod properties {
+    //! Any sequence of cross-currency payments, confirmations, captures, cancels and expiries
+    //! keeps the books balanced in each currency, and the payee side never holds more than the
+    //! quotes of the payments that succeeded.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Create { source: u64, fee: u64, manual: bool },
+        Confirm(usize),
+        Capture(usize),
+        Cancel(usize),
+        Wait(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1u64..60_000, 0u64..500, any::<bool>()).prop_map(|(source, fee, manual)| Step::Create {
+                source,
+                fee,
+                manual
+            }),
+            (0usize..8).prop_map(Step::Confirm),
+            (0usize..8).prop_map(Step::Capture),
+            (0usize..8).prop_map(Step::Cancel),
+            (1u64..400).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn books_balance_and_payees_get_exactly_what_succeeded(steps in proptest::collection::vec(step(), 1..30)) {
+            let mut s = state();
+            let mut now = NOW;
+            let mut created: Vec<PaymentId> = Vec::new();
+            let mut quoted: std::collections::HashMap<PaymentId, u64> = std::collections::HashMap::new();
+            for (n, st) in steps.into_iter().enumerate() {
+                let n = n as u128 + 1;
+                let command = match st {
+                    Step::Create { source, fee, manual } => {
+                        let q = Quote {
+                            source_amount: source,
+                            target_amount: convert_target(source),
+                            fee,
+                            expires_at: now + 60 * SECOND,
+                            ..quote(n)
+                        };
+                        quoted.insert(PaymentId(n), q.target_amount);
+                        let new = NewPayment { amount: source, ..new_payment(n, Some(n), manual) };
+                        let (outcome, _) = run(&mut s, Command::CreatePayment(new), &[q], now);
+                        if matches!(outcome, Outcome::Payment(Ok(_))) {
+                            created.push(PaymentId(n));
+                        }
+                        continue;
+                    }
+                    Step::Confirm(i) => match created.get(i) { Some(p) => Command::ConfirmPayment(*p), None => continue },
+                    Step::Capture(i) => match created.get(i) {
+                        Some(p) => Command::CapturePayment { payment: *p, amount: None },
+                        None => continue,
+                    },
+                    Step::Cancel(i) => match created.get(i) { Some(p) => Command::CancelPayment(*p), None => continue },
+                    Step::Wait(seconds) => {
+                        now += seconds * SECOND;
+                        Command::Transfers(vec![])
+                    }
+                };
+                // A finished payment leaves memory: a later step on it is `payment_not_found`,
+                // which changes nothing.
+                let (_, changes) = run(&mut s, command, &[], now);
+                for p in changes.payments {
+                    if p.status == PaymentStatus::Succeeded {
+                        prop_assert_eq!(p.fx.as_ref().map(|fx| fx.target_amount), quoted.get(&p.id).copied());
+                    }
+                }
+            }
+            // Per currency the books balance (`execute` asserts it); the payee holds what the
+            // EUR liquidity account paid out, and USD went from the payer to liquidity and fees.
+            let eur_liquidity = liquidity_account(T, c("EUR"));
+            let payee = balance(&s, PAYEE);
+            if s.account(eur_liquidity).is_some() {
+                prop_assert_eq!(payee, -balance(&s, eur_liquidity));
+            } else {
+                prop_assert_eq!(payee, 0);
+            }
+            let usd_in = [liquidity_account(T, c("USD")), fee_revenue_account(T, c("USD"))]
+                .iter()
+                .filter(|id| s.account(**id).is_some())
+                .map(|id| balance(&s, *id))
+                .sum::<i128>();
+            prop_assert_eq!(100_000 - balance(&s, PAYER), usd_in);
+            s.check_invariants().unwrap();
+        }
+    }
+
+    /// 0.9234 of the source, floored.
+    fn convert_target(source: u64) -> u64 {
+        paycore_ledger::fx::convert_source(source, Rate::parse("0.9234").unwrap(), c("USD"), c("EUR")).unwrap_or(1)
+    }
+}
