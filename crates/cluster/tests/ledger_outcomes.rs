@@ -6,9 +6,11 @@ mod common;
 
 use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encode_submission};
 use paycore_engine::{Reply, Submission};
+use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
     AccountId, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command, CommandError, Currency, NewAccount,
-    NewPayment, NewTransfer, Outcome, Overdraft, PaymentId, RefundId, Request, State, TenantId, TransferId, TransferOp,
+    NewPayment, NewTransfer, Outcome, Overdraft, PaymentId, QuoteId, RefundId, Request, State, TenantId, TransferId,
+    TransferOp,
 };
 use std::collections::BTreeSet;
 
@@ -34,7 +36,31 @@ fn payment(id: u128, payer: u128, payee: u128, amount: u64, expires_in_seconds: 
         capture_method: CaptureMethod::Manual,
         expires_in_seconds,
         description: Some("order 42".into()),
+        fx_quote: None,
     })
+}
+
+fn fx_payment(id: u128, payer: u128, payee: u128, amount: u64, quote: u128) -> Command {
+    let Command::CreatePayment(new) = payment(id, payer, payee, amount, 3_600) else { unreachable!() };
+    Command::CreatePayment(NewPayment { fx_quote: Some(QuoteId(quote)), ..new })
+}
+
+/// A quote of 50.00 EUR → 54.21 USD (or the other way round), 0.13 of fee, open for an hour.
+fn quote(id: u128, from: &str, to: &str) -> Quote {
+    let now = common::NOW_MS * 1_000_000;
+    Quote {
+        id: QuoteId(id),
+        tenant: TENANT,
+        from: Currency::from_code(from).unwrap(),
+        to: Currency::from_code(to).unwrap(),
+        rate: Rate::parse("1.0842").unwrap(),
+        source_amount: 5_000,
+        target_amount: 5_421,
+        fee: 13,
+        created_at: now,
+        expires_at: now + 3_600 * 1_000_000_000,
+        used_by: None,
+    }
 }
 
 fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
@@ -79,6 +105,15 @@ fn the_ledgers_own_outcomes_round_trip() {
         Command::ConfirmPayment(PaymentId(77)),
         Command::RefundPayment { payment: PaymentId(p), refund: RefundId(70), amount: Some(0) },
         Command::RefundPayment { payment: PaymentId(p), refund: RefundId(71), amount: Some(1_500) },
+        fx_payment(80, a, dollars, 5_000, 91),
+        fx_payment(80, a, dollars, 4_000, 90),
+        fx_payment(80, a, dollars, 5_000, 99),
+        fx_payment(80, a, dollars, 5_000, 90),
+        fx_payment(81, a, dollars, 5_000, 90),
+        Command::ConfirmPayment(PaymentId(80)),
+        Command::CapturePayment { payment: PaymentId(80), amount: Some(100) },
+        Command::CapturePayment { payment: PaymentId(80), amount: None },
+        Command::RefundPayment { payment: PaymentId(80), refund: RefundId(72), amount: None },
         Command::BatchItems {
             batch,
             step: BatchStep::Pay,
@@ -95,6 +130,7 @@ fn the_ledgers_own_outcomes_round_trip() {
         Command::EndBatch { batch, end: BatchEnd::Completed },
     ];
     let mut state = State::recover([], [], [], 0);
+    state.insert_prefetched_quotes([quote(90, "EUR", "USD"), quote(91, "USD", "EUR")]);
     let mut now = common::NOW_MS * 1_000_000;
     let (mut params, mut messages, mut variants) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for command in commands {

@@ -705,6 +705,7 @@ impl Sim {
                     capture_method: if self.rng.chance(400) { CaptureMethod::Manual } else { CaptureMethod::Automatic },
                     expires_in_seconds: if self.rng.chance(20) { 0 } else { 1 + self.rng.below(30) },
                     description: None,
+                    fx_quote: None,
                 }),
             )
         } else {
@@ -903,6 +904,7 @@ fn a_finished_payment_id_cannot_be_created_again() {
             capture_method: CaptureMethod::Automatic,
             expires_in_seconds: 60,
             description: None,
+            fx_quote: None,
         };
         assert!(matches!(run(Command::CreatePayment(new.clone())).await, Outcome::Payment(Ok(_))));
         assert!(matches!(run(Command::CancelPayment(PaymentId(9))).await, Outcome::Payment(Ok(_))));

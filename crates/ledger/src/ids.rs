@@ -149,6 +149,9 @@ typed_id!(
     /// A batch of payments (a file or a bulk call).
     BatchId, "bat");
 typed_id!(
+    /// An FX quote: a rate locked for one cross-currency payment.
+    QuoteId, "fxq");
+typed_id!(
     /// A webhook endpoint of a tenant.
     WebhookEndpointId, "we");
 typed_id!(

@@ -9,6 +9,7 @@
 mod account;
 mod batch;
 mod currency;
+pub mod fx;
 mod ids;
 mod money;
 mod payment;
@@ -22,11 +23,11 @@ pub use account::{Account, Balances, Overdraft};
 pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
 pub use currency::Currency;
 pub use ids::{
-    time_ordered, AccountId, BatchId, DeliveryId, EventId, IdError, PaymentId, RefundId, TenantId, TransferId,
+    time_ordered, AccountId, BatchId, DeliveryId, EventId, IdError, PaymentId, QuoteId, RefundId, TenantId, TransferId,
     WebhookEndpointId,
 };
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
-pub use payment::{CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus};
+pub use payment::{CaptureMethod, Payment, PaymentFx, PaymentStatus, Refund, RefundStatus};
 pub use state::{
     ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, BATCH_EVENTS_MAX,
     TIMEOUT_MAX_SECONDS,

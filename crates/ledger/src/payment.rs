@@ -1,6 +1,7 @@
 //! Real-time payments: a payment order moves through its statuses by way of transfers.
 
-use crate::{AccountId, Currency, PaymentId, RefundId, ResultCode, TenantId, TransferId};
+use crate::fx::Rate;
+use crate::{AccountId, Currency, PaymentId, QuoteId, RefundId, ResultCode, TenantId, TransferId};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -98,6 +99,23 @@ pub struct Payment {
     pub updated_at: u64,
     /// The transfer that confirmation made: the payment itself, or the hold.
     pub transfer: Option<TransferId>,
+    /// A cross-currency payment's other side, fixed by its quote: `amount` and `currency` are
+    /// what the payer pays (the source), this is what the payee receives and the fee.
+    pub fx: Option<PaymentFx>,
+}
+
+/// The quoted side of a cross-currency payment.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PaymentFx {
+    pub quote: QuoteId,
+    pub rate: Rate,
+    /// The payee's currency.
+    pub target_currency: Currency,
+    /// What the payee receives, in the target currency's minor units.
+    pub target_amount: u64,
+    /// Charged to the payer on top of the amount, in the payment's currency.
+    pub fee: u64,
 }
 
 /// Tags for the ids of the transfers a payment makes, derived from the payment id so that they
@@ -107,6 +125,11 @@ pub(crate) const TAG_CAPTURE: u64 = 2;
 pub(crate) const TAG_CANCEL: u64 = 3;
 pub(crate) const TAG_REFUND: u64 = 4;
 pub(crate) const TAG_EXPIRE: u64 = 5;
+/// A cross-currency payment's other transfers: the payee's side and the fee, derived from the
+/// transfer that confirmation made (so a capture or a cancel finds the fee's hold again).
+pub(crate) const TAG_FX_TARGET: u64 = 6;
+pub(crate) const TAG_FX_FEE: u64 = 7;
+pub(crate) const TAG_FX_FEE_RESOLVE: u64 = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

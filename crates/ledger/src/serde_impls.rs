@@ -8,11 +8,12 @@
 //! time-ordered id would take 18 or 19). A currency is its three-letter code, so that a
 //! currency added to the table between two releases does not shift the meaning of the others.
 
+use crate::fx::Rate;
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
-    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, PaymentId, RefundId, TenantId, TransferId,
-    WebhookEndpointId, AMOUNT_MAX,
+    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, PaymentId, QuoteId, RefundId, TenantId,
+    TransferId, WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -49,7 +50,33 @@ impl serde::de::Visitor<'_> for IdBytes {
     }
 }
 
-id_bytes!(TenantId, AccountId, TransferId, PaymentId, RefundId, BatchId, WebhookEndpointId, EventId, DeliveryId);
+id_bytes!(
+    TenantId,
+    AccountId,
+    TransferId,
+    PaymentId,
+    RefundId,
+    BatchId,
+    WebhookEndpointId,
+    EventId,
+    DeliveryId,
+    QuoteId
+);
+
+/// A rate is its canonical text, decoded through [`Rate::parse`]: a decoded rate has the same
+/// bounds (greater than zero, at most 12 significant digits and 12 decimals) as a parsed one.
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Rate::parse(&text).map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), &"an exchange rate"))
+    }
+}
 
 impl Serialize for Currency {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -134,6 +161,8 @@ enum DecodedCommandError {
     AmountTooLarge { max: u64 },
     InvalidField { param: Param, message: Message },
     Rejected(ResultCode),
+    QuoteNotFound,
+    QuoteExpired,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -151,6 +180,8 @@ impl<'de> Deserialize<'de> for CommandError {
                 CommandError::InvalidField { param: param.0, message: message.0 }
             }
             DecodedCommandError::Rejected(code) => CommandError::Rejected(code),
+            DecodedCommandError::QuoteNotFound => CommandError::QuoteNotFound,
+            DecodedCommandError::QuoteExpired => CommandError::QuoteExpired,
         })
     }
 }
@@ -173,6 +204,8 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
             DecodedCommandError::InvalidField { param: Param(param), message: Message(message) }
         }
         CommandError::Rejected(code) => DecodedCommandError::Rejected(code),
+        CommandError::QuoteNotFound => DecodedCommandError::QuoteNotFound,
+        CommandError::QuoteExpired => DecodedCommandError::QuoteExpired,
     }
 }
 

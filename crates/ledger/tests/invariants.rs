@@ -117,6 +117,7 @@ fn change_sets_list_exactly_what_the_batch_changed() {
         capture_method: CaptureMethod::Manual,
         expires_in_seconds: 30,
         description: None,
+        fx_quote: None,
     };
     sim.run(&[
         Request { tenant: T1, command: Command::CreatePayment(new) },
@@ -174,6 +175,7 @@ fn new_payment(payer: u128, payee: u128, amount: u64) -> NewPayment {
         capture_method: CaptureMethod::Automatic,
         expires_in_seconds: 60,
         description: None,
+        fx_quote: None,
     }
 }
 
@@ -509,6 +511,7 @@ impl Runner {
                     capture_method,
                     expires_in_seconds: expires,
                     description: None,
+                    fx_quote: None,
                 };
                 self.batch.push(Request { tenant, command: Command::CreatePayment(new) });
             }

@@ -352,6 +352,7 @@ fn finished_payments_are_prefetched() {
         capture_method: CaptureMethod::Automatic,
         expires_in_seconds: 60,
         description: Some("tea".to_owned()),
+        fx_quote: None,
     };
     sim.run(&[Request { tenant, command: Command::CreatePayment(new) }]);
     sim.run(&[Request { tenant, command: Command::ConfirmPayment(pay) }]);

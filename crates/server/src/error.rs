@@ -213,6 +213,18 @@ impl ApiError {
             .param("amount"),
             CommandError::InvalidField { param, message } => ApiError::invalid(*param, *message),
             CommandError::Rejected(code) => ApiError::from_result(*code, None),
+            CommandError::QuoteNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorType::InvalidRequestError,
+                "resource_missing",
+                "No such FX quote.",
+            )
+            .param("fx_quote"),
+            CommandError::QuoteExpired => ApiError::bad_request(
+                "quote_expired",
+                "The FX quote has expired or was used by another payment: ask for a new quote.",
+            )
+            .param("fx_quote"),
         }
     }
 

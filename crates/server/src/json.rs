@@ -237,6 +237,9 @@ impl Prefixed for AccountId {
 impl Prefixed for TransferId {
     const EXAMPLE: &'static str = "a transfer id like \"tr_01j9z6m5v8k3q2w1x0y9z8a7b6\"";
 }
+impl Prefixed for paycore_ledger::QuoteId {
+    const EXAMPLE: &'static str = "an FX quote id like \"fxq_01j9z6m5v8k3q2w1x0y9z8a7b6\"";
+}
 impl Prefixed for PaymentId {
     const EXAMPLE: &'static str = "a payment id like \"pay_01j9z6m5v8k3q2w1x0y9z8a7b6\"";
 }

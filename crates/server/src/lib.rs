@@ -25,11 +25,11 @@ mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
 pub use config::Config;
-pub use paycore_cluster::QueueConfig;
-pub use roles::{Cluster, Role};
 pub use error::{ApiError, ErrorType};
+pub use paycore_cluster::QueueConfig;
 pub use render::Renderer;
 pub use request_id::WithRequestId;
+pub use roles::{Cluster, Role};
 pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;
@@ -37,7 +37,7 @@ use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
-use paycore_store::{AdminStore, BatchStore, Reader};
+use paycore_store::{AdminStore, BatchStore, FxStore, Reader};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +56,8 @@ pub struct AppState {
     pub batches: Arc<dyn BatchStore>,
     /// Tenants, key revocation and webhooks.
     pub admin: Arc<dyn AdminStore>,
+    /// FX rates, the tenant's fee and quotes.
+    pub fx: Arc<dyn FxStore>,
     /// The wait before the first retry of a failed webhook delivery; it doubles per attempt.
     pub webhook_retry_min: std::time::Duration,
     /// Batch files with more items are rejected with `too_many_lines`.
@@ -99,6 +101,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/batches/{id}/items", get(routes::batches::items))
         .route("/v1/batches/{id}/report", get(routes::batches::report))
         .route("/v1/batches/{id}/cancel", post(routes::batches::cancel))
+        .route("/v1/fx/rates", post(routes::fx::set_rate).get(routes::fx::rates))
+        .route("/v1/fx/quotes", post(routes::fx::create_quote))
+        .route("/v1/fx/quotes/{id}", get(routes::fx::quote))
+        .route("/v1/fx/settings", post(routes::fx::set_settings).get(routes::fx::settings))
+        .route("/v1/fx/accounts", get(routes::fx::accounts))
         .route("/v1/tenants", post(routes::admin::create_tenant))
         .route("/v1/api_keys", post(routes::admin::create_key))
         .route("/v1/api_keys/{id}", delete(routes::admin::revoke_key))
@@ -160,7 +167,9 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
     let render: paycore_engine::Renderer = Arc::new(move |outcome| render.render(outcome));
     let (api, engine, engines) = match (&config.cluster, config.role) {
         (_, Role::Engine) => anyhow::bail!("an engine process serves no API: see roles::serve_engine"),
-        (None, Role::Api) => anyhow::bail!("--role api needs a queue (--queue nats://…): its engines are other processes"),
+        (None, Role::Api) => {
+            anyhow::bail!("--role api needs a queue (--queue nats://…): its engines are other processes")
+        }
         (None, Role::All) => {
             let paycore_store::Opened { store, api } = paycore_store::open_with(location, &options)?;
             let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
@@ -199,8 +208,9 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             (api, EngineHandle::new(Arc::new(submitter)), Engines::Cluster(node))
         }
     };
-    let (reader, batches, admin): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn AdminStore>) =
-        (api.clone(), api.clone(), api);
+    let (reader, batches, fx): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn FxStore>) =
+        (api.clone(), api.clone(), api.clone());
+    let admin: Arc<dyn AdminStore> = api;
     auth::bootstrap(reader.as_ref(), admin.as_ref(), &config.data_dir, config.api_key.clone())?;
     let reports = match config.store {
         Some(_) => None,
@@ -221,6 +231,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         max_body_bytes: config.max_body_bytes,
         batches,
         admin,
+        fx,
         webhook_retry_min: config.webhook_retry_min,
         max_batch_lines: config.max_batch_lines,
         rate: ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),

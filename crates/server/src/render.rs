@@ -48,6 +48,8 @@ pub enum ObjectKind {
     Payment,
     Refund,
     List,
+    FxRate,
+    FxQuote,
 }
 
 /// A ledger account.
@@ -154,6 +156,23 @@ pub struct PaymentJson {
     pub expires_at: String,
     pub created_at: String,
     pub updated_at: String,
+    /// A cross-currency payment's quoted side; absent for a payment in one currency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fx: Option<PaymentFxJson>,
+}
+
+/// The quoted side of a cross-currency payment: `amount` and `currency` are what the payer
+/// pays; the payee receives `target_amount` in `target_currency`; `fee` is charged on top, in
+/// `currency`.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentFxJson {
+    /// `fxq_…`
+    pub quote: String,
+    /// Units of `target_currency` per unit of `currency`, as a decimal string.
+    pub rate: String,
+    pub target_currency: &'static str,
+    pub target_amount: u64,
+    pub fee: u64,
 }
 
 impl PaymentJson {
@@ -174,6 +193,13 @@ impl PaymentJson {
             expires_at: rfc3339(p.expires_at),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
+            fx: p.fx.as_ref().map(|fx| PaymentFxJson {
+                quote: fx.quote.to_string(),
+                rate: fx.rate.to_string(),
+                target_currency: fx.target_currency.code(),
+                target_amount: fx.target_amount,
+                fee: fx.fee,
+            }),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod batches;
 mod error;
 pub mod files;
+pub mod fx;
 mod partition;
 mod pool;
 mod postgres;
@@ -31,6 +32,7 @@ pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, Webhoo
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
 pub use error::{Result, StoreError};
 pub use files::FileSink;
+pub use fx::{FxStore, RateRecord};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
@@ -58,6 +60,7 @@ pub struct Loaded {
     pub transfers: Vec<Transfer>,
     pub holds: Vec<HoldRecord>,
     pub payments: Vec<Payment>,
+    pub quotes: Vec<paycore_ledger::fx::Quote>,
 }
 
 /// The response saved for an `Idempotency-Key`, written in the same transaction as the effect
@@ -140,10 +143,10 @@ pub const READER_CONNECTIONS_DEFAULT: usize = 32;
 
 /// Everything the API side of a store does: reads of committed state, the writes that are not
 /// money (batch records and items, tenants, keys, webhooks), and the offline check. A backend
-/// implements the four traits on one handle; callers upcast it to the one they need.
-pub trait ApiStore: Reader + BatchStore + AdminStore + verify::Verify {}
+/// implements the five traits on one handle; callers upcast it to the one they need.
+pub trait ApiStore: Reader + BatchStore + AdminStore + FxStore + verify::Verify {}
 
-impl<T: Reader + BatchStore + AdminStore + verify::Verify> ApiStore for T {}
+impl<T: Reader + BatchStore + AdminStore + FxStore + verify::Verify> ApiStore for T {}
 
 /// An opened store: the engine's writer and the API's handle, as trait objects.
 pub struct Opened {

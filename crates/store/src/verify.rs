@@ -1,14 +1,17 @@
 //! An offline check of a store, from one consistent snapshot of it: every account's balances
 //! equal what its transfers add up to, balances sum to zero per currency, every payment's
-//! status matches its transfers, and no batch item was paid twice.
+//! status matches its transfers, no batch item was paid twice, and every cross-currency payment
+//! and the quote it used name each other with the same amounts (and, once it succeeded, its fee
+//! and payee transfers carry them).
 //!
 //! The checks are written once, over [`Snapshot`]; each backend only reads its rows in the
 //! orders asked for (see [`Verify`]), so `paycore verify` runs unchanged on every store.
 
 use crate::{BatchItemRow, Result};
+use paycore_ledger::fx::{payment_fx_transfers, Quote};
 use paycore_ledger::{
-    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, ItemStatus, Payment, PaymentStatus, Refund,
-    RefundStatus, Transfer, TransferId, TransferKind,
+    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, ItemStatus, Payment, PaymentId, PaymentStatus,
+    QuoteId, Refund, RefundStatus, Transfer, TransferId, TransferKind,
 };
 use std::collections::HashMap;
 
@@ -19,6 +22,7 @@ pub struct Report {
     pub transfers: u64,
     pub payments: u64,
     pub batch_items: u64,
+    pub quotes: u64,
     pub problems: Vec<String>,
 }
 
@@ -51,6 +55,8 @@ pub trait Snapshot {
     fn accounts(&mut self) -> Result<Vec<Account>>;
     fn refunds(&mut self, each: &mut dyn FnMut(Refund)) -> Result<()>;
     fn payments(&mut self, each: &mut dyn FnMut(Payment)) -> Result<()>;
+    /// Every FX quote.
+    fn quotes(&mut self, each: &mut dyn FnMut(Quote)) -> Result<()>;
     /// Every batch's id, in id order.
     fn batches(&mut self) -> Result<Vec<BatchId>>;
     /// A batch's items after `after`, in index order, with their derived status.
@@ -94,6 +100,7 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     check_balances(snapshot, replayed.computed, &replayed.tail, &mut report)?;
     check_payments(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_batches(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
+    check_quotes(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     Ok(report)
 }
 
@@ -257,6 +264,69 @@ fn payment_matches_transfers(
         }
         _ => false,
     }
+}
+
+/// Every used quote and the payment that used it agree (tenant, currencies, rate, amounts, fee);
+/// a cross-currency payment's quote names it; a succeeded one's fee (and, with automatic capture,
+/// payee) transfer exists with the quoted amount.
+fn check_quotes(
+    snapshot: &mut dyn Snapshot,
+    transfers: &HashMap<TransferId, Stored>,
+    resolved: &HashMap<TransferId, (TransferKind, u64)>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut quotes: HashMap<QuoteId, Quote> = HashMap::new();
+    snapshot.quotes(&mut |q| {
+        report.quotes += 1;
+        quotes.insert(q.id, q);
+    })?;
+    let mut users: HashMap<QuoteId, PaymentId> = HashMap::new();
+    snapshot.payments(&mut |p| {
+        let Some(fx) = &p.fx else { return };
+        users.insert(fx.quote, p.id);
+        let Some(q) = quotes.get(&fx.quote) else {
+            return report.problem(format!("{}: names quote {} that is not stored", p.id, fx.quote));
+        };
+        let same = q.tenant == p.tenant
+            && q.used_by == Some(p.id)
+            && q.from == p.currency
+            && q.to == fx.target_currency
+            && q.rate == fx.rate
+            && q.source_amount == p.amount
+            && q.target_amount == fx.target_amount
+            && q.fee == fx.fee;
+        if !same {
+            report.problem(format!("{}: does not match its quote {}", p.id, q.id));
+        }
+        if p.status != PaymentStatus::Succeeded {
+            return;
+        }
+        let Some(confirm) = p.transfer else { return };
+        let (target, fee) = payment_fx_transfers(confirm);
+        let fee_moved = match p.capture_method {
+            CaptureMethod::Automatic => transfers.get(&fee).map(|t| (t.kind, t.amount)),
+            CaptureMethod::Manual => resolved.get(&fee).copied(),
+        };
+        let fee_kind = match p.capture_method {
+            CaptureMethod::Automatic => TransferKind::Single,
+            CaptureMethod::Manual => TransferKind::PostPending,
+        };
+        if fx.fee > 0 && fee_moved != Some((fee_kind, fx.fee)) {
+            report.problem(format!("{}: its fee of {} did not move", p.id, fx.fee));
+        }
+        let paid_out = transfers.get(&target).map(|t| (t.kind, t.amount));
+        if p.capture_method == CaptureMethod::Automatic && paid_out != Some((TransferKind::Single, fx.target_amount)) {
+            report.problem(format!("{}: its payee was not paid {}", p.id, fx.target_amount));
+        }
+    })?;
+    for q in quotes.values() {
+        if let Some(payment) = q.used_by {
+            if users.get(&q.id) != Some(&payment) {
+                report.problem(format!("{}: used by {payment}, which does not name it", q.id));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_batches(

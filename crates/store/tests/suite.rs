@@ -67,6 +67,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
                 capture_method: CaptureMethod::Manual,
                 expires_in_seconds: 3600,
                 description: Some("order 1".into()),
+                fx_quote: None,
             }),
         ],
     );
@@ -128,6 +129,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
             transfers: vec![TransferId(100), TransferId(999)],
             holds: vec![TransferId(101)],
             payments: vec![PaymentId(500), PaymentId(501)],
+            quotes: vec![],
         })
         .unwrap();
     assert_eq!(loaded.transfers.len(), 1);
@@ -345,6 +347,7 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         capture_method: CaptureMethod::Automatic,
         expires_in_seconds: 3600,
         description: None,
+        fx_quote: None,
     };
     step(&mut state, store.as_mut(), 20, vec![Command::CreatePayment(payment)]);
     step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(600))]);
@@ -487,6 +490,7 @@ fn succeeded_payments(store: &mut dyn paycore_store::Store, api: &dyn paycore_st
             capture_method: CaptureMethod::Automatic,
             expires_in_seconds: 3600,
             description: None,
+            fx_quote: None,
         })
     };
     step(&mut state, store, 20, (700..710).map(payment).collect());
@@ -662,6 +666,145 @@ fn batch_files(open_store: &dyn Fn() -> Opened) {
     let Opened { store: _store, api } = open_store();
     assert_eq!(read_all(api.as_ref(), "batches/bat_1.csv").as_deref(), Some(&content[..]), "durable");
     assert_eq!(read_all(api.as_ref(), "batches/bat_3.csv"), None);
+}
+
+/// Rates, the fee and quotes through the FX side; a quote loaded with a batch, used by a payment
+/// and marked used in its commit (a second mark is a conflict); `verify` checks the pair.
+fn fx_rates_quotes_and_payments(open_store: &dyn Fn() -> Opened) {
+    use paycore_ledger::fx::{Quote, Rate};
+    use paycore_ledger::QuoteId;
+    use paycore_store::RateRecord;
+    let Opened { mut store, api } = open_store();
+    let usd = paycore_ledger::Currency::from_code("USD").unwrap();
+    let rate = |text: &str, at: u64| RateRecord {
+        tenant: T1,
+        base: usd,
+        quote: eur(),
+        rate: Rate::parse(text).unwrap(),
+        updated_at: at,
+    };
+    api.set_rate(&rate("0.92", 1)).unwrap();
+    api.set_rate(&rate("0.9234", 2)).unwrap();
+    api.set_rate(&RateRecord { base: eur(), quote: usd, ..rate("1.08", 3) }).unwrap();
+    let rates = api.rates(T1).unwrap();
+    assert_eq!(rates, vec![RateRecord { base: eur(), quote: usd, ..rate("1.08", 3) }, rate("0.9234", 2)]);
+    assert_eq!(api.rate(T1, usd, eur()).unwrap(), Some(rate("0.9234", 2)));
+    assert_eq!(api.rate(T2, usd, eur()).unwrap(), None);
+    assert_eq!(api.fee_bps(T1).unwrap(), 0);
+    api.set_fee_bps(T1, 25, 4).unwrap();
+    api.set_fee_bps(T1, 30, 5).unwrap();
+    assert_eq!((api.fee_bps(T1).unwrap(), api.fee_bps(T2).unwrap()), (30, 0));
+
+    let quote = Quote {
+        id: QuoteId(900),
+        tenant: T1,
+        from: usd,
+        to: eur(),
+        rate: Rate::parse("0.9234").unwrap(),
+        source_amount: 10_000,
+        target_amount: 9_234,
+        fee: 30,
+        created_at: 10,
+        expires_at: 1_000,
+        used_by: None,
+    };
+    let saved = IdempotencyRecord {
+        tenant: T1,
+        key: "quote-1".into(),
+        fingerprint: [7; 32],
+        status: 201,
+        body: b"{}".to_vec(),
+        created_at: 10,
+    };
+    api.insert_quote(&quote, Some(&saved)).unwrap();
+    assert_eq!(api.idempotency(T1, "quote-1").unwrap(), Some(saved.clone()));
+    // The same id or the same key again: a conflict, and nothing of it written.
+    let other = Quote { id: QuoteId(901), ..quote.clone() };
+    assert!(matches!(api.insert_quote(&quote, None), Err(StoreError::Conflict(_))));
+    assert!(matches!(api.insert_quote(&other, Some(&saved)), Err(StoreError::Conflict(_))));
+    assert_eq!(api.quote(T1, QuoteId(901)).unwrap(), None);
+    assert_eq!(api.quote(T1, QuoteId(900)).unwrap(), Some(quote.clone()));
+    assert_eq!(api.quote(T2, QuoteId(900)).unwrap(), None);
+
+    // A USD payer, funded, and a EUR payee; the payment uses the quote.
+    let mut state = State::default();
+    let account = |id: u128, currency, overdraft| {
+        Command::CreateAccount(NewAccount { id: AccountId(id), currency, overdraft, reference: None, metadata: None })
+    };
+    step(
+        &mut state,
+        store.as_mut(),
+        20,
+        vec![
+            account(1, usd, Overdraft::Unlimited),
+            account(2, usd, Overdraft::Limit(0)),
+            account(3, eur(), Overdraft::Limit(0)),
+        ],
+    );
+    let fund = paycore_ledger::NewTransfer {
+        id: TransferId(50),
+        linked: false,
+        op: paycore_ledger::TransferOp::Move {
+            debit_account: AccountId(1),
+            credit_account: AccountId(2),
+            amount: 20_000,
+            currency: usd,
+            hold: None,
+        },
+    };
+    let payment = |id: u128| NewPayment {
+        id: PaymentId(id),
+        payer: AccountId(2),
+        payee: AccountId(3),
+        amount: 10_000,
+        currency: usd,
+        capture_method: CaptureMethod::Automatic,
+        expires_in_seconds: 60,
+        description: None,
+        fx_quote: Some(QuoteId(900)),
+    };
+    step(&mut state, store.as_mut(), 30, vec![Command::Transfer(fund), Command::CreatePayment(payment(700))]);
+    step(&mut state, store.as_mut(), 40, vec![Command::ConfirmPayment(PaymentId(700))]);
+    let stored = api.payment(T1, PaymentId(700)).unwrap().unwrap();
+    assert_eq!(stored.status, PaymentStatus::Succeeded);
+    assert_eq!(stored.fx.as_ref().map(|fx| (fx.quote, fx.target_amount, fx.fee)), Some((QuoteId(900), 9_234, 30)));
+    assert_eq!(api.quote(T1, QuoteId(900)).unwrap().unwrap().used_by, Some(PaymentId(700)));
+    assert_eq!(api.account(T1, AccountId(3)).unwrap().unwrap().balances.posted(), 9_234);
+
+    // Loaded again, the quote says it is used: a second payment is refused and marks nothing.
+    let loaded = store
+        .load(&paycore_ledger::Prefetch { quotes: vec![QuoteId(900), QuoteId(999)], ..Default::default() })
+        .unwrap();
+    assert_eq!(
+        loaded.quotes.iter().map(|q| (q.id, q.used_by)).collect::<Vec<_>>(),
+        vec![(QuoteId(900), Some(PaymentId(700)))]
+    );
+    step(&mut state, store.as_mut(), 50, vec![Command::CreatePayment(payment(701))]);
+    assert_eq!(api.payment(T1, PaymentId(701)).unwrap(), None);
+    // A change set that marks a used quote again is refused whole.
+    let twice = paycore_ledger::ChangeSet {
+        quotes_used: vec![(QuoteId(900), PaymentId(702))],
+        last_timestamp: 60,
+        ..Default::default()
+    };
+    assert!(matches!(store.commit(&twice, &[]), Err(StoreError::Conflict(_))));
+    assert_eq!(api.quote(T1, QuoteId(900)).unwrap().unwrap().used_by, Some(PaymentId(700)));
+
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.quotes, report.payments), (1, 1));
+}
+
+#[test]
+fn embedded_fx_rates_quotes_and_payments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    fx_rates_quotes_and_payments(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_fx_rates_quotes_and_payments() {
+    on_postgres("postgres_fx_rates_quotes_and_payments", fx_rates_quotes_and_payments);
 }
 
 #[test]

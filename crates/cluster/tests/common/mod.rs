@@ -2,11 +2,12 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use paycore_engine::{EngineError, IdempotencyKey, Reply, Submission};
+use paycore_ledger::fx::Rate;
 use paycore_ledger::{
     time_ordered, Account, AccountId, Balances, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command,
-    CommandError, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome, Overdraft, Payment, PaymentId,
-    PaymentStatus, Refund, RefundId, RefundStatus, Request, ResultCode, TenantId, Transfer, TransferId, TransferKind,
-    TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
+    CommandError, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome, Overdraft, Payment, PaymentFx,
+    PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, Request, ResultCode, TenantId, Transfer,
+    TransferId, TransferKind, TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -98,18 +99,21 @@ pub fn command() -> BoxedStrategy<Command> {
         vec(new_transfer(), 0..8).prop_map(Command::Transfers),
         (payment_id(), account_id(), account_id(), any::<u64>(), currency(), capture_method(), any::<u64>())
             .prop_flat_map(|(id, payer, payee, amount, currency, capture_method, expires_in_seconds)| {
-                option::of(text()).prop_map(move |description| {
-                    Command::CreatePayment(NewPayment {
-                        id,
-                        payer,
-                        payee,
-                        amount,
-                        currency,
-                        capture_method,
-                        expires_in_seconds,
-                        description,
-                    })
-                })
+                (option::of(text()), option::of(any::<u128>().prop_map(QuoteId))).prop_map(
+                    move |(description, fx_quote)| {
+                        Command::CreatePayment(NewPayment {
+                            id,
+                            payer,
+                            payee,
+                            amount,
+                            currency,
+                            capture_method,
+                            expires_in_seconds,
+                            description,
+                            fx_quote,
+                        })
+                    },
+                )
             }),
         payment_id().prop_map(Command::ConfirmPayment),
         (payment_id(), option::of(any::<u64>()))
@@ -140,8 +144,12 @@ pub fn submission() -> BoxedStrategy<Submission> {
 }
 
 /// Field names and messages the ledger's errors carry (any other text does not decode).
-pub const PARAMS: [&str; 5] = ["amount", "expires_in_seconds", "payer_account", "payee_account", "overdraft_limit"];
-pub const MESSAGES: [&str; 4] = [
+pub const PARAMS: [&str; 7] =
+    ["amount", "expires_in_seconds", "payer_account", "payee_account", "overdraft_limit", "payment", "currency"];
+pub const MESSAGES: [&str; 7] = [
+    "amount must equal the quote's source_amount",
+    "a cross-currency payment is captured in full: leave amount out",
+    "refunds of cross-currency payments are not supported yet",
     "amount must be between 1 and 9223372036854775807",
     "amount must be greater than zero",
     "expires_in_seconds must be between 1 and 31622400 (366 days)",
@@ -162,6 +170,8 @@ pub fn command_error() -> BoxedStrategy<CommandError> {
         any::<u64>().prop_map(|max| CommandError::AmountTooLarge { max }),
         (param, message).prop_map(|(param, message)| CommandError::InvalidField { param, message }),
         result_code().prop_map(CommandError::Rejected),
+        Just(CommandError::QuoteNotFound),
+        Just(CommandError::QuoteExpired),
     ]
     .boxed()
 }
@@ -237,6 +247,27 @@ fn transfer() -> BoxedStrategy<Transfer> {
         .boxed()
 }
 
+/// A rate as the ledger parses it: at most 12 significant digits and 12 decimals.
+fn rate() -> impl Strategy<Value = Rate> {
+    (1u64..1_000_000_000_000, 0usize..=12).prop_map(|(mantissa, scale)| {
+        let digits = format!("{mantissa:0>13}");
+        let (whole, fraction) = digits.split_at(13 - scale);
+        Rate::parse(&format!("{whole}.{fraction}0")).unwrap()
+    })
+}
+
+fn payment_fx() -> impl Strategy<Value = PaymentFx> {
+    (any::<u128>(), rate(), currency(), 0..=AMOUNT_MAX, 0..=AMOUNT_MAX).prop_map(
+        |(quote, rate, target_currency, target_amount, fee)| PaymentFx {
+            quote: QuoteId(quote),
+            rate,
+            target_currency,
+            target_amount,
+            fee,
+        },
+    )
+}
+
 fn payment() -> BoxedStrategy<Payment> {
     let head = (payment_id(), any::<u128>(), account_id(), account_id(), any::<u64>(), currency(), capture_method());
     let tail = (
@@ -247,12 +278,13 @@ fn payment() -> BoxedStrategy<Payment> {
         any::<u64>(),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         option::of(transfer_id()),
+        option::of(payment_fx()),
     );
     (head, tail)
         .prop_map(
             |(
                 (id, tenant, payer, payee, amount, currency, capture_method),
-                (status, description, failure_code, amount_captured, amount_refunded, times, transfer),
+                (status, description, failure_code, amount_captured, amount_refunded, times, transfer, fx),
             )| Payment {
                 id,
                 tenant: TenantId(tenant),
@@ -270,6 +302,7 @@ fn payment() -> BoxedStrategy<Payment> {
                 created_at: times.1,
                 updated_at: times.2,
                 transfer,
+                fx,
             },
         )
         .boxed()

@@ -6,7 +6,7 @@ use crate::account::{Account, Balances};
 use crate::batch::{BatchEnd, BatchItemResult};
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
-use crate::{AccountId, BatchId, EventKind, TenantId};
+use crate::{AccountId, BatchId, EventKind, PaymentId, QuoteId, TenantId};
 
 /// Everything one `execute` changed, as final values, for the store to write in one
 /// transaction.
@@ -26,6 +26,9 @@ pub struct ChangeSet {
     /// for the store to write to its outbox in the same transaction.
     pub events: Vec<(TenantId, EventKind, u128)>,
     pub last_timestamp: u64,
+    /// FX quotes used in this batch, each by the payment that used it: the store marks them
+    /// used in the batch's transaction.
+    pub quotes_used: Vec<(QuoteId, PaymentId)>,
 }
 
 impl ChangeSet {
@@ -40,6 +43,7 @@ impl ChangeSet {
             && self.batch_items.is_empty()
             && self.batch_ends.is_empty()
             && self.events.is_empty()
+            && self.quotes_used.is_empty()
     }
 }
 
@@ -86,6 +90,7 @@ impl State {
         self.before.clear();
         self.new_transfers.clear();
         self.stored_transfers.clear();
+        self.quotes.clear();
         self.holds.retain(|_, h| h.status == HoldStatus::Pending);
         self.payments.retain(|_, p| p.status.is_open());
         changes

@@ -24,7 +24,7 @@ pub(super) struct Undo {
 
 impl Undo {
     /// An empty log for a chain that starts when the batch has made `transfers_len` transfers.
-    fn starting_at(transfers_len: usize) -> Undo {
+    pub(super) fn starting_at(transfers_len: usize) -> Undo {
         Undo { transfers_len, ..Undo::default() }
     }
 
@@ -83,7 +83,7 @@ impl State {
 
     /// Undoes everything the current chain changed. Panics if the undo log does not match the
     /// state (see the module's documentation).
-    fn rollback(&mut self) {
+    pub(super) fn rollback(&mut self) {
         let undo = self.undo.take();
         assert!(undo.is_some(), "rollback outside a linked chain: there is no undo log");
         let Some(undo) = undo else { return };

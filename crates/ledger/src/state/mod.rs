@@ -9,6 +9,7 @@
 mod accounts;
 mod batch_items;
 mod changes;
+pub(crate) mod fx;
 mod invariants;
 mod linked;
 mod payments;
@@ -17,13 +18,15 @@ mod request;
 mod transfers;
 
 pub use changes::ChangeSet;
+pub use fx::payment_fx_transfers;
 pub use prefetch::Prefetch;
 pub use request::{Command, CommandError, NewAccount, NewPayment, Outcome, Request};
 
 use crate::account::{Account, Balances};
+use crate::fx::Quote;
 use crate::payment::{Payment, PaymentStatus};
 use crate::transfer::HoldRecord;
-use crate::{AccountId, Currency, PaymentId, TenantId, Transfer, TransferId};
+use crate::{AccountId, Currency, PaymentId, QuoteId, TenantId, Transfer, TransferId};
 use linked::Undo;
 use std::collections::BTreeSet;
 
@@ -65,6 +68,8 @@ pub struct State {
     payments: HashMap<PaymentId, Payment>,
     /// Stored transfers loaded for this batch (for `exists`).
     stored_transfers: HashMap<TransferId, Transfer>,
+    /// FX quotes loaded for this batch (and those it used). Dropped after it.
+    quotes: HashMap<QuoteId, Quote>,
     deadlines: BTreeSet<(u64, Deadline)>,
     last_timestamp: u64,
     /// The highest transfer id in the store, when known: no stored transfer has a greater id,

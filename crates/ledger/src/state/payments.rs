@@ -8,16 +8,17 @@ use crate::payment::{
 use crate::transfer::ResultCode;
 use crate::{Amount, EventKind, PaymentId, RefundId, TenantId, TransferId};
 
-const AMOUNT: &str = "amount";
+pub(super) const AMOUNT: &str = "amount";
 const EXPIRES_IN_SECONDS: &str = "expires_in_seconds";
 const PAYER_ACCOUNT: &str = "payer_account";
-const PAYEE_ACCOUNT: &str = "payee_account";
+pub(super) const PAYEE_ACCOUNT: &str = "payee_account";
+const PAYMENT: &str = "payment";
 const AMOUNT_RANGE: &str = "amount must be between 1 and 9223372036854775807";
 const AMOUNT_POSITIVE: &str = "amount must be greater than zero";
 const EXPIRES_IN_SECONDS_RANGE: &str = "expires_in_seconds must be between 1 and 31622400 (366 days)";
 /// The fields and messages the errors made here carry: every one is a constant above, so
 /// [`CommandError::known_param`] and [`CommandError::known_message`] know all of them.
-pub(super) const PARAMS: &[&str] = &[AMOUNT, EXPIRES_IN_SECONDS, PAYER_ACCOUNT, PAYEE_ACCOUNT];
+pub(super) const PARAMS: &[&str] = &[AMOUNT, EXPIRES_IN_SECONDS, PAYER_ACCOUNT, PAYEE_ACCOUNT, PAYMENT];
 pub(super) const MESSAGES: &[&str] = &[AMOUNT_RANGE, AMOUNT_POSITIVE, EXPIRES_IN_SECONDS_RANGE];
 
 impl State {
@@ -47,18 +48,33 @@ impl State {
         if new.expires_in_seconds == 0 || new.expires_in_seconds > TIMEOUT_MAX_SECONDS {
             return Err(CommandError::InvalidField { param: EXPIRES_IN_SECONDS, message: EXPIRES_IN_SECONDS_RANGE });
         }
-        for (param, id) in [(PAYER_ACCOUNT, new.payer), (PAYEE_ACCOUNT, new.payee)] {
-            let account = self.tenant_account(tenant, id).ok_or(CommandError::AccountNotFound { param })?;
-            if account.currency != new.currency {
-                return Err(CommandError::CurrencyMismatch { param });
-            }
+        let payer =
+            self.tenant_account(tenant, new.payer).ok_or(CommandError::AccountNotFound { param: PAYER_ACCOUNT })?;
+        if payer.currency != new.currency {
+            return Err(CommandError::CurrencyMismatch { param: PAYER_ACCOUNT });
         }
+        let payee_currency = self
+            .tenant_account(tenant, new.payee)
+            .ok_or(CommandError::AccountNotFound { param: PAYEE_ACCOUNT })?
+            .currency;
+        // A payment in one currency needs no quote (and takes none); one across two names one.
+        let quote = match new.fx_quote {
+            Some(quote) => Some(self.check_quote(tenant, new, quote, payee_currency)?),
+            None if payee_currency != new.currency => {
+                return Err(CommandError::CurrencyMismatch { param: PAYEE_ACCOUNT })
+            }
+            None => None,
+        };
         if new.payer == new.payee {
             return Err(CommandError::SameAccount);
         }
         if self.payments.contains_key(&new.id) {
             return Err(CommandError::AlreadyExists);
         }
+        let fx = match &quote {
+            Some(quote) => Some(self.take_quote(quote, new.id, now)?),
+            None => None,
+        };
         let created_at = self.tick(now);
         let payment = Payment {
             id: new.id,
@@ -77,6 +93,7 @@ impl State {
             created_at,
             updated_at: created_at,
             transfer: None,
+            fx,
         };
         self.deadlines.insert((payment.expires_at, Deadline::Payment(payment.id)));
         self.payments.insert(payment.id, payment.clone());
@@ -105,8 +122,9 @@ impl State {
         let transfer = TransferId(id.derive_at(TAG_CONFIRM, now));
         // The amount was checked when the payment was made; one that is not an amount fails
         // the payment with invalid_amount.
-        let code = match Amount::new(payment.amount) {
-            Some(amount) => {
+        let code = match (Amount::new(payment.amount), payment.fx.clone()) {
+            (_, Some(fx)) => self.fx_confirm(tenant, &payment, &fx, transfer, manual, now),
+            (Some(amount), None) => {
                 let mv = Move {
                     id: transfer,
                     debit: payment.payer,
@@ -118,7 +136,7 @@ impl State {
                 };
                 self.apply_move(tenant, &mv, now, Some(id))
             }
-            None => ResultCode::InvalidAmount,
+            (None, None) => ResultCode::InvalidAmount,
         };
         self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
         payment.updated_at = now.max(payment.updated_at);
@@ -148,6 +166,9 @@ impl State {
         now: u64,
     ) -> Result<Payment, CommandError> {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresCapture])?;
+        if payment.fx.is_some() && amount.is_some_and(|a| a != payment.amount) {
+            return Err(CommandError::InvalidField { param: AMOUNT, message: super::fx::FX_CAPTURE_IN_FULL });
+        }
         let amount = amount.unwrap_or(payment.amount);
         if amount == 0 {
             return Err(CommandError::InvalidField { param: AMOUNT, message: AMOUNT_POSITIVE });
@@ -159,14 +180,11 @@ impl State {
         // that was never checked.
         let checked = Amount::new(amount).ok_or(CommandError::Rejected(ResultCode::InvalidAmount))?;
         let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
-        let code = self.resolve(
-            tenant,
-            TransferId(id.derive_at(TAG_CAPTURE, now)),
-            hold,
-            Resolution::Post(Some(checked)),
-            now,
-            Some(id),
-        );
+        let capture = TransferId(id.derive_at(TAG_CAPTURE, now));
+        let code = match payment.fx.clone() {
+            Some(fx) => self.fx_capture(tenant, &payment, &fx, hold, capture, now),
+            None => self.resolve(tenant, capture, hold, Resolution::Post(Some(checked)), now, Some(id)),
+        };
         if code != ResultCode::Ok {
             return Err(CommandError::Rejected(code));
         }
@@ -182,8 +200,11 @@ impl State {
             self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation, PaymentStatus::RequiresCapture])?;
         if payment.status == PaymentStatus::RequiresCapture {
             let hold = payment.transfer.ok_or(CommandError::Rejected(ResultCode::PendingNotFound))?;
-            let code =
-                self.resolve(tenant, TransferId(id.derive_at(TAG_CANCEL, now)), hold, Resolution::Void, now, Some(id));
+            let cancel = TransferId(id.derive_at(TAG_CANCEL, now));
+            let code = match payment.fx.clone() {
+                Some(fx) => self.fx_cancel(tenant, &payment, &fx, hold, cancel, now),
+                None => self.resolve(tenant, cancel, hold, Resolution::Void, now, Some(id)),
+            };
             if code != ResultCode::Ok {
                 return Err(CommandError::Rejected(code));
             }
@@ -204,6 +225,9 @@ impl State {
         now: u64,
     ) -> Result<(Refund, Payment), CommandError> {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::Succeeded])?;
+        if payment.fx.is_some() {
+            return Err(CommandError::InvalidField { param: PAYMENT, message: super::fx::FX_REFUND_UNSUPPORTED });
+        }
         let refundable = payment.amount_captured - payment.amount_refunded;
         let amount = amount.unwrap_or(refundable);
         if refundable == 0 {

@@ -3,9 +3,10 @@
 
 use super::{Command, Request, State};
 use crate::batch::BatchStep;
+use crate::fx::Quote;
 use crate::payment::Payment;
 use crate::transfer::{HoldRecord, NewTransfer, Transfer, TransferOp};
-use crate::{PaymentId, TransferId};
+use crate::{PaymentId, QuoteId, TransferId};
 
 /// What the engine must load from storage before executing a batch: objects that are not kept
 /// in memory (resolved holds, finished payments, stored transfers).
@@ -14,11 +15,13 @@ pub struct Prefetch {
     pub transfers: Vec<TransferId>,
     pub holds: Vec<TransferId>,
     pub payments: Vec<PaymentId>,
+    /// The FX quotes that payments created in the batch name.
+    pub quotes: Vec<QuoteId>,
 }
 
 impl Prefetch {
     pub fn is_empty(&self) -> bool {
-        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty()
+        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty() && self.quotes.is_empty()
     }
 }
 
@@ -82,6 +85,10 @@ impl State {
                     if may_be_stored && !self.payments.contains_key(&new.id) {
                         wanted.payments.push(new.id);
                     }
+                    // Quotes are never kept in memory: each use reads the stored row.
+                    if let Some(quote) = new.fx_quote {
+                        wanted.quotes.push(quote);
+                    }
                 }
                 Command::CreateAccount(_) | Command::EndBatch { .. } => {}
             }
@@ -102,6 +109,13 @@ impl State {
         }
         for payment in payments {
             self.payments.entry(payment.id).or_insert(payment);
+        }
+    }
+
+    /// Adds the FX quotes loaded from storage for the next batch. They are dropped after it.
+    pub fn insert_prefetched_quotes(&mut self, quotes: impl IntoIterator<Item = Quote>) {
+        for quote in quotes {
+            self.quotes.entry(quote.id).or_insert(quote);
         }
     }
 

@@ -5,7 +5,7 @@ use crate::account::{Account, Overdraft};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
 use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
-use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId};
+use crate::{AccountId, BatchId, Currency, PaymentId, QuoteId, RefundId, TenantId};
 
 /// A request to open an account.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -31,6 +31,9 @@ pub struct NewPayment {
     pub capture_method: CaptureMethod,
     pub expires_in_seconds: u64,
     pub description: Option<String>,
+    /// The quote a cross-currency payment uses: `amount` and `currency` must be its source
+    /// side, the payer's account in its source currency, the payee's in its target currency.
+    pub fx_quote: Option<QuoteId>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -111,6 +114,10 @@ pub enum CommandError {
     },
     /// The ledger refused the transfer the operation needs.
     Rejected(ResultCode),
+    /// The quote named by `fx_quote` does not exist in this tenant.
+    QuoteNotFound,
+    /// The quote's lock has passed, or another payment used it.
+    QuoteExpired,
 }
 
 impl CommandError {
@@ -118,12 +125,22 @@ impl CommandError {
     /// `&'static str` the error holds: how a decoded error gets its text back. `None` for any
     /// other text. The set is written once, beside the code that makes the errors.
     pub fn known_param(text: &str) -> Option<&'static str> {
-        super::accounts::PARAMS.iter().chain(super::payments::PARAMS).copied().find(|p| *p == text)
+        super::accounts::PARAMS
+            .iter()
+            .chain(super::payments::PARAMS)
+            .chain(super::fx::PARAMS)
+            .copied()
+            .find(|p| *p == text)
     }
 
     /// The message among those of the ledger's `InvalidField` errors that equals `text`.
     pub fn known_message(text: &str) -> Option<&'static str> {
-        super::accounts::MESSAGES.iter().chain(super::payments::MESSAGES).copied().find(|m| *m == text)
+        super::accounts::MESSAGES
+            .iter()
+            .chain(super::payments::MESSAGES)
+            .chain(super::fx::MESSAGES)
+            .copied()
+            .find(|m| *m == text)
     }
 }
 

@@ -262,8 +262,13 @@ impl State {
                         now,
                         payment,
                     );
+                    // A cross-currency payment holds two transfers (source and fee) with one
+                    // deadline: the first to expire ends the payment.
+                    let open = |p: &PaymentId| {
+                        self.payments.get(p).is_some_and(|p| p.status == PaymentStatus::RequiresCapture)
+                    };
                     if code == ResultCode::Ok {
-                        if let Some(payment) = payment {
+                        if let Some(payment) = payment.filter(open) {
                             self.set_payment_status(payment, PaymentStatus::Expired, now);
                         }
                     }

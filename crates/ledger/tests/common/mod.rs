@@ -255,6 +255,8 @@ pub fn render_error(e: &CommandError) -> String {
         CommandError::AmountTooLarge { max } => format!("err:amount_too_large({max})"),
         CommandError::InvalidField { param, .. } => format!("err:invalid_field({param})"),
         CommandError::Rejected(code) => format!("err:rejected({})", code.as_str()),
+        CommandError::QuoteNotFound => "err:quote_not_found".to_owned(),
+        CommandError::QuoteExpired => "err:quote_expired".to_owned(),
     }
 }
 
@@ -510,6 +512,7 @@ impl Parser {
                     },
                     expires_in_seconds: options.get("expires").map_or(3600, |v| number(v, line)),
                     description: None,
+                    fx_quote: None,
                 })
             }
             "confirm" => Command::ConfirmPayment(self.names.payment(positional[0])),

@@ -10,7 +10,9 @@ use crate::render::{self, ListJson, PaymentJson, RefundJson};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use paycore_ledger::{AccountId, CaptureMethod, Command, NewPayment, PaymentId, RefundId, TIMEOUT_MAX_SECONDS};
+use paycore_ledger::{
+    AccountId, CaptureMethod, Command, NewPayment, PaymentId, QuoteId, RefundId, TIMEOUT_MAX_SECONDS,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -52,6 +54,12 @@ pub struct CreatePayment {
     pub expires_in_seconds: Option<Seconds>,
     /// Free text, at most 1000 characters.
     pub description: Option<String>,
+    /// `fxq_…`: a cross-currency payment's quote. `amount` and `currency` must be its
+    /// `source_amount` and `from_currency` (the payer's), the payee's account must hold its
+    /// `to_currency`; the payee receives its `target_amount`, the fee is charged on top. A quote
+    /// is used once, before its `expires_at`.
+    #[schema(value_type = Option<String>)]
+    pub fx_quote: Option<Id<QuoteId>>,
 }
 
 /// Captures a held payment: all of it, or `amount`.
@@ -83,7 +91,8 @@ pub struct Empty {}
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses(
         (status = 201, description = "The payment, `requires_confirmation`", body = PaymentJson),
-        (status = 400, description = "Invalid parameter; `account_not_found`, `currency_mismatch` or `same_account` with `param`", body = ErrorBody),
+        (status = 400, description = "Invalid parameter; `account_not_found`, `currency_mismatch`, `same_account` or `quote_expired` with `param`", body = ErrorBody),
+        (status = 404, description = "`resource_missing`: no such `fx_quote`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
@@ -114,6 +123,7 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         },
         expires_in_seconds,
         description: params.description,
+        fx_quote: params.fx_quote.map(|q| q.0),
     });
     execute(&state, &post, command).await
 }

@@ -5,9 +5,11 @@
 //! the query was.
 
 use crate::{IdempotencyRecord, Result, StoreError};
+use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentId,
-    PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind,
+    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentFx,
+    PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId,
+    TransferKind,
 };
 use postgres::error::SqlState;
 use postgres::types::FromSql;
@@ -187,6 +189,35 @@ pub(super) fn payment_from(row: &Row) -> Result<Payment> {
         created_at: uint(row, "created_at")?,
         updated_at: uint(row, "updated_at")?,
         transfer: opt_id(row, "transfer")?.map(TransferId),
+        fx: payment_fx_from(row)?,
+    })
+}
+
+/// A cross-currency payment's quoted side: all five columns, or none.
+fn payment_fx_from(row: &Row) -> Result<Option<PaymentFx>> {
+    let Some(quote) = opt_id(row, "fx_quote")? else { return Ok(None) };
+    Ok(Some(PaymentFx {
+        quote: QuoteId(quote),
+        rate: parsed(row, "fx_rate", |text| Rate::parse(text).ok())?,
+        target_currency: parsed(row, "fx_currency", Currency::from_code)?,
+        target_amount: uint(row, "fx_amount")?,
+        fee: uint(row, "fx_fee")?,
+    }))
+}
+
+pub(super) fn quote_from(row: &Row) -> Result<Quote> {
+    Ok(Quote {
+        id: QuoteId(id(row, "id")?),
+        tenant: TenantId(id(row, "tenant")?),
+        from: parsed(row, "from_currency", Currency::from_code)?,
+        to: parsed(row, "to_currency", Currency::from_code)?,
+        rate: parsed(row, "rate", |text| Rate::parse(text).ok())?,
+        source_amount: uint(row, "source_amount")?,
+        target_amount: uint(row, "target_amount")?,
+        fee: uint(row, "fee")?,
+        created_at: uint(row, "created_at")?,
+        expires_at: uint(row, "expires_at")?,
+        used_by: opt_id(row, "used_by")?.map(PaymentId),
     })
 }
 

@@ -3,14 +3,14 @@
 
 use super::batches::commit_batch_changes;
 use super::codec::{
-    account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, transfer_from, HOLD_SELECT,
+    account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, quote_from, transfer_from, HOLD_SELECT,
 };
 use super::open::OUTBOX_LOCK;
 use super::partitions::Lead;
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
-    Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, Refund, ResultCode, TenantId, Transfer,
-    TransferId,
+    Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund, ResultCode, TenantId,
+    Transfer, TransferId,
 };
 use postgres::{Client, Transaction};
 
@@ -89,6 +89,10 @@ impl PostgresStore {
         if !payments.is_empty() {
             loaded.payments =
                 all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
+        }
+        if !wanted.quotes.is_empty() {
+            let quotes = id_array(&wanted.quotes, |id| id.0);
+            loaded.quotes = all(&client.query("SELECT * FROM fx_quotes WHERE id = ANY($1)", &[&quotes])?, quote_from)?;
         }
         Ok(loaded)
     }
@@ -194,6 +198,7 @@ impl PostgresStore {
         insert_transfers(&mut tx, &changes.transfers)?;
         upsert_holds(&mut tx, &changes.holds)?;
         upsert_payments(&mut tx, &changes.payments)?;
+        mark_quotes_used(&mut tx, &changes.quotes_used)?;
         insert_refunds(&mut tx, &changes.refunds)?;
         insert_idempotency(&mut tx, idempotency)?;
         insert_events(&mut tx, changes)?;
@@ -280,6 +285,27 @@ fn upsert_holds(tx: &mut Transaction<'_>, holds: &[HoldRecord]) -> Result<()> {
     Ok(())
 }
 
+/// The quotes the batch's payments used. The engine checked each was unused; the condition
+/// makes a second use a failed commit rather than a silent overwrite.
+fn mark_quotes_used(tx: &mut Transaction<'_>, used: &[(QuoteId, PaymentId)]) -> Result<()> {
+    if used.is_empty() {
+        return Ok(());
+    }
+    let written = tx.execute(
+        "UPDATE fx_quotes q SET used_by = u.payment
+         FROM UNNEST($1::bytea[], $2::bytea[]) AS u(id, payment)
+         WHERE q.id = u.id AND q.used_by IS NULL",
+        &[&id_array(used, |(q, _)| q.0), &id_array(used, |(_, p)| p.0)],
+    )?;
+    if written != used.len() as u64 {
+        return Err(StoreError::Conflict(format!(
+            "{written} of {} quotes marked used: one is used or missing",
+            used.len()
+        )));
+    }
+    Ok(())
+}
+
 /// New payments, and the new state of those the batch moved on.
 fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()> {
     if payments.is_empty() {
@@ -289,10 +315,12 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
     let written = tx.execute(
         "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
              status, description, failure_code, amount_captured, amount_refunded,
-             expires_at, created_at, updated_at, transfer)
+             expires_at, created_at, updated_at, transfer,
+             fx_quote, fx_rate, fx_currency, fx_amount, fx_fee)
          SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
              $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[],
-             $14::bigint[], $15::bigint[], $16::bytea[])
+             $14::bigint[], $15::bigint[], $16::bytea[],
+             $17::bytea[], $18::text[], $19::text[], $20::bigint[], $21::bigint[])
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
              failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
              amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
@@ -315,6 +343,11 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
             &ints(|p| p.created_at),
             &ints(|p| p.updated_at),
             &payments.iter().map(|p| p.transfer.map(|t| id_bytes(t.0))).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.fx.as_ref().map(|fx| id_bytes(fx.quote.0))).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.fx.as_ref().map(|fx| fx.rate.to_string())).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.fx.as_ref().map(|fx| fx.target_currency.code())).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.fx.as_ref().map(|fx| int(fx.target_amount))).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.fx.as_ref().map(|fx| int(fx.fee))).collect::<Vec<_>>(),
         ],
     )?;
     // A payment id another tenant's partition wrote since this batch's load is not taken over.

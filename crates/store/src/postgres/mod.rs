@@ -22,6 +22,7 @@ mod batches;
 mod codec;
 mod commit;
 mod files;
+mod fx;
 mod leases;
 mod open;
 mod partitions;

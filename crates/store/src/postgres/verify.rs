@@ -3,10 +3,11 @@
 //! committing.
 
 use super::batches::{list_items, snapshot};
-use super::codec::{account_from, all, id, payment_from, refund_from, transfer_from};
+use super::codec::{account_from, all, id, payment_from, quote_from, refund_from, transfer_from};
 use super::reader::PostgresReader;
 use crate::verify::{Report, Snapshot, Verify};
 use crate::{BatchItemRow, Result};
+use paycore_ledger::fx::Quote;
 use paycore_ledger::{Account, BatchId, Payment, Refund, Transfer};
 use postgres::{Row, Transaction};
 
@@ -67,6 +68,10 @@ impl Snapshot for Rows<'_, '_> {
 
     fn payments(&mut self, each: &mut dyn FnMut(Payment)) -> Result<()> {
         self.each("SELECT * FROM payments", payment_from, each)
+    }
+
+    fn quotes(&mut self, each: &mut dyn FnMut(Quote)) -> Result<()> {
+        self.each("SELECT * FROM fx_quotes", quote_from, each)
     }
 
     fn batches(&mut self) -> Result<Vec<BatchId>> {

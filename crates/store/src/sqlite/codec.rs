@@ -1,9 +1,11 @@
 //! Conversions between ledger values and SQLite's columns, and SQLite's errors by kind.
 
 use crate::{IdempotencyRecord, Result, StoreError};
+use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentId,
-    PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind,
+    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentFx,
+    PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId,
+    TransferKind,
 };
 use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, Row};
@@ -197,6 +199,37 @@ pub(super) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
         created_at: uint(row, "created_at")?,
         updated_at: uint(row, "updated_at")?,
         transfer: opt_blob_id(row, "transfer")?.map(TransferId),
+        fx: payment_fx_from(row)?,
+    })
+}
+
+/// A cross-currency payment's quoted side: all five columns, or none.
+fn payment_fx_from(row: &Row) -> rusqlite::Result<Option<PaymentFx>> {
+    let Some(quote) = opt_blob_id(row, "fx_quote")? else { return Ok(None) };
+    let rate: String = row.get("fx_rate")?;
+    Ok(Some(PaymentFx {
+        quote: QuoteId(quote),
+        rate: Rate::parse(&rate).map_err(|_| corrupt("fx_rate", &format!("the rate {rate:?}")))?,
+        target_currency: parsed(row, "fx_currency", Currency::from_code)?,
+        target_amount: uint(row, "fx_amount")?,
+        fee: uint(row, "fx_fee")?,
+    }))
+}
+
+pub(super) fn quote_from(row: &Row) -> rusqlite::Result<Quote> {
+    let rate: String = row.get("rate")?;
+    Ok(Quote {
+        id: QuoteId(blob_id(row, "id")?),
+        tenant: TenantId(blob_id(row, "tenant")?),
+        from: parsed(row, "from_currency", Currency::from_code)?,
+        to: parsed(row, "to_currency", Currency::from_code)?,
+        rate: Rate::parse(&rate).map_err(|_| corrupt("rate", &format!("the rate {rate:?}")))?,
+        source_amount: uint(row, "source_amount")?,
+        target_amount: uint(row, "target_amount")?,
+        fee: uint(row, "fee")?,
+        created_at: uint(row, "created_at")?,
+        expires_at: uint(row, "expires_at")?,
+        used_by: opt_blob_id(row, "used_by")?.map(PaymentId),
     })
 }
 

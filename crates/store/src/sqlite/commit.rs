@@ -4,15 +4,15 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, transfer_at, transfer_from,
-    TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, transfer_at,
+    transfer_from, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
-    Account, AccountId, Balances, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, Refund, ResultCode,
-    TenantId, Transfer, TransferId,
+    Account, AccountId, Balances, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund,
+    ResultCode, TenantId, Transfer, TransferId,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
@@ -116,6 +116,14 @@ impl Store for SqliteStore {
                 loaded.payments.push(p);
             }
         }
+        if !wanted.quotes.is_empty() {
+            let mut stmt = self.conn.prepare_cached("SELECT * FROM fx_quotes WHERE id = ?1")?;
+            for id in &wanted.quotes {
+                if let Some(q) = stmt.query_row([id_blob(id.0)], quote_from).optional()? {
+                    loaded.quotes.push(q);
+                }
+            }
+        }
         Ok(loaded)
     }
 
@@ -137,6 +145,7 @@ impl Store for SqliteStore {
         insert_transfers(&tx, &changes.transfers)?;
         upsert_holds(&tx, &changes.holds)?;
         upsert_payments(&tx, &changes.payments)?;
+        mark_quotes_used(&tx, &changes.quotes_used)?;
         insert_refunds(&tx, &changes.refunds)?;
         insert_idempotency(&tx, idempotency)?;
         insert_events(&tx, changes)?;
@@ -209,8 +218,10 @@ fn upsert_payments(conn: &Connection, payments: &[Payment]) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
              status, description, failure_code, amount_captured, amount_refunded,
-             expires_at, created_at, updated_at, transfer)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             expires_at, created_at, updated_at, transfer,
+             fx_quote, fx_rate, fx_currency, fx_amount, fx_fee)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+             ?17, ?18, ?19, ?20, ?21)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
              failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
              amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
@@ -234,7 +245,24 @@ fn upsert_payments(conn: &Connection, payments: &[Payment]) -> Result<()> {
             int(p.created_at),
             int(p.updated_at),
             p.transfer.map(|t| id_blob(t.0)),
+            p.fx.as_ref().map(|fx| id_blob(fx.quote.0)),
+            p.fx.as_ref().map(|fx| fx.rate.to_string()),
+            p.fx.as_ref().map(|fx| fx.target_currency.code()),
+            p.fx.as_ref().map(|fx| int(fx.target_amount)),
+            p.fx.as_ref().map(|fx| int(fx.fee)),
         ])?;
+    }
+    Ok(())
+}
+
+/// The quotes the batch's payments used. The engine checked each was unused; the condition
+/// makes a second use a failed commit rather than a silent overwrite.
+fn mark_quotes_used(conn: &Connection, used: &[(QuoteId, PaymentId)]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("UPDATE fx_quotes SET used_by = ?2 WHERE id = ?1 AND used_by IS NULL")?;
+    for (quote, payment) in used {
+        if stmt.execute(params![id_blob(quote.0), id_blob(payment.0)])? != 1 {
+            return Err(StoreError::Conflict(format!("quote {quote} is used already or missing")));
+        }
     }
     Ok(())
 }

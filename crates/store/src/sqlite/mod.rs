@@ -17,6 +17,7 @@ mod codec;
 mod commit;
 mod files;
 mod fresh;
+mod fx;
 mod history;
 mod leases;
 mod open;

@@ -52,6 +52,7 @@ fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Comman
     let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
     let loaded = store.load(&state.prefetch(&requests)).unwrap();
     state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+    state.insert_prefetched_quotes(loaded.quotes);
     state.execute(&requests, now);
     store.commit(&state.take_changes(), &[]).unwrap();
 }
@@ -154,6 +155,7 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
             capture_method: CaptureMethod::Automatic,
             expires_in_seconds: 60,
             description: None,
+            fx_quote: None,
         })],
     );
     step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
@@ -183,8 +185,92 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 7 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 8 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
+}
+
+#[test]
+fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missing() {
+    use crate::FxStore;
+    use paycore_ledger::fx::{Quote, Rate};
+    use paycore_ledger::QuoteId;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let usd = Currency::from_code("USD").unwrap();
+    let account = |id: u128, currency, overdraft| {
+        Command::CreateAccount(NewAccount { id: AccountId(id), currency, overdraft, reference: None, metadata: None })
+    };
+    let mut state = State::default();
+    step(
+        &mut state,
+        &mut store,
+        10,
+        vec![
+            account(1, usd, Overdraft::Unlimited),
+            account(2, usd, Overdraft::Limit(0)),
+            account(3, eur(), Overdraft::Limit(0)),
+        ],
+    );
+    let fund = NewTransfer {
+        id: TransferId(100),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(1),
+            credit_account: AccountId(2),
+            amount: 1000,
+            currency: usd,
+            hold: None,
+        },
+    };
+    reader
+        .insert_quote(
+            &Quote {
+                id: QuoteId(5),
+                tenant: T1,
+                from: usd,
+                to: eur(),
+                rate: Rate::parse("0.9").unwrap(),
+                source_amount: 100,
+                target_amount: 90,
+                fee: 1,
+                created_at: 1,
+                expires_at: 1_000,
+                used_by: None,
+            },
+            None,
+        )
+        .unwrap();
+    let payment = NewPayment {
+        id: PaymentId(7),
+        payer: AccountId(2),
+        payee: AccountId(3),
+        amount: 100,
+        currency: usd,
+        capture_method: CaptureMethod::Automatic,
+        expires_in_seconds: 60,
+        description: None,
+        fx_quote: Some(QuoteId(5)),
+    };
+    step(&mut state, &mut store, 20, vec![Command::Transfer(fund), Command::CreatePayment(payment)]);
+    step(&mut state, &mut store, 30, vec![Command::ConfirmPayment(PaymentId(7))]);
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.payments, report.quotes, report.transfers), (1, 1, 4));
+
+    // The payment claims more than its quote gave; another quote claims the payment.
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    conn.execute("UPDATE payments SET fx_amount = 91", []).unwrap();
+    conn.execute(
+        "INSERT INTO fx_quotes SELECT ?1, tenant, from_currency, to_currency, rate, source_amount, target_amount,
+             fee, created_at, expires_at, used_by FROM fx_quotes",
+        [QuoteId(6).0.to_be_bytes()],
+    )
+    .unwrap();
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(report.problems[0].contains("does not match its quote"), "{:?}", report.problems);
+    assert!(report.problems[1].contains("its payee was not paid 91"), "{:?}", report.problems);
+    assert!(report.problems[2].contains("which does not name it"), "{:?}", report.problems);
 }
 
 /// Every page of every account's history, newest first.

@@ -1,10 +1,11 @@
 //! The SQLite side of [`crate::verify`]: its rows, read inside one read transaction.
 
-use super::codec::{account_from, blob_id, payment_from, refund_from, transfer_from};
+use super::codec::{account_from, blob_id, payment_from, quote_from, refund_from, transfer_from};
 use super::commit::balances_through;
 use super::reader::SqliteReader;
 use crate::verify::{Report, Snapshot, Verify};
 use crate::{BatchItemRow, Result};
+use paycore_ledger::fx::Quote;
 use paycore_ledger::{Account, BatchId, Payment, Refund, Transfer};
 use rusqlite::{Connection, Row};
 
@@ -56,6 +57,10 @@ impl Snapshot for Rows<'_> {
 
     fn payments(&mut self, each: &mut dyn FnMut(Payment)) -> Result<()> {
         self.each("SELECT * FROM payments", payment_from, each)
+    }
+
+    fn quotes(&mut self, each: &mut dyn FnMut(Quote)) -> Result<()> {
+        self.each("SELECT * FROM fx_quotes", quote_from, each)
     }
 
     fn batches(&mut self) -> Result<Vec<BatchId>> {

@@ -1,0 +1,123 @@
+//! FX rates, fees and quotes in PostgreSQL (see [`crate::fx`]).
+
+use super::codec::{all, id, id_bytes, int, parsed, quote_from, uint};
+use super::reader::PostgresReader;
+use crate::fx::{FxStore, RateRecord};
+use crate::{IdempotencyRecord, Result};
+use paycore_ledger::fx::{Quote, Rate};
+use paycore_ledger::{Currency, QuoteId, TenantId};
+use postgres::Row;
+
+fn rate_from(row: &Row) -> Result<RateRecord> {
+    Ok(RateRecord {
+        tenant: TenantId(id(row, "tenant")?),
+        base: parsed(row, "base", Currency::from_code)?,
+        quote: parsed(row, "quote", Currency::from_code)?,
+        rate: parsed(row, "rate", |text| Rate::parse(text).ok())?,
+        updated_at: uint(row, "updated_at")?,
+    })
+}
+
+impl FxStore for PostgresReader {
+    fn set_rate(&self, r: &RateRecord) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                "INSERT INTO fx_rates (tenant, base, quote, rate, updated_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, base, quote) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at",
+                &[&id_bytes(r.tenant.0), &r.base.code(), &r.quote.code(), &r.rate.to_string(), &int(r.updated_at)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn rates(&self, tenant: TenantId) -> Result<Vec<RateRecord>> {
+        self.with(|client| {
+            let rows = client
+                .query("SELECT * FROM fx_rates WHERE tenant = $1 ORDER BY base, quote", &[&id_bytes(tenant.0)])?;
+            all(&rows, rate_from)
+        })
+    }
+
+    fn rate(&self, tenant: TenantId, base: Currency, quote: Currency) -> Result<Option<RateRecord>> {
+        self.with(|client| {
+            let rows = client.query(
+                "SELECT * FROM fx_rates WHERE tenant = $1 AND base = $2 AND quote = $3",
+                &[&id_bytes(tenant.0), &base.code(), &quote.code()],
+            )?;
+            rows.first().map(rate_from).transpose()
+        })
+    }
+
+    fn fee_bps(&self, tenant: TenantId) -> Result<u32> {
+        self.with(|client| {
+            let rows = client.query("SELECT fee_bps FROM fx_settings WHERE tenant = $1", &[&id_bytes(tenant.0)])?;
+            Ok(rows
+                .first()
+                .map(|row| uint(row, "fee_bps"))
+                .transpose()?
+                .and_then(|b| u32::try_from(b).ok())
+                .unwrap_or(0))
+        })
+    }
+
+    fn set_fee_bps(&self, tenant: TenantId, fee_bps: u32, now: u64) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                "INSERT INTO fx_settings (tenant, fee_bps, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant) DO UPDATE SET fee_bps = excluded.fee_bps, updated_at = excluded.updated_at",
+                &[&id_bytes(tenant.0), &i64::from(fee_bps), &int(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn insert_quote(&self, q: &Quote, saved: Option<&IdempotencyRecord>) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "INSERT INTO fx_quotes (id, tenant, from_currency, to_currency, rate, source_amount, target_amount,
+                     fee, created_at, expires_at, used_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &id_bytes(q.id.0),
+                    &id_bytes(q.tenant.0),
+                    &q.from.code(),
+                    &q.to.code(),
+                    &q.rate.to_string(),
+                    &int(q.source_amount),
+                    &int(q.target_amount),
+                    &int(q.fee),
+                    &int(q.created_at),
+                    &int(q.expires_at),
+                    &q.used_by.map(|p| id_bytes(p.0)),
+                ],
+            )?;
+            if let Some(r) = saved {
+                tx.execute(
+                    "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &id_bytes(r.tenant.0),
+                        &r.key,
+                        &r.fingerprint.as_slice(),
+                        &i32::from(r.status),
+                        &r.body,
+                        &int(r.created_at),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn quote(&self, tenant: TenantId, quote: QuoteId) -> Result<Option<Quote>> {
+        self.with(|client| {
+            let rows = client.query(
+                "SELECT * FROM fx_quotes WHERE id = $1 AND tenant = $2",
+                &[&id_bytes(quote.0), &id_bytes(tenant.0)],
+            )?;
+            rows.first().map(quote_from).transpose()
+        })
+    }
+}
