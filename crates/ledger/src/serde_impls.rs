@@ -11,7 +11,7 @@
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
-    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, PaymentId, RefundId, TenantId, TransferId,
+    AccountId, Amount, BatchId, CommandError, LimitBreach, Currency, DeliveryId, EventId, PaymentId, RefundId, TenantId, TransferId,
     WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
@@ -134,6 +134,8 @@ enum DecodedCommandError {
     AmountTooLarge { max: u64 },
     InvalidField { param: Param, message: Message },
     Rejected(ResultCode),
+    LimitExceeded(LimitBreach),
+    AccountNotEmpty,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -151,6 +153,8 @@ impl<'de> Deserialize<'de> for CommandError {
                 CommandError::InvalidField { param: param.0, message: message.0 }
             }
             DecodedCommandError::Rejected(code) => CommandError::Rejected(code),
+            DecodedCommandError::LimitExceeded(breach) => CommandError::LimitExceeded(breach),
+            DecodedCommandError::AccountNotEmpty => CommandError::AccountNotEmpty,
         })
     }
 }
@@ -173,6 +177,8 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
             DecodedCommandError::InvalidField { param: Param(param), message: Message(message) }
         }
         CommandError::Rejected(code) => DecodedCommandError::Rejected(code),
+        CommandError::LimitExceeded(breach) => DecodedCommandError::LimitExceeded(breach),
+        CommandError::AccountNotEmpty => DecodedCommandError::AccountNotEmpty,
     }
 }
 

@@ -185,10 +185,37 @@ fn insufficient_scope(scope: &str) -> ApiError {
     )
 }
 
+/// The id of the API key that made the request (`key_…`): who, in an account's audit. Taken
+/// after [`Auth`] (which checked the key, its scope and its rate), from the key cache.
+#[derive(Clone, Debug)]
+pub struct Actor(pub String);
+
+impl FromRequestParts<Arc<AppState>> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Actor, ApiError> {
+        Ok(Actor(key_record(parts, state).await?.id.clone()))
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Auth, ApiError> {
+        let record = key_record(parts, state).await?;
+        let scope = if parts.method == Method::GET || parts.method == Method::HEAD { "read" } else { "write" };
+        if !record.scopes.iter().any(|s| s == scope || s == "admin") {
+            return Err(insufficient_scope(scope));
+        }
+        state.rate.check(&record.hash, std::time::Instant::now())?;
+        let admin = record.scopes.iter().any(|s| s == "admin");
+        Ok(Auth { tenant: record.tenant, admin })
+    }
+}
+
+/// The record of the request's API key (401 without a usable one).
+async fn key_record(parts: &Parts, state: &Arc<AppState>) -> Result<Arc<ApiKeyRecord>, ApiError> {
+    {
         let mut headers = parts.headers.get_all(header::AUTHORIZATION).iter();
         let header = headers
             .next()
@@ -223,13 +250,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
                     .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?
             }
         };
-        let scope = if parts.method == Method::GET || parts.method == Method::HEAD { "read" } else { "write" };
-        if !record.scopes.iter().any(|s| s == scope || s == "admin") {
-            return Err(insufficient_scope(scope));
-        }
-        state.rate.check(&record.hash, std::time::Instant::now())?;
-        let admin = record.scopes.iter().any(|s| s == "admin");
-        Ok(Auth { tenant: record.tenant, admin })
+        Ok(record)
     }
 }
 

@@ -128,6 +128,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
             transfers: vec![TransferId(100), TransferId(999)],
             holds: vec![TransferId(101)],
             payments: vec![PaymentId(500), PaymentId(501)],
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(loaded.transfers.len(), 1);

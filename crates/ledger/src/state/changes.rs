@@ -3,6 +3,7 @@
 
 use super::{HashSet, State};
 use crate::account::{Account, Balances};
+use crate::limits::AuditRecord;
 use crate::batch::{BatchEnd, BatchItemResult};
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
@@ -26,6 +27,10 @@ pub struct ChangeSet {
     /// for the store to write to its outbox in the same transaction.
     pub events: Vec<(TenantId, EventKind, u128)>,
     pub last_timestamp: u64,
+    /// Accounts whose status or limits changed (the store writes those fields), in order.
+    pub updated_accounts: Vec<Account>,
+    /// One audit row per account update, written in the same transaction.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl ChangeSet {
@@ -40,6 +45,8 @@ impl ChangeSet {
             && self.batch_items.is_empty()
             && self.batch_ends.is_empty()
             && self.events.is_empty()
+            && self.updated_accounts.is_empty()
+            && self.audit.is_empty()
     }
 }
 
@@ -84,6 +91,8 @@ impl State {
             }
         }
         self.before.clear();
+        self.debit_history.clear();
+        self.last_breach = None;
         self.new_transfers.clear();
         self.stored_transfers.clear();
         self.holds.retain(|_, h| h.status == HoldStatus::Pending);

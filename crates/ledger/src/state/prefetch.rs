@@ -14,11 +14,15 @@ pub struct Prefetch {
     pub transfers: Vec<TransferId>,
     pub holds: Vec<TransferId>,
     pub payments: Vec<PaymentId>,
+    /// Accounts whose debits (single transfers and holds) at or after `debits_since` the
+    /// limits need: those whose limits a batch changes, or every limited account at recovery.
+    pub debits_of: Vec<crate::AccountId>,
+    pub debits_since: u64,
 }
 
 impl Prefetch {
     pub fn is_empty(&self) -> bool {
-        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty()
+        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty() && self.debits_of.is_empty()
     }
 }
 
@@ -81,6 +85,12 @@ impl State {
                     let may_be_stored = self.stored_payment_id_max.is_none_or(|max| new.id <= max);
                     if may_be_stored && !self.payments.contains_key(&new.id) {
                         wanted.payments.push(new.id);
+                    }
+                }
+                Command::UpdateAccount { account, update, .. } => {
+                    if update.touches_limits() && !wanted.debits_of.contains(account) {
+                        wanted.debits_of.push(*account);
+                        wanted.debits_since = self.history_since();
                     }
                 }
                 Command::CreateAccount(_) | Command::EndBatch { .. } => {}

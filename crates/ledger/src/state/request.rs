@@ -2,6 +2,7 @@
 //! what goes out (`Outcome`, `CommandError`).
 
 use crate::account::{Account, Overdraft};
+use crate::limits::{AccountUpdate, LimitBreach};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
 use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
@@ -66,6 +67,13 @@ pub enum Command {
         batch: BatchId,
         end: BatchEnd,
     },
+    /// Changes an account's status or limits (`PATCH /v1/accounts/{id}`), ordered with the
+    /// payments around it and audited in the same commit. `actor`: the API key's id.
+    UpdateAccount {
+        account: AccountId,
+        update: AccountUpdate,
+        actor: String,
+    },
 }
 
 /// A command and the tenant on whose behalf it runs.
@@ -111,6 +119,10 @@ pub enum CommandError {
     },
     /// The ledger refused the transfer the operation needs.
     Rejected(ResultCode),
+    /// The debit the operation needs would pass a limit of the account (`limit_exceeded`).
+    LimitExceeded(LimitBreach),
+    /// An account can be closed only with zero balances and no holds.
+    AccountNotEmpty,
 }
 
 impl CommandError {
@@ -132,14 +144,18 @@ impl CommandError {
 pub enum Outcome {
     Account(Result<Account, CommandError>),
     /// The result of one transfer and, when it is a success (`ok`, `exists`), the transfer as
-    /// stored: the new one, or the one that existed with this id.
+    /// stored: the new one, or the one that existed with this id. With `limit_exceeded`, which
+    /// limit and what it still allows.
     Transfer {
         code: ResultCode,
         transfer: Option<Transfer>,
+        limit: Option<LimitBreach>,
     },
     Transfers(Vec<ResultCode>),
     Payment(Result<Payment, CommandError>),
     Refund(Result<(Refund, Payment), CommandError>),
     /// The batch's end is recorded.
     BatchEnded,
+    /// The account after a `PATCH`.
+    AccountUpdated(Result<Account, CommandError>),
 }

@@ -90,6 +90,7 @@ impl PostgresStore {
             loaded.payments =
                 all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
         }
+        loaded.debits = super::limits::load_debits(client, wanted)?;
         Ok(loaded)
     }
 
@@ -191,6 +192,8 @@ impl PostgresStore {
         // Then the fencing check: a stale leader writes nothing (dropping `tx` rolls back).
         self.lead.check(&mut tx, changes.last_timestamp)?;
         insert_accounts(&mut tx, &changes.new_accounts)?;
+        super::limits::update_accounts(&mut tx, &changes.updated_accounts)?;
+        super::limits::insert_audit(&mut tx, &changes.audit)?;
         insert_transfers(&mut tx, &changes.transfers)?;
         upsert_holds(&mut tx, &changes.holds)?;
         upsert_payments(&mut tx, &changes.payments)?;

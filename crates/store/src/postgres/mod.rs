@@ -23,6 +23,7 @@ mod codec;
 mod commit;
 mod files;
 mod leases;
+mod limits;
 mod open;
 mod partitions;
 mod reader;

@@ -19,6 +19,7 @@ mod files;
 mod fresh;
 mod history;
 mod leases;
+mod limits;
 mod open;
 mod reader;
 mod verify;
