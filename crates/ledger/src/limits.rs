@@ -193,7 +193,11 @@ mod tests {
 
     #[test]
     fn the_audit_json_names_only_the_changed_fields() {
-        let limits = Limits { max_payment: Some(5), daily_outflow: None, velocity: Some(Velocity { count: 3, window_seconds: 60 }) };
+        let limits = Limits {
+            max_payment: Some(5),
+            daily_outflow: None,
+            velocity: Some(Velocity { count: 3, window_seconds: 60 }),
+        };
         let only_status = AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() };
         assert_eq!(changed_fields_json(&only_status, AccountStatus::Frozen, &limits), r#"{"status":"frozen"}"#);
         let all = AccountUpdate {

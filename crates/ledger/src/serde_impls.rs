@@ -11,8 +11,8 @@
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
-    AccountId, Amount, BatchId, CommandError, LimitBreach, Currency, DeliveryId, EventId, PaymentId, RefundId, TenantId, TransferId,
-    WebhookEndpointId, AMOUNT_MAX,
+    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, LimitBreach, PaymentId, RefundId,
+    TenantId, TransferId, WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -254,17 +254,25 @@ fn a_single_transfer_reports_which_limit_and_what_is_left() {
     let t1 = TenantId(1);
     let open = |id: u128, overdraft| Request {
         tenant: t1,
-        command: Command::CreateAccount(NewAccount { id: AccountId(id), currency: usd(), overdraft, reference: None, metadata: None }),
+        command: Command::CreateAccount(NewAccount {
+            id: AccountId(id),
+            currency: usd(),
+            overdraft,
+            reference: None,
+            metadata: None,
+        }),
     };
     sim.run(&[open(1, Overdraft::Unlimited), open(2, Overdraft::Limit(0)), open(3, Overdraft::Limit(0))]);
     sim.run(&[Request { tenant: t1, command: Command::Transfer(move_of(10, 1, 2, 1000, usd(), None)) }]);
-    let update = AccountUpdate { max_payment: Change::Set(300), daily_outflow: Change::Set(500), ..AccountUpdate::default() };
+    let update =
+        AccountUpdate { max_payment: Change::Set(300), daily_outflow: Change::Set(500), ..AccountUpdate::default() };
     let out = sim.run(&[Request {
         tenant: t1,
         command: Command::UpdateAccount { account: AccountId(2), update, actor: "key_x".into() },
     }]);
     assert!(matches!(&out[0], Outcome::AccountUpdated(Ok(a)) if a.limits.daily_outflow == Some(500)));
-    let transfer = |id, amount| Request { tenant: t1, command: Command::Transfer(move_of(id, 2, 3, amount, usd(), None)) };
+    let transfer =
+        |id, amount| Request { tenant: t1, command: Command::Transfer(move_of(id, 2, 3, amount, usd(), None)) };
     let out = sim.run(&[transfer(11, 301), transfer(12, 300), transfer(13, 201)]);
     let breach = |limit, value, requested, remaining| {
         Some(LimitBreach { account: AccountId(2), limit, value, requested, remaining })
@@ -305,16 +313,36 @@ fn batch_items_get_the_same_codes() {
     let t1 = TenantId(1);
     let open = |id: u128, overdraft| Request {
         tenant: t1,
-        command: Command::CreateAccount(NewAccount { id: AccountId(id), currency: usd(), overdraft, reference: None, metadata: None }),
+        command: Command::CreateAccount(NewAccount {
+            id: AccountId(id),
+            currency: usd(),
+            overdraft,
+            reference: None,
+            metadata: None,
+        }),
     };
-    sim.run(&[open(1, Overdraft::Unlimited), open(2, Overdraft::Limit(0)), open(3, Overdraft::Limit(0)), open(4, Overdraft::Limit(0))]);
+    sim.run(&[
+        open(1, Overdraft::Unlimited),
+        open(2, Overdraft::Limit(0)),
+        open(3, Overdraft::Limit(0)),
+        open(4, Overdraft::Limit(0)),
+    ]);
     sim.run(&[Request { tenant: t1, command: Command::Transfer(move_of(10, 1, 2, 1000, usd(), None)) }]);
-    let update = |account, update| Request { tenant: t1, command: Command::UpdateAccount { account: AccountId(account), update, actor: "k".into() } };
+    let update = |account, update| Request {
+        tenant: t1,
+        command: Command::UpdateAccount { account: AccountId(account), update, actor: "k".into() },
+    };
     sim.run(&[
         update(2, AccountUpdate { daily_outflow: Change::Set(250), ..AccountUpdate::default() }),
         update(4, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() }),
     ]);
-    let item = |index, payee, amount| BatchItem { index, payer: AccountId(2), payee: AccountId(payee), amount, currency: usd() };
+    let item = |index, payee, amount| BatchItem {
+        index,
+        payer: AccountId(2),
+        payee: AccountId(payee),
+        amount,
+        currency: usd(),
+    };
     let out = sim.run(&[Request {
         tenant: t1,
         command: Command::BatchItems {

@@ -81,8 +81,9 @@ pub struct ApiError {
     /// Rendered as a response saved for an `Idempotency-Key`: without the request id, because
     /// the saved bytes are answered to the first request and to every replay alike.
     pub saved_form: bool,
-    /// The details of a `limit_exceeded`.
-    pub limit: Option<LimitBreach>,
+    /// The details of a `limit_exceeded` (boxed: every handler returns this type, and a
+    /// breach inline would double its size).
+    pub limit: Option<Box<LimitBreach>>,
 }
 
 /// The most characters of an unknown id a 404 quotes back.
@@ -180,7 +181,7 @@ impl ApiError {
                 message: self.message.clone(),
                 param: self.param.clone(),
                 request_id: request_id.map(str::to_owned),
-                limit: self.limit.map(|b| LimitDetail {
+                limit: self.limit.as_deref().map(|b| LimitDetail {
                     account: b.account.to_string(),
                     name: b.limit.as_str(),
                     limit: b.value,
@@ -264,7 +265,7 @@ impl ApiError {
             breach.account,
             breach.remaining
         );
-        error.limit = Some(breach);
+        error.limit = Some(Box::new(breach));
         error
     }
 

@@ -395,7 +395,10 @@ fn check_settings(snapshot: &mut dyn Snapshot, report: &mut Report) -> Result<Se
         let limits = account.limits;
         let too_large = |v: Option<u64>| v.is_some_and(|v| v > AMOUNT_MAX);
         let velocity_bad = limits.velocity.is_some_and(|v| {
-            v.count == 0 || v.count > VELOCITY_COUNT_MAX || v.window_seconds == 0 || v.window_seconds > VELOCITY_WINDOW_SECONDS_MAX
+            v.count == 0
+                || v.count > VELOCITY_COUNT_MAX
+                || v.window_seconds == 0
+                || v.window_seconds > VELOCITY_WINDOW_SECONDS_MAX
         });
         if too_large(limits.max_payment) || too_large(limits.daily_outflow) || velocity_bad {
             report.problem(format!("{}: limits out of range: {limits:?}", account.id));

@@ -234,7 +234,18 @@ fn account() -> BoxedStrategy<Account> {
         (status(), limits()),
     )
         .prop_map(|(id, tenant, currency, overdraft, reference, metadata, balances, created_at, (status, limits))| {
-            Account { id, tenant: TenantId(tenant), currency, overdraft, reference, metadata, balances, created_at, status, limits }
+            Account {
+                id,
+                tenant: TenantId(tenant),
+                currency,
+                overdraft,
+                reference,
+                metadata,
+                balances,
+                created_at,
+                status,
+                limits,
+            }
         })
         .boxed()
 }

@@ -154,11 +154,10 @@ impl State {
     /// What `recover` must load for the limits: the last day of debits of every limited
     /// account (empty when no account is limited).
     pub fn history_wanted(&self) -> Prefetch {
-        let mut wanted = Prefetch::default();
-        wanted.debits_of = self.accounts.values().filter(|a| a.limits.need_history()).map(|a| a.id).collect();
-        wanted.debits_of.sort_unstable();
-        wanted.debits_since = self.history_since();
-        wanted
+        let mut debits_of: Vec<AccountId> =
+            self.accounts.values().filter(|a| a.limits.need_history()).map(|a| a.id).collect();
+        debits_of.sort_unstable();
+        Prefetch { debits_of, debits_since: self.history_since(), ..Prefetch::default() }
     }
 
     /// The earliest debit a limit can still count: a day before the last timestamp (the
@@ -178,7 +177,8 @@ impl State {
     /// After `recover` and [`State::insert_debit_history`]: builds the outflow of every
     /// limited account.
     pub fn rebuild_limit_history(&mut self) {
-        let limited: Vec<AccountId> = self.accounts.values().filter(|a| a.limits.need_history()).map(|a| a.id).collect();
+        let limited: Vec<AccountId> =
+            self.accounts.values().filter(|a| a.limits.need_history()).map(|a| a.id).collect();
         for account in limited {
             self.rebuild_outflow(account);
         }

@@ -2,8 +2,8 @@
 //! what goes out (`Outcome`, `CommandError`).
 
 use crate::account::{Account, Overdraft};
-use crate::limits::{AccountUpdate, LimitBreach};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
+use crate::limits::{AccountUpdate, LimitBreach};
 use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
 use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId};

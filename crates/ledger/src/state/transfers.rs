@@ -215,7 +215,9 @@ impl State {
         // A post is a debit: a frozen (or closed) account refuses it. Voids and expiries only
         // release the hold and always pass.
         if matches!(how, Resolution::Post(_)) {
-            if let (Some(d), Some(c)) = (self.accounts.get(&held.debit_account), self.accounts.get(&held.credit_account)) {
+            if let (Some(d), Some(c)) =
+                (self.accounts.get(&held.debit_account), self.accounts.get(&held.credit_account))
+            {
                 if let Some(refused) = State::status_refusal(d, c) {
                     return refused;
                 }

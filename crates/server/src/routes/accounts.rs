@@ -206,7 +206,9 @@ fn list_page(query: Option<&str>) -> Result<Page<TransferId>, ApiError> {
 pub struct UpdateAccount {
     /// `active`, `frozen` (credits only) or `closed` (nothing, for good; only with a zero
     /// balance and no pending transfers).
-    pub status: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<Option<String>>,
     /// The limits to change; absent keeps them all, null removes them all.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<UpdateLimits>)]
@@ -251,7 +253,8 @@ fn account_update(params: UpdateAccount) -> Result<AccountUpdate, ApiError> {
     let status = params
         .status
         .map(|s| {
-            AccountStatus::parse(&s)
+            s.as_deref()
+                .and_then(AccountStatus::parse)
                 .ok_or_else(|| ApiError::invalid("status", "`status` must be `active`, `frozen` or `closed`."))
         })
         .transpose()?;
@@ -267,10 +270,10 @@ fn account_update(params: UpdateAccount) -> Result<AccountUpdate, ApiError> {
     }
     let velocity = match limits.velocity {
         Some(Some(v)) => {
-            let count = u32::try_from(v.count)
-                .ok()
-                .filter(|c| (1..=VELOCITY_COUNT_MAX).contains(c))
-                .ok_or_else(|| ApiError::invalid("limits.velocity.count", "`limits.velocity.count` must be 1 to 10000."))?;
+            let count =
+                u32::try_from(v.count).ok().filter(|c| (1..=VELOCITY_COUNT_MAX).contains(c)).ok_or_else(|| {
+                    ApiError::invalid("limits.velocity.count", "`limits.velocity.count` must be 1 to 10000.")
+                })?;
             if !(1..=VELOCITY_WINDOW_SECONDS_MAX).contains(&v.window_seconds) {
                 return Err(ApiError::invalid(
                     "limits.velocity.window_seconds",

@@ -42,10 +42,7 @@ pub(super) fn insert_audit(tx: &mut Transaction<'_>, audit: &[AuditRecord]) -> R
         "INSERT INTO account_audit (account, at, tenant, actor, before, after) VALUES ($1, $2, $3, $4, $5, $6)",
     )?;
     for r in audit {
-        tx.execute(
-            &stmt,
-            &[&id_bytes(r.account.0), &int(r.at), &id_bytes(r.tenant.0), &r.actor, &r.before, &r.after],
-        )?;
+        tx.execute(&stmt, &[&id_bytes(r.account.0), &int(r.at), &id_bytes(r.tenant.0), &r.actor, &r.before, &r.after])?;
     }
     Ok(())
 }

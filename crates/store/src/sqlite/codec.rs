@@ -3,8 +3,8 @@
 use crate::{IdempotencyRecord, Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Overdraft,
-    Payment, PaymentId, Velocity,
-    PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId, TransferKind,
+    Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId,
+    TransferKind, Velocity,
 };
 use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, Row};

@@ -109,4 +109,3 @@ pub(super) fn all_audit(conn: &Connection) -> Result<Vec<AuditRecord>> {
     let rows = stmt.query_map([], audit_from)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
-
