@@ -106,6 +106,7 @@ on_both_backends!(
     the_audit_lists_who_changed_what_and_when,
     another_tenants_account_is_missing,
     limits_survive_a_restart_rebuilt_from_the_transfers,
+    batch_items_get_the_same_codes,
 );
 
 async fn patch(client: &Client, account: &str, body: Value) -> Answer {
@@ -376,4 +377,54 @@ async fn the_openapi_document_describes_the_new_routes() {
     }
     let account = &doc["components"]["schemas"]["AccountJson"]["properties"];
     assert!(account["status"].is_object() && account["limits"].is_object());
+}
+
+async fn batch_items_get_the_same_codes(backend: Backend) {
+    let Some((client, data)) = boot_limits(backend).await else { return };
+    let payer = client.post("/v1/accounts", json!({"currency": "EUR", "reference": "PAYER-LIMITED"})).await;
+    let payer = payer.body["id"].as_str().unwrap().to_owned();
+    let funding = client.account(json!("unlimited")).await;
+    assert_eq!(client.transfer(&funding, &payer, 5_000).await.status, 201);
+    patched(&client, &payer, json!({"limits": {"daily_outflow": 1000}})).await;
+    let payee = client.account(json!(0)).await;
+    let closed = client.account(json!(0)).await;
+    patched(&client, &closed, json!({"status": "closed"})).await;
+    let csv = format!(
+        "payee,amount,currency,reference\n{payee},4.00,EUR,r1\n{payee},4.00,EUR,r2\n{payee},4.00,EUR,r3\n{closed},1.00,EUR,r4\n"
+    );
+    let request = client
+        .http
+        .post(format!("{}/v1/batches?payer=PAYER-LIMITED", client.base))
+        .header("content-type", "text/csv")
+        .body(csv);
+    let answer = client.send_as_key(request).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    let mut batch = Value::Null;
+    for _ in 0..400 {
+        batch = client.get(&format!("/v1/batches/{id}")).await.body;
+        if !matches!(batch["status"].as_str(), Some("validating" | "processing")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(batch["status"], "completed", "{batch}");
+    let items = client.get(&format!("/v1/batches/{id}/items")).await.body;
+    let results: Vec<(&str, Option<&str>)> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["status"].as_str().unwrap(), i["failure_code"].as_str()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("succeeded", None),
+            ("succeeded", None),
+            ("failed", Some("limit_exceeded")),
+            ("failed", Some("account_closed"))
+        ]
+    );
+    assert_eq!(client.balance(&payer).await["posted"], 4_200);
+    verify_passes(&data).await;
 }
