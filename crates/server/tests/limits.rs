@@ -1,5 +1,7 @@
-//! Limits: rate limiting per key (429 `rate_limited` with `Retry-After`) and the line count of
-//! batch files (`too_many_lines`, naming `max_batch_lines`).
+//! Limits: rate limiting per key (429 `rate_limited` with `Retry-After`), the line count of
+//! batch files (`too_many_lines`, naming `max_batch_lines`), and accounts' risk limits and
+//! status (`PATCH /v1/accounts/{id}`, its audit), decided inside the engine's batch, on both
+//! stores.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -77,8 +77,13 @@ impl State {
     /// Checks a debit of `amount` at `at` against the account's limits, in the order
     /// `max_payment`, `daily_outflow`, `velocity`. A `limit_exceeded` leaves its details in
     /// `last_breach`. Equal to a limit passes.
-    pub(super) fn limit_refusal(&mut self, account: AccountId, amount: u64, at: u64) -> Option<ResultCode> {
-        let limits = self.accounts.get(&account)?.limits;
+    pub(super) fn limit_refusal(
+        &mut self,
+        account: AccountId,
+        limits: &Limits,
+        amount: u64,
+        at: u64,
+    ) -> Option<ResultCode> {
         let mut breach = |limit, value, remaining| {
             self.last_breach = Some(LimitBreach { account, limit, value, requested: amount, remaining });
             Some(ResultCode::LimitExceeded)
@@ -109,8 +114,7 @@ impl State {
 
     /// Counts a debit that was applied, if the account is limited (saving the outflow for the
     /// linked chain's undo first).
-    pub(super) fn record_debit(&mut self, account: AccountId, amount: u64, at: u64) {
-        let Some(limits) = self.accounts.get(&account).map(|a| a.limits) else { return };
+    pub(super) fn record_debit(&mut self, account: AccountId, limits: &Limits, amount: u64, at: u64) {
         if !limits.need_history() {
             return;
         }
@@ -118,7 +122,7 @@ impl State {
         if let Some(undo) = &mut self.undo {
             undo.save_outflow(account, outflow.clone());
         }
-        outflow.record(&limits, amount, at);
+        outflow.record(limits, amount, at);
     }
 
     /// Puts an account's outflow back as it was before a linked chain.

@@ -3,6 +3,7 @@
 
 use super::{Deadline, State, NANOS_PER_SECOND, TIMEOUT_MAX_SECONDS};
 use crate::account::counter_plus;
+use crate::limits::Limits;
 use crate::payment::{PaymentStatus, TAG_EXPIRE};
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
 use crate::{AccountId, Amount, Currency, PaymentId, TenantId, TransferId};
@@ -127,10 +128,14 @@ impl State {
             return ResultCode::Overflow;
         }
         let can_debit = debit.can_debit(amount);
+        let limits = debit.limits;
+        let limited = limits != Limits::default();
         // The timestamp the transfer will get: the day and the window limits count in.
         let at = self.next_timestamp(now);
-        if let Some(refused) = self.limit_refusal(mv.debit, amount, at) {
-            return refused;
+        if limited {
+            if let Some(refused) = self.limit_refusal(mv.debit, &limits, amount, at) {
+                return refused;
+            }
         }
         if !can_debit {
             return ResultCode::InsufficientFunds;
@@ -154,7 +159,9 @@ impl State {
             expires_at: mv.expires_at,
             timestamp: self.tick(now),
         };
-        self.record_debit(mv.debit, amount, transfer.timestamp);
+        if limited {
+            self.record_debit(mv.debit, &limits, amount, transfer.timestamp);
+        }
         if mv.hold {
             self.set_hold(HoldRecord { transfer: transfer.clone(), status: HoldStatus::Pending, payment });
         }
