@@ -772,6 +772,30 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     store.commit(&forged, &[]).unwrap();
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();
     assert!(report.problems.iter().any(|p| p.contains("closed before it")), "{:?}", report.problems);
+    assert!(!report.problems.iter().any(|p| p.contains("daily limit")), "{:?}", report.problems);
+
+    // A debit forged past account 2's daily limit (its 500 are spent) is found too.
+    let mut forged = paycore_ledger::ChangeSet::default();
+    forged.transfers.push(paycore_ledger::Transfer {
+        id: TransferId(901),
+        tenant: T1,
+        debit_account: AccountId(2),
+        credit_account: AccountId(1),
+        amount: 1,
+        currency: eur(),
+        kind: paycore_ledger::TransferKind::Single,
+        pending_id: None,
+        expires_at: None,
+        timestamp: t0 + 9 * SECOND,
+    });
+    forged.last_timestamp = t0 + 9 * SECOND;
+    store.commit(&forged, &[]).unwrap();
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("tr_") && p.contains("past its daily limit of 500")),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]
