@@ -8,6 +8,9 @@ use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encod
 use paycore_engine::{Reply, Submission};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
+    AccountStatus, AccountUpdate, Change, Velocity, AMOUNT_MAX,
+};
+use paycore_ledger::{
     AccountId, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command, CommandError, Currency, NewAccount,
     NewPayment, NewTransfer, Outcome, Overdraft, PaymentId, QuoteId, RefundId, Request, State, TenantId, TransferId,
     TransferOp,
@@ -61,6 +64,10 @@ fn quote(id: u128, from: &str, to: &str) -> Quote {
         expires_at: now + 3_600 * 1_000_000_000,
         used_by: None,
     }
+}
+
+fn update(account: u128, update: AccountUpdate) -> Command {
+    Command::UpdateAccount { account: AccountId(account), update, actor: "key_Zoë".into() }
 }
 
 fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> NewTransfer {
@@ -128,6 +135,15 @@ fn the_ledgers_own_outcomes_round_trip() {
                 .collect(),
         },
         Command::EndBatch { batch, end: BatchEnd::Completed },
+        update(99, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() }),
+        update(a, AccountUpdate { max_payment: Change::Set(AMOUNT_MAX + 1), ..AccountUpdate::default() }),
+        update(a, AccountUpdate { daily_outflow: Change::Set(u64::MAX), ..AccountUpdate::default() }),
+        update(a, AccountUpdate { velocity: Change::Set(Velocity { count: 0, window_seconds: 60 }), ..AccountUpdate::default() }),
+        update(a, AccountUpdate { velocity: Change::Set(Velocity { count: 5, window_seconds: 0 }), ..AccountUpdate::default() }),
+        update(a, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() }),
+        update(a, AccountUpdate { daily_outflow: Change::Set(10), max_payment: Change::Remove, ..AccountUpdate::default() }),
+        payment(45, a, b, 500, 60),
+        Command::ConfirmPayment(PaymentId(45)),
     ];
     let mut state = State::recover([], [], [], 0);
     state.insert_prefetched_quotes([quote(90, "EUR", "USD"), quote(91, "USD", "EUR")]);
@@ -140,7 +156,10 @@ fn the_ledgers_own_outcomes_round_trip() {
         now += 1_000_000;
         let outcome = state.execute(&[request], now).pop().unwrap();
         let error = match &outcome {
-            Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => Some(e.clone()),
+            Outcome::Account(Err(e))
+            | Outcome::Payment(Err(e))
+            | Outcome::Refund(Err(e))
+            | Outcome::AccountUpdated(Err(e)) => Some(e.clone()),
             _ => None,
         };
         match error {
@@ -160,5 +179,5 @@ fn the_ledgers_own_outcomes_round_trip() {
     // Every text the ledger makes came out of it here, and the strategies know them all.
     assert_eq!(params, common::PARAMS.into_iter().collect());
     assert_eq!(messages, common::MESSAGES.into_iter().collect());
-    assert_eq!(variants.len(), 6, "{variants:?}");
+    assert_eq!(variants.len(), 7, "{variants:?}");
 }

@@ -93,6 +93,7 @@ fn command_variant(command: &Command) -> usize {
         Command::RefundPayment { .. } => 7,
         Command::BatchItems { .. } => 8,
         Command::EndBatch { .. } => 9,
+        Command::UpdateAccount { .. } => 10,
     }
 }
 
@@ -104,6 +105,7 @@ fn outcome_variant(outcome: &Outcome) -> usize {
         Outcome::Payment(_) => 3,
         Outcome::Refund(_) => 4,
         Outcome::BatchEnded => 5,
+        Outcome::AccountUpdated(_) => 6,
     }
 }
 
@@ -121,6 +123,8 @@ fn error_variant(error: &CommandError) -> usize {
         CommandError::Rejected(_) => 9,
         CommandError::QuoteNotFound => 10,
         CommandError::QuoteExpired => 11,
+        CommandError::LimitExceeded(_) => 12,
+        CommandError::AccountNotEmpty => 13,
     }
 }
 
@@ -148,17 +152,17 @@ fn every_variant<T: std::fmt::Debug>(
 fn every_command_outcome_and_error_variant_round_trips() {
     every_variant(
         submission(),
-        10,
+        11,
         |s| command_variant(&s.request.command),
         |s| {
             assert_eq!(&round_trip_submission(s), s);
         },
     );
-    every_variant(outcome(), 6, outcome_variant, |o| {
+    every_variant(outcome(), 7, outcome_variant, |o| {
         let reply = Ok(Reply::Done(o.clone()));
         assert_eq!(round_trip_reply(&reply), reply);
     });
-    every_variant(command_error(), 12, error_variant, |e| {
+    every_variant(command_error(), 14, error_variant, |e| {
         let reply = Ok(Reply::Done(Outcome::Payment(Err(e.clone()))));
         assert_eq!(round_trip_reply(&reply), reply);
     });
@@ -281,6 +285,8 @@ fn amounts_and_balance_counters_keep_their_bounds() {
         metadata: None,
         balances: Balances { debits_posted, credits_posted: 0, debits_pending: 0, credits_pending: 0 },
         created_at: 3,
+        status: paycore_ledger::AccountStatus::Active,
+        limits: paycore_ledger::Limits::default(),
     };
     let bytes = encode_reply(&Ok(Reply::Done(Outcome::Account(Ok(account(AMOUNT_MAX))))));
     // i64::MAX is the varint ff ff ff ff ff ff ff ff 7f; ff … ff 01 would be 2^64 - 1 in ten bytes.
@@ -295,7 +301,7 @@ fn amounts_and_balance_counters_keep_their_bounds() {
 #[test]
 fn another_version_is_refused_with_a_way_out() {
     let mut bytes = encode_submission(&account_creation("USD"));
-    for version in [0, 1, 255] {
+    for version in [0, 1, 3, 255] {
         bytes[0] = version;
         let error = decode_submission(&bytes).unwrap_err();
         assert!(matches!(error, WireError::Version { found, expected: 2 } if found == version), "{error:?}");

@@ -75,6 +75,13 @@ fn recover(store: &mut dyn Store) -> Result<State, StoreError> {
     let mut state = State::recover(r.accounts, r.open_holds, r.open_payments, r.last_timestamp);
     state.set_stored_transfer_id_max(r.max_transfer_id);
     state.set_stored_payment_id_max(r.max_payment_id);
+    // The limits' recent history (today's outflow, the velocity window) of the limited
+    // accounts, rebuilt from the stored transfers.
+    let wanted = state.history_wanted();
+    if !wanted.is_empty() {
+        state.insert_debit_history(store.load(&wanted)?.debits);
+    }
+    state.rebuild_limit_history();
     Ok(state)
 }
 
@@ -213,6 +220,7 @@ impl Engine {
             let loaded = self.store.load(&wanted)?;
             self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
             self.state.insert_prefetched_quotes(loaded.quotes);
+            self.state.insert_debit_history(loaded.debits);
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Accounts and their balances.
 
+use crate::limits::{AccountStatus, Limits};
 use crate::{AccountId, Currency, TenantId, AMOUNT_MAX};
 
 /// How far below zero an account may go.
@@ -76,6 +77,10 @@ pub struct Account {
     pub balances: Balances,
     /// Nanoseconds since the Unix epoch, assigned by the engine.
     pub created_at: u64,
+    /// What the account may do (`PATCH /v1/accounts/{id}`).
+    pub status: AccountStatus,
+    /// Its risk limits (`PATCH /v1/accounts/{id}`).
+    pub limits: Limits,
 }
 
 impl Account {

@@ -11,6 +11,7 @@ mod batch;
 mod currency;
 pub mod fx;
 mod ids;
+mod limits;
 mod money;
 mod payment;
 #[cfg(feature = "serde")]
@@ -25,6 +26,10 @@ pub use currency::Currency;
 pub use ids::{
     time_ordered, AccountId, BatchId, DeliveryId, EventId, IdError, PaymentId, QuoteId, RefundId, TenantId, TransferId,
     WebhookEndpointId,
+};
+pub use limits::{
+    AccountStatus, AccountUpdate, AuditRecord, Change, LimitBreach, LimitKind, Limits, Velocity, VELOCITY_COUNT_MAX,
+    VELOCITY_WINDOW_SECONDS_MAX,
 };
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
 pub use payment::{CaptureMethod, Payment, PaymentFx, PaymentStatus, Refund, RefundStatus};

@@ -12,8 +12,8 @@ use crate::fx::Rate;
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
-    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, PaymentId, QuoteId, RefundId, TenantId,
-    TransferId, WebhookEndpointId, AMOUNT_MAX,
+    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, LimitBreach, PaymentId, QuoteId, RefundId,
+    TenantId, TransferId, WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -163,6 +163,8 @@ enum DecodedCommandError {
     Rejected(ResultCode),
     QuoteNotFound,
     QuoteExpired,
+    LimitExceeded(LimitBreach),
+    AccountNotEmpty,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -182,6 +184,8 @@ impl<'de> Deserialize<'de> for CommandError {
             DecodedCommandError::Rejected(code) => CommandError::Rejected(code),
             DecodedCommandError::QuoteNotFound => CommandError::QuoteNotFound,
             DecodedCommandError::QuoteExpired => CommandError::QuoteExpired,
+            DecodedCommandError::LimitExceeded(breach) => CommandError::LimitExceeded(breach),
+            DecodedCommandError::AccountNotEmpty => CommandError::AccountNotEmpty,
         })
     }
 }
@@ -206,6 +210,8 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
         CommandError::Rejected(code) => DecodedCommandError::Rejected(code),
         CommandError::QuoteNotFound => DecodedCommandError::QuoteNotFound,
         CommandError::QuoteExpired => DecodedCommandError::QuoteExpired,
+        CommandError::LimitExceeded(breach) => DecodedCommandError::LimitExceeded(breach),
+        CommandError::AccountNotEmpty => DecodedCommandError::AccountNotEmpty,
     }
 }
 

@@ -133,9 +133,13 @@ pub struct NewTransfer {
 
 /// The result of one transfer request. Rejections are results, not errors.
 ///
-/// Precedence: when several apply, the first in this list is reported. Checks that need no
-/// lookup come first, then the id (so a retry of a request that succeeded reports `Exists` even
-/// if the balance has changed since), then the accounts or the hold, then the amounts.
+/// Precedence: when several apply, the first in [`ResultCode::ALL`] is reported (variants are
+/// added at the end of the enum; `ALL` gives each its place). Checks that need no lookup come
+/// first, then the id (so a retry of a request that succeeded reports `Exists` even if the
+/// balance has changed since), then the accounts (`account_closed`, `account_frozen` with
+/// them) or the hold, then the amounts (`limit_exceeded` and `velocity_exceeded` before
+/// `insufficient_funds`). A post resolves its hold first, so the hold's codes come before
+/// `account_frozen` there.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ResultCode {
@@ -169,6 +173,14 @@ pub enum ResultCode {
     Overflow,
     /// The debit account would go past its overdraft limit.
     InsufficientFunds,
+    /// The debit would pass one of the debit account's limits (`max_payment`, `daily_outflow`).
+    LimitExceeded,
+    /// The debit account has made as many debits as its velocity limit allows in its window.
+    VelocityExceeded,
+    /// The debit account is frozen: it accepts credits only.
+    AccountFrozen,
+    /// The debit or credit account is closed.
+    AccountClosed,
 }
 
 impl ResultCode {
@@ -191,11 +203,15 @@ impl ResultCode {
             ResultCode::AmountExceedsPending => "amount_exceeds_pending",
             ResultCode::Overflow => "overflow",
             ResultCode::InsufficientFunds => "insufficient_funds",
+            ResultCode::LimitExceeded => "limit_exceeded",
+            ResultCode::VelocityExceeded => "velocity_exceeded",
+            ResultCode::AccountFrozen => "account_frozen",
+            ResultCode::AccountClosed => "account_closed",
         }
     }
 
     /// Every code, in precedence order (for documentation and the API schema).
-    pub const ALL: [ResultCode; 17] = [
+    pub const ALL: [ResultCode; 21] = [
         ResultCode::Ok,
         ResultCode::LinkedEventFailed,
         ResultCode::LinkedEventChainOpen,
@@ -206,12 +222,16 @@ impl ResultCode {
         ResultCode::Exists,
         ResultCode::AccountNotFound,
         ResultCode::CurrencyMismatch,
+        ResultCode::AccountClosed,
+        ResultCode::AccountFrozen,
         ResultCode::PendingNotFound,
         ResultCode::PendingAlreadyPosted,
         ResultCode::PendingAlreadyVoided,
         ResultCode::PendingExpired,
         ResultCode::AmountExceedsPending,
         ResultCode::Overflow,
+        ResultCode::LimitExceeded,
+        ResultCode::VelocityExceeded,
         ResultCode::InsufficientFunds,
     ];
 

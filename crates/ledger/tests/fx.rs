@@ -29,6 +29,8 @@ fn account(id: AccountId, tenant: TenantId, currency: &str, credits: u64) -> Acc
         metadata: None,
         balances: Balances { credits_posted: credits, ..Balances::default() },
         created_at: 1,
+        status: AccountStatus::Active,
+        limits: Limits::default(),
     }
 }
 

@@ -71,12 +71,12 @@ fn a_single_transfer_answers_with_the_stored_transfer() {
     let first = run(&mut state, stored, 1, Command::Transfer(move_of(7, 10, 11, 5)));
     let committed = stored.last().cloned().unwrap();
     assert_eq!((committed.id, committed.amount), (TransferId(7), 5));
-    assert_eq!(first, Outcome::Transfer { code: ResultCode::Ok, transfer: Some(committed.clone()) });
+    assert_eq!(first, Outcome::Transfer { code: ResultCode::Ok, transfer: Some(committed.clone()), limit: None });
 
     // Again in a later batch (loaded from the store), then twice in one batch: the first one,
     // with its own timestamp.
     let again = run(&mut state, stored, 1, Command::Transfer(move_of(7, 10, 11, 5)));
-    assert_eq!(again, Outcome::Transfer { code: ResultCode::Exists, transfer: Some(committed.clone()) });
+    assert_eq!(again, Outcome::Transfer { code: ResultCode::Exists, transfer: Some(committed.clone()), limit: None });
     let request = |command| Request { tenant: TenantId(1), command };
     let both = state.execute(
         &[request(Command::Transfer(move_of(8, 10, 11, 3))), request(Command::Transfer(move_of(8, 10, 11, 3)))],
@@ -84,14 +84,14 @@ fn a_single_transfer_answers_with_the_stored_transfer() {
     );
     let made = state.take_changes().transfers;
     assert_eq!(made.len(), 1);
-    assert_eq!(both[0], Outcome::Transfer { code: ResultCode::Ok, transfer: Some(made[0].clone()) });
-    assert_eq!(both[1], Outcome::Transfer { code: ResultCode::Exists, transfer: Some(made[0].clone()) });
+    assert_eq!(both[0], Outcome::Transfer { code: ResultCode::Ok, transfer: Some(made[0].clone()), limit: None });
+    assert_eq!(both[1], Outcome::Transfer { code: ResultCode::Exists, transfer: Some(made[0].clone()), limit: None });
     stored.extend(made);
 
     // Refused: no transfer. Another tenant's id: refused, and its transfer stays unknown.
     let refused = run(&mut state, stored, 1, Command::Transfer(move_of(9, 11, 10, 1_000)));
-    assert_eq!(refused, Outcome::Transfer { code: ResultCode::InsufficientFunds, transfer: None });
+    assert_eq!(refused, Outcome::Transfer { code: ResultCode::InsufficientFunds, transfer: None, limit: None });
     let other = run(&mut state, stored, 2, Command::Transfer(move_of(7, 10, 11, 5)));
-    assert_eq!(other, Outcome::Transfer { code: ResultCode::ExistsWithDifferentFields, transfer: None });
+    assert_eq!(other, Outcome::Transfer { code: ResultCode::ExistsWithDifferentFields, transfer: None, limit: None });
     state.check_invariants().unwrap();
 }

@@ -185,44 +185,24 @@ fn insufficient_scope(scope: &str) -> ApiError {
     )
 }
 
+/// The id of the API key that made the request (`key_…`): who, in an account's audit. Taken
+/// after [`Auth`] (which checked the key, its scope and its rate), from the key cache.
+#[derive(Clone, Debug)]
+pub struct Actor(pub String);
+
+impl FromRequestParts<Arc<AppState>> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Actor, ApiError> {
+        Ok(Actor(key_record(parts, state).await?.id.clone()))
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Auth, ApiError> {
-        let mut headers = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let header = headers
-            .next()
-            .ok_or_else(|| ApiError::unauthorized("No API key provided. Send it as `Authorization: Bearer <key>`."))?;
-        // Two keys: which one a proxy checked and which one we would use may differ, so
-        // neither is looked at. A 401 like every other unusable Authorization header.
-        if headers.next().is_some() {
-            return Err(ApiError::unauthorized(
-                "More than one Authorization header: send exactly one, `Authorization: Bearer <key>`.",
-            ));
-        }
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                let (scheme, key) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
-            })
-            .filter(|key| !key.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("The Authorization header must be `Bearer <key>`."))?;
-        // Hashing is a microsecond; a cached key (every request after a key's first) is
-        // answered here, on the async worker, without a hop to a blocking thread.
-        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let record = match state.keys.cached(&hash) {
-            Some(record) => record,
-            None => {
-                let reader = state.reader.clone();
-                let cache = state.keys.clone();
-                crate::request_id::spawn_blocking(move || cache.lookup(reader.as_ref(), hash))
-                    .await
-                    .map_err(|_| ApiError::internal("The key lookup failed."))??
-                    .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?
-            }
-        };
+        let record = key_record(parts, state).await?;
         let scope = if parts.method == Method::GET || parts.method == Method::HEAD { "read" } else { "write" };
         if !record.scopes.iter().any(|s| s == scope || s == "admin") {
             return Err(insufficient_scope(scope));
@@ -231,6 +211,45 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         let admin = record.scopes.iter().any(|s| s == "admin");
         Ok(Auth { tenant: record.tenant, admin })
     }
+}
+
+/// The record of the request's API key (401 without a usable one).
+async fn key_record(parts: &Parts, state: &Arc<AppState>) -> Result<Arc<ApiKeyRecord>, ApiError> {
+    let mut headers = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let header = headers
+        .next()
+        .ok_or_else(|| ApiError::unauthorized("No API key provided. Send it as `Authorization: Bearer <key>`."))?;
+    // Two keys: which one a proxy checked and which one we would use may differ, so
+    // neither is looked at. A 401 like every other unusable Authorization header.
+    if headers.next().is_some() {
+        return Err(ApiError::unauthorized(
+            "More than one Authorization header: send exactly one, `Authorization: Bearer <key>`.",
+        ));
+    }
+    let key = header
+        .to_str()
+        .ok()
+        .and_then(|value| {
+            let (scheme, key) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        })
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("The Authorization header must be `Bearer <key>`."))?;
+    // Hashing is a microsecond; a cached key (every request after a key's first) is
+    // answered here, on the async worker, without a hop to a blocking thread.
+    let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    let record = match state.keys.cached(&hash) {
+        Some(record) => record,
+        None => {
+            let reader = state.reader.clone();
+            let cache = state.keys.clone();
+            crate::request_id::spawn_blocking(move || cache.lookup(reader.as_ref(), hash))
+                .await
+                .map_err(|_| ApiError::internal("The key lookup failed."))??
+                .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?
+        }
+    };
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paycore_engine::EngineError;
-use paycore_ledger::{CommandError, ResultCode};
+use paycore_ledger::{CommandError, LimitBreach, ResultCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -49,6 +49,24 @@ pub struct ErrorDetail {
     /// `Idempotency-Key` (see [`ApiError::saved_form`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// With `limit_exceeded` only: which limit of which account, and what it still allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitDetail>,
+}
+
+/// The limit a debit would pass (`limit_exceeded`).
+#[derive(Serialize, ToSchema)]
+pub struct LimitDetail {
+    /// The debit account (`acct_…`).
+    pub account: String,
+    /// `max_payment` or `daily_outflow`.
+    pub name: &'static str,
+    /// The limit, in minor units.
+    pub limit: u64,
+    /// The amount asked for.
+    pub requested: u64,
+    /// What the limit still allows now (for `daily_outflow`, until the end of the UTC day).
+    pub remaining: u64,
 }
 
 /// An error answer: a status and the error object, plus an optional `Retry-After`.
@@ -63,6 +81,9 @@ pub struct ApiError {
     /// Rendered as a response saved for an `Idempotency-Key`: without the request id, because
     /// the saved bytes are answered to the first request and to every replay alike.
     pub saved_form: bool,
+    /// The details of a `limit_exceeded` (boxed: every handler returns this type, and a
+    /// breach inline would double its size).
+    pub limit: Option<Box<LimitBreach>>,
 }
 
 /// The most characters of an unknown id a 404 quotes back.
@@ -78,6 +99,7 @@ impl ApiError {
             param: None,
             retry_after: false,
             saved_form: false,
+            limit: None,
         }
     }
 
@@ -159,6 +181,13 @@ impl ApiError {
                 message: self.message.clone(),
                 param: self.param.clone(),
                 request_id: request_id.map(str::to_owned),
+                limit: self.limit.as_deref().map(|b| LimitDetail {
+                    account: b.account.to_string(),
+                    name: b.limit.as_str(),
+                    limit: b.value,
+                    requested: b.requested,
+                    remaining: b.remaining,
+                }),
             },
         };
         serde_json::to_vec(&body).unwrap_or_default()
@@ -225,7 +254,31 @@ impl ApiError {
                 "The FX quote has expired or was used by another payment: ask for a new quote.",
             )
             .param("fx_quote"),
+            CommandError::LimitExceeded(breach) => ApiError::from_breach(*breach),
+            CommandError::AccountNotEmpty => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "account_not_empty",
+                "Only an account with a zero balance and no pending transfers can be closed.",
+            )
+            .param("status"),
         }
+    }
+
+    /// `limit_exceeded` (422) with which limit, its value, the amount asked for and what is
+    /// left, in the message and in `error.limit`.
+    pub fn from_breach(breach: LimitBreach) -> ApiError {
+        let mut error = ApiError::from_result(ResultCode::LimitExceeded, None);
+        error.message = format!(
+            "The debit of {} would pass the {} limit of {} of account {}: {} is left.",
+            breach.requested,
+            breach.limit.as_str(),
+            breach.value,
+            breach.account,
+            breach.remaining
+        );
+        error.limit = Some(Box::new(breach));
+        error
     }
 
     /// The error for a transfer the ledger rejected (422, `code` = the result code).
@@ -249,6 +302,12 @@ impl ApiError {
             ResultCode::PendingExpired => (pending_param, "The pending transfer has expired."),
             ResultCode::LinkedEventFailed => (None, "Another transfer of the linked chain failed."),
             ResultCode::LinkedEventChainOpen => (Some("linked"), "The last transfer of a batch cannot be linked."),
+            ResultCode::LimitExceeded => (Some("amount"), "The debit would pass a limit of the debit account."),
+            ResultCode::VelocityExceeded => {
+                (None, "The debit account has made as many debits as its velocity limit allows for now.")
+            }
+            ResultCode::AccountFrozen => (None, "The debit account is frozen: it accepts credits only."),
+            ResultCode::AccountClosed => (None, "The debit or credit account is closed."),
             ResultCode::Ok | ResultCode::Exists => (None, "The transfer was applied."),
         };
         let mut error =

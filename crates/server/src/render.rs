@@ -4,7 +4,9 @@
 //! answer and its replay are byte-identical.
 
 use crate::error::ApiError;
-use paycore_ledger::{format_amount, Account, Currency, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer};
+use paycore_ledger::{
+    format_amount, Account, AuditRecord, Currency, Limits, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -50,6 +52,73 @@ pub enum ObjectKind {
     List,
     FxRate,
     FxQuote,
+    AccountAuditEntry,
+}
+
+/// At most `count` debits in any `window_seconds`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct VelocityJson {
+    /// 1 to 10 000.
+    pub count: u64,
+    /// 1 to 86 400 (a day).
+    pub window_seconds: u64,
+}
+
+/// An account's risk limits; null is no limit. Every debit counts (transfers, holds when
+/// placed, payments, refunds paid by the account, batch items).
+#[derive(Serialize, ToSchema)]
+pub struct LimitsJson {
+    /// The largest single debit, in minor units.
+    pub max_payment: Option<u64>,
+    /// The most debited per UTC day, in minor units.
+    pub daily_outflow: Option<u64>,
+    /// The most debits in a rolling window.
+    pub velocity: Option<VelocityJson>,
+}
+
+impl LimitsJson {
+    pub fn new(limits: &Limits) -> LimitsJson {
+        LimitsJson {
+            max_payment: limits.max_payment,
+            daily_outflow: limits.daily_outflow,
+            velocity: limits
+                .velocity
+                .map(|v| VelocityJson { count: u64::from(v.count), window_seconds: v.window_seconds }),
+        }
+    }
+}
+
+/// One change of an account's status or limits.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntryJson {
+    pub object: ObjectKind,
+    /// The account (`acct_…`).
+    pub account: String,
+    /// The id of the API key that made the change (`key_…`).
+    pub actor: String,
+    /// When the ledger applied it (RFC 3339, UTC, nanoseconds): also the cursor of the list.
+    pub created_at: String,
+    /// The changed fields before the change, as in the `PATCH` body (`{"status":"active"}`).
+    #[schema(value_type = Object)]
+    pub before: serde_json::Value,
+    /// The same fields after it.
+    #[schema(value_type = Object)]
+    pub after: serde_json::Value,
+}
+
+impl AuditEntryJson {
+    pub fn new(record: &AuditRecord) -> AuditEntryJson {
+        let object = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        AuditEntryJson {
+            object: ObjectKind::AccountAuditEntry,
+            account: record.account.to_string(),
+            actor: record.actor.clone(),
+            created_at: rfc3339(record.at),
+            before: object(&record.before),
+            after: object(&record.after),
+        }
+    }
 }
 
 /// A ledger account.
@@ -66,6 +135,9 @@ pub struct AccountJson {
     pub balance: BalanceJson,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// `active`, `frozen` (credits only) or `closed` (nothing).
+    pub status: &'static str,
+    pub limits: LimitsJson,
 }
 
 impl AccountJson {
@@ -88,6 +160,8 @@ impl AccountJson {
                 available: b.available(account.overdraft),
             },
             created_at: rfc3339(account.created_at),
+            status: account.status.as_str(),
+            limits: LimitsJson::new(&account.limits),
         }
     }
 }
@@ -291,7 +365,17 @@ impl Renderer {
                 json(status, &PaymentJson::new(payment))
             }
             Outcome::Refund(Ok((refund, _))) => json(201, &RefundJson::new(refund)),
+            // A limit's details are the saved form too, so that a replay gives them again.
+            Outcome::Transfer { limit: Some(breach), .. } => {
+                let error = ApiError::from_breach(*breach);
+                (error.status.as_u16(), error.body())
+            }
             Outcome::Transfer { code, .. } => json(200, &transfer_results(&[*code])),
+            Outcome::AccountUpdated(Ok(account)) => json(200, &AccountJson::new(account)),
+            Outcome::AccountUpdated(Err(e)) => {
+                let error = account_update_error(e);
+                (error.status.as_u16(), error.body())
+            }
             Outcome::Transfers(codes) => json(200, &transfer_results(codes)),
             // Batches are not run through the real-time API; their outcome carries nothing.
             Outcome::BatchEnded => (200, b"{}".to_vec()),
@@ -309,7 +393,22 @@ pub fn outcome_error(outcome: &Outcome) -> Option<ApiError> {
         Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => {
             Some(ApiError::from_command(e))
         }
+        Outcome::AccountUpdated(Err(e)) => Some(account_update_error(e)),
         _ => None,
+    }
+}
+
+/// A refused `PATCH /v1/accounts/{id}`: an account that is not the tenant's is missing (404).
+fn account_update_error(error: &paycore_ledger::CommandError) -> ApiError {
+    match error {
+        paycore_ledger::CommandError::AccountNotFound { .. } => ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            crate::error::ErrorType::InvalidRequestError,
+            "resource_missing",
+            "No such account.",
+        )
+        .param("id"),
+        other => ApiError::from_command(other),
     }
 }
 

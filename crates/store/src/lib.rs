@@ -36,7 +36,7 @@ pub use fx::{FxStore, RateRecord};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
-    Account, AccountId, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
+    Account, AccountId, AuditRecord, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -61,6 +61,9 @@ pub struct Loaded {
     pub holds: Vec<HoldRecord>,
     pub payments: Vec<Payment>,
     pub quotes: Vec<paycore_ledger::fx::Quote>,
+    /// The single transfers and holds debited from `Prefetch::debits_of` at or after
+    /// `Prefetch::debits_since` (other kinds may be included: the ledger ignores them).
+    pub debits: Vec<Transfer>,
 }
 
 /// The response saved for an `Idempotency-Key`, written in the same transaction as the effect
@@ -121,6 +124,9 @@ pub trait Reader: Send + Sync {
     fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>>;
     fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>>;
     fn api_key_count(&self) -> Result<u64>;
+    /// The changes of an account's status and limits, newest first; `page.after` is the `at`
+    /// of the last row of the previous page.
+    fn account_audit(&self, tenant: TenantId, account: AccountId, page: Page<u64>) -> Result<Vec<AuditRecord>>;
 }
 
 /// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.

@@ -1,8 +1,10 @@
 //! An offline check of a store, from one consistent snapshot of it: every account's balances
 //! equal what its transfers add up to, balances sum to zero per currency, every payment's
-//! status matches its transfers, no batch item was paid twice, and every cross-currency payment
+//! status matches its transfers, no batch item was paid twice, every cross-currency payment
 //! and the quote it used name each other with the same amounts (and, once it succeeded, its fee
-//! and payee transfers carry them).
+//! and payee transfers carry them), and accounts kept their status and limits (a closed account
+//! is empty and moved nothing after it closed, every debit made under a daily limit kept its
+//! UTC day within it, settings changed only by audited updates).
 //!
 //! The checks are written once, over [`Snapshot`]; each backend only reads its rows in the
 //! orders asked for (see [`Verify`]), so `paycore verify` runs unchanged on every store.
@@ -10,8 +12,9 @@
 use crate::{BatchItemRow, Result};
 use paycore_ledger::fx::{payment_fx_transfers, Quote};
 use paycore_ledger::{
-    Account, AccountId, Balances, BatchId, CaptureMethod, Currency, ItemStatus, Payment, PaymentId, PaymentStatus,
-    QuoteId, Refund, RefundStatus, Transfer, TransferId, TransferKind,
+    Account, AccountId, AccountStatus, AuditRecord, Balances, BatchId, CaptureMethod, Currency, ItemStatus, Limits,
+    Payment, PaymentId, PaymentStatus, QuoteId, Refund, RefundStatus, Transfer, TransferId, TransferKind, AMOUNT_MAX,
+    VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
 };
 use std::collections::HashMap;
 
@@ -61,6 +64,8 @@ pub trait Snapshot {
     fn batches(&mut self) -> Result<Vec<BatchId>>;
     /// A batch's items after `after`, in index order, with their derived status.
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>>;
+    /// Every account audit row, by account and time.
+    fn audit(&mut self) -> Result<Vec<AuditRecord>>;
 }
 
 /// A store that can be checked: it runs a check over one snapshot of itself.
@@ -95,8 +100,9 @@ struct Replayed {
 
 fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     let mut report = Report::default();
+    let mut settings = check_settings(snapshot, &mut report)?;
     let through = snapshot.balances_through()?;
-    let replayed = replay_transfers(snapshot, through, &mut report)?;
+    let replayed = replay_transfers(snapshot, through, &mut settings, &mut report)?;
     check_balances(snapshot, replayed.computed, &replayed.tail, &mut report)?;
     check_payments(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_batches(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
@@ -105,11 +111,17 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
 }
 
 /// Adds up every transfer's effect on its accounts, and notes what the later checks need.
-fn replay_transfers(snapshot: &mut dyn Snapshot, through: u64, report: &mut Report) -> Result<Replayed> {
+fn replay_transfers(
+    snapshot: &mut dyn Snapshot,
+    through: u64,
+    settings: &mut Settings,
+    report: &mut Report,
+) -> Result<Replayed> {
     let mut r = Replayed::default();
     let add = |counter: &mut u64, by: u128| *counter = u64::try_from(u128::from(*counter) + by).unwrap_or(u64::MAX);
     snapshot.transfers(&mut |t| {
         report.transfers += 1;
+        settings.check_transfer(&t, report);
         let amount = u128::from(t.amount);
         if t.timestamp > through {
             let held = t.pending_id.and_then(|p| r.transfers.get(&p)).map_or(0, |hold| hold.amount);
@@ -183,6 +195,11 @@ fn check_balances(
                 "{}: stored balances {stored:?} but its transfers add up to {expected:?}",
                 account.id
             ));
+        }
+        if account.status == AccountStatus::Closed
+            && (stored.posted() != 0 || stored.debits_pending != 0 || stored.credits_pending != 0)
+        {
+            report.problem(format!("{}: closed but its balances are {stored:?}", account.id));
         }
         if let Some(available) = stored.available(account.overdraft) {
             if available < 0 {
@@ -379,4 +396,97 @@ fn check_item(
     if !consistent {
         report.problem(format!("{batch} item {index}: status {status} does not match its transfers"));
     }
+}
+
+/// A UTC day in nanoseconds.
+const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
+
+/// What the transfer pass checks of the accounts' settings: closed accounts moved nothing after
+/// they closed, and the debits made under an account's current daily limit kept their UTC
+/// day's running total within it.
+#[derive(Default)]
+struct Settings {
+    /// Closed accounts, with the time of the update that closed them.
+    closed_at: HashMap<AccountId, u64>,
+    /// Accounts with a daily limit: the limit, when it was last set, and the running total of
+    /// the current day (day, total).
+    daily: HashMap<AccountId, (u64, u64, (u64, u64))>,
+}
+
+impl Settings {
+    fn check_transfer(&mut self, t: &Transfer, report: &mut Report) {
+        for account in [t.debit_account, t.credit_account] {
+            if self.closed_at.get(&account).is_some_and(|&at| t.timestamp > at) {
+                report.problem(format!("{}: moves money of {account}, closed before it", t.id));
+            }
+        }
+        if !matches!(t.kind, TransferKind::Single | TransferKind::Pending) {
+            return;
+        }
+        if let Some((limit, since, (day, total))) = self.daily.get_mut(&t.debit_account) {
+            let today = t.timestamp / DAY_NANOS;
+            if *day != today {
+                *day = today;
+                *total = 0;
+            }
+            *total = total.saturating_add(t.amount);
+            if t.timestamp > *since && *total > *limit {
+                report.problem(format!(
+                    "{}: takes {}'s outflow of its UTC day to {total}, past its daily limit of {limit}",
+                    t.id, t.debit_account
+                ));
+            }
+        }
+    }
+}
+
+/// Checks the accounts' settings against their audit: every audit row names an account of its
+/// tenant; an account whose status or limits are not the defaults has an audit row; limits are
+/// in range. Returns what the transfer pass checks.
+fn check_settings(snapshot: &mut dyn Snapshot, report: &mut Report) -> Result<Settings> {
+    let accounts: HashMap<AccountId, Account> = snapshot.accounts()?.into_iter().map(|a| (a.id, a)).collect();
+    let mut audited: HashMap<AccountId, Vec<AuditRecord>> = HashMap::new();
+    for row in snapshot.audit()? {
+        match accounts.get(&row.account) {
+            None => report.problem(format!("audit row at {} names {}, which is not an account", row.at, row.account)),
+            Some(a) if a.tenant != row.tenant => {
+                report.problem(format!("audit row at {} of {}: another tenant's", row.at, row.account))
+            }
+            Some(_) => audited.entry(row.account).or_default().push(row),
+        }
+    }
+    let mut settings = Settings::default();
+    for account in accounts.values() {
+        let rows = audited.get(&account.id).map_or(&[][..], Vec::as_slice);
+        let changed = account.status != AccountStatus::Active || account.limits != Limits::default();
+        if changed && rows.is_empty() {
+            report.problem(format!("{}: status or limits changed without an audit row", account.id));
+        }
+        let limits = account.limits;
+        let too_large = |v: Option<u64>| v.is_some_and(|v| v > AMOUNT_MAX);
+        let velocity_bad = limits.velocity.is_some_and(|v| {
+            v.count == 0
+                || v.count > VELOCITY_COUNT_MAX
+                || v.window_seconds == 0
+                || v.window_seconds > VELOCITY_WINDOW_SECONDS_MAX
+        });
+        if too_large(limits.max_payment) || too_large(limits.daily_outflow) || velocity_bad {
+            report.problem(format!("{}: limits out of range: {limits:?}", account.id));
+        }
+        // The last update that named a field is when its current value was set.
+        let last = |needle: &str| rows.iter().rev().find(|r| r.after.contains(needle)).map(|r| r.at);
+        if account.status == AccountStatus::Closed {
+            match last("\"status\":\"closed\"") {
+                Some(at) => {
+                    settings.closed_at.insert(account.id, at);
+                }
+                None => report.problem(format!("{}: closed, but no audit row closes it", account.id)),
+            }
+        }
+        if let Some(limit) = limits.daily_outflow {
+            let since = last("\"daily_outflow\":").unwrap_or(0);
+            settings.daily.insert(account.id, (limit, since, (0, 0)));
+        }
+    }
+    Ok(settings)
 }

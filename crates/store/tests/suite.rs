@@ -129,7 +129,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
             transfers: vec![TransferId(100), TransferId(999)],
             holds: vec![TransferId(101)],
             payments: vec![PaymentId(500), PaymentId(501)],
-            quotes: vec![],
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(loaded.transfers.len(), 1);
@@ -833,6 +833,123 @@ fn embedded_batch_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     batch_files(&move || paycore_store::open(&path).unwrap());
+}
+
+/// Account status and limits: the settings an update commits are read and recovered, its
+/// audit row is listed per tenant and page, the debits the limits need load by account and
+/// time, and `verify` passes, then finds a closed account that still moved money.
+fn limits(open_store: &dyn Fn() -> Opened) {
+    use paycore_ledger::{AccountStatus, AccountUpdate, Change, Limits, Prefetch, Velocity};
+    const SECOND: u64 = 1_000_000_000;
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    let t0 = 1_700_000_000 * SECOND;
+    step(&mut state, store.as_mut(), t0, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None), open(3, Overdraft::Limit(0), None)]);
+    step(&mut state, store.as_mut(), t0 + SECOND, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 2, 3, 100, None)])]);
+    let update = |account, update| Command::UpdateAccount { account: AccountId(account), update, actor: "key_a".into() };
+    let limited = AccountUpdate {
+        daily_outflow: Change::Set(500),
+        velocity: Change::Set(Velocity { count: 4, window_seconds: 600 }),
+        ..AccountUpdate::default()
+    };
+    step(&mut state, store.as_mut(), t0 + 2 * SECOND, vec![update(2, limited)]);
+    step(&mut state, store.as_mut(), t0 + 3 * SECOND, vec![Command::Transfers(vec![mv(102, 2, 3, 300, Some(Hold { timeout_seconds: None })), mv(103, 2, 3, 100, None)])]);
+    step(&mut state, store.as_mut(), t0 + 4 * SECOND, vec![update(3, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() })]);
+
+    let row = api.account(T1, AccountId(2)).unwrap().unwrap();
+    assert_eq!(row.limits, Limits { max_payment: None, daily_outflow: Some(500), velocity: Some(Velocity { count: 4, window_seconds: 600 }) });
+    assert_eq!(row.status, AccountStatus::Active);
+    assert_eq!(api.account(T1, AccountId(3)).unwrap().unwrap().status, AccountStatus::Frozen);
+    assert_eq!(row, state.account(AccountId(2)).unwrap().clone());
+
+    // The audit: newest first, per tenant, in pages.
+    let audit = api.account_audit(T1, AccountId(2), Page { after: None, limit: 10 }).unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!((audit[0].actor.as_str(), audit[0].before.as_str()), ("key_a", r#"{"limits":{"daily_outflow":null,"velocity":null}}"#));
+    assert_eq!(audit[0].after, r#"{"limits":{"daily_outflow":500,"velocity":{"count":4,"window_seconds":600}}}"#);
+    assert!(api.account_audit(T2, AccountId(2), Page { after: None, limit: 10 }).unwrap().is_empty());
+    assert!(api.account_audit(T1, AccountId(2), Page { after: Some(audit[0].at), limit: 10 }).unwrap().is_empty());
+
+    // The debits of an account since a time: single transfers and holds (101 is before it).
+    let wanted = Prefetch { debits_of: vec![AccountId(2)], debits_since: t0 + 2 * SECOND, ..Prefetch::default() };
+    let mut loaded: Vec<u128> = store.load(&wanted).unwrap().debits.iter().map(|t| t.id.0).collect();
+    loaded.sort_unstable();
+    assert_eq!(loaded, vec![102, 103]);
+
+    // Recovery keeps the settings, and rebuilds the day's outflow from the transfers.
+    let recovered = store.recover().unwrap();
+    let mut again = State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+    let wanted = again.history_wanted();
+    assert_eq!(wanted.debits_of, vec![AccountId(2)]);
+    again.insert_debit_history(store.load(&wanted).unwrap().debits);
+    again.rebuild_limit_history();
+    let at = t0 + 5 * SECOND;
+    assert_eq!(again.outflow_on(AccountId(2), at), state.outflow_on(AccountId(2), at));
+    assert_eq!(again.outflow_on(AccountId(2), at), 100 + 300 + 100); // the limit, reached
+    assert_eq!(again.account(AccountId(3)).unwrap().status, AccountStatus::Frozen);
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+
+    // Account 1 is unlimited: closing it needs a zero balance, which it cannot reach here;
+    // account 4, empty, closes. A transfer forged into it afterwards is found by verify.
+    step(&mut state, store.as_mut(), t0 + 6 * SECOND, vec![open(4, Overdraft::Limit(0), None)]);
+    step(&mut state, store.as_mut(), t0 + 7 * SECOND, vec![update(4, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() })]);
+    assert_eq!(api.account(T1, AccountId(4)).unwrap().unwrap().status, AccountStatus::Closed);
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let mut forged = state.take_changes();
+    forged.transfers.push(paycore_ledger::Transfer {
+        id: TransferId(900),
+        tenant: T1,
+        debit_account: AccountId(1),
+        credit_account: AccountId(4),
+        amount: 5,
+        currency: eur(),
+        kind: paycore_ledger::TransferKind::Single,
+        pending_id: None,
+        expires_at: None,
+        timestamp: t0 + 8 * SECOND,
+    });
+    forged.last_timestamp = t0 + 8 * SECOND;
+    store.commit(&forged, &[]).unwrap();
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("closed before it")), "{:?}", report.problems);
+    assert!(!report.problems.iter().any(|p| p.contains("daily limit")), "{:?}", report.problems);
+
+    // A debit forged past account 2's daily limit (its 500 are spent) is found too.
+    let mut forged = paycore_ledger::ChangeSet::default();
+    forged.transfers.push(paycore_ledger::Transfer {
+        id: TransferId(901),
+        tenant: T1,
+        debit_account: AccountId(2),
+        credit_account: AccountId(1),
+        amount: 1,
+        currency: eur(),
+        kind: paycore_ledger::TransferKind::Single,
+        pending_id: None,
+        expires_at: None,
+        timestamp: t0 + 9 * SECOND,
+    });
+    forged.last_timestamp = t0 + 9 * SECOND;
+    store.commit(&forged, &[]).unwrap();
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("tr_") && p.contains("past its daily limit of 500")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn embedded_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    limits(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_limits() {
+    on_postgres("postgres_limits", limits);
 }
 
 /// Runs `case` on a fresh PostgreSQL database, dropped afterwards (or skips loudly).

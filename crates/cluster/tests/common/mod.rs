@@ -9,6 +9,7 @@ use paycore_ledger::{
     PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, Request, ResultCode, TenantId, Transfer,
     TransferId, TransferKind, TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
 };
+use paycore_ledger::{AccountStatus, AccountUpdate, Change, LimitBreach, LimitKind, Limits, Velocity};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -16,6 +17,30 @@ use proptest::prelude::*;
 pub fn currency() -> impl Strategy<Value = Currency> {
     let all: Vec<Currency> = Currency::all().collect();
     proptest::sample::select(all)
+}
+
+fn status() -> impl Strategy<Value = AccountStatus> {
+    proptest::sample::select(AccountStatus::ALL.to_vec())
+}
+
+fn velocity() -> impl Strategy<Value = Velocity> {
+    (any::<u32>(), any::<u64>()).prop_map(|(count, window_seconds)| Velocity { count, window_seconds })
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    (option::of(any::<u64>()), option::of(any::<u64>()), option::of(velocity()))
+        .prop_map(|(max_payment, daily_outflow, velocity)| Limits { max_payment, daily_outflow, velocity })
+}
+
+fn change<T: std::fmt::Debug + Clone + 'static>(value: impl Strategy<Value = T> + 'static) -> BoxedStrategy<Change<T>> {
+    prop_oneof![Just(Change::Keep), Just(Change::Remove), value.prop_map(Change::Set)].boxed()
+}
+
+fn limit_breach() -> impl Strategy<Value = LimitBreach> {
+    let kind = prop_oneof![Just(LimitKind::MaxPayment), Just(LimitKind::DailyOutflow)];
+    (account_id(), kind, counter(), counter(), counter()).prop_map(|(account, limit, value, requested, remaining)| {
+        LimitBreach { account, limit, value, requested, remaining }
+    })
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -129,6 +154,12 @@ pub fn command() -> BoxedStrategy<Command> {
         }),
         (batch, prop_oneof![Just(BatchEnd::Completed), Just(BatchEnd::Cancelled)])
             .prop_map(|(batch, end)| Command::EndBatch { batch, end }),
+        (account_id(), option::of(status()), change(any::<u64>()), change(any::<u64>()), change(velocity()), text())
+            .prop_map(|(account, status, max_payment, daily_outflow, velocity, actor)| Command::UpdateAccount {
+                account,
+                update: AccountUpdate { status, max_payment, daily_outflow, velocity },
+                actor,
+            }),
     ]
     .boxed()
 }
@@ -144,12 +175,27 @@ pub fn submission() -> BoxedStrategy<Submission> {
 }
 
 /// Field names and messages the ledger's errors carry (any other text does not decode).
-pub const PARAMS: [&str; 7] =
-    ["amount", "expires_in_seconds", "payer_account", "payee_account", "overdraft_limit", "payment", "currency"];
-pub const MESSAGES: [&str; 7] = [
+pub const PARAMS: [&str; 12] = [
+    "amount",
+    "expires_in_seconds",
+    "payer_account",
+    "payee_account",
+    "overdraft_limit",
+    "payment",
+    "currency",
+    "id",
+    "limits.max_payment",
+    "limits.daily_outflow",
+    "limits.velocity.count",
+    "limits.velocity.window_seconds",
+];
+pub const MESSAGES: [&str; 10] = [
     "amount must equal the quote's source_amount",
     "a cross-currency payment is captured in full: leave amount out",
     "refunds of cross-currency payments are not supported yet",
+    "a limit must be between 0 and 9223372036854775807",
+    "limits.velocity.count must be between 1 and 10000",
+    "limits.velocity.window_seconds must be between 1 and 86400",
     "amount must be between 1 and 9223372036854775807",
     "amount must be greater than zero",
     "expires_in_seconds must be between 1 and 31622400 (366 days)",
@@ -172,6 +218,8 @@ pub fn command_error() -> BoxedStrategy<CommandError> {
         result_code().prop_map(CommandError::Rejected),
         Just(CommandError::QuoteNotFound),
         Just(CommandError::QuoteExpired),
+        limit_breach().prop_map(CommandError::LimitExceeded),
+        Just(CommandError::AccountNotEmpty),
     ]
     .boxed()
 }
@@ -194,16 +242,21 @@ fn account() -> BoxedStrategy<Account> {
         option::of(text()),
         balances,
         any::<u64>(),
+        (status(), limits()),
     )
-        .prop_map(|(id, tenant, currency, overdraft, reference, metadata, balances, created_at)| Account {
-            id,
-            tenant: TenantId(tenant),
-            currency,
-            overdraft,
-            reference,
-            metadata,
-            balances,
-            created_at,
+        .prop_map(|(id, tenant, currency, overdraft, reference, metadata, balances, created_at, (status, limits))| {
+            Account {
+                id,
+                tenant: TenantId(tenant),
+                currency,
+                overdraft,
+                reference,
+                metadata,
+                balances,
+                created_at,
+                status,
+                limits,
+            }
         })
         .boxed()
 }
@@ -338,11 +391,13 @@ fn refund() -> BoxedStrategy<Refund> {
 pub fn outcome() -> BoxedStrategy<Outcome> {
     prop_oneof![
         prop_oneof![account().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Account),
-        (result_code(), option::of(transfer())).prop_map(|(code, transfer)| Outcome::Transfer { code, transfer }),
+        (result_code(), option::of(transfer()), option::of(limit_breach()))
+            .prop_map(|(code, transfer, limit)| Outcome::Transfer { code, transfer, limit }),
         vec(result_code(), 0..16).prop_map(Outcome::Transfers),
         prop_oneof![payment().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Payment),
         prop_oneof![(refund(), payment()).prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Refund),
         Just(Outcome::BatchEnded),
+        prop_oneof![account().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::AccountUpdated),
     ]
     .boxed()
 }

@@ -4,6 +4,7 @@
 use super::{HashSet, State};
 use crate::account::{Account, Balances};
 use crate::batch::{BatchEnd, BatchItemResult};
+use crate::limits::AuditRecord;
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
 use crate::{AccountId, BatchId, EventKind, PaymentId, QuoteId, TenantId};
@@ -29,6 +30,10 @@ pub struct ChangeSet {
     /// FX quotes used in this batch, each by the payment that used it: the store marks them
     /// used in the batch's transaction.
     pub quotes_used: Vec<(QuoteId, PaymentId)>,
+    /// Accounts whose status or limits changed (the store writes those fields), in order.
+    pub updated_accounts: Vec<Account>,
+    /// One audit row per account update, written in the same transaction.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl ChangeSet {
@@ -44,6 +49,8 @@ impl ChangeSet {
             && self.batch_ends.is_empty()
             && self.events.is_empty()
             && self.quotes_used.is_empty()
+            && self.updated_accounts.is_empty()
+            && self.audit.is_empty()
     }
 }
 
@@ -88,6 +95,8 @@ impl State {
             }
         }
         self.before.clear();
+        self.debit_history.clear();
+        self.last_breach = None;
         self.new_transfers.clear();
         self.stored_transfers.clear();
         self.quotes.clear();

@@ -6,6 +6,7 @@
 //! is a broken invariant, and the engine answers the batch 503 and rebuilds from the store
 //! rather than commit a state nobody can vouch for.
 
+use super::limits::Outflow;
 use super::{Deadline, State};
 use crate::account::Balances;
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode};
@@ -20,6 +21,8 @@ pub(super) struct Undo {
     holds: Vec<(TransferId, Option<HoldRecord>)>,
     /// How many transfers the batch had made when the chain started.
     transfers_len: usize,
+    /// Each limited account's outflow before the chain's first debit from it.
+    outflows: Vec<(AccountId, Outflow)>,
 }
 
 impl Undo {
@@ -32,6 +35,13 @@ impl Undo {
     pub(super) fn save_account(&mut self, id: AccountId, balances: Balances) {
         if !self.accounts.iter().any(|(a, _)| *a == id) {
             self.accounts.push((id, balances));
+        }
+    }
+
+    /// Saves a limited account's outflow before the chain's first debit from it.
+    pub(super) fn save_outflow(&mut self, id: AccountId, outflow: Outflow) {
+        if !self.outflows.iter().any(|(a, _)| *a == id) {
+            self.outflows.push((id, outflow));
         }
     }
 
@@ -95,6 +105,9 @@ impl State {
         );
         for (id, balances) in undo.accounts {
             self.restore_account(id, balances);
+        }
+        for (id, outflow) in undo.outflows {
+            self.restore_outflow(id, outflow);
         }
         for (id, saved) in undo.holds.into_iter().rev() {
             self.restore_hold(id, saved, undo.transfers_len);
@@ -193,6 +206,8 @@ mod tests {
             metadata: None,
             balances: Balances::default(),
             created_at: 1,
+            status: crate::AccountStatus::Active,
+            limits: crate::Limits::default(),
         }
     }
 

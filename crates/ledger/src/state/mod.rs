@@ -11,6 +11,7 @@ mod batch_items;
 mod changes;
 pub(crate) mod fx;
 mod invariants;
+mod limits;
 mod linked;
 mod payments;
 mod prefetch;
@@ -27,6 +28,8 @@ use crate::fx::Quote;
 use crate::payment::{Payment, PaymentStatus};
 use crate::transfer::HoldRecord;
 use crate::{AccountId, Currency, PaymentId, QuoteId, TenantId, Transfer, TransferId};
+use crate::limits::LimitBreach;
+use limits::Outflow;
 use linked::Undo;
 use std::collections::BTreeSet;
 
@@ -78,6 +81,9 @@ pub struct State {
     stored_transfer_id_max: Option<TransferId>,
     /// The same for payments: a payment id above it is not stored, finished or open.
     stored_payment_id_max: Option<PaymentId>,
+    /// Recent debits of every account with a `daily_outflow` or `velocity` limit (and of no
+    /// other account): see `limits`.
+    outflows: HashMap<AccountId, Outflow>,
 
     // The batch in progress.
     changes: ChangeSet,
@@ -86,6 +92,11 @@ pub struct State {
     touched_holds: Vec<TransferId>,
     touched_payments: Vec<PaymentId>,
     undo: Option<Undo>,
+    /// Debits loaded from the store for this batch (or for recovery), by debit account:
+    /// (timestamp, amount).
+    debit_history: HashMap<AccountId, Vec<(u64, u64)>>,
+    /// The details of the last `limit_exceeded`, for the outcome that reports it.
+    last_breach: Option<LimitBreach>,
 }
 
 impl State {
@@ -167,9 +178,11 @@ impl State {
         match &request.command {
             Command::CreateAccount(new) => Outcome::Account(self.create_account(tenant, new, now)),
             Command::Transfer(t) => {
+                self.last_breach = None;
                 let code = self.transfers(tenant, std::slice::from_ref(t), now)[0];
                 let transfer = if code.is_success() { self.find_transfer(t.id).cloned() } else { None };
-                Outcome::Transfer { code, transfer }
+                let limit = if code == crate::ResultCode::LimitExceeded { self.last_breach.take() } else { None };
+                Outcome::Transfer { code, transfer, limit }
             }
             Command::Transfers(transfers) => Outcome::Transfers(self.transfers(tenant, transfers, now)),
             Command::CreatePayment(new) => Outcome::Payment(self.create_payment(tenant, new, now)),
@@ -187,6 +200,9 @@ impl State {
             Command::EndBatch { batch, end } => {
                 self.changes.batch_ends.push((*batch, *end));
                 Outcome::BatchEnded
+            }
+            Command::UpdateAccount { account, update, actor } => {
+                Outcome::AccountUpdated(self.update_account(tenant, *account, update, actor, now))
             }
         }
     }

@@ -138,6 +138,21 @@ impl State {
             }
             (None, None) => ResultCode::InvalidAmount,
         };
+        // A refusal by the accounts' status or limits is not the payment's failure: the
+        // confirm is refused and the payment still requires confirmation (a frozen account may
+        // be unfrozen, tomorrow's outflow is a new day).
+        match code {
+            ResultCode::LimitExceeded => {
+                if let Some(breach) = self.last_breach.take() {
+                    return Err(CommandError::LimitExceeded(breach));
+                }
+                return Err(CommandError::Rejected(code));
+            }
+            ResultCode::VelocityExceeded | ResultCode::AccountFrozen | ResultCode::AccountClosed => {
+                return Err(CommandError::Rejected(code));
+            }
+            _ => {}
+        }
         self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
         payment.updated_at = now.max(payment.updated_at);
         if code == ResultCode::Ok {

@@ -17,11 +17,19 @@ pub struct Prefetch {
     pub payments: Vec<PaymentId>,
     /// The FX quotes that payments created in the batch name.
     pub quotes: Vec<QuoteId>,
+    /// Accounts whose debits (single transfers and holds) at or after `debits_since` the
+    /// limits need: those whose limits a batch changes, or every limited account at recovery.
+    pub debits_of: Vec<crate::AccountId>,
+    pub debits_since: u64,
 }
 
 impl Prefetch {
     pub fn is_empty(&self) -> bool {
-        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty() && self.quotes.is_empty()
+        self.transfers.is_empty()
+            && self.holds.is_empty()
+            && self.payments.is_empty()
+            && self.quotes.is_empty()
+            && self.debits_of.is_empty()
     }
 }
 
@@ -88,6 +96,12 @@ impl State {
                     // Quotes are never kept in memory: each use reads the stored row.
                     if let Some(quote) = new.fx_quote {
                         wanted.quotes.push(quote);
+                    }
+                }
+                Command::UpdateAccount { account, update, .. } => {
+                    if update.touches_limits() && !wanted.debits_of.contains(account) {
+                        wanted.debits_of.push(*account);
+                        wanted.debits_since = self.history_since();
                     }
                 }
                 Command::CreateAccount(_) | Command::EndBatch { .. } => {}

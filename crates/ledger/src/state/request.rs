@@ -3,6 +3,7 @@
 
 use crate::account::{Account, Overdraft};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
+use crate::limits::{AccountUpdate, LimitBreach};
 use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
 use crate::{AccountId, BatchId, Currency, PaymentId, QuoteId, RefundId, TenantId};
@@ -69,6 +70,13 @@ pub enum Command {
         batch: BatchId,
         end: BatchEnd,
     },
+    /// Changes an account's status or limits (`PATCH /v1/accounts/{id}`), ordered with the
+    /// payments around it and audited in the same commit. `actor`: the API key's id.
+    UpdateAccount {
+        account: AccountId,
+        update: AccountUpdate,
+        actor: String,
+    },
 }
 
 /// A command and the tenant on whose behalf it runs.
@@ -118,6 +126,10 @@ pub enum CommandError {
     QuoteNotFound,
     /// The quote's lock has passed, or another payment used it.
     QuoteExpired,
+    /// The debit the operation needs would pass a limit of the account (`limit_exceeded`).
+    LimitExceeded(LimitBreach),
+    /// An account can be closed only with zero balances and no holds.
+    AccountNotEmpty,
 }
 
 impl CommandError {
@@ -149,14 +161,18 @@ impl CommandError {
 pub enum Outcome {
     Account(Result<Account, CommandError>),
     /// The result of one transfer and, when it is a success (`ok`, `exists`), the transfer as
-    /// stored: the new one, or the one that existed with this id.
+    /// stored: the new one, or the one that existed with this id. With `limit_exceeded`, which
+    /// limit and what it still allows.
     Transfer {
         code: ResultCode,
         transfer: Option<Transfer>,
+        limit: Option<LimitBreach>,
     },
     Transfers(Vec<ResultCode>),
     Payment(Result<Payment, CommandError>),
     Refund(Result<(Refund, Payment), CommandError>),
     /// The batch's end is recorded.
     BatchEnded,
+    /// The account after a `PATCH`.
+    AccountUpdated(Result<Account, CommandError>),
 }

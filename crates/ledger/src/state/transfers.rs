@@ -3,6 +3,7 @@
 
 use super::{Deadline, State, NANOS_PER_SECOND, TIMEOUT_MAX_SECONDS};
 use crate::account::counter_plus;
+use crate::limits::Limits;
 use crate::payment::{PaymentStatus, TAG_EXPIRE};
 use crate::transfer::{HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
 use crate::{AccountId, Amount, Currency, PaymentId, TenantId, TransferId};
@@ -112,6 +113,9 @@ impl State {
         if debit.currency != mv.currency || credit.currency != mv.currency {
             return ResultCode::CurrencyMismatch;
         }
+        if let Some(refused) = State::status_refusal(debit, credit) {
+            return refused;
+        }
         let (d, c) = (debit.balances, credit.balances);
         let amount = mv.amount.get();
         let fits = |counter: u64| counter_plus(counter, amount).is_some();
@@ -123,7 +127,17 @@ impl State {
         if !no_overflow {
             return ResultCode::Overflow;
         }
-        if !debit.can_debit(amount) {
+        let can_debit = debit.can_debit(amount);
+        let limits = debit.limits;
+        let limited = limits != Limits::default();
+        // The timestamp the transfer will get: the day and the window limits count in.
+        let at = self.next_timestamp(now);
+        if limited {
+            if let Some(refused) = self.limit_refusal(mv.debit, &limits, amount, at) {
+                return refused;
+            }
+        }
+        if !can_debit {
             return ResultCode::InsufficientFunds;
         }
         if mv.hold {
@@ -145,6 +159,9 @@ impl State {
             expires_at: mv.expires_at,
             timestamp: self.tick(now),
         };
+        if limited {
+            self.record_debit(mv.debit, &limits, amount, transfer.timestamp);
+        }
         if mv.hold {
             self.set_hold(HoldRecord { transfer: transfer.clone(), status: HoldStatus::Pending, payment });
         }
@@ -201,6 +218,17 @@ impl State {
         };
         if posted > held.amount {
             return ResultCode::AmountExceedsPending;
+        }
+        // A post is a debit: a frozen (or closed) account refuses it. Voids and expiries only
+        // release the hold and always pass.
+        if matches!(how, Resolution::Post(_)) {
+            if let (Some(d), Some(c)) =
+                (self.accounts.get(&held.debit_account), self.accounts.get(&held.credit_account))
+            {
+                if let Some(refused) = State::status_refusal(d, c) {
+                    return refused;
+                }
+            }
         }
         if posted > 0 {
             let (Some(d), Some(c)) = (self.accounts.get(&held.debit_account), self.accounts.get(&held.credit_account))

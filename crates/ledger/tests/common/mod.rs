@@ -30,6 +30,8 @@
 //! payment P succeeded captured=100 refunded=40
 //! hold 2 posted
 //! restart                            # State::recover from the store model
+//! update a status=frozen max=500 daily=1000 velocity=3/60 actor=key_1 => ok
+//! update a daily=none => ok           # `none` removes a limit; absent keeps it
 //! ```
 //!
 //! After every batch: the changes go to the store model, `check_invariants` must hold and no
@@ -133,18 +135,37 @@ impl Store {
         for p in &changes.payments {
             self.payments.insert(p.id, p.clone());
         }
+        for a in &changes.updated_accounts {
+            let stored = self.accounts.get_mut(&a.id).unwrap_or_else(|| panic!("update of unknown account {}", a.id));
+            stored.status = a.status;
+            stored.limits = a.limits;
+        }
+        assert_eq!(changes.updated_accounts.len(), changes.audit.len(), "one audit row per update");
         self.refunds.extend(changes.refunds.iter().cloned());
         assert!(changes.last_timestamp >= self.last_timestamp);
         self.last_timestamp = changes.last_timestamp;
     }
 
     pub fn recover(&self) -> State {
-        State::recover(
+        let mut state = State::recover(
             self.accounts.values().cloned(),
             self.holds.values().filter(|h| h.status == HoldStatus::Pending).cloned(),
             self.payments.values().filter(|p| p.status.is_open()).cloned(),
             self.last_timestamp,
-        )
+        );
+        let wanted = state.history_wanted();
+        state.insert_debit_history(self.debits(&wanted));
+        state.rebuild_limit_history();
+        state
+    }
+
+    /// The stored transfers a prefetch's `debits_of` asks for.
+    pub fn debits(&self, wanted: &Prefetch) -> Vec<Transfer> {
+        self.transfers
+            .values()
+            .filter(|t| wanted.debits_of.contains(&t.debit_account) && t.timestamp >= wanted.debits_since)
+            .cloned()
+            .collect()
     }
 }
 
@@ -177,6 +198,7 @@ impl Sim {
                 wanted.holds.iter().filter_map(|id| store.holds.get(id)).cloned().collect::<Vec<_>>(),
                 wanted.payments.iter().filter_map(|id| store.payments.get(id)).cloned().collect::<Vec<_>>(),
             );
+            self.state.insert_debit_history(store.debits(&wanted));
         }
         let outcomes = self.state.execute(requests, self.now);
         assert_eq!(outcomes.len(), requests.len());
@@ -233,6 +255,10 @@ pub fn render(outcome: &Outcome) -> Vec<String> {
             Err(e) => render_error(e),
         }],
         Outcome::BatchEnded => vec!["batch_ended".to_owned()],
+        Outcome::AccountUpdated(r) => vec![match r {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => render_error(e),
+        }],
     }
 }
 
@@ -257,6 +283,10 @@ pub fn render_error(e: &CommandError) -> String {
         CommandError::Rejected(code) => format!("err:rejected({})", code.as_str()),
         CommandError::QuoteNotFound => "err:quote_not_found".to_owned(),
         CommandError::QuoteExpired => "err:quote_expired".to_owned(),
+        CommandError::LimitExceeded(b) => {
+            format!("err:limit_exceeded({},{},{},{})", b.limit.as_str(), b.value, b.requested, b.remaining)
+        }
+        CommandError::AccountNotEmpty => "err:account_not_empty".to_owned(),
     }
 }
 
@@ -361,7 +391,7 @@ impl Parser {
                         }
                     }
                 }
-                "account" | "pay" | "confirm" | "capture" | "cancel" | "refund" => {
+                "account" | "pay" | "confirm" | "capture" | "cancel" | "refund" | "update" => {
                     let request = p.command(&words, line);
                     let expected = expected.unwrap_or_else(|| match words[0] {
                         "account" => "ok".to_owned(),
@@ -526,6 +556,35 @@ impl Parser {
                 refund: self.names.refund(positional[1]),
                 amount: positional.get(2).map(|a| number(a, line)),
             },
+            "update" => {
+                let change = |key: &str| match options.get(key) {
+                    None => Change::Keep,
+                    Some(&"none") => Change::Remove,
+                    Some(v) => Change::Set(number(v, line)),
+                };
+                Command::UpdateAccount {
+                    account: self.names.account(positional[0]),
+                    update: AccountUpdate {
+                        status: options
+                            .get("status")
+                            .map(|s| AccountStatus::parse(s).unwrap_or_else(|| panic!("status in {line}"))),
+                        max_payment: change("max"),
+                        daily_outflow: change("daily"),
+                        velocity: match options.get("velocity") {
+                            None => Change::Keep,
+                            Some(&"none") => Change::Remove,
+                            Some(v) => {
+                                let (count, window) = v.split_once('/').unwrap_or_else(|| panic!("velocity in {line}"));
+                                Change::Set(Velocity {
+                                    count: u32::try_from(number(count, line)).unwrap_or(u32::MAX),
+                                    window_seconds: number(window, line),
+                                })
+                            }
+                        },
+                    },
+                    actor: options.get("actor").map_or("key_test", |a| a).to_owned(),
+                }
+            }
             other => panic!("unknown command {other}"),
         };
         Request { tenant: t, command }
@@ -631,6 +690,10 @@ pub fn assert_same_state(a: &State, b: &State) {
     left.sort_by_key(|x| x.id);
     right.sort_by_key(|x| x.id);
     assert_eq!(left, right);
+    for account in &left {
+        let at = a.last_timestamp();
+        assert_eq!(a.outflow_on(account.id, at), b.outflow_on(account.id, at), "outflow of {}", account.id);
+    }
     assert_eq!(a.next_deadline(), b.next_deadline());
     assert_eq!(a.last_timestamp(), b.last_timestamp());
     b.check_invariants().unwrap();

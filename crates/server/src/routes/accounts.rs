@@ -1,18 +1,22 @@
-//! `/v1/accounts`: open an account, read it, list its transfers.
+//! `/v1/accounts`: open an account, read it, change its status and limits, list its transfers
+//! and the audit of its changes.
 
 use super::{execute, path_id, read};
-use crate::auth::Auth;
+use crate::auth::{Actor, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
 use crate::ids::new_id;
 use crate::json::{self, OverdraftLimit};
-use crate::render::{self, AccountJson, ListJson, OverdraftJson, TransferJson};
+use crate::render::{self, AccountJson, AuditEntryJson, ListJson, OverdraftJson, TransferJson, VelocityJson};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use paycore_ledger::{AccountId, Command, NewAccount, Overdraft, TransferId};
+use paycore_ledger::{
+    AccountId, AccountStatus, AccountUpdate, Change, Command, NewAccount, Overdraft, TransferId, Velocity, AMOUNT_MAX,
+    VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
+};
 use paycore_store::Page;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -180,6 +184,202 @@ fn list_page(query: Option<&str>) -> Result<Page<TransferId>, ApiError> {
             "starting_after" => {
                 page.after = Some(value.parse().map_err(|_| {
                     ApiError::invalid("starting_after", "`starting_after` must be a transfer id (`tr_…`).")
+                })?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("Received unknown query parameter `{other}`."),
+                )
+                .param(other.to_owned()))
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// Changes an account's status or limits. Every field is optional: an absent field is kept,
+/// `null` removes a limit (`"limits": null` removes them all). Fields may be added later with
+/// the same rule.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    /// `active`, `frozen` (credits only) or `closed` (nothing, for good; only with a zero
+    /// balance and no pending transfers).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<Option<String>>,
+    /// The limits to change; absent keeps them all, null removes them all.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<UpdateLimits>)]
+    pub limits: Option<Option<UpdateLimits>>,
+}
+
+/// The limits to change: absent keeps one, null removes it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLimits {
+    /// The largest single debit, in minor units (0 to 9223372036854775807).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_payment: Option<Option<u64>>,
+    /// The most debited per UTC day of the ledger's clock, in minor units.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub daily_outflow: Option<Option<u64>>,
+    /// At most `count` debits in any `window_seconds` (rolling).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<VelocityJson>)]
+    pub velocity: Option<Option<VelocityJson>>,
+}
+
+/// A field that is present: `Some(None)` for `null`, `Some(Some(v))` for a value (absent is
+/// `None`, from `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A field's change: absent keeps it, null removes it.
+fn change<T>(field: Option<Option<T>>) -> Change<T> {
+    match field {
+        None => Change::Keep,
+        Some(None) => Change::Remove,
+        Some(Some(value)) => Change::Set(value),
+    }
+}
+
+/// Checks the body and makes the ledger's update of it, naming the field at fault.
+fn account_update(params: UpdateAccount) -> Result<AccountUpdate, ApiError> {
+    let status = params
+        .status
+        .map(|s| {
+            s.as_deref()
+                .and_then(AccountStatus::parse)
+                .ok_or_else(|| ApiError::invalid("status", "`status` must be `active`, `frozen` or `closed`."))
+        })
+        .transpose()?;
+    let limits = match params.limits {
+        None => UpdateLimits { max_payment: None, daily_outflow: None, velocity: None },
+        Some(None) => UpdateLimits { max_payment: Some(None), daily_outflow: Some(None), velocity: Some(None) },
+        Some(Some(limits)) => limits,
+    };
+    for (param, value) in [("limits.max_payment", limits.max_payment), ("limits.daily_outflow", limits.daily_outflow)] {
+        if value.flatten().is_some_and(|v| v > AMOUNT_MAX) {
+            return Err(ApiError::invalid(param, format!("`{param}` must be at most 9223372036854775807.")));
+        }
+    }
+    let velocity = match limits.velocity {
+        Some(Some(v)) => {
+            let count =
+                u32::try_from(v.count).ok().filter(|c| (1..=VELOCITY_COUNT_MAX).contains(c)).ok_or_else(|| {
+                    ApiError::invalid("limits.velocity.count", "`limits.velocity.count` must be 1 to 10000.")
+                })?;
+            if !(1..=VELOCITY_WINDOW_SECONDS_MAX).contains(&v.window_seconds) {
+                return Err(ApiError::invalid(
+                    "limits.velocity.window_seconds",
+                    "`limits.velocity.window_seconds` must be 1 to 86400 (a day).",
+                ));
+            }
+            Some(Some(Velocity { count, window_seconds: v.window_seconds }))
+        }
+        Some(None) => Some(None),
+        None => None,
+    };
+    Ok(AccountUpdate {
+        status,
+        max_payment: change(limits.max_payment),
+        daily_outflow: change(limits.daily_outflow),
+        velocity: change(velocity),
+    })
+}
+
+/// `PATCH /v1/accounts/{id}`
+#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "accounts",
+    request_body = UpdateAccount,
+    params(
+        ("id" = String, Path, description = "`acct_…`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 printable ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "The account as changed; the change is in its audit", body = AccountJson),
+        (status = 400, description = "Invalid parameter (`param` names it: `status`, `limits.velocity.count`, …)", body = ErrorBody),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+        (status = 409, description = "`account_not_empty`: only an account with a zero balance and no pending transfers can be closed", body = ErrorBody),
+        (status = 422, description = "`account_closed`: a closed account cannot change", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Actor(actor): Actor,
+    post: Post,
+) -> Result<Response, ApiError> {
+    let account: AccountId = path_id(&id, "account")?;
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let update = account_update(json::parse(&post.body)?)?;
+    execute(&state, &post, Command::UpdateAccount { account, update, actor }).await
+}
+
+/// `GET /v1/accounts/{id}/audit`
+#[utoipa::path(get, path = "/v1/accounts/{id}/audit", tag = "accounts",
+    params(
+        ("id" = String, Path, description = "`acct_…`"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The changes of the account's status and limits, newest first: who, when, the changed fields before and after", body = ListJson<AuditEntryJson>),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let account_id: AccountId = path_id(&id, "account")?;
+    let page = audit_page(query.as_deref())?;
+    let tenant = auth.tenant;
+    let fetch = Page { after: page.after, limit: page.limit + 1 };
+    let (account, mut rows) = read(&state, move |r| {
+        let Some(account) = r.account(tenant, account_id)? else { return Ok((None, Vec::new())) };
+        Ok((Some(account), r.account_audit(tenant, account_id, fetch)?))
+    })
+    .await?;
+    if account.is_none() {
+        return Err(ApiError::not_found("account", &id));
+    }
+    let has_more = rows.len() > page.limit;
+    rows.truncate(page.limit);
+    let list = ListJson {
+        object: render::ObjectKind::List,
+        next_cursor: if has_more { rows.last().map(|r| r.at.to_string()) } else { None },
+        data: rows.iter().map(AuditEntryJson::new).collect::<Vec<_>>(),
+        has_more,
+    };
+    Ok(super::rendered(render::json(200, &list)))
+}
+
+/// Parses `limit` and `starting_after` (the `at` of an audit row, in nanoseconds).
+fn audit_page(query: Option<&str>) -> Result<Page<u64>, ApiError> {
+    let mut page = Page { after: None, limit: LIST_LIMIT_DEFAULT };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "limit" => {
+                page.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
+                    .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
+            }
+            "starting_after" => {
+                page.after = Some(value.parse().map_err(|_| {
+                    ApiError::invalid("starting_after", "`starting_after` must be the `next_cursor` of a page.")
                 })?);
             }
             other => {

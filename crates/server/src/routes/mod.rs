@@ -62,7 +62,11 @@ impl Lookup {
             Command::ConfirmPayment(payment) | Command::CancelPayment(payment) => Lookup::Payment(*payment),
             Command::CapturePayment { payment, .. } => Lookup::Payment(*payment),
             Command::RefundPayment { payment, refund, .. } => Lookup::Refund(*payment, *refund),
-            Command::Transfers(_) | Command::BatchItems { .. } | Command::EndBatch { .. } => Lookup::Nothing,
+            // An account as stored does not say whether an update was applied: no guess.
+            Command::Transfers(_)
+            | Command::BatchItems { .. }
+            | Command::EndBatch { .. }
+            | Command::UpdateAccount { .. } => Lookup::Nothing,
         }
     }
 }
@@ -89,7 +93,7 @@ async fn from_store(state: &AppState, post: &Post, lookup: Lookup) -> Result<Ans
         Ok(match lookup {
             Lookup::Account(id) => reader.account(tenant, id)?.map(|a| Outcome::Account(Ok(a))),
             Lookup::Transfer(id) => {
-                reader.transfer(tenant, id)?.map(|t| Outcome::Transfer { code: ResultCode::Ok, transfer: Some(t) })
+                reader.transfer(tenant, id)?.map(|t| Outcome::Transfer { code: ResultCode::Ok, transfer: Some(t), limit: None })
             }
             Lookup::Payment(id) => reader.payment(tenant, id)?.map(|p| Outcome::Payment(Ok(p))),
             Lookup::Refund(payment, id) => {

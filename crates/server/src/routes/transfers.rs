@@ -147,7 +147,11 @@ async fn single(state: &Arc<AppState>, post: &Post, transfer: NewTransfer) -> Re
     let saved = match post.saved.clone() {
         Some(saved) => saved,
         None => match submit(state, post, Command::Transfer(transfer)).await? {
-            Answer::Done(Outcome::Transfer { code, transfer }) => {
+            Answer::Done(Outcome::Transfer { limit: Some(breach), .. }) => {
+                let refusal = ApiError::from_breach(breach);
+                return Err(if post.key.is_some() { refusal.saved_form() } else { refusal });
+            }
+            Answer::Done(Outcome::Transfer { code, transfer, .. }) => {
                 let answer = single_response(code, transfer, pending_param);
                 return if post.key.is_some() { answer.map_err(ApiError::saved_form) } else { answer };
             }

@@ -7,9 +7,9 @@
 use crate::{IdempotencyRecord, Result, StoreError};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    Account, AccountId, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Overdraft, Payment, PaymentFx,
-    PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId, Transfer, TransferId,
-    TransferKind,
+    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Overdraft,
+    Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId,
+    Transfer, TransferId, TransferKind, Velocity,
 };
 use postgres::error::SqlState;
 use postgres::types::FromSql;
@@ -142,6 +142,18 @@ pub(super) fn account_from(row: &Row) -> Result<Account> {
             credits_pending: uint(row, "credits_pending")?,
         },
         created_at: uint(row, "created_at")?,
+        status: parsed(row, "status", AccountStatus::parse)?,
+        limits: Limits {
+            max_payment: opt_uint(row, "max_payment")?,
+            daily_outflow: opt_uint(row, "daily_outflow")?,
+            velocity: match (opt_uint(row, "velocity_count")?, opt_uint(row, "velocity_window_seconds")?) {
+                (Some(count), Some(window_seconds)) => Some(Velocity {
+                    count: u32::try_from(count).map_err(|_| corrupt("velocity_count", "above u32"))?,
+                    window_seconds,
+                }),
+                _ => None,
+            },
+        },
     })
 }
 

@@ -94,6 +94,7 @@ impl PostgresStore {
             let quotes = id_array(&wanted.quotes, |id| id.0);
             loaded.quotes = all(&client.query("SELECT * FROM fx_quotes WHERE id = ANY($1)", &[&quotes])?, quote_from)?;
         }
+        loaded.debits = super::limits::load_debits(client, wanted)?;
         Ok(loaded)
     }
 
@@ -195,6 +196,8 @@ impl PostgresStore {
         // Then the fencing check: a stale leader writes nothing (dropping `tx` rolls back).
         self.lead.check(&mut tx, changes.last_timestamp)?;
         insert_accounts(&mut tx, &changes.new_accounts)?;
+        super::limits::update_accounts(&mut tx, &changes.updated_accounts)?;
+        super::limits::insert_audit(&mut tx, &changes.audit)?;
         insert_transfers(&mut tx, &changes.transfers)?;
         upsert_holds(&mut tx, &changes.holds)?;
         upsert_payments(&mut tx, &changes.payments)?;

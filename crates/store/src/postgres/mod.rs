@@ -24,6 +24,7 @@ mod commit;
 mod files;
 mod fx;
 mod leases;
+mod limits;
 mod open;
 mod partitions;
 mod reader;

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_leases.sql"),
     include_str!("migrations/0004_partitions.sql"),
     include_str!("migrations/0005_fx.sql"),
+    include_str!("migrations/0006_limits.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -7,7 +7,7 @@ use super::codec::{
 use super::open::connect;
 use crate::pool::Pool;
 use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
-use paycore_ledger::{Account, AccountId, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
+use paycore_ledger::{Account, AccountId, AuditRecord, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
 use postgres::Client;
 use std::sync::Arc;
 
@@ -185,5 +185,9 @@ impl Reader for PostgresReader {
             let n: i64 = client.query_one("SELECT count(*) FROM api_keys WHERE NOT revoked", &[])?.try_get(0)?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
+    }
+
+    fn account_audit(&self, tenant: TenantId, account: AccountId, page: Page<u64>) -> Result<Vec<AuditRecord>> {
+        self.with(|client| super::limits::account_audit(client, tenant, account, page.after, page.limit))
     }
 }

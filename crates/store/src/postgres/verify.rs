@@ -58,6 +58,10 @@ impl Snapshot for Rows<'_, '_> {
         self.each("SELECT * FROM transfers ORDER BY timestamp, id", transfer_from, each)
     }
 
+    fn audit(&mut self) -> Result<Vec<paycore_ledger::AuditRecord>> {
+        super::limits::all_audit(self.tx)
+    }
+
     fn accounts(&mut self) -> Result<Vec<Account>> {
         all(&self.tx.query("SELECT * FROM accounts", &[])?, account_from)
     }

@@ -124,6 +124,7 @@ impl Store for SqliteStore {
                 }
             }
         }
+        loaded.debits = super::limits::load_debits(&self.conn, wanted)?;
         Ok(loaded)
     }
 
@@ -142,6 +143,8 @@ impl Store for SqliteStore {
         let checkpoint = self.checkpoint_due(changes.balances.len());
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         insert_accounts(&tx, &changes.new_accounts)?;
+        super::limits::update_accounts(&tx, &changes.updated_accounts)?;
+        super::limits::insert_audit(&tx, &changes.audit)?;
         insert_transfers(&tx, &changes.transfers)?;
         upsert_holds(&tx, &changes.holds)?;
         upsert_payments(&tx, &changes.payments)?;

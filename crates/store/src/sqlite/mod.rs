@@ -20,6 +20,7 @@ mod fresh;
 mod fx;
 mod history;
 mod leases;
+mod limits;
 mod open;
 mod reader;
 mod verify;

@@ -7,7 +7,7 @@ use super::history;
 use super::open::connect;
 use crate::pool::Pool;
 use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
-use paycore_ledger::{Account, AccountId, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
+use paycore_ledger::{Account, AccountId, AuditRecord, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -220,5 +220,9 @@ impl Reader for SqliteReader {
             let n: i64 = conn.query_row("SELECT count(*) FROM api_keys WHERE revoked = 0", [], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
+    }
+
+    fn account_audit(&self, tenant: TenantId, account: AccountId, page: Page<u64>) -> Result<Vec<AuditRecord>> {
+        self.with(|conn| super::limits::account_audit(conn, tenant, account, page.after, page.limit))
     }
 }

@@ -45,6 +45,10 @@ impl Snapshot for Rows<'_> {
         self.each("SELECT * FROM transfers ORDER BY timestamp", transfer_from, each)
     }
 
+    fn audit(&mut self) -> Result<Vec<paycore_ledger::AuditRecord>> {
+        super::limits::all_audit(self.conn)
+    }
+
     fn accounts(&mut self) -> Result<Vec<Account>> {
         let mut stmt = self.conn.prepare("SELECT * FROM accounts")?;
         let accounts = stmt.query_map([], account_from)?.collect::<rusqlite::Result<_>>()?;

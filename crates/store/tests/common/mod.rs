@@ -30,6 +30,7 @@ pub fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Co
     let loaded = store.load(&state.prefetch(&requests)).unwrap();
     state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
     state.insert_prefetched_quotes(loaded.quotes);
+    state.insert_debit_history(loaded.debits);
     state.execute(&requests, now);
     store.commit(&state.take_changes(), &[]).unwrap();
 }
