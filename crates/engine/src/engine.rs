@@ -212,6 +212,7 @@ impl Engine {
         if !wanted.is_empty() {
             let loaded = self.store.load(&wanted)?;
             self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+            self.state.insert_clearing(loaded.open_windows, loaded.window_ids);
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 mod account;
 mod batch;
+mod clearing;
 mod currency;
 mod ids;
 mod money;
@@ -20,10 +21,11 @@ mod vocabulary;
 
 pub use account::{Account, Balances, Overdraft};
 pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
+pub use clearing::{ClearingPosition, ClearingWindow, OpenWindow};
 pub use currency::Currency;
 pub use ids::{
-    time_ordered, AccountId, BatchId, DeliveryId, EventId, IdError, PaymentId, RefundId, TenantId, TransferId,
-    WebhookEndpointId,
+    time_ordered, AccountId, BatchId, ClearingWindowId, DeliveryId, EventId, IdError, PaymentId, RefundId, TenantId,
+    TransferId, WebhookEndpointId,
 };
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
 pub use payment::{CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus};

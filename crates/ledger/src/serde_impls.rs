@@ -11,8 +11,8 @@
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
-    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, PaymentId, RefundId, TenantId, TransferId,
-    WebhookEndpointId, AMOUNT_MAX,
+    AccountId, Amount, BatchId, ClearingWindowId, CommandError, Currency, DeliveryId, EventId, PaymentId, RefundId,
+    TenantId, TransferId, WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -49,7 +49,18 @@ impl serde::de::Visitor<'_> for IdBytes {
     }
 }
 
-id_bytes!(TenantId, AccountId, TransferId, PaymentId, RefundId, BatchId, WebhookEndpointId, EventId, DeliveryId);
+id_bytes!(
+    TenantId,
+    AccountId,
+    TransferId,
+    PaymentId,
+    RefundId,
+    BatchId,
+    WebhookEndpointId,
+    EventId,
+    DeliveryId,
+    ClearingWindowId
+);
 
 impl Serialize for Currency {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -94,6 +105,15 @@ pub(crate) fn counter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64,
     Ok(value)
 }
 
+/// A signed balance or net of a clearing position, which never passes ±[`AMOUNT_MAX`].
+pub(crate) fn signed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let value = i64::deserialize(deserializer)?;
+    if value == i64::MIN {
+        return Err(D::Error::invalid_value(Unexpected::Signed(value), &"a balance of at most ±i64::MAX"));
+    }
+    Ok(value)
+}
+
 /// A field name a [`CommandError`] can carry.
 struct Param(&'static str);
 
@@ -134,6 +154,7 @@ enum DecodedCommandError {
     AmountTooLarge { max: u64 },
     InvalidField { param: Param, message: Message },
     Rejected(ResultCode),
+    WindowEmpty,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -151,6 +172,7 @@ impl<'de> Deserialize<'de> for CommandError {
                 CommandError::InvalidField { param: param.0, message: message.0 }
             }
             DecodedCommandError::Rejected(code) => CommandError::Rejected(code),
+            DecodedCommandError::WindowEmpty => CommandError::WindowEmpty,
         })
     }
 }
@@ -173,6 +195,7 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
             DecodedCommandError::InvalidField { param: Param(param), message: Message(message) }
         }
         CommandError::Rejected(code) => DecodedCommandError::Rejected(code),
+        CommandError::WindowEmpty => DecodedCommandError::WindowEmpty,
     }
 }
 

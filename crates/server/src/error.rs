@@ -213,6 +213,13 @@ impl ApiError {
             .param("amount"),
             CommandError::InvalidField { param, message } => ApiError::invalid(*param, *message),
             CommandError::Rejected(code) => ApiError::from_result(*code, None),
+            CommandError::WindowEmpty => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "window_empty",
+                "The open clearing window of this currency has no posted transfer: there is nothing to close.",
+            )
+            .param("currency"),
         }
     }
 

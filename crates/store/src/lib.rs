@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod batches;
+pub mod clearing;
 mod error;
 pub mod files;
 mod partition;
@@ -29,12 +30,14 @@ pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
+pub use clearing::ClearingSummary;
 pub use error::{Result, StoreError};
 pub use files::FileSink;
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
-    Account, AccountId, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
+    Account, AccountId, ChangeSet, ClearingWindow, ClearingWindowId, Currency, HoldRecord, OpenWindow, Payment,
+    PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -58,6 +61,10 @@ pub struct Loaded {
     pub transfers: Vec<Transfer>,
     pub holds: Vec<HoldRecord>,
     pub payments: Vec<Payment>,
+    /// The open clearing window of each (tenant, currency) asked for.
+    pub open_windows: Vec<OpenWindow>,
+    /// The clearing window ids asked for that a closed window has already.
+    pub window_ids: Vec<ClearingWindowId>,
 }
 
 /// The response saved for an `Idempotency-Key`, written in the same transaction as the effect
@@ -118,6 +125,16 @@ pub trait Reader: Send + Sync {
     fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>>;
     fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>>;
     fn api_key_count(&self) -> Result<u64>;
+    /// A closed clearing window of the tenant, with its positions in account order.
+    fn clearing_window(&self, tenant: TenantId, id: ClearingWindowId) -> Result<Option<ClearingWindow>>;
+    /// The tenant's closed clearing windows (of one currency, if given), last closed first,
+    /// without their positions. A cursor that is not one of the tenant's windows gives none.
+    fn clearing_windows(
+        &self,
+        tenant: TenantId,
+        currency: Option<Currency>,
+        page: Page<ClearingWindowId>,
+    ) -> Result<Vec<ClearingSummary>>;
 }
 
 /// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.

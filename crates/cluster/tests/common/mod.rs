@@ -3,10 +3,10 @@
 
 use paycore_engine::{EngineError, IdempotencyKey, Reply, Submission};
 use paycore_ledger::{
-    time_ordered, Account, AccountId, Balances, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command,
-    CommandError, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome, Overdraft, Payment, PaymentId,
-    PaymentStatus, Refund, RefundId, RefundStatus, Request, ResultCode, TenantId, Transfer, TransferId, TransferKind,
-    TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
+    time_ordered, Account, AccountId, Balances, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod,
+    ClearingPosition, ClearingWindow, ClearingWindowId, Command, CommandError, Currency, Hold, NewAccount, NewPayment,
+    NewTransfer, Outcome, Overdraft, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus, Request,
+    ResultCode, TenantId, Transfer, TransferId, TransferKind, TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -125,6 +125,8 @@ pub fn command() -> BoxedStrategy<Command> {
         }),
         (batch, prop_oneof![Just(BatchEnd::Completed), Just(BatchEnd::Cancelled)])
             .prop_map(|(batch, end)| Command::EndBatch { batch, end }),
+        (any::<u128>(), currency())
+            .prop_map(|(window, currency)| Command::CloseClearingWindow { window: ClearingWindowId(window), currency }),
     ]
     .boxed()
 }
@@ -162,6 +164,7 @@ pub fn command_error() -> BoxedStrategy<CommandError> {
         any::<u64>().prop_map(|max| CommandError::AmountTooLarge { max }),
         (param, message).prop_map(|(param, message)| CommandError::InvalidField { param, message }),
         result_code().prop_map(CommandError::Rejected),
+        Just(CommandError::WindowEmpty),
     ]
     .boxed()
 }
@@ -302,6 +305,35 @@ fn refund() -> BoxedStrategy<Refund> {
         .boxed()
 }
 
+fn signed() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(0), Just(i64::MAX), Just(-i64::MAX), -i64::MAX..=i64::MAX]
+}
+
+fn clearing_window() -> BoxedStrategy<ClearingWindow> {
+    let position = (account_id(), signed(), counter(), counter(), signed(), signed()).prop_map(
+        |(account, opening, debits, credits, net, closing)| ClearingPosition {
+            account,
+            opening,
+            debits,
+            credits,
+            net,
+            closing,
+        },
+    );
+    (any::<u128>(), any::<u128>(), currency(), any::<u64>(), any::<u64>(), any::<u64>(), counter(), vec(position, 0..4))
+        .prop_map(|(id, tenant, currency, sequence, opened_at, closed_at, gross_volume, positions)| ClearingWindow {
+            id: ClearingWindowId(id),
+            tenant: TenantId(tenant),
+            currency,
+            sequence,
+            opened_at,
+            closed_at,
+            gross_volume,
+            positions,
+        })
+        .boxed()
+}
+
 pub fn outcome() -> BoxedStrategy<Outcome> {
     prop_oneof![
         prop_oneof![account().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Account),
@@ -310,6 +342,7 @@ pub fn outcome() -> BoxedStrategy<Outcome> {
         prop_oneof![payment().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Payment),
         prop_oneof![(refund(), payment()).prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Refund),
         Just(Outcome::BatchEnded),
+        prop_oneof![clearing_window().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::ClearingWindow),
     ]
     .boxed()
 }

@@ -4,6 +4,7 @@
 use super::{HashSet, State};
 use crate::account::{Account, Balances};
 use crate::batch::{BatchEnd, BatchItemResult};
+use crate::clearing::ClearingWindow;
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
 use crate::{AccountId, BatchId, EventKind, TenantId};
@@ -26,6 +27,8 @@ pub struct ChangeSet {
     /// for the store to write to its outbox in the same transaction.
     pub events: Vec<(TenantId, EventKind, u128)>,
     pub last_timestamp: u64,
+    /// Clearing windows closed in this batch, with their positions.
+    pub clearing_windows: Vec<ClearingWindow>,
 }
 
 impl ChangeSet {
@@ -40,6 +43,7 @@ impl ChangeSet {
             && self.batch_items.is_empty()
             && self.batch_ends.is_empty()
             && self.events.is_empty()
+            && self.clearing_windows.is_empty()
     }
 }
 
@@ -86,6 +90,8 @@ impl State {
         self.before.clear();
         self.new_transfers.clear();
         self.stored_transfers.clear();
+        self.open_windows.clear();
+        self.stored_window_ids.clear();
         self.holds.retain(|_, h| h.status == HoldStatus::Pending);
         self.payments.retain(|_, p| p.status.is_open());
         changes

@@ -9,6 +9,7 @@
 mod accounts;
 mod batch_items;
 mod changes;
+mod clearing;
 mod invariants;
 mod linked;
 mod payments;
@@ -21,9 +22,10 @@ pub use prefetch::Prefetch;
 pub use request::{Command, CommandError, NewAccount, NewPayment, Outcome, Request};
 
 use crate::account::{Account, Balances};
+use crate::clearing::OpenWindow;
 use crate::payment::{Payment, PaymentStatus};
 use crate::transfer::HoldRecord;
-use crate::{AccountId, Currency, PaymentId, TenantId, Transfer, TransferId};
+use crate::{AccountId, ClearingWindowId, Currency, PaymentId, TenantId, Transfer, TransferId};
 use linked::Undo;
 use std::collections::BTreeSet;
 
@@ -81,6 +83,10 @@ pub struct State {
     touched_holds: Vec<TransferId>,
     touched_payments: Vec<PaymentId>,
     undo: Option<Undo>,
+    /// The open clearing windows this batch closes, as loaded (then as left by a close in
+    /// this batch), and the ids of closed windows that exist already.
+    open_windows: HashMap<(TenantId, Currency), OpenWindow>,
+    stored_window_ids: HashSet<ClearingWindowId>,
 }
 
 impl State {
@@ -182,6 +188,9 @@ impl State {
             Command::EndBatch { batch, end } => {
                 self.changes.batch_ends.push((*batch, *end));
                 Outcome::BatchEnded
+            }
+            Command::CloseClearingWindow { window, currency } => {
+                Outcome::ClearingWindow(self.close_clearing_window(tenant, *window, *currency, now))
             }
         }
     }

@@ -5,7 +5,7 @@ use super::{Command, Request, State};
 use crate::batch::BatchStep;
 use crate::payment::Payment;
 use crate::transfer::{HoldRecord, NewTransfer, Transfer, TransferOp};
-use crate::{PaymentId, TransferId};
+use crate::{ClearingWindowId, Currency, PaymentId, TenantId, TransferId};
 
 /// What the engine must load from storage before executing a batch: objects that are not kept
 /// in memory (resolved holds, finished payments, stored transfers).
@@ -14,11 +14,14 @@ pub struct Prefetch {
     pub transfers: Vec<TransferId>,
     pub holds: Vec<TransferId>,
     pub payments: Vec<PaymentId>,
+    /// Clearing windows to close: the open window of each (tenant, currency), and whether the
+    /// closed window's id is taken.
+    pub clearing: Vec<(TenantId, Currency, ClearingWindowId)>,
 }
 
 impl Prefetch {
     pub fn is_empty(&self) -> bool {
-        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty()
+        self.transfers.is_empty() && self.holds.is_empty() && self.payments.is_empty() && self.clearing.is_empty()
     }
 }
 
@@ -82,6 +85,9 @@ impl State {
                     if may_be_stored && !self.payments.contains_key(&new.id) {
                         wanted.payments.push(new.id);
                     }
+                }
+                Command::CloseClearingWindow { window, currency } => {
+                    wanted.clearing.push((request.tenant, *currency, *window));
                 }
                 Command::CreateAccount(_) | Command::EndBatch { .. } => {}
             }

@@ -3,9 +3,10 @@
 
 use crate::account::{Account, Overdraft};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
+use crate::clearing::ClearingWindow;
 use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
-use crate::{AccountId, BatchId, Currency, PaymentId, RefundId, TenantId};
+use crate::{AccountId, BatchId, ClearingWindowId, Currency, PaymentId, RefundId, TenantId};
 
 /// A request to open an account.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -66,6 +67,13 @@ pub enum Command {
         batch: BatchId,
         end: BatchEnd,
     },
+    /// Closes the tenant's open clearing window in `currency` (and opens the next) at the
+    /// engine's clock: every posted transfer executed before it is in the closed window, every
+    /// one after it in the next. The closed window gets the id `window`.
+    CloseClearingWindow {
+        window: ClearingWindowId,
+        currency: Currency,
+    },
 }
 
 /// A command and the tenant on whose behalf it runs.
@@ -111,6 +119,8 @@ pub enum CommandError {
     },
     /// The ledger refused the transfer the operation needs.
     Rejected(ResultCode),
+    /// The clearing window to close has no posted transfer: there is nothing to settle.
+    WindowEmpty,
 }
 
 impl CommandError {
@@ -142,4 +152,6 @@ pub enum Outcome {
     Refund(Result<(Refund, Payment), CommandError>),
     /// The batch's end is recorded.
     BatchEnded,
+    /// The clearing window closed, with its positions.
+    ClearingWindow(Result<ClearingWindow, CommandError>),
 }

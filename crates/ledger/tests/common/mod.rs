@@ -233,6 +233,10 @@ pub fn render(outcome: &Outcome) -> Vec<String> {
             Err(e) => render_error(e),
         }],
         Outcome::BatchEnded => vec!["batch_ended".to_owned()],
+        Outcome::ClearingWindow(r) => vec![match r {
+            Ok(w) => format!("closed({})", w.sequence),
+            Err(e) => render_error(e),
+        }],
     }
 }
 
@@ -255,6 +259,7 @@ pub fn render_error(e: &CommandError) -> String {
         CommandError::AmountTooLarge { max } => format!("err:amount_too_large({max})"),
         CommandError::InvalidField { param, .. } => format!("err:invalid_field({param})"),
         CommandError::Rejected(code) => format!("err:rejected({})", code.as_str()),
+        CommandError::WindowEmpty => "err:window_empty".to_owned(),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod batches;
+pub mod clearing;
 pub mod payments;
 pub mod transfers;
 pub mod webhooks;
@@ -11,12 +12,14 @@ pub mod webhooks;
 use crate::error::{json_response, ApiError};
 use crate::idempotency::{Post, Saved};
 use crate::AppState;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::extract::State;
 use axum::Json;
 use paycore_engine::{EngineError, Reply, Submission};
-use paycore_ledger::{AccountId, Command, Outcome, PaymentId, RefundId, Request, ResultCode, TransferId};
+use paycore_ledger::{
+    AccountId, ClearingWindowId, Command, Outcome, PaymentId, RefundId, Request, ResultCode, TransferId,
+};
 use serde::Serialize;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -49,6 +52,7 @@ enum Lookup {
     Transfer(TransferId),
     Payment(PaymentId),
     Refund(PaymentId, RefundId),
+    ClearingWindow(ClearingWindowId),
     Nothing,
 }
 
@@ -61,6 +65,7 @@ impl Lookup {
             Command::ConfirmPayment(payment) | Command::CancelPayment(payment) => Lookup::Payment(*payment),
             Command::CapturePayment { payment, .. } => Lookup::Payment(*payment),
             Command::RefundPayment { payment, refund, .. } => Lookup::Refund(*payment, *refund),
+            Command::CloseClearingWindow { window, .. } => Lookup::ClearingWindow(*window),
             Command::Transfers(_) | Command::BatchItems { .. } | Command::EndBatch { .. } => Lookup::Nothing,
         }
     }
@@ -98,6 +103,7 @@ async fn from_store(state: &AppState, post: &Post, lookup: Lookup) -> Result<Ans
                     _ => None,
                 }
             }
+            Lookup::ClearingWindow(id) => reader.clearing_window(tenant, id)?.map(|w| Outcome::ClearingWindow(Ok(w))),
             Lookup::Nothing => None,
         }
         .map(|outcome| Ok(Answer::Done(outcome))))

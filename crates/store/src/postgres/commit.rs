@@ -90,6 +90,9 @@ impl PostgresStore {
             loaded.payments =
                 all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
         }
+        if !wanted.clearing.is_empty() {
+            (loaded.open_windows, loaded.window_ids) = super::clearing::load(client, &wanted.clearing)?;
+        }
         Ok(loaded)
     }
 
@@ -198,6 +201,7 @@ impl PostgresStore {
         insert_idempotency(&mut tx, idempotency)?;
         insert_events(&mut tx, changes)?;
         commit_batch_changes(&mut tx, changes)?;
+        super::clearing::insert(&mut tx, &changes.clearing_windows)?;
         write_balances(&mut tx, changes)?;
         tx.commit()?;
         Ok(())
