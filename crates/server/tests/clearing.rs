@@ -266,3 +266,28 @@ async fn holds_count_at_their_post_and_a_restart_keeps_the_open_window(backend: 
 
     verify(&data).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_describes_every_clearing_route() {
+    let (api, _data) = common::boot(KEY, |_| {}).await;
+    let doc = api.send(api.http.get(format!("{}/openapi.json", api.base))).await;
+    assert_eq!(doc.status, 200);
+    let paths = &doc.body["paths"];
+    let close = &paths["/v1/clearing/windows/close"]["post"];
+    assert_eq!(close["tags"], json!(["clearing"]));
+    assert!(close["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap()
+        .ends_with("/ClearingWindowJson"));
+    assert!(close["responses"]["409"].is_object(), "{close}");
+    assert!(paths["/v1/clearing/windows"]["get"]["responses"]["200"].is_object());
+    let retrieve = &paths["/v1/clearing/windows/{id}"]["get"];
+    assert!(retrieve["responses"]["404"].is_object());
+    let format = retrieve["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "format").unwrap();
+    assert_eq!(format["schema"]["enum"], json!(["json", "csv", null]));
+    let schemas = &doc.body["components"]["schemas"];
+    assert!(schemas["ClearingWindowJson"]["properties"]["positions"].is_object());
+    assert!(schemas["ClearingPositionJson"]["properties"]["net"].is_object());
+    let currencies = schemas["CloseClearingWindow"]["properties"]["currency"]["enum"].as_array().unwrap();
+    assert!(currencies.contains(&json!("EUR")));
+}
