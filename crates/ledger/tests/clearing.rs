@@ -1,6 +1,8 @@
 //! Clearing windows in the state machine: what a close counts, where its boundary falls within
 //! a batch, and the figures it reports, against a model store that loads what `prefetch` asks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{eur, move_of, usd, Store, START};
@@ -53,7 +55,7 @@ impl Ledger {
 
     /// What a store answers for the open window: recomputed from the stored transfers.
     fn open_window(&self, tenant: TenantId, currency: Currency) -> OpenWindow {
-        let last = self.windows.iter().filter(|w| w.tenant == tenant && w.currency == currency).last();
+        let last = self.windows.iter().rev().find(|w| w.tenant == tenant && w.currency == currency);
         let opened_at = last.map_or(0, |w| w.closed_at);
         let mut moved: std::collections::BTreeMap<AccountId, (u64, u64)> = Default::default();
         for t in self.store.transfers.values() {
