@@ -237,7 +237,7 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 7 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 8 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
