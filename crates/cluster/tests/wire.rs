@@ -431,3 +431,36 @@ fn timing_of_the_bulk_submission() {
         (encoded + decoded).as_nanos() as f64 / BATCH_EVENTS_MAX as f64
     );
 }
+
+/// A clearing window's figures decode only within the ledger's range: counters (debits,
+/// credits, gross volume) at most `AMOUNT_MAX`, signed balances and nets never `i64::MIN`
+/// (they are at most ±`AMOUNT_MAX`).
+#[test]
+fn clearing_figures_out_of_range_are_refused() {
+    use paycore_ledger::{ClearingPosition, ClearingWindow, ClearingWindowId};
+    let window = |opening: i64, debits: u64| {
+        Ok(Reply::Done(Outcome::ClearingWindow(Ok(ClearingWindow {
+            id: ClearingWindowId(1),
+            tenant: TenantId(2),
+            currency: Currency::from_code("EUR").unwrap(),
+            sequence: 1,
+            opened_at: 0,
+            closed_at: 5,
+            gross_volume: debits,
+            positions: vec![ClearingPosition {
+                account: AccountId(3),
+                opening,
+                debits,
+                credits: 0,
+                net: -i64::try_from(debits.min(AMOUNT_MAX)).unwrap(),
+                closing: 0,
+            }],
+        }))))
+    };
+    let fine = window(-i64::MAX, AMOUNT_MAX);
+    assert_eq!(round_trip_reply(&fine), fine);
+    for bad in [window(i64::MIN, 7), window(0, AMOUNT_MAX + 1)] {
+        let error = decode_reply(&encode_reply(&bad)).unwrap_err();
+        assert!(matches!(&error, WireError::Malformed { cause: postcard::Error::SerdeDeCustom, .. }), "{error:?}");
+    }
+}
