@@ -152,8 +152,8 @@ fn verify(data: &std::path::Path) -> anyhow::Result<ExitCode> {
     let store = paycore_store::open_for_verify(data)?;
     let report = paycore_store::verify::verify(store.as_ref())?;
     println!(
-        "checked {} accounts, {} transfers, {} payments, {} batch items",
-        report.accounts, report.transfers, report.payments, report.batch_items
+        "checked {} accounts, {} transfers, {} payments, {} batch items, {} clearing windows",
+        report.accounts, report.transfers, report.payments, report.batch_items, report.clearing_windows
     );
     if report.ok() {
         println!("ok: every invariant holds");

@@ -146,6 +146,32 @@ async fn five_minute_tour() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), transfers.len(), "a transfer appears twice across pages");
+
+    // 7. Close the EUR clearing window: every posted movement so far (the cancelled hold moved
+    // nothing), netted per account; the nets sum to zero.
+    let window = server.post("/v1/clearing/windows/close", json!({"currency": "EUR"})).await;
+    let body = window.expect(201);
+    let positions: Vec<(&str, i64, i64, i64)> = body["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .map(|p| {
+            let figure = |name: &str| p[name].as_i64().expect("a figure");
+            (p["account"].as_str().expect("account"), figure("debits"), figure("credits"), figure("net"))
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        vec![
+            (funding.as_str(), 10_000, 0, -10_000),
+            (alice.as_str(), 4_500, 12_500, 8_000),
+            (bob.as_str(), 2_500, 4_500, 2_000)
+        ],
+        "{body}"
+    );
+    assert_eq!((&body["gross_volume"], &body["net_total"]), (&json!(17_000), &json!(0)), "{body}");
+    let again = server.post("/v1/clearing/windows/close", json!({"currency": "EUR"})).await;
+    again.expect_error(409, "window_empty", Some("currency"));
 }
 
 /// 64 payments of 30 race for a payer that has 1 000: exactly 33 succeed, the payer never goes

@@ -94,6 +94,7 @@ fn command_variant(command: &Command) -> usize {
         Command::BatchItems { .. } => 8,
         Command::EndBatch { .. } => 9,
         Command::UpdateAccount { .. } => 10,
+        Command::CloseClearingWindow { .. } => 11,
     }
 }
 
@@ -106,6 +107,7 @@ fn outcome_variant(outcome: &Outcome) -> usize {
         Outcome::Refund(_) => 4,
         Outcome::BatchEnded => 5,
         Outcome::AccountUpdated(_) => 6,
+        Outcome::ClearingWindow(_) => 7,
     }
 }
 
@@ -125,6 +127,7 @@ fn error_variant(error: &CommandError) -> usize {
         CommandError::QuoteExpired => 11,
         CommandError::LimitExceeded(_) => 12,
         CommandError::AccountNotEmpty => 13,
+        CommandError::WindowEmpty => 14,
     }
 }
 
@@ -152,17 +155,17 @@ fn every_variant<T: std::fmt::Debug>(
 fn every_command_outcome_and_error_variant_round_trips() {
     every_variant(
         submission(),
-        11,
+        12,
         |s| command_variant(&s.request.command),
         |s| {
             assert_eq!(&round_trip_submission(s), s);
         },
     );
-    every_variant(outcome(), 7, outcome_variant, |o| {
+    every_variant(outcome(), 8, outcome_variant, |o| {
         let reply = Ok(Reply::Done(o.clone()));
         assert_eq!(round_trip_reply(&reply), reply);
     });
-    every_variant(command_error(), 14, error_variant, |e| {
+    every_variant(command_error(), 15, error_variant, |e| {
         let reply = Ok(Reply::Done(Outcome::Payment(Err(e.clone()))));
         assert_eq!(round_trip_reply(&reply), reply);
     });
@@ -304,10 +307,10 @@ fn another_version_is_refused_with_a_way_out() {
     for version in [0, 1, 3, 255] {
         bytes[0] = version;
         let error = decode_submission(&bytes).unwrap_err();
-        assert!(matches!(error, WireError::Version { found, expected: 2 } if found == version), "{error:?}");
+        assert!(matches!(error, WireError::Version { found, expected: WIRE_VERSION } if found == version), "{error:?}");
         assert!(error.to_string().contains("run the same paycore version on every node"), "{error}");
         let error = decode_reply(&bytes).unwrap_err();
-        assert!(matches!(error, WireError::Version { found, expected: 2 } if found == version), "{error:?}");
+        assert!(matches!(error, WireError::Version { found, expected: WIRE_VERSION } if found == version), "{error:?}");
     }
 }
 
@@ -336,7 +339,7 @@ fn empty_truncated_and_overlong_messages_are_refused() {
 fn the_exact_bytes_of_a_small_message() {
     let reply = Ok(Reply::Done(Outcome::Transfers(vec![ResultCode::Ok, ResultCode::InsufficientFunds])));
     // Version, Ok, Reply::Done, Outcome::Transfers, two codes (indexes in declaration order).
-    assert_eq!(encode_reply(&reply), [2, 0, 0, 2, 2, 0, 16]);
+    assert_eq!(encode_reply(&reply), [WIRE_VERSION, 0, 0, 2, 2, 0, 16]);
     let end = Submission {
         request: Request {
             tenant: TenantId(1),
@@ -345,7 +348,7 @@ fn the_exact_bytes_of_a_small_message() {
         idempotency: None,
     };
     // An id is a byte string: its length, 16, then its bytes.
-    let mut expected = vec![2, 16];
+    let mut expected = vec![WIRE_VERSION, 16];
     expected.extend_from_slice(&1u128.to_be_bytes());
     expected.extend_from_slice(&[9, 16]); // Command::EndBatch
     expected.extend_from_slice(&0x0102u128.to_be_bytes());
@@ -435,4 +438,37 @@ fn timing_of_the_bulk_submission() {
         bytes.len(),
         (encoded + decoded).as_nanos() as f64 / BATCH_EVENTS_MAX as f64
     );
+}
+
+/// A clearing window's figures decode only within the ledger's range: counters (debits,
+/// credits, gross volume) at most `AMOUNT_MAX`, signed balances and nets never `i64::MIN`
+/// (they are at most ±`AMOUNT_MAX`).
+#[test]
+fn clearing_figures_out_of_range_are_refused() {
+    use paycore_ledger::{ClearingPosition, ClearingWindow, ClearingWindowId};
+    let window = |opening: i64, debits: u64| {
+        Ok(Reply::Done(Outcome::ClearingWindow(Ok(ClearingWindow {
+            id: ClearingWindowId(1),
+            tenant: TenantId(2),
+            currency: Currency::from_code("EUR").unwrap(),
+            sequence: 1,
+            opened_at: 0,
+            closed_at: 5,
+            gross_volume: debits,
+            positions: vec![ClearingPosition {
+                account: AccountId(3),
+                opening,
+                debits,
+                credits: 0,
+                net: -i64::try_from(debits.min(AMOUNT_MAX)).unwrap(),
+                closing: 0,
+            }],
+        }))))
+    };
+    let fine = window(-i64::MAX, AMOUNT_MAX);
+    assert_eq!(round_trip_reply(&fine), fine);
+    for bad in [window(i64::MIN, 7), window(0, AMOUNT_MAX + 1)] {
+        let error = decode_reply(&encode_reply(&bad)).unwrap_err();
+        assert!(matches!(&error, WireError::Malformed { cause: postcard::Error::SerdeDeCustom, .. }), "{error:?}");
+    }
 }

@@ -221,6 +221,7 @@ impl Engine {
             self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
             self.state.insert_prefetched_quotes(loaded.quotes);
             self.state.insert_debit_history(loaded.debits);
+            self.state.insert_clearing(loaded.open_windows, loaded.window_ids);
         }
         Ok(())
     }

@@ -37,10 +37,11 @@ use paycore_engine::{
     Reply, Stopped, Submission,
 };
 use paycore_ledger::{
-    AccountId, CaptureMethod, ChangeSet, Command, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome,
-    Overdraft, PaymentId, Prefetch, RefundId, Request, ResultCode, State, TenantId, TransferId, TransferOp,
+    AccountId, CaptureMethod, ChangeSet, ClearingWindowId, Command, Currency, Hold, NewAccount, NewPayment,
+    NewTransfer, Outcome, Overdraft, PaymentId, Prefetch, RefundId, Request, ResultCode, State, TenantId, TransferId,
+    TransferOp,
 };
-use paycore_store::{IdempotencyRecord, Loaded, Recovered, Store, StoreError};
+use paycore_store::{IdempotencyRecord, Loaded, Page, Recovered, Store, StoreError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -262,6 +263,7 @@ impl Reference {
         if !wanted.is_empty() {
             let loaded = self.store.load(&wanted).unwrap();
             self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+            self.state.insert_clearing(loaded.open_windows, loaded.window_ids);
         }
         let outcome = self.state.execute(requests, now).pop().unwrap();
         let changes = self.state.take_changes();
@@ -390,6 +392,8 @@ struct Sim {
     key_reused: u64,
     abandoned: u64,
     restarts: u64,
+    /// Clearing windows closed (acknowledged closes).
+    windows: u64,
 }
 
 impl Sim {
@@ -510,6 +514,7 @@ impl Sim {
                 self.accounts.push(Acct { id: new.id, tenant, currency: new.currency });
             }
             (Command::CreatePayment(new), Outcome::Payment(Ok(_))) => self.payments.push((tenant, new.id)),
+            (Command::CloseClearingWindow { .. }, Outcome::ClearingWindow(Ok(_))) => self.windows += 1,
             (Command::Transfers(list), Outcome::Transfers(codes)) => {
                 for (t, code) in list.iter().zip(codes) {
                     // `Exists` may name another tenant's transfer: remember new ones only.
@@ -556,6 +561,20 @@ impl Sim {
                 reference.refunds(tenant, id).unwrap(),
                 "seed {seed} {when}: refunds of {id} differ"
             );
+        }
+        for tenant in TENANTS {
+            let page = Page { after: None, limit: 100_000 };
+            let windows = reader.clearing_windows(tenant, None, page).unwrap();
+            assert_eq!(
+                windows,
+                reference.clearing_windows(tenant, None, page).unwrap(),
+                "seed {seed} {when}: windows differ"
+            );
+            for w in &windows {
+                let (got, want) =
+                    (reader.clearing_window(tenant, w.window.id), reference.clearing_window(tenant, w.window.id));
+                assert_eq!(got.unwrap(), want.unwrap(), "seed {seed} {when}: window {} differs", w.window.id);
+            }
         }
         for (tenant, id, _) in &self.transfers {
             let stored = reader.transfer(*tenant, *id).unwrap();
@@ -651,6 +670,13 @@ impl Sim {
     }
 
     fn command(&mut self) -> Option<(TenantId, Command)> {
+        if self.rng.chance(30) {
+            // A clearing window's close (often empty), sometimes retried with its window id.
+            let tenant = TENANTS[self.rng.below(2) as usize];
+            let currency = if self.rng.chance(200) { Currency::from_code("USD").unwrap() } else { eur() };
+            let window = ClearingWindowId(if self.rng.chance(100) { 1 + self.rng.below(3) as u128 } else { self.id() });
+            return Some((tenant, Command::CloseClearingWindow { window, currency }));
+        }
         let roll = self.rng.below(100);
         let cmd = if roll < 10 || self.accounts.len() < 4 {
             let tenant = TENANTS[self.rng.below(2) as usize];
@@ -765,7 +791,7 @@ impl Sim {
 }
 
 /// Runs one seed; returns its summary line and the faults that fired.
-async fn simulate(seed: u64, steps: u64) -> (String, FaultStats) {
+async fn simulate(seed: u64, steps: u64) -> (String, FaultStats, u64) {
     let dir = tempfile::tempdir().unwrap();
     let reference_dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000_000_000)));
@@ -797,6 +823,7 @@ async fn simulate(seed: u64, steps: u64) -> (String, FaultStats) {
         key_reused: 0,
         abandoned: 0,
         restarts: 0,
+        windows: 0,
     };
     for step in 0..steps {
         sim.step().await;
@@ -815,7 +842,7 @@ async fn simulate(seed: u64, steps: u64) -> (String, FaultStats) {
     let stats = std::mem::take(&mut sim.faults.lock().unwrap().stats);
     let summary = format!(
         "seed {seed}: {} submissions, {} replays, {} key reuses refused, {} abandoned, {} accounts, {} payments, \
-         {} transfers, {} restarts; faults {stats:?}",
+         {} transfers, {} clearing windows, {} restarts; faults {stats:?}",
         sim.submissions,
         sim.replays,
         sim.key_reused,
@@ -823,10 +850,11 @@ async fn simulate(seed: u64, steps: u64) -> (String, FaultStats) {
         sim.accounts.len(),
         sim.payments.len(),
         sim.transfers.len(),
+        sim.windows,
         sim.restarts,
     );
     sim.engine.take().unwrap().stop();
-    (summary, stats)
+    (summary, stats, sim.windows)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -845,14 +873,16 @@ fn engine_survives_storage_faults_without_loss() {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut fired = FaultStats::default();
+    let mut windows = 0;
     for seed in &seeds {
         let seed = *seed;
         let started = std::time::Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(simulate(seed, steps))));
         match result {
-            Ok((summary, stats)) => {
+            Ok((summary, stats, closed)) => {
                 eprintln!("{summary} ({:.1?})", started.elapsed());
                 fired.add(&stats);
+                windows += closed;
             }
             Err(panic) => {
                 eprintln!(
@@ -869,6 +899,7 @@ fn engine_survives_storage_faults_without_loss() {
     let silent: Vec<&str> = fired.kinds().iter().filter(|(_, count)| *count == 0).map(|(kind, _)| *kind).collect();
     assert!(silent.is_empty(), "seeds {seeds:?} × {steps} steps: these faults never fired: {silent:?} ({fired:?})");
     assert!(fired.commits > 0, "no commit reached the store: {fired:?}");
+    assert!(windows > 0 || steps < 100, "no clearing window closed in seeds {seeds:?} × {steps} steps");
 }
 
 /// Found by the simulation (seed 4): a finished payment leaves memory, and `CreatePayment` did

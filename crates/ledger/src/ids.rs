@@ -160,6 +160,9 @@ typed_id!(
 typed_id!(
     /// The delivery of one event to one webhook endpoint.
     DeliveryId, "whd");
+typed_id!(
+    /// A closed clearing (settlement) window of one tenant and currency.
+    ClearingWindowId, "cw");
 
 /// Builds a time-ordered id from milliseconds since the epoch and 80 random bits.
 pub fn time_ordered(unix_ms: u64, random: u128) -> u128 {

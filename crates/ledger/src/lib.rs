@@ -8,6 +8,7 @@
 
 mod account;
 mod batch;
+mod clearing;
 mod currency;
 pub mod fx;
 mod ids;
@@ -22,10 +23,11 @@ mod vocabulary;
 
 pub use account::{Account, Balances, Overdraft};
 pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
+pub use clearing::{ClearingPosition, ClearingWindow, OpenWindow};
 pub use currency::Currency;
 pub use ids::{
-    time_ordered, AccountId, BatchId, DeliveryId, EventId, IdError, PaymentId, QuoteId, RefundId, TenantId, TransferId,
-    WebhookEndpointId,
+    time_ordered, AccountId, BatchId, ClearingWindowId, DeliveryId, EventId, IdError, PaymentId, QuoteId, RefundId,
+    TenantId, TransferId, WebhookEndpointId,
 };
 pub use limits::{
     AccountStatus, AccountUpdate, AuditRecord, Change, LimitBreach, LimitKind, Limits, Velocity, VELOCITY_COUNT_MAX,

@@ -12,7 +12,8 @@ use crate::fx::Rate;
 use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
-    AccountId, Amount, BatchId, CommandError, Currency, DeliveryId, EventId, LimitBreach, PaymentId, QuoteId, RefundId,
+    AccountId, Amount, BatchId, ClearingWindowId, CommandError, Currency, DeliveryId, EventId, LimitBreach, PaymentId,
+    QuoteId, RefundId,
     TenantId, TransferId, WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
@@ -60,7 +61,8 @@ id_bytes!(
     WebhookEndpointId,
     EventId,
     DeliveryId,
-    QuoteId
+    QuoteId,
+    ClearingWindowId
 );
 
 /// A rate is its canonical text, decoded through [`Rate::parse`]: a decoded rate has the same
@@ -121,6 +123,15 @@ pub(crate) fn counter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64,
     Ok(value)
 }
 
+/// A signed balance or net of a clearing position, which never passes ±[`AMOUNT_MAX`].
+pub(crate) fn signed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let value = i64::deserialize(deserializer)?;
+    if value == i64::MIN {
+        return Err(D::Error::invalid_value(Unexpected::Signed(value), &"a balance of at most ±i64::MAX"));
+    }
+    Ok(value)
+}
+
 /// A field name a [`CommandError`] can carry.
 struct Param(&'static str);
 
@@ -165,6 +176,7 @@ enum DecodedCommandError {
     QuoteExpired,
     LimitExceeded(LimitBreach),
     AccountNotEmpty,
+    WindowEmpty,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -186,6 +198,7 @@ impl<'de> Deserialize<'de> for CommandError {
             DecodedCommandError::QuoteExpired => CommandError::QuoteExpired,
             DecodedCommandError::LimitExceeded(breach) => CommandError::LimitExceeded(breach),
             DecodedCommandError::AccountNotEmpty => CommandError::AccountNotEmpty,
+            DecodedCommandError::WindowEmpty => CommandError::WindowEmpty,
         })
     }
 }
@@ -212,6 +225,7 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
         CommandError::QuoteExpired => DecodedCommandError::QuoteExpired,
         CommandError::LimitExceeded(breach) => DecodedCommandError::LimitExceeded(breach),
         CommandError::AccountNotEmpty => DecodedCommandError::AccountNotEmpty,
+        CommandError::WindowEmpty => DecodedCommandError::WindowEmpty,
     }
 }
 

@@ -262,6 +262,13 @@ impl ApiError {
                 "Only an account with a zero balance and no pending transfers can be closed.",
             )
             .param("status"),
+            CommandError::WindowEmpty => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "window_empty",
+                "The open clearing window of this currency has no posted transfer: there is nothing to close.",
+            )
+            .param("currency"),
         }
     }
 

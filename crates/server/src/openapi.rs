@@ -30,6 +30,9 @@ use utoipa::{Modify, OpenApi};
         routes::batches::items,
         routes::batches::report,
         routes::batches::cancel,
+        routes::clearing::close,
+        routes::clearing::list,
+        routes::clearing::retrieve,
         routes::admin::create_tenant,
         routes::admin::create_key,
         routes::admin::revoke_key,
@@ -89,6 +92,7 @@ pub fn document_json() -> serde_json::Value {
 
 const ACCOUNT_ID: &str = "^acct_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 const TRANSFER_ID: &str = "^tr_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
+const CLEARING_WINDOW_ID: &str = "^cw_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 
 /// What utoipa's annotations cannot say, patched into the generated document: the bounds and
 /// patterns the server enforces, and the error answers every operation of a kind can give.
@@ -161,6 +165,10 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
         ("query", "starting_after") if path.starts_with("/v1/accounts/") => {
             bounds(schema, json!({"pattern": TRANSFER_ID}));
         }
+        ("query", "starting_after") if path.starts_with("/v1/clearing/") => {
+            bounds(schema, json!({"pattern": CLEARING_WINDOW_ID}));
+        }
+        ("query", "format") if path.starts_with("/v1/clearing/") => schema["enum"] = json!(["json", "csv", null]),
         ("query", "format") if path == "/v1/batches" => {
             schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
         }
@@ -189,7 +197,13 @@ fn conform_schema(name: &str, schema: &mut Value) {
     }
     let request = matches!(
         name,
-        "CreateAccount" | "TransferParams" | "CreatePayment" | "CapturePayment" | "CreateRefund" | "BatchItemParam"
+        "CreateAccount"
+            | "TransferParams"
+            | "CreatePayment"
+            | "CapturePayment"
+            | "CreateRefund"
+            | "BatchItemParam"
+            | "CloseClearingWindow"
     );
     let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut).filter(|_| request) else {
         return;

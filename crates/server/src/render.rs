@@ -5,7 +5,8 @@
 
 use crate::error::ApiError;
 use paycore_ledger::{
-    format_amount, Account, AuditRecord, Currency, Limits, Outcome, Overdraft, Payment, Refund, ResultCode, Transfer,
+    format_amount, Account, AuditRecord, ClearingWindow, Currency, Limits, Outcome, Overdraft, Payment, Refund,
+    ResultCode, Transfer,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ pub enum ObjectKind {
     FxRate,
     FxQuote,
     AccountAuditEntry,
+    ClearingWindow,
 }
 
 /// At most `count` debits in any `window_seconds`.
@@ -310,6 +312,79 @@ impl RefundJson {
     }
 }
 
+/// One account's position in a closed clearing window, in minor units. Balances are posted
+/// balances (credits − debits: money received is positive).
+#[derive(Serialize, ToSchema)]
+pub struct ClearingPositionJson {
+    /// `acct_…`
+    pub account: String,
+    /// The posted balance when the window opened.
+    pub opening: i64,
+    /// The posted amounts the account paid in the window.
+    pub debits: u64,
+    /// The posted amounts the account received in the window.
+    pub credits: u64,
+    /// Credits − debits.
+    pub net: i64,
+    /// The posted balance when the window closed: opening + net.
+    pub closing: i64,
+}
+
+/// A closed clearing (settlement) window of one currency: every posted transfer (a single
+/// transfer, or the post of a hold at the amount posted) with `opened_at < time <= closed_at`,
+/// netted per account.
+#[derive(Serialize, ToSchema)]
+pub struct ClearingWindowJson {
+    /// `cw_…`
+    pub id: String,
+    pub object: ObjectKind,
+    /// ISO 4217 code.
+    pub currency: &'static str,
+    /// 1 for the first window of this currency, then 2, 3, …
+    pub sequence: u64,
+    /// RFC 3339, UTC: when the previous window closed; null for the first window (it opened at
+    /// the beginning of the ledger).
+    pub opened_at: Option<String>,
+    /// RFC 3339, UTC: the instant of the close on the ledger's clock.
+    pub closed_at: String,
+    /// Σ debits over the positions: every posted transfer of the window counted once.
+    pub gross_volume: u64,
+    /// Σ net over the positions: always 0.
+    pub net_total: i64,
+    /// The number of positions (accounts that moved posted money in the window).
+    pub account_count: u64,
+    /// In account id order. Absent in listings: get the window for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positions: Option<Vec<ClearingPositionJson>>,
+}
+
+impl ClearingWindowJson {
+    /// The window with its positions, or (`accounts` given: a listing) without them.
+    pub fn new(w: &ClearingWindow, accounts: Option<u64>) -> ClearingWindowJson {
+        let positions = w.positions.iter().map(|p| ClearingPositionJson {
+            account: p.account.to_string(),
+            opening: p.opening,
+            debits: p.debits,
+            credits: p.credits,
+            net: p.net,
+            closing: p.closing,
+        });
+        let net_total = w.positions.iter().map(|p| i128::from(p.net)).sum::<i128>();
+        ClearingWindowJson {
+            id: w.id.to_string(),
+            object: ObjectKind::ClearingWindow,
+            currency: w.currency.code(),
+            sequence: w.sequence,
+            opened_at: (w.opened_at > 0).then(|| rfc3339(w.opened_at)),
+            closed_at: rfc3339(w.closed_at),
+            gross_volume: w.gross_volume,
+            net_total: i64::try_from(net_total).unwrap_or(i64::MAX),
+            account_count: accounts.unwrap_or_else(|| u64::try_from(w.positions.len()).unwrap_or(u64::MAX)),
+            positions: accounts.is_none().then(|| positions.collect()),
+        }
+    }
+}
+
 /// A page of objects, newest first for transfers, oldest first for refunds.
 #[derive(Serialize, ToSchema)]
 pub struct ListJson<T> {
@@ -379,7 +454,11 @@ impl Renderer {
             Outcome::Transfers(codes) => json(200, &transfer_results(codes)),
             // Batches are not run through the real-time API; their outcome carries nothing.
             Outcome::BatchEnded => (200, b"{}".to_vec()),
-            Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => {
+            Outcome::ClearingWindow(Ok(window)) => json(201, &ClearingWindowJson::new(window, None)),
+            Outcome::Account(Err(e))
+            | Outcome::Payment(Err(e))
+            | Outcome::Refund(Err(e))
+            | Outcome::ClearingWindow(Err(e)) => {
                 let error = ApiError::from_command(e);
                 (error.status.as_u16(), error.body())
             }
@@ -390,9 +469,10 @@ impl Renderer {
 /// The error an outcome is (a refused command), if it is one.
 pub fn outcome_error(outcome: &Outcome) -> Option<ApiError> {
     match outcome {
-        Outcome::Account(Err(e)) | Outcome::Payment(Err(e)) | Outcome::Refund(Err(e)) => {
-            Some(ApiError::from_command(e))
-        }
+        Outcome::Account(Err(e))
+        | Outcome::Payment(Err(e))
+        | Outcome::Refund(Err(e))
+        | Outcome::ClearingWindow(Err(e)) => Some(ApiError::from_command(e)),
         Outcome::AccountUpdated(Err(e)) => Some(account_update_error(e)),
         _ => None,
     }

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod batches;
+pub mod clearing;
 mod error;
 pub mod files;
 pub mod fx;
@@ -30,13 +31,15 @@ pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
+pub use clearing::ClearingSummary;
 pub use error::{Result, StoreError};
 pub use files::FileSink;
 pub use fx::{FxStore, RateRecord};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
-    Account, AccountId, AuditRecord, ChangeSet, HoldRecord, Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
+    Account, AccountId, AuditRecord, ChangeSet, ClearingWindow, ClearingWindowId, Currency, HoldRecord, OpenWindow,
+    Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -64,6 +67,10 @@ pub struct Loaded {
     /// The single transfers and holds debited from `Prefetch::debits_of` at or after
     /// `Prefetch::debits_since` (other kinds may be included: the ledger ignores them).
     pub debits: Vec<Transfer>,
+    /// The open clearing window of each (tenant, currency) asked for.
+    pub open_windows: Vec<OpenWindow>,
+    /// The clearing window ids asked for that a closed window has already.
+    pub window_ids: Vec<ClearingWindowId>,
 }
 
 /// The response saved for an `Idempotency-Key`, written in the same transaction as the effect
@@ -127,6 +134,16 @@ pub trait Reader: Send + Sync {
     /// The changes of an account's status and limits, newest first; `page.after` is the `at`
     /// of the last row of the previous page.
     fn account_audit(&self, tenant: TenantId, account: AccountId, page: Page<u64>) -> Result<Vec<AuditRecord>>;
+    /// A closed clearing window of the tenant, with its positions in account order.
+    fn clearing_window(&self, tenant: TenantId, id: ClearingWindowId) -> Result<Option<ClearingWindow>>;
+    /// The tenant's closed clearing windows (of one currency, if given), last closed first,
+    /// without their positions. A cursor that is not one of the tenant's windows gives none.
+    fn clearing_windows(
+        &self,
+        tenant: TenantId,
+        currency: Option<Currency>,
+        page: Page<ClearingWindowId>,
+    ) -> Result<Vec<ClearingSummary>>;
 }
 
 /// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.

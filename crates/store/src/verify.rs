@@ -12,9 +12,9 @@
 use crate::{BatchItemRow, Result};
 use paycore_ledger::fx::{payment_fx_transfers, Quote};
 use paycore_ledger::{
-    Account, AccountId, AccountStatus, AuditRecord, Balances, BatchId, CaptureMethod, Currency, ItemStatus, Limits,
-    Payment, PaymentId, PaymentStatus, QuoteId, Refund, RefundStatus, Transfer, TransferId, TransferKind, AMOUNT_MAX,
-    VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
+    Account, AccountId, AccountStatus, AuditRecord, Balances, BatchId, CaptureMethod, ClearingWindow, Currency,
+    ItemStatus, Limits, Payment, PaymentId, PaymentStatus, QuoteId, Refund, RefundStatus, TenantId, Transfer,
+    TransferId, TransferKind, AMOUNT_MAX, VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
 };
 use std::collections::HashMap;
 
@@ -26,6 +26,7 @@ pub struct Report {
     pub payments: u64,
     pub batch_items: u64,
     pub quotes: u64,
+    pub clearing_windows: u64,
     pub problems: Vec<String>,
 }
 
@@ -66,6 +67,8 @@ pub trait Snapshot {
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>>;
     /// Every account audit row, by account and time.
     fn audit(&mut self) -> Result<Vec<AuditRecord>>;
+    /// Every closed clearing window with its positions, by tenant, currency and sequence.
+    fn clearing_windows(&mut self, each: &mut dyn FnMut(ClearingWindow)) -> Result<()>;
 }
 
 /// A store that can be checked: it runs a check over one snapshot of itself.
@@ -107,6 +110,7 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     check_payments(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_batches(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_quotes(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
+    check_clearing(snapshot, &mut report)?;
     Ok(report)
 }
 
@@ -489,4 +493,88 @@ fn check_settings(snapshot: &mut dyn Snapshot, report: &mut Report) -> Result<Se
         }
     }
     Ok(settings)
+}
+
+/// Clearing windows: each one's figures agree with themselves (nets sum to zero, the gross
+/// volume is the debits, `net = credits - debits`, `closing = opening + net`), a tenant's
+/// windows in a currency follow each other (sequence 1, 2, …, each opening at the previous
+/// close, each account opening at its previous closing), and every position is what the posted
+/// transfers of its window add up to: the windows hold every posted transfer up to the last
+/// close once, and nothing else. A second pass over the transfers, made only when there are
+/// windows; memory grows with the positions, not the transfers.
+fn check_clearing(snapshot: &mut dyn Snapshot, report: &mut Report) -> Result<()> {
+    let mut windows: Vec<ClearingWindow> = Vec::new();
+    snapshot.clearing_windows(&mut |w| windows.push(w))?;
+    report.clearing_windows = u64::try_from(windows.len()).unwrap_or(u64::MAX);
+    if windows.is_empty() {
+        return Ok(());
+    }
+    // Each chain of windows on its own, and the close instants of each, to place transfers.
+    let mut closes: HashMap<(TenantId, Currency), Vec<(u64, usize)>> = HashMap::new();
+    let mut closing: HashMap<AccountId, i64> = HashMap::new();
+    for (index, w) in windows.iter().enumerate() {
+        let chain = closes.entry((w.tenant, w.currency)).or_default();
+        let (sequence, opened_at) = chain.last().map_or((1, 0), |&(at, i)| (windows[i].sequence + 1, at));
+        if w.sequence != sequence || w.opened_at != opened_at || w.closed_at <= w.opened_at {
+            report.problem(format!(
+                "clearing window {} ({} {}): sequence {} opened at {}, expected sequence {sequence} opened at {opened_at}",
+                w.id, w.tenant, w.currency, w.sequence, w.opened_at
+            ));
+        }
+        chain.push((w.closed_at, index));
+        let net: i128 = w.positions.iter().map(|p| i128::from(p.net)).sum();
+        let debits: u128 = w.positions.iter().map(|p| u128::from(p.debits)).sum();
+        if net != 0 || debits != u128::from(w.gross_volume) {
+            report.problem(format!(
+                "clearing window {}: nets sum to {net}, debits to {debits}, gross volume {}",
+                w.id, w.gross_volume
+            ));
+        }
+        for p in &w.positions {
+            let opening = closing.get(&p.account).copied().unwrap_or(0);
+            let consistent = i128::from(p.net) == i128::from(p.credits) - i128::from(p.debits)
+                && i128::from(p.closing) == i128::from(p.opening) + i128::from(p.net)
+                && p.opening == opening;
+            if !consistent {
+                report.problem(format!(
+                    "clearing window {}, account {}: opening {} debits {} credits {} net {} closing {} \
+                     (the account closed its last window at {opening})",
+                    w.id, p.account, p.opening, p.debits, p.credits, p.net, p.closing
+                ));
+            }
+            closing.insert(p.account, p.closing);
+        }
+    }
+    // The posted transfers, added up per window and account.
+    let mut sums: HashMap<(usize, AccountId), (u128, u128)> = HashMap::new();
+    snapshot.transfers(&mut |t| {
+        if !crate::clearing::POSTED_KINDS.contains(&t.kind) {
+            return;
+        }
+        let Some(chain) = closes.get(&(t.tenant, t.currency)) else { return };
+        // The first window that closed at or after the transfer; none: the open window.
+        let at = chain.partition_point(|&(closed_at, _)| closed_at < t.timestamp);
+        if let Some(&(_, index)) = chain.get(at) {
+            sums.entry((index, t.debit_account)).or_default().0 += u128::from(t.amount);
+            sums.entry((index, t.credit_account)).or_default().1 += u128::from(t.amount);
+        }
+    })?;
+    for (index, w) in windows.iter().enumerate() {
+        for p in &w.positions {
+            let found = sums.remove(&(index, p.account)).unwrap_or_default();
+            if found != (u128::from(p.debits), u128::from(p.credits)) {
+                report.problem(format!(
+                    "clearing window {}, account {}: debits/credits {}/{} but its transfers add up to {}/{}",
+                    w.id, p.account, p.debits, p.credits, found.0, found.1
+                ));
+            }
+        }
+    }
+    for ((index, account), (debits, credits)) in sums {
+        report.problem(format!(
+            "clearing window {}: account {account} moved {debits}/{credits} in it but has no position",
+            windows[index].id
+        ));
+    }
+    Ok(())
 }

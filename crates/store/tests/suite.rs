@@ -12,9 +12,9 @@ mod common;
 
 use common::{eur, mv, step};
 use paycore_ledger::{
-    AccountId, BatchEnd, BatchFormat, BatchId, BatchStatus, BatchStep, CaptureMethod, Command, EventKind, Hold,
-    HoldStatus, ItemStatus, NewAccount, NewPayment, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId,
-    TransferId, WebhookEndpointId,
+    AccountId, BatchEnd, BatchFormat, BatchId, BatchStatus, BatchStep, CaptureMethod, ClearingWindow, ClearingWindowId,
+    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, NewAccount, NewPayment, NewTransfer,
+    Outcome, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp, WebhookEndpointId,
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
@@ -812,6 +812,100 @@ fn embedded_store_in_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     suite(&move || paycore_store::open(&path).unwrap());
+}
+
+/// Clearing windows: a close loads the open window (the transfers committed since it opened),
+/// commits the closed window with its positions, and the next close starts where it ended,
+/// across a restart; the reads keep tenants and currencies apart; `verify` checks them.
+fn clearing(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    let unlimited = |id| open(id, Overdraft::Unlimited, None);
+    let close = |id: u128, currency| Command::CloseClearingWindow { window: ClearingWindowId(id), currency };
+    let window = |outcome: &Outcome| match outcome {
+        Outcome::ClearingWindow(Ok(w)) => w.clone(),
+        other => panic!("expected a closed window, got {other:?}"),
+    };
+    step(&mut state, store.as_mut(), 10, vec![unlimited(1), unlimited(2), unlimited(3)]);
+    step(
+        &mut state,
+        store.as_mut(),
+        20,
+        vec![Command::Transfers(vec![
+            mv(100, 1, 2, 100, None),
+            mv(101, 2, 3, 60, None),
+            mv(102, 3, 1, 30, None),
+            mv(103, 1, 3, 20, None),
+            mv(104, 1, 2, 50, Some(Hold { timeout_seconds: None })),
+        ])],
+    );
+    // The post of the hold and a transfer after the close share the close's batch.
+    let post = NewTransfer {
+        id: TransferId(105),
+        linked: false,
+        op: TransferOp::Post { pending_id: TransferId(104), amount: Some(20) },
+    };
+    let outcomes = step(
+        &mut state,
+        store.as_mut(),
+        30,
+        vec![Command::Transfer(post), close(900, eur()), Command::Transfer(mv(106, 2, 1, 7, None))],
+    );
+    let first = window(&outcomes[1]);
+    let figures = |w: &ClearingWindow| -> Vec<(u128, i64, u64, u64, i64, i64)> {
+        w.positions.iter().map(|p| (p.account.0, p.opening, p.debits, p.credits, p.net, p.closing)).collect()
+    };
+    assert_eq!(figures(&first), vec![(1, 0, 140, 30, -110, -110), (2, 0, 60, 120, 60, 60), (3, 0, 30, 80, 50, 50)]);
+    assert_eq!((first.sequence, first.opened_at, first.gross_volume), (1, 0, 230));
+    assert_eq!(api.clearing_window(T1, ClearingWindowId(900)).unwrap(), Some(first.clone()));
+    assert_eq!(api.clearing_window(T2, ClearingWindowId(900)).unwrap(), None);
+    drop(store);
+
+    // A restart: the open window is what the store holds since the close.
+    let Opened { mut store, api } = open_store();
+    let recovered = store.recover().unwrap();
+    let mut state =
+        State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+    let outcomes = step(&mut state, store.as_mut(), 40, vec![close(901, eur()), close(902, eur()), close(900, eur())]);
+    let second = window(&outcomes[0]);
+    assert_eq!(figures(&second), vec![(1, -110, 0, 7, 7, -103), (2, 60, 7, 0, -7, 53)]);
+    assert_eq!((second.sequence, second.opened_at, second.gross_volume), (2, first.closed_at, 7));
+    assert_eq!(outcomes[1], Outcome::ClearingWindow(Err(CommandError::WindowEmpty)));
+    assert_eq!(outcomes[2], Outcome::ClearingWindow(Err(CommandError::AlreadyExists)));
+
+    // Listings: last closed first, by cursor, per currency and tenant.
+    let list = |currency, after, limit| -> Vec<(u128, u64)> {
+        api.clearing_windows(T1, currency, Page { after, limit })
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.window.id.0, s.accounts))
+            .collect()
+    };
+    assert_eq!(list(None, None, 10), vec![(901, 2), (900, 3)]);
+    assert_eq!(list(None, None, 1), vec![(901, 2)]);
+    assert_eq!(list(None, Some(ClearingWindowId(901)), 10), vec![(900, 3)]);
+    assert_eq!(list(Some(eur()), None, 10).len(), 2);
+    assert!(list(Some(Currency::from_code("USD").unwrap()), None, 10).is_empty());
+    assert!(list(None, Some(ClearingWindowId(12345)), 10).is_empty());
+    assert!(api.clearing_windows(T2, None, Page { after: None, limit: 10 }).unwrap().is_empty());
+    let summary = &api.clearing_windows(T1, None, Page { after: None, limit: 1 }).unwrap()[0];
+    assert_eq!(summary.window, ClearingWindow { positions: Vec::new(), ..second.clone() });
+
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.clearing_windows, 2);
+}
+
+#[test]
+fn embedded_clearing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    clearing(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_clearing() {
+    on_postgres("postgres_clearing", clearing);
 }
 
 #[test]

@@ -4,10 +4,11 @@
 use paycore_engine::{EngineError, IdempotencyKey, Reply, Submission};
 use paycore_ledger::fx::Rate;
 use paycore_ledger::{
-    time_ordered, Account, AccountId, Balances, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command,
-    CommandError, Currency, Hold, NewAccount, NewPayment, NewTransfer, Outcome, Overdraft, Payment, PaymentFx,
-    PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, Request, ResultCode, TenantId, Transfer,
-    TransferId, TransferKind, TransferOp, AMOUNT_MAX, BATCH_EVENTS_MAX,
+    time_ordered, Account, AccountId, Balances, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod,
+    ClearingPosition, ClearingWindow, ClearingWindowId, Command, CommandError, Currency, Hold, NewAccount, NewPayment,
+    NewTransfer, Outcome, Overdraft, Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId,
+    RefundStatus, Request, ResultCode, TenantId, Transfer, TransferId, TransferKind, TransferOp, AMOUNT_MAX,
+    BATCH_EVENTS_MAX,
 };
 use paycore_ledger::{AccountStatus, AccountUpdate, Change, LimitBreach, LimitKind, Limits, Velocity};
 use proptest::collection::vec;
@@ -160,6 +161,8 @@ pub fn command() -> BoxedStrategy<Command> {
                 update: AccountUpdate { status, max_payment, daily_outflow, velocity },
                 actor,
             }),
+        (any::<u128>(), currency())
+            .prop_map(|(window, currency)| Command::CloseClearingWindow { window: ClearingWindowId(window), currency }),
     ]
     .boxed()
 }
@@ -220,6 +223,7 @@ pub fn command_error() -> BoxedStrategy<CommandError> {
         Just(CommandError::QuoteExpired),
         limit_breach().prop_map(CommandError::LimitExceeded),
         Just(CommandError::AccountNotEmpty),
+        Just(CommandError::WindowEmpty),
     ]
     .boxed()
 }
@@ -388,6 +392,35 @@ fn refund() -> BoxedStrategy<Refund> {
         .boxed()
 }
 
+fn signed() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(0), Just(i64::MAX), Just(-i64::MAX), -i64::MAX..=i64::MAX]
+}
+
+fn clearing_window() -> BoxedStrategy<ClearingWindow> {
+    let position = (account_id(), signed(), counter(), counter(), signed(), signed()).prop_map(
+        |(account, opening, debits, credits, net, closing)| ClearingPosition {
+            account,
+            opening,
+            debits,
+            credits,
+            net,
+            closing,
+        },
+    );
+    (any::<u128>(), any::<u128>(), currency(), any::<u64>(), any::<u64>(), any::<u64>(), counter(), vec(position, 0..4))
+        .prop_map(|(id, tenant, currency, sequence, opened_at, closed_at, gross_volume, positions)| ClearingWindow {
+            id: ClearingWindowId(id),
+            tenant: TenantId(tenant),
+            currency,
+            sequence,
+            opened_at,
+            closed_at,
+            gross_volume,
+            positions,
+        })
+        .boxed()
+}
+
 pub fn outcome() -> BoxedStrategy<Outcome> {
     prop_oneof![
         prop_oneof![account().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Account),
@@ -398,6 +431,7 @@ pub fn outcome() -> BoxedStrategy<Outcome> {
         prop_oneof![(refund(), payment()).prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::Refund),
         Just(Outcome::BatchEnded),
         prop_oneof![account().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::AccountUpdated),
+        prop_oneof![clearing_window().prop_map(Ok), command_error().prop_map(Err)].prop_map(Outcome::ClearingWindow),
     ]
     .boxed()
 }

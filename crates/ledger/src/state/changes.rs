@@ -5,6 +5,7 @@ use super::{HashSet, State};
 use crate::account::{Account, Balances};
 use crate::batch::{BatchEnd, BatchItemResult};
 use crate::limits::AuditRecord;
+use crate::clearing::ClearingWindow;
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
 use crate::{AccountId, BatchId, EventKind, PaymentId, QuoteId, TenantId};
@@ -34,6 +35,8 @@ pub struct ChangeSet {
     pub updated_accounts: Vec<Account>,
     /// One audit row per account update, written in the same transaction.
     pub audit: Vec<AuditRecord>,
+    /// Clearing windows closed in this batch, with their positions.
+    pub clearing_windows: Vec<ClearingWindow>,
 }
 
 impl ChangeSet {
@@ -51,6 +54,7 @@ impl ChangeSet {
             && self.quotes_used.is_empty()
             && self.updated_accounts.is_empty()
             && self.audit.is_empty()
+            && self.clearing_windows.is_empty()
     }
 }
 
@@ -100,6 +104,8 @@ impl State {
         self.new_transfers.clear();
         self.stored_transfers.clear();
         self.quotes.clear();
+        self.open_windows.clear();
+        self.stored_window_ids.clear();
         self.holds.retain(|_, h| h.status == HoldStatus::Pending);
         self.payments.retain(|_, p| p.status.is_open());
         changes

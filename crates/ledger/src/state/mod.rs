@@ -10,6 +10,7 @@ mod accounts;
 mod batch_items;
 mod changes;
 pub(crate) mod fx;
+mod clearing;
 mod invariants;
 mod limits;
 mod linked;
@@ -24,11 +25,12 @@ pub use prefetch::Prefetch;
 pub use request::{Command, CommandError, NewAccount, NewPayment, Outcome, Request};
 
 use crate::account::{Account, Balances};
+use crate::clearing::OpenWindow;
 use crate::fx::Quote;
+use crate::limits::LimitBreach;
 use crate::payment::{Payment, PaymentStatus};
 use crate::transfer::HoldRecord;
-use crate::{AccountId, Currency, PaymentId, QuoteId, TenantId, Transfer, TransferId};
-use crate::limits::LimitBreach;
+use crate::{AccountId, ClearingWindowId, Currency, PaymentId, QuoteId, TenantId, Transfer, TransferId};
 use limits::Outflow;
 use linked::Undo;
 use std::collections::BTreeSet;
@@ -97,6 +99,10 @@ pub struct State {
     debit_history: HashMap<AccountId, Vec<(u64, u64)>>,
     /// The details of the last `limit_exceeded`, for the outcome that reports it.
     last_breach: Option<LimitBreach>,
+    /// The open clearing windows this batch closes, as loaded (then as left by a close in
+    /// this batch), and the ids of closed windows that exist already.
+    open_windows: HashMap<(TenantId, Currency), OpenWindow>,
+    stored_window_ids: HashSet<ClearingWindowId>,
 }
 
 impl State {
@@ -203,6 +209,9 @@ impl State {
             }
             Command::UpdateAccount { account, update, actor } => {
                 Outcome::AccountUpdated(self.update_account(tenant, *account, update, actor, now))
+            }
+            Command::CloseClearingWindow { window, currency } => {
+                Outcome::ClearingWindow(self.close_clearing_window(tenant, *window, *currency, now))
             }
         }
     }

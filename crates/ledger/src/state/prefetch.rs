@@ -6,7 +6,7 @@ use crate::batch::BatchStep;
 use crate::fx::Quote;
 use crate::payment::Payment;
 use crate::transfer::{HoldRecord, NewTransfer, Transfer, TransferOp};
-use crate::{PaymentId, QuoteId, TransferId};
+use crate::{ClearingWindowId, Currency, PaymentId, QuoteId, TenantId, TransferId};
 
 /// What the engine must load from storage before executing a batch: objects that are not kept
 /// in memory (resolved holds, finished payments, stored transfers).
@@ -21,6 +21,9 @@ pub struct Prefetch {
     /// limits need: those whose limits a batch changes, or every limited account at recovery.
     pub debits_of: Vec<crate::AccountId>,
     pub debits_since: u64,
+    /// Clearing windows to close: the open window of each (tenant, currency), and whether the
+    /// closed window's id is taken.
+    pub clearing: Vec<(TenantId, Currency, ClearingWindowId)>,
 }
 
 impl Prefetch {
@@ -30,6 +33,7 @@ impl Prefetch {
             && self.payments.is_empty()
             && self.quotes.is_empty()
             && self.debits_of.is_empty()
+            && self.clearing.is_empty()
     }
 }
 
@@ -103,6 +107,9 @@ impl State {
                         wanted.debits_of.push(*account);
                         wanted.debits_since = self.history_since();
                     }
+                }
+                Command::CloseClearingWindow { window, currency } => {
+                    wanted.clearing.push((request.tenant, *currency, *window));
                 }
                 Command::CreateAccount(_) | Command::EndBatch { .. } => {}
             }

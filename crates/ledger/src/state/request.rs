@@ -3,10 +3,11 @@
 
 use crate::account::{Account, Overdraft};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
+use crate::clearing::ClearingWindow;
 use crate::limits::{AccountUpdate, LimitBreach};
 use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
-use crate::{AccountId, BatchId, Currency, PaymentId, QuoteId, RefundId, TenantId};
+use crate::{AccountId, BatchId, ClearingWindowId, Currency, PaymentId, QuoteId, RefundId, TenantId};
 
 /// A request to open an account.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -77,6 +78,13 @@ pub enum Command {
         update: AccountUpdate,
         actor: String,
     },
+    /// Closes the tenant's open clearing window in `currency` (and opens the next) at the
+    /// engine's clock: every posted transfer executed before it is in the closed window, every
+    /// one after it in the next. The closed window gets the id `window`.
+    CloseClearingWindow {
+        window: ClearingWindowId,
+        currency: Currency,
+    },
 }
 
 /// A command and the tenant on whose behalf it runs.
@@ -130,6 +138,8 @@ pub enum CommandError {
     LimitExceeded(LimitBreach),
     /// An account can be closed only with zero balances and no holds.
     AccountNotEmpty,
+    /// The clearing window to close has no posted transfer: there is nothing to settle.
+    WindowEmpty,
 }
 
 impl CommandError {
@@ -175,4 +185,6 @@ pub enum Outcome {
     BatchEnded,
     /// The account after a `PATCH`.
     AccountUpdated(Result<Account, CommandError>),
+    /// The clearing window closed, with its positions.
+    ClearingWindow(Result<ClearingWindow, CommandError>),
 }

@@ -259,6 +259,10 @@ pub fn render(outcome: &Outcome) -> Vec<String> {
             Ok(_) => "ok".to_owned(),
             Err(e) => render_error(e),
         }],
+        Outcome::ClearingWindow(r) => vec![match r {
+            Ok(w) => format!("closed({})", w.sequence),
+            Err(e) => render_error(e),
+        }],
     }
 }
 
@@ -287,6 +291,7 @@ pub fn render_error(e: &CommandError) -> String {
             format!("err:limit_exceeded({},{},{},{})", b.limit.as_str(), b.value, b.requested, b.remaining)
         }
         CommandError::AccountNotEmpty => "err:account_not_empty".to_owned(),
+        CommandError::WindowEmpty => "err:window_empty".to_owned(),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod batches;
 pub mod fx;
+pub mod clearing;
 pub mod payments;
 pub mod transfers;
 pub mod webhooks;
@@ -17,7 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use paycore_engine::{EngineError, Reply, Submission};
-use paycore_ledger::{AccountId, Command, Outcome, PaymentId, RefundId, Request, ResultCode, TransferId};
+use paycore_ledger::{
+    AccountId, ClearingWindowId, Command, Outcome, PaymentId, RefundId, Request, ResultCode, TransferId,
+};
 use serde::Serialize;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -50,6 +53,7 @@ enum Lookup {
     Transfer(TransferId),
     Payment(PaymentId),
     Refund(PaymentId, RefundId),
+    ClearingWindow(ClearingWindowId),
     Nothing,
 }
 
@@ -62,6 +66,7 @@ impl Lookup {
             Command::ConfirmPayment(payment) | Command::CancelPayment(payment) => Lookup::Payment(*payment),
             Command::CapturePayment { payment, .. } => Lookup::Payment(*payment),
             Command::RefundPayment { payment, refund, .. } => Lookup::Refund(*payment, *refund),
+            Command::CloseClearingWindow { window, .. } => Lookup::ClearingWindow(*window),
             // An account as stored does not say whether an update was applied: no guess.
             Command::Transfers(_)
             | Command::BatchItems { .. }
@@ -103,6 +108,7 @@ async fn from_store(state: &AppState, post: &Post, lookup: Lookup) -> Result<Ans
                     _ => None,
                 }
             }
+            Lookup::ClearingWindow(id) => reader.clearing_window(tenant, id)?.map(|w| Outcome::ClearingWindow(Ok(w))),
             Lookup::Nothing => None,
         }
         .map(|outcome| Ok(Answer::Done(outcome))))

@@ -95,6 +95,9 @@ impl PostgresStore {
             loaded.quotes = all(&client.query("SELECT * FROM fx_quotes WHERE id = ANY($1)", &[&quotes])?, quote_from)?;
         }
         loaded.debits = super::limits::load_debits(client, wanted)?;
+        if !wanted.clearing.is_empty() {
+            (loaded.open_windows, loaded.window_ids) = super::clearing::load(client, &wanted.clearing)?;
+        }
         Ok(loaded)
     }
 
@@ -206,6 +209,7 @@ impl PostgresStore {
         insert_idempotency(&mut tx, idempotency)?;
         insert_events(&mut tx, changes)?;
         commit_batch_changes(&mut tx, changes)?;
+        super::clearing::insert(&mut tx, &changes.clearing_windows)?;
         write_balances(&mut tx, changes)?;
         tx.commit()?;
         Ok(())

@@ -19,6 +19,7 @@
 
 mod admin;
 mod batches;
+mod clearing;
 mod codec;
 mod commit;
 mod files;

@@ -6,8 +6,11 @@ use super::codec::{
 };
 use super::open::connect;
 use crate::pool::Pool;
-use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
-use paycore_ledger::{Account, AccountId, AuditRecord, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
+use crate::{ApiKeyRecord, ClearingSummary, IdempotencyRecord, Page, Reader, Result};
+use paycore_ledger::{
+    Account, AccountId, AuditRecord, ClearingWindow, ClearingWindowId, Currency, Payment, PaymentId, Refund, TenantId,
+    Transfer, TransferId,
+};
 use postgres::Client;
 use std::sync::Arc;
 
@@ -77,6 +80,29 @@ impl PostgresReader {
 }
 
 impl Reader for PostgresReader {
+    fn clearing_window(&self, tenant: TenantId, id: ClearingWindowId) -> Result<Option<ClearingWindow>> {
+        self.with(|client| {
+            // One snapshot: the window and its positions.
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let window = super::clearing::window(&mut tx, tenant, id)?;
+            tx.commit()?;
+            Ok(window)
+        })
+    }
+
+    fn clearing_windows(
+        &self,
+        tenant: TenantId,
+        currency: Option<Currency>,
+        page: Page<ClearingWindowId>,
+    ) -> Result<Vec<ClearingSummary>> {
+        self.with(|client| super::clearing::windows(client, tenant, currency, page))
+    }
+
     fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
         self.with(|client| {
             client

@@ -86,4 +86,8 @@ impl Snapshot for Rows<'_, '_> {
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
         list_items(&mut *self.tx, batch, &[], after, limit)
     }
+
+    fn clearing_windows(&mut self, each: &mut dyn FnMut(paycore_ledger::ClearingWindow)) -> Result<()> {
+        super::clearing::every(&mut *self.tx, each)
+    }
 }

@@ -125,6 +125,9 @@ impl Store for SqliteStore {
             }
         }
         loaded.debits = super::limits::load_debits(&self.conn, wanted)?;
+        if !wanted.clearing.is_empty() {
+            (loaded.open_windows, loaded.window_ids) = super::clearing::load(&self.conn, &wanted.clearing)?;
+        }
         Ok(loaded)
     }
 
@@ -153,6 +156,7 @@ impl Store for SqliteStore {
         insert_idempotency(&tx, idempotency)?;
         insert_events(&tx, changes)?;
         commit_batch_changes(&tx, changes)?;
+        super::clearing::insert(&tx, &changes.clearing_windows)?;
         tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -13,6 +13,7 @@
 mod admin;
 mod batches;
 mod checkpoint;
+mod clearing;
 mod codec;
 mod commit;
 mod files;

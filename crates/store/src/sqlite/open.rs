@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_leases.sql"),
     include_str!("migrations/0008_fx.sql"),
     include_str!("migrations/0009_limits.sql"),
+    include_str!("migrations/0011_clearing.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

@@ -6,8 +6,11 @@ use super::fresh::{poisoned, Fresh};
 use super::history;
 use super::open::connect;
 use crate::pool::Pool;
-use crate::{ApiKeyRecord, IdempotencyRecord, Page, Reader, Result};
-use paycore_ledger::{Account, AccountId, AuditRecord, Payment, PaymentId, Refund, TenantId, Transfer, TransferId};
+use crate::{ApiKeyRecord, ClearingSummary, IdempotencyRecord, Page, Reader, Result};
+use paycore_ledger::{
+    Account, AccountId, AuditRecord, ClearingWindow, ClearingWindowId, Currency, Payment, PaymentId, Refund, TenantId,
+    Transfer, TransferId,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -105,6 +108,25 @@ impl SqliteReader {
 }
 
 impl Reader for SqliteReader {
+    fn clearing_window(&self, tenant: TenantId, id: ClearingWindowId) -> Result<Option<ClearingWindow>> {
+        self.with(|conn| {
+            // One read transaction: the window and its positions from one snapshot.
+            let tx = conn.unchecked_transaction()?;
+            let window = super::clearing::window(&tx, tenant, id)?;
+            tx.commit()?;
+            Ok(window)
+        })
+    }
+
+    fn clearing_windows(
+        &self,
+        tenant: TenantId,
+        currency: Option<Currency>,
+        page: Page<ClearingWindowId>,
+    ) -> Result<Vec<ClearingSummary>> {
+        self.with(|conn| super::clearing::windows(conn, tenant, currency, page))
+    }
+
     fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
         self.account_with(|conn| {
             conn.prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?

@@ -53,6 +53,7 @@ fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Comman
     let loaded = store.load(&state.prefetch(&requests)).unwrap();
     state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
     state.insert_prefetched_quotes(loaded.quotes);
+    state.insert_clearing(loaded.open_windows, loaded.window_ids);
     state.execute(&requests, now);
     store.commit(&state.take_changes(), &[]).unwrap();
 }
@@ -178,6 +179,59 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
 }
 
 #[test]
+fn verify_finds_tampered_clearing_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    let close =
+        |id: u128| Command::CloseClearingWindow { window: paycore_ledger::ClearingWindowId(id), currency: eur() };
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+    step(&mut state, &mut store, 20, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None)]), close(900)]);
+    step(&mut state, &mut store, 30, vec![Command::Transfers(vec![mv(101, 2, 1, 400, None)]), close(901)]);
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.clearing_windows, 2);
+
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    let window = |id: u128| id.to_be_bytes();
+    // A net that no longer matches its debits and credits, and sums to 1.
+    conn.execute(
+        "UPDATE clearing_positions SET net = net + 1, closing = closing + 1 WHERE window_id = ?1 AND account = ?2",
+        (window(900), AccountId(2).0.to_be_bytes()),
+    )
+    .unwrap();
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert!(report.problems[0].contains("nets sum to 1"), "{:?}", report.problems);
+    assert!(
+        report.problems[1].contains("opening 0 debits 0 credits 1000 net 1001 closing 1001"),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.problems[2].contains("closed its last window at 1001"), "{:?}", report.problems);
+    conn.execute(
+        "UPDATE clearing_positions SET net = net - 1, closing = closing - 1 WHERE window_id = ?1 AND account = ?2",
+        (window(900), AccountId(2).0.to_be_bytes()),
+    )
+    .unwrap();
+    assert!(crate::verify::verify(reader.as_ref()).unwrap().ok());
+
+    // A position lost: its account moved in the window and has none.
+    conn.execute(
+        "DELETE FROM clearing_positions WHERE window_id = ?1 AND account = ?2",
+        (window(901), AccountId(1).0.to_be_bytes()),
+    )
+    .unwrap();
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("moved 0/400 in it but has no position")),
+        "{:?}",
+        report.problems
+    );
+    assert!(report.problems.iter().any(|p| p.contains("nets sum to -400")), "{:?}", report.problems);
+}
+
+#[test]
 fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     drop(open_sqlite(dir.path()));
@@ -185,7 +239,7 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 9 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 10 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 

@@ -76,4 +76,8 @@ impl Snapshot for Rows<'_> {
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
         super::batches::list_items(self.conn, batch, &[], after, limit)
     }
+
+    fn clearing_windows(&mut self, each: &mut dyn FnMut(paycore_ledger::ClearingWindow)) -> Result<()> {
+        super::clearing::every(self.conn, each)
+    }
 }

@@ -1,0 +1,30 @@
+-- Clearing (settlement) windows. Per tenant and currency one window is open at all times; it is
+-- implicit (opened at the last close, or at the beginning of time) and holds no row. A close
+-- writes the closed window and its positions in the engine's commit (see src/clearing.rs).
+-- Timestamps are the engine's clock, in nanoseconds; a window holds the posted transfers of its
+-- tenant and currency with opened_at < timestamp <= closed_at.
+CREATE TABLE clearing_windows (
+    id           BLOB PRIMARY KEY,
+    tenant       BLOB NOT NULL,
+    currency     TEXT NOT NULL,
+    sequence     INTEGER NOT NULL,     -- 1, 2, … per tenant and currency
+    opened_at    INTEGER NOT NULL,     -- the previous window's closed_at; 0 for the first
+    closed_at    INTEGER NOT NULL,
+    gross_volume INTEGER NOT NULL,     -- the sum of the positions' debits
+    accounts     INTEGER NOT NULL      -- the number of positions
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX clearing_windows_sequence ON clearing_windows (tenant, currency, sequence);
+CREATE INDEX clearing_windows_closed ON clearing_windows (tenant, closed_at);
+
+-- One row per account that moved posted money in a closed window; amounts in minor units,
+-- balances posted (credits - debits): net = credits - debits, closing = opening + net.
+CREATE TABLE clearing_positions (
+    window_id BLOB NOT NULL,
+    account   BLOB NOT NULL,
+    opening   INTEGER NOT NULL,
+    debits    INTEGER NOT NULL,
+    credits   INTEGER NOT NULL,
+    net       INTEGER NOT NULL,
+    closing   INTEGER NOT NULL,
+    PRIMARY KEY (window_id, account)
+) WITHOUT ROWID;
