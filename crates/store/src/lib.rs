@@ -118,6 +118,19 @@ pub trait Reader: Send + Sync {
     fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>>;
     fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>>;
     fn api_key_count(&self) -> Result<u64>;
+    /// Up to `limit` of the account's transfers (every kind: holds, posts, voids) whose
+    /// timestamp lies in `timestamps`, **oldest first**: what a statement reads. Timestamps are
+    /// unique and increasing across the ledger, so a caller pages on by starting the next call
+    /// one past the last timestamp returned; a page shorter than `limit` is the last. Every
+    /// batch commits whole and in the order it executed, so transfers committed after a call
+    /// all have timestamps above any it returned.
+    fn account_transfers_between(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+        timestamps: std::ops::Range<u64>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>>;
 }
 
 /// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.

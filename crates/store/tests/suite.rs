@@ -87,6 +87,21 @@ fn suite(open_store: &dyn Fn() -> Opened) {
     let rest = reader.account_transfers(T1, AccountId(2), Page { after: Some(page[1].id), limit: 10 }).unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].id, TransferId(100));
+    // Oldest first in a range of timestamps (a statement's read), paged on by timestamp; every
+    // kind of transfer, the hold included; no other tenant's.
+    let all = reader.account_transfers_between(T1, AccountId(2), 0..u64::MAX, 10).unwrap();
+    let ids: Vec<TransferId> = all.iter().map(|t| t.id).collect();
+    assert_eq!(ids, page.iter().chain(&rest).rev().map(|t| t.id).collect::<Vec<_>>());
+    assert_eq!(ids[0], TransferId(100));
+    assert!(all.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+    let first = reader.account_transfers_between(T1, AccountId(2), 0..u64::MAX, 1).unwrap();
+    assert_eq!(first, all[..1].to_vec());
+    let next = reader.account_transfers_between(T1, AccountId(2), first[0].timestamp + 1..u64::MAX, 10).unwrap();
+    assert_eq!(next, all[1..].to_vec());
+    let middle = reader.account_transfers_between(T1, AccountId(2), all[1].timestamp..all[2].timestamp, 10).unwrap();
+    assert_eq!(middle, all[1..2].to_vec(), "the range's end is excluded");
+    assert!(reader.account_transfers_between(T1, AccountId(2), 0..all[0].timestamp, 10).unwrap().is_empty());
+    assert!(reader.account_transfers_between(T2, AccountId(2), 0..u64::MAX, 10).unwrap().is_empty());
 
     // Recovery gives back the same accounts, open holds and open payments.
     let recovered = store.recover().unwrap();
