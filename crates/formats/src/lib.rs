@@ -175,12 +175,17 @@ mod nacha;
 mod pain001;
 mod pain002;
 mod report;
+mod statement;
 pub mod strict_json;
 
 pub use iban::{check_iban, is_bic};
 pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
+pub use statement::{
+    Camt053Writer, CsvStatementWriter, EntryTotals, StatementBalance, StatementEntry, StatementHeader, StatementWriter,
+    CAMT053_NAMESPACE, CSV_STATEMENT_HEADER,
+};
 
 use paycore_ledger::{Amount, Currency};
 use std::fmt;
