@@ -378,6 +378,72 @@ impl<W: Write> StatementWriter for CsvStatementWriter<W> {
     }
 }
 
+/// Writes a JSON statement, paycore's API shape (amounts as integers in minor units):
+/// `{"object":"statement","account","currency","from","to","opening_balance","closing_balance",
+/// "credits","debits","entries":[…]}`, each entry with the balance after it. Streamed: the
+/// entries are written one by one into the open array.
+pub struct JsonStatementWriter<W: Write> {
+    out: W,
+    currency: Currency,
+    tally: Tally,
+    first: bool,
+}
+
+impl<W: Write> JsonStatementWriter<W> {
+    /// Writes everything up to the first entry.
+    pub fn begin(mut out: W, header: &StatementHeader) -> io::Result<Self> {
+        let balance = |b: &StatementBalance| serde_json::json!({ "amount": b.amount, "date": b.date });
+        let totals = |t: EntryTotals| serde_json::json!({ "count": t.count, "sum": t.sum });
+        let head = serde_json::json!({
+            "object": "statement",
+            "id": header.statement_id,
+            "sequence": header.sequence,
+            "created_at": header.created_at,
+            "account": header.account_id,
+            "currency": header.currency.code(),
+            "from": header.from,
+            "to": header.to,
+            "opening_balance": balance(&header.opening),
+            "closing_balance": balance(&header.closing),
+            "credits": totals(header.credits),
+            "debits": totals(header.debits),
+        });
+        let text = serde_json::to_string(&head).map_err(io::Error::other)?;
+        // The header object, reopened to append the entries' array.
+        out.write_all(text.strip_suffix('}').unwrap_or(&text).as_bytes())?;
+        out.write_all(br#","entries":["#)?;
+        Ok(JsonStatementWriter { out, currency: header.currency, tally: Tally::new(header), first: true })
+    }
+}
+
+impl<W: Write> StatementWriter for JsonStatementWriter<W> {
+    fn entry(&mut self, entry: &StatementEntry<'_>) -> io::Result<()> {
+        self.tally.add(entry)?;
+        if !std::mem::take(&mut self.first) {
+            self.out.write_all(b",")?;
+        }
+        let json = serde_json::json!({
+            "transfer": entry.transfer_id,
+            "booked_at": entry.booked_at,
+            "value_date": entry.value_date,
+            "counterparty": entry.counterparty,
+            "credit_debit": if entry.credit { "credit" } else { "debit" },
+            "amount": entry.amount,
+            "currency": self.currency.code(),
+            "balance_after": self.tally.balance,
+            "end_to_end_id": entry.end_to_end_id,
+            "remittance_information": entry.remittance,
+        });
+        serde_json::to_writer(&mut self.out, &json).map_err(io::Error::other)
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.tally.check()?;
+        self.out.write_all(b"]}")?;
+        self.out.flush()
+    }
+}
+
 fn indicator(credit: bool) -> &'static str {
     if credit {
         "CRDT"

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use paycore_formats::{
-    Camt053Writer, CsvStatementWriter, EntryTotals, StatementBalance, StatementEntry, StatementHeader, StatementWriter,
+    Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry, StatementHeader, StatementWriter,
 };
 use std::process::Command;
 
@@ -78,6 +78,16 @@ fn csv(header: &StatementHeader, entries: &[StatementEntry<'_>]) -> std::io::Res
     Ok(String::from_utf8(out).unwrap())
 }
 
+fn json(header: &StatementHeader, entries: &[StatementEntry<'_>]) -> std::io::Result<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut writer: Box<dyn StatementWriter> = Box::new(JsonStatementWriter::begin(&mut out, header)?);
+    for e in entries {
+        writer.entry(e)?;
+    }
+    writer.finish()?;
+    Ok(serde_json::from_slice(&out).unwrap())
+}
+
 /// Validates `xml` against an XSD with xmllint; `Ok(false)` when xmllint is missing outside CI.
 fn xsd_valid(xml: &str, xsd: &str) -> Result<bool, String> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -128,6 +138,31 @@ fn csv_statement_bytes() {
          entry,2026-12-01T10:00:00.000000001Z,tr_2,acct_2,DBIT,3.00,EUR,107.50,,\n\
          closing_balance,2026-12-02,,,CRDT,107.50,EUR,107.50,,\n"
     );
+}
+
+#[test]
+fn json_statement() {
+    let (header, entries) = small();
+    let doc = json(&header, &entries).unwrap();
+    assert_eq!(doc["object"], "statement");
+    assert_eq!((doc["opening_balance"]["amount"].as_i64(), doc["closing_balance"]["amount"].as_i64()), (Some(10_000), Some(10_750)));
+    assert_eq!(doc["credits"], serde_json::json!({"count": 1, "sum": 1050}));
+    assert_eq!(doc["debits"], serde_json::json!({"count": 1, "sum": 300}));
+    let entries = doc["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["transfer"], "tr_1");
+    assert_eq!(entries[0]["credit_debit"], "credit");
+    assert_eq!(entries[0]["balance_after"], 11_050);
+    assert_eq!(entries[0]["end_to_end_id"], "E2E-1");
+    assert_eq!(entries[1]["credit_debit"], "debit");
+    assert_eq!(entries[1]["balance_after"], 10_750);
+    assert!(entries[1]["end_to_end_id"].is_null());
+    let empty = json(&header_for_empty(), &[]).unwrap();
+    assert_eq!(empty["entries"], serde_json::json!([]));
+}
+
+fn header_for_empty() -> StatementHeader {
+    header("JPY", 0, &[], None)
 }
 
 #[test]
