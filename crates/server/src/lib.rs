@@ -87,6 +87,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/accounts", post(routes::accounts::create))
         .route("/v1/accounts/{id}", get(routes::accounts::retrieve))
         .route("/v1/accounts/{id}/transfers", get(routes::accounts::transfers))
+        .route("/v1/accounts/{id}/statement", get(routes::statements::statement))
         .route("/v1/transfers", post(routes::transfers::create))
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         routes::accounts::create,
         routes::accounts::retrieve,
         routes::accounts::transfers,
+        routes::statements::statement,
         routes::transfers::create,
         routes::payments::create,
         routes::payments::retrieve,
@@ -152,6 +153,13 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
         ("query", "format") if path == "/v1/batches" => {
             schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
         }
+        ("query", "format") if path.ends_with("/statement") => {
+            schema["enum"] = json!(["json", "csv", "camt.053", "camt.053.001.08", null]);
+        }
+        ("query", "from" | "to") if path.ends_with("/statement") => bounds(
+            schema,
+            json!({"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"}),
+        ),
         ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
         ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", "001.001.11", null]),
         ("query", "mode") => schema["enum"] = names_or_null(BatchMode::ALL.iter().map(|v| v.as_str())),

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod batches;
 pub mod payments;
+pub mod statements;
 pub mod transfers;
 pub mod webhooks;
 

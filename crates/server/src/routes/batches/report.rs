@@ -108,7 +108,7 @@ pub async fn report(
     Ok(response)
 }
 
-const CHANNEL_CHUNK: usize = 64 * 1024;
+pub(crate) const CHANNEL_CHUNK: usize = 64 * 1024;
 
 /// Sends a file to the response body in 64 KiB chunks.
 fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
@@ -132,9 +132,9 @@ fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io
 }
 
 /// A `Write` that sends 64 KiB chunks to the response body.
-struct ChannelWriter {
-    sender: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
-    buffer: Vec<u8>,
+pub(crate) struct ChannelWriter {
+    pub(crate) sender: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    pub(crate) buffer: Vec<u8>,
 }
 
 impl Write for ChannelWriter {
