@@ -12,7 +12,12 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-on_both_backends!(a_statement_books_moves_not_holds, amounts_follow_the_currency, bad_parameters_and_other_tenants);
+on_both_backends!(
+    a_statement_books_moves_not_holds,
+    amounts_follow_the_currency,
+    bad_parameters_and_other_tenants,
+    batch_items_carry_their_end_to_end_id
+);
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
 const XSD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samples/xsd/camt.053.001.08.xsd");
@@ -216,6 +221,43 @@ async fn bad_parameters_and_other_tenants(backend: Backend) {
     }
     let s = a.get("/v1/accounts/acct_00000000000000000000000000/statement").await;
     assert_eq!(s.status, 404, "{}", s.body);
+}
+
+async fn batch_items_carry_their_end_to_end_id(backend: Backend) {
+    let Some((client, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let (_, payer, payee) = client.parties(10_000).await;
+    let csv = format!("payee,amount,currency,reference\n{payee},12.50,EUR,INV-2026-1\n{payee},0.50,EUR,\n");
+    let request = client
+        .http
+        .post(format!("{}/v1/batches?payer={payer}", client.base))
+        .header("content-type", "text/csv")
+        .body(csv);
+    let answer = client.send_as_key(request).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    let mut status = Value::Null;
+    for _ in 0..400 {
+        status = client.get(&format!("/v1/batches/{id}")).await.body;
+        if status["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status["status"], "completed", "{status}");
+
+    let json = statement(&client, &payee, "").await;
+    let references: Vec<(u64, Value)> =
+        json["entries"].as_array().unwrap().iter().map(|e| (e["amount"].as_u64().unwrap(), e["end_to_end_id"].clone())).collect();
+    assert_eq!(references, vec![(1_250, json!("INV-2026-1")), (50, Value::Null)]);
+    // The payer's side carries the same reference.
+    let payer_json = statement(&client, &payer, "").await;
+    assert_eq!(payer_json["entries"][1]["end_to_end_id"], "INV-2026-1");
+    let xml = text(&client, &payee, "?format=camt.053").await;
+    assert_schema_valid(&xml);
+    assert!(xml.contains("<EndToEndId>INV-2026-1</EndToEndId>"), "{xml}");
+    assert!(xml.contains("<EndToEndId>NOTPROVIDED</EndToEndId>"), "{xml}");
+    let csv = text(&client, &payee, "?format=csv").await;
+    assert!(csv.contains(",CRDT,12.50,EUR,12.50,INV-2026-1,\n"), "{csv}");
 }
 
 /// A new tenant and a read/write key for it.

@@ -187,6 +187,12 @@ pub trait BatchStore: Send + Sync {
     /// `currency` if there is one, else any account with that reference (so that the caller can
     /// report the currency mismatch).
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>>;
+    /// For each of `transfers`, the `reference` of the batch item of `tenant` that it paid or
+    /// posted (a pain.001 `EndToEndId`, a CSV `reference`, a NACHA trace number), found from
+    /// its id ([`paycore_ledger::BatchId::item_of`]) and checked against the item's payer,
+    /// payee and amount; `None` for a transfer no batch item made, or an item without one.
+    /// What an account statement writes as an entry's end-to-end id.
+    fn item_references(&self, tenant: TenantId, transfers: &[paycore_ledger::Transfer]) -> Result<Vec<Option<String>>>;
     /// Starts writing the uploaded file named `file` (`batches/<name>`, see [`crate::files`]).
     fn file_writer(&self, file: &str) -> Result<Box<dyn FileSink>>;
     /// The finished file named `file`, read from its start; `None` if there is none (never

@@ -230,6 +230,18 @@ fn batches(open_store: &dyn Fn() -> Opened) {
     );
     step(&mut state, store.as_mut(), 30, vec![Command::EndBatch { batch, end: BatchEnd::Cancelled }]);
 
+    // The transfer that paid item 0 leads back to the item's reference (a statement's
+    // end-to-end id); a transfer that only looks like one does not.
+    let paid = api.transfer(T1, batch.item_transfer(0)).unwrap().unwrap();
+    let posted = paycore_ledger::Transfer { id: batch.item_resolution(0, true), ..paid.clone() };
+    let released = paycore_ledger::Transfer { id: batch.item_resolution(0, false), ..paid.clone() };
+    let other_amount = paycore_ledger::Transfer { amount: 11, ..paid.clone() };
+    let other_item = paycore_ledger::Transfer { id: batch.item_transfer(3), ..paid.clone() };
+    let plain = paycore_ledger::Transfer { id: TransferId(100), ..paid.clone() };
+    let found = api.item_references(T1, &[paid.clone(), posted, released, other_amount, other_item, plain]).unwrap();
+    assert_eq!(found, [Some("ref 0".to_owned()), Some("ref 0".to_owned()), None, None, None, None]);
+    assert_eq!(api.item_references(T2, &[paid]).unwrap(), [None], "another tenant's batch");
+
     let items = api.batch_items(batch, &[], None, 100).unwrap();
     let statuses: Vec<(u64, &str, Option<&str>)> =
         items.iter().map(|i| (i.index, i.status.as_str(), i.failure_code.as_deref())).collect();

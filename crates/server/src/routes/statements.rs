@@ -20,8 +20,10 @@
 //!   (`S20261201000000-20261201235959`), the same for every download of the same period;
 //!   `ElctrncSeqNb` is the number of UTC days from the account's opening day to the period's
 //!   last day, plus one (a daily statement's sequence 1, 2, 3, …); `CreDtTm` is the time of
-//!   the request. An `AcctSvcrRef` is the transfer id; the `EndToEndId` is `NOTPROVIDED`
-//!   (paycore does not yet keep a batch item's end-to-end id with its transfer).
+//!   the request. An `AcctSvcrRef` is the transfer id; the `EndToEndId` is the `reference` of
+//!   the batch item that the transfer paid (a pain.001 `EndToEndId`, a CSV `reference`, a
+//!   NACHA trace number: `BatchStore::item_references`), else `NOTPROVIDED`. Remittance
+//!   information is not written: batch items do not keep it yet.
 //! - The account is identified by its IBAN when its `reference` is a valid one, else by its
 //!   id (`Othr/Id`).
 
@@ -42,7 +44,7 @@ use paycore_formats::{
     StatementEntry, StatementHeader, StatementWriter,
 };
 use paycore_ledger::{Account, AccountId, TenantId, Transfer, TransferKind};
-use paycore_store::Reader;
+use paycore_store::{BatchStore, Reader};
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -122,12 +124,13 @@ pub async fn statement(
         Format::Camt053 => ("application/xml", "xml"),
     };
     let filename = format!("attachment; filename=\"{id}-statement.{extension}\"");
-    let reader = state.reader.clone();
+    let stores = (state.reader.clone(), state.batches.clone());
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     let entries_end = sums.last_seen.map_or(start, |last| last.saturating_add(1)).min(end);
     crate::request_id::spawn_blocking(move || {
         let out = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHANNEL_CHUNK) };
-        let written = write_statement(reader.as_ref(), tenant, account_id, format, &header, start..entries_end, out);
+        let (reader, batches) = (stores.0.as_ref(), stores.1.as_ref());
+        let written = write_statement(reader, batches, tenant, account_id, format, &header, start..entries_end, out);
         if let Err(error) = written {
             tracing::error!(%error, "statement failed part way");
             let _ = sender.blocking_send(Err(error));
@@ -215,9 +218,12 @@ fn statement_header(account: &Account, start: u64, end: u64, now: u64, sums: &Su
     })
 }
 
-/// The second pass: the entries of `range`, oldest first, a page at a time.
+/// The second pass: the entries of `range`, oldest first, a page at a time, each with the
+/// end-to-end reference of the batch item that made it, if one did.
+#[allow(clippy::too_many_arguments)]
 fn write_statement(
     reader: &dyn Reader,
+    batches: &dyn BatchStore,
     tenant: TenantId,
     account: AccountId,
     format: Format,
@@ -235,7 +241,9 @@ fn write_statement(
         let page = reader
             .account_transfers_between(tenant, account, from..range.end, STATEMENT_PAGE)
             .map_err(std::io::Error::other)?;
-        for transfer in &page {
+        let entries: Vec<Transfer> = page.iter().filter(|t| booked(t, account).is_some()).cloned().collect();
+        let references = batches.item_references(tenant, &entries).map_err(std::io::Error::other)?;
+        for (transfer, reference) in entries.iter().zip(&references) {
             let Some((amount, credit)) = booked(transfer, account) else { continue };
             let counterparty = if credit { transfer.debit_account } else { transfer.credit_account };
             let (transfer_id, counterparty) = (transfer.id.to_string(), counterparty.to_string());
@@ -247,7 +255,7 @@ fn write_statement(
                 credit,
                 booked_at: &booked_at,
                 value_date: &booked_at[..10],
-                end_to_end_id: None,
+                end_to_end_id: reference.as_deref(),
                 remittance: None,
             })?;
         }

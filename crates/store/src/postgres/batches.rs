@@ -381,6 +381,42 @@ impl BatchStore for PostgresReader {
         })
     }
 
+    fn item_references(&self, tenant: TenantId, transfers: &[paycore_ledger::Transfer]) -> Result<Vec<Option<String>>> {
+        self.with(|client| {
+            let stmt = client.prepare(
+                "SELECT i.reference FROM batches b JOIN batch_items i ON i.batch = b.id AND i.idx = $3
+                 WHERE b.id BETWEEN $1 AND $2 AND b.tenant = $4
+                   AND i.payer = $5 AND i.payee = $6 AND i.amount = $7",
+            )?;
+            let mut references = Vec::with_capacity(transfers.len());
+            for transfer in transfers {
+                let Some((batches, index)) = BatchId::item_of(transfer.id) else {
+                    references.push(None);
+                    continue;
+                };
+                let index = i64::try_from(index).unwrap_or(i64::MAX);
+                let amount = i64::try_from(transfer.amount).unwrap_or(i64::MAX);
+                let found = client.query_opt(
+                    &stmt,
+                    &[
+                        &id_bytes(batches.start().0),
+                        &id_bytes(batches.end().0),
+                        &index,
+                        &id_bytes(tenant.0),
+                        &id_bytes(transfer.debit_account.0),
+                        &id_bytes(transfer.credit_account.0),
+                        &amount,
+                    ],
+                )?;
+                references.push(match found {
+                    Some(row) => get::<Option<String>>(&row, "reference")?,
+                    None => None,
+                });
+            }
+            Ok(references)
+        })
+    }
+
     fn batch_work(
         &self,
         batch: BatchId,

@@ -549,6 +549,39 @@ impl BatchStore for SqliteReader {
         })
     }
 
+    fn item_references(&self, tenant: TenantId, transfers: &[paycore_ledger::Transfer]) -> Result<Vec<Option<String>>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT i.reference FROM batches b JOIN batch_items i ON i.batch = b.id AND i.idx = ?3
+                 WHERE b.id BETWEEN ?1 AND ?2 AND b.tenant = ?4
+                   AND i.payer = ?5 AND i.payee = ?6 AND i.amount = ?7",
+            )?;
+            let mut references = Vec::with_capacity(transfers.len());
+            for transfer in transfers {
+                let Some((batches, index)) = BatchId::item_of(transfer.id) else {
+                    references.push(None);
+                    continue;
+                };
+                let found: Option<Option<String>> = stmt
+                    .query_row(
+                        params![
+                            id_blob(batches.start().0),
+                            id_blob(batches.end().0),
+                            i64::try_from(index).unwrap_or(i64::MAX),
+                            id_blob(tenant.0),
+                            id_blob(transfer.debit_account.0),
+                            id_blob(transfer.credit_account.0),
+                            i64::try_from(transfer.amount).unwrap_or(i64::MAX),
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                references.push(found.flatten());
+            }
+            Ok(references)
+        })
+    }
+
     fn batch_by_key(&self, tenant: TenantId, key: &str) -> Result<Option<BatchRecord>> {
         self.with(|conn| {
             Ok(conn
