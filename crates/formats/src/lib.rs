@@ -183,8 +183,8 @@ pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
 pub use statement::{
-    Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry, StatementHeader, StatementWriter,
-    CAMT053_NAMESPACE, CSV_STATEMENT_HEADER,
+    Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry,
+    StatementHeader, StatementWriter, CAMT053_NAMESPACE, CSV_STATEMENT_HEADER,
 };
 
 use paycore_ledger::{Amount, Currency};

@@ -210,7 +210,9 @@ impl<W: Write> Camt053Writer<W> {
         balance(&mut out, "CLBD", &header.closing, header.currency)?;
         let (credits, debits) = (header.credits, header.debits);
         let entries = credits.count.saturating_add(debits.count);
-        let net = i128::try_from(credits.sum).unwrap_or(i128::MAX).saturating_sub(i128::try_from(debits.sum).unwrap_or(i128::MAX));
+        let net = i128::try_from(credits.sum)
+            .unwrap_or(i128::MAX)
+            .saturating_sub(i128::try_from(debits.sum).unwrap_or(i128::MAX));
         writeln!(out, "      <TxsSummry>")?;
         writeln!(out, "        <TtlNtries>")?;
         writeln!(out, "          <NbOfNtries>{entries}</NbOfNtries>")?;

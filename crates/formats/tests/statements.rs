@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use paycore_formats::{
-    Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry, StatementHeader, StatementWriter,
+    Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry,
+    StatementHeader, StatementWriter,
 };
 use std::process::Command;
 
@@ -45,7 +46,13 @@ fn header(code: &str, opening: i128, entries: &[(u64, bool)], iban: Option<&str>
     }
 }
 
-fn entry<'a>(id: &'a str, amount: u64, credit: bool, end_to_end: Option<&'a str>, remittance: Option<&'a str>) -> StatementEntry<'a> {
+fn entry<'a>(
+    id: &'a str,
+    amount: u64,
+    credit: bool,
+    end_to_end: Option<&'a str>,
+    remittance: Option<&'a str>,
+) -> StatementEntry<'a> {
     StatementEntry {
         transfer_id: id,
         counterparty: "acct_2",
@@ -111,10 +118,8 @@ fn xsd_valid(xml: &str, xsd: &str) -> Result<bool, String> {
 }
 
 fn small() -> (StatementHeader, Vec<StatementEntry<'static>>) {
-    let entries = vec![
-        entry("tr_1", 1050, true, Some("E2E-1"), Some("Invoice <7> & co")),
-        entry("tr_2", 300, false, None, None),
-    ];
+    let entries =
+        vec![entry("tr_1", 1050, true, Some("E2E-1"), Some("Invoice <7> & co")), entry("tr_2", 300, false, None, None)];
     (header("EUR", 10_000, &[(1050, true), (300, false)], None), entries)
 }
 
@@ -145,7 +150,10 @@ fn json_statement() {
     let (header, entries) = small();
     let doc = json(&header, &entries).unwrap();
     assert_eq!(doc["object"], "statement");
-    assert_eq!((doc["opening_balance"]["amount"].as_i64(), doc["closing_balance"]["amount"].as_i64()), (Some(10_000), Some(10_750)));
+    assert_eq!(
+        (doc["opening_balance"]["amount"].as_i64(), doc["closing_balance"]["amount"].as_i64()),
+        (Some(10_000), Some(10_750))
+    );
     assert_eq!(doc["credits"], serde_json::json!({"count": 1, "sum": 1050}));
     assert_eq!(doc["debits"], serde_json::json!({"count": 1, "sum": 300}));
     let entries = doc["entries"].as_array().unwrap();
@@ -172,14 +180,24 @@ fn amounts_have_the_currency_decimals_and_a_debit_balance_is_dbit() {
         let entries = [entry("tr_9", amount, false, None, None)];
         let header = header(code, 0, &[(amount, false)], None);
         let xml = camt(&header, &entries).unwrap();
-        assert!(xml.contains(&format!(r#"<Amt Ccy="{code}">{text}</Amt>
+        assert!(
+            xml.contains(&format!(
+                r#"<Amt Ccy="{code}">{text}</Amt>
         <CdtDbtInd>DBIT</CdtDbtInd>
-        <Sts>"#)), "{xml}");
-        assert!(xml.contains(&format!(r#"<Cd>CLBD</Cd>
+        <Sts>"#
+            )),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(&format!(
+                r#"<Cd>CLBD</Cd>
           </CdOrPrtry>
         </Tp>
         <Amt Ccy="{code}">{text}</Amt>
-        <CdtDbtInd>DBIT</CdtDbtInd>"#)), "{xml}");
+        <CdtDbtInd>DBIT</CdtDbtInd>"#
+            )),
+            "{xml}"
+        );
         assert_eq!(xsd_valid(&xml, "camt.053.001.08.xsd").map(|_| ()), Ok(()), "{xml}");
         let csv = csv(&header, &entries).unwrap();
         assert!(csv.ends_with(&format!("closing_balance,2026-12-02,,,DBIT,{text},{code},-{text},,\n")), "{csv}");
@@ -198,7 +216,8 @@ fn an_empty_statement_and_an_iban_account_are_valid() {
 #[test]
 fn long_and_odd_texts_are_cut_and_escaped_into_a_valid_document() {
     let long = "x".repeat(200);
-    let entries = [entry("tr_1", 1, true, Some(&long), Some(&long)), entry("tr_2", 1, true, Some("  "), Some("\"'<>&"))];
+    let entries =
+        [entry("tr_1", 1, true, Some(&long), Some(&long)), entry("tr_2", 1, true, Some("  "), Some("\"'<>&"))];
     let mut header = header("EUR", 0, &[(1, true), (1, true)], None);
     header.account_id = "a".repeat(40);
     let xml = camt(&header, &entries).unwrap();

@@ -131,6 +131,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn an_item_transfer_reads_back_as_its_batch_and_index() {
         let batch = BatchId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         for index in [0, 1, 7, (1 << 40) - 1] {
@@ -144,7 +145,7 @@ mod tests {
     }
 
     #[test]
-        fn item_ids_are_distinct_and_increasing() {
+    fn item_ids_are_distinct_and_increasing() {
         let a = BatchId(crate::time_ordered(1_700_000_000_000, 7 << 42));
         let b = BatchId(crate::time_ordered(1_700_000_000_000, 8 << 42));
         assert!(a.item_transfer(0) < a.item_transfer(1));

@@ -69,7 +69,11 @@ fn entries(statement: &Value) -> Vec<(String, String, u64)> {
         .unwrap()
         .iter()
         .map(|e| {
-            (e["transfer"].as_str().unwrap().to_owned(), e["credit_debit"].as_str().unwrap().to_owned(), e["amount"].as_u64().unwrap())
+            (
+                e["transfer"].as_str().unwrap().to_owned(),
+                e["credit_debit"].as_str().unwrap().to_owned(),
+                e["amount"].as_u64().unwrap(),
+            )
         })
         .collect()
 }
@@ -83,9 +87,7 @@ async fn ok_transfer(client: &Client, body: Value) -> Value {
 async fn a_statement_books_moves_not_holds(backend: Backend) {
     let Some((client, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
     let (funding, payer, payee) = client.parties(10_000).await;
-    let move_ = |debit: &str, credit: &str, amount: u64| {
-        json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"})
-    };
+    let move_ = |debit: &str, credit: &str, amount: u64| json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"});
     let paid = ok_transfer(&client, move_(&payer, &payee, 2_500)).await;
     // A hold stays open, a second is posted in part (500 booked), a third is voided.
     let mut hold = move_(&payer, &payee, 1_000);
@@ -119,7 +121,10 @@ async fn a_statement_books_moves_not_holds(backend: Backend) {
     assert_eq!(whole["debits"], json!({"count": 2, "sum": 3_000}));
     // The other side sees the same transfers the other way.
     let other = statement(&client, &payee, "").await;
-    assert_eq!(entries(&other).iter().map(|e| (e.1.as_str(), e.2)).collect::<Vec<_>>(), vec![("credit", 2_500), ("credit", 500)]);
+    assert_eq!(
+        entries(&other).iter().map(|e| (e.1.as_str(), e.2)).collect::<Vec<_>>(),
+        vec![("credit", 2_500), ("credit", 500)]
+    );
     assert_eq!(other["closing_balance"]["amount"], 3_000);
 
     // A period from the second entry on: the first is in the opening balance.
@@ -132,7 +137,10 @@ async fn a_statement_books_moves_not_holds(backend: Backend) {
     let first_at = whole["entries"][0]["booked_at"].as_str().unwrap().to_owned();
     let earlier = statement(&client, &payer, &format!("?from={first_at}&to={first_at}")).await;
     assert_eq!(entries(&earlier), entries(&whole)[..1].to_vec());
-    assert_eq!((earlier["opening_balance"]["amount"].as_i64(), earlier["closing_balance"]["amount"].as_i64()), (Some(0), Some(10_000)));
+    assert_eq!(
+        (earlier["opening_balance"]["amount"].as_i64(), earlier["closing_balance"]["amount"].as_i64()),
+        (Some(0), Some(10_000))
+    );
     // A whole UTC day, written as a date: today's statement is the whole history here.
     let today = &first_at[..10];
     let day = statement(&client, &payer, &format!("?from={today}&to={today}")).await;
@@ -147,7 +155,10 @@ async fn a_statement_books_moves_not_holds(backend: Backend) {
     let xml = text(&client, &payer, "?format=camt.053").await;
     assert_schema_valid(&xml);
     assert!(xml.contains("urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"), "{xml}");
-    assert!(xml.contains("<Cd>OPBD</Cd>\n          </CdOrPrtry>\n        </Tp>\n        <Amt Ccy=\"EUR\">0.00</Amt>"), "{xml}");
+    assert!(
+        xml.contains("<Cd>OPBD</Cd>\n          </CdOrPrtry>\n        </Tp>\n        <Amt Ccy=\"EUR\">0.00</Amt>"),
+        "{xml}"
+    );
     assert!(xml.contains("<Cd>CLBD</Cd>\n          </CdOrPrtry>\n        </Tp>\n        <Amt Ccy=\"EUR\">70.00</Amt>\n        <CdtDbtInd>CRDT</CdtDbtInd>"), "{xml}");
     assert_eq!(xml.matches("<Ntry>").count(), 3);
     assert!(xml.contains(&format!("<AcctSvcrRef>{}</AcctSvcrRef>", paid["id"].as_str().unwrap())), "{xml}");
@@ -246,8 +257,12 @@ async fn batch_items_carry_their_end_to_end_id(backend: Backend) {
     assert_eq!(status["status"], "completed", "{status}");
 
     let json = statement(&client, &payee, "").await;
-    let references: Vec<(u64, Value)> =
-        json["entries"].as_array().unwrap().iter().map(|e| (e["amount"].as_u64().unwrap(), e["end_to_end_id"].clone())).collect();
+    let references: Vec<(u64, Value)> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["amount"].as_u64().unwrap(), e["end_to_end_id"].clone()))
+        .collect();
     assert_eq!(references, vec![(1_250, json!("INV-2026-1")), (50, Value::Null)]);
     // The payer's side carries the same reference.
     let payer_json = statement(&client, &payer, "").await;

@@ -40,8 +40,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use paycore_formats::{
-    check_iban, Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance,
-    StatementEntry, StatementHeader, StatementWriter,
+    check_iban, Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry,
+    StatementHeader, StatementWriter,
 };
 use paycore_ledger::{Account, AccountId, TenantId, Transfer, TransferKind};
 use paycore_store::{BatchStore, Reader};
@@ -169,7 +169,13 @@ fn booked(transfer: &Transfer, account: AccountId) -> Option<(u64, bool)> {
 }
 
 /// The opening balance at `start` and the totals of `start..end`, from the account's history.
-fn sums(reader: &dyn Reader, tenant: TenantId, account: AccountId, start: u64, end: u64) -> paycore_store::Result<Sums> {
+fn sums(
+    reader: &dyn Reader,
+    tenant: TenantId,
+    account: AccountId,
+    start: u64,
+    end: u64,
+) -> paycore_store::Result<Sums> {
     let mut sums = Sums::default();
     let mut from = 0;
     loop {
@@ -386,7 +392,7 @@ fn digits(text: &str) -> Option<u64> {
 
 fn days_in_month(year: u64, month: u64) -> u64 {
     match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -405,6 +411,7 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -421,12 +428,22 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T01:00:01+01:00"), Some(NANOS_PER_SECOND));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00.5Z"), Some(NANOS_PER_SECOND / 2));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00.000000001Z"), Some(1));
-        for bad in ["1970-01-01T00:00:00", "1970-01-01T00:00:00.Z", "1970-01-01T00:00:00.0000000001Z",
-            "1970-01-01T24:00:00Z", "1970-01-01T00:00:00+1:00", "1970-01-01T00:00:00-01:00x", "1970-01-01T00:00:00+00:01",
-            "2026-12-01Té0:00:00Z"] {
+        for bad in [
+            "1970-01-01T00:00:00",
+            "1970-01-01T00:00:00.Z",
+            "1970-01-01T00:00:00.0000000001Z",
+            "1970-01-01T24:00:00Z",
+            "1970-01-01T00:00:00+1:00",
+            "1970-01-01T00:00:00-01:00x",
+            "1970-01-01T00:00:00+00:01",
+            "2026-12-01Té0:00:00Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
-        assert_eq!(parse_bound("2026-12-01", Bound::To).unwrap() - parse_bound("2026-12-01", Bound::From).unwrap(), NANOS_PER_DAY);
+        assert_eq!(
+            parse_bound("2026-12-01", Bound::To).unwrap() - parse_bound("2026-12-01", Bound::From).unwrap(),
+            NANOS_PER_DAY
+        );
         assert_eq!(parse_bound("1970-01-01T00:00:00Z", Bound::To).unwrap(), 1);
         assert!(parse_bound("9999-12-31", Bound::To).is_err(), "past a u64 of nanoseconds");
     }

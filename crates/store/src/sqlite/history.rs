@@ -202,7 +202,13 @@ pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usiz
 
 /// Up to `limit` ids of the account's indexed transfers with a timestamp in `from..to`, oldest
 /// first, from the history attached to a reader as `history`.
-pub(super) fn indexed_ascending(conn: &Connection, account: u128, from: i64, to: i64, limit: usize) -> Result<Vec<u128>> {
+pub(super) fn indexed_ascending(
+    conn: &Connection,
+    account: u128,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<u128>> {
     let mut ids = Vec::new();
     if limit == 0 || from >= to {
         return Ok(ids);

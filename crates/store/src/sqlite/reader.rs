@@ -257,7 +257,14 @@ impl Reader for SqliteReader {
                          ORDER BY timestamp LIMIT ?6",
                     )?
                     .query_map(
-                        params![watermark, from, to, id_blob(id.0), id_blob(tenant.0), i64::try_from(rest).unwrap_or(i64::MAX)],
+                        params![
+                            watermark,
+                            from,
+                            to,
+                            id_blob(id.0),
+                            id_blob(tenant.0),
+                            i64::try_from(rest).unwrap_or(i64::MAX)
+                        ],
                         transfer_from,
                     )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
