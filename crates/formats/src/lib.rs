@@ -260,6 +260,9 @@ pub struct Item {
     pub reference: Option<String>,
     /// pain.001 `InstrId`, echoed as `OrgnlInstrId` in pain.002.
     pub instruction_id: Option<String>,
+    /// pain.001 unstructured remittance information (`RmtInf/Ustrd`, its lines joined by a
+    /// space, at most 140 characters), written on account statements.
+    pub remittance: Option<String>,
     /// pain.001 `PmtInfId`, the grouping key of pain.002 `OrgnlPmtInfAndSts`.
     pub payment_information_id: Option<String>,
 }

@@ -847,6 +847,7 @@ impl Parser<'_, '_, '_> {
             currency: self.usd,
             reference: Some(trace.to_owned()),
             instruction_id: None,
+            remittance: None,
             payment_information_id: None,
         })
     }

@@ -16,7 +16,8 @@ on_both_backends!(
     a_statement_books_moves_not_holds,
     amounts_follow_the_currency,
     bad_parameters_and_other_tenants,
-    batch_items_carry_their_end_to_end_id
+    batch_items_carry_their_end_to_end_id,
+    a_pain001_item_carries_its_remittance_information
 );
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
@@ -273,6 +274,62 @@ async fn batch_items_carry_their_end_to_end_id(backend: Backend) {
     assert!(xml.contains("<EndToEndId>NOTPROVIDED</EndToEndId>"), "{xml}");
     let csv = text(&client, &payee, "?format=csv").await;
     assert!(csv.contains(",CRDT,12.50,EUR,12.50,INV-2026-1,\n"), "{csv}");
+}
+
+async fn a_pain001_item_carries_its_remittance_information(backend: Backend) {
+    let Some((client, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let funding = client.account(json!("unlimited")).await;
+    let mut accounts = Vec::new();
+    for iban in ["DE02100100109307118603", "DE89370400440532013000", "NL91ABNA0417164300"] {
+        let a = client.post("/v1/accounts", json!({"currency": "EUR", "reference": iban})).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        accounts.push(a.body["id"].as_str().unwrap().to_owned());
+    }
+    ok_transfer(
+        &client,
+        json!({"debit_account": funding, "credit_account": accounts[0], "amount": 200_000, "currency": "EUR"}),
+    )
+    .await;
+    let file = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../formats/tests/fixtures/iso20022/pain.001.001.10_2tx_EUR.xml"
+    ))
+    .unwrap();
+    let request =
+        client.http.post(format!("{}/v1/batches", client.base)).header("content-type", "application/xml").body(file);
+    let answer = client.send_as_key(request).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    let mut status = Value::Null;
+    for _ in 0..400 {
+        status = client.get(&format!("/v1/batches/{id}")).await.body;
+        if status["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status["status"], "completed", "{status}");
+
+    // The payer's statement: the funding, then both items, the first with its remittance.
+    let json = statement(&client, &accounts[0], "").await;
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{json}");
+    assert_eq!(
+        (&entries[1]["end_to_end_id"], &entries[1]["remittance_information"], &entries[1]["amount"]),
+        (&json!("E2E-pain.001.001.10-1"), &json!("Invoice 2026-001"), &json!(125_000))
+    );
+    assert_eq!(
+        (&entries[2]["end_to_end_id"], &entries[2]["remittance_information"]),
+        (&json!("E2E-pain.001.001.10-2"), &Value::Null)
+    );
+    // The payee's camt.053: its IBAN, the end-to-end id and the remittance information.
+    let xml = text(&client, &accounts[1], "?format=camt.053").await;
+    assert_schema_valid(&xml);
+    assert!(xml.contains("<IBAN>DE89370400440532013000</IBAN>"), "{xml}");
+    assert!(xml.contains("<EndToEndId>E2E-pain.001.001.10-1</EndToEndId>"), "{xml}");
+    assert!(xml.contains("<RmtInf>\n              <Ustrd>Invoice 2026-001</Ustrd>\n            </RmtInf>"), "{xml}");
+    let csv = text(&client, &accounts[1], "?format=csv").await;
+    assert!(csv.contains(",CRDT,1250.00,EUR,1250.00,E2E-pain.001.001.10-1,Invoice 2026-001\n"), "{csv}");
 }
 
 /// A new tenant and a read/write key for it.

@@ -28,7 +28,7 @@ pub mod testing;
 pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
-pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
+pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, ItemReference, Validated};
 pub use error::{Result, StoreError};
 pub use files::FileSink;
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};

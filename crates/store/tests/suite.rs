@@ -18,8 +18,8 @@ use paycore_ledger::{
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
-    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, Opened, Page, StoreError,
-    TenantRecord, Validated, WebhookEndpoint,
+    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, ItemReference, Opened,
+    Page, StoreError, TenantRecord, Validated, WebhookEndpoint,
 };
 use std::sync::{Arc, Barrier};
 
@@ -194,6 +194,7 @@ fn batches(open_store: &dyn Fn() -> Opened) {
         status: ItemStatus::Pending,
         failure_code: None,
         message: None,
+        remittance: (index == 0).then(|| "Invoice 0 & <co>".to_owned()),
     };
     let invalid = BatchItemRow {
         payee: None,
@@ -239,7 +240,9 @@ fn batches(open_store: &dyn Fn() -> Opened) {
     let other_item = paycore_ledger::Transfer { id: batch.item_transfer(3), ..paid.clone() };
     let plain = paycore_ledger::Transfer { id: TransferId(100), ..paid.clone() };
     let found = api.item_references(T1, &[paid.clone(), posted, released, other_amount, other_item, plain]).unwrap();
-    assert_eq!(found, [Some("ref 0".to_owned()), Some("ref 0".to_owned()), None, None, None, None]);
+    let item_0 = ItemReference { reference: Some("ref 0".to_owned()), remittance: Some("Invoice 0 & <co>".to_owned()) };
+    assert_eq!(found, [Some(item_0.clone()), Some(item_0), None, None, None, None]);
+    assert_eq!(api.batch_items(batch, &[], None, 1).unwrap()[0].remittance.as_deref(), Some("Invoice 0 & <co>"));
     assert_eq!(api.item_references(T2, &[paid]).unwrap(), [None], "another tenant's batch");
 
     let items = api.batch_items(batch, &[], None, 100).unwrap();

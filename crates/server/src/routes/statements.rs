@@ -22,8 +22,8 @@
 //!   last day, plus one (a daily statement's sequence 1, 2, 3, …); `CreDtTm` is the time of
 //!   the request. An `AcctSvcrRef` is the transfer id; the `EndToEndId` is the `reference` of
 //!   the batch item that the transfer paid (a pain.001 `EndToEndId`, a CSV `reference`, a
-//!   NACHA trace number: `BatchStore::item_references`), else `NOTPROVIDED`. Remittance
-//!   information is not written: batch items do not keep it yet.
+//!   NACHA trace number: `BatchStore::item_references`), else `NOTPROVIDED`; `RmtInf/Ustrd`
+//!   is the item's remittance information (pain.001 `RmtInf/Ustrd`), where it had one.
 //! - The account is identified by its IBAN when its `reference` is a valid one, else by its
 //!   id (`Othr/Id`).
 
@@ -261,8 +261,8 @@ fn write_statement(
                 credit,
                 booked_at: &booked_at,
                 value_date: &booked_at[..10],
-                end_to_end_id: reference.as_deref(),
-                remittance: None,
+                end_to_end_id: reference.as_ref().and_then(|r| r.reference.as_deref()),
+                remittance: reference.as_ref().and_then(|r| r.remittance.as_deref()),
             })?;
         }
         match page.last() {

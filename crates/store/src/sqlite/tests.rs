@@ -82,6 +82,7 @@ fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
         status: ItemStatus::Invalid,
         failure_code: Some("account_not_found".into()),
         message: Some("payee: no account".into()),
+        remittance: None,
     };
     reader.insert_batch_items(batch, &(0..70).map(item).collect::<Vec<_>>()).unwrap();
     // A failed insert (the same indexes again) writes nothing.
@@ -183,7 +184,7 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 7 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 8 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
