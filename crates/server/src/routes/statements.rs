@@ -109,11 +109,11 @@ pub async fn statement(
     // The period as timestamps: `start..end`, end excluded.
     let start = from.unwrap_or(account.created_at);
     let end = to.unwrap_or(u64::MAX).min(now.saturating_add(1));
+    if start > now {
+        return Err(ApiError::invalid("from", "`from` must not be in the future."));
+    }
     if end <= start {
-        return Err(match to {
-            Some(_) => ApiError::invalid("to", "`to` must not be before `from`."),
-            None => ApiError::invalid("from", "`from` must not be in the future."),
-        });
+        return Err(ApiError::invalid("to", "`to` must not be before `from` (or the account's opening)."));
     }
     let sums = read(&state, move |r| sums(r, tenant, account_id, start, end)).await?;
     let header = statement_header(&account, start, end, now, &sums)
