@@ -210,6 +210,12 @@ async fn amounts_follow_the_currency(backend: Backend) {
 
 async fn bad_parameters_and_other_tenants(backend: Backend) {
     let Some((admin, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let doc = admin.send(admin.http.get(format!("{}/openapi.json", admin.base))).await;
+    let operation = &doc.body["paths"]["/v1/accounts/{id}/statement"]["get"];
+    let content = operation["responses"]["200"]["content"].as_object().unwrap();
+    assert_eq!(content.keys().collect::<Vec<_>>(), ["application/json", "application/xml", "text/csv"]);
+    let formats = operation["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "format").unwrap();
+    assert_eq!(formats["schema"]["enum"], json!(["json", "csv", "camt.053", "camt.053.001.08", null]));
     let (_, a) = tenant(&admin, "Alpha").await;
     let (_, b) = tenant(&admin, "Beta").await;
     let account = a.account(json!(0)).await;

@@ -80,7 +80,11 @@ enum Format {
 #[utoipa::path(get, path = "/v1/accounts/{id}/statement", tag = "accounts",
     params(("id" = String, Path, description = "`acct_…`"), StatementQuery),
     responses(
-        (status = 200, description = "The statement, streamed: JSON (`application/json`), CSV (`type,booked_at,transfer,counterparty,credit_debit,amount,currency,balance,end_to_end_id,remittance_information`) or camt.053.001.08 XML (`application/xml`)", content_type = "application/json", body = String),
+        (status = 200, description = "The statement, streamed: JSON (`application/json`), CSV (`type,booked_at,transfer,counterparty,credit_debit,amount,currency,balance,end_to_end_id,remittance_information`) or camt.053.001.08 XML (`application/xml`)", content(
+            (String = "application/json"),
+            (String = "text/csv"),
+            (String = "application/xml"),
+        )),
         (status = 400, description = "`parameter_invalid` naming `from`, `to` or `format`", body = ErrorBody),
         (status = 404, description = "`resource_missing`", body = ErrorBody),
     ),
