@@ -172,6 +172,7 @@ mod csv;
 mod iban;
 mod jsonl;
 mod nacha;
+mod nacha_return;
 mod pain001;
 mod pain002;
 mod report;
@@ -180,6 +181,7 @@ pub mod strict_json;
 
 pub use iban::{check_iban, is_bic};
 pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
+pub use nacha_return::{return_reason, write_nacha_returns, ReturnFileDate, ReturnFileError};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
 pub use statement::{
