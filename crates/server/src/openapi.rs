@@ -160,7 +160,7 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
             schema,
             json!({"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"}),
         ),
-        ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
+        ("query", "format") => schema["enum"] = json!(["csv", "pain.002", "nacha", null]),
         ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", "001.001.11", null]),
         ("query", "mode") => schema["enum"] = names_or_null(BatchMode::ALL.iter().map(|v| v.as_str())),
         ("query", "on_invalid") => schema["enum"] = names_or_null(OnInvalid::ALL.iter().map(|v| v.as_str())),
