@@ -465,6 +465,7 @@ impl Checker<'_> {
                         Some(field) => format!("{}: {}", field, d.message),
                         None => d.message.clone(),
                     }),
+                    remittance: None,
                 };
             }
         };
@@ -491,6 +492,7 @@ impl Checker<'_> {
             status,
             failure_code,
             message,
+            remittance: item.remittance,
         }
     }
 

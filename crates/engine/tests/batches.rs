@@ -50,6 +50,7 @@ fn row(index: u64, amount: u64) -> BatchItemRow {
         status: ItemStatus::Pending,
         failure_code: None,
         message: None,
+        remittance: None,
     }
 }
 

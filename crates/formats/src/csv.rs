@@ -143,6 +143,7 @@ fn row(record: &ByteRecord, columns: &Columns, options: &ParseOptions, line: u64
         currency,
         reference,
         instruction_id: None,
+        remittance: None,
         payment_information_id: None,
     })
 }

@@ -72,6 +72,7 @@ fn record(bytes: &[u8], options: &ParseOptions, line: u64) -> Result<Item, Diagn
         currency,
         reference: text("reference")?.map(str::to_owned),
         instruction_id: None,
+        remittance: None,
         payment_information_id: None,
     })
 }

@@ -172,15 +172,22 @@ mod csv;
 mod iban;
 mod jsonl;
 mod nacha;
+mod nacha_return;
 mod pain001;
 mod pain002;
 mod report;
+mod statement;
 pub mod strict_json;
 
 pub use iban::{check_iban, is_bic};
 pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
+pub use nacha_return::{return_reason, write_nacha_returns, ReturnFileDate, ReturnFileError};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
+pub use statement::{
+    Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry,
+    StatementHeader, StatementWriter, CAMT053_NAMESPACE, CSV_STATEMENT_HEADER,
+};
 
 use paycore_ledger::{Amount, Currency};
 use std::fmt;
@@ -255,6 +262,9 @@ pub struct Item {
     pub reference: Option<String>,
     /// pain.001 `InstrId`, echoed as `OrgnlInstrId` in pain.002.
     pub instruction_id: Option<String>,
+    /// pain.001 unstructured remittance information (`RmtInf/Ustrd`, its lines joined by a
+    /// space, at most 140 characters), written on account statements.
+    pub remittance: Option<String>,
     /// pain.001 `PmtInfId`, the grouping key of pain.002 `OrgnlPmtInfAndSts`.
     pub payment_information_id: Option<String>,
 }

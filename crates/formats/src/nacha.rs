@@ -202,7 +202,7 @@ pub(crate) fn parse<R: BufRead>(
 
 /// Reads the file's records: one a line, or, in a file without line ends whose second record
 /// starts right after the first one's 94th character, 94 characters each (mainframe exports).
-struct Records<R> {
+pub(crate) struct Records<R> {
     input: R,
     buffer: Vec<u8>,
     line: u64,
@@ -213,12 +213,12 @@ struct Records<R> {
 }
 
 impl<R: BufRead> Records<R> {
-    fn new(input: R) -> Self {
+    pub(crate) fn new(input: R) -> Self {
         Records { input, buffer: Vec::new(), line: 0, back_to_back: None, carry: None }
     }
 
     /// The next record (or line) without its line end, with its 1-based number.
-    fn next_record(&mut self) -> Result<Option<(u64, &[u8])>, FatalError> {
+    pub(crate) fn next_record(&mut self) -> Result<Option<(u64, &[u8])>, FatalError> {
         self.buffer.clear();
         match self.back_to_back {
             None => self.first()?,
@@ -295,7 +295,7 @@ impl<R: BufRead> Records<R> {
 /// Checks a line's characters and length. The one rule: a record is 94 characters; a shorter
 /// line is padded with blanks (its trailing blanks were trimmed), and a longer one is cut to
 /// 94 when everything past column 94 is blank.
-fn record<'a>(bytes: &'a [u8], line: u64, padded: &'a mut String) -> Result<&'a str, FatalError> {
+pub(crate) fn record<'a>(bytes: &'a [u8], line: u64, padded: &'a mut String) -> Result<&'a str, FatalError> {
     let text = std::str::from_utf8(bytes).ok().filter(|t| t.is_ascii()).ok_or_else(|| FatalError::Malformed {
         line,
         message: "the line has a character outside ASCII; NACHA files are ASCII".to_owned(),
@@ -340,7 +340,7 @@ fn iat_header_problem(record: &str) -> Option<String> {
 }
 
 /// The characters at 1-based positions `from..=to`, as the NACHA tables number them.
-fn field(record: &str, from: usize, to: usize) -> &str {
+pub(crate) fn field(record: &str, from: usize, to: usize) -> &str {
     record.get(from - 1..to).unwrap_or("")
 }
 
@@ -847,6 +847,7 @@ impl Parser<'_, '_, '_> {
             currency: self.usd,
             reference: Some(trace.to_owned()),
             instruction_id: None,
+            remittance: None,
             payment_information_id: None,
         })
     }

@@ -49,7 +49,12 @@ const KNOWN: &[&str] = &[
     "PmtInf",
     "PmtInfId",
     "ReqdExctnDt",
+    "RmtInf",
+    "Ustrd",
 ];
+
+/// The most characters of remittance information kept (ISO's `Max140Text`).
+const REMITTANCE_MAX: usize = 140;
 
 /// Nesting deeper than this is fatal; pain.001 needs about 12 levels.
 const DEPTH_MAX: usize = 64;
@@ -89,6 +94,8 @@ struct Transaction {
     location: String,
     instruction_id: Option<String>,
     end_to_end_id: Option<String>,
+    /// `RmtInf/Ustrd`, its lines joined by a space, cut at [`REMITTANCE_MAX`] characters.
+    remittance: Option<String>,
     amount: Option<String>,
     currency: Option<String>,
     equivalent: bool,
@@ -426,6 +433,18 @@ impl Parser<'_, '_> {
             }
             [.., "CdtTrfTxInf", "PmtId", "InstrId"] => transaction.instruction_id = Some(value),
             [.., "CdtTrfTxInf", "PmtId", "EndToEndId"] => transaction.end_to_end_id = Some(value),
+            [.., "CdtTrfTxInf", "RmtInf", "Ustrd"] if !value.is_empty() => {
+                let text = transaction.remittance.get_or_insert_with(String::new);
+                if text.chars().count() < REMITTANCE_MAX {
+                    if !text.is_empty() {
+                        text.push(' ');
+                    }
+                    text.push_str(&value);
+                    if let Some((end, _)) = text.char_indices().nth(REMITTANCE_MAX) {
+                        text.truncate(end);
+                    }
+                }
+            }
             [.., "CdtTrfTxInf", "Amt", "InstdAmt"] | [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "Amt"] => {
                 transaction.amount = Some(value);
             }
@@ -521,6 +540,7 @@ impl Parser<'_, '_> {
             reference,
             instruction_id: transaction.instruction_id.clone().filter(|id| !id.is_empty()),
             payment_information_id: self.block.id.clone(),
+            remittance: transaction.remittance.clone(),
         })
     }
 

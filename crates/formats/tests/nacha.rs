@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use paycore_formats::{change_addenda, return_addenda, ChangeAddenda, Format, ReturnAddenda};
+use paycore_formats::{
+    change_addenda, return_addenda, write_nacha_returns, ChangeAddenda, Format, ReturnAddenda, ReturnFileDate,
+};
 
 fn fixture(name: &str) -> Outcome {
     let path = format!("{}/tests/fixtures/nacha/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -481,4 +483,74 @@ fn the_outcome_does_not_depend_on_the_buffer_size() {
         assert_eq!(whole.diagnostics, small.diagnostics, "{}", path.display());
         assert_eq!(whole.summary(), small.summary(), "{}", path.display());
     }
+}
+
+// ---------------------------------------------------------------- return files out
+
+/// The return file of `original` for the entries at `lines` (with their R-codes), and what
+/// paycore's own parser makes of it.
+fn returned(original: &str, lines: &[(u64, &str)]) -> (String, Outcome) {
+    let returns: std::collections::BTreeMap<u64, &str> = lines.iter().copied().collect();
+    let made = ReturnFileDate { date: "261205".to_owned(), time: "0730".to_owned() };
+    let out = write_nacha_returns(original.as_bytes(), &returns, &made, Vec::new()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let outcome = parse_file(&text);
+    (text, outcome)
+}
+
+#[test]
+fn a_return_file_reads_back_cleanly_as_returns_never_paid() {
+    let path = format!("{}/tests/fixtures/nacha/web-credit.ach", env!("CARGO_MANIFEST_DIR"));
+    let original = std::fs::read_to_string(path).unwrap();
+    let (text, outcome) = returned(&original, &[(3, "R01")]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10, "{text}");
+    assert!(lines.iter().all(|l| l.len() == 94), "{text}");
+    // From paycore (the original's destination) back to the original batch's ODFI.
+    assert_eq!(&lines[0][..23], "101 121042882 031300012");
+    assert_eq!(&lines[0][23..33], "2612050730");
+    // The return of a credit (22) is a 21 to the ODFI, for the same account and amount, with an
+    // Addenda 99 naming R01, the original trace number and the original RDFI.
+    assert_eq!(&lines[2][..39], "62112104288212345678         0000010000");
+    assert_eq!(&lines[3][..35], "799R01121042880000001      23138010");
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result.as_ref().err());
+    assert_eq!(outcome.control_messages(), Vec::<String>::new());
+    assert!(outcome.items.is_empty(), "a return is never paid");
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "return_entry_not_matched")]);
+    assert!(outcome.diagnostics[0].message.contains("reason R01"), "{}", outcome.diagnostics[0].message);
+    assert!(
+        outcome.diagnostics[0].message.contains("trace number 121042880000001"),
+        "{}",
+        outcome.diagnostics[0].message
+    );
+
+    // Nothing to return: a file of no batch that still reads back.
+    let (text, outcome) = returned(&original, &[]);
+    assert_eq!(text.lines().count(), 10, "{text}");
+    assert_eq!(outcome.control_messages(), Vec::<String>::new());
+    assert!(outcome.items.is_empty() && outcome.diagnostics.is_empty());
+}
+
+#[test]
+fn a_return_file_of_several_entries_balances() {
+    // Two credits and a debit in one PPD batch; the first credit and the debit are returned.
+    let text = file_of(
+        "PPD",
+        "200",
+        &[
+            entry("22", "231380104", "111", 1_000, 0, &trace(1)),
+            entry("32", "231380104", "222", 2_500, 0, &trace(2)),
+            entry("27", "231380104", "333", 700, 0, &trace(3)),
+        ],
+    );
+    assert_eq!(parse_file(&text).items.len(), 3);
+    let (out, outcome) = returned(&text, &[(3, "R03"), (5, "R01")]);
+    assert_eq!(outcome.control_messages(), Vec::<String>::new(), "{out}");
+    assert!(outcome.items.is_empty());
+    assert_eq!(lines_and_codes(&outcome), vec![(3, "return_entry_not_matched"), (5, "return_entry_not_matched")]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!((&lines[2][..3], &lines[4][..3]), ("621", "626"));
+    assert_eq!((&lines[3][3..6], &lines[5][3..6]), ("R03", "R01"));
+    // Batch control: 4 records, one credit of 10.00 and one debit of 7.00.
+    assert_eq!(&lines[6][..44], "82000000040024208576000000000700000000001000");
 }

@@ -47,10 +47,28 @@ fn every_version_gives_the_same_exact_items() {
             "{file}"
         );
         assert_eq!(outcome.items[0].instruction_id.as_deref(), Some("INSTR-1"), "{file}");
+        assert_eq!(outcome.items[0].remittance.as_deref(), Some("Invoice 2026-001"), "{file}");
+        assert_eq!(outcome.items[1].remittance, None, "{file}");
         let payment_information = format!("PMTINF-{variant}");
         assert_eq!(outcome.items[1].payment_information_id.as_deref(), Some(payment_information.as_str()), "{file}");
         assert_eq!(outcome.totals(), vec![("EUR", 150_125)], "{file}");
     }
+}
+
+#[test]
+fn remittance_lines_are_joined_and_cut_at_140_characters() {
+    let file = read("pain.001.001.10_2tx_EUR.xml");
+    let two_lines = file.replace(
+        "<Ustrd>Invoice 2026-001</Ustrd>",
+        "<Ustrd>Invoice 1 &amp; 2</Ustrd>\n          <Ustrd>  order 77  </Ustrd>",
+    );
+    let outcome = parse_text(Format::Pain001, &two_lines, &Default::default());
+    assert_eq!(outcome.items[0].remittance.as_deref(), Some("Invoice 1 & 2 order 77"));
+    let long = file.replace("Invoice 2026-001", &"é".repeat(150));
+    let outcome = parse_text(Format::Pain001, &long, &Default::default());
+    assert_eq!(outcome.items[0].remittance.as_deref(), Some("é".repeat(140).as_str()));
+    let empty = file.replace("<Ustrd>Invoice 2026-001</Ustrd>", "<Ustrd> </Ustrd>");
+    assert_eq!(parse_text(Format::Pain001, &empty, &Default::default()).items[0].remittance, None);
 }
 
 #[test]

@@ -80,6 +80,22 @@ impl BatchId {
         self.item_id(index, if post { 1 } else { 2 })
     }
 
+    /// What [`BatchId::item_transfer`] and [`BatchId::item_resolution`] (with a post) may have
+    /// made `transfer` from: the range of batch ids that share its top bits, and the item's
+    /// index. `None` for a tag no post or payment carries (a release of a hold). Any id has a
+    /// reading: whether a batch of that range and an item of that index exist, and match the
+    /// transfer, is for the caller to check.
+    pub fn item_of(transfer: TransferId) -> Option<(std::ops::RangeInclusive<BatchId>, u64)> {
+        let mask = (1u128 << ITEM_BITS) - 1;
+        let low = transfer.0 & mask;
+        if low & 3 > 1 {
+            return None;
+        }
+        let first = transfer.0 & !mask;
+        let index = u64::try_from(low >> 2).ok()?;
+        Some((BatchId(first)..=BatchId(first | mask), index))
+    }
+
     /// The batch id's time-ordered top bits, then the index and a tag: a batch's transfers get
     /// increasing ids, so the store appends them to its index instead of scattering them. The
     /// top 86 bits (48 of milliseconds, 38 random) keep batches apart; 40 bits of index allow
@@ -113,6 +129,20 @@ pub(crate) fn item_state(step: BatchStep, code: ResultCode) -> BatchItemState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn an_item_transfer_reads_back_as_its_batch_and_index() {
+        let batch = BatchId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        for index in [0, 1, 7, (1 << 40) - 1] {
+            for id in [batch.item_transfer(index), batch.item_resolution(index, true)] {
+                let (range, found) = BatchId::item_of(id).unwrap();
+                assert!(range.contains(&batch), "{index}");
+                assert_eq!(found, index);
+            }
+            assert_eq!(BatchId::item_of(batch.item_resolution(index, false)), None);
+        }
+    }
 
     #[test]
     fn item_ids_are_distinct_and_increasing() {

@@ -90,6 +90,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/accounts/{id}", get(routes::accounts::retrieve).patch(routes::accounts::update))
         .route("/v1/accounts/{id}/transfers", get(routes::accounts::transfers))
         .route("/v1/accounts/{id}/audit", get(routes::accounts::audit))
+        .route("/v1/accounts/{id}/statement", get(routes::statements::statement))
         .route("/v1/transfers", post(routes::transfers::create))
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))

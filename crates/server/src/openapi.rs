@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         routes::accounts::transfers,
         routes::accounts::update,
         routes::accounts::audit,
+        routes::statements::statement,
         routes::transfers::create,
         routes::payments::create,
         routes::payments::retrieve,
@@ -172,7 +173,14 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
         ("query", "format") if path == "/v1/batches" => {
             schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
         }
-        ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
+        ("query", "format") if path.ends_with("/statement") => {
+            schema["enum"] = json!(["json", "csv", "camt.053", "camt.053.001.08", null]);
+        }
+        ("query", "from" | "to") if path.ends_with("/statement") => bounds(
+            schema,
+            json!({"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"}),
+        ),
+        ("query", "format") => schema["enum"] = json!(["csv", "pain.002", "nacha", null]),
         ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", "001.001.11", null]),
         ("query", "mode") => schema["enum"] = names_or_null(BatchMode::ALL.iter().map(|v| v.as_str())),
         ("query", "on_invalid") => schema["enum"] = names_or_null(OnInvalid::ALL.iter().map(|v| v.as_str())),

@@ -297,6 +297,52 @@ pub fn write_csv<W: Write>(store: &dyn BatchStore, batch: &BatchRecord, out: W) 
     writer.finish()
 }
 
+/// Writes the NACHA return file of an ended NACHA batch: every entry that was not paid (refused
+/// at validation, failed, voided, cancelled, or in a rejected file) goes back with the R-code
+/// of its failure ([`paycore_formats::return_reason`]); prenotes, zero-dollar entries, and the
+/// file's own returns and notifications of change are not entries to return. The original
+/// file is read again from the store; the lines to return are collected first (a map of line
+/// to R-code, 16 bytes or so an item).
+pub fn write_nacha_return<W: Write>(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    created_at: u64,
+    out: W,
+) -> io::Result<W> {
+    let mut returns = std::collections::BTreeMap::new();
+    let mut after = None;
+    loop {
+        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.index);
+        for row in rows {
+            let code = row.failure_code.as_deref().unwrap_or("");
+            let unpaid = !matches!(row.status, Stored::Succeeded | Stored::Held);
+            let not_an_entry = paycore_formats::is_skipped(code)
+                || matches!(code, "return_entry_not_matched" | "notification_of_change");
+            if unpaid && !not_an_entry {
+                returns.insert(row.line, paycore_formats::return_reason(code));
+            }
+        }
+    }
+    let file = batch.file.as_deref().ok_or_else(|| io::Error::other("the batch has no stored file"))?;
+    let original = store
+        .open_file(file)
+        .map_err(io::Error::other)?
+        .ok_or_else(|| io::Error::other("the batch's file is no longer stored"))?;
+    let stamp = rfc3339(created_at);
+    let made = paycore_formats::ReturnFileDate {
+        date: format!("{}{}{}", &stamp[2..4], &stamp[5..7], &stamp[8..10]),
+        time: format!("{}{}", &stamp[11..13], &stamp[14..16]),
+    };
+    paycore_formats::write_nacha_returns(io::BufReader::new(original), &returns, &made, out).map_err(
+        |error| match error {
+            paycore_formats::ReturnFileError::Io(error) => error,
+            other => io::Error::other(other.to_string()),
+        },
+    )
+}
+
 /// The header of the pain.002 report of an ended batch; `created_at` is its `CreDtTm`
 /// (nanoseconds since the epoch).
 pub fn pain002_header(batch: &BatchRecord, totals: &[BatchTotal], created_at: u64) -> Pain002Header {

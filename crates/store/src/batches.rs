@@ -100,6 +100,16 @@ pub struct BatchItemRow {
     pub status: ItemStatus,
     pub failure_code: Option<String>,
     pub message: Option<String>,
+    /// Unstructured remittance information from the file (pain.001 `RmtInf/Ustrd`).
+    pub remittance: Option<String>,
+}
+
+/// What an account statement writes about the batch item that made a transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemReference {
+    /// The item's `reference`: its end-to-end id.
+    pub reference: Option<String>,
+    pub remittance: Option<String>,
 }
 
 /// Control totals of a batch's valid items in one currency.
@@ -187,6 +197,17 @@ pub trait BatchStore: Send + Sync {
     /// `currency` if there is one, else any account with that reference (so that the caller can
     /// report the currency mismatch).
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>>;
+    /// For each of `transfers`, the `reference` (a pain.001 `EndToEndId`, a CSV `reference`, a
+    /// NACHA trace number) and remittance information of the batch item of `tenant` that it
+    /// paid or posted, found from
+    /// its id ([`paycore_ledger::BatchId::item_of`]) and checked against the item's payer,
+    /// payee and amount; `None` for a transfer no batch item made.
+    /// What an account statement writes as an entry's end-to-end id.
+    fn item_references(
+        &self,
+        tenant: TenantId,
+        transfers: &[paycore_ledger::Transfer],
+    ) -> Result<Vec<Option<ItemReference>>>;
     /// Starts writing the uploaded file named `file` (`batches/<name>`, see [`crate::files`]).
     fn file_writer(&self, file: &str) -> Result<Box<dyn FileSink>>;
     /// The finished file named `file`, read from its start; `None` if there is none (never

@@ -30,7 +30,7 @@ pub mod testing;
 pub mod verify;
 
 pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
-pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
+pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, ItemReference, Validated};
 pub use clearing::ClearingSummary;
 pub use error::{Result, StoreError};
 pub use files::FileSink;
@@ -144,6 +144,19 @@ pub trait Reader: Send + Sync {
         currency: Option<Currency>,
         page: Page<ClearingWindowId>,
     ) -> Result<Vec<ClearingSummary>>;
+    /// Up to `limit` of the account's transfers (every kind: holds, posts, voids) whose
+    /// timestamp lies in `timestamps`, **oldest first**: what a statement reads. Timestamps are
+    /// unique and increasing across the ledger, so a caller pages on by starting the next call
+    /// one past the last timestamp returned; a page shorter than `limit` is the last. Every
+    /// batch commits whole and in the order it executed, so transfers committed after a call
+    /// all have timestamps above any it returned.
+    fn account_transfers_between(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+        timestamps: std::ops::Range<u64>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>>;
 }
 
 /// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.

@@ -18,8 +18,8 @@ use paycore_ledger::{
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
-    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, Opened, Page, StoreError,
-    TenantRecord, Validated, WebhookEndpoint,
+    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, ItemReference, Opened,
+    Page, StoreError, TenantRecord, Validated, WebhookEndpoint,
 };
 use std::sync::{Arc, Barrier};
 
@@ -88,6 +88,21 @@ fn suite(open_store: &dyn Fn() -> Opened) {
     let rest = reader.account_transfers(T1, AccountId(2), Page { after: Some(page[1].id), limit: 10 }).unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].id, TransferId(100));
+    // Oldest first in a range of timestamps (a statement's read), paged on by timestamp; every
+    // kind of transfer, the hold included; no other tenant's.
+    let all = reader.account_transfers_between(T1, AccountId(2), 0..u64::MAX, 10).unwrap();
+    let ids: Vec<TransferId> = all.iter().map(|t| t.id).collect();
+    assert_eq!(ids, page.iter().chain(&rest).rev().map(|t| t.id).collect::<Vec<_>>());
+    assert_eq!(ids[0], TransferId(100));
+    assert!(all.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+    let first = reader.account_transfers_between(T1, AccountId(2), 0..u64::MAX, 1).unwrap();
+    assert_eq!(first, all[..1].to_vec());
+    let next = reader.account_transfers_between(T1, AccountId(2), first[0].timestamp + 1..u64::MAX, 10).unwrap();
+    assert_eq!(next, all[1..].to_vec());
+    let middle = reader.account_transfers_between(T1, AccountId(2), all[1].timestamp..all[2].timestamp, 10).unwrap();
+    assert_eq!(middle, all[1..2].to_vec(), "the range's end is excluded");
+    assert!(reader.account_transfers_between(T1, AccountId(2), 0..all[0].timestamp, 10).unwrap().is_empty());
+    assert!(reader.account_transfers_between(T2, AccountId(2), 0..u64::MAX, 10).unwrap().is_empty());
 
     // Recovery gives back the same accounts, open holds and open payments.
     let recovered = store.recover().unwrap();
@@ -181,6 +196,7 @@ fn batches(open_store: &dyn Fn() -> Opened) {
         status: ItemStatus::Pending,
         failure_code: None,
         message: None,
+        remittance: (index == 0).then(|| "Invoice 0 & <co>".to_owned()),
     };
     let invalid = BatchItemRow {
         payee: None,
@@ -216,6 +232,20 @@ fn batches(open_store: &dyn Fn() -> Opened) {
         [3]
     );
     step(&mut state, store.as_mut(), 30, vec![Command::EndBatch { batch, end: BatchEnd::Cancelled }]);
+
+    // The transfer that paid item 0 leads back to the item's reference (a statement's
+    // end-to-end id); a transfer that only looks like one does not.
+    let paid = api.transfer(T1, batch.item_transfer(0)).unwrap().unwrap();
+    let posted = paycore_ledger::Transfer { id: batch.item_resolution(0, true), ..paid.clone() };
+    let released = paycore_ledger::Transfer { id: batch.item_resolution(0, false), ..paid.clone() };
+    let other_amount = paycore_ledger::Transfer { amount: 11, ..paid.clone() };
+    let other_item = paycore_ledger::Transfer { id: batch.item_transfer(3), ..paid.clone() };
+    let plain = paycore_ledger::Transfer { id: TransferId(100), ..paid.clone() };
+    let found = api.item_references(T1, &[paid.clone(), posted, released, other_amount, other_item, plain]).unwrap();
+    let item_0 = ItemReference { reference: Some("ref 0".to_owned()), remittance: Some("Invoice 0 & <co>".to_owned()) };
+    assert_eq!(found, [Some(item_0.clone()), Some(item_0), None, None, None, None]);
+    assert_eq!(api.batch_items(batch, &[], None, 1).unwrap()[0].remittance.as_deref(), Some("Invoice 0 & <co>"));
+    assert_eq!(api.item_references(T2, &[paid]).unwrap(), [None], "another tenant's batch");
 
     let items = api.batch_items(batch, &[], None, 100).unwrap();
     let statuses: Vec<(u64, &str, Option<&str>)> =

@@ -7,6 +7,7 @@ pub mod batches;
 pub mod fx;
 pub mod clearing;
 pub mod payments;
+pub mod statements;
 pub mod transfers;
 pub mod webhooks;
 

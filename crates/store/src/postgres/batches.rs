@@ -6,8 +6,8 @@ use super::codec::{account_from, all, get, id, id_bytes, int, opt_hash, opt_id, 
 use super::open::OUTBOX_LOCK;
 use super::reader::PostgresReader;
 use crate::batches::{
-    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters, NewRun,
-    ResultRun, Validated,
+    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
+    ItemReference, NewRun, ResultRun, Validated,
 };
 use crate::{Result, StoreError};
 use paycore_ledger::{
@@ -66,6 +66,7 @@ fn item_from(row: &Row) -> Result<BatchItemRow> {
         status: parsed(row, "status", ItemStatus::parse)?,
         failure_code: get(row, "failure_code")?,
         message: get(row, "message")?,
+        remittance: get(row, "remittance")?,
     })
 }
 
@@ -262,10 +263,10 @@ impl BatchStore for PostgresReader {
             client.execute(
                 "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
                      payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
-                     failure_code, message)
+                     failure_code, message, remittance)
                  SELECT $1::bytea, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::bytea[], $11::bytea[], $12::bigint[], $13::text[], $14::text[],
-                     $15::text[], $16::text[])",
+                     $15::text[], $16::text[], $17::text[])",
                 &[
                     &id_bytes(batch.0),
                     &items.iter().map(|i| int(i.index)).collect::<Vec<_>>(),
@@ -283,6 +284,7 @@ impl BatchStore for PostgresReader {
                     &items.iter().map(|i| i.status.as_str()).collect::<Vec<_>>(),
                     &texts(|i| i.failure_code.as_deref()),
                     &texts(|i| i.message.as_deref()),
+                    &texts(|i| i.remittance.as_deref()),
                 ],
             )?;
             Ok(())
@@ -378,6 +380,48 @@ impl BatchStore for PostgresReader {
             let items = list_items(&mut tx, batch, statuses, after, limit)?;
             tx.commit()?;
             Ok(items)
+        })
+    }
+
+    fn item_references(
+        &self,
+        tenant: TenantId,
+        transfers: &[paycore_ledger::Transfer],
+    ) -> Result<Vec<Option<ItemReference>>> {
+        self.with(|client| {
+            let stmt = client.prepare(
+                "SELECT i.reference, i.remittance FROM batches b JOIN batch_items i ON i.batch = b.id AND i.idx = $3
+                 WHERE b.id BETWEEN $1 AND $2 AND b.tenant = $4
+                   AND i.payer = $5 AND i.payee = $6 AND i.amount = $7",
+            )?;
+            let mut references = Vec::with_capacity(transfers.len());
+            for transfer in transfers {
+                let Some((batches, index)) = BatchId::item_of(transfer.id) else {
+                    references.push(None);
+                    continue;
+                };
+                let index = i64::try_from(index).unwrap_or(i64::MAX);
+                let amount = i64::try_from(transfer.amount).unwrap_or(i64::MAX);
+                let found = client.query_opt(
+                    &stmt,
+                    &[
+                        &id_bytes(batches.start().0),
+                        &id_bytes(batches.end().0),
+                        &index,
+                        &id_bytes(tenant.0),
+                        &id_bytes(transfer.debit_account.0),
+                        &id_bytes(transfer.credit_account.0),
+                        &amount,
+                    ],
+                )?;
+                references.push(match found {
+                    Some(row) => {
+                        Some(ItemReference { reference: get(&row, "reference")?, remittance: get(&row, "remittance")? })
+                    }
+                    None => None,
+                });
+            }
+            Ok(references)
         })
     }
 

@@ -216,4 +216,30 @@ impl Reader for PostgresReader {
     fn account_audit(&self, tenant: TenantId, account: AccountId, page: Page<u64>) -> Result<Vec<AuditRecord>> {
         self.with(|client| super::limits::account_audit(client, tenant, account, page.after, page.limit))
     }
+
+    fn account_transfers_between(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+        timestamps: std::ops::Range<u64>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>> {
+        let from = i64::try_from(timestamps.start).unwrap_or(i64::MAX);
+        let to = i64::try_from(timestamps.end).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(|client| {
+            // Oldest first from each per-account index, then merged: two short index scans.
+            let rows = client.query(
+                "SELECT * FROM (
+                     (SELECT * FROM transfers WHERE debit_account = $1 AND timestamp >= $2 AND timestamp < $3
+                        AND tenant = $4 ORDER BY timestamp LIMIT $5)
+                     UNION ALL
+                     (SELECT * FROM transfers WHERE credit_account = $1 AND timestamp >= $2 AND timestamp < $3
+                        AND tenant = $4 ORDER BY timestamp LIMIT $5)
+                 ) t ORDER BY timestamp LIMIT $5",
+                &[&id_bytes(id.0), &from, &to, &id_bytes(tenant.0), &limit],
+            )?;
+            all(&rows, transfer_from)
+        })
+    }
 }

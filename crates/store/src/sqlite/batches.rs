@@ -8,7 +8,7 @@ use super::codec::{
 use super::reader::SqliteReader;
 use crate::batches::{
     end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
-    ListedItem, ResultRun, Validated,
+    ItemReference, ListedItem, ResultRun, Validated,
 };
 use crate::{Result, StoreError};
 use paycore_ledger::{
@@ -51,7 +51,7 @@ pub(super) fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
 
 /// The columns [`item_from`] decodes, in its order.
 const ITEM_COLUMNS: &str = "idx, line, location, reference, instruction_id, payment_information_id, payer_text,
-     payee_text, payer, payee, amount, currency, status, failure_code, message";
+     payee_text, payer, payee, amount, currency, status, failure_code, message, remittance";
 
 fn account_at(row: &Row, i: usize) -> rusqlite::Result<Option<AccountId>> {
     Ok(id_at(row, i)?.map(AccountId))
@@ -93,10 +93,11 @@ fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
         status: item_status_at(row, 12)?,
         failure_code: row.get(13)?,
         message: row.get(14)?,
+        remittance: row.get(15)?,
     })
 }
 
-const ITEM_INSERT_COLUMNS: usize = 16;
+const ITEM_INSERT_COLUMNS: usize = 17;
 
 /// How an item row is stored, narrower than it reads: a valid item's payer text is NULL when
 /// it is the batch's payer (most files name the payer once, for the whole batch), and its
@@ -134,7 +135,8 @@ impl Compact<'_> {
         stmt.raw_bind_parameter(offset + 13, i.currency.map(Currency::code))?;
         stmt.raw_bind_parameter(offset + 14, i.status.as_str())?;
         stmt.raw_bind_parameter(offset + 15, i.failure_code.as_deref())?;
-        stmt.raw_bind_parameter(offset + 16, i.message.as_deref())
+        stmt.raw_bind_parameter(offset + 16, i.message.as_deref())?;
+        stmt.raw_bind_parameter(offset + 17, i.remittance.as_deref())
     }
 
     /// The row as it was given to [`Compact::bind`].
@@ -392,7 +394,7 @@ fn insert_items(conn: &Connection, batch: BatchId, items: &[BatchItemRow]) -> Re
     let compact = Compact { batch_payer: payer.as_deref() };
     let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
              payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
-             failure_code, message) VALUES ";
+             failure_code, message, remittance) VALUES ";
     insert_rows(&conn_tx, head, ITEM_INSERT_COLUMNS, items, |stmt, offset, item| {
         compact.bind(stmt, offset, &blob, item)
     })?;
@@ -546,6 +548,43 @@ impl BatchStore for SqliteReader {
             let items: Vec<Sendable> = list_items(&tx, batch, &[status], after, limit)?;
             tx.finish()?;
             Ok(items.into_iter().filter_map(|s| s.item).collect())
+        })
+    }
+
+    fn item_references(
+        &self,
+        tenant: TenantId,
+        transfers: &[paycore_ledger::Transfer],
+    ) -> Result<Vec<Option<ItemReference>>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT i.reference, i.remittance FROM batches b JOIN batch_items i ON i.batch = b.id AND i.idx = ?3
+                 WHERE b.id BETWEEN ?1 AND ?2 AND b.tenant = ?4
+                   AND i.payer = ?5 AND i.payee = ?6 AND i.amount = ?7",
+            )?;
+            let mut references = Vec::with_capacity(transfers.len());
+            for transfer in transfers {
+                let Some((batches, index)) = BatchId::item_of(transfer.id) else {
+                    references.push(None);
+                    continue;
+                };
+                let found = stmt
+                    .query_row(
+                        params![
+                            id_blob(batches.start().0),
+                            id_blob(batches.end().0),
+                            i64::try_from(index).unwrap_or(i64::MAX),
+                            id_blob(tenant.0),
+                            id_blob(transfer.debit_account.0),
+                            id_blob(transfer.credit_account.0),
+                            i64::try_from(transfer.amount).unwrap_or(i64::MAX),
+                        ],
+                        |row| Ok(ItemReference { reference: row.get(0)?, remittance: row.get(1)? }),
+                    )
+                    .optional()?;
+                references.push(found);
+            }
+            Ok(references)
         })
     }
 

@@ -200,6 +200,43 @@ pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usiz
     Ok(ids)
 }
 
+/// Up to `limit` ids of the account's indexed transfers with a timestamp in `from..to`, oldest
+/// first, from the history attached to a reader as `history`.
+pub(super) fn indexed_ascending(
+    conn: &Connection,
+    account: u128,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<u128>> {
+    let mut ids = Vec::new();
+    if limit == 0 || from >= to {
+        return Ok(ids);
+    }
+    let account = account.to_be_bytes();
+    // The runs that end at or after `from`, oldest first: the first may start before it.
+    let mut stmt = conn.prepare_cached(
+        "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts >= ?2 AND first_ts < ?3
+         ORDER BY last_ts",
+    )?;
+    let mut rows = stmt.query(params![account, from, to])?;
+    while ids.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let entries: Vec<u8> = row.get(0)?;
+        for entry in entries.chunks_exact(ENTRY_BYTES) {
+            let (timestamp, id) = entry.split_at(8);
+            let timestamp = i64::from_be_bytes(timestamp.try_into().unwrap_or_default());
+            if timestamp >= to || ids.len() >= limit {
+                return Ok(ids);
+            }
+            if timestamp >= from {
+                ids.push(u128::from_be_bytes(id.try_into().unwrap_or_default()));
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// The indexer thread; stops (after its current pass) when dropped.
 pub(super) struct Indexer {
     stop: Arc<AtomicBool>,

@@ -247,4 +247,56 @@ impl Reader for SqliteReader {
     fn account_audit(&self, tenant: TenantId, account: AccountId, page: Page<u64>) -> Result<Vec<AuditRecord>> {
         self.with(|conn| super::limits::account_audit(conn, tenant, account, page.after, page.limit))
     }
+
+    fn account_transfers_between(
+        &self,
+        tenant: TenantId,
+        id: AccountId,
+        timestamps: std::ops::Range<u64>,
+        limit: usize,
+    ) -> Result<Vec<Transfer>> {
+        let from = i64::try_from(timestamps.start).unwrap_or(i64::MAX);
+        let to = i64::try_from(timestamps.end).unwrap_or(i64::MAX);
+        self.with(|conn| {
+            // One read transaction over both files, as in `account_transfers`.
+            let tx = conn.unchecked_transaction()?;
+            let watermark: i64 = tx.query_row("SELECT timestamp FROM history.watermark", [], |r| r.get(0))?;
+            // Oldest first: the indexed part (at or below the watermark) ...
+            let ids = history::indexed_ascending(&tx, id.0, from, to.min(watermark.saturating_add(1)), limit)?;
+            let mut rows = Vec::with_capacity(ids.len());
+            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?;
+            for transfer in ids {
+                if let Some(t) =
+                    stmt.query_row(params![id_blob(transfer), id_blob(tenant.0)], transfer_from).optional()?
+                {
+                    rows.push(t);
+                }
+            }
+            // ... then the unindexed tail above it, on the timestamp index.
+            let rest = limit.saturating_sub(rows.len());
+            if rest > 0 && to > watermark {
+                let tail = tx
+                    .prepare_cached(
+                        "SELECT * FROM transfers
+                         WHERE timestamp > ?1 AND timestamp >= ?2 AND timestamp < ?3
+                           AND (debit_account = ?4 OR credit_account = ?4) AND tenant = ?5
+                         ORDER BY timestamp LIMIT ?6",
+                    )?
+                    .query_map(
+                        params![
+                            watermark,
+                            from,
+                            to,
+                            id_blob(id.0),
+                            id_blob(tenant.0),
+                            i64::try_from(rest).unwrap_or(i64::MAX)
+                        ],
+                        transfer_from,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.extend(tail);
+            }
+            Ok(rows)
+        })
+    }
 }

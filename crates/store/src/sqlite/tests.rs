@@ -84,6 +84,7 @@ fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
         status: ItemStatus::Invalid,
         failure_code: Some("account_not_found".into()),
         message: Some("payee: no account".into()),
+        remittance: None,
     };
     reader.insert_batch_items(batch, &(0..70).map(item).collect::<Vec<_>>()).unwrap();
     // A failed insert (the same indexes again) writes nothing.
@@ -239,7 +240,7 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 10 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 11 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
@@ -341,6 +342,29 @@ fn history(reader: &dyn Reader, account: u128, page_size: usize) -> Vec<Transfer
     }
 }
 
+/// Every page of an account's history in `timestamps`, oldest first.
+fn history_between(
+    reader: &dyn Reader,
+    account: u128,
+    timestamps: std::ops::Range<u64>,
+    page_size: usize,
+) -> Vec<paycore_ledger::Transfer> {
+    let mut all = Vec::new();
+    let mut from = timestamps.start;
+    loop {
+        let page = reader.account_transfers_between(T1, AccountId(account), from..timestamps.end, page_size).unwrap();
+        let full = page.len() == page_size;
+        match page.last() {
+            Some(last) => from = last.timestamp + 1,
+            None => return all,
+        }
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
+}
+
 #[test]
 fn account_history_lists_every_transfer_whether_indexed_or_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,6 +382,15 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
             let expected: Vec<TransferId> =
                 committed.iter().rev().filter(|t| t.1 == account || t.2 == account).map(|t| TransferId(t.0)).collect();
             assert_eq!(history(reader, account, page_size), expected, "account {account}, pages of {page_size}");
+            let oldest_first = history_between(reader, account, 0..u64::MAX, page_size);
+            let ids: Vec<TransferId> = oldest_first.iter().map(|t| t.id).collect();
+            assert_eq!(ids, expected.iter().rev().copied().collect::<Vec<_>>(), "account {account} oldest first");
+            // A range inside the history: its start included, its end not.
+            if oldest_first.len() > 3 {
+                let (a, b) = (1, oldest_first.len() - 1);
+                let range = oldest_first[a].timestamp..oldest_first[b].timestamp;
+                assert_eq!(history_between(reader, account, range, page_size), oldest_first[a..b].to_vec());
+            }
         }
     };
     for batch in 0..24u128 {

@@ -2,7 +2,7 @@
 //! (`report`), and their request and response types (`types`).
 
 mod intake;
-mod report;
+pub(crate) mod report;
 mod types;
 
 pub use intake::{__path_create, create};
@@ -53,7 +53,7 @@ fn one_of<T: Copy>(
     }
 }
 
-fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
     let text = rejection.body_text();
     // `unknown field `name`` names it in backticks; a value that does not parse is
     // `…query string: name: invalid digit…`.

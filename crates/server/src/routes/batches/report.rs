@@ -21,7 +21,7 @@ use std::sync::Arc;
 #[utoipa::path(get, path = "/v1/batches/{id}/report", tag = "batches",
     params(("id" = String, Path, description = "`bat_…`"), ReportQuery),
     responses(
-        (status = 200, description = "The report, streamed: CSV (`line,reference,payer,payee,amount,currency,status,failure_code`) or pain.002 XML", content_type = "text/csv", body = String),
+        (status = 200, description = "The report, streamed: CSV (`line,reference,payer,payee,amount,currency,status,failure_code`), pain.002 XML, or a NACHA return file", content_type = "text/csv", body = String),
         (status = 404, body = ErrorBody),
         (status = 409, description = "`batch_not_finished`", body = ErrorBody),
     ),
@@ -33,12 +33,22 @@ pub async fn report(
     query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(query_error)?;
-    let pain002 = match query.format.as_deref() {
-        None | Some("csv") => false,
-        Some("pain.002") => true,
-        Some(_) => return Err(ApiError::invalid("format", "`format` must be csv or pain.002.")),
+    let (pain002, nacha) = match query.format.as_deref() {
+        None | Some("csv") => (false, false),
+        Some("pain.002") => (true, false),
+        Some("nacha") => (false, true),
+        Some(_) => return Err(ApiError::invalid("format", "`format` must be csv, pain.002 or nacha.")),
     };
     let batch = find(&state, auth, &id).await?;
+    if nacha && batch.format != paycore_ledger::BatchFormat::Nacha {
+        return Err(ApiError::invalid(
+            "format",
+            format!(
+                "`format=nacha` is the return file of a NACHA batch; this batch's file is {}.",
+                batch.format.as_str()
+            ),
+        ));
+    }
     if !batch.status.is_final() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -54,6 +64,9 @@ pub async fn report(
         Some("001.001.11") => Pain002Version::V11,
         Some(_) => return Err(ApiError::invalid("version", "`version` must be 001.001.03, 001.001.10 or 001.001.11.")),
     };
+    if nacha {
+        return Ok(nacha_return(&state, batch, &id));
+    }
     let (content_type, extension) =
         if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
     let kind = if pain002 { ReportKind::Pain002(version) } else { ReportKind::Csv };
@@ -108,7 +121,32 @@ pub async fn report(
     Ok(response)
 }
 
-const CHANNEL_CHUNK: usize = 64 * 1024;
+/// The NACHA return file of an ended NACHA batch, written now from the stored file and items.
+fn nacha_return(state: &Arc<AppState>, batch: paycore_store::BatchRecord, id: &str) -> Response {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let store = state.batches.clone();
+    let now = now_ns();
+    crate::request_id::spawn_blocking(move || {
+        let out = ChannelWriter { sender: sender.clone(), buffer: Vec::with_capacity(CHANNEL_CHUNK) };
+        let written = reports::write_nacha_return(store.as_ref(), &batch, now, out);
+        if let Err(error) = written.and_then(|mut out| out.flush()) {
+            tracing::error!(%error, "NACHA return file failed part way");
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=us-ascii"));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{id}-returns.ach\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+pub(crate) const CHANNEL_CHUNK: usize = 64 * 1024;
 
 /// Sends a file to the response body in 64 KiB chunks.
 fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
@@ -132,9 +170,9 @@ fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io
 }
 
 /// A `Write` that sends 64 KiB chunks to the response body.
-struct ChannelWriter {
-    sender: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
-    buffer: Vec<u8>,
+pub(crate) struct ChannelWriter {
+    pub(crate) sender: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    pub(crate) buffer: Vec<u8>,
 }
 
 impl Write for ChannelWriter {

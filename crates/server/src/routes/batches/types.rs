@@ -257,7 +257,8 @@ pub struct ItemsQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
-    /// `csv` (default) or `pain.002`.
+    /// `csv` (default), `pain.002`, or `nacha` (a NACHA batch's return file: every entry not
+    /// paid, as a return with its R-code).
     pub format: Option<String>,
     /// pain.002 only: `001.001.03`, `001.001.10` or `001.001.11`; default the version that
     /// answers the input (001.001.03 for a pain.001.001.03 or DK pain.001.003.03 file,
