@@ -131,6 +131,7 @@ fn the_ledgers_own_outcomes_round_trip() {
                     payee: AccountId(b),
                     amount: 250,
                     currency: Currency::from_code("EUR").unwrap(),
+                    fx: None,
                 })
                 .collect(),
         },

@@ -102,7 +102,7 @@ pub fn new_transfer() -> BoxedStrategy<NewTransfer> {
 
 fn batch_item() -> impl Strategy<Value = BatchItem> {
     (any::<u64>(), account_id(), account_id(), any::<u64>(), currency())
-        .prop_map(|(index, payer, payee, amount, currency)| BatchItem { index, payer, payee, amount, currency })
+        .prop_map(|(index, payer, payee, amount, currency)| BatchItem { index, payer, payee, amount, currency, fx: None })
 }
 
 fn batch_step() -> impl Strategy<Value = BatchStep> {
@@ -538,6 +538,7 @@ pub fn bulk_items() -> Submission {
                 payee: AccountId(numbers.id(opened)),
                 amount: 1 + numbers.next() % 500_000,
                 currency: usd,
+                fx: None,
             }
         })
         .collect();

@@ -88,6 +88,13 @@ impl State {
                             if !self.holds.contains_key(&hold) {
                                 wanted.holds.push(hold);
                             }
+                            // A cross-currency item's fee is a hold of its own.
+                            if item.fx.is_some_and(|fx| fx.fee > 0) {
+                                let fee_hold = super::fx::fee_transfer(hold);
+                                if !self.holds.contains_key(&fee_hold) {
+                                    wanted.holds.push(fee_hold);
+                                }
+                            }
                         }
                     }
                 }
