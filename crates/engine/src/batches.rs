@@ -184,8 +184,14 @@ fn read_items(
     max_lines: u64,
 ) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
-    let mut checker =
-        Checker { store, tenant: batch.tenant, batch: batch.id, cache: HashMap::new(), error: None, fx: FxBook::default() };
+    let mut checker = Checker {
+        store,
+        tenant: batch.tenant,
+        batch: batch.id,
+        cache: HashMap::new(),
+        error: None,
+        fx: FxBook::default(),
+    };
     let mut read = ReadItems {
         summary: Ok(Summary::default()),
         total: 0,
@@ -534,13 +540,16 @@ impl Checker<'_> {
         })?;
         let totals = &mut pair.1;
         let sum = |a: u64, b: u64| a.checked_add(b).filter(|s| *s <= AMOUNT_MAX);
-        let (Some(s), Some(t), Some(f)) = (sum(totals.source, source), sum(totals.target, amount), sum(totals.fee, fee))
+        let (Some(s), Some(t), Some(f)) =
+            (sum(totals.source, source), sum(totals.target, amount), sum(totals.fee, fee))
         else {
-            let message = format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
+            let message =
+                format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
             return Err(("invalid_amount", message));
         };
         if s.checked_add(f).is_none_or(|total| total > AMOUNT_MAX) {
-            let message = format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
+            let message =
+                format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
             return Err(("invalid_amount", message));
         }
         *totals = PairTotals { source: s, target: t, fee: f };

@@ -376,7 +376,8 @@ mod properties {
 /// A USD → EUR batch item of `amount` EUR cents at 0.9234 with a 25 bps fee, as validation
 /// fixes it.
 fn fx_item(index: u64, amount: u64) -> BatchItem {
-    let (source_amount, fee) = fx::batch_item_fx(amount, Rate::parse("0.9234").unwrap(), c("USD"), c("EUR"), 25).unwrap();
+    let (source_amount, fee) =
+        fx::batch_item_fx(amount, Rate::parse("0.9234").unwrap(), c("USD"), c("EUR"), 25).unwrap();
     BatchItem {
         index,
         payer: PAYER,

@@ -938,20 +938,55 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     let Opened { mut store, api } = open_store();
     let mut state = State::default();
     let t0 = 1_700_000_000 * SECOND;
-    step(&mut state, store.as_mut(), t0, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None), open(3, Overdraft::Limit(0), None)]);
-    step(&mut state, store.as_mut(), t0 + SECOND, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 2, 3, 100, None)])]);
-    let update = |account, update| Command::UpdateAccount { account: AccountId(account), update, actor: "key_a".into() };
+    step(
+        &mut state,
+        store.as_mut(),
+        t0,
+        vec![
+            open(1, Overdraft::Unlimited, None),
+            open(2, Overdraft::Limit(0), None),
+            open(3, Overdraft::Limit(0), None),
+        ],
+    );
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + SECOND,
+        vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 2, 3, 100, None)])],
+    );
+    let update =
+        |account, update| Command::UpdateAccount { account: AccountId(account), update, actor: "key_a".into() };
     let limited = AccountUpdate {
         daily_outflow: Change::Set(500),
         velocity: Change::Set(Velocity { count: 4, window_seconds: 600 }),
         ..AccountUpdate::default()
     };
     step(&mut state, store.as_mut(), t0 + 2 * SECOND, vec![update(2, limited)]);
-    step(&mut state, store.as_mut(), t0 + 3 * SECOND, vec![Command::Transfers(vec![mv(102, 2, 3, 300, Some(Hold { timeout_seconds: None })), mv(103, 2, 3, 100, None)])]);
-    step(&mut state, store.as_mut(), t0 + 4 * SECOND, vec![update(3, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() })]);
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + 3 * SECOND,
+        vec![Command::Transfers(vec![
+            mv(102, 2, 3, 300, Some(Hold { timeout_seconds: None })),
+            mv(103, 2, 3, 100, None),
+        ])],
+    );
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + 4 * SECOND,
+        vec![update(3, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() })],
+    );
 
     let row = api.account(T1, AccountId(2)).unwrap().unwrap();
-    assert_eq!(row.limits, Limits { max_payment: None, daily_outflow: Some(500), velocity: Some(Velocity { count: 4, window_seconds: 600 }) });
+    assert_eq!(
+        row.limits,
+        Limits {
+            max_payment: None,
+            daily_outflow: Some(500),
+            velocity: Some(Velocity { count: 4, window_seconds: 600 })
+        }
+    );
     assert_eq!(row.status, AccountStatus::Active);
     assert_eq!(api.account(T1, AccountId(3)).unwrap().unwrap().status, AccountStatus::Frozen);
     assert_eq!(row, state.account(AccountId(2)).unwrap().clone());
@@ -959,7 +994,10 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     // The audit: newest first, per tenant, in pages.
     let audit = api.account_audit(T1, AccountId(2), Page { after: None, limit: 10 }).unwrap();
     assert_eq!(audit.len(), 1);
-    assert_eq!((audit[0].actor.as_str(), audit[0].before.as_str()), ("key_a", r#"{"limits":{"daily_outflow":null,"velocity":null}}"#));
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].before.as_str()),
+        ("key_a", r#"{"limits":{"daily_outflow":null,"velocity":null}}"#)
+    );
     assert_eq!(audit[0].after, r#"{"limits":{"daily_outflow":500,"velocity":{"count":4,"window_seconds":600}}}"#);
     assert!(api.account_audit(T2, AccountId(2), Page { after: None, limit: 10 }).unwrap().is_empty());
     assert!(api.account_audit(T1, AccountId(2), Page { after: Some(audit[0].at), limit: 10 }).unwrap().is_empty());
@@ -972,7 +1010,8 @@ fn limits(open_store: &dyn Fn() -> Opened) {
 
     // Recovery keeps the settings, and rebuilds the day's outflow from the transfers.
     let recovered = store.recover().unwrap();
-    let mut again = State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+    let mut again =
+        State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
     let wanted = again.history_wanted();
     assert_eq!(wanted.debits_of, vec![AccountId(2)]);
     again.insert_debit_history(store.load(&wanted).unwrap().debits);
@@ -987,7 +1026,12 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     // Account 1 is unlimited: closing it needs a zero balance, which it cannot reach here;
     // account 4, empty, closes. A transfer forged into it afterwards is found by verify.
     step(&mut state, store.as_mut(), t0 + 6 * SECOND, vec![open(4, Overdraft::Limit(0), None)]);
-    step(&mut state, store.as_mut(), t0 + 7 * SECOND, vec![update(4, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() })]);
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + 7 * SECOND,
+        vec![update(4, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() })],
+    );
     assert_eq!(api.account(T1, AccountId(4)).unwrap().unwrap().status, AccountStatus::Closed);
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);

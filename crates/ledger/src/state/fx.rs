@@ -18,10 +18,10 @@ use super::linked::Undo;
 use super::transfers::{Move, Resolution};
 use super::{CommandError, NewAccount, NewPayment, State};
 use crate::account::Overdraft;
+use crate::batch::{BatchItem, BatchStep, ItemFx};
 use crate::fx::{fee_revenue_account, liquidity_account, Quote};
 use crate::payment::{Payment, PaymentFx, TAG_FX_FEE, TAG_FX_FEE_RESOLVE, TAG_FX_TARGET};
 use crate::transfer::ResultCode;
-use crate::batch::{BatchItem, BatchStep, ItemFx};
 use crate::{time_ordered, AccountId, Amount, BatchId, Currency, PaymentId, TenantId, TransferId};
 
 pub(super) const CURRENCY: &str = "currency";

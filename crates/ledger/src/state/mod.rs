@@ -9,8 +9,8 @@
 mod accounts;
 mod batch_items;
 mod changes;
-pub(crate) mod fx;
 mod clearing;
+pub(crate) mod fx;
 mod invariants;
 mod limits;
 mod linked;

@@ -140,7 +140,13 @@ impl FxStore for SqliteReader {
                     "INSERT INTO batch_item_fx (batch, idx, quote, source_amount, fee) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for (index, fx) in items {
-                    insert.execute(params![blob, int(*index), id_blob(fx.quote.0), int(fx.source_amount), int(fx.fee)])?;
+                    insert.execute(params![
+                        blob,
+                        int(*index),
+                        id_blob(fx.quote.0),
+                        int(fx.source_amount),
+                        int(fx.fee)
+                    ])?;
                 }
             }
             tx.commit()?;

@@ -87,7 +87,8 @@ pub async fn retrieve(
 ) -> Result<Response, ApiError> {
     let batch = find(&state, auth, &id).await?;
     let batch_id = batch.id;
-    let (totals, quotes) = blocking(&state, move |s| Ok((s.batch_totals(batch_id)?, s.batch_quotes(batch_id)?))).await?;
+    let (totals, quotes) =
+        blocking(&state, move |s| Ok((s.batch_totals(batch_id)?, s.batch_quotes(batch_id)?))).await?;
     Ok(rendered(json(200, &BatchJson::new(&batch, &totals).with_quotes(&quotes))))
 }
 
