@@ -6,7 +6,7 @@ use crate::fx::{FxStore, RateRecord};
 use crate::{IdempotencyRecord, Result};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{BatchId, Currency, ItemFx, QuoteId, TenantId};
-use postgres::Row;
+use postgres::{GenericClient, Row};
 
 fn rate_from(row: &Row) -> Result<RateRecord> {
     Ok(RateRecord {
@@ -174,34 +174,44 @@ impl FxStore for PostgresReader {
     }
 
     fn batch_quotes(&self, batch: BatchId) -> Result<Vec<Quote>> {
-        self.with(|client| {
-            let rows = client.query(
-                "SELECT * FROM fx_quotes WHERE batch = $1 ORDER BY from_currency, to_currency",
-                &[&id_bytes(batch.0).as_slice()],
-            )?;
-            rows.iter().map(quote_from).collect()
-        })
+        self.with(|client| batch_quotes(client, batch))
     }
 
     fn batch_item_fx(&self, batch: BatchId, first: u64, last: u64) -> Result<Vec<(u64, ItemFx)>> {
-        self.with(|client| {
-            let rows = client.query(
-                "SELECT idx, quote, source_amount, fee FROM batch_item_fx
-                 WHERE batch = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx",
-                &[&id_bytes(batch.0).as_slice(), &int(first), &int(last)],
-            )?;
-            rows.iter()
-                .map(|row| {
-                    Ok((
-                        uint(row, "idx")?,
-                        ItemFx {
-                            quote: QuoteId(id(row, "quote")?),
-                            source_amount: uint(row, "source_amount")?,
-                            fee: uint(row, "fee")?,
-                        },
-                    ))
-                })
-                .collect()
-        })
+        self.with(|client| batch_item_fx(client, batch, first, last))
     }
+}
+
+/// The quotes of `batch`, by source then target currency code.
+pub(super) fn batch_quotes(client: &mut impl GenericClient, batch: BatchId) -> Result<Vec<Quote>> {
+    let rows = client.query(
+        "SELECT * FROM fx_quotes WHERE batch = $1 ORDER BY from_currency, to_currency",
+        &[&id_bytes(batch.0).as_slice()],
+    )?;
+    rows.iter().map(quote_from).collect()
+}
+
+/// The payer sides of `batch`'s cross-currency items with indexes in `first..=last`, by index.
+pub(super) fn batch_item_fx(
+    client: &mut impl GenericClient,
+    batch: BatchId,
+    first: u64,
+    last: u64,
+) -> Result<Vec<(u64, ItemFx)>> {
+    let rows = client.query(
+        "SELECT idx, quote, source_amount, fee FROM batch_item_fx WHERE batch = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx",
+        &[&id_bytes(batch.0).as_slice(), &int(first), &int(last)],
+    )?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                uint(row, "idx")?,
+                ItemFx {
+                    quote: QuoteId(id(row, "quote")?),
+                    source_amount: uint(row, "source_amount")?,
+                    fee: uint(row, "fee")?,
+                },
+            ))
+        })
+        .collect()
 }

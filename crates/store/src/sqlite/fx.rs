@@ -165,33 +165,43 @@ impl FxStore for SqliteReader {
     }
 
     fn batch_quotes(&self, batch: BatchId) -> Result<Vec<Quote>> {
-        self.with(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT * FROM fx_quotes WHERE batch = ?1 ORDER BY from_currency, to_currency")?;
-            let quotes = stmt.query_map([id_blob(batch.0)], quote_from)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(quotes)
-        })
+        self.with(|conn| batch_quotes(conn, batch))
     }
 
     fn batch_item_fx(&self, batch: BatchId, first: u64, last: u64) -> Result<Vec<(u64, ItemFx)>> {
-        self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT idx, quote, source_amount, fee FROM batch_item_fx
-                 WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx",
-            )?;
-            let rows = stmt
-                .query_map(params![id_blob(batch.0), int(first), int(last)], |row| {
-                    Ok((
-                        uint(row, "idx")?,
-                        ItemFx {
-                            quote: QuoteId(blob_id(row, "quote")?),
-                            source_amount: uint(row, "source_amount")?,
-                            fee: uint(row, "fee")?,
-                        },
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
+        self.with(|conn| batch_item_fx(conn, batch, first, last))
     }
+}
+
+/// The quotes of `batch`, by source then target currency code.
+pub(super) fn batch_quotes(conn: &rusqlite::Connection, batch: BatchId) -> Result<Vec<Quote>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM fx_quotes WHERE batch = ?1 ORDER BY from_currency, to_currency")?;
+    let quotes = stmt.query_map([id_blob(batch.0)], quote_from)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(quotes)
+}
+
+/// The payer sides of `batch`'s cross-currency items with indexes in `first..=last`, by index.
+pub(super) fn batch_item_fx(
+    conn: &rusqlite::Connection,
+    batch: BatchId,
+    first: u64,
+    last: u64,
+) -> Result<Vec<(u64, ItemFx)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, quote, source_amount, fee FROM batch_item_fx WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx",
+    )?;
+    let rows = stmt
+        .query_map(params![id_blob(batch.0), int(first), int(last)], |row| {
+            Ok((
+                uint(row, "idx")?,
+                ItemFx {
+                    quote: QuoteId(blob_id(row, "quote")?),
+                    source_amount: uint(row, "source_amount")?,
+                    fee: uint(row, "fee")?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }

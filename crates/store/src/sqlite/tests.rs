@@ -316,7 +316,7 @@ fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missin
     conn.execute("UPDATE payments SET fx_amount = 91", []).unwrap();
     conn.execute(
         "INSERT INTO fx_quotes SELECT ?1, tenant, from_currency, to_currency, rate, source_amount, target_amount,
-             fee, created_at, expires_at, used_by FROM fx_quotes",
+             fee, created_at, expires_at, used_by, batch FROM fx_quotes",
         [QuoteId(6).0.to_be_bytes()],
     )
     .unwrap();
