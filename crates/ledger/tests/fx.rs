@@ -461,14 +461,17 @@ fn atomic_cross_currency_items_hold_then_post_or_void_every_leg() {
     let held = vec![fx_item(0, 9_234), fx_item(1, 1_000)];
     let (outcome, changes) = run_stored(&mut s, &mut stored, items(batch, BatchStep::Hold, held.clone()), NOW);
     assert_eq!(codes(outcome), vec![ResultCode::Ok, ResultCode::Ok]);
-    assert_eq!(changes.transfers.len(), 4, "the source and fee holds, nothing in EUR");
+    assert_eq!(changes.transfers.len(), 6, "the source, fee and payee holds");
     assert_eq!(pending(&s, PAYER), (11_111, 0));
+    assert_eq!(pending(&s, liquidity_account(T, c("EUR"))), (10_234, 0));
+    assert_eq!(pending(&s, PAYEE), (0, 10_234));
     assert_eq!(balance(&s, PAYEE), 0);
 
     let (outcome, changes) = run_stored(&mut s, &mut stored, items(batch, BatchStep::Post, held.clone()), NOW + SECOND);
     assert_eq!(codes(outcome), vec![ResultCode::Ok, ResultCode::Ok]);
-    assert_eq!(changes.transfers.len(), 6, "two posts and the payee's leg per item");
+    assert_eq!(changes.transfers.len(), 6, "three posts per item");
     assert_eq!(pending(&s, PAYER), (0, 0));
+    assert_eq!(pending(&s, PAYEE), (0, 0));
     assert_eq!(balance(&s, PAYER), 100_000 - 11_111);
     assert_eq!(balance(&s, liquidity_account(T, c("EUR"))), -10_234);
     assert_eq!(balance(&s, PAYEE), 10_234);
@@ -483,8 +486,9 @@ fn atomic_cross_currency_items_hold_then_post_or_void_every_leg() {
     assert_eq!(pending(&s, PAYER), (10_025, 0));
     let (outcome, changes) = run(&mut s, items(other, BatchStep::Void, held), &[], NOW + SECOND);
     assert_eq!(codes(outcome), vec![ResultCode::Ok]);
-    assert_eq!(changes.transfers.len(), 2);
+    assert_eq!(changes.transfers.len(), 3);
     assert_eq!(pending(&s, PAYER), (0, 0));
+    assert_eq!(pending(&s, PAYEE), (0, 0));
     assert_eq!(balance(&s, PAYER), 100_000 - 11_111);
     assert_eq!(balance(&s, PAYEE), 10_234);
 }
@@ -496,4 +500,18 @@ fn a_cross_currency_item_between_accounts_of_one_currency_is_refused() {
     let (outcome, changes) = run(&mut s, items(BatchId(0x1238 << 80), BatchStep::Pay, vec![item]), &[], NOW);
     assert_eq!(codes(outcome), vec![ResultCode::CurrencyMismatch]);
     assert!(changes.transfers.is_empty());
+}
+
+#[test]
+fn a_closed_payee_refuses_a_cross_currency_item_at_its_hold() {
+    // Refused in the first phase of an atomic batch, never after other items were posted.
+    let mut s = state();
+    let freeze = AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() };
+    run(&mut s, Command::UpdateAccount { account: PAYEE, update: freeze, actor: "test".into() }, &[], NOW);
+    let (outcome, changes) =
+        run(&mut s, items(BatchId(0x1239 << 80), BatchStep::Hold, vec![fx_item(0, 1_000)]), &[], NOW);
+    assert_eq!(codes(outcome), vec![ResultCode::AccountClosed]);
+    assert!(changes.transfers.is_empty());
+    assert_eq!(pending(&s, PAYER), (0, 0));
+    assert_eq!(pending(&s, liquidity_account(T, c("EUR"))), (0, 0));
 }

@@ -432,22 +432,23 @@ impl FxLegs<'_> {
         let paid = self.batch.item_transfer(index);
         let (target, fee) = batch_item_fx_transfers(batch, index);
         let amount_of = |id: &TransferId| self.transfers.get(id).map(|t| t.amount);
-        let paid_out = self.transfers.get(&target).map(|t| (t.kind, t.amount));
+        // What a leg moved: a single transfer's amount, or a hold's once posted in full.
+        let posted = |id: &TransferId| match self.transfers.get(id).map(|t| t.kind) {
+            Some(TransferKind::Single) => amount_of(id),
+            Some(TransferKind::Pending) => {
+                self.resolved.get(id).filter(|(kind, _)| *kind == TransferKind::PostPending).and(amount_of(id))
+            }
+            _ => None,
+        };
+        let paid_out = posted(&target);
         if item.status == ItemStatus::Succeeded {
-            let posted = |id: &TransferId| match self.transfers.get(id).map(|t| t.kind) {
-                Some(TransferKind::Single) => amount_of(id),
-                Some(TransferKind::Pending) => {
-                    self.resolved.get(id).filter(|(kind, _)| *kind == TransferKind::PostPending).and(amount_of(id))
-                }
-                _ => None,
-            };
             if posted(&paid) != Some(side.source_amount) {
                 report.problem(format!("{batch} item {index}: its payer did not pay {}", side.source_amount));
             }
             if side.fee > 0 && posted(&fee) != Some(side.fee) {
                 report.problem(format!("{batch} item {index}: its fee of {} did not move", side.fee));
             }
-            if paid_out != Some((TransferKind::Single, amount)) {
+            if paid_out != Some(amount) {
                 report.problem(format!("{batch} item {index}: its payee was not paid {amount}"));
             }
         } else if paid_out.is_some() {

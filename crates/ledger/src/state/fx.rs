@@ -275,12 +275,13 @@ impl State {
     ///
     /// - `Pay`: payer → liquidity(source) `source_amount` (the item's own transfer id), payer →
     ///   fee revenue(source) `fee`, liquidity(target) → payee `amount`;
-    /// - `Hold`: the payer's two legs held; nothing moves in the target currency;
-    /// - `Post`: both holds posted, and the payee's leg made;
-    /// - `Void`: both holds released.
+    /// - `Hold`: the same three legs as holds, so that everything that could refuse the item
+    ///   (funds, the payee's status) refuses it in the first phase of an atomic batch;
+    /// - `Post`: the three holds posted; `Void`: the three holds released.
     ///
-    /// Every leg's id derives from the batch and the index, the same whichever step makes it,
-    /// so a resumed batch finds the item's first leg (`exists`) and makes none of them again.
+    /// Every leg's id derives from the batch and the index ([`batch_item_fx_transfers`]; a
+    /// resolution's from the item's resolution id), so a resumed batch finds the item's first
+    /// leg (`exists`) and makes none of them again.
     pub(super) fn fx_batch_item(
         &mut self,
         tenant: TenantId,
@@ -301,77 +302,45 @@ impl State {
             return ResultCode::CurrencyMismatch;
         }
         let paid = batch.item_transfer(item.index);
+        let (target_id, fee_id) = batch_item_fx_transfers(batch, item.index);
         let fee = Amount::new(fx.fee);
-        if matches!(step, BatchStep::Pay | BatchStep::Hold) {
-            self.open_fx_account(tenant, liquidity_account(tenant, source_currency), source_currency, true, now);
-            self.open_fx_account(tenant, liquidity_account(tenant, item.currency), item.currency, true, now);
-            self.open_fx_account(tenant, fee_revenue_account(tenant, source_currency), source_currency, false, now);
-        }
-        let pay_out = Move {
-            id: beside(paid, TAG_FX_TARGET),
-            debit: liquidity_account(tenant, item.currency),
-            credit: item.payee,
-            amount: target,
-            currency: item.currency,
-            hold: false,
-            expires_at: None,
-        };
-        self.all_or_nothing(|state| match step {
-            BatchStep::Pay | BatchStep::Hold => {
-                let hold = step == BatchStep::Hold;
-                let payer_side = Move {
-                    id: paid,
-                    debit: item.payer,
-                    credit: liquidity_account(tenant, source_currency),
-                    amount: source,
-                    currency: source_currency,
-                    hold,
-                    expires_at: None,
-                };
-                let code = state.apply_move(tenant, &payer_side, now, None);
-                if code != ResultCode::Ok {
-                    return code;
-                }
-                if let Some(fee) = fee {
-                    let fee_side = Move {
-                        id: fee_transfer(paid),
-                        debit: item.payer,
-                        credit: fee_revenue_account(tenant, source_currency),
-                        amount: fee,
-                        currency: source_currency,
-                        hold,
-                        expires_at: None,
-                    };
-                    let code = state.apply_move(tenant, &fee_side, now, None);
-                    if code != ResultCode::Ok {
-                        return code;
-                    }
-                }
-                if hold {
-                    return ResultCode::Ok;
-                }
-                state.apply_move(tenant, &pay_out, now, None)
-            }
-            BatchStep::Post | BatchStep::Void => {
-                let post = step == BatchStep::Post;
-                let id = batch.item_resolution(item.index, post);
-                let how = if post { Resolution::Post(None) } else { Resolution::Void };
+        if let BatchStep::Post | BatchStep::Void = step {
+            let post = step == BatchStep::Post;
+            let id = batch.item_resolution(item.index, post);
+            let how = if post { Resolution::Post(None) } else { Resolution::Void };
+            return self.all_or_nothing(|state| {
                 let code = state.resolve(tenant, id, paid, how, now, None);
                 if code != ResultCode::Ok {
                     return code;
                 }
                 if fee.is_some() {
-                    let code =
-                        state.resolve(tenant, beside(id, TAG_FX_FEE_RESOLVE), fee_transfer(paid), how, now, None);
+                    let code = state.resolve(tenant, beside(id, TAG_FX_FEE_RESOLVE), fee_id, how, now, None);
                     if code != ResultCode::Ok {
                         return code;
                     }
                 }
-                if !post {
-                    return ResultCode::Ok;
+                state.resolve(tenant, beside(id, TAG_FX_TARGET), target_id, how, now, None)
+            });
+        }
+        self.open_fx_account(tenant, liquidity_account(tenant, source_currency), source_currency, true, now);
+        self.open_fx_account(tenant, liquidity_account(tenant, item.currency), item.currency, true, now);
+        self.open_fx_account(tenant, fee_revenue_account(tenant, source_currency), source_currency, false, now);
+        let hold = step == BatchStep::Hold;
+        let leg =
+            |id, debit, credit, amount, currency| Move { id, debit, credit, amount, currency, hold, expires_at: None };
+        let mut legs = vec![leg(paid, item.payer, liquidity_account(tenant, source_currency), source, source_currency)];
+        if let Some(fee) = fee {
+            legs.push(leg(fee_id, item.payer, fee_revenue_account(tenant, source_currency), fee, source_currency));
+        }
+        legs.push(leg(target_id, liquidity_account(tenant, item.currency), item.payee, target, item.currency));
+        self.all_or_nothing(|state| {
+            for leg in &legs {
+                let code = state.apply_move(tenant, leg, now, None);
+                if code != ResultCode::Ok {
+                    return code;
                 }
-                state.apply_move(tenant, &pay_out, now, None)
             }
+            ResultCode::Ok
         })
     }
 }
