@@ -485,6 +485,30 @@ mod tests {
         }
 
         #[test]
+        fn a_batch_quote_is_its_items_and_never_costs_the_platform(
+            targets in prop::collection::vec(1u64..=1_000_000_000, 1..20),
+            rate in rate(), from in currency(), to in currency(), bps in 0u32..=FEE_BPS_MAX,
+        ) {
+            let mut sums = (0u128, 0u128, 0u128);
+            for &target in &targets {
+                let Ok((source, fee)) = batch_item_fx(target, rate, from, to, bps) else { return Ok(()) };
+                // Each item's source buys its amount, and one minor unit less would not.
+                let (n, d) = exact(source, rate, from, to);
+                prop_assert!(n >= u128::from(target) * d);
+                let (n, d) = exact(source - 1, rate, from, to);
+                prop_assert!(n < u128::from(target) * d);
+                prop_assert_eq!(fee, super::fee(source, bps));
+                sums = (sums.0 + u128::from(source), sums.1 + u128::from(target), sums.2 + u128::from(fee));
+            }
+            // The quote (the sums) buys at least its target in one conversion, and costs at
+            // most one minor unit per item more than the whole would.
+            let (n, d) = ratio(rate, from, to).unwrap();
+            prop_assert!(sums.0 * n >= sums.1 * d);
+            let whole = (sums.1 * d).div_ceil(n);
+            prop_assert!(sums.0 >= whole && sums.0 - whole < targets.len() as u128);
+        }
+
+        #[test]
         fn a_rate_prints_as_it_parses(rate in rate()) {
             prop_assert_eq!(Rate::parse(&rate.to_string()), Ok(rate));
         }
