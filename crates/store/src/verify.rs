@@ -425,8 +425,11 @@ impl FxLegs<'_> {
         let priced = source_for_target(amount, q.rate, q.from, q.to).ok();
         if item.currency != Some(q.to) || priced != Some(side.source_amount) {
             report.problem(format!(
-                "{batch} item {index}: {amount} {:?} does not cost {} {} at its quote's rate {}",
-                item.currency, side.source_amount, q.from, q.rate
+                "{batch} item {index}: {amount} {} does not cost {} {} at its quote's rate {}",
+                item.currency.map_or("(no currency)", |c| c.code()),
+                side.source_amount,
+                q.from,
+                q.rate
             ));
         }
         let paid = self.batch.item_transfer(index);
