@@ -254,7 +254,7 @@ async fn a_resumed_cross_currency_batch_pays_each_leg_once() {
     let rows: Vec<BatchItemRow> =
         (0..4).map(|i| BatchItemRow { payer: Some(AccountId(20)), ..row(i, 1_000) }).collect();
     reader.insert_batch_items(batch, &rows).unwrap();
-    reader.insert_batch_fx(batch, &[quote.clone()], &(0..4).map(|i| (i, fx)).collect::<Vec<_>>()).unwrap();
+    reader.insert_batch_fx(batch, std::slice::from_ref(&quote), &(0..4).map(|i| (i, fx)).collect::<Vec<_>>()).unwrap();
     let fx_item = |index| BatchItem { payer: AccountId(20), fx: Some(fx), ..item(index, 1_000) };
 
     // The first run committed its first chunk (items 0 and 1), then was killed.

@@ -908,11 +908,12 @@ fn fx_batches(open_store: &dyn Fn() -> Opened) {
 
     let items: Vec<BatchItem> = sides
         .iter()
-        .map(|&(index, fx)| BatchItem {
+        .zip(amounts)
+        .map(|(&(index, fx), amount)| BatchItem {
             index,
             payer: AccountId(2),
             payee: AccountId(3),
-            amount: amounts[index as usize],
+            amount,
             currency: eur(),
             fx: Some(fx),
         })
