@@ -4,7 +4,9 @@
 //! (syntax, currency and minor units, amount, accounts that exist in the tenant with the
 //! item's currency, duplicate references), items are written to the store in chunks, and the
 //! control totals decide whether the batch is `rejected` or goes on to `processing`. No money
-//! moves before validation is complete.
+//! moves before validation is complete. An item whose payer's account is in another currency
+//! than the item (the payee's) is priced at the tenant's rate for the pair, one quote per pair
+//! for the batch (see `FxBook` and ARCHITECTURE.md, "Cross-currency batch items").
 //!
 //! The runner then sends the pending items to the engine in chunks on the background lane, so
 //! real-time requests go first in every engine batch. Item ids derive from the batch id and the
@@ -447,6 +449,12 @@ struct Checker<'a> {
     fx: FxBook,
 }
 
+/// Why an item that would make its pair's quote larger than the largest amount is invalid.
+fn pair_too_large(from: Currency, to: Currency) -> (&'static str, String) {
+    let message = format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
+    ("invalid_amount", message)
+}
+
 /// The cross-currency items of a file being validated: one quote per currency pair, at the
 /// tenant's rate when the pair is first met, for the sum of its items.
 #[derive(Default)]
@@ -539,18 +547,12 @@ impl Checker<'_> {
             ("invalid_amount", format!("amount: converted to {from} at {rate}, the item {why}"))
         })?;
         let totals = &mut pair.1;
+        // The quote's amounts are amounts too: the source plus the fee included.
         let sum = |a: u64, b: u64| a.checked_add(b).filter(|s| *s <= AMOUNT_MAX);
-        let (Some(s), Some(t), Some(f)) =
-            (sum(totals.source, source), sum(totals.target, amount), sum(totals.fee, fee))
-        else {
-            let message =
-                format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
-            return Err(("invalid_amount", message));
-        };
-        if s.checked_add(f).is_none_or(|total| total > AMOUNT_MAX) {
-            let message =
-                format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
-            return Err(("invalid_amount", message));
+        let sums = (sum(totals.source, source), sum(totals.target, amount), sum(totals.fee, fee));
+        let (Some(s), Some(t), Some(f)) = sums else { return Err(pair_too_large(from, to)) };
+        if sum(s, f).is_none() {
+            return Err(pair_too_large(from, to));
         }
         *totals = PairTotals { source: s, target: t, fee: f };
         Ok(ItemFx { quote: batch_quote_id(self.batch, from, to), source_amount: source, fee })
