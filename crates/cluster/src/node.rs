@@ -87,9 +87,11 @@ impl Partition {
         let mut standby_said = false;
         while !*stop.borrow() {
             let (url, number) = (self.config.store.clone(), self.number);
-            let opened = tokio::task::spawn_blocking(move || paycore_store::open_partition(&url, number, &paycore_store::Options::default()))
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Internal(format!("the leader election task failed: {e}"))));
+            let opened = tokio::task::spawn_blocking(move || {
+                paycore_store::open_partition(&url, number, &paycore_store::Options::default())
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Internal(format!("the leader election task failed: {e}"))));
             match opened {
                 Ok(leader) => {
                     standby_said = false;

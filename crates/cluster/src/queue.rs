@@ -86,8 +86,8 @@ pub enum QueueError {
 
 /// Connects to NATS.
 pub(crate) async fn connect(config: &QueueConfig) -> Result<async_nats::Client, QueueError> {
-    let valid = !config.name.is_empty()
-        && config.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let valid =
+        !config.name.is_empty() && config.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid {
         return Err(QueueError::Name(config.name.clone()));
     }
@@ -102,10 +102,7 @@ pub(crate) async fn connect(config: &QueueConfig) -> Result<async_nats::Client, 
 
 /// The work-queue stream (created if missing): a message is removed once an engine acknowledges
 /// it; a `Nats-Msg-Id` seen in the last two minutes is stored once.
-pub(crate) async fn stream(
-    js: &jetstream::Context,
-    config: &QueueConfig,
-) -> Result<stream::Stream, QueueError> {
+pub(crate) async fn stream(js: &jetstream::Context, config: &QueueConfig) -> Result<stream::Stream, QueueError> {
     js.get_or_create_stream(stream::Config {
         name: config.stream_name(),
         subjects: vec![format!("{}.cmd.>", config.name)],

@@ -8,13 +8,11 @@ use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encod
 use paycore_engine::{Reply, Submission};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    AccountStatus, AccountUpdate, Change, Velocity, AMOUNT_MAX,
-};
-use paycore_ledger::{
     AccountId, BatchEnd, BatchId, BatchItem, BatchStep, CaptureMethod, Command, CommandError, Currency, NewAccount,
     NewPayment, NewTransfer, Outcome, Overdraft, PaymentId, QuoteId, RefundId, Request, State, TenantId, TransferId,
     TransferOp,
 };
+use paycore_ledger::{AccountStatus, AccountUpdate, Change, Velocity, AMOUNT_MAX};
 use std::collections::BTreeSet;
 
 const TENANT: TenantId = TenantId(1);
@@ -131,6 +129,7 @@ fn the_ledgers_own_outcomes_round_trip() {
                     payee: AccountId(b),
                     amount: 250,
                     currency: Currency::from_code("EUR").unwrap(),
+                    fx: None,
                 })
                 .collect(),
         },
@@ -138,10 +137,25 @@ fn the_ledgers_own_outcomes_round_trip() {
         update(99, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() }),
         update(a, AccountUpdate { max_payment: Change::Set(AMOUNT_MAX + 1), ..AccountUpdate::default() }),
         update(a, AccountUpdate { daily_outflow: Change::Set(u64::MAX), ..AccountUpdate::default() }),
-        update(a, AccountUpdate { velocity: Change::Set(Velocity { count: 0, window_seconds: 60 }), ..AccountUpdate::default() }),
-        update(a, AccountUpdate { velocity: Change::Set(Velocity { count: 5, window_seconds: 0 }), ..AccountUpdate::default() }),
+        update(
+            a,
+            AccountUpdate {
+                velocity: Change::Set(Velocity { count: 0, window_seconds: 60 }),
+                ..AccountUpdate::default()
+            },
+        ),
+        update(
+            a,
+            AccountUpdate {
+                velocity: Change::Set(Velocity { count: 5, window_seconds: 0 }),
+                ..AccountUpdate::default()
+            },
+        ),
         update(a, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() }),
-        update(a, AccountUpdate { daily_outflow: Change::Set(10), max_payment: Change::Remove, ..AccountUpdate::default() }),
+        update(
+            a,
+            AccountUpdate { daily_outflow: Change::Set(10), max_payment: Change::Remove, ..AccountUpdate::default() },
+        ),
         payment(45, a, b, 500, 60),
         Command::ConfirmPayment(PaymentId(45)),
     ];

@@ -4,7 +4,9 @@
 //! (syntax, currency and minor units, amount, accounts that exist in the tenant with the
 //! item's currency, duplicate references), items are written to the store in chunks, and the
 //! control totals decide whether the batch is `rejected` or goes on to `processing`. No money
-//! moves before validation is complete.
+//! moves before validation is complete. An item whose payer's account is in another currency
+//! than the item (the payee's) is priced at the tenant's rate for the pair, one quote per pair
+//! for the batch (see `FxBook` and ARCHITECTURE.md, "Cross-currency batch items").
 //!
 //! The runner then sends the pending items to the engine in chunks on the background lane, so
 //! real-time requests go first in every engine batch. Item ids derive from the batch id and the
@@ -13,9 +15,10 @@
 
 use crate::{EngineError, EngineHandle, Reply, Submission};
 use paycore_formats::{check_expected, is_skipped, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
+use paycore_ledger::fx::{batch_item_fx, batch_quote_id, ConversionError, Quote, Rate};
 use paycore_ledger::{
     parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command,
-    Currency, ItemStatus, OnInvalid, Outcome, Request, ResultCode,
+    Currency, ItemFx, ItemStatus, OnInvalid, Outcome, Request, ResultCode, AMOUNT_MAX,
 };
 use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +71,7 @@ pub fn validate_limited(
     max_lines: u64,
 ) -> paycore_store::Result<()> {
     store.clear_batch_items(batch.id)?;
+    store.clear_batch_fx(batch.id)?;
     let reject = |code: &str, message: String| reject(store, batch, clock, code, &message, &[]);
     let format = batch.format;
     let Some(file) = &batch.file else {
@@ -165,6 +169,8 @@ struct ReadItems {
     totals: BTreeMap<Currency, (u64, u128)>,
     /// The file has more than `max_lines` records (reading stopped there).
     too_many: bool,
+    /// The cross-currency items and their pairs.
+    fx: FxBook,
 }
 
 /// Parses the file once, streaming, checks each record into an item row, and stores the rows
@@ -180,7 +186,14 @@ fn read_items(
     max_lines: u64,
 ) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
-    let mut checker = Checker { store, tenant: batch.tenant, cache: HashMap::new(), error: None };
+    let mut checker = Checker {
+        store,
+        tenant: batch.tenant,
+        batch: batch.id,
+        cache: HashMap::new(),
+        error: None,
+        fx: FxBook::default(),
+    };
     let mut read = ReadItems {
         summary: Ok(Summary::default()),
         total: 0,
@@ -188,6 +201,7 @@ fn read_items(
         skipped: 0,
         totals: BTreeMap::new(),
         too_many: false,
+        fx: FxBook::default(),
     };
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
@@ -215,6 +229,9 @@ fn read_items(
             let mut row = checker.row(record);
             // Every record takes the next index, valid or not (the parser's `Item::index`).
             row.index = read.total;
+            if let Some(fx) = checker.fx.last.take() {
+                checker.fx.items.push((row.index, fx));
+            }
             read.total += 1;
             if row.status == ItemStatus::Invalid {
                 read.invalid += 1;
@@ -241,6 +258,7 @@ fn read_items(
     });
     let writing = written?;
     tracing::debug!(batch = %batch.id, items = read.total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
+    read.fx = checker.fx;
     match checker.error {
         Some(e) => Err(e),
         None => Ok(read),
@@ -316,6 +334,12 @@ fn finish(
     } else {
         (BatchStatus::Processing, None)
     };
+    let now = clock();
+    if status == BatchStatus::Processing && !read.fx.items.is_empty() {
+        // Before the batch is `processing`: a crash in between leaves it `validating`, and the
+        // next validation clears these first.
+        store.insert_batch_fx(batch.id, &read.fx.quotes(batch, now), &read.fx.items)?;
+    }
     store.finish_validation(
         batch.id,
         &Validated {
@@ -326,7 +350,7 @@ fn finish(
             variant: summary.variant.as_deref(),
             message_id: summary.message_id.as_deref(),
             rejection: rejection_json,
-            now: clock(),
+            now,
         },
     )
 }
@@ -386,6 +410,7 @@ fn known_code(code: &str) -> Option<&'static str> {
         "invalid_iban",
         "invalid_bic",
         "invalid_iat_header",
+        "no_rate",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }
@@ -417,12 +442,122 @@ struct Resolved {
 struct Checker<'a> {
     store: &'a dyn BatchStore,
     tenant: paycore_ledger::TenantId,
+    batch: BatchId,
     /// Resolved accounts by currency, then by the text that named them.
     cache: HashMap<Currency, HashMap<String, Option<Resolved>, foldhash::fast::RandomState>>,
     error: Option<paycore_store::StoreError>,
+    fx: FxBook,
+}
+
+/// Why an item that would make its pair's quote larger than the largest amount is invalid.
+fn pair_too_large(from: Currency, to: Currency) -> (&'static str, String) {
+    let message = format!("amount: the batch's items from {from} to {to} add up to more than the largest amount");
+    ("invalid_amount", message)
+}
+
+/// The cross-currency items of a file being validated: one quote per currency pair, at the
+/// tenant's rate when the pair is first met, for the sum of its items.
+#[derive(Default)]
+struct FxBook {
+    /// The tenant's fee, read when the first cross-currency item is met.
+    fee_bps: Option<u32>,
+    /// Per (payer's currency, item's currency): the rate (`None`: the tenant has none), and the
+    /// valid items' sums of source amounts, amounts and fees.
+    pairs: BTreeMap<(Currency, Currency), (Option<Rate>, PairTotals)>,
+    /// The payer side of each valid cross-currency item, by index.
+    items: Vec<(u64, ItemFx)>,
+    /// The last checked item's payer side, until its row has its index.
+    last: Option<ItemFx>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct PairTotals {
+    source: u64,
+    target: u64,
+    fee: u64,
+}
+
+impl FxBook {
+    /// The batch's quotes, one per pair with valid items, locked for the batch alone: created
+    /// and expired at `now`, so that no payment can ever take one.
+    fn quotes(&self, batch: &BatchRecord, now: u64) -> Vec<Quote> {
+        self.pairs
+            .iter()
+            .filter_map(|(&(from, to), &(rate, totals))| {
+                let rate = rate?;
+                (totals.target > 0).then(|| Quote {
+                    id: batch_quote_id(batch.id, from, to),
+                    tenant: batch.tenant,
+                    from,
+                    to,
+                    rate,
+                    source_amount: totals.source,
+                    target_amount: totals.target,
+                    fee: totals.fee,
+                    created_at: now,
+                    expires_at: now,
+                    used_by: None,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Checker<'_> {
+    /// The payer side of an item of `amount` minor units of `to` paid from an account in
+    /// `from`, added to the pair's quote; or why the item is invalid.
+    fn quote_item(&mut self, from: Currency, to: Currency, amount: u64) -> Result<ItemFx, (&'static str, String)> {
+        let (store, tenant) = (self.store, self.tenant);
+        let mut failed = None;
+        let fee_bps = *self.fx.fee_bps.get_or_insert_with(|| {
+            store.fee_bps(tenant).unwrap_or_else(|e| {
+                failed = Some(e);
+                0
+            })
+        });
+        let pair = match self.fx.pairs.entry((from, to)) {
+            std::collections::btree_map::Entry::Occupied(pair) => pair.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let rate = match store.rate(tenant, from, to) {
+                    Ok(rate) => rate.map(|r| r.rate),
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                };
+                slot.insert((rate, PairTotals::default()))
+            }
+        };
+        if let Some(e) = failed {
+            // Reading stops at a store error (see `read_items`); nothing is stored.
+            self.error = Some(e);
+            return Err(("no_rate", "the tenant's rates could not be read".into()));
+        }
+        let Some(rate) = pair.0 else {
+            let message = format!(
+                "no rate for {from} to {to}: the payer's account is in {from}, the item in {to}; set one with POST /v1/fx/rates"
+            );
+            return Err(("no_rate", message));
+        };
+        let (source, fee) = batch_item_fx(amount, rate, from, to, fee_bps).map_err(|e| {
+            let why = match e {
+                ConversionError::TooSmall => "is less than one minor unit",
+                ConversionError::TooLarge => "is above the largest amount",
+            };
+            ("invalid_amount", format!("amount: converted to {from} at {rate}, the item {why}"))
+        })?;
+        let totals = &mut pair.1;
+        // The quote's amounts are amounts too: the source plus the fee included.
+        let sum = |a: u64, b: u64| a.checked_add(b).filter(|s| *s <= AMOUNT_MAX);
+        let sums = (sum(totals.source, source), sum(totals.target, amount), sum(totals.fee, fee));
+        let (Some(s), Some(t), Some(f)) = sums else { return Err(pair_too_large(from, to)) };
+        if sum(s, f).is_none() {
+            return Err(pair_too_large(from, to));
+        }
+        *totals = PairTotals { source: s, target: t, fee: f };
+        Ok(ItemFx { quote: batch_quote_id(self.batch, from, to), source_amount: source, fee })
+    }
+
     fn account(&mut self, text: &str, currency: Currency) -> Option<Resolved> {
         if let Some(found) = self.cache.get(&currency).and_then(|by_text| by_text.get(text)) {
             return *found;
@@ -516,6 +651,14 @@ impl Checker<'_> {
         if payer.id == payee.id {
             return Err(("same_account", "payer and payee are the same account".into(), ids.0, ids.1));
         }
+        if payer.currency != item.currency && payee.currency == item.currency {
+            // Cross-currency: the amount is the payee's; the payer pays its price.
+            let fx = self
+                .quote_item(payer.currency, item.currency, item.amount.get())
+                .map_err(|(code, message)| (code, message, ids.0, ids.1))?;
+            self.fx.last = Some(fx);
+            return Ok((payer.id, payee.id));
+        }
         for (field, account) in [("payer", &payer), ("payee", &payee)] {
             if account.currency != item.currency {
                 let message = format!(
@@ -545,7 +688,12 @@ pub async fn run(
     if record.status != BatchStatus::Processing {
         return Ok(());
     }
-    let runner = Runner { engine, store, batch, tenant, stopping };
+    // Whether the batch has cross-currency items: then each chunk is read with their payer sides.
+    let fx = {
+        let store = store.clone();
+        !blocking(move || store.batch_quotes(batch)).await?.is_empty()
+    };
+    let runner = Runner { engine, store, batch, tenant, stopping, fx };
     let end = if record.mode == BatchMode::Atomic { runner.atomic().await? } else { runner.best_effort().await? };
     if let Some(end) = end {
         runner.submit(Command::EndBatch { batch, end }).await;
@@ -560,6 +708,8 @@ struct Runner<'a> {
     batch: BatchId,
     tenant: paycore_ledger::TenantId,
     stopping: &'a Arc<AtomicBool>,
+    /// The batch has cross-currency items (and quotes).
+    fx: bool,
 }
 
 impl Runner<'_> {
@@ -577,7 +727,7 @@ impl Runner<'_> {
     /// batch was cancelled. How the batch ends, or `None` if the runner stopped first.
     async fn atomic(&self) -> paycore_store::Result<Option<BatchEnd>> {
         let (store, batch) = (&self.store, self.batch);
-        let mut failed = !items(store, batch, ItemStatus::Failed, None, 1).await?.is_empty();
+        let mut failed = !items(store, batch, ItemStatus::Failed, None, 1, false).await?.is_empty();
         let mut cancelled = false;
         let mut after = None;
         while !failed {
@@ -588,7 +738,7 @@ impl Runner<'_> {
                 cancelled = true;
                 break;
             }
-            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS, self.fx).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
             let Some(codes) = self.submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await
@@ -602,7 +752,7 @@ impl Runner<'_> {
             if self.stopping() {
                 return Ok(None);
             }
-            let chunk = items(store, batch, ItemStatus::Held, None, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, ItemStatus::Held, None, CHUNK_ITEMS, self.fx).await?;
             if chunk.is_empty() {
                 break;
             }
@@ -632,7 +782,7 @@ impl Runner<'_> {
                 end = BatchEnd::Cancelled;
                 break;
             }
-            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS).await?;
+            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS, self.fx).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
             let (engine, stopping) = (self.engine.clone(), self.stopping.clone());
@@ -713,7 +863,29 @@ async fn items(
     status: ItemStatus,
     after: Option<u64>,
     limit: usize,
+    fx: bool,
 ) -> paycore_store::Result<Vec<BatchItem>> {
     let store = store.clone();
-    blocking(move || store.batch_work(batch, status, after, limit)).await
+    blocking(move || {
+        let mut items = store.batch_work(batch, status, after, limit)?;
+        if fx {
+            with_fx(store.as_ref(), batch, &mut items)?;
+        }
+        Ok(items)
+    })
+    .await
+}
+
+/// Gives the cross-currency items among `items` (by index, as `batch_work` reads them) the
+/// payer side validation fixed for them.
+fn with_fx(store: &dyn BatchStore, batch: BatchId, items: &mut [BatchItem]) -> paycore_store::Result<()> {
+    let (Some(first), Some(last)) = (items.first(), items.last()) else { return Ok(()) };
+    let mut sides = store.batch_item_fx(batch, first.index, last.index)?.into_iter().peekable();
+    for item in items {
+        while sides.next_if(|(index, _)| *index < item.index).is_some() {}
+        if let Some((_, fx)) = sides.next_if(|(index, _)| *index == item.index) {
+            item.fx = Some(fx);
+        }
+    }
+    Ok(())
 }

@@ -64,7 +64,7 @@ async fn engine(dir: &std::path::Path) -> (EngineHandle, Arc<dyn ReadSide>, std:
 }
 
 fn item(index: u64, amount: u64) -> BatchItem {
-    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur() }
+    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur(), fx: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +200,90 @@ async fn item_statuses_page_through_every_filter() {
     assert_eq!(page_through(&[ItemStatus::Cancelled]), pending);
     let stored = reader.batch(TENANT, batch).unwrap().unwrap();
     assert_eq!((stored.status.as_str(), stored.succeeded, stored.failed), ("cancelled", 20, 14 + 17));
+
+    drop(handle);
+    thread.join().unwrap();
+}
+
+/// A cross-currency batch (a USD payer, EUR items) killed after its first chunk was committed
+/// and run again by the runner: the rest is paid from the item rows and the stored payer sides,
+/// and every leg of every item exists once (sent again, each item is `exists`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_cross_currency_batch_pays_each_leg_once() {
+    use paycore_ledger::fx::{batch_item_fx, batch_quote_id, fee_revenue_account, liquidity_account, Quote, Rate};
+    use paycore_ledger::{Currency, ItemFx, NewAccount, NewTransfer, TransferId, TransferOp};
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, reader, thread) = engine(dir.path()).await;
+    let usd = Currency::from_code("USD").unwrap();
+    for (id, overdraft) in [(20, Overdraft::Limit(0)), (21, Overdraft::Unlimited)] {
+        let new = NewAccount { id: AccountId(id), currency: usd, overdraft, reference: None, metadata: None };
+        run(&handle, Command::CreateAccount(new), false).await;
+    }
+    let funding = NewTransfer {
+        id: TransferId(5),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(21),
+            credit_account: AccountId(20),
+            amount: 100_000,
+            currency: usd,
+            hold: None,
+        },
+    };
+    run(&handle, Command::Transfers(vec![funding]), false).await;
+
+    // 10.00 EUR at 0.9234 costs 10.83 USD, and 0.03 of fee at 25 bps.
+    let rate = Rate::parse("0.9234").unwrap();
+    let (source, fee) = batch_item_fx(1_000, rate, usd, eur(), 25).unwrap();
+    assert_eq!((source, fee), (1_083, 3));
+    let batch = BatchId(79 << 64);
+    let quote = Quote {
+        id: batch_quote_id(batch, usd, eur()),
+        tenant: TENANT,
+        from: usd,
+        to: eur(),
+        rate,
+        source_amount: 4 * source,
+        target_amount: 4_000,
+        fee: 4 * fee,
+        created_at: 1,
+        expires_at: 1,
+        used_by: None,
+    };
+    let fx = ItemFx { quote: quote.id, source_amount: source, fee };
+    reader.create_batch(&record(batch, "best_effort")).unwrap();
+    let rows: Vec<BatchItemRow> =
+        (0..4).map(|i| BatchItemRow { payer: Some(AccountId(20)), ..row(i, 1_000) }).collect();
+    reader.insert_batch_items(batch, &rows).unwrap();
+    reader.insert_batch_fx(batch, std::slice::from_ref(&quote), &(0..4).map(|i| (i, fx)).collect::<Vec<_>>()).unwrap();
+    let fx_item = |index| BatchItem { payer: AccountId(20), fx: Some(fx), ..item(index, 1_000) };
+
+    // The first run committed its first chunk (items 0 and 1), then was killed.
+    let first =
+        run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: vec![fx_item(0), fx_item(1)] }, true)
+            .await;
+    assert_eq!(first, Outcome::Transfers(vec![ResultCode::Ok; 2]));
+    // The runner starts again from the items still pending.
+    let store: Arc<dyn paycore_store::BatchStore> = reader.clone();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    paycore_engine::batches::run(&handle, store, batch, TENANT, &stopping).await.unwrap();
+    let stored = reader.batch(TENANT, batch).unwrap().unwrap();
+    assert_eq!((stored.status, stored.succeeded, stored.failed), (BatchStatus::Completed, 4, 0));
+    // Sent again, every item exists: no leg is made twice.
+    let again =
+        run(&handle, Command::BatchItems { batch, step: BatchStep::Pay, items: (0..4).map(fx_item).collect() }, true)
+            .await;
+    assert_eq!(again, Outcome::Transfers(vec![ResultCode::Exists; 4]));
+
+    let posted = |id| reader.account(TENANT, id).unwrap().unwrap().balances.posted();
+    assert_eq!(posted(AccountId(20)), 100_000 - 4 * (1_083 + 3));
+    assert_eq!(posted(AccountId(3)), 4_000);
+    assert_eq!(posted(liquidity_account(TENANT, usd)), 4 * 1_083);
+    assert_eq!(posted(liquidity_account(TENANT, eur())), -4_000);
+    assert_eq!(posted(fee_revenue_account(TENANT, usd)), 12);
+    assert_eq!(reader.batch_quotes(batch).unwrap(), vec![quote]);
+    let report = paycore_store::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
 
     drop(handle);
     thread.join().unwrap();

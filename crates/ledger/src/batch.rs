@@ -2,7 +2,7 @@
 //! the batch id and the line's index, so a batch resumed after a crash finds the lines it paid
 //! (result `exists`) and never pays one twice.
 
-use crate::{AccountId, BatchId, Currency, ResultCode, TransferId};
+use crate::{AccountId, BatchId, Currency, QuoteId, ResultCode, TransferId};
 
 /// One line of a batch, with its accounts already resolved.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -14,6 +14,23 @@ pub struct BatchItem {
     pub payee: AccountId,
     pub amount: u64,
     pub currency: Currency,
+    /// A cross-currency item (the payer's account is in another currency than `currency`,
+    /// which is the payee's): what the payer pays for `amount`, fixed at validation by the
+    /// batch's quote for the pair. `None`: payer and payee hold `currency`.
+    pub fx: Option<ItemFx>,
+}
+
+/// The payer's side of a cross-currency batch item, in the payer's currency (the quote's
+/// source currency): `source_amount` to the liquidity account, `fee` to the fee revenue
+/// account. Per item, `(source_amount, _, fee) = quote_amounts(Fixed::Target(amount), …)`: the
+/// ceiling of the item's amount at the quote's rate, and the ceiling of its fee; the batch's
+/// quote for the pair holds the sums. See [`crate::fx::batch_item_fx`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ItemFx {
+    pub quote: QuoteId,
+    pub source_amount: u64,
+    pub fee: u64,
 }
 
 /// What to do with a chunk of items.

@@ -230,8 +230,35 @@ pub fn quote_amounts(
     Ok((source, target, fee))
 }
 
+/// The payer's side of one cross-currency batch item of `target` minor units of `to`, at the
+/// batch's `rate` for the pair and the tenant's `fee_bps`: `(source, fee)`, each rounded up
+/// for the item on its own (the rule of [`quote_amounts`] with the target fixed). The batch's
+/// quote for the pair is the sum of its items: so each item's legs are exact integers, the
+/// items add up to the quote to the minor unit, and the platform never gives a minor unit away
+/// (each item is rounded in its favour; the pair's total may exceed the ceiling of the whole
+/// by less than one minor unit per item).
+pub fn batch_item_fx(
+    target: u64,
+    rate: Rate,
+    from: Currency,
+    to: Currency,
+    fee_bps: u32,
+) -> Result<(u64, u64), ConversionError> {
+    let (source, _, fee) = quote_amounts(Fixed::Target(target), rate, from, to, fee_bps)?;
+    Ok((source, fee))
+}
+
+/// The tag that derives a batch's quote for a currency pair from the batch id.
+const TAG_BATCH_QUOTE: u64 = 3 << 56;
+
+/// The id of `batch`'s quote for the pair `from` → `to`: derived, so that validating the batch
+/// again (after a restart) names the same quote.
+pub fn batch_quote_id(batch: crate::BatchId, from: Currency, to: Currency) -> QuoteId {
+    QuoteId(batch.derive(TAG_BATCH_QUOTE | currency_tag(from) << 24 | currency_tag(to)))
+}
+
 pub use crate::ids::QuoteId;
-pub use crate::state::payment_fx_transfers;
+pub use crate::state::{batch_item_fx_transfers, payment_fx_transfers};
 
 /// Tags that derive the ids of the platform's FX accounts from a tenant id and a currency.
 const TAG_LIQUIDITY: u64 = 1 << 40;
@@ -455,6 +482,30 @@ mod tests {
             prop_assert!(u128::from(fee) * 10_000 >= exact);
             prop_assert!(fee == 0 || (u128::from(fee) - 1) * 10_000 < exact);
             prop_assert!(fee <= source);
+        }
+
+        #[test]
+        fn a_batch_quote_is_its_items_and_never_costs_the_platform(
+            targets in prop::collection::vec(1u64..=1_000_000_000, 1..20),
+            rate in rate(), from in currency(), to in currency(), bps in 0u32..=FEE_BPS_MAX,
+        ) {
+            let mut sums = (0u128, 0u128, 0u128);
+            for &target in &targets {
+                let Ok((source, fee)) = batch_item_fx(target, rate, from, to, bps) else { return Ok(()) };
+                // Each item's source buys its amount, and one minor unit less would not.
+                let (n, d) = exact(source, rate, from, to);
+                prop_assert!(n >= u128::from(target) * d);
+                let (n, d) = exact(source - 1, rate, from, to);
+                prop_assert!(n < u128::from(target) * d);
+                prop_assert_eq!(fee, super::fee(source, bps));
+                sums = (sums.0 + u128::from(source), sums.1 + u128::from(target), sums.2 + u128::from(fee));
+            }
+            // The quote (the sums) buys at least its target in one conversion, and costs at
+            // most one minor unit per item more than the whole would.
+            let (n, d) = ratio(rate, from, to).unwrap();
+            prop_assert!(sums.0 * n >= sums.1 * d);
+            let whole = (sums.1 * d).div_ceil(n);
+            prop_assert!(sums.0 >= whole && sums.0 - whole < targets.len() as u128);
         }
 
         #[test]

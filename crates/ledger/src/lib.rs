@@ -22,7 +22,7 @@ mod transfer;
 mod vocabulary;
 
 pub use account::{Account, Balances, Overdraft};
-pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep};
+pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep, ItemFx};
 pub use clearing::{ClearingPosition, ClearingWindow, OpenWindow};
 pub use currency::Currency;
 pub use ids::{

@@ -13,8 +13,7 @@ use crate::payment::PaymentStatus;
 use crate::transfer::ResultCode;
 use crate::{
     AccountId, Amount, BatchId, ClearingWindowId, CommandError, Currency, DeliveryId, EventId, LimitBreach, PaymentId,
-    QuoteId, RefundId,
-    TenantId, TransferId, WebhookEndpointId, AMOUNT_MAX,
+    QuoteId, RefundId, TenantId, TransferId, WebhookEndpointId, AMOUNT_MAX,
 };
 use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

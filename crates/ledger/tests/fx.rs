@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use paycore_ledger::fx::{fee_revenue_account, liquidity_account, Quote, Rate};
+use paycore_ledger::fx::{self, fee_revenue_account, liquidity_account, Quote, Rate};
 use paycore_ledger::*;
 
 const T: TenantId = TenantId(7);
@@ -371,4 +371,147 @@ mod properties {
     fn convert_target(source: u64) -> u64 {
         paycore_ledger::fx::convert_source(source, Rate::parse("0.9234").unwrap(), c("USD"), c("EUR")).unwrap_or(1)
     }
+}
+
+/// A USD → EUR batch item of `amount` EUR cents at 0.9234 with a 25 bps fee, as validation
+/// fixes it.
+fn fx_item(index: u64, amount: u64) -> BatchItem {
+    let (source_amount, fee) =
+        fx::batch_item_fx(amount, Rate::parse("0.9234").unwrap(), c("USD"), c("EUR"), 25).unwrap();
+    BatchItem {
+        index,
+        payer: PAYER,
+        payee: PAYEE,
+        amount,
+        currency: c("EUR"),
+        fx: Some(ItemFx { quote: QuoteId(77), source_amount, fee }),
+    }
+}
+
+/// [`run`], with the transfers committed before loaded as the engine loads them from the store
+/// (the state keeps none in memory), and this run's added to them.
+fn run_stored(state: &mut State, stored: &mut Vec<Transfer>, command: Command, now: u64) -> (Outcome, ChangeSet) {
+    let requests = [Request { tenant: T, command: command.clone() }];
+    let wanted = state.prefetch(&requests);
+    state.insert_prefetched(stored.iter().filter(|t| wanted.transfers.contains(&t.id)).cloned(), [], []);
+    let (outcome, changes) = run(state, command, &[], now);
+    stored.extend(changes.transfers.iter().cloned());
+    (outcome, changes)
+}
+
+fn items(batch: BatchId, step: BatchStep, items: Vec<BatchItem>) -> Command {
+    Command::BatchItems { batch, step, items }
+}
+
+fn codes(outcome: Outcome) -> Vec<ResultCode> {
+    match outcome {
+        Outcome::Transfers(codes) => codes,
+        other => panic!("not transfer codes: {other:?}"),
+    }
+}
+
+#[test]
+fn a_cross_currency_batch_item_pays_its_three_legs_once() {
+    // 92.34 EUR at 0.9234 is exactly 100.00 USD; 25 bps of it is 0.25. 10.00 EUR costs
+    // ⌈10.8295…⌉ = 10.83 USD and ⌈0.027075⌉ = 0.03 of fee.
+    assert_eq!(fx_item(0, 9_234).fx.map(|f| (f.source_amount, f.fee)), Some((10_000, 25)));
+    assert_eq!(fx_item(1, 1_000).fx.map(|f| (f.source_amount, f.fee)), Some((1_083, 3)));
+    let (mut s, mut stored) = (state(), Vec::new());
+    let batch = BatchId(0x1234 << 80);
+    let command = items(batch, BatchStep::Pay, vec![fx_item(0, 9_234), fx_item(1, 1_000)]);
+    let (outcome, changes) = run_stored(&mut s, &mut stored, command.clone(), NOW);
+    assert_eq!(codes(outcome), vec![ResultCode::Ok, ResultCode::Ok]);
+    assert_eq!(changes.transfers.len(), 6);
+    assert_eq!(changes.batch_items.len(), 2);
+    assert_eq!(balance(&s, PAYER), 100_000 - 10_000 - 25 - 1_083 - 3);
+    assert_eq!(balance(&s, liquidity_account(T, c("USD"))), 11_083);
+    assert_eq!(balance(&s, fee_revenue_account(T, c("USD"))), 28);
+    assert_eq!(balance(&s, liquidity_account(T, c("EUR"))), -10_234);
+    assert_eq!(balance(&s, PAYEE), 10_234);
+    // The legs have the ids `paycore verify` looks for.
+    let (target, fee) = fx::batch_item_fx_transfers(batch, 1);
+    let ids: Vec<_> = changes.transfers.iter().map(|t| t.id).collect();
+    assert!(ids.contains(&batch.item_transfer(1)) && ids.contains(&target) && ids.contains(&fee));
+
+    // Sent again (a resumed run): every item exists, nothing moves, nothing is recorded.
+    let (outcome, changes) = run_stored(&mut s, &mut stored, command, NOW + SECOND);
+    assert_eq!(codes(outcome), vec![ResultCode::Exists, ResultCode::Exists]);
+    assert!(changes.transfers.is_empty() && changes.batch_items.is_empty());
+    assert_eq!(balance(&s, PAYEE), 10_234);
+}
+
+#[test]
+fn a_cross_currency_item_short_of_its_fee_moves_no_leg() {
+    let mut s = state();
+    let batch = BatchId(0x1235 << 80);
+    // 92 340 EUR cents cost exactly the payer's 1 000.00 USD, and the fee is on top.
+    let (outcome, changes) = run(&mut s, items(batch, BatchStep::Pay, vec![fx_item(0, 92_340)]), &[], NOW);
+    assert_eq!(codes(outcome), vec![ResultCode::InsufficientFunds]);
+    assert!(changes.transfers.is_empty());
+    assert_eq!(changes.batch_items[0].state, BatchItemState::Failed);
+    assert_eq!(balance(&s, PAYER), 100_000);
+    assert_eq!(balance(&s, liquidity_account(T, c("EUR"))), 0);
+    assert_eq!(balance(&s, PAYEE), 0);
+}
+
+#[test]
+fn atomic_cross_currency_items_hold_then_post_or_void_every_leg() {
+    let (mut s, mut stored) = (state(), Vec::new());
+    let batch = BatchId(0x1236 << 80);
+    let held = vec![fx_item(0, 9_234), fx_item(1, 1_000)];
+    let (outcome, changes) = run_stored(&mut s, &mut stored, items(batch, BatchStep::Hold, held.clone()), NOW);
+    assert_eq!(codes(outcome), vec![ResultCode::Ok, ResultCode::Ok]);
+    assert_eq!(changes.transfers.len(), 6, "the source, fee and payee holds");
+    assert_eq!(pending(&s, PAYER), (11_111, 0));
+    assert_eq!(pending(&s, liquidity_account(T, c("EUR"))), (10_234, 0));
+    assert_eq!(pending(&s, PAYEE), (0, 10_234));
+    assert_eq!(balance(&s, PAYEE), 0);
+
+    let (outcome, changes) = run_stored(&mut s, &mut stored, items(batch, BatchStep::Post, held.clone()), NOW + SECOND);
+    assert_eq!(codes(outcome), vec![ResultCode::Ok, ResultCode::Ok]);
+    assert_eq!(changes.transfers.len(), 6, "three posts per item");
+    assert_eq!(pending(&s, PAYER), (0, 0));
+    assert_eq!(pending(&s, PAYEE), (0, 0));
+    assert_eq!(balance(&s, PAYER), 100_000 - 11_111);
+    assert_eq!(balance(&s, liquidity_account(T, c("EUR"))), -10_234);
+    assert_eq!(balance(&s, PAYEE), 10_234);
+    // Posting again finds the posts.
+    let (outcome, changes) = run_stored(&mut s, &mut stored, items(batch, BatchStep::Post, held), NOW + SECOND);
+    assert_eq!(codes(outcome), vec![ResultCode::Exists, ResultCode::Exists]);
+    assert!(changes.transfers.is_empty());
+
+    let other = BatchId(0x1237 << 80);
+    let held = vec![fx_item(0, 9_234)];
+    run(&mut s, items(other, BatchStep::Hold, held.clone()), &[], NOW);
+    assert_eq!(pending(&s, PAYER), (10_025, 0));
+    let (outcome, changes) = run(&mut s, items(other, BatchStep::Void, held), &[], NOW + SECOND);
+    assert_eq!(codes(outcome), vec![ResultCode::Ok]);
+    assert_eq!(changes.transfers.len(), 3);
+    assert_eq!(pending(&s, PAYER), (0, 0));
+    assert_eq!(pending(&s, PAYEE), (0, 0));
+    assert_eq!(balance(&s, PAYER), 100_000 - 11_111);
+    assert_eq!(balance(&s, PAYEE), 10_234);
+}
+
+#[test]
+fn a_cross_currency_item_between_accounts_of_one_currency_is_refused() {
+    let mut s = state();
+    let item = BatchItem { payee: PAYEE_USD, currency: c("USD"), ..fx_item(0, 1_000) };
+    let (outcome, changes) = run(&mut s, items(BatchId(0x1238 << 80), BatchStep::Pay, vec![item]), &[], NOW);
+    assert_eq!(codes(outcome), vec![ResultCode::CurrencyMismatch]);
+    assert!(changes.transfers.is_empty());
+}
+
+#[test]
+fn a_closed_payee_refuses_a_cross_currency_item_at_its_hold() {
+    // Refused in the first phase of an atomic batch, never after other items were posted.
+    let mut s = state();
+    let freeze = AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() };
+    run(&mut s, Command::UpdateAccount { account: PAYEE, update: freeze, actor: "test".into() }, &[], NOW);
+    let (outcome, changes) =
+        run(&mut s, items(BatchId(0x1239 << 80), BatchStep::Hold, vec![fx_item(0, 1_000)]), &[], NOW);
+    assert_eq!(codes(outcome), vec![ResultCode::AccountClosed]);
+    assert!(changes.transfers.is_empty());
+    assert_eq!(pending(&s, PAYER), (0, 0));
+    assert_eq!(pending(&s, liquidity_account(T, c("EUR"))), (0, 0));
 }

@@ -342,6 +342,7 @@ fn batch_items_get_the_same_codes() {
         payee: AccountId(payee),
         amount,
         currency: usd(),
+        fx: None,
     };
     let out = sim.run(&[Request {
         tenant: t1,

@@ -282,8 +282,12 @@ async fn patch_errors_name_the_field(backend: Backend) {
 async fn the_audit_lists_who_changed_what_and_when(backend: Backend) {
     let Some((client, _data)) = boot_limits(backend).await else { return };
     let account = client.account(json!(0)).await;
-    patched(&client, &account, json!({"limits": {"daily_outflow": 1000, "velocity": {"count": 5, "window_seconds": 60}}}))
-        .await;
+    patched(
+        &client,
+        &account,
+        json!({"limits": {"daily_outflow": 1000, "velocity": {"count": 5, "window_seconds": 60}}}),
+    )
+    .await;
     patched(&client, &account, json!({"status": "frozen", "limits": {"daily_outflow": 2000}})).await;
     let cleared = patched(&client, &account, json!({"limits": null})).await;
     assert_eq!(cleared["limits"], json!({"max_payment": null, "daily_outflow": null, "velocity": null}));
@@ -292,7 +296,10 @@ async fn the_audit_lists_who_changed_what_and_when(backend: Backend) {
     assert_eq!(audit.status, 200, "{}", audit.body);
     let rows = audit.body["data"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0]["before"], json!({"limits": {"max_payment": null, "daily_outflow": 2000, "velocity": {"count": 5, "window_seconds": 60}}}));
+    assert_eq!(
+        rows[0]["before"],
+        json!({"limits": {"max_payment": null, "daily_outflow": 2000, "velocity": {"count": 5, "window_seconds": 60}}})
+    );
     assert_eq!(rows[0]["after"], json!({"limits": {"max_payment": null, "daily_outflow": null, "velocity": null}}));
     assert_eq!(rows[1]["before"], json!({"status": "active", "limits": {"daily_outflow": 1000}}));
     assert_eq!(rows[1]["after"], json!({"status": "frozen", "limits": {"daily_outflow": 2000}}));
@@ -345,8 +352,12 @@ async fn limits_survive_a_restart_rebuilt_from_the_transfers(backend: Backend) {
     };
     let (client, stop, task) = start(&config).await;
     let (_, payer, payee) = client.parties(5_000).await;
-    patched(&client, &payer, json!({"limits": {"daily_outflow": 1000, "velocity": {"count": 2, "window_seconds": 3600}}}))
-        .await;
+    patched(
+        &client,
+        &payer,
+        json!({"limits": {"daily_outflow": 1000, "velocity": {"count": 2, "window_seconds": 3600}}}),
+    )
+    .await;
     assert_eq!(client.transfer(&payer, &payee, 600).await.status, 201);
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
@@ -369,7 +380,10 @@ async fn the_openapi_document_describes_the_new_routes() {
     let (client, _data) = common::boot(KEY, |_| {}).await;
     let doc = client.get("/openapi.json").await.body;
     let patch = &doc["paths"]["/v1/accounts/{id}"]["patch"];
-    assert_eq!(patch["requestBody"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/UpdateAccount");
+    assert_eq!(
+        patch["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/UpdateAccount"
+    );
     for status in ["200", "400", "404", "409", "422"] {
         assert!(patch["responses"][status].is_object(), "PATCH {status}");
     }

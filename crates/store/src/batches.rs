@@ -146,7 +146,7 @@ pub struct Claim<'a> {
 /// The API's writes and reads of batches. Batch records are not money: the API writes them
 /// outside the engine's batches; only item results (which go with transfers) go through the
 /// engine.
-pub trait BatchStore: Send + Sync {
+pub trait BatchStore: crate::FxStore + Send + Sync {
     fn create_batch(&self, batch: &BatchRecord) -> Result<()>;
     /// Removes the items of a batch whose validation was interrupted, to validate it again.
     fn clear_batch_items(&self, batch: BatchId) -> Result<()>;

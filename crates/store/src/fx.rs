@@ -5,7 +5,7 @@
 
 use crate::{IdempotencyRecord, Result};
 use paycore_ledger::fx::{Quote, Rate};
-use paycore_ledger::{Currency, QuoteId, TenantId};
+use paycore_ledger::{BatchId, Currency, ItemFx, QuoteId, TenantId};
 
 /// A tenant's rate for one currency pair: one unit of `base` is worth `rate` units of `quote`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,4 +32,15 @@ pub trait FxStore: Send + Sync {
     /// then neither is written).
     fn insert_quote(&self, quote: &Quote, saved: Option<&IdempotencyRecord>) -> Result<()>;
     fn quote(&self, tenant: TenantId, id: QuoteId) -> Result<Option<Quote>>;
+    /// Stores, in one transaction, the quotes a batch locked at validation (one per currency
+    /// pair, each row naming the batch) and the payer side of each of its cross-currency items
+    /// (by index). Written before validation ends; [`FxStore::clear_batch_fx`] first.
+    fn insert_batch_fx(&self, batch: BatchId, quotes: &[Quote], items: &[(u64, ItemFx)]) -> Result<()>;
+    /// Forgets what [`FxStore::insert_batch_fx`] stored for the batch (validation starts again).
+    fn clear_batch_fx(&self, batch: BatchId) -> Result<()>;
+    /// The quotes of a batch, by source then target currency code.
+    fn batch_quotes(&self, batch: BatchId) -> Result<Vec<Quote>>;
+    /// The payer sides of the batch's cross-currency items with indexes in `first..=last`, by
+    /// index.
+    fn batch_item_fx(&self, batch: BatchId, first: u64, last: u64) -> Result<Vec<(u64, ItemFx)>>;
 }

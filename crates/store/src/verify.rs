@@ -10,9 +10,9 @@
 //! orders asked for (see [`Verify`]), so `paycore verify` runs unchanged on every store.
 
 use crate::{BatchItemRow, Result};
-use paycore_ledger::fx::{payment_fx_transfers, Quote};
+use paycore_ledger::fx::{batch_item_fx_transfers, payment_fx_transfers, source_for_target, Quote};
 use paycore_ledger::{
-    Account, AccountId, AccountStatus, AuditRecord, Balances, BatchId, CaptureMethod, ClearingWindow, Currency,
+    Account, AccountId, AccountStatus, AuditRecord, Balances, BatchId, CaptureMethod, ClearingWindow, Currency, ItemFx,
     ItemStatus, Limits, Payment, PaymentId, PaymentStatus, QuoteId, Refund, RefundStatus, TenantId, Transfer,
     TransferId, TransferKind, AMOUNT_MAX, VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
 };
@@ -65,6 +65,10 @@ pub trait Snapshot {
     fn batches(&mut self) -> Result<Vec<BatchId>>;
     /// A batch's items after `after`, in index order, with their derived status.
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>>;
+    /// The quotes a batch locked at validation.
+    fn batch_quotes(&mut self, batch: BatchId) -> Result<Vec<Quote>>;
+    /// The payer sides of a batch's cross-currency items, by index.
+    fn batch_item_fx(&mut self, batch: BatchId) -> Result<Vec<(u64, ItemFx)>>;
     /// Every account audit row, by account and time.
     fn audit(&mut self) -> Result<Vec<AuditRecord>>;
     /// Every closed clearing window with its positions, by tenant, currency and sequence.
@@ -357,6 +361,11 @@ fn check_batches(
     report: &mut Report,
 ) -> Result<()> {
     for batch in snapshot.batches()? {
+        let quotes = snapshot.batch_quotes(batch)?;
+        let mut fx: HashMap<u64, ItemFx> =
+            if quotes.is_empty() { HashMap::new() } else { snapshot.batch_item_fx(batch)?.into_iter().collect() };
+        // Per quote: the sums of its items' source amounts, amounts and fees.
+        let mut sums: HashMap<QuoteId, (u128, u128, u128)> = HashMap::new();
         let mut after = None;
         loop {
             // Statuses as the API derives them from the item rows and the result runs.
@@ -365,10 +374,91 @@ fn check_batches(
             after = Some(last.index);
             for item in &items {
                 check_item(batch, item.index, item.status, transfers, resolved, report);
+                if let Some(side) = fx.remove(&item.index) {
+                    let legs = FxLegs { batch, quotes: &quotes, transfers, resolved };
+                    if let Some(quote) = legs.check(item, &side, report) {
+                        let sum = sums.entry(quote).or_default();
+                        sum.0 += u128::from(side.source_amount);
+                        sum.1 += u128::from(item.amount.unwrap_or(0));
+                        sum.2 += u128::from(side.fee);
+                    }
+                }
+            }
+        }
+        for index in fx.keys() {
+            report.problem(format!("{batch} item {index}: has an FX side but no item row"));
+        }
+        for q in &quotes {
+            let sum = sums.get(&q.id).copied().unwrap_or_default();
+            let quoted = (u128::from(q.source_amount), u128::from(q.target_amount), u128::from(q.fee));
+            if sum != quoted {
+                report.problem(format!(
+                    "{batch}: its quote {} says {quoted:?} (source, target, fee), its items add up to {sum:?}",
+                    q.id
+                ));
             }
         }
     }
     Ok(())
+}
+
+/// What checking a cross-currency batch item's legs needs.
+struct FxLegs<'a> {
+    batch: BatchId,
+    quotes: &'a [Quote],
+    transfers: &'a HashMap<TransferId, Stored>,
+    resolved: &'a HashMap<TransferId, (TransferKind, u64)>,
+}
+
+impl FxLegs<'_> {
+    /// Checks a cross-currency item against its batch's quote (its pair, the ceiling of its
+    /// amount at the quote's rate) and its legs against its status: a succeeded item paid
+    /// its source amount, its fee and its payee exactly; any other paid no payee. The quote it
+    /// counts towards, if it names one of the batch's.
+    fn check(&self, item: &BatchItemRow, side: &ItemFx, report: &mut Report) -> Option<QuoteId> {
+        let (batch, index) = (self.batch, item.index);
+        let Some(q) = self.quotes.iter().find(|q| q.id == side.quote) else {
+            report.problem(format!("{batch} item {index}: names quote {}, not one of its batch", side.quote));
+            return None;
+        };
+        let amount = item.amount.unwrap_or(0);
+        let priced = source_for_target(amount, q.rate, q.from, q.to).ok();
+        if item.currency != Some(q.to) || priced != Some(side.source_amount) {
+            report.problem(format!(
+                "{batch} item {index}: {amount} {} does not cost {} {} at its quote's rate {}",
+                item.currency.map_or("(no currency)", |c| c.code()),
+                side.source_amount,
+                q.from,
+                q.rate
+            ));
+        }
+        let paid = self.batch.item_transfer(index);
+        let (target, fee) = batch_item_fx_transfers(batch, index);
+        let amount_of = |id: &TransferId| self.transfers.get(id).map(|t| t.amount);
+        // What a leg moved: a single transfer's amount, or a hold's once posted in full.
+        let posted = |id: &TransferId| match self.transfers.get(id).map(|t| t.kind) {
+            Some(TransferKind::Single) => amount_of(id),
+            Some(TransferKind::Pending) => {
+                self.resolved.get(id).filter(|(kind, _)| *kind == TransferKind::PostPending).and(amount_of(id))
+            }
+            _ => None,
+        };
+        let paid_out = posted(&target);
+        if item.status == ItemStatus::Succeeded {
+            if posted(&paid) != Some(side.source_amount) {
+                report.problem(format!("{batch} item {index}: its payer did not pay {}", side.source_amount));
+            }
+            if side.fee > 0 && posted(&fee) != Some(side.fee) {
+                report.problem(format!("{batch} item {index}: its fee of {} did not move", side.fee));
+            }
+            if paid_out != Some(amount) {
+                report.problem(format!("{batch} item {index}: its payee was not paid {amount}"));
+            }
+        } else if paid_out.is_some() {
+            report.problem(format!("{batch} item {index}: is {} but its payee was paid", item.status));
+        }
+        Some(q.id)
+    }
 }
 
 fn check_item(

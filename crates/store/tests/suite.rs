@@ -837,6 +837,160 @@ fn postgres_fx_rates_quotes_and_payments() {
     on_postgres("postgres_fx_rates_quotes_and_payments", fx_rates_quotes_and_payments);
 }
 
+/// A cross-currency batch: its quotes and its items' payer sides are stored, read by range,
+/// cleared for a new validation; its items held then posted through the FX accounts; and
+/// `verify` checks the legs against the quote, finding a quote that is not its items' sum.
+fn fx_batches(open_store: &dyn Fn() -> Opened) {
+    use paycore_ledger::fx::{batch_item_fx, batch_quote_id, liquidity_account, Quote, Rate};
+    use paycore_ledger::{BatchItem, ItemFx};
+    let Opened { mut store, api } = open_store();
+    let usd = Currency::from_code("USD").unwrap();
+    let mut state = State::default();
+    let account = |id: u128, currency, overdraft| {
+        Command::CreateAccount(NewAccount { id: AccountId(id), currency, overdraft, reference: None, metadata: None })
+    };
+    step(
+        &mut state,
+        store.as_mut(),
+        20,
+        vec![
+            account(1, usd, Overdraft::Unlimited),
+            account(2, usd, Overdraft::Limit(0)),
+            account(3, eur(), Overdraft::Limit(0)),
+        ],
+    );
+    step(
+        &mut state,
+        store.as_mut(),
+        30,
+        vec![Command::Transfers(vec![NewTransfer {
+            id: TransferId(50),
+            linked: false,
+            op: TransferOp::Move {
+                debit_account: AccountId(1),
+                credit_account: AccountId(2),
+                amount: 20_000,
+                currency: usd,
+                hold: None,
+            },
+        }])],
+    );
+
+    let batch = stored_batch(api.as_ref(), 42, 1);
+    let rate = Rate::parse("0.9234").unwrap();
+    let amounts = [9_234u64, 1_000];
+    let sides: Vec<(u64, ItemFx)> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, &amount)| {
+            let (source_amount, fee) = batch_item_fx(amount, rate, usd, eur(), 25).unwrap();
+            (i as u64, ItemFx { quote: batch_quote_id(batch, usd, eur()), source_amount, fee })
+        })
+        .collect();
+    assert_eq!(sides.iter().map(|(_, s)| (s.source_amount, s.fee)).collect::<Vec<_>>(), [(10_000, 25), (1_083, 3)]);
+    let quote = Quote {
+        id: batch_quote_id(batch, usd, eur()),
+        tenant: T1,
+        from: usd,
+        to: eur(),
+        rate,
+        source_amount: 11_083,
+        target_amount: 10_234,
+        fee: 28,
+        created_at: 5,
+        expires_at: 5,
+        used_by: None,
+    };
+    let rows: Vec<BatchItemRow> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, &amount)| BatchItemRow {
+            index: i as u64,
+            line: i as u64 + 2,
+            location: format!("line {}", i + 2),
+            reference: None,
+            instruction_id: None,
+            payment_information_id: None,
+            payer_text: None,
+            payee_text: None,
+            payer: Some(AccountId(2)),
+            payee: Some(AccountId(3)),
+            amount: Some(amount),
+            currency: Some(eur()),
+            status: ItemStatus::Pending,
+            failure_code: None,
+            message: None,
+        })
+        .collect();
+    api.insert_batch_items(batch, &rows).unwrap();
+    // A first validation stored a wrong quote; the next one clears it and stores its own.
+    let wrong = Quote { source_amount: 1, ..quote.clone() };
+    api.insert_batch_fx(batch, &[wrong], &sides[..1]).unwrap();
+    api.clear_batch_fx(batch).unwrap();
+    assert_eq!(api.batch_quotes(batch).unwrap(), vec![]);
+    api.insert_batch_fx(batch, std::slice::from_ref(&quote), &sides).unwrap();
+    assert_eq!(api.batch_quotes(batch).unwrap(), vec![quote.clone()]);
+    assert_eq!(api.batch_quotes(BatchId(43 << 64)).unwrap(), vec![]);
+    assert_eq!(api.batch_item_fx(batch, 1, 5).unwrap(), sides[1..].to_vec());
+    assert_eq!(api.batch_item_fx(batch, 0, 1).unwrap(), sides);
+    // The quote exists for the batch alone: it expired when it was made.
+    assert_eq!(api.quote(T1, quote.id).unwrap().map(|q| (q.used_by, q.expires_at)), Some((None, 5)));
+
+    let items: Vec<BatchItem> = sides
+        .iter()
+        .zip(amounts)
+        .map(|(&(index, fx), amount)| BatchItem {
+            index,
+            payer: AccountId(2),
+            payee: AccountId(3),
+            amount,
+            currency: eur(),
+            fx: Some(fx),
+        })
+        .collect();
+    for (now, step_) in [(40, BatchStep::Hold), (50, BatchStep::Post)] {
+        let out = step(
+            &mut state,
+            store.as_mut(),
+            now,
+            vec![Command::BatchItems { batch, step: step_, items: items.clone() }],
+        );
+        assert_eq!(out, vec![Outcome::Transfers(vec![paycore_ledger::ResultCode::Ok; 2])]);
+    }
+    let posted = |id| api.account(T1, id).unwrap().unwrap().balances.posted();
+    assert_eq!(posted(AccountId(2)), 20_000 - 11_083 - 28);
+    assert_eq!(posted(AccountId(3)), 10_234);
+    assert_eq!(posted(liquidity_account(T1, usd)), 11_083);
+    assert_eq!(posted(liquidity_account(T1, eur())), -10_234);
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+
+    // A quote that is not the sum of its items, and an item whose payer side is not its legs.
+    let forged = Quote { fee: 27, ..quote.clone() };
+    let mut sides_forged = sides.clone();
+    sides_forged[1].1.source_amount += 1;
+    api.clear_batch_fx(batch).unwrap();
+    api.insert_batch_fx(batch, &[forged], &sides_forged).unwrap();
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    let problems = report.problems.join("\n");
+    assert!(problems.contains("item 1: 1000") && problems.contains("does not cost 1084 USD"), "{problems}");
+    assert!(problems.contains("item 1: its payer did not pay 1084"), "{problems}");
+    assert!(problems.contains("its items add up to (11084, 10234, 28)"), "{problems}");
+    assert_eq!(report.problems.len(), 3, "{problems}");
+}
+
+#[test]
+fn embedded_fx_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    fx_batches(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_fx_batches() {
+    on_postgres("postgres_fx_batches", fx_batches);
+}
+
 #[test]
 fn embedded_store_in_a_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -968,20 +1122,55 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     let Opened { mut store, api } = open_store();
     let mut state = State::default();
     let t0 = 1_700_000_000 * SECOND;
-    step(&mut state, store.as_mut(), t0, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None), open(3, Overdraft::Limit(0), None)]);
-    step(&mut state, store.as_mut(), t0 + SECOND, vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 2, 3, 100, None)])]);
-    let update = |account, update| Command::UpdateAccount { account: AccountId(account), update, actor: "key_a".into() };
+    step(
+        &mut state,
+        store.as_mut(),
+        t0,
+        vec![
+            open(1, Overdraft::Unlimited, None),
+            open(2, Overdraft::Limit(0), None),
+            open(3, Overdraft::Limit(0), None),
+        ],
+    );
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + SECOND,
+        vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 2, 3, 100, None)])],
+    );
+    let update =
+        |account, update| Command::UpdateAccount { account: AccountId(account), update, actor: "key_a".into() };
     let limited = AccountUpdate {
         daily_outflow: Change::Set(500),
         velocity: Change::Set(Velocity { count: 4, window_seconds: 600 }),
         ..AccountUpdate::default()
     };
     step(&mut state, store.as_mut(), t0 + 2 * SECOND, vec![update(2, limited)]);
-    step(&mut state, store.as_mut(), t0 + 3 * SECOND, vec![Command::Transfers(vec![mv(102, 2, 3, 300, Some(Hold { timeout_seconds: None })), mv(103, 2, 3, 100, None)])]);
-    step(&mut state, store.as_mut(), t0 + 4 * SECOND, vec![update(3, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() })]);
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + 3 * SECOND,
+        vec![Command::Transfers(vec![
+            mv(102, 2, 3, 300, Some(Hold { timeout_seconds: None })),
+            mv(103, 2, 3, 100, None),
+        ])],
+    );
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + 4 * SECOND,
+        vec![update(3, AccountUpdate { status: Some(AccountStatus::Frozen), ..AccountUpdate::default() })],
+    );
 
     let row = api.account(T1, AccountId(2)).unwrap().unwrap();
-    assert_eq!(row.limits, Limits { max_payment: None, daily_outflow: Some(500), velocity: Some(Velocity { count: 4, window_seconds: 600 }) });
+    assert_eq!(
+        row.limits,
+        Limits {
+            max_payment: None,
+            daily_outflow: Some(500),
+            velocity: Some(Velocity { count: 4, window_seconds: 600 })
+        }
+    );
     assert_eq!(row.status, AccountStatus::Active);
     assert_eq!(api.account(T1, AccountId(3)).unwrap().unwrap().status, AccountStatus::Frozen);
     assert_eq!(row, state.account(AccountId(2)).unwrap().clone());
@@ -989,7 +1178,10 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     // The audit: newest first, per tenant, in pages.
     let audit = api.account_audit(T1, AccountId(2), Page { after: None, limit: 10 }).unwrap();
     assert_eq!(audit.len(), 1);
-    assert_eq!((audit[0].actor.as_str(), audit[0].before.as_str()), ("key_a", r#"{"limits":{"daily_outflow":null,"velocity":null}}"#));
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].before.as_str()),
+        ("key_a", r#"{"limits":{"daily_outflow":null,"velocity":null}}"#)
+    );
     assert_eq!(audit[0].after, r#"{"limits":{"daily_outflow":500,"velocity":{"count":4,"window_seconds":600}}}"#);
     assert!(api.account_audit(T2, AccountId(2), Page { after: None, limit: 10 }).unwrap().is_empty());
     assert!(api.account_audit(T1, AccountId(2), Page { after: Some(audit[0].at), limit: 10 }).unwrap().is_empty());
@@ -1002,7 +1194,8 @@ fn limits(open_store: &dyn Fn() -> Opened) {
 
     // Recovery keeps the settings, and rebuilds the day's outflow from the transfers.
     let recovered = store.recover().unwrap();
-    let mut again = State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+    let mut again =
+        State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
     let wanted = again.history_wanted();
     assert_eq!(wanted.debits_of, vec![AccountId(2)]);
     again.insert_debit_history(store.load(&wanted).unwrap().debits);
@@ -1017,7 +1210,12 @@ fn limits(open_store: &dyn Fn() -> Opened) {
     // Account 1 is unlimited: closing it needs a zero balance, which it cannot reach here;
     // account 4, empty, closes. A transfer forged into it afterwards is found by verify.
     step(&mut state, store.as_mut(), t0 + 6 * SECOND, vec![open(4, Overdraft::Limit(0), None)]);
-    step(&mut state, store.as_mut(), t0 + 7 * SECOND, vec![update(4, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() })]);
+    step(
+        &mut state,
+        store.as_mut(),
+        t0 + 7 * SECOND,
+        vec![update(4, AccountUpdate { status: Some(AccountStatus::Closed), ..AccountUpdate::default() })],
+    );
     assert_eq!(api.account(T1, AccountId(4)).unwrap().unwrap().status, AccountStatus::Closed);
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);

@@ -101,8 +101,12 @@ pub fn new_transfer() -> BoxedStrategy<NewTransfer> {
 }
 
 fn batch_item() -> impl Strategy<Value = BatchItem> {
-    (any::<u64>(), account_id(), account_id(), any::<u64>(), currency())
-        .prop_map(|(index, payer, payee, amount, currency)| BatchItem { index, payer, payee, amount, currency })
+    let fx =
+        option::of((any::<u128>(), any::<u64>(), any::<u64>()).prop_map(|(quote, source_amount, fee)| {
+            paycore_ledger::ItemFx { quote: QuoteId(quote), source_amount, fee }
+        }));
+    (any::<u64>(), account_id(), account_id(), any::<u64>(), currency(), fx)
+        .prop_map(|(index, payer, payee, amount, currency, fx)| BatchItem { index, payer, payee, amount, currency, fx })
 }
 
 fn batch_step() -> impl Strategy<Value = BatchStep> {
@@ -538,6 +542,7 @@ pub fn bulk_items() -> Submission {
                 payee: AccountId(numbers.id(opened)),
                 amount: 1 + numbers.next() % 500_000,
                 currency: usd,
+                fx: None,
             }
         })
         .collect();

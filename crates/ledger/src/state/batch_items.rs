@@ -17,6 +17,15 @@ impl State {
         let mut codes = Vec::with_capacity(items.len());
         for item in items {
             let paid = batch.item_transfer(item.index);
+            if let Some(fx) = &item.fx {
+                let code = self.fx_batch_item(tenant, batch, step, item, fx, now);
+                codes.push(code);
+                if !matches!(code, ResultCode::Exists | ResultCode::ExistsWithDifferentFields) {
+                    let state = item_state(step, code);
+                    self.changes.batch_items.push(BatchItemResult { batch, index: item.index, step, state, code });
+                }
+                continue;
+            }
             let op = match step {
                 BatchStep::Pay | BatchStep::Hold => TransferOp::Move {
                     debit_account: item.payer,

@@ -4,8 +4,8 @@
 use super::{HashSet, State};
 use crate::account::{Account, Balances};
 use crate::batch::{BatchEnd, BatchItemResult};
-use crate::limits::AuditRecord;
 use crate::clearing::ClearingWindow;
+use crate::limits::AuditRecord;
 use crate::payment::{Payment, Refund};
 use crate::transfer::{HoldRecord, HoldStatus, Transfer};
 use crate::{AccountId, BatchId, EventKind, PaymentId, QuoteId, TenantId};

@@ -18,10 +18,11 @@ use super::linked::Undo;
 use super::transfers::{Move, Resolution};
 use super::{CommandError, NewAccount, NewPayment, State};
 use crate::account::Overdraft;
+use crate::batch::{BatchItem, BatchStep, ItemFx};
 use crate::fx::{fee_revenue_account, liquidity_account, Quote};
 use crate::payment::{Payment, PaymentFx, TAG_FX_FEE, TAG_FX_FEE_RESOLVE, TAG_FX_TARGET};
 use crate::transfer::ResultCode;
-use crate::{time_ordered, AccountId, Amount, Currency, PaymentId, TenantId, TransferId};
+use crate::{time_ordered, AccountId, Amount, BatchId, Currency, PaymentId, TenantId, TransferId};
 
 pub(super) const CURRENCY: &str = "currency";
 pub(super) const AMOUNT_NOT_QUOTED: &str = "amount must equal the quote's source_amount";
@@ -40,6 +41,13 @@ const FEE_REVENUE_METADATA: &str = r#"{"paycore":"fx_fee_revenue"}"#;
 /// and the fee's transfer or hold. For `paycore verify`.
 pub fn payment_fx_transfers(confirm: TransferId) -> (TransferId, TransferId) {
     (beside(confirm, TAG_FX_TARGET), fee_transfer(confirm))
+}
+
+/// The ids of the other legs of cross-currency batch item `index`: the payee's transfer (made
+/// by the `Pay` or the `Post` step) and the fee's transfer or hold (`Pay` or `Hold`). The
+/// payer's leg has the item's own id ([`BatchId::item_transfer`]). For `paycore verify`.
+pub fn batch_item_fx_transfers(batch: BatchId, index: u64) -> (TransferId, TransferId) {
+    payment_fx_transfers(batch.item_transfer(index))
 }
 
 /// A transfer id derived from another (a payment's confirmation, capture or cancel), in the same
@@ -260,6 +268,79 @@ impl State {
             }
             let id = beside(cancel, TAG_FX_FEE_RESOLVE);
             state.resolve(tenant, id, fee_transfer(hold), Resolution::Void, now, Some(payment.id))
+        })
+    }
+
+    /// One cross-currency batch item in one step, all legs or none (one linked chain):
+    ///
+    /// - `Pay`: payer → liquidity(source) `source_amount` (the item's own transfer id), payer →
+    ///   fee revenue(source) `fee`, liquidity(target) → payee `amount`;
+    /// - `Hold`: the same three legs as holds, so that everything that could refuse the item
+    ///   (funds, the payee's status) refuses it in the first phase of an atomic batch;
+    /// - `Post`: the three holds posted; `Void`: the three holds released.
+    ///
+    /// Every leg's id derives from the batch and the index ([`batch_item_fx_transfers`]; a
+    /// resolution's from the item's resolution id), so a resumed batch finds the item's first
+    /// leg (`exists`) and makes none of them again.
+    pub(super) fn fx_batch_item(
+        &mut self,
+        tenant: TenantId,
+        batch: BatchId,
+        step: BatchStep,
+        item: &BatchItem,
+        fx: &ItemFx,
+        now: u64,
+    ) -> ResultCode {
+        let (Some(source), Some(target)) = (Amount::new(fx.source_amount), Amount::new(item.amount)) else {
+            return ResultCode::InvalidAmount;
+        };
+        let Some(payer) = self.accounts.get(&item.payer).filter(|a| a.tenant == tenant) else {
+            return ResultCode::AccountNotFound;
+        };
+        let source_currency = payer.currency;
+        if source_currency == item.currency {
+            return ResultCode::CurrencyMismatch;
+        }
+        let paid = batch.item_transfer(item.index);
+        let (target_id, fee_id) = batch_item_fx_transfers(batch, item.index);
+        let fee = Amount::new(fx.fee);
+        if let BatchStep::Post | BatchStep::Void = step {
+            let post = step == BatchStep::Post;
+            let id = batch.item_resolution(item.index, post);
+            let how = if post { Resolution::Post(None) } else { Resolution::Void };
+            return self.all_or_nothing(|state| {
+                let code = state.resolve(tenant, id, paid, how, now, None);
+                if code != ResultCode::Ok {
+                    return code;
+                }
+                if fee.is_some() {
+                    let code = state.resolve(tenant, beside(id, TAG_FX_FEE_RESOLVE), fee_id, how, now, None);
+                    if code != ResultCode::Ok {
+                        return code;
+                    }
+                }
+                state.resolve(tenant, beside(id, TAG_FX_TARGET), target_id, how, now, None)
+            });
+        }
+        self.open_fx_account(tenant, liquidity_account(tenant, source_currency), source_currency, true, now);
+        self.open_fx_account(tenant, liquidity_account(tenant, item.currency), item.currency, true, now);
+        self.open_fx_account(tenant, fee_revenue_account(tenant, source_currency), source_currency, false, now);
+        let hold = step == BatchStep::Hold;
+        let leg =
+            |id, debit, credit, amount, currency| Move { id, debit, credit, amount, currency, hold, expires_at: None };
+        let mut legs = vec![leg(paid, item.payer, liquidity_account(tenant, source_currency), source, source_currency)];
+        if let Some(fee) = fee {
+            legs.push(leg(fee_id, item.payer, fee_revenue_account(tenant, source_currency), fee, source_currency));
+        }
+        legs.push(leg(target_id, liquidity_account(tenant, item.currency), item.payee, target, item.currency));
+        self.all_or_nothing(|state| {
+            for leg in &legs {
+                let code = state.apply_move(tenant, leg, now, None);
+                if code != ResultCode::Ok {
+                    return code;
+                }
+            }
+            ResultCode::Ok
         })
     }
 }

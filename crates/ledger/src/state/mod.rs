@@ -9,8 +9,8 @@
 mod accounts;
 mod batch_items;
 mod changes;
-pub(crate) mod fx;
 mod clearing;
+pub(crate) mod fx;
 mod invariants;
 mod limits;
 mod linked;
@@ -20,7 +20,7 @@ mod request;
 mod transfers;
 
 pub use changes::ChangeSet;
-pub use fx::payment_fx_transfers;
+pub use fx::{batch_item_fx_transfers, payment_fx_transfers};
 pub use prefetch::Prefetch;
 pub use request::{Command, CommandError, NewAccount, NewPayment, Outcome, Request};
 

@@ -88,6 +88,15 @@ impl State {
                             if !self.holds.contains_key(&hold) {
                                 wanted.holds.push(hold);
                             }
+                            // A cross-currency item's fee and payee legs are holds of their own.
+                            if item.fx.is_some() {
+                                let (target, fee) = super::fx::batch_item_fx_transfers(*batch, item.index);
+                                for leg in [target, fee] {
+                                    if !self.holds.contains_key(&leg) {
+                                        wanted.holds.push(leg);
+                                    }
+                                }
+                            }
                         }
                     }
                 }

@@ -4,8 +4,8 @@
 pub mod accounts;
 pub mod admin;
 pub mod batches;
-pub mod fx;
 pub mod clearing;
+pub mod fx;
 pub mod payments;
 pub mod statements;
 pub mod transfers;
@@ -98,9 +98,11 @@ async fn from_store(state: &AppState, post: &Post, lookup: Lookup) -> Result<Ans
         }
         Ok(match lookup {
             Lookup::Account(id) => reader.account(tenant, id)?.map(|a| Outcome::Account(Ok(a))),
-            Lookup::Transfer(id) => {
-                reader.transfer(tenant, id)?.map(|t| Outcome::Transfer { code: ResultCode::Ok, transfer: Some(t), limit: None })
-            }
+            Lookup::Transfer(id) => reader.transfer(tenant, id)?.map(|t| Outcome::Transfer {
+                code: ResultCode::Ok,
+                transfer: Some(t),
+                limit: None,
+            }),
             Lookup::Payment(id) => reader.payment(tenant, id)?.map(|p| Outcome::Payment(Ok(p))),
             Lookup::Refund(payment, id) => {
                 let refund = reader.refunds(tenant, payment)?.into_iter().find(|r| r.id == id);

@@ -437,7 +437,7 @@ impl BatchStore for PostgresReader {
             .into_iter()
             .filter_map(|i| match (i.payer, i.payee, i.amount, i.currency) {
                 (Some(payer), Some(payee), Some(amount), Some(currency)) => {
-                    Some(BatchItem { index: i.index, payer, payee, amount, currency })
+                    Some(BatchItem { index: i.index, payer, payee, amount, currency, fx: None })
                 }
                 _ => None,
             })

@@ -5,8 +5,8 @@ use super::reader::PostgresReader;
 use crate::fx::{FxStore, RateRecord};
 use crate::{IdempotencyRecord, Result};
 use paycore_ledger::fx::{Quote, Rate};
-use paycore_ledger::{Currency, QuoteId, TenantId};
-use postgres::Row;
+use paycore_ledger::{BatchId, Currency, ItemFx, QuoteId, TenantId};
+use postgres::{GenericClient, Row};
 
 fn rate_from(row: &Row) -> Result<RateRecord> {
     Ok(RateRecord {
@@ -120,4 +120,98 @@ impl FxStore for PostgresReader {
             rows.first().map(quote_from).transpose()
         })
     }
+
+    fn insert_batch_fx(&self, batch: BatchId, quotes: &[Quote], items: &[(u64, ItemFx)]) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let id = id_bytes(batch.0);
+            for q in quotes {
+                tx.execute(
+                    "INSERT INTO fx_quotes (id, tenant, from_currency, to_currency, rate, source_amount, target_amount,
+                         fee, created_at, expires_at, used_by, batch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)",
+                    &[
+                        &id_bytes(q.id.0),
+                        &id_bytes(q.tenant.0),
+                        &q.from.code(),
+                        &q.to.code(),
+                        &q.rate.to_string(),
+                        &int(q.source_amount),
+                        &int(q.target_amount),
+                        &int(q.fee),
+                        &int(q.created_at),
+                        &int(q.expires_at),
+                        &id.as_slice(),
+                    ],
+                )?;
+            }
+            // One statement per 10 000 items, as arrays.
+            for chunk in items.chunks(10_000) {
+                let indexes: Vec<i64> = chunk.iter().map(|(i, _)| int(*i)).collect();
+                let quotes: Vec<Vec<u8>> = chunk.iter().map(|(_, fx)| id_bytes(fx.quote.0).to_vec()).collect();
+                let sources: Vec<i64> = chunk.iter().map(|(_, fx)| int(fx.source_amount)).collect();
+                let fees: Vec<i64> = chunk.iter().map(|(_, fx)| int(fx.fee)).collect();
+                tx.execute(
+                    "INSERT INTO batch_item_fx (batch, idx, quote, source_amount, fee)
+                     SELECT $1, * FROM UNNEST($2::BIGINT[], $3::BYTEA[], $4::BIGINT[], $5::BIGINT[])",
+                    &[&id.as_slice(), &indexes, &quotes, &sources, &fees],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn clear_batch_fx(&self, batch: BatchId) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let id = id_bytes(batch.0);
+            tx.execute("DELETE FROM batch_item_fx WHERE batch = $1", &[&id.as_slice()])?;
+            tx.execute("DELETE FROM fx_quotes WHERE batch = $1", &[&id.as_slice()])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn batch_quotes(&self, batch: BatchId) -> Result<Vec<Quote>> {
+        self.with(|client| batch_quotes(client, batch))
+    }
+
+    fn batch_item_fx(&self, batch: BatchId, first: u64, last: u64) -> Result<Vec<(u64, ItemFx)>> {
+        self.with(|client| batch_item_fx(client, batch, first, last))
+    }
+}
+
+/// The quotes of `batch`, by source then target currency code.
+pub(super) fn batch_quotes(client: &mut impl GenericClient, batch: BatchId) -> Result<Vec<Quote>> {
+    let rows = client.query(
+        "SELECT * FROM fx_quotes WHERE batch = $1 ORDER BY from_currency, to_currency",
+        &[&id_bytes(batch.0).as_slice()],
+    )?;
+    rows.iter().map(quote_from).collect()
+}
+
+/// The payer sides of `batch`'s cross-currency items with indexes in `first..=last`, by index.
+pub(super) fn batch_item_fx(
+    client: &mut impl GenericClient,
+    batch: BatchId,
+    first: u64,
+    last: u64,
+) -> Result<Vec<(u64, ItemFx)>> {
+    let rows = client.query(
+        "SELECT idx, quote, source_amount, fee FROM batch_item_fx WHERE batch = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx",
+        &[&id_bytes(batch.0).as_slice(), &int(first), &int(last)],
+    )?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                uint(row, "idx")?,
+                ItemFx {
+                    quote: QuoteId(id(row, "quote")?),
+                    source_amount: uint(row, "source_amount")?,
+                    fee: uint(row, "fee")?,
+                },
+            ))
+        })
+        .collect()
 }

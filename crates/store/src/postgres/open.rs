@@ -12,8 +12,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_partitions.sql"),
     include_str!("migrations/0005_fx.sql"),
     include_str!("migrations/0006_limits.sql"),
-    include_str!("migrations/0008_clearing.sql"),
-    include_str!("migrations/0009_statements.sql"),
+    include_str!("migrations/0007_clearing.sql"),
+    include_str!("migrations/0008_statements.sql"),
+    include_str!("migrations/0009_fx_batches.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

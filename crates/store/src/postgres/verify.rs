@@ -87,6 +87,14 @@ impl Snapshot for Rows<'_, '_> {
         list_items(&mut *self.tx, batch, &[], after, limit)
     }
 
+    fn batch_quotes(&mut self, batch: BatchId) -> Result<Vec<Quote>> {
+        super::fx::batch_quotes(&mut *self.tx, batch)
+    }
+
+    fn batch_item_fx(&mut self, batch: BatchId) -> Result<Vec<(u64, paycore_ledger::ItemFx)>> {
+        super::fx::batch_item_fx(&mut *self.tx, batch, 0, u64::MAX >> 1)
+    }
+
     fn clearing_windows(&mut self, each: &mut dyn FnMut(paycore_ledger::ClearingWindow)) -> Result<()> {
         super::clearing::every(&mut *self.tx, each)
     }

@@ -224,7 +224,7 @@ impl ItemShape for Sendable {
         };
         let item = match (account_at(row, 2)?, account_at(row, 3)?, amount_at(row, 4)?, currency_at(row, 5)?) {
             (Some(payer), Some(payee), Some(amount), Some(currency)) => {
-                Some(BatchItem { index, payer, payee, amount, currency })
+                Some(BatchItem { index, payer, payee, amount, currency, fx: None })
             }
             _ => None,
         };

@@ -5,7 +5,7 @@ use super::reader::SqliteReader;
 use crate::fx::{FxStore, RateRecord};
 use crate::{IdempotencyRecord, Result};
 use paycore_ledger::fx::{Quote, Rate};
-use paycore_ledger::{Currency, QuoteId, TenantId};
+use paycore_ledger::{BatchId, Currency, ItemFx, QuoteId, TenantId};
 use rusqlite::{params, OptionalExtension, Row};
 
 fn rate_from(row: &Row) -> rusqlite::Result<RateRecord> {
@@ -110,4 +110,98 @@ impl FxStore for SqliteReader {
                 .optional()?)
         })
     }
+
+    fn insert_batch_fx(&self, batch: BatchId, quotes: &[Quote], items: &[(u64, ItemFx)]) -> Result<()> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let blob = id_blob(batch.0);
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO fx_quotes (id, tenant, from_currency, to_currency, rate, source_amount, target_amount,
+                         fee, created_at, expires_at, used_by, batch)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)",
+                )?;
+                for q in quotes {
+                    insert.execute(params![
+                        id_blob(q.id.0),
+                        id_blob(q.tenant.0),
+                        q.from.code(),
+                        q.to.code(),
+                        q.rate.to_string(),
+                        int(q.source_amount),
+                        int(q.target_amount),
+                        int(q.fee),
+                        int(q.created_at),
+                        int(q.expires_at),
+                        blob,
+                    ])?;
+                }
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO batch_item_fx (batch, idx, quote, source_amount, fee) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (index, fx) in items {
+                    insert.execute(params![
+                        blob,
+                        int(*index),
+                        id_blob(fx.quote.0),
+                        int(fx.source_amount),
+                        int(fx.fee)
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn clear_batch_fx(&self, batch: BatchId) -> Result<()> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute("DELETE FROM batch_item_fx WHERE batch = ?1", [id_blob(batch.0)])?;
+            tx.execute("DELETE FROM fx_quotes WHERE batch = ?1", [id_blob(batch.0)])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn batch_quotes(&self, batch: BatchId) -> Result<Vec<Quote>> {
+        self.with(|conn| batch_quotes(conn, batch))
+    }
+
+    fn batch_item_fx(&self, batch: BatchId, first: u64, last: u64) -> Result<Vec<(u64, ItemFx)>> {
+        self.with(|conn| batch_item_fx(conn, batch, first, last))
+    }
+}
+
+/// The quotes of `batch`, by source then target currency code.
+pub(super) fn batch_quotes(conn: &rusqlite::Connection, batch: BatchId) -> Result<Vec<Quote>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM fx_quotes WHERE batch = ?1 ORDER BY from_currency, to_currency")?;
+    let quotes = stmt.query_map([id_blob(batch.0)], quote_from)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(quotes)
+}
+
+/// The payer sides of `batch`'s cross-currency items with indexes in `first..=last`, by index.
+pub(super) fn batch_item_fx(
+    conn: &rusqlite::Connection,
+    batch: BatchId,
+    first: u64,
+    last: u64,
+) -> Result<Vec<(u64, ItemFx)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, quote, source_amount, fee FROM batch_item_fx WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx",
+    )?;
+    let rows = stmt
+        .query_map(params![id_blob(batch.0), int(first), int(last)], |row| {
+            Ok((
+                uint(row, "idx")?,
+                ItemFx {
+                    quote: QuoteId(blob_id(row, "quote")?),
+                    source_amount: uint(row, "source_amount")?,
+                    fee: uint(row, "fee")?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }

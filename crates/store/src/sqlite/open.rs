@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_batches.sql"),
     include_str!("migrations/0003_tenants_webhooks.sql"),
@@ -18,8 +18,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_leases.sql"),
     include_str!("migrations/0008_fx.sql"),
     include_str!("migrations/0009_limits.sql"),
-    include_str!("migrations/0011_clearing.sql"),
-    include_str!("migrations/0012_statements.sql"),
+    include_str!("migrations/0010_clearing.sql"),
+    include_str!("migrations/0011_statements.sql"),
+    include_str!("migrations/0012_fx_batches.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

@@ -77,6 +77,14 @@ impl Snapshot for Rows<'_> {
         super::batches::list_items(self.conn, batch, &[], after, limit)
     }
 
+    fn batch_quotes(&mut self, batch: BatchId) -> Result<Vec<Quote>> {
+        super::fx::batch_quotes(self.conn, batch)
+    }
+
+    fn batch_item_fx(&mut self, batch: BatchId) -> Result<Vec<(u64, paycore_ledger::ItemFx)>> {
+        super::fx::batch_item_fx(self.conn, batch, 0, u64::MAX >> 1)
+    }
+
     fn clearing_windows(&mut self, each: &mut dyn FnMut(paycore_ledger::ClearingWindow)) -> Result<()> {
         super::clearing::every(self.conn, each)
     }

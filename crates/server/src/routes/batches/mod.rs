@@ -87,8 +87,9 @@ pub async fn retrieve(
 ) -> Result<Response, ApiError> {
     let batch = find(&state, auth, &id).await?;
     let batch_id = batch.id;
-    let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
-    Ok(rendered(json(200, &BatchJson::new(&batch, &totals))))
+    let (totals, quotes) =
+        blocking(&state, move |s| Ok((s.batch_totals(batch_id)?, s.batch_quotes(batch_id)?))).await?;
+    Ok(rendered(json(200, &BatchJson::new(&batch, &totals).with_quotes(&quotes))))
 }
 
 /// `POST /v1/batches/{id}/cancel`

@@ -107,9 +107,49 @@ pub struct BatchJson {
     pub created_at: String,
     pub validated_at: Option<String>,
     pub completed_at: Option<String>,
+    /// The quotes locked at validation for the cross-currency items (payer's account in another
+    /// currency than the item's, which is the payee's): one per currency pair, for the sum of
+    /// its items. Present when the batch has such items.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fx_quotes: Vec<BatchQuoteJson>,
+}
+
+/// A batch's quote for one currency pair: its items' amounts (`target_amount`, in `to`) and
+/// what their payers pay (`source_amount` and `fee`, in `from`), each the sum over the pair's
+/// items, each item rounded up on its own.
+#[derive(Serialize, ToSchema)]
+pub struct BatchQuoteJson {
+    /// `fxq_…`
+    pub id: String,
+    /// The payers' currency.
+    pub from: &'static str,
+    /// The items' (payees') currency.
+    pub to: &'static str,
+    /// Units of `to` per unit of `from`, as a decimal string.
+    pub rate: String,
+    pub source_amount: u64,
+    pub target_amount: u64,
+    pub fee: u64,
 }
 
 impl BatchJson {
+    /// The batch with its FX quotes.
+    pub fn with_quotes(mut self, quotes: &[paycore_ledger::fx::Quote]) -> BatchJson {
+        self.fx_quotes = quotes
+            .iter()
+            .map(|q| BatchQuoteJson {
+                id: q.id.to_string(),
+                from: q.from.code(),
+                to: q.to.code(),
+                rate: q.rate.to_string(),
+                source_amount: q.source_amount,
+                target_amount: q.target_amount,
+                fee: q.fee,
+            })
+            .collect();
+        self
+    }
+
     pub fn new(b: &BatchRecord, totals: &[BatchTotal]) -> BatchJson {
         let finished = b.succeeded + b.failed;
         let pending = match b.status {
@@ -149,6 +189,7 @@ impl BatchJson {
             created_at: rfc3339(b.created_at),
             validated_at: b.validated_at.map(rfc3339),
             completed_at: b.completed_at.map(rfc3339),
+            fx_quotes: Vec::new(),
         }
     }
 }
