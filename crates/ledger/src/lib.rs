@@ -10,6 +10,7 @@ mod account;
 mod batch;
 mod currency;
 mod ids;
+pub mod interest;
 mod money;
 mod payment;
 #[cfg(feature = "serde")]

@@ -47,6 +47,8 @@ macro_rules! vocabulary {
     };
 }
 
+pub(crate) use vocabulary;
+
 /// A name that is none of a vocabulary's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownName;
