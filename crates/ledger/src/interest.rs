@@ -23,8 +23,8 @@
 //!   minor unit. The posted total is always the rounded exact total: no per-day drift.
 
 use crate::{Currency, UnknownName};
-pub use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+pub use rust_decimal::Decimal;
 use rust_decimal::RoundingStrategy;
 use std::fmt;
 
@@ -418,14 +418,8 @@ pub fn quote(
     day_count: DayCount,
     compounding: Compounding,
 ) -> Result<Quote, InterestError> {
-    let terms = Terms {
-        annual_rate,
-        day_count,
-        compounding,
-        posting: Posting::Monthly,
-        min_balance: 0,
-        debit_rate: None,
-    };
+    let terms =
+        Terms { annual_rate, day_count, compounding, posting: Posting::Monthly, min_balance: 0, debit_rate: None };
     let balance = i64::try_from(principal).map_err(|_| InterestError::Overflow)?;
     let mut accrual = Accrual::default();
     for day in 1..=days {

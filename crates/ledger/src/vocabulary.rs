@@ -107,6 +107,8 @@ vocabulary! {
         Pain001 = "pain.001",
         /// A NACHA ACH file (PPD and CCD entries).
         Nacha = "nacha",
+        /// An interest run (`POST /v1/interest/runs`): no file, items made by the run.
+        Interest = "interest",
     }
 }
 

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod batches;
 mod error;
 pub mod files;
+pub mod interest;
 mod partition;
 mod pool;
 mod postgres;
@@ -31,6 +32,7 @@ pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, Webhoo
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Validated};
 pub use error::{Result, StoreError};
 pub use files::FileSink;
+pub use interest::{BalanceHistory, InterestAdvance, InterestRecord, InterestRun, InterestStore};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
@@ -139,11 +141,11 @@ impl Default for Options {
 pub const READER_CONNECTIONS_DEFAULT: usize = 32;
 
 /// Everything the API side of a store does: reads of committed state, the writes that are not
-/// money (batch records and items, tenants, keys, webhooks), and the offline check. A backend
+/// money (batch records and items, tenants, keys, webhooks, interest terms), and the offline check. A backend
 /// implements the four traits on one handle; callers upcast it to the one they need.
-pub trait ApiStore: Reader + BatchStore + AdminStore + verify::Verify {}
+pub trait ApiStore: Reader + BatchStore + AdminStore + verify::Verify + InterestStore {}
 
-impl<T: Reader + BatchStore + AdminStore + verify::Verify> ApiStore for T {}
+impl<T: Reader + BatchStore + AdminStore + verify::Verify + InterestStore> ApiStore for T {}
 
 /// An opened store: the engine's writer and the API's handle, as trait objects.
 pub struct Opened {

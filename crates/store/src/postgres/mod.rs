@@ -22,6 +22,7 @@ mod batches;
 mod codec;
 mod commit;
 mod files;
+mod interest;
 mod leases;
 mod open;
 mod partitions;

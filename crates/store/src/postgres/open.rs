@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_batch_files.sql"),
     include_str!("migrations/0003_leases.sql"),
     include_str!("migrations/0004_partitions.sql"),
+    include_str!("migrations/0007_interest.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

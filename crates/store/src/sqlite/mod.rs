@@ -18,6 +18,7 @@ mod commit;
 mod files;
 mod fresh;
 mod history;
+mod interest;
 mod leases;
 mod open;
 mod reader;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_balances_checkpoint.sql"),
     include_str!("migrations/0006_batch_results.sql"),
     include_str!("migrations/0007_leases.sql"),
+    include_str!("migrations/0010_interest.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";
