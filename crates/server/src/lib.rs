@@ -24,20 +24,20 @@ mod routes;
 mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
-pub use config::Config;
-pub use paycore_cluster::QueueConfig;
-pub use roles::{Cluster, Role};
+pub use config::{Config, ManualClock, ServiceClock};
 pub use error::{ApiError, ErrorType};
+pub use paycore_cluster::QueueConfig;
 pub use render::Renderer;
 pub use request_id::WithRequestId;
+pub use roles::{Cluster, Role};
 pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::serve::ListenerExt;
 use axum::Router;
-use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
-use paycore_store::{AdminStore, BatchStore, Reader};
+use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics};
+use paycore_store::{AdminStore, BatchStore, InterestStore, Reader};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +75,10 @@ pub struct AppState {
     pub role: Role,
     /// Cluster mode with `Role::All`: this process's engines.
     pub node: Option<Arc<paycore_cluster::EngineNode>>,
+    /// Interest terms and runs.
+    pub interest: Arc<dyn InterestStore>,
+    /// What "today" is for interest runs (`Config::clock`).
+    pub clock: Arc<dyn paycore_engine::Clock>,
 }
 
 /// The whole API as a router.
@@ -87,6 +91,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/accounts", post(routes::accounts::create))
         .route("/v1/accounts/{id}", get(routes::accounts::retrieve))
         .route("/v1/accounts/{id}/transfers", get(routes::accounts::transfers))
+        .route(
+            "/v1/accounts/{id}/interest",
+            put(routes::interest::put).get(routes::interest::get).delete(routes::interest::delete),
+        )
+        .route("/v1/interest/quote", get(routes::interest::quote))
+        .route("/v1/interest/runs", post(routes::interest::run))
         .route("/v1/transfers", post(routes::transfers::create))
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))
@@ -160,14 +170,16 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
     let render: paycore_engine::Renderer = Arc::new(move |outcome| render.render(outcome));
     let (api, engine, engines) = match (&config.cluster, config.role) {
         (_, Role::Engine) => anyhow::bail!("an engine process serves no API: see roles::serve_engine"),
-        (None, Role::Api) => anyhow::bail!("--role api needs a queue (--queue nats://…): its engines are other processes"),
+        (None, Role::Api) => {
+            anyhow::bail!("--role api needs a queue (--queue nats://…): its engines are other processes")
+        }
         (None, Role::All) => {
             let paycore_store::Opened { store, api } = paycore_store::open_with(location, &options)?;
             let (submitter, queue) = paycore_engine::channel(config.queue_capacity);
             let thread = paycore_engine::start(
                 store,
                 Box::new(queue),
-                Arc::new(SystemClock),
+                config.clock.0.clone(),
                 render,
                 engine_metrics.clone(),
                 EngineConfig::default(),
@@ -199,8 +211,12 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             (api, EngineHandle::new(Arc::new(submitter)), Engines::Cluster(node))
         }
     };
-    let (reader, batches, admin): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn AdminStore>) =
-        (api.clone(), api.clone(), api);
+    let (reader, batches, admin, interest): (
+        Arc<dyn Reader>,
+        Arc<dyn BatchStore>,
+        Arc<dyn AdminStore>,
+        Arc<dyn InterestStore>,
+    ) = (api.clone(), api.clone(), api.clone(), api);
     auth::bootstrap(reader.as_ref(), admin.as_ref(), &config.data_dir, config.api_key.clone())?;
     let reports = match config.store {
         Some(_) => None,
@@ -230,6 +246,8 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         stopping: Arc::new(AtomicBool::new(false)),
         role: config.role,
         node,
+        interest,
+        clock: config.clock.0.clone(),
     });
     Ok(Service { state, engines })
 }

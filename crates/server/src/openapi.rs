@@ -36,6 +36,11 @@ use utoipa::{Modify, OpenApi};
         routes::webhooks::delete,
         routes::webhooks::deliveries,
         routes::webhooks::replay,
+        routes::interest::quote,
+        routes::interest::put,
+        routes::interest::get,
+        routes::interest::delete,
+        routes::interest::run,
         routes::healthz,
         metrics::scrape,
         document,
@@ -150,7 +155,9 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
             bounds(schema, json!({"pattern": TRANSFER_ID}));
         }
         ("query", "format") if path == "/v1/batches" => {
-            schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
+            // An interest run's batches are made by `POST /v1/interest/runs`, never uploaded.
+            let uploaded = BatchFormat::ALL.iter().filter(|f| **f != BatchFormat::Interest);
+            schema["enum"] = names_or_null(uploaded.map(|v| v.as_str()));
         }
         ("query", "format") => schema["enum"] = json!(["csv", "pain.002", null]),
         ("query", "version") => schema["enum"] = json!(["001.001.03", "001.001.10", null]),

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod batches;
+pub mod interest;
 pub mod payments;
 pub mod transfers;
 pub mod webhooks;
@@ -11,9 +12,9 @@ pub mod webhooks;
 use crate::error::{json_response, ApiError};
 use crate::idempotency::{Post, Saved};
 use crate::AppState;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::extract::State;
 use axum::Json;
 use paycore_engine::{EngineError, Reply, Submission};
 use paycore_ledger::{AccountId, Command, Outcome, PaymentId, RefundId, Request, ResultCode, TransferId};
