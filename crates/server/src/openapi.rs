@@ -3,6 +3,7 @@
 
 use crate::{metrics, routes};
 use axum::Json;
+use paycore_ledger::interest::{Compounding, DayCount, Posting, QUOTE_DAYS_MAX};
 use paycore_ledger::{BatchFormat, BatchMode, ItemStatus, OnInvalid, BATCH_EVENTS_MAX};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -82,6 +83,8 @@ pub fn document_json() -> serde_json::Value {
 
 const ACCOUNT_ID: &str = "^acct_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 const TRANSFER_ID: &str = "^tr_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
+/// An interest rate: a fraction per year in decimal text (`ledger::interest::parse_rate`).
+const RATE: &str = "^[0-9]{1,3}(\\.[0-9]{1,12})?$";
 
 /// What utoipa's annotations cannot say, patched into the generated document: the bounds and
 /// patterns the server enforces, and the error answers every operation of a kind can give.
@@ -170,6 +173,11 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
             schema["enum"] = names_or_null(listed.iter().map(|v| v.as_str()));
         }
         ("query", "currency") => currency_enum(schema),
+        ("query", "annual_rate") => bounds(schema, json!({"pattern": RATE})),
+        ("query", "principal") => bounds(schema, json!({"minimum": 0, "maximum": 9_223_372_036_854_775_807_u64})),
+        ("query", "days") => bounds(schema, json!({"minimum": 0, "maximum": QUOTE_DAYS_MAX})),
+        ("query", "day_count") => schema["enum"] = names_or_null(DayCount::ALL.iter().map(|v| v.as_str())),
+        ("query", "compounding") => schema["enum"] = names_or_null(Compounding::ALL.iter().map(|v| v.as_str())),
         ("query", "payer") => bounds(schema, json!({"minLength": 1, "pattern": "^\\S(.*\\S)?$"})),
         ("query", "expected_total") => bounds(schema, json!({"pattern": "^[0-9]+(\\.[0-9]+)?$"})),
         _ => {}
@@ -184,7 +192,14 @@ fn conform_schema(name: &str, schema: &mut Value) {
     }
     let request = matches!(
         name,
-        "CreateAccount" | "TransferParams" | "CreatePayment" | "CapturePayment" | "CreateRefund" | "BatchItemParam"
+        "CreateAccount"
+            | "TransferParams"
+            | "CreatePayment"
+            | "CapturePayment"
+            | "CreateRefund"
+            | "BatchItemParam"
+            | "InterestTermsBody"
+            | "CreateRun"
     );
     let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut).filter(|_| request) else {
         return;
@@ -200,6 +215,12 @@ fn conform_schema(name: &str, schema: &mut Value) {
             "id" | "post_pending_id" | "void_pending_id" => bounds(property, json!({"pattern": TRANSFER_ID})),
             "reference" if name == "CreateAccount" => bounds(property, json!({"minLength": 1, "maxLength": 128})),
             "description" => bounds(property, json!({"maxLength": 1000})),
+            "annual_rate" | "debit_rate" => bounds(property, json!({"pattern": RATE})),
+            "day_count" => property["enum"] = names_or_null(DayCount::ALL.iter().map(|v| v.as_str())),
+            "compounding" => property["enum"] = names_or_null(Compounding::ALL.iter().map(|v| v.as_str())),
+            "posting" => property["enum"] = names_or_null(Posting::ALL.iter().map(|v| v.as_str())),
+            "min_balance" => bounds(property, json!({"minimum": 0, "maximum": 9_223_372_036_854_775_807_u64})),
+            "through" => bounds(property, json!({"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})),
             "payee" => bounds(property, json!({"minLength": 1})),
             "metadata" => bounds(
                 property,

@@ -82,6 +82,19 @@ async fn quotes_hold_the_issues_examples_and_name_bad_parameters(backend: Backen
         ("principal=100000&annual_rate=0.035&days=30&rate=1", "unknown_parameter", "rate"),
         ("principal=1&principal=2&annual_rate=0.035&days=30", "parameter_invalid", "principal"),
     ];
+    let document = client.send(client.http.get(format!("{}/openapi.json", client.base))).await.body;
+    for (path, method) in [
+        ("/v1/interest/quote", "get"),
+        ("/v1/interest/runs", "post"),
+        ("/v1/accounts/{id}/interest", "put"),
+        ("/v1/accounts/{id}/interest", "get"),
+        ("/v1/accounts/{id}/interest", "delete"),
+    ] {
+        assert!(document["paths"][path][method].is_object(), "{method} {path} missing from /openapi.json");
+    }
+    let rate = &document["components"]["schemas"]["InterestTermsBody"]["properties"]["annual_rate"];
+    assert_eq!(rate["type"], "string", "{rate}");
+    assert!(rate["pattern"].is_string(), "{rate}");
     for (query, code, param) in bad {
         let q = quote(&client, query).await;
         assert_eq!(q.status, 400, "{query}: {}", q.body);
@@ -348,5 +361,9 @@ async fn tenants_see_and_run_only_their_own_interest(backend: Backend) {
     assert_eq!((theirs.status, theirs.body["accounts_accrued"].as_u64()), (200, Some(0)), "{}", theirs.body);
     let ours = run(a, "2026-11-30").await;
     assert_eq!(ours.body["postings"][0]["credit"], 288, "{}", ours.body);
+    // The batch ends before the test does (a batch job still following its batch would keep
+    // the runtime from shutting down).
+    finished(a, ours.body["batch"]["id"].as_str().unwrap()).await;
+    assert_eq!(posted(a, &saver).await, 100_288);
     assert_eq!(a.get(&path).await.body["annual_rate"], "0.035");
 }

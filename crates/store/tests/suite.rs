@@ -889,6 +889,20 @@ fn interest(open_store: &dyn Fn() -> Opened) {
     assert_eq!(api.batch(T1, again.id).unwrap(), None);
     assert_eq!(api.interest(T1, AccountId(2)).unwrap().unwrap(), after);
 
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    // `verify` finds a posted amount that is not the rounded exact total.
+    let mut broken = Accrual::default();
+    broken.credit.exact = "1.6".parse().unwrap();
+    broken.credit.compounded = broken.credit.exact;
+    broken.credit.posted = 1;
+    let odd = InterestRecord { account: AccountId(3), accrual: broken, ..record.clone() };
+    api.set_interest(&odd).unwrap();
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("credit interest posted 1"), "{:?}", report.problems);
+    assert!(api.remove_interest(T1, AccountId(3)).unwrap());
+
     // New terms keep the accrual where it stands.
     let changed = InterestRecord { terms: Terms { min_balance: 500, ..terms }, updated_at: 10, ..record.clone() };
     let stored = api.set_interest(&changed).unwrap();

@@ -62,6 +62,12 @@ fn read_one(
         .transpose()
 }
 
+/// Every row, by account (for `verify`).
+pub(super) fn all_rows(client: &mut impl GenericClient) -> Result<Vec<InterestRecord>> {
+    let rows = client.query(&format!("SELECT {INTEREST_COLUMNS} FROM account_interest ORDER BY account"), &[])?;
+    super::codec::all(&rows, decode)
+}
+
 impl InterestStore for PostgresReader {
     fn set_interest(&self, record: &InterestRecord) -> Result<InterestRecord> {
         self.with(|client| {

@@ -77,4 +77,8 @@ impl Snapshot for Rows<'_, '_> {
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
         list_items(&mut *self.tx, batch, &[], after, limit)
     }
+
+    fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>> {
+        super::interest::all_rows(&mut *self.tx)
+    }
 }

@@ -71,6 +71,13 @@ fn write(conn: &Connection, c: &InterestColumns) -> Result<()> {
     Ok(())
 }
 
+/// Every row, by account (for `verify`).
+pub(super) fn all_rows(conn: &Connection) -> Result<Vec<InterestRecord>> {
+    let mut stmt = conn.prepare(&format!("SELECT {INTEREST_COLUMNS} FROM account_interest ORDER BY account"))?;
+    let rows = stmt.query_map([], columns_from)?;
+    rows.map(|r| r.map_err(StoreError::from).and_then(InterestColumns::decode)).collect()
+}
+
 impl InterestStore for SqliteReader {
     fn set_interest(&self, record: &InterestRecord) -> Result<InterestRecord> {
         self.with(|conn| {

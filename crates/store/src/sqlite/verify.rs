@@ -67,4 +67,8 @@ impl Snapshot for Rows<'_> {
     fn batch_items(&mut self, batch: BatchId, after: Option<u64>, limit: usize) -> Result<Vec<BatchItemRow>> {
         super::batches::list_items(self.conn, batch, &[], after, limit)
     }
+
+    fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>> {
+        super::interest::all_rows(self.conn)
+    }
 }
