@@ -211,12 +211,9 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             (api, EngineHandle::new(Arc::new(submitter)), Engines::Cluster(node))
         }
     };
-    let (reader, batches, admin, interest): (
-        Arc<dyn Reader>,
-        Arc<dyn BatchStore>,
-        Arc<dyn AdminStore>,
-        Arc<dyn InterestStore>,
-    ) = (api.clone(), api.clone(), api.clone(), api);
+    let interest: Arc<dyn InterestStore> = api.clone();
+    let (reader, batches, admin): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn AdminStore>) =
+        (api.clone(), api.clone(), api);
     auth::bootstrap(reader.as_ref(), admin.as_ref(), &config.data_dir, config.api_key.clone())?;
     let reports = match config.store {
         Some(_) => None,
