@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_batches.sql"),
     include_str!("migrations/0003_tenants_webhooks.sql"),

@@ -183,7 +183,9 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 7 }), "{err}");
+    // `known` is how many migrations this build has (each helper's branch adds its own).
+    let known = i64::try_from(super::open::MIGRATIONS.len()).unwrap();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: k } if k == known), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
