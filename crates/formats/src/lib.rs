@@ -369,6 +369,10 @@ pub fn parse<R: BufRead>(
         Format::Jsonl => jsonl::parse(input, options, &mut collector)?,
         Format::Pain001 => pain001::parse(input, &mut collector, &mut summary)?,
         Format::Nacha => nacha::parse(input, options, &mut collector, &mut summary)?,
+        // An interest run's items are made by the run (`POST /v1/interest/runs`), never parsed.
+        Format::Interest => {
+            return Err(FatalError::Malformed { line: 0, message: "an interest run has no file to parse".into() })
+        }
     }
     collector.finish(&mut summary);
     Ok(summary)

@@ -13,6 +13,7 @@ mod currency;
 pub mod fx;
 mod ids;
 mod limits;
+pub mod interest;
 mod money;
 mod payment;
 #[cfg(feature = "serde")]

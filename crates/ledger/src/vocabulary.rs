@@ -47,6 +47,8 @@ macro_rules! vocabulary {
     };
 }
 
+pub(crate) use vocabulary;
+
 /// A name that is none of a vocabulary's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownName;
@@ -105,6 +107,8 @@ vocabulary! {
         Pain001 = "pain.001",
         /// A NACHA ACH file (PPD and CCD entries).
         Nacha = "nacha",
+        /// An interest run (`POST /v1/interest/runs`): no file, items made by the run.
+        Interest = "interest",
     }
 }
 

@@ -3,6 +3,8 @@
 use crate::auth::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Everything `run` needs. Build it with [`Config::new`] and adjust the public fields.
 #[derive(Clone, Debug)]
@@ -47,6 +49,47 @@ pub struct Config {
     pub role: crate::Role,
     /// Cluster mode: the queue between API nodes and engines (with `store`, PostgreSQL).
     pub cluster: Option<crate::Cluster>,
+    /// The clock of this process's engine (one process: not cluster mode's engines) and of
+    /// what "today" is for interest runs. The system clock unless a test or a simulation sets
+    /// one ([`ManualClock`]).
+    pub clock: ServiceClock,
+}
+
+/// A clock for [`Config::clock`].
+#[derive(Clone)]
+pub struct ServiceClock(pub Arc<dyn paycore_engine::Clock>);
+
+impl std::fmt::Debug for ServiceClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceClock")
+    }
+}
+
+impl Default for ServiceClock {
+    fn default() -> ServiceClock {
+        ServiceClock(Arc::new(paycore_engine::SystemClock))
+    }
+}
+
+/// A clock that says what it is told (nanoseconds since the Unix epoch), for tests that need
+/// days to pass (interest). It never goes back: `set` to an earlier time is ignored.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(now_ns: u64) -> ManualClock {
+        ManualClock(AtomicU64::new(now_ns))
+    }
+
+    pub fn set(&self, now_ns: u64) {
+        self.0.fetch_max(now_ns, Ordering::SeqCst);
+    }
+}
+
+impl paycore_engine::Clock for ManualClock {
+    fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Config {
@@ -83,6 +126,7 @@ impl Config {
             batch_lease: Config::BATCH_LEASE_DEFAULT,
             role: crate::Role::All,
             cluster: None,
+            clock: ServiceClock::default(),
         }
     }
 }

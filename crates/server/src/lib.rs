@@ -24,7 +24,7 @@ mod routes;
 mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
-pub use config::Config;
+pub use config::{Config, ManualClock, ServiceClock};
 pub use error::{ApiError, ErrorType};
 pub use paycore_cluster::QueueConfig;
 pub use render::Renderer;
@@ -33,11 +33,11 @@ pub use roles::{Cluster, Role};
 pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::serve::ListenerExt;
 use axum::Router;
-use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics, SystemClock};
-use paycore_store::{AdminStore, BatchStore, FxStore, Reader};
+use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics};
+use paycore_store::{AdminStore, BatchStore, FxStore, InterestStore, Reader};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +77,10 @@ pub struct AppState {
     pub role: Role,
     /// Cluster mode with `Role::All`: this process's engines.
     pub node: Option<Arc<paycore_cluster::EngineNode>>,
+    /// Interest terms and runs.
+    pub interest: Arc<dyn InterestStore>,
+    /// What "today" is for interest runs (`Config::clock`).
+    pub clock: Arc<dyn paycore_engine::Clock>,
 }
 
 /// The whole API as a router.
@@ -91,6 +95,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/accounts/{id}/transfers", get(routes::accounts::transfers))
         .route("/v1/accounts/{id}/audit", get(routes::accounts::audit))
         .route("/v1/accounts/{id}/statement", get(routes::statements::statement))
+        .route(
+            "/v1/accounts/{id}/interest",
+            put(routes::interest::put).get(routes::interest::get).delete(routes::interest::delete),
+        )
+        .route("/v1/interest/quote", get(routes::interest::quote))
+        .route("/v1/interest/runs", post(routes::interest::run))
         .route("/v1/transfers", post(routes::transfers::create))
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))
@@ -181,7 +191,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             let thread = paycore_engine::start(
                 store,
                 Box::new(queue),
-                Arc::new(SystemClock),
+                config.clock.0.clone(),
                 render,
                 engine_metrics.clone(),
                 EngineConfig::default(),
@@ -213,6 +223,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             (api, EngineHandle::new(Arc::new(submitter)), Engines::Cluster(node))
         }
     };
+    let interest: Arc<dyn InterestStore> = api.clone();
     let (reader, batches, fx): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn FxStore>) =
         (api.clone(), api.clone(), api.clone());
     let admin: Arc<dyn AdminStore> = api;
@@ -246,6 +257,8 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         stopping: Arc::new(AtomicBool::new(false)),
         role: config.role,
         node,
+        interest,
+        clock: config.clock.0.clone(),
     });
     Ok(Service { state, engines })
 }

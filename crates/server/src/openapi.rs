@@ -3,6 +3,7 @@
 
 use crate::{metrics, routes};
 use axum::Json;
+use paycore_ledger::interest::{Compounding, DayCount, Posting, QUOTE_DAYS_MAX};
 use paycore_ledger::{BatchFormat, BatchMode, ItemStatus, OnInvalid, BATCH_EVENTS_MAX};
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -49,6 +50,11 @@ use utoipa::{Modify, OpenApi};
         routes::fx::set_settings,
         routes::fx::settings,
         routes::fx::accounts,
+        routes::interest::quote,
+        routes::interest::put,
+        routes::interest::get,
+        routes::interest::delete,
+        routes::interest::run,
         routes::healthz,
         metrics::scrape,
         document,
@@ -94,6 +100,8 @@ pub fn document_json() -> serde_json::Value {
 const ACCOUNT_ID: &str = "^acct_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 const TRANSFER_ID: &str = "^tr_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
 const CLEARING_WINDOW_ID: &str = "^cw_[0-7][0-9abcdefghjkmnpqrstvwxyz]{25}$";
+/// An interest rate: a fraction per year in decimal text (`ledger::interest::parse_rate`).
+const RATE: &str = "^[0-9]{1,3}(\\.[0-9]{1,12})?$";
 
 /// What utoipa's annotations cannot say, patched into the generated document: the bounds and
 /// patterns the server enforces, and the error answers every operation of a kind can give.
@@ -171,7 +179,9 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
         }
         ("query", "format") if path.starts_with("/v1/clearing/") => schema["enum"] = json!(["json", "csv", null]),
         ("query", "format") if path == "/v1/batches" => {
-            schema["enum"] = names_or_null(BatchFormat::ALL.iter().map(|v| v.as_str()));
+            // An interest run's batches are made by `POST /v1/interest/runs`, never uploaded.
+            let uploaded = BatchFormat::ALL.iter().filter(|f| **f != BatchFormat::Interest);
+            schema["enum"] = names_or_null(uploaded.map(|v| v.as_str()));
         }
         ("query", "format") if path.ends_with("/statement") => {
             schema["enum"] = json!(["json", "csv", "camt.053", "camt.053.001.08", null]);
@@ -191,6 +201,11 @@ fn conform_parameter(path: &str, parameter: &mut Value) -> bool {
             schema["enum"] = names_or_null(listed.iter().map(|v| v.as_str()));
         }
         ("query", "currency") => currency_enum(schema),
+        ("query", "annual_rate") => bounds(schema, json!({"pattern": RATE})),
+        ("query", "principal") => bounds(schema, json!({"minimum": 0, "maximum": 9_223_372_036_854_775_807_u64})),
+        ("query", "days") => bounds(schema, json!({"minimum": 0, "maximum": QUOTE_DAYS_MAX})),
+        ("query", "day_count") => schema["enum"] = names_or_null(DayCount::ALL.iter().map(|v| v.as_str())),
+        ("query", "compounding") => schema["enum"] = names_or_null(Compounding::ALL.iter().map(|v| v.as_str())),
         ("query", "payer") => bounds(schema, json!({"minLength": 1, "pattern": "^\\S(.*\\S)?$"})),
         ("query", "expected_total") => bounds(schema, json!({"pattern": "^[0-9]+(\\.[0-9]+)?$"})),
         _ => {}
@@ -212,6 +227,8 @@ fn conform_schema(name: &str, schema: &mut Value) {
             | "CreateRefund"
             | "BatchItemParam"
             | "CloseClearingWindow"
+            | "InterestTermsBody"
+            | "CreateRun"
     );
     let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut).filter(|_| request) else {
         return;
@@ -227,6 +244,12 @@ fn conform_schema(name: &str, schema: &mut Value) {
             "id" | "post_pending_id" | "void_pending_id" => bounds(property, json!({"pattern": TRANSFER_ID})),
             "reference" if name == "CreateAccount" => bounds(property, json!({"minLength": 1, "maxLength": 128})),
             "description" => bounds(property, json!({"maxLength": 1000})),
+            "annual_rate" | "debit_rate" => bounds(property, json!({"pattern": RATE})),
+            "day_count" => property["enum"] = names_or_null(DayCount::ALL.iter().map(|v| v.as_str())),
+            "compounding" => property["enum"] = names_or_null(Compounding::ALL.iter().map(|v| v.as_str())),
+            "posting" => property["enum"] = names_or_null(Posting::ALL.iter().map(|v| v.as_str())),
+            "min_balance" => bounds(property, json!({"minimum": 0, "maximum": 9_223_372_036_854_775_807_u64})),
+            "through" => bounds(property, json!({"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})),
             "payee" => bounds(property, json!({"minLength": 1})),
             "metadata" => bounds(
                 property,

@@ -21,6 +21,7 @@ pub mod clearing;
 mod error;
 pub mod files;
 pub mod fx;
+pub mod interest;
 mod partition;
 mod pool;
 mod postgres;
@@ -35,6 +36,7 @@ pub use clearing::ClearingSummary;
 pub use error::{Result, StoreError};
 pub use files::FileSink;
 pub use fx::{FxStore, RateRecord};
+pub use interest::{BalanceHistory, InterestAdvance, InterestRecord, InterestRun, InterestStore};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 
 use paycore_ledger::{
@@ -178,11 +180,12 @@ impl Default for Options {
 pub const READER_CONNECTIONS_DEFAULT: usize = 32;
 
 /// Everything the API side of a store does: reads of committed state, the writes that are not
-/// money (batch records and items, tenants, keys, webhooks), and the offline check. A backend
-/// implements the five traits on one handle; callers upcast it to the one they need.
-pub trait ApiStore: Reader + BatchStore + AdminStore + FxStore + verify::Verify {}
+/// money (batch records and items, tenants, keys, webhooks, FX rates and quotes, interest
+/// terms), and the offline check. A backend implements the six traits on one handle; callers
+/// upcast it to the one they need.
+pub trait ApiStore: Reader + BatchStore + AdminStore + FxStore + InterestStore + verify::Verify {}
 
-impl<T: Reader + BatchStore + AdminStore + FxStore + verify::Verify> ApiStore for T {}
+impl<T: Reader + BatchStore + AdminStore + FxStore + InterestStore + verify::Verify> ApiStore for T {}
 
 /// An opened store: the engine's writer and the API's handle, as trait objects.
 pub struct Opened {

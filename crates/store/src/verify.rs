@@ -73,6 +73,8 @@ pub trait Snapshot {
     fn audit(&mut self) -> Result<Vec<AuditRecord>>;
     /// Every closed clearing window with its positions, by tenant, currency and sequence.
     fn clearing_windows(&mut self, each: &mut dyn FnMut(ClearingWindow)) -> Result<()>;
+    /// Every interest-bearing account's terms and accrual (`account_interest`).
+    fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>>;
 }
 
 /// A store that can be checked: it runs a check over one snapshot of itself.
@@ -115,7 +117,53 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     check_batches(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_quotes(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_clearing(snapshot, &mut report)?;
+    check_interest(snapshot, &mut report)?;
     Ok(report)
+}
+
+/// Interest: each row belongs to an account of its tenant and currency; what was posted is
+/// the rounded cumulative exact interest (`ledger::interest`: a run posts whole periods, so
+/// after every run `posted = round(exact)`); nothing is negative and nothing compounded that
+/// was not accrued; the batch that last posted is stored.
+fn check_interest(snapshot: &mut dyn Snapshot, report: &mut Report) -> Result<()> {
+    let rows = snapshot.interest_accounts()?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let accounts: HashMap<AccountId, Account> = snapshot.accounts()?.into_iter().map(|a| (a.id, a)).collect();
+    let batches: std::collections::HashSet<BatchId> = snapshot.batches()?.into_iter().collect();
+    for row in rows {
+        let id = row.account;
+        match accounts.get(&id) {
+            Some(a) if a.tenant == row.tenant && a.currency == row.currency => {}
+            _ => report.problem(format!("{id}: bears interest but is no {} account of its tenant", row.currency)),
+        }
+        for (side, accrued) in [("credit", row.accrual.credit), ("debit", row.accrual.debit)] {
+            match paycore_ledger::interest::round_minor(accrued.exact) {
+                Ok(rounded) if rounded == accrued.posted => {}
+                _ => report.problem(format!(
+                    "{id}: {side} interest posted {} but the exact cumulative interest {} rounds otherwise",
+                    accrued.posted, accrued.exact
+                )),
+            }
+            if accrued.compounded.is_sign_negative() || accrued.compounded > accrued.exact {
+                report.problem(format!(
+                    "{id}: {side} interest compounded {} of {} accrued",
+                    accrued.compounded, accrued.exact
+                ));
+            }
+        }
+        if row.accrued_through < row.since.previous() {
+            report.problem(format!(
+                "{id}: accrued through {} before its terms began on {}",
+                row.accrued_through, row.since
+            ));
+        }
+        if let Some(batch) = row.last_batch.filter(|b| !batches.contains(b)) {
+            report.problem(format!("{id}: its interest was last posted by {batch}, which is not stored"));
+        }
+    }
+    Ok(())
 }
 
 /// Adds up every transfer's effect on its accounts, and notes what the later checks need.

@@ -1353,3 +1353,155 @@ fn verify_refuses_a_postgres_database_without_a_store() {
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
     assert!(error.to_string().contains("has no paycore database"), "{error}");
 }
+
+/// Interest terms, the closing balances a run reads, and a run's one transaction: written
+/// once, refused as a whole when the accrual moved meanwhile.
+fn interest(open_store: &dyn Fn() -> Opened) {
+    use paycore_ledger::interest::{parse_rate, Accrual, Compounding, Date, DayCount, Posting, Terms};
+    use paycore_store::{InterestAdvance, InterestRecord, InterestRun};
+    let Opened { mut store, api } = open_store();
+    let day = |text: &str| Date::parse(text).unwrap();
+    let mut state = State::default();
+    let at = |text: &str| day(text).end_ns() - 1_000_000;
+    step(
+        &mut state,
+        store.as_mut(),
+        at("2026-10-30"),
+        vec![
+            open(1, Overdraft::Unlimited, None),
+            open(2, Overdraft::Limit(0), None),
+            open(3, Overdraft::Limit(0), None),
+        ],
+    );
+    step(&mut state, store.as_mut(), at("2026-11-01"), vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None)])]);
+    step(&mut state, store.as_mut(), at("2026-11-03"), vec![Command::Transfers(vec![mv(101, 2, 3, 300, None)])]);
+    // A hold moves no posted money.
+    step(
+        &mut state,
+        store.as_mut(),
+        at("2026-11-04"),
+        vec![Command::Transfers(vec![mv(102, 2, 3, 50, Some(Hold { timeout_seconds: None }))])],
+    );
+
+    let terms = Terms {
+        annual_rate: parse_rate("0.035").unwrap(),
+        day_count: DayCount::Act365,
+        compounding: Compounding::Daily,
+        posting: Posting::Monthly,
+        min_balance: 0,
+        debit_rate: None,
+    };
+    let record = InterestRecord {
+        account: AccountId(2),
+        tenant: T1,
+        currency: eur(),
+        terms,
+        since: day("2026-10-31"),
+        accrued_through: day("2026-10-30"),
+        accrual: Accrual::default(),
+        last_batch: None,
+        updated_at: 5,
+    };
+    assert_eq!(api.set_interest(&record).unwrap(), record);
+    assert_eq!(api.interest(T1, AccountId(2)).unwrap(), Some(record.clone()));
+    assert_eq!(api.interest(T2, AccountId(2)).unwrap(), None, "another tenant's");
+    assert!(!api.remove_interest(T2, AccountId(2)).unwrap());
+
+    // Closing balances: now minus what moved after each day.
+    let history = api.balance_history(T1, &[AccountId(2)], &[], day("2026-10-30")).unwrap();
+    let closing = |h: &paycore_store::BalanceHistory, d: &str| h.closing(AccountId(2), day(d));
+    assert_eq!(
+        [closing(&history, "2026-10-31"), closing(&history, "2026-11-01"), closing(&history, "2026-11-02")],
+        [0, 1000, 1000]
+    );
+    assert_eq!([closing(&history, "2026-11-03"), closing(&history, "2026-11-30")], [700, 700]);
+    // Transfers with an excluded account (the interest accounts) count as if made before.
+    let history = api.balance_history(T1, &[AccountId(2)], &[AccountId(1)], day("2026-10-30")).unwrap();
+    assert_eq!([closing(&history, "2026-10-31"), closing(&history, "2026-11-03")], [1000, 700]);
+    assert_eq!(api.balance_history(T2, &[AccountId(2)], &[], day("2026-10-30")).unwrap(), Default::default());
+
+    // A run: its batch, items and the accrual in one transaction.
+    let batch_id = BatchId(77 << 64);
+    let mut batch = BatchRecord::new(batch_id, T1, BatchFormat::Interest, 9);
+    batch.status = BatchStatus::Processing;
+    batch.total = 1;
+    batch.validated_at = Some(9);
+    let item = BatchItemRow {
+        index: 0,
+        line: 1,
+        location: "acct 2026-11".into(),
+        reference: Some("interest 2026-11".into()),
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: Some("acct_1".into()),
+        payee_text: Some("acct_2".into()),
+        payer: Some(AccountId(1)),
+        payee: Some(AccountId(2)),
+        amount: Some(2),
+        currency: Some(eur()),
+        status: ItemStatus::Pending,
+        failure_code: None,
+        message: None,
+    };
+    let mut accrual = Accrual::default();
+    accrual.credit.posted = 2;
+    accrual.credit.exact = "2.0123".parse().unwrap();
+    let advance =
+        InterestAdvance { account: AccountId(2), from: day("2026-10-30"), accrued_through: day("2026-11-30"), accrual };
+    let totals = [BatchTotal { currency: eur(), count: 1, sum: 2 }];
+    let run = InterestRun {
+        batch: &batch,
+        items: std::slice::from_ref(&item),
+        totals: &totals,
+        advances: std::slice::from_ref(&advance),
+    };
+    api.create_interest_run(&run).unwrap();
+    let stored = api.batch(T1, batch_id).unwrap().unwrap();
+    assert_eq!((stored.status, stored.format, stored.total), (BatchStatus::Processing, BatchFormat::Interest, 1));
+    assert_eq!(api.batch_items(batch_id, &[], None, 10).unwrap(), vec![item.clone()]);
+    assert_eq!(api.batch_totals(batch_id).unwrap(), totals.to_vec());
+    let after = api.interest(T1, AccountId(2)).unwrap().unwrap();
+    assert_eq!((after.accrued_through, after.accrual, after.last_batch), (day("2026-11-30"), accrual, Some(batch_id)));
+
+    // The same run again: the accrual moved, so nothing of it is written.
+    let mut again = batch.clone();
+    again.id = BatchId(78 << 64);
+    let run = InterestRun { batch: &again, ..run };
+    assert!(matches!(api.create_interest_run(&run), Err(StoreError::Conflict(_))));
+    assert_eq!(api.batch(T1, again.id).unwrap(), None);
+    assert_eq!(api.interest(T1, AccountId(2)).unwrap().unwrap(), after);
+
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    // `verify` finds a posted amount that is not the rounded exact total.
+    let mut broken = Accrual::default();
+    broken.credit.exact = "1.6".parse().unwrap();
+    broken.credit.compounded = broken.credit.exact;
+    broken.credit.posted = 1;
+    let odd = InterestRecord { account: AccountId(3), accrual: broken, ..record.clone() };
+    api.set_interest(&odd).unwrap();
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("credit interest posted 1"), "{:?}", report.problems);
+    assert!(api.remove_interest(T1, AccountId(3)).unwrap());
+
+    // New terms keep the accrual where it stands.
+    let changed = InterestRecord { terms: Terms { min_balance: 500, ..terms }, updated_at: 10, ..record.clone() };
+    let stored = api.set_interest(&changed).unwrap();
+    assert_eq!((stored.terms.min_balance, stored.accrued_through, stored.accrual), (500, day("2026-11-30"), accrual));
+    assert_eq!(api.interest_accounts(T1).unwrap(), vec![stored]);
+    assert!(api.remove_interest(T1, AccountId(2)).unwrap());
+    assert_eq!(api.interest_accounts(T1).unwrap(), vec![]);
+}
+
+#[test]
+fn embedded_interest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    interest(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_interest() {
+    on_postgres("postgres_interest", interest);
+}

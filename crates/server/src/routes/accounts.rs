@@ -1,7 +1,7 @@
 //! `/v1/accounts`: open an account, read it, change its status and limits, list its transfers
 //! and the audit of its changes.
 
-use super::{execute, path_id, read};
+use super::{execute, path_id, read, Answer};
 use crate::auth::{Actor, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::Post;
@@ -10,10 +10,10 @@ use crate::json::{self, OverdraftLimit};
 use crate::render::{self, AccountJson, AuditEntryJson, ListJson, OverdraftJson, TransferJson, VelocityJson};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use paycore_ledger::{
-    AccountId, AccountStatus, AccountUpdate, Change, Command, NewAccount, Overdraft, TransferId, Velocity, AMOUNT_MAX,
-    VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
+    AccountId, AccountStatus, AccountUpdate, Change, Command, NewAccount, Outcome, Overdraft, TransferId, Velocity,
+    AMOUNT_MAX, VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
 };
 use paycore_store::Page;
 use serde::{Deserialize, Deserializer};
@@ -48,6 +48,9 @@ pub struct CreateAccount {
     /// Up to 50 string keys (≤ 40 characters) with string values (≤ 500 characters).
     #[serde(default, deserialize_with = "json::unique_map")]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Makes the account interest-bearing from today (see `PUT /v1/accounts/{id}/interest`,
+    /// which changes the terms, and `GET` there, which shows them and the accrual).
+    pub interest: Option<super::interest::InterestTermsBody>,
 }
 
 /// `POST /v1/accounts`
@@ -75,16 +78,45 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
     if let Some(metadata) = &params.metadata {
         check_metadata(metadata)?;
     }
+    let overdraft = params.overdraft_limit.map_or(Overdraft::Limit(0), |o| o.0);
+    let terms = match &params.interest {
+        None => None,
+        Some(body) => {
+            let terms = super::interest::terms(body, "interest.")?;
+            if terms.debit_rate.is_some() && overdraft == Overdraft::Limit(0) {
+                return Err(ApiError::invalid(
+                    "interest.debit_rate",
+                    "`interest.debit_rate` is charged on negative balances: the account needs an `overdraft_limit` (a credit line).",
+                ));
+            }
+            Some(terms)
+        }
+    };
     let id = AccountId(new_id());
     let metadata = params.metadata.map(|m| serde_json::to_string(&m).unwrap_or_default());
-    let command = Command::CreateAccount(NewAccount {
-        id,
-        currency,
-        overdraft: params.overdraft_limit.map_or(Overdraft::Limit(0), |o| o.0),
-        reference: params.reference,
-        metadata,
-    });
-    execute(&state, &post, command).await
+    let command = Command::CreateAccount(NewAccount { id, currency, overdraft, reference: params.reference, metadata });
+    let Some(terms) = terms else { return execute(&state, &post, command).await };
+    // The account first (through the engine), then its terms (a store write): a retry with
+    // the same `Idempotency-Key` replays the account and sets the same terms again.
+    let answer = super::submit(&state, &post, command).await?;
+    let created = match &answer {
+        Answer::Done(Outcome::Account(Ok(account))) => Some(account.id),
+        Answer::Done(_) => None,
+        Answer::Saved(saved) if saved.status == 201 => serde_json::from_slice::<serde_json::Value>(&saved.body)
+            .ok()
+            .and_then(|body| body["id"].as_str().and_then(|id| id.parse().ok())),
+        Answer::Saved(_) => None,
+    };
+    if let Some(account) = created {
+        super::interest::set_terms(&state, post.auth.tenant, account, terms, "interest.").await?;
+    }
+    Ok(match answer {
+        Answer::Done(outcome) => match (&post.key, crate::render::outcome_error(&outcome)) {
+            (None, Some(error)) => error.into_response(),
+            _ => super::rendered(state.renderer.render(&outcome)),
+        },
+        Answer::Saved(saved) => saved.into_response(),
+    })
 }
 
 fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod batches;
 pub mod clearing;
 pub mod fx;
+pub mod interest;
 pub mod payments;
 pub mod statements;
 pub mod transfers;

@@ -24,6 +24,7 @@ mod codec;
 mod commit;
 mod files;
 mod fx;
+mod interest;
 mod leases;
 mod limits;
 mod open;

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_clearing.sql"),
     include_str!("migrations/0008_statements.sql"),
     include_str!("migrations/0009_fx_batches.sql"),
+    include_str!("migrations/0010_interest.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -98,4 +98,8 @@ impl Snapshot for Rows<'_, '_> {
     fn clearing_windows(&mut self, each: &mut dyn FnMut(paycore_ledger::ClearingWindow)) -> Result<()> {
         super::clearing::every(&mut *self.tx, each)
     }
+
+    fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>> {
+        super::interest::all_rows(&mut *self.tx)
+    }
 }

@@ -20,6 +20,7 @@ mod files;
 mod fresh;
 mod fx;
 mod history;
+mod interest;
 mod leases;
 mod limits;
 mod open;

@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_clearing.sql"),
     include_str!("migrations/0011_statements.sql"),
     include_str!("migrations/0012_fx_batches.sql"),
+    include_str!("migrations/0013_interest.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

@@ -88,4 +88,8 @@ impl Snapshot for Rows<'_> {
     fn clearing_windows(&mut self, each: &mut dyn FnMut(paycore_ledger::ClearingWindow)) -> Result<()> {
         super::clearing::every(self.conn, each)
     }
+
+    fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>> {
+        super::interest::all_rows(self.conn)
+    }
 }
