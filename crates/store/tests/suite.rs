@@ -920,6 +920,7 @@ fn fx_batches(open_store: &dyn Fn() -> Opened) {
             status: ItemStatus::Pending,
             failure_code: None,
             message: None,
+            remittance: None,
         })
         .collect();
     api.insert_batch_items(batch, &rows).unwrap();
