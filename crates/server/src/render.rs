@@ -395,6 +395,21 @@ pub struct ListJson<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> ListJson<T> {
+    /// One page of a listing from `rows`, read with one row more than `limit` asked for: that
+    /// extra row only says there is a next page. The cursor is the last shown row's.
+    pub fn page<R>(mut rows: Vec<R>, limit: usize, cursor: impl Fn(&R) -> String, item: impl Fn(&R) -> T) -> Self {
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        ListJson {
+            object: ObjectKind::List,
+            next_cursor: if has_more { rows.last().map(cursor) } else { None },
+            data: rows.iter().map(item).collect(),
+            has_more,
+        }
+    }
+}
+
 /// The result of one item of a bulk transfer request.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct TransferResultJson {

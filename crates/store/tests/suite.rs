@@ -1443,6 +1443,7 @@ fn interest(open_store: &dyn Fn() -> Opened) {
         status: ItemStatus::Pending,
         failure_code: None,
         message: None,
+        remittance: None,
     };
     let mut accrual = Accrual::default();
     accrual.credit.posted = 2;

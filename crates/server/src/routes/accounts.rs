@@ -181,7 +181,7 @@ pub async fn transfers(
     let page = list_page(query.as_deref())?;
     let tenant = auth.tenant;
     let fetch = Page { after: page.after, limit: page.limit + 1 };
-    let (account, mut transfers) = read(&state, move |r| {
+    let (account, transfers) = read(&state, move |r| {
         let Some(account) = r.account(tenant, account_id)? else { return Ok((None, Vec::new())) };
         Ok((Some(account), r.account_transfers(tenant, account_id, fetch)?))
     })
@@ -189,14 +189,7 @@ pub async fn transfers(
     if account.is_none() {
         return Err(ApiError::not_found("account", &id));
     }
-    let has_more = transfers.len() > page.limit;
-    transfers.truncate(page.limit);
-    let list = ListJson {
-        object: render::ObjectKind::List,
-        next_cursor: if has_more { transfers.last().map(|t| t.id.to_string()) } else { None },
-        data: transfers.iter().map(|t| TransferJson::new(t, None)).collect::<Vec<_>>(),
-        has_more,
-    };
+    let list = ListJson::page(transfers, page.limit, |t| t.id.to_string(), |t| TransferJson::new(t, None));
     Ok(super::rendered(render::json(200, &list)))
 }
 
@@ -377,7 +370,7 @@ pub async fn audit(
     let page = audit_page(query.as_deref())?;
     let tenant = auth.tenant;
     let fetch = Page { after: page.after, limit: page.limit + 1 };
-    let (account, mut rows) = read(&state, move |r| {
+    let (account, rows) = read(&state, move |r| {
         let Some(account) = r.account(tenant, account_id)? else { return Ok((None, Vec::new())) };
         Ok((Some(account), r.account_audit(tenant, account_id, fetch)?))
     })
@@ -385,14 +378,7 @@ pub async fn audit(
     if account.is_none() {
         return Err(ApiError::not_found("account", &id));
     }
-    let has_more = rows.len() > page.limit;
-    rows.truncate(page.limit);
-    let list = ListJson {
-        object: render::ObjectKind::List,
-        next_cursor: if has_more { rows.last().map(|r| r.at.to_string()) } else { None },
-        data: rows.iter().map(AuditEntryJson::new).collect::<Vec<_>>(),
-        has_more,
-    };
+    let list = ListJson::page(rows, page.limit, |r| r.at.to_string(), AuditEntryJson::new);
     Ok(super::rendered(render::json(200, &list)))
 }
 

@@ -69,15 +69,13 @@ pub async fn list(
     let (currency, page) = list_query(query.as_deref())?;
     let tenant = auth.tenant;
     let fetch = Page { after: page.after, limit: page.limit + 1 };
-    let mut windows = read(&state, move |r| r.clearing_windows(tenant, currency, fetch)).await?;
-    let has_more = windows.len() > page.limit;
-    windows.truncate(page.limit);
-    let list = ListJson {
-        object: render::ObjectKind::List,
-        next_cursor: if has_more { windows.last().map(|w| w.window.id.to_string()) } else { None },
-        data: windows.iter().map(|w| ClearingWindowJson::new(&w.window, Some(w.accounts))).collect::<Vec<_>>(),
-        has_more,
-    };
+    let windows = read(&state, move |r| r.clearing_windows(tenant, currency, fetch)).await?;
+    let list = ListJson::page(
+        windows,
+        page.limit,
+        |w| w.window.id.to_string(),
+        |w| ClearingWindowJson::new(&w.window, Some(w.accounts)),
+    );
     Ok(super::rendered(render::json(200, &list)))
 }
 

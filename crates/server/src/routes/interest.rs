@@ -729,6 +729,8 @@ fn add_items(items: &mut Vec<BatchItemRow>, tenant: TenantId, account: &Interest
             status: ItemStatus::Pending,
             failure_code: None,
             message: None,
+            // What a statement (camt.053 `RmtInf`) shows for the posting.
+            remittance: Some(format!("{side} interest {period}")),
         });
     }
 }
