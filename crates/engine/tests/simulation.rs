@@ -724,7 +724,7 @@ impl Sim {
                 tenant,
                 Command::CreatePayment(NewPayment {
                     id,
-                    payer: payer.id,
+                    payer: Some(payer.id),
                     payee: payee.id,
                     amount: self.amount(),
                     currency: payer.currency,
@@ -732,6 +732,7 @@ impl Sim {
                     expires_in_seconds: if self.rng.chance(20) { 0 } else { 1 + self.rng.below(30) },
                     description: None,
                     fx_quote: None,
+                    merchant: None,
                 }),
             )
         } else {
@@ -928,7 +929,7 @@ fn a_finished_payment_id_cannot_be_created_again() {
         }
         let new = NewPayment {
             id: PaymentId(9),
-            payer: AccountId(1),
+            payer: Some(AccountId(1)),
             payee: AccountId(2),
             amount: 100,
             currency: eur(),
@@ -936,6 +937,7 @@ fn a_finished_payment_id_cannot_be_created_again() {
             expires_in_seconds: 60,
             description: None,
             fx_quote: None,
+            merchant: None,
         };
         assert!(matches!(run(Command::CreatePayment(new.clone())).await, Outcome::Payment(Ok(_))));
         assert!(matches!(run(Command::CancelPayment(PaymentId(9))).await, Outcome::Payment(Ok(_))));

@@ -11,7 +11,7 @@
 //! | 26 | merchant account information: sub-id 00 the globally unique identifier [`GUID`], sub-id 01 the paycore payment id (`pay_…`) |
 //! | 52 | merchant category code (ISO 18245, four digits) |
 //! | 53 | currency, ISO 4217 numeric (three digits) |
-//! | 54 | amount, decimal with the currency's minor units (`12.50`, `1250` for JPY), exact from the integer |
+//! | 54 | amount, decimal with the currency's minor units (`12.50`, `1250` for JPY), exact from the integer ([`paycore_ledger::format_amount`]) |
 //! | 58 | country, ISO 3166-1 alpha-2 |
 //! | 59 | merchant name, at most 25 characters |
 //! | 60 | merchant city, at most 15 characters |
@@ -22,7 +22,6 @@
 //! Payloads are ASCII (paycore accepts printable ASCII in names; the spec's alternate-language
 //! template 64 is not written).
 
-use paycore_ledger::Currency;
 use std::fmt::Write as _;
 
 /// The globally unique identifier of paycore's merchant account information template.
@@ -99,18 +98,6 @@ pub fn crc16(data: &[u8]) -> u16 {
         }
     }
     crc
-}
-
-/// The amount as tag 54 writes it: minor units with the currency's decimals, exact.
-pub fn format_amount(minor: u64, currency: Currency) -> String {
-    let decimals = usize::from(currency.minor_units());
-    let digits = format!("{minor:0>width$}", width = decimals + 1);
-    let (whole, fraction) = digits.split_at(digits.len() - decimals);
-    if fraction.is_empty() {
-        whole.to_owned()
-    } else {
-        format!("{whole}.{fraction}")
-    }
 }
 
 fn push_object(out: &mut String, tag: u8, value: &str) {
@@ -291,6 +278,7 @@ pub fn decode(text: &str) -> Result<Payload, QrError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paycore_ledger::{format_amount, Currency};
     use proptest::prelude::*;
 
     fn example() -> Payload {

@@ -177,6 +177,8 @@ enum DecodedCommandError {
     LimitExceeded(LimitBreach),
     AccountNotEmpty,
     WindowEmpty,
+    PayerRequired,
+    PayerMismatch,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -199,6 +201,8 @@ impl<'de> Deserialize<'de> for CommandError {
             DecodedCommandError::LimitExceeded(breach) => CommandError::LimitExceeded(breach),
             DecodedCommandError::AccountNotEmpty => CommandError::AccountNotEmpty,
             DecodedCommandError::WindowEmpty => CommandError::WindowEmpty,
+            DecodedCommandError::PayerRequired => CommandError::PayerRequired,
+            DecodedCommandError::PayerMismatch => CommandError::PayerMismatch,
         })
     }
 }
@@ -226,6 +230,8 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
         CommandError::LimitExceeded(breach) => DecodedCommandError::LimitExceeded(breach),
         CommandError::AccountNotEmpty => DecodedCommandError::AccountNotEmpty,
         CommandError::WindowEmpty => DecodedCommandError::WindowEmpty,
+        CommandError::PayerRequired => DecodedCommandError::PayerRequired,
+        CommandError::PayerMismatch => DecodedCommandError::PayerMismatch,
     }
 }
 

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_fx.sql"),
     include_str!("migrations/0006_limits.sql"),
     include_str!("migrations/0008_clearing.sql"),
+    include_str!("migrations/0010_qr.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

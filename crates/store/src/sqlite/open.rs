@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_fx.sql"),
     include_str!("migrations/0009_limits.sql"),
     include_str!("migrations/0011_clearing.sql"),
+    include_str!("migrations/0013_qr.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

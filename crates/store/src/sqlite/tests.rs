@@ -149,7 +149,7 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
         30,
         vec![Command::CreatePayment(NewPayment {
             id: PaymentId(7),
-            payer: AccountId(2),
+            payer: Some(AccountId(2)),
             payee: AccountId(1),
             amount: 10,
             currency: eur(),
@@ -157,6 +157,7 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
             expires_in_seconds: 60,
             description: None,
             fx_quote: None,
+            merchant: None,
         })],
     );
     step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
@@ -239,7 +240,7 @@ fn sqlite_survives_reopen_and_refuses_a_newer_schema() {
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = super::open_parts(dir.path(), &Options::default()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 10 }), "{err}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, known: 11 }), "{err}");
     assert!(err.to_string().contains("newer paycore"), "{err}");
 }
 
@@ -296,7 +297,7 @@ fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missin
         .unwrap();
     let payment = NewPayment {
         id: PaymentId(7),
-        payer: AccountId(2),
+        payer: Some(AccountId(2)),
         payee: AccountId(3),
         amount: 100,
         currency: usd,
@@ -304,6 +305,7 @@ fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missin
         expires_in_seconds: 60,
         description: None,
         fx_quote: Some(QuoteId(5)),
+        merchant: None,
     };
     step(&mut state, &mut store, 20, vec![Command::Transfer(fund), Command::CreatePayment(payment)]);
     step(&mut state, &mut store, 30, vec![Command::ConfirmPayment(PaymentId(7))]);
