@@ -129,7 +129,12 @@ pub fn encode(payload: &Payload) -> String {
 
 /// Checks merchant fields before they go into a payload: the name of the field and why, or
 /// `None`. Names and cities are printable ASCII without surrounding spaces.
-pub fn check_merchant(name: &str, city: &str, country: &str, category_code: &str) -> Option<(&'static str, &'static str)> {
+pub fn check_merchant(
+    name: &str,
+    city: &str,
+    country: &str,
+    category_code: &str,
+) -> Option<(&'static str, &'static str)> {
     let text_ok = |s: &str, max: usize| {
         !s.is_empty() && s.len() <= max && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.trim() == s
     };
@@ -176,7 +181,11 @@ fn objects(text: &str, offset: usize) -> Result<Vec<Object<'_>>, QrError> {
 }
 
 fn find<'a>(objects: &[Object<'a>], tag: &str) -> Result<&'a str, QrError> {
-    objects.iter().find(|(t, _, _)| *t == tag).map(|(_, v, _)| *v).ok_or_else(|| QrError::Missing { tag: tag.to_owned() })
+    objects
+        .iter()
+        .find(|(t, _, _)| *t == tag)
+        .map(|(_, v, _)| *v)
+        .ok_or_else(|| QrError::Missing { tag: tag.to_owned() })
 }
 
 fn invalid(tag: &str, reason: &'static str) -> QrError {
@@ -276,6 +285,7 @@ pub fn decode(text: &str) -> Result<Payload, QrError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use paycore_ledger::{format_amount, Currency};
@@ -357,11 +367,20 @@ mod tests {
             (with_crc("000201"), QrError::Missing { tag: tag("01") }),
             (with_crc("000201000212"), QrError::Duplicate { tag: tag("00") }),
             (with_crc("00020101021226"), QrError::Malformed { at: 12 }),
-            (with_crc("010212000201"), QrError::Invalid { tag: tag("00"), reason: "the payload must start with format indicator 01" }),
+            (
+                with_crc("010212000201"),
+                QrError::Invalid { tag: tag("00"), reason: "the payload must start with format indicator 01" },
+            ),
             (with_crc("000201010212"), QrError::NotPaycore),
             (with_crc("000201010212261400101234567890"), QrError::NotPaycore),
             (with_crc("0002010102122614001Xio.paycore"), QrError::Malformed { at: 16 }),
-            (good.to_lowercase(), QrError::CrcMismatch { found: good[good.len() - 4..].to_lowercase(), computed: format!("{:04X}", crc16(good.to_lowercase()[..good.len() - 4].as_bytes())) }),
+            (
+                good.to_lowercase(),
+                QrError::CrcMismatch {
+                    found: good[good.len() - 4..].to_lowercase(),
+                    computed: format!("{:04X}", crc16(&good.to_lowercase().as_bytes()[..good.len() - 4])),
+                },
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(decode(&text), Err(want), "{text}");

@@ -167,7 +167,10 @@ fn a_payment_without_a_payer_cannot_take_a_quote() {
     let outcomes = state.execute(&[account(2), pay], 1_000);
     match &outcomes[1] {
         Outcome::Payment(Err(CommandError::InvalidField { param, message })) => {
-            assert_eq!((*param, *message), ("payer_account", "a cross-currency payment (fx_quote) needs a payer_account"));
+            assert_eq!(
+                (*param, *message),
+                ("payer_account", "a cross-currency payment (fx_quote) needs a payer_account")
+            );
         }
         other => panic!("{other:?}"),
     }

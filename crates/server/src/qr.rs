@@ -60,11 +60,7 @@ fn matrix(text: &str) -> Result<QrCode, ApiError> {
 
 /// The code as an SVG document.
 pub fn svg(text: &str) -> Result<String, ApiError> {
-    Ok(matrix(text)?
-        .render::<qrcode::render::svg::Color<'_>>()
-        .quiet_zone(true)
-        .min_dimensions(256, 256)
-        .build())
+    Ok(matrix(text)?.render::<qrcode::render::svg::Color<'_>>().quiet_zone(true).min_dimensions(256, 256).build())
 }
 
 /// The code as a PNG image: black modules on white.
@@ -100,6 +96,7 @@ pub fn png(text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use paycore_ledger::{AccountId, CaptureMethod, Currency, PaymentId, TenantId};

@@ -66,7 +66,8 @@ fn zbar_decode(png: &[u8]) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("code.png");
     std::fs::write(&path, png).unwrap();
-    let output = match std::process::Command::new("zbarimg").args(["--raw", "--quiet", "-Sbinary"]).arg(&path).output() {
+    let output = match std::process::Command::new("zbarimg").args(["--raw", "--quiet", "-Sbinary"]).arg(&path).output()
+    {
         Ok(output) => output,
         Err(error) => {
             assert!(std::env::var("CI").as_deref() != Ok("true"), "zbarimg is needed under CI=true: {error}");
@@ -99,7 +100,8 @@ async fn a_scan_pays_a_payment_made_without_a_payer(backend: Backend) {
 
     // The images: an SVG, and a PNG that an independent decoder reads back to the payload.
     let http = &client.http;
-    let image = |format: &str| http.get(format!("{}/v1/payments/{id}/qr?format={format}", client.base)).bearer_auth(KEY);
+    let image =
+        |format: &str| http.get(format!("{}/v1/payments/{id}/qr?format={format}", client.base)).bearer_auth(KEY);
     let svg = http.execute(image("svg").build().unwrap()).await.unwrap();
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     let svg = svg.text().await.unwrap();
@@ -130,7 +132,10 @@ async fn a_scan_pays_a_payment_made_without_a_payer(backend: Backend) {
     );
     assert_eq!((posted(&client, &payer).await, posted(&client, &payee).await), (10_000 - 1250, 1250));
     let stored = client.get(&format!("/v1/payments/{id}")).await;
-    assert_eq!((stored.body["status"].as_str(), stored.body["payer_account"].as_str()), (Some("succeeded"), Some(payer.as_str())));
+    assert_eq!(
+        (stored.body["status"].as_str(), stored.body["payer_account"].as_str()),
+        (Some("succeeded"), Some(payer.as_str()))
+    );
     let gone = client.get(&format!("/v1/payments/{id}/qr?format=png")).await;
     assert_eq!(error(&gone), (409, "payment_unexpected_state", ""));
 
@@ -164,7 +169,10 @@ async fn a_changed_code_is_refused_and_nothing_moves(backend: Backend) {
     }
     assert_eq!((posted(&client, &payer).await, posted(&client, &payee).await), (10_000, 0));
     let open = client.get(&format!("/v1/payments/{}", payment["id"].as_str().unwrap())).await;
-    assert_eq!((open.body["status"].as_str(), &open.body["payer_account"]), (Some("requires_confirmation"), &Value::Null));
+    assert_eq!(
+        (open.body["status"].as_str(), &open.body["payer_account"]),
+        (Some("requires_confirmation"), &Value::Null)
+    );
     verify_passes(&data).await;
 }
 
@@ -209,7 +217,10 @@ async fn a_code_pays_once(backend: Backend) {
     let poor = scan(&client, payload, &payer).await;
     assert_eq!(error(&poor), (422, "insufficient_funds", ""));
     let open = client.get(&format!("/v1/payments/{}", payment["id"].as_str().unwrap())).await;
-    assert_eq!((open.body["status"].as_str(), &open.body["payer_account"]), (Some("requires_confirmation"), &Value::Null));
+    assert_eq!(
+        (open.body["status"].as_str(), &open.body["payer_account"]),
+        (Some("requires_confirmation"), &Value::Null)
+    );
     let rich = scan(&client, payload, &funding).await;
     assert_eq!((rich.status, rich.body["status"].as_str()), (200, Some("succeeded")), "{}", rich.body);
     assert_eq!(posted(&client, &payee).await, 20_700);
@@ -286,7 +297,12 @@ async fn merchant_fields_are_checked(backend: Backend) {
     let payment = till(&client, &payee, 1, json!({})).await;
     let decoded = emvco::decode(payment["qr_payload"].as_str().unwrap()).unwrap();
     assert_eq!(
-        (decoded.merchant_name.as_str(), decoded.merchant_city.as_str(), decoded.country.as_str(), decoded.category_code.as_str()),
+        (
+            decoded.merchant_name.as_str(),
+            decoded.merchant_city.as_str(),
+            decoded.country.as_str(),
+            decoded.category_code.as_str()
+        ),
         ("paycore", "Internet", "ZZ", "5999")
     );
 }

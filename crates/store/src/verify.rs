@@ -254,7 +254,13 @@ fn check_payments(
         // has no transfer and never failed or succeeded; one with a transfer debited its payer.
         let confirm = p.transfer.and_then(|id| transfers.get(&id));
         match (p.payer, confirm) {
-            (None, _) if p.transfer.is_some() || !matches!(p.status, PaymentStatus::RequiresConfirmation | PaymentStatus::Cancelled | PaymentStatus::Expired) => {
+            (None, _)
+                if p.transfer.is_some()
+                    || !matches!(
+                        p.status,
+                        PaymentStatus::RequiresConfirmation | PaymentStatus::Cancelled | PaymentStatus::Expired
+                    ) =>
+            {
                 report.problem(format!("{}: has no payer but is {} or names a transfer", p.id, p.status.as_str()));
             }
             (Some(payer), Some(t)) if t.debit != payer => {

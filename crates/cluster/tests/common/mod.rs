@@ -10,7 +10,7 @@ use paycore_ledger::{
     RefundStatus, Request, ResultCode, TenantId, Transfer, TransferId, TransferKind, TransferOp, AMOUNT_MAX,
     BATCH_EVENTS_MAX,
 };
-use paycore_ledger::{Merchant, AccountStatus, AccountUpdate, Change, LimitBreach, LimitKind, Limits, Velocity};
+use paycore_ledger::{AccountStatus, AccountUpdate, Change, LimitBreach, LimitKind, Limits, Merchant, Velocity};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -123,7 +123,15 @@ pub fn command() -> BoxedStrategy<Command> {
         ),
         new_transfer().prop_map(Command::Transfer),
         vec(new_transfer(), 0..8).prop_map(Command::Transfers),
-        (payment_id(), option::of(account_id()), account_id(), any::<u64>(), currency(), capture_method(), any::<u64>())
+        (
+            payment_id(),
+            option::of(account_id()),
+            account_id(),
+            any::<u64>(),
+            currency(),
+            capture_method(),
+            any::<u64>()
+        )
             .prop_flat_map(|(id, payer, payee, amount, currency, capture_method, expires_in_seconds)| {
                 (option::of(text()), option::of(any::<u128>().prop_map(QuoteId)), option::of(merchant())).prop_map(
                     move |(description, fx_quote, merchant)| {
@@ -340,8 +348,15 @@ fn payment_fx() -> impl Strategy<Value = PaymentFx> {
 }
 
 fn payment() -> BoxedStrategy<Payment> {
-    let head =
-        (payment_id(), any::<u128>(), option::of(account_id()), account_id(), any::<u64>(), currency(), capture_method());
+    let head = (
+        payment_id(),
+        any::<u128>(),
+        option::of(account_id()),
+        account_id(),
+        any::<u64>(),
+        currency(),
+        capture_method(),
+    );
     let tail = (
         payment_status(),
         option::of(text()),

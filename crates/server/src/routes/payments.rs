@@ -13,8 +13,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paycore_formats::emvco;
 use paycore_ledger::{
-    parse_amount, AccountId, CaptureMethod, Command, Merchant, NewPayment, PaymentId, PaymentStatus, QuoteId,
-    RefundId, TIMEOUT_MAX_SECONDS,
+    parse_amount, AccountId, CaptureMethod, Command, Merchant, NewPayment, PaymentId, PaymentStatus, QuoteId, RefundId,
+    TIMEOUT_MAX_SECONDS,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -354,9 +354,11 @@ pub async fn qr(
     let payment = read(&state, move |r| r.payment(auth.tenant, payment_id))
         .await?
         .ok_or_else(|| ApiError::not_found("payment", &id))?;
-    let text = crate::qr::payload(&payment)
-        .ok_or_else(|| ApiError::from_command(&paycore_ledger::CommandError::UnexpectedState { status: payment.status }))?;
-    let headers = |content_type: &'static str| [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")];
+    let text = crate::qr::payload(&payment).ok_or_else(|| {
+        ApiError::from_command(&paycore_ledger::CommandError::UnexpectedState { status: payment.status })
+    })?;
+    let headers =
+        |content_type: &'static str| [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")];
     Ok(if png {
         (StatusCode::OK, headers("image/png"), crate::qr::png(&text)?).into_response()
     } else {
@@ -381,8 +383,9 @@ pub async fn scan(State(state): State<Arc<AppState>>, post: Post) -> Result<Resp
         return Ok(saved.into_response());
     }
     let params: ScanPayment = json::parse(&post.body)?;
-    let decoded = emvco::decode(&params.payload)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("`payload` is not a paycore QR code: {e}.")).param("payload"))?;
+    let decoded = emvco::decode(&params.payload).map_err(|e| {
+        ApiError::bad_request(e.code(), format!("`payload` is not a paycore QR code: {e}.")).param("payload")
+    })?;
     let payment_id: PaymentId = decoded.payment.parse().map_err(|_| {
         ApiError::bad_request("qr_invalid", "`payload` names no paycore payment (not a `pay_…` id).").param("payload")
     })?;

@@ -3,9 +3,9 @@
 use crate::{IdempotencyRecord, Result, StoreError};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Overdraft,
-    Merchant, Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId,
-    Transfer, TransferId, TransferKind, Velocity,
+    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Merchant,
+    Overdraft, Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode,
+    TenantId, Transfer, TransferId, TransferKind, Velocity,
 };
 use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, Row};

@@ -209,8 +209,11 @@ fn verify_finds_a_paid_payment_without_its_payer_or_debiting_another() {
     conn.execute("UPDATE payments SET payer = X'' WHERE id = ?1", [PaymentId(7).0.to_be_bytes()]).unwrap();
     let report = crate::verify::verify(reader.as_ref()).unwrap();
     assert_eq!(report.problems, [format!("{}: has no payer but is succeeded or names a transfer", PaymentId(7))]);
-    conn.execute("UPDATE payments SET payer = ?1 WHERE id = ?2", [AccountId(2).0.to_be_bytes(), PaymentId(7).0.to_be_bytes()])
-        .unwrap();
+    conn.execute(
+        "UPDATE payments SET payer = ?1 WHERE id = ?2",
+        [AccountId(2).0.to_be_bytes(), PaymentId(7).0.to_be_bytes()],
+    )
+    .unwrap();
     let report = crate::verify::verify(reader.as_ref()).unwrap();
     assert_eq!(
         report.problems,
