@@ -724,7 +724,8 @@ impl Sim {
                 tenant,
                 Command::CreatePayment(NewPayment {
                     id,
-                    payer: Some(payer.id),
+                    // Sometimes scan to pay: no payer until a scan names one.
+                    payer: (!self.rng.chance(150)).then_some(payer.id),
                     payee: payee.id,
                     amount: self.amount(),
                     currency: payer.currency,
@@ -739,7 +740,8 @@ impl Sim {
             let (owner, payment) = *self.rng.pick(&self.payments)?;
             let tenant = self.as_tenant(owner);
             let cmd = match roll {
-                60..=74 => Command::ConfirmPayment(payment),
+                60..=69 => Command::ConfirmPayment(payment),
+                70..=74 => Command::ScanPayment { payment, payer: self.account_of(Some(owner))?.id },
                 75..=83 => {
                     Command::CapturePayment { payment, amount: self.rng.chance(300).then(|| 1 + self.rng.below(3_000)) }
                 }
