@@ -5,6 +5,16 @@ use paycore_formats::{Format, ParseOptions};
 use paycore_ledger::Currency;
 use std::io::BufReader;
 
+/// Decodes `data` as an EMVCo QR payload: never a panic, and whatever decodes encodes to a
+/// payload that decodes to the same fields.
+pub fn emvco(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(payload) = paycore_formats::emvco::decode(text) {
+        let again = paycore_formats::emvco::encode(&payload);
+        assert_eq!(paycore_formats::emvco::decode(&again).as_ref(), Ok(&payload), "{text:?} → {again:?}");
+    }
+}
+
 /// Parses `data` as a file of `format` twice — from one slice, and through a 7-byte buffer so
 /// that every record straddles buffer boundaries — and checks that both give the same items,
 /// diagnostics and summary (the parsers stream; the buffer size must not matter).

@@ -158,7 +158,11 @@ fn cases(f: &Fixture) -> Vec<Case> {
         .code("account_not_found"),
         case("malformed payer id", p, f.payment_with("payer_account", Some(json!("acct_!!"))), 400, Some("payer_account")),
         case("payment id as payer", p, f.payment_with("payer_account", Some(json!("pay_00000000000000000000000001"))), 400, Some("payer_account")),
-        case("payer missing", p, f.payment_with("payer_account", None), 400, Some("payer_account")),
+        // (A payment without a payer is scan to pay; one without a payee is nothing.)
+        case("payee missing", p, f.payment_with("payee_account", None), 400, Some("payee_account")),
+        case("merchant name too long", p, f.payment_with("merchant", Some(json!({"name": "x".repeat(26), "city": "Paris", "country": "FR", "category_code": "5812"}))), 400, Some("merchant.name")),
+        case("scan of a changed code", "/v1/payments/scan", json!({"payload": "00020101021226480010io.paycore6304FFFF", "payer_account": f.payer}), 400, Some("payload"))
+            .code("qr_crc_mismatch"),
         case("same payer and payee", p, f.payment_with("payee_account", Some(json!(f.payer))), 400, Some("payee_account"))
             .code("same_account"),
         // Other fields.
@@ -182,7 +186,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
         // Not JSON, or not JSON as promised.
         raw("truncated JSON", p, b"{".to_vec(), json_ct, 400, None),
         raw("not JSON at all", p, b"amount=10&currency=EUR".to_vec(), json_ct, 400, None),
-        raw("empty body", p, Vec::new(), json_ct, 400, Some("payer_account")).code("parameter_missing"),
+        raw("empty body", p, Vec::new(), json_ct, 400, Some("payee_account")).code("parameter_missing"),
         raw("trailing garbage", p, [f.payment().to_string().as_bytes(), b"}}"].concat(), json_ct, 400, None),
         raw("duplicate amount field", p, f.payment_raw_amount("1,\"amount\":2"), json_ct, 400, Some("amount")),
         raw("wrong content type", p, f.payment().to_string().into_bytes(), Some("text/plain"), 400, None),

@@ -30,7 +30,7 @@ fn account(id: u128, currency: &str, overdraft: Overdraft, reference: Option<&st
 fn payment(id: u128, payer: u128, payee: u128, amount: u64, expires_in_seconds: u64) -> Command {
     Command::CreatePayment(NewPayment {
         id: PaymentId(id),
-        payer: AccountId(payer),
+        payer: Some(AccountId(payer)),
         payee: AccountId(payee),
         amount,
         currency: Currency::from_code("EUR").unwrap(),
@@ -38,12 +38,19 @@ fn payment(id: u128, payer: u128, payee: u128, amount: u64, expires_in_seconds: 
         expires_in_seconds,
         description: Some("order 42".into()),
         fx_quote: None,
+        merchant: None,
     })
 }
 
 fn fx_payment(id: u128, payer: u128, payee: u128, amount: u64, quote: u128) -> Command {
     let Command::CreatePayment(new) = payment(id, payer, payee, amount, 3_600) else { unreachable!() };
     Command::CreatePayment(NewPayment { fx_quote: Some(QuoteId(quote)), ..new })
+}
+
+/// The same payment without a payer (scan to pay).
+fn scan_to_pay(command: Command) -> Command {
+    let Command::CreatePayment(new) = command else { unreachable!() };
+    Command::CreatePayment(NewPayment { payer: None, ..new })
 }
 
 /// A quote of 50.00 EUR → 54.21 USD (or the other way round), 0.13 of fee, open for an hour.
@@ -116,6 +123,10 @@ fn the_ledgers_own_outcomes_round_trip() {
         fx_payment(80, a, dollars, 5_000, 90),
         fx_payment(81, a, dollars, 5_000, 90),
         Command::ConfirmPayment(PaymentId(80)),
+        scan_to_pay(fx_payment(82, a, dollars, 5_000, 91)),
+        scan_to_pay(payment(83, a, b, 500, 60)),
+        Command::ConfirmPayment(PaymentId(83)),
+        Command::ScanPayment { payment: PaymentId(83), payer: AccountId(a) },
         Command::CapturePayment { payment: PaymentId(80), amount: Some(100) },
         Command::CapturePayment { payment: PaymentId(80), amount: None },
         Command::RefundPayment { payment: PaymentId(80), refund: RefundId(72), amount: None },

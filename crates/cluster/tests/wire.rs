@@ -95,6 +95,7 @@ fn command_variant(command: &Command) -> usize {
         Command::EndBatch { .. } => 9,
         Command::UpdateAccount { .. } => 10,
         Command::CloseClearingWindow { .. } => 11,
+        Command::ScanPayment { .. } => 12,
     }
 }
 
@@ -128,6 +129,8 @@ fn error_variant(error: &CommandError) -> usize {
         CommandError::LimitExceeded(_) => 12,
         CommandError::AccountNotEmpty => 13,
         CommandError::WindowEmpty => 14,
+        CommandError::PayerRequired => 15,
+        CommandError::PayerMismatch => 16,
     }
 }
 
@@ -155,7 +158,7 @@ fn every_variant<T: std::fmt::Debug>(
 fn every_command_outcome_and_error_variant_round_trips() {
     every_variant(
         submission(),
-        12,
+        13,
         |s| command_variant(&s.request.command),
         |s| {
             assert_eq!(&round_trip_submission(s), s);
@@ -165,7 +168,7 @@ fn every_command_outcome_and_error_variant_round_trips() {
         let reply = Ok(Reply::Done(o.clone()));
         assert_eq!(round_trip_reply(&reply), reply);
     });
-    every_variant(command_error(), 15, error_variant, |e| {
+    every_variant(command_error(), 17, error_variant, |e| {
         let reply = Ok(Reply::Done(Outcome::Payment(Err(e.clone()))));
         assert_eq!(round_trip_reply(&reply), reply);
     });
@@ -304,7 +307,7 @@ fn amounts_and_balance_counters_keep_their_bounds() {
 #[test]
 fn another_version_is_refused_with_a_way_out() {
     let mut bytes = encode_submission(&account_creation("USD"));
-    for version in [0, 1, 2, 255] {
+    for version in [0, 1, 2, 3, 255] {
         bytes[0] = version;
         let error = decode_submission(&bytes).unwrap_err();
         assert!(matches!(error, WireError::Version { found, expected: WIRE_VERSION } if found == version), "{error:?}");

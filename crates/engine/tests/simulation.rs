@@ -724,7 +724,8 @@ impl Sim {
                 tenant,
                 Command::CreatePayment(NewPayment {
                     id,
-                    payer: payer.id,
+                    // Sometimes scan to pay: no payer until a scan names one.
+                    payer: (!self.rng.chance(150)).then_some(payer.id),
                     payee: payee.id,
                     amount: self.amount(),
                     currency: payer.currency,
@@ -732,13 +733,15 @@ impl Sim {
                     expires_in_seconds: if self.rng.chance(20) { 0 } else { 1 + self.rng.below(30) },
                     description: None,
                     fx_quote: None,
+                    merchant: None,
                 }),
             )
         } else {
             let (owner, payment) = *self.rng.pick(&self.payments)?;
             let tenant = self.as_tenant(owner);
             let cmd = match roll {
-                60..=74 => Command::ConfirmPayment(payment),
+                60..=69 => Command::ConfirmPayment(payment),
+                70..=74 => Command::ScanPayment { payment, payer: self.account_of(Some(owner))?.id },
                 75..=83 => {
                     Command::CapturePayment { payment, amount: self.rng.chance(300).then(|| 1 + self.rng.below(3_000)) }
                 }
@@ -928,7 +931,7 @@ fn a_finished_payment_id_cannot_be_created_again() {
         }
         let new = NewPayment {
             id: PaymentId(9),
-            payer: AccountId(1),
+            payer: Some(AccountId(1)),
             payee: AccountId(2),
             amount: 100,
             currency: eur(),
@@ -936,6 +939,7 @@ fn a_finished_payment_id_cannot_be_created_again() {
             expires_in_seconds: 60,
             description: None,
             fx_quote: None,
+            merchant: None,
         };
         assert!(matches!(run(Command::CreatePayment(new.clone())).await, Outcome::Payment(Ok(_))));
         assert!(matches!(run(Command::CancelPayment(PaymentId(9))).await, Outcome::Payment(Ok(_))));

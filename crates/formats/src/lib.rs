@@ -168,6 +168,7 @@
 //! with ISO status reason codes from [`iso_reason`].
 
 mod common;
+pub mod emvco;
 mod csv;
 mod iban;
 mod jsonl;

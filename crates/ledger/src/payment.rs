@@ -82,7 +82,9 @@ impl PaymentStatus {
 pub struct Payment {
     pub id: PaymentId,
     pub tenant: TenantId,
-    pub payer: AccountId,
+    /// `None` until a scan of the payment's QR code names the payer (scan to pay): such a
+    /// payment can only be confirmed by that scan.
+    pub payer: Option<AccountId>,
     pub payee: AccountId,
     pub amount: u64,
     pub currency: Currency,
@@ -102,6 +104,24 @@ pub struct Payment {
     /// A cross-currency payment's other side, fixed by its quote: `amount` and `currency` are
     /// what the payer pays (the source), this is what the payee receives and the fee.
     pub fx: Option<PaymentFx>,
+    /// The merchant its QR code names (scan to pay). `None` for payments made before paycore
+    /// had QR codes.
+    pub merchant: Option<Merchant>,
+}
+
+/// The merchant a payment's EMVCo QR code names. Opaque to the ledger, like `description`; the
+/// API checks the fields (printable ASCII, lengths, codes).
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Merchant {
+    /// At most 25 characters (EMVCo tag 59).
+    pub name: String,
+    /// At most 15 characters (tag 60).
+    pub city: String,
+    /// ISO 3166-1 alpha-2 (tag 58).
+    pub country: String,
+    /// ISO 18245 merchant category code, four digits (tag 52).
+    pub category_code: String,
 }
 
 /// The quoted side of a cross-currency payment.

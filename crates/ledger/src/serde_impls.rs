@@ -176,6 +176,8 @@ enum DecodedCommandError {
     LimitExceeded(LimitBreach),
     AccountNotEmpty,
     WindowEmpty,
+    PayerRequired,
+    PayerMismatch,
 }
 
 impl<'de> Deserialize<'de> for CommandError {
@@ -198,6 +200,8 @@ impl<'de> Deserialize<'de> for CommandError {
             DecodedCommandError::LimitExceeded(breach) => CommandError::LimitExceeded(breach),
             DecodedCommandError::AccountNotEmpty => CommandError::AccountNotEmpty,
             DecodedCommandError::WindowEmpty => CommandError::WindowEmpty,
+            DecodedCommandError::PayerRequired => CommandError::PayerRequired,
+            DecodedCommandError::PayerMismatch => CommandError::PayerMismatch,
         })
     }
 }
@@ -225,6 +229,8 @@ fn decoded_shape(error: &CommandError) -> DecodedCommandError {
         CommandError::LimitExceeded(breach) => DecodedCommandError::LimitExceeded(breach),
         CommandError::AccountNotEmpty => DecodedCommandError::AccountNotEmpty,
         CommandError::WindowEmpty => DecodedCommandError::WindowEmpty,
+        CommandError::PayerRequired => DecodedCommandError::PayerRequired,
+        CommandError::PayerMismatch => DecodedCommandError::PayerMismatch,
     }
 }
 

@@ -69,7 +69,7 @@ fn quote(id: u128) -> Quote {
 fn new_payment(id: u128, quote: Option<u128>, manual: bool) -> NewPayment {
     NewPayment {
         id: PaymentId(id),
-        payer: PAYER,
+        payer: Some(PAYER),
         payee: PAYEE,
         amount: 10_000,
         currency: c("USD"),
@@ -77,6 +77,7 @@ fn new_payment(id: u128, quote: Option<u128>, manual: bool) -> NewPayment {
         expires_in_seconds: 600,
         description: None,
         fx_quote: quote.map(QuoteId),
+        merchant: None,
     }
 }
 

@@ -110,7 +110,7 @@ fn change_sets_list_exactly_what_the_batch_changed() {
     let pay = PaymentId(20);
     let new = NewPayment {
         id: pay,
-        payer: AccountId(a),
+        payer: Some(AccountId(a)),
         payee: AccountId(b),
         amount: 40,
         currency: usd(),
@@ -118,6 +118,7 @@ fn change_sets_list_exactly_what_the_batch_changed() {
         expires_in_seconds: 30,
         description: None,
         fx_quote: None,
+        merchant: None,
     };
     sim.run(&[
         Request { tenant: T1, command: Command::CreatePayment(new) },
@@ -168,7 +169,7 @@ fn change_sets_list_exactly_what_the_batch_changed() {
 fn new_payment(payer: u128, payee: u128, amount: u64) -> NewPayment {
     NewPayment {
         id: PaymentId(0),
-        payer: AccountId(payer),
+        payer: Some(AccountId(payer)),
         payee: AccountId(payee),
         amount,
         currency: usd(),
@@ -176,6 +177,7 @@ fn new_payment(payer: u128, payee: u128, amount: u64) -> NewPayment {
         expires_in_seconds: 60,
         description: None,
         fx_quote: None,
+        merchant: None,
     }
 }
 
@@ -504,7 +506,7 @@ impl Runner {
                 let capture_method = if manual { CaptureMethod::Manual } else { CaptureMethod::Automatic };
                 let new = NewPayment {
                     id,
-                    payer,
+                    payer: Some(payer),
                     payee,
                     amount,
                     currency,
@@ -512,6 +514,7 @@ impl Runner {
                     expires_in_seconds: expires,
                     description: None,
                     fx_quote: None,
+                    merchant: None,
                 };
                 self.batch.push(Request { tenant, command: Command::CreatePayment(new) });
             }

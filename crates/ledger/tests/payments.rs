@@ -306,7 +306,7 @@ fn refunds_partial_total_and_beyond() {
         let t = &sim.store.transfers[&r.transfer];
         assert_eq!(
             (t.debit_account, t.credit_account, t.amount),
-            (sim.store.payments[&r.payment].payee, sim.store.payments[&r.payment].payer, r.amount)
+            (sim.store.payments[&r.payment].payee, sim.store.payments[&r.payment].payer.unwrap(), r.amount)
         );
     }
 }
@@ -345,7 +345,7 @@ fn finished_payments_are_prefetched() {
     let pay = PaymentId(7);
     let new = NewPayment {
         id: pay,
-        payer: w,
+        payer: Some(w),
         payee: b,
         amount: 100,
         currency: usd,
@@ -353,6 +353,7 @@ fn finished_payments_are_prefetched() {
         expires_in_seconds: 60,
         description: Some("tea".to_owned()),
         fx_quote: None,
+        merchant: None,
     };
     sim.run(&[Request { tenant, command: Command::CreatePayment(new) }]);
     sim.run(&[Request { tenant, command: Command::ConfirmPayment(pay) }]);

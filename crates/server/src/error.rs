@@ -269,6 +269,19 @@ impl ApiError {
                 "The open clearing window of this currency has no posted transfer: there is nothing to close.",
             )
             .param("currency"),
+            CommandError::PayerRequired => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "payer_required",
+                "This payment has no payer: it is paid by scanning its QR code (POST /v1/payments/scan).",
+            ),
+            CommandError::PayerMismatch => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "payer_mismatch",
+                "This payment was made for another payer account.",
+            )
+            .param("payer_account"),
         }
     }
 

@@ -14,6 +14,7 @@ mod json;
 mod metrics;
 mod openapi;
 mod protocol;
+mod qr;
 mod ratelimit;
 mod reads;
 mod render;
@@ -105,6 +106,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/payments", post(routes::payments::create))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))
         .route("/v1/payments/{id}/confirm", post(routes::payments::confirm))
+        .route("/v1/payments/scan", post(routes::payments::scan))
+        .route("/v1/payments/{id}/qr", get(routes::payments::qr))
         .route("/v1/payments/{id}/capture", post(routes::payments::capture))
         .route("/v1/payments/{id}/cancel", post(routes::payments::cancel))
         .route("/v1/payments/{id}/refunds", post(routes::payments::refund).get(routes::payments::refunds))

@@ -27,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         routes::payments::cancel,
         routes::payments::refund,
         routes::payments::refunds,
+        routes::payments::qr,
+        routes::payments::scan,
         routes::batches::create,
         routes::batches::retrieve,
         routes::batches::items,

@@ -217,7 +217,8 @@ pub struct PaymentJson {
     pub object: ObjectKind,
     /// `requires_confirmation`, `requires_capture`, `succeeded`, `failed`, `cancelled` or `expired`.
     pub status: &'static str,
-    pub payer_account: String,
+    /// `null` until a scan names the payer (a payment made without one: scan to pay).
+    pub payer_account: Option<String>,
     pub payee_account: String,
     pub amount: u64,
     pub currency: &'static str,
@@ -235,6 +236,10 @@ pub struct PaymentJson {
     /// A cross-currency payment's quoted side; absent for a payment in one currency.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fx: Option<PaymentFxJson>,
+    /// While the payment requires confirmation: its EMVCo merchant-presented QR payload (the
+    /// text of `GET /v1/payments/{id}/qr`), which a payer's app scans and sends to
+    /// `POST /v1/payments/scan`. `null` in any other status.
+    pub qr_payload: Option<String>,
 }
 
 /// The quoted side of a cross-currency payment: `amount` and `currency` are what the payer
@@ -257,7 +262,7 @@ impl PaymentJson {
             id: p.id.to_string(),
             object: ObjectKind::Payment,
             status: p.status.as_str(),
-            payer_account: p.payer.to_string(),
+            payer_account: p.payer.map(|a| a.to_string()),
             payee_account: p.payee.to_string(),
             amount: p.amount,
             currency: p.currency.code(),
@@ -276,6 +281,7 @@ impl PaymentJson {
                 target_amount: fx.target_amount,
                 fee: fx.fee,
             }),
+            qr_payload: crate::qr::payload(p),
         }
     }
 }

@@ -91,6 +91,8 @@ pub fn verify(store: &dyn Verify) -> Result<Report> {
 struct Stored {
     kind: TransferKind,
     amount: u64,
+    /// For a payment's confirming transfer: the payer it must debit.
+    debit: AccountId,
 }
 
 /// What replaying every transfer found.
@@ -210,7 +212,7 @@ fn replay_transfers(
                 add(&mut credit.credits_posted, posted);
             }
         }
-        if r.transfers.insert(t.id, Stored { kind: t.kind, amount: t.amount }).is_some() {
+        if r.transfers.insert(t.id, Stored { kind: t.kind, amount: t.amount, debit: t.debit_account }).is_some() {
             report.problem(format!("{}: stored twice", t.id));
         }
     })?;
@@ -299,6 +301,24 @@ fn check_payments(
         report.payments += 1;
         if !payment_matches_transfers(&p, transfers, resolved) {
             report.problem(format!("{}: status {} does not match its transfers", p.id, p.status.as_str()));
+        }
+        // Scan to pay: only the scan that binds a payer moves money, so a payment without one
+        // has no transfer and never failed or succeeded; one with a transfer debited its payer.
+        let confirm = p.transfer.and_then(|id| transfers.get(&id));
+        match (p.payer, confirm) {
+            (None, _)
+                if p.transfer.is_some()
+                    || !matches!(
+                        p.status,
+                        PaymentStatus::RequiresConfirmation | PaymentStatus::Cancelled | PaymentStatus::Expired
+                    ) =>
+            {
+                report.problem(format!("{}: has no payer but is {} or names a transfer", p.id, p.status.as_str()));
+            }
+            (Some(payer), Some(t)) if t.debit != payer => {
+                report.problem(format!("{}: its transfer debits {}, not its payer {payer}", p.id, t.debit));
+            }
+            _ => {}
         }
         let refunds = refunded.get(&p.id.0).copied().unwrap_or(0);
         if refunds != p.amount_refunded || p.amount_refunded > p.amount_captured {

@@ -13,7 +13,7 @@ mod common;
 use common::{eur, mv, step};
 use paycore_ledger::{
     AccountId, BatchEnd, BatchFormat, BatchId, BatchStatus, BatchStep, CaptureMethod, ClearingWindow, ClearingWindowId,
-    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, NewAccount, NewPayment, NewTransfer,
+    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, Merchant, NewAccount, NewPayment, NewTransfer,
     Outcome, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp, WebhookEndpointId,
 };
 use paycore_store::testing::TestDatabase;
@@ -60,7 +60,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
             ]),
             Command::CreatePayment(NewPayment {
                 id: PaymentId(500),
-                payer: AccountId(2),
+                payer: Some(AccountId(2)),
                 payee: AccountId(3),
                 amount: 200,
                 currency: eur(),
@@ -68,6 +68,7 @@ fn suite(open_store: &dyn Fn() -> Opened) {
                 expires_in_seconds: 3600,
                 description: Some("order 1".into()),
                 fx_quote: None,
+                merchant: None,
             }),
         ],
     );
@@ -370,7 +371,7 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
     step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
     let payment = NewPayment {
         id: PaymentId(600),
-        payer: AccountId(1),
+        payer: Some(AccountId(1)),
         payee: AccountId(2),
         amount: 25,
         currency: eur(),
@@ -378,6 +379,7 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         expires_in_seconds: 3600,
         description: None,
         fx_quote: None,
+        merchant: None,
     };
     step(&mut state, store.as_mut(), 20, vec![Command::CreatePayment(payment)]);
     step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(600))]);
@@ -513,7 +515,7 @@ fn succeeded_payments(store: &mut dyn paycore_store::Store, api: &dyn paycore_st
     let payment = |id: u128| {
         Command::CreatePayment(NewPayment {
             id: PaymentId(id),
-            payer: AccountId(1),
+            payer: Some(AccountId(1)),
             payee: AccountId(2),
             amount: 5,
             currency: eur(),
@@ -521,6 +523,7 @@ fn succeeded_payments(store: &mut dyn paycore_store::Store, api: &dyn paycore_st
             expires_in_seconds: 3600,
             description: None,
             fx_quote: None,
+            merchant: None,
         })
     };
     step(&mut state, store, 20, (700..710).map(payment).collect());
@@ -784,7 +787,7 @@ fn fx_rates_quotes_and_payments(open_store: &dyn Fn() -> Opened) {
     };
     let payment = |id: u128| NewPayment {
         id: PaymentId(id),
-        payer: AccountId(2),
+        payer: Some(AccountId(2)),
         payee: AccountId(3),
         amount: 10_000,
         currency: usd,
@@ -792,6 +795,7 @@ fn fx_rates_quotes_and_payments(open_store: &dyn Fn() -> Opened) {
         expires_in_seconds: 60,
         description: None,
         fx_quote: Some(QuoteId(900)),
+        merchant: None,
     };
     step(&mut state, store.as_mut(), 30, vec![Command::Transfer(fund), Command::CreatePayment(payment(700))]);
     step(&mut state, store.as_mut(), 40, vec![Command::ConfirmPayment(PaymentId(700))]);
@@ -990,6 +994,70 @@ fn embedded_fx_batches() {
 #[test]
 fn postgres_fx_batches() {
     on_postgres("postgres_fx_batches", fx_batches);
+}
+
+/// Scan to pay: a payment without a payer is stored and recovered as one (open, no payer, its
+/// merchant), the scan's commit stores the payer it bound, and `verify` accepts both.
+fn scan_to_pay(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    let merchant = Merchant {
+        name: "Cafe de Flore".into(),
+        city: "Paris".into(),
+        country: "FR".into(),
+        category_code: "5812".into(),
+    };
+    let payment = NewPayment {
+        id: PaymentId(800),
+        payer: None,
+        payee: AccountId(2),
+        amount: 1250,
+        currency: eur(),
+        capture_method: CaptureMethod::Automatic,
+        expires_in_seconds: 3600,
+        description: None,
+        fx_quote: None,
+        merchant: Some(merchant.clone()),
+    };
+    step(&mut state, store.as_mut(), 20, vec![Command::CreatePayment(payment)]);
+    let stored = api.payment(T1, PaymentId(800)).unwrap().unwrap();
+    assert_eq!((stored.payer, stored.merchant.as_ref()), (None, Some(&merchant)));
+    assert_eq!(api.payment(T2, PaymentId(800)).unwrap(), None);
+    drop((store, api));
+
+    // The open payment comes back without a payer after a restart, and the scan pays it.
+    let Opened { mut store, api } = open_store();
+    let recovered = store.recover().unwrap();
+    assert_eq!(recovered.open_payments.iter().map(|p| (p.id, p.payer)).collect::<Vec<_>>(), [(PaymentId(800), None)]);
+    let mut state = State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, 20);
+    let outcomes = step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(800))]);
+    assert_eq!(outcomes, [Outcome::Payment(Err(CommandError::PayerRequired))]);
+    let outcomes = step(
+        &mut state,
+        store.as_mut(),
+        40,
+        vec![Command::ScanPayment { payment: PaymentId(800), payer: AccountId(1) }],
+    );
+    assert!(matches!(&outcomes[0], Outcome::Payment(Ok(p)) if p.status == PaymentStatus::Succeeded), "{outcomes:?}");
+    let stored = api.payment(T1, PaymentId(800)).unwrap().unwrap();
+    assert_eq!((stored.status, stored.payer, stored.merchant), (PaymentStatus::Succeeded, Some(AccountId(1)), Some(merchant)));
+    assert_eq!(api.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1250);
+
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[test]
+fn embedded_scan_to_pay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    scan_to_pay(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_scan_to_pay() {
+    on_postgres("postgres_scan_to_pay", scan_to_pay);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use paycore_ledger::{
     RefundStatus, Request, ResultCode, TenantId, Transfer, TransferId, TransferKind, TransferOp, AMOUNT_MAX,
     BATCH_EVENTS_MAX,
 };
-use paycore_ledger::{AccountStatus, AccountUpdate, Change, LimitBreach, LimitKind, Limits, Velocity};
+use paycore_ledger::{AccountStatus, AccountUpdate, Change, LimitBreach, LimitKind, Limits, Merchant, Velocity};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -127,10 +127,18 @@ pub fn command() -> BoxedStrategy<Command> {
         ),
         new_transfer().prop_map(Command::Transfer),
         vec(new_transfer(), 0..8).prop_map(Command::Transfers),
-        (payment_id(), account_id(), account_id(), any::<u64>(), currency(), capture_method(), any::<u64>())
+        (
+            payment_id(),
+            option::of(account_id()),
+            account_id(),
+            any::<u64>(),
+            currency(),
+            capture_method(),
+            any::<u64>()
+        )
             .prop_flat_map(|(id, payer, payee, amount, currency, capture_method, expires_in_seconds)| {
-                (option::of(text()), option::of(any::<u128>().prop_map(QuoteId))).prop_map(
-                    move |(description, fx_quote)| {
+                (option::of(text()), option::of(any::<u128>().prop_map(QuoteId)), option::of(merchant())).prop_map(
+                    move |(description, fx_quote, merchant)| {
                         Command::CreatePayment(NewPayment {
                             id,
                             payer,
@@ -141,6 +149,7 @@ pub fn command() -> BoxedStrategy<Command> {
                             expires_in_seconds,
                             description,
                             fx_quote,
+                            merchant,
                         })
                     },
                 )
@@ -167,8 +176,18 @@ pub fn command() -> BoxedStrategy<Command> {
             }),
         (any::<u128>(), currency())
             .prop_map(|(window, currency)| Command::CloseClearingWindow { window: ClearingWindowId(window), currency }),
+        (payment_id(), account_id()).prop_map(|(payment, payer)| Command::ScanPayment { payment, payer }),
     ]
     .boxed()
+}
+
+fn merchant() -> impl Strategy<Value = Merchant> {
+    (text(), text(), text(), text()).prop_map(|(name, city, country, category_code)| Merchant {
+        name,
+        city,
+        country,
+        category_code,
+    })
 }
 
 pub fn submission() -> BoxedStrategy<Submission> {
@@ -196,7 +215,8 @@ pub const PARAMS: [&str; 12] = [
     "limits.velocity.count",
     "limits.velocity.window_seconds",
 ];
-pub const MESSAGES: [&str; 10] = [
+pub const MESSAGES: [&str; 11] = [
+    "a cross-currency payment (fx_quote) needs a payer_account",
     "amount must equal the quote's source_amount",
     "a cross-currency payment is captured in full: leave amount out",
     "refunds of cross-currency payments are not supported yet",
@@ -228,6 +248,8 @@ pub fn command_error() -> BoxedStrategy<CommandError> {
         limit_breach().prop_map(CommandError::LimitExceeded),
         Just(CommandError::AccountNotEmpty),
         Just(CommandError::WindowEmpty),
+        Just(CommandError::PayerRequired),
+        Just(CommandError::PayerMismatch),
     ]
     .boxed()
 }
@@ -330,7 +352,15 @@ fn payment_fx() -> impl Strategy<Value = PaymentFx> {
 }
 
 fn payment() -> BoxedStrategy<Payment> {
-    let head = (payment_id(), any::<u128>(), account_id(), account_id(), any::<u64>(), currency(), capture_method());
+    let head = (
+        payment_id(),
+        any::<u128>(),
+        option::of(account_id()),
+        account_id(),
+        any::<u64>(),
+        currency(),
+        capture_method(),
+    );
     let tail = (
         payment_status(),
         option::of(text()),
@@ -340,12 +370,13 @@ fn payment() -> BoxedStrategy<Payment> {
         (any::<u64>(), any::<u64>(), any::<u64>()),
         option::of(transfer_id()),
         option::of(payment_fx()),
+        option::of(merchant()),
     );
     (head, tail)
         .prop_map(
             |(
                 (id, tenant, payer, payee, amount, currency, capture_method),
-                (status, description, failure_code, amount_captured, amount_refunded, times, transfer, fx),
+                (status, description, failure_code, amount_captured, amount_refunded, times, transfer, fx, merchant),
             )| Payment {
                 id,
                 tenant: TenantId(tenant),
@@ -364,6 +395,7 @@ fn payment() -> BoxedStrategy<Payment> {
                 updated_at: times.2,
                 transfer,
                 fx,
+                merchant,
             },
         )
         .boxed()

@@ -160,12 +160,14 @@ impl State {
         let (Some(source), Some(target)) = (Amount::new(payment.amount), Amount::new(fx.target_amount)) else {
             return ResultCode::InvalidAmount;
         };
+        // Payments with a quote are made with a payer (see `create_payment`).
+        let Some(payer) = payment.payer else { return ResultCode::AccountNotFound };
         let fee = Amount::new(fx.fee);
         let expires_at = manual.then_some(payment.expires_at);
         self.all_or_nothing(|state| {
             let payer_side = Move {
                 id: transfer,
-                debit: payment.payer,
+                debit: payer,
                 credit: liquidity_account(tenant, payment.currency),
                 amount: source,
                 currency: payment.currency,
@@ -179,7 +181,7 @@ impl State {
             if let Some(fee) = fee {
                 let fee_side = Move {
                     id: fee_transfer(transfer),
-                    debit: payment.payer,
+                    debit: payer,
                     credit: fee_revenue_account(tenant, payment.currency),
                     amount: fee,
                     currency: payment.currency,

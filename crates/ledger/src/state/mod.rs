@@ -213,6 +213,7 @@ impl State {
             Command::CloseClearingWindow { window, currency } => {
                 Outcome::ClearingWindow(self.close_clearing_window(tenant, *window, *currency, now))
             }
+            Command::ScanPayment { payment, payer } => Outcome::Payment(self.scan(tenant, *payment, *payer, now)),
         }
     }
 

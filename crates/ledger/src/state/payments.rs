@@ -6,7 +6,7 @@ use crate::payment::{
     CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM, TAG_REFUND,
 };
 use crate::transfer::ResultCode;
-use crate::{Amount, EventKind, PaymentId, RefundId, TenantId, TransferId};
+use crate::{AccountId, Amount, EventKind, PaymentId, RefundId, TenantId, TransferId};
 
 pub(super) const AMOUNT: &str = "amount";
 const EXPIRES_IN_SECONDS: &str = "expires_in_seconds";
@@ -16,10 +16,21 @@ const PAYMENT: &str = "payment";
 const AMOUNT_RANGE: &str = "amount must be between 1 and 9223372036854775807";
 const AMOUNT_POSITIVE: &str = "amount must be greater than zero";
 const EXPIRES_IN_SECONDS_RANGE: &str = "expires_in_seconds must be between 1 and 31622400 (366 days)";
+const PAYER_WITH_QUOTE: &str = "a cross-currency payment (fx_quote) needs a payer_account";
 /// The fields and messages the errors made here carry: every one is a constant above, so
 /// [`CommandError::known_param`] and [`CommandError::known_message`] know all of them.
 pub(super) const PARAMS: &[&str] = &[AMOUNT, EXPIRES_IN_SECONDS, PAYER_ACCOUNT, PAYEE_ACCOUNT, PAYMENT];
-pub(super) const MESSAGES: &[&str] = &[AMOUNT_RANGE, AMOUNT_POSITIVE, EXPIRES_IN_SECONDS_RANGE];
+pub(super) const MESSAGES: &[&str] = &[AMOUNT_RANGE, AMOUNT_POSITIVE, EXPIRES_IN_SECONDS_RANGE, PAYER_WITH_QUOTE];
+
+/// What a transfer refused at confirmation (insufficient funds, ...) does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RefusedTransfer {
+    /// The payment fails with the transfer's code (a confirm by the payer named at creation).
+    FailsThePayment,
+    /// The command is refused and the payment stays open (a scan: another payer, or the same
+    /// after a top-up, may scan the code again).
+    RefusesTheCommand,
+}
 
 impl State {
     pub(super) fn set_payment_status(&mut self, id: PaymentId, status: PaymentStatus, now: u64) {
@@ -48,10 +59,15 @@ impl State {
         if new.expires_in_seconds == 0 || new.expires_in_seconds > TIMEOUT_MAX_SECONDS {
             return Err(CommandError::InvalidField { param: EXPIRES_IN_SECONDS, message: EXPIRES_IN_SECONDS_RANGE });
         }
-        let payer =
-            self.tenant_account(tenant, new.payer).ok_or(CommandError::AccountNotFound { param: PAYER_ACCOUNT })?;
-        if payer.currency != new.currency {
-            return Err(CommandError::CurrencyMismatch { param: PAYER_ACCOUNT });
+        // Without a payer (scan to pay), the scan checks the payer's account.
+        if let Some(payer) = new.payer {
+            let payer =
+                self.tenant_account(tenant, payer).ok_or(CommandError::AccountNotFound { param: PAYER_ACCOUNT })?;
+            if payer.currency != new.currency {
+                return Err(CommandError::CurrencyMismatch { param: PAYER_ACCOUNT });
+            }
+        } else if new.fx_quote.is_some() {
+            return Err(CommandError::InvalidField { param: PAYER_ACCOUNT, message: PAYER_WITH_QUOTE });
         }
         let payee_currency = self
             .tenant_account(tenant, new.payee)
@@ -65,7 +81,7 @@ impl State {
             }
             None => None,
         };
-        if new.payer == new.payee {
+        if new.payer == Some(new.payee) {
             return Err(CommandError::SameAccount);
         }
         if self.payments.contains_key(&new.id) {
@@ -94,6 +110,7 @@ impl State {
             updated_at: created_at,
             transfer: None,
             fx,
+            merchant: new.merchant.clone(),
         };
         self.deadlines.insert((payment.expires_at, Deadline::Payment(payment.id)));
         self.payments.insert(payment.id, payment.clone());
@@ -117,7 +134,48 @@ impl State {
     }
 
     pub(super) fn confirm(&mut self, tenant: TenantId, id: PaymentId, now: u64) -> Result<Payment, CommandError> {
+        let payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation])?;
+        let payer = payment.payer.ok_or(CommandError::PayerRequired)?;
+        self.confirm_by(payment, payer, RefusedTransfer::FailsThePayment, now)
+    }
+
+    /// Scan to pay: binds `payer` to the payment and confirms it, all in this one command, so
+    /// that of two scans of one code exactly one wins. The payment must require confirmation
+    /// (an expired one has been expired at the start of this batch) and have no payer yet, or
+    /// this one; the payer's account must be of this tenant, in the payment's currency.
+    pub(super) fn scan(
+        &mut self,
+        tenant: TenantId,
+        id: PaymentId,
+        payer: AccountId,
+        now: u64,
+    ) -> Result<Payment, CommandError> {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation])?;
+        if payment.payer.is_some_and(|bound| bound != payer) {
+            return Err(CommandError::PayerMismatch);
+        }
+        let account =
+            self.tenant_account(tenant, payer).ok_or(CommandError::AccountNotFound { param: PAYER_ACCOUNT })?;
+        if account.currency != payment.currency {
+            return Err(CommandError::CurrencyMismatch { param: PAYER_ACCOUNT });
+        }
+        if payer == payment.payee {
+            return Err(CommandError::SameAccount);
+        }
+        // Bound on this copy only: it is stored (with the payment's new status) only if the
+        // confirmation goes through.
+        payment.payer = Some(payer);
+        self.confirm_by(payment, payer, RefusedTransfer::RefusesTheCommand, now)
+    }
+
+    fn confirm_by(
+        &mut self,
+        mut payment: Payment,
+        payer: AccountId,
+        refused: RefusedTransfer,
+        now: u64,
+    ) -> Result<Payment, CommandError> {
+        let (tenant, id) = (payment.tenant, payment.id);
         let manual = payment.capture_method == CaptureMethod::Manual;
         let transfer = TransferId(id.derive_at(TAG_CONFIRM, now));
         // The amount was checked when the payment was made; one that is not an amount fails
@@ -127,7 +185,7 @@ impl State {
             (Some(amount), None) => {
                 let mv = Move {
                     id: transfer,
-                    debit: payment.payer,
+                    debit: payer,
                     credit: payment.payee,
                     amount,
                     currency: payment.currency,
@@ -151,6 +209,8 @@ impl State {
             ResultCode::VelocityExceeded | ResultCode::AccountFrozen | ResultCode::AccountClosed => {
                 return Err(CommandError::Rejected(code));
             }
+            ResultCode::Ok => {}
+            _ if refused == RefusedTransfer::RefusesTheCommand => return Err(CommandError::Rejected(code)),
             _ => {}
         }
         self.deadlines.remove(&(payment.expires_at, Deadline::Payment(id)));
@@ -240,6 +300,8 @@ impl State {
         now: u64,
     ) -> Result<(Refund, Payment), CommandError> {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::Succeeded])?;
+        // A payment succeeds only once it has a payer.
+        let payer = payment.payer.ok_or(CommandError::PayerRequired)?;
         if payment.fx.is_some() {
             return Err(CommandError::InvalidField { param: PAYMENT, message: super::fx::FX_REFUND_UNSUPPORTED });
         }
@@ -261,7 +323,7 @@ impl State {
                 let mv = Move {
                     id: transfer,
                     debit: payment.payee,
-                    credit: payment.payer,
+                    credit: payer,
                     amount: checked,
                     currency: payment.currency,
                     hold: false,

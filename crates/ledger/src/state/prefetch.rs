@@ -68,7 +68,8 @@ impl State {
                 Command::RefundPayment { payment, .. }
                 | Command::ConfirmPayment(payment)
                 | Command::CapturePayment { payment, .. }
-                | Command::CancelPayment(payment) => {
+                | Command::CancelPayment(payment)
+                | Command::ScanPayment { payment, .. } => {
                     if !self.payments.contains_key(payment) {
                         wanted.payments.push(*payment);
                     }

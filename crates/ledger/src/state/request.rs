@@ -5,7 +5,7 @@ use crate::account::{Account, Overdraft};
 use crate::batch::{BatchEnd, BatchItem, BatchStep};
 use crate::clearing::ClearingWindow;
 use crate::limits::{AccountUpdate, LimitBreach};
-use crate::payment::{CaptureMethod, Payment, PaymentStatus, Refund};
+use crate::payment::{CaptureMethod, Merchant, Payment, PaymentStatus, Refund};
 use crate::transfer::{NewTransfer, ResultCode, Transfer};
 use crate::{AccountId, BatchId, ClearingWindowId, Currency, PaymentId, QuoteId, RefundId, TenantId};
 
@@ -26,7 +26,8 @@ pub struct NewAccount {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewPayment {
     pub id: PaymentId,
-    pub payer: AccountId,
+    /// `None`: the payer is whoever scans the payment's QR code ([`Command::ScanPayment`]).
+    pub payer: Option<AccountId>,
     pub payee: AccountId,
     pub amount: u64,
     pub currency: Currency,
@@ -36,6 +37,8 @@ pub struct NewPayment {
     /// The quote a cross-currency payment uses: `amount` and `currency` must be its source
     /// side, the payer's account in its source currency, the payee's in its target currency.
     pub fx_quote: Option<QuoteId>,
+    /// The merchant the payment's QR code names.
+    pub merchant: Option<Merchant>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -84,6 +87,14 @@ pub enum Command {
     CloseClearingWindow {
         window: ClearingWindowId,
         currency: Currency,
+    },
+    /// Scan to pay: binds `payer` to a payment that requires confirmation and confirms it, in
+    /// one step. The payment must have no payer yet, or this one. Any refusal of the transfer
+    /// (insufficient funds among them) refuses the scan and leaves the payment as it was, open
+    /// to another scan, rather than failing the shop's payment.
+    ScanPayment {
+        payment: PaymentId,
+        payer: AccountId,
     },
 }
 
@@ -140,6 +151,10 @@ pub enum CommandError {
     AccountNotEmpty,
     /// The clearing window to close has no posted transfer: there is nothing to settle.
     WindowEmpty,
+    /// The payment has no payer: only a scan of its QR code, which names one, confirms it.
+    PayerRequired,
+    /// The scan names another payer than the one the payment was made with.
+    PayerMismatch,
 }
 
 impl CommandError {

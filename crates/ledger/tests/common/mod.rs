@@ -20,7 +20,9 @@
 //!   move 7 w a 1 => ok
 //! }
 //! pay P a b 100 [manual] [expires=60] [as=2] => requires_confirmation
+//! pay P - b 100 => requires_confirmation   # no payer: scan to pay
 //! confirm P => succeeded | failed(insufficient_funds) | err:unexpected_state(succeeded)
+//! scan P a => succeeded | err:rejected(insufficient_funds) | err:payer_required
 //! capture P [AMOUNT] => succeeded
 //! cancel P => cancelled
 //! refund P R [AMOUNT] => succeeded | failed(insufficient_funds) | err:amount_too_large(40)
@@ -292,6 +294,8 @@ pub fn render_error(e: &CommandError) -> String {
         }
         CommandError::AccountNotEmpty => "err:account_not_empty".to_owned(),
         CommandError::WindowEmpty => "err:window_empty".to_owned(),
+        CommandError::PayerRequired => "err:payer_required".to_owned(),
+        CommandError::PayerMismatch => "err:payer_mismatch".to_owned(),
     }
 }
 
@@ -396,7 +400,7 @@ impl Parser {
                         }
                     }
                 }
-                "account" | "pay" | "confirm" | "capture" | "cancel" | "refund" | "update" => {
+                "account" | "pay" | "confirm" | "scan" | "capture" | "cancel" | "refund" | "update" => {
                     let request = p.command(&words, line);
                     let expected = expected.unwrap_or_else(|| match words[0] {
                         "account" => "ok".to_owned(),
@@ -527,12 +531,13 @@ impl Parser {
                 })
             }
             "pay" => {
-                let payer = self.names.account(positional[1]);
+                // `-` for the payer: none (scan to pay).
+                let payer = (positional[1] != "-").then(|| self.names.account(positional[1]));
                 let payee = self.names.account(positional[2]);
                 let currency = positional
                     .get(4)
                     .map(|c| Currency::from_code(c).unwrap_or_else(|| panic!("currency in {line}")))
-                    .or_else(|| self.names.currencies.get(&payer).copied())
+                    .or_else(|| self.names.currencies.get(&payer.unwrap_or(payee)).copied())
                     .unwrap_or_else(usd);
                 Command::CreatePayment(NewPayment {
                     id: self.names.payment(positional[0]),
@@ -548,9 +553,14 @@ impl Parser {
                     expires_in_seconds: options.get("expires").map_or(3600, |v| number(v, line)),
                     description: None,
                     fx_quote: None,
+                    merchant: None,
                 })
             }
             "confirm" => Command::ConfirmPayment(self.names.payment(positional[0])),
+            "scan" => Command::ScanPayment {
+                payment: self.names.payment(positional[0]),
+                payer: self.names.account(positional[1]),
+            },
             "cancel" => Command::CancelPayment(self.names.payment(positional[0])),
             "capture" => Command::CapturePayment {
                 payment: self.names.payment(positional[0]),

@@ -69,6 +69,7 @@ impl Lookup {
             Command::CapturePayment { payment, .. } => Lookup::Payment(*payment),
             Command::RefundPayment { payment, refund, .. } => Lookup::Refund(*payment, *refund),
             Command::CloseClearingWindow { window, .. } => Lookup::ClearingWindow(*window),
+            Command::ScanPayment { payment, .. } => Lookup::Payment(*payment),
             // An account as stored does not say whether an update was applied: no guess.
             Command::Transfers(_)
             | Command::BatchItems { .. }

@@ -8,10 +8,13 @@ use crate::ids::new_id;
 use crate::json::{self, Amount, Id, Seconds};
 use crate::render::{self, ListJson, PaymentJson, RefundJson};
 use crate::AppState;
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use paycore_formats::emvco;
 use paycore_ledger::{
-    AccountId, CaptureMethod, Command, NewPayment, PaymentId, QuoteId, RefundId, TIMEOUT_MAX_SECONDS,
+    parse_amount, AccountId, CaptureMethod, Command, Merchant, NewPayment, PaymentId, PaymentStatus, QuoteId, RefundId,
+    TIMEOUT_MAX_SECONDS,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -36,9 +39,10 @@ pub enum CaptureMethodParam {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
-    /// `acct_…`, the account debited.
-    #[schema(value_type = String)]
-    pub payer_account: Id<AccountId>,
+    /// `acct_…`, the account debited. Leave it out for scan to pay: the payment can then only
+    /// be confirmed by `POST /v1/payments/scan`, which names the payer.
+    #[schema(value_type = Option<String>)]
+    pub payer_account: Option<Id<AccountId>>,
     /// `acct_…`, the account credited.
     #[schema(value_type = String)]
     pub payee_account: Id<AccountId>,
@@ -60,6 +64,34 @@ pub struct CreatePayment {
     /// is used once, before its `expires_at`.
     #[schema(value_type = Option<String>)]
     pub fx_quote: Option<Id<QuoteId>>,
+    /// The merchant the payment's QR code (`qr_payload`) names; default `paycore`, `Internet`,
+    /// `ZZ`, `5999`.
+    pub merchant: Option<MerchantParam>,
+}
+
+/// The merchant a payment's EMVCo QR code names.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantParam {
+    /// 1 to 25 printable ASCII characters (EMVCo tag 59).
+    pub name: String,
+    /// 1 to 15 printable ASCII characters (tag 60).
+    pub city: String,
+    /// ISO 3166-1 alpha-2, upper case (tag 58).
+    pub country: String,
+    /// ISO 18245 merchant category code, four digits (tag 52).
+    pub category_code: String,
+}
+
+/// Pays a payment by its QR code: binds the payer and confirms, in one step.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanPayment {
+    /// The text the QR code holds (the payment's `qr_payload`), as scanned.
+    pub payload: String,
+    /// `acct_…`, the account debited: of this tenant, in the payment's currency.
+    #[schema(value_type = String)]
+    pub payer_account: Id<AccountId>,
 }
 
 /// Captures a held payment: all of it, or `amount`.
@@ -111,9 +143,18 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
     if params.description.as_ref().is_some_and(|d| d.chars().count() > DESCRIPTION_LENGTH_MAX) {
         return Err(ApiError::invalid("description", "`description` must be at most 1000 characters."));
     }
+    let merchant = match params.merchant {
+        None => crate::qr::default_merchant(),
+        Some(m) => {
+            if let Some((field, why)) = emvco::check_merchant(&m.name, &m.city, &m.country, &m.category_code) {
+                return Err(ApiError::invalid(format!("merchant.{field}"), format!("`merchant.{field}` {why}.")));
+            }
+            Merchant { name: m.name, city: m.city, country: m.country, category_code: m.category_code }
+        }
+    };
     let command = Command::CreatePayment(NewPayment {
         id: PaymentId(new_id()),
-        payer: params.payer_account.0,
+        payer: params.payer_account.map(|p| p.0),
         payee: params.payee_account.0,
         amount: params.amount.0,
         currency,
@@ -124,6 +165,7 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         expires_in_seconds,
         description: params.description,
         fx_quote: params.fx_quote.map(|q| q.0),
+        merchant: Some(merchant),
     });
     execute(&state, &post, command).await
 }
@@ -274,4 +316,102 @@ pub async fn refunds(
         next_cursor: None,
     };
     Ok(super::rendered(render::json(200, &list)))
+}
+
+/// `GET /v1/payments/{id}/qr`
+#[utoipa::path(get, path = "/v1/payments/{id}/qr", tag = "payments",
+    params(("id" = String, Path, description = "`pay_…`"),
+        ("format" = Option<String>, Query, description = "`svg` (default, `image/svg+xml`) or `png` (`image/png`)")),
+    responses(
+        (status = 200, description = "The payment's QR code (its `qr_payload`)", content_type = "image/svg+xml"),
+        (status = 400, description = "`parameter_invalid` (`format`)", body = ErrorBody),
+        (status = 404, description = "`resource_missing`", body = ErrorBody),
+        (status = 409, description = "`payment_unexpected_state`: only a payment that requires confirmation has a code", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn qr(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let payment_id: PaymentId = path_id(&id, "payment")?;
+    let mut png = false;
+    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("format", "svg") => png = false,
+            ("format", "png") => png = true,
+            ("format", _) => return Err(ApiError::invalid("format", "`format` must be `svg` or `png`.")),
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("Received unknown query parameter `{other}`."),
+                )
+                .param(other.to_owned()))
+            }
+        }
+    }
+    let payment = read(&state, move |r| r.payment(auth.tenant, payment_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    let text = crate::qr::payload(&payment).ok_or_else(|| {
+        ApiError::from_command(&paycore_ledger::CommandError::UnexpectedState { status: payment.status })
+    })?;
+    let headers =
+        |content_type: &'static str| [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")];
+    Ok(if png {
+        (StatusCode::OK, headers("image/png"), crate::qr::png(&text)?).into_response()
+    } else {
+        (StatusCode::OK, headers("image/svg+xml"), crate::qr::svg(&text)?).into_response()
+    })
+}
+
+/// `POST /v1/payments/scan`
+#[utoipa::path(post, path = "/v1/payments/scan", tag = "payments",
+    request_body = ScanPayment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 200, description = "The payment, paid by `payer_account`: `succeeded`, or `requires_capture` (manual capture)", body = PaymentJson),
+        (status = 400, description = "`qr_crc_mismatch` (the code was changed or misread), `qr_invalid`, `qr_mismatch` (amount or currency not the payment's), `account_not_found`, `currency_mismatch` or `same_account`, with `param`; nothing moved", body = ErrorBody),
+        (status = 404, description = "`resource_missing`: no such payment in this tenant", body = ErrorBody),
+        (status = 409, description = "`payment_expired`, `payment_unexpected_state` (paid already, cancelled...) or `payer_mismatch`", body = ErrorBody),
+        (status = 422, description = "The ledger refused the debit (`insufficient_funds`, `limit_exceeded`, `account_frozen`...): the payment stays open", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn scan(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
+    if let Some(saved) = post.saved {
+        return Ok(saved.into_response());
+    }
+    let params: ScanPayment = json::parse(&post.body)?;
+    let decoded = emvco::decode(&params.payload).map_err(|e| {
+        ApiError::bad_request(e.code(), format!("`payload` is not a paycore QR code: {e}.")).param("payload")
+    })?;
+    let payment_id: PaymentId = decoded.payment.parse().map_err(|_| {
+        ApiError::bad_request("qr_invalid", "`payload` names no paycore payment (not a `pay_…` id).").param("payload")
+    })?;
+    let tenant = post.auth.tenant;
+    // Another tenant's payment is "no such payment", never a hint that it exists.
+    let payment = read(&state, move |r| r.payment(tenant, payment_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", &decoded.payment))?;
+    // The amount and currency of a payment never change, so this check need not wait for the
+    // engine; status, expiry, payer and funds are decided there.
+    let amount = parse_amount(&decoded.amount, payment.currency).ok().map(|a| a.get());
+    if decoded.currency != payment.currency.numeric() || amount != Some(payment.amount) {
+        return Err(ApiError::bad_request(
+            "qr_mismatch",
+            "The code's amount or currency is not the payment's: it was not made by paycore for this payment.",
+        )
+        .param("payload"));
+    }
+    if payment.status == PaymentStatus::Expired {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorType::InvalidRequestError,
+            "payment_expired",
+            "This payment has expired: ask the merchant for a new code.",
+        )
+        .param("payload"));
+    }
+    execute(&state, &post, Command::ScanPayment { payment: payment_id, payer: params.payer_account.0 }).await
 }

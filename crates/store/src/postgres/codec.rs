@@ -7,9 +7,9 @@
 use crate::{IdempotencyRecord, Result, StoreError};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Overdraft,
-    Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId,
-    Transfer, TransferId, TransferKind, Velocity,
+    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Merchant,
+    Overdraft, Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode,
+    TenantId, Transfer, TransferId, TransferKind, Velocity,
 };
 use postgres::error::SqlState;
 use postgres::types::FromSql;
@@ -187,7 +187,7 @@ pub(super) fn payment_from(row: &Row) -> Result<Payment> {
     Ok(Payment {
         id: PaymentId(id(row, "id")?),
         tenant: TenantId(id(row, "tenant")?),
-        payer: AccountId(id(row, "payer")?),
+        payer: opt_id(row, "payer")?.map(AccountId),
         payee: AccountId(id(row, "payee")?),
         amount: uint(row, "amount")?,
         currency: currency(row)?,
@@ -202,7 +202,20 @@ pub(super) fn payment_from(row: &Row) -> Result<Payment> {
         updated_at: uint(row, "updated_at")?,
         transfer: opt_id(row, "transfer")?.map(TransferId),
         fx: payment_fx_from(row)?,
+        merchant: merchant_from(row)?,
     })
+}
+
+/// The merchant a payment's QR code names: all four columns, or none.
+fn merchant_from(row: &Row) -> Result<Option<Merchant>> {
+    let Some(name) = get::<Option<String>>(row, "qr_merchant_name")? else { return Ok(None) };
+    let text = |column: &str| get::<Option<String>>(row, column)?.ok_or_else(|| corrupt(column, "NULL"));
+    Ok(Some(Merchant {
+        name,
+        city: text("qr_merchant_city")?,
+        country: text("qr_country")?,
+        category_code: text("qr_category_code")?,
+    }))
 }
 
 /// A cross-currency payment's quoted side: all five columns, or none.

@@ -323,20 +323,22 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
         "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
              status, description, failure_code, amount_captured, amount_refunded,
              expires_at, created_at, updated_at, transfer,
-             fx_quote, fx_rate, fx_currency, fx_amount, fx_fee)
+             fx_quote, fx_rate, fx_currency, fx_amount, fx_fee,
+             qr_merchant_name, qr_merchant_city, qr_country, qr_category_code)
          SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
              $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[],
              $14::bigint[], $15::bigint[], $16::bytea[],
-             $17::bytea[], $18::text[], $19::text[], $20::bigint[], $21::bigint[])
+             $17::bytea[], $18::text[], $19::text[], $20::bigint[], $21::bigint[],
+             $22::text[], $23::text[], $24::text[], $25::text[])
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
              failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
              amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
-             transfer = excluded.transfer
+             transfer = excluded.transfer, payer = excluded.payer
          WHERE payments.tenant = excluded.tenant",
         &[
             &id_array(payments, |p| p.id.0),
             &id_array(payments, |p| p.tenant.0),
-            &id_array(payments, |p| p.payer.0),
+            &payments.iter().map(|p| p.payer.map(|a| id_bytes(a.0))).collect::<Vec<_>>(),
             &id_array(payments, |p| p.payee.0),
             &ints(|p| p.amount),
             &payments.iter().map(|p| p.currency.code()).collect::<Vec<_>>(),
@@ -355,6 +357,10 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
             &payments.iter().map(|p| p.fx.as_ref().map(|fx| fx.target_currency.code())).collect::<Vec<_>>(),
             &payments.iter().map(|p| p.fx.as_ref().map(|fx| int(fx.target_amount))).collect::<Vec<_>>(),
             &payments.iter().map(|p| p.fx.as_ref().map(|fx| int(fx.fee))).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.merchant.as_ref().map(|m| m.name.as_str())).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.merchant.as_ref().map(|m| m.city.as_str())).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.merchant.as_ref().map(|m| m.country.as_str())).collect::<Vec<_>>(),
+            &payments.iter().map(|p| p.merchant.as_ref().map(|m| m.category_code.as_str())).collect::<Vec<_>>(),
         ],
     )?;
     // A payment id another tenant's partition wrote since this batch's load is not taken over.

@@ -3,9 +3,9 @@
 use crate::{IdempotencyRecord, Result, StoreError};
 use paycore_ledger::fx::{Quote, Rate};
 use paycore_ledger::{
-    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Overdraft,
-    Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode, TenantId,
-    Transfer, TransferId, TransferKind, Velocity,
+    Account, AccountId, AccountStatus, Balances, CaptureMethod, Currency, HoldRecord, HoldStatus, Limits, Merchant,
+    Overdraft, Payment, PaymentFx, PaymentId, PaymentStatus, QuoteId, Refund, RefundId, RefundStatus, ResultCode,
+    TenantId, Transfer, TransferId, TransferKind, Velocity,
 };
 use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, Row};
@@ -53,6 +53,29 @@ pub(super) fn id_blob(id: u128) -> [u8; 16] {
 pub(super) fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
     let bytes: [u8; 16] = row.get(column)?;
     Ok(u128::from_be_bytes(bytes))
+}
+
+/// A payment's payer: 16 bytes, or an empty blob while the payment waits for the scan that
+/// names its payer (the column is `NOT NULL` since 0001, and SQLite drops a `NOT NULL` only by
+/// rebuilding the table).
+pub(super) fn payer_id(row: &Row) -> rusqlite::Result<Option<u128>> {
+    let bytes: Vec<u8> = row.get("payer")?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let bytes: [u8; 16] = bytes.as_slice().try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "payer is neither 16 bytes nor empty".into(),
+        )
+    })?;
+    Ok(Some(u128::from_be_bytes(bytes)))
+}
+
+/// The payer as stored: see [`payer_id`].
+pub(super) fn payer_blob(payer: Option<u128>) -> Vec<u8> {
+    payer.map_or_else(Vec::new, |id| id_blob(id).to_vec())
 }
 
 pub(super) fn opt_blob_id(row: &Row, column: &str) -> rusqlite::Result<Option<u128>> {
@@ -197,7 +220,7 @@ pub(super) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
     Ok(Payment {
         id: PaymentId(blob_id(row, "id")?),
         tenant: TenantId(blob_id(row, "tenant")?),
-        payer: AccountId(blob_id(row, "payer")?),
+        payer: payer_id(row)?.map(AccountId),
         payee: AccountId(blob_id(row, "payee")?),
         amount: uint(row, "amount")?,
         currency: currency(row)?,
@@ -212,7 +235,19 @@ pub(super) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
         updated_at: uint(row, "updated_at")?,
         transfer: opt_blob_id(row, "transfer")?.map(TransferId),
         fx: payment_fx_from(row)?,
+        merchant: merchant_from(row)?,
     })
+}
+
+/// The merchant a payment's QR code names: all four columns, or none.
+fn merchant_from(row: &Row) -> rusqlite::Result<Option<Merchant>> {
+    let Some(name) = row.get::<_, Option<String>>("qr_merchant_name")? else { return Ok(None) };
+    Ok(Some(Merchant {
+        name,
+        city: row.get("qr_merchant_city")?,
+        country: row.get("qr_country")?,
+        category_code: row.get("qr_category_code")?,
+    }))
 }
 
 /// A cross-currency payment's quoted side: all five columns, or none.

@@ -4,8 +4,8 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, transfer_at,
-    transfer_from, TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payer_blob, payment_from, quote_from,
+    transfer_at, transfer_from, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
@@ -226,19 +226,20 @@ fn upsert_payments(conn: &Connection, payments: &[Payment]) -> Result<()> {
         "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
              status, description, failure_code, amount_captured, amount_refunded,
              expires_at, created_at, updated_at, transfer,
-             fx_quote, fx_rate, fx_currency, fx_amount, fx_fee)
+             fx_quote, fx_rate, fx_currency, fx_amount, fx_fee,
+             qr_merchant_name, qr_merchant_city, qr_country, qr_category_code)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-             ?17, ?18, ?19, ?20, ?21)
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status,
              failure_code = excluded.failure_code, amount_captured = excluded.amount_captured,
              amount_refunded = excluded.amount_refunded, updated_at = excluded.updated_at,
-             transfer = excluded.transfer",
+             transfer = excluded.transfer, payer = excluded.payer",
     )?;
     for p in payments {
         stmt.execute(params![
             id_blob(p.id.0),
             id_blob(p.tenant.0),
-            id_blob(p.payer.0),
+            payer_blob(p.payer.map(|a| a.0)),
             id_blob(p.payee.0),
             int(p.amount),
             p.currency.code(),
@@ -257,6 +258,10 @@ fn upsert_payments(conn: &Connection, payments: &[Payment]) -> Result<()> {
             p.fx.as_ref().map(|fx| fx.target_currency.code()),
             p.fx.as_ref().map(|fx| int(fx.target_amount)),
             p.fx.as_ref().map(|fx| int(fx.fee)),
+            p.merchant.as_ref().map(|m| m.name.as_str()),
+            p.merchant.as_ref().map(|m| m.city.as_str()),
+            p.merchant.as_ref().map(|m| m.country.as_str()),
+            p.merchant.as_ref().map(|m| m.category_code.as_str()),
         ])?;
     }
     Ok(())

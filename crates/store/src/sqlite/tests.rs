@@ -150,7 +150,7 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
         30,
         vec![Command::CreatePayment(NewPayment {
             id: PaymentId(7),
-            payer: AccountId(2),
+            payer: Some(AccountId(2)),
             payee: AccountId(1),
             amount: 10,
             currency: eur(),
@@ -158,6 +158,7 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
             expires_in_seconds: 60,
             description: None,
             fx_quote: None,
+            merchant: None,
         })],
     );
     step(&mut state, &mut store, 40, vec![Command::ConfirmPayment(PaymentId(7))]);
@@ -177,6 +178,48 @@ fn verify_finds_a_tampered_balance_and_a_payment_without_its_transfer() {
     assert!(report.problems[0].contains("stored balances"));
     assert!(report.problems[1].contains("EUR: balances sum to 1 posted"));
     assert!(report.problems[2].contains("status succeeded does not match its transfers"));
+}
+
+#[test]
+fn verify_finds_a_paid_payment_without_its_payer_or_debiting_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    let till = |id| {
+        Command::CreatePayment(NewPayment {
+            id: PaymentId(id),
+            payer: None,
+            payee: AccountId(2),
+            amount: 10,
+            currency: eur(),
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 60,
+            description: None,
+            fx_quote: None,
+            merchant: None,
+        })
+    };
+    step(&mut state, &mut store, 20, vec![till(7), till(8)]);
+    step(&mut state, &mut store, 30, vec![Command::ScanPayment { payment: PaymentId(7), payer: AccountId(1) }]);
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.payments, 2);
+
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    conn.execute("UPDATE payments SET payer = X'' WHERE id = ?1", [PaymentId(7).0.to_be_bytes()]).unwrap();
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert_eq!(report.problems, [format!("{}: has no payer but is succeeded or names a transfer", PaymentId(7))]);
+    conn.execute(
+        "UPDATE payments SET payer = ?1 WHERE id = ?2",
+        [AccountId(2).0.to_be_bytes(), PaymentId(7).0.to_be_bytes()],
+    )
+    .unwrap();
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert_eq!(
+        report.problems,
+        [format!("{}: its transfer debits {}, not its payer {}", PaymentId(7), AccountId(1), AccountId(2))]
+    );
 }
 
 #[test]
@@ -299,7 +342,7 @@ fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missin
         .unwrap();
     let payment = NewPayment {
         id: PaymentId(7),
-        payer: AccountId(2),
+        payer: Some(AccountId(2)),
         payee: AccountId(3),
         amount: 100,
         currency: usd,
@@ -307,6 +350,7 @@ fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missin
         expires_in_seconds: 60,
         description: None,
         fx_quote: Some(QuoteId(5)),
+        merchant: None,
     };
     step(&mut state, &mut store, 20, vec![Command::Transfer(fund), Command::CreatePayment(payment)]);
     step(&mut state, &mut store, 30, vec![Command::ConfirmPayment(PaymentId(7))]);
