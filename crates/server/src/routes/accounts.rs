@@ -178,7 +178,7 @@ pub async fn transfers(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let account_id: AccountId = path_id(&id, "account")?;
-    let page = list_page(query.as_deref())?;
+    let page = list_page::<TransferId>(query.as_deref(), "a transfer id (`tr_…`)")?;
     let tenant = auth.tenant;
     let fetch = Page { after: page.after, limit: page.limit + 1 };
     let (account, transfers) = read(&state, move |r| {
@@ -193,8 +193,9 @@ pub async fn transfers(
     Ok(super::rendered(render::json(200, &list)))
 }
 
-/// Parses `limit` and `starting_after` from a query string.
-fn list_page(query: Option<&str>) -> Result<Page<TransferId>, ApiError> {
+/// Parses `limit` and `starting_after` from a query string; `cursor` says what a
+/// `starting_after` must be (`a transfer id (\`tr_…\`)`).
+fn list_page<C: std::str::FromStr>(query: Option<&str>, cursor: &str) -> Result<Page<C>, ApiError> {
     let mut page = Page { after: None, limit: LIST_LIMIT_DEFAULT };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -208,7 +209,7 @@ fn list_page(query: Option<&str>) -> Result<Page<TransferId>, ApiError> {
             }
             "starting_after" => {
                 page.after = Some(value.parse().map_err(|_| {
-                    ApiError::invalid("starting_after", "`starting_after` must be a transfer id (`tr_…`).")
+                    ApiError::invalid("starting_after", format!("`starting_after` must be {cursor}."))
                 })?);
             }
             other => {
@@ -367,7 +368,7 @@ pub async fn audit(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let account_id: AccountId = path_id(&id, "account")?;
-    let page = audit_page(query.as_deref())?;
+    let page = list_page::<u64>(query.as_deref(), "the `next_cursor` of a page")?;
     let tenant = auth.tenant;
     let fetch = Page { after: page.after, limit: page.limit + 1 };
     let (account, rows) = read(&state, move |r| {
@@ -380,34 +381,4 @@ pub async fn audit(
     }
     let list = ListJson::page(rows, page.limit, |r| r.at.to_string(), AuditEntryJson::new);
     Ok(super::rendered(render::json(200, &list)))
-}
-
-/// Parses `limit` and `starting_after` (the `at` of an audit row, in nanoseconds).
-fn audit_page(query: Option<&str>) -> Result<Page<u64>, ApiError> {
-    let mut page = Page { after: None, limit: LIST_LIMIT_DEFAULT };
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "limit" => {
-                page.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
-                    .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
-            }
-            "starting_after" => {
-                page.after = Some(value.parse().map_err(|_| {
-                    ApiError::invalid("starting_after", "`starting_after` must be the `next_cursor` of a page.")
-                })?);
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("Received unknown query parameter `{other}`."),
-                )
-                .param(other.to_owned()))
-            }
-        }
-    }
-    Ok(page)
 }
