@@ -55,29 +55,6 @@ pub(super) fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
     Ok(u128::from_be_bytes(bytes))
 }
 
-/// A payment's payer: 16 bytes, or an empty blob while the payment waits for the scan that
-/// names its payer (the column is `NOT NULL` since 0001, and SQLite drops a `NOT NULL` only by
-/// rebuilding the table).
-pub(super) fn payer_id(row: &Row) -> rusqlite::Result<Option<u128>> {
-    let bytes: Vec<u8> = row.get("payer")?;
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let bytes: [u8; 16] = bytes.as_slice().try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Blob,
-            "payer is neither 16 bytes nor empty".into(),
-        )
-    })?;
-    Ok(Some(u128::from_be_bytes(bytes)))
-}
-
-/// The payer as stored: see [`payer_id`].
-pub(super) fn payer_blob(payer: Option<u128>) -> Vec<u8> {
-    payer.map_or_else(Vec::new, |id| id_blob(id).to_vec())
-}
-
 pub(super) fn opt_blob_id(row: &Row, column: &str) -> rusqlite::Result<Option<u128>> {
     let bytes: Option<[u8; 16]> = row.get(column)?;
     Ok(bytes.map(u128::from_be_bytes))
@@ -220,7 +197,7 @@ pub(super) fn payment_from(row: &Row) -> rusqlite::Result<Payment> {
     Ok(Payment {
         id: PaymentId(blob_id(row, "id")?),
         tenant: TenantId(blob_id(row, "tenant")?),
-        payer: payer_id(row)?.map(AccountId),
+        payer: opt_blob_id(row, "payer")?.map(AccountId),
         payee: AccountId(blob_id(row, "payee")?),
         amount: uint(row, "amount")?,
         currency: currency(row)?,

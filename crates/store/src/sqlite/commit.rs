@@ -4,7 +4,7 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payer_blob, payment_from, quote_from,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from,
     transfer_at, transfer_from, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
@@ -239,7 +239,7 @@ fn upsert_payments(conn: &Connection, payments: &[Payment]) -> Result<()> {
         stmt.execute(params![
             id_blob(p.id.0),
             id_blob(p.tenant.0),
-            payer_blob(p.payer.map(|a| a.0)),
+            p.payer.map(|a| id_blob(a.0)),
             id_blob(p.payee.0),
             int(p.amount),
             p.currency.code(),

@@ -207,7 +207,7 @@ fn verify_finds_a_paid_payment_without_its_payer_or_debiting_another() {
     assert_eq!(report.payments, 2);
 
     let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
-    conn.execute("UPDATE payments SET payer = X'' WHERE id = ?1", [PaymentId(7).0.to_be_bytes()]).unwrap();
+    conn.execute("UPDATE payments SET payer = NULL WHERE id = ?1", [PaymentId(7).0.to_be_bytes()]).unwrap();
     let report = crate::verify::verify(reader.as_ref()).unwrap();
     assert_eq!(report.problems, [format!("{}: has no payer but is succeeded or names a transfer", PaymentId(7))]);
     conn.execute(
@@ -628,4 +628,49 @@ fn status_listings_use_their_partial_indexes() {
     // The claim loop's look for a free batch, every second on every node.
     let claimable = super::leases::CLAIMABLE.replace("?1", "0");
     assert!(plan(&claimable).contains("batches_active"), "{}", plan(&claimable));
+}
+
+/// `0014_qr.sql` rebuilds `payments` to make `payer` nullable: a payment stored before it
+/// comes through whole (its FX side included), and a payment without a payer stores NULL.
+#[test]
+fn the_payments_rebuild_keeps_every_stored_payment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+        let before = super::open::MIGRATIONS.len() - 1;
+        for sql in &super::open::MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before).unwrap();
+        conn.execute(
+            "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method, status,
+                 description, amount_captured, amount_refunded, expires_at, created_at, updated_at,
+                 fx_quote, fx_rate, fx_currency, fx_amount, fx_fee)
+             VALUES (?1, ?2, ?3, ?4, 1250, 'EUR', 'manual', 'requires_capture', 'order 7', 0, 0, 9, 5, 6,
+                 ?5, '1.0842', 'USD', 1355, 4)",
+            rusqlite::params![
+                PaymentId(7).0.to_be_bytes(),
+                T1.0.to_be_bytes(),
+                AccountId(1).0.to_be_bytes(),
+                AccountId(2).0.to_be_bytes(),
+                3u128.to_be_bytes()
+            ],
+        )
+        .unwrap();
+    }
+    let (_store, reader) = open_sqlite(dir.path());
+    let payment = reader.payment(T1, PaymentId(7)).unwrap().unwrap();
+    assert_eq!((payment.payer, payment.payee), (Some(AccountId(1)), AccountId(2)));
+    assert_eq!((payment.amount, payment.description.as_deref(), payment.expires_at), (1250, Some("order 7"), 9));
+    assert_eq!(payment.fx.map(|fx| (fx.target_amount, fx.fee)), Some((1355, 4)));
+
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    let nullable: i64 = conn
+        .query_row("SELECT \"notnull\" FROM pragma_table_info('payments') WHERE name = 'payer'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(nullable, 0);
+    let indexes: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_index_list('payments') WHERE name = 'payments_open'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(indexes, 1);
 }
