@@ -12,10 +12,15 @@ pub enum StoreError {
     /// The store is held by another writer longer than the wait allows; retrying later can work.
     #[error("the store is busy: {0}")]
     Busy(String),
-    /// The store cannot be reached or written now (I/O error, disk full, read-only file,
-    /// connection lost); retrying later can work.
+    /// The store cannot be reached or written now (I/O error, read-only file, connection
+    /// lost); retrying later can work.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk is full (SQLite's `SQLITE_FULL`, `ENOSPC` on a file of the data folder,
+    /// PostgreSQL's SQLSTATE 53100): nothing of the write was made; reads still work, and the
+    /// same write can succeed once space is freed.
+    #[error("the store's disk is full: {0}")]
+    Full(String),
     /// Another process holds the data location (one writer per location).
     #[error("{0} is in use by another paycore process")]
     InUse(String),
@@ -43,7 +48,17 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same call may succeed later without anything changing on the caller's side.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Busy(_) | StoreError::Unavailable(_))
+        matches!(self, StoreError::Busy(_) | StoreError::Unavailable(_) | StoreError::Full(_))
+    }
+
+    /// The error of a file operation of the store: `ENOSPC` (and a quota's `EDQUOT`) is
+    /// [`StoreError::Full`], anything else [`StoreError::Unavailable`].
+    pub fn from_io(what: &str, error: &std::io::Error) -> StoreError {
+        let text = format!("{what}: {error}");
+        match error.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => StoreError::Full(text),
+            _ => StoreError::Unavailable(text),
+        }
     }
 }
 

@@ -90,3 +90,105 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A small filesystem of its own (a `tmpfs` of a few MiB mounted on a fresh folder), for tests
+/// of a full disk: [`SmallDisk::fill`] fills it until `ENOSPC`, [`SmallDisk::free`] gives the
+/// room back. Unmounted and removed when dropped, also when the test fails.
+///
+/// Mounting needs root (CI runs as root). Without it [`SmallDisk::mount`] prints a loud
+/// `SKIPPED:` line and returns `None`, except under `CI=true`, where it panics.
+pub struct SmallDisk {
+    path: std::path::PathBuf,
+    filler: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// A `tmpfs` of `size_kib` KiB on a new folder for `test`, or `None` (after a `SKIPPED:`
+    /// line) when it cannot be mounted and `CI` is not `true`.
+    pub fn mount(test: &str, size_kib: u64) -> Option<SmallDisk> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "paycore_small_disk_{}_{nanos}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(error) = std::fs::create_dir(&path) {
+            panic!("{test}: cannot create {}: {error}", path.display());
+        }
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs"])
+            .arg(&path)
+            .output();
+        let why = match mounted {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(why) = why {
+            let _ = std::fs::remove_dir(&path);
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: a tmpfs must be mountable under CI=true (run as root): {why}");
+            }
+            eprintln!("\nSKIPPED: {test}: cannot mount a tmpfs (needs root): {why}\n");
+            return None;
+        }
+        let filler = path.join("filler");
+        Some(SmallDisk { path, filler })
+    }
+
+    /// The mounted folder.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Writes a filler file until the filesystem has no room left (`ENOSPC`); returns its size.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(&self.filler) {
+            Ok(file) => file,
+            Err(error) => panic!("cannot create the filler {}: {error}", self.filler.display()),
+        };
+        let block = vec![0x5a_u8; 4096];
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(error) => panic!("filling {}: {error}", self.path.display()),
+            }
+        }
+        // The last partial block, byte by byte.
+        while matches!(file.write(&block[..1]), Ok(1)) {}
+        std::fs::metadata(&self.filler).map_or(0, |m| m.len())
+    }
+
+    /// Whether the filesystem has no room for one more block.
+    pub fn is_full(&self) -> bool {
+        use std::io::Write;
+        let probe = self.path.join("probe");
+        let room = std::fs::File::create(&probe).and_then(|mut f| f.write_all(&[0; 4096]).and_then(|()| f.sync_all()));
+        let _ = std::fs::remove_file(&probe);
+        room.is_err()
+    }
+
+    /// Removes the filler: the room it took is free again.
+    pub fn free(&self) {
+        if let Err(error) = std::fs::remove_file(&self.filler) {
+            panic!("cannot remove the filler {}: {error}", self.filler.display());
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    /// Unmounts (lazily when a process still has a file open there) and removes the folder.
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount").arg(&self.path).status().is_ok_and(|s| s.success())
+            || std::process::Command::new("umount").arg("-l").arg(&self.path).status().is_ok_and(|s| s.success());
+        if !unmounted {
+            eprintln!("could not unmount the small disk {}", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -18,7 +18,8 @@ use postgres::Row;
 impl From<postgres::Error> for StoreError {
     /// PostgreSQL's error, by what the caller can do about it: SQLSTATE 23505 is a conflict;
     /// serialization failures, deadlocks, lock and statement timeouts are `Busy`; a lost
-    /// connection, a server shutting down or out of resources is `Unavailable`.
+    /// connection, a server shutting down or out of resources is `Unavailable`, except a full
+    /// disk (SQLSTATE 53100, `disk_full`), which is `Full`.
     fn from(e: postgres::Error) -> Self {
         let text = match (e.as_db_error(), std::error::Error::source(&e)) {
             (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
@@ -38,6 +39,7 @@ impl From<postgres::Error> for StoreError {
             {
                 StoreError::Busy(text)
             }
+            Some(code) if *code == SqlState::DISK_FULL => StoreError::Full(text),
             // Connection exceptions, insufficient resources, operator intervention.
             Some(code) if ["08", "53", "57"].iter().any(|class| code.code().starts_with(class)) => {
                 StoreError::Unavailable(text)

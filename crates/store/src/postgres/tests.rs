@@ -296,6 +296,28 @@ fn a_lock_held_too_long_is_busy_and_a_serialization_failure_too() {
     assert!(error.is_transient());
 }
 
+#[test]
+fn a_full_disk_is_full_and_other_resource_errors_unavailable() {
+    let Some(database) = TestDatabase::create("a_full_disk_is_full") else { return };
+    let mut client = sql(&database);
+    let raise = |client: &mut Client, code: &str| -> StoreError {
+        let statement = format!("DO $$ BEGIN RAISE EXCEPTION 'raised by the test' USING ERRCODE = '{code}'; END $$");
+        client.batch_execute(&statement).err().map(StoreError::from).unwrap()
+    };
+    // What PostgreSQL answers when it cannot extend a file: SQLSTATE 53100, `disk_full`.
+    let full = raise(&mut client, "53100");
+    assert!(matches!(full, StoreError::Full(_)), "{full:?}");
+    assert!(full.is_transient());
+    assert!(full.to_string().contains("53100"), "{full}");
+    // The rest of class 53 (out of memory, too many connections) stays `Unavailable`.
+    for code in ["53200", "53300"] {
+        let error = raise(&mut client, code);
+        assert!(matches!(error, StoreError::Unavailable(_)), "{code}: {error:?}");
+    }
+    // The connection is still usable after those errors.
+    assert_eq!(client.query_one("SELECT 1", &[]).unwrap().get::<_, i32>(0), 1);
+}
+
 /// A batch of tenant 1 taken in at `created_at`.
 fn stored_batch(api: &dyn crate::ApiStore, id: u128, created_at: u64) -> paycore_ledger::BatchId {
     let batch = paycore_ledger::BatchId(id << 64);

@@ -39,10 +39,23 @@ impl Checkpointer {
             std::thread::Builder::new()
                 .name("paycore-checkpoint".into())
                 .spawn(move || {
+                    // Whether the last checkpoint failed: a failure (a full disk, where the
+                    // database file cannot grow) is logged once, not every 20 ms, and its end too.
+                    let mut failing = false;
                     while !stop.load(Ordering::Relaxed) {
                         let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                        if let Err(error) = result {
-                            tracing::warn!(%error, "WAL checkpoint failed; the commits' own checkpoints go on");
+                        match result {
+                            Err(error) if !failing => {
+                                failing = true;
+                                let error = StoreError::from(error);
+                                tracing::warn!(%error, "WAL checkpoint failed; retrying every 20 ms, the commits' own checkpoints go on");
+                            }
+                            Err(_) => {}
+                            Ok(()) if failing => {
+                                failing = false;
+                                tracing::info!("WAL checkpoints succeed again");
+                            }
+                            Ok(()) => {}
                         }
                         std::thread::park_timeout(CHECKPOINT_POLL);
                     }

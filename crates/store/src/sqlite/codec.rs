@@ -25,8 +25,13 @@ impl From<rusqlite::Error> for StoreError {
                     StoreError::Conflict(text)
                 }
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy(text),
-                ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
+                // SQLite's unix VFS answers `ENOSPC` on a write as `SQLITE_FULL`; growing the
+                // WAL index (`-shm`) on a full disk is `SQLITE_IOERR_SHMSIZE`.
+                ErrorCode::DiskFull => StoreError::Full(text),
+                ErrorCode::SystemIoFailure if failure.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE => {
+                    StoreError::Full(text)
+                }
+                ErrorCode::SystemIoFailure
                 | ErrorCode::CannotOpen
                 | ErrorCode::ReadOnly
                 | ErrorCode::PermissionDenied

@@ -52,10 +52,20 @@ impl Store for SqliteStore {
     fn recover(&mut self) -> Result<Recovered> {
         self.replay_balances()?;
         let conn = &self.conn;
-        let accounts = conn
+        let mut accounts = conn
             .prepare("SELECT * FROM accounts")?
             .query_map([], account_from)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        // Balances the replay could not write (a full disk) are newer than their rows.
+        let fresh = self.fresh.read().map_err(|_| poisoned())?;
+        if !fresh.is_empty() {
+            for account in &mut accounts {
+                if let Some(balances) = fresh.get(&account.id) {
+                    account.balances = *balances;
+                }
+            }
+        }
+        drop(fresh);
         let open_holds = conn
             .prepare(&format!("{HOLD_COLUMNS} WHERE h.status = 'pending'"))?
             .query_map([], hold_from)?
@@ -473,15 +483,30 @@ impl SqliteStore {
                 last = Some(t.timestamp);
             }
         }
-        if let Some(last) = last {
-            tracing::info!(accounts = replayed.len(), "balances replayed from the transfers after the last checkpoint");
-            write_balances(&tx, replayed.into_iter(), last)?;
-        }
+        let Some(last) = last else {
+            // Nothing to replay: every committed balance is in `accounts`.
+            drop(tx);
+            self.fresh.write().map_err(|_| poisoned())?.clear();
+            self.checkpointed_at = Instant::now();
+            return Ok(());
+        };
+        tracing::info!(accounts = replayed.len(), "balances replayed from the transfers after the last checkpoint");
         let mut fresh = self.fresh.write().map_err(|_| poisoned())?;
-        tx.commit()?;
-        fresh.clear();
-        drop(fresh);
-        self.checkpointed_at = Instant::now();
+        let written =
+            write_balances(&tx, replayed.iter().map(|(id, b)| (*id, *b)), last).and_then(|()| Ok(tx.commit()?));
+        match written {
+            Ok(()) => {
+                fresh.clear();
+                self.checkpointed_at = Instant::now();
+            }
+            // A full disk (a rebuild after a commit the disk refused): the replayed balances
+            // wait in memory like any commit's, for the next checkpoint; recovery needs no write.
+            Err(error @ StoreError::Full(_)) => {
+                tracing::warn!(%error, "the replayed balances cannot be written yet; they wait in memory");
+                fresh.extend(replayed);
+            }
+            Err(error) => return Err(error),
+        }
         Ok(())
     }
 

@@ -8,8 +8,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// A file operation's error: a full disk is [`StoreError::Full`] (the upload is answered 503
+/// and its `.partial` file removed), anything else `Unavailable`.
 fn io_error(what: &str, path: &Path, error: &std::io::Error) -> StoreError {
-    StoreError::Unavailable(format!("cannot {what} {}: {error}", path.display()))
+    StoreError::from_io(&format!("cannot {what} {}", path.display()), error)
 }
 
 /// The path of the stored file named `file` under `folder` (the data folder).
@@ -46,9 +48,16 @@ impl FileSink for PartialFile {
 
     fn finish(mut self: Box<Self>) -> Result<u64> {
         let out = self.out.take().ok_or_else(|| StoreError::Internal("a file finished twice".into()))?;
-        let file = out.into_inner().map_err(|e| io_error("write", &self.partial, e.error()))?;
-        file.sync_all().map_err(|e| io_error("sync", &self.partial, &e))?;
-        drop(file);
+        // The last buffered bytes are written here, so a full disk often shows here first:
+        // then the `.partial` file goes too (the drop below only removes an unfinished one).
+        let kept = out
+            .into_inner()
+            .map_err(|e| io_error("write", &self.partial, e.error()))
+            .and_then(|file| file.sync_all().map_err(|e| io_error("sync", &self.partial, &e)));
+        if let Err(error) = kept {
+            let _ = std::fs::remove_file(&self.partial);
+            return Err(error);
+        }
         std::fs::rename(&self.partial, &self.path).map_err(|e| io_error("rename", &self.partial, &e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync", dir, &e))?;

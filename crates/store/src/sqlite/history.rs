@@ -288,6 +288,9 @@ impl Drop for Indexer {
 fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed: &AtomicU64) {
     let mut last_pass = Instant::now();
     let mut seen = 0;
+    // Whether the last pass failed: a failure (a full disk) is logged once, and its end too;
+    // the pass is retried every second meanwhile (listings stay complete: they scan the tail).
+    let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
         let waiting = committed.load(Ordering::Relaxed);
         // A pass when a chunk is waiting, when the engine has gone quiet, or when the tail has
@@ -298,9 +301,16 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
             loop {
                 match index_pass(main, &mut history, CHUNK) {
                     Ok(n) if n == CHUNK && !stop.load(Ordering::Relaxed) => continue,
-                    Ok(_) => break,
+                    Ok(_) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("history indexer passes succeed again");
+                        }
+                        break;
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, "history indexer pass failed; retrying later");
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(%error, "history indexer pass failed; retrying every second");
+                        }
                         committed.fetch_add(1, Ordering::Relaxed);
                         std::thread::park_timeout(Duration::from_secs(1));
                         break;

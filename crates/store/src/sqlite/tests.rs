@@ -674,3 +674,84 @@ fn the_payments_rebuild_keeps_every_stored_payment() {
         .unwrap();
     assert_eq!(indexes, 1);
 }
+
+/// A full disk, at whichever write meets it first (a commit's WAL append, or a checkpoint that
+/// cannot grow the database file so that the WAL must grow instead): the commit is refused as
+/// `Full` and writes nothing, reads and recovery go on without writing, and once room returns
+/// the same store commits again, with nothing lost (`verify` passes).
+#[test]
+fn a_full_disk_refuses_commits_as_full_and_the_store_goes_on_when_room_returns() {
+    let Some(disk) = crate::testing::SmallDisk::mount("a_full_disk_refuses_commits_as_full", 4096) else { return };
+    let (mut store, reader) = open_sqlite(disk.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, (1..=2).map(|a| open(a, Overdraft::Unlimited, None)).collect());
+    let balance = |reader: &dyn Reader| reader.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted;
+    // One batch of 40 transfers of 1 from account 1 to 2; whether the store took it.
+    let mut next_id = 1_000_u128;
+    let mut now = 100;
+    let mut batch = |state: &mut State, store: &mut SqliteStore| -> Result<(), StoreError> {
+        let transfers = (0..40).map(|i| mv(next_id + i, 1, 2, 1, None)).collect();
+        next_id += 40;
+        now += 10;
+        let requests = vec![Request { tenant: T1, command: Command::Transfers(transfers) }];
+        let loaded = store.load(&state.prefetch(&requests))?;
+        state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+        state.execute(&requests, now);
+        store.commit(&state.take_changes(), &[])
+    };
+    let mut committed = 0;
+    for _ in 0..5 {
+        batch(&mut state, &mut store).unwrap();
+        committed += 40;
+    }
+    assert_eq!(balance(reader.as_ref()), committed);
+
+    let filled = disk.fill();
+    assert!(filled > 0 && disk.is_full(), "the filler took the room that was left");
+    let mut refused = None;
+    for _ in 0..2_000 {
+        match batch(&mut state, &mut store) {
+            Ok(()) => committed += 40,
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a commit on a full disk is refused");
+    assert!(matches!(refused, StoreError::Full(_)), "{refused:?}");
+    assert!(refused.is_transient());
+
+    // Reads see exactly what was committed, and recovery (the engine's rebuild) needs no room.
+    assert_eq!(balance(reader.as_ref()), committed);
+    let recovered = store.recover().unwrap();
+    let stored = |id: u128| recovered.accounts.iter().find(|a| a.id == AccountId(id)).unwrap().balances;
+    assert_eq!(stored(2).credits_posted, committed);
+    assert_eq!(stored(1).debits_posted, committed);
+    let recover = |recovered: crate::Recovered| {
+        let mut state =
+            State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+        state.set_stored_transfer_id_max(recovered.max_transfer_id);
+        state.set_stored_payment_id_max(recovered.max_payment_id);
+        state
+    };
+    state = recover(recovered);
+    // Still full: refused again, nothing written.
+    let again = batch(&mut state, &mut store).unwrap_err();
+    assert!(matches!(again, StoreError::Full(_)), "{again:?}");
+    state = recover(store.recover().unwrap());
+    assert_eq!(balance(reader.as_ref()), committed);
+
+    disk.free();
+    for _ in 0..3 {
+        batch(&mut state, &mut store).unwrap();
+        committed += 40;
+    }
+    assert_eq!(balance(reader.as_ref()), committed);
+    assert_eq!(state.account(AccountId(2)).unwrap().balances.credits_posted, committed);
+    drop((store, reader));
+    let (_store, reader) = open_sqlite(disk.path());
+    assert_eq!(balance(reader.as_ref()), committed);
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
