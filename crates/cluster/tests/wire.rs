@@ -177,6 +177,7 @@ fn every_command_outcome_and_error_variant_round_trips() {
         Ok(Reply::KeyReused),
         Err(EngineError::Overloaded),
         Err(EngineError::Unavailable("the engine stopped".into())),
+        Err(EngineError::StorageFull),
     ] {
         assert_eq!(round_trip_reply(&reply), reply);
     }
@@ -307,7 +308,7 @@ fn amounts_and_balance_counters_keep_their_bounds() {
 #[test]
 fn another_version_is_refused_with_a_way_out() {
     let mut bytes = encode_submission(&account_creation("USD"));
-    for version in [0, 1, 2, 3, 255] {
+    for version in [0, 1, 2, 3, 4, 255] {
         bytes[0] = version;
         let error = decode_submission(&bytes).unwrap_err();
         assert!(matches!(error, WireError::Version { found, expected: WIRE_VERSION } if found == version), "{error:?}");

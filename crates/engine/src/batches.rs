@@ -821,7 +821,9 @@ async fn submit_until_done(engine: &EngineHandle, request: Request, stopping: &A
         match engine.submit_background(submission).await {
             Ok(Reply::Done(Outcome::Transfers(codes))) => return Some(codes),
             Ok(_) => return Some(Vec::new()),
-            Err(EngineError::Overloaded | EngineError::Unavailable(_) | EngineError::NoReply) => {
+            Err(
+                EngineError::Overloaded | EngineError::Unavailable(_) | EngineError::NoReply | EngineError::StorageFull,
+            ) => {
                 if stopping.load(Ordering::Relaxed) {
                     return None;
                 }

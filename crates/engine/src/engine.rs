@@ -63,7 +63,7 @@ pub fn start(
     config: EngineConfig,
 ) -> Result<std::thread::JoinHandle<Stopped>, StoreError> {
     let state = recover(store.as_mut())?;
-    let engine = Engine { store, queue, clock, renderer, metrics, config, state };
+    let engine = Engine { store, queue, clock, renderer, metrics, config, state, full: None };
     std::thread::Builder::new()
         .name("paycore-engine".into())
         .spawn(move || engine.run())
@@ -93,7 +93,24 @@ struct Engine {
     metrics: EngineMetrics,
     config: EngineConfig,
     state: State,
+    /// After a commit the disk refused: writes are refused until then, without executing
+    /// them (each try costs a rebuild), and the next wait, doubled at every refusal.
+    full: Option<FullDisk>,
 }
+
+/// The disk was full at the last commit.
+struct FullDisk {
+    /// Until then, batches that would write are answered [`EngineError::StorageFull`].
+    retry_at: Instant,
+    /// How long to wait after the next refused commit.
+    next_wait: Duration,
+}
+
+/// The first wait after a commit the disk refused; it doubles at each refusal in a row, up to
+/// [`FULL_RETRY_MAX`]. A refused write costs a rebuild of the state from the store, so a full
+/// disk is not tried at every batch; space freed is used within [`FULL_RETRY_MAX`].
+const FULL_RETRY_FIRST: Duration = Duration::from_millis(100);
+const FULL_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// What to do with one envelope of the batch.
 enum Plan {
@@ -107,10 +124,14 @@ impl Engine {
     fn run(mut self) -> Stopped {
         let mut batch = Vec::new();
         loop {
-            let timeout = self
+            let mut timeout = self
                 .state
                 .next_deadline()
                 .map(|at| Duration::from_nanos(at.saturating_sub(self.clock.now_ns())).max(Duration::from_millis(1)));
+            // A deadline passed while the disk is full waits for the next try, not a spin.
+            if let (Some(wait), Some(full)) = (timeout.as_mut(), &self.full) {
+                *wait = (*wait).max(full.retry_at.saturating_duration_since(Instant::now()));
+            }
             match self.queue.recv_batch(self.config.batch_events_max, timeout, &mut batch) {
                 Received::Closed => break,
                 Received::Timeout | Received::Some => {}
@@ -134,17 +155,38 @@ impl Engine {
     fn process(&mut self, batch: Vec<Envelope>) -> bool {
         match self.try_process(batch) {
             Ok(()) => false,
-            Err(Failed { replies, cause, fenced }) => {
+            Err(Failed { replies, cause, kind }) => {
+                let error = match kind {
+                    FailureKind::Full | FailureKind::StillFull => EngineError::StorageFull,
+                    FailureKind::Fenced | FailureKind::Other => EngineError::Unavailable(cause.clone()),
+                };
                 for reply in replies {
-                    reply(Err(EngineError::Unavailable(cause.clone())));
+                    reply(Err(error.clone()));
                 }
-                if fenced {
-                    tracing::error!(error = %cause, "batch refused: this engine no longer leads; nothing of it was committed");
-                    return true;
+                match kind {
+                    FailureKind::StillFull => false,
+                    FailureKind::Fenced => {
+                        tracing::error!(error = %cause, "batch refused: this engine no longer leads; nothing of it was committed");
+                        true
+                    }
+                    FailureKind::Full => {
+                        let wait = self.full.as_ref().map_or(FULL_RETRY_FIRST, |full| full.next_wait);
+                        if self.full.is_none() {
+                            tracing::error!(error = %cause, "the disk is full: batch answered 503 storage_full, nothing of it was committed; rebuilding state from the store, writes retried from time to time");
+                        }
+                        self.full = Some(FullDisk {
+                            retry_at: Instant::now() + wait,
+                            next_wait: (wait * 2).min(FULL_RETRY_MAX),
+                        });
+                        self.metrics.recoveries.inc();
+                        self.rebuild()
+                    }
+                    FailureKind::Other => {
+                        tracing::error!(error = %cause, "batch failed; nothing of it was committed; rebuilding state from the store");
+                        self.metrics.recoveries.inc();
+                        self.rebuild()
+                    }
                 }
-                tracing::error!(error = %cause, "batch failed; nothing of it was committed; rebuilding state from the store");
-                self.metrics.recoveries.inc();
-                self.rebuild()
             }
         }
     }
@@ -180,13 +222,18 @@ impl Engine {
             Err(e) => return Err(Failed::store(batch.into_iter().map(|e| e.reply).collect(), &e)),
         };
         let Planned { requests, plans, replies, keys } = plan(batch, &saved);
+        if self.full.as_ref().is_some_and(|full| Instant::now() < full.retry_at) {
+            // Nothing executes while the disk is full (an empty batch, a deadline, waits too);
+            // replays of saved responses were answered above.
+            return Err(Failed { replies, cause: "the disk is full".into(), kind: FailureKind::StillFull });
+        }
         if let Err(e) = self.load(&requests) {
             return Err(Failed::store(replies, &e));
         }
         let now = self.clock.now_ns();
         let outcomes = match self.execute(&requests, now) {
             Ok(outcomes) => outcomes,
-            Err(cause) => return Err(Failed { replies, cause, fenced: false }),
+            Err(cause) => return Err(Failed { replies, cause, kind: FailureKind::Other }),
         };
         let changes = self.state.take_changes();
         let (records, rendered) = self.render_saved(&plans, &keys, &outcomes, now);
@@ -196,6 +243,9 @@ impl Engine {
                 return Err(Failed::store(replies, &e));
             }
             self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            if self.full.take().is_some() {
+                tracing::info!("the disk has room again: writes are committed");
+            }
         }
         answer(&plans, replies, outcomes, rendered);
         Ok(())
@@ -271,13 +321,31 @@ struct Failed {
     /// The replies not given yet, to answer 503.
     replies: Replies,
     cause: String,
-    /// The store refused the commit for good: another engine leads it now.
-    fenced: bool,
+    kind: FailureKind,
+}
+
+/// Why a batch failed, which decides its answer and what the engine does next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// The store refused the commit for good: another engine leads it now. The loop ends.
+    Fenced,
+    /// The disk is full: answered `StorageFull`, the state rebuilt, writes refused a while.
+    Full,
+    /// Refused without executing: the disk was full at the last try, which is not due yet.
+    /// Nothing ran, so nothing is rebuilt.
+    StillFull,
+    /// Anything else (a store error, a panic): answered `Unavailable`, the state rebuilt.
+    Other,
 }
 
 impl Failed {
     fn store(replies: Replies, error: &StoreError) -> Failed {
-        Failed { replies, cause: error.to_string(), fenced: matches!(error, StoreError::Fenced(_)) }
+        let kind = match error {
+            StoreError::Fenced(_) => FailureKind::Fenced,
+            StoreError::Full(_) => FailureKind::Full,
+            _ => FailureKind::Other,
+        };
+        Failed { replies, cause: error.to_string(), kind }
     }
 }
 

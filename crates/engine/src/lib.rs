@@ -6,7 +6,8 @@
 //! **execute** it on the in-memory [`State`](paycore_ledger::State), deterministically;
 //! **commit** its changes and saved idempotent responses in one transaction; only then
 //! **reply**. A batch that cannot be committed is answered with an error and the state is
-//! rebuilt from the store, so memory never runs ahead of disk; a commit the store fences off
+//! rebuilt from the store, so memory never runs ahead of disk (after a full disk, writes are
+//! refused for a short, growing while before the next try); a commit the store fences off
 //! (another engine leads its partition now) ends the loop instead ([`Stopped::Fenced`]).
 //!
 //! Feature `serde` (off by default) gives [`Submission`], [`Reply`], [`EngineError`] and
@@ -105,6 +106,10 @@ pub enum EngineError {
     /// It may still be applied (or may have been): the caller answers from the store.
     #[error("the engine did not answer in time")]
     NoReply,
+    /// The store's disk is full ([`paycore_store::StoreError::Full`]): nothing of the request
+    /// was applied; retry later (HTTP 503 `storage_full` with `Retry-After`). Reads still work.
+    #[error("the store's disk is full")]
+    StorageFull,
 }
 
 /// The submitting side of the engine, shared by every API worker.

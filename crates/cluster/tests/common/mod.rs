@@ -479,6 +479,7 @@ pub fn reply() -> BoxedStrategy<Result<Reply, EngineError>> {
         Just(Ok(Reply::KeyReused)),
         Just(Err(EngineError::Overloaded)),
         text().prop_map(|reason| Err(EngineError::Unavailable(reason))),
+        Just(Err(EngineError::StorageFull)),
     ]
     .boxed()
 }
