@@ -346,6 +346,7 @@ impl ApiError {
                 tracing::error!(cause = %why, "the ledger is unavailable; nothing of the request was applied");
                 ("ledger_unavailable", "The ledger is unavailable; nothing was applied. Retry later.")
             }
+            EngineError::StorageFull => STORAGE_FULL,
             EngineError::NoReply => (
                 "ledger_timeout",
                 "The ledger did not answer in time; the request may still be applied. Retry it with the same \
@@ -358,12 +359,24 @@ impl ApiError {
     }
 }
 
+/// The code and message of a write refused because the store's disk is full (503 with
+/// `Retry-After`), whether the engine's commit or an API write (a batch upload) met it.
+const STORAGE_FULL: (&str, &str) =
+    ("storage_full", "The ledger's storage is full; nothing was applied. Retry later: reads still work.");
+
 /// A store failure: its cause is logged in the request's span, so with the request id; the
 /// client gets a fixed message and the request id, never the cause. A failure that may pass
 /// by itself (the store busy or unreachable: `StoreError::is_transient`) is 503 with
-/// `Retry-After`; any other is 500.
+/// `Retry-After` (`storage_full` for a full disk, else `store_unavailable`); any other is 500.
 impl From<paycore_store::StoreError> for ApiError {
     fn from(error: paycore_store::StoreError) -> ApiError {
+        if let paycore_store::StoreError::Full(_) = error {
+            tracing::warn!(%error, "the store's disk is full");
+            let mut answer =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ApiError, STORAGE_FULL.0, STORAGE_FULL.1);
+            answer.retry_after = true;
+            return answer;
+        }
         if error.is_transient() {
             tracing::warn!(%error, "store busy or unavailable");
             let mut answer = ApiError::new(
@@ -402,6 +415,23 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_503_storage_full_with_retry_after_from_the_store_and_the_engine() {
+        let from_store = ApiError::from(paycore_store::StoreError::Full("no space left on device".into()));
+        let from_engine = ApiError::from_engine(&EngineError::StorageFull);
+        for error in [from_store, from_engine] {
+            assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(error.code, "storage_full");
+            assert_eq!(error.kind, ErrorType::ApiError);
+            let body = String::from_utf8(error.body_with(None)).unwrap_or_default();
+            assert!(!body.contains("no space left"), "the cause stays in the log: {body}");
+            let response = error.into_response();
+            assert_eq!(response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        }
+        let busy = ApiError::from(paycore_store::StoreError::Unavailable("closed".into()));
+        assert_eq!((busy.status, busy.code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"));
+    }
 
     #[test]
     fn a_404_quotes_a_long_id_cut_short() {

@@ -355,8 +355,14 @@ impl Server {
     }
 
     pub fn start_with(options: Options) -> Server {
+        Server::start_in(None, options)
+    }
+
+    /// A server whose data folder is `data_dir` (`None`: `data` in its temporary folder), for
+    /// a data folder on a filesystem of the test's own; the logs stay in the temporary folder.
+    pub fn start_in(data_dir: Option<PathBuf>, options: Options) -> Server {
         let tmp = tempfile::Builder::new().prefix("paycore-e2e-").tempdir().expect("tempdir");
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let client =
             reqwest::Client::builder().timeout(REQUEST_TIMEOUT).pool_max_idle_per_host(128).build().expect("client");
         let mut server = Server {
