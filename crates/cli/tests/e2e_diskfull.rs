@@ -4,6 +4,8 @@
 //! answered 2xx is lost and nothing answered 503 is applied, an upload leaves no file and no
 //! batch, and once the room returns writes succeed again without a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{assert_error_shape, Options, Resp, Server};

@@ -718,7 +718,8 @@ fn a_full_disk_refuses_commits_as_full_and_the_store_goes_on_when_room_returns()
             }
         }
     }
-    let refused = refused.expect("a commit on a full disk is refused");
+    assert!(refused.is_some(), "no commit on a full disk was refused");
+    let refused = refused.unwrap();
     assert!(matches!(refused, StoreError::Full(_)), "{refused:?}");
     assert!(refused.is_transient());
 
