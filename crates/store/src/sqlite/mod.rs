@@ -23,8 +23,10 @@ mod history;
 mod interest;
 mod leases;
 mod limits;
+mod backup;
 mod open;
 mod reader;
+mod retention;
 mod verify;
 
 #[cfg(test)]
@@ -37,6 +39,8 @@ use history::{Indexer, HISTORY_FILE};
 use reader::SqliteReader;
 use std::path::Path;
 use std::sync::Arc;
+
+pub(crate) use backup::{backup, restore};
 
 /// Opens (creating if needed) the data folder: locks it, migrates the schema, and starts the
 /// store's threads (the WAL checkpointer, the history indexer).
