@@ -156,9 +156,7 @@ pub fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     if n == 0 {
         return Err(format!("{text:?}: a retention window is more than zero"));
     }
-    n.checked_mul(seconds)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    n.checked_mul(seconds).map(std::time::Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]
@@ -172,7 +170,8 @@ mod tests {
         assert_eq!(parse_window("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_window("5m"), Ok(Duration::from_secs(300)));
-        for bad in ["", "24", "h", "0h", "1.5h", "-1d", "24 h", "3w", "99999999999999999999d", "18446744073709551615d"] {
+        for bad in ["", "24", "h", "0h", "1.5h", "-1d", "24 h", "3w", "99999999999999999999d", "18446744073709551615d"]
+        {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
     }

@@ -186,7 +186,10 @@ pub const READER_CONNECTIONS_DEFAULT: usize = 32;
 /// money (batch records and items, tenants, keys, webhooks, FX rates and quotes, interest
 /// terms), pruning, and the offline check. A backend implements the seven traits on one
 /// handle; callers upcast it to the one they need.
-pub trait ApiStore: Reader + BatchStore + AdminStore + FxStore + InterestStore + RetentionStore + verify::Verify {}
+pub trait ApiStore:
+    Reader + BatchStore + AdminStore + FxStore + InterestStore + RetentionStore + verify::Verify
+{
+}
 
 impl<T: Reader + BatchStore + AdminStore + FxStore + InterestStore + RetentionStore + verify::Verify> ApiStore for T {}
 

@@ -11,6 +11,7 @@
 //! file), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
 
 mod admin;
+mod backup;
 mod batches;
 mod checkpoint;
 mod clearing;
@@ -23,7 +24,6 @@ mod history;
 mod interest;
 mod leases;
 mod limits;
-mod backup;
 mod open;
 mod reader;
 mod retention;
