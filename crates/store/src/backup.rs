@@ -14,7 +14,8 @@
 //! key's `api-key` file is not copied either: the keys' hashes are in the database.
 //!
 //! [`restore`] unpacks such a file into a new data folder; it refuses a folder that exists
-//! and is not empty, and any entry it does not know. A PostgreSQL store is backed up with
+//! and is not empty, and any entry it does not know (a name outside the folder included); one
+//! that fails leaves the folder as it found it, empty or absent. A PostgreSQL store is backed up with
 //! PostgreSQL's own tools (`pg_dump`, or base backups with WAL archiving for point-in-time
 //! recovery); `paycore verify --store postgres://…` checks the restored database.
 

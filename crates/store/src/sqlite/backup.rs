@@ -98,17 +98,32 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> std:
 }
 
 pub(crate) fn restore(from: &Path, data_dir: &Path) -> Result<BackupSummary> {
-    let not_empty = match std::fs::read_dir(data_dir) {
-        Ok(mut entries) => entries.next().is_some(),
+    let existed = match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(StoreError::Refused(format!(
+                    "{} is not empty: restore into a new folder (nothing was written)",
+                    data_dir.display()
+                )));
+            }
+            true
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_error("read", data_dir, &e)),
     };
-    if not_empty {
-        return Err(StoreError::Refused(format!(
-            "{} is not empty: restore into a new folder (nothing was written)",
-            data_dir.display()
-        )));
+    let restored = restore_into(from, data_dir);
+    if restored.is_err() {
+        // The folder was empty or absent: what is in it now is this restore's, cut short.
+        let _ = std::fs::remove_dir_all(data_dir);
+        if existed {
+            let _ = std::fs::create_dir_all(data_dir);
+        }
     }
+    restored
+}
+
+/// Unpacks `from` into the empty or absent folder `data_dir`.
+fn restore_into(from: &Path, data_dir: &Path) -> Result<BackupSummary> {
     let input = File::open(from).map_err(|e| io_error("open", from, &e))?;
     let bytes = input.metadata().map_err(|e| io_error("read", from, &e))?.len();
     std::fs::create_dir_all(data_dir.join(BATCH_FILES_DIR)).map_err(|e| io_error("create", data_dir, &e))?;
