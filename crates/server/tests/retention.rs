@@ -19,7 +19,8 @@ const HOUR: u64 = 3600 * 1_000_000_000;
 
 on_both_backends!(
     idempotency_records_expire_and_the_ledger_stays,
-    an_ended_batch_loses_its_file_and_keeps_its_items_and_report
+    an_ended_batch_loses_its_file_and_keeps_its_items_and_report,
+    a_nacha_return_file_needs_the_upload_and_is_gone_with_it
 );
 
 fn now_ns() -> u64 {
@@ -182,4 +183,56 @@ async fn an_ended_batch_loses_its_file_and_keeps_its_items_and_report(backend: B
     let verified = verify(&data).await;
     assert!(verified.ok(), "{:?}", verified.problems);
     assert_eq!(verified.batch_items, 2);
+}
+
+const NACHA_HEADER: &str =
+    "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
+
+/// A PPD credit batch of one entry of `cents` to account 111 at RDFI 23138010.
+fn nacha_file(cents: u64) -> String {
+    let pad = |text: String| format!("{text:<94}");
+    let odfi = "12104288";
+    [
+        NACHA_HEADER.to_owned(),
+        pad(format!(
+            "5220{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001",
+            "Company", "", "1234567890", "PAYROLL", ""
+        )),
+        format!("622231380104{:<17}{cents:010}{:<15}{:<22}  0{odfi}{:07}", "111", "ID", "Receiver", 1),
+        pad(format!("8220{:06}{:010}{:012}{cents:012}{:<10}{:<25}{odfi}0000001", 1, 23_138_010, 0, "1234567890", "")),
+        pad(format!("9000001{:06}{:08}{:010}{:012}{cents:012}", 1, 1, 23_138_010, 0)),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+async fn a_nacha_return_file_needs_the_upload_and_is_gone_with_it(backend: Backend) {
+    let start = now_ns();
+    let clock = Arc::new(ManualClock::new(start));
+    let Some((api, _data)) = boot(backend, &clock).await else { return };
+    let funding = api.post("/v1/accounts", json!({"currency": "USD", "overdraft_limit": "unlimited"})).await;
+    let payer = api.post("/v1/accounts", json!({"currency": "USD", "reference": "PAYROLL-1"})).await;
+    api.post("/v1/accounts", json!({"currency": "USD", "reference": "231380104111"})).await;
+    let t = json!({"debit_account": funding.body["id"], "credit_account": payer.body["id"], "amount": 100, "currency": "USD"});
+    assert_eq!(api.post("/v1/transfers", t).await.status, 201);
+    let request = api
+        .http
+        .post(format!("{}/v1/batches?format=nacha&payer=PAYROLL-1&on_invalid=skip_invalid", api.base))
+        .body(nacha_file(2_500));
+    let answer = api.send_as_key(request).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_batch(&api, &id).await["status"], "completed");
+    let nacha = format!("/v1/batches/{id}/report?format=nacha");
+    assert_eq!(api.get(&nacha).await.status, 200, "the return file, while the upload is kept");
+
+    clock.set(start + 31 * 24 * HOUR);
+    wait_pruned(&api, "batch_files", 1).await;
+    let gone = api.get(&nacha).await;
+    assert_eq!(gone.status, 410, "{}", gone.body);
+    assert_eq!(gone.body["error"]["code"], "file_pruned");
+    assert_eq!(gone.body["error"]["param"], "format");
+    let csv = api.get(&format!("/v1/batches/{id}/report?format=csv")).await;
+    assert_eq!(csv.status, 200, "the CSV report is written from the items");
+    assert!(String::from_utf8(csv.bytes).unwrap().contains("insufficient_funds"));
 }
