@@ -270,8 +270,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut queue = paycore_server::QueueConfig::new(url, 1);
         queue.name = args.queue_name;
         queue.reply_timeout = std::time::Duration::from_secs(args.reply_timeout.max(1));
-        config.cluster =
-            Some(paycore_server::Cluster { queue, partitions: args.partitions, preferred: args.prefer_partitions });
+        config.cluster = Some(paycore_server::Cluster {
+            queue,
+            partitions: args.partitions,
+            preferred: args.prefer_partitions,
+        });
     } else if !matches!(config.role, paycore_server::Role::All) {
         anyhow::bail!("--role api and --role engine are cluster mode: give --queue nats://… and --store postgres://…");
     }
