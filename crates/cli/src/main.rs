@@ -32,6 +32,27 @@ enum Command {
         #[arg(long = "store", env = "PAYCORE_STORE", value_name = "URL")]
         store: Option<String>,
     },
+    /// Backs a data folder up into one file while `paycore serve` runs on it (it needs no
+    /// lock): the database as of one commit, and the uploaded batch files. For PostgreSQL,
+    /// use pg_dump or PITR (README, "Backup and restore").
+    Backup {
+        /// The data folder to back up.
+        #[arg(long = "data", env = "PAYCORE_DATA", default_value = "./paycore-data")]
+        data: PathBuf,
+        /// The backup file to write; it must not exist.
+        #[arg(long = "to", value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Restores a backup file into a new data folder (refused if the folder is not empty),
+    /// then checks it as `paycore verify` does. Exit status 0 when every invariant holds.
+    Restore {
+        /// The backup file (from `paycore backup`).
+        #[arg(value_name = "FILE")]
+        from: PathBuf,
+        /// The new data folder.
+        #[arg(long = "data", value_name = "NEWDIR")]
+        data: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -100,6 +121,17 @@ struct ServeArgs {
     /// This process's name in batch leases (default: a random one per start).
     #[arg(long = "node-id", env = "PAYCORE_NODE_ID")]
     node_id: Option<String>,
+    /// How long a response saved for an Idempotency-Key is kept (e.g. 24h); a retry after it
+    /// is a new request.
+    #[arg(long = "idempotency-retention", env = "PAYCORE_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = paycore_server::parse_window)]
+    idempotency_retention: std::time::Duration,
+    /// How long finished webhook deliveries and their outbox events are kept (e.g. 30d).
+    #[arg(long = "delivery-retention", env = "PAYCORE_DELIVERY_RETENTION", default_value = "30d", value_parser = paycore_server::parse_window)]
+    delivery_retention: std::time::Duration,
+    /// How long the uploaded files of ended batches, and report files, are kept (e.g. 30d);
+    /// the batch and its items stay, and reports are written again from the items.
+    #[arg(long = "file-retention", env = "PAYCORE_FILE_RETENTION", default_value = "30d", value_parser = paycore_server::parse_window)]
+    file_retention: std::time::Duration,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -145,6 +177,29 @@ fn try_main() -> anyhow::Result<ExitCode> {
             (None, Some(url)) => verify(Path::new(&postgres_url(url)?)),
             (None, None) => anyhow::bail!("verify needs a data folder or --store URL"),
         },
+        Command::Backup { data, to } => {
+            let summary = paycore_store::backup::backup(&data, &to)?;
+            println!(
+                "backed up {} to {}: database {} bytes, {} batch file(s), {} bytes in all",
+                data.display(),
+                to.display(),
+                summary.database_bytes,
+                summary.files,
+                summary.bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { from, data } => {
+            let summary = paycore_store::backup::restore(&from, &data)?;
+            println!(
+                "restored {} into {}: database {} bytes, {} batch file(s)",
+                from.display(),
+                data.display(),
+                summary.database_bytes,
+                summary.files
+            );
+            verify(&data)
+        }
     }
 }
 
@@ -195,6 +250,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
     config.api_key =
         std::env::var("PAYCORE_API_KEY").ok().filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
+    config.retention = paycore_store::Retention {
+        idempotency: args.idempotency_retention,
+        deliveries: args.delivery_retention,
+        files: args.file_retention,
+    };
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }

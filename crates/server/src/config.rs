@@ -53,6 +53,12 @@ pub struct Config {
     /// what "today" is for interest runs. The system clock unless a test or a simulation sets
     /// one ([`ManualClock`]).
     pub clock: ServiceClock,
+    /// How long saved idempotent responses, the webhook delivery log and uploaded batch and
+    /// report files are kept (`--idempotency-retention`, `--delivery-retention`,
+    /// `--file-retention`); see `retention`.
+    pub retention: paycore_store::Retention,
+    /// How often the pruner runs a round.
+    pub retention_interval: std::time::Duration,
 }
 
 /// A clock for [`Config::clock`].
@@ -107,6 +113,8 @@ impl Config {
     pub const WEBHOOK_RETRY_MIN_DEFAULT: std::time::Duration = std::time::Duration::from_secs(1);
     /// The default batch lease: 15 seconds.
     pub const BATCH_LEASE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(15);
+    /// The default pause between two rounds of the pruner: a minute.
+    pub const RETENTION_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
@@ -127,6 +135,44 @@ impl Config {
             role: crate::Role::All,
             cluster: None,
             clock: ServiceClock::default(),
+            retention: paycore_store::Retention::default(),
+            retention_interval: Config::RETENTION_INTERVAL_DEFAULT,
+        }
+    }
+}
+
+/// A retention window as the command line gives it: a whole number and a unit, `s`, `m`, `h`
+/// or `d` (`90s`, `24h`, `30d`); more than zero.
+pub fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let seconds = match &text[digits.len()..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: give a number and a unit, s, m, h or d (e.g. 24h, 30d)")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?}: {digits:?} is not a whole number"))?;
+    if n == 0 {
+        return Err(format!("{text:?}: a retention window is more than zero"));
+    }
+    n.checked_mul(seconds).map(std::time::Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_window;
+    use std::time::Duration;
+
+    #[test]
+    fn windows_are_a_number_and_a_unit() {
+        assert_eq!(parse_window("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_window("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("5m"), Ok(Duration::from_secs(300)));
+        for bad in ["", "24", "h", "0h", "1.5h", "-1d", "24 h", "3w", "99999999999999999999d", "18446744073709551615d"]
+        {
+            assert!(parse_window(bad).is_err(), "{bad}");
         }
     }
 }

@@ -20,12 +20,13 @@ mod reads;
 mod render;
 mod reports;
 mod request_id;
+mod retention;
 mod roles;
 mod routes;
 mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
-pub use config::{Config, ManualClock, ServiceClock};
+pub use config::{parse_window, Config, ManualClock, ServiceClock};
 pub use error::{ApiError, ErrorType};
 pub use paycore_cluster::QueueConfig;
 pub use render::Renderer;
@@ -38,7 +39,7 @@ use axum::routing::{delete, get, post, put};
 use axum::serve::ListenerExt;
 use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics};
-use paycore_store::{AdminStore, BatchStore, FxStore, InterestStore, Reader};
+use paycore_store::{AdminStore, BatchStore, FxStore, InterestStore, Reader, RetentionStore};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,8 +81,12 @@ pub struct AppState {
     pub node: Option<Arc<paycore_cluster::EngineNode>>,
     /// Interest terms and runs.
     pub interest: Arc<dyn InterestStore>,
-    /// What "today" is for interest runs (`Config::clock`).
+    /// What "today" is for interest runs (`Config::clock`), and the pruner's now.
     pub clock: Arc<dyn paycore_engine::Clock>,
+    /// The pruner's store, windows and interval (`retention`).
+    pub retainer: Arc<dyn RetentionStore>,
+    pub retention: paycore_store::Retention,
+    pub retention_interval: std::time::Duration,
 }
 
 /// The whole API as a router.
@@ -227,6 +232,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         }
     };
     let interest: Arc<dyn InterestStore> = api.clone();
+    let retainer: Arc<dyn RetentionStore> = api.clone();
     let (reader, batches, fx): (Arc<dyn Reader>, Arc<dyn BatchStore>, Arc<dyn FxStore>) =
         (api.clone(), api.clone(), api.clone());
     let admin: Arc<dyn AdminStore> = api;
@@ -262,6 +268,9 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         node,
         interest,
         clock: config.clock.0.clone(),
+        retainer,
+        retention: config.retention,
+        retention_interval: config.retention_interval,
     });
     Ok(Service { state, engines })
 }
@@ -277,6 +286,7 @@ impl Service {
         let Service { state, engines } = self;
         let claims = jobs::spawn_claim_loop(state.clone());
         let deliveries = webhooks::spawn(state.clone());
+        let pruner = retention::spawn(state.clone());
         let stopping = state.stopping.clone();
         let shutdown = async move {
             shutdown.await;
@@ -294,6 +304,8 @@ impl Service {
         // The worker sees `stopping` at its next round; an attempt in flight is retried at the
         // next start if it is not recorded.
         deliveries.abort();
+        // A chunk in flight is one transaction: it commits or not; the next start goes on.
+        pruner.abort();
         // The claim loop and every batch job see `stopping` within a tenth of a second; jobs
         // release their leases as they stop, so that another node (or the next start) resumes
         // them at once.

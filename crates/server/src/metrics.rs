@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paycore_engine::EngineMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -27,6 +28,13 @@ struct HttpLabels {
     status: &'static str,
 }
 
+/// What the pruner removed (`crate::retention`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrunedLabels {
+    /// `idempotency`, `deliveries`, `outbox`, `batch_files`, `reports`.
+    kind: &'static str,
+}
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -37,6 +45,7 @@ pub struct Metrics {
     registry: Registry,
     http: HistogramFamily,
     queue_depth: Gauge,
+    pruned: Family<PrunedLabels, Counter>,
 }
 
 impl Metrics {
@@ -50,8 +59,22 @@ impl Metrics {
             http.clone(),
         );
         registry.register("paycore_engine_queue_depth", "Requests waiting in the engine's queue", queue_depth.clone());
+        let pruned = Family::<PrunedLabels, Counter>::default();
+        for kind in ["idempotency", "deliveries", "outbox", "batch_files", "reports"] {
+            drop(pruned.get_or_create(&PrunedLabels { kind }));
+        }
+        registry.register(
+            "paycore_retention_pruned",
+            "Records removed by the pruner when their retention window ended, by kind",
+            pruned.clone(),
+        );
         engine.register(&mut registry);
-        Metrics { registry, http, queue_depth }
+        Metrics { registry, http, queue_depth, pruned }
+    }
+
+    /// Counts `n` records of `kind` removed by the pruner.
+    pub fn count_pruned(&self, kind: &'static str, n: usize) {
+        self.pruned.get_or_create(&PrunedLabels { kind }).inc_by(n as u64);
     }
 
     /// The text exposition of every metric, with the queue depth as of now.

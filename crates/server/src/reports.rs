@@ -93,6 +93,34 @@ impl ReportFiles {
         Ok(ReportFiles { dir, writing: Mutex::new(HashMap::new()) })
     }
 
+    /// Removes the complete report files last written before `before`, except those being
+    /// written (retention: a report removed is written again on request, from the items);
+    /// returns how many it removed. `.part` and `.unsynced` files are left to [`ReportFiles::open`].
+    pub fn prune(&self, before: std::time::SystemTime) -> io::Result<usize> {
+        let writing: Vec<String> = match self.writing.lock() {
+            Ok(writing) => writing.keys().map(|batch| batch.to_string()).collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let unfinished = name.ends_with(".part") || name.ends_with(".unsynced");
+            if unfinished || writing.iter().any(|batch| name.starts_with(batch.as_str())) {
+                continue;
+            }
+            let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|modified| modified < before);
+            if old {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn path(&self, batch: BatchId, kind: ReportKind, stage: &str) -> PathBuf {
         self.dir.join(format!("{}{stage}", kind.file_name(batch)))
     }

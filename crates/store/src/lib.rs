@@ -16,6 +16,7 @@
 //! database it talks to.
 
 pub mod admin;
+pub mod backup;
 pub mod batches;
 pub mod clearing;
 mod error;
@@ -25,6 +26,7 @@ pub mod interest;
 mod partition;
 mod pool;
 mod postgres;
+pub mod retention;
 mod sqlite;
 #[doc(hidden)]
 pub mod testing;
@@ -38,6 +40,7 @@ pub use files::FileSink;
 pub use fx::{FxStore, RateRecord};
 pub use interest::{BalanceHistory, InterestAdvance, InterestRecord, InterestRun, InterestStore};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
+pub use retention::{PruneCounts, Retention, RetentionStore};
 
 use paycore_ledger::{
     Account, AccountId, AuditRecord, ChangeSet, ClearingWindow, ClearingWindowId, Currency, HoldRecord, OpenWindow,
@@ -181,11 +184,14 @@ pub const READER_CONNECTIONS_DEFAULT: usize = 32;
 
 /// Everything the API side of a store does: reads of committed state, the writes that are not
 /// money (batch records and items, tenants, keys, webhooks, FX rates and quotes, interest
-/// terms), and the offline check. A backend implements the six traits on one handle; callers
-/// upcast it to the one they need.
-pub trait ApiStore: Reader + BatchStore + AdminStore + FxStore + InterestStore + verify::Verify {}
+/// terms), pruning, and the offline check. A backend implements the seven traits on one
+/// handle; callers upcast it to the one they need.
+pub trait ApiStore:
+    Reader + BatchStore + AdminStore + FxStore + InterestStore + RetentionStore + verify::Verify
+{
+}
 
-impl<T: Reader + BatchStore + AdminStore + FxStore + InterestStore + verify::Verify> ApiStore for T {}
+impl<T: Reader + BatchStore + AdminStore + FxStore + InterestStore + RetentionStore + verify::Verify> ApiStore for T {}
 
 /// An opened store: the engine's writer and the API's handle, as trait objects.
 pub struct Opened {

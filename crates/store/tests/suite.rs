@@ -1575,3 +1575,129 @@ fn embedded_interest() {
 fn postgres_interest() {
     on_postgres("postgres_interest", interest);
 }
+
+/// Retention: `prune` removes, in chunks of at most `limit` per kind, the saved idempotent
+/// responses, finished deliveries, fanned-out events without deliveries and ended batches'
+/// files older than their windows, and nothing else: the ledger, open deliveries and their
+/// events, running batches' files and younger records stay, and `verify` still passes.
+fn retention(open_store: &dyn Fn() -> Opened) {
+    use paycore_store::{PruneCounts, Retention};
+    use std::io::Read;
+    use std::time::Duration;
+    let Opened { mut store, api } = open_store();
+    succeeded_payments(store.as_mut(), api.as_ref(), 1);
+    let record = |key: &str, created_at: u64| IdempotencyRecord {
+        tenant: T1,
+        key: key.into(),
+        fingerprint: [7; 32],
+        status: 201,
+        body: b"{}".to_vec(),
+        created_at,
+    };
+    let mut records: Vec<IdempotencyRecord> = (0..25).map(|i| record(&format!("old-{i}"), 100 + i)).collect();
+    records.extend((0..3).map(|i| record(&format!("young-{i}"), 5000 + i)));
+    store.commit(&paycore_ledger::ChangeSet::default(), &records).unwrap();
+
+    // Ten deliveries: nine delivered, one failing and due again later.
+    assert_eq!(api.fan_out(40, 100).unwrap(), 10);
+    let claimed = api.due_deliveries(40, 1000, 100).unwrap();
+    assert_eq!(claimed.len(), 10);
+    let pending = claimed[0].clone();
+    for delivery in &claimed {
+        let delivered = delivery.id != pending.id;
+        let attempt = Attempt {
+            at: 50,
+            status: Some(if delivered { 200 } else { 500 }),
+            error: None,
+            delivered,
+            next_attempt_at: (!delivered).then_some(7000),
+        };
+        api.record_attempt(delivery.id, &attempt).unwrap();
+    }
+
+    // Batches with files: ended and old, running and old, ended and young.
+    let with_file = |id: u128, status: BatchStatus, created_at: u64| {
+        let name = format!("batches/bat_{id}.csv");
+        let mut sink = api.file_writer(&name).unwrap();
+        sink.write_chunk(b"payee,amount\n").unwrap();
+        sink.finish().unwrap();
+        let mut batch = BatchRecord::new(BatchId(id << 64), T1, BatchFormat::Csv, created_at);
+        batch.status = status;
+        batch.file = Some(name.clone());
+        api.create_batch(&batch).unwrap();
+        (batch.id, name)
+    };
+    let ended_old = with_file(1, BatchStatus::Completed, 60);
+    let running_old = with_file(2, BatchStatus::Processing, 60);
+    let ended_young = with_file(3, BatchStatus::Rejected, 5000);
+
+    let balances =
+        |api: &dyn paycore_store::ApiStore| [1, 2].map(|id| api.account(T1, AccountId(id)).unwrap().unwrap().balances);
+    let before = balances(api.as_ref());
+    let retention = Retention {
+        idempotency: Duration::from_nanos(1000),
+        deliveries: Duration::from_nanos(5000),
+        files: Duration::from_nanos(1000),
+    };
+    // At 6000: idempotency and files before 5000 go, deliveries and events before 1000.
+    let mut total = PruneCounts::default();
+    let mut calls = 0;
+    loop {
+        let counts = api.prune(6000, &retention, 10).unwrap();
+        assert!(counts.idempotency <= 10 && counts.deliveries <= 10 && counts.outbox <= 10 && counts.files <= 10);
+        total.idempotency += counts.idempotency;
+        total.deliveries += counts.deliveries;
+        total.outbox += counts.outbox;
+        total.files += counts.files;
+        calls += 1;
+        if !counts.more_waiting(10) {
+            break;
+        }
+    }
+    assert_eq!(total, PruneCounts { idempotency: 25, deliveries: 9, outbox: 9, files: 1 });
+    assert_eq!(calls, 3, "25 records in chunks of 10");
+    assert_eq!(api.prune(6000, &retention, 10).unwrap(), PruneCounts::default(), "nothing twice");
+
+    assert!(api.idempotency(T1, "old-0").unwrap().is_none());
+    assert!(api.idempotency(T1, "old-24").unwrap().is_none());
+    assert_eq!(api.idempotency(T1, "young-0").unwrap(), Some(record("young-0", 5000)));
+    let left = api.deliveries(WebhookEndpointId(1), None, 100).unwrap();
+    assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), [pending.id], "an open delivery stays");
+    assert!(api.outbox_event(pending.seq).unwrap().is_some(), "and so does its event");
+    for delivery in claimed.iter().filter(|d| d.id != pending.id) {
+        assert!(api.outbox_event(delivery.seq).unwrap().is_none(), "event {}", delivery.seq);
+    }
+    let file_of = |id: BatchId| api.batch(T1, id).unwrap().unwrap().file;
+    let readable = |name: &str| api.open_file(name).unwrap().map(|mut r| r.read_to_end(&mut Vec::new()).unwrap());
+    assert_eq!(file_of(ended_old.0), None);
+    assert_eq!(readable(&ended_old.1), None);
+    assert_eq!(file_of(running_old.0), Some(running_old.1.clone()));
+    assert_eq!(readable(&running_old.1), Some(13));
+    assert_eq!(file_of(ended_young.0), Some(ended_young.1.clone()));
+    assert_eq!(readable(&ended_young.1), Some(13));
+
+    // The ledger is untouched: balances, payments, and every check of `verify`.
+    assert_eq!(balances(api.as_ref()), before);
+    for id in 700..710 {
+        let payment = api.payment(T1, PaymentId(id)).unwrap().unwrap();
+        assert_eq!(payment.status, PaymentStatus::Succeeded);
+    }
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.payments, 10);
+
+    // A new event is still fanned out after the cursor.
+    assert_eq!(api.fan_out(6000, 100).unwrap(), 0);
+}
+
+#[test]
+fn embedded_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    retention(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_retention() {
+    on_postgres("postgres_retention", retention);
+}

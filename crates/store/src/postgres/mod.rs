@@ -30,6 +30,7 @@ mod limits;
 mod open;
 mod partitions;
 mod reader;
+mod retention;
 mod verify;
 
 #[cfg(test)]

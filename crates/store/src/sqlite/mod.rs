@@ -11,6 +11,7 @@
 //! file), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
 
 mod admin;
+mod backup;
 mod batches;
 mod checkpoint;
 mod clearing;
@@ -25,6 +26,7 @@ mod leases;
 mod limits;
 mod open;
 mod reader;
+mod retention;
 mod verify;
 
 #[cfg(test)]
@@ -37,6 +39,8 @@ use history::{Indexer, HISTORY_FILE};
 use reader::SqliteReader;
 use std::path::Path;
 use std::sync::Arc;
+
+pub(crate) use backup::{backup, restore};
 
 /// Opens (creating if needed) the data folder: locks it, migrates the schema, and starts the
 /// store's threads (the WAL checkpointer, the history indexer).

@@ -24,6 +24,7 @@ use std::sync::Arc;
         (status = 200, description = "The report, streamed: CSV (`line,reference,payer,payee,amount,currency,status,failure_code`), pain.002 XML, or a NACHA return file", content_type = "text/csv", body = String),
         (status = 404, body = ErrorBody),
         (status = 409, description = "`batch_not_finished`", body = ErrorBody),
+        (status = 410, description = "`file_pruned`: a NACHA return file asked for after the upload's retention window", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn report(
@@ -64,6 +65,16 @@ pub async fn report(
         Some("001.001.11") => Pain002Version::V11,
         Some(_) => return Err(ApiError::invalid("version", "`version` must be 001.001.03, 001.001.10 or 001.001.11.")),
     };
+    if nacha && batch.file.is_none() {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            crate::error::ErrorType::InvalidRequestError,
+            "file_pruned",
+            "The batch's uploaded file was removed when its retention window (--file-retention) ended: the NACHA \
+             return file is written from it. The CSV and pain.002 reports are written from the items.",
+        )
+        .param("format"));
+    }
     if nacha {
         return Ok(nacha_return(&state, batch, &id));
     }
