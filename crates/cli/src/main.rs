@@ -56,7 +56,7 @@ enum ConfigCommand {
     /// Prints every setting `serve` would use with these flags, environment and file, and
     /// where each value came from (flag, env, file and line, default); exit status 1 when
     /// `serve` would refuse them.
-    Check(ServeArgs),
+    Check(Box<ServeArgs>),
     /// Prints the Markdown table of every setting: key, flag, environment variable, default.
     Table,
 }
@@ -189,7 +189,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             if let Some(resolved) = &resolved {
                 print!("{}", config::report(check, resolved));
             }
-            match server_config(args) {
+            match server_config(*args) {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(error) => {
                     println!("serve would refuse this configuration: {error:#}");
@@ -285,11 +285,8 @@ fn server_config(args: ServeArgs) -> anyhow::Result<(paycore_server::Config, usi
         let mut queue = paycore_server::QueueConfig::new(url, 1);
         queue.name = args.queue_name;
         queue.reply_timeout = std::time::Duration::from_secs(args.reply_timeout.max(1));
-        config.cluster = Some(paycore_server::Cluster {
-            queue,
-            partitions: args.partitions,
-            preferred: args.prefer_partitions,
-        });
+        config.cluster =
+            Some(paycore_server::Cluster { queue, partitions: args.partitions, preferred: args.prefer_partitions });
     } else if !matches!(config.role, paycore_server::Role::All) {
         anyhow::bail!("--role api and --role engine are cluster mode: give --queue nats://… and --store postgres://…");
     }
