@@ -23,7 +23,10 @@ pub const CONFIG_ARG: &str = "config";
 pub enum Source {
     Flag,
     Env(String),
-    File { path: PathBuf, line: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+    },
     Default,
     /// Not set anywhere, and without a default.
     Unset,
@@ -118,55 +121,55 @@ fn file_args(
     let mut extra: Vec<OsString> = Vec::new();
     let mut from_file: HashMap<String, (PathBuf, usize)> = HashMap::new();
     let Some(file) = sub_matches.get_one::<PathBuf>(CONFIG_ARG) else { return Ok((extra, from_file)) };
-        for entry in read(file)? {
-            let arg = sub_command
-                .get_arguments()
-                .find(|arg| arg.get_long() == Some(entry.key.as_str()) && arg.get_id() != CONFIG_ARG);
-            let Some(arg) = arg else {
-                bail!(
-                    "{}:{}: unknown key `{}`: the keys are the long flags of `paycore serve` (see `paycore config table`)",
-                    file.display(),
-                    entry.line,
-                    entry.key
-                );
-            };
-            let id = arg.get_id().as_str().to_owned();
-            if matches!(sub_matches.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+    for entry in read(file)? {
+        let arg = sub_command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(entry.key.as_str()) && arg.get_id() != CONFIG_ARG);
+        let Some(arg) = arg else {
+            bail!(
+                "{}:{}: unknown key `{}`: the keys are the long flags of `paycore serve` (see `paycore config table`)",
+                file.display(),
+                entry.line,
+                entry.key
+            );
+        };
+        let id = arg.get_id().as_str().to_owned();
+        if matches!(sub_matches.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+            continue;
+        }
+        let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+        let values = match (entry.value, switch) {
+            (FileValue::Bool(true), true) => {
+                extra.push(format!("--{}", entry.key).into());
+                from_file.insert(id, (file.clone(), entry.line));
                 continue;
             }
-            let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
-            let values = match (entry.value, switch) {
-                (FileValue::Bool(true), true) => {
-                    extra.push(format!("--{}", entry.key).into());
-                    from_file.insert(id, (file.clone(), entry.line));
-                    continue;
-                }
-                (FileValue::Bool(false), true) => continue,
-                (FileValue::Bool(value), false) => vec![value.to_string()],
-                (FileValue::Values(values), false) => values,
-                (FileValue::Values(_), true) => bail!(
-                    "{}:{}: `{}` is a switch: give it `true` or `false`",
-                    file.display(),
-                    entry.line,
-                    entry.key
-                ),
-            };
-            for value in values {
-                // The flag's own value parser, so that a bad value names the file's line.
-                let mut check = clap::Arg::new("value").long("value").value_parser(arg.get_value_parser().clone());
-                if let Some(delimiter) = arg.get_value_delimiter() {
-                    check = check.value_delimiter(delimiter).action(ArgAction::Append);
-                }
-                let checked = Command::new("paycore.toml").no_binary_name(true).arg(check).try_get_matches_from([format!("--value={value}")]);
-                if let Err(error) = checked {
-                    let reason = error.to_string();
-                    let reason = reason.trim_start_matches("error: ").lines().next().unwrap_or_default().to_owned();
-                    bail!("{}:{}: `{}`: {reason}", file.display(), entry.line, entry.key);
-                }
-                extra.push(format!("--{}={value}", entry.key).into());
+            (FileValue::Bool(false), true) => continue,
+            (FileValue::Bool(value), false) => vec![value.to_string()],
+            (FileValue::Values(values), false) => values,
+            (FileValue::Values(_), true) => {
+                bail!("{}:{}: `{}` is a switch: give it `true` or `false`", file.display(), entry.line, entry.key)
             }
-            from_file.insert(id, (file.clone(), entry.line));
+        };
+        for value in values {
+            // The flag's own value parser, so that a bad value names the file's line.
+            let mut check = clap::Arg::new("value").long("value").value_parser(arg.get_value_parser().clone());
+            if let Some(delimiter) = arg.get_value_delimiter() {
+                check = check.value_delimiter(delimiter).action(ArgAction::Append);
+            }
+            let checked = Command::new("paycore.toml")
+                .no_binary_name(true)
+                .arg(check)
+                .try_get_matches_from([format!("--value={value}")]);
+            if let Err(error) = checked {
+                let reason = error.to_string();
+                let reason = reason.trim_start_matches("error: ").lines().next().unwrap_or_default().to_owned();
+                bail!("{}:{}: `{}`: {reason}", file.display(), entry.line, entry.key);
+            }
+            extra.push(format!("--{}={value}", entry.key).into());
         }
+        from_file.insert(id, (file.clone(), entry.line));
+    }
     Ok((extra, from_file))
 }
 
@@ -187,7 +190,8 @@ fn descend<'a>(command: &'a Command, matches: &'a ArgMatches, path: &[&str]) -> 
 
 /// The file's keys, in order, with their lines.
 fn read(path: &Path) -> anyhow::Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     let document = toml_edit::Document::parse(text.as_str())
         .map_err(|error| anyhow::anyhow!("{}: {}", path.display(), error.to_string().trim_end()))?;
     let line_of = |offset: usize| text.get(..offset).map_or(1, |before| before.matches('\n').count() + 1);

@@ -85,7 +85,8 @@ fn flags_win_over_the_environment_which_wins_over_the_file_which_wins_over_defau
 #[test]
 fn every_flag_of_serve_is_a_row_and_secrets_are_not_shown() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "api-key = \"sk_test_very_secret_value\"\nstore = \"postgres://pay:hunter2@db/pay\"\n");
+    let file =
+        write(dir.path(), "api-key = \"sk_test_very_secret_value\"\nstore = \"postgres://pay:hunter2@db/pay\"\n");
     let output = paycore(&["config", "check", "--config", &file], &[]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(!stdout.contains("sk_test_very_secret_value") && !stdout.contains("hunter2"), "{stdout}");
@@ -136,7 +137,10 @@ fn check_says_when_serve_would_refuse_the_settings() {
     let output = paycore(&["config", "check"], &[("PAYCORE_ROLE", "api")]);
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.contains("serve would refuse this configuration: --role api and --role engine are cluster mode"), "{stdout}");
+    assert!(
+        stdout.contains("serve would refuse this configuration: --role api and --role engine are cluster mode"),
+        "{stdout}"
+    );
 }
 
 /// The table in docs/configuration.md is the one clap's definition gives: a flag added
@@ -146,7 +150,8 @@ fn the_documented_table_is_the_one_config_table_prints() {
     let output = paycore(&["config", "table"], &[]);
     assert!(output.status.success());
     let table = String::from_utf8(output.stdout).unwrap();
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md")).unwrap();
     let start = doc.find("<!-- table:start -->\n").expect("docs/configuration.md marks its table") + 21;
     let end = doc.find("<!-- table:end -->").unwrap();
     assert_eq!(
