@@ -1,8 +1,9 @@
 //! The `paycore` binary: flag parsing and glue only. The service lives in `paycore-server`.
 
 mod batch;
+mod config;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,19 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The log lines' format on stderr: `text` (one line each, `request_id=…` last) or `json`
+    /// (one JSON object a line, with a `request_id` field while a request is served).
+    #[arg(long = "log-format", env = "PAYCORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Which log lines to write: a tracing filter (`info`, `paycore_server=debug,info`).
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info", global = true)]
+    log_filter: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -23,6 +37,9 @@ enum Command {
     Batch(batch::BatchCommand),
     /// Checks a store offline: balances against transfers, zero sums per currency,
     /// payments and batch items against their transfers. Exit status 0 when all hold.
+    /// The configuration: what `serve` would use, and the table of every setting.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     Verify {
         /// The data folder, or the PostgreSQL database's `postgres://` URL; when given, it wins
         /// over `--store`.
@@ -55,8 +72,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Prints every setting `serve` would use with these flags, environment and file, and
+    /// where each value came from (flag, env, file and line, default); exit status 1 when
+    /// `serve` would refuse them.
+    Check(Box<ServeArgs>),
+    /// Prints the Markdown table of every setting: key, flag, environment variable, default.
+    Table,
+}
+
+/// The settings of `serve`. Each has a key in the configuration file, its long flag name
+/// (`config.rs`).
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// The configuration file (TOML; its keys are these flags' long names). Read only when
+    /// given: flags win over the environment, which wins over the file.
+    #[arg(long = "config", env = "PAYCORE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The data folder: the embedded store's database and the first API key's file (only the
     /// key's file with `--store`).
     #[arg(long = "data", env = "PAYCORE_DATA", default_value = "./paycore-data")]
@@ -132,6 +165,10 @@ struct ServeArgs {
     /// the batch and its items stay, and reports are written again from the items.
     #[arg(long = "file-retention", env = "PAYCORE_FILE_RETENTION", default_value = "30d", value_parser = paycore_server::parse_window)]
     file_retention: std::time::Duration,
+    /// The first API key, stored only when the store has none (default: a new key written to
+    /// `<data>/api-key`). Prefer the environment or the file: a flag shows in `ps`.
+    #[arg(long = "api-key", env = "PAYCORE_API_KEY", hide_env_values = true, value_name = "KEY")]
+    api_key: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -155,19 +192,50 @@ fn main() -> ExitCode {
 /// folder that fails verification).
 const EXIT_NOT_ALL_HOLDS: u8 = 2;
 
+/// The subcommands that read the configuration file.
+const CONFIGURED: [&[&str]; 2] = [&["serve"], &["config", "check"]];
+
 fn try_main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+    let (matches, resolved) = config::parse(Cli::command(), std::env::args_os().collect(), &CONFIGURED)?;
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_filter)
+        .map_err(|error| anyhow::anyhow!("--log-filter (RUST_LOG) '{}': {error}", cli.log_filter))?;
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match cli.log_format {
         // Every line written while a request is served ends with its `request_id=…`.
-        .event_format(paycore_server::WithRequestId(tracing_subscriber::fmt::format()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        LogFormat::Text => logs.event_format(paycore_server::WithRequestId(tracing_subscriber::fmt::format())).init(),
+        LogFormat::Json => logs
+            .event_format(paycore_server::WithRequestId(tracing_subscriber::fmt::format().json()))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .init(),
+    }
     match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Check(args)) => {
+            let mut command = Cli::command();
+            command.build();
+            let check = command
+                .find_subcommand("config")
+                .and_then(|config| config.find_subcommand("check"))
+                .ok_or_else(|| anyhow::anyhow!("no `config check` command"))?;
+            if let Some(resolved) = &resolved {
+                print!("{}", config::report(check, resolved));
+            }
+            match server_config(*args) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(error) => {
+                    println!("serve would refuse this configuration: {error:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Table) => {
+            let mut command = Cli::command();
+            command.build();
+            let serve = command.find_subcommand("serve").ok_or_else(|| anyhow::anyhow!("no `serve` command"))?;
+            print!("{}", config::table(serve));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Batch(command) => Ok(match batch::run(command)? {
             batch::Finished::Ok => ExitCode::SUCCESS,
             batch::Finished::NotAllPaid => ExitCode::from(EXIT_NOT_ALL_HOLDS),
@@ -232,6 +300,14 @@ fn postgres_url(url: String) -> anyhow::Result<String> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, http_threads) = server_config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
+    runtime.block_on(paycore_server::run(config))
+}
+
+/// The server's configuration from `serve`'s settings, and its HTTP thread count; refuses
+/// combinations `serve` cannot run.
+fn server_config(args: ServeArgs) -> anyhow::Result<(paycore_server::Config, usize)> {
     if matches!(paycore_store::Location::parse(&args.data), paycore_store::Location::Postgres(_)) {
         anyhow::bail!(
             "--data takes a folder; to serve from PostgreSQL, give its URL as --store postgres://… \
@@ -248,13 +324,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.rate_limit_per_second = args.rate_limit_per_second;
     config.store_connections_max = args.store_connections;
     config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
-    config.api_key =
-        std::env::var("PAYCORE_API_KEY").ok().filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
     config.retention = paycore_store::Retention {
         idempotency: args.idempotency_retention,
         deliveries: args.delivery_retention,
         files: args.file_retention,
     };
+    config.api_key = args.api_key.filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }
@@ -270,17 +345,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut queue = paycore_server::QueueConfig::new(url, 1);
         queue.name = args.queue_name;
         queue.reply_timeout = std::time::Duration::from_secs(args.reply_timeout.max(1));
-        config.cluster = Some(paycore_server::Cluster {
-            queue,
-            partitions: args.partitions,
-            preferred: args.prefer_partitions,
-        });
+        config.cluster =
+            Some(paycore_server::Cluster { queue, partitions: args.partitions, preferred: args.prefer_partitions });
     } else if !matches!(config.role, paycore_server::Role::All) {
         anyhow::bail!("--role api and --role engine are cluster mode: give --queue nats://… and --store postgres://…");
     }
     let http_threads = args.http_threads.map_or_else(default_http_threads, usize::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(http_threads).enable_all().build()?;
-    runtime.block_on(paycore_server::run(config))
+    Ok((config, http_threads))
 }
 
 /// One HTTP thread per core, but one: every request waits on the engine's single thread, so

@@ -1,5 +1,12 @@
 //! API keys: `Authorization: Bearer <key>`. Keys are stored only as their SHA-256; every request
 //! runs on behalf of its key's tenant.
+//!
+//! A key may carry an expiry (401 `api_key_expired` from then on), and rotates with an overlap:
+//! after `POST /v1/api_keys/{id}/rotate` the new secret and the one it replaced both work until
+//! the overlap ends. Both are checked against the service clock (`Config::clock`) on every
+//! request, cached or not: a cached record carries its expiry. A cached record is also read
+//! again from the store after [`KEY_CACHE_SECONDS`], so a rotation or a revocation made on
+//! another API node (cluster mode) takes effect here within that time.
 
 use crate::error::ApiError;
 use crate::ids::{new_id, new_prefixed_id, now_ns};
@@ -53,7 +60,7 @@ pub fn generate_key() -> Secret {
 /// Stores a key for a new tenant with every scope, and returns its record.
 pub fn insert_key(admin: &dyn AdminStore, key: &Secret) -> Result<ApiKeyRecord, paycore_store::StoreError> {
     let scopes = vec!["admin".to_owned(), "read".to_owned(), "write".to_owned()];
-    insert_key_for(admin, TenantId(new_id()), key, scopes)
+    insert_key_for(admin, TenantId(new_id()), key, scopes, None)
 }
 
 /// Stores a key for `tenant` with `scopes`, and returns its record.
@@ -62,6 +69,7 @@ pub fn insert_key_for(
     tenant: TenantId,
     key: &Secret,
     scopes: Vec<String>,
+    expires_at: Option<u64>,
 ) -> Result<ApiKeyRecord, paycore_store::StoreError> {
     let record = ApiKeyRecord {
         id: new_prefixed_id("key"),
@@ -70,6 +78,7 @@ pub fn insert_key_for(
         scopes,
         created_at: now_ns(),
         revoked: false,
+        expires_at,
     };
     admin.insert_api_key(&record)?;
     Ok(record)
@@ -114,9 +123,18 @@ fn write_secret_file(path: &PathBuf, key: &Secret) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Key lookups, cached in memory; revoking a key drops its entry ([`KeyCache::forget`]).
+/// How long a cached key record is used before it is read from the store again, in seconds
+/// of the service clock.
+pub const KEY_CACHE_SECONDS: u64 = 30;
+
+/// A cached key record and when (ns, service clock) it was read.
+type Cached = (Arc<ApiKeyRecord>, u64);
+
+/// Key lookups, cached in memory; revoking or rotating a key drops its entries
+/// ([`KeyCache::forget_key`]), and every entry is read again after [`KEY_CACHE_SECONDS`].
 pub struct KeyCache {
-    keys: RwLock<HashMap<[u8; 32], Arc<ApiKeyRecord>>>,
+    /// Each record with the time (ns, service clock) it was read.
+    keys: RwLock<HashMap<[u8; 32], Cached>>,
 }
 
 impl KeyCache {
@@ -124,30 +142,59 @@ impl KeyCache {
         KeyCache { keys: RwLock::new(HashMap::new()) }
     }
 
-    /// The cached record of the key with this hash, without touching the store.
-    pub fn cached(&self, hash: &[u8; 32]) -> Option<Arc<ApiKeyRecord>> {
-        self.keys.read().ok().and_then(|keys| keys.get(hash).cloned())
+    /// The cached record of the key with this hash at `now` (ns), without touching the store;
+    /// `None` when not cached or cached too long ago.
+    pub fn cached(&self, hash: &[u8; 32], now: u64) -> Option<Arc<ApiKeyRecord>> {
+        let keys = self.keys.read().ok()?;
+        let (record, read_at) = keys.get(hash)?;
+        (now.saturating_sub(*read_at) < KEY_CACHE_SECONDS * 1_000_000_000).then(|| record.clone())
     }
 
     /// The record of the key with this hash, from the cache or the store; `None` if unknown or
-    /// revoked.
-    pub fn lookup(&self, reader: &dyn Reader, hash: [u8; 32]) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
-        if let Some(record) = self.cached(&hash) {
+    /// revoked. Expiry is the caller's to check ([`check_expiry`]).
+    pub fn lookup(&self, reader: &dyn Reader, hash: [u8; 32], now: u64) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
+        if let Some(record) = self.cached(&hash, now) {
             return Ok(Some(record));
         }
-        let Some(record) = reader.api_key(&hash)?.filter(|r| !r.revoked) else { return Ok(None) };
+        let Some(record) = reader.api_key(&hash)?.filter(|r| !r.revoked) else {
+            self.forget(&hash);
+            return Ok(None);
+        };
         let record = Arc::new(record);
         if let Ok(mut keys) = self.keys.write() {
-            keys.insert(hash, record.clone());
+            keys.insert(hash, (record.clone(), now));
         }
         Ok(Some(record))
     }
 
-    /// Drops a key from the cache, so that its next use is looked up (and refused if revoked).
+    /// Drops a secret from the cache, so that its next use is looked up (and refused if revoked).
     pub fn forget(&self, hash: &[u8; 32]) {
         if let Ok(mut keys) = self.keys.write() {
             keys.remove(hash);
         }
+    }
+
+    /// Drops every cached secret of the key `id` (its current one and a rotated-out one).
+    pub fn forget_key(&self, id: &str) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.retain(|_, (record, _)| record.id != id);
+        }
+    }
+}
+
+/// Refuses a key (or a rotated-out secret) whose time is up at `now`: 401 `api_key_expired`.
+pub fn check_expiry(record: &ApiKeyRecord, now: u64) -> Result<(), ApiError> {
+    match record.expires_at {
+        Some(expires_at) if now >= expires_at => Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            crate::error::ErrorType::AuthenticationError,
+            "api_key_expired",
+            format!(
+                "This API key expired at {}: use its new secret, or ask an admin for a new key.",
+                crate::render::rfc3339(expires_at)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -207,7 +254,22 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         if !record.scopes.iter().any(|s| s == scope || s == "admin") {
             return Err(insufficient_scope(scope));
         }
-        state.rate.check(&record.hash, std::time::Instant::now())?;
+        if state.rate.enabled() {
+            let quota = match state.rate.check(&record.id, std::time::Instant::now()) {
+                Some(quota) => quota,
+                None => {
+                    let shared = state.clone();
+                    let key = record.id.clone();
+                    crate::request_id::spawn_blocking(move || {
+                        shared.rate.lease(&key, std::time::Instant::now(), crate::ids::now_ns())
+                    })
+                    .await
+                    .map_err(|_| ApiError::internal("The rate limit check failed."))??
+                }
+            };
+            crate::ratelimit::record(quota);
+            quota.into_result(state.rate.rate())?;
+        }
         let admin = record.scopes.iter().any(|s| s == "admin");
         Ok(Auth { tenant: record.tenant, admin })
     }
@@ -238,17 +300,19 @@ async fn key_record(parts: &Parts, state: &Arc<AppState>) -> Result<Arc<ApiKeyRe
     // Hashing is a microsecond; a cached key (every request after a key's first) is
     // answered here, on the async worker, without a hop to a blocking thread.
     let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    let record = match state.keys.cached(&hash) {
+    let now = state.clock.now_ns();
+    let record = match state.keys.cached(&hash, now) {
         Some(record) => record,
         None => {
             let reader = state.reader.clone();
             let cache = state.keys.clone();
-            crate::request_id::spawn_blocking(move || cache.lookup(reader.as_ref(), hash))
+            crate::request_id::spawn_blocking(move || cache.lookup(reader.as_ref(), hash, now))
                 .await
                 .map_err(|_| ApiError::internal("The key lookup failed."))??
                 .ok_or_else(|| ApiError::unauthorized("Invalid API key provided."))?
         }
     };
+    check_expiry(&record, now)?;
     Ok(record)
 }
 

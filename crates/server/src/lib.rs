@@ -132,6 +132,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/tenants", post(routes::admin::create_tenant))
         .route("/v1/api_keys", post(routes::admin::create_key))
         .route("/v1/api_keys/{id}", delete(routes::admin::revoke_key))
+        .route("/v1/api_keys/{id}/rotate", post(routes::admin::rotate_key))
         .route("/v1/webhook_endpoints", post(routes::webhooks::create).get(routes::webhooks::list))
         .route("/v1/webhook_endpoints/{id}", delete(routes::webhooks::delete))
         .route("/v1/webhook_endpoints/{id}/deliveries", get(routes::webhooks::deliveries))
@@ -140,6 +141,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
+        // `RateLimit-*` on every response whose key took a token (`ratelimit`).
+        .layer(axum::middleware::from_fn(ratelimit::headers))
         // Outermost: every response, the layers' own included, carries the request id, and
         // the HTTP layer's own errors get the JSON shape (`protocol::guard`, run inside it).
         .layer(axum::middleware::from_fn(protocol::layer))
@@ -246,6 +249,12 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         Engines::Cluster(node) => node.clone(),
         Engines::Local(_) => None,
     };
+    let (rate, burst) = (config.rate_limit_per_second, config.rate_limit_burst);
+    let rate = match config.store {
+        // PostgreSQL: every process serving the API draws on one bucket per key.
+        Some(_) => ratelimit::RateLimiter::shared(rate, burst, admin.clone()),
+        None => ratelimit::RateLimiter::new(rate, burst),
+    };
     let state = Arc::new(AppState {
         reader,
         point_reads,
@@ -259,7 +268,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         fx,
         webhook_retry_min: config.webhook_retry_min,
         max_batch_lines: config.max_batch_lines,
-        rate: ratelimit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+        rate,
         max_batch_bytes: config.max_batch_bytes,
         jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease),
         reports,

@@ -40,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         routes::admin::create_tenant,
         routes::admin::create_key,
         routes::admin::revoke_key,
+        routes::admin::rotate_key,
         routes::webhooks::create,
         routes::webhooks::list,
         routes::webhooks::delete,

@@ -1,58 +1,66 @@
 //! Rate limiting per API key: a token bucket per key, refilled at `rate` tokens a second up to
 //! `burst`. A request takes one token; without one it is refused with 429 `rate_limited` and
-//! `Retry-After`. Counting is in integer micro-tokens: no floats.
+//! `Retry-After`. Counting is in integer micro-tokens: no floats. Every authenticated response
+//! says where its key stands, in the headers of the IETF draft (httpapi-ratelimit-headers):
+//! `RateLimit-Limit` (the burst), `RateLimit-Remaining` (whole requests left now) and
+//! `RateLimit-Reset` (seconds until the bucket is full again).
+//!
+//! With the embedded store the bucket lives in this process. On PostgreSQL (one process, or
+//! cluster mode's API nodes) every node draws on one bucket per key, stored in the database
+//! (`AdminStore::take_rate_tokens`): a node takes a *lease* of up to a tenth of a second's
+//! worth of tokens in one transaction and spends it in memory, so the hot path touches the
+//! database at most about ten times a second per key and node. Tokens leave the shared bucket
+//! before they are spent, so all nodes together never admit more than one bucket allows; the
+//! price is that tokens leased by a node and not spent within [`LEASE_LIFETIME`] are lost
+//! (the limit is approached from below, by at most a lease per node).
 
 use crate::error::{ApiError, ErrorType};
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use paycore_store::{AdminStore, MICRO_TOKENS};
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-const MICRO: u128 = 1_000_000;
+const MICRO: u128 = MICRO_TOKENS as u128;
 
-struct Bucket {
-    /// Micro-tokens left.
-    tokens: u128,
-    refilled: Instant,
+/// A lease's tokens not spent within this are given up (so that a node's leftovers never add
+/// to a later second's budget).
+pub const LEASE_LIFETIME: Duration = Duration::from_millis(250);
+/// A lease is this fraction of a second's rate (at least one token, at most the burst).
+pub const LEASES_PER_SECOND: u32 = 10;
+
+/// Where a key stands after a request: the `RateLimit-*` headers' values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// The bucket's size (`RateLimit-Limit`).
+    pub limit: u32,
+    /// Whole requests left now (`RateLimit-Remaining`).
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (`RateLimit-Reset`).
+    pub reset_seconds: u64,
+    /// Whether this request got a token.
+    pub allowed: bool,
+    /// When refused: seconds until a token is there (`Retry-After`, at least 1).
+    pub retry_after_seconds: u64,
 }
 
-/// The buckets of every key seen; one entry per key, so memory grows with keys only.
-pub struct RateLimiter {
-    /// Tokens a second; 0 turns limiting off.
-    rate: u32,
-    burst: u32,
-    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
-}
-
-impl RateLimiter {
-    pub fn new(rate: u32, burst: u32) -> RateLimiter {
-        RateLimiter { rate, burst: burst.max(1), buckets: Mutex::new(HashMap::new()) }
-    }
-
-    /// Takes a token for `key` at `now`, or refuses with 429 `rate_limited`.
-    pub fn check(&self, key: &[u8; 32], now: Instant) -> Result<(), ApiError> {
-        if self.rate == 0 {
-            return Ok(());
-        }
-        let capacity = u128::from(self.burst) * MICRO;
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
-        let bucket = buckets.entry(*key).or_insert(Bucket { tokens: capacity, refilled: now });
-        let elapsed = now.saturating_duration_since(bucket.refilled).as_nanos();
-        // rate tokens a second = rate * 10^6 micro-tokens per 10^9 ns.
-        let refill = elapsed * u128::from(self.rate) / 1_000;
-        bucket.tokens = bucket.tokens.saturating_add(refill).min(capacity);
-        bucket.refilled = now;
-        if bucket.tokens >= MICRO {
-            bucket.tokens -= MICRO;
-            return Ok(());
+impl Quota {
+    /// `Ok` if the request got a token, else 429 `rate_limited`.
+    pub fn into_result(self, rate: u32) -> Result<Quota, ApiError> {
+        if self.allowed {
+            return Ok(self);
         }
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorType::RateLimitError,
             "rate_limited",
             format!(
-                "Too many requests for this API key: the limit rate_limit_per_second is {} (burst {}). Retry after the time in Retry-After.",
-                self.rate, self.burst
+                "Too many requests for this API key: the limit rate_limit_per_second is {rate} (burst {}). Retry after the time in Retry-After.",
+                self.limit
             ),
         );
         error.retry_after = true;
@@ -60,31 +68,208 @@ impl RateLimiter {
     }
 }
 
+struct Bucket {
+    /// Micro-tokens left.
+    tokens: u128,
+    refilled: Instant,
+}
+
+/// Tokens a node took from the shared bucket and has not spent yet.
+struct Lease {
+    tokens: u32,
+    taken: Instant,
+    /// The shared bucket's micro-tokens left after the take (for the headers).
+    shared_left: u64,
+}
+
+/// The buckets (or leases) of every key seen, by key id; one entry per key, so memory grows
+/// with keys only.
+pub struct RateLimiter {
+    /// Tokens a second; 0 turns limiting off.
+    rate: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    /// The store of the shared buckets (PostgreSQL); `None`: buckets in this process.
+    shared: Option<Arc<dyn AdminStore>>,
+    leases: Mutex<HashMap<String, Lease>>,
+}
+
+impl RateLimiter {
+    /// Buckets in this process.
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate,
+            burst: burst.max(1),
+            buckets: Mutex::new(HashMap::new()),
+            shared: None,
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One bucket per key for every node on `store`, taken from in leases.
+    pub fn shared(rate: u32, burst: u32, store: Arc<dyn AdminStore>) -> RateLimiter {
+        RateLimiter { shared: Some(store), ..RateLimiter::new(rate, burst) }
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Whether limiting is on at all.
+    pub fn enabled(&self) -> bool {
+        self.rate > 0
+    }
+
+    /// Takes a token for the key `key` at `now` without blocking: the quota, or `None` when a
+    /// shared limiter needs a new lease ([`RateLimiter::lease`], blocking).
+    pub fn check(&self, key: &str, now: Instant) -> Option<Quota> {
+        if !self.enabled() {
+            return Some(self.unlimited());
+        }
+        if self.shared.is_some() {
+            return self.spend_lease(key, now);
+        }
+        let capacity = u128::from(self.burst) * MICRO;
+        let Ok(mut buckets) = self.buckets.lock() else { return Some(self.unlimited()) };
+        let bucket = match buckets.get_mut(key) {
+            Some(bucket) => bucket,
+            None => buckets.entry(key.to_owned()).or_insert(Bucket { tokens: capacity, refilled: now }),
+        };
+        let elapsed = now.saturating_duration_since(bucket.refilled).as_nanos();
+        // rate tokens a second = rate * 10^6 micro-tokens per 10^9 ns.
+        let refill = elapsed * u128::from(self.rate) / 1_000;
+        bucket.tokens = bucket.tokens.saturating_add(refill).min(capacity);
+        bucket.refilled = now;
+        let allowed = bucket.tokens >= MICRO;
+        if allowed {
+            bucket.tokens -= MICRO;
+        }
+        Some(self.quota(bucket.tokens, allowed))
+    }
+
+    /// A shared limiter's lease, spent in memory; `None` when it is empty or too old.
+    fn spend_lease(&self, key: &str, now: Instant) -> Option<Quota> {
+        let mut leases = self.leases.lock().ok()?;
+        let lease = leases.get_mut(key)?;
+        if lease.tokens == 0 || now.saturating_duration_since(lease.taken) >= LEASE_LIFETIME {
+            return None;
+        }
+        lease.tokens -= 1;
+        let left = u128::from(lease.shared_left) + u128::from(lease.tokens) * MICRO;
+        Some(self.quota(left, true))
+    }
+
+    /// Takes a new lease for `key` from the shared bucket at `now_ns` (the wall clock every
+    /// node shares) and a token of it; blocking (a store transaction).
+    pub fn lease(&self, key: &str, now: Instant, now_ns: u64) -> Result<Quota, ApiError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.check(key, now).unwrap_or_else(|| self.unlimited()));
+        };
+        let want = (self.rate / LEASES_PER_SECOND).clamp(1, self.burst);
+        let grant = store.take_rate_tokens(key, now_ns, self.rate, self.burst, want)?;
+        let Some(tokens) = grant.granted.checked_sub(1) else {
+            return Ok(self.quota(u128::from(grant.left_micro_tokens), false));
+        };
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.insert(key.to_owned(), Lease { tokens, taken: now, shared_left: grant.left_micro_tokens });
+        }
+        Ok(self.quota(u128::from(grant.left_micro_tokens) + u128::from(tokens) * MICRO, true))
+    }
+
+    fn quota(&self, left: u128, allowed: bool) -> Quota {
+        let rate = u128::from(self.rate.max(1));
+        let capacity = u128::from(self.burst) * MICRO;
+        // Micro-tokens come in at rate * 10^6 a second: whole seconds, rounded up.
+        let seconds = |missing: u128| u64::try_from(missing.div_ceil(rate * MICRO)).unwrap_or(u64::MAX);
+        Quota {
+            limit: self.burst,
+            remaining: u32::try_from(left / MICRO).unwrap_or(u32::MAX).min(self.burst),
+            reset_seconds: seconds(capacity.saturating_sub(left)),
+            allowed,
+            retry_after_seconds: seconds(MICRO.saturating_sub(left)).max(1),
+        }
+    }
+
+    fn unlimited(&self) -> Quota {
+        Quota { limit: self.burst, remaining: self.burst, reset_seconds: 0, allowed: true, retry_after_seconds: 0 }
+    }
+}
+
+tokio::task_local! {
+    /// The quota of the request being served, set by `Auth` and read by [`headers`].
+    static QUOTA: Cell<Option<Quota>>;
+}
+
+/// Remembers the request's quota for its response's headers.
+pub fn record(quota: Quota) {
+    let _ = QUOTA.try_with(|cell| cell.set(Some(quota)));
+}
+
+/// The layer that writes `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` on
+/// every response whose request took (or was refused) a token, and the exact `Retry-After`
+/// of a 429.
+pub async fn headers(request: Request, next: Next) -> Response {
+    let (mut response, quota) = QUOTA
+        .scope(Cell::new(None), async {
+            let response = next.run(request).await;
+            (response, QUOTA.with(Cell::get))
+        })
+        .await;
+    if let Some(quota) = quota {
+        let headers = response.headers_mut();
+        headers.insert(HeaderName::from_static("ratelimit-limit"), HeaderValue::from(quota.limit));
+        headers.insert(HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(quota.remaining));
+        headers.insert(HeaderName::from_static("ratelimit-reset"), HeaderValue::from(quota.reset_seconds));
+        if !quota.allowed {
+            headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(quota.retry_after_seconds));
+        }
+    }
+    response
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    fn allowed(limiter: &RateLimiter, key: &str, now: Instant) -> bool {
+        limiter.check(key, now).is_some_and(|quota| quota.allowed)
+    }
 
     #[test]
     fn burst_then_refill() {
         let limiter = RateLimiter::new(10, 20);
-        let key = [7u8; 32];
         let start = Instant::now();
         for _ in 0..20 {
-            assert!(limiter.check(&key, start).is_ok());
+            assert!(allowed(&limiter, "key_a", start));
         }
-        let refused = limiter.check(&key, start).err().map(|e| (e.status, e.code));
-        assert_eq!(refused, Some((StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_owned())));
-        assert!(limiter.check(&[8u8; 32], start).is_ok(), "other keys have their own bucket");
-        assert!(limiter.check(&key, start + Duration::from_millis(100)).is_ok());
-        assert!(limiter.check(&key, start + Duration::from_millis(100)).is_err());
+        let refused = limiter.check("key_a", start).unwrap();
+        assert!(!refused.allowed);
+        let error = refused.into_result(10).err().map(|e| (e.status, e.code));
+        assert_eq!(error, Some((StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_owned())));
+        assert!(allowed(&limiter, "key_b", start), "other keys have their own bucket");
+        assert!(allowed(&limiter, "key_a", start + Duration::from_millis(100)));
+        assert!(!allowed(&limiter, "key_a", start + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn quotas_count_down_and_say_when_to_come_back() {
+        let limiter = RateLimiter::new(2, 4);
+        let start = Instant::now();
+        let quota = limiter.check("key_a", start).unwrap();
+        // 3 tokens left; one missing comes in at 2 a second: full again in 1 second (0.5 up).
+        assert_eq!(quota, Quota { limit: 4, remaining: 3, reset_seconds: 1, allowed: true, retry_after_seconds: 1 });
+        for _ in 0..3 {
+            assert!(allowed(&limiter, "key_a", start));
+        }
+        let refused = limiter.check("key_a", start).unwrap();
+        assert_eq!((refused.remaining, refused.reset_seconds, refused.allowed), (0, 2, false));
+        assert_eq!(refused.retry_after_seconds, 1);
     }
 
     #[test]
     fn zero_turns_it_off() {
         let limiter = RateLimiter::new(0, 0);
-        for _ in 0..10_000 {
-            assert!(limiter.check(&[1u8; 32], Instant::now()).is_ok());
-        }
+        assert!(!limiter.enabled());
     }
 }

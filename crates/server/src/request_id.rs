@@ -80,7 +80,14 @@ where
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
         let end = line.trim_end_matches('\n').len();
         line.truncate(end);
-        write!(line, " request_id={id}")?;
+        if line.starts_with('{') && line.ends_with('}') {
+            // `--log-format json`: one more field of the object, as a JSON string.
+            line.pop();
+            let quoted = serde_json::to_string(&id.to_string()).map_err(|_| std::fmt::Error)?;
+            write!(line, ",\"request_id\":{quoted}}}")?;
+        } else {
+            write!(line, " request_id={id}")?;
+        }
         writeln!(writer, "{line}")
     }
 }

@@ -9,6 +9,47 @@
 use crate::{ApiKeyRecord, Result};
 use paycore_ledger::{EventKind, TenantId, WebhookEndpointId};
 
+/// One million micro-tokens are one request of a rate limit.
+pub const MICRO_TOKENS: u64 = 1_000_000;
+
+/// A key's shared rate-limit bucket as stored (`rate_limits`): micro-tokens left as of
+/// `refilled_at` (ns since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateBucket {
+    pub micro_tokens: u64,
+    pub refilled_at: u64,
+}
+
+/// What [`AdminStore::take_rate_tokens`] gave: whole tokens (requests), and the micro-tokens
+/// the bucket has left for everyone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateGrant {
+    pub granted: u32,
+    pub left_micro_tokens: u64,
+}
+
+/// The token-bucket rule both backends apply to a stored bucket (`None`: a key's first use,
+/// a full bucket): refill at `rate` tokens a second up to `burst`, then take up to `want`
+/// whole tokens. Exact integer arithmetic in micro-tokens; a clock that went back refills
+/// nothing.
+pub fn take_tokens(bucket: Option<RateBucket>, now: u64, rate: u32, burst: u32, want: u32) -> (RateGrant, RateBucket) {
+    let capacity = u128::from(burst) * u128::from(MICRO_TOKENS);
+    let (tokens, refilled_at) = match bucket {
+        None => (capacity, now),
+        Some(bucket) => {
+            let elapsed = u128::from(now.saturating_sub(bucket.refilled_at));
+            // `rate` tokens a second: rate * 10^6 micro-tokens per 10^9 ns.
+            let refill = elapsed * u128::from(rate) / 1_000;
+            (u128::from(bucket.micro_tokens).saturating_add(refill).min(capacity), bucket.refilled_at.max(now))
+        }
+    };
+    let whole = tokens / u128::from(MICRO_TOKENS);
+    let granted = u32::try_from(whole.min(u128::from(want))).unwrap_or(want);
+    let left = tokens - u128::from(granted) * u128::from(MICRO_TOKENS);
+    let left = u64::try_from(left).unwrap_or(u64::MAX);
+    (RateGrant { granted, left_micro_tokens: left }, RateBucket { micro_tokens: left, refilled_at })
+}
+
 /// A tenant as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantRecord {
@@ -87,6 +128,17 @@ pub trait AdminStore: Send + Sync {
     /// Revokes a key; returns its hash (to drop it from caches), or `None` if there is no
     /// such key.
     fn revoke_api_key(&self, id: &str) -> Result<Option<[u8; 32]>>;
+    /// Gives the key `id` a new secret (`hash`) at `now`; the replaced secret keeps working
+    /// until `previous_until` (ns since the epoch, never past the key's own expiry), then
+    /// stops. A key has at most two live secrets: while the secret an earlier rotation
+    /// replaced is still live, it is the one kept and the current one is dropped — so a
+    /// rotation retried after a lost response never cuts off the secret the client still
+    /// holds. Returns the key as it now is (with the new hash), or `None` if there is no such
+    /// key or it is revoked.
+    fn rotate_api_key(&self, id: &str, hash: &[u8; 32], now: u64, previous_until: u64) -> Result<Option<ApiKeyRecord>>;
+    /// Takes up to `want` tokens from the key's shared rate-limit bucket at `now` ([`take_tokens`],
+    /// in one transaction): how the API nodes of a cluster share one budget per key.
+    fn take_rate_tokens(&self, key: &str, now: u64, rate: u32, burst: u32, want: u32) -> Result<RateGrant>;
     fn insert_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<()>;
     /// The tenant's endpoints, newest first.
     fn webhook_endpoints(&self, tenant: TenantId) -> Result<Vec<WebhookEndpoint>>;

@@ -32,7 +32,10 @@ mod sqlite;
 pub mod testing;
 pub mod verify;
 
-pub use admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
+pub use admin::{
+    take_tokens, AdminStore, Attempt, Delivery, OutboxEvent, RateBucket, RateGrant, TenantRecord, WebhookEndpoint,
+    MICRO_TOKENS,
+};
 pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, ItemReference, Validated};
 pub use clearing::ClearingSummary;
 pub use error::{Result, StoreError};
@@ -100,6 +103,10 @@ pub struct ApiKeyRecord {
     pub scopes: Vec<String>,
     pub created_at: u64,
     pub revoked: bool,
+    /// When the key stops working (nanoseconds since the Unix epoch); `None`: never. A record
+    /// found by the secret a rotation replaced carries the end of that secret's overlap (or
+    /// the key's own expiry, if sooner), and that secret's `hash`.
+    pub expires_at: Option<u64>,
 }
 
 /// The engine's side: one writer, one transaction per batch.

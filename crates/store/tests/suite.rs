@@ -13,13 +13,14 @@ mod common;
 use common::{eur, mv, step};
 use paycore_ledger::{
     AccountId, BatchEnd, BatchFormat, BatchId, BatchStatus, BatchStep, CaptureMethod, ClearingWindow, ClearingWindowId,
-    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, Merchant, NewAccount, NewPayment, NewTransfer,
-    Outcome, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp, WebhookEndpointId,
+    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, Merchant, NewAccount, NewPayment,
+    NewTransfer, Outcome, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp,
+    WebhookEndpointId,
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
     ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, ItemReference, Opened,
-    Page, StoreError, TenantRecord, Validated, WebhookEndpoint,
+    Page, RateGrant, StoreError, TenantRecord, Validated, WebhookEndpoint,
 };
 use std::sync::{Arc, Barrier};
 
@@ -334,6 +335,7 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         scopes: vec!["read".into(), "write".into()],
         created_at: 5,
         revoked: false,
+        expires_at: None,
     };
     api.insert_api_key(&key).unwrap();
     assert_eq!(api.api_key(&[7; 32]).unwrap(), Some(key.clone()));
@@ -345,6 +347,53 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
     assert_eq!(api.revoke_api_key("key_2").unwrap(), None);
     assert_eq!(api.api_key_count().unwrap(), 0);
     assert!(api.api_key(&[7; 32]).unwrap().unwrap().revoked);
+    // Expiry, and rotation with an overlap: the replaced secret is found with the end of its
+    // overlap as its expiry, never past the key's own; a second rotation drops the first secret.
+    let expiring = ApiKeyRecord {
+        id: "key_3".into(),
+        tenant: T2,
+        hash: [9; 32],
+        scopes: vec!["read".into()],
+        created_at: 6,
+        revoked: false,
+        expires_at: Some(1_000),
+    };
+    api.insert_api_key(&expiring).unwrap();
+    assert_eq!(api.api_key(&[9; 32]).unwrap(), Some(expiring.clone()));
+    let rotated = api.rotate_api_key("key_3", &[10; 32], 400, 500).unwrap();
+    assert_eq!(rotated, Some(ApiKeyRecord { hash: [10; 32], ..expiring.clone() }));
+    assert_eq!(api.api_key(&[10; 32]).unwrap(), Some(ApiKeyRecord { hash: [10; 32], ..expiring.clone() }));
+    assert_eq!(api.api_key(&[9; 32]).unwrap(), Some(ApiKeyRecord { expires_at: Some(500), ..expiring.clone() }));
+    // At 600 the first secret's overlap is over: the second becomes the previous one.
+    let again = api.rotate_api_key("key_3", &[11; 32], 600, 5_000).unwrap().unwrap();
+    assert_eq!((again.hash, again.expires_at), ([11; 32], Some(1_000)));
+    assert_eq!(api.api_key(&[10; 32]).unwrap().map(|k| (k.hash, k.expires_at)), Some(([10; 32], Some(1_000))));
+    assert_eq!(api.api_key(&[9; 32]).unwrap(), None, "two rotations on, the first secret is gone");
+    // A rotation while the previous secret is live (a retry): that one stays, the current goes.
+    let retried = api.rotate_api_key("key_3", &[12; 32], 700, 900).unwrap().unwrap();
+    assert_eq!(retried.hash, [12; 32]);
+    assert_eq!(api.api_key(&[10; 32]).unwrap().map(|k| (k.hash, k.expires_at)), Some(([10; 32], Some(900))));
+    assert_eq!(api.api_key(&[11; 32]).unwrap(), None);
+    assert_eq!(api.rotate_api_key("key_nope", &[13; 32], 700, 800).unwrap(), None);
+    assert_eq!(api.revoke_api_key("key_3").unwrap(), Some([12; 32]));
+    assert_eq!(api.rotate_api_key("key_3", &[13; 32], 700, 800).unwrap(), None, "a revoked key does not rotate");
+    assert!(api.api_key(&[10; 32]).unwrap().unwrap().revoked);
+    assert_eq!(api.api_key_count().unwrap(), 0);
+
+    // Shared rate-limit buckets: 5 a second, burst 10, in whole tokens, per key.
+    let second = 1_000_000_000u64;
+    let grant = |key: &str, now: u64, want: u32| api.take_rate_tokens(key, now, 5, 10, want).unwrap();
+    assert_eq!(grant("key_1", 10 * second, 4), RateGrant { granted: 4, left_micro_tokens: 6_000_000 });
+    assert_eq!(grant("key_1", 10 * second, 100), RateGrant { granted: 6, left_micro_tokens: 0 });
+    assert_eq!(grant("key_1", 10 * second, 1), RateGrant { granted: 0, left_micro_tokens: 0 });
+    assert_eq!(grant("key_1", 10 * second + 300_000_000, 5), RateGrant { granted: 1, left_micro_tokens: 500_000 });
+    assert_eq!(grant("key_1", 9 * second, 5), RateGrant { granted: 0, left_micro_tokens: 500_000 }, "time went back");
+    assert_eq!(
+        grant("key_1", 100 * second, 50),
+        RateGrant { granted: 10, left_micro_tokens: 0 },
+        "never past the burst"
+    );
+    assert_eq!(grant("key_2", 9 * second, 1), RateGrant { granted: 1, left_micro_tokens: 9_000_000 });
     let tenant = TenantRecord { id: TenantId(3), name: Some("Acme".into()), created_at: 6 };
     api.insert_tenant(&tenant).unwrap();
     assert_eq!(api.tenant(TenantId(3)).unwrap(), Some(tenant.clone()));
@@ -1041,7 +1090,10 @@ fn scan_to_pay(open_store: &dyn Fn() -> Opened) {
     );
     assert!(matches!(&outcomes[0], Outcome::Payment(Ok(p)) if p.status == PaymentStatus::Succeeded), "{outcomes:?}");
     let stored = api.payment(T1, PaymentId(800)).unwrap().unwrap();
-    assert_eq!((stored.status, stored.payer, stored.merchant), (PaymentStatus::Succeeded, Some(AccountId(1)), Some(merchant)));
+    assert_eq!(
+        (stored.status, stored.payer, stored.merchant),
+        (PaymentStatus::Succeeded, Some(AccountId(1)), Some(merchant))
+    );
     assert_eq!(api.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1250);
 
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();

@@ -338,7 +338,7 @@ fn parse_date(text: &str) -> Option<u64> {
 
 /// Nanoseconds since the epoch of an RFC 3339 date-time (`2026-12-01T09:30:00Z`,
 /// `…T09:30:00.5+01:00`); `None` before 1970 or past what a `u64` of nanoseconds holds.
-fn parse_rfc3339(text: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<u64> {
     if text.len() < 20 || !text.is_char_boundary(10) {
         return None;
     }

@@ -2,7 +2,7 @@
 
 use super::codec::{all, corrupt, get, id, id_bytes, int, opt_uint, parsed, uint};
 use super::reader::PostgresReader;
-use crate::admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
+use crate::admin::{AdminStore, Attempt, Delivery, OutboxEvent, RateBucket, RateGrant, TenantRecord, WebhookEndpoint};
 use crate::{ApiKeyRecord, Result};
 use paycore_ledger::{EventKind, TenantId, WebhookEndpointId};
 use postgres::Row;
@@ -67,7 +67,8 @@ impl AdminStore for PostgresReader {
                 &[&id_bytes(key.tenant.0), &int(key.created_at)],
             )?;
             tx.execute(
-                "INSERT INTO api_keys (id, tenant, hash, scopes, created_at, revoked) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO api_keys (id, tenant, hash, scopes, created_at, revoked, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &key.id,
                     &id_bytes(key.tenant.0),
@@ -75,6 +76,7 @@ impl AdminStore for PostgresReader {
                     &key.scopes.join(" "),
                     &int(key.created_at),
                     &key.revoked,
+                    &key.expires_at.map(int),
                 ],
             )?;
             tx.commit()?;
@@ -109,6 +111,40 @@ impl AdminStore for PostgresReader {
         self.with(|client| {
             let row = client.query_opt("UPDATE api_keys SET revoked = true WHERE id = $1 RETURNING hash", &[&key])?;
             row.map(|row| super::codec::hash(&row, "hash")).transpose()
+        })
+    }
+
+    fn rotate_api_key(&self, id: &str, hash: &[u8; 32], now: u64, previous_until: u64) -> Result<Option<ApiKeyRecord>> {
+        self.with(|client| {
+            let row = client.query_opt(
+                "UPDATE api_keys SET hash = $2,
+                     previous_hash = CASE WHEN previous_expires_at > $4 THEN previous_hash ELSE hash END,
+                     previous_expires_at = LEAST($3, COALESCE(expires_at, $3))
+                 WHERE id = $1 AND NOT revoked
+                 RETURNING *",
+                &[&id, &hash.as_slice(), &int(previous_until), &int(now)],
+            )?;
+            row.map(|row| super::reader::api_key_from(&row, None)).transpose()
+        })
+    }
+
+    fn take_rate_tokens(&self, key: &str, now: u64, rate: u32, burst: u32, want: u32) -> Result<RateGrant> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            // The row exists before it is locked, so that two nodes' first takes serialize.
+            tx.execute(
+                "INSERT INTO rate_limits (key, micro_tokens, refilled_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+                &[&key, &int(u64::from(burst).saturating_mul(crate::admin::MICRO_TOKENS)), &int(now)],
+            )?;
+            let row = tx.query_one("SELECT micro_tokens, refilled_at FROM rate_limits WHERE key = $1 FOR UPDATE", &[&key])?;
+            let stored = RateBucket { micro_tokens: uint(&row, "micro_tokens")?, refilled_at: uint(&row, "refilled_at")? };
+            let (grant, bucket) = crate::admin::take_tokens(Some(stored), now, rate, burst, want);
+            tx.execute(
+                "UPDATE rate_limits SET micro_tokens = $2, refilled_at = $3 WHERE key = $1",
+                &[&key, &int(bucket.micro_tokens), &int(bucket.refilled_at)],
+            )?;
+            tx.commit()?;
+            Ok(grant)
         })
     }
 

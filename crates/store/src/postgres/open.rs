@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_interest.sql"),
     include_str!("migrations/0011_qr.sql"),
     include_str!("migrations/0015_retention.sql"),
+    include_str!("migrations/0016_keys.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -2,7 +2,8 @@
 //! of [`Reader`].
 
 use super::codec::{
-    account_from, all, get, hash, id, id_bytes, idempotency_from, payment_from, refund_from, transfer_from, uint,
+    account_from, all, get, hash, id, id_bytes, idempotency_from, opt_hash, opt_uint, payment_from, refund_from,
+    transfer_from, uint,
 };
 use super::open::connect;
 use crate::pool::Pool;
@@ -191,18 +192,9 @@ impl Reader for PostgresReader {
 
     fn api_key(&self, key_hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
         self.with(|client| {
-            let Some(row) = client.query_opt("SELECT * FROM api_keys WHERE hash = $1", &[key_hash])? else {
-                return Ok(None);
-            };
-            let scopes: &str = get(&row, "scopes")?;
-            Ok(Some(ApiKeyRecord {
-                id: get(&row, "id")?,
-                tenant: TenantId(id(&row, "tenant")?),
-                hash: hash(&row, "hash")?,
-                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-                created_at: uint(&row, "created_at")?,
-                revoked: get(&row, "revoked")?,
-            }))
+            let row = client
+                .query_opt("SELECT * FROM api_keys WHERE hash = $1 OR previous_hash = $1", &[&key_hash.as_slice()])?;
+            row.map(|row| api_key_from(&row, Some(key_hash))).transpose()
         })
     }
 
@@ -242,4 +234,28 @@ impl Reader for PostgresReader {
             all(&rows, transfer_from)
         })
     }
+}
+
+/// An `api_keys` row; when `found_by` is the secret a rotation replaced, the record is that
+/// secret's: its hash, and the end of its overlap as the expiry.
+pub(super) fn api_key_from(row: &postgres::Row, found_by: Option<&[u8; 32]>) -> Result<ApiKeyRecord> {
+    let scopes: &str = get(row, "scopes")?;
+    let mut record = ApiKeyRecord {
+        id: get(row, "id")?,
+        tenant: TenantId(id(row, "tenant")?),
+        hash: hash(row, "hash")?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        created_at: uint(row, "created_at")?,
+        revoked: get(row, "revoked")?,
+        expires_at: opt_uint(row, "expires_at")?,
+    };
+    if let (Some(found_by), Some(previous)) = (found_by, opt_hash(row, "previous_hash")?) {
+        if *found_by == previous && *found_by != record.hash {
+            record.hash = previous;
+            // Stored never past the key's own expiry; no overlap end stored is a secret
+            // that already stopped.
+            record.expires_at = Some(opt_uint(row, "previous_expires_at")?.unwrap_or(0));
+        }
+    }
+    Ok(record)
 }

@@ -2,7 +2,7 @@
 
 use super::codec::{blob_id, corrupt, id_blob, int, opt_uint, parsed, uint};
 use super::reader::SqliteReader;
-use crate::admin::{AdminStore, Attempt, Delivery, OutboxEvent, TenantRecord, WebhookEndpoint};
+use crate::admin::{AdminStore, Attempt, Delivery, OutboxEvent, RateBucket, RateGrant, TenantRecord, WebhookEndpoint};
 use crate::{ApiKeyRecord, Result};
 use paycore_ledger::{EventKind, TenantId, WebhookEndpointId};
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -62,14 +62,16 @@ impl AdminStore for SqliteReader {
                 params![id_blob(key.tenant.0), int(key.created_at)],
             )?;
             conn.execute(
-                "INSERT INTO api_keys (id, tenant, hash, scopes, created_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO api_keys (id, tenant, hash, scopes, created_at, revoked, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     key.id,
                     id_blob(key.tenant.0),
                     key.hash,
                     key.scopes.join(" "),
                     int(key.created_at),
-                    key.revoked
+                    key.revoked,
+                    key.expires_at.map(int)
                 ],
             )?;
             Ok(())
@@ -107,6 +109,46 @@ impl AdminStore for SqliteReader {
                 conn.query_row("SELECT hash FROM api_keys WHERE id = ?1", [id], |r| r.get(0)).optional()?;
             conn.execute("UPDATE api_keys SET revoked = 1 WHERE id = ?1", [id])?;
             Ok(hash)
+        })
+    }
+
+    fn rotate_api_key(&self, id: &str, hash: &[u8; 32], now: u64, previous_until: u64) -> Result<Option<ApiKeyRecord>> {
+        self.with(|conn| {
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE api_keys SET hash = ?2,
+                     previous_hash = CASE WHEN previous_expires_at > ?4 THEN previous_hash ELSE hash END,
+                     previous_expires_at = min(?3, coalesce(expires_at, ?3))
+                 WHERE id = ?1 AND revoked = 0",
+                params![id, hash, int(previous_until), int(now)],
+            )?;
+            let record = if changed == 1 {
+                tx.query_row("SELECT * FROM api_keys WHERE id = ?1", [id], |row| super::reader::api_key_from(row, None))
+                    .optional()?
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(record)
+        })
+    }
+
+    fn take_rate_tokens(&self, key: &str, now: u64, rate: u32, burst: u32, want: u32) -> Result<RateGrant> {
+        self.with(|conn| {
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+            let bucket = tx
+                .query_row("SELECT micro_tokens, refilled_at FROM rate_limits WHERE key = ?1", [key], |row| {
+                    Ok(RateBucket { micro_tokens: uint(row, "micro_tokens")?, refilled_at: uint(row, "refilled_at")? })
+                })
+                .optional()?;
+            let (grant, bucket) = crate::admin::take_tokens(bucket, now, rate, burst, want);
+            tx.execute(
+                "INSERT INTO rate_limits (key, micro_tokens, refilled_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET micro_tokens = excluded.micro_tokens, refilled_at = excluded.refilled_at",
+                params![key, int(bucket.micro_tokens), int(bucket.refilled_at)],
+            )?;
+            tx.commit()?;
+            Ok(grant)
         })
     }
 

@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_interest.sql"),
     include_str!("migrations/0014_qr.sql"),
     include_str!("migrations/0018_retention.sql"),
+    include_str!("migrations/0019_keys.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

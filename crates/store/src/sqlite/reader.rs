@@ -1,7 +1,9 @@
 //! The API's side of the SQLite store: a bounded pool of connections that see committed data
 //! only, and the reads of [`Reader`].
 
-use super::codec::{account_from, blob_id, id_blob, idempotency_from, payment_from, refund_from, transfer_from, uint};
+use super::codec::{
+    account_from, blob_id, id_blob, idempotency_from, opt_uint, payment_from, refund_from, transfer_from, uint,
+};
 use super::fresh::{poisoned, Fresh};
 use super::history;
 use super::open::connect;
@@ -220,19 +222,8 @@ impl Reader for SqliteReader {
     fn api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>> {
         self.with(|conn| {
             Ok(conn
-                .prepare_cached("SELECT * FROM api_keys WHERE hash = ?1")?
-                .query_row([hash], |row| {
-                    let scopes: String = row.get("scopes")?;
-                    let revoked: i64 = row.get("revoked")?;
-                    Ok(ApiKeyRecord {
-                        id: row.get("id")?,
-                        tenant: TenantId(blob_id(row, "tenant")?),
-                        hash: row.get("hash")?,
-                        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-                        created_at: uint(row, "created_at")?,
-                        revoked: revoked != 0,
-                    })
-                })
+                .prepare_cached("SELECT * FROM api_keys WHERE hash = ?1 OR previous_hash = ?1")?
+                .query_row([hash], |row| api_key_from(row, Some(hash)))
                 .optional()?)
         })
     }
@@ -299,4 +290,30 @@ impl Reader for SqliteReader {
             Ok(rows)
         })
     }
+}
+
+/// An `api_keys` row; when `found_by` is the secret a rotation replaced, the record is that
+/// secret's: its hash, and the end of its overlap as the expiry.
+pub(super) fn api_key_from(row: &rusqlite::Row, found_by: Option<&[u8; 32]>) -> rusqlite::Result<ApiKeyRecord> {
+    let scopes: String = row.get("scopes")?;
+    let revoked: i64 = row.get("revoked")?;
+    let mut record = ApiKeyRecord {
+        id: row.get("id")?,
+        tenant: TenantId(blob_id(row, "tenant")?),
+        hash: row.get("hash")?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        created_at: uint(row, "created_at")?,
+        revoked: revoked != 0,
+        expires_at: opt_uint(row, "expires_at")?,
+    };
+    let previous: Option<[u8; 32]> = row.get("previous_hash")?;
+    if let (Some(found_by), Some(previous)) = (found_by, previous) {
+        if *found_by == previous && *found_by != record.hash {
+            record.hash = previous;
+            // Stored never past the key's own expiry; no overlap end stored is a secret
+            // that already stopped.
+            record.expires_at = Some(opt_uint(row, "previous_expires_at")?.unwrap_or(0));
+        }
+    }
+    Ok(record)
 }
