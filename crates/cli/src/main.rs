@@ -100,6 +100,13 @@ struct ServeArgs {
     /// This process's name in batch leases (default: a random one per start).
     #[arg(long = "node-id", env = "PAYCORE_NODE_ID")]
     node_id: Option<String>,
+    /// Let webhooks go to loopback, private, link-local and other non-public addresses
+    /// (refused otherwise, at registration and at every connection: SSRF).
+    #[arg(long = "webhook-allow-private", env = "PAYCORE_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
+    /// A PEM file of CA certificates webhook receivers may use, beside the web PKI roots.
+    #[arg(long = "webhook-ca", env = "PAYCORE_WEBHOOK_CA", value_name = "FILE")]
+    webhook_ca: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -198,6 +205,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }
+    config.webhook_allow_private = args.webhook_allow_private;
+    config.webhook_ca = args.webhook_ca;
     config.role = match args.role {
         RoleArg::Api => paycore_server::Role::Api,
         RoleArg::Engine => paycore_server::Role::Engine,
@@ -210,11 +219,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut queue = paycore_server::QueueConfig::new(url, 1);
         queue.name = args.queue_name;
         queue.reply_timeout = std::time::Duration::from_secs(args.reply_timeout.max(1));
-        config.cluster = Some(paycore_server::Cluster {
-            queue,
-            partitions: args.partitions,
-            preferred: args.prefer_partitions,
-        });
+        config.cluster =
+            Some(paycore_server::Cluster { queue, partitions: args.partitions, preferred: args.prefer_partitions });
     } else if !matches!(config.role, paycore_server::Role::All) {
         anyhow::bail!("--role api and --role engine are cluster mode: give --queue nats://… and --store postgres://…");
     }
