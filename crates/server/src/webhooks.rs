@@ -40,7 +40,13 @@ pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// After this long since the event, a failing delivery is given up.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Deliveries the worker holds at once (claimed, waiting or in flight).
-const HELD_MAX: usize = 100;
+const HELD_MAX: usize = 256;
+/// Deliveries claimed by one look at the store; the worker looks again at once while a look
+/// takes this many.
+const CLAIM_MAX: usize = 32;
+/// Deliveries of one endpoint the worker holds before it claims no more of them: a slow
+/// endpoint's backlog does not take the places of the other endpoints' deliveries.
+const ENDPOINT_HELD_MAX: usize = 32;
 /// Attempts in flight at once, over all endpoints.
 pub const IN_FLIGHT_MAX: usize = 16;
 /// Attempts in flight at once to one endpoint: one, so that each endpoint gets its events in
@@ -160,10 +166,11 @@ impl Worker {
         let admin = state.admin.clone();
         let now = crate::ids::now_ns();
         let claimed_until = now.saturating_add(nanos(ROUND_CLAIM));
-        let room = HELD_MAX.saturating_sub(self.waiting.len() + self.flights.len());
+        let room = HELD_MAX.saturating_sub(self.waiting.len() + self.flights.len()).min(CLAIM_MAX);
+        let skip = self.endpoints_held_full();
         let (fanned, due) = tokio::task::spawn_blocking(move || -> paycore_store::Result<_> {
             let fanned = admin.fan_out(now, FAN_OUT_SIZE)?;
-            let due = if room > 0 { admin.due_deliveries(now, claimed_until, room)? } else { Vec::new() };
+            let due = if room > 0 { admin.due_deliveries(now, claimed_until, room, &skip)? } else { Vec::new() };
             Ok((fanned, due))
         })
         .await??;
@@ -172,6 +179,15 @@ impl Worker {
         // A partial fan-out caught up: the next look waits for IDLE, so that events are fanned
         // out in groups rather than one write transaction per handful of events.
         Ok(fanned == FAN_OUT_SIZE || full)
+    }
+
+    /// The endpoints of which the worker holds [`ENDPOINT_HELD_MAX`] deliveries or more.
+    fn endpoints_held_full(&self) -> Vec<WebhookEndpointId> {
+        let mut held = self.busy.clone();
+        for (delivery, _) in &self.waiting {
+            *held.entry(delivery.endpoint).or_default() += 1;
+        }
+        held.into_iter().filter(|(_, count)| *count >= ENDPOINT_HELD_MAX).map(|(endpoint, _)| endpoint).collect()
     }
 
     /// Starts every waiting delivery that the limits allow, oldest first; drops those whose
