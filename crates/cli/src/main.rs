@@ -169,6 +169,13 @@ struct ServeArgs {
     /// `<data>/api-key`). Prefer the environment or the file: a flag shows in `ps`.
     #[arg(long = "api-key", env = "PAYCORE_API_KEY", hide_env_values = true, value_name = "KEY")]
     api_key: Option<String>,
+    /// Let webhooks go to loopback, private, link-local and other non-public addresses
+    /// (refused otherwise, at registration and at every connection: SSRF).
+    #[arg(long = "webhook-allow-private", env = "PAYCORE_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
+    /// A PEM file of CA certificates webhook receivers may use, beside the web PKI roots.
+    #[arg(long = "webhook-ca", env = "PAYCORE_WEBHOOK_CA", value_name = "FILE")]
+    webhook_ca: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -333,6 +340,8 @@ fn server_config(args: ServeArgs) -> anyhow::Result<(paycore_server::Config, usi
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }
+    config.webhook_allow_private = args.webhook_allow_private;
+    config.webhook_ca = args.webhook_ca;
     config.role = match args.role {
         RoleArg::Api => paycore_server::Role::Api,
         RoleArg::Engine => paycore_server::Role::Engine,

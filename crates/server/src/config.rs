@@ -35,6 +35,15 @@ pub struct Config {
     /// The wait before the first retry of a failed webhook delivery; it doubles per attempt
     /// up to an hour.
     pub webhook_retry_min: std::time::Duration,
+    /// Webhooks may go to loopback, private, link-local and other non-public addresses
+    /// (`--webhook-allow-private`); off, such endpoints are refused at registration and at
+    /// every connection (SSRF).
+    pub webhook_allow_private: bool,
+    /// A PEM file of CA certificates that webhook receivers' certificates may chain to, beside
+    /// the web PKI roots (`--webhook-ca`): a private CA.
+    pub webhook_ca: Option<PathBuf>,
+    /// What resolves webhook hosts: the system's resolver unless a test sets another.
+    pub webhook_resolver: crate::ssrf::WebhookResolver,
     /// The most store connections the API's reads and writes hold at once (the engine has its
     /// own); a request that finds them all in use waits for one.
     pub store_connections_max: usize,
@@ -129,6 +138,9 @@ impl Config {
             rate_limit_burst: 2 * Config::RATE_LIMIT_PER_SECOND_DEFAULT,
             api_key: None,
             webhook_retry_min: Config::WEBHOOK_RETRY_MIN_DEFAULT,
+            webhook_allow_private: false,
+            webhook_ca: None,
+            webhook_resolver: crate::ssrf::WebhookResolver::default(),
             store_connections_max: paycore_store::READER_CONNECTIONS_DEFAULT,
             node_id: format!("node-{:016x}", rand::random::<u64>()),
             batch_lease: Config::BATCH_LEASE_DEFAULT,

@@ -23,6 +23,7 @@ mod request_id;
 mod retention;
 mod roles;
 mod routes;
+pub mod ssrf;
 mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
@@ -62,6 +63,8 @@ pub struct AppState {
     pub fx: Arc<dyn FxStore>,
     /// The wait before the first retry of a failed webhook delivery; it doubles per attempt.
     pub webhook_retry_min: std::time::Duration,
+    /// The webhook client and the address guard of registrations.
+    pub webhook: Arc<webhooks::Outbound>,
     /// Batch files with more items are rejected with `too_many_lines`.
     pub max_batch_lines: u64,
     /// The per-key token buckets.
@@ -267,6 +270,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         admin,
         fx,
         webhook_retry_min: config.webhook_retry_min,
+        webhook: Arc::new(webhooks::Outbound::new(config)?),
         max_batch_lines: config.max_batch_lines,
         rate,
         max_batch_bytes: config.max_batch_bytes,

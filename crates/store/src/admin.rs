@@ -154,8 +154,16 @@ pub trait AdminStore: Send + Sync {
     /// whose claim lapsed), oldest event first: none of them is returned to another caller
     /// before `claimed_until`, unless [`AdminStore::record_attempt`] sets its next attempt
     /// first. Two workers never get the same row at once (PostgreSQL: `FOR UPDATE SKIP
-    /// LOCKED`, the claim written in the same statement).
-    fn due_deliveries(&self, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>>;
+    /// LOCKED`, the claim written in the same statement). Deliveries to the endpoints of `skip`
+    /// are left (the worker already holds enough of theirs: a slow endpoint's backlog must not
+    /// take the places of the others' deliveries).
+    fn due_deliveries(
+        &self,
+        now: u64,
+        claimed_until: u64,
+        limit: usize,
+        skip: &[WebhookEndpointId],
+    ) -> Result<Vec<Delivery>>;
     fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>>;
     /// Stores an attempt, its next attempt time, and ends the delivery's claim.
     fn record_attempt(&self, delivery: u64, attempt: &Attempt) -> Result<()>;

@@ -315,7 +315,7 @@ fn batches(open_store: &dyn Fn() -> Opened) {
     };
     api.insert_webhook_endpoint(&endpoint).unwrap();
     assert_eq!(api.fan_out(50, 10).unwrap(), 2, "the cancelled batch's event and the rejected one's");
-    let due = api.due_deliveries(50, 50, 10).unwrap();
+    let due = api.due_deliveries(50, 50, 10, &[]).unwrap();
     assert_eq!(due.len(), 1);
     let event = api.outbox_event(due[0].seq).unwrap().unwrap();
     assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::BatchRejected, rejected.0));
@@ -434,9 +434,9 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
     step(&mut state, store.as_mut(), 30, vec![Command::ConfirmPayment(PaymentId(600))]);
     assert_eq!(api.fan_out(100, 10).unwrap(), 1);
     assert_eq!(api.fan_out(100, 10).unwrap(), 0, "an event is fanned out once");
-    let due = api.due_deliveries(100, 100, 10).unwrap();
+    let due = api.due_deliveries(100, 100, 10, &[]).unwrap();
     assert_eq!(due.iter().map(|d| (d.endpoint.0, d.tenant, d.attempts)).collect::<Vec<_>>(), [(1, T1, 0), (2, T1, 0)]);
-    assert!(api.due_deliveries(99, 99, 10).unwrap().is_empty(), "not due before the fan-out's time");
+    assert!(api.due_deliveries(99, 99, 10, &[]).unwrap().is_empty(), "not due before the fan-out's time");
     let event = api.outbox_event(due[0].seq).unwrap().unwrap();
     assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::PaymentSucceeded, 600));
     let attempt = Attempt { at: 110, status: Some(200), error: None, delivered: true, next_attempt_at: None };
@@ -447,16 +447,20 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         (1, Some(200), Some(110), None)
     );
     assert!(api.delivery(T2, due[0].id).unwrap().is_none());
-    assert_eq!(api.due_deliveries(1000, 1000, 10).unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [due[1].id]);
+    assert_eq!(api.due_deliveries(1000, 1000, 10, &[]).unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [due[1].id]);
     assert_eq!(api.deliveries(WebhookEndpointId(1), None, 10).unwrap().len(), 1);
     assert!(api.deliveries(WebhookEndpointId(1), Some(due[0].id), 10).unwrap().is_empty());
     assert!(api.replay_delivery(T1, due[0].id, 200).unwrap());
     assert!(!api.replay_delivery(T2, due[0].id, 200).unwrap());
-    assert_eq!(api.due_deliveries(1000, 1000, 10).unwrap().len(), 2);
+    let skipping = api.due_deliveries(1000, 1000, 10, &[WebhookEndpointId(1)]).unwrap();
+    assert_eq!(skipping.iter().map(|d| d.endpoint.0).collect::<Vec<_>>(), [2], "endpoint 1's delivery is left");
+    let skipping_both = api.due_deliveries(1000, 1000, 10, &[WebhookEndpointId(2), WebhookEndpointId(1)]).unwrap();
+    assert!(skipping_both.is_empty());
+    assert_eq!(api.due_deliveries(1000, 1000, 10, &[]).unwrap().len(), 2);
     assert!(api.delete_webhook_endpoint(T1, WebhookEndpointId(1)).unwrap());
     assert!(!api.delete_webhook_endpoint(T1, WebhookEndpointId(1)).unwrap());
     assert!(!api.replay_delivery(T1, due[0].id, 300).unwrap(), "a deleted endpoint's deliveries stay stopped");
-    assert_eq!(api.due_deliveries(1000, 1000, 10).unwrap().iter().map(|d| d.endpoint.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(api.due_deliveries(1000, 1000, 10, &[]).unwrap().iter().map(|d| d.endpoint.0).collect::<Vec<_>>(), [2]);
     assert_eq!(ids(api.webhook_endpoints(T1).unwrap()), [2]);
 }
 
@@ -619,7 +623,7 @@ fn delivery_claims(open_store: &dyn Fn() -> Opened) {
                 start.wait();
                 let mut mine = Vec::new();
                 loop {
-                    let due = api.due_deliveries(200, 1000, 3).unwrap();
+                    let due = api.due_deliveries(200, 1000, 3, &[]).unwrap();
                     if due.is_empty() {
                         return mine;
                     }
@@ -634,7 +638,7 @@ fn delivery_claims(open_store: &dyn Fn() -> Opened) {
     claimed.sort_unstable();
     claimed.dedup();
     assert_eq!((count, claimed.len()), (40, 40), "the workers split the due rows, none twice");
-    assert!(api.due_deliveries(999, 1999, 100).unwrap().is_empty(), "claimed until 1000");
+    assert!(api.due_deliveries(999, 1999, 100, &[]).unwrap().is_empty(), "claimed until 1000");
 
     // An attempt ends the claim: the delivery is due again at its next attempt, before the
     // claims of the others lapse.
@@ -646,11 +650,11 @@ fn delivery_claims(open_store: &dyn Fn() -> Opened) {
         next_attempt_at: Some(400),
     };
     api.record_attempt(claimed[0], &retry).unwrap();
-    let again = api.due_deliveries(400, 2000, 100).unwrap();
+    let again = api.due_deliveries(400, 2000, 100, &[]).unwrap();
     assert_eq!(again.iter().map(|d| (d.id, d.attempts)).collect::<Vec<_>>(), [(claimed[0], 1)]);
     // A lapsed claim (its worker died) is claimed again.
-    assert_eq!(api.due_deliveries(1000, 2000, 100).unwrap().len(), 39);
-    assert!(api.due_deliveries(1500, 2500, 100).unwrap().is_empty());
+    assert_eq!(api.due_deliveries(1000, 2000, 100, &[]).unwrap().len(), 39);
+    assert!(api.due_deliveries(1500, 2500, 100, &[]).unwrap().is_empty());
 }
 
 #[test]

@@ -9,6 +9,7 @@ use crate::idempotency::Post;
 use crate::ids::{new_id, now_ns};
 use crate::json;
 use crate::render::{self, rfc3339};
+use crate::ssrf::Refusal;
 use crate::webhooks::generate_secret;
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
@@ -31,7 +32,8 @@ const DELIVERIES_LIMIT_MAX: usize = 100;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
-    /// Where to POST events: an `http://` or `https://` URL.
+    /// Where to POST events: an `http://` or `https://` URL whose host is a public address
+    /// (unless the server allows private ones).
     pub url: String,
     /// The event types to send, at least one.
     pub events: Vec<String>,
@@ -117,12 +119,12 @@ async fn admin<T: Send + 'static>(
     request_body = CreateEndpoint,
     responses(
         (status = 201, description = "The endpoint, with its `secret` (shown this once)", body = EndpointJson),
-        (status = 400, description = "Invalid parameter, or `too_many_endpoints`", body = ErrorBody),
+        (status = 400, description = "Invalid parameter, `webhook_url_not_public`, or `too_many_endpoints`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Response, ApiError> {
     let params: CreateEndpoint = json::parse(&post.body)?;
-    check_url(&params.url)?;
+    check_url(&state, &params.url).await?;
     let events = check_events(params.events)?;
     let tenant = post.auth.tenant;
     let endpoint = WebhookEndpoint {
@@ -281,17 +283,25 @@ fn page(query: &str) -> Result<(usize, Option<u64>), ApiError> {
     Ok((limit, after))
 }
 
-fn check_url(url: &str) -> Result<(), ApiError> {
-    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-    let host = url.split_once("://").map_or("", |(_, rest)| rest);
+/// A webhook URL: http(s), no user name or password, at most [`URL_LENGTH_MAX`] bytes, and
+/// (unless private addresses are allowed) a host that is, or resolves only to, public
+/// addresses: 400 `webhook_url_not_public` naming `url` otherwise.
+async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !scheme_ok || host.is_empty() || !clean || url.len() > URL_LENGTH_MAX {
+    let parsed = reqwest::Url::parse(url).ok().filter(|_| clean && url.len() <= URL_LENGTH_MAX);
+    let Some(parsed) = parsed.filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some()) else {
         return Err(ApiError::invalid("url", "`url` must be an http:// or https:// URL of at most 2048 bytes."));
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ApiError::invalid("url", "`url` must not carry a user name or password."));
     }
-    if url.starts_with("https://") {
-        return Err(ApiError::invalid("url", "`url`: this build delivers to http:// endpoints only (no TLS client)."));
+    match state.webhook.guard.check_url(&parsed).await {
+        Ok(()) => Ok(()),
+        Err(refusal @ Refusal::NotPublic { .. }) => {
+            Err(ApiError::bad_request("webhook_url_not_public", format!("`url`: {refusal}.")).param("url"))
+        }
+        Err(refusal @ Refusal::Unresolvable { .. }) => Err(ApiError::invalid("url", format!("`url`: {refusal}."))),
     }
-    Ok(())
 }
 
 fn check_events(events: Vec<String>) -> Result<Vec<EventKind>, ApiError> {

@@ -100,11 +100,12 @@ impl Drop for Data {
 }
 
 /// The configuration every test service starts from: `data` as its store, `key` as the
-/// admin key.
+/// admin key, webhooks to private addresses allowed (the tests' receivers are on 127.0.0.1).
 pub fn config(data: &Data, key: &str) -> Config {
     let mut config = Config::new(data.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.store = data.database.as_ref().map(|database| database.url().to_owned());
     config.api_key = Some(Secret::new(key.to_owned()));
+    config.webhook_allow_private = true;
     config
 }
 

@@ -10,7 +10,7 @@ use super::codec::{all, id_bytes, int};
 use crate::admin::Delivery;
 use crate::batches::{BatchRecord, Claim};
 use crate::Result;
-use paycore_ledger::BatchId;
+use paycore_ledger::{BatchId, WebhookEndpointId};
 use postgres::Client;
 
 pub(super) fn claim_next_batch(client: &mut Client, claim: &Claim<'_>) -> Result<Option<BatchRecord>> {
@@ -60,17 +60,26 @@ pub(super) fn release_batch_lease(client: &mut Client, batch: BatchId, owner: &s
     Ok(n == 1)
 }
 
-pub(super) fn due_deliveries(client: &mut Client, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>> {
+pub(super) fn due_deliveries(
+    client: &mut Client,
+    now: u64,
+    claimed_until: u64,
+    limit: usize,
+    skip: &[WebhookEndpointId],
+) -> Result<Vec<Delivery>> {
+    let skip: Vec<[u8; 16]> = skip.iter().map(|endpoint| id_bytes(endpoint.0)).collect();
+    let skip: Vec<&[u8]> = skip.iter().map(|bytes| &bytes[..]).collect();
     let rows = client.query(
         "UPDATE webhook_deliveries d SET claimed_until = $2
          FROM (SELECT id FROM webhook_deliveries
                WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1
                  AND (claimed_until IS NULL OR claimed_until <= $1)
+                 AND NOT (endpoint = ANY($4))
                ORDER BY seq, id LIMIT $3
                FOR UPDATE SKIP LOCKED) due
          WHERE d.id = due.id
          RETURNING d.*",
-        &[&int(now), &int(claimed_until), &i64::try_from(limit).unwrap_or(i64::MAX)],
+        &[&int(now), &int(claimed_until), &i64::try_from(limit).unwrap_or(i64::MAX), &skip],
     )?;
     let mut claimed = all(&rows, delivery_from)?;
     // RETURNING gives the rows in no promised order.

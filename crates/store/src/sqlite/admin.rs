@@ -253,8 +253,14 @@ impl AdminStore for SqliteReader {
         })
     }
 
-    fn due_deliveries(&self, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>> {
-        self.with(|conn| super::leases::due_deliveries(conn, now, claimed_until, limit))
+    fn due_deliveries(
+        &self,
+        now: u64,
+        claimed_until: u64,
+        limit: usize,
+        skip: &[WebhookEndpointId],
+    ) -> Result<Vec<Delivery>> {
+        self.with(|conn| super::leases::due_deliveries(conn, now, claimed_until, limit, skip))
     }
 
     fn outbox_event(&self, seq: u64) -> Result<Option<OutboxEvent>> {

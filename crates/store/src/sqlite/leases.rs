@@ -11,7 +11,8 @@ use super::codec::{id_blob, int};
 use crate::admin::Delivery;
 use crate::batches::{BatchRecord, Claim};
 use crate::Result;
-use paycore_ledger::BatchId;
+use paycore_ledger::{BatchId, WebhookEndpointId};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Active batches whose lease is free or lapsed at `?1`, oldest first. The status is spelled
@@ -65,18 +66,35 @@ pub(super) fn release_batch_lease(conn: &Connection, batch: BatchId, owner: &str
 const DUE: &str = "FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1
      AND (claimed_until IS NULL OR claimed_until <= ?1)";
 
-pub(super) fn due_deliveries(conn: &Connection, now: u64, claimed_until: u64, limit: usize) -> Result<Vec<Delivery>> {
+pub(super) fn due_deliveries(
+    conn: &Connection,
+    now: u64,
+    claimed_until: u64,
+    limit: usize,
+    skip: &[WebhookEndpointId],
+) -> Result<Vec<Delivery>> {
     let any: bool =
         conn.prepare_cached(&format!("SELECT EXISTS (SELECT 1 {DUE})"))?.query_row([int(now)], |r| r.get(0))?;
     if !any {
         return Ok(Vec::new());
     }
+    // `AND endpoint NOT IN (?4, ?5, …)`: one statement per count of skipped endpoints, cached.
+    let not_in = match skip.len() {
+        0 => String::new(),
+        n => format!(" AND endpoint NOT IN ({})", (4..4 + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
+    };
+    let mut values = vec![
+        Value::Integer(int(now)),
+        Value::Integer(int(claimed_until)),
+        Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+    ];
+    values.extend(skip.iter().map(|endpoint| Value::Blob(id_blob(endpoint.0).to_vec())));
     let mut claimed = conn
         .prepare_cached(&format!(
             "UPDATE webhook_deliveries SET claimed_until = ?2
-             WHERE id IN (SELECT id {DUE} ORDER BY seq, id LIMIT ?3) RETURNING *"
+             WHERE id IN (SELECT id {DUE}{not_in} ORDER BY seq, id LIMIT ?3) RETURNING *"
         ))?
-        .query_map(params![int(now), int(claimed_until), i64::try_from(limit).unwrap_or(i64::MAX)], delivery_from)?
+        .query_map(rusqlite::params_from_iter(values), delivery_from)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     // RETURNING gives the rows in no promised order.
     claimed.sort_by_key(|d| (d.seq, d.id));
