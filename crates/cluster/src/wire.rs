@@ -22,7 +22,7 @@ use std::fmt;
 
 /// The format version, the first byte of every message. Nodes of one cluster run the same
 /// paycore version; a message of another version is refused, never guessed at.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 /// NATS's default `max_payload` (1 MiB): the largest message a server accepts unless
 /// configured otherwise.

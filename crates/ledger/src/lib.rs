@@ -12,8 +12,8 @@ mod clearing;
 mod currency;
 pub mod fx;
 mod ids;
-mod limits;
 pub mod interest;
+mod limits;
 mod money;
 mod payment;
 #[cfg(feature = "serde")]
@@ -23,7 +23,7 @@ mod transfer;
 mod vocabulary;
 
 pub use account::{Account, Balances, Overdraft};
-pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep, ItemFx};
+pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep, ItemFx, ItemRefund};
 pub use clearing::{ClearingPosition, ClearingWindow, OpenWindow};
 pub use currency::Currency;
 pub use ids::{

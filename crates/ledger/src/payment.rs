@@ -184,4 +184,6 @@ pub struct Refund {
     pub failure_code: Option<ResultCode>,
     pub transfer: TransferId,
     pub created_at: u64,
+    /// Free text given with the refund (the API's `reason`, a refunds file's `reason` column).
+    pub reason: Option<String>,
 }

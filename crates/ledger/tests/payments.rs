@@ -359,8 +359,10 @@ fn finished_payments_are_prefetched() {
     sim.run(&[Request { tenant, command: Command::ConfirmPayment(pay) }]);
     assert!(sim.state.payment(pay).is_none(), "a finished payment leaves memory");
 
-    let refund =
-        [Request { tenant, command: Command::RefundPayment { payment: pay, refund: RefundId(9), amount: Some(10) } }];
+    let refund = [Request {
+        tenant,
+        command: Command::RefundPayment { payment: pay, refund: RefundId(9), amount: Some(10), reason: None },
+    }];
     let wanted = sim.state.prefetch(&refund);
     assert_eq!(wanted, Prefetch { payments: vec![pay], ..Prefetch::default() });
 

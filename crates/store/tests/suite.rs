@@ -13,8 +13,9 @@ mod common;
 use common::{eur, mv, step};
 use paycore_ledger::{
     AccountId, BatchEnd, BatchFormat, BatchId, BatchStatus, BatchStep, CaptureMethod, ClearingWindow, ClearingWindowId,
-    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, Merchant, NewAccount, NewPayment, NewTransfer,
-    Outcome, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp, WebhookEndpointId,
+    Command, CommandError, Currency, EventKind, Hold, HoldStatus, ItemStatus, Merchant, NewAccount, NewPayment,
+    NewTransfer, Outcome, Overdraft, PaymentId, PaymentStatus, Request, State, TenantId, TransferId, TransferOp,
+    WebhookEndpointId,
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
@@ -951,6 +952,7 @@ fn fx_batches(open_store: &dyn Fn() -> Opened) {
             amount,
             currency: eur(),
             fx: Some(fx),
+            refund: None,
         })
         .collect();
     for (now, step_) in [(40, BatchStep::Hold), (50, BatchStep::Post)] {
@@ -1041,7 +1043,10 @@ fn scan_to_pay(open_store: &dyn Fn() -> Opened) {
     );
     assert!(matches!(&outcomes[0], Outcome::Payment(Ok(p)) if p.status == PaymentStatus::Succeeded), "{outcomes:?}");
     let stored = api.payment(T1, PaymentId(800)).unwrap().unwrap();
-    assert_eq!((stored.status, stored.payer, stored.merchant), (PaymentStatus::Succeeded, Some(AccountId(1)), Some(merchant)));
+    assert_eq!(
+        (stored.status, stored.payer, stored.merchant),
+        (PaymentStatus::Succeeded, Some(AccountId(1)), Some(merchant))
+    );
     assert_eq!(api.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1250);
 
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();
