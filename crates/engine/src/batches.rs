@@ -31,6 +31,10 @@ mod refunds;
 
 /// Items per engine submission: one full engine batch.
 pub const CHUNK_ITEMS: usize = paycore_ledger::BATCH_EVENTS_MAX;
+/// Items per engine submission of a refunds batch: each carries its reason (up to 140
+/// characters, 560 bytes), so a chunk of them at their widest must stay under two thirds of
+/// a NATS payload in cluster mode (`cluster/tests/wire.rs`).
+pub const REFUND_CHUNK_ITEMS: usize = 1024;
 /// Items written to the store per transaction while validating.
 const INSERT_CHUNK: usize = 4096;
 /// Resolved accounts remembered while validating one file; the cache is emptied when full so
@@ -912,7 +916,7 @@ async fn items(
     let store = store.clone();
     blocking(move || {
         if work == Work::Refunds {
-            return refunds::refund_work(store.as_ref(), batch, status, after, limit);
+            return refunds::refund_work(store.as_ref(), batch, status, after, limit.min(REFUND_CHUNK_ITEMS));
         }
         let mut items = store.batch_work(batch, status, after, limit)?;
         if work == Work::Fx {

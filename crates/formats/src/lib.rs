@@ -171,7 +171,7 @@
 //! |---|---|---|
 //! | payment | `payment` (`payment_id`): a payment id, `pay_…` (`invalid_id` otherwise) | column required |
 //! | amount | `amount` (`refund_amount`): a decimal in the payment's currency's major units | no: empty = all that is left to refund |
-//! | reason | `reason`: free text stored on the refund, one line, at most 500 characters (`invalid_reason`) | no |
+//! | reason | `reason`: free text stored on the refund, one line, at most 140 characters (`invalid_reason`) | no |
 //!
 //! The amount's decimals are checked against the payment's currency once the caller has found
 //! the payment ([`RefundLine::amount`]: `invalid_amount`, `too_many_decimals`,

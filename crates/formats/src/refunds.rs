@@ -15,8 +15,8 @@ const PAYMENT: &[&str] = &["payment", "payment_id"];
 const AMOUNT: &[&str] = &["amount", "refund_amount"];
 const REASON: &[&str] = &["reason"];
 
-/// The longest `reason`, in characters (a refund's free text, not a document).
-pub const REASON_CHARS_MAX: usize = 500;
+/// The longest `reason`, in characters ([`paycore_ledger::REFUND_REASON_CHARS_MAX`]).
+pub const REASON_CHARS_MAX: usize = paycore_ledger::REFUND_REASON_CHARS_MAX;
 
 /// One row of a refunds file that the file alone finds valid.
 #[derive(Clone, Debug, PartialEq, Eq)]

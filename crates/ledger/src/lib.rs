@@ -35,7 +35,9 @@ pub use limits::{
     VELOCITY_WINDOW_SECONDS_MAX,
 };
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
-pub use payment::{CaptureMethod, Merchant, Payment, PaymentFx, PaymentStatus, Refund, RefundStatus};
+pub use payment::{
+    CaptureMethod, Merchant, Payment, PaymentFx, PaymentStatus, Refund, RefundStatus, REFUND_REASON_CHARS_MAX,
+};
 pub use state::{
     ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, BATCH_EVENTS_MAX,
     TIMEOUT_MAX_SECONDS,

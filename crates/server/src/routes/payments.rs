@@ -110,7 +110,7 @@ pub struct CreateRefund {
     /// At most what was captured and not yet refunded; default all of it.
     #[schema(value_type = Option<u64>)]
     pub amount: Option<Amount>,
-    /// Free text stored on the refund: one line, at most 500 characters.
+    /// Free text stored on the refund: one line, at most 140 characters.
     pub reason: Option<String>,
 }
 
@@ -267,7 +267,7 @@ pub async fn refund(
     if let Some(reason) = &params.reason {
         // The rule of a refunds file's `reason` column.
         if reason.chars().count() > paycore_formats::REASON_CHARS_MAX || reason.chars().any(char::is_control) {
-            return Err(ApiError::invalid("reason", "`reason` must be one line of at most 500 characters."));
+            return Err(ApiError::invalid("reason", "`reason` must be one line of at most 140 characters."));
         }
     }
     let amount = params.amount.map(|a| a.0);
