@@ -2,7 +2,8 @@
 //! (`format=refunds`, `payment,amount,reason`) refunds them line by line through the ledger's
 //! refund, with the rules of `POST /v1/payments/{id}/refunds`: balances after, each payment's
 //! refunded amount, its refunds and `payment.refunded` events, item statuses and codes, and the
-//! report's bytes. An upload repeated with its `Idempotency-Key` refunds nothing twice.
+//! report's bytes. An upload repeated with its `Idempotency-Key` refunds nothing twice, and
+//! `verify` finds the store consistent after.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -208,6 +209,9 @@ async fn a_refunds_file_refunds_each_line_with_the_rules_of_the_api(backend: Bac
     assert_eq!(refunded(&api, &part).await, 4_000);
     assert_eq!((posted(&api, &customer).await, posted(&api, &shop).await), (99_600, 400));
     assert_eq!(refund_events(&data).await.len(), 6);
+    // `paycore verify` finds the refunds, the payments and the batch items consistent.
+    let report = common::blocking(&data, |store| paycore_store::verify::verify(store).unwrap()).await;
+    assert!(report.ok(), "{:?}", report.problems);
 }
 
 async fn a_refunds_file_with_an_invalid_line_is_rejected_whole_unless_skipped(backend: Backend) {
