@@ -39,7 +39,7 @@ pub enum BatchCommand {
 pub struct SubmitArgs {
     /// The file: CSV, JSON lines, pain.001 XML or NACHA.
     file: PathBuf,
-    /// csv, jsonl, pain.001, nacha or refunds; default from the file's extension (refunds: never).
+    /// csv, jsonl, pain.001 or nacha; default from the file's extension.
     #[arg(long)]
     format: Option<String>,
     /// The paying account (id or reference) for items that name none.
