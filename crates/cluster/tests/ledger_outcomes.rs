@@ -115,8 +115,13 @@ fn the_ledgers_own_outcomes_round_trip() {
         Command::CapturePayment { payment: PaymentId(p), amount: Some(4_000) },
         Command::CancelPayment(PaymentId(p)),
         Command::ConfirmPayment(PaymentId(77)),
-        Command::RefundPayment { payment: PaymentId(p), refund: RefundId(70), amount: Some(0) },
-        Command::RefundPayment { payment: PaymentId(p), refund: RefundId(71), amount: Some(1_500) },
+        Command::RefundPayment { payment: PaymentId(p), refund: RefundId(70), amount: Some(0), reason: None },
+        Command::RefundPayment {
+            payment: PaymentId(p),
+            refund: RefundId(71),
+            amount: Some(1_500),
+            reason: Some("damaged".into()),
+        },
         fx_payment(80, a, dollars, 5_000, 91),
         fx_payment(80, a, dollars, 4_000, 90),
         fx_payment(80, a, dollars, 5_000, 99),
@@ -129,7 +134,7 @@ fn the_ledgers_own_outcomes_round_trip() {
         Command::ScanPayment { payment: PaymentId(83), payer: AccountId(a) },
         Command::CapturePayment { payment: PaymentId(80), amount: Some(100) },
         Command::CapturePayment { payment: PaymentId(80), amount: None },
-        Command::RefundPayment { payment: PaymentId(80), refund: RefundId(72), amount: None },
+        Command::RefundPayment { payment: PaymentId(80), refund: RefundId(72), amount: None, reason: None },
         Command::BatchItems {
             batch,
             step: BatchStep::Pay,
@@ -141,6 +146,7 @@ fn the_ledgers_own_outcomes_round_trip() {
                     amount: 250,
                     currency: Currency::from_code("EUR").unwrap(),
                     fx: None,
+                    refund: None,
                 })
                 .collect(),
         },

@@ -365,7 +365,7 @@ fn the_exact_bytes_of_a_small_message() {
 // left free.
 const BULK_TRANSFERS_BYTES_MAX: usize = 491_365;
 const WIDEST_BULK_TRANSFERS_BYTES: usize = 639_131;
-const BULK_ITEMS_BYTES_MAX: usize = 360_142;
+const BULK_ITEMS_BYTES_MAX: usize = 368_332;
 
 #[test]
 fn the_largest_submissions_fit_a_nats_payload_with_margin() {
@@ -403,6 +403,23 @@ fn the_largest_submissions_fit_a_nats_payload_with_margin() {
     let widest_fx = encode_submission(&fx_items);
     assert!(widest_fx.len() * 3 < PAYLOAD_MAX_BYTES * 2, "{}", widest_fx.len());
     assert_eq!(decode_submission(&widest_fx).unwrap(), fx_items);
+    // A refunds batch's chunk (shorter: each item carries its reason), every field at its
+    // widest and every reason 140 four-byte characters, leaves a third free.
+    let mut refund_items = bulk_items();
+    if let Command::BatchItems { items, .. } = &mut refund_items.request.command {
+        items.truncate(paycore_engine::batches::REFUND_CHUNK_ITEMS);
+        for item in items {
+            (item.index, item.amount) = (u64::MAX, u64::MAX);
+            (item.payer, item.payee) = (paycore_ledger::AccountId(u128::MAX), paycore_ledger::AccountId(u128::MAX));
+            item.refund = Some(paycore_ledger::ItemRefund {
+                payment: paycore_ledger::PaymentId(u128::MAX),
+                reason: Some("\u{1d11e}".repeat(paycore_ledger::REFUND_REASON_CHARS_MAX)),
+            });
+        }
+    }
+    let widest_refunds = encode_submission(&refund_items);
+    assert!(widest_refunds.len() * 3 < PAYLOAD_MAX_BYTES * 2, "{}", widest_refunds.len());
+    assert_eq!(decode_submission(&widest_refunds).unwrap(), refund_items);
 }
 
 /// The reply to a replayed bulk request carries the saved JSON body: the server's

@@ -27,8 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod refunds;
+
 /// Items per engine submission: one full engine batch.
 pub const CHUNK_ITEMS: usize = paycore_ledger::BATCH_EVENTS_MAX;
+/// Items per engine submission of a refunds batch: each carries its reason (up to 140
+/// characters, 560 bytes), so a chunk of them at their widest must stay under two thirds of
+/// a NATS payload in cluster mode (`cluster/tests/wire.rs`).
+pub const REFUND_CHUNK_ITEMS: usize = 1024;
 /// Items written to the store per transaction while validating.
 const INSERT_CHUNK: usize = 4096;
 /// Resolved accounts remembered while validating one file; the cache is emptied when full so
@@ -83,7 +89,11 @@ pub fn validate_limited(
     let mut input = BufReader::with_capacity(256 * 1024, StoredFile { file: stored, failure: None });
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
-    let read = read_items(store, batch, format, &mut input, &options, stopping, max_lines)?;
+    let read = if format == Format::Refunds {
+        refunds::read_refunds(store, batch, &mut input, currency, stopping, max_lines)?
+    } else {
+        read_items(store, batch, format, &mut input, &options, stopping, max_lines)?
+    };
     if let Some(failure) = input.into_inner().failure {
         // The store failed to give the file, which says nothing of the file: the batch stays
         // `validating`, and is validated again at the next start.
@@ -173,6 +183,35 @@ struct ReadItems {
     fx: FxBook,
 }
 
+impl ReadItems {
+    fn empty() -> ReadItems {
+        ReadItems {
+            summary: Ok(Summary::default()),
+            total: 0,
+            invalid: 0,
+            skipped: 0,
+            totals: BTreeMap::new(),
+            too_many: false,
+            fx: FxBook::default(),
+        }
+    }
+
+    /// Counts a checked row (its index is the count before it).
+    fn count(&mut self, row: &BatchItemRow) {
+        self.total += 1;
+        if row.status == ItemStatus::Invalid {
+            self.invalid += 1;
+            if row.failure_code.as_deref().is_some_and(is_skipped) {
+                self.skipped += 1;
+            }
+        } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
+            let t = self.totals.entry(currency).or_default();
+            t.0 += 1;
+            t.1 += u128::from(amount);
+        }
+    }
+}
+
 /// Parses the file once, streaming, checks each record into an item row, and stores the rows
 /// in chunks; stops early when `stopping` is set, at `max_lines` records, or at a store error
 /// (which it returns).
@@ -194,15 +233,7 @@ fn read_items(
         error: None,
         fx: FxBook::default(),
     };
-    let mut read = ReadItems {
-        summary: Ok(Summary::default()),
-        total: 0,
-        invalid: 0,
-        skipped: 0,
-        totals: BTreeMap::new(),
-        too_many: false,
-        fx: FxBook::default(),
-    };
+    let mut read = ReadItems::empty();
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
@@ -232,17 +263,7 @@ fn read_items(
             if let Some(fx) = checker.fx.last.take() {
                 checker.fx.items.push((row.index, fx));
             }
-            read.total += 1;
-            if row.status == ItemStatus::Invalid {
-                read.invalid += 1;
-                if row.failure_code.as_deref().is_some_and(is_skipped) {
-                    read.skipped += 1;
-                }
-            } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
-                let t = read.totals.entry(currency).or_default();
-                t.0 += 1;
-                t.1 += u128::from(amount);
-            }
+            read.count(&row);
             rows.push(row);
             if rows.len() == INSERT_CHUNK {
                 let full = std::mem::replace(&mut rows, Vec::with_capacity(INSERT_CHUNK));
@@ -411,6 +432,11 @@ fn known_code(code: &str) -> Option<&'static str> {
         "invalid_bic",
         "invalid_iat_header",
         "no_rate",
+        "invalid_id",
+        "invalid_reason",
+        "payment_not_found",
+        "payment_not_refundable",
+        "amount_exceeds_refundable",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }
@@ -580,29 +606,7 @@ impl Checker<'_> {
     fn row(&mut self, record: Result<paycore_formats::Item, Diagnostic>) -> BatchItemRow {
         let item = match record {
             Ok(item) => item,
-            Err(d) => {
-                return BatchItemRow {
-                    index: 0,
-                    line: d.line,
-                    location: d.location.clone(),
-                    reference: None,
-                    instruction_id: None,
-                    payment_information_id: None,
-                    payer_text: None,
-                    payee_text: None,
-                    payer: None,
-                    payee: None,
-                    amount: None,
-                    currency: None,
-                    status: ItemStatus::Invalid,
-                    failure_code: Some(d.code.to_owned()),
-                    message: Some(match &d.field {
-                        Some(field) => format!("{}: {}", field, d.message),
-                        None => d.message.clone(),
-                    }),
-                    remittance: None,
-                };
-            }
+            Err(d) => return diagnostic_row(&d),
         };
         let problem = self.check(&item);
         let (payer, payee, status, failure_code, message) = match problem {
@@ -672,6 +676,31 @@ impl Checker<'_> {
     }
 }
 
+/// The row of a record the parser found invalid.
+fn diagnostic_row(d: &Diagnostic) -> BatchItemRow {
+    BatchItemRow {
+        index: 0,
+        line: d.line,
+        location: d.location.clone(),
+        reference: None,
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: None,
+        payee_text: None,
+        payer: None,
+        payee: None,
+        amount: None,
+        currency: None,
+        status: ItemStatus::Invalid,
+        failure_code: Some(d.code.to_owned()),
+        message: Some(match &d.field {
+            Some(field) => format!("{}: {}", field, d.message),
+            None => d.message.clone(),
+        }),
+        remittance: None,
+    }
+}
+
 /// Runs the batch's pending items through the engine until the batch ends, or until
 /// `stopping` is set (the batch then stays `processing`). Safe to call again after a crash or
 /// a stop: it starts from what the store says. A submission task that panicked is an error
@@ -693,7 +722,15 @@ pub async fn run(
         let store = store.clone();
         !blocking(move || store.batch_quotes(batch)).await?.is_empty()
     };
-    let runner = Runner { engine, store, batch, tenant, stopping, fx };
+    // A refunds batch's items carry their payments (read from the item rows).
+    let work = if record.format == paycore_ledger::BatchFormat::Refunds {
+        Work::Refunds
+    } else if fx {
+        Work::Fx
+    } else {
+        Work::Plain
+    };
+    let runner = Runner { engine, store, batch, tenant, stopping, work };
     let end = if record.mode == BatchMode::Atomic { runner.atomic().await? } else { runner.best_effort().await? };
     if let Some(end) = end {
         runner.submit(Command::EndBatch { batch, end }).await;
@@ -708,8 +745,19 @@ struct Runner<'a> {
     batch: BatchId,
     tenant: paycore_ledger::TenantId,
     stopping: &'a Arc<AtomicBool>,
-    /// The batch has cross-currency items (and quotes).
-    fx: bool,
+    /// What the items need besides their accounts and amount.
+    work: Work,
+}
+
+/// How a runner reads its items.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Accounts, amount, currency ([`BatchStore::batch_work`]).
+    Plain,
+    /// And, for the cross-currency items, their payer sides (`batch_item_fx`).
+    Fx,
+    /// A refunds batch: each item with its payment and reason.
+    Refunds,
 }
 
 impl Runner<'_> {
@@ -727,7 +775,7 @@ impl Runner<'_> {
     /// batch was cancelled. How the batch ends, or `None` if the runner stopped first.
     async fn atomic(&self) -> paycore_store::Result<Option<BatchEnd>> {
         let (store, batch) = (&self.store, self.batch);
-        let mut failed = !items(store, batch, ItemStatus::Failed, None, 1, false).await?.is_empty();
+        let mut failed = !items(store, batch, ItemStatus::Failed, None, 1, Work::Plain).await?.is_empty();
         let mut cancelled = false;
         let mut after = None;
         while !failed {
@@ -738,7 +786,7 @@ impl Runner<'_> {
                 cancelled = true;
                 break;
             }
-            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS, self.fx).await?;
+            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS, self.work).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
             let Some(codes) = self.submit(Command::BatchItems { batch, step: BatchStep::Hold, items: chunk }).await
@@ -752,7 +800,7 @@ impl Runner<'_> {
             if self.stopping() {
                 return Ok(None);
             }
-            let chunk = items(store, batch, ItemStatus::Held, None, CHUNK_ITEMS, self.fx).await?;
+            let chunk = items(store, batch, ItemStatus::Held, None, CHUNK_ITEMS, self.work).await?;
             if chunk.is_empty() {
                 break;
             }
@@ -782,7 +830,7 @@ impl Runner<'_> {
                 end = BatchEnd::Cancelled;
                 break;
             }
-            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS, self.fx).await?;
+            let chunk = items(store, batch, ItemStatus::Pending, after, CHUNK_ITEMS, self.work).await?;
             let Some(last) = chunk.last() else { break };
             after = Some(last.index);
             let (engine, stopping) = (self.engine.clone(), self.stopping.clone());
@@ -865,12 +913,15 @@ async fn items(
     status: ItemStatus,
     after: Option<u64>,
     limit: usize,
-    fx: bool,
+    work: Work,
 ) -> paycore_store::Result<Vec<BatchItem>> {
     let store = store.clone();
     blocking(move || {
+        if work == Work::Refunds {
+            return refunds::refund_work(store.as_ref(), batch, status, after, limit.min(REFUND_CHUNK_ITEMS));
+        }
         let mut items = store.batch_work(batch, status, after, limit)?;
-        if fx {
+        if work == Work::Fx {
             with_fx(store.as_ref(), batch, &mut items)?;
         }
         Ok(items)

@@ -64,7 +64,7 @@ async fn engine(dir: &std::path::Path) -> (EngineHandle, Arc<dyn ReadSide>, std:
 }
 
 fn item(index: u64, amount: u64) -> BatchItem {
-    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur(), fx: None }
+    BatchItem { index, payer: AccountId(2), payee: AccountId(3), amount, currency: eur(), fx: None, refund: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -750,6 +750,7 @@ impl Sim {
                     payment,
                     refund: RefundId(self.id()),
                     amount: self.rng.chance(500).then(|| 1 + self.rng.below(3_000)),
+                    reason: None,
                 },
             };
             (tenant, cmd)

@@ -86,7 +86,7 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
 
 /// The next record; one longer than [`common::LINE_BYTES_MAX`] (a quote that never closes) is
 /// fatal.
-fn read_record<R: BufRead>(
+pub(crate) fn read_record<R: BufRead>(
     reader: &mut ::csv::Reader<common::Bounded<R>>,
     record: &mut ByteRecord,
 ) -> Result<bool, FatalError> {
@@ -149,7 +149,7 @@ fn row(record: &ByteRecord, columns: &Columns, options: &ParseOptions, line: u64
 }
 
 /// One field, trimmed; `None` when the column is absent or the field is empty.
-fn field<'r>(
+pub(crate) fn field<'r>(
     record: &'r ByteRecord,
     index: Option<usize>,
     name: &str,
@@ -165,6 +165,6 @@ fn field<'r>(
     Ok((!text.is_empty()).then_some(text))
 }
 
-fn missing(line: u64, location: &str, name: &str) -> Diagnostic {
+pub(crate) fn missing(line: u64, location: &str, name: &str) -> Diagnostic {
     common::diagnostic(line, location, name, "missing_field", format!("{name} is missing; every row needs one"))
 }

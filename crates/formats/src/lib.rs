@@ -161,6 +161,22 @@
 //! batch's funding account), payee = the receiving account. Debits: payer = the receiving
 //! account, payee = the default payer (required: a debit without one is `missing_field`).
 //!
+//! ## Refunds
+//!
+//! CSV with a header row (the CSV rules above: case-insensitive names, unknown columns
+//! ignored, trimmed fields, `field_count_mismatch`, BOM and CRLF accepted), one refund of an
+//! earlier payment per row, read by [`parse_refunds`] into [`RefundLine`]s:
+//!
+//! | field | column names | required |
+//! |---|---|---|
+//! | payment | `payment` (`payment_id`): a payment id, `pay_…` (`invalid_id` otherwise) | column required |
+//! | amount | `amount` (`refund_amount`): a decimal in the payment's currency's major units | no: empty = all that is left to refund |
+//! | reason | `reason`: free text stored on the refund, one line, at most 140 characters (`invalid_reason`) | no |
+//!
+//! The amount's decimals are checked against the payment's currency once the caller has found
+//! the payment ([`RefundLine::amount`]: `invalid_amount`, `too_many_decimals`,
+//! `amount_not_positive`). Locations are `line N`.
+//!
 //! # Reports
 //!
 //! [`CsvReportWriter`] writes `line,reference,payer,payee,amount,currency,status,failure_code`;
@@ -168,14 +184,15 @@
 //! with ISO status reason codes from [`iso_reason`].
 
 mod common;
-pub mod emvco;
 mod csv;
+pub mod emvco;
 mod iban;
 mod jsonl;
 mod nacha;
 mod nacha_return;
 mod pain001;
 mod pain002;
+mod refunds;
 mod report;
 mod statement;
 pub mod strict_json;
@@ -184,6 +201,7 @@ pub use iban::{check_iban, is_bic};
 pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
 pub use nacha_return::{return_reason, write_nacha_returns, ReturnFileDate, ReturnFileError};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
+pub use refunds::{parse_refunds, RefundLine, REASON_CHARS_MAX};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
 pub use statement::{
     Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry,
@@ -217,7 +235,7 @@ pub fn format_from_content_type(content_type: &str) -> Option<Format> {
 
 /// Why a text is not a [`Format`] name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown format {0:?}; expected csv, jsonl, pain.001 or nacha")]
+#[error("unknown format {0:?}; expected csv, jsonl, pain.001, nacha or refunds")]
 pub struct UnknownFormat(pub String);
 
 /// The format a user names (`?format=`, `--format`): its name in any case, or a common alias
@@ -226,9 +244,17 @@ pub fn format_named(text: &str) -> Result<Format, UnknownFormat> {
     match text.trim().to_ascii_lowercase().as_str() {
         "csv" => Ok(Format::Csv),
         "jsonl" | "ndjson" | "json-lines" => Ok(Format::Jsonl),
-        "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.10" | "pain.001.001.11"
-        | "pain.001.001.12" | "pain.001.003.03" | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
+        "pain.001"
+        | "pain001"
+        | "pain.001.001.03"
+        | "pain.001.001.09"
+        | "pain.001.001.10"
+        | "pain.001.001.11"
+        | "pain.001.001.12"
+        | "pain.001.003.03"
+        | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
         "nacha" | "ach" => Ok(Format::Nacha),
+        "refunds" => Ok(Format::Refunds),
         _ => Err(UnknownFormat(text.to_owned())),
     }
 }
@@ -373,6 +399,10 @@ pub fn parse<R: BufRead>(
         // An interest run's items are made by the run (`POST /v1/interest/runs`), never parsed.
         Format::Interest => {
             return Err(FatalError::Malformed { line: 0, message: "an interest run has no file to parse".into() })
+        }
+        // A refunds file's rows are refunds, not payments: `parse_refunds` reads them.
+        Format::Refunds => {
+            return Err(FatalError::Malformed { line: 0, message: "a refunds file is read with parse_refunds".into() })
         }
     }
     collector.finish(&mut summary);

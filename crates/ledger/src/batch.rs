@@ -2,7 +2,7 @@
 //! the batch id and the line's index, so a batch resumed after a crash finds the lines it paid
 //! (result `exists`) and never pays one twice.
 
-use crate::{AccountId, BatchId, Currency, QuoteId, ResultCode, TransferId};
+use crate::{AccountId, BatchId, Currency, PaymentId, QuoteId, RefundId, ResultCode, TransferId};
 
 /// One line of a batch, with its accounts already resolved.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -18,6 +18,20 @@ pub struct BatchItem {
     /// which is the payee's): what the payer pays for `amount`, fixed at validation by the
     /// batch's quote for the pair. `None`: payer and payee hold `currency`.
     pub fx: Option<ItemFx>,
+    /// A refunds batch's item: `amount` of the payment goes back from its payee (`payer`
+    /// here) to its payer (`payee` here), through the ledger's refund (the rules of
+    /// `POST /v1/payments/{id}/refunds`). `None`: a payment from `payer` to `payee`.
+    pub refund: Option<ItemRefund>,
+}
+
+/// What makes a batch item a refund: the payment it refunds and the reason stored on the
+/// refund. The refund's id is [`BatchId::item_refund`], its transfer's
+/// [`BatchId::item_transfer`], so a resent item finds its transfer (`exists`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ItemRefund {
+    pub payment: PaymentId,
+    pub reason: Option<String>,
 }
 
 /// The payer's side of a cross-currency batch item, in the payer's currency (the quote's
@@ -90,6 +104,12 @@ impl BatchId {
     /// The id of the transfer that pays (or holds) item `index`.
     pub fn item_transfer(self, index: u64) -> TransferId {
         self.item_id(index, 0)
+    }
+
+    /// The id of the refund that item `index` of a refunds batch makes: the bits of its
+    /// transfer's id ([`BatchId::item_transfer`]), in the refunds' own id space.
+    pub fn item_refund(self, index: u64) -> RefundId {
+        RefundId(self.item_transfer(index).0)
     }
 
     /// The id of the transfer that posts (`post = true`) or releases the hold of item `index`.

@@ -12,8 +12,8 @@ mod clearing;
 mod currency;
 pub mod fx;
 mod ids;
-mod limits;
 pub mod interest;
+mod limits;
 mod money;
 mod payment;
 #[cfg(feature = "serde")]
@@ -23,7 +23,7 @@ mod transfer;
 mod vocabulary;
 
 pub use account::{Account, Balances, Overdraft};
-pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep, ItemFx};
+pub use batch::{BatchEnd, BatchItem, BatchItemResult, BatchItemState, BatchStep, ItemFx, ItemRefund};
 pub use clearing::{ClearingPosition, ClearingWindow, OpenWindow};
 pub use currency::Currency;
 pub use ids::{
@@ -35,7 +35,9 @@ pub use limits::{
     VELOCITY_WINDOW_SECONDS_MAX,
 };
 pub use money::{format_amount, parse_amount, Amount, AmountError, AMOUNT_MAX};
-pub use payment::{CaptureMethod, Merchant, Payment, PaymentFx, PaymentStatus, Refund, RefundStatus};
+pub use payment::{
+    CaptureMethod, Merchant, Payment, PaymentFx, PaymentStatus, Refund, RefundStatus, REFUND_REASON_CHARS_MAX,
+};
 pub use state::{
     ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, BATCH_EVENTS_MAX,
     TIMEOUT_MAX_SECONDS,

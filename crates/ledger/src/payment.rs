@@ -171,6 +171,12 @@ impl RefundStatus {
     }
 }
 
+/// The longest reason a refund carries, in characters: pain.001's remittance text's limit,
+/// which account statements also keep (a refunds batch item's reason is its remittance text).
+/// It bounds a chunk of refund items on the cluster's wire too. The API and the refunds file
+/// refuse a longer one.
+pub const REFUND_REASON_CHARS_MAX: usize = 140;
+
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Refund {
@@ -184,4 +190,6 @@ pub struct Refund {
     pub failure_code: Option<ResultCode>,
     pub transfer: TransferId,
     pub created_at: u64,
+    /// Free text given with the refund (the API's `reason`, a refunds file's `reason` column).
+    pub reason: Option<String>,
 }

@@ -181,6 +181,12 @@ pub enum ResultCode {
     AccountFrozen,
     /// The debit or credit account is closed.
     AccountClosed,
+    /// A batch refund's payment does not exist (in this tenant).
+    PaymentNotFound,
+    /// A batch refund's payment cannot be refunded: not `succeeded`, or cross-currency.
+    PaymentNotRefundable,
+    /// A batch refund asks for more than is left to refund on its payment.
+    AmountExceedsRefundable,
 }
 
 impl ResultCode {
@@ -207,11 +213,14 @@ impl ResultCode {
             ResultCode::VelocityExceeded => "velocity_exceeded",
             ResultCode::AccountFrozen => "account_frozen",
             ResultCode::AccountClosed => "account_closed",
+            ResultCode::PaymentNotFound => "payment_not_found",
+            ResultCode::PaymentNotRefundable => "payment_not_refundable",
+            ResultCode::AmountExceedsRefundable => "amount_exceeds_refundable",
         }
     }
 
     /// Every code, in precedence order (for documentation and the API schema).
-    pub const ALL: [ResultCode; 21] = [
+    pub const ALL: [ResultCode; 24] = [
         ResultCode::Ok,
         ResultCode::LinkedEventFailed,
         ResultCode::LinkedEventChainOpen,
@@ -233,6 +242,9 @@ impl ResultCode {
         ResultCode::LimitExceeded,
         ResultCode::VelocityExceeded,
         ResultCode::InsufficientFunds,
+        ResultCode::PaymentNotFound,
+        ResultCode::PaymentNotRefundable,
+        ResultCode::AmountExceedsRefundable,
     ];
 
     pub fn parse(text: &str) -> Option<ResultCode> {

@@ -109,6 +109,8 @@ vocabulary! {
         Nacha = "nacha",
         /// An interest run (`POST /v1/interest/runs`): no file, items made by the run.
         Interest = "interest",
+        /// Refunds of earlier payments, one per CSV row (`payment,amount,reason`).
+        Refunds = "refunds",
     }
 }
 

@@ -179,7 +179,7 @@ fn a_held_payment_is_captured_at_the_quoted_amounts() {
     // A refund is refused, with nothing moved (the finished payment is loaded, as the engine
     // would).
     s.insert_prefetched([], [], [captured]);
-    let refund = Command::RefundPayment { payment: PaymentId(1), refund: RefundId(1), amount: None };
+    let refund = Command::RefundPayment { payment: PaymentId(1), refund: RefundId(1), amount: None, reason: None };
     let (refused, changes) = run(&mut s, refund, &[], NOW + 31 * SECOND);
     assert!(matches!(refused, Outcome::Refund(Err(CommandError::InvalidField { param: "payment", .. }))));
     assert!(changes.transfers.is_empty());
@@ -386,6 +386,7 @@ fn fx_item(index: u64, amount: u64) -> BatchItem {
         amount,
         currency: c("EUR"),
         fx: Some(ItemFx { quote: QuoteId(77), source_amount, fee }),
+        refund: None,
     }
 }
 

@@ -157,7 +157,7 @@ fn change_sets_list_exactly_what_the_batch_changed() {
     ]);
     sim.run(&[Request {
         tenant: T1,
-        command: Command::RefundPayment { payment: pay, refund: RefundId(1), amount: Some(5) },
+        command: Command::RefundPayment { payment: pay, refund: RefundId(1), amount: Some(5), reason: None },
     }]);
     let c = sim.history.last().unwrap();
     assert_eq!(c.refunds.len(), 1);
@@ -540,7 +540,10 @@ impl Runner {
             Op::Refund(i, amount) => {
                 let (payment, tenant) = self.payment(i);
                 let refund = RefundId(self.id());
-                self.batch.push(Request { tenant, command: Command::RefundPayment { payment, refund, amount } });
+                self.batch.push(Request {
+                    tenant,
+                    command: Command::RefundPayment { payment, refund, amount, reason: None },
+                });
             }
             Op::Wait { seconds, empty } => {
                 self.flush();

@@ -343,6 +343,7 @@ fn batch_items_get_the_same_codes() {
         amount,
         currency: usd(),
         fx: None,
+        refund: None,
     };
     let out = sim.run(&[Request {
         tenant: t1,

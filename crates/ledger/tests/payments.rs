@@ -359,8 +359,10 @@ fn finished_payments_are_prefetched() {
     sim.run(&[Request { tenant, command: Command::ConfirmPayment(pay) }]);
     assert!(sim.state.payment(pay).is_none(), "a finished payment leaves memory");
 
-    let refund =
-        [Request { tenant, command: Command::RefundPayment { payment: pay, refund: RefundId(9), amount: Some(10) } }];
+    let refund = [Request {
+        tenant,
+        command: Command::RefundPayment { payment: pay, refund: RefundId(9), amount: Some(10), reason: None },
+    }];
     let wanted = sim.state.prefetch(&refund);
     assert_eq!(wanted, Prefetch { payments: vec![pay], ..Prefetch::default() });
 
@@ -408,4 +410,107 @@ fn a_payments_hold_is_not_resolved_by_a_client_transfer() {
     }]);
     let [Outcome::Payment(Ok(p))] = &out[..] else { panic!("{out:?}") };
     assert_eq!((p.status, p.amount_captured), (PaymentStatus::Succeeded, 30));
+}
+
+/// A refunds batch's items run the payments' one refund path: the API's rules, a refund
+/// recorded with its reason and `payment.refunded`, ids derived from batch and index, so a
+/// chunk sent again (a resumed run, a redelivered message) finds each refund made (`exists`)
+/// and refunds nothing twice.
+#[test]
+fn refund_batch_items_refund_once_whatever_is_resent() {
+    let mut sim = Sim::default();
+    let tenant = TenantId(1);
+    let usd = common::usd();
+    let (w, a, b) = (AccountId(1), AccountId(2), AccountId(3));
+    let open = |id, overdraft| Request {
+        tenant,
+        command: Command::CreateAccount(NewAccount { id, currency: usd, overdraft, reference: None, metadata: None }),
+    };
+    sim.run(&[open(w, Overdraft::Unlimited), open(a, Overdraft::Limit(0)), open(b, Overdraft::Limit(0))]);
+    let (p1, p2, pending) = (PaymentId(7), PaymentId(8), PaymentId(9));
+    for (id, amount) in [(p1, 100), (p2, 50), (pending, 10)] {
+        let new = NewPayment {
+            id,
+            payer: Some(w),
+            payee: b,
+            amount,
+            currency: usd,
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 60,
+            description: None,
+            fx_quote: None,
+            merchant: None,
+        };
+        sim.run(&[Request { tenant, command: Command::CreatePayment(new) }]);
+    }
+    sim.run(&[Request { tenant, command: Command::ConfirmPayment(p1) }]);
+    sim.run(&[Request { tenant, command: Command::ConfirmPayment(p2) }]);
+    assert_eq!(sim.balances(b).posted(), 150);
+
+    let batch = BatchId(time_ordered(START / 1_000_000, 5 << 42));
+    let refund = |index, payment: u128, amount, reason: Option<&str>| BatchItem {
+        index,
+        payer: b,
+        payee: w,
+        amount,
+        currency: usd,
+        fx: None,
+        refund: Some(ItemRefund { payment: PaymentId(payment), reason: reason.map(str::to_owned) }),
+    };
+    let items = vec![
+        refund(0, 7, 30, Some("damaged")),
+        refund(1, 7, 80, None),
+        refund(2, 999, 5, None),
+        refund(3, 8, 50, None),
+        refund(4, 9, 10, None),
+        refund(5, 7, 0, None),
+    ];
+    let chunk = |step| [Request { tenant, command: Command::BatchItems { batch, step, items: items.clone() } }];
+    use ResultCode::*;
+    let first = sim.run(&chunk(BatchStep::Pay));
+    let codes = [Ok, AmountExceedsRefundable, PaymentNotFound, Ok, PaymentNotRefundable, InvalidAmount];
+    assert_eq!(first, [Outcome::Transfers(codes.to_vec())]);
+    let changes = sim.history.last().unwrap();
+    let results: Vec<(u64, BatchItemState, ResultCode)> =
+        changes.batch_items.iter().map(|r| (r.index, r.state, r.code)).collect();
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0], (0, BatchItemState::Succeeded, Ok));
+    assert_eq!(results[1], (1, BatchItemState::Failed, AmountExceedsRefundable));
+    let refunded: Vec<u128> =
+        changes.events.iter().filter(|e| e.1 == EventKind::PaymentRefunded).map(|e| e.2).collect();
+    assert_eq!(refunded, [7, 8]);
+    // Only the refunds made are recorded, with the ids the batch and index give them.
+    let made: Vec<(RefundId, PaymentId, u64, TransferId, Option<&str>)> =
+        sim.store.refunds.iter().map(|r| (r.id, r.payment, r.amount, r.transfer, r.reason.as_deref())).collect();
+    assert_eq!(
+        made,
+        [
+            (batch.item_refund(0), p1, 30, batch.item_transfer(0), Some("damaged")),
+            (batch.item_refund(3), p2, 50, batch.item_transfer(3), None),
+        ]
+    );
+    assert_eq!((sim.store.payments[&p1].amount_refunded, sim.store.payments[&p2].amount_refunded), (30, 50));
+    assert_eq!((sim.balances(b).posted(), sim.balances(w).posted()), (70, -70));
+
+    // The same chunk again, after a restart: the refunds made are `exists`, nothing moves.
+    sim.restart();
+    let again = sim.run(&chunk(BatchStep::Pay));
+    let codes = [Exists, AmountExceedsRefundable, PaymentNotFound, Exists, PaymentNotRefundable, InvalidAmount];
+    assert_eq!(again, [Outcome::Transfers(codes.to_vec())]);
+    let indexes: Vec<u64> = sim.history.last().unwrap().batch_items.iter().map(|r| r.index).collect();
+    assert_eq!(indexes, [1, 2, 4, 5], "no second result for a refund made");
+    assert_eq!(sim.store.refunds.len(), 2);
+    assert_eq!((sim.store.payments[&p1].amount_refunded, sim.store.payments[&p2].amount_refunded), (30, 50));
+    assert_eq!(sim.balances(b).posted(), 70);
+    // A refund is no hold: an atomic batch's steps refuse refund items.
+    let held = sim.run(&[Request {
+        tenant,
+        command: Command::BatchItems {
+            batch: BatchId(batch.0 + (1 << 42)),
+            step: BatchStep::Hold,
+            items: items.clone(),
+        },
+    }]);
+    assert_eq!(held, [Outcome::Transfers(vec![PaymentNotRefundable; 6])]);
+    assert_eq!(sim.balances(b).posted(), 70);
 }

@@ -14,7 +14,7 @@ fn result_codes_are_named_and_ordered() {
         assert_eq!(ResultCode::parse(code.as_str()), Some(code));
     }
     assert_eq!(ResultCode::ALL[0], ResultCode::Ok);
-    assert_eq!(ResultCode::ALL.last(), Some(&ResultCode::InsufficientFunds));
+    assert_eq!(ResultCode::ALL.last(), Some(&ResultCode::AmountExceedsRefundable));
     assert!(ResultCode::Exists.is_success() && ResultCode::Ok.is_success());
     assert!(ResultCode::ALL[2..].iter().all(|c| *c == ResultCode::Exists || !c.is_success()));
     for kind in [

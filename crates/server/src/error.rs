@@ -328,6 +328,10 @@ impl ApiError {
             }
             ResultCode::AccountFrozen => (None, "The debit account is frozen: it accepts credits only."),
             ResultCode::AccountClosed => (None, "The debit or credit account is closed."),
+            // A refunds batch's items only; a transfer never gets these.
+            ResultCode::PaymentNotFound => (Some("payment"), "The payment does not exist."),
+            ResultCode::PaymentNotRefundable => (Some("payment"), "The payment cannot be refunded."),
+            ResultCode::AmountExceedsRefundable => (Some("amount"), "The amount exceeds what is left to refund."),
             ResultCode::Ok | ResultCode::Exists => (None, "The transfer was applied."),
         };
         let mut error =

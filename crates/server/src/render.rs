@@ -301,6 +301,8 @@ pub struct RefundJson {
     /// Why the refund failed, such as `insufficient_funds` on the payee.
     pub failure_code: Option<&'static str>,
     pub created_at: String,
+    /// The free text given with the refund (the API's `reason`, a refunds file's column).
+    pub reason: Option<String>,
 }
 
 impl RefundJson {
@@ -314,6 +316,7 @@ impl RefundJson {
             status: r.status.as_str(),
             failure_code: r.failure_code.map(ResultCode::as_str),
             created_at: rfc3339(r.created_at),
+            reason: r.reason.clone(),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::files::FileSink;
 use crate::{Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, BatchEnd, BatchFormat, BatchId, BatchItem, BatchItemResult, BatchItemState, BatchMode,
-    BatchStatus, BatchStep, Currency, ItemStatus, OnInvalid, TenantId,
+    BatchStatus, BatchStep, Currency, ItemStatus, OnInvalid, Payment, PaymentId, TenantId,
 };
 
 /// A batch as stored.
@@ -197,6 +197,9 @@ pub trait BatchStore: crate::FxStore + Send + Sync {
     /// `currency` if there is one, else any account with that reference (so that the caller can
     /// report the currency mismatch).
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>>;
+    /// A payment of the tenant, as stored (another tenant's is `None`): what validating a
+    /// refunds file checks each line against.
+    fn batch_payment(&self, tenant: TenantId, payment: PaymentId) -> Result<Option<Payment>>;
     /// For each of `transfers`, the `reference` (a pain.001 `EndToEndId`, a CSV `reference`, a
     /// NACHA trace number) and remittance information of the batch item of `tenant` that it
     /// paid or posted, found from

@@ -1004,6 +1004,7 @@ fn fx_batches(open_store: &dyn Fn() -> Opened) {
             amount,
             currency: eur(),
             fx: Some(fx),
+            refund: None,
         })
         .collect();
     for (now, step_) in [(40, BatchStep::Hold), (50, BatchStep::Post)] {

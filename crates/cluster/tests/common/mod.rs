@@ -105,8 +105,21 @@ fn batch_item() -> impl Strategy<Value = BatchItem> {
         option::of((any::<u128>(), any::<u64>(), any::<u64>()).prop_map(|(quote, source_amount, fee)| {
             paycore_ledger::ItemFx { quote: QuoteId(quote), source_amount, fee }
         }));
-    (any::<u64>(), account_id(), account_id(), any::<u64>(), currency(), fx)
-        .prop_map(|(index, payer, payee, amount, currency, fx)| BatchItem { index, payer, payee, amount, currency, fx })
+    let refund = option::of(
+        (payment_id(), option::of(".{0,40}"))
+            .prop_map(|(payment, reason)| paycore_ledger::ItemRefund { payment, reason }),
+    );
+    (any::<u64>(), account_id(), account_id(), any::<u64>(), currency(), fx, refund).prop_map(
+        |(index, payer, payee, amount, currency, fx, refund)| BatchItem {
+            index,
+            payer,
+            payee,
+            amount,
+            currency,
+            fx,
+            refund,
+        },
+    )
 }
 
 fn batch_step() -> impl Strategy<Value = BatchStep> {
@@ -158,9 +171,14 @@ pub fn command() -> BoxedStrategy<Command> {
         (payment_id(), option::of(any::<u64>()))
             .prop_map(|(payment, amount)| Command::CapturePayment { payment, amount }),
         payment_id().prop_map(Command::CancelPayment),
-        (payment_id(), any::<u128>(), option::of(any::<u64>())).prop_map(|(payment, refund, amount)| {
-            Command::RefundPayment { payment, refund: RefundId(refund), amount }
-        }),
+        (payment_id(), any::<u128>(), option::of(any::<u64>()), option::of(".{0,40}")).prop_map(
+            |(payment, refund, amount, reason)| Command::RefundPayment {
+                payment,
+                refund: RefundId(refund),
+                amount,
+                reason
+            }
+        ),
         (batch.clone(), batch_step(), vec(batch_item(), 0..8)).prop_map(|(batch, step, items)| Command::BatchItems {
             batch,
             step,
@@ -413,17 +431,21 @@ fn refund() -> BoxedStrategy<Refund> {
         option::of(result_code()),
         transfer_id(),
         any::<u64>(),
+        option::of(".{0,40}"),
     )
-        .prop_map(|(id, tenant, payment, amount, currency, status, failure_code, transfer, created_at)| Refund {
-            id: RefundId(id),
-            tenant: TenantId(tenant),
-            payment,
-            amount,
-            currency,
-            status,
-            failure_code,
-            transfer,
-            created_at,
+        .prop_map(|(id, tenant, payment, amount, currency, status, failure_code, transfer, created_at, reason)| {
+            Refund {
+                id: RefundId(id),
+                tenant: TenantId(tenant),
+                payment,
+                amount,
+                currency,
+                status,
+                failure_code,
+                transfer,
+                created_at,
+                reason,
+            }
         })
         .boxed()
 }
@@ -576,6 +598,7 @@ pub fn bulk_items() -> Submission {
                 amount: 1 + numbers.next() % 500_000,
                 currency: usd,
                 fx: None,
+                refund: None,
             }
         })
         .collect();

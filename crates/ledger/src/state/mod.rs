@@ -33,6 +33,7 @@ use crate::transfer::HoldRecord;
 use crate::{AccountId, ClearingWindowId, Currency, PaymentId, QuoteId, TenantId, Transfer, TransferId};
 use limits::Outflow;
 use linked::Undo;
+use payments::RefundOrder;
 use std::collections::BTreeSet;
 
 /// The state's maps are keyed by ids, most of them 128-bit and many chosen by clients. std's
@@ -197,8 +198,16 @@ impl State {
                 Outcome::Payment(self.capture(tenant, *payment, *amount, now))
             }
             Command::CancelPayment(id) => Outcome::Payment(self.cancel(tenant, *id, now)),
-            Command::RefundPayment { payment, refund, amount } => {
-                Outcome::Refund(self.refund(tenant, *payment, *refund, *amount, now))
+            Command::RefundPayment { payment, refund, amount, reason } => {
+                let transfer = TransferId(refund.derive_at(crate::payment::TAG_REFUND, now));
+                let order = RefundOrder {
+                    payment: *payment,
+                    refund: *refund,
+                    transfer,
+                    amount: *amount,
+                    reason: reason.as_deref(),
+                };
+                Outcome::Refund(self.refund(tenant, order, now))
             }
             Command::BatchItems { batch, step, items } => {
                 Outcome::Transfers(self.batch_items(tenant, *batch, *step, items, now))

@@ -3,7 +3,7 @@
 use super::transfers::{Move, Resolution};
 use super::{CommandError, Deadline, NewPayment, State, NANOS_PER_SECOND, TIMEOUT_MAX_SECONDS};
 use crate::payment::{
-    CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM, TAG_REFUND,
+    CaptureMethod, Payment, PaymentStatus, Refund, RefundStatus, TAG_CANCEL, TAG_CAPTURE, TAG_CONFIRM,
 };
 use crate::transfer::ResultCode;
 use crate::{AccountId, Amount, EventKind, PaymentId, RefundId, TenantId, TransferId};
@@ -291,14 +291,29 @@ impl State {
         Ok(self.update_payment(payment))
     }
 
+    /// A refund of the API (`Command::RefundPayment`): succeeded or failed, it is recorded.
     pub(super) fn refund(
         &mut self,
         tenant: TenantId,
-        id: PaymentId,
-        refund_id: RefundId,
-        amount: Option<u64>,
+        order: RefundOrder<'_>,
         now: u64,
     ) -> Result<(Refund, Payment), CommandError> {
+        let (refund, payment) = self.make_refund(tenant, order, now)?;
+        self.changes.refunds.push(refund.clone());
+        Ok((refund, payment))
+    }
+
+    /// Refunds all that is left of a succeeded payment, or `order.amount`: the payee pays the
+    /// payer back, by the transfer `order.transfer`. The one refund path of the ledger: the
+    /// API's refunds and a refunds batch's items both come here. The caller records the
+    /// refund (`changes.refunds`).
+    pub(super) fn make_refund(
+        &mut self,
+        tenant: TenantId,
+        order: RefundOrder<'_>,
+        now: u64,
+    ) -> Result<(Refund, Payment), CommandError> {
+        let id = order.payment;
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::Succeeded])?;
         // A payment succeeds only once it has a payer.
         let payer = payment.payer.ok_or(CommandError::PayerRequired)?;
@@ -306,7 +321,7 @@ impl State {
             return Err(CommandError::InvalidField { param: PAYMENT, message: super::fx::FX_REFUND_UNSUPPORTED });
         }
         let refundable = payment.amount_captured - payment.amount_refunded;
-        let amount = amount.unwrap_or(refundable);
+        let amount = order.amount.unwrap_or(refundable);
         if refundable == 0 {
             return Err(CommandError::AmountTooLarge { max: 0 });
         }
@@ -316,7 +331,7 @@ impl State {
         if amount > refundable {
             return Err(CommandError::AmountTooLarge { max: refundable });
         }
-        let transfer = TransferId(refund_id.derive_at(TAG_REFUND, now));
+        let transfer = order.transfer;
         // Between 1 and what was captured, itself at most the payment's amount.
         let code = match Amount::new(amount) {
             Some(checked) => {
@@ -341,7 +356,7 @@ impl State {
             self.changes.events.push((tenant, EventKind::PaymentRefunded, id.0));
         }
         let refund = Refund {
-            id: refund_id,
+            id: order.refund,
             tenant,
             payment: id,
             amount,
@@ -350,8 +365,18 @@ impl State {
             failure_code: (!ok).then_some(code),
             transfer,
             created_at: self.tick(now),
+            reason: order.reason.map(str::to_owned),
         };
-        self.changes.refunds.push(refund.clone());
         Ok((refund, payment))
     }
+}
+
+/// A refund to make: which payment, the refund's id and transfer's id, how much (`None`: all
+/// that is left) and the reason stored with it.
+pub(super) struct RefundOrder<'a> {
+    pub payment: PaymentId,
+    pub refund: RefundId,
+    pub transfer: TransferId,
+    pub amount: Option<u64>,
+    pub reason: Option<&'a str>,
 }

@@ -84,6 +84,12 @@ impl State {
                         if self.may_be_stored(id) {
                             wanted.transfers.push(id);
                         }
+                        // A refund item's payment, finished, is not in memory.
+                        if let Some(refund) = &item.refund {
+                            if !self.payments.contains_key(&refund.payment) {
+                                wanted.payments.push(refund.payment);
+                            }
+                        }
                         if matches!(step, BatchStep::Post | BatchStep::Void) {
                             let hold = batch.item_transfer(item.index);
                             if !self.holds.contains_key(&hold) {

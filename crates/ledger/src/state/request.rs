@@ -62,6 +62,8 @@ pub enum Command {
         payment: PaymentId,
         refund: RefundId,
         amount: Option<u64>,
+        /// Stored on the refund.
+        reason: Option<String>,
     },
     /// A chunk of a batch's items, in one step (outcome: one result code per item).
     BatchItems {

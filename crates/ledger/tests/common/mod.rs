@@ -570,6 +570,7 @@ impl Parser {
                 payment: self.names.payment(positional[0]),
                 refund: self.names.refund(positional[1]),
                 amount: positional.get(2).map(|a| number(a, line)),
+                reason: None,
             },
             "update" => {
                 let change = |key: &str| match options.get(key) {

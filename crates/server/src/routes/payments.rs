@@ -110,6 +110,8 @@ pub struct CreateRefund {
     /// At most what was captured and not yet refunded; default all of it.
     #[schema(value_type = Option<u64>)]
     pub amount: Option<Amount>,
+    /// Free text stored on the refund: one line, at most 140 characters.
+    pub reason: Option<String>,
 }
 
 /// An empty body (`{}`), as confirm and cancel take.
@@ -262,7 +264,14 @@ pub async fn refund(
     }
     let payment: PaymentId = path_id(&id, "payment")?;
     let params: CreateRefund = json::parse(&post.body)?;
-    let command = Command::RefundPayment { payment, refund: RefundId(new_id()), amount: params.amount.map(|a| a.0) };
+    if let Some(reason) = &params.reason {
+        // The rule of a refunds file's `reason` column.
+        if reason.chars().count() > paycore_formats::REASON_CHARS_MAX || reason.chars().any(char::is_control) {
+            return Err(ApiError::invalid("reason", "`reason` must be one line of at most 140 characters."));
+        }
+    }
+    let amount = params.amount.map(|a| a.0);
+    let command = Command::RefundPayment { payment, refund: RefundId(new_id()), amount, reason: params.reason };
     execute(&state, &post, command).await
 }
 

@@ -437,7 +437,7 @@ impl BatchStore for PostgresReader {
             .into_iter()
             .filter_map(|i| match (i.payer, i.payee, i.amount, i.currency) {
                 (Some(payer), Some(payee), Some(amount), Some(currency)) => {
-                    Some(BatchItem { index: i.index, payer, payee, amount, currency, fx: None })
+                    Some(BatchItem { index: i.index, payer, payee, amount, currency, fx: None, refund: None })
                 }
                 _ => None,
             })
@@ -480,6 +480,14 @@ impl BatchStore for PostgresReader {
 
     fn release_batch_lease(&self, batch: BatchId, owner: &str) -> Result<bool> {
         self.with(|client| super::leases::release_batch_lease(client, batch, owner))
+    }
+
+    fn batch_payment(
+        &self,
+        tenant: TenantId,
+        payment: paycore_ledger::PaymentId,
+    ) -> Result<Option<paycore_ledger::Payment>> {
+        crate::Reader::payment(self, tenant, payment)
     }
 
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {

@@ -259,6 +259,7 @@ pub(super) fn refund_from(row: &Row) -> Result<Refund> {
         failure_code: failure_code(row)?,
         transfer: TransferId(id(row, "transfer")?),
         created_at: uint(row, "created_at")?,
+        reason: get(row, "reason")?,
     })
 }
 

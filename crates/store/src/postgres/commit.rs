@@ -380,9 +380,10 @@ fn insert_refunds(tx: &mut Transaction<'_>, refunds: &[Refund]) -> Result<()> {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code, transfer, created_at)
+        "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code, transfer, created_at,
+             reason)
          SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::text[], $6::text[],
-             $7::text[], $8::bytea[], $9::bigint[])",
+             $7::text[], $8::bytea[], $9::bigint[], $10::text[])",
         &[
             &id_array(refunds, |r| r.id.0),
             &id_array(refunds, |r| r.tenant.0),
@@ -393,6 +394,7 @@ fn insert_refunds(tx: &mut Transaction<'_>, refunds: &[Refund]) -> Result<()> {
             &refunds.iter().map(|r| r.failure_code.map(ResultCode::as_str)).collect::<Vec<_>>(),
             &id_array(refunds, |r| r.transfer.0),
             &refunds.iter().map(|r| int(r.created_at)).collect::<Vec<_>>(),
+            &refunds.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(),
         ],
     )?;
     Ok(())

@@ -224,7 +224,7 @@ impl ItemShape for Sendable {
         };
         let item = match (account_at(row, 2)?, account_at(row, 3)?, amount_at(row, 4)?, currency_at(row, 5)?) {
             (Some(payer), Some(payee), Some(amount), Some(currency)) => {
-                Some(BatchItem { index, payer, payee, amount, currency, fx: None })
+                Some(BatchItem { index, payer, payee, amount, currency, fx: None, refund: None })
             }
             _ => None,
         };
@@ -622,6 +622,14 @@ impl BatchStore for SqliteReader {
 
     fn release_batch_lease(&self, batch: BatchId, owner: &str) -> Result<bool> {
         self.with(|conn| super::leases::release_batch_lease(conn, batch, owner))
+    }
+
+    fn batch_payment(
+        &self,
+        tenant: TenantId,
+        payment: paycore_ledger::PaymentId,
+    ) -> Result<Option<paycore_ledger::Payment>> {
+        crate::Reader::payment(self, tenant, payment)
     }
 
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {

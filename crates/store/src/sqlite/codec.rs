@@ -274,6 +274,7 @@ pub(super) fn refund_from(row: &Row) -> rusqlite::Result<Refund> {
         failure_code: failure.map(|f| ResultCode::parse(&f).ok_or_else(|| corrupt("failure_code", &f))).transpose()?,
         transfer: TransferId(blob_id(row, "transfer")?),
         created_at: uint(row, "created_at")?,
+        reason: row.get("reason")?,
     })
 }
 

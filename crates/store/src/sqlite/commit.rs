@@ -4,8 +4,8 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from,
-    transfer_at, transfer_from, TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, transfer_at,
+    transfer_from, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
@@ -293,8 +293,8 @@ fn mark_quotes_used(conn: &Connection, used: &[(QuoteId, PaymentId)]) -> Result<
 fn insert_refunds(conn: &Connection, refunds: &[Refund]) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code,
-             transfer, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             transfer, created_at, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for r in refunds {
         stmt.execute(params![
@@ -307,6 +307,7 @@ fn insert_refunds(conn: &Connection, refunds: &[Refund]) -> Result<()> {
             r.failure_code.map(ResultCode::as_str),
             id_blob(r.transfer.0),
             int(r.created_at),
+            r.reason.as_deref(),
         ])?;
     }
     Ok(())

@@ -105,13 +105,29 @@ impl Intake {
         let json_form = params.format.is_none() && mime == "application/json";
         let format = match (&params.format, json_form) {
             (_, true) => Format::Jsonl,
-            (Some(text), _) => format_named(text)
-                .map_err(|_| ApiError::invalid("format", "`format` must be one of: csv, jsonl, pain.001, nacha."))?,
+            (Some(text), _) => format_named(text).map_err(|_| {
+                ApiError::invalid("format", "`format` must be one of: csv, jsonl, pain.001, nacha, refunds.")
+            })?,
             (None, _) => format_from_content_type(&mime).ok_or_else(|| ApiError::missing("format").param("format"))?,
         };
         let mode = one_of(params.mode.as_deref(), "mode", BatchMode::ALL, BatchMode::parse, BatchMode::as_str)?;
         let on_invalid =
             one_of(params.on_invalid.as_deref(), "on_invalid", OnInvalid::ALL, OnInvalid::parse, OnInvalid::as_str)?;
+        if format == Format::Refunds {
+            // A refund is no hold: there is nothing an atomic batch could void.
+            if mode == BatchMode::Atomic {
+                return Err(ApiError::invalid(
+                    "mode",
+                    "A refunds batch is `best_effort`: each refund stands on its own.",
+                ));
+            }
+            if params.payer.is_some() {
+                return Err(ApiError::invalid(
+                    "payer",
+                    "A refunds file names payments; each refund debits its payment's payee, so `payer` does not apply.",
+                ));
+            }
+        }
         if let Some(code) = &params.currency {
             json::currency(code, "currency")?;
         }

@@ -12,12 +12,15 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct BatchParams {
-    /// `csv`, `jsonl`, `pain.001` or `nacha`; default from `Content-Type` (`text/csv`,
-    /// `application/x-ndjson`, `application/xml`; `application/json` is the `{items:[…]}` form).
+    /// `csv`, `jsonl`, `pain.001`, `nacha` or `refunds` (CSV `payment,amount,reason`: each row
+    /// refunds an earlier payment; best effort only, no `payer`); default from `Content-Type`
+    /// (`text/csv`, `application/x-ndjson`, `application/xml`; `application/json` is the
+    /// `{items:[…]}` form).
     pub format: Option<String>,
     /// The paying account (id or reference) for items that name none (NACHA: the funding account).
     pub payer: Option<String>,
-    /// The currency of items that name none (CSV without a currency column).
+    /// The currency of items that name none (CSV without a currency column). A refunds file:
+    /// the currency every refunded payment must be in.
     pub currency: Option<String>,
     /// `best_effort` (default): each item on its own. `atomic`: all items or none.
     pub mode: Option<String>,
