@@ -13,14 +13,15 @@
 //! index, and item results are committed with their transfers, so after a crash the runner
 //! simply starts again from the items still `pending`: nothing is paid twice.
 
+use crate::returns::{is_not_refused, Returns};
 use crate::{EngineError, EngineHandle, Reply, Submission};
-use paycore_formats::{check_expected, is_skipped, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
+use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
 use paycore_ledger::fx::{batch_item_fx, batch_quote_id, ConversionError, Quote, Rate};
 use paycore_ledger::{
     parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command,
     Currency, ItemFx, ItemStatus, OnInvalid, Outcome, Request, ResultCode, AMOUNT_MAX,
 };
-use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, ItemLink, Validated};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,7 +84,7 @@ pub fn validate_limited(
     let mut input = BufReader::with_capacity(256 * 1024, StoredFile { file: stored, failure: None });
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
-    let read = read_items(store, batch, format, &mut input, &options, stopping, max_lines)?;
+    let read = read_items(store, batch, format, &mut input, &options, stopping, max_lines, clock())?;
     if let Some(failure) = input.into_inner().failure {
         // The store failed to give the file, which says nothing of the file: the batch stays
         // `validating`, and is validated again at the next start.
@@ -171,6 +172,8 @@ struct ReadItems {
     too_many: bool,
     /// The cross-currency items and their pairs.
     fx: FxBook,
+    /// The returns and notifications of change matched to earlier items.
+    returns: Returns,
 }
 
 /// Parses the file once, streaming, checks each record into an item row, and stores the rows
@@ -184,6 +187,7 @@ fn read_items(
     options: &ParseOptions,
     stopping: &AtomicBool,
     max_lines: u64,
+    now: u64,
 ) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
     let mut checker = Checker {
@@ -193,6 +197,8 @@ fn read_items(
         cache: HashMap::new(),
         error: None,
         fx: FxBook::default(),
+        returns: Returns::default(),
+        now,
     };
     let mut read = ReadItems {
         summary: Ok(Summary::default()),
@@ -202,6 +208,7 @@ fn read_items(
         totals: BTreeMap::new(),
         too_many: false,
         fx: FxBook::default(),
+        returns: Returns::default(),
     };
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
@@ -232,10 +239,13 @@ fn read_items(
             if let Some(fx) = checker.fx.last.take() {
                 checker.fx.items.push((row.index, fx));
             }
+            if let Some(link) = checker.returns.last.take() {
+                checker.returns.links.push(ItemLink { index: row.index, ..link });
+            }
             read.total += 1;
             if row.status == ItemStatus::Invalid {
                 read.invalid += 1;
-                if row.failure_code.as_deref().is_some_and(is_skipped) {
+                if row.failure_code.as_deref().is_some_and(is_not_refused) {
                     read.skipped += 1;
                 }
             } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
@@ -259,6 +269,7 @@ fn read_items(
     let writing = written?;
     tracing::debug!(batch = %batch.id, items = read.total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
     read.fx = checker.fx;
+    read.returns = checker.returns;
     match checker.error {
         Some(e) => Err(e),
         None => Ok(read),
@@ -305,7 +316,7 @@ fn finish(
         let shown: Vec<Diagnostic> = store
             .batch_items(batch.id, &[ItemStatus::Invalid], None, shown_rows_max(skipped))?
             .into_iter()
-            .filter(|i| !i.failure_code.as_deref().is_some_and(is_skipped))
+            .filter(|i| !i.failure_code.as_deref().is_some_and(is_not_refused))
             .take(100)
             .map(|i| Diagnostic {
                 line: i.line,
@@ -313,6 +324,7 @@ fn finish(
                 field: None,
                 code: i.failure_code.as_deref().and_then(known_code).unwrap_or("invalid_item"),
                 message: i.message.unwrap_or_default(),
+                adjustment: None,
             })
             .collect();
         json = rejection(
@@ -321,7 +333,7 @@ fn finish(
             &shown,
         );
         (BatchStatus::Rejected, Some(json.as_str()))
-    } else if total == invalid {
+    } else if total == invalid && read.returns.links.is_empty() {
         let message = match (total, skipped) {
             (0, _) => "the file has no payment in it".to_owned(),
             (_, 0) => format!("none of the file's {total} items is payable: all are invalid"),
@@ -335,6 +347,11 @@ fn finish(
         (BatchStatus::Processing, None)
     };
     let now = clock();
+    if status == BatchStatus::Processing && batch.format == Format::Nacha {
+        // Links first, so that the trace index leaves out this file's returns.
+        store.record_links(batch.id, &read.returns.links, &read.returns.released)?;
+        store.index_traces(batch.tenant, batch.id)?;
+    }
     if status == BatchStatus::Processing && !read.fx.items.is_empty() {
         // Before the batch is `processing`: a crash in between leaves it `validating`, and the
         // next validation clears these first.
@@ -411,6 +428,9 @@ fn known_code(code: &str) -> Option<&'static str> {
         "invalid_bic",
         "invalid_iat_header",
         "no_rate",
+        "already_returned",
+        "return_amount_mismatch",
+        "change_entry_not_matched",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }
@@ -447,6 +467,9 @@ struct Checker<'a> {
     cache: HashMap<Currency, HashMap<String, Option<Resolved>, foldhash::fast::RandomState>>,
     error: Option<paycore_store::StoreError>,
     fx: FxBook,
+    returns: Returns,
+    /// When validation started: the time links are recorded with.
+    now: u64,
 }
 
 /// Why an item that would make its pair's quote larger than the largest amount is invalid.
@@ -580,6 +603,18 @@ impl Checker<'_> {
     fn row(&mut self, record: Result<paycore_formats::Item, Diagnostic>) -> BatchItemRow {
         let item = match record {
             Ok(item) => item,
+            Err(d) if d.adjustment.is_some() => {
+                let Some(adjustment) = d.adjustment.as_ref().filter(|_| self.error.is_none()) else {
+                    return invalid_row(d.line);
+                };
+                return match self.returns.row(self.store, self.tenant, self.batch, &d, adjustment, self.now) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        self.error = Some(e);
+                        invalid_row(d.line)
+                    }
+                };
+            }
             Err(d) => {
                 return BatchItemRow {
                     index: 0,
@@ -888,4 +923,27 @@ fn with_fx(store: &dyn BatchStore, batch: BatchId, items: &mut [BatchItem]) -> p
         }
     }
     Ok(())
+}
+
+/// The row of a record that could not be judged because validation is stopping on a store
+/// error (the batch is validated again from the start).
+fn invalid_row(line: u64) -> BatchItemRow {
+    BatchItemRow {
+        index: 0,
+        line,
+        location: format!("line {line}"),
+        reference: None,
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: None,
+        payee_text: None,
+        payer: None,
+        payee: None,
+        amount: None,
+        currency: None,
+        status: ItemStatus::Invalid,
+        failure_code: Some("store_unavailable".to_owned()),
+        message: None,
+        remittance: None,
+    }
 }

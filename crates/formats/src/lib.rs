@@ -168,8 +168,8 @@
 //! with ISO status reason codes from [`iso_reason`].
 
 mod common;
-pub mod emvco;
 mod csv;
+pub mod emvco;
 mod iban;
 mod jsonl;
 mod nacha;
@@ -182,7 +182,9 @@ pub mod strict_json;
 
 pub use iban::{check_iban, is_bic};
 pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
-pub use nacha_return::{return_reason, write_nacha_returns, ReturnFileDate, ReturnFileError};
+pub use nacha_return::{
+    return_reason, return_reason_description, write_nacha_returns, ReturnFileDate, ReturnFileError,
+};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
 pub use statement::{
@@ -226,8 +228,15 @@ pub fn format_named(text: &str) -> Result<Format, UnknownFormat> {
     match text.trim().to_ascii_lowercase().as_str() {
         "csv" => Ok(Format::Csv),
         "jsonl" | "ndjson" | "json-lines" => Ok(Format::Jsonl),
-        "pain.001" | "pain001" | "pain.001.001.03" | "pain.001.001.09" | "pain.001.001.10" | "pain.001.001.11"
-        | "pain.001.001.12" | "pain.001.003.03" | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
+        "pain.001"
+        | "pain001"
+        | "pain.001.001.03"
+        | "pain.001.001.09"
+        | "pain.001.001.10"
+        | "pain.001.001.11"
+        | "pain.001.001.12"
+        | "pain.001.003.03"
+        | "pain.001.001.03.ch.02" => Ok(Format::Pain001),
         "nacha" | "ach" => Ok(Format::Nacha),
         _ => Err(UnknownFormat(text.to_owned())),
     }
@@ -291,6 +300,42 @@ pub struct Diagnostic {
     pub code: &'static str,
     /// An English sentence naming the field and the expected and actual values.
     pub message: String,
+    /// A NACHA return (Addenda 99) or notification of change (Addenda 98): what matching it
+    /// to the entry it is about needs. The parser never pays one; the caller may match it.
+    pub adjustment: Option<Adjustment>,
+}
+
+/// What a NACHA entry that is not a new payment says about an earlier entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adjustment {
+    /// An Addenda 99: the entry returns the entry with `addenda.original_trace`.
+    Return {
+        addenda: ReturnAddenda,
+        /// The return entry's own amount, in cents (it must be the original's).
+        amount: u64,
+        /// The return entry's own trace number.
+        trace: String,
+    },
+    /// An Addenda 98: a notification of change about the entry with `addenda.original_trace`.
+    Change { addenda: ChangeAddenda, trace: String },
+}
+
+impl Adjustment {
+    /// The trace number of the entry the return or notification is about.
+    pub fn original_trace(&self) -> &str {
+        match self {
+            Adjustment::Return { addenda, .. } => &addenda.original_trace,
+            Adjustment::Change { addenda, .. } => &addenda.original_trace,
+        }
+    }
+
+    /// The RDFI routing number (8 digits) of the entry it is about.
+    pub fn original_rdfi(&self) -> &str {
+        match self {
+            Adjustment::Return { addenda, .. } => &addenda.original_rdfi,
+            Adjustment::Change { addenda, .. } => &addenda.original_rdfi,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -128,6 +128,9 @@ vocabulary! {
         Voided = "voided",
         /// Its batch was cancelled before it was sent.
         Cancelled = "cancelled",
+        /// Succeeded, then returned by the receiving bank (a NACHA return, Addenda 99): the
+        /// return's reversal moved the money back. Its code is the return's R-code.
+        Returned = "returned",
     }
 }
 
@@ -142,6 +145,9 @@ vocabulary! {
         BatchCompleted = "batch.completed",
         BatchRejected = "batch.rejected",
         BatchCancelled = "batch.cancelled",
+        /// A NACHA return reversed a succeeded batch item; the event's object is the
+        /// reversal's transfer (see `paycore_store::ReturnStore::return_link`).
+        BatchItemReturned = "batch_item.returned",
     }
 }
 

@@ -25,6 +25,7 @@ pub mod interest;
 mod partition;
 mod pool;
 mod postgres;
+pub mod returns;
 mod sqlite;
 #[doc(hidden)]
 pub mod testing;
@@ -38,6 +39,7 @@ pub use files::FileSink;
 pub use fx::{FxStore, RateRecord};
 pub use interest::{BalanceHistory, InterestAdvance, InterestRecord, InterestRun, InterestStore};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
+pub use returns::{ItemLink, LinkKind, ReturnStore};
 
 use paycore_ledger::{
     Account, AccountId, AuditRecord, ChangeSet, ClearingWindow, ClearingWindowId, Currency, HoldRecord, OpenWindow,

@@ -30,6 +30,7 @@ mod limits;
 mod open;
 mod partitions;
 mod reader;
+mod returns;
 mod verify;
 
 #[cfg(test)]

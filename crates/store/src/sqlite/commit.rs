@@ -4,8 +4,8 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from,
-    transfer_at, transfer_from, TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, transfer_at,
+    transfer_from, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
@@ -156,6 +156,7 @@ impl Store for SqliteStore {
         insert_idempotency(&tx, idempotency)?;
         insert_events(&tx, changes)?;
         commit_batch_changes(&tx, changes)?;
+        super::returns::mark_returned(&tx, changes)?;
         super::clearing::insert(&tx, &changes.clearing_windows)?;
         tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)

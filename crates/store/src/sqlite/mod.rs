@@ -25,6 +25,7 @@ mod leases;
 mod limits;
 mod open;
 mod reader;
+mod returns;
 mod verify;
 
 #[cfg(test)]
