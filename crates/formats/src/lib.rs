@@ -131,7 +131,9 @@
 //! 1. an Addenda 99 makes it a return: `return_entry_not_matched`, naming the R-code, the
 //!    original entry's trace number and RDFI (see [`return_addenda`]); an Addenda 98 makes it a
 //!    notification of change: `notification_of_change` (see [`change_addenda`]). Neither is
-//!    ever paid, whatever its transaction code;
+//!    ever paid, whatever its transaction code; the diagnostic carries the addenda, the
+//!    entry's amount and trace number in [`Diagnostic::adjustment`], for the caller to match
+//!    to the entry it is about (paycore's engine does: `paycore_engine::returns`);
 //! 2. a batch whose Standard Entry Class is not PPD, CCD, WEB, TEL, CTX, POP, BOC, ARC, RCK,
 //!    CIE or IAT: `unsupported_sec_code`, naming the code and the batch header's line;
 //! 3. an addenda type the SEC code does not allow (05, 98, 99; IAT: 10–18, 98, 99):

@@ -232,7 +232,8 @@ pub struct BatchItemJson {
     pub payee_account: Option<String>,
     pub amount: Option<u64>,
     pub currency: Option<&'static str>,
-    /// `invalid`, `pending`, `held` (atomic batches), `succeeded` or `failed`.
+    /// `invalid`, `pending`, `held` (atomic batches), `succeeded`, `failed`, or `returned` (a
+    /// NACHA item paid, then returned: `failure_code` is the R-code).
     pub status: &'static str,
     /// Why it failed: a validation code (`too_many_decimals`, `account_not_found`,
     /// `duplicate_reference`, …) or a ledger result (`insufficient_funds`, …), `batch_aborted`,
@@ -358,7 +359,7 @@ pub struct BatchItemsJson {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ItemsQuery {
-    /// `invalid`, `pending`, `held`, `succeeded` or `failed`.
+    /// `invalid`, `pending`, `held`, `succeeded`, `failed` or `returned`.
     pub status: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<usize>,
