@@ -84,7 +84,7 @@ pub fn validate_limited(
     let mut input = BufReader::with_capacity(256 * 1024, StoredFile { file: stored, failure: None });
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
-    let read = read_items(store, batch, format, &mut input, &options, stopping, max_lines, clock())?;
+    let read = read_items(store, batch, format, &mut input, &options, stopping, max_lines)?;
     if let Some(failure) = input.into_inner().failure {
         // The store failed to give the file, which says nothing of the file: the batch stays
         // `validating`, and is validated again at the next start.
@@ -187,7 +187,6 @@ fn read_items(
     options: &ParseOptions,
     stopping: &AtomicBool,
     max_lines: u64,
-    now: u64,
 ) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
     let mut checker = Checker {
@@ -198,7 +197,7 @@ fn read_items(
         error: None,
         fx: FxBook::default(),
         returns: Returns::default(),
-        now,
+        now: batch.created_at,
     };
     let mut read = ReadItems {
         summary: Ok(Summary::default()),
@@ -468,7 +467,7 @@ struct Checker<'a> {
     error: Option<paycore_store::StoreError>,
     fx: FxBook,
     returns: Returns,
-    /// When validation started: the time links are recorded with.
+    /// The time links are recorded with: the batch's upload (the same on every validation).
     now: u64,
 }
 

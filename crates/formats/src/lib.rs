@@ -304,7 +304,8 @@ pub struct Diagnostic {
     pub message: String,
     /// A NACHA return (Addenda 99) or notification of change (Addenda 98): what matching it
     /// to the entry it is about needs. The parser never pays one; the caller may match it.
-    pub adjustment: Option<Adjustment>,
+    /// Boxed: most diagnostics have none, and they travel in `Result`s.
+    pub adjustment: Option<Box<Adjustment>>,
 }
 
 /// What a NACHA entry that is not a new payment says about an earlier entry.

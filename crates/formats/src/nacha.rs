@@ -622,7 +622,9 @@ impl Parser<'_, '_, '_> {
         };
         let trace = field(record, 80, 94).trim();
         let with = |verdict: Verdict, adjustment: Adjustment| match verdict {
-            Verdict::Invalid(diagnostic) => Verdict::Invalid(Diagnostic { adjustment: Some(adjustment), ..diagnostic }),
+            Verdict::Invalid(diagnostic) => {
+                Verdict::Invalid(Diagnostic { adjustment: Some(Box::new(adjustment)), ..diagnostic })
+            }
             other => other,
         };
         if let Some(r) = &pending.returned {

@@ -1663,7 +1663,7 @@ fn returns(open_store: &dyn Fn() -> Opened) {
     // A second active return of the same original is refused, whatever batch it comes in.
     let other = BatchId(22 << 64);
     let twice = link(other, 0, LinkKind::Return, 0, "R01");
-    assert!(matches!(api.record_links(other, &[twice.clone()], &[]), Err(StoreError::Conflict(_))));
+    assert!(matches!(api.record_links(other, std::slice::from_ref(&twice), &[]), Err(StoreError::Conflict(_))));
     assert!(api.item_links(other, 0, 10).unwrap().is_empty(), "nothing written");
     // Both ways: what the returns' items are, and what is said about the originals.
     assert_eq!(api.item_links(back, 0, 1).unwrap(), links);
@@ -1710,7 +1710,7 @@ fn returns(open_store: &dyn Fn() -> Opened) {
     let event = api.outbox_event(due[0].seq).unwrap().unwrap();
     assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::BatchItemReturned, back.item_transfer(0).0));
     // A released return gives its original up to a later one.
-    api.record_links(other, &[twice.clone()], &[(back, 0)]).unwrap();
+    api.record_links(other, std::slice::from_ref(&twice), &[(back, 0)]).unwrap();
     assert_eq!(api.active_return(original, 0).unwrap(), Some(twice));
     assert!(!api.item_links(back, 0, 0).unwrap()[0].active);
 
