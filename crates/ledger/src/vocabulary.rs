@@ -230,7 +230,12 @@ mod tests {
     #[test]
     fn events_name_their_object_and_every_final_batch_status_has_one() {
         for kind in EventKind::ALL {
-            let prefix = if kind.is_payment() { "payment." } else { "batch." };
+            let prefix = match kind {
+                kind if kind.is_payment() => "payment.",
+                // Its object is an item of a batch (see `EventKind::BatchItemReturned`).
+                EventKind::BatchItemReturned => "batch_item.",
+                _ => "batch.",
+            };
             assert!(kind.as_str().starts_with(prefix), "{kind}");
         }
         for status in BatchStatus::ALL {
