@@ -4,8 +4,8 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, transfer_at,
-    transfer_from, TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from,
+    transfer_at, transfer_from, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
