@@ -13,14 +13,15 @@
 //! index, and item results are committed with their transfers, so after a crash the runner
 //! simply starts again from the items still `pending`: nothing is paid twice.
 
+use crate::returns::{is_not_refused, Returns};
 use crate::{EngineError, EngineHandle, Reply, Submission};
-use paycore_formats::{check_expected, is_skipped, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
+use paycore_formats::{check_expected, parse, Diagnostic, FatalError, Format, ParseOptions, Summary};
 use paycore_ledger::fx::{batch_item_fx, batch_quote_id, ConversionError, Quote, Rate};
 use paycore_ledger::{
     parse_amount, Account, AccountId, BatchEnd, BatchId, BatchItem, BatchMode, BatchStatus, BatchStep, Command,
     Currency, ItemFx, ItemStatus, OnInvalid, Outcome, Request, ResultCode, AMOUNT_MAX,
 };
-use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Validated};
+use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, ItemLink, Validated};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,6 +182,8 @@ struct ReadItems {
     too_many: bool,
     /// The cross-currency items and their pairs.
     fx: FxBook,
+    /// The returns and notifications of change matched to earlier items.
+    returns: Returns,
 }
 
 impl ReadItems {
@@ -193,6 +196,7 @@ impl ReadItems {
             totals: BTreeMap::new(),
             too_many: false,
             fx: FxBook::default(),
+            returns: Returns::default(),
         }
     }
 
@@ -201,7 +205,7 @@ impl ReadItems {
         self.total += 1;
         if row.status == ItemStatus::Invalid {
             self.invalid += 1;
-            if row.failure_code.as_deref().is_some_and(is_skipped) {
+            if row.failure_code.as_deref().is_some_and(is_not_refused) {
                 self.skipped += 1;
             }
         } else if let (Some(currency), Some(amount)) = (row.currency, row.amount) {
@@ -232,6 +236,8 @@ fn read_items(
         cache: HashMap::new(),
         error: None,
         fx: FxBook::default(),
+        returns: Returns::default(),
+        now: batch.created_at,
     };
     let mut read = ReadItems::empty();
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
@@ -263,6 +269,9 @@ fn read_items(
             if let Some(fx) = checker.fx.last.take() {
                 checker.fx.items.push((row.index, fx));
             }
+            if let Some(link) = checker.returns.last.take() {
+                checker.returns.links.push(ItemLink { index: row.index, ..link });
+            }
             read.count(&row);
             rows.push(row);
             if rows.len() == INSERT_CHUNK {
@@ -280,6 +289,7 @@ fn read_items(
     let writing = written?;
     tracing::debug!(batch = %batch.id, items = read.total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
     read.fx = checker.fx;
+    read.returns = checker.returns;
     match checker.error {
         Some(e) => Err(e),
         None => Ok(read),
@@ -326,7 +336,7 @@ fn finish(
         let shown: Vec<Diagnostic> = store
             .batch_items(batch.id, &[ItemStatus::Invalid], None, shown_rows_max(skipped))?
             .into_iter()
-            .filter(|i| !i.failure_code.as_deref().is_some_and(is_skipped))
+            .filter(|i| !i.failure_code.as_deref().is_some_and(is_not_refused))
             .take(100)
             .map(|i| Diagnostic {
                 line: i.line,
@@ -334,6 +344,7 @@ fn finish(
                 field: None,
                 code: i.failure_code.as_deref().and_then(known_code).unwrap_or("invalid_item"),
                 message: i.message.unwrap_or_default(),
+                adjustment: None,
             })
             .collect();
         json = rejection(
@@ -342,7 +353,7 @@ fn finish(
             &shown,
         );
         (BatchStatus::Rejected, Some(json.as_str()))
-    } else if total == invalid {
+    } else if total == invalid && read.returns.links.is_empty() {
         let message = match (total, skipped) {
             (0, _) => "the file has no payment in it".to_owned(),
             (_, 0) => format!("none of the file's {total} items is payable: all are invalid"),
@@ -356,6 +367,11 @@ fn finish(
         (BatchStatus::Processing, None)
     };
     let now = clock();
+    if status == BatchStatus::Processing && batch.format == Format::Nacha {
+        // Links first, so that the trace index leaves out this file's returns.
+        store.record_links(batch.id, &read.returns.links, &read.returns.released)?;
+        store.index_traces(batch.tenant, batch.id)?;
+    }
     if status == BatchStatus::Processing && !read.fx.items.is_empty() {
         // Before the batch is `processing`: a crash in between leaves it `validating`, and the
         // next validation clears these first.
@@ -437,6 +453,9 @@ fn known_code(code: &str) -> Option<&'static str> {
         "payment_not_found",
         "payment_not_refundable",
         "amount_exceeds_refundable",
+        "already_returned",
+        "return_amount_mismatch",
+        "change_entry_not_matched",
     ];
     CODES.iter().copied().find(|c| *c == code)
 }
@@ -473,6 +492,9 @@ struct Checker<'a> {
     cache: HashMap<Currency, HashMap<String, Option<Resolved>, foldhash::fast::RandomState>>,
     error: Option<paycore_store::StoreError>,
     fx: FxBook,
+    returns: Returns,
+    /// The time links are recorded with: the batch's upload (the same on every validation).
+    now: u64,
 }
 
 /// Why an item that would make its pair's quote larger than the largest amount is invalid.
@@ -606,6 +628,18 @@ impl Checker<'_> {
     fn row(&mut self, record: Result<paycore_formats::Item, Diagnostic>) -> BatchItemRow {
         let item = match record {
             Ok(item) => item,
+            Err(d) if d.adjustment.is_some() => {
+                let Some(adjustment) = d.adjustment.as_ref().filter(|_| self.error.is_none()) else {
+                    return invalid_row(d.line);
+                };
+                return match self.returns.row(self.store, self.tenant, self.batch, &d, adjustment, self.now) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        self.error = Some(e);
+                        invalid_row(d.line)
+                    }
+                };
+            }
             Err(d) => return diagnostic_row(&d),
         };
         let problem = self.check(&item);
@@ -941,4 +975,27 @@ fn with_fx(store: &dyn BatchStore, batch: BatchId, items: &mut [BatchItem]) -> p
         }
     }
     Ok(())
+}
+
+/// The row of a record that could not be judged because validation is stopping on a store
+/// error (the batch is validated again from the start).
+fn invalid_row(line: u64) -> BatchItemRow {
+    BatchItemRow {
+        index: 0,
+        line,
+        location: format!("line {line}"),
+        reference: None,
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: None,
+        payee_text: None,
+        payer: None,
+        payee: None,
+        amount: None,
+        currency: None,
+        status: ItemStatus::Invalid,
+        failure_code: Some("store_unavailable".to_owned()),
+        message: None,
+        remittance: None,
+    }
 }

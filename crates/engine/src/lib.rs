@@ -17,6 +17,7 @@ pub mod batches;
 mod engine;
 mod metrics;
 mod queue;
+pub mod returns;
 
 pub use engine::{start, Clock, EngineConfig, Renderer, Stopped, SystemClock};
 pub use metrics::EngineMetrics;

@@ -81,6 +81,7 @@ impl<'s> Collector<'s> {
                     field: Some(field.to_owned()),
                     code: "duplicate_reference",
                     message,
+                    adjustment: None,
                 });
                 return;
             }
@@ -136,12 +137,19 @@ fn reference_field(location: &str) -> &'static str {
 
 /// Builds a per-record diagnostic.
 pub(crate) fn diagnostic(line: u64, location: &str, field: &str, code: &'static str, message: String) -> Diagnostic {
-    Diagnostic { line, location: location.to_owned(), field: Some(field.to_owned()), code, message }
+    Diagnostic { line, location: location.to_owned(), field: Some(field.to_owned()), code, message, adjustment: None }
 }
 
 /// Builds a control-figure error.
 pub(crate) fn control_error(line: u64, location: String, field: &str, message: String) -> Diagnostic {
-    Diagnostic { line, location, field: Some(field.to_owned()), code: "control_total_mismatch", message }
+    Diagnostic {
+        line,
+        location,
+        field: Some(field.to_owned()),
+        code: "control_total_mismatch",
+        message,
+        adjustment: None,
+    }
 }
 
 /// Parses a decimal amount text exactly, turning a failure into a diagnostic that names the

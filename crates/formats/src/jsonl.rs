@@ -23,8 +23,14 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
 /// Validates one line.
 fn record(bytes: &[u8], options: &ParseOptions, line: u64) -> Result<Item, Diagnostic> {
     let location = format!("line {line}");
-    let syntax =
-        |message: String| Diagnostic { line, location: location.clone(), field: None, code: "syntax", message };
+    let syntax = |message: String| Diagnostic {
+        line,
+        location: location.clone(),
+        field: None,
+        code: "syntax",
+        message,
+        adjustment: None,
+    };
     let value = crate::strict_json::from_slice(bytes).map_err(|e| invalid_json(&e, line, &location))?;
     let Value::Object(object) = value else {
         return Err(syntax("the line is not a JSON object; expected {\"payee\": ..., \"amount\": ...}".to_owned()));
@@ -138,6 +144,7 @@ fn invalid_json(error: &serde_json::Error, line: u64, location: &str) -> Diagnos
             field: None,
             code: "syntax",
             message: format!("the line is not valid JSON: {message}"),
+            adjustment: None,
         },
     }
 }

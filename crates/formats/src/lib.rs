@@ -131,7 +131,9 @@
 //! 1. an Addenda 99 makes it a return: `return_entry_not_matched`, naming the R-code, the
 //!    original entry's trace number and RDFI (see [`return_addenda`]); an Addenda 98 makes it a
 //!    notification of change: `notification_of_change` (see [`change_addenda`]). Neither is
-//!    ever paid, whatever its transaction code;
+//!    ever paid, whatever its transaction code; the diagnostic carries the addenda, the
+//!    entry's amount and trace number in [`Diagnostic::adjustment`], for the caller to match
+//!    to the entry it is about (paycore's engine does: `paycore_engine::returns`);
 //! 2. a batch whose Standard Entry Class is not PPD, CCD, WEB, TEL, CTX, POP, BOC, ARC, RCK,
 //!    CIE or IAT: `unsupported_sec_code`, naming the code and the batch header's line;
 //! 3. an addenda type the SEC code does not allow (05, 98, 99; IAT: 10–18, 98, 99):
@@ -199,7 +201,9 @@ pub mod strict_json;
 
 pub use iban::{check_iban, is_bic};
 pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda, ReturnAddenda};
-pub use nacha_return::{return_reason, write_nacha_returns, ReturnFileDate, ReturnFileError};
+pub use nacha_return::{
+    return_reason, return_reason_description, write_nacha_returns, ReturnFileDate, ReturnFileError,
+};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use refunds::{parse_refunds, RefundLine, REASON_CHARS_MAX};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
@@ -317,6 +321,43 @@ pub struct Diagnostic {
     pub code: &'static str,
     /// An English sentence naming the field and the expected and actual values.
     pub message: String,
+    /// A NACHA return (Addenda 99) or notification of change (Addenda 98): what matching it
+    /// to the entry it is about needs. The parser never pays one; the caller may match it.
+    /// Boxed: most diagnostics have none, and they travel in `Result`s.
+    pub adjustment: Option<Box<Adjustment>>,
+}
+
+/// What a NACHA entry that is not a new payment says about an earlier entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adjustment {
+    /// An Addenda 99: the entry returns the entry with `addenda.original_trace`.
+    Return {
+        addenda: ReturnAddenda,
+        /// The return entry's own amount, in cents (it must be the original's).
+        amount: u64,
+        /// The return entry's own trace number.
+        trace: String,
+    },
+    /// An Addenda 98: a notification of change about the entry with `addenda.original_trace`.
+    Change { addenda: ChangeAddenda, trace: String },
+}
+
+impl Adjustment {
+    /// The trace number of the entry the return or notification is about.
+    pub fn original_trace(&self) -> &str {
+        match self {
+            Adjustment::Return { addenda, .. } => &addenda.original_trace,
+            Adjustment::Change { addenda, .. } => &addenda.original_trace,
+        }
+    }
+
+    /// The RDFI routing number (8 digits) of the entry it is about.
+    pub fn original_rdfi(&self) -> &str {
+        match self {
+            Adjustment::Return { addenda, .. } => &addenda.original_rdfi,
+            Adjustment::Change { addenda, .. } => &addenda.original_rdfi,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {

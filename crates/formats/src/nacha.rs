@@ -6,7 +6,7 @@
 //! 94 characters) waiting for its addenda, so it stays streaming.
 
 use crate::common::{self, Collector, LINE_BYTES_MAX};
-use crate::{Diagnostic, FatalError, Item, ParseOptions, Summary};
+use crate::{Adjustment, Diagnostic, FatalError, Item, ParseOptions, Summary};
 use paycore_ledger::{format_amount, Amount, Currency};
 use std::io::{BufRead, Read};
 
@@ -502,6 +502,7 @@ impl Parser<'_, '_, '_> {
                     "batch {} Service Class Code is {service_class:?}; expected 200 (mixed), 220 (credits), 225 (debits) or 280 (ADV)",
                     self.batches
                 ),
+                adjustment: None,
             });
         }
         self.out.set_reference_scope(self.batches);
@@ -620,25 +621,34 @@ impl Parser<'_, '_, '_> {
             Verdict::Invalid(common::diagnostic(line, &location, field, code, message))
         };
         let trace = field(record, 80, 94).trim();
+        let with = |verdict: Verdict, adjustment: Adjustment| match verdict {
+            Verdict::Invalid(diagnostic) => {
+                Verdict::Invalid(Diagnostic { adjustment: Some(Box::new(adjustment)), ..diagnostic })
+            }
+            other => other,
+        };
         if let Some(r) = &pending.returned {
-            return problem(
+            let amount = number(field(record, 30, 39)).and_then(|c| u64::try_from(c).ok()).unwrap_or(0);
+            let adjustment = Adjustment::Return { addenda: r.clone(), amount, trace: trace.to_owned() };
+            return with(problem(
                 "Addenda 99",
                 "return_entry_not_matched",
                 format!(
                     "the entry is a return (Addenda 99, reason {}) of the entry with trace number {} sent to RDFI {}; a return is never paid as a new entry, and no paid item of this file matches it",
                     r.reason_code, r.original_trace, r.original_rdfi
                 ),
-            );
+            ), adjustment);
         }
         if let Some(c) = &pending.change {
-            return problem(
+            let adjustment = Adjustment::Change { addenda: c.clone(), trace: trace.to_owned() };
+            return with(problem(
                 "Addenda 98",
                 "notification_of_change",
                 format!(
                     "the entry is a notification of change (Addenda 98, change code {}, corrected data {:?}) for the entry with trace number {} sent to RDFI {}; it moves no money",
                     c.change_code, c.corrected_data, c.original_trace, c.original_rdfi
                 ),
-            );
+            ), adjustment);
         }
         if !SUPPORTED_SEC.contains(&sec) {
             let header = self.batch.as_ref().map_or(0, |b| b.line);

@@ -38,6 +38,39 @@ pub fn return_reason(failure_code: &str) -> &'static str {
     }
 }
 
+/// The title NACHA gives a return reason code (Operating Rules, Appendix Four), or
+/// `"Unknown return reason"` for a code outside this table.
+pub fn return_reason_description(code: &str) -> &'static str {
+    match code {
+        "R01" => "Insufficient Funds",
+        "R02" => "Account Closed",
+        "R03" => "No Account/Unable to Locate Account",
+        "R04" => "Invalid Account Number Structure",
+        "R05" => "Unauthorized Debit to Consumer Account Using Corporate SEC Code",
+        "R06" => "Returned per ODFI's Request",
+        "R07" => "Authorization Revoked by Customer",
+        "R08" => "Payment Stopped",
+        "R09" => "Uncollected Funds",
+        "R10" => "Customer Advises Originator is Not Known to Receiver and/or Originator is Not Authorized by Receiver to Debit Receiver's Account",
+        "R11" => "Customer Advises Entry Not in Accordance with the Terms of the Authorization",
+        "R12" => "Account Sold to Another DFI",
+        "R13" => "Invalid ACH Routing Number",
+        "R14" => "Representative Payee Deceased or Unable to Continue in That Capacity",
+        "R15" => "Beneficiary or Account Holder (Other Than a Representative Payee) Deceased",
+        "R16" => "Account Frozen/Entry Returned per OFAC Instruction",
+        "R17" => "File Record Edit Criteria",
+        "R20" => "Non-Transaction Account",
+        "R21" => "Invalid Company Identification",
+        "R22" => "Invalid Individual ID Number",
+        "R23" => "Credit Entry Refused by Receiver",
+        "R24" => "Duplicate Entry",
+        "R29" => "Corporate Customer Advises Not Authorized",
+        "R31" => "Permissible Return Entry (CCD and CTX only)",
+        "R33" => "Return of XCK Entry",
+        _ => "Unknown return reason",
+    }
+}
+
 /// A failure of writing a return file: the original does not read, or the output failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReturnFileError {

@@ -575,6 +575,7 @@ impl Parser<'_, '_> {
                 field: Some("NbOfTxs".to_owned()),
                 code: "missing_field",
                 message: "GrpHdr/NbOfTxs (the number of transactions) is missing".to_owned(),
+                adjustment: None,
             });
         }
         check_control(&self.group, "GrpHdr", &location, "the file has", "the transactions sum", &mut group_errors);

@@ -137,11 +137,11 @@ impl<W: Write> Pain002Writer<W> {
         }
         let status = match &item.status {
             ItemStatus::Succeeded => "ACCP",
-            ItemStatus::Failed { .. } => "RJCT",
+            ItemStatus::Failed { .. } | ItemStatus::Returned { .. } => "RJCT",
             ItemStatus::Pending => "PDNG",
         };
         leaf(out, 8, "TxSts", status)?;
-        if let ItemStatus::Failed { code } = &item.status {
+        if let ItemStatus::Failed { code } | ItemStatus::Returned { code } = &item.status {
             reason(out, 8, self.version, code)?;
         }
         if let Some(currency) = item.currency.filter(|_| item.amount > 0) {

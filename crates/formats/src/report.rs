@@ -14,6 +14,10 @@ pub enum ItemStatus {
     },
     /// Not processed yet.
     Pending,
+    /// Paid, then returned by the receiving bank (a NACHA return) with this R-code.
+    Returned {
+        code: String,
+    },
 }
 
 impl ItemStatus {
@@ -23,6 +27,7 @@ impl ItemStatus {
             ItemStatus::Succeeded => paycore_ledger::ItemStatus::Succeeded,
             ItemStatus::Failed { .. } => paycore_ledger::ItemStatus::Failed,
             ItemStatus::Pending => paycore_ledger::ItemStatus::Pending,
+            ItemStatus::Returned { .. } => paycore_ledger::ItemStatus::Returned,
         };
         stored.as_str()
     }
@@ -115,7 +120,7 @@ impl<W: Write> CsvReportWriter<W> {
 
     pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
         let failure_code = match &item.status {
-            ItemStatus::Failed { code } => code.as_str(),
+            ItemStatus::Failed { code } | ItemStatus::Returned { code } => code.as_str(),
             _ => "",
         };
         self.writer

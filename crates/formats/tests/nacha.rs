@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use paycore_formats::{
-    change_addenda, return_addenda, write_nacha_returns, ChangeAddenda, Format, ReturnAddenda, ReturnFileDate,
+    change_addenda, return_addenda, write_nacha_returns, Adjustment, ChangeAddenda, Format, ReturnAddenda,
+    ReturnFileDate,
 };
 
 fn fixture(name: &str) -> Outcome {
@@ -107,6 +108,26 @@ fn returns_are_never_paid_as_new_entries() {
             assert!(d.message.contains(&format!("reason {reason}")), "{file}: {}", d.message);
         }
     }
+}
+
+/// A return's and a notification's diagnostic carry what matching them to their original
+/// needs: the addenda, the return's amount, and the entry's own trace number.
+#[test]
+fn returns_and_notifications_carry_their_addenda_for_matching() {
+    let outcome = fixture("return-WEB.ach");
+    let Some(adjustment) = outcome.diagnostics[0].adjustment.as_deref() else { panic!("no adjustment") };
+    let Adjustment::Return { addenda, amount, trace } = adjustment else { panic!("{adjustment:?}") };
+    assert_eq!((addenda.reason_code.as_str(), addenda.original_trace.as_str()), ("R01", "091400600000001"));
+    assert_eq!((adjustment.original_trace(), adjustment.original_rdfi()), ("091400600000001", "09100001"));
+    assert_eq!((*amount, trace.as_str()), (12_354, "091000017611242"));
+    let outcome = fixture("cor-read.ach");
+    let Some(Adjustment::Change { addenda, .. }) = outcome.diagnostics[0].adjustment.as_deref() else {
+        panic!("{:?}", outcome.diagnostics[0])
+    };
+    assert_eq!((addenda.change_code.as_str(), addenda.corrected_data.as_str()), ("C01", "1918171614"));
+    // Nothing else carries one.
+    let outcome = fixture("web-credit.ach");
+    assert!(outcome.diagnostics.iter().all(|d| d.adjustment.is_none()));
 }
 
 #[test]

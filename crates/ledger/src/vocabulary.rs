@@ -130,6 +130,9 @@ vocabulary! {
         Voided = "voided",
         /// Its batch was cancelled before it was sent.
         Cancelled = "cancelled",
+        /// Succeeded, then returned by the receiving bank (a NACHA return, Addenda 99): the
+        /// return's reversal moved the money back. Its code is the return's R-code.
+        Returned = "returned",
     }
 }
 
@@ -144,6 +147,9 @@ vocabulary! {
         BatchCompleted = "batch.completed",
         BatchRejected = "batch.rejected",
         BatchCancelled = "batch.cancelled",
+        /// A NACHA return reversed a succeeded batch item; the event's object is the
+        /// reversal's transfer (see `paycore_store::ReturnStore::return_link`).
+        BatchItemReturned = "batch_item.returned",
     }
 }
 
@@ -226,7 +232,12 @@ mod tests {
     #[test]
     fn events_name_their_object_and_every_final_batch_status_has_one() {
         for kind in EventKind::ALL {
-            let prefix = if kind.is_payment() { "payment." } else { "batch." };
+            let prefix = match kind {
+                kind if kind.is_payment() => "payment.",
+                // Its object is an item of a batch (see `EventKind::BatchItemReturned`).
+                EventKind::BatchItemReturned => "batch_item.",
+                _ => "batch.",
+            };
             assert!(kind.as_str().starts_with(prefix), "{kind}");
         }
         for status in BatchStatus::ALL {

@@ -162,7 +162,10 @@ impl ReportFiles {
         run_over: &AtomicBool,
     ) -> io::Result<bool> {
         let record = store.batch(tenant, batch).map_err(io::Error::other)?;
-        let Some(record) = record.filter(|b| b.status == BatchStatus::Processing) else { return Ok(false) };
+        // A NACHA batch's items may be returned after it ends (`crate::routes::batches`), so its
+        // reports are written on request, never ahead.
+        let followed = |b: &BatchRecord| b.status == BatchStatus::Processing && b.format != BatchFormat::Nacha;
+        let Some(record) = record.filter(followed) else { return Ok(false) };
         let kind = ReportKind::ahead(&record);
         let (done, waiting) = tokio::sync::watch::channel(());
         if let Ok(mut writing) = self.writing.lock() {
@@ -271,6 +274,7 @@ fn write_part(
 fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
     let status = match (row.status, rejected) {
         (Stored::Succeeded, _) => ItemStatus::Succeeded,
+        (Stored::Returned, _) => ItemStatus::Returned { code: row.failure_code.unwrap_or_default() },
         (Stored::Pending | Stored::Held, Some(code)) => ItemStatus::Failed { code: code.to_owned() },
         (Stored::Pending | Stored::Held, None) => ItemStatus::Pending,
         _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
@@ -337,19 +341,35 @@ pub fn write_nacha_return<W: Write>(
     created_at: u64,
     out: W,
 ) -> io::Result<W> {
-    let mut returns = std::collections::BTreeMap::new();
+    let mut returned = std::collections::BTreeMap::new();
     let mut after = None;
     loop {
         let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
-        let Some(last) = rows.last() else { break };
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else { break };
         after = Some(last.index);
+        // The file's own returns (a reversal that failed) are not entries to send back.
+        let returns: std::collections::HashSet<u64> = store
+            .item_links(batch.id, first.index, last.index)
+            .map_err(io::Error::other)?
+            .into_iter()
+            .filter(|l| l.batch == batch.id)
+            .map(|l| l.index)
+            .collect();
         for row in rows {
             let code = row.failure_code.as_deref().unwrap_or("");
-            let unpaid = !matches!(row.status, Stored::Succeeded | Stored::Held);
-            let not_an_entry = paycore_formats::is_skipped(code)
-                || matches!(code, "return_entry_not_matched" | "notification_of_change");
-            if unpaid && !not_an_entry {
-                returns.insert(row.line, paycore_formats::return_reason(code));
+            // A returned item was paid, and its return is already the bank's answer.
+            let unpaid = !matches!(row.status, Stored::Succeeded | Stored::Held | Stored::Returned);
+            let not_an_entry = paycore_engine::returns::is_not_refused(code)
+                || matches!(
+                    code,
+                    "return_entry_not_matched"
+                        | "notification_of_change"
+                        | "already_returned"
+                        | "return_amount_mismatch"
+                        | "change_entry_not_matched"
+                );
+            if unpaid && !not_an_entry && !returns.contains(&row.index) {
+                returned.insert(row.line, paycore_formats::return_reason(code));
             }
         }
     }
@@ -363,12 +383,12 @@ pub fn write_nacha_return<W: Write>(
         date: format!("{}{}{}", &stamp[2..4], &stamp[5..7], &stamp[8..10]),
         time: format!("{}{}", &stamp[11..13], &stamp[14..16]),
     };
-    paycore_formats::write_nacha_returns(io::BufReader::new(original), &returns, &made, out).map_err(
-        |error| match error {
+    paycore_formats::write_nacha_returns(io::BufReader::new(original), &returned, &made, out).map_err(|error| {
+        match error {
             paycore_formats::ReturnFileError::Io(error) => error,
             other => io::Error::other(other.to_string()),
-        },
-    )
+        }
+    })
 }
 
 /// The header of the pain.002 report of an ended batch; `created_at` is its `CreDtTm`

@@ -21,7 +21,7 @@ use crate::ssrf::Guard;
 use crate::AppState;
 use hmac::{Hmac, Mac};
 use paycore_ledger::WebhookEndpointId;
-use paycore_ledger::{BatchId, EventId, PaymentId};
+use paycore_ledger::{BatchId, EventId, EventKind, PaymentId};
 use paycore_store::{Attempt, Delivery, OutboxEvent, Reader, WebhookEndpoint};
 use sha2::Sha256;
 use std::collections::{HashMap, VecDeque};
@@ -333,7 +333,10 @@ fn payload(
     reader: &dyn Reader,
     batches: &dyn paycore_store::BatchStore,
 ) -> anyhow::Result<Vec<u8>> {
-    let object = if event.kind.is_payment() {
+    let object = if event.kind == EventKind::BatchItemReturned {
+        let link = batches.return_link(event.tenant, paycore_ledger::TransferId(event.object))?;
+        link.map(|l| returned_item(&l))
+    } else if event.kind.is_payment() {
         let payment = reader.payment(event.tenant, PaymentId(event.object))?;
         payment.map(|p| serde_json::to_value(PaymentJson::new(&p))).transpose()?
     } else {
@@ -351,6 +354,23 @@ fn payload(
         "data": {"object": object},
     });
     Ok(serde_json::to_vec(&body)?)
+}
+
+/// The object of a `batch_item.returned` event: the original item, its return and the amount
+/// the return moved back.
+fn returned_item(link: &paycore_store::ItemLink) -> serde_json::Value {
+    serde_json::json!({
+        "object": "batch_item_return",
+        "batch": link.original_batch.to_string(),
+        "index": link.original_index,
+        "reason_code": link.code,
+        "reason": paycore_formats::return_reason_description(&link.code),
+        "amount": link.amount,
+        "currency": link.currency.code(),
+        "return_batch": link.batch.to_string(),
+        "return_index": link.index,
+        "reversal": link.reversal().to_string(),
+    })
 }
 
 /// A new endpoint secret: `whsec_` and 32 letters and digits from the operating system's

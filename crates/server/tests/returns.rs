@@ -1,6 +1,9 @@
-//! `GET /v1/batches/{id}/report?format=nacha`: the return file of a NACHA batch, with each
-//! entry that was not paid sent back with its R-code, reading back cleanly through paycore's
-//! own NACHA parser. On both backends.
+//! NACHA returns both ways, on both backends. Out: `GET /v1/batches/{id}/report?format=nacha`,
+//! the return file of a NACHA batch, with each entry that was not paid sent back with its
+//! R-code, reading back cleanly through paycore's own NACHA parser. In: a file of returns
+//! (Addenda 99) and notifications of change (Addenda 98) about an earlier batch's entries,
+//! matched by trace number: returns reverse the original items (`returned`, money back, a
+//! `batch_item.returned` webhook), once; notifications are recorded and move nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +14,7 @@ use paycore_formats::{parse, Format, ParseOptions};
 use serde_json::{json, Value};
 
 on_both_backends!(a_nacha_batch_returns_what_it_did_not_pay);
+on_both_backends!(returns_reverse_their_originals_once_and_notifications_move_nothing);
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
 const HEADER: &str = "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
@@ -18,6 +22,60 @@ const ODFI: &str = "12104288";
 
 fn pad(text: &str) -> String {
     format!("{text:<94}")
+}
+
+/// A PPD file of one batch from `odfi` holding `entries` (each an entry record and its
+/// addenda), with the control records that count, hash and sum them.
+fn nacha_file_of(odfi: &str, entries: &[Vec<String>]) -> String {
+    let mut lines = vec![HEADER.to_owned()];
+    lines.push(pad(&format!(
+        "5200{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001",
+        "Bank", "", "1234567890", "RETURNS", ""
+    )));
+    let (mut hash, mut debit, mut credit, mut records) = (0u64, 0u64, 0u64, 0u64);
+    for records_of_entry in entries {
+        let entry = &records_of_entry[0];
+        hash += entry[3..11].parse::<u64>().unwrap();
+        let cents: u64 = entry[29..39].parse().unwrap();
+        if (b'0'..=b'4').contains(&entry.as_bytes()[2]) {
+            credit += cents;
+        } else {
+            debit += cents;
+        }
+        records += records_of_entry.len() as u64;
+        lines.extend(records_of_entry.iter().map(|r| pad(r)));
+    }
+    lines.push(pad(&format!(
+        "8200{records:06}{hash:010}{debit:012}{credit:012}{:<10}{:<25}{odfi}0000001",
+        "1234567890", ""
+    )));
+    let blocks = (lines.len() + 1).div_ceil(10);
+    lines.push(pad(&format!("9000001{blocks:06}{records:08}{hash:010}{debit:012}{credit:012}")));
+    lines.join("\n") + "\n"
+}
+
+/// The receiving bank of the payroll file (ODFI of its returns).
+const RDFI: &str = "23138010";
+
+/// A return (code 21: of a checking credit) of the payroll file's entry `seq` to `account` of
+/// `cents`, with its Addenda 99 (`reason`), as moov-io/ach's `return-PPD` fixture lays it out:
+/// the return goes to the original ODFI, and its addenda names the original trace and RDFI.
+fn return_entry(seq: u64, account: &str, cents: u64, reason: &str, own: u64) -> Vec<String> {
+    let trace = format!("{RDFI}{own:07}");
+    vec![
+        format!("621{ODFI}2{account:<17}{cents:010}{:<15}{:<22}  1{trace}", "ID", "Receiver"),
+        format!("799{reason}{ODFI}{seq:07}{:<6}{RDFI}{:<44}{trace}", "", ""),
+    ]
+}
+
+/// A notification of change (code 26 would be a debit; 21 as moov's COR fixtures) about the
+/// payroll file's entry `seq`, with its Addenda 98 (`change`, corrected data).
+fn change_entry(seq: u64, account: &str, change: &str, corrected: &str, own: u64) -> Vec<String> {
+    let trace = format!("{RDFI}{own:07}");
+    vec![
+        format!("621{ODFI}2{account:<17}{:010}{:<15}{:<22}  1{trace}", 0, "ID", "Receiver"),
+        format!("798{change}{ODFI}{seq:07}{:<6}{RDFI}{corrected:<29}{:<15}{trace}", "", ""),
+    ]
 }
 
 /// A PPD credit batch paying `entries` (account, cents), with correct control records.
@@ -121,4 +179,199 @@ async fn a_nacha_batch_returns_what_it_did_not_pay(backend: Backend) {
     wait(&client, &other).await;
     let refused = client.get(&format!("/v1/batches/{other}/report?format=nacha")).await;
     assert_eq!((refused.status, refused.body["error"]["param"].as_str()), (400, Some("format")), "{}", refused.body);
+}
+
+async fn upload(client: &Client, query: &str, file: String) -> Value {
+    let request = client.http.post(format!("{}/v1/batches?format=nacha&{query}", client.base)).body(file);
+    let answer = client.send_as_key(request).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    wait(client, &id).await
+}
+
+async fn posted(client: &Client, account: &str) -> i64 {
+    let b = client.get(&format!("/v1/accounts/{account}")).await;
+    b.body["balance"]["posted"].as_i64().unwrap_or_else(|| panic!("{}", b.body))
+}
+
+/// Each item's (status, failure_code).
+async fn statuses(client: &Client, batch: &str) -> Vec<(String, Option<String>)> {
+    let items = client.get(&format!("/v1/batches/{batch}/items")).await.body;
+    items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["status"].as_str().unwrap().to_owned(), i["failure_code"].as_str().map(str::to_owned)))
+        .collect()
+}
+
+fn owned(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+    pairs.iter().map(|(s, c)| ((*s).to_owned(), c.map(str::to_owned))).collect()
+}
+
+#[derive(Default)]
+struct Hooks {
+    received: std::sync::Mutex<Vec<Value>>,
+}
+
+async fn returns_reverse_their_originals_once_and_notifications_move_nothing(backend: Backend) {
+    let Some((client, data)) = common::boot_on(backend, ADMIN, |config| {
+        config.webhook_retry_min = std::time::Duration::from_millis(50);
+    })
+    .await
+    else {
+        return;
+    };
+    // A webhook receiver for the returns.
+    let hooks = std::sync::Arc::new(Hooks::default());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(h): axum::extract::State<std::sync::Arc<Hooks>>, body: axum::body::Bytes| async move {
+                    h.received.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = client.post("/v1/webhook_endpoints", json!({"url": url, "events": ["batch_item.returned"]})).await;
+    assert_eq!(endpoint.status, 201, "{}", endpoint.body);
+
+    let funding = client.post("/v1/accounts", json!({"currency": "USD", "overdraft_limit": "unlimited"})).await;
+    let funding = funding.body["id"].as_str().unwrap().to_owned();
+    let payer = account(&client, "PAYROLL-1").await;
+    let one = account(&client, "231380104111").await;
+    let two = account(&client, "231380104222").await;
+    let three = account(&client, "231380104333").await;
+    let t = json!({"debit_account": funding, "credit_account": payer, "amount": 10_000, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", t).await.status, 201);
+
+    // The payroll: three credits, all paid.
+    let payroll = upload(&client, "payer=PAYROLL-1", nacha_file(&[("111", 1_000), ("222", 2_500), ("333", 400)])).await;
+    assert_eq!(payroll["status"], "completed", "{payroll}");
+    let payroll = payroll["id"].as_str().unwrap().to_owned();
+    assert_eq!(posted(&client, &payer).await, 6_100);
+
+    // The RDFI sends back entries 1 (R01) and 2 (R03); a return of entry 3 of the wrong
+    // amount; a return of an entry never sent; a notification of change about entry 3.
+    let returns = nacha_file_of(
+        RDFI,
+        &[
+            return_entry(1, "111", 1_000, "R01", 1),
+            return_entry(2, "222", 2_500, "R03", 2),
+            return_entry(3, "333", 399, "R01", 3),
+            return_entry(9, "999", 100, "R03", 4),
+            change_entry(3, "333", "C01", "1918171614", 5),
+        ],
+    );
+    let first = upload(&client, "payer=PAYROLL-1&on_invalid=skip_invalid", returns.clone()).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &first_id).await,
+        owned(&[
+            ("succeeded", None),
+            ("succeeded", None),
+            ("invalid", Some("return_amount_mismatch")),
+            ("invalid", Some("return_entry_not_matched")),
+            ("invalid", Some("notification_recorded")),
+        ])
+    );
+    // The money is back; the notification moved nothing.
+    assert_eq!(posted(&client, &payer).await, 9_600);
+    assert_eq!((posted(&client, &one).await, posted(&client, &two).await, posted(&client, &three).await), (0, 0, 400));
+    // The originals say so.
+    let items = client.get(&format!("/v1/batches/{payroll}/items")).await.body;
+    let items = items["data"].as_array().unwrap();
+    assert_eq!((items[0]["status"].as_str(), items[0]["failure_code"].as_str()), (Some("returned"), Some("R01")));
+    assert_eq!(items[0]["return"]["reason"], "Insufficient Funds", "{}", items[0]);
+    assert_eq!(
+        (items[0]["return"]["batch"].as_str(), items[0]["return"]["index"].as_u64()),
+        (Some(first_id.as_str()), Some(0))
+    );
+    assert_eq!((items[1]["status"].as_str(), items[1]["failure_code"].as_str()), (Some("returned"), Some("R03")));
+    assert_eq!(items[2]["status"], "succeeded", "{}", items[2]);
+    assert!(items[2].get("return").is_none());
+    assert_eq!(items[2]["notifications_of_change"][0]["change_code"], "C01", "{}", items[2]);
+    assert_eq!(items[2]["notifications_of_change"][0]["corrected_data"], "1918171614");
+    let returned = client.get(&format!("/v1/batches/{payroll}/items?status=returned")).await.body;
+    assert_eq!(returned["data"].as_array().unwrap().len(), 2, "{returned}");
+    let report = client.get(&format!("/v1/batches/{payroll}/report")).await;
+    let report = String::from_utf8(report.bytes).unwrap();
+    assert!(report.lines().nth(1).unwrap().ends_with(",returned,R01"), "{report}");
+    assert!(report.lines().nth(3).unwrap().ends_with(",succeeded,"), "{report}");
+    // The return items name their originals.
+    let items = client.get(&format!("/v1/batches/{first_id}/items")).await.body;
+    assert_eq!(items["data"][1]["original"], json!({"batch": payroll, "index": 1}), "{items}");
+    assert_eq!(items["data"][4]["original"], json!({"batch": payroll, "index": 2}), "{items}");
+
+    // The same returns again: nothing is returned twice, nothing moves.
+    let again =
+        nacha_file_of(RDFI, &[return_entry(1, "111", 1_000, "R01", 1), return_entry(2, "222", 2_500, "R03", 2)]);
+    let second = upload(&client, "payer=PAYROLL-1&on_invalid=skip_invalid", again).await;
+    assert_eq!(second["status"], "rejected", "{second}");
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &second_id).await,
+        owned(&[("invalid", Some("already_returned")), ("invalid", Some("already_returned"))])
+    );
+    assert_eq!(posted(&client, &payer).await, 9_600);
+
+    // Entry 3's receiver has spent what it got: its return fails with the ledger's code and
+    // the original stays paid. Once the money is there, a new return of it goes through.
+    let spend = json!({"debit_account": three, "credit_account": funding, "amount": 400, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", spend).await.status, 201);
+    let late = nacha_file_of(RDFI, &[return_entry(3, "333", 400, "R16", 6)]);
+    let failed = upload(&client, "payer=PAYROLL-1", late.clone()).await;
+    let failed_id = failed["id"].as_str().unwrap().to_owned();
+    assert_eq!(statuses(&client, &failed_id).await, owned(&[("failed", Some("insufficient_funds"))]));
+    assert_eq!(statuses(&client, &payroll).await[2].0, "succeeded");
+    assert_eq!(posted(&client, &payer).await, 9_600);
+    let refund = json!({"debit_account": funding, "credit_account": three, "amount": 400, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", refund).await.status, 201);
+    let retried = upload(&client, "payer=PAYROLL-1", late).await;
+    let retried_id = retried["id"].as_str().unwrap().to_owned();
+    assert_eq!(statuses(&client, &retried_id).await, owned(&[("succeeded", None)]));
+    assert_eq!(statuses(&client, &payroll).await[2], ("returned".to_owned(), Some("R16".to_owned())));
+    assert_eq!((posted(&client, &payer).await, posted(&client, &three).await), (10_000, 0));
+
+    // Three `batch_item.returned` events, each naming its original, R-code and amount.
+    let mut events = Vec::new();
+    for _ in 0..400 {
+        events = hooks.received.lock().unwrap().clone();
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let mut seen: Vec<(String, u64, String, u64)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "batch_item.returned", "{e}");
+            let o = &e["data"]["object"];
+            (
+                o["batch"].as_str().unwrap().to_owned(),
+                o["index"].as_u64().unwrap(),
+                o["reason_code"].as_str().unwrap().to_owned(),
+                o["amount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (payroll.clone(), 0, "R01".to_owned(), 1_000),
+            (payroll.clone(), 1, "R03".to_owned(), 2_500),
+            (payroll.clone(), 2, "R16".to_owned(), 400)
+        ]
+    );
+
+    // The books still balance.
+    let report = common::blocking(&data, |store| paycore_store::verify::verify(store).unwrap()).await;
+    assert!(report.ok(), "{:?}", report.problems);
 }

@@ -146,7 +146,7 @@ pub struct Claim<'a> {
 /// The API's writes and reads of batches. Batch records are not money: the API writes them
 /// outside the engine's batches; only item results (which go with transfers) go through the
 /// engine.
-pub trait BatchStore: crate::FxStore + Send + Sync {
+pub trait BatchStore: crate::FxStore + crate::ReturnStore + Send + Sync {
     fn create_batch(&self, batch: &BatchRecord) -> Result<()>;
     /// Removes the items of a batch whose validation was interrupted, to validate it again.
     fn clear_batch_items(&self, batch: BatchId) -> Result<()>;
@@ -332,9 +332,13 @@ pub struct ResultRun {
 /// Parses a stored run's status: one a result can give (see [`BatchItemState`]).
 pub fn result_status(text: &str) -> Result<ItemStatus> {
     match ItemStatus::parse(text) {
-        Some(status @ (ItemStatus::Succeeded | ItemStatus::Failed | ItemStatus::Held | ItemStatus::Voided)) => {
-            Ok(status)
-        }
+        Some(
+            status @ (ItemStatus::Succeeded
+            | ItemStatus::Failed
+            | ItemStatus::Held
+            | ItemStatus::Voided
+            | ItemStatus::Returned),
+        ) => Ok(status),
         _ => Err(StoreError::Corrupt(format!("batch result with status {text:?}"))),
     }
 }

@@ -27,6 +27,7 @@ mod partition;
 mod pool;
 mod postgres;
 pub mod retention;
+pub mod returns;
 mod sqlite;
 #[doc(hidden)]
 pub mod testing;
@@ -44,6 +45,7 @@ pub use fx::{FxStore, RateRecord};
 pub use interest::{BalanceHistory, InterestAdvance, InterestRecord, InterestRun, InterestStore};
 pub use partition::{partition_of, Leader, PARTITIONS_MAX};
 pub use retention::{PruneCounts, Retention, RetentionStore};
+pub use returns::{ItemLink, LinkKind, ReturnStore};
 
 use paycore_ledger::{
     Account, AccountId, AuditRecord, ChangeSet, ClearingWindow, ClearingWindowId, Currency, HoldRecord, OpenWindow,

@@ -549,7 +549,8 @@ fn check_item(
     let held =
         paid.is_some_and(|t| t.kind == TransferKind::Pending) && !resolved.contains_key(&batch.item_transfer(index));
     let consistent = match status {
-        ItemStatus::Succeeded => moved,
+        // A returned item was paid; its return is an item of its own batch that paid it back.
+        ItemStatus::Succeeded | ItemStatus::Returned => moved,
         ItemStatus::Held => held,
         ItemStatus::Pending | ItemStatus::Invalid | ItemStatus::Failed | ItemStatus::Voided | ItemStatus::Cancelled => {
             !moved && !held

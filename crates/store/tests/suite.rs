@@ -19,8 +19,8 @@ use paycore_ledger::{
 };
 use paycore_store::testing::TestDatabase;
 use paycore_store::{
-    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, ItemReference, Opened,
-    Page, RateGrant, StoreError, TenantRecord, Validated, WebhookEndpoint,
+    ApiKeyRecord, Attempt, BatchItemRow, BatchRecord, BatchTotal, Claim, IdempotencyRecord, ItemLink, ItemReference,
+    LinkKind, Opened, Page, RateGrant, StoreError, TenantRecord, Validated, WebhookEndpoint,
 };
 use std::sync::{Arc, Barrier};
 
@@ -1657,7 +1657,7 @@ fn retention(open_store: &dyn Fn() -> Opened) {
 
     // Ten deliveries: nine delivered, one failing and due again later.
     assert_eq!(api.fan_out(40, 100).unwrap(), 10);
-    let claimed = api.due_deliveries(40, 1000, 100).unwrap();
+    let claimed = api.due_deliveries(40, 1000, 100, &[]).unwrap();
     assert_eq!(claimed.len(), 10);
     let pending = claimed[0].clone();
     for delivery in &claimed {
@@ -1757,4 +1757,159 @@ fn embedded_retention() {
 #[test]
 fn postgres_retention() {
     on_postgres("postgres_retention", retention);
+}
+
+/// NACHA returns and notifications of change: the trace index, the links (one active return
+/// per original), and the commit that marks an original `returned` with its event when its
+/// reversal succeeds.
+fn returns(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    let row = |index: u64, payer: u128, payee: u128, amount: u64, trace: &str| BatchItemRow {
+        index,
+        line: index + 3,
+        location: format!("line {}", index + 3),
+        reference: Some(trace.to_owned()),
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: Some(AccountId(payer).to_string()),
+        payee_text: Some(AccountId(payee).to_string()),
+        payer: Some(AccountId(payer)),
+        payee: Some(AccountId(payee)),
+        amount: Some(amount),
+        currency: Some(eur()),
+        status: ItemStatus::Pending,
+        failure_code: None,
+        message: None,
+        remittance: None,
+    };
+    let processing = |batch: BatchId, total: u64, now: u64| {
+        let validated = Validated {
+            status: BatchStatus::Processing,
+            total,
+            invalid: 0,
+            totals: &[],
+            variant: None,
+            message_id: None,
+            rejection: None,
+            now,
+        };
+        api.finish_validation(batch, &validated).unwrap();
+    };
+    // The original: two items paid.
+    let original = BatchId(20 << 64);
+    api.create_batch(&BatchRecord::new(original, T1, BatchFormat::Nacha, 11)).unwrap();
+    api.insert_batch_items(original, &[row(0, 1, 2, 700, "121042880000001"), row(1, 1, 2, 300, "121042880000002")])
+        .unwrap();
+    processing(original, 2, 12);
+    api.index_traces(T1, original).unwrap();
+    api.index_traces(T1, original).unwrap();
+    let work = api.batch_work(original, ItemStatus::Pending, None, 10).unwrap();
+    step(
+        &mut state,
+        store.as_mut(),
+        20,
+        vec![Command::BatchItems { batch: original, step: BatchStep::Pay, items: work }],
+    );
+    step(&mut state, store.as_mut(), 21, vec![Command::EndBatch { batch: original, end: BatchEnd::Completed }]);
+    assert_eq!(api.items_by_trace(T1, "121042880000001").unwrap(), [(original, 0)]);
+    assert!(api.items_by_trace(T2, "121042880000001").unwrap().is_empty(), "another tenant's");
+    assert!(api.items_by_trace(T1, "121042880000009").unwrap().is_empty());
+
+    // The returns' batch: item 0 returns original item 0 (paying it back), item 1 is a
+    // notification about original item 1.
+    let back = BatchId(21 << 64);
+    api.create_batch(&BatchRecord::new(back, T1, BatchFormat::Nacha, 30)).unwrap();
+    api.insert_batch_items(back, &[row(0, 2, 1, 700, "231380100000001")]).unwrap();
+    let link = |batch: BatchId, index: u64, kind: LinkKind, original_index: u64, code: &str| ItemLink {
+        batch,
+        index,
+        tenant: T1,
+        kind,
+        original_batch: original,
+        original_index,
+        code: code.to_owned(),
+        detail: (kind == LinkKind::Change).then(|| "1918171614".to_owned()),
+        amount: if kind == LinkKind::Return { 700 } else { 0 },
+        currency: eur(),
+        active: kind == LinkKind::Return,
+        created_at: 31,
+    };
+    let links = [link(back, 0, LinkKind::Return, 0, "R01"), link(back, 1, LinkKind::Change, 1, "C01")];
+    api.record_links(back, &links, &[]).unwrap();
+    api.record_links(back, &links, &[]).unwrap();
+    processing(back, 2, 32);
+    api.index_traces(T1, back).unwrap();
+    assert_eq!(api.active_return(original, 0).unwrap(), Some(links[0].clone()));
+    assert_eq!(api.active_return(original, 1).unwrap(), None, "a notification holds nothing");
+    // A second active return of the same original is refused, whatever batch it comes in.
+    let other = BatchId(22 << 64);
+    let twice = link(other, 0, LinkKind::Return, 0, "R01");
+    assert!(matches!(api.record_links(other, std::slice::from_ref(&twice), &[]), Err(StoreError::Conflict(_))));
+    assert!(api.item_links(other, 0, 10).unwrap().is_empty(), "nothing written");
+    // Both ways: what the returns' items are, and what is said about the originals.
+    assert_eq!(api.item_links(back, 0, 1).unwrap(), links);
+    assert_eq!(api.item_links(original, 0, 1).unwrap(), links);
+    assert_eq!(api.item_links(original, 1, 1).unwrap(), [links[1].clone()]);
+
+    // The reversal commits: the original is `returned` with its R-code, and its event is out.
+    let work = api.batch_work(back, ItemStatus::Pending, None, 10).unwrap();
+    step(
+        &mut state,
+        store.as_mut(),
+        40,
+        vec![Command::BatchItems { batch: back, step: BatchStep::Pay, items: work.clone() }],
+    );
+    let statuses = |batch| -> Vec<(String, Option<String>)> {
+        api.batch_items(batch, &[], None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.status.as_str().to_owned(), i.failure_code))
+            .collect()
+    };
+    assert_eq!(statuses(original), [("returned".to_owned(), Some("R01".to_owned())), ("succeeded".to_owned(), None)]);
+    assert_eq!(statuses(back), [("succeeded".to_owned(), None)]);
+    let returned: Vec<u64> =
+        api.batch_items(original, &[ItemStatus::Returned], None, 10).unwrap().iter().map(|i| i.index).collect();
+    assert_eq!(returned, [0]);
+    assert_eq!(api.return_link(T1, back.item_transfer(0)).unwrap(), Some(links[0].clone()));
+    assert_eq!(api.return_link(T2, back.item_transfer(0)).unwrap(), None, "another tenant's");
+    assert_eq!(api.return_link(T1, back.item_transfer(1)).unwrap(), None, "a notification is no return");
+    // The same chunk sent again (a resumed run) moves nothing and marks nothing twice.
+    step(&mut state, store.as_mut(), 41, vec![Command::BatchItems { batch: back, step: BatchStep::Pay, items: work }]);
+    let endpoint = WebhookEndpoint {
+        id: WebhookEndpointId(6),
+        tenant: T1,
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec![EventKind::BatchItemReturned],
+        secret: "whsec_test".into(),
+        created_at: 42,
+    };
+    api.insert_webhook_endpoint(&endpoint).unwrap();
+    api.fan_out(50, 100).unwrap();
+    let due = api.due_deliveries(50, 50, 10, &[]).unwrap();
+    assert_eq!(due.len(), 1, "one event for one return");
+    let event = api.outbox_event(due[0].seq).unwrap().unwrap();
+    assert_eq!((event.tenant, event.kind, event.object), (T1, EventKind::BatchItemReturned, back.item_transfer(0).0));
+    // A released return gives its original up to a later one.
+    api.record_links(other, std::slice::from_ref(&twice), &[(back, 0)]).unwrap();
+    assert_eq!(api.active_return(original, 0).unwrap(), Some(twice));
+    assert!(!api.item_links(back, 0, 0).unwrap()[0].active);
+
+    assert_eq!(api.account(T1, AccountId(2)).unwrap().map(|a| a.balances.posted()), Some(300));
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[test]
+fn embedded_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    returns(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_returns() {
+    on_postgres("postgres_returns", returns);
 }

@@ -191,7 +191,8 @@ impl PostgresStore {
     /// One batch in one transaction, which first checks that this writer still leads.
     fn commit_led(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
         let mut tx = self.client.transaction()?;
-        if !changes.events.is_empty() || !changes.batch_ends.is_empty() {
+        let returned = super::returns::reversed(&mut tx, changes)?;
+        if !changes.events.is_empty() || !changes.batch_ends.is_empty() || !returned.is_empty() {
             // First, before any row lock: every writer of the outbox takes this lock before
             // its row locks, so that no two wait for each other.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
@@ -209,6 +210,7 @@ impl PostgresStore {
         insert_idempotency(&mut tx, idempotency)?;
         insert_events(&mut tx, changes)?;
         commit_batch_changes(&mut tx, changes)?;
+        super::returns::mark_returned(&mut tx, &returned, changes.last_timestamp)?;
         super::clearing::insert(&mut tx, &changes.clearing_windows)?;
         write_balances(&mut tx, changes)?;
         tx.commit()?;

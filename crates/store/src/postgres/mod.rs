@@ -31,6 +31,7 @@ mod open;
 mod partitions;
 mod reader;
 mod retention;
+mod returns;
 mod verify;
 
 #[cfg(test)]

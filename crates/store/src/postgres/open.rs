@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_fx_batches.sql"),
     include_str!("migrations/0010_interest.sql"),
     include_str!("migrations/0011_qr.sql"),
+    include_str!("migrations/0012_returns.sql"),
     include_str!("migrations/0013_refunds.sql"),
     include_str!("migrations/0015_retention.sql"),
     include_str!("migrations/0016_keys.sql"),

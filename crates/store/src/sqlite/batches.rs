@@ -157,7 +157,7 @@ fn is_line_location(location: &str, line: u64) -> bool {
 }
 
 /// The result runs that cover an index in `lo..=hi`: phase 0, then phase 1 (which overrides
-/// it), each in index order. Runs of one phase never overlap, so the only run that starts
+/// it), then phase 2 (an original's return: see [`crate::returns`]), each in index order. Runs of one phase never overlap, so the only run that starts
 /// before `lo` and reaches into the window is the last one that starts before it.
 fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<ResultRun>> {
     let mut before = conn.prepare_cached(
@@ -172,7 +172,7 @@ fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<
     let decode = |row: &Row| -> rusqlite::Result<(i64, i64, String, Option<String>)> {
         Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
     };
-    for phase in 0..2 {
+    for phase in 0..=crate::returns::RETURNED_PHASE {
         let starting_before = before.query_row(params![batch, phase, int(lo)], decode).optional()?;
         let found = within.query_map(params![batch, phase, int(lo), int(hi)], decode)?;
         for run in starting_before.into_iter().map(Ok).chain(found) {

@@ -166,6 +166,7 @@ impl Store for SqliteStore {
         insert_idempotency(&tx, idempotency)?;
         insert_events(&tx, changes)?;
         commit_batch_changes(&tx, changes)?;
+        super::returns::mark_returned(&tx, changes)?;
         super::clearing::insert(&tx, &changes.clearing_windows)?;
         tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)

@@ -27,6 +27,7 @@ mod limits;
 mod open;
 mod reader;
 mod retention;
+mod returns;
 mod verify;
 
 #[cfg(test)]

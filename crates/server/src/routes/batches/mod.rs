@@ -141,10 +141,11 @@ pub async fn items(
         Some(Some(ItemStatus::Held)) => &[ItemStatus::Held],
         Some(Some(ItemStatus::Succeeded)) => &[ItemStatus::Succeeded],
         Some(Some(ItemStatus::Failed)) => &[ItemStatus::Failed, ItemStatus::Voided, ItemStatus::Cancelled],
+        Some(Some(ItemStatus::Returned)) => &[ItemStatus::Returned],
         Some(_) => {
             return Err(ApiError::invalid(
                 "status",
-                "`status` must be one of: invalid, pending, held, succeeded, failed.",
+                "`status` must be one of: invalid, pending, held, succeeded, failed, returned.",
             ))
         }
     };
@@ -154,13 +155,24 @@ pub async fn items(
     }
     let batch = find(&state, auth, &id).await?;
     let (batch_id, after) = (batch.id, query.starting_after);
-    let mut rows = blocking(&state, move |s| s.batch_items(batch_id, statuses, after, limit + 1)).await?;
+    let nacha = batch.format == paycore_ledger::BatchFormat::Nacha;
+    let (rows, links) = blocking(&state, move |s| {
+        let mut rows = s.batch_items(batch_id, statuses, after, limit + 1)?;
+        rows.truncate(limit + 1);
+        let links = match (rows.first(), rows.last()) {
+            (Some(first), Some(last)) if nacha => s.item_links(batch_id, first.index, last.index)?,
+            _ => Vec::new(),
+        };
+        Ok((rows, links))
+    })
+    .await?;
+    let mut rows = rows;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
     let page = BatchItemsJson {
         object: "list",
         next_cursor: if has_more { rows.last().map(|r| r.index) } else { None },
-        data: rows.iter().map(BatchItemJson::new).collect(),
+        data: rows.iter().map(|row| BatchItemJson::new(row).with_links(batch_id, &links)).collect(),
         has_more,
     };
     Ok(rendered(json(200, &page)))

@@ -82,7 +82,12 @@ pub async fn report(
         if pain002 { ("application/xml", "xml") } else { ("text/csv; charset=utf-8", "csv") };
     let kind = if pain002 { ReportKind::Pain002(version) } else { ReportKind::Csv };
     let written_ahead = match &state.reports {
-        Some(reports) if batch.status != BatchStatus::Rejected => reports.written(batch.id, kind).await,
+        // A NACHA batch's items may be returned after it ended: its report is read now.
+        Some(reports)
+            if batch.status != BatchStatus::Rejected && batch.format != paycore_ledger::BatchFormat::Nacha =>
+        {
+            reports.written(batch.id, kind).await
+        }
         _ => None,
     };
     let header = if pain002 {

@@ -2,8 +2,8 @@
 
 use crate::json::Amount;
 use crate::render::{format_total, rfc3339};
-use paycore_ledger::{BatchStatus, Currency, ItemStatus};
-use paycore_store::{BatchItemRow, BatchRecord, BatchTotal};
+use paycore_ledger::{BatchId, BatchStatus, Currency, ItemStatus};
+use paycore_store::{BatchItemRow, BatchRecord, BatchTotal, ItemLink, LinkKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -235,20 +235,64 @@ pub struct BatchItemJson {
     pub payee_account: Option<String>,
     pub amount: Option<u64>,
     pub currency: Option<&'static str>,
-    /// `invalid`, `pending`, `held` (atomic batches), `succeeded` or `failed`.
+    /// `invalid`, `pending`, `held` (atomic batches), `succeeded`, `failed`, or `returned` (a
+    /// NACHA item paid, then returned: `failure_code` is the R-code).
     pub status: &'static str,
     /// Why it failed: a validation code (`too_many_decimals`, `account_not_found`,
     /// `duplicate_reference`, …) or a ledger result (`insufficient_funds`, …), `batch_aborted`,
     /// `cancelled`.
     pub failure_code: Option<String>,
     pub message: Option<String>,
+    /// A NACHA return or notification of change: the original item it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalItemJson>,
+    /// A `returned` item: the return that reversed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "return")]
+    pub returned_by: Option<ReturnJson>,
+    /// Notifications of change (Addenda 98) recorded against the item, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications_of_change: Vec<ChangeJson>,
+}
+
+/// The original item a NACHA return or notification of change is about.
+#[derive(Serialize, ToSchema)]
+pub struct OriginalItemJson {
+    /// `bat_…`
+    pub batch: String,
+    pub index: u64,
+}
+
+/// The return of a `returned` item.
+#[derive(Serialize, ToSchema)]
+pub struct ReturnJson {
+    /// The R-code, such as `R01`.
+    pub reason_code: String,
+    /// Its title, such as `Insufficient Funds`.
+    pub reason: &'static str,
+    /// The return's own item: its batch (`bat_…`) and index.
+    pub batch: String,
+    pub index: u64,
+}
+
+/// A notification of change recorded against an item.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeJson {
+    /// The C-code, such as `C01` (incorrect account number).
+    pub change_code: String,
+    pub corrected_data: Option<String>,
+    /// The notification's own item: its batch (`bat_…`) and index.
+    pub batch: String,
+    pub index: u64,
 }
 
 /// The API's name for an item status: an item voided or cancelled reads `failed` (its
 /// `failure_code` says which).
 fn item_status(status: ItemStatus) -> &'static str {
     match status {
-        ItemStatus::Invalid | ItemStatus::Pending | ItemStatus::Held | ItemStatus::Succeeded => status.as_str(),
+        ItemStatus::Invalid | ItemStatus::Pending | ItemStatus::Held | ItemStatus::Succeeded | ItemStatus::Returned => {
+            status.as_str()
+        }
         ItemStatus::Failed | ItemStatus::Voided | ItemStatus::Cancelled => ItemStatus::Failed.as_str(),
     }
 }
@@ -269,7 +313,37 @@ impl BatchItemJson {
             status: item_status(i.status),
             failure_code: i.failure_code.clone(),
             message: i.message.clone(),
+            original: None,
+            returned_by: None,
+            notifications_of_change: Vec::new(),
         }
+    }
+
+    /// Adds what the NACHA returns and notifications of change of `links` say about this
+    /// item of `batch`.
+    pub(super) fn with_links(mut self, batch: BatchId, links: &[ItemLink]) -> BatchItemJson {
+        for link in links {
+            if link.batch == batch && link.index == self.index {
+                let (batch, index) = (link.original_batch.to_string(), link.original_index);
+                self.original = Some(OriginalItemJson { batch, index });
+            } else if link.original_batch == batch && link.original_index == self.index {
+                let (batch, index) = (link.batch.to_string(), link.index);
+                match link.kind {
+                    LinkKind::Return if self.status == ItemStatus::Returned.as_str() && link.active => {
+                        let reason = paycore_formats::return_reason_description(&link.code);
+                        self.returned_by = Some(ReturnJson { reason_code: link.code.clone(), reason, batch, index });
+                    }
+                    LinkKind::Return => {}
+                    LinkKind::Change => self.notifications_of_change.push(ChangeJson {
+                        change_code: link.code.clone(),
+                        corrected_data: link.detail.clone(),
+                        batch,
+                        index,
+                    }),
+                }
+            }
+        }
+        self
     }
 }
 
@@ -288,7 +362,7 @@ pub struct BatchItemsJson {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ItemsQuery {
-    /// `invalid`, `pending`, `held`, `succeeded` or `failed`.
+    /// `invalid`, `pending`, `held`, `succeeded`, `failed` or `returned`.
     pub status: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<usize>,
