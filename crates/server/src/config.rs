@@ -53,6 +53,26 @@ pub struct Config {
     /// what "today" is for interest runs. The system clock unless a test or a simulation sets
     /// one ([`ManualClock`]).
     pub clock: ServiceClock,
+    /// Between two requests, a connection that sends nothing for this long is closed.
+    pub keep_alive_timeout: std::time::Duration,
+    /// A request head (or a TLS handshake) begun must be complete within this.
+    pub header_read_timeout: std::time::Duration,
+    /// A request body must arrive in full within this of its head; else 408
+    /// `request_body_timeout`, and nothing of it is kept.
+    pub body_read_timeout: std::time::Duration,
+    /// The most connections open at once; more are answered 503 `too_many_connections` and
+    /// closed. Keep it under the process's file-descriptor limit (`ulimit -n`), with room for
+    /// the store's files and connections.
+    pub max_connections: usize,
+    /// The most connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// On SIGTERM, how long requests in flight have to finish before their connections are
+    /// dropped; the engine then answers what it took, commits and stops.
+    pub shutdown_timeout: std::time::Duration,
+    /// Serve the API over TLS: the PEM files of the certificate chain and of its key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Batch files validated at once; more wait (their batches stay `validating`).
+    pub max_concurrent_validations: usize,
 }
 
 /// A clock for [`Config::clock`].
@@ -108,6 +128,21 @@ impl Config {
     /// The default batch lease: 15 seconds.
     pub const BATCH_LEASE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(15);
 
+    /// The default idle keep-alive timeout: 60 seconds.
+    pub const KEEP_ALIVE_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// The default header read timeout: 10 seconds.
+    pub const HEADER_READ_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// The default body read timeout: 5 minutes (a 1 GiB file at about 4 MB/s).
+    pub const BODY_READ_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(300);
+    /// The default most open connections: 800, under the common limit of 1 024 descriptors.
+    pub const MAX_CONNECTIONS_DEFAULT: usize = 800;
+    /// The default most open connections from one address: 200.
+    pub const MAX_CONNECTIONS_PER_IP_DEFAULT: usize = 200;
+    /// The default drain time on SIGTERM: 30 seconds.
+    pub const SHUTDOWN_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// The default batch files validated at once: 2 (each keeps a core busy).
+    pub const MAX_CONCURRENT_VALIDATIONS_DEFAULT: usize = 2;
+
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
@@ -127,6 +162,14 @@ impl Config {
             role: crate::Role::All,
             cluster: None,
             clock: ServiceClock::default(),
+            keep_alive_timeout: Config::KEEP_ALIVE_TIMEOUT_DEFAULT,
+            header_read_timeout: Config::HEADER_READ_TIMEOUT_DEFAULT,
+            body_read_timeout: Config::BODY_READ_TIMEOUT_DEFAULT,
+            max_connections: Config::MAX_CONNECTIONS_DEFAULT,
+            max_connections_per_ip: Config::MAX_CONNECTIONS_PER_IP_DEFAULT,
+            shutdown_timeout: Config::SHUTDOWN_TIMEOUT_DEFAULT,
+            tls: None,
+            max_concurrent_validations: Config::MAX_CONCURRENT_VALIDATIONS_DEFAULT,
         }
     }
 }
