@@ -136,8 +136,9 @@ impl Config {
     pub const BODY_READ_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(300);
     /// The default most open connections: 800, under the common limit of 1 024 descriptors.
     pub const MAX_CONNECTIONS_DEFAULT: usize = 800;
-    /// The default most open connections from one address: 200.
-    pub const MAX_CONNECTIONS_PER_IP_DEFAULT: usize = 200;
+    /// The default most open connections from one address: as many as in all (behind a proxy
+    /// every client is one address). Set it lower when clients connect directly.
+    pub const MAX_CONNECTIONS_PER_IP_DEFAULT: usize = 800;
     /// The default drain time on SIGTERM: 30 seconds.
     pub const SHUTDOWN_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
     /// The default batch files validated at once: 2 (each keeps a core busy).

@@ -112,6 +112,8 @@ pub async fn serve(
     let (draining, drained) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // The most connections open at once, for the log line at the drain.
+    let mut peak = 0;
     loop {
         while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
@@ -128,19 +130,28 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            refuse(stream, "The server has as many connections open as it serves (max_connections).");
-            continue;
-        };
-        let Some(entry) = per_ip.enter(address.ip(), limits.max_connections_per_ip) else {
-            refuse(stream, "This address has as many connections open as one address may (max_connections_per_ip).");
-            continue;
+        let (permit, entry) = match admit(&open, &per_ip, address.ip(), &limits) {
+            Ok(admitted) => admitted,
+            Err(_) => {
+                // Connections whose clients just closed them may not have ended yet: their
+                // end-of-file is seen at the next poll of the I/O driver, which `yield_now`
+                // waits for. One more look, then the refusal.
+                tokio::task::yield_now().await;
+                match admit(&open, &per_ip, address.ip(), &limits) {
+                    Ok(admitted) => admitted,
+                    Err(message) => {
+                        refuse(stream, message);
+                        continue;
+                    }
+                }
+            }
         };
         if let Err(error) = stream.set_nodelay(true) {
             // One small request and answer at a time on each connection: Nagle's algorithm
             // would only hold back the last segment of an answer.
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
+        peak = peak.max(limits.max_connections - open.available_permits());
         let (router, tls, drained) = (router.clone(), tls.clone(), drained.clone());
         connections.spawn(async move {
             match tls {
@@ -159,7 +170,7 @@ pub async fn serve(
     drop(listener);
     let _ = draining.send(true);
     let open = connections.len();
-    tracing::info!(open, "stopped accepting; draining the open connections");
+    tracing::info!(open, peak, "stopped accepting; draining the open connections");
     if tokio::time::timeout(limits.shutdown_timeout, async { while connections.join_next().await.is_some() {} })
         .await
         .is_err()
@@ -171,6 +182,22 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
+}
+
+/// A permit under the global cap and an entry under the per-address one, or why not.
+fn admit(
+    open: &Arc<Semaphore>,
+    per_ip: &Arc<PerIp>,
+    ip: IpAddr,
+    limits: &Limits,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, PerIpEntry), &'static str> {
+    let Ok(permit) = open.clone().try_acquire_owned() else {
+        return Err("The server has as many connections open as it serves (max_connections).");
+    };
+    let Some(entry) = per_ip.enter(ip, limits.max_connections_per_ip) else {
+        return Err("This address has as many connections open as one address may (max_connections_per_ip).");
+    };
+    Ok((permit, entry))
 }
 
 /// Answers a connection over a cap, if its socket takes the answer at once, and closes it.
