@@ -176,6 +176,33 @@ struct ServeArgs {
     /// A PEM file of CA certificates webhook receivers may use, beside the web PKI roots.
     #[arg(long = "webhook-ca", env = "PAYCORE_WEBHOOK_CA", value_name = "FILE")]
     webhook_ca: Option<PathBuf>,
+    /// Seconds a connection may send nothing between two requests before it is closed.
+    #[arg(long = "keep-alive-timeout", env = "PAYCORE_KEEP_ALIVE_TIMEOUT", default_value_t = paycore_server::Config::KEEP_ALIVE_TIMEOUT_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    keep_alive_timeout: u64,
+    /// Seconds a request head (or a TLS handshake) may take once begun.
+    #[arg(long = "header-read-timeout", env = "PAYCORE_HEADER_READ_TIMEOUT", default_value_t = paycore_server::Config::HEADER_READ_TIMEOUT_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Seconds a request body may take to arrive in full; then 408 `request_body_timeout`.
+    #[arg(long = "body-read-timeout", env = "PAYCORE_BODY_READ_TIMEOUT", default_value_t = paycore_server::Config::BODY_READ_TIMEOUT_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout: u64,
+    /// The most connections open at once (keep it under `ulimit -n`); more get 503 and are closed.
+    #[arg(long = "max-connections", env = "PAYCORE_MAX_CONNECTIONS", default_value_t = paycore_server::Config::MAX_CONNECTIONS_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+    /// The most connections open at once from one client address.
+    #[arg(long = "max-connections-per-ip", env = "PAYCORE_MAX_CONNECTIONS_PER_IP", default_value_t = paycore_server::Config::MAX_CONNECTIONS_PER_IP_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections_per_ip: usize,
+    /// On SIGTERM, seconds requests in flight have to finish before their connections are dropped.
+    #[arg(long = "shutdown-timeout", env = "PAYCORE_SHUTDOWN_TIMEOUT", default_value_t = paycore_server::Config::SHUTDOWN_TIMEOUT_DEFAULT.as_secs())]
+    shutdown_timeout: u64,
+    /// Serve the API over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long = "tls-cert", env = "PAYCORE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long = "tls-key", env = "PAYCORE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Batch files validated at once; more wait, their batches `validating`.
+    #[arg(long = "max-concurrent-validations", env = "PAYCORE_MAX_CONCURRENT_VALIDATIONS", default_value_t = paycore_server::Config::MAX_CONCURRENT_VALIDATIONS_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    max_concurrent_validations: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -337,6 +364,14 @@ fn server_config(args: ServeArgs) -> anyhow::Result<(paycore_server::Config, usi
         files: args.file_retention,
     };
     config.api_key = args.api_key.filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
+    config.keep_alive_timeout = std::time::Duration::from_secs(args.keep_alive_timeout);
+    config.header_read_timeout = std::time::Duration::from_secs(args.header_read_timeout);
+    config.body_read_timeout = std::time::Duration::from_secs(args.body_read_timeout);
+    config.max_connections = args.max_connections;
+    config.max_connections_per_ip = args.max_connections_per_ip;
+    config.shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout);
+    config.tls = args.tls_cert.zip(args.tls_key);
+    config.max_concurrent_validations = args.max_concurrent_validations;
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }

@@ -383,3 +383,72 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
     assert!(verified.status.success(), "paycore verify --store: {said}");
     assert!(said.contains("ok: every invariant holds"), "{said}");
 }
+
+/// A draining engine (SIGTERM) hands its partition over at once: it answers what it pulled,
+/// commits, exits 0, and its store connection — with the partition's advisory lock — closes
+/// with it, so the standby (polling every 250 ms for a partition it prefers) leads within
+/// seconds, and every payment acknowledged before the drain is there.
+#[test]
+fn a_draining_engine_hands_its_partition_over_at_once() {
+    let Some(database) = TestDatabase::create("cluster_drain") else { return };
+    let Some(nats) = Nats::start() else { return };
+    let url = database.url().to_owned();
+    let admin_key = format!("sk_test_{}", random_hex(16));
+    let queue_name = format!("t{}", random_hex(6));
+    let role = |role: &str| {
+        let args: Vec<String> = [
+            "--role",
+            role,
+            "--store",
+            &url,
+            "--queue",
+            &nats.url(),
+            "--queue-name",
+            &queue_name,
+            "--partitions",
+            "1",
+            "--reply-timeout",
+            "3",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        Options { api_key: Some(admin_key.clone()), extra_args: args }
+    };
+    let mut leader = Server::start_with(role("engine"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    runtime.block_on(wait_for_leaders(&http, &[(&leader, &[0])]));
+    let standby = Server::start_with(role("engine"));
+    let api = Server::start_with(role("api"));
+    runtime.block_on(async {
+        assert_eq!(leading(&http, &standby).await, Some(vec![]), "the second engine stands by");
+        let nodes = Arc::new(Mutex::new(vec![api.api.base_url.clone()]));
+        let tenant = Tenant { key: admin_key.clone(), nodes, http: http.clone() };
+        let payer = tenant.account(1_000_000).await;
+        let payee = tenant.account(0).await;
+        let mut paid = Vec::new();
+        for amount in 1..=5 {
+            paid.extend(tenant.pay(&payer, &payee, amount).await);
+        }
+        assert_eq!(paid.len(), 5);
+
+        let drained_at = Instant::now();
+        let status = tokio::task::block_in_place(|| leader.terminate(Duration::from_secs(30)));
+        let exited = drained_at.elapsed();
+        assert!(status.is_some_and(|s| s.success()), "the draining engine's exit: {status:?}");
+        wait_for_leaders(&http, &[(&standby, &[0])]).await;
+        let took_over = drained_at.elapsed();
+        eprintln!("the engine exited {exited:?} after SIGTERM; the standby led {took_over:?} after it");
+        assert!(took_over < exited + Duration::from_secs(5), "the standby took {took_over:?} to lead");
+
+        // Everything acknowledged before the drain is there, and the new leader takes payments.
+        paid.extend(tenant.pay(&payer, &payee, 6).await);
+        for (id, amount) in &paid {
+            let payment = tenant.get(&format!("/v1/payments/{id}")).await;
+            assert_eq!((payment["status"].as_str(), payment["amount"].as_u64()), (Some("succeeded"), Some(*amount)));
+        }
+        let account = tenant.get(&format!("/v1/accounts/{payee}")).await;
+        assert_eq!(account["balance"]["posted"], 21);
+    });
+}

@@ -68,6 +68,26 @@ pub struct Config {
     pub retention: paycore_store::Retention,
     /// How often the pruner runs a round.
     pub retention_interval: std::time::Duration,
+    /// Between two requests, a connection that sends nothing for this long is closed.
+    pub keep_alive_timeout: std::time::Duration,
+    /// A request head (or a TLS handshake) begun must be complete within this.
+    pub header_read_timeout: std::time::Duration,
+    /// A request body must arrive in full within this of its head; else 408
+    /// `request_body_timeout`, and nothing of it is kept.
+    pub body_read_timeout: std::time::Duration,
+    /// The most connections open at once; more are answered 503 `too_many_connections` and
+    /// closed. Keep it under the process's file-descriptor limit (`ulimit -n`), with room for
+    /// the store's files and connections.
+    pub max_connections: usize,
+    /// The most connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// On SIGTERM, how long requests in flight have to finish before their connections are
+    /// dropped; the engine then answers what it took, commits and stops.
+    pub shutdown_timeout: std::time::Duration,
+    /// Serve the API over TLS: the PEM files of the certificate chain and of its key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Batch files validated at once; more wait (their batches stay `validating`).
+    pub max_concurrent_validations: usize,
 }
 
 /// A clock for [`Config::clock`].
@@ -125,6 +145,22 @@ impl Config {
     /// The default pause between two rounds of the pruner: a minute.
     pub const RETENTION_INTERVAL_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 
+    /// The default idle keep-alive timeout: 60 seconds.
+    pub const KEEP_ALIVE_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// The default header read timeout: 10 seconds.
+    pub const HEADER_READ_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// The default body read timeout: 5 minutes (a 1 GiB file at about 4 MB/s).
+    pub const BODY_READ_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(300);
+    /// The default most open connections: 800, under the common limit of 1 024 descriptors.
+    pub const MAX_CONNECTIONS_DEFAULT: usize = 800;
+    /// The default most open connections from one address: as many as in all (behind a proxy
+    /// every client is one address). Set it lower when clients connect directly.
+    pub const MAX_CONNECTIONS_PER_IP_DEFAULT: usize = 800;
+    /// The default drain time on SIGTERM: 30 seconds.
+    pub const SHUTDOWN_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// The default batch files validated at once: 2 (each keeps a core busy).
+    pub const MAX_CONCURRENT_VALIDATIONS_DEFAULT: usize = 2;
+
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
@@ -149,6 +185,14 @@ impl Config {
             clock: ServiceClock::default(),
             retention: paycore_store::Retention::default(),
             retention_interval: Config::RETENTION_INTERVAL_DEFAULT,
+            keep_alive_timeout: Config::KEEP_ALIVE_TIMEOUT_DEFAULT,
+            header_read_timeout: Config::HEADER_READ_TIMEOUT_DEFAULT,
+            body_read_timeout: Config::BODY_READ_TIMEOUT_DEFAULT,
+            max_connections: Config::MAX_CONNECTIONS_DEFAULT,
+            max_connections_per_ip: Config::MAX_CONNECTIONS_PER_IP_DEFAULT,
+            shutdown_timeout: Config::SHUTDOWN_TIMEOUT_DEFAULT,
+            tls: None,
+            max_concurrent_validations: Config::MAX_CONCURRENT_VALIDATIONS_DEFAULT,
         }
     }
 }

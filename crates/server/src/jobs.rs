@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
-/// Files validated at once: each keeps a core busy.
-const VALIDATIONS_MAX: usize = 2;
 /// Batch jobs one node's claim loop takes on at once; the rest stay free for other nodes (a
 /// node still runs every batch it takes in itself).
 const JOBS_MAX: usize = 8;
@@ -45,10 +43,12 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// The jobs of node `node`, whose leases last `lease` unless renewed.
-    pub fn new(node: String, lease: Duration) -> Jobs {
+    /// The jobs of node `node`, whose leases last `lease` unless renewed, validating at most
+    /// `validations` files at once (`Config::max_concurrent_validations`): each keeps a core
+    /// busy and holds its parser's and checker's memory.
+    pub fn new(node: String, lease: Duration, validations: usize) -> Jobs {
         Jobs {
-            validations: Semaphore::new(VALIDATIONS_MAX),
+            validations: Semaphore::new(validations.max(1)),
             node,
             lease,
             running: Mutex::new(HashSet::new()),

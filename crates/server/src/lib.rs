@@ -5,7 +5,9 @@
 //! the engine, render the outcome. Reads go straight to the store's [`Reader`].
 
 mod auth;
+mod body_deadline;
 mod config;
+mod connections;
 mod error;
 mod idempotency;
 mod ids;
@@ -28,6 +30,7 @@ mod webhooks;
 
 pub use auth::{hash_key, insert_key, insert_key_for, Secret};
 pub use config::{parse_window, Config, ManualClock, ServiceClock};
+pub use connections::Tls;
 pub use error::{ApiError, ErrorType};
 pub use paycore_cluster::QueueConfig;
 pub use render::Renderer;
@@ -37,7 +40,6 @@ pub use webhooks::{hmac_sha256, signature, SIGNATURE_HEADER};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
-use axum::serve::ListenerExt;
 use axum::Router;
 use paycore_engine::{EngineConfig, EngineHandle, EngineMetrics};
 use paycore_store::{AdminStore, BatchStore, FxStore, InterestStore, Reader, RetentionStore};
@@ -90,6 +92,8 @@ pub struct AppState {
     pub retainer: Arc<dyn RetentionStore>,
     pub retention: paycore_store::Retention,
     pub retention_interval: std::time::Duration,
+    /// A request body not in full by then is cut off with 408 (`body_deadline`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The whole API as a router.
@@ -142,6 +146,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/webhook_deliveries/{id}/replay", post(routes::webhooks::replay))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_deadline::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(limit))
         // `RateLimit-*` on every response whose key took a token (`ratelimit`).
@@ -156,6 +161,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub struct Service {
     pub state: Arc<AppState>,
     engines: Engines,
+    limits: connections::Limits,
 }
 
 /// Where a service's engine runs.
@@ -274,7 +280,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         max_batch_lines: config.max_batch_lines,
         rate,
         max_batch_bytes: config.max_batch_bytes,
-        jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease),
+        jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease, config.max_concurrent_validations),
         reports,
         stopping: Arc::new(AtomicBool::new(false)),
         role: config.role,
@@ -284,19 +290,31 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         retainer,
         retention: config.retention,
         retention_interval: config.retention_interval,
+        body_read_timeout: config.body_read_timeout,
     });
-    Ok(Service { state, engines })
+    Ok(Service { state, engines, limits: connections::limits(config) })
 }
 
 impl Service {
-    /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests
-    /// finish and waits for the engine to stop.
+    /// Serves the API on `listener` until `shutdown` completes, then drains: in-flight requests
+    /// finish (up to `Config::shutdown_timeout`), batch jobs stop at their next step, and the
+    /// engine answers what it took and stops.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Service { state, engines } = self;
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// [`Service::serve`], over TLS when `tls` is given.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Option<Tls>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Service { state, engines, limits } = self;
         let claims = jobs::spawn_claim_loop(state.clone());
         let deliveries = webhooks::spawn(state.clone());
         let pruner = retention::spawn(state.clone());
@@ -305,15 +323,8 @@ impl Service {
             shutdown.await;
             stopping.store(true, Ordering::Relaxed);
         };
-        // One small request and answer at a time on each connection: Nagle's algorithm would
-        // only hold back the last segment of an answer.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::warn!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
-        tracing::info!("stopped accepting; waiting for the engine to finish");
+        connections::serve(listener, app(state), limits, tls, shutdown).await;
+        tracing::info!("connections closed; waiting for the engine to finish");
         // The worker sees `stopping` at its next round; an attempt in flight is retried at the
         // next start if it is not recorded.
         deliveries.abort();
@@ -353,16 +364,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || start(&config)).await??
     };
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(Tls::from_pem_files(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "paycore listening on http://{address}")?;
+        writeln!(stdout, "paycore listening on {scheme}://{address}")?;
         stdout.flush()?;
     }
     let store = if config.store.is_some() { "postgres" } else { "embedded" };
-    tracing::info!(%address, data = %config.data_dir.display(), store, "serving");
-    service.serve(listener, shutdown_signal()).await
+    tracing::info!(%address, data = %config.data_dir.display(), store, scheme, "serving");
+    service.serve_tls(listener, tls, shutdown_signal()).await
 }
 
 /// An `--role engine` process: its engines, `/healthz` and `/metrics`.
@@ -378,7 +394,8 @@ async fn run_engine(config: Config) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(%address, role = "engine", "serving /healthz and /metrics");
-    roles::serve_engine(store, cluster, config.queue_capacity, listener, shutdown_signal()).await
+    let limits = connections::limits(&config);
+    roles::serve_engine(store, cluster, config.queue_capacity, limits, listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

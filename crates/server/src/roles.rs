@@ -97,6 +97,7 @@ pub async fn serve_engine(
     store: String,
     cluster: Cluster,
     queue_capacity: usize,
+    limits: crate::connections::Limits,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -111,7 +112,10 @@ pub async fn serve_engine(
     let node = start_engines(&store, queue, render, engine_metrics.clone(), queue_capacity, cluster.preferred);
     tracing::info!(partitions = count, "engine process started; leading or standing by for every partition");
     let process = Arc::new(EngineProcess { node, metrics: crate::metrics::Metrics::new(&engine_metrics) });
-    axum::serve(listener, engine_router(process.clone())).with_graceful_shutdown(shutdown).await?;
+    crate::connections::serve(listener, engine_router(process.clone()), limits, None, shutdown).await;
+    // Each engine answers what it pulled and commits; its store's connection closes with it,
+    // and with it the partition's advisory lock: a standby takes over at its next poll, without
+    // waiting for a lock to lapse.
     process.node.stop().await;
     tracing::info!("engines stopped");
     Ok(())

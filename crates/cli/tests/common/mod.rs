@@ -29,6 +29,7 @@ pub const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 const OVERLOAD_RETRY_FOR: Duration = Duration::from_secs(60);
 
 const LISTENING: &str = "paycore listening on http://";
+const LISTENING_TLS: &str = "paycore listening on https://";
 
 /// 64 random bits without a dependency: std's hasher keys are random per process, and the
 /// counter and clock make every call differ.
@@ -347,6 +348,8 @@ pub struct Server {
     funding: Mutex<HashMap<String, String>>,
     /// The currency of each account the helpers opened.
     currencies: Mutex<HashMap<String, String>>,
+    /// The child's file-descriptor limit (`ulimit -n`), when a test lowers it.
+    fd_limit: Option<u32>,
 }
 
 impl Server {
@@ -355,12 +358,21 @@ impl Server {
     }
 
     pub fn start_with(options: Options) -> Server {
-        Server::start_in(None, options)
+        Server::start_at(None, options, None)
     }
 
     /// A server whose data folder is `data_dir` (`None`: `data` in its temporary folder), for
     /// a data folder on a filesystem of the test's own; the logs stay in the temporary folder.
     pub fn start_in(data_dir: Option<PathBuf>, options: Options) -> Server {
+        Server::start_at(data_dir, options, None)
+    }
+
+    /// [`Server::start_with`], the child limited to `fd_limit` open files (`ulimit -n`).
+    pub fn start_limited(options: Options, fd_limit: Option<u32>) -> Server {
+        Server::start_at(None, options, fd_limit)
+    }
+
+    fn start_at(data_dir: Option<PathBuf>, options: Options, fd_limit: Option<u32>) -> Server {
         let tmp = tempfile::Builder::new().prefix("paycore-e2e-").tempdir().expect("tempdir");
         let data_dir = data_dir.unwrap_or_else(|| tmp.path().join("data"));
         let client =
@@ -374,6 +386,7 @@ impl Server {
             generation: 0,
             funding: Mutex::new(HashMap::new()),
             currencies: Mutex::new(HashMap::new()),
+            fd_limit,
         };
         server.spawn();
         if server.api.key.is_empty() {
@@ -397,7 +410,17 @@ impl Server {
         assert!(self.child.is_none(), "a server is already running");
         self.generation += 1;
         let stderr = File::create(self.log_path("stderr", self.generation)).expect("stderr log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_paycore"));
+        let mut command = match self.fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_paycore")),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_paycore"));
+                shell
+            }
+        };
         command
             .arg("serve")
             .arg("--data")
@@ -433,8 +456,8 @@ impl Server {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(stdout_log, "{line}");
-                if let Some(pos) = line.find(LISTENING) {
-                    let addr = line[pos + LISTENING.len()..].trim().trim_end_matches('/').to_owned();
+                if let Some(pos) = line.find(LISTENING).or_else(|| line.find(LISTENING_TLS)) {
+                    let addr = line[pos..].trim().trim_end_matches('/').to_owned();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -443,7 +466,7 @@ impl Server {
         });
         self.child = Some(child);
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => self.api.base_url = format!("http://{addr}"),
+            Ok(url) => self.api.base_url = url.trim_start_matches("paycore listening on ").to_owned(),
             Err(_) => {
                 let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                 self.dump_logs();
@@ -463,6 +486,29 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, then waits up to `within` for the process to exit; its exit status, or `None`
+    /// if it was still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts a new process on the same data folder (after [`Server::terminate`]).
+    pub fn start_again(&mut self) {
+        self.spawn();
     }
 
     /// Starts a new process on the same data folder with the same key setting.
