@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Requests a key may send at once after being idle; default twice the rate.
     #[arg(long = "rate-limit-burst", env = "PAYCORE_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
+    /// Marks the operator console's cookies `Secure` on every request (TLS in front of the
+    /// server); without it only requests with `X-Forwarded-Proto: https` get them.
+    #[arg(long = "console-secure-cookies", env = "PAYCORE_CONSOLE_SECURE_COOKIES")]
+    console_secure_cookies: bool,
     /// Threads serving HTTP; default one per core but one, which the engine's thread has to
     /// itself (at least one).
     #[arg(long = "http-threads", env = "PAYCORE_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
@@ -193,6 +197,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.rate_limit_per_second = args.rate_limit_per_second;
     config.store_connections_max = args.store_connections;
     config.rate_limit_burst = args.rate_limit_burst.unwrap_or(args.rate_limit_per_second.saturating_mul(2));
+    config.console_secure_cookies = args.console_secure_cookies;
+    config.console_secret = std::env::var("PAYCORE_CONSOLE_SECRET")
+        .ok()
+        .filter(|secret| !secret.is_empty())
+        .map(paycore_server::Secret::new);
     config.api_key =
         std::env::var("PAYCORE_API_KEY").ok().filter(|key| !key.is_empty()).map(paycore_server::Secret::new);
     if let Some(node_id) = args.node_id {

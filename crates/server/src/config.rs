@@ -53,6 +53,13 @@ pub struct Config {
     /// what "today" is for interest runs. The system clock unless a test or a simulation sets
     /// one ([`ManualClock`]).
     pub clock: ServiceClock,
+    /// The key that signs the operator console's session cookies (`PAYCORE_CONSOLE_SECRET`):
+    /// the same on every API node, so that any of them accepts a session. Without it each
+    /// process signs with a random key of its own, and sessions end when it stops.
+    pub console_secret: Option<Secret>,
+    /// Marks the console's cookies `Secure` always (TLS is in front of the server); without
+    /// it, only requests with `X-Forwarded-Proto: https` get `Secure` cookies.
+    pub console_secure_cookies: bool,
 }
 
 /// A clock for [`Config::clock`].
@@ -127,6 +134,8 @@ impl Config {
             role: crate::Role::All,
             cluster: None,
             clock: ServiceClock::default(),
+            console_secret: None,
+            console_secure_cookies: false,
         }
     }
 }

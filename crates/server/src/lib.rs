@@ -6,6 +6,7 @@
 
 mod auth;
 mod config;
+mod console;
 mod error;
 mod idempotency;
 mod ids;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub interest: Arc<dyn InterestStore>,
     /// What "today" is for interest runs (`Config::clock`).
     pub clock: Arc<dyn paycore_engine::Clock>,
+    /// The operator console's session keys (`console::Sessions`).
+    pub console: console::Sessions,
 }
 
 /// The whole API as a router.
@@ -131,6 +134,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/webhook_endpoints/{id}", delete(routes::webhooks::delete))
         .route("/v1/webhook_endpoints/{id}/deliveries", get(routes::webhooks::deliveries))
         .route("/v1/webhook_deliveries/{id}/replay", post(routes::webhooks::replay))
+        .nest("/console", console::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
@@ -262,6 +266,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         node,
         interest,
         clock: config.clock.0.clone(),
+        console: console::Sessions::new(config.console_secret.as_ref(), config.console_secure_cookies),
     });
     Ok(Service { state, engines })
 }
