@@ -106,7 +106,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/interest/quote", get(routes::interest::quote))
         .route("/v1/interest/runs", post(routes::interest::run))
         .route("/v1/transfers", post(routes::transfers::create))
-        .route("/v1/payments", post(routes::payments::create))
+        .route("/v1/payments", post(routes::payments::create).get(routes::payments::list))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))
         .route("/v1/payments/{id}/confirm", post(routes::payments::confirm))
         .route("/v1/payments/scan", post(routes::payments::scan))

@@ -255,6 +255,28 @@ async fn pages_show_the_figures_the_api_returns() {
     assert!(p.body.contains("id=\"action-capture\"") && p.body.contains("id=\"action-cancel\""));
     assert!(!p.body.contains("id=\"action-refund\""));
     assert!(p.body.contains("pending"), "the hold transfer");
+    // The list: `GET /v1/payments`, newest first, by status, paged; the console shows the same.
+    let second = api.payment(&payer, &payee, 700, json!({})).await;
+    let all = api.get("/v1/payments").await;
+    let listed: Vec<&str> = all.body["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [second.as_str(), pay.as_str()]);
+    let held = api.get("/v1/payments?status=requires_capture&limit=1").await;
+    assert_eq!((held.body["data"][0]["id"].as_str(), &held.body["has_more"]), (Some(pay.as_str()), &json!(false)));
+    let first = api.get("/v1/payments?limit=1").await;
+    assert_eq!((first.body["data"][0]["id"].as_str(), &first.body["has_more"]), (Some(second.as_str()), &json!(true)));
+    let rest = api.get(&format!("/v1/payments?starting_after={second}")).await;
+    assert_eq!(rest.body["data"][0]["id"].as_str(), Some(pay.as_str()));
+    for (query, param) in [("status=paid", "status"), ("limit=0", "limit"), ("sort=id", "sort")] {
+        let refused = api.get(&format!("/v1/payments?{query}")).await;
+        assert_eq!((refused.status, refused.body["error"]["param"].as_str()), (400, Some(param)), "{query}");
+    }
+    let list = console.get("/console/payments").await;
+    let (at_second, at_pay) = (list.body.find(&second).unwrap(), list.body.find(&pay).unwrap());
+    assert!(at_second < at_pay, "newest first");
+    assert!(list.body.contains("data-live=\"yes\""));
+    let filtered = console.get("/console/payments?status=requires_confirmation").await;
+    assert!(filtered.body.contains(&second) && !filtered.body.contains(&pay));
+    assert!(filtered.body.contains("<option value=\"requires_confirmation\" selected>"), "{}", filtered.body);
     // Looked up by id; unknown ids and unknown pages are the console's 404 page.
     let found = console.get(&format!("/console/payments?id={pay}")).await;
     assert_eq!(found.location, Some(format!("/console/payments/{pay}")));

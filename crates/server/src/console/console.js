@@ -156,7 +156,29 @@ function setupHealth() {
   tick();
 }
 
+// The payment list's first page follows new payments and status changes: the page is read
+// again every three seconds and its list swapped in.
+function setupPaymentList() {
+  const list = document.getElementById("payment-list");
+  if (!list || list.dataset.live !== "yes") return;
+  const tick = async () => {
+    try {
+      const response = await fetch(window.location.href, { credentials: "same-origin" });
+      if (response.ok && response.headers.get("content-type").startsWith("text/html")) {
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = page.getElementById("payment-list");
+        if (fresh) list.innerHTML = fresh.innerHTML;
+      }
+    } catch (error) {
+      // Try again at the next tick.
+    }
+    setTimeout(tick, 3000);
+  };
+  setTimeout(tick, 3000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setupPaymentList();
   setupUpload();
   setupBatch();
   setupHealth();

@@ -285,10 +285,26 @@ struct PaymentSearch {
     id: Option<String>,
 }
 
-async fn payments(session: Session, Query(search): Query<PaymentSearch>) -> Response {
-    match search.id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()) {
-        Some(id) => see_other(&format!("/console/payments/{}", urlencode(&id))),
-        None => html(StatusCode::OK, views::payments(&session)),
+/// The live list (`GET /v1/payments` with the page's `status` and cursor), or the payment a
+/// typed id names.
+async fn payments(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Query(search): Query<PaymentSearch>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(id) = search.id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()) {
+        return see_other(&format!("/console/payments/{}", urlencode(&id)));
+    }
+    // An empty `status` (the filter's "all") is no filter.
+    let query: Vec<&str> =
+        query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty() && *p != "status=").collect();
+    let status = query.iter().find_map(|p| p.strip_prefix("status=")).map(str::to_owned);
+    let paged = query.iter().any(|p| p.starts_with("starting_after="));
+    let listed = crate::routes::payments::list(State(state), session.auth, RawQuery(Some(query.join("&")))).await;
+    match api_json(listed).await {
+        Ok(list) => html(StatusCode::OK, views::payments(&session, &list, status.as_deref(), paged)),
+        Err(problem) => problem.page(Some(&session)),
     }
 }
 

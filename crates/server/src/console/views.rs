@@ -228,16 +228,57 @@ pub fn account(session: &Session, account: &Value, transfers: &Value, paged: boo
     )
 }
 
-pub fn payments(session: &Session) -> Markup {
+const PAYMENT_STATUSES: [&str; 6] =
+    ["requires_confirmation", "requires_capture", "succeeded", "failed", "cancelled", "expired"];
+
+pub fn payments(session: &Session, list: &Value, status: Option<&str>, paged: bool) -> Markup {
+    let rows = list["data"].as_array().cloned().unwrap_or_default();
     layout(
         "Payments",
         Some(session),
         html! {
             h1 { "Payments" }
-            form.card.inline method="get" action="/console/payments" role="search" {
-                label for="id" { "Payment id" }
-                input id="id" name="id" type="search" required autofocus placeholder="pay_…";
-                button type="submit" { "Open" }
+            div.row {
+                form.card.inline method="get" action="/console/payments" role="search" {
+                    label for="id" { "Payment id" }
+                    input id="id" name="id" type="search" placeholder="pay_…";
+                    button type="submit" { "Open" }
+                }
+                form.card.inline method="get" action="/console/payments" {
+                    label for="status" { "Status" }
+                    select id="status" name="status" {
+                        option value="" { "all" }
+                        @for s in PAYMENT_STATUSES {
+                            option value=(s) selected[status == Some(s)] { (s) }
+                        }
+                    }
+                    button type="submit" id="filter" { "Filter" }
+                }
+            }
+            div id="payment-list" data-live=(if paged { "no" } else { "yes" }) {
+                @if rows.is_empty() { p { "No payments." } } @else {
+                    table.list {
+                        thead { tr { th { "Created" } th { "Payment" } th { "Status" } th.num { "Amount" } th { "Payer" } th { "Payee" } } }
+                        tbody {
+                            @for p in &rows {
+                                tr {
+                                    td { (text(&p["created_at"])) }
+                                    td { a href={ "/console/payments/" (text(&p["id"])) } { code { (text(&p["id"])) } } }
+                                    td { span.badge { (text(&p["status"])) } }
+                                    td.num { (json_amount(&p["amount"], text(&p["currency"]))) }
+                                    td { code { (p["payer_account"].as_str().unwrap_or("—")) } }
+                                    td { code { (text(&p["payee_account"])) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                nav.pager aria-label="Payment pages" {
+                    @if paged { a href={ "/console/payments?status=" (status.unwrap_or("")) } { "Newest" } }
+                    @if let (true, Some(cursor)) = (list["has_more"].as_bool().unwrap_or(false), list["next_cursor"].as_str()) {
+                        a id="older" href={ "/console/payments?status=" (status.unwrap_or("")) "&starting_after=" (cursor) } { "Older payments" }
+                    }
+                }
             }
         },
     )

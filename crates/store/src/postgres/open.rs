@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_fx_batches.sql"),
     include_str!("migrations/0010_interest.sql"),
     include_str!("migrations/0011_qr.sql"),
+    include_str!("migrations/0014_console.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_fx_batches.sql"),
     include_str!("migrations/0013_interest.sql"),
     include_str!("migrations/0014_qr.sql"),
+    include_str!("migrations/0017_console.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";
