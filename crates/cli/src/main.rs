@@ -119,6 +119,14 @@ struct ServeArgs {
     /// Requests a key may send at once after being idle; default twice the rate.
     #[arg(long = "rate-limit-burst", env = "PAYCORE_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
+    /// Marks the operator console's cookies `Secure` on every request (TLS in front of the
+    /// server); without it only requests with `X-Forwarded-Proto: https` get them.
+    #[arg(long = "console-secure-cookies", env = "PAYCORE_CONSOLE_SECURE_COOKIES")]
+    console_secure_cookies: bool,
+    /// The key that signs the console's session cookies, the same on every API node so that
+    /// any of them accepts a session (default: a random key per process; sessions end with it).
+    #[arg(long = "console-secret", env = "PAYCORE_CONSOLE_SECRET", hide_env_values = true, value_name = "SECRET")]
+    console_secret: Option<String>,
     /// Threads serving HTTP; default one per core but one, which the engine's thread has to
     /// itself (at least one).
     #[arg(long = "http-threads", env = "PAYCORE_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
@@ -372,6 +380,9 @@ fn server_config(args: ServeArgs) -> anyhow::Result<(paycore_server::Config, usi
     config.shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout);
     config.tls = args.tls_cert.zip(args.tls_key);
     config.max_concurrent_validations = args.max_concurrent_validations;
+    // Served over TLS, the console's cookies are always `Secure`.
+    config.console_secure_cookies = args.console_secure_cookies || config.tls.is_some();
+    config.console_secret = args.console_secret.filter(|secret| !secret.is_empty()).map(paycore_server::Secret::new);
     if let Some(node_id) = args.node_id {
         config.node_id = node_id;
     }

@@ -88,6 +88,13 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Batch files validated at once; more wait (their batches stay `validating`).
     pub max_concurrent_validations: usize,
+    /// The key that signs the operator console's session cookies (`PAYCORE_CONSOLE_SECRET`):
+    /// the same on every API node, so that any of them accepts a session. Without it each
+    /// process signs with a random key of its own, and sessions end when it stops.
+    pub console_secret: Option<Secret>,
+    /// Marks the console's cookies `Secure` always (TLS is in front of the server); without
+    /// it, only requests with `X-Forwarded-Proto: https` get `Secure` cookies.
+    pub console_secure_cookies: bool,
 }
 
 /// A clock for [`Config::clock`].
@@ -193,6 +200,8 @@ impl Config {
             shutdown_timeout: Config::SHUTDOWN_TIMEOUT_DEFAULT,
             tls: None,
             max_concurrent_validations: Config::MAX_CONCURRENT_VALIDATIONS_DEFAULT,
+            console_secret: None,
+            console_secure_cookies: false,
         }
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod body_deadline;
 mod config;
 mod connections;
+mod console;
 mod error;
 mod idempotency;
 mod ids;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub retention_interval: std::time::Duration,
     /// A request body not in full by then is cut off with 408 (`body_deadline`).
     pub body_read_timeout: std::time::Duration,
+    /// The operator console's session keys (`console::Sessions`).
+    pub console: console::Sessions,
 }
 
 /// The whole API as a router.
@@ -115,7 +118,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/interest/quote", get(routes::interest::quote))
         .route("/v1/interest/runs", post(routes::interest::run))
         .route("/v1/transfers", post(routes::transfers::create))
-        .route("/v1/payments", post(routes::payments::create))
+        .route("/v1/payments", post(routes::payments::create).get(routes::payments::list))
         .route("/v1/payments/{id}", get(routes::payments::retrieve))
         .route("/v1/payments/{id}/confirm", post(routes::payments::confirm))
         .route("/v1/payments/scan", post(routes::payments::scan))
@@ -144,6 +147,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/webhook_endpoints/{id}", delete(routes::webhooks::delete))
         .route("/v1/webhook_endpoints/{id}/deliveries", get(routes::webhooks::deliveries))
         .route("/v1/webhook_deliveries/{id}/replay", post(routes::webhooks::replay))
+        .nest("/console", console::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), body_deadline::layer))
@@ -291,6 +295,7 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         retention: config.retention,
         retention_interval: config.retention_interval,
         body_read_timeout: config.body_read_timeout,
+        console: console::Sessions::new(config.console_secret.as_ref(), config.console_secure_cookies),
     });
     Ok(Service { state, engines, limits: connections::limits(config) })
 }

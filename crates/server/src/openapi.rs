@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         routes::transfers::create,
         routes::payments::create,
         routes::payments::retrieve,
+        routes::payments::list,
         routes::payments::confirm,
         routes::payments::capture,
         routes::payments::cancel,

@@ -49,7 +49,7 @@ pub use returns::{ItemLink, LinkKind, ReturnStore};
 
 use paycore_ledger::{
     Account, AccountId, AuditRecord, ChangeSet, ClearingWindow, ClearingWindowId, Currency, HoldRecord, OpenWindow,
-    Payment, PaymentId, Prefetch, Refund, TenantId, Transfer, TransferId,
+    Payment, PaymentId, PaymentStatus, Prefetch, Refund, TenantId, Transfer, TransferId,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -140,6 +140,9 @@ pub trait Reader: Send + Sync {
     fn account_transfers(&self, tenant: TenantId, id: AccountId, page: Page<TransferId>) -> Result<Vec<Transfer>>;
     fn transfer(&self, tenant: TenantId, id: TransferId) -> Result<Option<Transfer>>;
     fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Option<Payment>>;
+    /// The tenant's payments (of one status, if given), newest first (ids are time-ordered);
+    /// `page.after` is the last payment of the previous page.
+    fn payments(&self, tenant: TenantId, status: Option<PaymentStatus>, page: Page<PaymentId>) -> Result<Vec<Payment>>;
     /// The payment's refunds, oldest first.
     fn refunds(&self, tenant: TenantId, payment: PaymentId) -> Result<Vec<Refund>>;
     fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>>;

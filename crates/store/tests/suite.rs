@@ -1913,3 +1913,49 @@ fn embedded_returns() {
 fn postgres_returns() {
     on_postgres("postgres_returns", returns);
 }
+
+/// `Reader::payments`: a tenant's payments newest first, filtered by status, paged by id.
+fn payment_listing(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)]);
+    let payment = |id: u128| {
+        Command::CreatePayment(NewPayment {
+            id: PaymentId(id),
+            payer: Some(AccountId(1)),
+            payee: AccountId(2),
+            amount: 100,
+            currency: eur(),
+            capture_method: CaptureMethod::Automatic,
+            expires_in_seconds: 3600,
+            description: None,
+            fx_quote: None,
+            merchant: None,
+        })
+    };
+    step(&mut state, store.as_mut(), 20, vec![payment(901), payment(902)]);
+    step(&mut state, store.as_mut(), 30, vec![payment(903), Command::ConfirmPayment(PaymentId(902))]);
+    let ids = |status: Option<PaymentStatus>, after: Option<u128>, limit: usize| -> Vec<u128> {
+        let page = paycore_store::Page { after: after.map(PaymentId), limit };
+        api.payments(T1, status, page).unwrap().iter().map(|p| p.id.0).collect()
+    };
+    assert_eq!(ids(None, None, 10), [903, 902, 901]);
+    assert_eq!(ids(None, None, 2), [903, 902]);
+    assert_eq!(ids(None, Some(902), 2), [901]);
+    assert_eq!(ids(Some(PaymentStatus::RequiresConfirmation), None, 10), [903, 901]);
+    assert_eq!(ids(Some(PaymentStatus::Succeeded), None, 10), [902]);
+    assert_eq!(ids(Some(PaymentStatus::Cancelled), None, 10), Vec::<u128>::new());
+    assert_eq!(api.payments(T2, None, paycore_store::Page { after: None, limit: 10 }).unwrap(), []);
+}
+
+#[test]
+fn embedded_payment_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    payment_listing(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_payment_listing() {
+    on_postgres("postgres_payment_listing", payment_listing);
+}

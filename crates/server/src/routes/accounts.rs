@@ -195,7 +195,7 @@ pub async fn transfers(
 
 /// Parses `limit` and `starting_after` from a query string; `cursor` says what a
 /// `starting_after` must be (`a transfer id (\`tr_…\`)`).
-fn list_page<C: std::str::FromStr>(query: Option<&str>, cursor: &str) -> Result<Page<C>, ApiError> {
+pub(crate) fn list_page<C: std::str::FromStr>(query: Option<&str>, cursor: &str) -> Result<Page<C>, ApiError> {
     let mut page = Page { after: None, limit: LIST_LIMIT_DEFAULT };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));

@@ -295,6 +295,45 @@ pub async fn retrieve(
     Ok(super::rendered(render::json(200, &PaymentJson::new(&payment))))
 }
 
+/// `GET /v1/payments`
+#[utoipa::path(get, path = "/v1/payments", tag = "payments",
+    params(
+        ("status" = Option<String>, Query, description = "Only payments in this status: `requires_confirmation`, `requires_capture`, `succeeded`, `failed`, `cancelled` or `expired`"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<String>, Query, description = "A payment id: the `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's payments, newest first", body = ListJson<PaymentJson>),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut status = None;
+    let mut rest = Vec::new();
+    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("status", value)) => {
+                status = Some(PaymentStatus::parse(value).ok_or_else(|| {
+                    ApiError::invalid(
+                        "status",
+                        "`status` must be one of: requires_confirmation, requires_capture, succeeded, failed, cancelled, expired.",
+                    )
+                })?);
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let page = super::accounts::list_page::<PaymentId>(Some(&rest.join("&")), "a payment id (`pay_…`)")?;
+    let (tenant, fetch) = (auth.tenant, paycore_store::Page { after: page.after, limit: page.limit + 1 });
+    let payments = read(&state, move |r| r.payments(tenant, status, fetch)).await?;
+    let list = ListJson::page(payments, page.limit, |p| p.id.to_string(), PaymentJson::new);
+    Ok(super::rendered(render::json(200, &list)))
+}
+
 /// `GET /v1/payments/{id}/refunds`
 #[utoipa::path(get, path = "/v1/payments/{id}/refunds", tag = "payments",
     params(("id" = String, Path, description = "`pay_…`")),

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_qr.sql"),
     include_str!("migrations/0012_returns.sql"),
     include_str!("migrations/0013_refunds.sql"),
+    include_str!("migrations/0014_console.sql"),
     include_str!("migrations/0015_retention.sql"),
     include_str!("migrations/0016_keys.sql"),
 ];

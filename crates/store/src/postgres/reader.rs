@@ -9,8 +9,8 @@ use super::open::connect;
 use crate::pool::Pool;
 use crate::{ApiKeyRecord, ClearingSummary, IdempotencyRecord, Page, Reader, Result};
 use paycore_ledger::{
-    Account, AccountId, AuditRecord, ClearingWindow, ClearingWindowId, Currency, Payment, PaymentId, Refund, TenantId,
-    Transfer, TransferId,
+    Account, AccountId, AuditRecord, ClearingWindow, ClearingWindowId, Currency, Payment, PaymentId, PaymentStatus,
+    Refund, TenantId, Transfer, TransferId,
 };
 use postgres::Client;
 use std::sync::Arc;
@@ -168,6 +168,19 @@ impl Reader for PostgresReader {
                 )?
                 .map(|row| payment_from(&row))
                 .transpose()
+        })
+    }
+
+    fn payments(&self, tenant: TenantId, status: Option<PaymentStatus>, page: Page<PaymentId>) -> Result<Vec<Payment>> {
+        let before = id_bytes(page.after.map_or(u128::MAX, |id| id.0));
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        self.with(|client| {
+            let rows = client.query(
+                "SELECT * FROM payments WHERE tenant = $1 AND ($2::text IS NULL OR status = $2) AND id < $3
+                 ORDER BY id DESC LIMIT $4",
+                &[&id_bytes(tenant.0), &status.map(PaymentStatus::as_str), &before, &limit],
+            )?;
+            all(&rows, payment_from)
         })
     }
 

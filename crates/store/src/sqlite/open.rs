@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_qr.sql"),
     include_str!("migrations/0015_returns.sql"),
     include_str!("migrations/0016_refunds.sql"),
+    include_str!("migrations/0017_console.sql"),
     include_str!("migrations/0018_retention.sql"),
     include_str!("migrations/0019_keys.sql"),
 ];

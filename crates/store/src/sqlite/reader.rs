@@ -10,8 +10,8 @@ use super::open::connect;
 use crate::pool::Pool;
 use crate::{ApiKeyRecord, ClearingSummary, IdempotencyRecord, Page, Reader, Result};
 use paycore_ledger::{
-    Account, AccountId, AuditRecord, ClearingWindow, ClearingWindowId, Currency, Payment, PaymentId, Refund, TenantId,
-    Transfer, TransferId,
+    Account, AccountId, AuditRecord, ClearingWindow, ClearingWindowId, Currency, Payment, PaymentId, PaymentStatus,
+    Refund, TenantId, Transfer, TransferId,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::PathBuf;
@@ -198,6 +198,20 @@ impl Reader for SqliteReader {
                 .prepare_cached("SELECT * FROM payments WHERE id = ?1 AND tenant = ?2")?
                 .query_row(params![id_blob(id.0), id_blob(tenant.0)], payment_from)
                 .optional()?)
+        })
+    }
+
+    fn payments(&self, tenant: TenantId, status: Option<PaymentStatus>, page: Page<PaymentId>) -> Result<Vec<Payment>> {
+        let before = id_blob(page.after.map_or(u128::MAX, |id| id.0));
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT * FROM payments WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) AND id < ?3
+                     ORDER BY id DESC LIMIT ?4",
+                )?
+                .query_map(params![id_blob(tenant.0), status.map(PaymentStatus::as_str), before, limit], payment_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
