@@ -1527,7 +1527,7 @@ async fn a_nacha_return_file_moves_no_money() {
     assert_status(&batch, "rejected");
     let first = &batch["rejection"]["errors"][0];
     assert_eq!((&first["line"], &first["code"]), (&json!(3), &json!("return_entry_not_matched")), "{batch}");
-    assert!(first["message"].as_str().is_some_and(|m| m.contains("reason R01")), "{batch}");
+    assert!(first["message"].as_str().is_some_and(|m| m.contains("return (R01)")), "{batch}");
     assert_eq!(batch["rejection"]["errors"][1]["line"], json!(7), "{batch}");
     assert_eq!(server.posted(&payer).await, 0);
 }
