@@ -3,7 +3,9 @@
 //! R-code, reading back cleanly through paycore's own NACHA parser. In: a file of returns
 //! (Addenda 99) and notifications of change (Addenda 98) about an earlier batch's entries,
 //! matched by trace number: returns reverse the original items (`returned`, money back, a
-//! `batch_item.returned` webhook), once; notifications are recorded and move nothing.
+//! `batch_item.returned` webhook), once; notifications are recorded and move nothing. The
+//! pain.002 of a NACHA batch counts prenotes, zero-dollar entries and recorded notifications
+//! as neither paid nor rejected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,6 +17,7 @@ use serde_json::{json, Value};
 
 on_both_backends!(a_nacha_batch_returns_what_it_did_not_pay);
 on_both_backends!(returns_reverse_their_originals_once_and_notifications_move_nothing);
+on_both_backends!(a_pain002_of_a_nacha_batch_counts_skipped_entries_as_neither);
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
 const HEADER: &str = "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
@@ -80,16 +83,23 @@ fn change_entry(seq: u64, account: &str, change: &str, corrected: &str, own: u64
 
 /// A PPD credit batch paying `entries` (account, cents), with correct control records.
 fn nacha_file(entries: &[(&str, u64)]) -> String {
+    let coded: Vec<(&str, &str, u64)> = entries.iter().map(|(account, cents)| ("22", *account, *cents)).collect();
+    nacha_file_coded(&coded)
+}
+
+/// A PPD credit batch of `entries` (transaction code, account, cents): 22 a credit, 23 a
+/// prenote, 24 a zero-dollar entry; with correct control records.
+fn nacha_file_coded(entries: &[(&str, &str, u64)]) -> String {
     let mut lines = vec![HEADER.to_owned()];
     lines.push(pad(&format!(
         "5220{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{ODFI}0000001",
         "Company", "", "1234567890", "PAYROLL", ""
     )));
     let (mut hash, mut credit) = (0u64, 0u64);
-    for (n, (account, cents)) in entries.iter().enumerate() {
+    for (n, (code, account, cents)) in entries.iter().enumerate() {
         hash += 23_138_010;
         credit += cents;
-        lines.push(format!("622231380104{account:<17}{cents:010}{:<15}{:<22}  0{ODFI}{:07}", "ID", "Receiver", n + 1));
+        lines.push(format!("6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{ODFI}{:07}", "ID", "Receiver", n + 1));
     }
     let count = entries.len();
     lines.push(pad(&format!(
@@ -374,4 +384,104 @@ async fn returns_reverse_their_originals_once_and_notifications_move_nothing(bac
     // The books still balance.
     let report = common::blocking(&data, |store| paycore_store::verify::verify(store).unwrap()).await;
     assert!(report.ok(), "{:?}", report.problems);
+}
+
+const PAIN002_XSD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samples/xsd/pain.002.001.10.xsd");
+
+/// Checks `xml` against the official pain.002.001.10 schema with xmllint (skipped loudly when
+/// it is not installed, except under `CI=true`).
+fn assert_pain002_valid(xml: &str) {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("paycore-returns-pain002-{}-{n}.xml", std::process::id()));
+    std::fs::write(&path, xml).unwrap();
+    let result = std::process::Command::new("xmllint").args(["--noout", "--schema", PAIN002_XSD]).arg(&path).output();
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(output) => assert!(output.status.success(), "{}\n{xml}", String::from_utf8_lossy(&output.stderr)),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => panic!("xmllint is not installed"),
+        Err(_) => eprintln!("SKIPPED: xmllint not installed; XSD validation not run"),
+    }
+}
+
+/// The pain.002 of batch `id`, valid against the schema: its group status and each
+/// transaction's (status, `AddtlInf`).
+async fn pain002(client: &Client, id: &str) -> (String, Vec<(String, Option<String>)>) {
+    let report = client.get(&format!("/v1/batches/{id}/report?format=pain.002")).await;
+    assert_eq!(report.status, 200, "{}", String::from_utf8_lossy(&report.bytes));
+    let xml = String::from_utf8(report.bytes).unwrap();
+    assert_pain002_valid(&xml);
+    let inner = |text: &str, tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        Some(text[start..start + text[start..].find(&format!("</{tag}>"))?].to_owned())
+    };
+    let group = inner(&xml, "GrpSts").unwrap();
+    let items = xml
+        .split("<TxInfAndSts>")
+        .skip(1)
+        .map(|tx| (inner(tx, "TxSts").unwrap(), inner(tx, "AddtlInf")))
+        .collect();
+    (group, items)
+}
+
+fn tx(status: &str, info: Option<&str>) -> (String, Option<String>) {
+    (status.to_owned(), info.map(str::to_owned))
+}
+
+async fn a_pain002_of_a_nacha_batch_counts_skipped_entries_as_neither(backend: Backend) {
+    let Some((client, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let funding = client.post("/v1/accounts", json!({"currency": "USD", "overdraft_limit": "unlimited"})).await;
+    let funding = funding.body["id"].as_str().unwrap().to_owned();
+    let payer = account(&client, "PAYROLL-1").await;
+    account(&client, "231380104111").await;
+    let t = json!({"debit_account": funding, "credit_account": payer, "amount": 10_000, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", t).await.status, 201);
+
+    // Every payable entry paid, beside a prenote and a zero-dollar entry: accepted, and the
+    // skipped entries are accepted with their code, not rejected.
+    let paid = nacha_file_coded(&[("22", "111", 1_000), ("23", "222", 0), ("24", "333", 0)]);
+    let paid = upload(&client, "payer=PAYROLL-1", paid).await;
+    assert_eq!(paid["status"], "completed", "{paid}");
+    let paid = paid["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &paid).await,
+        owned(&[("succeeded", None), ("invalid", Some("prenote")), ("invalid", Some("zero_dollar_entry"))])
+    );
+    let (group, items) = pain002(&client, &paid).await;
+    assert_eq!(group, "ACCP");
+    assert_eq!(items, vec![tx("ACCP", None), tx("ACCP", Some("prenote")), tx("ACCP", Some("zero_dollar_entry"))]);
+
+    // One payable entry is refused (no such account): partly rejected, the prenote still
+    // accepted.
+    let part = nacha_file_coded(&[("22", "111", 500), ("23", "222", 0), ("22", "999", 300)]);
+    let part = upload(&client, "payer=PAYROLL-1&on_invalid=skip_invalid", part).await;
+    assert_eq!(part["status"], "completed", "{part}");
+    let part = part["id"].as_str().unwrap().to_owned();
+    let (group, items) = pain002(&client, &part).await;
+    assert_eq!(group, "PART");
+    assert_eq!((&items[0], &items[1]), (&tx("ACCP", None), &tx("ACCP", Some("prenote"))));
+    assert_eq!(items[2].0, "RJCT", "{items:?}");
+
+    // The only payable entry fails (its payer has nothing): rejected, though the prenote is not.
+    account(&client, "PAYROLL-2").await;
+    let none = upload(&client, "payer=PAYROLL-2", nacha_file_coded(&[("23", "111", 0), ("22", "111", 300)])).await;
+    assert_eq!(none["status"], "completed", "{none}");
+    let none = none["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &none).await,
+        owned(&[("invalid", Some("prenote")), ("failed", Some("insufficient_funds"))])
+    );
+    let (group, items) = pain002(&client, &none).await;
+    assert_eq!(group, "RJCT");
+    assert_eq!(items[0], tx("ACCP", Some("prenote")));
+    assert_eq!(items[1].0, "RJCT", "{items:?}");
+
+    // A file of a notification of change only: recorded, nothing rejected.
+    let change = nacha_file_of(RDFI, &[change_entry(1, "111", "C01", "1918171614", 1)]);
+    let change = upload(&client, "payer=PAYROLL-1", change).await;
+    let change_id = change["id"].as_str().unwrap().to_owned();
+    assert_eq!(statuses(&client, &change_id).await, owned(&[("invalid", Some("notification_recorded"))]));
+    let (group, items) = pain002(&client, &change_id).await;
+    assert_eq!((group.as_str(), items), ("ACCP", vec![tx("ACCP", Some("notification_recorded"))]), "{change}");
 }
