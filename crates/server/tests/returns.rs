@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 on_both_backends!(a_nacha_batch_returns_what_it_did_not_pay);
 on_both_backends!(returns_reverse_their_originals_once_and_notifications_move_nothing);
 on_both_backends!(a_pain002_of_a_nacha_batch_counts_skipped_entries_as_neither);
+on_both_backends!(an_iat_return_is_matched_like_a_ppd_one);
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
 const HEADER: &str = "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
@@ -30,11 +31,18 @@ fn pad(text: &str) -> String {
 /// A PPD file of one batch from `odfi` holding `entries` (each an entry record and its
 /// addenda), with the control records that count, hash and sum them.
 fn nacha_file_of(odfi: &str, entries: &[Vec<String>]) -> String {
-    let mut lines = vec![HEADER.to_owned()];
-    lines.push(pad(&format!(
+    let header = format!(
         "5200{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001",
         "Bank", "", "1234567890", "RETURNS", ""
-    )));
+    );
+    nacha_file_under(&header, odfi, entries)
+}
+
+/// A file of one batch under `batch_header` (from `odfi`) holding `entries`, with the control
+/// records that count, hash and sum them.
+fn nacha_file_under(batch_header: &str, odfi: &str, entries: &[Vec<String>]) -> String {
+    let mut lines = vec![HEADER.to_owned()];
+    lines.push(pad(batch_header));
     let (mut hash, mut debit, mut credit, mut records) = (0u64, 0u64, 0u64, 0u64);
     for records_of_entry in entries {
         let entry = &records_of_entry[0];
@@ -484,4 +492,89 @@ async fn a_pain002_of_a_nacha_batch_counts_skipped_entries_as_neither(backend: B
     assert_eq!(statuses(&client, &change_id).await, owned(&[("invalid", Some("notification_recorded"))]));
     let (group, items) = pain002(&client, &change_id).await;
     assert_eq!((group.as_str(), items), ("ACCP", vec![tx("ACCP", Some("notification_recorded"))]), "{change}");
+}
+
+/// An IAT batch header from `odfi`, US dollars both ways (as moov-io/ach's IAT fixtures).
+fn iat_header(odfi: &str) -> String {
+    format!("5200{:16}FF3{:15}US{:<10}IATTRADEPAYMTUSDUSD190816   1{odfi}0000001", "", "", "123456789")
+}
+
+/// The seven mandatory IAT addenda (10 to 16) of the entry with sequence number `seq`, as in
+/// moov-io/ach's `iat-mixedCreditDebit` fixture.
+fn iat_addenda(seq: u64) -> Vec<String> {
+    [
+        "710ANN000000000000100000928383-23938          BEK Enterprises                          ",
+        "711BEK Solutions                      15 West Place Street                             ",
+        "712JacobsTown*PA\\                     US*19305\\                                        ",
+        "713Wells Fargo                        01231380104                         US           ",
+        "714Citadel Bank                       01121042882                         CA           ",
+        "7159874654932139872121 Front Street                                                    ",
+        "716LetterTown*AB\\                     CA*80014\\                                        ",
+    ]
+    .iter()
+    .map(|a| format!("{a}{seq:07}"))
+    .collect()
+}
+
+/// An IAT credit of `cents` from ODFI to account `account` at the RDFI, entry `seq`.
+fn iat_entry(seq: u64, account: &str, cents: u64) -> Vec<String> {
+    let mut records =
+        vec![format!("622{RDFI}4{:04}{:13}{cents:010}{account:<35}    1{ODFI}{seq:07}", 7, "")];
+    records.extend(iat_addenda(seq));
+    records
+}
+
+/// The RDFI's IAT return (`reason`) of the IAT entry `seq` of `cents`: a 21 back to the
+/// ODFI with the entry's seven addenda, then an IAT Addenda 99 (the original forward entry's
+/// amount in 36–45).
+fn iat_return_entry(seq: u64, account: &str, cents: u64, reason: &str, own: u64) -> Vec<String> {
+    let trace = format!("{RDFI}{own:07}");
+    let mut records = vec![format!("621{ODFI}2{:04}{:13}{cents:010}{account:<35}    1{trace}", 8, "")];
+    records.extend(iat_addenda(own));
+    records.push(format!("799{reason}{ODFI}{seq:07}{:6}{RDFI}{cents:010}{:34}{trace}", "", ""));
+    records
+}
+
+async fn an_iat_return_is_matched_like_a_ppd_one(backend: Backend) {
+    let Some((client, data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let funding = client.post("/v1/accounts", json!({"currency": "USD", "overdraft_limit": "unlimited"})).await;
+    let funding = funding.body["id"].as_str().unwrap().to_owned();
+    let payer = account(&client, "PAYROLL-1").await;
+    let one = account(&client, "231380104111").await;
+    let t = json!({"debit_account": funding, "credit_account": payer, "amount": 10_000, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", t).await.status, 201);
+
+    // An IAT credit of 12.00, paid.
+    let payment = nacha_file_under(&iat_header(ODFI), ODFI, &[iat_entry(1, "111", 1_200)]);
+    let payment = upload(&client, "payer=PAYROLL-1", payment).await;
+    assert_eq!(payment["status"], "completed", "{payment}");
+    let payment = payment["id"].as_str().unwrap().to_owned();
+    assert_eq!(statuses(&client, &payment).await, owned(&[("succeeded", None)]));
+    assert_eq!((posted(&client, &payer).await, posted(&client, &one).await), (8_800, 1_200));
+
+    // Its IAT return (R03) comes back, beside the return of an IAT entry never sent.
+    let returns = nacha_file_under(
+        &iat_header(RDFI),
+        RDFI,
+        &[iat_return_entry(1, "111", 1_200, "R03", 1), iat_return_entry(7, "777", 500, "R01", 2)],
+    );
+    let back = upload(&client, "payer=PAYROLL-1&on_invalid=skip_invalid", returns).await;
+    assert_eq!(back["status"], "completed", "{back}");
+    let back_id = back["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &back_id).await,
+        owned(&[("succeeded", None), ("invalid", Some("return_entry_not_matched"))])
+    );
+    // The original is returned and the money is back.
+    let items = client.get(&format!("/v1/batches/{payment}/items")).await.body;
+    let original = &items["data"][0];
+    assert_eq!((original["status"].as_str(), original["failure_code"].as_str()), (Some("returned"), Some("R03")));
+    assert_eq!(
+        (original["return"]["batch"].as_str(), original["return"]["index"].as_u64()),
+        (Some(back_id.as_str()), Some(0)),
+        "{original}"
+    );
+    assert_eq!((posted(&client, &payer).await, posted(&client, &one).await), (10_000, 0));
+    let report = common::blocking(&data, |store| paycore_store::verify::verify(store).unwrap()).await;
+    assert!(report.ok(), "{:?}", report.problems);
 }
