@@ -141,7 +141,8 @@ impl<W: Write> Pain002Writer<W> {
             ItemStatus::Pending => "PDNG",
         };
         leaf(out, 8, "TxSts", status)?;
-        if let ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } = &item.status {
+        if let ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } = &item.status
+        {
             reason(out, 8, self.version, code)?;
         }
         if let Some(currency) = item.currency.filter(|_| item.amount > 0) {

@@ -407,7 +407,8 @@ pub fn skipped_items(store: &dyn BatchStore, batch: &BatchRecord) -> paycore_sto
         let rows = store.batch_items(batch.id, &[Stored::Invalid], after, REPORT_CHUNK)?;
         let Some(last) = rows.last() else { return Ok(skipped) };
         after = Some(last.index);
-        let of_page = rows.iter().filter(|r| r.failure_code.as_deref().is_some_and(paycore_engine::returns::is_not_refused));
+        let of_page =
+            rows.iter().filter(|r| r.failure_code.as_deref().is_some_and(paycore_engine::returns::is_not_refused));
         skipped += of_page.count() as u64;
     }
 }

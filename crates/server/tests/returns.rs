@@ -31,10 +31,8 @@ fn pad(text: &str) -> String {
 /// A PPD file of one batch from `odfi` holding `entries` (each an entry record and its
 /// addenda), with the control records that count, hash and sum them.
 fn nacha_file_of(odfi: &str, entries: &[Vec<String>]) -> String {
-    let header = format!(
-        "5200{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001",
-        "Bank", "", "1234567890", "RETURNS", ""
-    );
+    let header =
+        format!("5200{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001", "Bank", "", "1234567890", "RETURNS", "");
     nacha_file_under(&header, odfi, entries)
 }
 
@@ -107,7 +105,12 @@ fn nacha_file_coded(entries: &[(&str, &str, u64)]) -> String {
     for (n, (code, account, cents)) in entries.iter().enumerate() {
         hash += 23_138_010;
         credit += cents;
-        lines.push(format!("6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{ODFI}{:07}", "ID", "Receiver", n + 1));
+        lines.push(format!(
+            "6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{ODFI}{:07}",
+            "ID",
+            "Receiver",
+            n + 1
+        ));
     }
     let count = entries.len();
     lines.push(pad(&format!(
@@ -425,11 +428,8 @@ async fn pain002(client: &Client, id: &str) -> (String, Vec<(String, Option<Stri
         Some(text[start..start + text[start..].find(&format!("</{tag}>"))?].to_owned())
     };
     let group = inner(&xml, "GrpSts").unwrap();
-    let items = xml
-        .split("<TxInfAndSts>")
-        .skip(1)
-        .map(|tx| (inner(tx, "TxSts").unwrap(), inner(tx, "AddtlInf")))
-        .collect();
+    let items =
+        xml.split("<TxInfAndSts>").skip(1).map(|tx| (inner(tx, "TxSts").unwrap(), inner(tx, "AddtlInf"))).collect();
     (group, items)
 }
 
@@ -518,8 +518,7 @@ fn iat_addenda(seq: u64) -> Vec<String> {
 
 /// An IAT credit of `cents` from ODFI to account `account` at the RDFI, entry `seq`.
 fn iat_entry(seq: u64, account: &str, cents: u64) -> Vec<String> {
-    let mut records =
-        vec![format!("622{RDFI}4{:04}{:13}{cents:010}{account:<35}    1{ODFI}{seq:07}", 7, "")];
+    let mut records = vec![format!("622{RDFI}4{:04}{:13}{cents:010}{account:<35}    1{ODFI}{seq:07}", 7, "")];
     records.extend(iat_addenda(seq));
     records
 }

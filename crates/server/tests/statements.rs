@@ -385,7 +385,11 @@ async fn balances_of_any_period_match_a_brute_force_sum(backend: Backend) {
     assert_eq!(all.len(), 1 + 6 * 2 + 3, "{whole}");
     let signed = |e: &Value| {
         let amount = e["amount"].as_i64().unwrap();
-        if e["credit_debit"] == "credit" { amount } else { -amount }
+        if e["credit_debit"] == "credit" {
+            amount
+        } else {
+            -amount
+        }
     };
     let at = |i: usize| all[i].get("booked_at").and_then(Value::as_str).unwrap().to_owned();
     let mut checked = 0;

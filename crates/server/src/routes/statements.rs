@@ -241,7 +241,8 @@ fn sums_from_opening(
         for transfer in &page {
             if transfer.timestamp < start {
                 sums.last_seen = Some(transfer.timestamp);
-                sums.opening = sums.opening.checked_add(movement(transfer, account)).ok_or_else(|| overflow(account))?;
+                sums.opening =
+                    sums.opening.checked_add(movement(transfer, account)).ok_or_else(|| overflow(account))?;
             } else {
                 add_to_period(&mut sums, account, transfer)?;
             }
@@ -274,8 +275,7 @@ fn sums_from_balance(
         loop {
             let page = reader.account_transfers_between(tenant, account, from..u64::MAX, STATEMENT_PAGE)?;
             for transfer in &page {
-                since_start =
-                    since_start.checked_add(movement(transfer, account)).ok_or_else(|| overflow(account))?;
+                since_start = since_start.checked_add(movement(transfer, account)).ok_or_else(|| overflow(account))?;
                 if transfer.timestamp < end {
                     add_to_period(&mut sums, account, transfer)?;
                 }
