@@ -136,12 +136,13 @@ impl<W: Write> Pain002Writer<W> {
             leaf(out, 8, "OrgnlEndToEndId", cut_str(id, TEXT_35))?;
         }
         let status = match &item.status {
-            ItemStatus::Succeeded => "ACCP",
+            ItemStatus::Succeeded | ItemStatus::Skipped { .. } => "ACCP",
             ItemStatus::Failed { .. } | ItemStatus::Returned { .. } => "RJCT",
             ItemStatus::Pending => "PDNG",
         };
         leaf(out, 8, "TxSts", status)?;
-        if let ItemStatus::Failed { code } | ItemStatus::Returned { code } = &item.status {
+        if let ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } = &item.status
+        {
             reason(out, 8, self.version, code)?;
         }
         if let Some(currency) = item.currency.filter(|_| item.amount > 0) {

@@ -18,6 +18,14 @@ pub enum ItemStatus {
     Returned {
         code: String,
     },
+    /// A record that is not a payment and not a refusal, reported with its code: a NACHA
+    /// prenote (`prenote`), zero-dollar entry (`zero_dollar_entry`) or recorded notification of
+    /// change (`notification_recorded`). The CSV report writes it as `failed` with its code, as
+    /// before; pain.002 accepts it (`ACCP`, the code as its reason), and it counts as neither a
+    /// success nor a rejection in the group status.
+    Skipped {
+        code: String,
+    },
 }
 
 impl ItemStatus {
@@ -25,7 +33,7 @@ impl ItemStatus {
     pub fn name(&self) -> &'static str {
         let stored = match self {
             ItemStatus::Succeeded => paycore_ledger::ItemStatus::Succeeded,
-            ItemStatus::Failed { .. } => paycore_ledger::ItemStatus::Failed,
+            ItemStatus::Failed { .. } | ItemStatus::Skipped { .. } => paycore_ledger::ItemStatus::Failed,
             ItemStatus::Pending => paycore_ledger::ItemStatus::Pending,
             ItemStatus::Returned { .. } => paycore_ledger::ItemStatus::Returned,
         };
@@ -92,7 +100,8 @@ pub fn iso_reason(code: &str) -> &'static str {
 }
 
 /// The pain.002 group status for a finished batch: `ACCP` when nothing failed, `RJCT` when
-/// nothing succeeded (and something failed), `PART` otherwise.
+/// nothing succeeded (and something failed), `PART` otherwise. Skipped records
+/// ([`ItemStatus::Skipped`]) are counted in neither.
 pub fn group_status(succeeded: u64, failed: u64) -> &'static str {
     match (succeeded, failed) {
         (_, 0) => "ACCP",
@@ -120,7 +129,7 @@ impl<W: Write> CsvReportWriter<W> {
 
     pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
         let failure_code = match &item.status {
-            ItemStatus::Failed { code } | ItemStatus::Returned { code } => code.as_str(),
+            ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } => code.as_str(),
             _ => "",
         };
         self.writer

@@ -277,6 +277,10 @@ fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
         (Stored::Returned, _) => ItemStatus::Returned { code: row.failure_code.unwrap_or_default() },
         (Stored::Pending | Stored::Held, Some(code)) => ItemStatus::Failed { code: code.to_owned() },
         (Stored::Pending | Stored::Held, None) => ItemStatus::Pending,
+        // A prenote, zero-dollar entry or recorded notification of change: reported, not refused.
+        (Stored::Invalid, _) if row.failure_code.as_deref().is_some_and(paycore_engine::returns::is_not_refused) => {
+            ItemStatus::Skipped { code: row.failure_code.unwrap_or_default() }
+        }
         _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
     };
     ReportItem {
@@ -391,11 +395,30 @@ pub fn write_nacha_return<W: Write>(
     })
 }
 
-/// The header of the pain.002 report of an ended batch; `created_at` is its `CreDtTm`
-/// (nanoseconds since the epoch).
-pub fn pain002_header(batch: &BatchRecord, totals: &[BatchTotal], created_at: u64) -> Pain002Header {
+/// How many of an ended batch's `invalid` items are skipped records, not refusals (NACHA
+/// prenotes, zero-dollar entries, recorded notifications of change: only NACHA files have
+/// them), read from its invalid items.
+pub fn skipped_items(store: &dyn BatchStore, batch: &BatchRecord) -> paycore_store::Result<u64> {
+    if batch.format != BatchFormat::Nacha || batch.invalid == 0 {
+        return Ok(0);
+    }
+    let (mut skipped, mut after) = (0, None);
+    loop {
+        let rows = store.batch_items(batch.id, &[Stored::Invalid], after, REPORT_CHUNK)?;
+        let Some(last) = rows.last() else { return Ok(skipped) };
+        after = Some(last.index);
+        let of_page =
+            rows.iter().filter(|r| r.failure_code.as_deref().is_some_and(paycore_engine::returns::is_not_refused));
+        skipped += of_page.count() as u64;
+    }
+}
+
+/// The header of the pain.002 report of an ended batch; `skipped` is [`skipped_items`] (not
+/// counted as rejections), `created_at` its `CreDtTm` (nanoseconds since the epoch).
+pub fn pain002_header(batch: &BatchRecord, totals: &[BatchTotal], skipped: u64, created_at: u64) -> Pain002Header {
     let rejected = batch.status == BatchStatus::Rejected;
-    let group = if rejected { "RJCT" } else { group_status(batch.succeeded, batch.failed + batch.invalid) };
+    let refused = batch.invalid.saturating_sub(skipped);
+    let group = if rejected { "RJCT" } else { group_status(batch.succeeded, batch.failed + refused) };
     let ctrl_sum = match totals {
         [total] => Some(format_total(total.sum, total.currency)),
         _ => None,

@@ -3,7 +3,9 @@
 //! R-code, reading back cleanly through paycore's own NACHA parser. In: a file of returns
 //! (Addenda 99) and notifications of change (Addenda 98) about an earlier batch's entries,
 //! matched by trace number: returns reverse the original items (`returned`, money back, a
-//! `batch_item.returned` webhook), once; notifications are recorded and move nothing.
+//! `batch_item.returned` webhook), once; notifications are recorded and move nothing. The
+//! pain.002 of a NACHA batch counts prenotes, zero-dollar entries and recorded notifications
+//! as neither paid nor rejected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,6 +17,8 @@ use serde_json::{json, Value};
 
 on_both_backends!(a_nacha_batch_returns_what_it_did_not_pay);
 on_both_backends!(returns_reverse_their_originals_once_and_notifications_move_nothing);
+on_both_backends!(a_pain002_of_a_nacha_batch_counts_skipped_entries_as_neither);
+on_both_backends!(an_iat_return_is_matched_like_a_ppd_one);
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
 const HEADER: &str = "101 03130001202313801041908161055A094101Federal Reserve Bank   My Bank Name           12345678";
@@ -27,11 +31,16 @@ fn pad(text: &str) -> String {
 /// A PPD file of one batch from `odfi` holding `entries` (each an entry record and its
 /// addenda), with the control records that count, hash and sum them.
 fn nacha_file_of(odfi: &str, entries: &[Vec<String>]) -> String {
+    let header =
+        format!("5200{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001", "Bank", "", "1234567890", "RETURNS", "");
+    nacha_file_under(&header, odfi, entries)
+}
+
+/// A file of one batch under `batch_header` (from `odfi`) holding `entries`, with the control
+/// records that count, hash and sum them.
+fn nacha_file_under(batch_header: &str, odfi: &str, entries: &[Vec<String>]) -> String {
     let mut lines = vec![HEADER.to_owned()];
-    lines.push(pad(&format!(
-        "5200{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{odfi}0000001",
-        "Bank", "", "1234567890", "RETURNS", ""
-    )));
+    lines.push(pad(batch_header));
     let (mut hash, mut debit, mut credit, mut records) = (0u64, 0u64, 0u64, 0u64);
     for records_of_entry in entries {
         let entry = &records_of_entry[0];
@@ -80,16 +89,28 @@ fn change_entry(seq: u64, account: &str, change: &str, corrected: &str, own: u64
 
 /// A PPD credit batch paying `entries` (account, cents), with correct control records.
 fn nacha_file(entries: &[(&str, u64)]) -> String {
+    let coded: Vec<(&str, &str, u64)> = entries.iter().map(|(account, cents)| ("22", *account, *cents)).collect();
+    nacha_file_coded(&coded)
+}
+
+/// A PPD credit batch of `entries` (transaction code, account, cents): 22 a credit, 23 a
+/// prenote, 24 a zero-dollar entry; with correct control records.
+fn nacha_file_coded(entries: &[(&str, &str, u64)]) -> String {
     let mut lines = vec![HEADER.to_owned()];
     lines.push(pad(&format!(
         "5220{:<16}{:<20}{:<10}PPD{:<10}{:<6}190816   1{ODFI}0000001",
         "Company", "", "1234567890", "PAYROLL", ""
     )));
     let (mut hash, mut credit) = (0u64, 0u64);
-    for (n, (account, cents)) in entries.iter().enumerate() {
+    for (n, (code, account, cents)) in entries.iter().enumerate() {
         hash += 23_138_010;
         credit += cents;
-        lines.push(format!("622231380104{account:<17}{cents:010}{:<15}{:<22}  0{ODFI}{:07}", "ID", "Receiver", n + 1));
+        lines.push(format!(
+            "6{code}231380104{account:<17}{cents:010}{:<15}{:<22}  0{ODFI}{:07}",
+            "ID",
+            "Receiver",
+            n + 1
+        ));
     }
     let count = entries.len();
     lines.push(pad(&format!(
@@ -372,6 +393,187 @@ async fn returns_reverse_their_originals_once_and_notifications_move_nothing(bac
     );
 
     // The books still balance.
+    let report = common::blocking(&data, |store| paycore_store::verify::verify(store).unwrap()).await;
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+const PAIN002_XSD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samples/xsd/pain.002.001.10.xsd");
+
+/// Checks `xml` against the official pain.002.001.10 schema with xmllint (skipped loudly when
+/// it is not installed, except under `CI=true`).
+fn assert_pain002_valid(xml: &str) {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("paycore-returns-pain002-{}-{n}.xml", std::process::id()));
+    std::fs::write(&path, xml).unwrap();
+    let result = std::process::Command::new("xmllint").args(["--noout", "--schema", PAIN002_XSD]).arg(&path).output();
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(output) => assert!(output.status.success(), "{}\n{xml}", String::from_utf8_lossy(&output.stderr)),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => panic!("xmllint is not installed"),
+        Err(_) => eprintln!("SKIPPED: xmllint not installed; XSD validation not run"),
+    }
+}
+
+/// The pain.002 of batch `id`, valid against the schema: its group status and each
+/// transaction's (status, `AddtlInf`).
+async fn pain002(client: &Client, id: &str) -> (String, Vec<(String, Option<String>)>) {
+    let report = client.get(&format!("/v1/batches/{id}/report?format=pain.002")).await;
+    assert_eq!(report.status, 200, "{}", String::from_utf8_lossy(&report.bytes));
+    let xml = String::from_utf8(report.bytes).unwrap();
+    assert_pain002_valid(&xml);
+    let inner = |text: &str, tag: &str| -> Option<String> {
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        Some(text[start..start + text[start..].find(&format!("</{tag}>"))?].to_owned())
+    };
+    let group = inner(&xml, "GrpSts").unwrap();
+    let items =
+        xml.split("<TxInfAndSts>").skip(1).map(|tx| (inner(tx, "TxSts").unwrap(), inner(tx, "AddtlInf"))).collect();
+    (group, items)
+}
+
+fn tx(status: &str, info: Option<&str>) -> (String, Option<String>) {
+    (status.to_owned(), info.map(str::to_owned))
+}
+
+async fn a_pain002_of_a_nacha_batch_counts_skipped_entries_as_neither(backend: Backend) {
+    let Some((client, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let funding = client.post("/v1/accounts", json!({"currency": "USD", "overdraft_limit": "unlimited"})).await;
+    let funding = funding.body["id"].as_str().unwrap().to_owned();
+    let payer = account(&client, "PAYROLL-1").await;
+    account(&client, "231380104111").await;
+    let t = json!({"debit_account": funding, "credit_account": payer, "amount": 10_000, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", t).await.status, 201);
+
+    // Every payable entry paid, beside a prenote and a zero-dollar entry: accepted, and the
+    // skipped entries are accepted with their code, not rejected.
+    let paid = nacha_file_coded(&[("22", "111", 1_000), ("23", "222", 0), ("24", "333", 0)]);
+    let paid = upload(&client, "payer=PAYROLL-1", paid).await;
+    assert_eq!(paid["status"], "completed", "{paid}");
+    let paid = paid["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &paid).await,
+        owned(&[("succeeded", None), ("invalid", Some("prenote")), ("invalid", Some("zero_dollar_entry"))])
+    );
+    let (group, items) = pain002(&client, &paid).await;
+    assert_eq!(group, "ACCP");
+    assert_eq!(items, vec![tx("ACCP", None), tx("ACCP", Some("prenote")), tx("ACCP", Some("zero_dollar_entry"))]);
+
+    // One payable entry is refused (no such account): partly rejected, the prenote still
+    // accepted.
+    let part = nacha_file_coded(&[("22", "111", 500), ("23", "222", 0), ("22", "999", 300)]);
+    let part = upload(&client, "payer=PAYROLL-1&on_invalid=skip_invalid", part).await;
+    assert_eq!(part["status"], "completed", "{part}");
+    let part = part["id"].as_str().unwrap().to_owned();
+    let (group, items) = pain002(&client, &part).await;
+    assert_eq!(group, "PART");
+    assert_eq!((&items[0], &items[1]), (&tx("ACCP", None), &tx("ACCP", Some("prenote"))));
+    assert_eq!(items[2].0, "RJCT", "{items:?}");
+
+    // The only payable entry fails (its payer has nothing): rejected, though the prenote is not.
+    account(&client, "PAYROLL-2").await;
+    let none = upload(&client, "payer=PAYROLL-2", nacha_file_coded(&[("23", "111", 0), ("22", "111", 300)])).await;
+    assert_eq!(none["status"], "completed", "{none}");
+    let none = none["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &none).await,
+        owned(&[("invalid", Some("prenote")), ("failed", Some("insufficient_funds"))])
+    );
+    let (group, items) = pain002(&client, &none).await;
+    assert_eq!(group, "RJCT");
+    assert_eq!(items[0], tx("ACCP", Some("prenote")));
+    assert_eq!(items[1].0, "RJCT", "{items:?}");
+
+    // A file of a notification of change only: recorded, nothing rejected.
+    let change = nacha_file_of(RDFI, &[change_entry(1, "111", "C01", "1918171614", 1)]);
+    let change = upload(&client, "payer=PAYROLL-1", change).await;
+    let change_id = change["id"].as_str().unwrap().to_owned();
+    assert_eq!(statuses(&client, &change_id).await, owned(&[("invalid", Some("notification_recorded"))]));
+    let (group, items) = pain002(&client, &change_id).await;
+    assert_eq!((group.as_str(), items), ("ACCP", vec![tx("ACCP", Some("notification_recorded"))]), "{change}");
+}
+
+/// An IAT batch header from `odfi`, US dollars both ways (as moov-io/ach's IAT fixtures).
+fn iat_header(odfi: &str) -> String {
+    format!("5200{:16}FF3{:15}US{:<10}IATTRADEPAYMTUSDUSD190816   1{odfi}0000001", "", "", "123456789")
+}
+
+/// The seven mandatory IAT addenda (10 to 16) of the entry with sequence number `seq`, as in
+/// moov-io/ach's `iat-mixedCreditDebit` fixture.
+fn iat_addenda(seq: u64) -> Vec<String> {
+    [
+        "710ANN000000000000100000928383-23938          BEK Enterprises                          ",
+        "711BEK Solutions                      15 West Place Street                             ",
+        "712JacobsTown*PA\\                     US*19305\\                                        ",
+        "713Wells Fargo                        01231380104                         US           ",
+        "714Citadel Bank                       01121042882                         CA           ",
+        "7159874654932139872121 Front Street                                                    ",
+        "716LetterTown*AB\\                     CA*80014\\                                        ",
+    ]
+    .iter()
+    .map(|a| format!("{a}{seq:07}"))
+    .collect()
+}
+
+/// An IAT credit of `cents` from ODFI to account `account` at the RDFI, entry `seq`.
+fn iat_entry(seq: u64, account: &str, cents: u64) -> Vec<String> {
+    let mut records = vec![format!("622{RDFI}4{:04}{:13}{cents:010}{account:<35}    1{ODFI}{seq:07}", 7, "")];
+    records.extend(iat_addenda(seq));
+    records
+}
+
+/// The RDFI's IAT return (`reason`) of the IAT entry `seq` of `cents`: a 21 back to the
+/// ODFI with the entry's seven addenda, then an IAT Addenda 99 (the original forward entry's
+/// amount in 36–45).
+fn iat_return_entry(seq: u64, account: &str, cents: u64, reason: &str, own: u64) -> Vec<String> {
+    let trace = format!("{RDFI}{own:07}");
+    let mut records = vec![format!("621{ODFI}2{:04}{:13}{cents:010}{account:<35}    1{trace}", 8, "")];
+    records.extend(iat_addenda(own));
+    records.push(format!("799{reason}{ODFI}{seq:07}{:6}{RDFI}{cents:010}{:34}{trace}", "", ""));
+    records
+}
+
+async fn an_iat_return_is_matched_like_a_ppd_one(backend: Backend) {
+    let Some((client, data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let funding = client.post("/v1/accounts", json!({"currency": "USD", "overdraft_limit": "unlimited"})).await;
+    let funding = funding.body["id"].as_str().unwrap().to_owned();
+    let payer = account(&client, "PAYROLL-1").await;
+    let one = account(&client, "231380104111").await;
+    let t = json!({"debit_account": funding, "credit_account": payer, "amount": 10_000, "currency": "USD"});
+    assert_eq!(client.post("/v1/transfers", t).await.status, 201);
+
+    // An IAT credit of 12.00, paid.
+    let payment = nacha_file_under(&iat_header(ODFI), ODFI, &[iat_entry(1, "111", 1_200)]);
+    let payment = upload(&client, "payer=PAYROLL-1", payment).await;
+    assert_eq!(payment["status"], "completed", "{payment}");
+    let payment = payment["id"].as_str().unwrap().to_owned();
+    assert_eq!(statuses(&client, &payment).await, owned(&[("succeeded", None)]));
+    assert_eq!((posted(&client, &payer).await, posted(&client, &one).await), (8_800, 1_200));
+
+    // Its IAT return (R03) comes back, beside the return of an IAT entry never sent.
+    let returns = nacha_file_under(
+        &iat_header(RDFI),
+        RDFI,
+        &[iat_return_entry(1, "111", 1_200, "R03", 1), iat_return_entry(7, "777", 500, "R01", 2)],
+    );
+    let back = upload(&client, "payer=PAYROLL-1&on_invalid=skip_invalid", returns).await;
+    assert_eq!(back["status"], "completed", "{back}");
+    let back_id = back["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        statuses(&client, &back_id).await,
+        owned(&[("succeeded", None), ("invalid", Some("return_entry_not_matched"))])
+    );
+    // The original is returned and the money is back.
+    let items = client.get(&format!("/v1/batches/{payment}/items")).await.body;
+    let original = &items["data"][0];
+    assert_eq!((original["status"].as_str(), original["failure_code"].as_str()), (Some("returned"), Some("R03")));
+    assert_eq!(
+        (original["return"]["batch"].as_str(), original["return"]["index"].as_u64()),
+        (Some(back_id.as_str()), Some(0)),
+        "{original}"
+    );
+    assert_eq!((posted(&client, &payer).await, posted(&client, &one).await), (10_000, 0));
     let report = common::blocking(&data, |store| paycore_store::verify::verify(store).unwrap()).await;
     assert!(report.ok(), "{:?}", report.problems);
 }

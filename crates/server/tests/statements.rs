@@ -1,7 +1,9 @@
 //! `GET /v1/accounts/{id}/statement`: opening + entries = closing, the closing balance is the
 //! account's posted balance, holds are not booked, amounts in the currency's minor units, the
 //! camt.053 document valid against the official schema, bad parameters named, other tenants'
-//! accounts not found. On both backends.
+//! accounts not found, and the opening and closing balances of any period equal to a
+//! brute-force sum over the whole history (whichever side of `from` the server reads). On both
+//! backends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,7 +19,8 @@ on_both_backends!(
     amounts_follow_the_currency,
     bad_parameters_and_other_tenants,
     batch_items_carry_their_end_to_end_id,
-    a_pain001_item_carries_its_remittance_information
+    a_pain001_item_carries_its_remittance_information,
+    balances_of_any_period_match_a_brute_force_sum
 );
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
@@ -348,4 +351,69 @@ async fn tenant(admin: &Client, name: &str) -> (String, Client) {
     let k = admin.post("/v1/api_keys", json!({"tenant": id, "scopes": ["read", "write"]})).await;
     assert_eq!(k.status, 201, "{}", k.body);
     (id, admin.with_key(k.body["secret"].as_str().unwrap()))
+}
+
+/// The opening balance is read from whichever side of `from` is shorter in time: the history
+/// from the opening for an early period, the current balance less what moved since `from` for
+/// a late one. Over a history spread in time (holds, partial posts and voids among the moves),
+/// every period that starts and ends at an entry, early or late, has the opening and closing
+/// balances of a brute-force sum over the whole history's entries.
+async fn balances_of_any_period_match_a_brute_force_sum(backend: Backend) {
+    let Some((client, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let (_funding, payer, payee) = client.parties(100_000).await;
+    let move_ = |debit: &str, credit: &str, amount: u64| json!({"debit_account": debit, "credit_account": credit, "amount": amount, "currency": "EUR"});
+    for round in 0..6u64 {
+        ok_transfer(&client, move_(&payer, &payee, 1_000 + round)).await;
+        ok_transfer(&client, move_(&payee, &payer, 300 + round)).await;
+        let mut hold = move_(&payer, &payee, 700);
+        hold["pending"] = json!(true);
+        let held = ok_transfer(&client, hold.clone()).await;
+        if round % 2 == 0 {
+            ok_transfer(&client, json!({"post_pending_id": held["id"], "amount": 200 + round})).await;
+        } else {
+            ok_transfer(&client, json!({"void_pending_id": held["id"]})).await;
+        }
+        // Spread in time, so that early periods are read from the opening and late ones from
+        // the balance.
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    }
+    let whole = statement(&client, &payer, "").await;
+    assert_eq!(whole["opening_balance"]["amount"], 0);
+    let posted = client.balance(&payer).await["posted"].as_i64().unwrap();
+    assert_eq!(whole["closing_balance"]["amount"].as_i64(), Some(posted));
+    let all = whole["entries"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 1 + 6 * 2 + 3, "{whole}");
+    let signed = |e: &Value| {
+        let amount = e["amount"].as_i64().unwrap();
+        if e["credit_debit"] == "credit" {
+            amount
+        } else {
+            -amount
+        }
+    };
+    let at = |i: usize| all[i].get("booked_at").and_then(Value::as_str).unwrap().to_owned();
+    let mut checked = 0;
+    for first in 0..all.len() {
+        for last in [first, (first + 3).min(all.len() - 1), all.len() - 1] {
+            let opening: i64 = all[..first].iter().map(signed).sum();
+            let closing: i64 = all[..=last].iter().map(signed).sum();
+            for query in [format!("?from={}&to={}", at(first), at(last)), format!("?from={}", at(first))] {
+                let s = statement(&client, &payer, &query).await;
+                let closing = if query.contains("&to=") { closing } else { posted };
+                assert_eq!(
+                    (s["opening_balance"]["amount"].as_i64(), s["closing_balance"]["amount"].as_i64()),
+                    (Some(opening), Some(closing)),
+                    "{query}: {s}"
+                );
+                let expected = if query.contains("&to=") { &all[first..=last] } else { &all[first..] };
+                assert_eq!(s["entries"].as_array().unwrap().as_slice(), expected, "{query}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, all.len() * 6);
+    // The same in camt.053, for the latest entry alone (read from the balance).
+    let last = at(all.len() - 1);
+    let xml = text(&client, &payer, &format!("?format=camt.053&from={last}")).await;
+    assert_schema_valid(&xml);
 }

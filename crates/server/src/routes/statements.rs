@@ -10,12 +10,16 @@
 //!   `from` defaults to the account's opening, `to` to now; a `to` in the future is now (a
 //!   statement never states what has not happened).
 //! - **Opening balance** (`OPBD`): credits minus debits of the booked entries before `from`;
-//!   **closing** (`CLBD`): the opening plus the period's entries. Both are sums over the
-//!   account's history read in a first pass, which also fixes the entries the statement
-//!   holds: every transfer committed after that pass has a timestamp above all it read (the
-//!   engine commits whole batches in execution order), so the second pass, which writes the
-//!   entries, stops at the last timestamp of the first and finds exactly the entries it
-//!   summed. The writers check opening + Σ entries = closing before they close the document.
+//!   **closing** (`CLBD`): the opening plus the period's entries. A first pass computes them,
+//!   reading the shorter side of `from` in time: for a period late in the account's life (a
+//!   recent day of an old account), the account's posted balance less what moved from `from`
+//!   to now, so the read is bounded by the time since `from`; for an early one, the history
+//!   from the opening up to `to`. The first pass also fixes the entries the statement holds:
+//!   every transfer committed after it has a timestamp above all it read (the engine commits
+//!   whole batches in execution order, each with the balances it moves), so the second pass,
+//!   which writes the entries, stops at the last timestamp of the period that the first read
+//!   and finds exactly the entries it summed. The writers check opening + Σ entries = closing
+//!   before they close the document.
 //! - **Identifiers**: `Stmt/Id` and `MsgId` are `S` and the period's bounds to the second
 //!   (`S20261201000000-20261201235959`), the same for every download of the same period;
 //!   `ElctrncSeqNb` is the number of UTC days from the account's opening day to the period's
@@ -119,7 +123,8 @@ pub async fn statement(
     if end <= start {
         return Err(ApiError::invalid("to", "`to` must not be before `from` (or the account's opening)."));
     }
-    let sums = read(&state, move |r| sums(r, tenant, account_id, start, end)).await?;
+    let of = account.clone();
+    let sums = read(&state, move |r| sums(r, tenant, &of, start, end, now)).await?;
     let header = statement_header(&account, start, end, now, &sums)
         .ok_or_else(|| ApiError::internal("The statement's totals overflow."))?;
     let (content_type, extension) = match format {
@@ -172,8 +177,57 @@ fn booked(transfer: &Transfer, account: AccountId) -> Option<(u64, bool)> {
     }
 }
 
-/// The opening balance at `start` and the totals of `start..end`, from the account's history.
+/// How many times [`sums_from_balance`] reads the balance again while transfers keep landing
+/// before it falls back to [`sums_from_opening`].
+const BALANCE_TRIES: usize = 8;
+
+/// The opening balance at `start` and the totals of `start..end`, reading whichever side of
+/// `start` is the shorter span of time: for a period in the first half of the account's life,
+/// its history from the opening ([`sums_from_opening`]); for a later one (the usual case: a
+/// recent day of an old account), its current balance minus what moved from `start` on
+/// ([`sums_from_balance`]), so the read is bounded by the time since `start`, not by the age
+/// of the account.
 fn sums(
+    reader: &dyn Reader,
+    tenant: TenantId,
+    account: &Account,
+    start: u64,
+    end: u64,
+    now: u64,
+) -> paycore_store::Result<Sums> {
+    let before = start.saturating_sub(account.created_at);
+    if before > now.saturating_sub(start) {
+        if let Some(sums) = sums_from_balance(reader, tenant, account.id, start, end)? {
+            return Ok(sums);
+        }
+    }
+    sums_from_opening(reader, tenant, account.id, start, end)
+}
+
+fn overflow(account: AccountId) -> paycore_store::StoreError {
+    paycore_store::StoreError::Corrupt(format!("account {account}: booked totals overflow"))
+}
+
+/// Adds one transfer of `start..end` to the period's totals.
+fn add_to_period(sums: &mut Sums, account: AccountId, transfer: &Transfer) -> paycore_store::Result<()> {
+    sums.last_seen = Some(transfer.timestamp);
+    let Some((amount, credit)) = booked(transfer, account) else { return Ok(()) };
+    let totals = if credit { &mut sums.credits } else { &mut sums.debits };
+    totals.add(amount).ok_or_else(|| overflow(account))?;
+    Ok(())
+}
+
+/// The signed movement of a booked transfer (credits positive), 0 for the others.
+fn movement(transfer: &Transfer, account: AccountId) -> i128 {
+    match booked(transfer, account) {
+        Some((amount, true)) => i128::from(amount),
+        Some((amount, false)) => -i128::from(amount),
+        None => 0,
+    }
+}
+
+/// [`sums`] from the account's whole history, from its opening up to `end`.
+fn sums_from_opening(
     reader: &dyn Reader,
     tenant: TenantId,
     account: AccountId,
@@ -185,16 +239,12 @@ fn sums(
     loop {
         let page = reader.account_transfers_between(tenant, account, from..end, STATEMENT_PAGE)?;
         for transfer in &page {
-            sums.last_seen = Some(transfer.timestamp);
-            let Some((amount, credit)) = booked(transfer, account) else { continue };
-            let overflow = || paycore_store::StoreError::Corrupt(format!("account {account}: booked totals overflow"));
             if transfer.timestamp < start {
-                let signed = if credit { i128::from(amount) } else { -i128::from(amount) };
-                sums.opening = sums.opening.checked_add(signed).ok_or_else(overflow)?;
-            } else if credit {
-                sums.credits.add(amount).ok_or_else(overflow)?;
+                sums.last_seen = Some(transfer.timestamp);
+                sums.opening =
+                    sums.opening.checked_add(movement(transfer, account)).ok_or_else(|| overflow(account))?;
             } else {
-                sums.debits.add(amount).ok_or_else(overflow)?;
+                add_to_period(&mut sums, account, transfer)?;
             }
         }
         match page.last() {
@@ -202,6 +252,50 @@ fn sums(
             _ => return Ok(sums),
         }
     }
+}
+
+/// [`sums`] from the account's posted balance, less what moved from `start` to now: the
+/// transfers from `start` on are read (those of the period summed as entries, the later ones
+/// only netted), then the balance, then whatever committed since the read; the balance is
+/// taken when nothing did (every transfer commits with the balances it moves, at a timestamp
+/// above all those committed before it). `None` when transfers kept landing
+/// [`BALANCE_TRIES`] times.
+fn sums_from_balance(
+    reader: &dyn Reader,
+    tenant: TenantId,
+    account: AccountId,
+    start: u64,
+    end: u64,
+) -> paycore_store::Result<Option<Sums>> {
+    let mut sums = Sums::default();
+    // Credits minus debits from `start` to the last transfer read.
+    let mut since_start: i128 = 0;
+    let mut from = start;
+    for _ in 0..BALANCE_TRIES {
+        loop {
+            let page = reader.account_transfers_between(tenant, account, from..u64::MAX, STATEMENT_PAGE)?;
+            for transfer in &page {
+                since_start = since_start.checked_add(movement(transfer, account)).ok_or_else(|| overflow(account))?;
+                if transfer.timestamp < end {
+                    add_to_period(&mut sums, account, transfer)?;
+                }
+            }
+            let Some(last) = page.last() else { break };
+            from = last.timestamp.saturating_add(1);
+            if page.len() < STATEMENT_PAGE {
+                break;
+            }
+        }
+        let Some(current) = reader.account(tenant, account)? else {
+            return Err(paycore_store::StoreError::Corrupt(format!("account {account} is gone")));
+        };
+        if reader.account_transfers_between(tenant, account, from..u64::MAX, 1)?.is_empty() {
+            let posted = i128::from(current.balances.posted());
+            sums.opening = posted.checked_sub(since_start).ok_or_else(|| overflow(account))?;
+            return Ok(Some(sums));
+        }
+    }
+    Ok(None)
 }
 
 fn statement_header(account: &Account, start: u64, end: u64, now: u64, sums: &Sums) -> Option<StatementHeader> {

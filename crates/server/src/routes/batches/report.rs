@@ -91,9 +91,10 @@ pub async fn report(
         _ => None,
     };
     let header = if pain002 {
-        let batch_id = batch.id;
-        let totals = blocking(&state, move |s| s.batch_totals(batch_id)).await?;
-        Some(reports::pain002_header(&batch, &totals, now_ns()))
+        let read = batch.clone();
+        let (totals, skipped) =
+            blocking(&state, move |s| Ok((s.batch_totals(read.id)?, reports::skipped_items(s, &read)?))).await?;
+        Some(reports::pain002_header(&batch, &totals, skipped, now_ns()))
     } else {
         None
     };
