@@ -159,7 +159,7 @@ impl State {
         // of a quote that is no longer stored) is refused and moves nothing; the payment stays
         // open until it expires or is cancelled. (`prefetch` loads the quote for the scan.)
         if let Some(fx) = &payment.fx {
-            if !self.quotes.get(&fx.quote).is_some_and(|quote| now < quote.expires_at) {
+            if self.quotes.get(&fx.quote).is_none_or(|quote| now >= quote.expires_at) {
                 return Err(CommandError::QuoteExpired);
             }
         }
