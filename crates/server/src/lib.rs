@@ -126,7 +126,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/payments/{id}/capture", post(routes::payments::capture))
         .route("/v1/payments/{id}/cancel", post(routes::payments::cancel))
         .route("/v1/payments/{id}/refunds", post(routes::payments::refund).get(routes::payments::refunds))
-        .route("/v1/batches", post(routes::batches::create))
+        .route("/v1/batches", post(routes::batches::create).get(routes::batches::list))
         .route("/v1/batches/{id}", get(routes::batches::retrieve))
         .route("/v1/batches/{id}/items", get(routes::batches::items))
         .route("/v1/batches/{id}/report", get(routes::batches::report))

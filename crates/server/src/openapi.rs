@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         routes::payments::scan,
         routes::batches::create,
         routes::batches::retrieve,
+        routes::batches::list,
         routes::batches::items,
         routes::batches::report,
         routes::batches::cancel,

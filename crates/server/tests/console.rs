@@ -16,7 +16,10 @@ use std::time::Duration;
 
 const ADMIN: &str = "sk_test_console_admin_0123456789abcdefghij";
 
-on_both_backends!(capture_and_refund_move_the_money_once_and_only_with_the_csrf_token);
+on_both_backends!(
+    capture_and_refund_move_the_money_once_and_only_with_the_csrf_token,
+    the_batch_list_shows_what_get_v1_batches_lists_and_no_other_tenants
+);
 
 /// A console session over HTTP: its cookie and CSRF token. Redirects are not followed, so
 /// that tests see them.
@@ -500,4 +503,105 @@ async fn a_file_with_errors_is_shown_per_line_and_a_good_one_is_paid_with_its_re
     assert_eq!(report.body.as_bytes(), api.get(&format!("/v1/batches/{id}/report?format=csv")).await.bytes);
     let pain002 = console.get(&format!("/console/batches/{id}/report?format=pain.002")).await;
     assert!(pain002.body.contains("pain.002"), "{}", pain002.body);
+}
+
+/// Where each of `ids` first appears in `body` (`None` if it does not).
+fn positions(body: &str, ids: &[String]) -> Vec<Option<usize>> {
+    ids.iter().map(|id| body.find(&format!("/console/batches/{id}\""))).collect()
+}
+
+/// `/console/batches` lists what `GET /v1/batches` lists, newest first, with its status filter
+/// and cursor pages; another tenant's batches appear on no page.
+async fn the_batch_list_shows_what_get_v1_batches_lists_and_no_other_tenants(backend: Backend) {
+    let Some((admin, _data)) = common::boot_on(backend, ADMIN, |_| {}).await else { return };
+    let a = new_tenant(&admin).await;
+    let api = admin.with_key(&key_for(&admin, &a, &["read", "write"]).await);
+    let (_, payer, payee) = api.parties(10_000).await;
+    let console = Console::sign_in(&api.base, api.key.as_str()).await;
+    let mut uploaded = Vec::new();
+    for file in [
+        format!("payee,amount,currency\n{payee},1.00,EUR\n"),
+        format!("payee,amount,currency\n{payee},abc,EUR\n"),
+        format!("payee,amount,currency\n{payee},2.00,EUR\n"),
+    ] {
+        let (status, batch) =
+            console.upload(&format!("format=csv&payer={payer}"), "text/csv", &file, Some(&console.csrf)).await;
+        assert_eq!(status, 202, "{batch}");
+        let id = batch["id"].as_str().unwrap().to_owned();
+        finished_batch(&console, &id).await;
+        uploaded.push(id);
+    }
+    // Another tenant's batch, taken in through the API.
+    let b = new_tenant(&admin).await;
+    let other = admin.with_key(&key_for(&admin, &b, &["read", "write"]).await);
+    let (_, b_payer, b_payee) = other.parties(1_000).await;
+    let other_console = Console::sign_in(&other.base, other.key.as_str()).await;
+    let (status, theirs) = other_console
+        .upload(
+            &format!("format=csv&payer={b_payer}"),
+            "text/csv",
+            &format!("payee,amount,currency\n{b_payee},1.00,EUR\n"),
+            Some(&other_console.csrf),
+        )
+        .await;
+    assert_eq!(status, 202, "{theirs}");
+    let theirs = theirs["id"].as_str().unwrap().to_owned();
+    finished_batch(&other_console, &theirs).await;
+
+    // The API: newest first, this tenant's only.
+    let listed = api.get("/v1/batches").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let ids: Vec<String> =
+        listed.body["data"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect();
+    let newest_first: Vec<String> = uploaded.iter().rev().cloned().collect();
+    assert_eq!(ids, newest_first);
+    let statuses: Vec<&str> =
+        listed.body["data"].as_array().unwrap().iter().map(|b| b["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["completed", "rejected", "completed"]);
+    assert_eq!(listed.body["data"][0], api.get(&format!("/v1/batches/{}", ids[0])).await.body, "a row is the batch");
+    assert_eq!(listed.body["has_more"], false);
+
+    // The console shows those, in that order, and not the other tenant's.
+    let shown = console.get("/console/batches").await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let at: Vec<usize> = positions(&shown.body, &ids).into_iter().map(|p| p.expect("every listed batch")).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "newest first: {at:?}");
+    assert!(!shown.body.contains(&theirs), "another tenant's batch is listed");
+    assert!(!other_console.get("/console/batches").await.body.contains(&ids[0]));
+
+    // The status filter is the API's.
+    let rejected = api.get("/v1/batches?status=rejected").await;
+    assert_eq!(rejected.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(rejected.body["data"][0]["id"], ids[1].as_str());
+    let shown = console.get("/console/batches?status=rejected").await;
+    let only: Vec<bool> = positions(&shown.body, &ids).iter().map(Option::is_some).collect();
+    assert_eq!(only, [false, true, false], "only the rejected batch");
+    assert!(shown.body.contains("<option value=\"rejected\" selected>"), "the filter shows its choice");
+    let all = console.get("/console/batches?status=&id=").await;
+    assert!(positions(&all.body, &ids).iter().all(Option::is_some), "the empty filter is all");
+
+    // Cursor pages: two, then the rest through the page's "Older batches" link.
+    let first = console.get("/console/batches?limit=2").await;
+    assert_eq!(positions(&first.body, &ids)[2], None);
+    let older = attribute_after(&first.body, "id=\"older\"", "href").unwrap().replace("&amp;", "&");
+    assert_eq!(older, format!("/console/batches?status=&starting_after={}", ids[1]));
+    let second = console.get(&older).await;
+    assert_eq!(positions(&second.body, &ids)[..2], [None, None]);
+    assert!(positions(&second.body, &ids)[2].is_some());
+    let api_second = api.get(&format!("/v1/batches?starting_after={}", ids[1])).await;
+    assert_eq!(api_second.body["data"].as_array().unwrap().len(), 1);
+
+    // Bad parameters are the API's 400s, on the page as in the API.
+    let bad = console.get("/console/batches?status=done").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("parameter_invalid"), "{}", bad.body);
+    for (query, code) in [
+        ("status=done", "parameter_invalid"),
+        ("limit=0", "parameter_invalid"),
+        ("starting_after=pay_x", "parameter_invalid"),
+        ("colour=red", "unknown_parameter"),
+    ] {
+        let answer = api.get(&format!("/v1/batches?{query}")).await;
+        assert_eq!((answer.status, answer.body["error"]["code"].as_str()), (400, Some(code)), "{query}");
+    }
 }

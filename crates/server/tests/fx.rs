@@ -19,6 +19,7 @@ on_both_backends!(
     quotes_follow_the_rounding_rule_and_minor_units,
     payments_must_match_their_quote,
     quotes_and_rates_belong_to_their_tenant,
+    a_cross_currency_payment_is_paid_by_a_scan_until_its_quote_expires,
 );
 
 const ADMIN: &str = "sk_test_admin_0123456789abcdefghijklmnopqr";
@@ -385,4 +386,58 @@ async fn quotes_and_rates_belong_to_their_tenant(backend: Backend) {
     let stolen = b.post("/v1/payments", fx_payment(&payer, &payee, &q, json!({}))).await;
     assert_eq!(error(&stolen), (404, "resource_missing", "fx_quote"), "{}", stolen.body);
     assert_eq!(a.get(&path).await.body["used_by"], Value::Null);
+}
+
+/// A payment made without a payer takes a quote; a scan pays it from an account in the quote's
+/// source currency at the quoted amounts, until the quote's lock ends: then `quote_expired`,
+/// and nothing moves.
+async fn a_cross_currency_payment_is_paid_by_a_scan_until_its_quote_expires(backend: Backend) {
+    let Some((client, data)) = start(backend).await else { return };
+    let (payer, payee) = parties(&client, 100_000).await;
+    let euros = account(&client, "EUR", json!("unlimited")).await;
+    assert_eq!(client.post("/v1/fx/settings", json!({"fee_bps": 25})).await.status, 200);
+    set_rate(&client, "USD", "EUR", "0.9234").await;
+    let till = |q: &Value| json!({"payee_account": payee, "amount": q["source_amount"], "currency": "USD", "fx_quote": q["id"]});
+    let q = quote(&client, usd_to_eur(10_000)).await;
+    let made = client.post("/v1/payments", till(&q)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(made.body["payer_account"], Value::Null);
+    assert_eq!(made.body["fx"]["target_amount"], 9_234);
+    let (id, payload) = (made.body["id"].as_str().unwrap().to_owned(), made.body["qr_payload"].clone());
+    assert!(
+        payload.as_str().unwrap().contains("5303840"),
+        "the code is in the quote's source currency (USD): {payload}"
+    );
+
+    // The payer's account must be in the quote's source currency.
+    let wrong = client.post("/v1/payments/scan", json!({"payload": payload, "payer_account": euros})).await;
+    assert_eq!(error(&wrong), (400, "currency_mismatch", "payer_account"), "{}", wrong.body);
+    let paid = client.post("/v1/payments/scan", json!({"payload": payload, "payer_account": payer})).await;
+    assert_eq!((paid.status, paid.body["status"].as_str()), (200, Some("succeeded")), "{}", paid.body);
+    assert_eq!(paid.body["payer_account"], payer.as_str());
+    assert_eq!(posted(&client, &payer).await, 100_000 - 10_000 - 25);
+    assert_eq!(posted(&client, &payee).await, 9_234);
+    let stored = client.get(&format!("/v1/fx/quotes/{}", q["id"].as_str().unwrap())).await;
+    assert_eq!(stored.body["used_by"], id.as_str());
+
+    // A code whose quote has lapsed: refused, nothing moves, the payment stays open.
+    let short = quote(
+        &client,
+        json!({"from_currency": "USD", "to_currency": "EUR", "source_amount": 1_000, "lock_seconds": 1}),
+    )
+    .await;
+    let stale = client.post("/v1/payments", till(&short)).await;
+    assert_eq!(stale.status, 201, "{}", stale.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let late =
+        client.post("/v1/payments/scan", json!({"payload": stale.body["qr_payload"], "payer_account": payer})).await;
+    assert_eq!((late.status, late.body["error"]["code"].as_str()), (400, Some("quote_expired")), "{}", late.body);
+    assert_eq!(posted(&client, &payer).await, 100_000 - 10_000 - 25);
+    assert_eq!(posted(&client, &payee).await, 9_234);
+    let open = client.get(&format!("/v1/payments/{}", stale.body["id"].as_str().unwrap())).await;
+    assert_eq!(
+        (open.body["status"].as_str(), &open.body["payer_account"]),
+        (Some("requires_confirmation"), &Value::Null)
+    );
+    verify_passes(&data).await;
 }

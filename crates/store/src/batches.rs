@@ -156,6 +156,14 @@ pub trait BatchStore: crate::FxStore + crate::ReturnStore + Send + Sync {
     /// Asks a batch to stop; false if there is no such batch of this tenant.
     fn request_cancel(&self, tenant: TenantId, batch: BatchId) -> Result<bool>;
     fn batch(&self, tenant: TenantId, id: BatchId) -> Result<Option<BatchRecord>>;
+    /// The tenant's batches (of one status, if given), newest first (ids are time-ordered),
+    /// up to `page.limit` of them older than `page.after`: what `GET /v1/batches` lists.
+    fn batches(
+        &self,
+        tenant: TenantId,
+        status: Option<BatchStatus>,
+        page: crate::Page<BatchId>,
+    ) -> Result<Vec<BatchRecord>>;
     fn batch_totals(&self, batch: BatchId) -> Result<Vec<BatchTotal>>;
     /// Items in index order after `after`: all of them, or those in one of `statuses`.
     fn batch_items(

@@ -1959,3 +1959,49 @@ fn embedded_payment_listing() {
 fn postgres_payment_listing() {
     on_postgres("postgres_payment_listing", payment_listing);
 }
+
+/// `BatchStore::batches`: a tenant's batches newest first, filtered by status, paged by id;
+/// another tenant's never.
+fn batch_listing(open_store: &dyn Fn() -> Opened) {
+    let Opened { api, .. } = open_store();
+    for (id, at) in [(1, 10), (2, 20), (3, 30)] {
+        stored_batch(api.as_ref(), id, at);
+    }
+    api.create_batch(&BatchRecord::new(BatchId(4 << 64), T2, BatchFormat::Csv, 40)).unwrap();
+    let rejected = Validated {
+        status: BatchStatus::Rejected,
+        total: 0,
+        invalid: 0,
+        totals: &[],
+        variant: None,
+        message_id: None,
+        rejection: Some(r#"{"code":"control_total_mismatch"}"#),
+        now: 25,
+    };
+    api.finish_validation(BatchId(2 << 64), &rejected).unwrap();
+    let ids = |tenant: TenantId, status: Option<BatchStatus>, after: Option<u128>, limit: usize| -> Vec<u128> {
+        let page = Page { after: after.map(|a| BatchId(a << 64)), limit };
+        api.batches(tenant, status, page).unwrap().iter().map(|b| b.id.0 >> 64).collect()
+    };
+    assert_eq!(ids(T1, None, None, 10), [3, 2, 1]);
+    assert_eq!(ids(T1, None, None, 2), [3, 2]);
+    assert_eq!(ids(T1, None, Some(2), 2), [1]);
+    assert_eq!(ids(T1, Some(BatchStatus::Validating), None, 10), [3, 1]);
+    assert_eq!(ids(T1, Some(BatchStatus::Rejected), None, 10), [2]);
+    assert_eq!(ids(T1, Some(BatchStatus::Completed), None, 10), Vec::<u128>::new());
+    assert_eq!(ids(T2, None, None, 10), [4]);
+    let listed = api.batches(T1, None, Page { after: None, limit: 1 }).unwrap();
+    assert_eq!(listed, [api.batch(T1, BatchId(3 << 64)).unwrap().unwrap()], "a listed batch reads as `batch` does");
+}
+
+#[test]
+fn embedded_batch_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batch_listing(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_batch_listing() {
+    on_postgres("postgres_batch_listing", batch_listing);
+}

@@ -160,7 +160,7 @@ impl State {
         let (Some(source), Some(target)) = (Amount::new(payment.amount), Amount::new(fx.target_amount)) else {
             return ResultCode::InvalidAmount;
         };
-        // Payments with a quote are made with a payer (see `create_payment`).
+        // A payment with a quote has its payer by now: named at creation, or bound by its scan.
         let Some(payer) = payment.payer else { return ResultCode::AccountNotFound };
         let fee = Amount::new(fx.fee);
         let expires_at = manual.then_some(payment.expires_at);

@@ -16,6 +16,8 @@ const PAYMENT: &str = "payment";
 const AMOUNT_RANGE: &str = "amount must be between 1 and 9223372036854775807";
 const AMOUNT_POSITIVE: &str = "amount must be greater than zero";
 const EXPIRES_IN_SECONDS_RANGE: &str = "expires_in_seconds must be between 1 and 31622400 (366 days)";
+/// No longer said (a payment without a payer may take a quote: its scan pays it in the quote's
+/// source currency); kept in [`MESSAGES`] so that errors from older nodes still decode.
 const PAYER_WITH_QUOTE: &str = "a cross-currency payment (fx_quote) needs a payer_account";
 /// The fields and messages the errors made here carry: every one is a constant above, so
 /// [`CommandError::known_param`] and [`CommandError::known_message`] know all of them.
@@ -59,15 +61,14 @@ impl State {
         if new.expires_in_seconds == 0 || new.expires_in_seconds > TIMEOUT_MAX_SECONDS {
             return Err(CommandError::InvalidField { param: EXPIRES_IN_SECONDS, message: EXPIRES_IN_SECONDS_RANGE });
         }
-        // Without a payer (scan to pay), the scan checks the payer's account.
+        // Without a payer (scan to pay), the scan checks the payer's account: with a quote, an
+        // account in the quote's source currency (the payment's).
         if let Some(payer) = new.payer {
             let payer =
                 self.tenant_account(tenant, payer).ok_or(CommandError::AccountNotFound { param: PAYER_ACCOUNT })?;
             if payer.currency != new.currency {
                 return Err(CommandError::CurrencyMismatch { param: PAYER_ACCOUNT });
             }
-        } else if new.fx_quote.is_some() {
-            return Err(CommandError::InvalidField { param: PAYER_ACCOUNT, message: PAYER_WITH_QUOTE });
         }
         let payee_currency = self
             .tenant_account(tenant, new.payee)
@@ -153,6 +154,14 @@ impl State {
         let mut payment = self.payment_in(tenant, id, &[PaymentStatus::RequiresConfirmation])?;
         if payment.payer.is_some_and(|bound| bound != payer) {
             return Err(CommandError::PayerMismatch);
+        }
+        // A cross-currency payment's rate holds for its quote's life only: a scan after it (or
+        // of a quote that is no longer stored) is refused and moves nothing; the payment stays
+        // open until it expires or is cancelled. (`prefetch` loads the quote for the scan.)
+        if let Some(fx) = &payment.fx {
+            if self.quotes.get(&fx.quote).is_none_or(|quote| now >= quote.expires_at) {
+                return Err(CommandError::QuoteExpired);
+            }
         }
         let account =
             self.tenant_account(tenant, payer).ok_or(CommandError::AccountNotFound { param: PAYER_ACCOUNT })?;

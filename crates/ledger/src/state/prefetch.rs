@@ -15,7 +15,8 @@ pub struct Prefetch {
     pub transfers: Vec<TransferId>,
     pub holds: Vec<TransferId>,
     pub payments: Vec<PaymentId>,
-    /// The FX quotes that payments created in the batch name.
+    /// The FX quotes that payments created in the batch name, and those of the open
+    /// cross-currency payments it scans.
     pub quotes: Vec<QuoteId>,
     /// Accounts whose debits (single transfers and holds) at or after `debits_since` the
     /// limits need: those whose limits a batch changes, or every limited account at recovery.
@@ -68,12 +69,17 @@ impl State {
                 Command::RefundPayment { payment, .. }
                 | Command::ConfirmPayment(payment)
                 | Command::CapturePayment { payment, .. }
-                | Command::CancelPayment(payment)
-                | Command::ScanPayment { payment, .. } => {
+                | Command::CancelPayment(payment) => {
                     if !self.payments.contains_key(payment) {
                         wanted.payments.push(*payment);
                     }
                 }
+                // A cross-currency payment's scan checks its quote's expiry: read the stored
+                // row. (A payment that is not in memory is finished: its scan is refused.)
+                Command::ScanPayment { payment, .. } => match self.payments.get(payment) {
+                    Some(open) => wanted.quotes.extend(open.fx.as_ref().map(|fx| fx.quote)),
+                    None => wanted.payments.push(*payment),
+                },
                 Command::BatchItems { batch, step, items } => {
                     for item in items {
                         let id = match step {

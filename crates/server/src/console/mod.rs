@@ -499,10 +499,26 @@ async fn perform(
     Ok(())
 }
 
-async fn batches(session: Session, Query(search): Query<PaymentSearch>) -> Response {
-    match search.id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()) {
-        Some(id) => see_other(&format!("/console/batches/{}", urlencode(&id))),
-        None => html(StatusCode::OK, views::batches(&session)),
+/// The upload form and the list (`GET /v1/batches` with the page's `status` and cursor), or
+/// the batch a typed id names.
+async fn batches(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Query(search): Query<PaymentSearch>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(id) = search.id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()) {
+        return see_other(&format!("/console/batches/{}", urlencode(&id)));
+    }
+    // An empty `status` (the filter's "all") is no filter; `id=` is the empty "open" form.
+    let query: Vec<&str> =
+        query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty() && *p != "status=" && *p != "id=").collect();
+    let status = query.iter().find_map(|p| p.strip_prefix("status=")).map(str::to_owned);
+    let paged = query.iter().any(|p| p.starts_with("starting_after="));
+    let listed = crate::routes::batches::list(State(state), session.auth, RawQuery(Some(query.join("&")))).await;
+    match api_json(listed).await {
+        Ok(list) => html(StatusCode::OK, views::batches(&session, &list, status.as_deref(), paged)),
+        Err(problem) => problem.page(Some(&session)),
     }
 }
 

@@ -412,7 +412,10 @@ pub fn confirm(session: &Session, payment: &Value, action: Action, key: &str) ->
     )
 }
 
-pub fn batches(session: &Session) -> Markup {
+const BATCH_STATUSES: [&str; 5] = ["validating", "processing", "completed", "rejected", "cancelled"];
+
+pub fn batches(session: &Session, list: &Value, status: Option<&str>, paged: bool) -> Markup {
+    let rows = list["data"].as_array().cloned().unwrap_or_default();
     layout(
         "Batches",
         Some(session),
@@ -451,6 +454,44 @@ pub fn batches(session: &Session) -> Markup {
                 }
             } @else {
                 p.notice { "This key is read only: it cannot upload batches." }
+            }
+            h2 { "Recent batches" }
+            form.card.inline method="get" action="/console/batches" {
+                label for="status" { "Status" }
+                select id="status" name="status" {
+                    option value="" { "all" }
+                    @for s in BATCH_STATUSES {
+                        option value=(s) selected[status == Some(s)] { (s) }
+                    }
+                }
+                button type="submit" id="filter" { "Filter" }
+            }
+            div id="batch-list" {
+                @if rows.is_empty() { p { "No batches." } } @else {
+                    table.list {
+                        thead { tr { th { "Created" } th { "Batch" } th { "Format" } th { "Status" } th.num { "Items" } th.num { "Succeeded" } th.num { "Failed" } th.num { "Invalid" } } }
+                        tbody {
+                            @for b in &rows {
+                                tr {
+                                    td { (text(&b["created_at"])) }
+                                    td { a href={ "/console/batches/" (text(&b["id"])) } { code { (text(&b["id"])) } } }
+                                    td { (text(&b["format"])) }
+                                    td { span.badge { (text(&b["status"])) } }
+                                    td.num { (b["counts"]["total"].as_u64().unwrap_or(0)) }
+                                    td.num { (b["counts"]["succeeded"].as_u64().unwrap_or(0)) }
+                                    td.num { (b["counts"]["failed"].as_u64().unwrap_or(0)) }
+                                    td.num { (b["counts"]["invalid"].as_u64().unwrap_or(0)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                nav.pager aria-label="Batch pages" {
+                    @if paged { a href={ "/console/batches?status=" (status.unwrap_or("")) } { "Newest" } }
+                    @if let (true, Some(cursor)) = (list["has_more"].as_bool().unwrap_or(false), list["next_cursor"].as_str()) {
+                        a id="older" href={ "/console/batches?status=" (status.unwrap_or("")) "&starting_after=" (cursor) } { "Older batches" }
+                    }
+                }
             }
         },
     )

@@ -9,7 +9,7 @@ use crate::batches::{
     end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
     ItemReference, NewRun, ResultRun, Validated,
 };
-use crate::{Result, StoreError};
+use crate::{Page, Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, ChangeSet, Currency, EventKind,
     ItemStatus, OnInvalid, TenantId,
@@ -346,6 +346,19 @@ impl BatchStore for PostgresReader {
                 )?
                 .map(|row| batch_from(&row))
                 .transpose()
+        })
+    }
+
+    fn batches(&self, tenant: TenantId, status: Option<BatchStatus>, page: Page<BatchId>) -> Result<Vec<BatchRecord>> {
+        let before = id_bytes(page.after.map_or(u128::MAX, |id| id.0));
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        self.with(|client| {
+            let rows = client.query(
+                "SELECT * FROM batches WHERE tenant = $1 AND ($2::text IS NULL OR status = $2) AND id < $3
+                 ORDER BY id DESC LIMIT $4",
+                &[&id_bytes(tenant.0), &status.map(BatchStatus::as_str), &before, &limit],
+            )?;
+            rows.iter().map(batch_from).collect()
         })
     }
 

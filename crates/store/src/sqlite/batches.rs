@@ -10,7 +10,7 @@ use crate::batches::{
     end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
     ItemReference, ListedItem, ResultRun, Validated,
 };
-use crate::{Result, StoreError};
+use crate::{Page, Result, StoreError};
 use paycore_ledger::{
     Account, AccountId, BatchFormat, BatchId, BatchItem, BatchMode, BatchStatus, ChangeSet, Currency, EventKind,
     ItemStatus, OnInvalid, TenantId,
@@ -497,6 +497,20 @@ impl BatchStore for SqliteReader {
                 .prepare_cached("SELECT * FROM batches WHERE id = ?1 AND tenant = ?2")?
                 .query_row(params![id_blob(id.0), id_blob(tenant.0)], batch_from)
                 .optional()?)
+        })
+    }
+
+    fn batches(&self, tenant: TenantId, status: Option<BatchStatus>, page: Page<BatchId>) -> Result<Vec<BatchRecord>> {
+        let before = id_blob(page.after.map_or(u128::MAX, |id| id.0));
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        self.with(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT * FROM batches WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) AND id < ?3
+                     ORDER BY id DESC LIMIT ?4",
+                )?
+                .query_map(params![id_blob(tenant.0), status.map(BatchStatus::as_str), before, limit], batch_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 

@@ -15,10 +15,10 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::render::json;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use paycore_ledger::{BatchId, ItemStatus};
+use paycore_ledger::{BatchId, BatchStatus, ItemStatus};
 use paycore_store::{BatchRecord, BatchStore};
 use std::sync::Arc;
 
@@ -90,6 +90,78 @@ pub async fn retrieve(
     let (totals, quotes) =
         blocking(&state, move |s| Ok((s.batch_totals(batch_id)?, s.batch_quotes(batch_id)?))).await?;
     Ok(rendered(json(200, &BatchJson::new(&batch, &totals).with_quotes(&quotes))))
+}
+
+/// Batches listed per page at most, and by default.
+const LIST_LIMIT_MAX: usize = 100;
+const LIST_LIMIT_DEFAULT: usize = 20;
+
+/// `GET /v1/batches`
+#[utoipa::path(get, path = "/v1/batches", tag = "batches",
+    params(
+        ("status" = Option<String>, Query, description = "Only batches in this status: `validating`, `processing`, `completed`, `rejected` or `cancelled`"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<String>, Query, description = "A batch id: the `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The tenant's batches, newest first, each as `GET /v1/batches/{id}` answers it", body = crate::render::ListJson<BatchJson>),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut status = None;
+    let mut page = paycore_store::Page { after: None, limit: LIST_LIMIT_DEFAULT };
+    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "status" => {
+                let names: Vec<&str> = BatchStatus::ALL.iter().map(|s| s.as_str()).collect();
+                let message = format!("`status` must be one of: {}.", names.join(", "));
+                status = Some(BatchStatus::parse(value).ok_or_else(|| ApiError::invalid("status", message))?);
+            }
+            "limit" => {
+                page.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
+                    .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
+            }
+            "starting_after" => {
+                page.after = Some(value.parse::<BatchId>().map_err(|_| {
+                    ApiError::invalid("starting_after", "`starting_after` must be a batch id (`bat_…`).")
+                })?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("Received unknown query parameter `{other}`."),
+                )
+                .param(other.to_owned()))
+            }
+        }
+    }
+    let (tenant, limit) = (auth.tenant, page.limit);
+    let fetch = paycore_store::Page { after: page.after, limit: limit + 1 };
+    let rows = blocking(&state, move |s| {
+        let mut rows = Vec::new();
+        for batch in s.batches(tenant, status, fetch)? {
+            let (totals, quotes) = (s.batch_totals(batch.id)?, s.batch_quotes(batch.id)?);
+            rows.push((batch, totals, quotes));
+        }
+        Ok(rows)
+    })
+    .await?;
+    let list = crate::render::ListJson::page(
+        rows,
+        limit,
+        |(batch, _, _)| batch.id.to_string(),
+        |(batch, totals, quotes)| BatchJson::new(batch, totals).with_quotes(quotes),
+    );
+    Ok(rendered(json(200, &list)))
 }
 
 /// `POST /v1/batches/{id}/cancel`
