@@ -46,7 +46,7 @@ pub fn parse(output: &str) -> anyhow::Result<Printed> {
         } else if let Some(rest) = line.strip_prefix("batch latency p") {
             // "batch latency p50  = 27 ms", "batch latency p100 = 60 ms"
             let Some((percentile, value)) = rest.split_once('=') else { continue };
-            let ms = value.trim().split_whitespace().next().and_then(|v| v.parse::<u64>().ok());
+            let ms = value.split_whitespace().next().and_then(|v| v.parse::<u64>().ok());
             match percentile.trim() {
                 "50" => printed.p50_ms = ms,
                 "99" => printed.p99_ms = ms,
