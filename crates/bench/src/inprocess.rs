@@ -4,6 +4,7 @@
 
 use crate::report::{Case, Outcome, Run, Target};
 use crate::stats::{nanos, rate, Percentiles};
+use crate::tigerbeetle;
 use crate::workload::{Rng, ACCOUNTS, BATCH};
 use crate::Config;
 use anyhow::{anyhow, bail, Context};
@@ -341,14 +342,56 @@ fn repeat(cfg: &Config, label: &str, mut run: impl FnMut(u64) -> anyhow::Result<
     Ok(runs)
 }
 
+/// `runs` runs of paycore's engine and of TigerBeetle's benchmark, one after the other. A
+/// failed TigerBeetle run ends its series (its error is reported) but not paycore's.
+fn alternate(
+    runs: usize,
+    size: &str,
+    mut ours: impl FnMut(u64) -> anyhow::Result<Run>,
+    mut theirs: impl FnMut() -> anyhow::Result<Run>,
+) -> (anyhow::Result<Vec<Run>>, anyhow::Result<Vec<Run>>) {
+    let (mut our_runs, mut their_runs) = (Vec::new(), Ok(Vec::new()));
+    for i in 0..runs {
+        match ours(1000 + i as u64) {
+            Ok(r) => {
+                eprintln!("  engine {size} run {}/{runs}: {} /s", i + 1, crate::report::number(r.value));
+                our_runs.push(r);
+            }
+            Err(e) => return (Err(e), their_runs),
+        }
+        if let Ok(done) = &mut their_runs {
+            match theirs() {
+                Ok(r) => {
+                    eprintln!("  TigerBeetle {size} run {}/{runs}: {} /s", i + 1, crate::report::number(r.value));
+                    done.push(r);
+                }
+                Err(e) => their_runs = Err(e),
+            }
+        }
+    }
+    (Ok(our_runs), their_runs)
+}
+
 pub fn run(cfg: &Config) -> Vec<Outcome> {
     let mut out = Vec::new();
     for (i, &n) in cfg.bulk_sizes.iter().enumerate() {
         let size = size_name(n);
         let target = if n >= 10_000_000 { 250_000.0 } else { 400_000.0 };
-        match repeat(cfg, &format!("engine {size}"), |seed| engine_run(n, seed)) {
-            Ok(runs) => out.push(Outcome::Measured(
-                Case::new(
+        // With --tigerbeetle, TigerBeetle's own benchmark runs between paycore's runs, so that
+        // both see the same machine weather.
+        let (engine_runs, tigerbeetle_runs) = match &cfg.tigerbeetle {
+            None => (repeat(cfg, &format!("engine {size}"), |seed| engine_run(n, seed)), None),
+            Some(binary) => {
+                let (engine, theirs) =
+                    alternate(cfg.runs, &size, |seed| engine_run(n, seed), || tigerbeetle::run_once(binary, n));
+                (engine, Some(theirs))
+            }
+        };
+        let tigerbeetle_key = format!("tigerbeetle-bulk-{size}");
+        let mut our_median = None;
+        match engine_runs {
+            Ok(runs) => {
+                let case = Case::new(
                     SCENARIO,
                     format!("engine + SQLite store, {size} transfers, {BATCH}/request"),
                     "transfers/s",
@@ -356,11 +399,32 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
                 )
                 .target(Target::AtLeast(target))
                 .key(format!("paycore-bulk-{size}"))
+                .versus(tigerbeetle_key.clone(), None)
                 .versus("postgres/1", Some(50.0))
                 .versus("postgres/64", None)
-                .versus("sqlite/1", None),
-            )),
+                .versus("sqlite/1", None);
+                our_median = Some(case.value.median);
+                out.push(Outcome::Measured(case));
+            }
             Err(e) => out.push(failed(format!("engine, {size}"), &e)),
+        }
+        if let Some(theirs) = tigerbeetle_runs {
+            let name = format!("TigerBeetle's own `benchmark`, {size} transfers, {BATCH}/request");
+            match theirs {
+                Ok(runs) => {
+                    let mut case = Case::new(SCENARIO, name, "transfers/s", &runs)
+                        .key(tigerbeetle_key)
+                        .note(cfg.tigerbeetle_version.clone())
+                        .note("latency = its batch p50 / p99 (1 ms buckets; it prints no p99.9)");
+                    case.p999_ms = None;
+                    if let Some(ours) = our_median {
+                        let ratio = crate::report::number(ours / case.value.median);
+                        case = case.note(format!("paycore ÷ TigerBeetle (medians): {ratio}×"));
+                    }
+                    out.push(Outcome::Measured(case));
+                }
+                Err(e) => out.push(failed(name, &e)),
+            }
         }
         match repeat(cfg, &format!("state machine {size}"), |seed| state_machine_run(n, seed)) {
             Ok(runs) => out.push(Outcome::Measured(
@@ -393,4 +457,58 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
 fn failed(name: String, e: &anyhow::Error) -> Outcome {
     eprintln!("!!! {SCENARIO} / {name} failed: {e:#}");
     Outcome::Skipped { scenario: SCENARIO.into(), name, reason: format!("FAILED: {e:#}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn run_of(value: f64) -> Run {
+        Run { value, latency: None, extra: Vec::new() }
+    }
+
+    #[test]
+    fn paycore_and_tigerbeetle_take_turns() {
+        let calls = RefCell::new(Vec::new());
+        let (ours, theirs) = alternate(
+            3,
+            "1M",
+            |seed| {
+                calls.borrow_mut().push(format!("paycore {seed}"));
+                Ok(run_of(seed as f64))
+            },
+            || {
+                calls.borrow_mut().push("tigerbeetle".to_owned());
+                Ok(run_of(7.0))
+            },
+        );
+        assert_eq!(
+            calls.into_inner(),
+            ["paycore 1000", "tigerbeetle", "paycore 1001", "tigerbeetle", "paycore 1002", "tigerbeetle"]
+        );
+        let values = |r: anyhow::Result<Vec<Run>>| r.map(|runs| runs.iter().map(|r| r.value).collect::<Vec<_>>());
+        assert_eq!(values(ours).ok(), Some(vec![1000.0, 1001.0, 1002.0]));
+        assert_eq!(values(theirs).ok(), Some(vec![7.0, 7.0, 7.0]));
+    }
+
+    #[test]
+    fn a_failed_tigerbeetle_run_stops_its_series_not_paycores() {
+        let mut their_calls = 0;
+        let (ours, theirs) = alternate(
+            3,
+            "1M",
+            |seed| Ok(run_of(seed as f64)),
+            || {
+                their_calls += 1;
+                if their_calls == 2 {
+                    bail!("data file full")
+                }
+                Ok(run_of(7.0))
+            },
+        );
+        assert_eq!(ours.map(|r| r.len()).ok(), Some(3));
+        assert_eq!(theirs.err().map(|e| e.to_string()), Some("data file full".to_owned()));
+        assert_eq!(their_calls, 2);
+    }
 }

@@ -17,7 +17,10 @@
 //! - `bulk` (1): TigerBeetle's workload in-process — 10 000 accounts without limits, random
 //!   debit/credit pairs, 8 189 transfers per request, one request in flight, 1M and 10M
 //!   transfers — on the engine with its SQLite store, on the pure state machine, and the
-//!   engine's phases by hand (load / execute / commit).
+//!   engine's phases by hand (load / execute / commit). With `--tigerbeetle PATH`, TigerBeetle's
+//!   own `PATH benchmark` runs the same workload between paycore's runs (a data file in a temp
+//!   folder, on the same disk as paycore's), and the tables give both medians and their ratio.
+//!   The suite never builds TigerBeetle: build it from its source and pass the binary.
 //! - `http-bulk` (1): the same workload through `POST /v1/transfers` of the real binary.
 //! - `realtime` (2): one transfer, or one payment (create + confirm), per HTTP request from
 //!   1, 16, 64, 256 clients on keep-alive connections; and with a hot merchant (90%).
@@ -57,6 +60,7 @@ mod report;
 mod server;
 mod startup;
 mod stats;
+mod tigerbeetle;
 mod workload;
 
 use clap::Parser;
@@ -103,6 +107,10 @@ struct Args {
     /// A line for BENCHMARKS.md about the conditions (e.g. "taken while other builds ran").
     #[arg(long)]
     note: Option<String>,
+    /// A TigerBeetle binary: scenario `bulk` then runs its own `benchmark` with the same workload
+    /// between paycore's runs and reports both medians and their ratio.
+    #[arg(long, value_name = "PATH")]
+    tigerbeetle: Option<PathBuf>,
 }
 
 /// What every scenario is given.
@@ -119,6 +127,9 @@ pub struct Config {
     pub startup_sizes: Vec<u64>,
     /// The workspace root.
     pub root: PathBuf,
+    /// `--tigerbeetle`: the binary to run beside scenario 1, and its version line.
+    pub tigerbeetle: Option<PathBuf>,
+    pub tigerbeetle_version: String,
 }
 
 // Long on purpose: flag defaults, then each scenario in the order of the report, read top to bottom.
@@ -137,6 +148,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     wanted.dedup();
+    // Checked before anything runs: a wrong path should not cost a 20-minute suite.
+    let tigerbeetle_version = match &args.tigerbeetle {
+        Some(binary) => {
+            if !wanted.contains(&"bulk") {
+                eprintln!("note: --tigerbeetle only runs beside scenario bulk, which is not in this command");
+            }
+            tigerbeetle::version(binary)?
+        }
+        None => String::new(),
+    };
     let quick = args.quick;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
     let cfg = Config {
@@ -172,6 +193,8 @@ fn main() -> anyhow::Result<()> {
             vec![1_000_000, 10_000_000]
         },
         root: root.clone(),
+        tigerbeetle: args.tigerbeetle.clone(),
+        tigerbeetle_version,
     };
 
     let mut machine = report::Machine::describe(&root);

@@ -338,7 +338,14 @@ pub fn write(
     md.push_str(&table(outcomes));
     md.push_str("\n## paycore against the baselines, same command\n\n");
     md.push_str(&ratios(outcomes));
-    md.push_str("\nTigerBeetle 0.17.8 on this machine kind (from the issue, not run here): about 380 000 transfers/s on scenario 1 at 1M (p99 41 ms), 247 000/s at 10M, about 2 100 transfers/s with one transfer per request.\n");
+    let tigerbeetle_measured = outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Measured(c) if c.key.as_deref().is_some_and(|k| k.starts_with("tigerbeetle-"))));
+    if tigerbeetle_measured {
+        md.push_str("\nTigerBeetle was measured in this command (`--tigerbeetle`): its own `benchmark`, the same workload, run between paycore's runs; its rows and ratios are above.\n");
+    } else {
+        md.push_str("\nTigerBeetle 0.17.8 on this machine kind (from the issue, not run here; `--tigerbeetle PATH` measures it beside scenario 1): about 380 000 transfers/s on scenario 1 at 1M (p99 41 ms), 247 000/s at 10M, about 2 100 transfers/s with one transfer per request.\n");
+    }
     if !appendix.is_empty() {
         md.push('\n');
         md.push_str(appendix);
