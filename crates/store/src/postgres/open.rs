@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_console.sql"),
     include_str!("migrations/0015_retention.sql"),
     include_str!("migrations/0016_keys.sql"),
+    include_str!("migrations/0019_ops2.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -28,6 +28,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_console.sql"),
     include_str!("migrations/0018_retention.sql"),
     include_str!("migrations/0019_keys.sql"),
+    include_str!("migrations/0022_ops2.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";
