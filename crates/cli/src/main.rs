@@ -28,6 +28,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the `serve` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Starts the service: the ledger engine and the HTTP API.
