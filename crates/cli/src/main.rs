@@ -28,6 +28,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the `serve` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Starts the service: the ledger engine and the HTTP API.
@@ -211,6 +213,9 @@ struct ServeArgs {
     /// Batch files validated at once; more wait, their batches `validating`.
     #[arg(long = "max-concurrent-validations", env = "PAYCORE_MAX_CONCURRENT_VALIDATIONS", default_value_t = paycore_server::Config::MAX_CONCURRENT_VALIDATIONS_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     max_concurrent_validations: usize,
+    /// Batch uploads that may wait for a validation at once; one more is refused, 503 `validation_queue_full`.
+    #[arg(long = "max-queued-validations", env = "PAYCORE_MAX_QUEUED_VALIDATIONS", default_value_t = paycore_server::Config::MAX_QUEUED_VALIDATIONS_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    max_queued_validations: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -380,6 +385,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<(paycore_server::Config, usi
     config.shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout);
     config.tls = args.tls_cert.zip(args.tls_key);
     config.max_concurrent_validations = args.max_concurrent_validations;
+    config.max_queued_validations = args.max_queued_validations;
     // Served over TLS, the console's cookies are always `Secure`.
     config.console_secure_cookies = args.console_secure_cookies || config.tls.is_some();
     config.console_secret = args.console_secret.filter(|secret| !secret.is_empty()).map(paycore_server::Secret::new);

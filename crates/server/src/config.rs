@@ -88,6 +88,9 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Batch files validated at once; more wait (their batches stay `validating`).
     pub max_concurrent_validations: usize,
+    /// Batch uploads that may wait for a validation at once (those being taken in included);
+    /// one more is refused at once, 503 `validation_queue_full`, and nothing of it is kept.
+    pub max_queued_validations: usize,
     /// The key that signs the operator console's session cookies (`PAYCORE_CONSOLE_SECRET`):
     /// the same on every API node, so that any of them accepts a session. Without it each
     /// process signs with a random key of its own, and sessions end when it stops.
@@ -167,6 +170,8 @@ impl Config {
     pub const SHUTDOWN_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
     /// The default batch files validated at once: 2 (each keeps a core busy).
     pub const MAX_CONCURRENT_VALIDATIONS_DEFAULT: usize = 2;
+    /// The default batch uploads waiting for a validation at once: 16.
+    pub const MAX_QUEUED_VALIDATIONS_DEFAULT: usize = 16;
 
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
@@ -200,6 +205,7 @@ impl Config {
             shutdown_timeout: Config::SHUTDOWN_TIMEOUT_DEFAULT,
             tls: None,
             max_concurrent_validations: Config::MAX_CONCURRENT_VALIDATIONS_DEFAULT,
+            max_queued_validations: Config::MAX_QUEUED_VALIDATIONS_DEFAULT,
             console_secret: None,
             console_secure_cookies: false,
         }

@@ -16,7 +16,7 @@ use paycore_engine::batches;
 use paycore_ledger::BatchId;
 use paycore_store::{BatchRecord, BatchStore, Claim, StoreError};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
@@ -35,6 +35,10 @@ const RENEW_RETRY: Duration = Duration::from_secs(1);
 /// The node's batch jobs: who it is in leases, how long they last, what runs here.
 pub struct Jobs {
     validations: Semaphore,
+    /// Validations waiting for a turn (and uploads being taken in that will), with their cap
+    /// (`Config::max_queued_validations`).
+    queued: Arc<AtomicUsize>,
+    queued_max: usize,
     node: String,
     lease: Duration,
     running: Mutex<HashSet<BatchId>>,
@@ -45,15 +49,36 @@ pub struct Jobs {
 impl Jobs {
     /// The jobs of node `node`, whose leases last `lease` unless renewed, validating at most
     /// `validations` files at once (`Config::max_concurrent_validations`): each keeps a core
-    /// busy and holds its parser's and checker's memory.
-    pub fn new(node: String, lease: Duration, validations: usize) -> Jobs {
+    /// busy and holds its parser's and checker's memory. At most `queued` uploads may wait
+    /// for a turn (`Config::max_queued_validations`, see [`Jobs::queue_validation`]).
+    pub fn new(node: String, lease: Duration, validations: usize, queued: usize) -> Jobs {
         Jobs {
             validations: Semaphore::new(validations.max(1)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            queued_max: queued.max(1),
             node,
             lease,
             running: Mutex::new(HashSet::new()),
             wake: Notify::new(),
         }
+    }
+
+    /// A place in the validation queue for an upload about to be taken in, or `None` when
+    /// `queued_max` uploads already wait (taken in, or being taken in, and not yet validating):
+    /// the upload is then refused before its body is read. The place is given up when its
+    /// validation begins, or when the upload ends without a batch.
+    pub fn queue_validation(&self) -> Option<QueuePlace> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.queued_max).then_some(n + 1))
+            .ok()
+            .map(|_| QueuePlace(self.queued.clone()))
+    }
+
+    /// A place in the validation queue for a batch claimed from the store (taken in before, or
+    /// by another node): it is already kept, so it waits whatever the cap, and counts in it.
+    fn queue_claimed(&self) -> QueuePlace {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        QueuePlace(self.queued.clone())
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<BatchId>> {
@@ -66,13 +91,24 @@ impl Jobs {
     }
 }
 
-/// Claims the batch just taken in for this node and runs it here, in the background. If
-/// another node's claim loop was quicker, that node runs it.
-pub fn spawn(state: Arc<AppState>, batch: BatchRecord) {
+/// A place in the validation queue ([`Jobs::queue_validation`]), given up when dropped.
+#[derive(Debug)]
+pub struct QueuePlace(Arc<AtomicUsize>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Claims the batch just taken in for this node and runs it here, in the background, keeping
+/// its `place` in the validation queue (an upload's) until its validation begins. If another
+/// node's claim loop was quicker, that node runs it.
+pub fn spawn(state: Arc<AppState>, batch: BatchRecord, place: Option<QueuePlace>) {
     tokio::spawn(async move {
         let id = batch.id;
         match claim(&state, move |store, claim| store.claim_batch(id, claim)).await {
-            Ok(Some(batch)) => start(state, batch),
+            Ok(Some(batch)) => start(state, batch, place),
             Ok(None) => tracing::debug!(batch = %id, "another node claimed the batch first"),
             Err(error) => {
                 tracing::warn!(batch = %id, %error, "cannot claim the batch taken in; the claim loop will");
@@ -94,7 +130,7 @@ async fn claim_loop(state: Arc<AppState>) {
             match claim(&state, |store, claim| store.claim_next_batch(claim)).await {
                 Ok(Some(batch)) => {
                     tracing::info!(batch = %batch.id, status = %batch.status, "claimed batch");
-                    start(state.clone(), batch);
+                    start(state.clone(), batch, None);
                     continue;
                 }
                 Ok(None) => {}
@@ -132,7 +168,7 @@ async fn claim(
 }
 
 /// Runs a claimed batch in the background, keeping its lease while it runs.
-fn start(state: Arc<AppState>, batch: BatchRecord) {
+fn start(state: Arc<AppState>, batch: BatchRecord, place: Option<QueuePlace>) {
     if !state.jobs.running().insert(batch.id) {
         // Already running here: its lease lapsed (renewals failed for a while) and this node
         // claimed it back. The job goes on under the new lease.
@@ -143,7 +179,7 @@ fn start(state: Arc<AppState>, batch: BatchRecord) {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
         let keeper = tokio::spawn(keep_lease(state.clone(), id, stop.clone(), done.clone()));
-        let ran = drive(&state, batch, &stop).await;
+        let ran = drive(&state, batch, place, &stop).await;
         done.store(true, Ordering::Relaxed);
         let held = keeper.await.unwrap_or(true);
         match (ran, held) {
@@ -206,10 +242,17 @@ async fn release(state: &Arc<AppState>, id: BatchId) -> paycore_store::Result<bo
 }
 
 /// Validates (if still `validating`) and runs a batch until it ends or `stop` is set.
-async fn drive(state: &Arc<AppState>, batch: BatchRecord, stop: &Arc<AtomicBool>) -> paycore_store::Result<()> {
+async fn drive(
+    state: &Arc<AppState>,
+    batch: BatchRecord,
+    place: Option<QueuePlace>,
+    stop: &Arc<AtomicBool>,
+) -> paycore_store::Result<()> {
     let (id, tenant) = (batch.id, batch.tenant);
     if batch.status == paycore_ledger::BatchStatus::Validating {
+        let place = place.unwrap_or_else(|| state.jobs.queue_claimed());
         let permit = state.jobs.validations.acquire().await;
+        drop(place);
         let store = state.batches.clone();
         let stopping = stop.clone();
         let max_lines = state.max_batch_lines;
@@ -219,6 +262,8 @@ async fn drive(state: &Arc<AppState>, batch: BatchRecord, stop: &Arc<AtomicBool>
         .await
         .map_err(|e| StoreError::Internal(format!("validation task failed: {e}")))??;
         drop(permit);
+    } else {
+        drop(place);
     }
     // The report the batch will most likely be asked for is written alongside the run, each
     // line once its item's result is committed, so that it is ready when the batch ends (with

@@ -284,7 +284,12 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
         max_batch_lines: config.max_batch_lines,
         rate,
         max_batch_bytes: config.max_batch_bytes,
-        jobs: jobs::Jobs::new(config.node_id.clone(), config.batch_lease, config.max_concurrent_validations),
+        jobs: jobs::Jobs::new(
+            config.node_id.clone(),
+            config.batch_lease,
+            config.max_concurrent_validations,
+            config.max_queued_validations,
+        ),
         reports,
         stopping: Arc::new(AtomicBool::new(false)),
         role: config.role,

@@ -31,7 +31,7 @@ struct HttpLabels {
 /// What the pruner removed (`crate::retention`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PrunedLabels {
-    /// `idempotency`, `deliveries`, `outbox`, `batch_files`, `reports`.
+    /// `idempotency`, `deliveries`, `outbox`, `batch_files`, `reports`, `console_sessions`.
     kind: &'static str,
 }
 
@@ -60,7 +60,7 @@ impl Metrics {
         );
         registry.register("paycore_engine_queue_depth", "Requests waiting in the engine's queue", queue_depth.clone());
         let pruned = Family::<PrunedLabels, Counter>::default();
-        for kind in ["idempotency", "deliveries", "outbox", "batch_files", "reports"] {
+        for kind in ["idempotency", "deliveries", "outbox", "batch_files", "reports", "console_sessions"] {
             drop(pruned.get_or_create(&PrunedLabels { kind }));
         }
         registry.register(

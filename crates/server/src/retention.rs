@@ -55,6 +55,7 @@ async fn round(state: &Arc<AppState>) {
             ("deliveries", counts.deliveries),
             ("outbox", counts.outbox),
             ("batch_files", counts.files),
+            ("console_sessions", counts.console_sessions),
         ] {
             state.metrics.count_pruned(kind, n);
         }

@@ -172,4 +172,10 @@ pub trait AdminStore: Send + Sync {
     fn delivery(&self, tenant: TenantId, id: u64) -> Result<Option<Delivery>>;
     /// Makes a delivery due again at `now` (attempt count kept); `false` if there is none.
     fn replay_delivery(&self, tenant: TenantId, id: u64, now: u64) -> Result<bool>;
+    /// Records that the console session `id` was signed out; its cookie would have expired at
+    /// `expires_at` (ns since the epoch), and the record is pruned after that. Repeating it
+    /// changes nothing.
+    fn end_console_session(&self, id: &[u8; 16], expires_at: u64) -> Result<()>;
+    /// Whether the console session `id` was signed out, on any API node.
+    fn console_session_ended(&self, id: &[u8; 16]) -> Result<bool>;
 }

@@ -60,16 +60,18 @@ pub struct PruneCounts {
     pub deliveries: usize,
     pub outbox: usize,
     pub files: usize,
+    /// Records of signed-out console sessions whose cookies have expired since.
+    pub console_sessions: usize,
 }
 
 impl PruneCounts {
     /// Whether some kind filled its chunk, so that more may be waiting.
     pub fn more_waiting(&self, limit: usize) -> bool {
-        [self.idempotency, self.deliveries, self.outbox, self.files].iter().any(|n| *n >= limit)
+        [self.idempotency, self.deliveries, self.outbox, self.files, self.console_sessions].iter().any(|n| *n >= limit)
     }
 
     pub fn total(&self) -> usize {
-        self.idempotency + self.deliveries + self.outbox + self.files
+        self.idempotency + self.deliveries + self.outbox + self.files + self.console_sessions
     }
 }
 
@@ -78,7 +80,8 @@ pub trait RetentionStore: Send + Sync {
     /// Removes up to `limit` records of each kind older than its window at `now`
     /// (nanoseconds since the epoch): saved idempotent responses, finished webhook deliveries,
     /// outbox events fanned out with no delivery left, and the files of ended batches (the
-    /// batch's `file` set to `None` with the file removed). Each kind is one short transaction;
+    /// batch's `file` set to `None` with the file removed), and the records of signed-out
+    /// console sessions whose cookies expired before `now`. Each kind is one short transaction;
     /// safe to run on several nodes at once and to repeat after a crash.
     fn prune(&self, now: u64, retention: &Retention, limit: usize) -> Result<PruneCounts>;
 }

@@ -1711,7 +1711,7 @@ fn retention(open_store: &dyn Fn() -> Opened) {
             break;
         }
     }
-    assert_eq!(total, PruneCounts { idempotency: 25, deliveries: 9, outbox: 9, files: 1 });
+    assert_eq!(total, PruneCounts { idempotency: 25, deliveries: 9, outbox: 9, files: 1, console_sessions: 0 });
     assert_eq!(calls, 3, "25 records in chunks of 10");
     assert_eq!(api.prune(6000, &retention, 10).unwrap(), PruneCounts::default(), "nothing twice");
 
@@ -2004,4 +2004,43 @@ fn embedded_batch_listing() {
 #[test]
 fn postgres_batch_listing() {
     on_postgres("postgres_batch_listing", batch_listing);
+}
+
+/// `AdminStore::end_console_session`: a signed-out console session is seen as such by every
+/// handle on the store (and after a reopen), a repeat changes nothing, and the record is pruned
+/// once the cookie would have expired.
+fn console_sessions_ended(open_store: &dyn Fn() -> Opened) {
+    use paycore_store::{PruneCounts, Retention};
+    let (signed_out, other) = ([7u8; 16], [8u8; 16]);
+    {
+        let Opened { store: _store, api } = open_store();
+        assert!(!api.console_session_ended(&signed_out).unwrap());
+        api.end_console_session(&signed_out, 5000).unwrap();
+        api.end_console_session(&signed_out, 5000).unwrap();
+        api.end_console_session(&[9u8; 16], 9000).unwrap();
+        assert!(api.console_session_ended(&signed_out).unwrap());
+        assert!(!api.console_session_ended(&other).unwrap());
+    }
+    let Opened { store: _store, api } = open_store();
+    assert!(api.console_session_ended(&signed_out).unwrap(), "recorded in the store, not in a handle");
+    let retention = Retention::default();
+    // Not before the cookie expires: it could still be sent.
+    assert_eq!(api.prune(5000, &retention, 10).unwrap().console_sessions, 0);
+    assert!(api.console_session_ended(&signed_out).unwrap());
+    assert_eq!(api.prune(5001, &retention, 10).unwrap().console_sessions, 1);
+    assert!(!api.console_session_ended(&signed_out).unwrap(), "pruned once expired");
+    assert!(api.console_session_ended(&[9u8; 16]).unwrap(), "a later expiry is kept");
+    assert_eq!(api.prune(5001, &retention, 10).unwrap(), PruneCounts::default(), "nothing twice");
+}
+
+#[test]
+fn embedded_console_sessions_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    console_sessions_ended(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_console_sessions_ended() {
+    on_postgres("postgres_console_sessions_ended", console_sessions_ended);
 }

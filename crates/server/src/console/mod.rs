@@ -229,6 +229,17 @@ async fn sign_out(
         return Problem::csrf().page(Some(&session));
     }
     state.console.sign_out(&session.cookie, now_seconds());
+    // Recorded in the store too, so that every API node refuses the cookie from now on.
+    let (admin, cookie) = (state.admin.clone(), session.cookie);
+    let recorded = crate::request_id::spawn_blocking(move || {
+        admin.end_console_session(&cookie.id, cookie.expires.saturating_mul(1_000_000_000))
+    })
+    .await;
+    if !matches!(recorded, Ok(Ok(()))) {
+        tracing::warn!(
+            "the sign-out is not recorded in the store; other API nodes accept the session until it expires"
+        );
+    }
     let mut response = see_other("/console/sign-in");
     if let Ok(value) = HeaderValue::from_str(&state.console.set_cookie(&headers, session::COOKIE, "", 0)) {
         response.headers_mut().append(header::SET_COOKIE, value);

@@ -3,7 +3,8 @@
 //! session is an HMAC of its id. Nothing is stored: any API node that has the same
 //! `console_secret` (`PAYCORE_CONSOLE_SECRET`) accepts the cookie, and the key is looked up
 //! again on every request, so revoking the key ends its sessions at once. Signing out
-//! forgets the session id on this node until the cookie would have expired anyway.
+//! records the session id in the store (`AdminStore::end_console_session`, pruned once the
+//! cookie would have expired anyway), which every node reads on every request.
 
 use crate::auth::{Auth, Secret};
 use crate::webhooks::hmac_sha256;
@@ -147,6 +148,12 @@ impl FromRequestParts<Arc<AppState>> for Session {
         let now = crate::ids::now_ns() / 1_000_000_000;
         let value = cookie(&parts.headers, COOKIE).ok_or(SignedOut)?;
         let cookie = state.console.open(&value, now).ok_or(SignedOut)?;
+        // Signed out on another API node (or before a restart): the store says so.
+        let (admin, id) = (state.admin.clone(), cookie.id);
+        match crate::request_id::spawn_blocking(move || admin.console_session_ended(&id)).await {
+            Ok(Ok(false)) => {}
+            _ => return Err(SignedOut),
+        }
         // The key's record as the API reads it, on the service clock: an expired key (or a
         // rotated-out secret past its overlap) ends the session as it ends API access.
         let clock_now = state.clock.now_ns();

@@ -680,7 +680,7 @@ pub async fn run(State(state): State<Arc<AppState>>, auth: Auth, body: Bytes) ->
     }
     let has_batch = batch.total > 0;
     if has_batch {
-        crate::jobs::spawn(state.clone(), batch.clone());
+        crate::jobs::spawn(state.clone(), batch.clone(), None);
     }
     let answer = RunJson {
         object: "interest_run",

@@ -107,6 +107,22 @@ impl AdminStore for PostgresReader {
         })
     }
 
+    fn end_console_session(&self, id: &[u8; 16], expires_at: u64) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                "INSERT INTO console_sessions_ended (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&id.as_slice(), &int(expires_at)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn console_session_ended(&self, id: &[u8; 16]) -> Result<bool> {
+        self.with(|client| {
+            Ok(client.query_opt("SELECT 1 FROM console_sessions_ended WHERE id = $1", &[&id.as_slice()])?.is_some())
+        })
+    }
+
     fn revoke_api_key(&self, key: &str) -> Result<Option<[u8; 32]>> {
         self.with(|client| {
             let row = client.query_opt("UPDATE api_keys SET revoked = true WHERE id = $1 RETURNING hash", &[&key])?;

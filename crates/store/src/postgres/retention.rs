@@ -59,7 +59,15 @@ impl RetentionStore for PostgresReader {
             tx.commit()?;
             Ok(ended.len())
         })?;
+        let console_sessions = self.with(|client| {
+            Ok(client.execute(
+                "DELETE FROM console_sessions_ended WHERE id IN
+                     (SELECT id FROM console_sessions_ended WHERE expires_at < $1 LIMIT $2)",
+                &[&int(now), &limit_sql(limit)],
+            )?)
+        })?;
         Ok(PruneCounts {
+            console_sessions: usize::try_from(console_sessions).unwrap_or(usize::MAX),
             idempotency: usize::try_from(idempotency).unwrap_or(usize::MAX),
             deliveries: usize::try_from(deliveries).unwrap_or(usize::MAX),
             outbox: usize::try_from(outbox).unwrap_or(usize::MAX),

@@ -103,6 +103,25 @@ impl AdminStore for SqliteReader {
         })
     }
 
+    fn end_console_session(&self, id: &[u8; 16], expires_at: u64) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO console_sessions_ended (id, expires_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                params![id.as_slice(), int(expires_at)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn console_session_ended(&self, id: &[u8; 16]) -> Result<bool> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row("SELECT 1 FROM console_sessions_ended WHERE id = ?1", [id.as_slice()], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+    }
+
     fn revoke_api_key(&self, id: &str) -> Result<Option<[u8; 32]>> {
         self.with(|conn| {
             let hash: Option<[u8; 32]> =

@@ -29,6 +29,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0018_retention.sql"),
     include_str!("migrations/0019_keys.sql"),
     include_str!("migrations/0020_console2.sql"),
+    include_str!("migrations/0021_console_sessions.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

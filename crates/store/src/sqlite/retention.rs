@@ -59,7 +59,16 @@ impl RetentionStore for SqliteReader {
             )
         })?;
         let files = self.prune_files(cutoff(now, retention.files), limit)?;
-        Ok(PruneCounts { idempotency, deliveries, outbox, files })
+        let console_sessions = self.with(|conn| {
+            delete(
+                conn,
+                "DELETE FROM console_sessions_ended WHERE id IN
+                     (SELECT id FROM console_sessions_ended WHERE expires_at < ?1 LIMIT ?2)",
+                now,
+                limit,
+            )
+        })?;
+        Ok(PruneCounts { idempotency, deliveries, outbox, files, console_sessions })
     }
 }
 

@@ -32,6 +32,19 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
+/// The upload found `max_queued_validations` batches already waiting for validation on this
+/// node: refused before its body is read, so nothing of it is kept.
+fn queue_full() -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        crate::error::ErrorType::ApiError,
+        "validation_queue_full",
+        "Too many batch files are waiting for validation (max_queued_validations); nothing was kept. Retry later.",
+    );
+    error.retry_after = true;
+    error
+}
+
 /// `POST /v1/batches`
 #[utoipa::path(post, path = "/v1/batches", tag = "batches",
     params(BatchParams, ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of the upload safe")),
@@ -41,6 +54,7 @@ fn too_large(limit: u64) -> ApiError {
         (status = 202, description = "Taken in: `validating`", body = BatchJson),
         (status = 400, description = "Invalid parameter", body = ErrorBody),
         (status = 413, description = "`file_too_large`", body = ErrorBody),
+        (status = 503, description = "`validation_queue_full`: retry after `Retry-After`", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -52,6 +66,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(query_error)?;
     let intake = Intake::check(params, &headers)?;
+    let place = state.jobs.queue_validation().ok_or_else(queue_full)?;
     let id = BatchId(new_id());
     let upload = store_upload(&state, &intake, id, body).await?;
     if let Some(key) = &intake.key {
@@ -83,7 +98,7 @@ pub async fn create(
             return Err(error.into());
         }
     }
-    crate::jobs::spawn(state.clone(), record.clone());
+    crate::jobs::spawn(state.clone(), record.clone(), Some(place));
     Ok(rendered(json(202, &BatchJson::taken_in(&record))))
 }
 
