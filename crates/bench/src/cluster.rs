@@ -9,9 +9,9 @@
 //! compared with the hand-rolled PostgreSQL baseline (scenario 3) of the same command.
 
 use crate::baseline_pg::Database;
+use crate::realtime::{self, Kind};
 use crate::report::{Case, Outcome, Run, Target};
 use crate::server::{self, Client, Server};
-use crate::realtime::{self, Kind};
 use crate::stats::nanos;
 use crate::workload::ACCOUNTS;
 use crate::Config;
@@ -74,9 +74,20 @@ struct Cluster {
 
 impl Cluster {
     fn args(&self, role: &str) -> Vec<String> {
-        ["--role", role, "--store", &self.store, "--queue", &self.nats.url, "--queue-name", "bench", "--partitions", "1"]
-            .map(str::to_owned)
-            .to_vec()
+        [
+            "--role",
+            role,
+            "--store",
+            &self.store,
+            "--queue",
+            &self.nats.url,
+            "--queue-name",
+            "bench",
+            "--partitions",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     fn spawn(&mut self, role: &str) -> anyhow::Result<Server> {
@@ -165,8 +176,15 @@ fn start(cfg: &Config, dir: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Resu
     let bin = server::binary(&cfg.root)?;
     let database = rt.block_on(Database::create())?;
     let nats = Nats::start(&dir.join("nats"))?;
-    let mut cluster =
-        Cluster { bin, dir: dir.to_owned(), store: database.url(), nats, engines: Vec::new(), apis: Vec::new(), started: 0 };
+    let mut cluster = Cluster {
+        bin,
+        dir: dir.to_owned(),
+        store: database.url(),
+        nats,
+        engines: Vec::new(),
+        apis: Vec::new(),
+        started: 0,
+    };
     for _ in 0..2 {
         let engine = cluster.spawn("engine")?;
         cluster.engines.push(engine);
@@ -223,7 +241,8 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
             continue;
         }
         let unit = if kind == Kind::Transfer { "transfers/s" } else { "payments/s" };
-        let mut case = Case::new(SCENARIO, name.clone(), unit, &runs).note(format!("{} s per run", cfg.duration.as_secs()));
+        let mut case =
+            Case::new(SCENARIO, name.clone(), unit, &runs).note(format!("{} s per run", cfg.duration.as_secs()));
         if kind == Kind::Transfer {
             case = case.versus("postgres/64", Some(2.0));
         }
@@ -231,7 +250,12 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
     }
     let mut runs = Vec::new();
     for i in 0..cfg.runs {
-        match rt.block_on(crate::http_bulk::one_run(cluster.apis[0].addr, accounts.clone(), bulk_total(cfg), 9000 + i as u64)) {
+        match rt.block_on(crate::http_bulk::one_run(
+            cluster.apis[0].addr,
+            accounts.clone(),
+            bulk_total(cfg),
+            9000 + i as u64,
+        )) {
             Ok(r) => {
                 eprintln!("  {} run {}/{}: {} /s", names[2], i + 1, cfg.runs, crate::report::number(r.value));
                 runs.push(r);
@@ -240,7 +264,9 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         }
     }
     if !runs.is_empty() {
-        out.push(Outcome::Measured(Case::new(SCENARIO, names[2].clone(), "transfers/s", &runs).versus("postgres/64", Some(30.0))));
+        out.push(Outcome::Measured(
+            Case::new(SCENARIO, names[2].clone(), "transfers/s", &runs).versus("postgres/64", Some(30.0)),
+        ));
     }
     let mut runs = Vec::new();
     for i in 0..cfg.runs {

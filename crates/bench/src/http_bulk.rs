@@ -41,7 +41,12 @@ fn count_ok(body: &[u8]) -> usize {
     body.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
-pub(crate) async fn one_run(addr: std::net::SocketAddr, accounts: Arc<Vec<String>>, total: u64, seed: u64) -> anyhow::Result<Run> {
+pub(crate) async fn one_run(
+    addr: std::net::SocketAddr,
+    accounts: Arc<Vec<String>>,
+    total: u64,
+    seed: u64,
+) -> anyhow::Result<Run> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let maker = std::thread::spawn(move || {
         let mut rng = Rng::new(seed);

@@ -23,7 +23,10 @@
 //!   The suite never builds TigerBeetle: build it from its source and pass the binary.
 //! - `http-bulk` (1): the same workload through `POST /v1/transfers` of the real binary.
 //! - `realtime` (2): one transfer, or one payment (create + confirm), per HTTP request from
-//!   1, 16, 64, 256 clients on keep-alive connections; and with a hot merchant (90%).
+//!   1, 16, 64, 256 clients on keep-alive connections; and with a hot merchant (90%). The
+//!   transfers also through `wrk` (one thread, `crates/bench/wrk/transfers.lua`), in runs
+//!   alternating with the suite's client, each with the server's own latency histogram and
+//!   both processes' CPU (`--client suite|wrk` for one of them).
 //! - `postgres`, `sqlite` (3): the hand-rolled ledgers — one SQL transaction per transfer
 //!   (conditional debit `UPDATE`, credit `UPDATE`, `INSERT`) from 1, 16, 64 clients, for a fixed
 //!   time. PostgreSQL at 127.0.0.1:5432, user postgres, a fresh database per command (dropped
@@ -55,6 +58,7 @@ mod cluster;
 mod commit_lab;
 mod http_bulk;
 mod inprocess;
+mod probe;
 mod realtime;
 mod report;
 mod server;
@@ -62,6 +66,7 @@ mod startup;
 mod stats;
 mod tigerbeetle;
 mod workload;
+mod wrk;
 
 use clap::Parser;
 use report::Outcome;
@@ -91,6 +96,11 @@ struct Args {
     /// Real-time cases to run (repeatable): `transfers`, `payments`, `hot`. Default all three.
     #[arg(long = "case", value_parser = ["transfers", "payments", "hot"])]
     cases: Vec<String>,
+    /// Load generators of the real-time `transfers` case (repeatable): `suite` (its own Rust
+    /// client), `wrk` (the `wrk` program with `crates/bench/wrk/transfers.lua`; skipped when
+    /// not installed). Default both, in alternating runs.
+    #[arg(long = "client", value_parser = ["suite", "wrk"])]
+    load_clients: Vec<String>,
     /// Transfers of the bulk workload and of the start-up data (repeatable). Default 1M and 10M,
     /// 200k with --quick.
     #[arg(long = "transfers")]
@@ -122,6 +132,8 @@ pub struct Config {
     pub clients: Vec<usize>,
     /// The real-time cases to run: `transfers`, `payments`, `hot`.
     pub realtime_cases: Vec<String>,
+    /// The load generators of the real-time `transfers` case: `suite`, `wrk`.
+    pub load_clients: Vec<String>,
     pub baseline_clients: Vec<usize>,
     pub batch_sizes: Vec<u64>,
     pub startup_sizes: Vec<u64>,
@@ -176,6 +188,11 @@ fn main() -> anyhow::Result<()> {
             ["transfers", "payments", "hot"].map(str::to_owned).to_vec()
         } else {
             args.cases.clone()
+        },
+        load_clients: if args.load_clients.is_empty() {
+            ["suite", "wrk"].map(str::to_owned).to_vec()
+        } else {
+            args.load_clients.clone()
         },
         baseline_clients: vec![1, 16, 64],
         batch_sizes: if !args.lines.is_empty() {

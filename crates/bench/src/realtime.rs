@@ -1,12 +1,16 @@
 //! Scenario 2: many small real-time requests through HTTP. One transfer per request, or one
 //! whole payment (create + confirm) per client operation, from 1, 16, 64 and 256 concurrent
 //! clients, each on its own keep-alive connection, for a fixed time; and payments with a hot
-//! merchant (90% of payments to one account).
+//! merchant (90% of payments to one account). The transfers also through `wrk` ([`crate::wrk`]),
+//! each run of it right after the suite's run of the same case, and for both the server's own
+//! latency histogram and CPU ([`crate::probe`]).
 
+use crate::probe::{Load, Probe};
 use crate::report::{Case, Outcome, Run, Target};
 use crate::server::{self, id_of, Client};
 use crate::stats::{nanos, rate, Percentiles};
 use crate::workload::{Rng, ACCOUNTS};
+use crate::wrk;
 use crate::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +158,10 @@ fn name(kind: Kind, clients: usize) -> String {
     }
 }
 
+fn wrk_name(clients: usize) -> String {
+    format!("1 transfer/request, {clients} connections, wrk -t1 + Lua")
+}
+
 // Long on purpose: the cases of scenario 2 in report order, each a few lines of set-up and one measured run.
 pub fn run(cfg: &Config) -> Vec<Outcome> {
     let wanted = |case: &str| cfg.realtime_cases.iter().any(|c| c == case);
@@ -169,8 +177,13 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
     }
     let skip_all = |reason: String| -> Vec<Outcome> {
         eprintln!("  skipped: {reason}");
+        let wrk_too = cfg.load_clients.iter().any(|c| c == "wrk");
         plan.iter()
-            .map(|(k, c)| Outcome::Skipped { scenario: SCENARIO.into(), name: name(*k, *c), reason: reason.clone() })
+            .flat_map(|&(k, c)| {
+                let wrk = (k == Kind::Transfer && wrk_too).then(|| wrk_name(c));
+                std::iter::once(name(k, c)).chain(wrk)
+            })
+            .map(|name| Outcome::Skipped { scenario: SCENARIO.into(), name, reason: reason.clone() })
             .collect()
     };
     let dir = match tempfile::tempdir() {
@@ -189,34 +202,105 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
         Ok(a) => Arc::new(a),
         Err(e) => return skip_all(format!("FAILED opening accounts: {e:#}")),
     };
+    let suite_client = cfg.load_clients.iter().any(|c| c == "suite");
+    // wrk drives the transfers only; its files are written once, next to the data folder.
+    let wrk_setup = if wanted("transfers") && cfg.load_clients.iter().any(|c| c == "wrk") {
+        Some(
+            wrk::binary()
+                .and_then(|bin| wrk::prepare(bin, dir.path(), &accounts).map_err(|e| format!("FAILED: {e:#}"))),
+        )
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for (kind, clients) in plan.iter().copied() {
+        let transfers = kind == Kind::Transfer;
         let mut runs = Vec::new();
+        let mut wrk_runs = Vec::new();
         let mut error = None;
+        let mut wrk_error = None;
         for i in 0..cfg.runs {
-            match rt.block_on(one_run(&[server.addr], kind, clients, accounts.clone(), cfg.duration, 3000 + i as u64)) {
-                Ok(r) => {
-                    eprintln!(
-                        "  {} run {}/{}: {} /s",
-                        name(kind, clients),
-                        i + 1,
-                        cfg.runs,
-                        crate::report::number(r.value)
-                    );
-                    runs.push(r);
+            let seed = 3000 + i as u64;
+            if suite_client || !transfers {
+                let got = rt.block_on(async {
+                    // The transfers are also seen from the server: its histogram and CPU.
+                    let probe = if transfers { Some(Probe::start(server.addr, server.pid()).await?) } else { None };
+                    let mut run = one_run(&[server.addr], kind, clients, accounts.clone(), cfg.duration, seed).await?;
+                    if let Some(probe) = probe {
+                        run.extra.extend(probe.finish(Load::Suite).await?);
+                    }
+                    anyhow::Ok(run)
+                });
+                match got {
+                    Ok(r) => {
+                        eprintln!(
+                            "  {} run {}/{}: {} /s",
+                            name(kind, clients),
+                            i + 1,
+                            cfg.runs,
+                            crate::report::number(r.value)
+                        );
+                        runs.push(r);
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
                 }
-                Err(e) => {
-                    error = Some(e);
-                    break;
+            }
+            if let (true, Some(Ok(files)), None) = (transfers, &wrk_setup, &wrk_error) {
+                match wrk::one_run(&rt, files, server.addr, server.pid(), clients, cfg.duration, seed) {
+                    Ok(r) => {
+                        eprintln!(
+                            "  {} run {}/{}: {} /s",
+                            wrk_name(clients),
+                            i + 1,
+                            cfg.runs,
+                            crate::report::number(r.value)
+                        );
+                        wrk_runs.push(r);
+                    }
+                    Err(e) => wrk_error = Some(format!("FAILED: {e:#}")),
                 }
             }
         }
+        let wrk_outcome = if transfers {
+            let wrk_skipped = match (&wrk_setup, wrk_error) {
+                (None, _) | (Some(Ok(_)), None) => None,
+                (Some(Err(reason)), _) => Some(reason.clone()),
+                (Some(Ok(_)), Some(reason)) => Some(reason),
+            };
+            // After the suite's own row of the case, so that the two read side by side.
+            let wrk_outcome = match (&wrk_setup, wrk_skipped) {
+                (None, _) => None,
+                (Some(_), Some(reason)) => {
+                    eprintln!("  {}: skipped: {reason}", wrk_name(clients));
+                    Some(Outcome::Skipped { scenario: SCENARIO.into(), name: wrk_name(clients), reason })
+                }
+                (Some(_), None) => {
+                    let mut case = Case::new(SCENARIO, wrk_name(clients), "transfers/s", &wrk_runs)
+                        .note(format!("{} s per run, alternating with the suite's client", cfg.duration.as_secs()));
+                    if clients == 64 {
+                        case = case.target(Target::AtLeast(40_000.0)).note("issue 18: also p99 ≤ 5 ms under wrk");
+                    }
+                    Some(Outcome::Measured(case))
+                }
+            };
+            if !suite_client {
+                out.extend(wrk_outcome);
+                continue;
+            }
+            wrk_outcome
+        } else {
+            None
+        };
         if let Some(e) = error {
             out.push(Outcome::Skipped {
                 scenario: SCENARIO.into(),
                 name: name(kind, clients),
                 reason: format!("FAILED: {e:#}"),
             });
+            out.extend(wrk_outcome);
             continue;
         }
         let unit = if kind == Kind::Transfer { "transfers/s" } else { "payments/s" };
@@ -245,6 +329,7 @@ pub fn run(cfg: &Config) -> Vec<Outcome> {
             }
         }
         out.push(Outcome::Measured(case));
+        out.extend(wrk_outcome);
     }
     let peak = server.peak_rss_kb().unwrap_or(0) as f64 / 1024.0;
     eprintln!("  server peak RSS {peak:.0} MB");
