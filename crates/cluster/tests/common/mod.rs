@@ -233,8 +233,7 @@ pub const PARAMS: [&str; 12] = [
     "limits.velocity.count",
     "limits.velocity.window_seconds",
 ];
-pub const MESSAGES: [&str; 11] = [
-    "a cross-currency payment (fx_quote) needs a payer_account",
+pub const MESSAGES: [&str; 10] = [
     "amount must equal the quote's source_amount",
     "a cross-currency payment is captured in full: leave amount out",
     "refunds of cross-currency payments are not supported yet",

@@ -16,13 +16,10 @@ const PAYMENT: &str = "payment";
 const AMOUNT_RANGE: &str = "amount must be between 1 and 9223372036854775807";
 const AMOUNT_POSITIVE: &str = "amount must be greater than zero";
 const EXPIRES_IN_SECONDS_RANGE: &str = "expires_in_seconds must be between 1 and 31622400 (366 days)";
-/// No longer said (a payment without a payer may take a quote: its scan pays it in the quote's
-/// source currency); kept in [`MESSAGES`] so that errors from older nodes still decode.
-const PAYER_WITH_QUOTE: &str = "a cross-currency payment (fx_quote) needs a payer_account";
 /// The fields and messages the errors made here carry: every one is a constant above, so
 /// [`CommandError::known_param`] and [`CommandError::known_message`] know all of them.
 pub(super) const PARAMS: &[&str] = &[AMOUNT, EXPIRES_IN_SECONDS, PAYER_ACCOUNT, PAYEE_ACCOUNT, PAYMENT];
-pub(super) const MESSAGES: &[&str] = &[AMOUNT_RANGE, AMOUNT_POSITIVE, EXPIRES_IN_SECONDS_RANGE, PAYER_WITH_QUOTE];
+pub(super) const MESSAGES: &[&str] = &[AMOUNT_RANGE, AMOUNT_POSITIVE, EXPIRES_IN_SECONDS_RANGE];
 
 /// What a transfer refused at confirmation (insufficient funds, ...) does.
 #[derive(Clone, Copy, PartialEq, Eq)]
