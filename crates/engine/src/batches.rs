@@ -710,12 +710,13 @@ impl Checker<'_> {
     }
 }
 
-/// The row of a record the parser found invalid.
-fn diagnostic_row(d: &Diagnostic) -> BatchItemRow {
+/// A row with nothing but its place in the file and its status: each kind of row fills in
+/// the rest.
+pub(crate) fn blank_row(line: u64, location: String, status: ItemStatus) -> BatchItemRow {
     BatchItemRow {
         index: 0,
-        line: d.line,
-        location: d.location.clone(),
+        line,
+        location,
         reference: None,
         instruction_id: None,
         payment_information_id: None,
@@ -725,13 +726,23 @@ fn diagnostic_row(d: &Diagnostic) -> BatchItemRow {
         payee: None,
         amount: None,
         currency: None,
-        status: ItemStatus::Invalid,
-        failure_code: Some(d.code.to_owned()),
-        message: Some(match &d.field {
-            Some(field) => format!("{}: {}", field, d.message),
-            None => d.message.clone(),
-        }),
+        status,
+        failure_code: None,
+        message: None,
         remittance: None,
+    }
+}
+
+/// The row of a record the parser found invalid.
+fn diagnostic_row(d: &Diagnostic) -> BatchItemRow {
+    let message = match &d.field {
+        Some(field) => format!("{}: {}", field, d.message),
+        None => d.message.clone(),
+    };
+    BatchItemRow {
+        failure_code: Some(d.code.to_owned()),
+        message: Some(message),
+        ..blank_row(d.line, d.location.clone(), ItemStatus::Invalid)
     }
 }
 
@@ -981,21 +992,7 @@ fn with_fx(store: &dyn BatchStore, batch: BatchId, items: &mut [BatchItem]) -> p
 /// error (the batch is validated again from the start).
 fn invalid_row(line: u64) -> BatchItemRow {
     BatchItemRow {
-        index: 0,
-        line,
-        location: format!("line {line}"),
-        reference: None,
-        instruction_id: None,
-        payment_information_id: None,
-        payer_text: None,
-        payee_text: None,
-        payer: None,
-        payee: None,
-        amount: None,
-        currency: None,
-        status: ItemStatus::Invalid,
         failure_code: Some("store_unavailable".to_owned()),
-        message: None,
-        remittance: None,
+        ..blank_row(line, format!("line {line}"), ItemStatus::Invalid)
     }
 }

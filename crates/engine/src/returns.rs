@@ -58,24 +58,7 @@ impl Returns {
         adjustment: &Adjustment,
         now: u64,
     ) -> Result<BatchItemRow, StoreError> {
-        let mut row = BatchItemRow {
-            index: 0,
-            line: d.line,
-            location: d.location.clone(),
-            reference: None,
-            instruction_id: None,
-            payment_information_id: None,
-            payer_text: None,
-            payee_text: None,
-            payer: None,
-            payee: None,
-            amount: None,
-            currency: None,
-            status: ItemStatus::Invalid,
-            failure_code: None,
-            message: None,
-            remittance: None,
-        };
+        let mut row = crate::batches::blank_row(d.line, d.location.clone(), ItemStatus::Invalid);
         let (trace, outcome) = match adjustment {
             Adjustment::Return { amount, trace, .. } => {
                 row.amount = Some(*amount);

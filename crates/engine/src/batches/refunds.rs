@@ -101,21 +101,9 @@ impl Checker<'_> {
         };
         let mut row = BatchItemRow {
             index: line.index,
-            line: line.line,
-            location: line.location.clone(),
             reference: Some(line.payment.to_string()),
-            instruction_id: None,
-            payment_information_id: None,
-            payer_text: None,
-            payee_text: None,
-            payer: None,
-            payee: None,
-            amount: None,
-            currency: None,
-            status: ItemStatus::Pending,
-            failure_code: None,
-            message: None,
             remittance: line.reason.clone(),
+            ..super::blank_row(line.line, line.location.clone(), ItemStatus::Pending)
         };
         if let Err((code, message)) = self.check(&line, &mut row) {
             row.status = ItemStatus::Invalid;
