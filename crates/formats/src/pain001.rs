@@ -2,6 +2,7 @@
 
 use crate::common::{self, Collector, Decimal, DecimalSum};
 use crate::iban::{iban_problem, is_bic};
+use crate::report::Digits;
 use crate::{Diagnostic, FatalError, Item, Summary};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -229,6 +230,18 @@ pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut
     parser.finish(summary)
 }
 
+/// `/Document/CstmrCdtTrfInitn/PmtInf[block]/CdtTrfTxInf[transaction]`, put together without
+/// `format!`'s machinery (it is made for every transaction).
+fn transaction_location(block: u64, transaction: u64) -> String {
+    let mut location = String::with_capacity(72);
+    location.push_str("/Document/CstmrCdtTrfInitn/PmtInf[");
+    location.push_str(Digits::new().text(block));
+    location.push_str("]/CdtTrfTxInf[");
+    location.push_str(Digits::new().text(transaction));
+    location.push(']');
+    location
+}
+
 fn newlines(bytes: &[u8]) -> u64 {
     // `count` adds the comparisons up in vector registers; a `fold` went byte by byte.
     u64::try_from(bytes.iter().filter(|&&b| b == b'\n').count()).unwrap_or(u64::MAX)
@@ -329,10 +342,7 @@ impl Parser<'_, '_> {
                 self.block.transactions += 1;
                 self.transaction = Transaction {
                     line,
-                    location: format!(
-                        "/Document/CstmrCdtTrfInitn/PmtInf[{}]/CdtTrfTxInf[{}]",
-                        self.block.number, self.block.transactions
-                    ),
+                    location: transaction_location(self.block.number, self.block.transactions),
                     ..Transaction::default()
                 };
             }
@@ -740,7 +750,7 @@ fn is_date(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_date, packed_name, tag, tag_of, KNOWN};
+    use super::{is_date, packed_name, tag, tag_of, transaction_location, KNOWN};
 
     #[test]
     fn every_known_name_has_its_own_tag_and_no_other_name_has_one() {
@@ -751,6 +761,15 @@ mod tests {
         for other in ["", "A", "Am", "Amt ", "amt", "AmtX", "Nm", "CstmrCdtTrfInitnX", "CstmrCdtTrfInit", "Ustrd\0"] {
             assert_eq!(tag_of(other.as_bytes()), 0, "{other:?}");
         }
+    }
+
+    #[test]
+    fn transaction_locations() {
+        assert_eq!(transaction_location(1, 1), "/Document/CstmrCdtTrfInitn/PmtInf[1]/CdtTrfTxInf[1]");
+        assert_eq!(
+            transaction_location(u64::MAX, 1_000_000),
+            format!("/Document/CstmrCdtTrfInitn/PmtInf[{}]/CdtTrfTxInf[1000000]", u64::MAX)
+        );
     }
 
     #[test]

@@ -162,6 +162,12 @@ impl Digits {
         Digits([0; 20])
     }
 
+    /// `n` in decimal, as text.
+    pub(crate) fn text(&mut self, n: u64) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(self.of(n)).unwrap_or_default()
+    }
+
     /// `n` in decimal.
     pub(crate) fn of(&mut self, n: u64) -> &[u8] {
         let mut start = self.0.len();
@@ -225,6 +231,7 @@ mod tests {
 
     fn check(minor: u64) {
         assert_eq!(Digits::new().of(minor), minor.to_string().as_bytes());
+        assert_eq!(Digits::new().text(minor), minor.to_string());
         for code in ["JPY", "EUR", "KWD", "CLF"] {
             let currency = Currency::from_code(code).unwrap();
             assert_eq!(Amount::new().of(minor, currency), format_amount(minor, currency).as_bytes(), "{minor} {code}");
