@@ -7,6 +7,7 @@ use super::codec::{
 };
 use super::open::OUTBOX_LOCK;
 use super::partitions::Lead;
+use super::prepared::Prepared;
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
     Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund, ResultCode, TenantId,
@@ -29,11 +30,19 @@ use postgres::{Client, Transaction};
 pub(super) struct PostgresStore {
     client: Client,
     lead: Lead,
+    /// The statements of `commit`, `load` and `idempotency`, prepared once (see `prepared`).
+    prepared: Prepared,
 }
 
 impl PostgresStore {
     pub(super) fn new(client: Client, lead: Lead) -> PostgresStore {
-        PostgresStore { client, lead }
+        PostgresStore { client, lead, prepared: Prepared::default() }
+    }
+
+    /// How many statements the engine's connection has prepared on the server; for tests.
+    #[cfg(test)]
+    pub(super) fn prepared_on_server(&mut self) -> i64 {
+        self.client.query_one("SELECT count(*) FROM pg_prepared_statements", &[]).map_or(-1, |row| row.get(0))
     }
 
     /// `error`, unless the connection it came from is gone: then so is the leader lock that
@@ -72,7 +81,7 @@ impl Store for PostgresStore {
 
 impl PostgresStore {
     fn load_led(&mut self, wanted: &Prefetch) -> Result<Loaded> {
-        let client = &mut self.client;
+        let (client, prepared) = (&mut self.client, &mut self.prepared);
         let transfers = id_array(&wanted.transfers, |id| id.0);
         let holds = id_array(&wanted.holds, |id| id.0);
         let payments = id_array(&wanted.payments, |id| id.0);
@@ -80,19 +89,23 @@ impl PostgresStore {
         // never asked for): no round trip for those.
         let mut loaded = Loaded::default();
         if !transfers.is_empty() {
-            loaded.transfers =
-                all(&client.query("SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?, transfer_from)?;
+            loaded.transfers = all(
+                &prepared.query(client, "SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?,
+                transfer_from,
+            )?;
         }
         if !holds.is_empty() {
-            loaded.holds = all(&client.query(&format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?;
+            loaded.holds =
+                all(&prepared.query(client, &format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?;
         }
         if !payments.is_empty() {
             loaded.payments =
-                all(&client.query("SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
+                all(&prepared.query(client, "SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
         }
         if !wanted.quotes.is_empty() {
             let quotes = id_array(&wanted.quotes, |id| id.0);
-            loaded.quotes = all(&client.query("SELECT * FROM fx_quotes WHERE id = ANY($1)", &[&quotes])?, quote_from)?;
+            loaded.quotes =
+                all(&prepared.query(client, "SELECT * FROM fx_quotes WHERE id = ANY($1)", &[&quotes])?, quote_from)?;
         }
         loaded.debits = super::limits::load_debits(client, wanted)?;
         if !wanted.clearing.is_empty() {
@@ -104,7 +117,8 @@ impl PostgresStore {
     fn idempotency_led(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
         let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
         let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
-        let rows = self.client.query(
+        let rows = self.prepared.query(
+            &mut self.client,
             "SELECT i.* FROM idempotency i
              JOIN UNNEST($1::bytea[], $2::text[]) AS k (tenant, key) ON i.tenant = k.tenant AND i.key = k.key",
             &[&tenants, &names],
@@ -190,36 +204,37 @@ impl PostgresStore {
 
     /// One batch in one transaction, which first checks that this writer still leads.
     fn commit_led(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        let prepared = &mut self.prepared;
         let mut tx = self.client.transaction()?;
         let returned = super::returns::reversed(&mut tx, changes)?;
         if !changes.events.is_empty() || !changes.batch_ends.is_empty() || !returned.is_empty() {
             // First, before any row lock: every writer of the outbox takes this lock before
             // its row locks, so that no two wait for each other.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
+            prepared.execute(&mut tx, "SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
         }
         // Then the fencing check: a stale leader writes nothing (dropping `tx` rolls back).
-        self.lead.check(&mut tx, changes.last_timestamp)?;
-        insert_accounts(&mut tx, &changes.new_accounts)?;
+        self.lead.check(&mut tx, prepared, changes.last_timestamp)?;
+        insert_accounts(&mut tx, prepared, &changes.new_accounts)?;
         super::limits::update_accounts(&mut tx, &changes.updated_accounts)?;
         super::limits::insert_audit(&mut tx, &changes.audit)?;
-        insert_transfers(&mut tx, &changes.transfers)?;
-        upsert_holds(&mut tx, &changes.holds)?;
-        upsert_payments(&mut tx, &changes.payments)?;
-        mark_quotes_used(&mut tx, &changes.quotes_used)?;
-        insert_refunds(&mut tx, &changes.refunds)?;
-        insert_idempotency(&mut tx, idempotency)?;
-        insert_events(&mut tx, changes)?;
+        insert_transfers(&mut tx, prepared, &changes.transfers)?;
+        upsert_holds(&mut tx, prepared, &changes.holds)?;
+        upsert_payments(&mut tx, prepared, &changes.payments)?;
+        mark_quotes_used(&mut tx, prepared, &changes.quotes_used)?;
+        insert_refunds(&mut tx, prepared, &changes.refunds)?;
+        insert_idempotency(&mut tx, prepared, idempotency)?;
+        insert_events(&mut tx, prepared, changes)?;
         commit_batch_changes(&mut tx, changes)?;
         super::returns::mark_returned(&mut tx, &returned, changes.last_timestamp)?;
         super::clearing::insert(&mut tx, &changes.clearing_windows)?;
-        write_balances(&mut tx, changes)?;
+        write_balances(&mut tx, prepared, changes)?;
         tx.commit()?;
         Ok(())
     }
 }
 
 /// The batch's new accounts, with zero balances (their balances come with the transfers).
-fn insert_accounts(tx: &mut Transaction<'_>, accounts: &[Account]) -> Result<()> {
+fn insert_accounts(tx: &mut Transaction<'_>, prepared: &mut Prepared, accounts: &[Account]) -> Result<()> {
     if accounts.is_empty() {
         return Ok(());
     }
@@ -230,7 +245,8 @@ fn insert_accounts(tx: &mut Transaction<'_>, accounts: &[Account]) -> Result<()>
             Overdraft::Unlimited => None,
         })
         .collect();
-    tx.execute(
+    prepared.execute(
+        tx,
         "INSERT INTO accounts (id, tenant, currency, overdraft_limit, reference, metadata,
              debits_posted, credits_posted, debits_pending, credits_pending, created_at)
          SELECT id, tenant, currency, overdraft_limit, reference, metadata, 0, 0, 0, 0, created_at
@@ -250,11 +266,12 @@ fn insert_accounts(tx: &mut Transaction<'_>, accounts: &[Account]) -> Result<()>
 }
 
 /// The batch's transfers, in one statement whatever their number.
-fn insert_transfers(tx: &mut Transaction<'_>, transfers: &[Transfer]) -> Result<()> {
+fn insert_transfers(tx: &mut Transaction<'_>, prepared: &mut Prepared, transfers: &[Transfer]) -> Result<()> {
     if transfers.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    prepared.execute(
+        tx,
         "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
              expires_at, timestamp)
          SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
@@ -277,11 +294,12 @@ fn insert_transfers(tx: &mut Transaction<'_>, transfers: &[Transfer]) -> Result<
 
 /// New holds, and the new status of those the batch resolved (each hold once: the ledger's
 /// change set holds every object once).
-fn upsert_holds(tx: &mut Transaction<'_>, holds: &[HoldRecord]) -> Result<()> {
+fn upsert_holds(tx: &mut Transaction<'_>, prepared: &mut Prepared, holds: &[HoldRecord]) -> Result<()> {
     if holds.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    prepared.execute(
+        tx,
         "INSERT INTO holds (id, status, payment)
          SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[])
          ON CONFLICT (id) DO UPDATE SET status = excluded.status",
@@ -296,11 +314,12 @@ fn upsert_holds(tx: &mut Transaction<'_>, holds: &[HoldRecord]) -> Result<()> {
 
 /// The quotes the batch's payments used. The engine checked each was unused; the condition
 /// makes a second use a failed commit rather than a silent overwrite.
-fn mark_quotes_used(tx: &mut Transaction<'_>, used: &[(QuoteId, PaymentId)]) -> Result<()> {
+fn mark_quotes_used(tx: &mut Transaction<'_>, prepared: &mut Prepared, used: &[(QuoteId, PaymentId)]) -> Result<()> {
     if used.is_empty() {
         return Ok(());
     }
-    let written = tx.execute(
+    let written = prepared.execute(
+        tx,
         "UPDATE fx_quotes q SET used_by = u.payment
          FROM UNNEST($1::bytea[], $2::bytea[]) AS u(id, payment)
          WHERE q.id = u.id AND q.used_by IS NULL",
@@ -316,12 +335,13 @@ fn mark_quotes_used(tx: &mut Transaction<'_>, used: &[(QuoteId, PaymentId)]) -> 
 }
 
 /// New payments, and the new state of those the batch moved on.
-fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()> {
+fn upsert_payments(tx: &mut Transaction<'_>, prepared: &mut Prepared, payments: &[Payment]) -> Result<()> {
     if payments.is_empty() {
         return Ok(());
     }
     let ints = |f: fn(&Payment) -> u64| payments.iter().map(|p| int(f(p))).collect::<Vec<_>>();
-    let written = tx.execute(
+    let written = prepared.execute(
+        tx,
         "INSERT INTO payments (id, tenant, payer, payee, amount, currency, capture_method,
              status, description, failure_code, amount_captured, amount_refunded,
              expires_at, created_at, updated_at, transfer,
@@ -377,11 +397,12 @@ fn upsert_payments(tx: &mut Transaction<'_>, payments: &[Payment]) -> Result<()>
 }
 
 /// The batch's refunds, succeeded or failed.
-fn insert_refunds(tx: &mut Transaction<'_>, refunds: &[Refund]) -> Result<()> {
+fn insert_refunds(tx: &mut Transaction<'_>, prepared: &mut Prepared, refunds: &[Refund]) -> Result<()> {
     if refunds.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    prepared.execute(
+        tx,
         "INSERT INTO refunds (id, tenant, payment, amount, currency, status, failure_code, transfer, created_at,
              reason)
          SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::text[], $6::text[],
@@ -403,11 +424,12 @@ fn insert_refunds(tx: &mut Transaction<'_>, refunds: &[Refund]) -> Result<()> {
 }
 
 /// The responses saved for the batch's idempotency keys; a key saved twice is a `Conflict`.
-fn insert_idempotency(tx: &mut Transaction<'_>, records: &[IdempotencyRecord]) -> Result<()> {
+fn insert_idempotency(tx: &mut Transaction<'_>, prepared: &mut Prepared, records: &[IdempotencyRecord]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    prepared.execute(
+        tx,
         "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
          SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::integer[], $5::bytea[], $6::bigint[])",
         &[
@@ -423,13 +445,14 @@ fn insert_idempotency(tx: &mut Transaction<'_>, records: &[IdempotencyRecord]) -
 }
 
 /// The batch's webhook events, into the outbox: one exists if and only if its change does.
-fn insert_events(tx: &mut Transaction<'_>, changes: &ChangeSet) -> Result<()> {
+fn insert_events(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &ChangeSet) -> Result<()> {
     if changes.events.is_empty() {
         return Ok(());
     }
     // The outbox's lock is held (see `commit`). `WITH ORDINALITY`: the events get their
     // sequence numbers in the order they happened.
-    tx.execute(
+    prepared.execute(
+        tx,
         "INSERT INTO outbox (tenant, type, object, created_at)
          SELECT tenant, type, object, $4::bigint FROM UNNEST($1::bytea[], $2::text[], $3::bytea[]) WITH ORDINALITY
              AS e (tenant, type, object, n)
@@ -446,13 +469,14 @@ fn insert_events(tx: &mut Transaction<'_>, changes: &ChangeSet) -> Result<()> {
 
 /// The balances of every account the batch touched, in one statement; an account that is not
 /// there means the store and the engine disagree, and nothing is written.
-fn write_balances(tx: &mut Transaction<'_>, changes: &ChangeSet) -> Result<()> {
+fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &ChangeSet) -> Result<()> {
     let balances = &changes.balances;
     if balances.is_empty() {
         return Ok(());
     }
     let column = |f: fn(&paycore_ledger::Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect::<Vec<_>>();
-    let updated = tx.execute(
+    let updated = prepared.execute(
+        tx,
         "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
              debits_pending = b.debits_pending, credits_pending = b.credits_pending
          FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])

@@ -29,6 +29,7 @@ mod leases;
 mod limits;
 mod open;
 mod partitions;
+mod prepared;
 mod reader;
 mod retention;
 mod returns;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0016_keys.sql"),
     include_str!("migrations/0017_console2.sql"),
     include_str!("migrations/0018_console_sessions.sql"),
+    include_str!("migrations/0019_transfers_timestamp_brin.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -12,6 +12,7 @@
 
 use super::codec::int;
 use super::open::without_password;
+use super::prepared::Prepared;
 use crate::{partition_of, Result, StoreError, PARTITIONS_MAX};
 use paycore_ledger::TenantId;
 use postgres::{Client, Transaction};
@@ -167,8 +168,9 @@ impl Lead {
     /// checks that every epoch taken is still current. The rows stay locked until the
     /// transaction ends, so a new leader's epoch waits for this commit, or this commit sees
     /// the new epoch and writes nothing.
-    pub(super) fn check(&self, tx: &mut Transaction<'_>, last_timestamp: u64) -> Result<()> {
-        let updated = tx.execute(
+    pub(super) fn check(&self, tx: &mut Transaction<'_>, prepared: &mut Prepared, last_timestamp: u64) -> Result<()> {
+        let updated = prepared.execute(
+            tx,
             "UPDATE partitions SET last_timestamp = GREATEST(partitions.last_timestamp, $1)
              FROM UNNEST($2::integer[], $3::bigint[]) AS l (id, epoch)
              WHERE partitions.id = l.id AND partitions.epoch = l.epoch",

@@ -366,3 +366,49 @@ fn two_connections_racing_for_one_batch_claim_it_once() {
         assert_eq!(won, [batch], "round {round}: one winner, the other finds nothing to claim");
     }
 }
+
+/// A move of `amount` from account `from` to account `to`, with its own id.
+fn move_of(id: u128, from: u128, to: u128, amount: u64) -> Command {
+    Command::Transfers(vec![NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(from),
+            credit_account: AccountId(to),
+            amount,
+            currency: eur(),
+            hold: None,
+        },
+    }])
+}
+
+#[test]
+fn the_engine_prepares_each_statement_once_even_in_a_commit_that_rolled_back() {
+    let Some(database) = TestDatabase::create("the_engine_prepares_each_statement_once") else { return };
+    let (mut store, api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    // What opening left prepared (the client's own type lookups), to count from.
+    let opened = store.prepared_on_server();
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1), open(2)]);
+    assert_eq!(store.prepared_on_server(), opened + 2, "the fencing check and the accounts' insert stay prepared");
+    // The first transfers are prepared inside a commit that fails at its last statement (the
+    // balances of accounts the store does not have), and is rolled back.
+    let mut elsewhere = State::default();
+    elsewhere.execute(&[Request { tenant: T1, command: open(7) }, Request { tenant: T1, command: open(8) }], 11);
+    elsewhere.take_changes();
+    elsewhere.execute(&[Request { tenant: T1, command: move_of(50, 7, 8, 5) }], 12);
+    assert!(matches!(store.commit(&elsewhere.take_changes(), &[]), Err(StoreError::Corrupt(_))));
+    // The statements prepared then still run.
+    step(&mut state, &mut store, 20, vec![move_of(100, 1, 2, 30)]);
+    assert_eq!(store.prepared_on_server(), opened + 5, "and the transfers' load and insert, and the balances' update");
+    for (i, at) in (21..26).enumerate() {
+        step(&mut state, &mut store, at, vec![move_of(101 + i as u128, 2, 1, 1)]);
+    }
+    assert_eq!(store.prepared_on_server(), opened + 5, "no statement is prepared again");
+    let first = api.account(T1, AccountId(1)).unwrap().unwrap().balances;
+    assert_eq!((first.debits_posted, first.credits_posted), (30, 5));
+    assert!(api.transfer(T1, TransferId(50)).unwrap().is_none(), "the failed commit wrote nothing");
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.transfers, 6);
+}
