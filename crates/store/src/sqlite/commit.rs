@@ -74,16 +74,15 @@ impl Store for SqliteStore {
             .prepare("SELECT * FROM payments WHERE status IN ('requires_confirmation', 'requires_capture')")?
             .query_map([], payment_from)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let last: Option<i64> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
-        // The primary key's last entry: one B-tree descent.
+        let last = last_timestamp(conn)?;
+        // The id index's last entry: one B-tree descent.
         let max_transfer_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM transfers", [], |r| r.get(0))?;
         let max_payment_id: Option<[u8; 16]> = conn.query_row("SELECT max(id) FROM payments", [], |r| r.get(0))?;
         Ok(Recovered {
             accounts,
             open_holds,
             open_payments,
-            last_timestamp: u64::try_from(last.unwrap_or(0)).unwrap_or(0),
+            last_timestamp: last,
             max_transfer_id: max_transfer_id.map(|b| TransferId(u128::from_be_bytes(b))),
             max_payment_id: max_payment_id.map(|b| PaymentId(u128::from_be_bytes(b))),
         })
@@ -168,11 +167,16 @@ impl Store for SqliteStore {
         commit_batch_changes(&tx, changes)?;
         super::returns::mark_returned(&tx, changes)?;
         super::clearing::insert(&tx, &changes.clearing_windows)?;
-        tx.prepare_cached(
-            "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute([int(changes.last_timestamp)])?;
+        // The batch's last timestamp is its last transfer's, the table's last key, unless
+        // something else (an account, a payment, a clearing window) took a later one: only then
+        // is it written apart (see [`last_timestamp`]). One page fewer in most commits.
+        if changes.transfers.iter().map(|t| t.timestamp).max() < Some(changes.last_timestamp) {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('last_timestamp', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([int(changes.last_timestamp)])?;
+        }
         if checkpoint {
             let mut all: HashMap<AccountId, Balances> =
                 self.fresh.read().map_err(|_| poisoned())?.iter().map(|(id, b)| (*id, *b)).collect();
@@ -394,6 +398,16 @@ fn write_balances(
     Ok(())
 }
 
+/// The last timestamp the ledger gave out: the last transfer's (`transfers` is keyed by its
+/// timestamp, so one B-tree descent), or `meta.last_timestamp`, which a commit writes only
+/// when something other than a transfer took its last timestamp, whichever is later.
+fn last_timestamp(conn: &Connection) -> Result<u64> {
+    let meta: Option<i64> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).optional()?;
+    let transfer: Option<i64> = conn.query_row("SELECT max(timestamp) FROM transfers", [], |r| r.get(0))?;
+    Ok(u64::try_from(meta.max(transfer).unwrap_or(0)).unwrap_or(0))
+}
+
 /// The timestamp the balances in `accounts` are valid at: every transfer after it is replayed
 /// on them to get the balances now.
 pub(super) fn balances_through(conn: &Connection) -> Result<i64> {
@@ -414,8 +428,8 @@ impl Drop for SqliteStore {
                 return Ok(());
             }
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let last: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0))?;
-            write_balances(&tx, balances.into_iter(), u64::try_from(last).unwrap_or(0))?;
+            let last = last_timestamp(&tx)?;
+            write_balances(&tx, balances.into_iter(), last)?;
             let mut fresh = self.fresh.write().map_err(|_| poisoned())?;
             tx.commit()?;
             fresh.clear();
