@@ -879,3 +879,30 @@ fn the_last_timestamp_survives_a_restart_with_or_without_its_meta_row() {
     assert_eq!(store.recover().unwrap().last_timestamp, 61);
     assert_eq!(state.last_timestamp(), 61);
 }
+
+/// A batch's transfers go in by statements of 64 rows: a chunk of alike transfers (one tenant,
+/// currency and kind, no pending id or expiry) binds those columns once per statement; a chunk
+/// with a hold in it, and the rows after the last full chunk, bind every column. Every transfer
+/// reads back whole, with its own amount and timestamp.
+#[test]
+fn every_transfer_of_a_large_batch_reads_back_as_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+    let hold = 100; // in the second chunk
+    let transfers =
+        (0..138u64).map(|i| mv(1_000 + u128::from(i), 1, 2, 1 + i, (i == hold).then_some(Hold { timeout_seconds: Some(60) })));
+    step(&mut state, &mut store, 1_000, vec![Command::Transfers(transfers.collect())]);
+    for i in 0..138u64 {
+        let t = reader.transfer(T1, TransferId(1_000 + u128::from(i))).unwrap().unwrap();
+        let kind = if i == hold { "pending" } else { "single" };
+        let expires_at = (i == hold).then_some(1_000 + 60_000_000_000); // the batch's now + 60 s
+        assert_eq!(
+            (t.tenant, t.debit_account, t.credit_account, t.amount, t.currency, t.kind.as_str()),
+            (T1, AccountId(1), AccountId(2), 1 + i, eur(), kind),
+            "transfer {i}"
+        );
+        assert_eq!((t.pending_id, t.expires_at, t.timestamp), (None, expires_at, 1_000 + i), "transfer {i}");
+    }
+}
