@@ -108,7 +108,7 @@ fn insert(conn: &Connection, variant: Variant, rows: &[Row]) -> rusqlite::Result
     const COLUMNS: usize = 10;
     let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind,
                 pending_id, expires_at, timestamp) VALUES ";
-    let row = format!("({})", vec!["?"; COLUMNS].join(", "));
+    let row = format!("({})", ["?"; COLUMNS].join(", "));
     let per = variant.rows_per_insert();
     let bind = |stmt: &mut rusqlite::Statement<'_>, offset: usize, &(tid, d, c, amount, ts): &Row| {
         stmt.raw_bind_parameter(offset + 1, id(tid))?;
@@ -175,9 +175,8 @@ fn one_run(variant: Variant, total: u64, seed: u64) -> anyhow::Result<Run> {
     let mut rng = Rng::new(seed);
     let mut ids = Ids::new();
     let mut left = total;
-    let mut timestamp = i64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-    )?;
+    let mut timestamp =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()))?;
     let mut busy = std::time::Duration::ZERO;
     let mut latencies = Vec::new();
     while left > 0 {

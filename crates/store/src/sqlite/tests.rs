@@ -782,7 +782,8 @@ fn the_transfers_rebuild_keeps_every_stored_transfer() {
             .unwrap();
         }
         // (id, kind, amount, pending_id, expires_at, timestamp): ids out of timestamp order.
-        let rows: [(u128, &str, i64, Option<u128>, Option<i64>, i64); 3] = [
+        type Row = (u128, &'static str, i64, Option<u128>, Option<i64>, i64);
+        let rows: [Row; 3] = [
             (30, "single", 5, None, None, 100),
             (10, "pending", 7, None, Some(9_000), 200),
             (20, "post_pending", 7, Some(10), None, 300),
@@ -812,10 +813,7 @@ fn the_transfers_rebuild_keeps_every_stored_transfer() {
     let recovered = store.recover().unwrap();
     assert_eq!((recovered.last_timestamp, recovered.max_transfer_id), (300, Some(TransferId(30))));
     let held = reader.transfer(T1, TransferId(10)).unwrap().unwrap();
-    assert_eq!(
-        (held.kind.as_str(), held.amount, held.expires_at, held.timestamp),
-        ("pending", 7, Some(9_000), 200)
-    );
+    assert_eq!((held.kind.as_str(), held.amount, held.expires_at, held.timestamp), ("pending", 7, Some(9_000), 200));
     let post = reader.transfer(T1, TransferId(20)).unwrap().unwrap();
     assert_eq!((post.kind.as_str(), post.pending_id, post.timestamp), ("post_pending", Some(TransferId(10)), 300));
     let listed: Vec<u128> = reader
@@ -860,7 +858,12 @@ fn the_last_timestamp_survives_a_restart_with_or_without_its_meta_row() {
     let mut state = State::default();
     {
         let (mut store, _reader) = open_sqlite(dir.path());
-        step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+        step(
+            &mut state,
+            &mut store,
+            10,
+            vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)],
+        );
         assert_eq!(meta(), Some(11), "the accounts took the last timestamps");
         step(&mut state, &mut store, 50, vec![Command::Transfers(vec![mv(100, 1, 2, 5, None)])]);
         assert_eq!(meta(), Some(11), "the transfer carries the batch's last timestamp");
@@ -891,8 +894,8 @@ fn every_transfer_of_a_large_batch_reads_back_as_committed() {
     let mut state = State::default();
     step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
     let hold = 100; // in the second chunk
-    let transfers =
-        (0..138u64).map(|i| mv(1_000 + u128::from(i), 1, 2, 1 + i, (i == hold).then_some(Hold { timeout_seconds: Some(60) })));
+    let transfers = (0..138u64)
+        .map(|i| mv(1_000 + u128::from(i), 1, 2, 1 + i, (i == hold).then_some(Hold { timeout_seconds: Some(60) })));
     step(&mut state, &mut store, 1_000, vec![Command::Transfers(transfers.collect())]);
     for i in 0..138u64 {
         let t = reader.transfer(T1, TransferId(1_000 + u128::from(i))).unwrap().unwrap();
