@@ -2,6 +2,7 @@
 
 use crate::common::{self, Collector, Decimal, DecimalSum};
 use crate::iban::{iban_problem, is_bic};
+use crate::report::Digits;
 use crate::{Diagnostic, FatalError, Item, Summary};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -19,39 +20,97 @@ const NAMESPACES: &[(&str, &str)] = &[
 ];
 const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03, .09, .10, .11 or .12 (urn:iso:std:iso:20022:tech:xsd:pain.001.001.NN), the German DK urn:iso:std:iso:20022:tech:xsd:pain.001.003.03, or the Swiss http://www.six-interbank-clearing.com/de/pain.001.001.03.ch.02.xsd";
 
-/// Element names the parser looks at; every other name is kept as `""` on the stack.
-const KNOWN: &[&str] = &[
-    "Amt",
-    "BIC",
-    "BICFI",
-    "CcyOfTrf",
-    "CdtTrfTxInf",
-    "CdtrAcct",
-    "CdtrAgt",
-    "CstmrCdtTrfInitn",
-    "CtrlSum",
-    "DbtrAcct",
-    "Document",
-    "Dt",
-    "DtTm",
-    "EndToEndId",
-    "EqvtAmt",
-    "FinInstnId",
-    "GrpHdr",
-    "IBAN",
-    "Id",
-    "InstdAmt",
-    "InstrId",
-    "MsgId",
-    "NbOfTxs",
-    "Othr",
-    "PmtId",
-    "PmtInf",
-    "PmtInfId",
-    "ReqdExctnDt",
-    "RmtInf",
-    "Ustrd",
-];
+/// Element names the parser looks at, each with its tag: [`KNOWN`] lists them, `tag::NAME`
+/// is a name's position in it plus one (0 is any other name), and [`tag_of`] finds a name's tag
+/// by matching its bytes packed into one integer (all are at most 16 bytes long). Paths are
+/// matched on tags, not on text.
+macro_rules! known_names {
+    ($($tag:ident $name:literal,)*) => {
+        const KNOWN: &[&str] = &[$($name),*];
+        mod tag {
+            #[allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)]
+            #[repr(u8)]
+            enum Tags { Other, $($tag),* }
+            $(pub(super) const $tag: u8 = Tags::$tag as u8;)*
+            /// Each name packed by [`super::packed`].
+            pub(super) mod packed {
+                $(pub(in super::super) const $tag: u128 = super::super::packed($name.as_bytes());)*
+            }
+        }
+
+        /// The tag of an element's local name.
+        fn tag_of(name: &[u8]) -> u8 {
+            let tag = match packed_name(name) {
+                $(tag::packed::$tag => tag::$tag,)*
+                _ => 0,
+            };
+            // Equal packs of equal lengths are equal names (a name ending in zero bytes packs
+            // as the name without them).
+            match KNOWN.get(usize::from(tag).wrapping_sub(1)) {
+                Some(known) if known.len() == name.len() => tag,
+                _ => 0,
+            }
+        }
+    };
+}
+
+/// [`packed`], not byte by byte.
+fn packed_name(name: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    match bytes.get_mut(..name.len()) {
+        Some(start) => start.copy_from_slice(name),
+        None => return 0,
+    }
+    u128::from_le_bytes(bytes)
+}
+
+/// A name of at most 16 bytes as one integer (little-endian, zeros after it); 0 for a longer
+/// one, which no known name is.
+const fn packed(name: &[u8]) -> u128 {
+    if name.len() > 16 {
+        return 0;
+    }
+    let mut key = 0u128;
+    let mut i = 0;
+    while i < name.len() {
+        key |= (name[i] as u128) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+known_names! {
+    AMT "Amt",
+    BIC "BIC",
+    BICFI "BICFI",
+    CCY_OF_TRF "CcyOfTrf",
+    CDT_TRF_TX_INF "CdtTrfTxInf",
+    CDTR_ACCT "CdtrAcct",
+    CDTR_AGT "CdtrAgt",
+    CSTMR_CDT_TRF_INITN "CstmrCdtTrfInitn",
+    CTRL_SUM "CtrlSum",
+    DBTR_ACCT "DbtrAcct",
+    DOCUMENT "Document",
+    DT "Dt",
+    DT_TM "DtTm",
+    END_TO_END_ID "EndToEndId",
+    EQVT_AMT "EqvtAmt",
+    FIN_INSTN_ID "FinInstnId",
+    GRP_HDR "GrpHdr",
+    IBAN "IBAN",
+    ID "Id",
+    INSTD_AMT "InstdAmt",
+    INSTR_ID "InstrId",
+    MSG_ID "MsgId",
+    NB_OF_TXS "NbOfTxs",
+    OTHR "Othr",
+    PMT_ID "PmtId",
+    PMT_INF "PmtInf",
+    PMT_INF_ID "PmtInfId",
+    REQD_EXCTN_DT "ReqdExctnDt",
+    RMT_INF "RmtInf",
+    USTRD "Ustrd",
+}
 
 /// The most characters of remittance information kept (ISO's `Max140Text`).
 const REMITTANCE_MAX: usize = 140;
@@ -116,6 +175,9 @@ struct Parser<'c, 's> {
     out: &'c mut Collector<'s>,
     line: u64,
     stack: Vec<Frame>,
+    /// The tags of `stack`'s names, kept beside it: the path matched at every start and end
+    /// tag, without collecting it each time.
+    names: Vec<u8>,
     /// Character content of the innermost open element since its start tag.
     text: String,
     text_line: u64,
@@ -135,6 +197,7 @@ pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut
         out,
         line: 1,
         stack: Vec::new(),
+        names: Vec::new(),
         text: String::new(),
         text_line: 1,
         variant: None,
@@ -167,8 +230,21 @@ pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut
     parser.finish(summary)
 }
 
+/// `/Document/CstmrCdtTrfInitn/PmtInf[block]/CdtTrfTxInf[transaction]`, put together without
+/// `format!`'s machinery (it is made for every transaction).
+fn transaction_location(block: u64, transaction: u64) -> String {
+    let mut location = String::with_capacity(72);
+    location.push_str("/Document/CstmrCdtTrfInitn/PmtInf[");
+    location.push_str(Digits::new().text(block));
+    location.push_str("]/CdtTrfTxInf[");
+    location.push_str(Digits::new().text(transaction));
+    location.push(']');
+    location
+}
+
 fn newlines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').fold(0, |n, _| n + 1)
+    // `count` adds the comparisons up in vector registers; a `fold` went byte by byte.
+    u64::try_from(bytes.iter().filter(|&&b| b == b'\n').count()).unwrap_or(u64::MAX)
 }
 
 fn is_xml_whitespace(c: char) -> bool {
@@ -233,14 +309,11 @@ impl Parser<'_, '_> {
         self.malformed(line, "the file is not valid UTF-8".to_owned())
     }
 
-    fn path(&self) -> Vec<&'static str> {
-        self.stack.iter().map(|frame| frame.name).collect()
-    }
-
     fn open(&mut self, start: &BytesStart<'_>, line: u64) -> Result<(), FatalError> {
         let raw_name = start.local_name();
         let name_text = std::str::from_utf8(raw_name.as_ref()).map_err(|_| self.not_utf8(line))?;
-        let name = KNOWN.iter().find(|&&known| known == name_text).copied().unwrap_or("");
+        let tag = tag_of(raw_name.as_ref());
+        let name = if tag == 0 { "" } else { KNOWN[usize::from(tag) - 1] };
         if let Some(parent) = self.stack.last_mut() {
             parent.has_children = true;
             if self.text.chars().any(|c| !is_xml_whitespace(c)) {
@@ -253,29 +326,28 @@ impl Parser<'_, '_> {
             return Err(self.malformed(line, format!("elements are nested deeper than {DEPTH_MAX} levels")));
         }
         self.stack.push(Frame { name, has_children: false });
+        self.names.push(tag);
         self.text.clear();
         self.text_line = line;
         let depth = self.stack.len();
         if depth <= 2 {
             self.check_root(start, name_text, line)?;
         }
-        match self.path().as_slice() {
-            ["Document", "CstmrCdtTrfInitn", "PmtInf"] => {
+        match self.names.as_slice() {
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF] => {
                 self.blocks += 1;
                 self.block = Block { number: self.blocks, ..Block::default() };
             }
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "CdtTrfTxInf"] => {
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::CDT_TRF_TX_INF] => {
                 self.block.transactions += 1;
                 self.transaction = Transaction {
                     line,
-                    location: format!(
-                        "/Document/CstmrCdtTrfInitn/PmtInf[{}]/CdtTrfTxInf[{}]",
-                        self.block.number, self.block.transactions
-                    ),
+                    location: transaction_location(self.block.number, self.block.transactions),
                     ..Transaction::default()
                 };
             }
-            [.., "CdtTrfTxInf", "Amt", "InstdAmt"] | [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "Amt"] => {
+            [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::INSTD_AMT]
+            | [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::AMT] => {
                 self.transaction.equivalent = name_text == "Amt";
                 self.transaction.currency = match start.try_get_attribute("Ccy") {
                     Ok(Some(attribute)) => Some(
@@ -385,20 +457,22 @@ impl Parser<'_, '_> {
     }
 
     fn close(&mut self, line: u64) -> Result<(), FatalError> {
-        let path = self.path();
         let Some(frame) = self.stack.last() else {
             return Err(self.malformed(line, "an end tag without a start tag".to_owned()));
         };
         if !frame.has_children {
-            let value = self.text.trim_matches(is_xml_whitespace).to_owned();
-            self.leaf(&path, value);
+            // Both lent out while the leaf is recorded, and kept with their capacity.
+            let (names, text) = (std::mem::take(&mut self.names), std::mem::take(&mut self.text));
+            self.leaf(&names, text.trim_matches(is_xml_whitespace));
+            (self.names, self.text) = (names, text);
         }
-        match path.as_slice() {
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "CdtTrfTxInf"] => self.finish_transaction(),
-            ["Document", "CstmrCdtTrfInitn", "PmtInf"] => self.finish_block(),
+        match self.names.as_slice() {
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::CDT_TRF_TX_INF] => self.finish_transaction(),
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF] => self.finish_block(),
             _ => {}
         }
         self.stack.pop();
+        self.names.pop();
         self.text.clear();
         if self.stack.is_empty() {
             self.root_closed = true;
@@ -407,58 +481,77 @@ impl Parser<'_, '_> {
     }
 
     /// Records the value of an element without children.
-    fn leaf(&mut self, path: &[&'static str], value: String) {
+    fn leaf(&mut self, path: &[u8], value: &str) {
         let line = self.text_line;
-        let figure = |value: String| Figure { text: Some(value), line };
+        let figure = |value: &str| Figure { text: Some(value.to_owned()), line };
         let transaction = &mut self.transaction;
         match path {
-            ["Document", "CstmrCdtTrfInitn", "GrpHdr", "MsgId"] => self.message_id = Some(value),
-            ["Document", "CstmrCdtTrfInitn", "GrpHdr", "NbOfTxs"] => self.group.nb_of_txs = figure(value),
-            ["Document", "CstmrCdtTrfInitn", "GrpHdr", "CtrlSum"] => self.group.ctrl_sum = figure(value),
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "PmtInfId"] => self.block.id = Some(value),
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "NbOfTxs"] => self.block.control.nb_of_txs = figure(value),
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "CtrlSum"] => self.block.control.ctrl_sum = figure(value),
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "ReqdExctnDt"]
-            | ["Document", "CstmrCdtTrfInitn", "PmtInf", "ReqdExctnDt", "Dt" | "DtTm"] => {
-                let date = value.get(..10).filter(|_| path.last() == Some(&"DtTm")).unwrap_or(&value);
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::GRP_HDR, tag::MSG_ID] => {
+                self.message_id = Some(value.to_owned())
+            }
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::GRP_HDR, tag::NB_OF_TXS] => {
+                self.group.nb_of_txs = figure(value)
+            }
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::GRP_HDR, tag::CTRL_SUM] => {
+                self.group.ctrl_sum = figure(value)
+            }
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::PMT_INF_ID] => {
+                self.block.id = Some(value.to_owned())
+            }
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::NB_OF_TXS] => {
+                self.block.control.nb_of_txs = figure(value)
+            }
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::CTRL_SUM] => {
+                self.block.control.ctrl_sum = figure(value)
+            }
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::REQD_EXCTN_DT]
+            | [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::REQD_EXCTN_DT, tag::DT | tag::DT_TM] => {
+                let date = value.get(..10).filter(|_| path.last() == Some(&tag::DT_TM)).unwrap_or(value);
                 if !is_date(date) {
                     self.block.date_error = Some(format!(
                         "ReqdExctnDt at line {line} is {value:?}, but it must be a date such as 2024-01-31"
                     ));
                 }
             }
-            ["Document", "CstmrCdtTrfInitn", "PmtInf", "DbtrAcct", "Id", "IBAN" | "Othr"]
-            | ["Document", "CstmrCdtTrfInitn", "PmtInf", "DbtrAcct", "Id", "Othr", "Id"] => {
-                self.block.payer = Some(value).filter(|v| !v.is_empty());
+            [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::DBTR_ACCT, tag::ID, tag::IBAN | tag::OTHR]
+            | [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::DBTR_ACCT, tag::ID, tag::OTHR, tag::ID] => {
+                self.block.payer = Some(value.to_owned()).filter(|v| !v.is_empty());
             }
-            [.., "CdtTrfTxInf", "PmtId", "InstrId"] => transaction.instruction_id = Some(value),
-            [.., "CdtTrfTxInf", "PmtId", "EndToEndId"] => transaction.end_to_end_id = Some(value),
-            [.., "CdtTrfTxInf", "RmtInf", "Ustrd"] if !value.is_empty() => {
+            [.., tag::CDT_TRF_TX_INF, tag::PMT_ID, tag::INSTR_ID] => {
+                transaction.instruction_id = Some(value.to_owned())
+            }
+            [.., tag::CDT_TRF_TX_INF, tag::PMT_ID, tag::END_TO_END_ID] => {
+                transaction.end_to_end_id = Some(value.to_owned())
+            }
+            [.., tag::CDT_TRF_TX_INF, tag::RMT_INF, tag::USTRD] if !value.is_empty() => {
                 let text = transaction.remittance.get_or_insert_with(String::new);
                 if text.chars().count() < REMITTANCE_MAX {
                     if !text.is_empty() {
                         text.push(' ');
                     }
-                    text.push_str(&value);
+                    text.push_str(value);
                     if let Some((end, _)) = text.char_indices().nth(REMITTANCE_MAX) {
                         text.truncate(end);
                     }
                 }
             }
-            [.., "CdtTrfTxInf", "Amt", "InstdAmt"] | [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "Amt"] => {
-                transaction.amount = Some(value);
+            [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::INSTD_AMT]
+            | [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::AMT] => {
+                transaction.amount = Some(value.to_owned());
             }
-            [.., "CdtTrfTxInf", "Amt", "EqvtAmt", "CcyOfTrf"] => transaction.transfer_currency = Some(value),
-            [.., "CdtTrfTxInf", "CdtrAcct", "Id", "IBAN"] => {
-                transaction.payee = Some(value).filter(|v| !v.is_empty());
+            [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::CCY_OF_TRF] => {
+                transaction.transfer_currency = Some(value.to_owned())
+            }
+            [.., tag::CDT_TRF_TX_INF, tag::CDTR_ACCT, tag::ID, tag::IBAN] => {
+                transaction.payee = Some(value.to_owned()).filter(|v| !v.is_empty());
                 transaction.payee_is_iban = true;
             }
-            [.., "CdtTrfTxInf", "CdtrAcct", "Id", "Othr", "Id"] => {
-                transaction.payee = Some(value).filter(|v| !v.is_empty());
+            [.., tag::CDT_TRF_TX_INF, tag::CDTR_ACCT, tag::ID, tag::OTHR, tag::ID] => {
+                transaction.payee = Some(value.to_owned()).filter(|v| !v.is_empty());
                 transaction.payee_is_iban = false;
             }
-            [.., "CdtTrfTxInf", "CdtrAgt", "FinInstnId", name @ ("BIC" | "BICFI")] => {
-                transaction.creditor_bic = Some((name, value));
+            [.., tag::CDT_TRF_TX_INF, tag::CDTR_AGT, tag::FIN_INSTN_ID, name @ (tag::BIC | tag::BICFI)] => {
+                transaction.creditor_bic = Some((KNOWN[usize::from(*name) - 1], value.to_owned()));
             }
             _ => {}
         }
@@ -478,48 +571,60 @@ impl Parser<'_, '_> {
         }
     }
 
+    /// The transaction's item, its fields moved into it; or why it is invalid.
     fn item(&self, transaction: Transaction) -> Result<Item, Diagnostic> {
-        let line = transaction.line;
-        let location = transaction.location.clone();
-        let location = location.as_str();
-        let problem = |field: &str, code, message: String| common::diagnostic(line, location, field, code, message);
+        let Transaction {
+            line,
+            location,
+            instruction_id,
+            end_to_end_id,
+            remittance,
+            amount,
+            currency,
+            equivalent,
+            transfer_currency,
+            payee,
+            payee_is_iban,
+            creditor_bic,
+        } = transaction;
+        let problem = |field: &str, code, message: String| common::diagnostic(line, &location, field, code, message);
         if let Some(message) = &self.block.date_error {
             return Err(problem("ReqdExctnDt", "invalid_date", message.clone()));
         }
-        let payee = transaction.payee.clone().ok_or_else(|| {
+        let payee = payee.ok_or_else(|| {
             problem(
                 "CdtrAcct",
                 "missing_field",
                 "CdtrAcct/Id (the creditor account: IBAN or Othr/Id) is missing".to_owned(),
             )
         })?;
-        let text = transaction.amount.as_deref().ok_or_else(|| {
+        let text = amount.as_deref().ok_or_else(|| {
             problem("InstdAmt", "missing_field", "Amt/InstdAmt (the amount and its Ccy) is missing".to_owned())
         })?;
-        let field = if transaction.equivalent { "EqvtAmt" } else { "InstdAmt" };
-        let code = transaction.currency.as_deref().ok_or_else(|| {
+        let field = if equivalent { "EqvtAmt" } else { "InstdAmt" };
+        let code = currency.as_deref().ok_or_else(|| {
             problem(
                 field,
                 "missing_field",
                 format!("{field} has no Ccy attribute; expected Ccy=\"EUR\" or another ISO 4217 code"),
             )
         })?;
-        let currency = common::currency(code, "Ccy", line, location)?;
-        let amount = common::amount(text, currency, field, line, location)?;
-        if transaction.equivalent {
-            let target = transaction.transfer_currency.as_deref().unwrap_or("another currency");
+        let currency = common::currency(code, "Ccy", line, &location)?;
+        let amount = common::amount(text, currency, field, line, &location)?;
+        if equivalent {
+            let target = transfer_currency.as_deref().unwrap_or("another currency");
             return Err(problem(
                 "EqvtAmt",
                 "unsupported_entry",
                 format!("EqvtAmt ({text} {code} to be converted into {target}) is not supported; give the amount as InstdAmt"),
             ));
         }
-        if transaction.payee_is_iban {
+        if payee_is_iban {
             if let Some(message) = iban_problem(&payee) {
                 return Err(problem("IBAN", "invalid_iban", format!("CdtrAcct/Id/{message}")));
             }
         }
-        if let Some((name, bic)) = &transaction.creditor_bic {
+        if let Some((name, bic)) = &creditor_bic {
             if !is_bic(bic) {
                 return Err(problem(
                     name,
@@ -528,19 +633,19 @@ impl Parser<'_, '_> {
                 ));
             }
         }
-        let reference = transaction.end_to_end_id.clone().filter(|id| !id.is_empty() && id != "NOTPROVIDED");
+        let reference = end_to_end_id.filter(|id| !id.is_empty() && id != "NOTPROVIDED");
         Ok(Item {
             index: 0,
             line,
-            location: location.to_owned(),
+            location,
             payer: self.block.payer.clone(),
             payee,
             amount,
             currency,
             reference,
-            instruction_id: transaction.instruction_id.clone().filter(|id| !id.is_empty()),
+            instruction_id: instruction_id.filter(|id| !id.is_empty()),
             payment_information_id: self.block.id.clone(),
-            remittance: transaction.remittance.clone(),
+            remittance,
         })
     }
 
@@ -645,7 +750,37 @@ fn is_date(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_date;
+    use super::{is_date, packed_name, tag, tag_of, transaction_location, KNOWN};
+
+    #[test]
+    fn every_known_name_has_its_own_tag_and_no_other_name_has_one() {
+        for (i, name) in KNOWN.iter().enumerate() {
+            assert_eq!(usize::from(tag_of(name.as_bytes())), i + 1, "{name}");
+            assert_eq!(packed_name(name.as_bytes()), super::packed(name.as_bytes()), "{name}");
+        }
+        for other in ["", "A", "Am", "Amt ", "amt", "AmtX", "Nm", "CstmrCdtTrfInitnX", "CstmrCdtTrfInit", "Ustrd\0"] {
+            assert_eq!(tag_of(other.as_bytes()), 0, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn transaction_locations() {
+        assert_eq!(transaction_location(1, 1), "/Document/CstmrCdtTrfInitn/PmtInf[1]/CdtTrfTxInf[1]");
+        assert_eq!(
+            transaction_location(u64::MAX, 1_000_000),
+            format!("/Document/CstmrCdtTrfInitn/PmtInf[{}]/CdtTrfTxInf[1000000]", u64::MAX)
+        );
+    }
+
+    #[test]
+    fn tags_name_their_elements() {
+        let tags =
+            [(tag::AMT, "Amt"), (tag::BICFI, "BICFI"), (tag::CDT_TRF_TX_INF, "CdtTrfTxInf"), (tag::USTRD, "Ustrd")];
+        for (tag, name) in tags {
+            assert_eq!(KNOWN[usize::from(tag) - 1], name);
+        }
+        assert_eq!(usize::from(tag::USTRD), KNOWN.len());
+    }
 
     #[test]
     fn dates() {

@@ -1,6 +1,6 @@
 //! Per-item results and the CSV report.
 
-use paycore_ledger::{format_amount, Currency};
+use paycore_ledger::Currency;
 use std::io::{self, Write};
 
 /// What happened to one item.
@@ -127,21 +127,23 @@ impl<W: Write> CsvReportWriter<W> {
         Ok(CsvReportWriter { writer })
     }
 
+    /// Writes one item's line; its number and amount are written on the stack, not allocated.
     pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
+        let (mut line, mut amount) = (Digits::new(), Amount::new());
         let failure_code = match &item.status {
             ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } => code.as_str(),
             _ => "",
         };
         self.writer
             .write_record([
-                item.line.to_string().as_str(),
-                item.reference.as_deref().unwrap_or(""),
-                item.payer.as_deref().unwrap_or(""),
-                item.payee.as_str(),
-                item.currency.map(|c| format_amount(item.amount, c)).unwrap_or_default().as_str(),
-                item.currency.map_or("", Currency::code),
-                item.status.name(),
-                failure_code,
+                line.of(item.line),
+                item.reference.as_deref().unwrap_or("").as_bytes(),
+                item.payer.as_deref().unwrap_or("").as_bytes(),
+                item.payee.as_bytes(),
+                item.currency.map_or(&[][..], |c| amount.of(item.amount, c)),
+                item.currency.map_or("", Currency::code).as_bytes(),
+                item.status.name().as_bytes(),
+                failure_code.as_bytes(),
             ])
             .map_err(io::Error::other)
     }
@@ -152,6 +154,65 @@ impl<W: Write> CsvReportWriter<W> {
     }
 }
 
+/// The decimal digits of a number, written into a buffer on the stack.
+pub(crate) struct Digits([u8; 20]);
+
+impl Digits {
+    pub(crate) fn new() -> Digits {
+        Digits([0; 20])
+    }
+
+    /// `n` in decimal, as text.
+    pub(crate) fn text(&mut self, n: u64) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(self.of(n)).unwrap_or_default()
+    }
+
+    /// `n` in decimal.
+    pub(crate) fn of(&mut self, n: u64) -> &[u8] {
+        let mut start = self.0.len();
+        let mut n = n;
+        loop {
+            start -= 1;
+            self.0[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return &self.0[start..];
+            }
+        }
+    }
+}
+
+/// An amount of minor units in major units with the currency's decimals, exactly as
+/// [`paycore_ledger::format_amount`] writes it, in a buffer on the stack.
+pub(crate) struct Amount([u8; 24]);
+
+impl Amount {
+    pub(crate) fn new() -> Amount {
+        Amount([0; 24])
+    }
+
+    pub(crate) fn of(&mut self, minor: u64, currency: Currency) -> &[u8] {
+        let units = usize::from(currency.minor_units());
+        let mut start = self.0.len();
+        let mut n = minor;
+        // The decimals (zeros in front), the point, then at least one digit of the units.
+        for written in 0.. {
+            if written == units && units > 0 {
+                start -= 1;
+                self.0[start] = b'.';
+            }
+            start -= 1;
+            self.0[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 && written >= units {
+                break;
+            }
+        }
+        &self.0[start..]
+    }
+}
+
 /// Writes a whole CSV report; see [`CsvReportWriter`].
 pub fn write_csv_report<W: Write>(items: impl IntoIterator<Item = ReportItem>, out: W) -> io::Result<W> {
     let mut writer = CsvReportWriter::new(out)?;
@@ -159,4 +220,35 @@ pub fn write_csv_report<W: Write>(items: impl IntoIterator<Item = ReportItem>, o
         writer.item(&item)?;
     }
     writer.finish()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{Amount, Digits};
+    use paycore_ledger::{format_amount, Currency};
+    use proptest::prelude::*;
+
+    fn check(minor: u64) {
+        assert_eq!(Digits::new().of(minor), minor.to_string().as_bytes());
+        assert_eq!(Digits::new().text(minor), minor.to_string());
+        for code in ["JPY", "EUR", "KWD", "CLF"] {
+            let currency = Currency::from_code(code).unwrap();
+            assert_eq!(Amount::new().of(minor, currency), format_amount(minor, currency).as_bytes(), "{minor} {code}");
+        }
+    }
+
+    #[test]
+    fn numbers_on_the_stack_read_as_format_amount_writes_them() {
+        for minor in [0, 1, 9, 10, 99, 100, 101, 999, 1000, 1001, 10_000, 123_450, u64::MAX - 1, u64::MAX] {
+            check(minor);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_amount_reads_as_format_amount_writes_it(minor in any::<u64>()) {
+            check(minor);
+        }
+    }
 }
