@@ -18,7 +18,7 @@ pub(super) fn load(
         "SELECT sequence, closed_at FROM clearing_windows WHERE tenant = ?1 AND currency = ?2
          ORDER BY sequence DESC LIMIT 1",
     )?;
-    // The timestamp index gives the range; the row gives tenant, currency, kind and amount.
+    // A range of the table's key (the timestamp).
     let mut posted = conn.prepare_cached(
         "SELECT debit_account, credit_account, amount FROM transfers
          WHERE timestamp > ?1 AND tenant = ?2 AND currency = ?3 AND kind IN (?4, ?5)",

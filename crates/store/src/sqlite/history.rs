@@ -4,7 +4,7 @@
 //! debit and by credit account inside the engine's commit put every transfer at a random place
 //! in two B-trees: a batch of 8 189 transfers dirtied most of their pages, and that upkeep was
 //! three quarters of the engine's CPU (crates/bench/NOTES.md). So the commit only appends:
-//! `transfers` is keyed by id and indexed by timestamp (both grow at the end), and an indexer
+//! `transfers` is keyed by timestamp and indexed by id (both grow at the end), and an indexer
 //! thread copies `(account, timestamp, id)` entries into `history.db`, a separate SQLite file,
 //! in large sorted chunks, so that each of its pages is written once per chunk rather than once
 //! per batch. It has its own file so that its long write transactions never take the main
@@ -115,7 +115,7 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     let mut entries: Vec<(u128, i64, u128)> = Vec::new();
     let mut last = from;
     {
-        // Served by the covering `transfers_timestamp` index alone.
+        // A range of the table's key (`timestamp` is its rowid).
         let mut stmt = main.prepare_cached(
             "SELECT timestamp, id, debit_account, credit_account FROM transfers
              WHERE timestamp > ?1 ORDER BY timestamp LIMIT ?2",

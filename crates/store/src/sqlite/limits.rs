@@ -1,7 +1,7 @@
 //! Account status and limits in SQLite: the engine's commit writes changed settings and their
 //! audit rows; `load` reads the recent debits the limits need; the readers list the audit.
 
-use super::codec::{blob_id, id_blob, int, transfer_from, uint};
+use super::codec::{blob_id, id_at, id_blob, int, transfer_at, uint, TRANSFER_SELECT};
 use crate::Result;
 use paycore_ledger::{Account, AccountId, AuditRecord, Prefetch, TenantId, Transfer};
 use rusqlite::{params, Connection, Row};
@@ -44,27 +44,22 @@ pub(super) fn insert_audit(conn: &Connection, audit: &[AuditRecord]) -> Result<(
     Ok(())
 }
 
-/// The transfers debited from `wanted.debits_of` since `wanted.debits_since`. One scan of the
-/// timestamp index (which holds the debit account: no row is read but the matches), then a
-/// point read per match. A day of a busy ledger is a long scan: this runs at recovery and when
-/// a batch changes an account's limits, never per payment.
+/// The transfers debited from `wanted.debits_of` since `wanted.debits_since`: one scan of a
+/// range of the table's key (the timestamp). A day of a busy ledger is a long scan: this runs
+/// at recovery and when a batch changes an account's limits, never per payment.
 pub(super) fn load_debits(conn: &Connection, wanted: &Prefetch) -> Result<Vec<Transfer>> {
     if wanted.debits_of.is_empty() {
         return Ok(Vec::new());
     }
     let accounts: HashSet<AccountId> = wanted.debits_of.iter().copied().collect();
-    let mut scan = conn.prepare_cached("SELECT id, debit_account FROM transfers WHERE timestamp >= ?1")?;
-    let mut ids = Vec::new();
+    let mut scan = conn.prepare_cached(&format!("SELECT {TRANSFER_SELECT} FROM transfers WHERE timestamp >= ?1"))?;
+    let mut debits = Vec::new();
     let mut rows = scan.query([int(wanted.debits_since)])?;
     while let Some(row) = rows.next()? {
-        if accounts.contains(&AccountId(blob_id(row, "debit_account")?)) {
-            ids.push(blob_id(row, "id")?);
+        let debit = id_at(row, 2)?.map(AccountId);
+        if debit.is_some_and(|d| accounts.contains(&d)) {
+            debits.push(transfer_at(row)?);
         }
-    }
-    let mut point = conn.prepare_cached("SELECT * FROM transfers WHERE id = ?1")?;
-    let mut debits = Vec::with_capacity(ids.len());
-    for id in ids {
-        debits.push(point.query_row([id_blob(id)], transfer_from)?);
     }
     Ok(debits)
 }

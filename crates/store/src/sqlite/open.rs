@@ -30,6 +30,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_keys.sql"),
     include_str!("migrations/0020_console2.sql"),
     include_str!("migrations/0021_console_sessions.sql"),
+    include_str!("migrations/0022_transfers_by_timestamp.sql"),
 ];
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";

@@ -157,8 +157,8 @@ impl Reader for SqliteReader {
             // come from one snapshot of history.db, and the main database is never behind it.
             let tx = conn.unchecked_transaction()?;
             let watermark: i64 = tx.query_row("SELECT timestamp FROM history.watermark", [], |r| r.get(0))?;
-            // Newest first: the unindexed tail (timestamps above the watermark), scanned on the
-            // timestamp index, which also holds both accounts ...
+            // Newest first: the unindexed tail (timestamps above the watermark), a range of the
+            // table's key ...
             let mut rows = tx
                 .prepare_cached(
                     "SELECT * FROM transfers
@@ -277,7 +277,7 @@ impl Reader for SqliteReader {
                     rows.push(t);
                 }
             }
-            // ... then the unindexed tail above it, on the timestamp index.
+            // ... then the unindexed tail above it, a range of the table's key.
             let rest = limit.saturating_sub(rows.len());
             if rest > 0 && to > watermark {
                 let tail = tx

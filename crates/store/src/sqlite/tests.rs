@@ -756,3 +756,156 @@ fn a_full_disk_refuses_commits_as_full_and_the_store_goes_on_when_room_returns()
     let report = crate::verify::verify(reader.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
+
+/// `0022_transfers_by_timestamp.sql` rebuilds `transfers` keyed by its timestamp: every stored
+/// transfer comes through whole and is found by id, an account's listing keeps timestamp
+/// order though the ids do not follow it, a hold still joins its transfer, recovery replays
+/// the stored transfers onto the balances (a post resolving its hold by id), and finds the
+/// last timestamp and the highest id.
+#[test]
+fn the_transfers_rebuild_keeps_every_stored_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = |id: u128| id.to_be_bytes();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+        let before = 21; // the migrations before 0022
+        for sql in &super::open::MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before).unwrap();
+        for account in [1u128, 2] {
+            conn.execute(
+                "INSERT INTO accounts (id, tenant, currency, debits_posted, credits_posted, debits_pending,
+                     credits_pending, created_at) VALUES (?1, ?2, 'EUR', 0, 0, 0, 0, 1)",
+                rusqlite::params![blob(account), blob(T1.0)],
+            )
+            .unwrap();
+        }
+        // (id, kind, amount, pending_id, expires_at, timestamp): ids out of timestamp order.
+        type Row = (u128, &'static str, i64, Option<u128>, Option<i64>, i64);
+        let rows: [Row; 3] = [
+            (30, "single", 5, None, None, 100),
+            (10, "pending", 7, None, Some(9_000), 200),
+            (20, "post_pending", 7, Some(10), None, 300),
+        ];
+        for (id, kind, amount, pending, expires_at, timestamp) in rows {
+            conn.execute(
+                "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind,
+                     pending_id, expires_at, timestamp) VALUES (?1, ?2, ?3, ?4, ?5, 'EUR', ?6, ?7, ?8, ?9)",
+                rusqlite::params![
+                    blob(id),
+                    blob(T1.0),
+                    blob(1),
+                    blob(2),
+                    amount,
+                    kind,
+                    pending.map(blob),
+                    expires_at,
+                    timestamp
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute("INSERT INTO holds (id, status) VALUES (?1, 'posted')", [blob(10)]).unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('last_timestamp', 300)", []).unwrap();
+    }
+    let (mut store, reader) = open_sqlite(dir.path());
+    let recovered = store.recover().unwrap();
+    assert_eq!((recovered.last_timestamp, recovered.max_transfer_id), (300, Some(TransferId(30))));
+    let held = reader.transfer(T1, TransferId(10)).unwrap().unwrap();
+    assert_eq!((held.kind.as_str(), held.amount, held.expires_at, held.timestamp), ("pending", 7, Some(9_000), 200));
+    let post = reader.transfer(T1, TransferId(20)).unwrap().unwrap();
+    assert_eq!((post.kind.as_str(), post.pending_id, post.timestamp), ("post_pending", Some(TransferId(10)), 300));
+    let listed: Vec<u128> = reader
+        .account_transfers(T1, AccountId(1), Page { after: None, limit: 10 })
+        .unwrap()
+        .iter()
+        .map(|t| t.id.0)
+        .collect();
+    assert_eq!(listed, [20, 10, 30]);
+    let balances = |id| reader.account(T1, AccountId(id)).unwrap().unwrap().balances;
+    assert_eq!((balances(1).debits_posted, balances(1).debits_pending), (12, 0));
+    assert_eq!((balances(2).credits_posted, balances(2).credits_pending), (12, 0));
+    let loaded = store
+        .load(&paycore_ledger::Prefetch { transfers: vec![TransferId(10), TransferId(99)], ..Default::default() })
+        .unwrap();
+    assert_eq!(loaded.transfers.iter().map(|t| t.id).collect::<Vec<_>>(), [TransferId(10)]);
+
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    let key: String =
+        conn.query_row("SELECT name FROM pragma_table_info('transfers') WHERE pk = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(key, "timestamp");
+    let indexes: Vec<(String, i64)> = conn
+        .prepare("SELECT name, \"unique\" FROM pragma_index_list('transfers') ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(indexes, [("transfers_id".to_owned(), 1)]);
+}
+
+/// A commit writes `meta.last_timestamp` only when its last timestamp is not a transfer's (one
+/// page fewer in most commits); recovery takes the later of that row and the last transfer's
+/// timestamp, so a restarted ledger never gives out a timestamp twice.
+#[test]
+fn the_last_timestamp_survives_a_restart_with_or_without_its_meta_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = || -> Option<i64> {
+        let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+        conn.query_row("SELECT value FROM meta WHERE key = 'last_timestamp'", [], |r| r.get(0)).ok()
+    };
+    let mut state = State::default();
+    {
+        let (mut store, _reader) = open_sqlite(dir.path());
+        step(
+            &mut state,
+            &mut store,
+            10,
+            vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)],
+        );
+        assert_eq!(meta(), Some(11), "the accounts took the last timestamps");
+        step(&mut state, &mut store, 50, vec![Command::Transfers(vec![mv(100, 1, 2, 5, None)])]);
+        assert_eq!(meta(), Some(11), "the transfer carries the batch's last timestamp");
+    }
+    let (mut store, _reader) = open_sqlite(dir.path());
+    assert_eq!(store.recover().unwrap().last_timestamp, 50);
+    step(
+        &mut state,
+        &mut store,
+        60,
+        vec![Command::Transfers(vec![mv(101, 1, 2, 5, None)]), open(3, Overdraft::Unlimited, None)],
+    );
+    assert_eq!(meta(), Some(61), "an account took the batch's last timestamp, after its transfer");
+    drop(store);
+    let (mut store, _reader) = open_sqlite(dir.path());
+    assert_eq!(store.recover().unwrap().last_timestamp, 61);
+    assert_eq!(state.last_timestamp(), 61);
+}
+
+/// A batch's transfers go in by statements of 64 rows: a chunk of alike transfers (one tenant,
+/// currency and kind, no pending id or expiry) binds those columns once per statement; a chunk
+/// with a hold in it, and the rows after the last full chunk, bind every column. Every transfer
+/// reads back whole, with its own amount and timestamp.
+#[test]
+fn every_transfer_of_a_large_batch_reads_back_as_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+    let hold = 100; // in the second chunk
+    let transfers = (0..138u64)
+        .map(|i| mv(1_000 + u128::from(i), 1, 2, 1 + i, (i == hold).then_some(Hold { timeout_seconds: Some(60) })));
+    step(&mut state, &mut store, 1_000, vec![Command::Transfers(transfers.collect())]);
+    for i in 0..138u64 {
+        let t = reader.transfer(T1, TransferId(1_000 + u128::from(i))).unwrap().unwrap();
+        let kind = if i == hold { "pending" } else { "single" };
+        let expires_at = (i == hold).then_some(1_000 + 60_000_000_000); // the batch's now + 60 s
+        assert_eq!(
+            (t.tenant, t.debit_account, t.credit_account, t.amount, t.currency, t.kind.as_str()),
+            (T1, AccountId(1), AccountId(2), 1 + i, eur(), kind),
+            "transfer {i}"
+        );
+        assert_eq!((t.pending_id, t.expires_at, t.timestamp), (None, expires_at, 1_000 + i), "transfer {i}");
+    }
+}
