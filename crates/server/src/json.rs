@@ -264,6 +264,42 @@ impl<'de, T: Prefixed> Deserialize<'de> for Id<T> {
     }
 }
 
+/// A currency field as given: looked up while it is parsed, so that a known code costs no
+/// allocation (every item of a bulk request has one); an unknown one is kept as text, to be
+/// named in the error by the caller, who knows the field's path ([`unknown_currency`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CurrencyText {
+    Known(Currency),
+    Unknown(String),
+}
+
+impl CurrencyText {
+    /// The currency, or the error naming `param` (built only for an unknown code).
+    pub fn currency(self, param: impl FnOnce() -> String) -> Result<Currency, ApiError> {
+        match self {
+            CurrencyText::Known(currency) => Ok(currency),
+            CurrencyText::Unknown(code) => Err(unknown_currency(&code, &param())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CurrencyText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CurrencyVisitor;
+        impl Visitor<'_> for CurrencyVisitor {
+            type Value = CurrencyText;
+            // What a `String` field expects: the messages of a non-string value are unchanged.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CurrencyText, E> {
+                Ok(Currency::from_code(v).map_or_else(|| CurrencyText::Unknown(v.to_owned()), CurrencyText::Known))
+            }
+        }
+        deserializer.deserialize_str(CurrencyVisitor)
+    }
+}
+
 /// Looks up an ISO 4217 code; `param` names the field for the error.
 pub fn currency(code: &str, param: &str) -> Result<Currency, ApiError> {
     Currency::from_code(code).ok_or_else(|| unknown_currency(code, param))
