@@ -26,7 +26,7 @@ pub const BULK_TRANSFERS_MAX: usize = paycore_ledger::BATCH_EVENTS_MAX;
 /// `currency`, and `pending: true` to place a hold, optionally with `timeout_seconds`); a post
 /// of a hold (`post_pending_id`, optionally a smaller `amount`); a void of a hold
 /// (`void_pending_id`).
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TransferParams {
     /// `tr_…`: makes a retry idempotent at the ledger level (the retry answers `exists`).
@@ -160,8 +160,12 @@ const SPLIT_PARSE_BYTES: usize = 256 * 1024;
 /// array and the body as the whole does. Either half failing falls back to one pass.
 fn parse_bulk(body: &[u8]) -> Option<Vec<TransferParams>> {
     let cut = if body.len() >= SPLIT_PARSE_BYTES { item_boundary(body, body.len() / 2) } else { None };
-    cut.and_then(|cut| parse_halves(body, cut))
-        .or_else(|| json::parse_valid::<BulkTransfers>(body).map(|b| b.transfers))
+    cut.and_then(|cut| parse_halves(body, cut)).or_else(|| parse_whole(body))
+}
+
+/// The items of a whole bulk body: the plain form by hand, anything else through serde.
+fn parse_whole(body: &[u8]) -> Option<Vec<TransferParams>> {
+    plain::bulk(body).or_else(|| json::parse_valid::<BulkTransfers>(body).map(|b| b.transfers))
 }
 
 /// The items of `body` parsed as two bodies cut at the comma at `cut`, at once; `None` if
@@ -175,13 +179,190 @@ fn parse_halves(body: &[u8], cut: usize) -> Option<Vec<TransferParams>> {
     first.extend_from_slice(&body[..cut]);
     first.extend_from_slice(b"]}");
     let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| serde_json::from_slice::<BulkTransfers>(&second).ok());
-        let first = json::parse_valid::<BulkTransfers>(&first);
+        let second = scope.spawn(|| parse_whole(&second));
+        let first = parse_whole(&first);
         (first, second.join().ok().flatten())
     });
     let (mut first, second) = (first?, second?);
-    first.transfers.extend(second.transfers);
-    Some(first.transfers)
+    first.extend(second);
+    Some(first)
+}
+/// A parser for the plain form of a bulk body, by hand: the known keys spelled without
+/// escapes, each at most once, strings without escapes or control characters, amounts and
+/// timeouts as plain integers, `true`/`false`, no `null`. Anything else (a body it does not
+/// know how to read, valid or not) gives `None`, and serde reads the body; so what this
+/// returns is what serde would, and every error comes from serde. It reads a body in a
+/// fraction of serde's instructions (crates/bench/NOTES.md, issue 18).
+mod plain {
+    use super::{CurrencyText, Id, TransferParams};
+    use crate::json::{Amount, Seconds};
+    use paycore_ledger::{AccountId, Currency, TransferId};
+    use std::str::FromStr;
+
+    struct Reader<'a> {
+        body: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn space(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.body.get(self.at) {
+                self.at += 1;
+            }
+        }
+
+        /// Skips whitespace, then takes `token` if it is next.
+        fn eat(&mut self, token: &[u8]) -> bool {
+            self.space();
+            let found = self.body[self.at..].starts_with(token);
+            if found {
+                self.at += token.len();
+            }
+            found
+        }
+
+        /// A string without escapes, control characters or non-ASCII bytes; its text
+        /// between the quotes.
+        fn quoted(&mut self) -> Option<&'a str> {
+            if !self.eat(b"\"") {
+                return None;
+            }
+            let start = self.at;
+            loop {
+                match *self.body.get(self.at)? {
+                    b'"' => break,
+                    b'\\' | 0..=0x1f | 0x80.. => return None,
+                    _ => self.at += 1,
+                }
+            }
+            let text = &self.body[start..self.at];
+            self.at += 1;
+            std::str::from_utf8(text).ok()
+        }
+
+        /// An id of type `T` in a string.
+        fn id<T: FromStr>(&mut self) -> Option<Id<T>> {
+            self.quoted()?.parse().ok().map(Id)
+        }
+
+        /// A JSON integer that serde reads as a `u64`: digits, no sign, no leading zero,
+        /// no fraction or exponent (the next byte ends the value).
+        fn integer(&mut self) -> Option<u64> {
+            self.space();
+            let start = self.at;
+            let mut value: u64 = 0;
+            while let Some(digit @ b'0'..=b'9') = self.body.get(self.at).copied() {
+                value = value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+                self.at += 1;
+            }
+            let digits = self.at - start;
+            let ends = matches!(self.body.get(self.at), Some(b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r'));
+            let leading_zero = digits > 1 && self.body[start] == b'0';
+            (digits > 0 && ends && !leading_zero).then_some(value)
+        }
+
+        fn boolean(&mut self) -> Option<bool> {
+            if self.eat(b"true") {
+                Some(true)
+            } else if self.eat(b"false") {
+                Some(false)
+            } else {
+                None
+            }
+        }
+    }
+
+    /// Sets a field not set yet (a key given twice is serde's error to give).
+    fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(value?);
+        Some(())
+    }
+
+    fn item(r: &mut Reader<'_>) -> Option<TransferParams> {
+        if !r.eat(b"{") {
+            return None;
+        }
+        let mut p = TransferParams {
+            id: None,
+            debit_account: None,
+            credit_account: None,
+            amount: None,
+            currency: None,
+            pending: false,
+            timeout_seconds: None,
+            post_pending_id: None,
+            void_pending_id: None,
+            linked: false,
+        };
+        if r.eat(b"}") {
+            return Some(p);
+        }
+        let (mut pending, mut linked) = (None, None);
+        loop {
+            let key = r.quoted()?;
+            if !r.eat(b":") {
+                return None;
+            }
+            match key {
+                "id" => once(&mut p.id, r.id::<TransferId>())?,
+                "debit_account" => once(&mut p.debit_account, r.id::<AccountId>())?,
+                "credit_account" => once(&mut p.credit_account, r.id::<AccountId>())?,
+                // The rules of `json::Amount` and `json::Seconds`.
+                "amount" => {
+                    once(&mut p.amount, r.integer().and_then(paycore_ledger::Amount::new).map(|a| Amount(a.get())))?
+                }
+                "currency" => once(
+                    &mut p.currency,
+                    r.quoted().map(|code| {
+                        Currency::from_code(code)
+                            .map_or_else(|| CurrencyText::Unknown(code.to_owned()), CurrencyText::Known)
+                    }),
+                )?,
+                "pending" => once(&mut pending, r.boolean())?,
+                "timeout_seconds" => once(&mut p.timeout_seconds, r.integer().filter(|&s| s > 0).map(Seconds))?,
+                "post_pending_id" => once(&mut p.post_pending_id, r.id::<TransferId>())?,
+                "void_pending_id" => once(&mut p.void_pending_id, r.id::<TransferId>())?,
+                "linked" => once(&mut linked, r.boolean())?,
+                _ => return None,
+            }
+            if r.eat(b"}") {
+                break;
+            }
+            if !r.eat(b",") {
+                return None;
+            }
+        }
+        p.pending = pending.unwrap_or(false);
+        p.linked = linked.unwrap_or(false);
+        Some(p)
+    }
+
+    /// The items of `{"transfers":[…]}` in the plain form, or `None`.
+    pub(super) fn bulk(body: &[u8]) -> Option<Vec<TransferParams>> {
+        let mut r = Reader { body, at: 0 };
+        if !(r.eat(b"{") && r.eat(br#""transfers""#) && r.eat(b":") && r.eat(b"[")) {
+            return None;
+        }
+        // About 120 bytes an item in the plain form: room for all of them at once.
+        let mut items = Vec::with_capacity(body.len() / 100 + 1);
+        loop {
+            items.push(item(&mut r)?);
+            if r.eat(b"]") {
+                break;
+            }
+            if !r.eat(b",") {
+                return None;
+            }
+        }
+        if !r.eat(b"}") {
+            return None;
+        }
+        r.space();
+        (r.at == body.len()).then_some(items)
+    }
 }
 
 /// The position of a comma from `from` on whose neighbours, whitespace aside, are `}` and
@@ -435,6 +616,7 @@ mod tests {
     fn a_large_body_parsed_in_halves_is_the_one_pass_parse() {
         let body = items(8189, move_item);
         assert!(body.len() >= SPLIT_PARSE_BYTES);
+        assert!(plain::bulk(&body).is_some(), "the plain form is read by hand");
         let halves = parsed(parse_bulk(&body).unwrap());
         assert_eq!(halves.len(), 8189);
         assert_eq!(Some(halves), one_pass(&body));
@@ -494,6 +676,62 @@ mod tests {
         }
         assert_eq!(from_halves[half].currency, Some(CurrencyText::Unknown("},{".to_owned())));
         assert_eq!(parse_bulk(&in_string).unwrap().len(), 8189);
+    }
+
+    /// The plain form is read by hand into what serde reads; every other body is left to
+    /// serde (`None`), valid or not.
+    #[test]
+    fn the_plain_reader_reads_what_serde_reads_or_leaves_the_body_to_it() {
+        let serde = |body: &str| json::parse_valid::<BulkTransfers>(body.as_bytes()).map(|b| b.transfers);
+        let plain = |body: &str| plain::bulk(body.as_bytes());
+        let hold = format!(
+            r#"{{"id":"tr_01aaaaaaaaaaaaaaaaaaaaaaaa","debit_account":"{ACCOUNT}","credit_account":"acct_01j9z6m5v8k3q2w1x0y9z8a7b7","amount":9223372036854775807,"currency":"JPY","pending":true,"timeout_seconds":31622400,"linked":false}}"#
+        );
+        let read_by_hand = [
+            items(3, move_item),
+            format!(r#" {{ "transfers" : [ {hold} , {{"post_pending_id":"tr_01aaaaaaaaaaaaaaaaaaaaaaaa","amount":1}},{{"void_pending_id":"TR_01AAAAAAAAAAAAAAAAAAAAAAAA"}},{{}},{{"currency":"XYZ","amount":5}}] }}"#)
+                .replace("TR_", "tr_")
+                .into_bytes(),
+            format!("{{\n\t\"transfers\":\r\n[{hold}]}}\n").into_bytes(),
+        ];
+        for body in &read_by_hand {
+            let body = std::str::from_utf8(body).unwrap();
+            assert!(plain(body).is_some(), "{body}");
+            assert_eq!(plain(body), serde(body), "{body}");
+        }
+        let item = move_item(0);
+        let left_to_serde = [
+            r#"{"transfers":[]}"#.to_owned(),
+            format!(r#"{{"transfers":[{item}],"transfers":[{item}]}}"#),
+            format!(r#"{{"transfers":[{item}]}} x"#),
+            format!(r#"{{"transfers":[{item},]}}"#),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":01"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":1.0"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":-1"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":1e2"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":18446744073709551616"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":null"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""amount":1"#, r#""amount":1,"amount":2"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""currency":"EUR""#, r#""currency":"E\u0055R""#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""currency":"EUR""#, r#""curr\u0065ncy":"EUR""#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""currency":"EUR""#, r#""currency":"EUR","memo":"x""#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""linked":true"#, r#""linked":1"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""linked":true"#, r#""linked":null"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""linked":true"#, r#""linked":truex"#)),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(ACCOUNT, "pay_01j9z6m5v8k3q2w1x0y9z8a7b6")),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(ACCOUNT, r"acct_01j9z6m5v8k3q2w1x0y9z8a7b\u0036")),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""EUR""#, "\"EU\tR\"")),
+            format!(r#"{{"transfers":[{}]}}"#, item.replace(r#""EUR""#, r#""€""#)),
+            format!(r#"{{"transfers":[{item}]"#),
+            format!(r#"{{"transfers":[{item}"#),
+            format!(r#"{{"transfers":{item}}}"#),
+        ];
+        for body in &left_to_serde {
+            assert_eq!(plain(body), None, "{body}");
+        }
+        // Of those, serde reads some (a key spelled with an escape, a currency with a
+        // character the plain form leaves out): what it reads is what the request gets.
+        assert_eq!(serde(&left_to_serde[12]).map(|items| items.len()), Some(1));
     }
 
     /// The hand-written answer is byte for byte what serde writes of the same results, for
