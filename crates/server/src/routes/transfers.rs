@@ -196,7 +196,7 @@ fn parse_halves(body: &[u8], cut: usize) -> Option<Vec<TransferParams>> {
 mod plain {
     use super::{CurrencyText, Id, TransferParams};
     use crate::json::{Amount, Seconds};
-    use paycore_ledger::{AccountId, Currency, TransferId};
+    use paycore_ledger::{AccountId, TransferId};
     use std::str::FromStr;
 
     struct Reader<'a> {
@@ -310,19 +310,10 @@ mod plain {
                 "id" => once(&mut p.id, r.id::<TransferId>())?,
                 "debit_account" => once(&mut p.debit_account, r.id::<AccountId>())?,
                 "credit_account" => once(&mut p.credit_account, r.id::<AccountId>())?,
-                // The rules of `json::Amount` and `json::Seconds`.
-                "amount" => {
-                    once(&mut p.amount, r.integer().and_then(paycore_ledger::Amount::new).map(|a| Amount(a.get())))?
-                }
-                "currency" => once(
-                    &mut p.currency,
-                    r.quoted().map(|code| {
-                        Currency::from_code(code)
-                            .map_or_else(|| CurrencyText::Unknown(code.to_owned()), CurrencyText::Known)
-                    }),
-                )?,
+                "amount" => once(&mut p.amount, r.integer().and_then(Amount::of))?,
+                "currency" => once(&mut p.currency, r.quoted().map(CurrencyText::of))?,
                 "pending" => once(&mut pending, r.boolean())?,
-                "timeout_seconds" => once(&mut p.timeout_seconds, r.integer().filter(|&s| s > 0).map(Seconds))?,
+                "timeout_seconds" => once(&mut p.timeout_seconds, r.integer().and_then(Seconds::of))?,
                 "post_pending_id" => once(&mut p.post_pending_id, r.id::<TransferId>())?,
                 "void_pending_id" => once(&mut p.void_pending_id, r.id::<TransferId>())?,
                 "linked" => once(&mut linked, r.boolean())?,
