@@ -227,17 +227,15 @@ mod plain {
             if !self.eat(b"\"") {
                 return None;
             }
-            let start = self.at;
-            loop {
-                match *self.body.get(self.at)? {
-                    b'"' => break,
-                    b'\\' | 0..=0x1f | 0x80.. => return None,
-                    _ => self.at += 1,
-                }
+            // One pass over the bytes up to the first that is not plain printable ASCII; the
+            // string is plain if that one is its closing quote.
+            let rest = &self.body[self.at..];
+            let length = rest.iter().position(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')?;
+            if rest[length] != b'"' {
+                return None;
             }
-            let text = &self.body[start..self.at];
-            self.at += 1;
-            std::str::from_utf8(text).ok()
+            self.at += length + 1;
+            std::str::from_utf8(&rest[..length]).ok()
         }
 
         /// An id of type `T` in a string.
