@@ -561,7 +561,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
     let mut start = digits.len();
     loop {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
+        digits[start] = b"0123456789"[n % 10];
         n /= 10;
         if n == 0 {
             break;
@@ -596,7 +596,7 @@ mod tests {
             r#"{{"id":"tr_{:026}","debit_account":"{ACCOUNT}","credit_account":"acct_01j9z6m5v8k3q2w1x0y9z8a7b7","amount":{},"currency":"EUR","linked":{}}}"#,
             i,
             i + 1,
-            i % 3 == 0
+            i.is_multiple_of(3)
         )
     }
 
