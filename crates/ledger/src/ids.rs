@@ -101,6 +101,17 @@ macro_rules! typed_id {
             }
         }
 
+        impl $name {
+            /// Appends the text form (what `Display` writes) to `out`, for a caller that
+            /// writes many ids into one buffer without a formatter.
+            pub fn push_text(self, out: &mut Vec<u8>) {
+                let mut digits = [0u8; DIGITS];
+                encode(self.0, &mut digits);
+                out.extend_from_slice(concat!($prefix, "_").as_bytes());
+                out.extend_from_slice(&digits);
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let mut digits = [0u8; DIGITS];

@@ -333,7 +333,14 @@ mod tests {
     #[test]
     fn ids_rise_even_within_a_millisecond_and_across_threads() {
         let made: Vec<Vec<u128>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..4).map(|_| scope.spawn(|| (0..20_000).map(|_| new_id()).collect())).collect();
+            // Two threads one at a time, two a thousand at once (as a bulk request makes them).
+            let one = || (0..20_000).map(|_| new_id()).collect::<Vec<u128>>();
+            let runs = || {
+                let mut ids = vec![0u128; 20_000];
+                ids.chunks_mut(1000).for_each(crate::ids::new_ids);
+                ids
+            };
+            let threads: Vec<_> = vec![scope.spawn(one), scope.spawn(runs), scope.spawn(one), scope.spawn(runs)];
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
         for ids in &made {

@@ -16,12 +16,26 @@ pub(crate) fn now_ns() -> u64 {
 /// part steps up by a random amount), so that the engine can tell a new transfer or payment
 /// from a stored one by its id alone, without a lookup that would find nothing.
 pub(crate) fn new_id() -> u128 {
-    static LAST: Mutex<u128> = Mutex::new(0);
+    let mut id = 0;
+    new_ids(std::slice::from_mut(&mut id));
+    id
+}
+
+/// The highest id made so far.
+static LAST: Mutex<u128> = Mutex::new(0);
+
+/// Fills `out` with new ids, as as many calls of [`new_id`] in the same millisecond would make
+/// them (rising, above every id made before), with one clock read and one lock: a bulk
+/// request makes up to 8 190 at once.
+pub(crate) fn new_ids(out: &mut [u128]) {
     let mut rng = rand::thread_rng();
-    let fresh = time_ordered(now_ns() / 1_000_000, rng.gen());
+    let ms = now_ns() / 1_000_000;
     let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
-    *last = fresh.max(last.saturating_add(1 + u128::from(rng.gen::<u32>())));
-    *last
+    for id in out {
+        let fresh = time_ordered(ms, rng.gen());
+        *last = fresh.max(last.saturating_add(1 + u128::from(rng.gen::<u32>())));
+        *id = *last;
+    }
 }
 
 /// A new id in text, `{prefix}_` and 26 base32 digits, for the things the ledger has no id type

@@ -126,6 +126,13 @@ fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Amount(pub u64);
 
+impl Amount {
+    /// `v` if it is an amount: the ledger's own bound, one rule, in `paycore_ledger::Amount::new`.
+    pub fn of(v: u64) -> Option<Amount> {
+        paycore_ledger::Amount::new(v).map(|amount| Amount(amount.get()))
+    }
+}
+
 impl<'de> Deserialize<'de> for Amount {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct AmountVisitor;
@@ -135,11 +142,7 @@ impl<'de> Deserialize<'de> for Amount {
                 f.write_str("an integer number of minor units from 1 to 9223372036854775807")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
-                // The ledger's own bound: one rule, in `paycore_ledger::Amount::new`.
-                match paycore_ledger::Amount::new(v) {
-                    Some(amount) => Ok(Amount(amount.get())),
-                    None => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
-                }
+                Amount::of(v).ok_or_else(|| E::invalid_value(Unexpected::Unsigned(v), &self))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
                 match u64::try_from(v) {
@@ -159,6 +162,13 @@ impl<'de> Deserialize<'de> for Amount {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seconds(pub u64);
 
+impl Seconds {
+    /// `v` if it is a count of seconds (not 0; the caller checks the upper bound).
+    pub fn of(v: u64) -> Option<Seconds> {
+        (v > 0).then_some(Seconds(v))
+    }
+}
+
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct SecondsVisitor;
@@ -168,10 +178,7 @@ impl<'de> Deserialize<'de> for Seconds {
                 f.write_str("a positive integer number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                if v == 0 {
-                    return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
-                }
-                Ok(Seconds(v))
+                Seconds::of(v).ok_or_else(|| E::invalid_value(Unexpected::Unsigned(v), &self))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
                 match u64::try_from(v) {
@@ -261,6 +268,47 @@ impl<'de, T: Prefixed> Deserialize<'de> for Id<T> {
             }
         }
         deserializer.deserialize_str(IdVisitor(PhantomData))
+    }
+}
+
+/// A currency field as given: looked up while it is parsed, so that a known code costs no
+/// allocation (every item of a bulk request has one); an unknown one is kept as text, to be
+/// named in the error by the caller, who knows the field's path ([`unknown_currency`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CurrencyText {
+    Known(Currency),
+    Unknown(String),
+}
+
+impl CurrencyText {
+    /// The currency `code` names, or the code as text.
+    pub fn of(code: &str) -> CurrencyText {
+        Currency::from_code(code).map_or_else(|| CurrencyText::Unknown(code.to_owned()), CurrencyText::Known)
+    }
+
+    /// The currency, or the error naming `param` (built only for an unknown code).
+    pub fn currency(self, param: impl FnOnce() -> String) -> Result<Currency, ApiError> {
+        match self {
+            CurrencyText::Known(currency) => Ok(currency),
+            CurrencyText::Unknown(code) => Err(unknown_currency(&code, &param())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CurrencyText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CurrencyVisitor;
+        impl Visitor<'_> for CurrencyVisitor {
+            type Value = CurrencyText;
+            // What a `String` field expects: the messages of a non-string value are unchanged.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CurrencyText, E> {
+                Ok(CurrencyText::of(v))
+            }
+        }
+        deserializer.deserialize_str(CurrencyVisitor)
     }
 }
 

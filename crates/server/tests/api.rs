@@ -443,6 +443,49 @@ async fn bulk_transfers_and_linked_chains(backend: Backend) {
     assert_eq!(api.balance(&funding).await["posted"], -100);
 }
 
+/// A bulk body of 8 189 transfers (over 1 MB, which the server parses in two halves at once):
+/// every item applied and answered in order, a retry answered `exists` item by item, and a
+/// body whose bad item is in its second half refused as a whole, naming that item.
+#[tokio::test]
+async fn a_full_bulk_request_applies_every_item_and_a_bad_item_anywhere_moves_nothing() {
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
+    let (funding, payer, _) = api.parties(0).await;
+    let id = |i: usize| format!("tr_01{i:024}");
+    let body = |bad: Option<(usize, Value)>| {
+        let items: Vec<Value> = (0..8189)
+            .map(|i| {
+                let amount = match &bad {
+                    Some((at, amount)) if *at == i => amount.clone(),
+                    _ => json!(1 + i % 7),
+                };
+                json!({"id": id(i), "debit_account": funding, "credit_account": payer, "amount": amount, "currency": "EUR"})
+            })
+            .collect();
+        json!({ "transfers": items })
+    };
+    let total: i64 = (0..8189).map(|i| 1 + (i % 7) as i64).sum();
+    for (at, amount) in [(6000, json!(1.5)), (8188, json!("ten")), (4100, json!(-1))] {
+        let refused = api.post("/v1/transfers", body(Some((at, amount)))).await;
+        let param = format!("transfers[{at}].amount");
+        assert_eq!(error_of(&refused), (400, "parameter_invalid", Some(param.as_str())), "{}", refused.body);
+    }
+    assert_eq!(api.balance(&payer).await, balance(0, 0, 0));
+
+    let applied = api.post("/v1/transfers", body(None)).await;
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    let data = applied.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 8189);
+    for (i, result) in data.iter().enumerate() {
+        assert_eq!(result, &json!({"index": i, "id": id(i), "result": "ok"}));
+    }
+    assert_eq!(api.balance(&payer).await, balance(total, 0, total));
+
+    let again = api.post("/v1/transfers", body(None)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(again.body["data"].as_array().unwrap().iter().all(|r| r["result"] == "exists"));
+    assert_eq!(api.balance(&payer).await, balance(total, 0, total));
+}
+
 async fn holds_post_and_void_with_client_ids(backend: Backend) {
     let Some((api, _data)) = common::boot_on(backend, KEY, |_| {}).await else { return };
     let (_, payer, payee) = api.parties(100).await;
