@@ -92,10 +92,6 @@ pub async fn retrieve(
     Ok(rendered(json(200, &BatchJson::new(&batch, &totals).with_quotes(&quotes))))
 }
 
-/// Batches listed per page at most, and by default.
-const LIST_LIMIT_MAX: usize = 100;
-const LIST_LIMIT_DEFAULT: usize = 20;
-
 /// `GET /v1/batches`
 #[utoipa::path(get, path = "/v1/batches", tag = "batches",
     params(
@@ -114,36 +110,18 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut status = None;
-    let mut page = paycore_store::Page { after: None, limit: LIST_LIMIT_DEFAULT };
+    let mut rest = Vec::new();
     for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "status" => {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("status", value) => {
                 let names: Vec<&str> = BatchStatus::ALL.iter().map(|s| s.as_str()).collect();
                 let message = format!("`status` must be one of: {}.", names.join(", "));
                 status = Some(BatchStatus::parse(value).ok_or_else(|| ApiError::invalid("status", message))?);
             }
-            "limit" => {
-                page.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
-                    .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
-            }
-            "starting_after" => {
-                page.after = Some(value.parse::<BatchId>().map_err(|_| {
-                    ApiError::invalid("starting_after", "`starting_after` must be a batch id (`bat_…`).")
-                })?);
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "unknown_parameter",
-                    format!("Received unknown query parameter `{other}`."),
-                )
-                .param(other.to_owned()))
-            }
+            _ => rest.push(pair),
         }
     }
+    let page = crate::routes::accounts::list_page::<BatchId>(Some(&rest.join("&")), "a batch id (`bat_…`)")?;
     let (tenant, limit) = (auth.tenant, page.limit);
     let fetch = paycore_store::Page { after: page.after, limit: limit + 1 };
     let rows = blocking(&state, move |s| {
