@@ -3,7 +3,6 @@
 //! (`Command::CloseClearingWindow`), so the boundary is exact: every transfer executed before the
 //! close is in the closed window, every one after it in the next.
 
-use super::accounts::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use super::{execute, path_id, read};
 use crate::auth::Auth;
 use crate::error::{ApiError, ErrorBody};
@@ -134,28 +133,18 @@ pub fn window_csv(w: &ClearingWindow) -> String {
     out
 }
 
-/// Parses `currency`, `limit` and `starting_after` from a listing's query string.
+/// Parses `currency` from a listing's query string, and `limit` and `starting_after` through
+/// the one parser every listing uses.
 fn list_query(query: Option<&str>) -> Result<(Option<Currency>, Page<ClearingWindowId>), ApiError> {
-    let mut page = Page { after: None, limit: LIST_LIMIT_DEFAULT };
     let mut currency = None;
-    for (name, value) in pairs(query) {
-        match name {
-            "currency" => currency = Some(json::currency(value, "currency")?),
-            "limit" => {
-                page.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
-                    .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
-            }
-            "starting_after" => {
-                page.after = Some(value.parse().map_err(|_| {
-                    ApiError::invalid("starting_after", "`starting_after` must be a clearing window id (`cw_…`).")
-                })?);
-            }
-            other => return Err(unknown(other)),
+    let mut rest = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("currency", value)) => currency = Some(json::currency(value, "currency")?),
+            _ => rest.push(pair),
         }
     }
+    let page = super::accounts::list_page(Some(&rest.join("&")), "a clearing window id (`cw_…`)")?;
     Ok((currency, page))
 }
 
