@@ -12,6 +12,9 @@
 //! message, a value outside its set (an unknown currency, an amount or balance out of range, an
 //! error text the ledger does not make) or bytes after the value are a [`WireError`].
 //!
+//! On NATS, submissions and replies travel in [`Frames`]: several to a message, each with the
+//! API node's sequence number of its request and its length before it.
+//!
 //! There are no mirror types: the messages are the engine's own types, so a field added to
 //! them is on the wire at once (and changes the format: bump [`WIRE_VERSION`]).
 
