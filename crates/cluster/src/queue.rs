@@ -64,8 +64,9 @@ fn lane(priority: Priority) -> &'static str {
     }
 }
 
-/// The header that names where the engine sends its answer (the message's own reply subject
-/// carries JetStream's publish acknowledgement).
+/// The header that names where the engine sends its answers: the API node's reply prefix, under
+/// which they go to `<prefix>.batch` (the message's own reply subject carries JetStream's
+/// publish acknowledgement).
 pub(crate) const REPLY_HEADER: &str = "Paycore-Reply";
 
 /// How long an engine has to answer and acknowledge a message before JetStream hands it out

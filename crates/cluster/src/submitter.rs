@@ -1,21 +1,31 @@
 //! The API side of the queue: publish a submission to its tenant's partition, wait for the
 //! engine's answer on this node's reply subject.
+//!
+//! Submissions are not published one a message: each lane of each partition has a task that
+//! takes every submission waiting for it and publishes them as one JetStream message
+//! (`wire::Frames`, each with the sequence number its answer is awaited under), so a burst of
+//! requests costs NATS one store, one acknowledgement, one delivery and one engine ack, not one
+//! of each a request. Nothing waits to make a message fuller: what queued while the previous
+//! one was being published goes next.
 
 use crate::queue::{self, QueueConfig, QueueError, REPLY_HEADER};
-use crate::wire;
+use crate::wire::{self, Frames, MessageKind};
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use paycore_engine::{EngineError, Envelope, Priority, Reply, Submitter};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 type Answer = Box<dyn FnOnce(Result<Reply, EngineError>) + Send>;
 
 /// Submits to the engines through JetStream. Cheap to share; one per API process.
 pub struct NatsSubmitter {
     inner: Arc<Inner>,
-    replies: tokio::task::JoinHandle<()>,
+    /// The encoded submissions, by lane (`lane_index`), for their publishing task.
+    lanes: Vec<mpsc::UnboundedSender<(u64, Vec<u8>)>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 struct Inner {
@@ -29,7 +39,15 @@ struct Inner {
     waiting: Mutex<HashMap<u64, Answer>>,
     /// More waiting than this is refused with `Overloaded` (503, retry).
     capacity: usize,
-    runtime: tokio::runtime::Handle,
+}
+
+/// The two lanes of each partition, in one list.
+fn lane_index(partition: u32, priority: Priority) -> usize {
+    let lane = match priority {
+        Priority::RealTime => 0,
+        Priority::Background => 1,
+    };
+    partition as usize * 2 + lane
 }
 
 impl NatsSubmitter {
@@ -52,22 +70,32 @@ impl NatsSubmitter {
             next: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
             capacity,
-            runtime: tokio::runtime::Handle::current(),
         });
         let listener = inner.clone();
-        let replies = tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             while let Some(message) = replies.next().await {
                 listener.answer(&message.subject, &message.payload);
             }
             tracing::warn!("the reply subscription ended");
-        });
-        Ok(NatsSubmitter { inner, replies })
+        })];
+        let mut lanes = Vec::new();
+        for partition in 0..inner.config.partitions {
+            for priority in [Priority::RealTime, Priority::Background] {
+                debug_assert_eq!(lanes.len(), lane_index(partition, priority));
+                let (queued, taken) = mpsc::unbounded_channel();
+                lanes.push(queued);
+                tasks.push(tokio::spawn(inner.clone().publish_lane(partition, priority, taken)));
+            }
+        }
+        Ok(NatsSubmitter { inner, lanes, tasks })
     }
 }
 
 impl Drop for NatsSubmitter {
     fn drop(&mut self) {
-        self.replies.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -76,18 +104,86 @@ impl Inner {
         self.waiting.lock().ok().and_then(|mut waiting| waiting.remove(&seq))
     }
 
-    /// A reply arrived on `subject` (`…reply.<node>.<seq>`).
+    /// Answers arrived on `subject` (`…reply.<node>.batch`, `wire::Frames` of replies).
     fn answer(&self, subject: &str, payload: &[u8]) {
-        let Some(seq) = subject.rsplit('.').next().and_then(|s| s.parse::<u64>().ok()) else {
+        if subject.rsplit('.').next() != Some(wire::REPLY_BATCH) {
             tracing::warn!(%subject, "a reply on an unexpected subject");
             return;
-        };
-        // Its waiter may have timed out already: the answer then went from the store.
-        let Some(answer) = self.take(seq) else { return };
-        answer(wire::decode_reply(payload).unwrap_or_else(|error| {
-            tracing::error!(%error, "an engine's reply cannot be read");
-            Err(EngineError::Unavailable(format!("an engine's reply cannot be read: {error}")))
-        }));
+        }
+        for frame in wire::frames(MessageKind::Reply, payload) {
+            let (seq, reply) = match frame {
+                Ok(frame) => frame,
+                Err(error) => {
+                    // The requests of the frames not read time out and are answered from the store.
+                    tracing::error!(%error, "an engine's replies cannot be read");
+                    return;
+                }
+            };
+            // Its waiter may have timed out already: the answer then went from the store.
+            let Some(answer) = self.take(seq) else { continue };
+            answer(wire::decode_reply(reply).unwrap_or_else(|error| {
+                tracing::error!(%error, "an engine's reply cannot be read");
+                Err(EngineError::Unavailable(format!("an engine's reply cannot be read: {error}")))
+            }));
+        }
+    }
+
+    /// Publishes one lane's submissions as they come, all that are waiting in each message,
+    /// until the submitter is dropped.
+    async fn publish_lane(
+        self: Arc<Inner>,
+        partition: u32,
+        priority: Priority,
+        mut taken: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
+    ) {
+        let subject = self.config.command_subject(partition, priority);
+        let mut waiting = Vec::new();
+        while taken.recv_many(&mut waiting, 4096).await > 0 {
+            let mut message = Frames::default();
+            let mut seqs = Vec::new();
+            for (seq, submission) in waiting.drain(..) {
+                if !message.fits(submission.len()) {
+                    self.publish(&subject, std::mem::take(&mut message), std::mem::take(&mut seqs)).await;
+                }
+                message.push(seq, &submission);
+                seqs.push(seq);
+            }
+            self.publish(&subject, message, seqs).await;
+        }
+    }
+
+    /// Publishes one message of submissions; once JetStream has stored it, a task waits out
+    /// the reply timeout for the requests in it. A message JetStream did not take answers each
+    /// of its requests `Unavailable`: nothing of it will be executed.
+    async fn publish(self: &Arc<Inner>, subject: &str, message: Frames, seqs: Vec<u64>) {
+        let Some(&first) = seqs.first() else { return };
+        let mut headers = async_nats::HeaderMap::new();
+        // Unique per message: the node's id and its first request's number.
+        headers.insert("Nats-Msg-Id", format!("{}-{first}", self.node).as_str());
+        headers.insert(REPLY_HEADER, self.config.reply_prefix(&self.node).as_str());
+        let sent = self.js.publish_with_headers(subject.to_owned(), headers, message.into_bytes().into()).await;
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let published = match sent {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(cause) = published {
+                tracing::warn!(%cause, "cannot publish to the queue");
+                for seq in seqs {
+                    if let Some(answer) = inner.take(seq) {
+                        answer(Err(EngineError::Unavailable(format!("the queue cannot take the request: {cause}"))));
+                    }
+                }
+                return;
+            }
+            tokio::time::sleep(inner.config.reply_timeout).await;
+            for seq in seqs {
+                if let Some(answer) = inner.take(seq) {
+                    answer(Err(EngineError::NoReply));
+                }
+            }
+        });
     }
 }
 
@@ -97,6 +193,10 @@ impl Submitter for NatsSubmitter {
         let seq = inner.next.fetch_add(1, Ordering::Relaxed);
         let partition = paycore_store::partition_of(envelope.submission.request.tenant, inner.config.partitions);
         let payload = wire::encode_submission(&envelope.submission);
+        let lane = self
+            .lanes
+            .get(lane_index(partition, priority))
+            .ok_or_else(|| EngineError::Unavailable(format!("no queue lane for partition {partition}")))?;
         {
             let mut waiting =
                 inner.waiting.lock().map_err(|_| EngineError::Unavailable("the reply table is poisoned".into()))?;
@@ -105,29 +205,11 @@ impl Submitter for NatsSubmitter {
             }
             waiting.insert(seq, envelope.reply);
         }
-        let inner = self.inner.clone();
-        self.inner.runtime.spawn(async move {
-            let subject = inner.config.command_subject(partition, priority);
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("{}-{seq}", inner.node).as_str());
-            headers.insert(REPLY_HEADER, format!("{}.{seq}", inner.config.reply_prefix(&inner.node)).as_str());
-            let published = match inner.js.publish_with_headers(subject, headers, payload.into()).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(cause) = published {
-                // Not in the stream: nothing will be executed.
-                if let Some(answer) = inner.take(seq) {
-                    tracing::warn!(%cause, "cannot publish to the queue");
-                    answer(Err(EngineError::Unavailable(format!("the queue cannot take the request: {cause}"))));
-                }
-                return;
-            }
-            tokio::time::sleep(inner.config.reply_timeout).await;
-            if let Some(answer) = inner.take(seq) {
-                answer(Err(EngineError::NoReply));
-            }
-        });
+        if lane.send((seq, payload)).is_err() {
+            // The lane's task is gone (the submitter is being dropped): nothing was published.
+            drop(inner.take(seq));
+            return Err(EngineError::Unavailable("the queue is closed".into()));
+        }
         Ok(())
     }
 

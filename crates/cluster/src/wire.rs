@@ -12,6 +12,9 @@
 //! message, a value outside its set (an unknown currency, an amount or balance out of range, an
 //! error text the ledger does not make) or bytes after the value are a [`WireError`].
 //!
+//! On NATS, submissions and replies travel in [`Frames`]: several to a message, each with the
+//! API node's sequence number of its request and its length before it.
+//!
 //! There are no mirror types: the messages are the engine's own types, so a field added to
 //! them is on the wire at once (and changes the format: bump [`WIRE_VERSION`]).
 
@@ -93,6 +96,87 @@ pub fn encode_reply(reply: &Result<Reply, EngineError>) -> Vec<u8> {
 
 pub fn decode_reply(bytes: &[u8]) -> Result<Result<Reply, EngineError>, WireError> {
     decode(MessageKind::Reply, bytes)
+}
+
+/// Several messages in one NATS message: frames of a sequence number (8 bytes,
+/// little-endian), a length (4 bytes, little-endian) and the bytes [`encode_submission`] or
+/// [`encode_reply`] made. An API node publishes the submissions waiting for one lane of one
+/// partition as one JetStream message, and the engine answers a whole batch to each API node
+/// in one message: NATS stores, routes and acknowledges, and both sides read and write, a
+/// fraction of the messages they would one request a message. The sequence number is the API
+/// node's, the key of the request that waits for the answer.
+#[derive(Default)]
+pub struct Frames {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+/// The last token of the subject a reply [`Frames`] message is sent on, under the API node's
+/// reply prefix.
+pub const REPLY_BATCH: &str = "batch";
+
+/// A frame's header: the sequence number and the length.
+const FRAME_HEADER: usize = 12;
+
+/// The most bytes of frames in one message: NATS's payload limit counts the headers too
+/// (`Nats-Msg-Id`, `Paycore-Reply`: under 200 bytes), so some room is left for them.
+pub const FRAMES_MAX_BYTES: usize = PAYLOAD_MAX_BYTES - 4096;
+
+impl Frames {
+    /// Whether a message of `len` bytes still fits in [`FRAMES_MAX_BYTES`] with what is here
+    /// (an empty one takes any message: each fits a NATS payload alone, `tests/wire.rs`).
+    pub fn fits(&self, len: usize) -> bool {
+        self.bytes.is_empty() || self.bytes.len() + FRAME_HEADER + len <= FRAMES_MAX_BYTES
+    }
+
+    pub fn push(&mut self, seq: u64, message: &[u8]) {
+        self.bytes.extend_from_slice(&seq.to_le_bytes());
+        // A message is far under 4 GiB (under `PAYLOAD_MAX_BYTES`).
+        self.bytes.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_le_bytes());
+        self.bytes.extend_from_slice(message);
+        self.count += 1;
+    }
+
+    /// How many frames are here.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// The frames of a message [`Frames`] made, each a sequence number and its message's bytes
+/// (for [`decode_submission`] or [`decode_reply`]); a cut or overlong frame ends the walk with
+/// [`WireError::TrailingBytes`] (the bytes it could not read as a frame), never a panic.
+pub fn frames(kind: MessageKind, bytes: &[u8]) -> impl Iterator<Item = Result<(u64, &[u8]), WireError>> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let frame = rest.split_first_chunk::<8>().and_then(|(seq, after)| {
+            let (len, after) = after.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+            (after.len() >= len).then(|| (u64::from_le_bytes(*seq), after.split_at(len)))
+        });
+        match frame {
+            Some((seq, (message, after))) => {
+                rest = after;
+                Some(Ok((seq, message)))
+            }
+            None => {
+                let extra = rest.len();
+                rest = &[];
+                Some(Err(WireError::TrailingBytes { kind, extra }))
+            }
+        }
+    })
 }
 
 /// Serializing these types cannot fail (no maps, no sequences of unknown length, every

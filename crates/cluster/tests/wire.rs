@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use paycore_cluster::wire::{
-    decode_reply, decode_submission, encode_reply, encode_submission, MessageKind, WireError, PAYLOAD_MAX_BYTES,
-    WIRE_VERSION,
+    decode_reply, decode_submission, encode_reply, encode_submission, frames, Frames, MessageKind, WireError,
+    FRAMES_MAX_BYTES, PAYLOAD_MAX_BYTES, WIRE_VERSION,
 };
 use paycore_engine::{EngineError, Reply, Submission};
 use paycore_ledger::{
@@ -77,6 +77,77 @@ proptest! {
             let _ = decode_reply(&bytes);
         }
     }
+    #[test]
+    fn framed_messages_come_back_in_order_with_their_sequence_numbers(
+        replies in proptest::collection::vec((any::<u64>(), reply()), 0..8),
+        submissions in proptest::collection::vec((any::<u64>(), submission()), 0..8),
+    ) {
+        let mut message = Frames::default();
+        for (seq, reply) in &replies {
+            message.push(*seq, &encode_reply(reply));
+        }
+        prop_assert_eq!(message.len(), replies.len());
+        let bytes = message.into_bytes();
+        let read: Vec<(u64, Result<Reply, EngineError>)> = frames(MessageKind::Reply, &bytes)
+            .map(|frame| frame.map(|(seq, b)| (seq, decode_reply(b).unwrap())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        prop_assert_eq!(read, replies);
+        assert_cut_frames_refused(MessageKind::Reply, &bytes);
+
+        let mut message = Frames::default();
+        for (seq, submission) in &submissions {
+            message.push(*seq, &encode_submission(submission));
+        }
+        let bytes = message.into_bytes();
+        let read: Vec<(u64, Submission)> = frames(MessageKind::Submission, &bytes)
+            .map(|frame| frame.map(|(seq, b)| (seq, decode_submission(b).unwrap())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        prop_assert_eq!(read, submissions);
+        assert_cut_frames_refused(MessageKind::Submission, &bytes);
+    }
+
+    #[test]
+    fn any_bytes_read_as_frames_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        for (_, message) in frames(MessageKind::Submission, &bytes).flatten() {
+            let _ = decode_submission(message);
+            let _ = decode_reply(message);
+        }
+    }
+}
+
+/// A cut message gives the whole frames before the cut, then one error naming the message's
+/// kind, never a panic.
+fn assert_cut_frames_refused(kind: MessageKind, bytes: &[u8]) {
+    for end in 0..bytes.len() {
+        let read: Vec<_> = frames(kind, &bytes[..end]).collect();
+        let whole = read.iter().take_while(|frame| frame.is_ok()).count();
+        assert!(read.len() - whole <= 1, "{} frames after an error", read.len() - whole - 1);
+        for frame in read.into_iter().skip(whole) {
+            let refused = matches!(frame, Err(WireError::TrailingBytes { kind: k, .. }) if k == kind);
+            assert!(refused, "a cut frame read as {frame:?}");
+        }
+    }
+}
+
+/// A new message is started before a frame that would take one past NATS's payload limit; an
+/// empty message takes any frame.
+#[test]
+fn frames_keep_under_the_payload_limit() {
+    let big = vec![7u8; PAYLOAD_MAX_BYTES / 3];
+    let mut message = Frames::default();
+    assert!(message.fits(PAYLOAD_MAX_BYTES * 2));
+    message.push(1, &big);
+    message.push(2, &big);
+    let room = FRAMES_MAX_BYTES - 2 * (12 + big.len()) - 12;
+    assert!(message.fits(room));
+    assert!(!message.fits(room + 1));
+    let bytes = message.into_bytes();
+    assert_eq!(bytes.len(), 2 * (12 + big.len()));
+    assert_eq!(&bytes[..12], &[1, 0, 0, 0, 0, 0, 0, 0, 0x55, 0x55, 0x05, 0]);
+    let seqs: Vec<u64> = frames(MessageKind::Reply, &bytes).map(|frame| frame.unwrap().0).collect();
+    assert_eq!(seqs, [1, 2]);
 }
 
 /// One value of each variant: adding a variant breaks the exhaustive matches below until it
