@@ -25,7 +25,7 @@ use std::fmt;
 
 /// The format version, the first byte of every message. Nodes of one cluster run the same
 /// paycore version; a message of another version is refused, never guessed at.
-pub const WIRE_VERSION: u8 = 5;
+pub const WIRE_VERSION: u8 = 6;
 
 /// NATS's default `max_payload` (1 MiB): the largest message a server accepts unless
 /// configured otherwise.
@@ -98,14 +98,14 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Result<Reply, EngineError>, WireErro
     decode(MessageKind::Reply, bytes)
 }
 
-/// Several messages in one NATS message: frames of a sequence number (8 bytes,
-/// little-endian), a length (4 bytes, little-endian) and the bytes [`encode_submission`] or
-/// [`encode_reply`] made. An API node publishes the submissions waiting for one lane of one
+/// Several messages in one NATS message: the version byte ([`WIRE_VERSION`]), then frames of
+/// a sequence number (8 bytes, little-endian), a length (4 bytes, little-endian) and the bytes
+/// [`encode_submission`] or [`encode_reply`] made. The leading version byte makes a message
+/// from a node of another version a clear [`WireError::Version`], not frames misread. An API node publishes the submissions waiting for one lane of one
 /// partition as one JetStream message, and the engine answers a whole batch to each API node
 /// in one message: NATS stores, routes and acknowledges, and both sides read and write, a
 /// fraction of the messages they would one request a message. The sequence number is the API
 /// node's, the key of the request that waits for the answer.
-#[derive(Default)]
 pub struct Frames {
     bytes: Vec<u8>,
     count: usize,
@@ -122,11 +122,17 @@ const FRAME_HEADER: usize = 12;
 /// (`Nats-Msg-Id`, `Paycore-Reply`: under 200 bytes), so some room is left for them.
 pub const FRAMES_MAX_BYTES: usize = PAYLOAD_MAX_BYTES - 4096;
 
+impl Default for Frames {
+    fn default() -> Self {
+        Frames { bytes: vec![WIRE_VERSION], count: 0 }
+    }
+}
+
 impl Frames {
     /// Whether a message of `len` bytes still fits in [`FRAMES_MAX_BYTES`] with what is here
     /// (an empty one takes any message: each fits a NATS payload alone, `tests/wire.rs`).
     pub fn fits(&self, len: usize) -> bool {
-        self.bytes.is_empty() || self.bytes.len() + FRAME_HEADER + len <= FRAMES_MAX_BYTES
+        self.count == 0 || self.bytes.len() + FRAME_HEADER + len <= FRAMES_MAX_BYTES
     }
 
     pub fn push(&mut self, seq: u64, message: &[u8]) {
@@ -153,10 +159,18 @@ impl Frames {
 
 /// The frames of a message [`Frames`] made, each a sequence number and its message's bytes
 /// (for [`decode_submission`] or [`decode_reply`]); a cut or overlong frame ends the walk with
-/// [`WireError::TrailingBytes`] (the bytes it could not read as a frame), never a panic.
+/// [`WireError::TrailingBytes`] (the bytes it could not read as a frame), an empty message or
+/// one of another version is one [`WireError::Empty`] or [`WireError::Version`]; never a panic.
 pub fn frames(kind: MessageKind, bytes: &[u8]) -> impl Iterator<Item = Result<(u64, &[u8]), WireError>> {
-    let mut rest = bytes;
+    let (mut first, mut rest) = match bytes.split_first() {
+        None => (Some(Err(WireError::Empty { kind })), &[][..]),
+        Some((&WIRE_VERSION, rest)) => (None, rest),
+        Some((&found, _)) => (Some(Err(WireError::Version { found, expected: WIRE_VERSION })), &[][..]),
+    };
     std::iter::from_fn(move || {
+        if let Some(refused) = first.take() {
+            return Some(refused);
+        }
         if rest.is_empty() {
             return None;
         }

@@ -110,7 +110,9 @@ proptest! {
 
     #[test]
     fn any_bytes_read_as_frames_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        for (_, message) in frames(MessageKind::Submission, &bytes).flatten() {
+        // After the right version byte too, so that the walk over the frames is what is tried.
+        let versioned = [&[WIRE_VERSION][..], &bytes].concat();
+        for (_, message) in frames(MessageKind::Submission, &bytes).chain(frames(MessageKind::Submission, &versioned)).flatten() {
             let _ = decode_submission(message);
             let _ = decode_reply(message);
         }
@@ -125,7 +127,12 @@ fn assert_cut_frames_refused(kind: MessageKind, bytes: &[u8]) {
         let whole = read.iter().take_while(|frame| frame.is_ok()).count();
         assert!(read.len() - whole <= 1, "{} frames after an error", read.len() - whole - 1);
         for frame in read.into_iter().skip(whole) {
-            let refused = matches!(frame, Err(WireError::TrailingBytes { kind: k, .. }) if k == kind);
+            let refused = match frame {
+                Err(WireError::TrailingBytes { kind: k, .. }) => k == kind,
+                // Cut before its version byte.
+                Err(WireError::Empty { kind: k }) => k == kind && end == 0,
+                _ => false,
+            };
             assert!(refused, "a cut frame read as {frame:?}");
         }
     }
@@ -140,14 +147,33 @@ fn frames_keep_under_the_payload_limit() {
     assert!(message.fits(PAYLOAD_MAX_BYTES * 2));
     message.push(1, &big);
     message.push(2, &big);
-    let room = FRAMES_MAX_BYTES - 2 * (12 + big.len()) - 12;
+    let room = FRAMES_MAX_BYTES - 1 - 2 * (12 + big.len()) - 12;
     assert!(message.fits(room));
     assert!(!message.fits(room + 1));
     let bytes = message.into_bytes();
-    assert_eq!(bytes.len(), 2 * (12 + big.len()));
-    assert_eq!(&bytes[..12], &[1, 0, 0, 0, 0, 0, 0, 0, 0x55, 0x55, 0x05, 0]);
+    assert_eq!(bytes.len(), 1 + 2 * (12 + big.len()));
+    assert_eq!(&bytes[..13], &[WIRE_VERSION, 1, 0, 0, 0, 0, 0, 0, 0, 0x55, 0x55, 0x05, 0]);
     let seqs: Vec<u64> = frames(MessageKind::Reply, &bytes).map(|frame| frame.unwrap().0).collect();
     assert_eq!(seqs, [1, 2]);
+}
+
+/// A message of frames from a node of another version, or an empty one, is refused as such:
+/// one error, no frame read.
+#[test]
+fn frames_of_another_version_are_refused_by_name() {
+    let mut message = Frames::default();
+    message.push(9, &encode_reply(&Err(EngineError::StorageFull)));
+    let mut bytes = message.into_bytes();
+    bytes[0] = WIRE_VERSION - 1;
+    let read: Vec<_> = frames(MessageKind::Reply, &bytes).collect();
+    assert!(
+        matches!(read.as_slice(), [Err(WireError::Version { found, expected: WIRE_VERSION })] if *found == WIRE_VERSION - 1),
+        "{read:?}"
+    );
+    let read: Vec<_> = frames(MessageKind::Submission, &[]).collect();
+    assert!(matches!(read.as_slice(), [Err(WireError::Empty { kind: MessageKind::Submission })]), "{read:?}");
+    // An empty message of this version has no frames and no error.
+    assert_eq!(frames(MessageKind::Reply, &Frames::default().into_bytes()).count(), 0);
 }
 
 /// One value of each variant: adding a variant breaks the exhaustive matches below until it
