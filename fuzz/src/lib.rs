@@ -47,7 +47,12 @@ pub fn parse_file(format: Format, data: &[u8]) {
 /// to bytes that decode to the same value (postcard takes overlong varints, so the bytes
 /// themselves may differ).
 pub fn wire(data: &[u8]) {
-    use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encode_submission};
+    use paycore_cluster::wire::{decode_reply, decode_submission, encode_reply, encode_submission, frames, MessageKind};
+    // The same bytes as a NATS message of frames: walking them never panics either.
+    for (_, message) in frames(MessageKind::Submission, data).flatten() {
+        let _ = decode_submission(message);
+        let _ = decode_reply(message);
+    }
     if let Ok(submission) = decode_submission(data) {
         let again = decode_submission(&encode_submission(&submission));
         assert_eq!(again.as_ref().ok(), Some(&submission), "a decoded submission does not round-trip");
