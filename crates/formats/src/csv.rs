@@ -114,7 +114,7 @@ fn fatal(error: ::csv::Error) -> FatalError {
 
 /// Validates one data row.
 fn row(record: &ByteRecord, columns: &Columns, options: &ParseOptions, line: u64) -> Result<Item, Diagnostic> {
-    let location = format!("line {line}");
+    let location = common::line_location(line);
     let field = |index: Option<usize>, name: &str| field(record, index, name, line, &location);
     let payee = field(Some(columns.payee), "payee")?.ok_or_else(|| missing(line, &location, "payee"))?;
     let currency = match field(columns.currency, "currency")? {
