@@ -11,6 +11,15 @@ use std::io::{self, BufRead, Read};
 /// than a reason to buffer without bound.
 pub(crate) const LINE_BYTES_MAX: usize = 1 << 20;
 
+/// `line N`, the location of a record of a line-based file, put together without `format!`'s
+/// machinery (it is made for every record).
+pub(crate) fn line_location(line: u64) -> String {
+    let mut location = String::with_capacity(16);
+    location.push_str("line ");
+    location.push_str(crate::report::Digits::new().text(line));
+    location
+}
+
 /// Consumes a UTF-8 byte order mark at the start of the input, if there is one.
 pub(crate) fn skip_bom<R: BufRead>(input: &mut R) -> io::Result<()> {
     let starts_with_bom = input.fill_buf()?.starts_with(b"\xEF\xBB\xBF");
@@ -29,10 +38,15 @@ const REFERENCE_HASHES: [foldhash::quality::FixedState; 2] = [
     foldhash::quality::FixedState::with_seed(0x7265_6665_7265_6e63),
 ];
 
-/// A reference's 128-bit hash within its scope.
-fn reference_hash(scope: u64, reference: &str) -> u128 {
+/// A reference's 128-bit hash within its scope, as two `u64`s rather than a `u128`: a `u128`
+/// is aligned to 16 bytes, which made each entry of the duplicate map (hash and line) 32 bytes
+/// instead of 24, or 69 MB instead of 52 MB for a million references.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ReferenceHash(u64, u64);
+
+fn reference_hash(scope: u64, reference: &str) -> ReferenceHash {
     let [high, low] = REFERENCE_HASHES.map(|state| state.hash_one((scope, reference)));
-    (u128::from(high) << 64) | u128::from(low)
+    ReferenceHash(high, low)
 }
 
 /// Sits between a parser and the caller's sink: numbers the records, finds duplicate
@@ -46,7 +60,7 @@ pub(crate) struct Collector<'s> {
     totals: Vec<(Currency, u128)>,
     /// Reference hash to the line of the first valid item carrying it. Keys are hashes
     /// already: foldhash's fast mixing rather than SipHash a second time.
-    references: HashMap<u128, u64, foldhash::fast::FixedState>,
+    references: HashMap<ReferenceHash, u64, foldhash::fast::FixedState>,
     /// Mixed into the reference hashes: references need only be unique within one scope.
     reference_scope: u64,
 }
@@ -403,6 +417,18 @@ mod tests {
         assert!(!sum.equals(Decimal::parse("150.31").unwrap()));
         for bad in ["", ".5", "5.", "-1", "1e3", "1.2.3", " 1", "1.0000000000000000000"] {
             assert_eq!(Decimal::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_reference_map_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<(ReferenceHash, u64)>(), 24);
+    }
+
+    #[test]
+    fn line_locations_are_written_as_format_writes_them() {
+        for line in [0, 1, 9, 10, 1_000_000, u64::MAX] {
+            assert_eq!(line_location(line), format!("line {line}"));
         }
     }
 

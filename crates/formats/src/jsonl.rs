@@ -22,7 +22,7 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
 
 /// Validates one line.
 fn record(bytes: &[u8], options: &ParseOptions, line: u64) -> Result<Item, Diagnostic> {
-    let location = format!("line {line}");
+    let location = common::line_location(line);
     let syntax = |message: String| Diagnostic {
         line,
         location: location.clone(),

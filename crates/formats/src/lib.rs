@@ -11,8 +11,8 @@
 //! [`parse`] reads the file once, front to back, and calls the sink once per transaction record,
 //! in file order: `Ok(Item)` for a valid one, `Err(Diagnostic)` for an invalid one. Nothing is
 //! buffered: memory stays bounded whatever the size of the file, apart from the set used to find
-//! duplicate references, which holds one 64-bit hash and one line number per reference (about
-//! 16 bytes per item, or 16 MB for a million lines).
+//! duplicate references, which holds one 128-bit hash and one line number per reference (24
+//! bytes an entry; with the hash table's spare room, about 52 MB for a million lines).
 //!
 //! - [`Item::index`] is the number of sink calls before this one (valid and invalid records
 //!   both count), so `batch id + index` is a deterministic item id. Records that are not
@@ -32,8 +32,8 @@
 //!   any expected count or total it was given (see [`check_expected`]).
 //! - A later record whose reference equals the reference of an earlier *valid* item is invalid,
 //!   with code `duplicate_reference` and the line of the first one. References are compared by
-//!   a 64-bit hash, so two different references collide with a probability of about n²/2⁶⁵
-//!   (3·10⁻⁸ for a million items). NACHA trace numbers need only be unique within a batch:
+//!   a 128-bit hash (two 64-bit hashes with different seeds), so two different references
+//!   collide with a probability of about n²/2¹²⁹ (never, in practice). NACHA trace numbers need only be unique within a batch:
 //!   real files, moov's samples among them, restart them in every batch.
 //!
 //! # Formats

@@ -40,6 +40,23 @@ fn csv_row_problems() {
 }
 
 #[test]
+fn csv_text_that_is_not_utf8_is_named_by_its_field_and_other_text_is_read_as_given() {
+    // Line 2: a payee that is not UTF-8; line 3: bytes that are not UTF-8 in a column no one
+    // reads (the row is valid); line 4: text beyond ASCII, read as given.
+    let mut bytes = b"payee,amount,currency,reference,note\n".to_vec();
+    bytes.extend_from_slice(b"DE\xff1,10,EUR,r1,x\nDE2,11,EUR,r2,\xc3\n");
+    bytes.extend_from_slice("DE3,12,EUR,caf\u{e9} \u{4e2d},\u{e9}\n".as_bytes());
+    let outcome = parse_with(Format::Csv, bytes.as_slice(), &ParseOptions::default());
+    let [d] = outcome.diagnostics.as_slice() else { panic!("{:?}", outcome.diagnostics) };
+    assert_eq!(
+        (d.line, d.code, d.field.as_deref(), d.message.as_str()),
+        (2, "syntax", Some("payee"), "payee is not valid UTF-8 text")
+    );
+    let items: Vec<_> = outcome.items.iter().map(|i| (i.line, i.payee.as_str(), i.reference.as_deref())).collect();
+    assert_eq!(items, vec![(3, "DE2", Some("r2")), (4, "DE3", Some("caf\u{e9} \u{4e2d}"))]);
+}
+
+#[test]
 fn csv_a_row_with_a_million_extra_commas_is_invalid_not_paid() {
     let text = format!("{HEADER}DE1,10,EUR,r1{}\nDE2,11,EUR,r2\n", ",".repeat(1_000_000));
     let outcome = parse_text(Format::Csv, &text, &Default::default());

@@ -85,6 +85,16 @@ macro_rules! typed_id {
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
+            /// Whether `text` is this id's own text form, as `Display` writes it: not merely a
+            /// spelling that reads as it (upper case and Crockford's aliases read as it too).
+            /// Without an allocation, for stores that keep the text only when it says more.
+            pub fn is_written_as(self, text: &str) -> bool {
+                let Some(digits) = text.strip_prefix(concat!($prefix, "_")) else { return false };
+                let mut own = [0u8; DIGITS];
+                encode(self.0, &mut own);
+                digits.as_bytes() == own
+            }
+
             /// An id derived from this one and a tag: the same inputs always give the same id,
             /// different tags give unrelated ids.
             pub fn derive(self, tag: u64) -> u128 {
@@ -198,6 +208,22 @@ mod tests {
         assert_eq!("acct_0000000000000000000000000o".parse::<AccountId>(), Ok(AccountId(0)));
         for one in ["i", "I", "l", "L"] {
             assert_eq!(format!("acct_000000000000000000000000{one}{one}").parse::<AccountId>(), Ok(AccountId(33)));
+        }
+    }
+
+    #[test]
+    fn written_as_only_in_its_own_spelling() {
+        let id = AccountId(33);
+        assert!(id.is_written_as("acct_00000000000000000000000011"));
+        for other in [
+            "acct_000000000000000000000000ii",
+            "ACCT_00000000000000000000000011",
+            "acct_00000000000000000000000012",
+            "acct_0000000000000000000000011",
+            "pay_00000000000000000000000011",
+            "",
+        ] {
+            assert!(!id.is_written_as(other), "{other}");
         }
     }
 

@@ -100,8 +100,12 @@ fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
 const ITEM_INSERT_COLUMNS: usize = 17;
 
 /// How an item row is stored, narrower than it reads: a valid item's payer text is NULL when
-/// it is the batch's payer (most files name the payer once, for the whole batch), and its
-/// location is empty when it is `line N` of its own line. [`Compact::expand`] undoes both.
+/// it is the batch's payer (most files name the payer once, for the whole batch), its payee
+/// text is empty when it is the payee account's own id, as the account id writes itself
+/// (files that name payees by id: 31 of a row's ~130 bytes), and its location is empty when
+/// it is `line N` of its own line. [`Compact::expand`] undoes all three. An empty text, not
+/// NULL, marks the payee: a valid row may have no payee text (rows made by the API), and
+/// costs no more bytes than NULL (its type alone says it is empty).
 pub(super) struct Compact<'a> {
     batch_payer: Option<&'a str>,
 }
@@ -119,6 +123,10 @@ impl Compact<'_> {
             (Some(text), Some(payer)) if valid && text == payer => None,
             (text, _) => text.as_deref(),
         };
+        let payee_text = match (&i.payee_text, i.payee) {
+            (Some(text), Some(payee)) if valid && payee.is_written_as(text) => Some(""),
+            (text, _) => text.as_deref(),
+        };
         let location = if is_line_location(&i.location, i.line) { "" } else { i.location.as_str() };
         stmt.raw_bind_parameter(offset + 1, batch)?;
         stmt.raw_bind_parameter(offset + 2, int(i.index))?;
@@ -128,7 +136,7 @@ impl Compact<'_> {
         stmt.raw_bind_parameter(offset + 6, i.instruction_id.as_deref())?;
         stmt.raw_bind_parameter(offset + 7, i.payment_information_id.as_deref())?;
         stmt.raw_bind_parameter(offset + 8, payer_text)?;
-        stmt.raw_bind_parameter(offset + 9, i.payee_text.as_deref())?;
+        stmt.raw_bind_parameter(offset + 9, payee_text)?;
         stmt.raw_bind_parameter(offset + 10, i.payer.map(|a| id_blob(a.0)))?;
         stmt.raw_bind_parameter(offset + 11, i.payee.map(|a| id_blob(a.0)))?;
         stmt.raw_bind_parameter(offset + 12, i.amount.map(int))?;
@@ -144,8 +152,13 @@ impl Compact<'_> {
         if row.location.is_empty() {
             row.location = format!("line {}", row.line);
         }
-        if row.payer_text.is_none() && row.status != ItemStatus::Invalid {
-            row.payer_text = self.batch_payer.map(str::to_owned);
+        if row.status != ItemStatus::Invalid {
+            if row.payer_text.is_none() {
+                row.payer_text = self.batch_payer.map(str::to_owned);
+            }
+            if let (Some(""), Some(payee)) = (row.payee_text.as_deref(), row.payee) {
+                row.payee_text = Some(payee.to_string());
+            }
         }
     }
 }

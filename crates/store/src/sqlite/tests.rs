@@ -97,6 +97,56 @@ fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
 }
 
 #[test]
+fn a_payee_named_by_its_own_id_is_stored_without_its_text_and_read_back_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, reader) = open_sqlite(dir.path());
+    let batch = BatchId(9 << 64);
+    reader.create_batch(&BatchRecord::new(batch, T1, BatchFormat::Csv, 1)).unwrap();
+    let payee = AccountId(3);
+    let row = |index: u64, payee_text: Option<String>, status: ItemStatus| BatchItemRow {
+        index,
+        line: index + 2,
+        location: format!("line {}", index + 2),
+        reference: None,
+        instruction_id: None,
+        payment_information_id: None,
+        payer_text: Some(AccountId(2).to_string()),
+        payee_text,
+        payer: Some(AccountId(2)),
+        payee: Some(payee),
+        amount: Some(100),
+        currency: Some(eur()),
+        status,
+        failure_code: (status == ItemStatus::Invalid).then(|| "same_account".to_owned()),
+        message: None,
+        remittance: None,
+    };
+    let own = payee.to_string();
+    let rows = vec![
+        // The id as the account writes it: stored empty.
+        row(0, Some(own.clone()), ItemStatus::Pending),
+        // Another spelling of the same id (Crockford's `o` for 0), a reference, none, and an
+        // invalid row: as given.
+        row(1, Some(own.replacen('0', "o", 1)), ItemStatus::Pending),
+        row(2, Some("supplier-7".into()), ItemStatus::Pending),
+        row(3, None, ItemStatus::Pending),
+        row(4, Some(own.clone()), ItemStatus::Invalid),
+    ];
+    reader.insert_batch_items(batch, &rows).unwrap();
+    let stored: Vec<Option<String>> = reader
+        .with(|conn| {
+            let mut stmt = conn.prepare("SELECT payee_text FROM batch_items ORDER BY idx").unwrap();
+            Ok(stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect())
+        })
+        .unwrap();
+    assert_eq!(stored, [Some(String::new()), rows[1].payee_text.clone(), Some("supplier-7".into()), None, Some(own)]);
+    let read: Vec<Option<String>> =
+        reader.batch_items(batch, &[], None, 10).unwrap().into_iter().map(|i| i.payee_text).collect();
+    let given: Vec<Option<String>> = rows.into_iter().map(|i| i.payee_text).collect();
+    assert_eq!(read, given);
+}
+
+#[test]
 fn the_reader_pool_never_opens_more_connections_than_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, _) = open_sqlite(dir.path());
