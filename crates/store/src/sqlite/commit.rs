@@ -352,8 +352,8 @@ const TRANSFER_HEAD: &str = "INSERT INTO transfers (id, tenant, debit_account, c
 /// share their tenant, currency and kind and have no pending id or expiry (a bulk request's)
 /// binds those once per statement, five values a row instead of ten, through `shared`: a
 /// statement bound without copies ([`StaticStatement`]), prepared at the first such chunk and
-/// kept. Binding a blob or text through rusqlite copies it into memory SQLite allocates, and
-/// binds were a quarter of the inserts' instructions (crates/bench/NOTES.md).
+/// kept. Binding a blob or text through rusqlite copies it into memory SQLite allocates and
+/// frees (crates/bench/NOTES.md).
 fn insert_transfers(tx: &Connection, shared: &mut Option<StaticStatement>, transfers: &[Transfer]) -> Result<()> {
     let mut chunks = transfers.chunks_exact(ROWS_PER_INSERT);
     for chunk in &mut chunks {
