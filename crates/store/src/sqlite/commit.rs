@@ -372,7 +372,8 @@ fn insert_transfers(tx: &Connection, shared: &mut Option<StaticStatement>, trans
         let stmt = match shared {
             Some(stmt) => stmt,
             // SAFETY: the statement is kept in `SqliteStore.shared_insert`, declared before
-            // the connection it is prepared on, and used only with it (in this commit).
+            // the connection it is prepared on (so finalized first), and used only inside the
+            // engine's commits on that connection, on the engine's thread.
             #[allow(unsafe_code)]
             None => shared.insert(unsafe { StaticStatement::prepare(tx, &shared_transfers_sql())? }),
         };
@@ -518,7 +519,15 @@ impl SqliteStore {
         fresh: Fresh,
         lock: File,
     ) -> SqliteStore {
-        SqliteStore { shared_insert: None, conn, indexer, _checkpointer: checkpointer, fresh, checkpointed_at: Instant::now(), _lock: lock }
+        SqliteStore {
+            shared_insert: None,
+            conn,
+            indexer,
+            _checkpointer: checkpointer,
+            fresh,
+            checkpointed_at: Instant::now(),
+            _lock: lock,
+        }
     }
 
     /// Whether this commit, bringing `new` balances, also checkpoints them all: when too many

@@ -176,9 +176,13 @@ mod tests {
         let conn = table();
         // SAFETY (of the test): the statement is dropped before `conn`, at the end of scope.
         #[allow(unsafe_code)]
-        let mut stmt =
-            unsafe { StaticStatement::prepare(&conn, "INSERT INTO t (id, name, n, extra) VALUES (?1, ?2, ?3, ?4), (?5, ?6, ?7, ?8)") }
-                .unwrap();
+        let mut stmt = unsafe {
+            StaticStatement::prepare(
+                &conn,
+                "INSERT INTO t (id, name, n, extra) VALUES (?1, ?2, ?3, ?4), (?5, ?6, ?7, ?8)",
+            )
+        }
+        .unwrap();
         let mut buffer = [[1u8; 16], [2u8; 16]];
         let n = stmt
             .execute(&[
@@ -228,10 +232,7 @@ mod tests {
         let error = stmt.execute(&[Bind::Blob(&[7; 16]), Bind::Blob(&[7; 16])]).unwrap_err();
         assert!(matches!(StoreError::from(error), StoreError::Conflict(m) if m.contains("UNIQUE")));
         assert!(rows(&conn).is_empty(), "the statement's first row is not kept");
-        assert!(matches!(
-            stmt.execute(&[Bind::Blob(&[7; 16])]),
-            Err(rusqlite::Error::InvalidParameterCount(1, 2))
-        ));
+        assert!(matches!(stmt.execute(&[Bind::Blob(&[7; 16])]), Err(rusqlite::Error::InvalidParameterCount(1, 2))));
         stmt.execute(&[Bind::Blob(&[7; 16]), Bind::Blob(&[8; 16])]).unwrap();
         drop(stmt);
         assert_eq!(rows(&conn).len(), 2);

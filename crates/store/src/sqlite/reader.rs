@@ -173,8 +173,7 @@ impl Reader for SqliteReader {
             let timestamps = history::indexed(&tx, id.0, before.min(watermark.saturating_add(1)), rest)?;
             let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE timestamp = ?1 AND tenant = ?2")?;
             for timestamp in timestamps {
-                if let Some(t) = stmt.query_row(params![timestamp, id_blob(tenant.0)], transfer_from).optional()?
-                {
+                if let Some(t) = stmt.query_row(params![timestamp, id_blob(tenant.0)], transfer_from).optional()? {
                     rows.push(t);
                 }
             }
@@ -270,8 +269,7 @@ impl Reader for SqliteReader {
             let mut rows = Vec::with_capacity(timestamps.len());
             let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE timestamp = ?1 AND tenant = ?2")?;
             for timestamp in timestamps {
-                if let Some(t) = stmt.query_row(params![timestamp, id_blob(tenant.0)], transfer_from).optional()?
-                {
+                if let Some(t) = stmt.query_row(params![timestamp, id_blob(tenant.0)], transfer_from).optional()? {
                     rows.push(t);
                 }
             }
