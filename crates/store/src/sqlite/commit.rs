@@ -9,6 +9,7 @@ use super::codec::{
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
+use super::raw::{Bind, StaticStatement};
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
     Account, AccountId, Balances, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund,
@@ -37,6 +38,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// transfers, so nothing acknowledged depends on the checkpoint: after a crash, `recover`
 /// replays the transfers after `balances_through` and checkpoints at once.
 pub(super) struct SqliteStore {
+    /// The insert of a chunk of alike transfers (see [`insert_transfers`]), once prepared.
+    /// Declared before `conn`: it must be finalized before the connection closes.
+    shared_insert: Option<StaticStatement>,
     conn: Connection,
     /// Keeps `history.db` up with `transfers`; stops with the store.
     indexer: Indexer,
@@ -157,7 +161,7 @@ impl Store for SqliteStore {
         insert_accounts(&tx, &changes.new_accounts)?;
         super::limits::update_accounts(&tx, &changes.updated_accounts)?;
         super::limits::insert_audit(&tx, &changes.audit)?;
-        insert_transfers(&tx, &changes.transfers)?;
+        insert_transfers(&tx, &mut self.shared_insert, &changes.transfers)?;
         upsert_holds(&tx, &changes.holds)?;
         upsert_payments(&tx, &changes.payments)?;
         mark_quotes_used(&tx, &changes.quotes_used)?;
@@ -346,12 +350,12 @@ const TRANSFER_HEAD: &str = "INSERT INTO transfers (id, tenant, debit_account, c
 
 /// Inserts the batch's transfers, [`ROWS_PER_INSERT`] rows per statement. A chunk whose rows
 /// share their tenant, currency and kind and have no pending id or expiry (a bulk request's)
-/// binds those once per statement: five values a row instead of ten. Binding a blob or text
-/// copies it into memory SQLite allocates, and binds were a quarter of the inserts'
-/// instructions (crates/bench/NOTES.md).
-fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
+/// binds those once per statement, five values a row instead of ten, through `shared`: a
+/// statement bound without copies ([`StaticStatement`]), prepared at the first such chunk and
+/// kept. Binding a blob or text through rusqlite copies it into memory SQLite allocates and
+/// frees (crates/bench/NOTES.md).
+fn insert_transfers(tx: &Connection, shared: &mut Option<StaticStatement>, transfers: &[Transfer]) -> Result<()> {
     let mut chunks = transfers.chunks_exact(ROWS_PER_INSERT);
-    let mut shared = None;
     for chunk in &mut chunks {
         let first = &chunk[0];
         let alike = |t: &Transfer| {
@@ -365,22 +369,34 @@ fn insert_transfers(tx: &Connection, transfers: &[Transfer]) -> Result<()> {
             insert_rows(tx, TRANSFER_HEAD, TRANSFER_COLUMNS, chunk, bind_transfer)?;
             continue;
         }
-        let stmt = match &mut shared {
+        let stmt = match shared {
             Some(stmt) => stmt,
-            None => shared.insert(tx.prepare_cached(&shared_transfers_sql())?),
+            // SAFETY: the statement is kept in `SqliteStore.shared_insert`, declared before
+            // the connection it is prepared on (so finalized first), and used only inside the
+            // engine's commits on that connection, on the engine's thread.
+            #[allow(unsafe_code)]
+            None => shared.insert(unsafe { StaticStatement::prepare(tx, &shared_transfers_sql())? }),
         };
-        stmt.raw_bind_parameter(1, id_blob(first.tenant.0))?;
-        stmt.raw_bind_parameter(2, first.currency.code())?;
-        stmt.raw_bind_parameter(3, first.kind.as_str())?;
+        // The ids as big-endian blobs: id, debit account, credit account a row, then the tenant.
+        let mut ids = [[0u8; 16]; 3 * ROWS_PER_INSERT + 1];
         for (i, t) in chunk.iter().enumerate() {
-            let offset = SHARED_COLUMNS + i * OWN_COLUMNS;
-            stmt.raw_bind_parameter(offset + 1, id_blob(t.id.0))?;
-            stmt.raw_bind_parameter(offset + 2, id_blob(t.debit_account.0))?;
-            stmt.raw_bind_parameter(offset + 3, id_blob(t.credit_account.0))?;
-            stmt.raw_bind_parameter(offset + 4, int(t.amount))?;
-            stmt.raw_bind_parameter(offset + 5, int(t.timestamp))?;
+            ids[3 * i] = id_blob(t.id.0);
+            ids[3 * i + 1] = id_blob(t.debit_account.0);
+            ids[3 * i + 2] = id_blob(t.credit_account.0);
         }
-        stmt.raw_execute()?;
+        ids[3 * ROWS_PER_INSERT] = id_blob(first.tenant.0);
+        let mut values = [Bind::Null; SHARED_COLUMNS + OWN_COLUMNS * ROWS_PER_INSERT];
+        values[0] = Bind::Blob(&ids[3 * ROWS_PER_INSERT]);
+        values[1] = Bind::Text(first.currency.code());
+        values[2] = Bind::Text(first.kind.as_str());
+        for (i, (t, row)) in chunk.iter().zip(values[SHARED_COLUMNS..].chunks_exact_mut(OWN_COLUMNS)).enumerate() {
+            row[0] = Bind::Blob(&ids[3 * i]);
+            row[1] = Bind::Blob(&ids[3 * i + 1]);
+            row[2] = Bind::Blob(&ids[3 * i + 2]);
+            row[3] = Bind::Int(int(t.amount));
+            row[4] = Bind::Int(int(t.timestamp));
+        }
+        stmt.execute(&values)?;
     }
     insert_rows(tx, TRANSFER_HEAD, TRANSFER_COLUMNS, chunks.remainder(), bind_transfer)
 }
@@ -503,7 +519,15 @@ impl SqliteStore {
         fresh: Fresh,
         lock: File,
     ) -> SqliteStore {
-        SqliteStore { conn, indexer, _checkpointer: checkpointer, fresh, checkpointed_at: Instant::now(), _lock: lock }
+        SqliteStore {
+            shared_insert: None,
+            conn,
+            indexer,
+            _checkpointer: checkpointer,
+            fresh,
+            checkpointed_at: Instant::now(),
+            _lock: lock,
+        }
     }
 
     /// Whether this commit, bringing `new` balances, also checkpoints them all: when too many

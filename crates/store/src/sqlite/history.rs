@@ -5,7 +5,7 @@
 //! in two B-trees: a batch of 8 189 transfers dirtied most of their pages, and that upkeep was
 //! three quarters of the engine's CPU (crates/bench/NOTES.md). So the commit only appends:
 //! `transfers` is keyed by timestamp and indexed by id (both grow at the end), and an indexer
-//! thread copies `(account, timestamp, id)` entries into `history.db`, a separate SQLite file,
+//! thread copies `(account, timestamp)` entries into `history.db`, a separate SQLite file,
 //! in large sorted chunks, so that each of its pages is written once per chunk rather than once
 //! per batch. It has its own file so that its long write transactions never take the main
 //! database's single write lock from the engine.
@@ -27,9 +27,14 @@ pub(super) const HISTORY_FILE: &str = "history.db";
 
 /// The history database's schema; `watermark` has exactly one row. An account's entries are
 /// stored in runs (`account_runs`): each row holds up to [`RUN_MAX`] of its entries from one
-/// pass, in timestamp order, as `timestamp (8 bytes) ‖ transfer id (16 bytes)` big-endian. One
+/// pass, in timestamp order, each the transfer's timestamp (8 bytes, big-endian), which is
+/// the key of `transfers` (its rowid) and so finds the transfer with one B-tree descent. One
 /// B-tree insert per account per pass, instead of one per entry (which cost a core at 250 000
 /// transfers/s).
+///
+/// Until version 3 an entry also held the transfer's 16-byte id: a pass of 262 144 transfers
+/// over 10 000 accounts wrote rows of ~1 250 bytes, past the 1 002 bytes a row of a 4 KiB page
+/// keeps in place, so each row also took an overflow page of its own (crates/bench/NOTES.md).
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS account_runs (
     account  BLOB NOT NULL,
@@ -46,10 +51,10 @@ INSERT OR IGNORE INTO watermark (one, timestamp) VALUES (1, 0);
 ";
 
 /// The layout of `history.db`; a file with another one is rebuilt.
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 /// Most entries in one row of `account_runs`.
 const RUN_MAX: usize = 2048;
-const ENTRY_BYTES: usize = 24;
+const ENTRY_BYTES: usize = 8;
 
 /// Most transfers indexed in one pass (two entries each, sorted, one transaction).
 const CHUNK: u64 = 262_144;
@@ -110,23 +115,22 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     // pass and starts from where it ended, instead of indexing the same transfers again.
     let tx = history.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let from = watermark(&tx)?;
-    // (account, timestamp, transfer id), as integers: sorting them is several times cheaper
-    // than sorting byte arrays.
-    let mut entries: Vec<(u128, i64, u128)> = Vec::new();
+    // (account, timestamp), as integers: sorting them is several times cheaper than sorting
+    // byte arrays.
+    let mut entries: Vec<(u128, i64)> = Vec::new();
     let mut last = from;
     {
         // A range of the table's key (`timestamp` is its rowid).
         let mut stmt = main.prepare_cached(
-            "SELECT timestamp, id, debit_account, credit_account FROM transfers
+            "SELECT timestamp, debit_account, credit_account FROM transfers
              WHERE timestamp > ?1 ORDER BY timestamp LIMIT ?2",
         )?;
         let mut rows = stmt.query(params![from, i64::try_from(limit).unwrap_or(i64::MAX)])?;
         let id = |row: &rusqlite::Row, i| row.get::<_, [u8; 16]>(i).map(u128::from_be_bytes);
         while let Some(row) = rows.next()? {
             let timestamp: i64 = row.get(0)?;
-            let transfer = id(row, 1)?;
-            entries.push((id(row, 2)?, timestamp, transfer));
-            entries.push((id(row, 3)?, timestamp, transfer));
+            entries.push((id(row, 1)?, timestamp));
+            entries.push((id(row, 2)?, timestamp));
             last = timestamp;
         }
     }
@@ -137,7 +141,7 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     // By account, then time: each account's new entries become one or a few rows. A transfer
     // whose debit and credit account were the same (the ledger refuses it) would appear once.
     entries.sort_unstable();
-    entries.dedup_by_key(|entry| (entry.0, entry.1));
+    entries.dedup();
     {
         let mut insert = tx
             .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
@@ -145,9 +149,8 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
         for account in entries.chunk_by(|a, b| a.0 == b.0) {
             for run in account.chunks(RUN_MAX) {
                 blob.clear();
-                for &(_, timestamp, id) in run {
+                for &(_, timestamp) in run {
                     blob.extend_from_slice(&timestamp.to_be_bytes());
-                    blob.extend_from_slice(&id.to_be_bytes());
                 }
                 let (first, last) = (run[0].1, run[run.len() - 1].1);
                 insert.execute(params![run[0].0.to_be_bytes(), last, first, blob])?;
@@ -159,20 +162,20 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     Ok(transfers)
 }
 
-/// Up to `limit` ids of the account's indexed transfers with a timestamp below `before`, newest
-/// first, from the history attached to a reader as `history`.
-pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usize) -> Result<Vec<u128>> {
-    let mut ids = Vec::new();
+/// The timestamps (the keys in `transfers`) of up to `limit` of the account's indexed transfers
+/// with a timestamp below `before`, newest first, from the history attached to a reader as
+/// `history`.
+pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usize) -> Result<Vec<i64>> {
+    let mut found = Vec::new();
     if limit == 0 {
-        return Ok(ids);
+        return Ok(found);
     }
     let account = account.to_be_bytes();
-    let take = |entries: &[u8], ids: &mut Vec<u128>| {
+    let take = |entries: &[u8], found: &mut Vec<i64>| {
         for entry in entries.rchunks_exact(ENTRY_BYTES) {
-            let (timestamp, id) = entry.split_at(8);
-            let timestamp = i64::from_be_bytes(timestamp.try_into().unwrap_or_default());
-            if timestamp < before && ids.len() < limit {
-                ids.push(u128::from_be_bytes(id.try_into().unwrap_or_default()));
+            let timestamp = i64::from_be_bytes(entry.try_into().unwrap_or_default());
+            if timestamp < before && found.len() < limit {
+                found.push(timestamp);
             }
         }
     };
@@ -185,33 +188,34 @@ pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usiz
         .query_row(params![account, before], |r| r.get(0))
         .optional()?;
     if let Some(entries) = straddling {
-        take(&entries, &mut ids);
+        take(&entries, &mut found);
     }
     // ... then the runs wholly before it, newest first.
     let mut stmt = conn.prepare_cached(
         "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts < ?2 ORDER BY last_ts DESC",
     )?;
     let mut rows = stmt.query(params![account, before])?;
-    while ids.len() < limit {
+    while found.len() < limit {
         let Some(row) = rows.next()? else { break };
         let entries: Vec<u8> = row.get(0)?;
-        take(&entries, &mut ids);
+        take(&entries, &mut found);
     }
-    Ok(ids)
+    Ok(found)
 }
 
-/// Up to `limit` ids of the account's indexed transfers with a timestamp in `from..to`, oldest
-/// first, from the history attached to a reader as `history`.
+/// The timestamps (the keys in `transfers`) of up to `limit` of the account's indexed transfers
+/// with a timestamp in `from..to`, oldest first, from the history attached to a reader as
+/// `history`.
 pub(super) fn indexed_ascending(
     conn: &Connection,
     account: u128,
     from: i64,
     to: i64,
     limit: usize,
-) -> Result<Vec<u128>> {
-    let mut ids = Vec::new();
+) -> Result<Vec<i64>> {
+    let mut found = Vec::new();
     if limit == 0 || from >= to {
-        return Ok(ids);
+        return Ok(found);
     }
     let account = account.to_be_bytes();
     // The runs that end at or after `from`, oldest first: the first may start before it.
@@ -220,21 +224,20 @@ pub(super) fn indexed_ascending(
          ORDER BY last_ts",
     )?;
     let mut rows = stmt.query(params![account, from, to])?;
-    while ids.len() < limit {
+    while found.len() < limit {
         let Some(row) = rows.next()? else { break };
         let entries: Vec<u8> = row.get(0)?;
         for entry in entries.chunks_exact(ENTRY_BYTES) {
-            let (timestamp, id) = entry.split_at(8);
-            let timestamp = i64::from_be_bytes(timestamp.try_into().unwrap_or_default());
-            if timestamp >= to || ids.len() >= limit {
-                return Ok(ids);
+            let timestamp = i64::from_be_bytes(entry.try_into().unwrap_or_default());
+            if timestamp >= to || found.len() >= limit {
+                return Ok(found);
             }
             if timestamp >= from {
-                ids.push(u128::from_be_bytes(id.try_into().unwrap_or_default()));
+                found.push(timestamp);
             }
         }
     }
-    Ok(ids)
+    Ok(found)
 }
 
 /// The indexer thread; stops (after its current pass) when dropped.

@@ -8,7 +8,7 @@
 //! twice. The modules, by job: `open` (connections, the lock, migrations), `codec` (columns to
 //! ledger values and back), `commit` (the engine's side), `reader` (the pool and the reads), `files` (uploaded batch files under `<data>/batches/`),
 //! `checkpoint` (WAL checkpoints beside the commits), `history` (account history in its own
-//! file), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
+//! file), `raw` (the bulk transfer insert's statement, bound without copies), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
 
 mod admin;
 mod backup;
@@ -25,6 +25,9 @@ mod interest;
 mod leases;
 mod limits;
 mod open;
+// The one module with `unsafe`: a statement bound without copies (see its header).
+#[allow(unsafe_code)]
+mod raw;
 mod reader;
 mod retention;
 mod returns;

@@ -170,12 +170,10 @@ impl Reader for SqliteReader {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // ... then the indexed part, newest first.
             let rest = page.limit.saturating_sub(rows.len());
-            let ids = history::indexed(&tx, id.0, before.min(watermark.saturating_add(1)), rest)?;
-            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?;
-            for transfer in ids {
-                if let Some(t) =
-                    stmt.query_row(params![id_blob(transfer), id_blob(tenant.0)], transfer_from).optional()?
-                {
+            let timestamps = history::indexed(&tx, id.0, before.min(watermark.saturating_add(1)), rest)?;
+            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE timestamp = ?1 AND tenant = ?2")?;
+            for timestamp in timestamps {
+                if let Some(t) = stmt.query_row(params![timestamp, id_blob(tenant.0)], transfer_from).optional()? {
                     rows.push(t);
                 }
             }
@@ -267,13 +265,11 @@ impl Reader for SqliteReader {
             let tx = conn.unchecked_transaction()?;
             let watermark: i64 = tx.query_row("SELECT timestamp FROM history.watermark", [], |r| r.get(0))?;
             // Oldest first: the indexed part (at or below the watermark) ...
-            let ids = history::indexed_ascending(&tx, id.0, from, to.min(watermark.saturating_add(1)), limit)?;
-            let mut rows = Vec::with_capacity(ids.len());
-            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE id = ?1 AND tenant = ?2")?;
-            for transfer in ids {
-                if let Some(t) =
-                    stmt.query_row(params![id_blob(transfer), id_blob(tenant.0)], transfer_from).optional()?
-                {
+            let timestamps = history::indexed_ascending(&tx, id.0, from, to.min(watermark.saturating_add(1)), limit)?;
+            let mut rows = Vec::with_capacity(timestamps.len());
+            let mut stmt = tx.prepare_cached("SELECT * FROM transfers WHERE timestamp = ?1 AND tenant = ?2")?;
+            for timestamp in timestamps {
+                if let Some(t) = stmt.query_row(params![timestamp, id_blob(tenant.0)], transfer_from).optional()? {
                     rows.push(t);
                 }
             }

@@ -523,8 +523,25 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     history.execute("UPDATE watermark SET timestamp = 1 << 62", []).unwrap();
     history.execute("DELETE FROM account_runs WHERE account = ?1", [AccountId(1).0.to_be_bytes()]).unwrap();
     drop(history);
-    let (_store, reader) = open_sqlite(dir.path());
+    let (store, reader) = open_sqlite(dir.path());
     check(&committed, reader.as_ref(), 5);
+
+    // A history of layout 2 (entries of timestamp and id, 24 bytes) is rebuilt at the next
+    // start: read as layout 3, its entries would name wrong transfers.
+    drop((store, reader));
+    let history = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+    let layout2: Vec<u8> = [[0u8; 8], 7i64.to_be_bytes(), [0u8; 8]].concat();
+    history.execute("UPDATE account_runs SET entries = ?1", [layout2]).unwrap();
+    history.pragma_update(None, "user_version", 2).unwrap();
+    drop(history);
+    let (mut store, reader) = open_sqlite(dir.path());
+    store.index_history(dir.path()).unwrap();
+    check(&committed, reader.as_ref(), 5);
+    let history = rusqlite::Connection::open(dir.path().join("history.db")).unwrap();
+    let version: i64 = history.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let entry_bytes: i64 =
+        history.query_row("SELECT max(length(entries) % 8) FROM account_runs", [], |r| r.get(0)).unwrap();
+    assert_eq!((version, entry_bytes), (3, 0));
 }
 
 /// The files of a data folder as a crash would leave them (the store still open, nothing
