@@ -487,6 +487,7 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
