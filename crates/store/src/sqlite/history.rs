@@ -14,6 +14,16 @@
 //! commits with its entries, so a crash leaves it consistent, and it can be deleted at any time
 //! (it is rebuilt from `transfers`). A listing reads the indexed part below the watermark and
 //! scans the short unindexed tail above it, so every committed transfer is listed at once.
+//!
+//! The indexed part has two tiers, like a small log-structured merge tree. A pass appends its
+//! runs to `recent_runs`, keyed by the pass first, so it writes only new pages at the end of
+//! that B-tree; every [`RECENT_PASSES_MAX`] passes (or [`RECENT_ENTRIES_MAX`] entries) one pass
+//! also merges them into `account_runs`, keyed by account, an account's rows side by side. Inserting each
+//! pass into `account_runs` directly touched a page per account the pass saw (10 000 accounts:
+//! 10 000 pages, 40 MB of WAL a pass once the file had grown past that), so the indexer's writes
+//! grew with the history until they slowed the engine's fsyncs (crates/bench/NOTES.md, "Payments
+//! that hold as the store grows"). Every entry of `recent_runs` is later than every entry of
+//! `account_runs`, since a merge moves all of them at once.
 
 use crate::Result;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -26,13 +36,15 @@ use std::time::{Duration, Instant};
 pub(super) const HISTORY_FILE: &str = "history.db";
 
 /// The history database's schema; `watermark` has exactly one row. An account's entries are
-/// stored in runs (`account_runs`): each row holds up to [`RUN_MAX`] of its entries from one
-/// pass, in timestamp order, each the transfer's timestamp (8 bytes, big-endian), which is
-/// the key of `transfers` (its rowid) and so finds the transfer with one B-tree descent. One
-/// B-tree insert per account per pass, instead of one per entry (which cost a core at 250 000
-/// transfers/s).
+/// stored in runs: each row holds up to [`RUN_MAX`] of its entries in timestamp order, each the
+/// transfer's timestamp (8 bytes, big-endian), which is the key of `transfers` (its rowid) and
+/// so finds the transfer with one B-tree descent. One B-tree insert per account per pass,
+/// instead of one per entry (which cost a core at 250 000 transfers/s). `recent_runs`
+/// holds the passes since the last merge (keyed by the pass's last timestamp, so a pass
+/// appends), `recent_passes` their bounds (a listing looks an account up in each), and
+/// `account_runs` everything older, keyed by account.
 ///
-/// Until version 3 an entry also held the transfer's 16-byte id: a pass of 262 144 transfers
+/// Until layout 3 an entry also held the transfer's 16-byte id: a pass of 262 144 transfers
 /// over 10 000 accounts wrote rows of ~1 250 bytes, past the 1 002 bytes a row of a 4 KiB page
 /// keeps in place, so each row also took an overflow page of its own (crates/bench/NOTES.md).
 pub(super) const SCHEMA: &str = "
@@ -43,6 +55,18 @@ CREATE TABLE IF NOT EXISTS account_runs (
     entries  BLOB NOT NULL,
     PRIMARY KEY (account, last_ts)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent_runs (
+    pass     INTEGER NOT NULL,
+    account  BLOB NOT NULL,
+    last_ts  INTEGER NOT NULL,
+    entries  BLOB NOT NULL,
+    PRIMARY KEY (pass, account, last_ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent_passes (
+    pass     INTEGER PRIMARY KEY,
+    first_ts INTEGER NOT NULL,
+    entries  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS watermark (
     one       INTEGER PRIMARY KEY CHECK (one = 1),
     timestamp INTEGER NOT NULL
@@ -52,9 +76,22 @@ INSERT OR IGNORE INTO watermark (one, timestamp) VALUES (1, 0);
 
 /// The layout of `history.db`; a file with another one is rebuilt.
 const VERSION: i64 = 3;
-/// Most entries in one row of `account_runs`.
+/// Most entries in one row of `account_runs` or `recent_runs`.
 const RUN_MAX: usize = 2048;
 const ENTRY_BYTES: usize = 8;
+/// The passes `recent_runs` holds before they are merged into `account_runs`: a listing looks
+/// an account up once per pass there, and a merge touches a page per account.
+const RECENT_PASSES_MAX: usize = 16;
+/// The entries `recent_runs` holds before a merge (32 bytes each in the pass that sorts them).
+const RECENT_ENTRIES_MAX: usize = 1 << 20;
+/// Most entries in a row a merge writes: 864 bytes, so that the row (about 900 bytes) stays
+/// within the ~1 000 bytes a 4 KiB page of a `WITHOUT ROWID` table keeps in place. A longer row
+/// spills to an overflow page of its own: rows of 2–3 KB (16 passes of a busy account) wasted
+/// half of the file that way.
+const MERGED_RUN_MAX: usize = 108;
+/// A pass with at least this many entries (a bulk load's) skips `recent_runs`: it would touch
+/// most accounts' pages of `account_runs` at its merge anyway.
+const PASS_DIRECT_ENTRIES: usize = 1 << 18;
 
 /// Most transfers indexed in one pass (two entries each, sorted, one transaction).
 const CHUNK: u64 = 262_144;
@@ -78,6 +115,7 @@ pub(super) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connect
     if version != VERSION {
         conn.execute_batch(
             "DROP TABLE IF EXISTS account_transfers; DROP TABLE IF EXISTS account_runs;
+             DROP TABLE IF EXISTS recent_runs; DROP TABLE IF EXISTS recent_passes;
              DROP TABLE IF EXISTS watermark;",
         )?;
         conn.pragma_update(None, "user_version", VERSION)?;
@@ -87,7 +125,10 @@ pub(super) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connect
     let last: Option<i64> = main.query_row("SELECT max(timestamp) FROM transfers", [], |r| r.get(0))?;
     if watermark > last.unwrap_or(0) {
         tracing::warn!(watermark, "history.db is ahead of the transfers it indexes; rebuilding it");
-        conn.execute_batch("DELETE FROM account_runs; UPDATE watermark SET timestamp = 0;")?;
+        conn.execute_batch(
+            "DELETE FROM account_runs; DELETE FROM recent_runs; DELETE FROM recent_passes;
+             UPDATE watermark SET timestamp = 0;",
+        )?;
     }
     Ok(conn)
 }
@@ -118,7 +159,7 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     // (account, timestamp), as integers: sorting them is several times cheaper than sorting
     // byte arrays.
     let mut entries: Vec<(u128, i64)> = Vec::new();
-    let mut last = from;
+    let (mut first, mut last) = (None, from);
     {
         // A range of the table's key (`timestamp` is its rowid).
         let mut stmt = main.prepare_cached(
@@ -131,35 +172,115 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
             let timestamp: i64 = row.get(0)?;
             entries.push((id(row, 1)?, timestamp));
             entries.push((id(row, 2)?, timestamp));
+            first.get_or_insert(timestamp);
             last = timestamp;
         }
     }
-    if entries.is_empty() {
-        return Ok(0);
-    }
+    let Some(first) = first else { return Ok(0) };
     let transfers = (entries.len() / 2) as u64;
     // By account, then time: each account's new entries become one or a few rows. A transfer
     // whose debit and credit account were the same (the ledger refuses it) would appear once.
     entries.sort_unstable();
     entries.dedup();
-    {
+    let runs = entries.chunk_by(|a, b| a.0 == b.0).flat_map(|account| account.chunks(RUN_MAX));
+    if entries.len() >= PASS_DIRECT_ENTRIES {
+        // A pass this large touches most accounts' pages anyway: it goes straight to
+        // `account_runs`, after what waits in `recent_runs` (which is older).
+        merge(&tx)?;
         let mut insert = tx
             .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
-        let mut blob = Vec::with_capacity(RUN_MAX * ENTRY_BYTES);
-        for account in entries.chunk_by(|a, b| a.0 == b.0) {
-            for run in account.chunks(RUN_MAX) {
-                blob.clear();
-                for &(_, timestamp) in run {
-                    blob.extend_from_slice(&timestamp.to_be_bytes());
-                }
-                let (first, last) = (run[0].1, run[run.len() - 1].1);
-                insert.execute(params![run[0].0.to_be_bytes(), last, first, blob])?;
-            }
+        for run in runs {
+            let (first, last) = (run[0].1, run[run.len() - 1].1);
+            insert.execute(params![run[0].0.to_be_bytes(), last, first, encode(run)])?;
         }
-        tx.execute("UPDATE watermark SET timestamp = ?1", [last])?;
+    } else {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO recent_runs (pass, account, last_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
+        for run in runs {
+            insert.execute(params![last, run[0].0.to_be_bytes(), run[run.len() - 1].1, encode(run)])?;
+        }
+        tx.prepare_cached("INSERT INTO recent_passes (pass, first_ts, entries) VALUES (?1, ?2, ?3)")?.execute(
+            params![last, first, i64::try_from(entries.len()).unwrap_or(i64::MAX)],
+        )?;
+        let (passes, held): (i64, i64) =
+            tx.query_row("SELECT count(*), coalesce(sum(entries), 0) FROM recent_passes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if usize::try_from(passes).unwrap_or(usize::MAX) >= RECENT_PASSES_MAX
+            || usize::try_from(held).unwrap_or(usize::MAX) >= RECENT_ENTRIES_MAX
+        {
+            merge(&tx)?;
+        }
     }
+    tx.execute("UPDATE watermark SET timestamp = ?1", [last])?;
     tx.commit()?;
     Ok(transfers)
+}
+
+/// A run's entries as stored: their timestamps, big-endian, in order.
+fn encode(run: &[(u128, i64)]) -> Vec<u8> {
+    let mut blob = Vec::with_capacity(run.len() * ENTRY_BYTES);
+    for &(_, timestamp) in run {
+        blob.extend_from_slice(&timestamp.to_be_bytes());
+    }
+    blob
+}
+
+/// Moves every run of `recent_runs` into `account_runs`: an account's runs of all the passes
+/// become rows of [`MERGED_RUN_MAX`] entries, side by side, so the merge writes about one page
+/// per account. SQLite's sorter orders them (bounded memory, spilling to
+/// a temporary file past the cache).
+fn merge(tx: &Connection) -> Result<()> {
+    let mut insert =
+        tx.prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
+    let flush = |account: &[u8; 16], blob: &[u8], insert: &mut rusqlite::CachedStatement<'_>| -> Result<()> {
+        if let (Some(first), Some(last)) = (blob.first_chunk::<8>(), blob.rchunks_exact(ENTRY_BYTES).next()) {
+            let last = last.first_chunk::<8>().copied().unwrap_or_default();
+            insert.execute(params![account, i64::from_be_bytes(last), i64::from_be_bytes(*first), blob])?;
+        }
+        Ok(())
+    };
+    // An account's runs never overlap in time (passes are disjoint and in order), so ordering
+    // them by their last timestamp orders their entries.
+    {
+        let mut stmt = tx.prepare_cached("SELECT account, entries FROM recent_runs ORDER BY account, last_ts")?;
+        let mut rows = stmt.query([])?;
+        let mut account = None;
+        let mut blob: Vec<u8> = Vec::with_capacity(MERGED_RUN_MAX * ENTRY_BYTES);
+        while let Some(row) = rows.next()? {
+            let next: [u8; 16] = row.get(0)?;
+            let entries = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            if account != Some(next) {
+                if let Some(done) = &account {
+                    flush(done, &blob, &mut insert)?;
+                }
+                blob.clear();
+                account = Some(next);
+            }
+            for entry in entries.chunks_exact(ENTRY_BYTES) {
+                if blob.len() == MERGED_RUN_MAX * ENTRY_BYTES {
+                    flush(&next, &blob, &mut insert)?;
+                    blob.clear();
+                }
+                blob.extend_from_slice(entry);
+            }
+        }
+        if let Some(done) = &account {
+            flush(done, &blob, &mut insert)?;
+        }
+    }
+    tx.execute_batch("DELETE FROM recent_runs; DELETE FROM recent_passes;")?;
+    Ok(())
+}
+
+/// A row's first column, a run's entries, without a copy.
+fn blob<'a>(row: &'a rusqlite::Row<'_>) -> rusqlite::Result<&'a [u8]> {
+    Ok(row.get_ref(0)?.as_blob()?)
+}
+
+/// An entry's timestamp.
+fn decode(entry: &[u8]) -> i64 {
+    i64::from_be_bytes(entry.try_into().unwrap_or_default())
 }
 
 /// The timestamps (the keys in `transfers`) of up to `limit` of the account's indexed transfers
@@ -173,13 +294,34 @@ pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usiz
     let account = account.to_be_bytes();
     let take = |entries: &[u8], found: &mut Vec<i64>| {
         for entry in entries.rchunks_exact(ENTRY_BYTES) {
-            let timestamp = i64::from_be_bytes(entry.try_into().unwrap_or_default());
+            let timestamp = decode(entry);
             if timestamp < before && found.len() < limit {
                 found.push(timestamp);
             }
         }
     };
-    // The run that holds `before`, if one does ...
+    // The recent passes that begin before `before`, newest first (they are newer than every
+    // merged run) ...
+    let passes = conn
+        .prepare_cached("SELECT pass FROM history.recent_passes WHERE first_ts < ?1 ORDER BY pass DESC")?
+        .query_map([before], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut in_pass = conn.prepare_cached(
+        "SELECT entries FROM history.recent_runs WHERE pass = ?1 AND account = ?2 ORDER BY last_ts DESC",
+    )?;
+    for pass in passes {
+        if found.len() >= limit {
+            return Ok(found);
+        }
+        let mut rows = in_pass.query(params![pass, account])?;
+        while let Some(row) = rows.next()? {
+            take(blob(row)?, &mut found);
+        }
+    }
+    if found.len() >= limit {
+        return Ok(found);
+    }
+    // ... then the merged run that holds `before`, if one does ...
     let straddling: Option<Vec<u8>> = conn
         .prepare_cached(
             "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts >= ?2 AND first_ts < ?2
@@ -190,15 +332,14 @@ pub(super) fn indexed(conn: &Connection, account: u128, before: i64, limit: usiz
     if let Some(entries) = straddling {
         take(&entries, &mut found);
     }
-    // ... then the runs wholly before it, newest first.
+    // ... then the merged runs wholly before it, newest first.
     let mut stmt = conn.prepare_cached(
         "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts < ?2 ORDER BY last_ts DESC",
     )?;
     let mut rows = stmt.query(params![account, before])?;
     while found.len() < limit {
         let Some(row) = rows.next()? else { break };
-        let entries: Vec<u8> = row.get(0)?;
-        take(&entries, &mut found);
+        take(blob(row)?, &mut found);
     }
     Ok(found)
 }
@@ -218,22 +359,42 @@ pub(super) fn indexed_ascending(
         return Ok(found);
     }
     let account = account.to_be_bytes();
-    // The runs that end at or after `from`, oldest first: the first may start before it.
+    // Takes a run's entries in `from..to`; false once the listing is complete.
+    let take = |entries: &[u8], found: &mut Vec<i64>| {
+        for entry in entries.chunks_exact(ENTRY_BYTES) {
+            let timestamp = decode(entry);
+            if timestamp >= to || found.len() >= limit {
+                return false;
+            }
+            if timestamp >= from {
+                found.push(timestamp);
+            }
+        }
+        true
+    };
+    // The merged runs that end at or after `from`, oldest first: the first may start before it ...
     let mut stmt = conn.prepare_cached(
         "SELECT entries FROM history.account_runs WHERE account = ?1 AND last_ts >= ?2 AND first_ts < ?3
          ORDER BY last_ts",
     )?;
     let mut rows = stmt.query(params![account, from, to])?;
-    while found.len() < limit {
-        let Some(row) = rows.next()? else { break };
-        let entries: Vec<u8> = row.get(0)?;
-        for entry in entries.chunks_exact(ENTRY_BYTES) {
-            let timestamp = i64::from_be_bytes(entry.try_into().unwrap_or_default());
-            if timestamp >= to || found.len() >= limit {
+    while let Some(row) = rows.next()? {
+        if !take(blob(row)?, &mut found) {
+            return Ok(found);
+        }
+    }
+    // ... then the recent passes that end at or after `from` and begin before `to`, oldest first.
+    let passes = conn
+        .prepare_cached("SELECT pass FROM history.recent_passes WHERE pass >= ?1 AND first_ts < ?2 ORDER BY pass")?
+        .query_map([from, to], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut in_pass =
+        conn.prepare_cached("SELECT entries FROM history.recent_runs WHERE pass = ?1 AND account = ?2 ORDER BY last_ts")?;
+    for pass in passes {
+        let mut rows = in_pass.query(params![pass, account])?;
+        while let Some(row) = rows.next()? {
+            if !take(blob(row)?, &mut found) {
                 return Ok(found);
-            }
-            if timestamp >= from {
-                found.push(timestamp);
             }
         }
     }
@@ -326,5 +487,156 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
             seen = waiting;
             std::thread::park_timeout(POLL);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A main database with the columns the indexer reads, and its history attached to a
+    /// reader connection as the store's readers have it.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        main: Connection,
+        history: Connection,
+        reader: Connection,
+        /// (timestamp, transfer id, debit, credit), as committed.
+        transfers: Vec<(i64, u128, u128, u128)>,
+        seed: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let main = Connection::open(dir.path().join("main.db")).unwrap();
+            main.execute_batch(
+                "CREATE TABLE transfers (timestamp INTEGER PRIMARY KEY, id BLOB NOT NULL,
+                     debit_account BLOB NOT NULL, credit_account BLOB NOT NULL);",
+            )
+            .unwrap();
+            let history = open_for_writing(&main, &dir.path().join(HISTORY_FILE)).unwrap();
+            let reader = Connection::open(dir.path().join("main.db")).unwrap();
+            attach(&reader, &dir.path().join(HISTORY_FILE)).unwrap();
+            Fixture { _dir: dir, main, history, reader, transfers: Vec::new(), seed: 7 }
+        }
+
+        /// Commits `n` transfers between random accounts of 1..=5, then indexes them in one pass.
+        fn pass(&mut self, n: usize) {
+            let tx = self.main.transaction().unwrap();
+            {
+                let mut insert = tx.prepare("INSERT INTO transfers VALUES (?1, ?2, ?3, ?4)").unwrap();
+                for _ in 0..n {
+                    self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    let debit = 1 + u128::from((self.seed >> 33) % 5);
+                    let credit = 1 + (debit + u128::from((self.seed >> 40) % 4)) % 5;
+                    let timestamp = 1_000 + 3 * i64::try_from(self.transfers.len()).unwrap();
+                    let id = 1 << 100 | u128::try_from(timestamp).unwrap();
+                    let blob = |v: u128| v.to_be_bytes();
+                    insert.execute(params![timestamp, blob(id), blob(debit), blob(credit)]).unwrap();
+                    self.transfers.push((timestamp, id, debit, credit));
+                }
+            }
+            tx.commit().unwrap();
+            assert_eq!(index_pass(&self.main, &mut self.history, CHUNK).unwrap(), n as u64);
+        }
+
+        fn recent_passes(&self) -> i64 {
+            self.history.query_row("SELECT count(*) FROM recent_passes", [], |r| r.get(0)).unwrap()
+        }
+
+        fn merged_rows(&self) -> i64 {
+            self.history.query_row("SELECT count(*) FROM account_runs", [], |r| r.get(0)).unwrap()
+        }
+
+        /// Every listing of every account against the transfers themselves: all of them, pages
+        /// below a timestamp, and ranges oldest first.
+        fn check(&self) {
+            let last = self.transfers.last().map_or(0, |t| t.0);
+            for account in 1..=5u128 {
+                let all: Vec<(i64, u128)> = self
+                    .transfers
+                    .iter()
+                    .filter(|t| t.2 == account || t.3 == account)
+                    .map(|t| (t.0, t.1))
+                    .collect();
+                for before in [0, 1_001, 1_000 + last / 3, last, last + 1, i64::MAX] {
+                    for limit in [1, 7, usize::MAX] {
+                        let expected: Vec<i64> =
+                            all.iter().rev().filter(|t| t.0 < before).take(limit).map(|t| t.0).collect();
+                        let got = indexed(&self.reader, account, before, limit).unwrap();
+                        assert_eq!(got, expected, "account {account}, before {before}, limit {limit}");
+                        for from in [1_000, before / 2 + 1, before.saturating_sub(30)] {
+                            let expected: Vec<i64> =
+                                all.iter().filter(|t| t.0 >= from && t.0 < before).take(limit).map(|t| t.0).collect();
+                            let got = indexed_ascending(&self.reader, account, from, before, limit).unwrap();
+                            assert_eq!(got, expected, "account {account}, {from}..{before}, limit {limit}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn listings_are_the_same_from_recent_passes_merged_runs_and_both() {
+        let mut f = Fixture::new();
+        for pass in 0..RECENT_PASSES_MAX - 1 {
+            f.pass(1 + pass % 9);
+        }
+        // All of it in `recent_runs`, nothing merged yet.
+        assert_eq!(f.recent_passes(), i64::try_from(RECENT_PASSES_MAX - 1).unwrap());
+        assert_eq!(f.merged_rows(), 0);
+        f.check();
+        // The next pass merges them all: an account's entries in rows of `MERGED_RUN_MAX`.
+        f.pass(3);
+        assert_eq!(f.recent_passes(), 0);
+        let rows: usize = (1..=5u128)
+            .map(|a| f.transfers.iter().filter(|t| t.2 == a || t.3 == a).count().div_ceil(MERGED_RUN_MAX))
+            .sum();
+        assert_eq!(f.merged_rows(), i64::try_from(rows).unwrap());
+        f.check();
+        // Both tiers at once.
+        for pass in 0..5 {
+            f.pass(2 + pass);
+        }
+        assert_eq!(f.recent_passes(), 5);
+        f.check();
+    }
+
+    #[test]
+    fn a_large_pass_goes_straight_to_the_merged_runs_after_the_recent_ones() {
+        let mut f = Fixture::new();
+        f.pass(4);
+        f.pass(5);
+        assert_eq!(f.recent_passes(), 2);
+        // Past `PASS_DIRECT_ENTRIES` entries: the two recent passes are merged first (a row per
+        // account), then the pass's own runs of at most `RUN_MAX` entries follow them.
+        f.pass(PASS_DIRECT_ENTRIES / 2 + 10);
+        assert_eq!(f.recent_passes(), 0);
+        let runs: usize = (1..=5u128)
+            .map(|a| f.transfers[9..].iter().filter(|t| t.2 == a || t.3 == a).count().div_ceil(RUN_MAX))
+            .sum();
+        assert_eq!(f.merged_rows(), i64::try_from(5 + runs).unwrap());
+        f.pass(6);
+        f.check();
+    }
+
+    #[test]
+    fn entries_past_the_recent_limit_merge_before_the_pass_count_does() {
+        let mut f = Fixture::new();
+        // Each pass just under the direct size: the entries, not the passes, call the merge.
+        let per_pass = PASS_DIRECT_ENTRIES / 2 - 1;
+        let mut passes = 0;
+        while f.merged_rows() == 0 {
+            f.pass(per_pass);
+            passes += 1;
+        }
+        assert!(passes < RECENT_PASSES_MAX, "merged after {passes} passes");
+        assert_eq!(passes * per_pass * 2 / RECENT_ENTRIES_MAX, 1);
+        f.pass(1);
+        let newest: Vec<i64> = f.transfers.iter().rev().filter(|t| t.2 == 1 || t.3 == 1).take(3).map(|t| t.0).collect();
+        assert_eq!(indexed(&f.reader, 1, i64::MAX, 3).unwrap(), newest);
     }
 }
