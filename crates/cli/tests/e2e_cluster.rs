@@ -149,8 +149,9 @@ impl Tenant {
     }
 
     async fn account(&self, overdraft_limit: u64) -> String {
-        let (status, body) =
-            self.post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft_limit}), &random_hex(8)).await;
+        let (status, body) = self
+            .post("/v1/accounts", json!({"currency": "EUR", "overdraft_limit": overdraft_limit}), &random_hex(8))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -335,7 +336,10 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
         for (partition, paid) in paid.iter().enumerate() {
             let after = paid.iter().filter(|p| p.started > nats_back).count();
             assert!(after > 0, "partition {partition}: no payment begun after the NATS restart went through");
-            eprintln!("partition {partition}: {} payments acknowledged, {after} begun after the NATS restart", paid.len());
+            eprintln!(
+                "partition {partition}: {} payments acknowledged, {after} begun after the NATS restart",
+                paid.len()
+            );
         }
 
         let batch = {
@@ -357,11 +361,14 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
             assert!(!acknowledged.is_empty(), "partition {partition}: no payment went through");
             for Paid { id, amount, .. } in acknowledged.iter().step_by(7) {
                 let payment = tenant.get(&format!("/v1/payments/{id}")).await;
-                assert_eq!((payment["status"].as_str(), payment["amount"].as_u64()), (Some("succeeded"), Some(*amount)));
+                assert_eq!(
+                    (payment["status"].as_str(), payment["amount"].as_u64()),
+                    (Some("succeeded"), Some(*amount))
+                );
             }
             // Exactly once: the payee holds the sum of what was acknowledged, to the cent.
-            let expected: u64 = acknowledged.iter().map(|p| p.amount).sum::<u64>()
-                + if partition == 0 { BATCH_ITEMS } else { 0 };
+            let expected: u64 =
+                acknowledged.iter().map(|p| p.amount).sum::<u64>() + if partition == 0 { BATCH_ITEMS } else { 0 };
             let (_, payee) = &parties[partition];
             let account = tenant.get(&format!("/v1/accounts/{payee}")).await;
             assert_eq!(account["balance"]["posted"], expected, "partition {partition}'s payee");

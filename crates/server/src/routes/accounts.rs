@@ -208,9 +208,10 @@ pub(crate) fn list_page<C: std::str::FromStr>(query: Option<&str>, cursor: &str)
                     .ok_or_else(|| ApiError::invalid("limit", "`limit` must be an integer from 1 to 100."))?;
             }
             "starting_after" => {
-                page.after = Some(value.parse().map_err(|_| {
-                    ApiError::invalid("starting_after", format!("`starting_after` must be {cursor}."))
-                })?);
+                page.after =
+                    Some(value.parse().map_err(|_| {
+                        ApiError::invalid("starting_after", format!("`starting_after` must be {cursor}."))
+                    })?);
             }
             other => {
                 return Err(ApiError::bad_request(

@@ -199,9 +199,8 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
         for run in runs {
             insert.execute(params![last, run[0].0.to_be_bytes(), run[run.len() - 1].1, encode(run)])?;
         }
-        tx.prepare_cached("INSERT INTO recent_passes (pass, first_ts, entries) VALUES (?1, ?2, ?3)")?.execute(
-            params![last, first, i64::try_from(entries.len()).unwrap_or(i64::MAX)],
-        )?;
+        tx.prepare_cached("INSERT INTO recent_passes (pass, first_ts, entries) VALUES (?1, ?2, ?3)")?
+            .execute(params![last, first, i64::try_from(entries.len()).unwrap_or(i64::MAX)])?;
         let (passes, held): (i64, i64) =
             tx.query_row("SELECT count(*), coalesce(sum(entries), 0) FROM recent_passes", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -388,8 +387,8 @@ pub(super) fn indexed_ascending(
         .prepare_cached("SELECT pass FROM history.recent_passes WHERE pass >= ?1 AND first_ts < ?2 ORDER BY pass")?
         .query_map([from, to], |r| r.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut in_pass =
-        conn.prepare_cached("SELECT entries FROM history.recent_runs WHERE pass = ?1 AND account = ?2 ORDER BY last_ts")?;
+    let mut in_pass = conn
+        .prepare_cached("SELECT entries FROM history.recent_runs WHERE pass = ?1 AND account = ?2 ORDER BY last_ts")?;
     for pass in passes {
         let mut rows = in_pass.query(params![pass, account])?;
         while let Some(row) = rows.next()? {
@@ -528,7 +527,8 @@ mod tests {
             {
                 let mut insert = tx.prepare("INSERT INTO transfers VALUES (?1, ?2, ?3, ?4)").unwrap();
                 for _ in 0..n {
-                    self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    self.seed =
+                        self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                     let debit = 1 + u128::from((self.seed >> 33) % 5);
                     let credit = 1 + (debit + u128::from((self.seed >> 40) % 4)) % 5;
                     let timestamp = 1_000 + 3 * i64::try_from(self.transfers.len()).unwrap();
@@ -555,12 +555,8 @@ mod tests {
         fn check(&self) {
             let last = self.transfers.last().map_or(0, |t| t.0);
             for account in 1..=5u128 {
-                let all: Vec<(i64, u128)> = self
-                    .transfers
-                    .iter()
-                    .filter(|t| t.2 == account || t.3 == account)
-                    .map(|t| (t.0, t.1))
-                    .collect();
+                let all: Vec<(i64, u128)> =
+                    self.transfers.iter().filter(|t| t.2 == account || t.3 == account).map(|t| (t.0, t.1)).collect();
                 for before in [0, 1_001, 1_000 + last / 3, last, last + 1, i64::MAX] {
                     for limit in [1, 7, usize::MAX] {
                         let expected: Vec<i64> =
