@@ -76,7 +76,7 @@ use std::time::{Duration, Instant};
 /// The same allocator as the `paycore` binary (crates/cli/src/main.rs): the in-process
 /// scenarios run the engine in this process, so this is the allocator they measure.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const SCENARIOS: [&str; 8] = ["bulk", "http-bulk", "realtime", "postgres", "sqlite", "batch", "startup", "cluster"];
 
