@@ -73,6 +73,11 @@ use report::Outcome;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The same allocator as the `paycore` binary (crates/cli/src/main.rs): the in-process
+/// scenarios run the engine in this process, so this is the allocator they measure.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const SCENARIOS: [&str; 8] = ["bulk", "http-bulk", "realtime", "postgres", "sqlite", "batch", "startup", "cluster"];
 
 #[derive(Parser, Debug)]

@@ -8,6 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Every allocation of the process's Rust code (the HTTP path, the engine, the batch parsers)
+/// goes to jemalloc: glibc's malloc was about a quarter of a cluster API node's CPU, and
+/// jemalloc took a third off it without raising peak RSS, where mimalloc doubled the 1M-line
+/// CSV's (crates/bench/NOTES.md, "Global allocator (session 11)"). SQLite's own allocations
+/// stay on the C library's malloc.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "paycore", version, about = "A double-entry ledger and payment platform")]
 struct Cli {
