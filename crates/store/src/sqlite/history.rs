@@ -82,7 +82,8 @@ const ENTRY_BYTES: usize = 8;
 /// The passes `recent_runs` holds before they are merged into `account_runs`: a listing looks
 /// an account up once per pass there, and a merge touches a page per account.
 const RECENT_PASSES_MAX: usize = 16;
-/// The entries `recent_runs` holds before a merge (32 bytes each in the pass that sorts them).
+/// The entries `recent_runs` holds before a merge: what one merge reads, orders (SQLite's
+/// sorter) and writes, 8 MiB of entries at most.
 const RECENT_ENTRIES_MAX: usize = 1 << 20;
 /// Most entries in a row a merge writes: 864 bytes, so that the row (about 900 bytes) stays
 /// within the ~1 000 bytes a 4 KiB page of a `WITHOUT ROWID` table keeps in place. A longer row
