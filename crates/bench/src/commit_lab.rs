@@ -28,6 +28,12 @@ enum Variant {
     TimestampKey,
     /// + no `meta.last_timestamp` upsert when the batch's last timestamp is a transfer's.
     NoMeta,
+    /// + rows 2.. of each statement insert a `NULL` timestamp, which SQLite makes the table's
+    /// last key + 1 (the batch's timestamps are consecutive): its append path, with no B-tree
+    /// descent to check each bound key is new.
+    Appended,
+    /// + `INSERT OR ROLLBACK`: no statement journal of the pages a statement changes.
+    OrRollback,
     /// + currency and kind as small integers instead of text (fewer bytes, no text binds).
     IntegerCodes,
     /// + 256 rows per `INSERT` instead of 64.
@@ -36,8 +42,16 @@ enum Variant {
     Page16K,
 }
 
-const VARIANTS: [Variant; 6] =
-    [Variant::IdKey, Variant::TimestampKey, Variant::NoMeta, Variant::IntegerCodes, Variant::Rows256, Variant::Page16K];
+const VARIANTS: [Variant; 8] = [
+    Variant::IdKey,
+    Variant::TimestampKey,
+    Variant::NoMeta,
+    Variant::Appended,
+    Variant::OrRollback,
+    Variant::IntegerCodes,
+    Variant::Rows256,
+    Variant::Page16K,
+];
 
 impl Variant {
     fn name(self) -> &'static str {
@@ -45,6 +59,8 @@ impl Variant {
             Variant::IdKey => "id key + timestamp index (0021)",
             Variant::TimestampKey => "timestamp key + unique id index (0022)",
             Variant::NoMeta => "+ no meta upsert",
+            Variant::Appended => "+ timestamps 2.. of a statement from SQLite",
+            Variant::OrRollback => "+ INSERT OR ROLLBACK",
             Variant::IntegerCodes => "+ currency and kind as integers",
             Variant::Rows256 => "+ 256 rows per INSERT",
             Variant::Page16K => "+ 16 KiB pages",
@@ -57,6 +73,14 @@ impl Variant {
 
     fn meta(self) -> bool {
         matches!(self, Variant::IdKey | Variant::TimestampKey)
+    }
+
+    fn appended(self) -> bool {
+        !matches!(self, Variant::IdKey | Variant::TimestampKey | Variant::NoMeta)
+    }
+
+    fn or_rollback(self) -> bool {
+        self.appended() && self != Variant::Appended
     }
 
     fn integer_codes(self) -> bool {
@@ -106,11 +130,15 @@ type Row = (u128, usize, usize, i64, i64);
 /// statement per row for the rest.
 fn insert(conn: &Connection, variant: Variant, rows: &[Row]) -> rusqlite::Result<()> {
     const COLUMNS: usize = 10;
-    let head = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind,
-                pending_id, expires_at, timestamp) VALUES ";
+    let head = if variant.or_rollback() { "INSERT OR ROLLBACK" } else { "INSERT" };
+    let head = format!(
+        "{head} INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind,
+                pending_id, expires_at, timestamp) VALUES "
+    );
     let row = format!("({})", ["?"; COLUMNS].join(", "));
     let per = variant.rows_per_insert();
-    let bind = |stmt: &mut rusqlite::Statement<'_>, offset: usize, &(tid, d, c, amount, ts): &Row| {
+    // `ts` is `None` where SQLite is to make the key (the table's last + 1).
+    let bind = |stmt: &mut rusqlite::Statement<'_>, offset: usize, &(tid, d, c, amount, _): &Row, ts: Option<i64>| {
         stmt.raw_bind_parameter(offset + 1, id(tid))?;
         stmt.raw_bind_parameter(offset + 2, id(1))?;
         stmt.raw_bind_parameter(offset + 3, id(1 + d as u128))?;
@@ -131,13 +159,16 @@ fn insert(conn: &Connection, variant: Variant, rows: &[Row]) -> rusqlite::Result
     let mut stmt = conn.prepare_cached(&format!("{head}{}", vec![row.as_str(); per].join(", ")))?;
     for chunk in &mut chunks {
         for (i, r) in chunk.iter().enumerate() {
-            bind(&mut stmt, i * COLUMNS, r)?;
+            bind(&mut stmt, i * COLUMNS, r, (i == 0 || !variant.appended()).then_some(r.4))?;
         }
         stmt.raw_execute()?;
+        if variant.appended() && chunk.last().map(|r| r.4) != Some(conn.last_insert_rowid()) {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
     }
     let mut stmt = conn.prepare_cached(&format!("{head}{row}"))?;
     for r in chunks.remainder() {
-        bind(&mut stmt, 0, r)?;
+        bind(&mut stmt, 0, r, Some(r.4))?;
         stmt.raw_execute()?;
     }
     Ok(())

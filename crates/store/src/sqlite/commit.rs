@@ -38,9 +38,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// transfers, so nothing acknowledged depends on the checkpoint: after a crash, `recover`
 /// replays the transfers after `balances_through` and checkpoints at once.
 pub(super) struct SqliteStore {
-    /// The insert of a chunk of alike transfers (see [`insert_transfers`]), once prepared.
-    /// Declared before `conn`: it must be finalized before the connection closes.
-    shared_insert: Option<StaticStatement>,
+    /// The inserts of chunks of alike transfers (see [`insert_transfers`]), once prepared.
+    /// Declared before `conn`: they must be finalized before the connection closes.
+    alike_inserts: AlikeInserts,
     conn: Connection,
     /// Keeps `history.db` up with `transfers`; stops with the store.
     indexer: Indexer,
@@ -161,7 +161,7 @@ impl Store for SqliteStore {
         insert_accounts(&tx, &changes.new_accounts)?;
         super::limits::update_accounts(&tx, &changes.updated_accounts)?;
         super::limits::insert_audit(&tx, &changes.audit)?;
-        insert_transfers(&tx, &mut self.shared_insert, &changes.transfers)?;
+        insert_transfers(&tx, &mut self.alike_inserts, &changes.transfers)?;
         upsert_holds(&tx, &changes.holds)?;
         upsert_payments(&tx, &changes.payments)?;
         mark_quotes_used(&tx, &changes.quotes_used)?;
@@ -350,11 +350,11 @@ const TRANSFER_HEAD: &str = "INSERT INTO transfers (id, tenant, debit_account, c
 
 /// Inserts the batch's transfers, [`ROWS_PER_INSERT`] rows per statement. A chunk whose rows
 /// share their tenant, currency and kind and have no pending id or expiry (a bulk request's)
-/// binds those once per statement, five values a row instead of ten, through `shared`: a
-/// statement bound without copies ([`StaticStatement`]), prepared at the first such chunk and
-/// kept. Binding a blob or text through rusqlite copies it into memory SQLite allocates and
-/// frees (crates/bench/NOTES.md).
-fn insert_transfers(tx: &Connection, shared: &mut Option<StaticStatement>, transfers: &[Transfer]) -> Result<()> {
+/// binds those once per statement, through one of [`AlikeInserts`]' statements, bound without
+/// copies ([`StaticStatement`]): binding a blob or text through rusqlite copies it into memory
+/// SQLite allocates and frees (crates/bench/NOTES.md). Other chunks, and the rows after the
+/// last full chunk, bind every column.
+fn insert_transfers(tx: &Connection, alike_inserts: &mut AlikeInserts, transfers: &[Transfer]) -> Result<()> {
     let mut chunks = transfers.chunks_exact(ROWS_PER_INSERT);
     for chunk in &mut chunks {
         let first = &chunk[0];
@@ -369,14 +369,9 @@ fn insert_transfers(tx: &Connection, shared: &mut Option<StaticStatement>, trans
             insert_rows(tx, TRANSFER_HEAD, TRANSFER_COLUMNS, chunk, bind_transfer)?;
             continue;
         }
-        let stmt = match shared {
-            Some(stmt) => stmt,
-            // SAFETY: the statement is kept in `SqliteStore.shared_insert`, declared before
-            // the connection it is prepared on (so finalized first), and used only inside the
-            // engine's commits on that connection, on the engine's thread.
-            #[allow(unsafe_code)]
-            None => shared.insert(unsafe { StaticStatement::prepare(tx, &shared_transfers_sql())? }),
-        };
+        let consecutive = chunk.iter().zip(first.timestamp..).all(|(t, timestamp)| t.timestamp == timestamp);
+        let layout = if consecutive { Layout::Appended } else { Layout::Keyed };
+        let stmt = alike_inserts.statement(tx, layout)?;
         // The ids as big-endian blobs: id, debit account, credit account a row, then the tenant.
         let mut ids = [[0u8; 16]; 3 * ROWS_PER_INSERT + 1];
         for (i, t) in chunk.iter().enumerate() {
@@ -385,37 +380,127 @@ fn insert_transfers(tx: &Connection, shared: &mut Option<StaticStatement>, trans
             ids[3 * i + 2] = id_blob(t.credit_account.0);
         }
         ids[3 * ROWS_PER_INSERT] = id_blob(first.tenant.0);
-        let mut values = [Bind::Null; SHARED_COLUMNS + OWN_COLUMNS * ROWS_PER_INSERT];
-        values[0] = Bind::Blob(&ids[3 * ROWS_PER_INSERT]);
-        values[1] = Bind::Text(first.currency.code());
-        values[2] = Bind::Text(first.kind.as_str());
-        for (i, (t, row)) in chunk.iter().zip(values[SHARED_COLUMNS..].chunks_exact_mut(OWN_COLUMNS)).enumerate() {
+        let mut values = [Bind::Null; KEYED_PARAMETERS];
+        let values = &mut values[..layout.parameters()];
+        let (shared, own) = values.split_at_mut(layout.shared_columns());
+        shared[0] = Bind::Blob(&ids[3 * ROWS_PER_INSERT]);
+        shared[1] = Bind::Text(first.currency.code());
+        shared[2] = Bind::Text(first.kind.as_str());
+        if layout == Layout::Appended {
+            shared[3] = Bind::Int(int(first.timestamp));
+        }
+        for (i, (t, row)) in chunk.iter().zip(own.chunks_exact_mut(layout.own_columns())).enumerate() {
             row[0] = Bind::Blob(&ids[3 * i]);
             row[1] = Bind::Blob(&ids[3 * i + 1]);
             row[2] = Bind::Blob(&ids[3 * i + 2]);
             row[3] = Bind::Int(int(t.amount));
-            row[4] = Bind::Int(int(t.timestamp));
+            if layout == Layout::Keyed {
+                row[4] = Bind::Int(int(t.timestamp));
+            }
         }
-        stmt.execute(&values)?;
+        stmt.execute(values)?;
+        if layout == Layout::Appended {
+            // SQLite gave rows 2.. the table's last key + 1 each: the chunk's own timestamps
+            // only if the first row became the table's last key. Otherwise (a stored transfer
+            // later than this batch, which the ledger's clock never makes) the rows have keys
+            // they were not given, and the commit must not stand.
+            let last = chunk[ROWS_PER_INSERT - 1].timestamp;
+            if tx.last_insert_rowid() != int(last) {
+                return Err(StoreError::Corrupt(format!(
+                    "transfers holds a timestamp after {}, the first of a chunk of this commit",
+                    first.timestamp
+                )));
+            }
+        }
     }
     insert_rows(tx, TRANSFER_HEAD, TRANSFER_COLUMNS, chunks.remainder(), bind_transfer)
 }
 
-/// Parameters bound once per statement of [`shared_transfers_sql`] (tenant, currency, kind),
-/// then per row (id, debit account, credit account, amount, timestamp).
-const SHARED_COLUMNS: usize = 3;
-const OWN_COLUMNS: usize = 5;
+/// How a statement of alike transfers gives each row its timestamp, the table's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Every row binds its own timestamp. SQLite checks each such key is new with a B-tree
+    /// descent from the root (`OP_NotExists`): ~2.1k instructions a row (NOTES.md).
+    Keyed,
+    /// For rows of consecutive timestamps (a bulk request's, which the ledger ticks one by
+    /// one): the first row binds its timestamp, the others insert `NULL`, which SQLite turns
+    /// into the table's last key + 1 from the cursor it left on the last row: its append path,
+    /// no descent. [`insert_transfers`] checks the last row's key is what it should be.
+    Appended,
+}
 
-/// The insert of [`ROWS_PER_INSERT`] transfers that share their tenant, currency and kind and
-/// have no pending id or expiry.
-fn shared_transfers_sql() -> String {
-    let rows: Vec<String> = (0..ROWS_PER_INSERT)
-        .map(|i| {
-            let p = SHARED_COLUMNS + i * OWN_COLUMNS;
-            format!("(?{}, ?1, ?{}, ?{}, ?{}, ?2, ?3, NULL, NULL, ?{})", p + 1, p + 2, p + 3, p + 4, p + 5)
+impl Layout {
+    /// Parameters bound once per statement: tenant, currency, kind (and for
+    /// [`Layout::Appended`], the first row's timestamp).
+    fn shared_columns(self) -> usize {
+        match self {
+            Layout::Keyed => 3,
+            Layout::Appended => 4,
+        }
+    }
+
+    /// Parameters bound per row: id, debit account, credit account, amount (and for
+    /// [`Layout::Keyed`], the timestamp).
+    fn own_columns(self) -> usize {
+        match self {
+            Layout::Keyed => 5,
+            Layout::Appended => 4,
+        }
+    }
+
+    fn parameters(self) -> usize {
+        self.shared_columns() + self.own_columns() * ROWS_PER_INSERT
+    }
+
+    /// The insert of [`ROWS_PER_INSERT`] transfers that share their tenant, currency and kind
+    /// and have no pending id or expiry. `OR ROLLBACK`: a row that breaks a constraint (a
+    /// transfer id stored already) fails the statement and ends the transaction, which the
+    /// commit would roll back anyway; so SQLite keeps no statement journal of the pages the
+    /// statement changes (which `ABORT`, the default, needs to undo a statement's first rows).
+    fn sql(self) -> String {
+        let shared = self.shared_columns();
+        let own = self.own_columns();
+        let rows: Vec<String> = (0..ROWS_PER_INSERT)
+            .map(|i| {
+                let p = shared + i * own;
+                let timestamp = match (self, i) {
+                    (Layout::Keyed, _) => format!("?{}", p + 5),
+                    (Layout::Appended, 0) => "?4".to_owned(),
+                    (Layout::Appended, _) => "NULL".to_owned(),
+                };
+                format!("(?{}, ?1, ?{}, ?{}, ?{}, ?2, ?3, NULL, NULL, {timestamp})", p + 1, p + 2, p + 3, p + 4)
+            })
+            .collect();
+        format!("INSERT OR ROLLBACK{}{}", &TRANSFER_HEAD["INSERT".len()..], rows.join(", "))
+    }
+}
+
+/// The most parameters of a statement of [`AlikeInserts`] ([`Layout::Keyed`]'s).
+const KEYED_PARAMETERS: usize = 3 + 5 * ROWS_PER_INSERT;
+
+/// The engine connection's statements for chunks of alike transfers, each prepared at its
+/// first use and kept.
+#[derive(Default)]
+struct AlikeInserts {
+    keyed: Option<StaticStatement>,
+    appended: Option<StaticStatement>,
+}
+
+impl AlikeInserts {
+    fn statement(&mut self, tx: &Connection, layout: Layout) -> Result<&mut StaticStatement> {
+        let slot = match layout {
+            Layout::Keyed => &mut self.keyed,
+            Layout::Appended => &mut self.appended,
+        };
+        Ok(match slot {
+            Some(stmt) => stmt,
+            // SAFETY: the statement is kept in `SqliteStore.alike_inserts`, declared before
+            // the connection it is prepared on (so finalized first), and used only inside the
+            // engine's commits on that connection, on the engine's thread.
+            #[allow(unsafe_code)]
+            None => slot.insert(unsafe { StaticStatement::prepare(tx, &layout.sql())? }),
         })
-        .collect();
-    format!("{TRANSFER_HEAD}{}", rows.join(", "))
+    }
 }
 
 /// Binds one transfer's columns, in `TRANSFER_HEAD`'s order, after `offset` parameters.
@@ -520,7 +605,7 @@ impl SqliteStore {
         lock: File,
     ) -> SqliteStore {
         SqliteStore {
-            shared_insert: None,
+            alike_inserts: AlikeInserts::default(),
             conn,
             indexer,
             _checkpointer: checkpointer,

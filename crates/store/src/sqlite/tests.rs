@@ -984,3 +984,103 @@ fn every_transfer_of_a_large_batch_reads_back_as_committed() {
         assert_eq!((t.pending_id, t.expires_at, t.timestamp), (None, expires_at, 1_000 + i), "transfer {i}");
     }
 }
+
+/// Transfers a `State` executes and the commit of what they changed, or the commit's error.
+fn try_step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) -> crate::Result<()> {
+    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
+    state.execute(&requests, now);
+    store.commit(&state.take_changes(), &[])
+}
+
+fn transfer_count(dir: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("paycore.db")).unwrap();
+    conn.query_row("SELECT count(*) FROM transfers", [], |r| r.get(0)).unwrap()
+}
+
+/// A chunk of alike transfers whose timestamps are not consecutive (an account opened between
+/// them took one) binds every row's timestamp; the chunk after it, consecutive, lets SQLite
+/// give rows 2.. the next key. Both read back with the timestamps the ledger gave them.
+#[test]
+fn alike_transfers_keep_their_timestamps_with_or_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+    let transfers = |from: u64, count: u64| {
+        Command::Transfers((from..from + count).map(|i| mv(1_000 + u128::from(i), 1, 2, 1 + i, None)).collect())
+    };
+    // 30 transfers, an account, then 98: the first chunk of 64 has a gap after its 30th row,
+    // the second (rows 64..128) none.
+    step(&mut state, &mut store, 1_000, vec![transfers(0, 30), open(3, Overdraft::Unlimited, None), transfers(30, 98)]);
+    for i in 0..128u64 {
+        let t = reader.transfer(T1, TransferId(1_000 + u128::from(i))).unwrap().unwrap();
+        let timestamp = if i < 30 { 1_000 + i } else { 1_001 + i };
+        assert_eq!((t.amount, t.timestamp, t.debit_account), (1 + i, timestamp, AccountId(1)), "transfer {i}");
+    }
+    let by_time: Vec<(i64, i64)> = rusqlite::Connection::open(dir.path().join("paycore.db"))
+        .unwrap()
+        .prepare("SELECT timestamp, amount FROM transfers ORDER BY timestamp")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(by_time.len(), 128);
+    assert_eq!((by_time[29], by_time[30], by_time[127]), ((1_029, 30), (1_031, 31), (1_128, 128)));
+    let report = crate::verify::verify(reader.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// SQLite makes the keys of a consecutive chunk's rows 2.. from the table's last key: a
+/// stored transfer later than the batch (a store the ledger's clock did not write) would give
+/// them keys they were not given. The commit fails as corrupt instead, and keeps nothing.
+#[test]
+fn a_stored_transfer_later_than_the_batch_fails_the_commit_and_keeps_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+    let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+    conn.execute(
+        "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, timestamp)
+         VALUES (?1, ?2, ?3, ?4, 5, 'EUR', 'single', 1000000)",
+        [TransferId(9).0.to_be_bytes(), T1.0.to_be_bytes(), AccountId(1).0.to_be_bytes(), AccountId(2).0.to_be_bytes()],
+    )
+    .unwrap();
+    let transfers = (0..64u64).map(|i| mv(1_000 + u128::from(i), 1, 2, 1 + i, None)).collect();
+    let error = try_step(&mut state, &mut store, 1_000, vec![Command::Transfers(transfers)]).unwrap_err();
+    assert!(matches!(&error, StoreError::Corrupt(m) if m.contains("after 1000")), "{error}");
+    assert_eq!(transfer_count(dir.path()), 1);
+    assert!(reader.transfer(T1, TransferId(1_000)).unwrap().is_none());
+}
+
+/// A chunk of alike transfers with an id stored already is a conflict (`INSERT OR ROLLBACK`
+/// ends the transaction), keeps nothing of its commit, and the store commits the next batch.
+#[test]
+fn a_stored_id_in_a_chunk_of_alike_transfers_is_a_conflict_and_the_store_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, reader) = open_sqlite(dir.path());
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Unlimited, None)]);
+    let chunk = |from: u128| Command::Transfers((from..from + 64).map(|i| mv(i, 1, 2, 7, None)).collect());
+    step(&mut state, &mut store, 1_000, vec![chunk(1_000)]);
+    // A second ledger that does not know the first 64 ids (nothing loaded): its chunk repeats
+    // one of them.
+    let mut other = State::default();
+    other.execute(
+        &[
+            Request { tenant: T1, command: open(1, Overdraft::Unlimited, None) },
+            Request { tenant: T1, command: open(2, Overdraft::Unlimited, None) },
+        ],
+        2_000,
+    );
+    drop(other.take_changes());
+    // Ids 990..1054: the 11th row's id, 1000, is stored.
+    let error = try_step(&mut other, &mut store, 3_000, vec![chunk(990)]).unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    assert_eq!(transfer_count(dir.path()), 64);
+    assert!(reader.transfer(T1, TransferId(990)).unwrap().is_none());
+    step(&mut state, &mut store, 4_000, vec![chunk(2_000)]);
+    assert_eq!(transfer_count(dir.path()), 128);
+    assert_eq!(reader.transfer(T1, TransferId(2_063)).unwrap().unwrap().timestamp, 4_063);
+}
