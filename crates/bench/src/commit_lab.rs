@@ -28,9 +28,9 @@ enum Variant {
     TimestampKey,
     /// + no `meta.last_timestamp` upsert when the batch's last timestamp is a transfer's.
     NoMeta,
-    /// + rows 2.. of each statement insert a `NULL` timestamp, which SQLite makes the table's
-    /// last key + 1 (the batch's timestamps are consecutive): its append path, with no B-tree
-    /// descent to check each bound key is new.
+    /// + rows 2.. of each statement insert a `NULL` timestamp, which SQLite makes the
+    ///   table's last key plus one (the batch's timestamps are consecutive): its append path,
+    ///   with no B-tree descent to check each bound key is new.
     Appended,
     /// + `INSERT OR ROLLBACK`: no statement journal of the pages a statement changes.
     OrRollback,

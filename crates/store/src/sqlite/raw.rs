@@ -59,7 +59,7 @@ impl StaticStatement {
                 db.as_ptr(),
                 sql.as_ptr().cast::<c_char>(),
                 length,
-                ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                ffi::SQLITE_PREPARE_PERSISTENT,
                 &mut stmt,
                 std::ptr::null_mut(),
             )
@@ -153,6 +153,7 @@ fn error(db: NonNull<ffi::sqlite3>) -> rusqlite::Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::type_complexity)]
 mod tests {
     use super::{Bind, StaticStatement};
     use crate::StoreError;
