@@ -3,7 +3,8 @@
 //! (made by `paycore_store::open`), except `transfers`, which each variant lays out itself;
 //! each batch writes what `SqliteStore::commit` writes for 8 189 transfers of the bulk workload
 //! (time-ordered ids, consecutive timestamps, 10 000 accounts) — the `INSERT` of every
-//! transfer in statements of 64 rows with the store's columns, and the `meta` upsert — in one
+//! transfer in statements of 64 rows with the store's columns (bound through rusqlite, with
+//! copies, where the store binds its alike chunks in place), and the `meta` upsert — in one
 //! `IMMEDIATE` transaction with `synchronous=FULL`. (Balances are not written per commit: the
 //! store checkpoints them once a second.) Variants change one thing each from the one above
 //! them, and run alternately, one run of each in turn, so that a noisy machine weighs on all.
