@@ -161,7 +161,7 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
 }
 
 /// Submits `command` and, once the engine has it, runs `meanwhile` before waiting for the
-/// engine's answer.
+/// engine's answer; not when the answer comes at once (a full queue's refusal).
 async fn submit_while(
     state: &AppState,
     post: &Post,
@@ -170,11 +170,12 @@ async fn submit_while(
 ) -> Result<Answer, ApiError> {
     let mut submitted = std::pin::pin!(submit(state, post, command));
     // The first poll hands the command to the engine's queue (or answers at once).
-    let first = std::future::poll_fn(|context| Poll::Ready(submitted.as_mut().poll(context))).await;
-    meanwhile();
-    match first {
+    match std::future::poll_fn(|context| Poll::Ready(submitted.as_mut().poll(context))).await {
         Poll::Ready(answer) => answer,
-        Poll::Pending => submitted.await,
+        Poll::Pending => {
+            meanwhile();
+            submitted.await
+        }
     }
 }
 
