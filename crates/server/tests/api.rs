@@ -564,3 +564,31 @@ async fn openapi_and_metrics() {
     }
     assert!(metrics.contains(r#"route="/v1/accounts""#), "{metrics}");
 }
+
+/// A bulk body that ends (the client closes its sending side) before its `Content-Length` is
+/// refused with a clear 400 `invalid_json`, and nothing of it is applied.
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_refused_and_moves_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (api, _dir) = common::boot(KEY, |_| {}).await;
+    let (funding, payer, _) = api.parties(0).await;
+    let item = json!({"debit_account": funding, "credit_account": payer, "amount": 1, "currency": "EUR"});
+    let body = json!({ "transfers": vec![item; 4000] }).to_string().into_bytes();
+    let address = api.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/transfers HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        api.key,
+        body.len() + 100
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains(r#""code":"invalid_json""#), "{answer}");
+    assert_eq!(api.balance(&payer).await, balance(0, 0, 0));
+}

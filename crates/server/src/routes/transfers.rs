@@ -16,7 +16,9 @@ use paycore_ledger::{
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use utoipa::ToSchema;
 
 /// The most transfers in one request.
@@ -129,9 +131,16 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
         return single(&state, &post, transfer).await;
     }
     let ids: Vec<TransferId> = transfers.iter().map(|t| t.id).collect();
+    // While the engine applies the request, the answer it most often gets (every item `ok`)
+    // is written: with one bulk request in flight that is time off the request's path.
+    let mut all_ok = None;
     let (codes, replayed) = match post.saved.clone() {
         Some(saved) => (saved_codes(&saved), Some(saved)),
-        None => match submit(&state, &post, Command::Transfers(transfers)).await? {
+        None => match submit_while(&state, &post, Command::Transfers(transfers), || {
+            all_ok = Some(bulk_body_all_ok(&ids));
+        })
+        .await?
+        {
             Answer::Done(Outcome::Transfers(codes)) => (Some(codes), None),
             Answer::Done(_) => return Err(ApiError::internal("The engine answered with another kind of outcome.")),
             Answer::Saved(saved) => (saved_codes(&saved), Some(saved)),
@@ -144,7 +153,30 @@ pub async fn create(State(state): State<Arc<AppState>>, post: Post) -> Result<Re
             None => Err(ApiError::internal("The engine answered with the wrong number of results.")),
         };
     };
-    Ok(replayed_if(bulk_response(&ids, &codes), replayed.is_some()))
+    let body = match all_ok {
+        Some(body) if codes.iter().all(|&code| code == ResultCode::Ok) => body,
+        _ => bulk_body(&ids, &codes),
+    };
+    Ok(replayed_if(json_response(StatusCode::OK, body), replayed.is_some()))
+}
+
+/// Submits `command` and, once the engine has it, runs `meanwhile` before waiting for the
+/// engine's answer; not when the answer comes at once (a full queue's refusal).
+async fn submit_while(
+    state: &AppState,
+    post: &Post,
+    command: Command,
+    meanwhile: impl FnOnce(),
+) -> Result<Answer, ApiError> {
+    let mut submitted = std::pin::pin!(submit(state, post, command));
+    // The first poll hands the command to the engine's queue (or answers at once).
+    match std::future::poll_fn(|context| Poll::Ready(submitted.as_mut().poll(context))).await {
+        Poll::Ready(answer) => answer,
+        Poll::Pending => {
+            meanwhile();
+            submitted.await
+        }
+    }
 }
 
 /// Bodies from this size on are parsed in two halves on two threads (~2 000 transfers).
@@ -153,11 +185,11 @@ const SPLIT_PARSE_BYTES: usize = 256 * 1024;
 /// The items of a valid bulk body, or `None` if it does not parse (the caller parses it again
 /// to name the error). With one bulk request in flight, the engine and the client wait while
 /// the body is parsed, so a large body is parsed in two halves at once: the body cut at the
-/// comma between two items nearest its middle, as `{"transfers":[first half]}` and
-/// `{"transfers":[second half]}`. The items are the whole body's when both halves parse: a cut
-/// anywhere but between two items of `transfers` leaves the first half unparseable (a string
-/// or an object left open, a key it does not know), and a second half that parses ends the
-/// array and the body as the whole does. Either half failing falls back to one pass.
+/// comma between two items nearest its middle, `{"transfers":[first half` and
+/// `second half]}`. The items are the whole body's when both halves parse: a cut anywhere but
+/// between two items of `transfers` leaves the first half unparseable (a string or an object
+/// left open, a key it does not know), and a second half that parses ends the array and the
+/// body as the whole does. Either half failing falls back to one pass.
 fn parse_bulk(body: &[u8]) -> Option<Vec<TransferParams>> {
     let cut = if body.len() >= SPLIT_PARSE_BYTES { item_boundary(body, body.len() / 2) } else { None };
     cut.and_then(|cut| parse_halves(body, cut)).or_else(|| parse_whole(body))
@@ -169,8 +201,19 @@ fn parse_whole(body: &[u8]) -> Option<Vec<TransferParams>> {
 }
 
 /// The items of `body` parsed as two bodies cut at the comma at `cut`, at once; `None` if
-/// either does not parse.
+/// either does not parse. The plain form is read in place, each half a slice of the body;
+/// any other form goes to serde, as two bodies `{"transfers":[first half]}` and
+/// `{"transfers":[second half]}` (copies).
 fn parse_halves(body: &[u8], cut: usize) -> Option<Vec<TransferParams>> {
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| plain::part(&body[cut + 1..], plain::Part::Last));
+        let first = plain::part(&body[..cut], plain::Part::First);
+        (first, second.join().ok().flatten())
+    });
+    if let (Some(mut first), Some(second)) = (first, second) {
+        first.extend(second);
+        return Some(first);
+    }
     const OPEN: &[u8] = br#"{"transfers":["#;
     let mut second = Vec::with_capacity(OPEN.len() + body.len() - cut);
     second.extend_from_slice(OPEN);
@@ -178,9 +221,10 @@ fn parse_halves(body: &[u8], cut: usize) -> Option<Vec<TransferParams>> {
     let mut first = Vec::with_capacity(cut + 2);
     first.extend_from_slice(&body[..cut]);
     first.extend_from_slice(b"]}");
+    let serde = |body: &[u8]| json::parse_valid::<BulkTransfers>(body).map(|b| b.transfers);
     let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| parse_whole(&second));
-        let first = parse_whole(&first);
+        let second = scope.spawn(|| serde(&second));
+        let first = serde(&first);
         (first, second.join().ok().flatten())
     });
     let (mut first, second) = (first?, second?);
@@ -191,15 +235,28 @@ fn parse_halves(body: &[u8], cut: usize) -> Option<Vec<TransferParams>> {
 /// escapes, each at most once, strings without escapes or control characters, amounts and
 /// timeouts as plain integers, `true`/`false`, no `null`. Anything else (a body it does not
 /// know how to read, valid or not) gives `None`, and serde reads the body; so what this
-/// returns is what serde would, and every error comes from serde. It reads an item in
-/// ~3 200 instructions to serde's ~4 000 (crates/bench/NOTES.md, issue 18).
+/// returns is what serde would, and every error comes from serde. The body is checked to be
+/// UTF-8 once, whole; its strings are slices of it (crates/bench/NOTES.md, issue 18).
 mod plain {
     use super::{CurrencyText, Id, TransferParams};
     use crate::json::{Amount, Seconds};
     use paycore_ledger::{AccountId, TransferId};
     use std::str::FromStr;
 
+    /// The bytes a plain string may hold: printable ASCII but `"` and `\`.
+    const PLAIN: [bool; 256] = {
+        let mut plain = [false; 256];
+        let mut b = 0x20;
+        while b < 0x80 {
+            plain[b] = b != b'"' as usize && b != b'\\' as usize;
+            b += 1;
+        }
+        plain
+    };
+
     struct Reader<'a> {
+        /// What is read; `body` is its bytes.
+        text: &'a str,
         body: &'a [u8],
         at: usize,
     }
@@ -229,13 +286,14 @@ mod plain {
             }
             // One pass over the bytes up to the first that is not plain printable ASCII; the
             // string is plain if that one is its closing quote.
-            let rest = &self.body[self.at..];
-            let length = rest.iter().position(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')?;
-            if rest[length] != b'"' {
+            let start = self.at;
+            let length = self.body[start..].iter().position(|&b| !PLAIN[usize::from(b)])?;
+            if self.body[start + length] != b'"' {
                 return None;
             }
             self.at += length + 1;
-            std::str::from_utf8(&rest[..length]).ok()
+            // Both ends are next to ASCII quotes: character boundaries.
+            self.text.get(start..start + length)
         }
 
         /// An id of type `T` in a string.
@@ -329,17 +387,41 @@ mod plain {
         Some(p)
     }
 
+    /// Which part of a body cut between two items a slice is.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Part {
+        /// `{"transfers":[` and items, up to the cut.
+        First,
+        /// Items after the cut, then `]}`.
+        Last,
+        /// The whole body.
+        Whole,
+    }
+
     /// The items of `{"transfers":[…]}` in the plain form, or `None`.
     pub(super) fn bulk(body: &[u8]) -> Option<Vec<TransferParams>> {
-        let mut r = Reader { body, at: 0 };
-        if !(r.eat(b"{") && r.eat(br#""transfers""#) && r.eat(b":") && r.eat(b"[")) {
+        part(body, Part::Whole)
+    }
+
+    /// The items of `body`, `part` of a bulk body in the plain form, or `None`. It is checked
+    /// to be UTF-8 whole (about an instruction a byte), so that every string is a slice of it
+    /// with no check of its own (a check per string was ~125 instructions, 7 strings an item).
+    pub(super) fn part(body: &[u8], part: Part) -> Option<Vec<TransferParams>> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut r = Reader { text, body, at: 0 };
+        if part != Part::Last && !(r.eat(b"{") && r.eat(br#""transfers""#) && r.eat(b":") && r.eat(b"[")) {
             return None;
         }
         // About 120 bytes an item in the plain form: room for all of them at once.
         let mut items = Vec::with_capacity(body.len() / 100 + 1);
         loop {
             items.push(item(&mut r)?);
-            if r.eat(b"]") {
+            if part == Part::First {
+                r.space();
+                if r.at == body.len() {
+                    return Some(items);
+                }
+            } else if r.eat(b"]") {
                 break;
             }
             if !r.eat(b",") {
@@ -526,10 +608,6 @@ fn replayed_if(mut response: Response, replayed: bool) -> Response {
     response
 }
 
-fn bulk_response(ids: &[TransferId], codes: &[ResultCode]) -> Response {
-    json_response(StatusCode::OK, bulk_body(ids, codes))
-}
-
 /// The answer to a bulk request: the bytes `render::json` makes of a [`TransferResultsJson`]
 /// (index, id, result per item), written straight into one buffer. Through serde it took two
 /// `String`s per item and a formatter per id.
@@ -553,6 +631,11 @@ fn bulk_body(ids: &[TransferId], codes: &[ResultCode]) -> Vec<u8> {
     }
     body.extend_from_slice(b"]}");
     body
+}
+
+/// [`bulk_body`] of `ids` with every result `ok`.
+fn bulk_body_all_ok(ids: &[TransferId]) -> Vec<u8> {
+    bulk_body(ids, &vec![ResultCode::Ok; ids.len()])
 }
 
 /// Appends `n` in decimal.
@@ -665,6 +748,44 @@ mod tests {
         }
         assert_eq!(from_halves[half].currency, Some(CurrencyText::Unknown("},{".to_owned())));
         assert_eq!(parse_bulk(&in_string).unwrap().len(), 8189);
+    }
+
+    /// A large plain body is read in place as two slices, the first with the head and the
+    /// second with the tail, and that is the one-pass parse; a half that is not plain (an
+    /// escape in the second half) goes to serde in halves, with the same items.
+    #[test]
+    fn a_plain_body_is_read_in_halves_in_place_and_any_other_through_serde() {
+        let body = items(8189, move_item);
+        let cut = item_boundary(&body, body.len() / 2).unwrap();
+        let first = plain::part(&body[..cut], plain::Part::First).unwrap();
+        let second = plain::part(&body[cut + 1..], plain::Part::Last).unwrap();
+        assert_eq!(first.len() + second.len(), 8189);
+        assert_eq!(Some(parsed(first.into_iter().chain(second).collect())), one_pass(&body));
+        // The slices are parts, not bodies: the first has no tail, the last no head.
+        assert_eq!(plain::part(&body[..cut], plain::Part::Whole), None);
+        assert_eq!(plain::part(&body[cut + 1..], plain::Part::First), None);
+        assert_eq!(plain::part(&body[..cut], plain::Part::Last), None);
+        assert_eq!(plain::part(&body, plain::Part::First), None, "a first part ends at the cut, not after the array");
+
+        let escaped =
+            items(8189, |i| if i == 7000 { move_item(i).replace(r#""EUR""#, r#""E\u0055R""#) } else { move_item(i) });
+        let cut = item_boundary(&escaped, escaped.len() / 2).unwrap();
+        assert!(plain::part(&escaped[cut + 1..], plain::Part::Last).is_none());
+        let halves = parse_halves(&escaped, cut).map(parsed);
+        assert_eq!(halves.as_ref().map(Vec::len), Some(8189));
+        assert_eq!(halves, one_pass(&escaped));
+    }
+
+    /// A body that is not UTF-8 is not the plain form, and is refused in halves as in one pass.
+    #[test]
+    fn a_body_that_is_not_utf8_is_left_to_serde() {
+        let mut body = items(8189, move_item);
+        let at = body.len() / 4;
+        let quote = at + body[at..].iter().position(|&b| b == b'E').unwrap();
+        body[quote] = 0xff;
+        assert_eq!(plain::bulk(&body), None);
+        assert!(one_pass(&body).is_none());
+        assert!(parse_bulk(&body).is_none());
     }
 
     /// The plain form is read by hand into what serde reads; every other body is left to
