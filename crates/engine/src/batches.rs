@@ -90,7 +90,13 @@ pub fn validate_limited(
     let mut input = BufReader::with_capacity(256 * 1024, StoredFile { file: stored, failure: None });
     let currency = batch.currency.as_deref().and_then(Currency::from_code);
     let options = ParseOptions { default_payer: batch.payer.clone(), default_currency: currency };
-    let read = if format == Format::Refunds {
+    let in_two = match format {
+        Format::Pain001 => read_items_in_two(store, batch, file, stopping, max_lines, TWO_PARTS_BYTES_MIN)?,
+        _ => None,
+    };
+    let read = if let Some(read) = in_two {
+        read
+    } else if format == Format::Refunds {
         refunds::read_refunds(store, batch, &mut input, currency, stopping, max_lines)?
     } else {
         read_items(store, batch, format, &mut input, &options, stopping, max_lines)?
@@ -200,6 +206,31 @@ impl ReadItems {
         }
     }
 
+    /// The reading of a whole file from its two parts' (`self` the first), with the parser's
+    /// `summary` of both; `None` if the second part's items cannot follow the first's as
+    /// they are (see [`FxBook::joined`]), and the file must be read whole.
+    fn joined(self, second: ReadItems, summary: Result<Summary, FatalError>) -> Option<ReadItems> {
+        if !second.returns.links.is_empty() || !second.returns.released.is_empty() {
+            return None;
+        }
+        let mut totals = self.totals;
+        for (currency, (count, sum)) in second.totals {
+            let t = totals.entry(currency).or_default();
+            t.0 += count;
+            t.1 += sum;
+        }
+        Some(ReadItems {
+            summary,
+            total: self.total + second.total,
+            invalid: self.invalid + second.invalid,
+            skipped: self.skipped + second.skipped,
+            totals,
+            too_many: self.too_many || second.too_many,
+            fx: self.fx.joined(second.fx)?,
+            returns: self.returns,
+        })
+    }
+
     /// Counts a checked row (its index is the count before it).
     fn count(&mut self, row: &BatchItemRow) {
         self.total += 1;
@@ -216,6 +247,109 @@ impl ReadItems {
     }
 }
 
+/// One parsing thread's side of validation: checks each record into an item row, counts
+/// it, and hands the rows to the item writer a chunk at a time.
+struct Reading<'a> {
+    checker: Checker<'a>,
+    read: ReadItems,
+    /// The index of this thread's first record (the second part of a file cut in two starts
+    /// after the first part's records).
+    first_index: u64,
+    rows: Vec<BatchItemRow>,
+    to_writer: std::sync::mpsc::SyncSender<Vec<BatchItemRow>>,
+    writer_gone: bool,
+}
+
+impl<'a> Reading<'a> {
+    fn new(
+        store: &'a dyn BatchStore,
+        batch: &BatchRecord,
+        first_index: u64,
+        to_writer: std::sync::mpsc::SyncSender<Vec<BatchItemRow>>,
+    ) -> Reading<'a> {
+        Reading {
+            checker: Checker {
+                store,
+                tenant: batch.tenant,
+                batch: batch.id,
+                cache: HashMap::new(),
+                error: None,
+                fx: FxBook::default(),
+                returns: Returns::default(),
+                now: batch.created_at,
+            },
+            read: ReadItems::empty(),
+            first_index,
+            rows: Vec::with_capacity(INSERT_CHUNK),
+            to_writer,
+            writer_gone: false,
+        }
+    }
+
+    /// Checks and counts one record; nothing once `stopping` is set, past `max_lines`
+    /// records, or after a store error.
+    fn record(&mut self, record: Result<paycore_formats::Item, Diagnostic>, stopping: &AtomicBool, max_lines: u64) {
+        let read = &mut self.read;
+        if read.too_many || self.writer_gone || self.checker.error.is_some() || stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        // Every record takes the next index, valid or not (the parser's `Item::index`).
+        let index = self.first_index.saturating_add(read.total);
+        if index >= max_lines {
+            read.too_many = true;
+            return;
+        }
+        let mut row = self.checker.row(record);
+        row.index = index;
+        if let Some(fx) = self.checker.fx.last.take() {
+            self.checker.fx.items.push((row.index, fx));
+        }
+        if let Some(link) = self.checker.returns.last.take() {
+            self.checker.returns.links.push(ItemLink { index: row.index, ..link });
+        }
+        read.count(&row);
+        self.rows.push(row);
+        if self.rows.len() == INSERT_CHUNK {
+            let full = std::mem::replace(&mut self.rows, Vec::with_capacity(INSERT_CHUNK));
+            // The writer stops at its first error, which `join` returns.
+            self.writer_gone = self.to_writer.send(full).is_err();
+        }
+    }
+
+    /// Sends the last rows to the writer; what was read, or the store error that stopped it.
+    fn finish(mut self) -> paycore_store::Result<ReadItems> {
+        if !self.rows.is_empty() && !self.writer_gone {
+            let _ = self.to_writer.send(std::mem::take(&mut self.rows));
+        }
+        self.read.fx = self.checker.fx;
+        self.read.returns = self.checker.returns;
+        match self.checker.error {
+            Some(e) => Err(e),
+            None => Ok(self.read),
+        }
+    }
+}
+
+/// Writes the rows it is sent, a chunk per transaction, until every sender is gone; returns
+/// the time it spent writing.
+fn write_items(
+    store: &dyn BatchStore,
+    batch: BatchId,
+    chunks: std::sync::mpsc::Receiver<Vec<BatchItemRow>>,
+) -> paycore_store::Result<Duration> {
+    let mut busy = Duration::ZERO;
+    for rows in chunks {
+        let started = std::time::Instant::now();
+        store.insert_batch_items(batch, &rows)?;
+        busy += started.elapsed();
+    }
+    Ok(busy)
+}
+
+fn writer_panicked<T>(_: T) -> paycore_store::StoreError {
+    paycore_store::StoreError::Internal("an item writer or parser thread panicked".into())
+}
+
 /// Parses the file once, streaming, checks each record into an item row, and stores the rows
 /// in chunks; stops early when `stopping` is set, at `max_lines` records, or at a store error
 /// (which it returns).
@@ -229,71 +363,87 @@ fn read_items(
     max_lines: u64,
 ) -> paycore_store::Result<ReadItems> {
     let started = std::time::Instant::now();
-    let mut checker = Checker {
-        store,
-        tenant: batch.tenant,
-        batch: batch.id,
-        cache: HashMap::new(),
-        error: None,
-        fx: FxBook::default(),
-        returns: Returns::default(),
-        now: batch.created_at,
-    };
-    let mut read = ReadItems::empty();
     // Checked rows go to the store on a thread of their own, a chunk at a time, while the
     // next chunk is parsed and checked: the two halves of validation take about as long.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(2);
-    let written = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> paycore_store::Result<std::time::Duration> {
-            let mut busy = std::time::Duration::ZERO;
-            for rows in chunks {
-                let started = std::time::Instant::now();
-                store.insert_batch_items(batch.id, &rows)?;
-                busy += started.elapsed();
-            }
-            Ok(busy)
-        });
-        let mut rows = Vec::with_capacity(INSERT_CHUNK);
-        let mut writer_gone = false;
-        read.summary = parse(format, input, options, &mut |record| {
-            if read.too_many || writer_gone || checker.error.is_some() || stopping.load(Ordering::Relaxed) {
-                return;
-            }
-            if read.total >= max_lines {
-                read.too_many = true;
-                return;
-            }
-            let mut row = checker.row(record);
-            // Every record takes the next index, valid or not (the parser's `Item::index`).
-            row.index = read.total;
-            if let Some(fx) = checker.fx.last.take() {
-                checker.fx.items.push((row.index, fx));
-            }
-            if let Some(link) = checker.returns.last.take() {
-                checker.returns.links.push(ItemLink { index: row.index, ..link });
-            }
-            read.count(&row);
-            rows.push(row);
-            if rows.len() == INSERT_CHUNK {
-                let full = std::mem::replace(&mut rows, Vec::with_capacity(INSERT_CHUNK));
-                // The writer stops at its first error, which `join` returns.
-                writer_gone = to_writer.send(full).is_err();
-            }
-        });
-        if !rows.is_empty() && !writer_gone {
-            let _ = to_writer.send(rows);
-        }
-        drop(to_writer);
-        writer.join().unwrap_or_else(|_| Err(paycore_store::StoreError::Internal("the item writer panicked".into())))
+    let (summary, read, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_items(store, batch.id, chunks));
+        let mut reading = Reading::new(store, batch, 0, to_writer);
+        let summary = parse(format, input, options, &mut |record| reading.record(record, stopping, max_lines));
+        let read = reading.finish();
+        (summary, read, writer.join().unwrap_or_else(|e| Err(writer_panicked(e))))
     });
     let writing = written?;
+    let mut read = read?;
+    read.summary = summary;
     tracing::debug!(batch = %batch.id, items = read.total, parse_and_check = ?started.elapsed(), ?writing, "items read and stored");
-    read.fx = checker.fx;
-    read.returns = checker.returns;
-    match checker.error {
-        Some(e) => Err(e),
-        None => Ok(read),
+    Ok(read)
+}
+
+/// pain.001 files at least this large are parsed in two parts by two threads (a smaller one
+/// is parsed quickly enough by one).
+const TWO_PARTS_BYTES_MIN: u64 = 4 << 20;
+
+/// A pain.001 file validated by two parser threads, each with its own checker, and one item
+/// writer: the file cut in two at a `<CdtTrfTxInf>` near its middle
+/// ([`paycore_formats::find_cut`]), the second part parsed from there while the first is
+/// parsed from the start, the two joined after ([`paycore_formats::join_parts`]). `None`,
+/// with no item stored, when the file is not cut (too small, no cut found, a store that
+/// cannot tell a file's size) or the parts cannot stand for one parse (a duplicate
+/// reference across the cut, a cut in a comment...): the caller then parses it whole.
+fn read_items_in_two(
+    store: &dyn BatchStore,
+    batch: &BatchRecord,
+    file: &str,
+    stopping: &AtomicBool,
+    max_lines: u64,
+    parts_bytes_min: u64,
+) -> paycore_store::Result<Option<ReadItems>> {
+    let started = std::time::Instant::now();
+    let Some(size) = store.file_size(file)?.filter(|&size| size >= parts_bytes_min) else { return Ok(None) };
+    let open = || -> paycore_store::Result<Option<BufReader<StoredFile>>> {
+        Ok(store.open_file(file)?.map(|file| BufReader::with_capacity(256 * 1024, StoredFile { file, failure: None })))
+    };
+    let Some(mut rest) = open()? else { return Ok(None) };
+    // A read error here is met again, and reported, by the whole parse.
+    let Ok(Some(cut)) = paycore_formats::find_cut(&mut rest, size) else { return Ok(None) };
+    let Some(mut start) = open()? else { return Ok(None) };
+    let cut_at = started.elapsed();
+    let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Vec<BatchItemRow>>(4);
+    let (first, first_read, second, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_items(store, batch.id, chunks));
+        let to_second = to_writer.clone();
+        let (cut, rest) = (&cut, &mut rest);
+        let second = scope.spawn(move || {
+            let mut reading = Reading::new(store, batch, cut.records_before(), to_second);
+            let part = paycore_formats::parse_second_part(cut, rest, &mut |r| reading.record(r, stopping, max_lines));
+            (part, reading.finish())
+        });
+        let mut reading = Reading::new(store, batch, 0, to_writer);
+        let first = paycore_formats::parse_first_part(cut, &mut start, &mut |r| reading.record(r, stopping, max_lines));
+        let first_read = reading.finish();
+        let second = second.join().map_err(writer_panicked);
+        (first, first_read, second, writer.join().unwrap_or_else(|e| Err(writer_panicked(e))))
+    });
+    let writing = written?;
+    let (second, second_read) = second?;
+    let (first_read, second_read) = (first_read?, second_read?);
+    for input in [start, rest] {
+        if let Some(failure) = input.into_inner().failure {
+            store.clear_batch_items(batch.id)?;
+            return Err(paycore_store::StoreError::Unavailable(format!("reading the stored file {file}: {failure}")));
+        }
     }
+    let joined = paycore_formats::join_parts(&cut, first, second);
+    let read = joined.and_then(|summary| first_read.joined(second_read, summary));
+    tracing::debug!(
+        batch = %batch.id, parts = read.is_some(), ?cut_at, parse_and_check = ?started.elapsed(), ?writing,
+        "items read in two parts and stored"
+    );
+    if read.is_none() {
+        store.clear_batch_items(batch.id)?;
+    }
+    Ok(read)
 }
 
 /// The `expected_total` given with the batch, in its currency: the batch's, or the file's only
@@ -516,6 +666,9 @@ struct FxBook {
     items: Vec<(u64, ItemFx)>,
     /// The last checked item's payer side, until its row has its index.
     last: Option<ItemFx>,
+    /// An item was refused because its pair's sums would pass the largest amount: which
+    /// items those are depends on the order they were met in.
+    too_large: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -526,6 +679,34 @@ struct PairTotals {
 }
 
 impl FxBook {
+    /// The book of a whole file from its two parts' (`self` the first); `None` when the
+    /// second part's items would not have been judged the same after the first's: a pair's
+    /// sums pass the largest amount (so one of the items read in a part alone might have
+    /// been refused), or the two parts read different rates.
+    fn joined(mut self, second: FxBook) -> Option<FxBook> {
+        if self.too_large || second.too_large {
+            return None;
+        }
+        let sum = |a: u64, b: u64| a.checked_add(b).filter(|s| *s <= AMOUNT_MAX);
+        for (pair, (rate, totals)) in second.pairs {
+            match self.pairs.get_mut(&pair) {
+                None => {
+                    self.pairs.insert(pair, (rate, totals));
+                }
+                Some((known, _)) if *known != rate => return None,
+                Some((_, mine)) => {
+                    let source = sum(mine.source, totals.source)?;
+                    let fee = sum(mine.fee, totals.fee)?;
+                    sum(source, fee)?;
+                    *mine = PairTotals { source, target: sum(mine.target, totals.target)?, fee };
+                }
+            }
+        }
+        self.fee_bps = self.fee_bps.or(second.fee_bps);
+        self.items.extend(second.items);
+        Some(self)
+    }
+
     /// The batch's quotes, one per pair with valid items, locked for the batch alone: created
     /// and expired at `now`, so that no payment can ever take one.
     fn quotes(&self, batch: &BatchRecord, now: u64) -> Vec<Quote> {
@@ -598,8 +779,12 @@ impl Checker<'_> {
         // The quote's amounts are amounts too: the source plus the fee included.
         let sum = |a: u64, b: u64| a.checked_add(b).filter(|s| *s <= AMOUNT_MAX);
         let sums = (sum(totals.source, source), sum(totals.target, amount), sum(totals.fee, fee));
-        let (Some(s), Some(t), Some(f)) = sums else { return Err(pair_too_large(from, to)) };
+        let (Some(s), Some(t), Some(f)) = sums else {
+            self.fx.too_large = true;
+            return Err(pair_too_large(from, to));
+        };
         if sum(s, f).is_none() {
+            self.fx.too_large = true;
             return Err(pair_too_large(from, to));
         }
         *totals = PairTotals { source: s, target: t, fee: f };

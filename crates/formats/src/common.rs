@@ -138,6 +138,72 @@ impl<'s> Collector<'s> {
         summary.skipped = self.skipped;
         summary.totals = self.totals;
     }
+
+    /// Records sent to the sink so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Numbers the records from `sent` on: the second part of a file cut in two starts after
+    /// the records of the first.
+    pub(crate) fn start_at(&mut self, sent: u64) {
+        self.sent = sent;
+    }
+
+    /// What the collector found, without its sink: one part of a file cut in two.
+    pub(crate) fn into_counts(self) -> Counts {
+        Counts {
+            items: self.items,
+            invalid: self.invalid,
+            skipped: self.skipped,
+            totals: self.totals,
+            references: self.references,
+        }
+    }
+}
+
+/// A [`Collector`]'s findings for one part of a file parsed in two parts.
+pub(crate) struct Counts {
+    items: u64,
+    invalid: u64,
+    skipped: u64,
+    totals: Vec<(Currency, u128)>,
+    references: HashMap<ReferenceHash, u64, foldhash::fast::FixedState>,
+}
+
+impl Counts {
+    /// Nothing counted.
+    pub(crate) fn empty() -> Counts {
+        Counts {
+            items: 0,
+            invalid: 0,
+            skipped: 0,
+            totals: Vec::new(),
+            references: HashMap::with_hasher(foldhash::fast::FixedState::default()),
+        }
+    }
+
+    /// Whether a reference of `later` was also the reference of a valid item of `self`: the
+    /// later one is then a duplicate that `later`'s own collector could not see.
+    pub(crate) fn shares_a_reference_with(&self, later: &Counts) -> bool {
+        later.references.keys().any(|hash| self.references.contains_key(hash))
+    }
+
+    /// Adds the counts of `self` and then `later` into `summary`, as one collector reading both
+    /// parts in order would have (totals in order of first appearance).
+    pub(crate) fn finish_with(self, later: Counts, summary: &mut Summary) {
+        summary.items = self.items + later.items;
+        summary.invalid = self.invalid + later.invalid;
+        summary.skipped = self.skipped + later.skipped;
+        let mut totals = self.totals;
+        for (currency, amount) in later.totals {
+            match totals.iter_mut().find(|(c, _)| *c == currency) {
+                Some((_, sum)) => *sum = sum.saturating_add(amount),
+                None => totals.push((currency, amount)),
+            }
+        }
+        summary.totals = totals;
+    }
 }
 
 /// The name the file gives the reference field, guessed from the location's shape.
@@ -277,7 +343,7 @@ impl Decimal {
 
 /// An exact running sum of decimal texts, remembering the most decimals seen so that it prints
 /// the way the file wrote its amounts (`150.00`, not `150`).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DecimalSum {
     scaled: u128,
     scale: u8,
@@ -291,6 +357,16 @@ impl DecimalSum {
             None => self.overflowed = true,
         }
         self.scale = self.scale.max(value.scale);
+    }
+
+    /// The sum of `self` and `other`, as if one sum had added both's values.
+    pub(crate) fn merged(self, other: DecimalSum) -> DecimalSum {
+        let scaled = self.scaled.checked_add(other.scaled);
+        DecimalSum {
+            scaled: scaled.unwrap_or(0),
+            scale: self.scale.max(other.scale),
+            overflowed: self.overflowed || other.overflowed || scaled.is_none(),
+        }
     }
 
     /// Whether the sum equals `value` exactly.

@@ -56,8 +56,7 @@ pub(crate) fn parse<R: BufRead>(input: R, options: &ParseOptions, out: &mut Coll
     }
     let columns = Columns::from_header(&record)?;
     let width = record.len();
-    // Owned by the loop: each record is checked as UTF-8 once, whole, and handed back.
-    let mut record = record;
+    // Each record is checked as UTF-8 once, whole, and handed back to be read into again.
     while read_record(&mut reader, &mut record)? {
         if record.iter().all(|field| field.trim_ascii().is_empty()) {
             continue;

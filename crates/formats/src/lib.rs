@@ -204,6 +204,7 @@ pub use nacha::{change_addenda, is_routing_number, return_addenda, ChangeAddenda
 pub use nacha_return::{
     return_reason, return_reason_description, write_nacha_returns, ReturnFileDate, ReturnFileError,
 };
+pub use pain001::{Cut, FirstPart, SecondPart};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use refunds::{parse_refunds, RefundLine, REASON_CHARS_MAX};
 pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
@@ -448,6 +449,44 @@ pub fn parse<R: BufRead>(
     }
     collector.finish(&mut summary);
     Ok(summary)
+}
+
+/// Finds where a pain.001 file can be cut in two parts for two threads to parse at once:
+/// reads `input` up to the first `<CdtTrfTxInf>` start tag at or past the middle of its
+/// `size` bytes. The caller then parses the first part with [`parse_first_part`] on a fresh
+/// reader of the file, the second with [`parse_second_part`] on `input` as this left it, and
+/// puts them together with [`join_parts`].
+///
+/// Both parts send records to their sinks as [`parse`] does: every record once, each part's
+/// in file order; the second part's records come after the first part's
+/// ([`Cut::records_before`]). Duplicate references are found within each part, and across
+/// the cut by [`join_parts`]. `None`: no cut was found (a file with one transaction, a block
+/// header longer than 1 MiB, element names with a namespace prefix): parse the file whole.
+pub fn find_cut<R: BufRead>(input: R, size: u64) -> std::io::Result<Option<Cut>> {
+    pain001::find_cut(input, size)
+}
+
+/// Parses the first part of a pain.001 file cut at `cut`, from the file's start (`input`).
+pub fn parse_first_part<R: BufRead>(cut: &Cut, input: R, sink: &mut dyn FnMut(Result<Item, Diagnostic>)) -> FirstPart {
+    pain001::parse_first_part(cut, input, sink)
+}
+
+/// Parses the second part of a pain.001 file cut at `cut`: `rest` is the reader
+/// [`find_cut`] read from, where it left it.
+pub fn parse_second_part<R: BufRead>(cut: &Cut, rest: R, sink: &mut dyn FnMut(Result<Item, Diagnostic>)) -> SecondPart {
+    pain001::parse_second_part(cut, rest, sink)
+}
+
+/// What [`parse`] would have returned for the whole file, from its two parts; or `None`
+/// when the parts cannot stand for one parse, and the caller must discard every record both
+/// sent and [`parse`] the file whole. That is the case when the first part's parser did not
+/// stop exactly at the cut in the state the second part started from (the cut's tag was in a
+/// comment or a CDATA section, the root's names have a prefix, a block's header elements
+/// come after its transactions), and when a reference of the second part was also one of
+/// the first part's valid items (a duplicate across the cut). An error of the first part is
+/// the file's; an error of the second part is the file's when the cut was sound.
+pub fn join_parts(cut: &Cut, first: FirstPart, second: SecondPart) -> Option<Result<Summary, FatalError>> {
+    pain001::join_parts(cut, first, second)
 }
 
 /// Checks a CSV or JSON-lines file against the `expected_count` / `expected_total` a caller

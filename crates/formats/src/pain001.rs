@@ -6,7 +6,7 @@ use crate::report::Digits;
 use crate::{Diagnostic, FatalError, Item, Summary};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 /// Namespaces accepted, with the variant name each one means.
 const NAMESPACES: &[(&str, &str)] = &[
@@ -119,7 +119,7 @@ const REMITTANCE_MAX: usize = 140;
 const DEPTH_MAX: usize = 64;
 
 /// A figure read from the file with the line it is on.
-#[derive(Default)]
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
 struct Figure {
     text: Option<String>,
     line: u64,
@@ -127,7 +127,7 @@ struct Figure {
 
 /// Control figures and what the transactions actually add up to, for the group header or one
 /// payment information block.
-#[derive(Default)]
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
 struct Control {
     nb_of_txs: Figure,
     ctrl_sum: Figure,
@@ -136,7 +136,7 @@ struct Control {
 }
 
 /// One `PmtInf` block, while it is being read.
-#[derive(Default)]
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
 struct Block {
     number: u64,
     id: Option<String>,
@@ -189,28 +189,95 @@ struct Parser<'c, 's> {
     transaction: Transaction,
     control_errors: Vec<Diagnostic>,
     root_closed: bool,
+    /// The byte offset (after a byte order mark) where the event being handled starts.
+    position: u64,
+    /// Where the current `PmtInf` start tag and its first `CdtTrfTxInf` start tag are.
+    block_start: u64,
+    block_first_transaction: Option<u64>,
+    /// The root's and its child's names as written (prefix included).
+    root_names: Vec<Vec<u8>>,
+    /// The second part of a file cut in two: see [`Resume`].
+    resume: Option<Resume>,
+}
+
+/// What the second part of a file cut in two does at its first transaction, the one at the
+/// cut: take up the line, the block's count of transactions and the record count there.
+struct Resume {
+    line: u64,
+    in_block: u64,
+    /// The block's header as the second part read it, at the cut (`None` until then).
+    header: Option<BlockHeader>,
+    /// The control figures of the block the cut falls in, held back when that block ends:
+    /// its transactions before the cut are the first part's.
+    straddle: Option<Control>,
+}
+
+/// What a block's transactions take from its header, compared where a file is cut.
+#[derive(PartialEq, Eq, Debug)]
+struct BlockHeader {
+    number: u64,
+    id: Option<String>,
+    payer: Option<String>,
+    date_error: Option<String>,
+    nb_of_txs: Figure,
+    ctrl_sum: Figure,
+}
+
+impl Block {
+    fn header(&self) -> BlockHeader {
+        BlockHeader {
+            number: self.number,
+            id: self.id.clone(),
+            payer: self.payer.clone(),
+            date_error: self.date_error.clone(),
+            nb_of_txs: self.control.nb_of_txs.clone(),
+            ctrl_sum: self.control.ctrl_sum.clone(),
+        }
+    }
+}
+
+impl<'c, 's> Parser<'c, 's> {
+    fn new(out: &'c mut Collector<'s>) -> Self {
+        Parser {
+            out,
+            line: 1,
+            stack: Vec::new(),
+            names: Vec::new(),
+            text: String::new(),
+            text_line: 1,
+            variant: None,
+            message_id: None,
+            group: Control::default(),
+            blocks: 0,
+            block: Block::default(),
+            transaction: Transaction::default(),
+            control_errors: Vec::new(),
+            root_closed: false,
+            position: 0,
+            block_start: 0,
+            block_first_transaction: None,
+            root_names: Vec::new(),
+            resume: None,
+        }
+    }
 }
 
 pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut Summary) -> Result<(), FatalError> {
+    let mut parser = Parser::new(out);
+    read_events(&mut parser, input, u64::MAX)?;
+    parser.finish(summary)
+}
+
+/// Reads events into `parser` until the end of the file, or until the next event would
+/// start at or past `stop` (a byte offset); returns the offset where reading stopped.
+fn read_events<R: BufRead>(parser: &mut Parser<'_, '_>, input: R, stop: u64) -> Result<u64, FatalError> {
     let mut reader = Reader::from_reader(common::Bounded::new(input));
-    let mut parser = Parser {
-        out,
-        line: 1,
-        stack: Vec::new(),
-        names: Vec::new(),
-        text: String::new(),
-        text_line: 1,
-        variant: None,
-        message_id: None,
-        group: Control::default(),
-        blocks: 0,
-        block: Block::default(),
-        transaction: Transaction::default(),
-        control_errors: Vec::new(),
-        root_closed: false,
-    };
     let mut buffer = Vec::new();
     loop {
+        let position = reader.buffer_position();
+        if position >= stop {
+            return Ok(position);
+        }
         buffer.clear();
         reader.get_mut().mark();
         let event = reader.read_event_into(&mut buffer);
@@ -223,11 +290,11 @@ pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut
                 format!("the file is not well-formed XML: {e}")
             },
         })?;
+        parser.position = position;
         if !parser.event(event)? {
-            break;
+            return Ok(reader.buffer_position());
         }
     }
-    parser.finish(summary)
 }
 
 /// `/Document/CstmrCdtTrfInitn/PmtInf[block]/CdtTrfTxInf[transaction]`, put together without
@@ -331,14 +398,28 @@ impl Parser<'_, '_> {
         self.text_line = line;
         let depth = self.stack.len();
         if depth <= 2 {
-            self.check_root(start, name_text, line)?;
+            self.root_names.push(start.name().as_ref().to_vec());
+            if self.resume.is_none() {
+                self.check_root(start, name_text, line)?;
+            }
         }
+        let mut line = line;
         match self.names.as_slice() {
             [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF] => {
                 self.blocks += 1;
                 self.block = Block { number: self.blocks, ..Block::default() };
+                self.block_start = self.position;
+                self.block_first_transaction = None;
             }
             [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF, tag::CDT_TRF_TX_INF] => {
+                self.block_first_transaction.get_or_insert(self.position);
+                if let Some(resume) = self.resume.as_mut().filter(|r| r.header.is_none()) {
+                    // The first transaction of the second part: the one at the cut.
+                    self.line = resume.line + (self.line - line);
+                    line = resume.line;
+                    self.block.transactions = resume.in_block;
+                    resume.header = Some(self.block.header());
+                }
                 self.block.transactions += 1;
                 self.transaction = Transaction {
                     line,
@@ -651,45 +732,371 @@ impl Parser<'_, '_> {
 
     fn finish_block(&mut self) {
         let block = std::mem::take(&mut self.block);
-        let name = format!("PmtInf[{}]", block.number);
-        let location = format!("/Document/CstmrCdtTrfInitn/{name}");
-        check_control(
-            &block.control,
-            &name,
-            &location,
-            "the block has",
-            "its transactions sum",
-            &mut self.control_errors,
-        );
+        if let Some(resume) = self.resume.as_mut().filter(|r| r.header.is_some() && r.straddle.is_none()) {
+            // The block the cut falls in: checked once both parts' transactions are counted.
+            resume.straddle = Some(block.control);
+            return;
+        }
+        check_block(&block, &mut self.control_errors);
     }
 
-    fn finish(mut self, summary: &mut Summary) -> Result<(), FatalError> {
+    /// Checks that the file ended where it should.
+    fn check_end(&self) -> Result<(), FatalError> {
         if let Some(frame) = self.stack.last() {
             let name = if frame.name.is_empty() { "an element" } else { frame.name };
             return Err(self.malformed(self.line, format!("the file ends inside <{name}>; it is truncated")));
         }
+        Ok(())
+    }
+
+    fn finish(self, summary: &mut Summary) -> Result<(), FatalError> {
+        self.check_end()?;
         if self.variant.is_none() {
             return Err(self.malformed(self.line, "the file has no <Document> element".to_owned()));
         }
-        let location = "/Document/CstmrCdtTrfInitn/GrpHdr".to_owned();
-        let mut group_errors = Vec::new();
-        if self.group.nb_of_txs.text.is_none() {
-            group_errors.push(Diagnostic {
-                line: 1,
-                location: location.clone(),
-                field: Some("NbOfTxs".to_owned()),
-                code: "missing_field",
-                message: "GrpHdr/NbOfTxs (the number of transactions) is missing".to_owned(),
-                adjustment: None,
-            });
-        }
-        check_control(&self.group, "GrpHdr", &location, "the file has", "the transactions sum", &mut group_errors);
-        group_errors.append(&mut self.control_errors);
-        summary.control_errors = group_errors;
-        summary.message_id = self.message_id;
-        summary.variant = self.variant.map(str::to_owned);
+        finish_group(&self.group, self.control_errors, self.message_id, self.variant, summary);
         Ok(())
     }
+}
+
+/// Checks a finished block's control figures.
+fn check_block(block: &Block, errors: &mut Vec<Diagnostic>) {
+    let name = format!("PmtInf[{}]", block.number);
+    let location = format!("/Document/CstmrCdtTrfInitn/{name}");
+    check_control(&block.control, &name, &location, "the block has", "its transactions sum", errors);
+}
+
+/// Checks the group header's figures and fills in the summary: the group's errors first, then
+/// the blocks' (`block_errors`).
+fn finish_group(
+    group: &Control,
+    mut block_errors: Vec<Diagnostic>,
+    message_id: Option<String>,
+    variant: Option<&'static str>,
+    summary: &mut Summary,
+) {
+    let location = "/Document/CstmrCdtTrfInitn/GrpHdr".to_owned();
+    let mut group_errors = Vec::new();
+    if group.nb_of_txs.text.is_none() {
+        group_errors.push(Diagnostic {
+            line: 1,
+            location: location.clone(),
+            field: Some("NbOfTxs".to_owned()),
+            code: "missing_field",
+            message: "GrpHdr/NbOfTxs (the number of transactions) is missing".to_owned(),
+            adjustment: None,
+        });
+    }
+    check_control(group, "GrpHdr", &location, "the file has", "the transactions sum", &mut group_errors);
+    group_errors.append(&mut block_errors);
+    summary.control_errors = group_errors;
+    summary.message_id = message_id;
+    summary.variant = variant.map(str::to_owned);
+}
+
+/// The start tag of the root and its child that the second part of a cut file reads first,
+/// standing for the file's own (the first part checks that they are written so).
+const SECOND_PART_PREFIX: &[u8] = b"<Document><CstmrCdtTrfInitn>";
+const PMT_INF_START: &[u8] = b"<PmtInf>";
+const TRANSACTION_START: &[u8] = b"<CdtTrfTxInf>";
+/// A block header longer than this is not carried to the second part: the file is read whole.
+const HEADER_BYTES_MAX: usize = 1 << 20;
+
+/// Where a pain.001 file is cut in two parts that two threads parse at once, and what the
+/// second part takes up there; see [`crate::find_cut`].
+#[derive(Debug)]
+pub struct Cut {
+    /// The offset (after a byte order mark) of the `<CdtTrfTxInf>` start tag the second part
+    /// starts with.
+    offset: u64,
+    /// The line of that tag.
+    line: u64,
+    /// `<CdtTrfTxInf>` tags before it: the first part's records.
+    records: u64,
+    /// `<PmtInf>` tags before the block it is in.
+    blocks_before: u64,
+    /// `<CdtTrfTxInf>` tags of its block before it.
+    in_block: u64,
+    /// Where its block's `<PmtInf>` tag and first `<CdtTrfTxInf>` tag are, and the line of
+    /// the former.
+    header_start: u64,
+    header_end: u64,
+    header_line: u64,
+    /// What the second part reads before the rest of the input: [`SECOND_PART_PREFIX`], the
+    /// block's header (from its `<PmtInf>` tag to its first transaction) and the bytes read
+    /// past the cut while looking for it.
+    lead: Vec<u8>,
+}
+
+impl Cut {
+    /// The records of the first part: the second part's first record has this index.
+    pub fn records_before(&self) -> u64 {
+        self.records
+    }
+}
+
+/// Reads `input` (after a byte order mark) up to the first `<CdtTrfTxInf>` tag at or past
+/// `size / 2` that is inside a `<PmtInf>`, counting lines, blocks and transactions on the way
+/// by a plain search of the bytes (a tag in a comment or CDATA section counts too: the first
+/// part's parser finds that out, and the parts are then not used). `None`: no such tag, or a
+/// block header longer than 1 MiB.
+pub(crate) fn find_cut<R: BufRead>(mut input: R, size: u64) -> std::io::Result<Option<Cut>> {
+    common::skip_bom(&mut input)?;
+    let target = size / 2;
+    let keep = TRANSACTION_START.len() - 1;
+    let mut window: Vec<u8> = Vec::with_capacity(1 << 20);
+    // The offset of `window[0]`; the bytes before `done` in the window are counted.
+    let mut base = 0u64;
+    let mut lines = 1u64;
+    let (mut records, mut blocks, mut in_block) = (0u64, 0u64, 0u64);
+    let (mut header_start, mut header_end, mut header_line) = (0u64, None::<u64>, 0u64);
+    let mut header: Vec<u8> = Vec::new();
+    let pmt_inf = memchr::memmem::Finder::new(PMT_INF_START);
+    let transaction = memchr::memmem::Finder::new(TRANSACTION_START);
+    loop {
+        let carried = window.len();
+        window.resize(carried + (1 << 20), 0);
+        let read = loop {
+            match input.read(&mut window[carried..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        window.truncate(carried + read);
+        let end = read == 0;
+        // Tags that start before `limit` are whole in the window.
+        let limit = if end { window.len() } else { window.len().saturating_sub(keep) };
+        let mut found: Vec<(usize, bool)> = pmt_inf
+            .find_iter(&window)
+            .map(|at| (at, true))
+            .chain(transaction.find_iter(&window).map(|at| (at, false)))
+            .filter(|&(at, _)| at < limit)
+            .collect();
+        found.sort_unstable();
+        let mut counted = 0;
+        for (at, is_block) in found {
+            lines += newlines(&window[counted..at]);
+            counted = at;
+            let offset = base + at as u64;
+            if is_block {
+                blocks += 1;
+                in_block = 0;
+                header_start = offset;
+                header_end = None;
+                header_line = lines;
+                header.clear();
+                continue;
+            }
+            if blocks == 0 {
+                continue;
+            }
+            if header_end.is_none() {
+                header_end = Some(offset);
+                let from = usize::try_from(header_start.saturating_sub(base)).unwrap_or(0);
+                header.extend_from_slice(&window[from.min(at)..at]);
+                if header.len() > HEADER_BYTES_MAX {
+                    return Ok(None);
+                }
+            }
+            if offset >= target {
+                let mut lead = Vec::with_capacity(SECOND_PART_PREFIX.len() + header.len() + window.len() - at);
+                lead.extend_from_slice(SECOND_PART_PREFIX);
+                lead.extend_from_slice(&header);
+                lead.extend_from_slice(&window[at..]);
+                return Ok(Some(Cut {
+                    offset,
+                    line: lines,
+                    records,
+                    blocks_before: blocks - 1,
+                    in_block,
+                    header_start,
+                    header_end: header_end.unwrap_or(offset),
+                    header_line,
+                    lead,
+                }));
+            }
+            records += 1;
+            in_block += 1;
+        }
+        if end {
+            return Ok(None);
+        }
+        lines += newlines(&window[counted..limit]);
+        if blocks > 0 && header_end.is_none() {
+            // The header goes on into the next window.
+            let from = usize::try_from(header_start.saturating_sub(base)).unwrap_or(0);
+            header.extend_from_slice(&window[from.min(limit)..limit]);
+            if header.len() > HEADER_BYTES_MAX {
+                return Ok(None);
+            }
+        }
+        window.drain(..limit);
+        base += limit as u64;
+    }
+}
+
+/// The first part of a cut file, parsed up to the cut: see [`crate::parse_first_part`].
+pub struct FirstPart {
+    result: Result<FirstState, FatalError>,
+}
+
+/// The first part's parser state at the cut.
+struct FirstState {
+    /// The parser stopped exactly at the cut, between two events, inside a `PmtInf` of the
+    /// root's `CstmrCdtTrfInitn`, with nothing but whitespace pending.
+    at_cut: bool,
+    line: u64,
+    records: u64,
+    in_block: u64,
+    header: BlockHeader,
+    header_start: u64,
+    header_end: Option<u64>,
+    root_names: Vec<Vec<u8>>,
+    group: Control,
+    block_control: Control,
+    control_errors: Vec<Diagnostic>,
+    message_id: Option<String>,
+    variant: Option<&'static str>,
+    counts: common::Counts,
+}
+
+/// The second part of a cut file, parsed from the cut to the end.
+pub struct SecondPart {
+    result: Result<SecondState, FatalError>,
+    /// The block header the second part found at the cut, when it got there.
+    header: Option<BlockHeader>,
+}
+
+struct SecondState {
+    group: Control,
+    straddle: Option<Control>,
+    control_errors: Vec<Diagnostic>,
+    message_id: Option<String>,
+    counts: common::Counts,
+}
+
+pub(crate) fn parse_first_part<R: BufRead>(
+    cut: &Cut,
+    mut input: R,
+    sink: &mut dyn FnMut(Result<Item, Diagnostic>),
+) -> FirstPart {
+    let mut collector = Collector::new(sink);
+    let mut parser = Parser::new(&mut collector);
+    let stopped = common::skip_bom(&mut input)
+        .map_err(FatalError::from)
+        .and_then(|()| read_events(&mut parser, input, cut.offset));
+    let result = stopped.map(|stopped| {
+        let at_cut = stopped == cut.offset
+            && parser.names.as_slice() == [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF]
+            && parser.text.chars().all(is_xml_whitespace);
+        let Parser {
+            line,
+            block,
+            block_start,
+            block_first_transaction,
+            root_names,
+            group,
+            control_errors,
+            message_id,
+            variant,
+            ..
+        } = parser;
+        FirstState {
+            at_cut,
+            line,
+            records: 0,
+            in_block: block.transactions,
+            header: block.header(),
+            header_start: block_start,
+            header_end: block_first_transaction,
+            root_names,
+            group,
+            block_control: block.control,
+            control_errors,
+            message_id,
+            variant,
+            counts: common::Counts::empty(),
+        }
+    });
+    let result = result.map(|mut state| {
+        state.records = collector.sent();
+        state.counts = collector.into_counts();
+        state
+    });
+    FirstPart { result }
+}
+
+pub(crate) fn parse_second_part<R: BufRead>(
+    cut: &Cut,
+    rest: R,
+    sink: &mut dyn FnMut(Result<Item, Diagnostic>),
+) -> SecondPart {
+    let mut collector = Collector::new(sink);
+    collector.start_at(cut.records);
+    let mut parser = Parser::new(&mut collector);
+    parser.line = cut.header_line;
+    parser.blocks = cut.blocks_before;
+    parser.resume = Some(Resume { line: cut.line, in_block: cut.in_block, header: None, straddle: None });
+    let input = std::io::Cursor::new(cut.lead.as_slice()).chain(rest);
+    let read = read_events(&mut parser, input, u64::MAX).and_then(|_| parser.check_end());
+    let Parser { resume, group, control_errors, message_id, .. } = parser;
+    let (header, straddle) = resume.map_or((None, None), |r| (r.header, r.straddle));
+    let result =
+        read.map(|()| SecondState { group, straddle, control_errors, message_id, counts: common::Counts::empty() });
+    let result = result.map(|mut state| {
+        state.counts = collector.into_counts();
+        state
+    });
+    SecondPart { result, header }
+}
+
+/// The two parts as one parse, or `None` when they cannot stand for it and the file must be
+/// parsed whole; see [`crate::join_parts`].
+pub(crate) fn join_parts(cut: &Cut, first: FirstPart, second: SecondPart) -> Option<Result<Summary, FatalError>> {
+    let first = match first.result {
+        // The first part is the file's own beginning: its errors are the file's.
+        Err(fatal) => return Some(Err(fatal)),
+        Ok(first) => first,
+    };
+    let cut_is_sound = first.at_cut
+        && first.line == cut.line
+        && first.records == cut.records
+        && first.in_block == cut.in_block
+        && first.header.number == cut.blocks_before + 1
+        && first.header_start == cut.header_start
+        // No transaction of the block before the cut: its first is the cut's.
+        && first.header_end.unwrap_or(cut.offset) == cut.header_end
+        && first.root_names == [b"Document".to_vec(), b"CstmrCdtTrfInitn".to_vec()]
+        && second.header.as_ref() == Some(&first.header);
+    if !cut_is_sound {
+        return None;
+    }
+    let second = match second.result {
+        Err(fatal) => return Some(Err(fatal)),
+        Ok(second) => second,
+    };
+    if first.counts.shares_a_reference_with(&second.counts) {
+        // A duplicate across the cut: which item is the duplicate is the whole parse's call.
+        return None;
+    }
+    let mut straddle = second.straddle?;
+    straddle.count += first.block_control.count;
+    straddle.sum = first.block_control.sum.merged(straddle.sum);
+    let mut block_errors = first.control_errors;
+    check_block(&Block { number: first.header.number, control: straddle, ..Block::default() }, &mut block_errors);
+    block_errors.extend(second.control_errors);
+    // Figures the second part read (a header out of its place) replace the first part's, as
+    // they would in one parse.
+    let group = Control {
+        nb_of_txs: if second.group.nb_of_txs.text.is_some() { second.group.nb_of_txs } else { first.group.nb_of_txs },
+        ctrl_sum: if second.group.ctrl_sum.text.is_some() { second.group.ctrl_sum } else { first.group.ctrl_sum },
+        count: first.group.count + second.group.count,
+        sum: first.group.sum.merged(second.group.sum),
+    };
+    let mut summary = Summary::default();
+    first.counts.finish_with(second.counts, &mut summary);
+    finish_group(&group, block_errors, second.message_id.or(first.message_id), first.variant, &mut summary);
+    Some(Ok(summary))
 }
 
 /// Compares `NbOfTxs` and `CtrlSum`, when present, with what the transactions add up to.

@@ -232,6 +232,11 @@ fn write_part(
         ReportKind::Pain002(version) => LineWriter::Pain002(Pain002Writer::body(out, version, &batch.id.to_string())),
     };
     let mut after = None;
+    // The last window read stopped at an item the engine had not reached: the next read
+    // looks at that one item first, and reads a window only once it is final. Otherwise a
+    // follower that keeps up with the engine decodes a window of items still pending at every
+    // poll (about one window per engine chunk), to write none of them.
+    let mut caught_up = false;
     loop {
         // Whether the run was over, read before the status: if it was, the status read next
         // is the last the batch will have, and a batch not ended by then was stopped.
@@ -244,6 +249,16 @@ fn write_part(
             Some(BatchStatus::Processing) => false,
             _ => return Ok(false),
         };
+        if caught_up && !ended {
+            let next = store.batch_items(batch.id, &[], after, 1).map_err(io::Error::other)?;
+            if next.first().is_some_and(|row| matches!(row.status, Stored::Pending | Stored::Held)) {
+                if over {
+                    return Ok(false);
+                }
+                std::thread::sleep(FOLLOW_POLL);
+                continue;
+            }
+        }
         let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
         let fetched = rows.len();
         let mut waiting = false;
@@ -257,6 +272,7 @@ fn write_part(
             after = Some(row.index);
             writer.item(&report_item(None, row))?;
         }
+        caught_up = waiting;
         if ended && fetched < REPORT_CHUNK {
             writer.finish()?.into_inner().map_err(io::IntoInnerError::into_error)?;
             return Ok(true);

@@ -224,6 +224,13 @@ pub trait BatchStore: crate::FxStore + crate::ReturnStore + Send + Sync {
     /// The finished file named `file`, read from its start; `None` if there is none (never
     /// stored, aborted, cut short by a crash, or removed).
     fn open_file(&self, file: &str) -> Result<Option<Box<dyn std::io::Read + Send>>>;
+    /// The size in bytes of the finished file named `file`, when the store knows it without
+    /// reading the file; `None` when it does not (then a large pain.001 file is validated by
+    /// one parser thread rather than two: `paycore_engine::batches`).
+    fn file_size(&self, file: &str) -> Result<Option<u64>> {
+        let _ = file;
+        Ok(None)
+    }
     /// Removes the file named `file`, finished or not; nothing if there is none.
     fn remove_file(&self, file: &str) -> Result<()>;
 }

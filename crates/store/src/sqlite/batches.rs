@@ -683,6 +683,10 @@ impl BatchStore for SqliteReader {
         super::files::open(self.folder(), file)
     }
 
+    fn file_size(&self, file: &str) -> Result<Option<u64>> {
+        super::files::size(self.folder(), file)
+    }
+
     fn remove_file(&self, file: &str) -> Result<()> {
         super::files::remove(self.folder(), file)
     }

@@ -88,6 +88,15 @@ pub(super) fn open(folder: &Path, file: &str) -> Result<Option<Box<dyn std::io::
     }
 }
 
+pub(super) fn size(folder: &Path, file: &str) -> Result<Option<u64>> {
+    let path = path(folder, file)?;
+    match std::fs::metadata(&path) {
+        Ok(metadata) => Ok(Some(metadata.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("read the size of", &path, &e)),
+    }
+}
+
 pub(super) fn remove(folder: &Path, file: &str) -> Result<()> {
     let path = path(folder, file)?;
     match std::fs::remove_file(&path) {
