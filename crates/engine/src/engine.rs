@@ -37,11 +37,20 @@ pub struct EngineConfig {
     /// the queue has work waiting: see [`Queue::has_waiting`]); `true` by default. Off, every
     /// batch commits on the engine thread before the next is taken.
     pub pipeline: bool,
+    /// The fewest ledger events a batch must carry to commit on the committer thread
+    /// ([`PIPELINE_EVENTS_MIN`] by default). A small batch's commit is short: handing it to
+    /// another thread and waiting for it again costs two thread wake-ups, which on a busy
+    /// machine cost more than the overlap saves (`crates/bench/NOTES.md`, "Overlap").
+    pub pipeline_events_min: usize,
 }
+
+/// The default of [`EngineConfig::pipeline_events_min`]: a bulk request's batch pipelines, a
+/// batch of real-time requests (tens of events) does not.
+pub const PIPELINE_EVENTS_MIN: usize = 1024;
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_events_max: BATCH_EVENTS_MAX, pipeline: true }
+        EngineConfig { batch_events_max: BATCH_EVENTS_MAX, pipeline: true, pipeline_events_min: PIPELINE_EVENTS_MIN }
     }
 }
 
@@ -156,7 +165,7 @@ impl Engine {
             }
             let started = Instant::now();
             let events: usize = batch.iter().map(Envelope::events).sum();
-            let fenced = self.process(std::mem::take(&mut batch));
+            let fenced = self.process(std::mem::take(&mut batch), events);
             self.metrics.batch_events.observe(events as f64);
             self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
             if fenced {
@@ -176,8 +185,8 @@ impl Engine {
 
     /// One batch: answer saved responses, execute the rest, commit, reply. Returns whether the
     /// store fenced this engine off (then nothing is rebuilt: the loop must end).
-    fn process(&mut self, batch: Vec<Envelope>) -> bool {
-        match self.try_process(batch) {
+    fn process(&mut self, batch: Vec<Envelope>, events: usize) -> bool {
+        match self.try_process(batch, events) {
             Ok(()) => false,
             Err(failed) => self.fail(failed),
         }
@@ -291,7 +300,7 @@ impl Engine {
     /// [`EngineConfig::pipeline`]): this one executes on the state that batch left, but reads
     /// the store, replies and commits only once that commit returned. If it failed, this batch
     /// fails with it (the replies of both come back, that batch's first).
-    fn try_process(&mut self, batch: Vec<Envelope>) -> Result<(), Failed> {
+    fn try_process(&mut self, batch: Vec<Envelope>, events: usize) -> Result<(), Failed> {
         let saved = match self.saved_responses(&batch) {
             Ok(saved) => saved,
             Err(failed) => return Err(failed.with(batch.into_iter().map(|e| e.reply))),
@@ -328,9 +337,10 @@ impl Engine {
                 kind: FailureKind::Fenced,
             });
         };
-        if self.config.pipeline && self.queue.has_waiting() {
+        if self.config.pipeline && events >= self.config.pipeline_events_min && self.queue.has_waiting() {
             // Work is waiting: commit on the committer thread while it executes. A lone
-            // request commits here instead, with no thread hop before its reply.
+            // request, or a small batch, commits here instead, with no thread hop before its
+            // reply.
             match self.committer.jobs.send(Commit { store, changes, records, answer }) {
                 Ok(()) => {
                     self.metrics.pipelined.inc();

@@ -11,7 +11,7 @@ mod common;
 use common::{account, move_of, no_renderer, open_store, ReadSide};
 use paycore_engine::{
     channel, start, EngineConfig, EngineError, EngineHandle, EngineMetrics, Envelope, IdempotencyKey, Priority,
-    Renderer, Reply, Stopped, Submission, Submitter, SystemClock,
+    Renderer, Reply, Stopped, Submission, Submitter, SystemClock, PIPELINE_EVENTS_MIN,
 };
 use paycore_ledger::{AccountId, ChangeSet, Command, Outcome, Overdraft, Prefetch, Request, ResultCode, TenantId};
 use paycore_store::{IdempotencyRecord, Loaded, Recovered, Store, StoreError};
@@ -83,6 +83,12 @@ struct Harness {
 /// queued behind a held commit make batches of their own), with accounts 1 (unlimited), 2 and
 /// 3 (no overdraft), and 100 moved from 1 to 2.
 async fn boot(dir: &std::path::Path, pipeline: bool, renderer: Renderer) -> Harness {
+    boot_with(dir, pipeline, 1, renderer).await
+}
+
+/// [`boot`], with batches of fewer than `events_min` events always committed on the engine
+/// thread.
+async fn boot_with(dir: &std::path::Path, pipeline: bool, events_min: usize, renderer: Renderer) -> Harness {
     let (inner, reader) = open_store(dir).unwrap();
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
@@ -97,7 +103,7 @@ async fn boot(dir: &std::path::Path, pipeline: bool, renderer: Renderer) -> Harn
     let (hold_next, fail_next, calls) = (store.hold_next.clone(), store.fail_next.clone(), store.calls.clone());
     let (submitter, queue) = channel(64);
     let metrics = EngineMetrics::default();
-    let config = EngineConfig { batch_events_max: 1, pipeline };
+    let config = EngineConfig { batch_events_max: 1, pipeline, pipeline_events_min: events_min };
     let thread =
         start(Box::new(store), Box::new(queue), Arc::new(SystemClock), renderer, metrics.clone(), config).unwrap();
     let submitter: Arc<dyn Submitter> = Arc::new(submitter);
@@ -274,6 +280,35 @@ async fn a_lone_request_commits_on_the_engine_thread() {
     assert!(engine.calls().iter().all(|c| c.thread == "paycore-engine"), "{:?}", engine.calls());
     assert_eq!(engine.metrics.pipelined.get(), 0);
     assert_eq!(engine.posted(3), 5);
+    engine.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_large_batch_commits_on_the_committer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = boot_with(dir.path(), true, PIPELINE_EVENTS_MIN, no_renderer()).await;
+    let before = engine.calls().len();
+    let large: Vec<(u128, u128, u128, u64)> = (0..PIPELINE_EVENTS_MIN as u128).map(|i| (1000 + i, 1, 3, 1)).collect();
+    // Behind the held X: A (one transfer), B (a bulk request of PIPELINE_EVENTS_MIN), C (one).
+    let pending = engine
+        .queue_behind_a_held_commit(
+            transfers(&[(20, 1, 3, 1)]),
+            vec![(transfers(&[(21, 1, 3, 1)]), None), (transfers(&large), None), (transfers(&[(22, 1, 3, 1)]), None)],
+        )
+        .await;
+    engine.release();
+    for task in pending {
+        assert_ok(task.await.unwrap());
+    }
+    // A had work waiting but is small: it committed on the engine thread; B went to the
+    // committer thread (C waited); C had nothing behind it.
+    let threads: Vec<(String, usize)> =
+        engine.calls()[before..].iter().map(|c| (c.thread.clone(), c.transfers)).collect();
+    let expected =
+        [("paycore-engine", 1), ("paycore-engine", 1), ("paycore-commit", PIPELINE_EVENTS_MIN), ("paycore-engine", 1)];
+    assert_eq!(threads, expected.map(|(t, n)| (t.to_owned(), n)));
+    assert_eq!(engine.metrics.pipelined.get(), 1);
+    assert_eq!(engine.posted(3), 3 + PIPELINE_EVENTS_MIN as i64);
     engine.stop();
 }
 
