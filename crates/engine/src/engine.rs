@@ -2,7 +2,7 @@
 
 use crate::queue::{Envelope, Queue, Received};
 use crate::{EngineError, EngineMetrics, Reply};
-use paycore_ledger::{Outcome, Request, State, TenantId, BATCH_EVENTS_MAX};
+use paycore_ledger::{ChangeSet, Outcome, Request, State, TenantId, BATCH_EVENTS_MAX};
 use paycore_store::{IdempotencyRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,11 +33,24 @@ pub type Renderer = Arc<dyn Fn(&Outcome) -> (u16, Vec<u8>) + Send + Sync>;
 pub struct EngineConfig {
     /// Most ledger events in one batch (one commit); [`BATCH_EVENTS_MAX`] by default.
     pub batch_events_max: usize,
+    /// Whether a batch may commit on the committer thread while the next one executes (when
+    /// the queue has work waiting: see [`Queue::has_waiting`]); `true` by default. Off, every
+    /// batch commits on the engine thread before the next is taken.
+    pub pipeline: bool,
+    /// The fewest ledger events a batch must carry to commit on the committer thread
+    /// ([`PIPELINE_EVENTS_MIN`] by default). A small batch's commit is short: handing it to
+    /// another thread and waiting for it again costs two thread wake-ups, which on a busy
+    /// machine cost more than the overlap saves (`crates/bench/NOTES.md`, "Overlap").
+    pub pipeline_events_min: usize,
 }
+
+/// The default of [`EngineConfig::pipeline_events_min`]: a bulk request's batch pipelines, a
+/// batch of real-time requests (tens of events) does not.
+pub const PIPELINE_EVENTS_MIN: usize = 1024;
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch_events_max: BATCH_EVENTS_MAX }
+        EngineConfig { batch_events_max: BATCH_EVENTS_MAX, pipeline: true, pipeline_events_min: PIPELINE_EVENTS_MIN }
     }
 }
 
@@ -63,7 +76,8 @@ pub fn start(
     config: EngineConfig,
 ) -> Result<std::thread::JoinHandle<Stopped>, StoreError> {
     let state = recover(store.as_mut())?;
-    let engine = Engine { store, queue, clock, renderer, metrics, config, state, full: None };
+    let committer = Committer::start(metrics.clone())?;
+    let engine = Engine { store: Some(store), committer, queue, clock, renderer, metrics, config, state, full: None };
     std::thread::Builder::new()
         .name("paycore-engine".into())
         .spawn(move || engine.run())
@@ -86,7 +100,10 @@ fn recover(store: &mut dyn Store) -> Result<State, StoreError> {
 }
 
 struct Engine {
-    store: Box<dyn Store>,
+    /// `None` while a batch commits on the committer thread, which holds the store then and
+    /// gives it back with the commit's result ([`Engine::sync`]).
+    store: Option<Box<dyn Store>>,
+    committer: Committer,
     queue: Box<dyn Queue>,
     clock: Arc<dyn Clock>,
     renderer: Renderer,
@@ -124,6 +141,16 @@ impl Engine {
     fn run(mut self) -> Stopped {
         let mut batch = Vec::new();
         loop {
+            if self.store.is_none() && !self.queue.has_waiting() {
+                // A batch is committing and nothing else waits: wait for its result here (a
+                // failed commit is answered and the state rebuilt now, not at the next batch).
+                if let Err(failed) = self.sync() {
+                    if self.fail(failed) {
+                        tracing::error!("engine stopped: another engine leads the store now");
+                        return Stopped::Fenced;
+                    }
+                }
+            }
             let mut timeout = self
                 .state
                 .next_deadline()
@@ -138,11 +165,17 @@ impl Engine {
             }
             let started = Instant::now();
             let events: usize = batch.iter().map(Envelope::events).sum();
-            let fenced = self.process(std::mem::take(&mut batch));
+            let fenced = self.process(std::mem::take(&mut batch), events);
             self.metrics.batch_events.observe(events as f64);
             self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
             if fenced {
                 tracing::error!("engine stopped: another engine leads the store now");
+                return Stopped::Fenced;
+            }
+        }
+        // The queue closed while a batch may still be committing: its replies come first.
+        if let Err(failed) = self.sync() {
+            if self.fail(failed) {
                 return Stopped::Fenced;
             }
         }
@@ -152,42 +185,87 @@ impl Engine {
 
     /// One batch: answer saved responses, execute the rest, commit, reply. Returns whether the
     /// store fenced this engine off (then nothing is rebuilt: the loop must end).
-    fn process(&mut self, batch: Vec<Envelope>) -> bool {
-        match self.try_process(batch) {
+    fn process(&mut self, batch: Vec<Envelope>, events: usize) -> bool {
+        match self.try_process(batch, events) {
             Ok(()) => false,
-            Err(Failed { replies, cause, kind }) => {
-                let error = match kind {
-                    FailureKind::Full | FailureKind::StillFull => EngineError::StorageFull,
-                    FailureKind::Fenced | FailureKind::Other => EngineError::Unavailable(cause.clone()),
-                };
-                for reply in replies {
-                    reply(Err(error.clone()));
-                }
-                match kind {
-                    FailureKind::StillFull => false,
-                    FailureKind::Fenced => {
-                        tracing::error!(error = %cause, "batch refused: this engine no longer leads; nothing of it was committed");
-                        true
-                    }
-                    FailureKind::Full => {
-                        let wait = self.full.as_ref().map_or(FULL_RETRY_FIRST, |full| full.next_wait);
-                        if self.full.is_none() {
-                            tracing::error!(error = %cause, "the disk is full: batch answered 503 storage_full, nothing of it was committed; rebuilding state from the store, writes retried from time to time");
-                        }
-                        self.full = Some(FullDisk {
-                            retry_at: Instant::now() + wait,
-                            next_wait: (wait * 2).min(FULL_RETRY_MAX),
-                        });
-                        self.metrics.recoveries.inc();
-                        self.rebuild()
-                    }
-                    FailureKind::Other => {
-                        tracing::error!(error = %cause, "batch failed; nothing of it was committed; rebuilding state from the store");
-                        self.metrics.recoveries.inc();
-                        self.rebuild()
-                    }
-                }
+            Err(failed) => self.fail(failed),
+        }
+    }
+
+    /// Answers a failed batch (and the batch before it, if that one was still committing: this
+    /// one rests on its state) and rebuilds the state from the store, or keeps it when nothing
+    /// executed. Returns whether the store fenced this engine off.
+    fn fail(&mut self, failed: Failed) -> bool {
+        let Failed { replies, cause, kind } = match self.sync() {
+            Ok(()) => failed,
+            Err(before) => before.then(failed),
+        };
+        let error = match kind {
+            FailureKind::Full | FailureKind::StillFull => EngineError::StorageFull,
+            FailureKind::Fenced | FailureKind::Other => EngineError::Unavailable(cause.clone()),
+        };
+        for reply in replies {
+            reply(Err(error.clone()));
+        }
+        match kind {
+            FailureKind::StillFull => false,
+            FailureKind::Fenced => {
+                tracing::error!(error = %cause, "batch refused: this engine no longer leads; nothing of it was committed");
+                true
             }
+            FailureKind::Full => {
+                let wait = self.full.as_ref().map_or(FULL_RETRY_FIRST, |full| full.next_wait);
+                if self.full.is_none() {
+                    tracing::error!(error = %cause, "the disk is full: batch answered 503 storage_full, nothing of it was committed; rebuilding state from the store, writes retried from time to time");
+                }
+                self.full =
+                    Some(FullDisk { retry_at: Instant::now() + wait, next_wait: (wait * 2).min(FULL_RETRY_MAX) });
+                self.metrics.recoveries.inc();
+                self.rebuild()
+            }
+            FailureKind::Other => {
+                tracing::error!(error = %cause, "batch failed; nothing of it was committed; rebuilding state from the store");
+                self.metrics.recoveries.inc();
+                self.rebuild()
+            }
+        }
+    }
+
+    /// Waits for the batch committing on the committer thread, if any, and takes the store
+    /// back. A failed commit comes back with the replies of its batch, not given yet.
+    fn sync(&mut self) -> Result<(), Failed> {
+        if self.store.is_some() {
+            return Ok(());
+        }
+        let Ok(Committed { store, result }) = self.committer.done.recv() else {
+            // The committer thread catches a commit's panic and always gives the store back,
+            // so this cannot happen; without a store the engine can only stop.
+            return Err(Failed {
+                replies: Vec::new(),
+                cause: "the committer thread ended without giving the store back".into(),
+                kind: FailureKind::Fenced,
+            });
+        };
+        self.store = Some(store);
+        match result {
+            Ok(()) => {
+                if self.full.take().is_some() {
+                    tracing::info!("the disk has room again: writes are committed");
+                }
+                Ok(())
+            }
+            Err((replies, error)) => Err(Failed::store(replies, &error)),
+        }
+    }
+
+    /// The store, once the batch committing (if any) has given it back: every read of the
+    /// store waits for that commit, so it sees the batch before (saved responses, transfers,
+    /// finished holds and payments), never a state without it.
+    fn store(&mut self) -> Result<&mut dyn Store, Failed> {
+        self.sync()?;
+        match self.store.as_deref_mut() {
+            Some(store) => Ok(store),
+            None => Err(Failed { replies: Vec::new(), cause: "the store is gone".into(), kind: FailureKind::Fenced }),
         }
     }
 
@@ -196,7 +274,8 @@ impl Engine {
     fn rebuild(&mut self) -> bool {
         let mut wait = Duration::from_millis(10);
         loop {
-            match recover(self.store.as_mut()) {
+            let Some(store) = self.store.as_deref_mut() else { return true };
+            match recover(store) {
                 Ok(state) => {
                     self.state = state;
                     return false;
@@ -216,10 +295,15 @@ impl Engine {
 
     /// One batch, step by step. On an error nothing of the batch was committed: the replies
     /// not given yet come back with the cause, for [`Engine::process`] to answer.
-    fn try_process(&mut self, batch: Vec<Envelope>) -> Result<(), Failed> {
+    ///
+    /// The batch before may still be committing on the committer thread (see
+    /// [`EngineConfig::pipeline`]): this one executes on the state that batch left, but reads
+    /// the store, replies and commits only once that commit returned. If it failed, this batch
+    /// fails with it (the replies of both come back, that batch's first).
+    fn try_process(&mut self, batch: Vec<Envelope>, events: usize) -> Result<(), Failed> {
         let saved = match self.saved_responses(&batch) {
             Ok(saved) => saved,
-            Err(e) => return Err(Failed::store(batch.into_iter().map(|e| e.reply).collect(), &e)),
+            Err(failed) => return Err(failed.with(batch.into_iter().map(|e| e.reply))),
         };
         let Planned { requests, plans, replies, keys } = plan(batch, &saved);
         if self.full.as_ref().is_some_and(|full| Instant::now() < full.retry_at) {
@@ -227,8 +311,8 @@ impl Engine {
             // replays of saved responses were answered above.
             return Err(Failed { replies, cause: "the disk is full".into(), kind: FailureKind::StillFull });
         }
-        if let Err(e) = self.load(&requests) {
-            return Err(Failed::store(replies, &e));
+        if let Err(failed) = self.load(&requests) {
+            return Err(failed.with(replies));
         }
         let now = self.clock.now_ns();
         let outcomes = match self.execute(&requests, now) {
@@ -237,22 +321,68 @@ impl Engine {
         };
         let changes = self.state.take_changes();
         let (records, rendered) = self.render_saved(&plans, &keys, &outcomes, now);
-        if !changes.is_empty() || !records.is_empty() {
-            let started = Instant::now();
-            if let Err(e) = self.store.commit(&changes, &records) {
-                return Err(Failed::store(replies, &e));
-            }
-            self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-            if self.full.take().is_some() {
-                tracing::info!("the disk has room again: writes are committed");
+        let answer = Answer { plans, replies, outcomes, rendered };
+        // The outcomes rest on the batch before: nothing is answered before it is durable.
+        if let Err(failed) = self.sync() {
+            return Err(failed.with(answer.replies));
+        }
+        if changes.is_empty() && records.is_empty() {
+            answer.send();
+            return Ok(());
+        }
+        let Some(store) = self.store.take() else {
+            return Err(Failed {
+                replies: answer.replies,
+                cause: "the store is gone".into(),
+                kind: FailureKind::Fenced,
+            });
+        };
+        if self.config.pipeline && events >= self.config.pipeline_events_min && self.queue.has_waiting() {
+            // Work is waiting: commit on the committer thread while it executes. A lone
+            // request, or a small batch, commits here instead, with no thread hop before its
+            // reply.
+            match self.committer.jobs.send(Commit { store, changes, records, answer }) {
+                Ok(()) => {
+                    self.metrics.pipelined.inc();
+                    return Ok(());
+                }
+                // The committer thread is gone (it never ends first): commit here.
+                Err(crossbeam_channel::SendError(job)) => {
+                    self.store = Some(job.store);
+                    return self.commit_here(job.changes, job.records, job.answer);
+                }
             }
         }
-        answer(&plans, replies, outcomes, rendered);
+        self.store = Some(store);
+        self.commit_here(changes, records, answer)
+    }
+
+    /// Commits a batch on the engine thread and answers it.
+    fn commit_here(
+        &mut self,
+        changes: ChangeSet,
+        records: Vec<IdempotencyRecord>,
+        answer: Answer,
+    ) -> Result<(), Failed> {
+        let Some(store) = self.store.as_deref_mut() else {
+            return Err(Failed {
+                replies: answer.replies,
+                cause: "the store is gone".into(),
+                kind: FailureKind::Fenced,
+            });
+        };
+        if let Err(e) = commit(store, &changes, &records, &self.metrics) {
+            return Err(Failed::store(answer.replies, &e));
+        }
+        if self.full.take().is_some() {
+            tracing::info!("the disk has room again: writes are committed");
+        }
+        answer.send();
         Ok(())
     }
 
     /// The saved responses of the idempotency keys in the batch.
-    fn saved_responses(&mut self, batch: &[Envelope]) -> Result<Vec<IdempotencyRecord>, StoreError> {
+    fn saved_responses(&mut self, batch: &[Envelope]) -> Result<Vec<IdempotencyRecord>, Failed> {
         let wanted: Vec<(TenantId, &str)> = batch
             .iter()
             .filter_map(|e| Some((e.submission.request.tenant, e.submission.idempotency.as_ref()?.key.as_str())))
@@ -260,14 +390,14 @@ impl Engine {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        self.store.idempotency(&wanted)
+        self.store()?.idempotency(&wanted).map_err(|e| Failed::store(Vec::new(), &e))
     }
 
     /// Loads the stored objects the requests refer to that are not in memory.
-    fn load(&mut self, requests: &[Request]) -> Result<(), StoreError> {
+    fn load(&mut self, requests: &[Request]) -> Result<(), Failed> {
         let wanted = self.state.prefetch(requests);
         if !wanted.is_empty() {
-            let loaded = self.store.load(&wanted)?;
+            let loaded = self.store()?.load(&wanted).map_err(|e| Failed::store(Vec::new(), &e))?;
             self.state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
             self.state.insert_prefetched_quotes(loaded.quotes);
             self.state.insert_debit_history(loaded.debits);
@@ -278,13 +408,8 @@ impl Engine {
 
     /// Executes the requests; a panic (a broken invariant) becomes its message.
     fn execute(&mut self, requests: &[Request], now: u64) -> Result<Vec<Outcome>, String> {
-        catch_unwind(AssertUnwindSafe(|| self.state.execute(requests, now))).map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "the state machine panicked".into())
-        })
+        catch_unwind(AssertUnwindSafe(|| self.state.execute(requests, now)))
+            .map_err(|panic| panic_message(panic.as_ref(), "the state machine panicked"))
     }
 
     /// The responses to save with their keys, in the commit (`records`), and the same
@@ -347,10 +472,41 @@ impl Failed {
         };
         Failed { replies, cause: error.to_string(), kind }
     }
+
+    /// The same failure, answering `more` replies too (after its own).
+    fn with(mut self, more: impl IntoIterator<Item = ReplyTo>) -> Failed {
+        self.replies.extend(more);
+        self
+    }
+
+    /// This failure (of a batch whose commit failed) followed by `next`'s, of the batch that
+    /// executed on its state: one failure answering both, with this one's cause, unless `next`
+    /// calls for more (the store fenced this engine off, or the disk is full).
+    fn then(self, next: Failed) -> Failed {
+        let (cause, kind) =
+            if next.kind.severity() > self.kind.severity() { (next.cause, next.kind) } else { (self.cause, self.kind) };
+        Failed { replies: self.replies.into_iter().chain(next.replies).collect(), cause, kind }
+    }
 }
 
+impl FailureKind {
+    /// Which of two failures answered as one decides what follows: ending the loop first,
+    /// then a full disk's wait, then a rebuild, then nothing.
+    fn severity(self) -> u8 {
+        match self {
+            FailureKind::StillFull => 0,
+            FailureKind::Other => 1,
+            FailureKind::Full => 2,
+            FailureKind::Fenced => 3,
+        }
+    }
+}
+
+/// The way to answer one envelope.
+type ReplyTo = Box<dyn FnOnce(Result<Reply, EngineError>) + Send>;
+
 /// The ways to answer the envelopes of a batch, in order.
-type Replies = Vec<Box<dyn FnOnce(Result<Reply, EngineError>) + Send>>;
+type Replies = Vec<ReplyTo>;
 
 /// A rendered response: HTTP status and body.
 type Response = (u16, Vec<u8>);
@@ -408,17 +564,106 @@ fn plan(batch: Vec<Envelope>, saved: &[IdempotencyRecord]) -> Planned {
     planned
 }
 
-/// Replies to every envelope of the batch, now that it is durable.
-fn answer(plans: &[Plan], replies: Replies, outcomes: Vec<Outcome>, rendered: Vec<Option<Response>>) {
-    let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
-    for (plan, reply) in plans.iter().zip(replies) {
-        let answer = match plan {
-            Plan::Execute { index } => outcomes[*index].take().map(Reply::Done),
-            Plan::Follow { leader, same_request: true } => {
-                rendered[*leader].clone().map(|(status, body)| Reply::Replay { status, body })
-            }
-            Plan::Follow { same_request: false, .. } => Some(Reply::KeyReused),
-        };
-        reply(answer.ok_or_else(|| EngineError::Unavailable("no outcome for the request".into())));
+/// A batch executed, to answer once it is durable: each envelope's plan and reply, the
+/// outcomes, and the rendered responses the followers of a key answer with.
+struct Answer {
+    plans: Vec<Plan>,
+    replies: Replies,
+    outcomes: Vec<Outcome>,
+    rendered: Vec<Option<Response>>,
+}
+
+impl Answer {
+    /// Replies to every envelope of the batch, now that it is durable.
+    fn send(self) {
+        let Answer { plans, replies, outcomes, rendered } = self;
+        let mut outcomes: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
+        for (plan, reply) in plans.iter().zip(replies) {
+            let answer = match plan {
+                Plan::Execute { index } => outcomes[*index].take().map(Reply::Done),
+                Plan::Follow { leader, same_request: true } => {
+                    rendered[*leader].clone().map(|(status, body)| Reply::Replay { status, body })
+                }
+                Plan::Follow { same_request: false, .. } => Some(Reply::KeyReused),
+            };
+            reply(answer.ok_or_else(|| EngineError::Unavailable("no outcome for the request".into())));
+        }
+    }
+}
+
+/// Commits a batch's changes and saved responses; a panic of the store becomes an error (its
+/// transaction is rolled back as it unwinds), so the engine rebuilds rather than dies.
+fn commit(
+    store: &mut dyn Store,
+    changes: &ChangeSet,
+    records: &[IdempotencyRecord],
+    metrics: &EngineMetrics,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    catch_unwind(AssertUnwindSafe(|| store.commit(changes, records))).unwrap_or_else(|panic| {
+        Err(StoreError::Internal(format!(
+            "the store's commit panicked: {}",
+            panic_message(panic.as_ref(), "no message")
+        )))
+    })?;
+    metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A panic's message, or `otherwise` when it has none.
+fn panic_message(panic: &(dyn std::any::Any + Send), otherwise: &str) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| otherwise.into())
+}
+
+/// A batch handed to the committer thread, with the store to commit it on.
+struct Commit {
+    store: Box<dyn Store>,
+    changes: ChangeSet,
+    records: Vec<IdempotencyRecord>,
+    answer: Answer,
+}
+
+/// What the committer thread gives back: the store, and on a failed commit the batch's
+/// replies (not given) with the error.
+struct Committed {
+    store: Box<dyn Store>,
+    result: Result<(), (Replies, StoreError)>,
+}
+
+/// The thread that commits a batch while the engine thread executes the next (at most one
+/// batch at a time: the engine waits for the result before it commits again), and answers
+/// the batch as soon as its commit returned.
+struct Committer {
+    jobs: crossbeam_channel::Sender<Commit>,
+    done: crossbeam_channel::Receiver<Committed>,
+}
+
+impl Committer {
+    fn start(metrics: EngineMetrics) -> Result<Committer, StoreError> {
+        let (jobs, queued) = crossbeam_channel::bounded::<Commit>(1);
+        let (finished, done) = crossbeam_channel::bounded::<Committed>(1);
+        std::thread::Builder::new()
+            .name("paycore-commit".into())
+            .spawn(move || {
+                // Ends when the engine drops its side (the engine has stopped).
+                for Commit { mut store, changes, records, answer } in queued {
+                    let result = match commit(store.as_mut(), &changes, &records, &metrics) {
+                        Ok(()) => {
+                            answer.send();
+                            Ok(())
+                        }
+                        Err(error) => Err((answer.replies, error)),
+                    };
+                    if finished.send(Committed { store, result }).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start the committer thread: {e}")))?;
+        Ok(Committer { jobs, done })
     }
 }

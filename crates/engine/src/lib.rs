@@ -5,7 +5,9 @@
 //! makes large batches and high throughput); **load** what the batch refers to from the store;
 //! **execute** it on the in-memory [`State`](paycore_ledger::State), deterministically;
 //! **commit** its changes and saved idempotent responses in one transaction; only then
-//! **reply**. A batch that cannot be committed is answered with an error and the state is
+//! **reply**. When requests are waiting behind a large batch, it commits (and is answered) on a committer
+//! thread while the engine thread executes the next one, which reads the store, replies and
+//! commits only after that commit returned, and fails with it if it failed. A batch that cannot be committed is answered with an error and the state is
 //! rebuilt from the store, so memory never runs ahead of disk (after a full disk, writes are
 //! refused for a short, growing while before the next try); a commit the store fences off
 //! (another engine leads its partition now) ends the loop instead ([`Stopped::Fenced`]).
@@ -19,7 +21,7 @@ mod metrics;
 mod queue;
 pub mod returns;
 
-pub use engine::{start, Clock, EngineConfig, Renderer, Stopped, SystemClock};
+pub use engine::{start, Clock, EngineConfig, Renderer, Stopped, SystemClock, PIPELINE_EVENTS_MIN};
 pub use metrics::EngineMetrics;
 pub use queue::{channel, ChannelQueue, ChannelSubmitter, Envelope, Priority, Queue, Received, Submitter};
 

@@ -15,6 +15,8 @@ pub struct EngineMetrics {
     pub batch_seconds: Histogram,
     /// Batches that could not be committed or executed; each rebuilt the state from the store.
     pub recoveries: Counter,
+    /// Batches committed on the committer thread while the engine thread executed the next.
+    pub pipelined: Counter,
 }
 
 impl Default for EngineMetrics {
@@ -24,6 +26,7 @@ impl Default for EngineMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             batch_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             recoveries: Counter::default(),
+            pipelined: Counter::default(),
         }
     }
 }
@@ -45,6 +48,11 @@ impl EngineMetrics {
             "paycore_engine_recoveries",
             "Batches that failed to execute or commit, after which the state was rebuilt from the store",
             self.recoveries.clone(),
+        );
+        registry.register(
+            "paycore_engine_pipelined_batches",
+            "Batches committed on the committer thread while the engine thread executed the next",
+            self.pipelined.clone(),
         );
     }
 }

@@ -54,6 +54,13 @@ pub trait Queue: Send {
     /// already waiting, without waiting again, until about `max_events` events: real-time
     /// envelopes first, then background ones.
     fn recv_batch(&mut self, max_events: usize, timeout: Option<Duration>, out: &mut Vec<Envelope>) -> Received;
+
+    /// Whether an envelope is waiting, so that [`Queue::recv_batch`] would not wait. The engine
+    /// commits a batch on its committer thread only then, and executes the next meanwhile
+    /// (`EngineConfig::pipeline`). `false` (the default) always commits on the engine thread.
+    fn has_waiting(&self) -> bool {
+        false
+    }
 }
 
 /// Background submissions that may wait at once (each is a chunk of up to a batch of items).
@@ -157,5 +164,9 @@ impl Queue for ChannelQueue {
             }
         }
         Received::Some
+    }
+
+    fn has_waiting(&self) -> bool {
+        self.carry.is_some() || self.background_carry.is_some() || !self.rx.is_empty() || !self.background_rx.is_empty()
     }
 }
