@@ -496,7 +496,9 @@ impl AlikeInserts {
             Some(stmt) => stmt,
             // SAFETY: the statement is kept in `SqliteStore.alike_inserts`, declared before
             // the connection it is prepared on (so finalized first), and used only inside the
-            // engine's commits on that connection, on the engine's thread.
+            // store's commits on that connection: on the engine's thread or, for a batch the
+            // engine hands over, on its committer thread, never on both at once (the store
+            // moves with the job).
             #[allow(unsafe_code)]
             None => slot.insert(unsafe { StaticStatement::prepare(tx, &layout.sql())? }),
         })
