@@ -472,25 +472,6 @@ fn insert_events(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &Ch
     Ok(())
 }
 
-/// From this many balances a commit's `UPDATE` is planned for its own arrays rather than run
-/// from the prepared statement.
-///
-/// After five runs a prepared statement may keep a generic plan, made without its parameters'
-/// values: for `UNNEST` of arrays it guesses 10 rows and probes the primary key once per
-/// account (a nested loop). That is right for real time's few dozen accounts and wrong for a
-/// bulk batch's thousands, where a hash join over the accounts may be the better plan, and the
-/// planner can only tell when it sees the arrays (priced in psql on 7 900 of 10 000 accounts:
-/// nested loop 54 ms, hash join 27 ms; `crates/bench/NOTES.md`, "PostgreSQL bulk commit").
-/// A statement given as text is prepared and planned afresh: a round trip and a plan more, which
-/// a bulk batch does not notice.
-pub(super) const BALANCES_PLANNED_FROM: usize = 1_000;
-
-const WRITE_BALANCES: &str = "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
-             debits_pending = b.debits_pending, credits_pending = b.credits_pending
-         FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-             AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
-         WHERE accounts.id = b.id";
-
 /// The balances of every account the batch touched, in one statement; an account that is not
 /// there means the store and the engine disagree, and nothing is written.
 fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &ChangeSet) -> Result<()> {
@@ -499,16 +480,21 @@ fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &C
         return Ok(());
     }
     let column = |f: fn(&paycore_ledger::Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect::<Vec<_>>();
-    let ids = id_array(balances, |(id, _)| id.0);
-    let (debits_posted, credits_posted) = (column(|b| b.debits_posted), column(|b| b.credits_posted));
-    let (debits_pending, credits_pending) = (column(|b| b.debits_pending), column(|b| b.credits_pending));
-    let params: [&(dyn postgres::types::ToSql + Sync); 5] =
-        [&ids, &debits_posted, &credits_posted, &debits_pending, &credits_pending];
-    let updated = if balances.len() >= BALANCES_PLANNED_FROM {
-        tx.execute(WRITE_BALANCES, &params)?
-    } else {
-        prepared.execute(tx, WRITE_BALANCES, &params)?
-    };
+    let updated = prepared.execute(
+        tx,
+        "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
+             debits_pending = b.debits_pending, credits_pending = b.credits_pending
+         FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+             AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
+         WHERE accounts.id = b.id",
+        &[
+            &id_array(balances, |(id, _)| id.0),
+            &column(|b| b.debits_posted),
+            &column(|b| b.credits_posted),
+            &column(|b| b.debits_pending),
+            &column(|b| b.credits_pending),
+        ],
+    )?;
     if updated != balances.len() as u64 {
         return Err(StoreError::Corrupt(format!(
             "{} balance updates for {} accounts: some account is missing",
