@@ -5,6 +5,7 @@ use super::batches::commit_batch_changes;
 use super::codec::{
     account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, quote_from, transfer_from, HOLD_SELECT,
 };
+use super::copy::{copy_transfers, COPY_FROM};
 use super::open::OUTBOX_LOCK;
 use super::partitions::Lead;
 use super::prepared::Prepared;
@@ -265,10 +266,14 @@ fn insert_accounts(tx: &mut Transaction<'_>, prepared: &mut Prepared, accounts: 
     Ok(())
 }
 
-/// The batch's transfers, in one statement whatever their number.
+/// The batch's transfers, in one statement whatever their number: a bulk batch's by binary
+/// `COPY` (see `copy`), a small one's by one prepared `INSERT … UNNEST` (one round trip).
 fn insert_transfers(tx: &mut Transaction<'_>, prepared: &mut Prepared, transfers: &[Transfer]) -> Result<()> {
     if transfers.is_empty() {
         return Ok(());
+    }
+    if transfers.len() >= COPY_FROM {
+        return copy_transfers(tx, transfers);
     }
     prepared.execute(
         tx,

@@ -22,6 +22,7 @@ mod batches;
 mod clearing;
 mod codec;
 mod commit;
+mod copy;
 mod files;
 mod fx;
 mod interest;

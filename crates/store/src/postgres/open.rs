@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_console2.sql"),
     include_str!("migrations/0018_console_sessions.sql"),
     include_str!("migrations/0019_transfers_timestamp_brin.sql"),
+    include_str!("migrations/0020_accounts_fillfactor.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -239,6 +239,132 @@ fn a_bulk_batch_of_8189_transfers_commits_whole() {
     assert_eq!(report.transfers, 8189);
 }
 
+/// Executes `commands` as one batch of tenant 1 and commits it, as [`step`], and returns what
+/// it committed.
+fn step_changes(
+    state: &mut State,
+    store: &mut dyn Store,
+    now: u64,
+    commands: Vec<Command>,
+) -> paycore_ledger::ChangeSet {
+    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
+    let loaded = store.load(&state.prefetch(&requests)).unwrap();
+    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+    state.execute(&requests, now);
+    let changes = state.take_changes();
+    store.commit(&changes, &[]).unwrap();
+    changes
+}
+
+fn hold(id: u128, debit: u128, credit: u128, timeout_seconds: Option<u64>) -> NewTransfer {
+    NewTransfer {
+        id: TransferId(id),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(debit),
+            credit_account: AccountId(credit),
+            amount: 7,
+            currency: eur(),
+            hold: Some(paycore_ledger::Hold { timeout_seconds }),
+        },
+    }
+}
+
+/// A bulk batch's transfers go by binary `COPY` (`copy::COPY_FROM` and more): every column of
+/// every row reads back as committed, NULLs included, and the balances of its 1 200 accounts
+/// (on pages of `accounts` left half empty: migration 0020) are the ledger's.
+#[test]
+fn a_bulk_batch_by_copy_reads_back_column_for_column() {
+    let Some(database) = TestDatabase::create("a_bulk_batch_by_copy_reads_back") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let accounts = 1_200u128;
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, (1..=accounts).map(open).collect());
+    // Holds with and without an expiry: `expires_at` set and NULL.
+    let count = u128::try_from(super::copy::COPY_FROM).unwrap() + 44;
+    let holds: Vec<NewTransfer> = (0..count)
+        .map(|i| hold(10_000 + i, 1 + i % accounts, 1 + (i + 7) % accounts, (i % 2 == 0).then_some(60)))
+        .collect();
+    let placed = step_changes(&mut state, store.as_mut(), 20, vec![Command::Transfers(holds)]);
+    // Posts and voids of them (`pending_id` set), and moves touching every account.
+    let mut resolving: Vec<NewTransfer> = (0..count)
+        .map(|i| NewTransfer {
+            id: TransferId(20_000 + i),
+            linked: false,
+            op: if i % 3 == 0 {
+                TransferOp::Void { pending_id: TransferId(10_000 + i) }
+            } else {
+                TransferOp::Post { pending_id: TransferId(10_000 + i), amount: (i % 3 == 1).then_some(5) }
+            },
+        })
+        .collect();
+    resolving.extend((0..accounts).map(|i| NewTransfer {
+        id: TransferId(30_000 + i),
+        linked: false,
+        op: TransferOp::Move {
+            debit_account: AccountId(1 + i),
+            credit_account: AccountId(1 + (i + 1) % accounts),
+            amount: 1 + u64::try_from(i).unwrap(),
+            currency: eur(),
+            hold: None,
+        },
+    }));
+    let resolved = step_changes(&mut state, store.as_mut(), 30, vec![Command::Transfers(resolving)]);
+    assert_eq!(resolved.balances.len(), 1_200);
+    for changes in [&placed, &resolved] {
+        assert!(changes.transfers.len() >= super::copy::COPY_FROM);
+        for transfer in &changes.transfers {
+            assert_eq!(api.transfer(T1, transfer.id).unwrap().as_ref(), Some(transfer));
+        }
+    }
+    assert!(placed.transfers.iter().any(|t| t.expires_at.is_some()));
+    assert!(placed.transfers.iter().any(|t| t.expires_at.is_none()));
+    assert!(resolved.transfers.iter().all(|t| t.pending_id.is_some() || t.id.0 >= 30_000));
+    for (id, balances) in &resolved.balances {
+        assert_eq!(api.account(T1, *id).unwrap().unwrap().balances, *balances);
+    }
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.transfers, u64::try_from(placed.transfers.len() + resolved.transfers.len()).unwrap());
+}
+
+/// A bulk batch whose `COPY` meets a stored transfer id is a `Conflict`, and writes nothing.
+#[test]
+fn a_bulk_copy_that_meets_a_stored_id_is_a_conflict_and_writes_nothing() {
+    let Some(database) = TestDatabase::create("a_bulk_copy_that_meets_a_stored_id") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    // Another engine's state, which does not know transfer 100 is stored.
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 30, vec![open(3), open(4)]);
+    let count = u128::try_from(super::copy::COPY_FROM).unwrap();
+    let moves: Vec<NewTransfer> = (0..count)
+        .map(|i| NewTransfer {
+            id: TransferId(if i == count / 2 { 100 } else { 500 + i }),
+            linked: false,
+            op: TransferOp::Move {
+                debit_account: AccountId(3),
+                credit_account: AccountId(4),
+                amount: 2,
+                currency: eur(),
+                hold: None,
+            },
+        })
+        .collect();
+    let requests = vec![Request { tenant: T1, command: Command::Transfers(moves) }];
+    state.execute(&requests, 40);
+    let changes = state.take_changes();
+    assert_eq!(changes.transfers.len(), super::copy::COPY_FROM);
+    let error = store.commit(&changes, &[]).err().unwrap();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    let stored: i64 = sql(&database).query_one("SELECT count(*) FROM transfers", &[]).unwrap().get(0);
+    assert_eq!(stored, 1, "only the first transfer");
+    assert_eq!(api.account(T1, AccountId(3)).unwrap().unwrap().balances.debits_posted, 0);
+    // The connection goes on: the next commit writes.
+    step(&mut state, store.as_mut(), 50, vec![open(5)]);
+    assert!(api.account(T1, AccountId(5)).unwrap().is_some());
+}
+
 #[test]
 fn the_store_opens_from_an_async_main() {
     let Some(database) = TestDatabase::create("the_store_opens_from_an_async_main") else { return };
