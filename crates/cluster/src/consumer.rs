@@ -38,7 +38,9 @@ impl Drop for Consumption {
     }
 }
 
-/// Starts pulling `partition`'s lanes; returns the queue for the partition's engine.
+/// Starts pulling `partition`'s lanes; returns the queue for the partition's engine. Called
+/// by the partition's leader once it holds the lead: it makes the lanes' consumers anew
+/// ([`queue::release`]), so what the leader before took and did not acknowledge comes now.
 pub async fn consume(
     config: &QueueConfig,
     partition: u32,
@@ -55,6 +57,7 @@ pub async fn consume(
     tokio::spawn(answer(answers, client));
     let mut tasks = Vec::new();
     for priority in [Priority::RealTime, Priority::Background] {
+        queue::release(&stream, config, partition, priority).await;
         let consumer = queue::consumer(&stream, config, partition, priority).await?;
         let (answered, submitter) = (answered.clone(), submitter.clone());
         tasks.push(tokio::spawn(async move {

@@ -117,6 +117,24 @@ pub(crate) async fn stream(js: &jetstream::Context, config: &QueueConfig) -> Res
     .map_err(|e| QueueError::JetStream(format!("cannot create or open the stream {}: {e}", config.stream_name())))
 }
 
+/// Deletes the durable consumer of one partition's lane, if there is one. A new leader does
+/// this before it pulls: a message the engine before it took and did not acknowledge (it was
+/// killed between its pull and its ack) would otherwise wait out the ack wait
+/// ([`ACK_WAIT`], 10 s, as long as an API node's reply timeout) before the stream delivered
+/// it again; a work-queue stream keeps every message not acknowledged, so the consumer made
+/// anew delivers it at once. The engine before is fenced off by then (the new leader holds
+/// the lead and its epoch), so what it took can no longer be committed by it. A failed
+/// delete (none there yet, at a partition's first lead) leaves the consumer as it was.
+pub(crate) async fn release(stream: &stream::Stream, config: &QueueConfig, partition: u32, priority: Priority) {
+    let name = config.consumer_name(partition, priority);
+    match stream.delete_consumer(&name).await {
+        Ok(_) => {
+            tracing::info!(consumer = %name, "the consumer of the lead before was deleted: what it took and did not acknowledge comes again now")
+        }
+        Err(error) => tracing::debug!(consumer = %name, %error, "no consumer deleted"),
+    }
+}
+
 /// The durable pull consumer of one partition's lane (created if missing).
 pub(crate) async fn consumer(
     stream: &stream::Stream,
