@@ -4,6 +4,7 @@
 //! (`target/release/examples/two_parts FILE`; see `crates/bench/NOTES.md`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::float_arithmetic)] // CPU seconds and ratios of timings, never money
 
 use paycore_formats::{find_cut, join_parts, parse, parse_first_part, parse_second_part, Format, ParseOptions};
 use std::io::BufReader;
