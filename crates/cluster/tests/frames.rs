@@ -125,8 +125,9 @@ fn requests_that_come_while_a_message_is_unacknowledged_go_together_and_each_get
         let batches = tokio::task::spawn_blocking(move || engine.join().unwrap()).await.unwrap();
         eprintln!("{submissions} submissions in {messages} messages; the engine answered in {batches} batches");
         assert_eq!(submissions, REQUESTS as u64);
-        // One message a request before; now one per acknowledgement's round trip.
-        assert!(messages * 5 <= submissions, "{submissions} submissions took {messages} messages");
+        // One message a request when the lane published as soon as its task ran (300 here);
+        // now about one per acknowledgement's round trip (4 to 6 submissions a message here).
+        assert!(messages * 2 <= submissions, "{submissions} submissions took {messages} messages");
         delete_stream(&config).await;
     });
 }
