@@ -106,9 +106,9 @@ fn a_burst_of_requests_goes_in_few_messages_and_each_gets_its_own_answer() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let config = config("frames", Duration::from_secs(10));
-        const REQUESTS: u128 = 300;
+        const REQUESTS: u32 = 300;
         let (queue, _pulling) = consume(&config, 0, 4096).await.unwrap();
-        let engine = fake_engine(queue, REQUESTS as usize);
+        let engine = fake_engine(queue, usize::try_from(REQUESTS).unwrap());
         let submitter = NatsSubmitter::connect(config.clone(), 4096).await.unwrap();
 
         // All submitted before the lane's task runs; three of them bulk (491 kB each: no
@@ -118,7 +118,7 @@ fn a_burst_of_requests_goes_in_few_messages_and_each_gets_its_own_answer() {
             let (submission, expected) = if id % 100 == 50 {
                 (common::bulk_transfers(), format!("{} transfers", paycore_ledger::BATCH_EVENTS_MAX))
             } else {
-                (account_creation(id), format!("account {id}"))
+                (account_creation(u128::from(id)), format!("account {id}"))
             };
             waiting.push((id, expected, submit(&submitter, submission)));
         }
@@ -133,7 +133,7 @@ fn a_burst_of_requests_goes_in_few_messages_and_each_gets_its_own_answer() {
         let (messages, submissions) = submitter.published();
         let batches = tokio::task::spawn_blocking(move || engine.join().unwrap()).await.unwrap();
         eprintln!("{submissions} submissions in {messages} messages; the engine answered in {batches} batches");
-        assert_eq!(submissions, REQUESTS as u64);
+        assert_eq!(submissions, u64::from(REQUESTS));
         // Two bulk ones and the 297 small ones fit one message, the third bulk one starts another.
         assert_eq!(messages, 2, "{submissions} submissions took {messages} messages");
         delete_stream(&config).await;
@@ -155,7 +155,10 @@ fn a_request_whose_answer_does_not_come_is_told_no_reply_after_the_timeout() {
         let first = submit(&submitter, account_creation(1));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let second = submit(&submitter, account_creation(2));
-        assert_eq!(tokio::time::timeout(Duration::from_secs(10), first).await.unwrap().unwrap(), Err(EngineError::NoReply));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), first).await.unwrap().unwrap(),
+            Err(EngineError::NoReply)
+        );
         let first_at = sent.elapsed();
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(10), second).await.unwrap().unwrap(),
