@@ -5,18 +5,24 @@
 //! takes every submission waiting for it and publishes them as one JetStream message
 //! (`wire::Frames`, each with the sequence number its answer is awaited under), so a burst of
 //! requests costs NATS one store, one acknowledgement, one delivery and one engine ack, not one
-//! of each a request. Nothing waits to make a message fuller: what queued while the previous
-//! one was being published goes next.
+//! of each a request. A lane has one message at a time waiting for its publish
+//! acknowledgement: what queues meanwhile goes next, as one message, when it comes (after at
+//! most `STALL`). Nothing else waits to make a message fuller: a lone request goes at once.
 
 use crate::queue::{self, QueueConfig, QueueError, REPLY_HEADER};
 use crate::wire::{self, Frames, MessageKind};
-use async_nats::jetstream;
+use async_nats::{jetstream, Subject};
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use paycore_engine::{EngineError, Envelope, Priority, Reply, Submitter};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 type Answer = Box<dyn FnOnce(Result<Reply, EngineError>) + Send>;
 
@@ -34,11 +40,14 @@ struct Inner {
     /// This process's id in subjects and message ids: a fresh NUID per start, so a restarted
     /// node never takes an answer meant for its previous life.
     node: String,
+    /// `<name>.reply.<node>`: where the engines send this node's answers.
+    reply_prefix: String,
     next: AtomicU64,
     /// The submissions waiting for their answer, by sequence number.
     waiting: Mutex<HashMap<u64, Answer>>,
     /// More waiting than this is refused with `Overloaded` (503, retry).
     capacity: usize,
+    published: Published,
 }
 
 /// The two lanes of each partition, in one list.
@@ -64,12 +73,14 @@ impl NatsSubmitter {
         // The subscription is in place before the first publish.
         client.flush().await.map_err(|e| QueueError::JetStream(format!("cannot flush: {e}")))?;
         let inner = Arc::new(Inner {
+            reply_prefix: config.reply_prefix(&node),
             config,
             js,
             node,
             next: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
             capacity,
+            published: Published::default(),
         });
         let listener = inner.clone();
         let mut tasks = vec![tokio::spawn(async move {
@@ -89,6 +100,13 @@ impl NatsSubmitter {
         }
         Ok(NatsSubmitter { inner, lanes, tasks })
     }
+
+    /// How many stream messages this node has published, and how many submissions they held
+    /// (each message holds what waited for its lane while the one before was acknowledged).
+    pub fn published(&self) -> (u64, u64) {
+        let published = &self.inner.published;
+        (published.messages.load(Ordering::Relaxed), published.submissions.load(Ordering::Relaxed))
+    }
 }
 
 impl Drop for NatsSubmitter {
@@ -104,23 +122,29 @@ impl Inner {
         self.waiting.lock().ok().and_then(|mut waiting| waiting.remove(&seq))
     }
 
-    /// Answers arrived on `subject` (`…reply.<node>.batch`, `wire::Frames` of replies).
+    /// Answers arrived on `subject` (`…reply.<node>.batch`, `wire::Frames` of replies): each
+    /// to its own waiter, the table of waiters locked once for the whole message.
     fn answer(&self, subject: &str, payload: &[u8]) {
         if subject.rsplit('.').next() != Some(wire::REPLY_BATCH) {
             tracing::warn!(%subject, "a reply on an unexpected subject");
             return;
         }
-        for frame in wire::frames(MessageKind::Reply, payload) {
-            let (seq, reply) = match frame {
-                Ok(frame) => frame,
-                Err(error) => {
-                    // The requests of the frames not read time out and are answered from the store.
-                    tracing::error!(%error, "an engine's replies cannot be read");
-                    return;
+        let mut answers = Vec::new();
+        {
+            let Ok(mut waiting) = self.waiting.lock() else { return };
+            for frame in wire::frames(MessageKind::Reply, payload) {
+                match frame {
+                    // Its waiter may have timed out already: the answer then went from the store.
+                    Ok((seq, reply)) => answers.extend(waiting.remove(&seq).map(|answer| (answer, reply))),
+                    Err(error) => {
+                        // The requests of the frames not read time out and are answered from the store.
+                        tracing::error!(%error, "an engine's replies cannot be read");
+                        break;
+                    }
                 }
-            };
-            // Its waiter may have timed out already: the answer then went from the store.
-            let Some(answer) = self.take(seq) else { continue };
+            }
+        }
+        for (answer, reply) in answers {
             answer(wire::decode_reply(reply).unwrap_or_else(|error| {
                 tracing::error!(%error, "an engine's reply cannot be read");
                 Err(EngineError::Unavailable(format!("an engine's reply cannot be read: {error}")))
@@ -129,62 +153,142 @@ impl Inner {
     }
 
     /// Publishes one lane's submissions as they come, all that are waiting in each message,
-    /// until the submitter is dropped.
+    /// until the submitter is dropped; answers `NoReply` to those whose answer did not come
+    /// within the reply timeout of their message's acknowledgement.
+    ///
+    /// One message at a time: while a message waits for its publish acknowledgement, what
+    /// comes next waits too, and goes as one message when the acknowledgement comes (or after
+    /// [`STALL`], when NATS is slow to acknowledge). Publishing each submission as soon as the
+    /// lane's task ran made messages of about one submission under load: the task is woken by
+    /// the first request and runs before the next one is read.
     async fn publish_lane(
         self: Arc<Inner>,
         partition: u32,
         priority: Priority,
         mut taken: mpsc::UnboundedReceiver<(u64, Vec<u8>)>,
     ) {
-        let subject = self.config.command_subject(partition, priority);
-        let mut waiting = Vec::new();
-        while taken.recv_many(&mut waiting, 4096).await > 0 {
-            let mut message = Frames::default();
-            let mut seqs = Vec::new();
-            for (seq, submission) in waiting.drain(..) {
-                if !message.fits(submission.len()) {
-                    self.publish(&subject, std::mem::take(&mut message), std::mem::take(&mut seqs)).await;
+        let subject = Subject::from(self.config.command_subject(partition, priority));
+        let mut lane = Lane { pending: Vec::new(), acks: FuturesUnordered::new(), deadlines: VecDeque::new() };
+        let mut last_sent = Instant::now();
+        let mut open = true;
+        loop {
+            if open {
+                // What came since the last look goes in the next message too.
+                while let Ok(submission) = taken.try_recv() {
+                    lane.pending.push(submission);
                 }
-                message.push(seq, &submission);
-                seqs.push(seq);
             }
-            self.publish(&subject, message, seqs).await;
+            if !lane.pending.is_empty() && (lane.acks.is_empty() || last_sent.elapsed() >= STALL) {
+                self.publish_pending(&subject, &mut lane).await;
+                last_sent = Instant::now();
+                continue;
+            }
+            if !open && lane.pending.is_empty() && lane.acks.is_empty() && lane.deadlines.is_empty() {
+                return;
+            }
+            let deadline = lane.deadlines.front().map(|(at, _)| *at);
+            // While a message waits for its acknowledgement (and not for longer than `STALL`),
+            // what comes stays in the channel: it is taken when the acknowledgement comes.
+            let held = !lane.acks.is_empty() && last_sent.elapsed() < STALL;
+            tokio::select! {
+                biased;
+                Some((seqs, published)) = lane.acks.next(), if !lane.acks.is_empty() => match published {
+                    Ok(()) => lane.deadlines.push_back((Instant::now() + self.config.reply_timeout, seqs)),
+                    Err(cause) => self.unpublished(seqs, &cause),
+                },
+                received = taken.recv_many(&mut lane.pending, 4096), if open && !held => open = received > 0,
+                () = tokio::time::sleep_until(last_sent + STALL), if held => {}
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let now = Instant::now();
+                    while lane.deadlines.front().is_some_and(|(at, _)| *at <= now) {
+                        if let Some((_, seqs)) = lane.deadlines.pop_front() {
+                            self.no_reply(seqs);
+                        }
+                    }
+                }
+                else => return,
+            }
         }
     }
 
-    /// Publishes one message of submissions; once JetStream has stored it, a task waits out
-    /// the reply timeout for the requests in it. A message JetStream did not take answers each
-    /// of its requests `Unavailable`: nothing of it will be executed.
-    async fn publish(self: &Arc<Inner>, subject: &str, message: Frames, seqs: Vec<u64>) {
+    /// Publishes what is waiting in `lane`, as few messages as fit.
+    async fn publish_pending(&self, subject: &Subject, lane: &mut Lane) {
+        let mut message = Frames::default();
+        let mut seqs = Vec::new();
+        for (seq, submission) in std::mem::take(&mut lane.pending) {
+            if !message.fits(submission.len()) {
+                self.publish(subject, std::mem::take(&mut message), std::mem::take(&mut seqs), lane).await;
+            }
+            message.push(seq, &submission);
+            seqs.push(seq);
+        }
+        self.publish(subject, message, seqs, lane).await;
+    }
+
+    /// Publishes one message of submissions; its acknowledgement is awaited among the lane's
+    /// (`Lane::acks`). A message JetStream did not take answers each of its requests
+    /// `Unavailable`: nothing of it will be executed.
+    async fn publish(&self, subject: &Subject, message: Frames, seqs: Vec<u64>, lane: &mut Lane) {
         let Some(&first) = seqs.first() else { return };
+        self.published.messages.fetch_add(1, Ordering::Relaxed);
+        self.published.submissions.fetch_add(seqs.len() as u64, Ordering::Relaxed);
         let mut headers = async_nats::HeaderMap::new();
         // Unique per message: the node's id and its first request's number.
         headers.insert("Nats-Msg-Id", format!("{}-{first}", self.node).as_str());
-        headers.insert(REPLY_HEADER, self.config.reply_prefix(&self.node).as_str());
-        let sent = self.js.publish_with_headers(subject.to_owned(), headers, message.into_bytes().into()).await;
-        let inner = self.clone();
-        tokio::spawn(async move {
-            let published = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(cause) = published {
-                tracing::warn!(%cause, "cannot publish to the queue");
-                for seq in seqs {
-                    if let Some(answer) = inner.take(seq) {
-                        answer(Err(EngineError::Unavailable(format!("the queue cannot take the request: {cause}"))));
-                    }
-                }
-                return;
-            }
-            tokio::time::sleep(inner.config.reply_timeout).await;
-            for seq in seqs {
-                if let Some(answer) = inner.take(seq) {
-                    answer(Err(EngineError::NoReply));
-                }
-            }
-        });
+        headers.insert(REPLY_HEADER, self.reply_prefix.as_str());
+        match self.js.publish_with_headers(subject.clone(), headers, message.into_bytes().into()).await {
+            Ok(ack) => lane.acks.push(Box::pin(async move {
+                let published = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                (seqs, published)
+            })),
+            Err(e) => self.unpublished(seqs, &e.to_string()),
+        }
     }
+
+    /// The requests of a message JetStream did not take: none of them will be executed.
+    fn unpublished(&self, seqs: Vec<u64>, cause: &str) {
+        tracing::warn!(%cause, "cannot publish to the queue");
+        for seq in seqs {
+            if let Some(answer) = self.take(seq) {
+                answer(Err(EngineError::Unavailable(format!("the queue cannot take the request: {cause}"))));
+            }
+        }
+    }
+
+    /// The requests of a message whose reply timeout passed: those still waiting are answered
+    /// `NoReply` (the API answers them from the store).
+    fn no_reply(&self, seqs: Vec<u64>) {
+        for seq in seqs {
+            if let Some(answer) = self.take(seq) {
+                answer(Err(EngineError::NoReply));
+            }
+        }
+    }
+}
+
+/// How long a lane's next message waits for the acknowledgement of the one before: past this,
+/// it goes without waiting (a NATS that is restarting, or slow, holds an acknowledgement for up
+/// to its timeout, 5 s). Acknowledgements take well under a millisecond on a quiet machine.
+const STALL: Duration = Duration::from_millis(20);
+
+type Acked = Pin<Box<dyn Future<Output = (Vec<u64>, Result<(), String>)> + Send>>;
+
+/// A lane's task's state.
+struct Lane {
+    /// The submissions (sequence number, encoded) not yet published.
+    pending: Vec<(u64, Vec<u8>)>,
+    /// The messages published and not yet acknowledged, with their requests' numbers.
+    acks: FuturesUnordered<Acked>,
+    /// The requests of the acknowledged messages, by when their reply timeout ends (in that
+    /// order: every message has the same timeout from its acknowledgement).
+    deadlines: VecDeque<(Instant, Vec<u64>)>,
+}
+
+/// How many messages and submissions this node published (tests read it).
+#[derive(Default)]
+struct Published {
+    messages: AtomicU64,
+    submissions: AtomicU64,
 }
 
 impl Submitter for NatsSubmitter {
