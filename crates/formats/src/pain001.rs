@@ -4,8 +4,8 @@ use crate::common::{self, Collector, Decimal, DecimalSum};
 use crate::iban::{iban_problem, is_bic};
 use crate::report::Digits;
 use crate::{Diagnostic, FatalError, Item, Summary};
-use quick_xml::errors::IllFormedError;
 use quick_xml::encoding::EncodingError;
+use quick_xml::errors::IllFormedError;
 use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::Reader;
 use std::io::{BufRead, Read};
@@ -24,8 +24,8 @@ const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.0
 
 /// Element names the parser looks at, each with its tag: [`KNOWN`] lists them, `tag::NAME`
 /// is a name's position in it plus one (0 is any other name), and [`tag_of`] finds a name's tag
-/// by matching its bytes packed into one integer (all are at most 16 bytes long). Paths are
-/// matched on tags, not on text.
+/// through a table of 64 slots that no two known names share ([`name_slot`], checked when the
+/// crate is compiled), then one comparison. Paths are matched on tags, not on text.
 macro_rules! known_names {
     ($($tag:ident $name:literal,)*) => {
         const KNOWN: &[&str] = &[$($name),*];
@@ -34,69 +34,93 @@ macro_rules! known_names {
             #[repr(u8)]
             enum Tags { Other, $($tag),* }
             $(pub(super) const $tag: u8 = Tags::$tag as u8;)*
-            /// Each name packed by [`super::packed`].
-            pub(super) mod packed {
-                $(pub(in super::super) const $tag: u128 = super::super::packed($name.as_bytes());)*
-            }
-        }
-
-        /// The tag of an element's local name.
-        fn tag_of(name: &[u8]) -> u8 {
-            tag_of_packed(packed_name(name), name.len())
-        }
-
-        /// The tag of the name of `length` bytes that packs as `packed`.
-        fn tag_of_packed(packed: u128, length: usize) -> u8 {
-            let tag = match packed {
-                $(tag::packed::$tag => tag::$tag,)*
-                _ => 0,
-            };
-            // Equal packs of equal lengths are equal names (a name ending in zero bytes packs
-            // as the name without them).
-            match KNOWN.get(usize::from(tag).wrapping_sub(1)) {
-                Some(known) if known.len() == length => tag,
-                _ => 0,
-            }
         }
     };
 }
 
-/// [`packed`], not byte by byte.
-fn packed_name(name: &[u8]) -> u128 {
-    let mut bytes = [0u8; 16];
-    match bytes.get_mut(..name.len()) {
-        Some(start) => start.copy_from_slice(name),
-        None => return 0,
+/// Each known name's tag in its [`slot`].
+#[allow(clippy::cast_possible_truncation)] // fewer than 256 names
+const TAG_SLOTS: [u8; 64] = {
+    let mut slots = [0u8; 64];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let slot = slot(packed(KNOWN[i].as_bytes()));
+        assert!(slots[slot] == 0, "two known names share a slot: choose another multiplier");
+        slots[slot] = (i + 1) as u8;
+        i += 1;
     }
-    u128::from_le_bytes(bytes)
+    slots
+};
+
+/// A packed name's slot in [`TAG_SLOTS`]: its two halves mixed by a multiplication (by a
+/// multiplier found by trying, under which no two known names share a slot).
+#[allow(clippy::cast_possible_truncation)] // the halves, and the top 6 bits
+const fn slot(packed: u128) -> usize {
+    let word = packed as u64 ^ (packed >> 64) as u64;
+    (word.wrapping_mul(0x91ec_4ff7_7b46_008d) >> 58) as usize
 }
 
-/// [`tag_of`] the name of `length` bytes at `at` in `bytes`: packed by one load of the 16
-/// bytes there when `bytes` has them, not byte by byte.
-fn tag_of_at(bytes: &[u8], at: usize, length: usize) -> u8 {
-    let chunk = bytes.get(at..at.saturating_add(16)).and_then(|chunk| <[u8; 16]>::try_from(chunk).ok());
-    match chunk {
-        Some(chunk) if length < 16 => {
-            let mask = (1u128 << (8 * length)) - 1;
-            tag_of_packed(u128::from_le_bytes(chunk) & mask, length)
-        }
-        _ => tag_of(bytes.get(at..at.saturating_add(length)).unwrap_or_default()),
-    }
-}
-
-/// A name of at most 16 bytes as one integer (little-endian, zeros after it); 0 for a longer
-/// one, which no known name is.
-const fn packed(name: &[u8]) -> u128 {
+/// The tag of an element's local name.
+fn tag_of(name: &[u8]) -> u8 {
     if name.len() > 16 {
         return 0;
     }
+    tag_of_packed(packed(name), name.len())
+}
+
+/// The tag of the name of `length` bytes that packs as `packed`.
+fn tag_of_packed(packed: u128, length: usize) -> u8 {
+    let tag = TAG_SLOTS[slot(packed)];
+    let index = usize::from(tag).wrapping_sub(1);
+    match (KNOWN.get(index), KNOWN_PACKED.get(index)) {
+        (Some(known), Some(&pack)) if pack == packed && known.len() == length => tag,
+        _ => 0,
+    }
+}
+
+/// Each known name as one integer ([`packed`]), by tag less one.
+const KNOWN_PACKED: [u128; KNOWN.len()] = {
+    let mut packs = [0u128; KNOWN.len()];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        assert!(KNOWN[i].len() <= 16, "a known name is at most 16 bytes long");
+        packs[i] = packed(KNOWN[i].as_bytes());
+        i += 1;
+    }
+    packs
+};
+
+/// A name of at most 16 bytes as one integer (little-endian, zeros after it; a name ending
+/// in zero bytes packs as the name without them, so lengths are compared too).
+const fn packed(name: &[u8]) -> u128 {
     let mut key = 0u128;
     let mut i = 0;
-    while i < name.len() {
+    while i < name.len() && i < 16 {
         key |= (name[i] as u128) << (8 * i);
         i += 1;
     }
     key
+}
+
+/// The `length` bytes at `at` in `bytes` as [`packed`] makes them, by one load of the 16
+/// bytes there; `None` when `bytes` has fewer than 16 there, or `length` is more than 16.
+fn packed_at(bytes: &[u8], at: usize, length: usize) -> Option<u128> {
+    let chunk = <[u8; 16]>::try_from(bytes.get(at..at.checked_add(16)?)?).ok()?;
+    let mask = match length {
+        16 => u128::MAX,
+        0..16 => (1u128 << (8 * length)) - 1,
+        _ => return None,
+    };
+    Some(u128::from_le_bytes(chunk) & mask)
+}
+
+/// [`tag_of`] the name of `length` bytes at `at` in `bytes`, packed by one load when
+/// `bytes` has 16 bytes there.
+fn tag_of_at(bytes: &[u8], at: usize, length: usize) -> u8 {
+    match packed_at(bytes, at, length) {
+        Some(pack) => tag_of_packed(pack, length),
+        None => tag_of(bytes.get(at..at.saturating_add(length)).unwrap_or_default()),
+    }
 }
 
 known_names! {
@@ -225,6 +249,17 @@ struct Parser<'c, 's> {
     open_bytes: Vec<u8>,
     /// `/Document/CstmrCdtTrfInitn/PmtInf[N]/CdtTrfTxInf[` for the current block.
     location_prefix: String,
+    /// The last transaction's amount and currency texts, cleared, kept for their buffers.
+    spare_amount: String,
+    spare_currency: String,
+}
+
+/// `value` in the buffer `spare` lends (taken from it).
+fn refill(spare: &mut String, value: &str) -> String {
+    let mut text = std::mem::take(spare);
+    text.clear();
+    text.push_str(value);
+    text
 }
 
 /// The name of an open element, as written.
@@ -297,6 +332,8 @@ impl<'c, 's> Parser<'c, 's> {
             open_names: Vec::new(),
             open_bytes: Vec::new(),
             location_prefix: String::new(),
+            spare_amount: String::new(),
+            spare_currency: String::new(),
         }
     }
 }
@@ -385,6 +422,13 @@ fn read_events_in_windows<R: Read>(
                 break None;
             }
             let rest = &events[at..];
+            if let Some(length) = parser.closes_known(rest) {
+                // The end tag of the innermost element, a known name: checked as one integer.
+                parser.position = position;
+                parser.close(parser.line)?;
+                at += length;
+                continue;
+            }
             let length = match plain_event(rest, events_text.and_then(|text| text.get(at..))) {
                 Some((event, length)) => {
                     if length > common::LINE_BYTES_MAX {
@@ -457,6 +501,7 @@ enum Plain<'a> {
 /// The plain event `bytes` start with, as quick-xml would read it, and its length; `None`
 /// when it is not plain (quick-xml reads it then). `text` is `bytes` as text when the window
 /// is valid UTF-8 (it usually is: checked once for the window rather than event by event).
+#[inline(always)] // its event is matched at once: no `Plain` made
 fn plain_event<'a>(bytes: &'a [u8], text: Option<&'a str>) -> Option<(Plain<'a>, usize)> {
     let text_of = |range: std::ops::Range<usize>| match text {
         Some(text) => text.get(range),
@@ -496,7 +541,9 @@ fn plain_event<'a>(bytes: &'a [u8], text: Option<&'a str>) -> Option<(Plain<'a>,
             let start = if name_length == content.len() {
                 match tag_of_at(bytes, 1, name_length) {
                     // A known name is that name's text.
-                    tag @ 1.. => Plain::Start(BytesStart::from_content(KNOWN[usize::from(tag) - 1], name_length), tag, 0),
+                    tag @ 1.. => {
+                        Plain::Start(BytesStart::from_content(KNOWN[usize::from(tag) - 1], name_length), tag, 0)
+                    }
                     0 => {
                         let name = text_of(1..1 + name_length)?;
                         Plain::Start(BytesStart::from_content(name, name_length), tag_of(local_part(content)), 0)
@@ -688,6 +735,22 @@ impl Parser<'_, '_> {
         self.close(line)
     }
 
+    /// When `bytes` start with the end tag of the innermost open element and its name is a
+    /// known one (`</Name>`), takes that name off the open ones and gives the tag's length.
+    fn closes_known(&mut self, bytes: &[u8]) -> Option<usize> {
+        let Some(&OpenName::Known(tag)) = self.open_names.last() else { return None };
+        let index = usize::from(tag) - 1;
+        let length = KNOWN[index].len();
+        let matches = bytes.starts_with(b"</")
+            && packed_at(bytes, 2, length) == Some(KNOWN_PACKED[index])
+            && bytes.get(2 + length) == Some(&b'>');
+        if !matches {
+            return None;
+        }
+        self.open_names.pop();
+        Some(length + 3)
+    }
+
     /// Text, escaped as it is in the file: unescaped as quick-xml's `BytesText::unescape`
     /// does, with its errors, without its second look at text that has no `&`.
     /// `text` is `raw` as text, when the caller knows it.
@@ -817,13 +880,12 @@ impl Parser<'_, '_> {
             | [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::AMT] => {
                 self.transaction.equivalent = name_text == "Amt";
                 self.transaction.currency = match start.try_get_attribute("Ccy") {
-                    Ok(Some(attribute)) => Some(
-                        attribute
+                    Ok(Some(attribute)) => {
+                        let value = attribute
                             .unescape_value()
-                            .map_err(|e| self.malformed(line, format!("bad Ccy attribute: {e}")))?
-                            .trim()
-                            .to_owned(),
-                    ),
+                            .map_err(|e| self.malformed(line, format!("bad Ccy attribute: {e}")))?;
+                        Some(refill(&mut self.spare_currency, value.trim()))
+                    }
                     Ok(None) => None,
                     Err(e) => return Err(self.malformed(line, format!("bad attributes: {e}"))),
                 };
@@ -1004,7 +1066,7 @@ impl Parser<'_, '_> {
             }
             [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::INSTD_AMT]
             | [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::AMT] => {
-                transaction.amount = Some(value.to_owned());
+                transaction.amount = Some(refill(&mut self.spare_amount, value));
             }
             [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::CCY_OF_TRF] => {
                 transaction.transfer_currency = Some(value.to_owned())
@@ -1025,29 +1087,38 @@ impl Parser<'_, '_> {
     }
 
     fn finish_transaction(&mut self) {
-        let transaction = std::mem::take(&mut self.transaction);
+        let mut transaction = std::mem::take(&mut self.transaction);
+        // Read here, not kept: their buffers serve the next transaction.
+        let (amount, currency) = (transaction.amount.take(), transaction.currency.take());
         self.group.count += 1;
         self.block.control.count += 1;
-        if let Some(value) = transaction.amount.as_deref().and_then(Decimal::parse) {
+        if let Some(value) = amount.as_deref().and_then(Decimal::parse) {
             self.group.sum.add(value);
             self.block.control.sum.add(value);
         }
-        match self.item(transaction) {
+        match self.item(transaction, amount.as_deref(), currency.as_deref()) {
             Ok(item) => self.out.accept(item),
             Err(diagnostic) => self.out.reject(diagnostic),
         }
+        if let Some(amount) = amount {
+            self.spare_amount = amount;
+        }
+        if let Some(currency) = currency {
+            self.spare_currency = currency;
+        }
     }
 
-    /// The transaction's item, its fields moved into it; or why it is invalid.
-    fn item(&self, transaction: Transaction) -> Result<Item, Diagnostic> {
+    /// The transaction's item, its fields moved into it (`amount` and `currency` are its
+    /// own, lent); or why it is invalid.
+    fn item(&self, transaction: Transaction, amount: Option<&str>, currency: Option<&str>) -> Result<Item, Diagnostic> {
         let Transaction {
             line,
             location,
             instruction_id,
             end_to_end_id,
             remittance,
-            amount,
-            currency,
+            amount: _,
+            currency: _,
             equivalent,
             transfer_currency,
             payee,
@@ -1065,11 +1136,11 @@ impl Parser<'_, '_> {
                 "CdtrAcct/Id (the creditor account: IBAN or Othr/Id) is missing".to_owned(),
             )
         })?;
-        let text = amount.as_deref().ok_or_else(|| {
+        let text = amount.ok_or_else(|| {
             problem("InstdAmt", "missing_field", "Amt/InstdAmt (the amount and its Ccy) is missing".to_owned())
         })?;
         let field = if equivalent { "EqvtAmt" } else { "InstdAmt" };
-        let code = currency.as_deref().ok_or_else(|| {
+        let code = currency.ok_or_else(|| {
             problem(
                 field,
                 "missing_field",
@@ -1543,7 +1614,7 @@ fn is_date(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_date, packed_name, read_events_in_windows, tag, tag_of, transaction_location, Parser, KNOWN};
+    use super::{is_date, read_events_in_windows, tag, tag_of, transaction_location, Parser, KNOWN};
     use crate::common::{self, Collector};
     use crate::{Diagnostic, FatalError, Item, Summary};
 
@@ -1617,8 +1688,8 @@ mod tests {
         );
         let (records, result) = parse_in_windows(file.as_bytes(), file.len() + 1);
         assert_eq!(records.iter().filter(|r| r.is_ok()).count(), 40, "{result:?}");
-        let first = records[0].as_ref().map_err(Clone::clone).unwrap_or_else(|d| panic!("{d}"));
-        assert_eq!(first.remittance.as_deref(), Some("a <b> & <c and <d>"));
+        let remittance = records[0].as_ref().ok().and_then(|item| item.remittance.as_deref());
+        assert_eq!(remittance, Some("a <b> & <c and <d>"));
         assert_eq!(records[1].as_ref().map(|item| item.line).ok(), Some(5));
         let mismatched = file.replacen("</Nm>", "</Mn>", 7);
         let unmatched = format!("{file}</Document>");
@@ -1649,11 +1720,36 @@ mod tests {
         );
     }
 
+    /// A tag, a text or a comment longer than the limit is refused with the line it starts
+    /// on, whatever the windows (one that holds it whole, or many that it spans, with `<` in
+    /// it that are not tags); one of exactly the limit is read.
+    #[test]
+    fn an_event_longer_than_the_limit_is_refused_with_its_line() {
+        let max = common::LINE_BYTES_MAX;
+        let head = "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\">\n<CstmrCdtTrfInitn>\n<GrpHdr>";
+        let tail = "<NbOfTxs>0</NbOfTxs></GrpHdr></CstmrCdtTrfInitn></Document>\n";
+        let cases = [
+            (format!("{head}<MsgId>{}</MsgId>{tail}", "a".repeat(max + 1)), 3),
+            (format!("{head}\n<MsgId x=\"{}\">m</MsgId>{tail}", "<".repeat(max)), 4),
+            (format!("{head}\n\n<!--{}-->{tail}", "<a>".repeat(max / 3 + 1)), 5),
+        ];
+        for (file, line) in &cases {
+            for window in [1000, super::WINDOW_BYTES, file.len() + 1] {
+                let expected = Err(format!("line {line}: a tag or text is longer than {max} bytes"));
+                assert_eq!(parse_in_windows(file.as_bytes(), window).1.map(|_| ()), expected, "line {line}, {window}");
+            }
+        }
+        let longest = format!("{head}<MsgId>{}</MsgId>{tail}", "a".repeat(max));
+        for window in [1000, super::WINDOW_BYTES, longest.len() + 1] {
+            let (_, summary) = parse_in_windows(longest.as_bytes(), window);
+            assert_eq!(summary.map(|s| s.message_id.map(|id| id.len())), Ok(Some(max)), "{window}");
+        }
+    }
+
     #[test]
     fn every_known_name_has_its_own_tag_and_no_other_name_has_one() {
         for (i, name) in KNOWN.iter().enumerate() {
             assert_eq!(usize::from(tag_of(name.as_bytes())), i + 1, "{name}");
-            assert_eq!(packed_name(name.as_bytes()), super::packed(name.as_bytes()), "{name}");
         }
         for other in ["", "A", "Am", "Amt ", "amt", "AmtX", "Nm", "CstmrCdtTrfInitnX", "CstmrCdtTrfInit", "Ustrd\0"] {
             assert_eq!(tag_of(other.as_bytes()), 0, "{other:?}");
