@@ -383,10 +383,11 @@ impl DecimalSum {
     }
 }
 
-/// The input of a parser that does not read line by line (CSV, whose quoted fields may span
-/// lines, and XML): refuses to hand out more than [`LINE_BYTES_MAX`] bytes between two calls of
-/// [`Bounded::mark`], so that one endless record or XML event is fatal rather than a reason to
-/// buffer without bound.
+/// The input of a parser that does not read line by line (CSV and refunds files, whose quoted
+/// fields may span lines): refuses to hand out more than [`LINE_BYTES_MAX`] bytes between two
+/// calls of [`Bounded::mark`], so that one endless record is fatal rather than a reason to
+/// buffer without bound. (pain.001 reads windows of its own and limits each event's length:
+/// `pain001::read_events`.)
 pub(crate) struct Bounded<R> {
     input: R,
     since_mark: usize,

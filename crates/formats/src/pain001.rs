@@ -4,7 +4,9 @@ use crate::common::{self, Collector, Decimal, DecimalSum};
 use crate::iban::{iban_problem, is_bic};
 use crate::report::Digits;
 use crate::{Diagnostic, FatalError, Item, Summary};
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::encoding::EncodingError;
+use quick_xml::errors::IllFormedError;
+use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::Reader;
 use std::io::{BufRead, Read};
 
@@ -22,8 +24,8 @@ const EXPECTED_NAMESPACES: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.0
 
 /// Element names the parser looks at, each with its tag: [`KNOWN`] lists them, `tag::NAME`
 /// is a name's position in it plus one (0 is any other name), and [`tag_of`] finds a name's tag
-/// by matching its bytes packed into one integer (all are at most 16 bytes long). Paths are
-/// matched on tags, not on text.
+/// through a table of 64 slots that no two known names share ([`name_slot`], checked when the
+/// crate is compiled), then one comparison. Paths are matched on tags, not on text.
 macro_rules! known_names {
     ($($tag:ident $name:literal,)*) => {
         const KNOWN: &[&str] = &[$($name),*];
@@ -32,51 +34,93 @@ macro_rules! known_names {
             #[repr(u8)]
             enum Tags { Other, $($tag),* }
             $(pub(super) const $tag: u8 = Tags::$tag as u8;)*
-            /// Each name packed by [`super::packed`].
-            pub(super) mod packed {
-                $(pub(in super::super) const $tag: u128 = super::super::packed($name.as_bytes());)*
-            }
-        }
-
-        /// The tag of an element's local name.
-        fn tag_of(name: &[u8]) -> u8 {
-            let tag = match packed_name(name) {
-                $(tag::packed::$tag => tag::$tag,)*
-                _ => 0,
-            };
-            // Equal packs of equal lengths are equal names (a name ending in zero bytes packs
-            // as the name without them).
-            match KNOWN.get(usize::from(tag).wrapping_sub(1)) {
-                Some(known) if known.len() == name.len() => tag,
-                _ => 0,
-            }
         }
     };
 }
 
-/// [`packed`], not byte by byte.
-fn packed_name(name: &[u8]) -> u128 {
-    let mut bytes = [0u8; 16];
-    match bytes.get_mut(..name.len()) {
-        Some(start) => start.copy_from_slice(name),
-        None => return 0,
+/// Each known name's tag in its [`slot`].
+#[allow(clippy::cast_possible_truncation)] // fewer than 256 names
+const TAG_SLOTS: [u8; 64] = {
+    let mut slots = [0u8; 64];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let slot = slot(packed(KNOWN[i].as_bytes()));
+        assert!(slots[slot] == 0, "two known names share a slot: choose another multiplier");
+        slots[slot] = (i + 1) as u8;
+        i += 1;
     }
-    u128::from_le_bytes(bytes)
+    slots
+};
+
+/// A packed name's slot in [`TAG_SLOTS`]: its two halves mixed by a multiplication (by a
+/// multiplier found by trying, under which no two known names share a slot).
+#[allow(clippy::cast_possible_truncation)] // the halves, and the top 6 bits
+const fn slot(packed: u128) -> usize {
+    let word = packed as u64 ^ (packed >> 64) as u64;
+    (word.wrapping_mul(0x91ec_4ff7_7b46_008d) >> 58) as usize
 }
 
-/// A name of at most 16 bytes as one integer (little-endian, zeros after it); 0 for a longer
-/// one, which no known name is.
-const fn packed(name: &[u8]) -> u128 {
+/// The tag of an element's local name.
+fn tag_of(name: &[u8]) -> u8 {
     if name.len() > 16 {
         return 0;
     }
+    tag_of_packed(packed(name), name.len())
+}
+
+/// The tag of the name of `length` bytes that packs as `packed`.
+fn tag_of_packed(packed: u128, length: usize) -> u8 {
+    let tag = TAG_SLOTS[slot(packed)];
+    let index = usize::from(tag).wrapping_sub(1);
+    match (KNOWN.get(index), KNOWN_PACKED.get(index)) {
+        (Some(known), Some(&pack)) if pack == packed && known.len() == length => tag,
+        _ => 0,
+    }
+}
+
+/// Each known name as one integer ([`packed`]), by tag less one.
+const KNOWN_PACKED: [u128; KNOWN.len()] = {
+    let mut packs = [0u128; KNOWN.len()];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        assert!(KNOWN[i].len() <= 16, "a known name is at most 16 bytes long");
+        packs[i] = packed(KNOWN[i].as_bytes());
+        i += 1;
+    }
+    packs
+};
+
+/// A name of at most 16 bytes as one integer (little-endian, zeros after it; a name ending
+/// in zero bytes packs as the name without them, so lengths are compared too).
+const fn packed(name: &[u8]) -> u128 {
     let mut key = 0u128;
     let mut i = 0;
-    while i < name.len() {
+    while i < name.len() && i < 16 {
         key |= (name[i] as u128) << (8 * i);
         i += 1;
     }
     key
+}
+
+/// The `length` bytes at `at` in `bytes` as [`packed`] makes them, by one load of the 16
+/// bytes there; `None` when `bytes` has fewer than 16 there, or `length` is more than 16.
+fn packed_at(bytes: &[u8], at: usize, length: usize) -> Option<u128> {
+    let chunk = <[u8; 16]>::try_from(bytes.get(at..at.checked_add(16)?)?).ok()?;
+    let mask = match length {
+        16 => u128::MAX,
+        0..16 => (1u128 << (8 * length)) - 1,
+        _ => return None,
+    };
+    Some(u128::from_le_bytes(chunk) & mask)
+}
+
+/// [`tag_of`] the name of `length` bytes at `at` in `bytes`, packed by one load when
+/// `bytes` has 16 bytes there.
+fn tag_of_at(bytes: &[u8], at: usize, length: usize) -> u8 {
+    match packed_at(bytes, at, length) {
+        Some(pack) => tag_of_packed(pack, length),
+        None => tag_of(bytes.get(at..at.saturating_add(length)).unwrap_or_default()),
+    }
 }
 
 known_names! {
@@ -198,6 +242,33 @@ struct Parser<'c, 's> {
     root_names: Vec<Vec<u8>>,
     /// The second part of a file cut in two: see [`Resume`].
     resume: Option<Resume>,
+    /// The names of the open elements as written: an end tag must name the element it
+    /// closes ([`Parser::end_name`]). Names other than the known ones are kept in
+    /// `open_bytes`, one after the other.
+    open_names: Vec<OpenName>,
+    open_bytes: Vec<u8>,
+    /// `/Document/CstmrCdtTrfInitn/PmtInf[N]/CdtTrfTxInf[` for the current block.
+    location_prefix: String,
+    /// The last transaction's amount and currency texts, cleared, kept for their buffers.
+    spare_amount: String,
+    spare_currency: String,
+}
+
+/// `value` in the buffer `spare` lends (taken from it).
+fn refill(spare: &mut String, value: &str) -> String {
+    let mut text = std::mem::take(spare);
+    text.clear();
+    text.push_str(value);
+    text
+}
+
+/// The name of an open element, as written.
+#[derive(Clone, Copy)]
+enum OpenName {
+    /// The known name with this tag.
+    Known(u8),
+    /// Another, in `Parser::open_bytes` from this offset on.
+    Stored(usize),
 }
 
 /// What the second part of a file cut in two does at its first transaction, the one at the
@@ -258,6 +329,11 @@ impl<'c, 's> Parser<'c, 's> {
             block_first_transaction: None,
             root_names: Vec::new(),
             resume: None,
+            open_names: Vec::new(),
+            open_bytes: Vec::new(),
+            location_prefix: String::new(),
+            spare_amount: String::new(),
+            spare_currency: String::new(),
         }
     }
 }
@@ -268,43 +344,303 @@ pub(crate) fn parse<R: BufRead>(input: R, out: &mut Collector<'_>, summary: &mut
     parser.finish(summary)
 }
 
+/// The bytes read from the file at a time into the window that events are read from.
+const WINDOW_BYTES: usize = 1 << 20;
+
 /// Reads events into `parser` until the end of the file, or until the next event would
 /// start at or past `stop` (a byte offset); returns the offset where reading stopped.
-fn read_events<R: BufRead>(parser: &mut Parser<'_, '_>, input: R, stop: u64) -> Result<u64, FatalError> {
-    let mut reader = Reader::from_reader(common::Bounded::new(input));
-    let mut buffer = Vec::new();
+///
+/// Events are read from a window of the file in memory ([`WINDOW_BYTES`] at a time). A
+/// window ends just before its last `<`, so that it ends between two events; when that `<`
+/// was not the start of one (it is in a comment, a CDATA section or an attribute value), the
+/// event it cuts fails to parse, and is read again from its start in a larger window. Events
+/// a prefix of the input gives whole are the events the whole input gives, so the events are
+/// the same whatever the windows.
+///
+/// Most events of a payment file are plain: a start tag with no attribute (`<Name>`), an end
+/// tag (`</Name>`), text up to the next `<`. [`plain_event`] reads those, giving the events
+/// quick-xml would give; everything else (attributes, comments, CDATA, processing
+/// instructions, whatever is not well-formed) is read by quick-xml's slice reader, one event
+/// at a time from where the plain reading stopped. Its reader starts afresh each time, so end
+/// tags are matched against start tags by `parser` ([`Parser::end_name`]), as quick-xml
+/// matches them.
+fn read_events<R: Read>(parser: &mut Parser<'_, '_>, input: R, stop: u64) -> Result<u64, FatalError> {
+    read_events_in_windows(parser, input, stop, WINDOW_BYTES)
+}
+
+/// [`read_events`] with windows of `window_bytes` (tests try many sizes).
+fn read_events_in_windows<R: Read>(
+    parser: &mut Parser<'_, '_>,
+    mut input: R,
+    stop: u64,
+    window_bytes: usize,
+) -> Result<u64, FatalError> {
+    let window_bytes = window_bytes.max(1);
+    // `window[..filled]` holds the input from offset `base` on.
+    let mut window: Vec<u8> = Vec::new();
+    let mut filled = 0usize;
+    let mut base = 0u64;
+    // The least the window holds before it is read, unless the input ends first.
+    let mut want = window_bytes;
+    let mut ended = false;
     loop {
-        let position = reader.buffer_position();
-        if position >= stop {
-            return Ok(position);
+        while !ended && filled < want {
+            if window.len() < want {
+                window.resize(want, 0);
+            }
+            let read = loop {
+                match input.read(&mut window[filled..want]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }?;
+            filled += read;
+            ended = read == 0;
         }
-        buffer.clear();
-        reader.get_mut().mark();
-        let event = reader.read_event_into(&mut buffer);
-        let exceeded = reader.get_ref().exceeded();
-        let event = event.map_err(|e| FatalError::Malformed {
-            line: parser.line,
-            message: if exceeded {
-                format!("a tag or text is longer than {} bytes", common::LINE_BYTES_MAX)
+        let Some(end) = window_end(&window[..filled], ended) else {
+            // No `<` past the window's first byte yet.
+            want = filled.saturating_mul(2);
+            continue;
+        };
+        let events = &window[..end.at];
+        let events_text = std::str::from_utf8(events).ok();
+        // Where the next event starts. quick-xml's reader skips a byte order mark at the start
+        // of its input (after the one `parse` skips).
+        let mut at = if base == 0 && events.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let retry = loop {
+            let position = base + at as u64;
+            if position >= stop {
+                return Ok(position);
+            }
+            if at == end.at {
+                if end.cut {
+                    return Err(parser.too_long());
+                }
+                if ended {
+                    return Ok(position);
+                }
+                break None;
+            }
+            let rest = &events[at..];
+            if let Some(length) = parser.closes_known(rest) {
+                // The end tag of the innermost element, a known name: checked as one integer.
+                parser.position = position;
+                parser.close(parser.line)?;
+                at += length;
+                continue;
+            }
+            let length = match plain_event(rest, events_text.and_then(|text| text.get(at..))) {
+                Some((event, length)) => {
+                    if length > common::LINE_BYTES_MAX {
+                        return Err(parser.too_long());
+                    }
+                    parser.position = position;
+                    match event {
+                        Plain::Start(start, tag, lines) => {
+                            let line = parser.line;
+                            parser.line += lines;
+                            parser.start(&start, tag, line)?;
+                        }
+                        Plain::End(name) => parser.end(name, parser.line)?,
+                        Plain::Text(raw, text) => parser.text(raw, text)?,
+                    }
+                    length
+                }
+                None => {
+                    // `rest` starts with `<`: the reader reads one markup event, up to its `>`.
+                    let mut reader = Reader::from_reader(rest);
+                    let config = reader.config_mut();
+                    config.check_end_names = false;
+                    config.allow_unmatched_ends = true;
+                    let event = reader.read_event();
+                    // What the reader took, a byte order mark it skipped included.
+                    let length = rest.len() - reader.get_ref().len();
+                    if length > common::LINE_BYTES_MAX {
+                        return Err(parser.too_long());
+                    }
+                    match event {
+                        Ok(Event::Eof) => {
+                            at = end.at;
+                            continue;
+                        }
+                        Ok(event) => {
+                            parser.position = position;
+                            parser.event(event)?;
+                        }
+                        Err(e) if end.last || end.at - at > common::LINE_BYTES_MAX => {
+                            return Err(parser.malformed(parser.line, format!("the file is not well-formed XML: {e}")));
+                        }
+                        // The window may have cut this event: read it again in a larger one.
+                        Err(_) => break Some(at),
+                    }
+                    length
+                }
+            };
+            at += length;
+        };
+        let done = retry.unwrap_or(end.at);
+        window.copy_within(done..filled, 0);
+        filled -= done;
+        base += done as u64;
+        want = match retry {
+            Some(_) => filled.saturating_mul(2).max(window_bytes),
+            None => window_bytes,
+        };
+    }
+}
+
+/// A plain event: see [`read_events`].
+enum Plain<'a> {
+    /// A start tag, its name's tag and the line ends in it.
+    Start(BytesStart<'a>, u8, u64),
+    End(&'a [u8]),
+    /// Text, and the same as `str` when the window is valid UTF-8.
+    Text(&'a [u8], Option<&'a str>),
+}
+
+/// The plain event `bytes` start with, as quick-xml would read it, and its length; `None`
+/// when it is not plain (quick-xml reads it then). `text` is `bytes` as text when the window
+/// is valid UTF-8 (it usually is: checked once for the window rather than event by event).
+#[inline(always)] // its event is matched at once: no `Plain` made
+fn plain_event<'a>(bytes: &'a [u8], text: Option<&'a str>) -> Option<(Plain<'a>, usize)> {
+    let text_of = |range: std::ops::Range<usize>| match text {
+        Some(text) => text.get(range),
+        None => std::str::from_utf8(bytes.get(range)?).ok(),
+    };
+    match bytes {
+        [b'<', b'/', rest @ ..] => {
+            // An end tag with nothing but its name: quick-xml trims what follows a name.
+            let length = rest.iter().position(|&b| BYTE_CLASSES[usize::from(b)] != PLAIN)?;
+            if rest.get(length) != Some(&b'>') || length == 0 {
+                return None;
+            }
+            Some((Plain::End(&rest[..length]), length + 3))
+        }
+        [b'<', first, ..] if !matches!(first, b'!' | b'?') => {
+            // quick-xml's `ElementParser`: up to the first `>` outside quotes.
+            let content = &bytes[1..];
+            let mut at = content.iter().position(|&b| BYTE_CLASSES[usize::from(b)] != PLAIN)?;
+            let name_length = at;
+            let mut quote = 0u8;
+            loop {
+                let byte = *content.get(at)?;
+                match (quote, byte) {
+                    (0, b'>') => break,
+                    (0, b'"' | b'\'') => quote = byte,
+                    (0, _) => {}
+                    _ if byte == quote => quote = 0,
+                    _ => {}
+                }
+                at += 1;
+            }
+            let content = &content[..at];
+            // An empty name, or `<name/>` (an empty element): quick-xml's.
+            if name_length == 0 || content.last() == Some(&b'/') {
+                return None;
+            }
+            let start = if name_length == content.len() {
+                match tag_of_at(bytes, 1, name_length) {
+                    // A known name is that name's text.
+                    tag @ 1.. => {
+                        Plain::Start(BytesStart::from_content(KNOWN[usize::from(tag) - 1], name_length), tag, 0)
+                    }
+                    0 => {
+                        let name = text_of(1..1 + name_length)?;
+                        Plain::Start(BytesStart::from_content(name, name_length), tag_of(local_part(content)), 0)
+                    }
+                }
             } else {
-                format!("the file is not well-formed XML: {e}")
-            },
-        })?;
-        parser.position = position;
-        if !parser.event(event)? {
-            return Ok(reader.buffer_position());
+                let text = text_of(1..1 + at)?;
+                // What quick-xml's `name_len` takes as the name: up to the first whitespace.
+                let name_length = content.iter().position(|&b| is_xml_whitespace_byte(b)).unwrap_or(content.len());
+                let tag = tag_of(local_part(&content[..name_length]));
+                Plain::Start(BytesStart::from_content(text, name_length), tag, newlines(content))
+            };
+            Some((start, at + 2))
+        }
+        [b'<', ..] | [] => None,
+        _ => {
+            let length = memchr::memchr(b'<', bytes).unwrap_or(bytes.len());
+            Some((Plain::Text(&bytes[..length], text.and_then(|text| text.get(..length))), length))
         }
     }
 }
 
+/// What ends a plain name (see [`plain_event`]): `>`, XML whitespace and quotes have
+/// [`BYTE_CLASSES`] other than `PLAIN`.
+const PLAIN: u8 = 0;
+const BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [PLAIN; 256];
+    let mut i = 0;
+    let ends = b"> \t\r\n\"'";
+    while i < ends.len() {
+        classes[ends[i] as usize] = 1;
+        i += 1;
+    }
+    classes
+};
+
+fn is_xml_whitespace_byte(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// A name's part after its prefix (`a:Name` gives `Name`), as quick-xml's `local_name` cuts it.
+fn local_part(name: &[u8]) -> &[u8] {
+    match name.iter().position(|&b| b == b':') {
+        Some(at) => &name[at + 1..],
+        None => name,
+    }
+}
+
+/// Where a window of the input ends: see [`read_events`].
+struct WindowEnd {
+    at: usize,
+    /// No event goes on past `at`: the input ends there, or the window was cut (`cut`).
+    last: bool,
+    /// The window ends inside an event longer than [`common::LINE_BYTES_MAX`]: more than twice
+    /// that many bytes follow its last `<`, so the tag there, or the text after it, is that long.
+    cut: bool,
+}
+
+/// The end of the window `window` holds: just before its last `<`; its end when the input has
+/// `ended`, or when the window is cut; `None` while there is no `<` past its first byte.
+fn window_end(window: &[u8], ended: bool) -> Option<WindowEnd> {
+    if ended {
+        return Some(WindowEnd { at: window.len(), last: true, cut: false });
+    }
+    let after = match memchr::memrchr(b'<', window) {
+        Some(at) if at > 0 => at,
+        _ => 0,
+    };
+    if window.len() - after > 2 * common::LINE_BYTES_MAX + 2 {
+        return Some(WindowEnd { at: window.len(), last: true, cut: true });
+    }
+    (after > 0).then_some(WindowEnd { at: after, last: false, cut: false })
+}
+
 /// `/Document/CstmrCdtTrfInitn/PmtInf[block]/CdtTrfTxInf[transaction]`, put together without
 /// `format!`'s machinery (it is made for every transaction).
+#[cfg(test)]
 fn transaction_location(block: u64, transaction: u64) -> String {
-    let mut location = String::with_capacity(72);
-    location.push_str("/Document/CstmrCdtTrfInitn/PmtInf[");
-    location.push_str(Digits::new().text(block));
-    location.push_str("]/CdtTrfTxInf[");
-    location.push_str(Digits::new().text(transaction));
+    transaction_location_after(&location_prefix(block), transaction)
+}
+
+/// `/Document/CstmrCdtTrfInitn/PmtInf[block]/CdtTrfTxInf[`, made once a block.
+fn location_prefix(block: u64) -> String {
+    let mut prefix = String::with_capacity(56);
+    prefix.push_str("/Document/CstmrCdtTrfInitn/PmtInf[");
+    prefix.push_str(Digits::new().text(block));
+    prefix.push_str("]/CdtTrfTxInf[");
+    prefix
+}
+
+/// A transaction's location after its block's [`location_prefix`].
+fn transaction_location_after(prefix: &str, transaction: u64) -> String {
+    let mut digits = Digits::new();
+    let digits = digits.text(transaction);
+    let mut location = String::with_capacity(prefix.len() + digits.len() + 1);
+    location.push_str(prefix);
+    location.push_str(digits);
     location.push(']');
     location
 }
@@ -318,29 +654,40 @@ fn is_xml_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
+/// Whether `text` is only XML whitespace (as `text.chars().all(is_xml_whitespace)`, byte by
+/// byte: XML whitespace is ASCII).
+fn is_xml_whitespace_only(text: &str) -> bool {
+    text.bytes().all(is_xml_whitespace_byte)
+}
+
+/// `text` without the XML whitespace around it (as `text.trim_matches(is_xml_whitespace)`).
+fn trim_xml_whitespace(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|&b| !is_xml_whitespace_byte(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|&b| !is_xml_whitespace_byte(b)).map_or(start, |at| at + 1);
+    // Both are next to ASCII bytes, so on character boundaries.
+    text.get(start..end).unwrap_or_default()
+}
+
 impl Parser<'_, '_> {
-    /// Handles one event; `false` at the end of the file.
+    /// Handles one event that quick-xml read; `false` at the end of the file.
     fn event(&mut self, event: Event<'_>) -> Result<bool, FatalError> {
         let line = self.line;
         match event {
             Event::Start(start) => {
                 self.line += newlines(&start);
-                self.open(&start, line)?;
+                self.start(&start, tag_of(start.local_name().as_ref()), line)?;
             }
             Event::Empty(start) => {
                 self.line += newlines(&start);
-                self.open(&start, line)?;
+                self.open(&start, tag_of(start.local_name().as_ref()), line)?;
                 self.close(line)?;
             }
             Event::End(end) => {
                 self.line += newlines(&end);
-                self.close(line)?;
+                self.end(end.name().as_ref(), line)?;
             }
-            Event::Text(text) => {
-                self.line += newlines(&text);
-                let text = text.unescape().map_err(|e| self.malformed(line, format!("bad character content: {e}")))?;
-                self.characters(&text, line)?;
-            }
+            Event::Text(text) => self.text(&text, None)?,
             Event::CData(data) => {
                 self.line += newlines(&data);
                 let text = std::str::from_utf8(&data).map_err(|_| self.not_utf8(line))?;
@@ -368,22 +715,123 @@ impl Parser<'_, '_> {
         Ok(true)
     }
 
+    /// A start tag at `line` (the lines it spans are counted), with its local name's `tag`.
+    fn start(&mut self, start: &BytesStart<'_>, tag: u8, line: u64) -> Result<(), FatalError> {
+        let name = start.name().into_inner();
+        match KNOWN.get(usize::from(tag).wrapping_sub(1)) {
+            // The local name is that known name, and as long as the whole name: no prefix.
+            Some(known) if known.len() == name.len() => self.open_names.push(OpenName::Known(tag)),
+            _ => {
+                self.open_names.push(OpenName::Stored(self.open_bytes.len()));
+                self.open_bytes.extend_from_slice(name);
+            }
+        }
+        self.open(start, tag, line)
+    }
+
+    /// An end tag naming `name`, at `line` (the lines it spans are counted).
+    fn end(&mut self, name: &[u8], line: u64) -> Result<(), FatalError> {
+        self.end_name(name, line)?;
+        self.close(line)
+    }
+
+    /// When `bytes` start with the end tag of the innermost open element and its name is a
+    /// known one (`</Name>`), takes that name off the open ones and gives the tag's length.
+    fn closes_known(&mut self, bytes: &[u8]) -> Option<usize> {
+        let Some(&OpenName::Known(tag)) = self.open_names.last() else { return None };
+        let index = usize::from(tag) - 1;
+        let length = KNOWN[index].len();
+        let matches = bytes.starts_with(b"</")
+            && packed_at(bytes, 2, length) == Some(KNOWN_PACKED[index])
+            && bytes.get(2 + length) == Some(&b'>');
+        if !matches {
+            return None;
+        }
+        self.open_names.pop();
+        Some(length + 3)
+    }
+
+    /// Text, escaped as it is in the file: unescaped as quick-xml's `BytesText::unescape`
+    /// does, with its errors, without its second look at text that has no `&`.
+    /// `text` is `raw` as text, when the caller knows it.
+    fn text(&mut self, raw: &[u8], text: Option<&str>) -> Result<(), FatalError> {
+        let line = self.line;
+        let (mut lines, mut entities) = (0u64, false);
+        for &byte in raw {
+            lines += u64::from(byte == b'\n');
+            entities |= byte == b'&';
+        }
+        self.line += lines;
+        let bad = |e: quick_xml::Error| FatalError::Malformed { line, message: format!("bad character content: {e}") };
+        let text = match text {
+            Some(text) => text,
+            None => std::str::from_utf8(raw).map_err(|e| bad(EncodingError::from(e).into()))?,
+        };
+        if !entities {
+            return self.characters(text, line);
+        }
+        let text = BytesText::from_escaped(text).unescape().map_err(bad)?;
+        self.characters(&text, line)
+    }
+
     fn malformed(&self, line: u64, message: String) -> FatalError {
         FatalError::Malformed { line, message }
+    }
+
+    /// The event that starts at the current line is longer than the limit.
+    fn too_long(&self) -> FatalError {
+        self.malformed(self.line, format!("a tag or text is longer than {} bytes", common::LINE_BYTES_MAX))
+    }
+
+    /// Checks that an end tag names the innermost open element, as quick-xml's reader checks
+    /// it (`check_end_names`), with its error; and closes that element's name.
+    fn end_name(&mut self, name: &[u8], line: u64) -> Result<(), FatalError> {
+        let expected = match self.open_names.pop() {
+            Some(OpenName::Known(tag)) => KNOWN[usize::from(tag) - 1].as_bytes(),
+            Some(OpenName::Stored(start)) => {
+                let matches = self.open_bytes.get(start..) == Some(name);
+                if matches {
+                    self.open_bytes.truncate(start);
+                    return Ok(());
+                }
+                let problem = self.ill_formed(self.open_bytes.get(start..), name, line);
+                self.open_bytes.truncate(start);
+                return Err(problem);
+            }
+            None => return Err(self.ill_formed(None, name, line)),
+        };
+        if expected == name {
+            return Ok(());
+        }
+        Err(self.ill_formed(Some(expected), name, line))
+    }
+
+    /// quick-xml's error for an end tag naming `found` where `expected` is open (or nothing).
+    #[cold]
+    fn ill_formed(&self, expected: Option<&[u8]>, found: &[u8], line: u64) -> FatalError {
+        let text = |bytes: &[u8]| std::str::from_utf8(bytes).unwrap_or_default().to_owned();
+        let problem = match expected {
+            Some(expected) => IllFormedError::MismatchedEndTag { expected: text(expected), found: text(found) },
+            None => IllFormedError::UnmatchedEndTag(text(found)),
+        };
+        self.malformed(line, format!("the file is not well-formed XML: {}", quick_xml::Error::IllFormed(problem)))
     }
 
     fn not_utf8(&self, line: u64) -> FatalError {
         self.malformed(line, "the file is not valid UTF-8".to_owned())
     }
 
-    fn open(&mut self, start: &BytesStart<'_>, line: u64) -> Result<(), FatalError> {
-        let raw_name = start.local_name();
-        let name_text = std::str::from_utf8(raw_name.as_ref()).map_err(|_| self.not_utf8(line))?;
-        let tag = tag_of(raw_name.as_ref());
+    /// Opens an element: `tag` is its local name's ([`tag_of`]).
+    fn open(&mut self, start: &BytesStart<'_>, tag: u8, line: u64) -> Result<(), FatalError> {
         let name = if tag == 0 { "" } else { KNOWN[usize::from(tag) - 1] };
+        // A known name is that name's text.
+        let name_text = match tag {
+            0 => std::str::from_utf8(start.local_name().into_inner()).map_err(|_| self.not_utf8(line))?,
+            _ => name,
+        };
         if let Some(parent) = self.stack.last_mut() {
             parent.has_children = true;
-            if self.text.chars().any(|c| !is_xml_whitespace(c)) {
+            if !is_xml_whitespace_only(&self.text) {
                 return Err(self.mixed_content(name_text));
             }
         } else if self.root_closed {
@@ -408,6 +856,7 @@ impl Parser<'_, '_> {
             [tag::DOCUMENT, tag::CSTMR_CDT_TRF_INITN, tag::PMT_INF] => {
                 self.blocks += 1;
                 self.block = Block { number: self.blocks, ..Block::default() };
+                self.location_prefix = location_prefix(self.blocks);
                 self.block_start = self.position;
                 self.block_first_transaction = None;
             }
@@ -423,7 +872,7 @@ impl Parser<'_, '_> {
                 self.block.transactions += 1;
                 self.transaction = Transaction {
                     line,
-                    location: transaction_location(self.block.number, self.block.transactions),
+                    location: transaction_location_after(&self.location_prefix, self.block.transactions),
                     ..Transaction::default()
                 };
             }
@@ -431,13 +880,12 @@ impl Parser<'_, '_> {
             | [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::AMT] => {
                 self.transaction.equivalent = name_text == "Amt";
                 self.transaction.currency = match start.try_get_attribute("Ccy") {
-                    Ok(Some(attribute)) => Some(
-                        attribute
+                    Ok(Some(attribute)) => {
+                        let value = attribute
                             .unescape_value()
-                            .map_err(|e| self.malformed(line, format!("bad Ccy attribute: {e}")))?
-                            .trim()
-                            .to_owned(),
-                    ),
+                            .map_err(|e| self.malformed(line, format!("bad Ccy attribute: {e}")))?;
+                        Some(refill(&mut self.spare_currency, value.trim()))
+                    }
                     Ok(None) => None,
                     Err(e) => return Err(self.malformed(line, format!("bad attributes: {e}"))),
                 };
@@ -508,21 +956,21 @@ impl Parser<'_, '_> {
     fn characters(&mut self, text: &str, line: u64) -> Result<(), FatalError> {
         match self.stack.last() {
             None => {
-                if text.chars().any(|c| !is_xml_whitespace(c)) {
+                if !is_xml_whitespace_only(text) {
                     self.text = text.to_owned();
                     self.text_line = line;
                     return Err(self.mixed_content(""));
                 }
             }
             Some(frame) if frame.has_children => {
-                if text.chars().any(|c| !is_xml_whitespace(c)) {
+                if !is_xml_whitespace_only(text) {
                     self.text = text.to_owned();
                     self.text_line = line;
                     return Err(self.mixed_content(""));
                 }
             }
             Some(_) => {
-                if self.text.chars().all(is_xml_whitespace) {
+                if is_xml_whitespace_only(&self.text) {
                     self.text_line = line;
                 }
                 if self.text.len().saturating_add(text.len()) > common::LINE_BYTES_MAX {
@@ -544,7 +992,7 @@ impl Parser<'_, '_> {
         if !frame.has_children {
             // Both lent out while the leaf is recorded, and kept with their capacity.
             let (names, text) = (std::mem::take(&mut self.names), std::mem::take(&mut self.text));
-            self.leaf(&names, text.trim_matches(is_xml_whitespace));
+            self.leaf(&names, trim_xml_whitespace(&text));
             (self.names, self.text) = (names, text);
         }
         match self.names.as_slice() {
@@ -618,7 +1066,7 @@ impl Parser<'_, '_> {
             }
             [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::INSTD_AMT]
             | [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::AMT] => {
-                transaction.amount = Some(value.to_owned());
+                transaction.amount = Some(refill(&mut self.spare_amount, value));
             }
             [.., tag::CDT_TRF_TX_INF, tag::AMT, tag::EQVT_AMT, tag::CCY_OF_TRF] => {
                 transaction.transfer_currency = Some(value.to_owned())
@@ -639,29 +1087,38 @@ impl Parser<'_, '_> {
     }
 
     fn finish_transaction(&mut self) {
-        let transaction = std::mem::take(&mut self.transaction);
+        let mut transaction = std::mem::take(&mut self.transaction);
+        // Read here, not kept: their buffers serve the next transaction.
+        let (amount, currency) = (transaction.amount.take(), transaction.currency.take());
         self.group.count += 1;
         self.block.control.count += 1;
-        if let Some(value) = transaction.amount.as_deref().and_then(Decimal::parse) {
+        if let Some(value) = amount.as_deref().and_then(Decimal::parse) {
             self.group.sum.add(value);
             self.block.control.sum.add(value);
         }
-        match self.item(transaction) {
+        match self.item(transaction, amount.as_deref(), currency.as_deref()) {
             Ok(item) => self.out.accept(item),
             Err(diagnostic) => self.out.reject(diagnostic),
         }
+        if let Some(amount) = amount {
+            self.spare_amount = amount;
+        }
+        if let Some(currency) = currency {
+            self.spare_currency = currency;
+        }
     }
 
-    /// The transaction's item, its fields moved into it; or why it is invalid.
-    fn item(&self, transaction: Transaction) -> Result<Item, Diagnostic> {
+    /// The transaction's item, its fields moved into it (`amount` and `currency` are its
+    /// own, lent); or why it is invalid.
+    fn item(&self, transaction: Transaction, amount: Option<&str>, currency: Option<&str>) -> Result<Item, Diagnostic> {
         let Transaction {
             line,
             location,
             instruction_id,
             end_to_end_id,
             remittance,
-            amount,
-            currency,
+            amount: _,
+            currency: _,
             equivalent,
             transfer_currency,
             payee,
@@ -679,11 +1136,11 @@ impl Parser<'_, '_> {
                 "CdtrAcct/Id (the creditor account: IBAN or Othr/Id) is missing".to_owned(),
             )
         })?;
-        let text = amount.as_deref().ok_or_else(|| {
+        let text = amount.ok_or_else(|| {
             problem("InstdAmt", "missing_field", "Amt/InstdAmt (the amount and its Ccy) is missing".to_owned())
         })?;
         let field = if equivalent { "EqvtAmt" } else { "InstdAmt" };
-        let code = currency.as_deref().ok_or_else(|| {
+        let code = currency.ok_or_else(|| {
             problem(
                 field,
                 "missing_field",
@@ -1157,13 +1614,142 @@ fn is_date(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_date, packed_name, tag, tag_of, transaction_location, KNOWN};
+    use super::{is_date, read_events_in_windows, tag, tag_of, transaction_location, Parser, KNOWN};
+    use crate::common::{self, Collector};
+    use crate::{Diagnostic, FatalError, Item, Summary};
+
+    type Records = Vec<Result<Item, Diagnostic>>;
+
+    /// A whole parse of `bytes` through windows of `window_bytes`: every record, and the
+    /// summary or the fatal error's text.
+    fn parse_in_windows(bytes: &[u8], window_bytes: usize) -> (Records, Result<Summary, String>) {
+        let mut records = Vec::new();
+        let mut sink = |record| records.push(record);
+        let mut collector = Collector::new(&mut sink);
+        let mut summary = Summary::default();
+        let mut input = bytes;
+        let result = common::skip_bom(&mut input).map_err(FatalError::from).and_then(|()| {
+            let mut parser = Parser::new(&mut collector);
+            read_events_in_windows(&mut parser, input, u64::MAX, window_bytes)?;
+            parser.finish(&mut summary)
+        });
+        let result = result.map_err(|e| e.to_string()).map(|()| {
+            collector.finish(&mut summary);
+            summary
+        });
+        (records, result)
+    }
+
+    /// The files to cut into windows: the samples, the test fixtures and the fuzz corpus and
+    /// regressions, each whole and cut short at a few places.
+    fn inputs() -> Vec<(String, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let folders = [
+            root.join("../../../shared/samples/iso20022"),
+            root.join("tests/fixtures/iso20022"),
+            root.join("../../fuzz/corpus/pain001"),
+            root.join("../../fuzz/regressions/pain001"),
+        ];
+        let mut inputs = Vec::new();
+        for folder in folders {
+            let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                for cut in [bytes.len(), bytes.len() * 2 / 3, bytes.len() / 3] {
+                    inputs.push((format!("{} cut at {cut}", path.display()), bytes[..cut].to_vec()));
+                }
+            }
+        }
+        inputs
+    }
+
+    /// Windows of any size give the events one window over the whole file gives: the same
+    /// records, summary and errors (with their lines), including where a window ends inside
+    /// a comment, a CDATA section or an attribute value, whose `<` is not an event's start.
+    #[test]
+    fn any_window_gives_what_the_whole_file_gives() {
+        let mut inputs = inputs();
+        assert!(inputs.len() > 30, "the samples and fixtures are there: {}", inputs.len());
+        let transaction = |n: usize| {
+            format!(
+                "<CdtTrfTxInf><PmtId><EndToEndId>E-{n}</EndToEndId></PmtId><!-- a <b> in a comment <c -->\n\
+                 <Amt><InstdAmt Ccy=\"EUR\">1.{n:02}</InstdAmt></Amt><Cdtr><Nm x=\"<y>\" z='<'>P</Nm></Cdtr>\
+                 <CdtrAcct><Id><Othr><Id>acct_{n}</Id></Othr></Id></CdtrAcct>\
+                 <RmtInf><Ustrd><![CDATA[a <b> & <c]]> and &lt;d&gt;</Ustrd></RmtInf></CdtTrfTxInf>\n"
+            )
+        };
+        let transactions: String = (0..40).map(transaction).collect();
+        let file = format!(
+            "<?xml version=\"1.0\"?>\n<?pi <x> ?><Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.09\">\
+             <CstmrCdtTrfInitn><GrpHdr><MsgId>M</MsgId><NbOfTxs>40</NbOfTxs></GrpHdr><PmtInf><PmtInfId>B</PmtInfId>\
+             <ReqdExctnDt><Dt>2024-01-31</Dt></ReqdExctnDt><DbtrAcct><Id><Othr><Id>acct_payer</Id></Othr></Id></DbtrAcct>\n\
+             {transactions}</PmtInf></CstmrCdtTrfInitn></Document>\n"
+        );
+        let (records, result) = parse_in_windows(file.as_bytes(), file.len() + 1);
+        assert_eq!(records.iter().filter(|r| r.is_ok()).count(), 40, "{result:?}");
+        let remittance = records[0].as_ref().ok().and_then(|item| item.remittance.as_deref());
+        assert_eq!(remittance, Some("a <b> & <c and <d>"));
+        assert_eq!(records[1].as_ref().map(|item| item.line).ok(), Some(5));
+        let mismatched = file.replacen("</Nm>", "</Mn>", 7);
+        let unmatched = format!("{file}</Document>");
+        for (name, bytes) in [("built", &file), ("mismatched", &mismatched), ("unmatched", &unmatched)] {
+            inputs.push((name.to_owned(), bytes.as_bytes().to_vec()));
+        }
+        for (name, bytes) in &inputs {
+            let whole = parse_in_windows(bytes, bytes.len() + 1);
+            for window in [1, 2, 3, 5, 7, 11, 16, 64, 100, 257, 1000, 4096] {
+                assert_eq!(parse_in_windows(bytes, window), whole, "{name}: windows of {window} bytes");
+            }
+        }
+        let errors = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, b)| parse_in_windows(b, 7).1);
+        assert_eq!(
+            errors("mismatched"),
+            Some(Err(
+                "line 4: the file is not well-formed XML: ill-formed document: expected `</Nm>`, but `</Mn>` was found"
+                    .to_owned()
+            ))
+        );
+        assert_eq!(
+            errors("unmatched"),
+            Some(Err(
+                "line 84: the file is not well-formed XML: ill-formed document: close tag `</Document>` does not \
+                 match any open tag"
+                    .to_owned()
+            ))
+        );
+    }
+
+    /// A tag, a text or a comment longer than the limit is refused with the line it starts
+    /// on, whatever the windows (one that holds it whole, or many that it spans, with `<` in
+    /// it that are not tags); one of exactly the limit is read.
+    #[test]
+    fn an_event_longer_than_the_limit_is_refused_with_its_line() {
+        let max = common::LINE_BYTES_MAX;
+        let head = "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\">\n<CstmrCdtTrfInitn>\n<GrpHdr>";
+        let tail = "<NbOfTxs>0</NbOfTxs></GrpHdr></CstmrCdtTrfInitn></Document>\n";
+        let cases = [
+            (format!("{head}<MsgId>{}</MsgId>{tail}", "a".repeat(max + 1)), 3),
+            (format!("{head}\n<MsgId x=\"{}\">m</MsgId>{tail}", "<".repeat(max)), 4),
+            (format!("{head}\n\n<!--{}-->{tail}", "<a>".repeat(max / 3 + 1)), 5),
+        ];
+        for (file, line) in &cases {
+            for window in [1000, super::WINDOW_BYTES, file.len() + 1] {
+                let expected = Err(format!("line {line}: a tag or text is longer than {max} bytes"));
+                assert_eq!(parse_in_windows(file.as_bytes(), window).1.map(|_| ()), expected, "line {line}, {window}");
+            }
+        }
+        let longest = format!("{head}<MsgId>{}</MsgId>{tail}", "a".repeat(max));
+        for window in [1000, super::WINDOW_BYTES, longest.len() + 1] {
+            let (_, summary) = parse_in_windows(longest.as_bytes(), window);
+            assert_eq!(summary.map(|s| s.message_id.map(|id| id.len())), Ok(Some(max)), "{window}");
+        }
+    }
 
     #[test]
     fn every_known_name_has_its_own_tag_and_no_other_name_has_one() {
         for (i, name) in KNOWN.iter().enumerate() {
             assert_eq!(usize::from(tag_of(name.as_bytes())), i + 1, "{name}");
-            assert_eq!(packed_name(name.as_bytes()), super::packed(name.as_bytes()), "{name}");
         }
         for other in ["", "A", "Am", "Amt ", "amt", "AmtX", "Nm", "CstmrCdtTrfInitnX", "CstmrCdtTrfInit", "Ustrd\0"] {
             assert_eq!(tag_of(other.as_bytes()), 0, "{other:?}");
