@@ -1,9 +1,10 @@
 //! A batch's items in blocks (SQLite, migration `0023_batch_item_blocks.sql`): one
 //! `batch_item_blocks` row per chunk of up to [`BLOCK_ITEMS`] items, keyed by the batch and
 //! the index of the chunk's first item, its items encoded one after the other in `data`.
-//! Validation's writer hands the store chunks of 4 096 items: a million items are ~245 row
-//! inserts, where one row per item cost ~10k instructions each in SQLite (binding ~17 values,
-//! building the record, the B-tree insert), whatever the row's width (`crates/bench/NOTES.md`).
+//! Validation's writer hands the store chunks of 4 096 items, 16 blocks: a million items are
+//! ~3 900 row inserts, where one row per item cost ~10k instructions each in SQLite (binding
+//! ~17 values, building the record, the B-tree insert), whatever the row's width
+//! (`crates/bench/NOTES.md`).
 //!
 //! Each block row also holds its last index (blocks of a batch never overlap) and how many of
 //! its items are invalid, so that the listing of invalid items reads only the blocks that have
