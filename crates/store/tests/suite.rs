@@ -351,10 +351,10 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
             line: index + 2,
             location: if index % 10 == 3 { format!("record {index}") } else { format!("line {}", index + 2) },
             reference: Some(format!("inv-{index}")),
-            instruction_id: (index % 3 == 0).then(|| format!("instr-{index}")),
+            instruction_id: index.is_multiple_of(3).then(|| format!("instr-{index}")),
             payment_information_id: None,
             payer_text: Some(AccountId(payer).to_string()),
-            payee_text: Some(if index % 5 == 0 { "supplier-2".to_owned() } else { AccountId(2).to_string() }),
+            payee_text: Some(if index.is_multiple_of(5) { "supplier-2".to_owned() } else { AccountId(2).to_string() }),
             payer: Some(AccountId(payer)),
             payee: (!invalid).then_some(AccountId(2)),
             amount: Some(1 + index % 1_000),
@@ -362,7 +362,7 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
             status: if invalid { ItemStatus::Invalid } else { ItemStatus::Pending },
             failure_code: invalid.then(|| "account_not_found".to_owned()),
             message: invalid.then(|| format!("line {}: no such payee", index + 2)),
-            remittance: (index % 7 == 0).then(|| format!("Invoice {index} & <co>")),
+            remittance: index.is_multiple_of(7).then(|| format!("Invoice {index} & <co>")),
         }
     };
     let rows: Vec<BatchItemRow> = (0..N).map(item).collect();

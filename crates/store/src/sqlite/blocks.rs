@@ -141,10 +141,8 @@ fn encode_item(out: &mut Vec<u8>, body: &mut Vec<u8>, first: u64, batch_payer: O
     if location {
         put_bytes(body, i.location.as_bytes());
     }
-    for text in [&i.reference, &i.instruction_id, &i.payment_information_id] {
-        if let Some(text) = text {
-            put_bytes(body, text.as_bytes());
-        }
+    for text in [&i.reference, &i.instruction_id, &i.payment_information_id].into_iter().flatten() {
+        put_bytes(body, text.as_bytes());
     }
     if let Some(text) = payer_text {
         put_bytes(body, text.as_bytes());
