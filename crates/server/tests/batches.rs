@@ -14,7 +14,11 @@ use std::time::Duration;
 const KEY: &str = "sk_test_batches_0123456789abcdefghijklmno";
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/samples");
 
-on_both_backends!(a_csv_sample_is_paid_item_by_item_with_its_report, a_pain001_sample_is_paid_and_answered_in_pain002);
+on_both_backends!(
+    a_csv_sample_is_paid_item_by_item_with_its_report,
+    a_pain001_sample_is_paid_and_answered_in_pain002,
+    a_csv_of_several_item_blocks_is_reported_line_by_line
+);
 
 fn sample(path: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(SAMPLES).join(path)).unwrap()
@@ -232,4 +236,85 @@ async fn a_pain001_sample_is_paid_and_answered_in_pain002(backend: Backend) {
     assert_eq!(refused.status, 400);
     assert!(String::from_utf8_lossy(&refused.bytes).contains("001.001.11"));
     same_answers_from_another_service(&data, first, &id).await;
+}
+
+/// A CSV file of 9 000 lines: more than two of the embedded store's item blocks (4 096 items
+/// each), with invalid lines at, around and between the blocks' boundaries and in their middle,
+/// and failed items among succeeded ones. The CSV report is every line, byte for byte, in
+/// order; status filters and pages read across the boundaries. On PostgreSQL (a row per item)
+/// the same bytes.
+async fn a_csv_of_several_item_blocks_is_reported_line_by_line(backend: Backend) {
+    let Some(data) = common::Data::new(backend) else { return };
+    let first = start(&data, data.path()).await;
+    let api = &first.client;
+    let payer = account(api, "PAYER-BLOCKS", 2_000_000).await;
+    let payee = account(api, "PAYEE-BLOCKS", 0).await;
+    const LINES: usize = 9_000;
+    let invalid = |i: usize| [0, 17, 4_095, 4_096, 4_097, 6_000, 8_191, 8_192, 8_999].contains(&i);
+    // More than the payer ever holds: refused by the ledger, whatever the order.
+    let too_much = |i: usize| i % 50 == 3 || (4_090..4_094).contains(&i);
+    let mut file = String::from("payee,amount,currency,reference\n");
+    let mut report = String::from("line,reference,payer,payee,amount,currency,status,failure_code\n");
+    let mut statuses = Vec::new();
+    for i in 0..LINES {
+        let (to, amount) = (if invalid(i) { "nobody" } else { payee.as_str() }, if too_much(i) { "50000.00" } else { "1.00" });
+        file.push_str(&format!("{to},{amount},EUR,inv-{i}\n"));
+        let status = match (invalid(i), too_much(i)) {
+            (true, _) => "failed,account_not_found",
+            (false, true) => "failed,insufficient_funds",
+            (false, false) => "succeeded,",
+        };
+        report.push_str(&format!("{},inv-{i},{payer},{to},{amount},EUR,{status}\n", i + 2));
+        statuses.push(if invalid(i) { "invalid" } else if too_much(i) { "failed" } else { "succeeded" });
+    }
+    let id = upload(api, &format!("format=csv&on_invalid=skip_invalid&payer={payer}"), "text/csv", file.into_bytes()).await;
+    let mut batch = Value::Null;
+    for _ in 0..1_200 {
+        batch = api.get(&format!("/v1/batches/{id}")).await.body;
+        if !matches!(batch["status"].as_str(), Some("validating" | "processing")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(batch["status"], "completed", "{batch}");
+    let failed = (0..LINES).filter(|i| !invalid(*i) && too_much(*i)).count() as u64;
+    assert_eq!(counts(&batch), (LINES as u64, LINES as u64 - failed - 9, failed, 9), "{batch}");
+    let csv = report_bytes(api, &id).await;
+    assert_eq!(csv.len(), report.len());
+    for (k, (got, want)) in csv.lines().zip(report.lines()).enumerate() {
+        assert_eq!(got, want, "report line {k}");
+    }
+    assert_eq!(csv, report);
+    // Pages of the listing, by status, from around the boundaries.
+    for (status, after, limit) in
+        [("invalid", None, 5), ("invalid", Some(4_095), 3), ("failed", Some(4_089), 4), ("failed", Some(4_092), 3), ("succeeded", Some(4_093), 6), ("succeeded", Some(8_190), 4)]
+    {
+        let query = match after {
+            Some(a) => format!("/v1/batches/{id}/items?status={status}&starting_after={a}&limit={limit}"),
+            None => format!("/v1/batches/{id}/items?status={status}&limit={limit}"),
+        };
+        let listed = api.get(&query).await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let lines: Vec<u64> = listed.body["data"].as_array().unwrap().iter().map(|i| i["line"].as_u64().unwrap()).collect();
+        let expected: Vec<u64> = (after.map_or(0, |a| a + 1)..LINES)
+            .filter(|i| statuses[*i] == status)
+            .take(limit)
+            .map(|i| i as u64 + 2)
+            .collect();
+        assert_eq!(lines, expected, "{query}");
+    }
+    let path = format!("/v1/batches/{id}");
+    let batch = api.get(&path).await;
+    first.stop().await;
+    if data.backend() == Backend::Postgres {
+        let folder = tempfile::tempdir().unwrap();
+        let second = start(&data, folder.path()).await;
+        assert_eq!(second.client.get(&path).await.body, batch.body);
+        assert_eq!(report_bytes(&second.client, &id).await, report);
+        second.stop().await;
+    }
+}
+
+async fn report_bytes(client: &Client, id: &str) -> String {
+    String::from_utf8(report(client, id, "?format=csv").await.bytes).unwrap()
 }

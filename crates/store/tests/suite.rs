@@ -325,6 +325,176 @@ fn batches(open_store: &dyn Fn() -> Opened) {
     assert_eq!(report.batch_items, 4);
 }
 
+/// A batch of 10 000 items, more than two of the embedded store's blocks (4 096 items each),
+/// written in chunks that do not line up with them: every listing (all items, each status, from
+/// any index, any page size) reads what a model of the items says, across the blocks'
+/// boundaries, with invalid items at and around them and in their middle, failed items among
+/// succeeded ones, and items never sent.
+#[allow(clippy::cast_possible_truncation)]
+fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
+    let Opened { mut store, api } = open_store();
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None), open(3, Overdraft::Limit(0), None)]);
+    let batch = BatchId(21 << 64);
+    let mut record = BatchRecord::new(batch, T1, BatchFormat::Csv, 11);
+    record.payer = Some(AccountId(1).to_string());
+    api.create_batch(&record).unwrap();
+    const N: u64 = 10_000;
+    let invalid_at = [0, 100, 4_095, 4_096, 4_097, 6_000, 8_191, 8_192, 9_999];
+    // Items from account 3 (no money) fail; the rest, from account 1, succeed.
+    let from_3 = |index: u64| index % 97 == 5 || (4_090..4_100).contains(&index);
+    let item = |index: u64| {
+        let payer = if from_3(index) { 3 } else { 1 };
+        let invalid = invalid_at.contains(&index);
+        BatchItemRow {
+            index,
+            line: index + 2,
+            location: if index % 10 == 3 { format!("record {index}") } else { format!("line {}", index + 2) },
+            reference: Some(format!("inv-{index}")),
+            instruction_id: index.is_multiple_of(3).then(|| format!("instr-{index}")),
+            payment_information_id: None,
+            payer_text: Some(AccountId(payer).to_string()),
+            payee_text: Some(if index.is_multiple_of(5) { "supplier-2".to_owned() } else { AccountId(2).to_string() }),
+            payer: Some(AccountId(payer)),
+            payee: (!invalid).then_some(AccountId(2)),
+            amount: Some(1 + index % 1_000),
+            currency: Some(eur()),
+            status: if invalid { ItemStatus::Invalid } else { ItemStatus::Pending },
+            failure_code: invalid.then(|| "account_not_found".to_owned()),
+            message: invalid.then(|| format!("line {}: no such payee", index + 2)),
+            remittance: index.is_multiple_of(7).then(|| format!("Invoice {index} & <co>")),
+        }
+    };
+    let rows: Vec<BatchItemRow> = (0..N).map(item).collect();
+    for chunk in [&rows[..1_000], &rows[1_000..5_500], &rows[5_500..9_999], &rows[9_999..]] {
+        api.insert_batch_items(batch, chunk).unwrap();
+    }
+    // An index already stored, alone or among new ones, is refused and writes nothing.
+    assert!(matches!(api.insert_batch_items(batch, &[item(4_500)]), Err(StoreError::Conflict(_))));
+    let overlapping: Vec<BatchItemRow> = (9_990..10_010).map(item).collect();
+    assert!(matches!(api.insert_batch_items(batch, &overlapping), Err(StoreError::Conflict(_))));
+    let validated = Validated {
+        status: BatchStatus::Processing,
+        total: N,
+        invalid: invalid_at.len() as u64,
+        totals: &[],
+        variant: None,
+        message_id: None,
+        rejection: None,
+        now: 12,
+    };
+    api.finish_validation(batch, &validated).unwrap();
+    // The runner's reads, across the blocks, then items up to 7 000 paid: the rest never sent.
+    let sent_up_to = 7_000;
+    let mut after = None;
+    let mut now = 20;
+    loop {
+        let work = api.batch_work(batch, ItemStatus::Pending, after, 1_500).unwrap();
+        let Some(last) = work.last() else { break };
+        let expected: Vec<u64> =
+            (after.map_or(0, |a| a + 1)..N).filter(|i| !invalid_at.contains(i)).take(1_500).collect();
+        assert_eq!(work.iter().map(|i| i.index).collect::<Vec<_>>(), expected);
+        assert!(work.iter().all(|w| rows[w.index as usize].payer == Some(w.payer) && rows[w.index as usize].amount == Some(w.amount)));
+        after = Some(last.index);
+        let send: Vec<_> = work.into_iter().filter(|i| i.index < sent_up_to).collect();
+        if send.is_empty() {
+            break;
+        }
+        now += 10;
+        step(&mut state, store.as_mut(), now, vec![Command::BatchItems { batch, step: BatchStep::Pay, items: send }]);
+    }
+    let status_of = |index: u64| -> (ItemStatus, Option<&str>) {
+        if invalid_at.contains(&index) {
+            (ItemStatus::Invalid, Some("account_not_found"))
+        } else if index >= sent_up_to {
+            (ItemStatus::Pending, None)
+        } else if from_3(index) {
+            (ItemStatus::Failed, Some("insufficient_funds"))
+        } else {
+            (ItemStatus::Succeeded, None)
+        }
+    };
+    let model: Vec<BatchItemRow> = rows
+        .iter()
+        .map(|r| {
+            let (status, code) = status_of(r.index);
+            BatchItemRow { status, failure_code: code.map(str::to_owned), ..r.clone() }
+        })
+        .collect();
+    assert_eq!(api.batch_items(batch, &[], None, 20_000).unwrap(), model, "every item, whole, in one read");
+    // Pages of every size from anywhere, as the report follower and the listing read them.
+    for (start, page) in [(None, 4_096), (Some(4_094), 1), (Some(4_094), 3), (Some(99), 4_097), (Some(8_000), 777), (None, 1)] {
+        let mut after = start;
+        let mut read = Vec::new();
+        loop {
+            let got = api.batch_items(batch, &[], after, page).unwrap();
+            assert!(got.len() <= page);
+            let Some(last) = got.last() else { break };
+            after = Some(last.index);
+            read.extend(got);
+            if page == 1 && read.len() == 20 {
+                break;
+            }
+        }
+        let from = start.map_or(0, |a| a as usize + 1);
+        assert_eq!(read[..], model[from..from + read.len()], "from {start:?} by {page}");
+        assert!(page == 1 || from + read.len() == N as usize);
+    }
+    // Each status, from around each boundary, a few at a time.
+    let statuses: [&[ItemStatus]; 5] = [
+        &[ItemStatus::Invalid],
+        &[ItemStatus::Failed],
+        &[ItemStatus::Pending],
+        &[ItemStatus::Succeeded],
+        &[ItemStatus::Failed, ItemStatus::Invalid],
+    ];
+    for wanted in statuses {
+        for after in [None, Some(4_090), Some(4_095), Some(4_096), Some(5_499), Some(8_190), Some(9_998)] {
+            for limit in [1, 3, 50, 20_000] {
+                let got: Vec<(u64, ItemStatus)> =
+                    api.batch_items(batch, wanted, after, limit).unwrap().iter().map(|i| (i.index, i.status)).collect();
+                let expected: Vec<(u64, ItemStatus)> = (after.map_or(0, |a| a + 1)..N)
+                    .map(|i| (i, status_of(i).0))
+                    .filter(|(_, s)| wanted.contains(s))
+                    .take(limit)
+                    .collect();
+                assert_eq!(got, expected, "{wanted:?} after {after:?}, {limit} at most");
+            }
+        }
+    }
+    // A statement's lookups, in order and out of it, across the blocks.
+    let transfers: Vec<paycore_ledger::Transfer> = [1, 4_100, 4_101, 4_100, 6_999, 10, 5_500]
+        .iter()
+        .map(|i| api.transfer(T1, batch.item_transfer(*i)).unwrap().unwrap())
+        .collect();
+    let found = api.item_references(T1, &transfers).unwrap();
+    let expected: Vec<Option<ItemReference>> = [1u64, 4_100, 4_101, 4_100, 6_999, 10, 5_500]
+        .iter()
+        .map(|i| Some(ItemReference { reference: Some(format!("inv-{i}")), remittance: rows[*i as usize].remittance.clone() }))
+        .collect();
+    assert_eq!(found, expected);
+    let report = paycore_store::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.batch_items, N);
+    // A takeover clears the items, and they can be written again.
+    api.clear_batch_items(batch).unwrap();
+    assert!(api.batch_items(batch, &[], None, 10).unwrap().is_empty());
+    api.insert_batch_items(batch, &rows[..10]).unwrap();
+    assert_eq!(api.batch_items(batch, &[ItemStatus::Invalid], None, 10).unwrap().iter().map(|i| i.index).collect::<Vec<_>>(), [0]);
+}
+
+#[test]
+fn embedded_batch_items_in_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    batch_items_in_blocks(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_batch_items_in_blocks() {
+    on_postgres("postgres_batch_items_in_blocks", batch_items_in_blocks);
+}
+
 /// Tenants, API keys and webhooks: what the API writes outside the engine.
 fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
     let Opened { mut store, api } = open_store();

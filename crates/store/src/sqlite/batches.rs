@@ -1,10 +1,9 @@
-//! Batches in SQLite (see [`crate::batches`] for the records and the rules): batch rows, item
-//! rows stored narrower than they read ([`Compact`]), result runs, and the item listing that
-//! derives each item's status from them.
+//! Batches in SQLite (see [`crate::batches`] for the records and the rules): batch rows, items
+//! in blocks ([`super::blocks`]), result runs, and the item listing that derives each item's
+//! status from them.
 
-use super::codec::{
-    account_from, blob_id, currency_at, id_at, id_blob, insert_rows, int, opt_uint, parsed, uint, uint_at,
-};
+use super::blocks::{self, Block, Entry, Loaded, BLOCKS_SQL, INVALID_BLOCKS_SQL};
+use super::codec::{account_from, blob_id, id_blob, int, opt_uint, parsed, uint, uint_at};
 use super::reader::SqliteReader;
 use crate::batches::{
     end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
@@ -49,126 +48,6 @@ pub(super) fn batch_from(row: &Row) -> rusqlite::Result<BatchRecord> {
     })
 }
 
-/// The columns [`item_from`] decodes, in its order.
-const ITEM_COLUMNS: &str = "idx, line, location, reference, instruction_id, payment_information_id, payer_text,
-     payee_text, payer, payee, amount, currency, status, failure_code, message, remittance";
-
-fn account_at(row: &Row, i: usize) -> rusqlite::Result<Option<AccountId>> {
-    Ok(id_at(row, i)?.map(AccountId))
-}
-
-fn amount_at(row: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
-    let amount: Option<i64> = row.get(i)?;
-    Ok(amount.and_then(|a| u64::try_from(a).ok()))
-}
-
-/// An item's stored status, read by position.
-fn item_status_at(row: &Row, i: usize) -> rusqlite::Result<ItemStatus> {
-    let text = row.get_ref(i)?.as_str()?;
-    ItemStatus::parse(text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("item status {text:?}").into(),
-        )
-    })
-}
-
-/// An item row (selected as [`ITEM_COLUMNS`]) with its stored validation status: `invalid`
-/// or `pending`. Columns are read by position: naming them costs a scan of the names per value.
-fn item_from(row: &Row) -> rusqlite::Result<BatchItemRow> {
-    Ok(BatchItemRow {
-        index: uint_at(row, 0)?,
-        line: uint_at(row, 1)?,
-        location: row.get(2)?,
-        reference: row.get(3)?,
-        instruction_id: row.get(4)?,
-        payment_information_id: row.get(5)?,
-        payer_text: row.get(6)?,
-        payee_text: row.get(7)?,
-        payer: account_at(row, 8)?,
-        payee: account_at(row, 9)?,
-        amount: amount_at(row, 10)?,
-        currency: currency_at(row, 11)?,
-        status: item_status_at(row, 12)?,
-        failure_code: row.get(13)?,
-        message: row.get(14)?,
-        remittance: row.get(15)?,
-    })
-}
-
-const ITEM_INSERT_COLUMNS: usize = 17;
-
-/// How an item row is stored, narrower than it reads: a valid item's payer text is NULL when
-/// it is the batch's payer (most files name the payer once, for the whole batch), its payee
-/// text is empty when it is the payee account's own id, as the account id writes itself
-/// (files that name payees by id: 31 of a row's ~130 bytes), and its location is empty when
-/// it is `line N` of its own line. [`Compact::expand`] undoes all three. An empty text, not
-/// NULL, marks the payee: a valid row may have no payee text (rows made by the API), and
-/// costs no more bytes than NULL (its type alone says it is empty).
-pub(super) struct Compact<'a> {
-    batch_payer: Option<&'a str>,
-}
-
-impl Compact<'_> {
-    fn bind(
-        &self,
-        stmt: &mut rusqlite::Statement<'_>,
-        offset: usize,
-        batch: &[u8; 16],
-        i: &BatchItemRow,
-    ) -> rusqlite::Result<()> {
-        let valid = i.status != ItemStatus::Invalid;
-        let payer_text = match (&i.payer_text, self.batch_payer) {
-            (Some(text), Some(payer)) if valid && text == payer => None,
-            (text, _) => text.as_deref(),
-        };
-        let payee_text = match (&i.payee_text, i.payee) {
-            (Some(text), Some(payee)) if valid && payee.is_written_as(text) => Some(""),
-            (text, _) => text.as_deref(),
-        };
-        let location = if is_line_location(&i.location, i.line) { "" } else { i.location.as_str() };
-        stmt.raw_bind_parameter(offset + 1, batch)?;
-        stmt.raw_bind_parameter(offset + 2, int(i.index))?;
-        stmt.raw_bind_parameter(offset + 3, int(i.line))?;
-        stmt.raw_bind_parameter(offset + 4, location)?;
-        stmt.raw_bind_parameter(offset + 5, i.reference.as_deref())?;
-        stmt.raw_bind_parameter(offset + 6, i.instruction_id.as_deref())?;
-        stmt.raw_bind_parameter(offset + 7, i.payment_information_id.as_deref())?;
-        stmt.raw_bind_parameter(offset + 8, payer_text)?;
-        stmt.raw_bind_parameter(offset + 9, payee_text)?;
-        stmt.raw_bind_parameter(offset + 10, i.payer.map(|a| id_blob(a.0)))?;
-        stmt.raw_bind_parameter(offset + 11, i.payee.map(|a| id_blob(a.0)))?;
-        stmt.raw_bind_parameter(offset + 12, i.amount.map(int))?;
-        stmt.raw_bind_parameter(offset + 13, i.currency.map(Currency::code))?;
-        stmt.raw_bind_parameter(offset + 14, i.status.as_str())?;
-        stmt.raw_bind_parameter(offset + 15, i.failure_code.as_deref())?;
-        stmt.raw_bind_parameter(offset + 16, i.message.as_deref())?;
-        stmt.raw_bind_parameter(offset + 17, i.remittance.as_deref())
-    }
-
-    /// The row as it was given to [`Compact::bind`].
-    fn expand(&self, row: &mut BatchItemRow) {
-        if row.location.is_empty() {
-            row.location = format!("line {}", row.line);
-        }
-        if row.status != ItemStatus::Invalid {
-            if row.payer_text.is_none() {
-                row.payer_text = self.batch_payer.map(str::to_owned);
-            }
-            if let (Some(""), Some(payee)) = (row.payee_text.as_deref(), row.payee) {
-                row.payee_text = Some(payee.to_string());
-            }
-        }
-    }
-}
-
-/// Whether `location` is `line N` for this `line`.
-fn is_line_location(location: &str, line: u64) -> bool {
-    location.strip_prefix("line ").and_then(|n| n.parse::<u64>().ok()) == Some(line)
-        && !location[5..].starts_with(['0', '+'])
-}
-
 /// The result runs that cover an index in `lo..=hi`: phase 0, then phase 1 (which overrides
 /// it), then phase 2 (an original's return: see [`crate::returns`]), each in index order. Runs of one phase never overlap, so the only run that starts
 /// before `lo` and reaches into the window is the last one that starts before it.
@@ -204,18 +83,13 @@ fn runs_in(conn: &Connection, batch: &[u8; 16], lo: u64, hi: u64) -> Result<Vec<
 
 /// What [`list_items`] reads of an item: the whole row, or what the runner sends.
 pub(super) trait ItemShape: ListedItem + Sized {
-    /// The columns to select, `idx` and `status` first.
-    const COLUMNS: &'static str;
-    fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self>;
+    /// The item from its block entry; `batch_payer` is the batch's payer text.
+    fn decode(entry: &Entry<'_>, batch_payer: Option<&str>) -> Result<Self>;
 }
 
 impl ItemShape for BatchItemRow {
-    const COLUMNS: &'static str = ITEM_COLUMNS;
-
-    fn decode(row: &Row, compact: &Compact<'_>) -> rusqlite::Result<Self> {
-        let mut item = item_from(row)?;
-        compact.expand(&mut item);
-        Ok(item)
+    fn decode(entry: &Entry<'_>, batch_payer: Option<&str>) -> Result<Self> {
+        entry.row(batch_payer)
     }
 }
 
@@ -227,15 +101,14 @@ struct Sendable {
 }
 
 impl ItemShape for Sendable {
-    const COLUMNS: &'static str = "idx, status, payer, payee, amount, currency";
-
-    fn decode(row: &Row, _: &Compact<'_>) -> rusqlite::Result<Self> {
-        let index = uint_at(row, 0)?;
-        let status = match item_status_at(row, 1)? {
+    fn decode(entry: &Entry<'_>, _: Option<&str>) -> Result<Self> {
+        let index = entry.index;
+        let status = match entry.status {
             ItemStatus::Invalid => ItemStatus::Invalid,
             _ => ItemStatus::Pending,
         };
-        let item = match (account_at(row, 2)?, account_at(row, 3)?, amount_at(row, 4)?, currency_at(row, 5)?) {
+        let fields = entry.fields()?;
+        let item = match (fields.payer, fields.payee, fields.amount, entry.currency(&fields)?) {
             (Some(payer), Some(payee), Some(amount), Some(currency)) => {
                 Some(BatchItem { index, payer, payee, amount, currency, fx: None, refund: None })
             }
@@ -261,7 +134,8 @@ impl ListedItem for Sendable {
 
 /// Items of a batch in index order after `after`, with their derived status: all of them, or
 /// those whose status is one of `statuses`, at most `limit`. Reads inside the caller's
-/// transaction, so that rows and results are one snapshot.
+/// transaction, so that blocks and results are one snapshot. Only the blocks that cover the
+/// indexes read are decoded, and of them only the items read.
 pub(super) fn list_items<T: ItemShape>(
     conn: &Connection,
     batch: BatchId,
@@ -278,60 +152,121 @@ pub(super) fn list_items<T: ItemShape>(
         .query_row([&blob], |row| Ok((parsed(row, "status", BatchStatus::parse)?, row.get(1)?)))
         .optional()?;
     let Some((ended, batch_payer)) = found else { return Ok(Vec::new()) };
-    let compact = Compact { batch_payer: batch_payer.as_deref() };
-    let decode = |row: &Row| T::decode(row, &compact);
     if statuses == [ItemStatus::Invalid] {
-        let mut stmt = conn.prepare_cached(&invalid_items_sql(T::COLUMNS))?;
-        let rows = stmt.query_map(params![blob, after.map_or(-1, int), limit_sql(limit)], decode)?;
-        return Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+        return invalid_items(conn, &blob, batch_payer.as_deref(), after, limit);
     }
-    let max: Option<i64> =
-        conn.prepare_cached("SELECT max(idx) FROM batch_items WHERE batch = ?1")?.query_row([&blob], |r| r.get(0))?;
-    let Some(max) = max.and_then(|m| u64::try_from(m).ok()) else { return Ok(Vec::new()) };
-    let sql = format!(
-        "SELECT {} FROM batch_items WHERE batch = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx LIMIT ?4",
-        T::COLUMNS
-    );
-    let mut source = Rows { conn, blob, fetch: conn.prepare_cached(&sql)?, decode };
+    let Some(max) = blocks::last_index(conn, &blob)? else { return Ok(Vec::new()) };
+    let fetch = conn.prepare_cached(BLOCKS_SQL)?;
+    let mut source = Blocks { conn, blob, batch_payer: batch_payer.as_deref(), fetch, loaded: None };
     crate::batches::list_items(&mut source, ended, statuses, after, max, limit)
 }
 
-/// One batch's item rows and result runs, as [`crate::batches::list_items`] reads them.
-struct Rows<'a, D> {
-    conn: &'a Connection,
-    blob: [u8; 16],
-    /// The rows of a stretch of indexes, a page at a time.
-    fetch: rusqlite::CachedStatement<'a>,
-    decode: D,
+/// The invalid items of a batch after `after`, at most `limit`: only the blocks that count an
+/// invalid item are read, and of them only the invalid items decoded.
+fn invalid_items<T: ItemShape>(
+    conn: &Connection,
+    blob: &[u8; 16],
+    batch_payer: Option<&str>,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare_cached(INVALID_BLOCKS_SQL)?;
+    let mut found = stmt.query(params![blob, after.map_or(-1, int)])?;
+    while let Some(row) = found.next()? {
+        let first = uint_at(row, 0)?;
+        for entry in Block::new(first, blocks::blob_at(row, 1)?) {
+            let entry = entry?;
+            if entry.status != ItemStatus::Invalid || after.is_some_and(|a| entry.index <= a) {
+                continue;
+            }
+            out.push(T::decode(&entry, batch_payer)?);
+            if out.len() == limit {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
 }
 
-impl<T, D: Fn(&Row) -> rusqlite::Result<T>> crate::batches::ItemRows<T> for Rows<'_, D> {
+/// One batch's item blocks and result runs, as [`crate::batches::list_items`] reads them.
+struct Blocks<'a> {
+    conn: &'a Connection,
+    blob: [u8; 16],
+    batch_payer: Option<&'a str>,
+    /// The first block that covers a stretch of indexes ([`BLOCKS_SQL`]).
+    fetch: rusqlite::CachedStatement<'a>,
+    /// The block read last: a status listing reads many short stretches of one block.
+    loaded: Option<Loaded>,
+}
+
+impl Blocks<'_> {
+    /// The first block with an index in `from..=last`, if any.
+    fn load(&mut self, from: u64, last: u64) -> Result<Option<Loaded>> {
+        let batch = BatchId(u128::from_be_bytes(self.blob));
+        Ok(self
+            .fetch
+            .query_row(params![self.blob, int(from), int(last)], |row| {
+                Ok((uint_at(row, 0)?, uint_at(row, 1)?, row.get::<_, Vec<u8>>(2)?))
+            })
+            .optional()?
+            .map(|(first, last, data)| Loaded::new(batch, first, last, data)))
+    }
+}
+
+impl<T: ItemShape> crate::batches::ItemRows<T> for Blocks<'_> {
     fn runs(&mut self, lo: u64, hi: u64) -> Result<Vec<ResultRun>> {
         runs_in(self.conn, &self.blob, lo, hi)
     }
 
     fn rows(&mut self, first: u64, last: u64, limit: usize) -> Result<Vec<T>> {
-        let rows = self.fetch.query_map(params![self.blob, int(first), int(last), limit_sql(limit)], &self.decode)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut out = Vec::new();
+        let mut from = first;
+        while from <= last && out.len() < limit {
+            if !self.loaded.as_ref().is_some_and(|b| b.covers(from)) {
+                self.loaded = self.load(from, last)?;
+            }
+            let Some(block) = self.loaded.as_mut() else { break };
+            let payer = self.batch_payer;
+            block.visit(from, |entry| {
+                if entry.index > last {
+                    return Ok(false);
+                }
+                out.push(T::decode(entry, payer)?);
+                Ok(out.len() < limit)
+            })?;
+            let Some(next) = block.last.checked_add(1) else { break };
+            from = next;
+        }
+        Ok(out)
     }
+}
+
+/// The reference of the item `index` of a loaded block, if that item made `transfer` (its
+/// payer, payee and amount).
+fn reference_in(block: &mut Loaded, index: u64, transfer: &paycore_ledger::Transfer) -> Result<Option<ItemReference>> {
+    let mut found = None;
+    block.visit(index, |entry| {
+        if entry.index == index {
+            let f = entry.fields()?;
+            if f.payer == Some(transfer.debit_account)
+                && f.payee == Some(transfer.credit_account)
+                && f.amount == Some(transfer.amount)
+            {
+                found = Some(ItemReference {
+                    reference: blocks::text_of(f.reference)?.map(str::to_owned),
+                    remittance: blocks::text_of(f.remittance)?.map(str::to_owned),
+                });
+            }
+        }
+        Ok(false)
+    })?;
+    Ok(found)
 }
 
 /// The active batches, oldest first.
 pub(super) const ACTIVE_BATCHES_SQL: &str =
     "SELECT * FROM batches WHERE status IN ('validating', 'processing') ORDER BY created_at";
-
-/// The invalid items of a batch after an index. The status is spelled in the SQL, as the
-/// partial index `batch_items_invalid` (migration 0006) spells it: SQLite uses a partial index
-/// only for a query whose terms imply its `WHERE`, which a bound parameter never does.
-pub(super) fn invalid_items_sql(columns: &str) -> String {
-    format!(
-        "SELECT {columns} FROM batch_items WHERE batch = ?1 AND status = 'invalid' AND idx > ?2 ORDER BY idx LIMIT ?3"
-    )
-}
-
-fn limit_sql(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 /// Writes the engine's batch results inside its commit: a row per run of consecutive items
 /// with the same result, the batch's counters, and the end of batches.
@@ -390,7 +325,7 @@ pub(super) fn commit_batch_changes(tx: &Transaction<'_>, changes: &ChangeSet) ->
     Ok(())
 }
 
-/// Appends item rows in one transaction that is not synced to disk: the items are derived
+/// Appends item blocks in one transaction that is not synced to disk: the items are derived
 /// from the stored file, which validation reads again from the start after a crash, and the
 /// commit that ends validation (`finish_validation`, synced) makes them durable with it.
 fn insert_items(conn: &Connection, batch: BatchId, items: &[BatchItemRow]) -> Result<()> {
@@ -398,19 +333,12 @@ fn insert_items(conn: &Connection, batch: BatchId, items: &[BatchItemRow]) -> Re
     // once the engine has committed since (SQLITE_BUSY_SNAPSHOT, no retry).
     let mut conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     conn_tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-    let blob = id_blob(batch.0);
     let payer: Option<String> = conn_tx
         .prepare_cached("SELECT payer FROM batches WHERE id = ?1")?
-        .query_row([&blob], |row| row.get(0))
+        .query_row([id_blob(batch.0)], |row| row.get(0))
         .optional()?
         .flatten();
-    let compact = Compact { batch_payer: payer.as_deref() };
-    let head = "INSERT INTO batch_items (batch, idx, line, location, reference, instruction_id,
-             payment_information_id, payer_text, payee_text, payer, payee, amount, currency, status,
-             failure_code, message, remittance) VALUES ";
-    insert_rows(&conn_tx, head, ITEM_INSERT_COLUMNS, items, |stmt, offset, item| {
-        compact.bind(stmt, offset, &blob, item)
-    })?;
+    blocks::insert(&conn_tx, batch, payer.as_deref(), items)?;
     conn_tx.commit()?;
     Ok(())
 }
@@ -445,7 +373,7 @@ impl BatchStore for SqliteReader {
 
     fn clear_batch_items(&self, batch: BatchId) -> Result<()> {
         self.with(|conn| {
-            conn.execute("DELETE FROM batch_items WHERE batch = ?1", [id_blob(batch.0)])?;
+            conn.execute("DELETE FROM batch_item_blocks WHERE batch = ?1", [id_blob(batch.0)])?;
             conn.execute("DELETE FROM batch_totals WHERE batch = ?1", [id_blob(batch.0)])?;
             Ok(())
         })
@@ -584,31 +512,45 @@ impl BatchStore for SqliteReader {
         transfers: &[paycore_ledger::Transfer],
     ) -> Result<Vec<Option<ItemReference>>> {
         self.with(|conn| {
+            // The block that holds the index, of the batches in the range that are the tenant's.
             let mut stmt = conn.prepare_cached(
-                "SELECT i.reference, i.remittance FROM batches b JOIN batch_items i ON i.batch = b.id AND i.idx = ?3
-                 WHERE b.id BETWEEN ?1 AND ?2 AND b.tenant = ?4
-                   AND i.payer = ?5 AND i.payee = ?6 AND i.amount = ?7",
+                "SELECT k.batch, k.first, k.last, k.data FROM batches b JOIN batch_item_blocks k ON k.batch = b.id
+                     AND k.first = (SELECT first FROM batch_item_blocks
+                                    WHERE batch = b.id AND first <= ?3 ORDER BY first DESC LIMIT 1)
+                 WHERE b.id BETWEEN ?1 AND ?2 AND b.tenant = ?4 AND k.last >= ?3",
             )?;
+            // A statement's transfers come in time order, so most of one batch's follow each
+            // other in index order: the last block read serves them, each found from where
+            // the last was.
+            let mut last: Option<Loaded> = None;
             let mut references = Vec::with_capacity(transfers.len());
             for transfer in transfers {
                 let Some((batches, index)) = BatchId::item_of(transfer.id) else {
                     references.push(None);
                     continue;
                 };
-                let found = stmt
-                    .query_row(
-                        params![
-                            id_blob(batches.start().0),
-                            id_blob(batches.end().0),
-                            i64::try_from(index).unwrap_or(i64::MAX),
-                            id_blob(tenant.0),
-                            id_blob(transfer.debit_account.0),
-                            id_blob(transfer.credit_account.0),
-                            i64::try_from(transfer.amount).unwrap_or(i64::MAX),
-                        ],
-                        |row| Ok(ItemReference { reference: row.get(0)?, remittance: row.get(1)? }),
-                    )
-                    .optional()?;
+                if let Some(block) = last.as_mut().filter(|b| batches.contains(&b.batch) && b.covers(index)) {
+                    if let Some(found) = reference_in(block, index, transfer)? {
+                        references.push(Some(found));
+                        continue;
+                    }
+                }
+                let mut rows = stmt.query(params![
+                    id_blob(batches.start().0),
+                    id_blob(batches.end().0),
+                    i64::try_from(index).unwrap_or(i64::MAX),
+                    id_blob(tenant.0),
+                ])?;
+                let mut found = None;
+                while let Some(row) = rows.next()? {
+                    let mut block =
+                        Loaded::new(BatchId(blob_id(row, "batch")?), uint_at(row, 1)?, uint_at(row, 2)?, row.get(3)?);
+                    found = reference_in(&mut block, index, transfer)?;
+                    last = Some(block);
+                    if found.is_some() {
+                        break;
+                    }
+                }
                 references.push(found);
             }
             Ok(references)
@@ -628,7 +570,7 @@ impl BatchStore for SqliteReader {
         self.with(|conn| {
             Ok(conn
                 // Spelled as the partial index `batches_active` (migration 0002) spells it, so
-                // that SQLite uses it (see `invalid_items_sql`).
+                // that SQLite uses it: a bound status would not imply the index's `WHERE`.
                 .prepare(ACTIVE_BATCHES_SQL)?
                 .query_map([], batch_from)?
                 .collect::<rusqlite::Result<Vec<_>>>()?)

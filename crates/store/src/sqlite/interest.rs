@@ -5,7 +5,7 @@ use super::fresh::poisoned;
 use super::reader::SqliteReader;
 use crate::interest::{BalanceHistory, InterestColumns, InterestRecord, InterestRun, InterestStore, INTEREST_COLUMNS};
 use crate::{Result, StoreError};
-use paycore_ledger::{AccountId, Currency, TenantId};
+use paycore_ledger::{AccountId, TenantId};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::collections::HashSet;
 
@@ -210,28 +210,7 @@ impl InterestStore for SqliteReader {
                         b.validated_at.map(int),
                     ],
                 )?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO batch_items (batch, idx, line, location, reference, payer_text, payee_text, payer,
-                         payee, amount, currency, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )?;
-                for i in run.items {
-                    insert.execute(params![
-                        batch,
-                        int(i.index),
-                        int(i.line),
-                        i.location,
-                        i.reference,
-                        i.payer_text,
-                        i.payee_text,
-                        i.payer.map(|a| id_blob(a.0)),
-                        i.payee.map(|a| id_blob(a.0)),
-                        i.amount.map(int),
-                        i.currency.map(Currency::code),
-                        i.status.as_str(),
-                    ])?;
-                }
-                drop(insert);
+                super::blocks::insert(&tx, b.id, b.payer.as_deref(), run.items)?;
                 for t in run.totals {
                     tx.execute(
                         "INSERT INTO batch_totals (batch, currency, count, sum) VALUES (?1, ?2, ?3, ?4)",

@@ -8,11 +8,12 @@
 //! twice. The modules, by job: `open` (connections, the lock, migrations), `codec` (columns to
 //! ledger values and back), `commit` (the engine's side), `reader` (the pool and the reads), `files` (uploaded batch files under `<data>/batches/`),
 //! `checkpoint` (WAL checkpoints beside the commits), `history` (account history in its own
-//! file), `raw` (the bulk transfer insert's statement, bound without copies), `batches`, `admin`, `leases` (batch leases and delivery claims), `verify`.
+//! file), `raw` (the bulk transfer insert's statement, bound without copies), `batches`, `blocks` (a batch's items, in blocks of up to 256), `admin`, `leases` (batch leases and delivery claims), `verify`.
 
 mod admin;
 mod backup;
 mod batches;
+mod blocks;
 mod checkpoint;
 mod clearing;
 mod codec;

@@ -31,7 +31,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0020_console2.sql"),
     include_str!("migrations/0021_console_sessions.sql"),
     include_str!("migrations/0022_transfers_by_timestamp.sql"),
+    include_str!("migrations/0023_batch_item_blocks.sql"),
 ];
+
+/// What a migration does after its SQL, in its transaction, when SQL alone cannot: 0023 moves
+/// the item rows into blocks, whose encoding is Rust's.
+fn after_migration(number: usize, tx: &Connection) -> Result<()> {
+    match number {
+        23 => super::blocks::convert(tx),
+        _ => Ok(()),
+    }
+}
 
 pub(super) const DATABASE_FILE: &str = "paycore.db";
 const LOCK_FILE: &str = "LOCK";
@@ -112,6 +122,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
+        after_migration(index + 1, &tx)?;
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
     }

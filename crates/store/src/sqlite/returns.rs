@@ -1,6 +1,7 @@
 //! NACHA returns and notifications of change in SQLite (see [`crate::returns`]).
 
-use super::codec::{blob_id, id_blob, int, parsed, uint};
+use super::blocks::{self, text_of, Block};
+use super::codec::{blob_id, id_blob, int, parsed, uint, uint_at};
 use super::reader::SqliteReader;
 use crate::batches::result_runs;
 use crate::returns::{ItemLink, LinkKind, ReturnStore, RETURNED_PHASE};
@@ -36,13 +37,27 @@ fn links(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<
 impl ReturnStore for SqliteReader {
     fn index_traces(&self, tenant: TenantId, batch: BatchId) -> Result<()> {
         self.with(|conn| {
-            conn.execute(
-                "INSERT INTO nacha_traces (tenant, trace, batch, idx)
-                 SELECT ?1, reference, batch, idx FROM batch_items
-                 WHERE batch = ?2 AND status = 'pending' AND reference IS NOT NULL
-                 ON CONFLICT DO NOTHING",
-                params![id_blob(tenant.0), id_blob(batch.0)],
-            )?;
+            let mut tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+            tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+            {
+                let mut blocks = tx.prepare_cached("SELECT first, data FROM batch_item_blocks WHERE batch = ?1")?;
+                let mut index = tx.prepare_cached(
+                    "INSERT INTO nacha_traces (tenant, trace, batch, idx) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )?;
+                let mut found = blocks.query([id_blob(batch.0)])?;
+                while let Some(row) = found.next()? {
+                    for entry in Block::new(uint_at(row, 0)?, blocks::blob_at(row, 1)?) {
+                        let entry = entry?;
+                        if entry.status != ItemStatus::Pending {
+                            continue;
+                        }
+                        if let Some(trace) = text_of(entry.fields()?.reference)? {
+                            index.execute(params![id_blob(tenant.0), trace, id_blob(batch.0), int(entry.index)])?;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
     }

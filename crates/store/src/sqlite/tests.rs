@@ -133,13 +133,15 @@ fn a_payee_named_by_its_own_id_is_stored_without_its_text_and_read_back_with_it(
         row(4, Some(own.clone()), ItemStatus::Invalid),
     ];
     reader.insert_batch_items(batch, &rows).unwrap();
-    let stored: Vec<Option<String>> = reader
-        .with(|conn| {
-            let mut stmt = conn.prepare("SELECT payee_text FROM batch_items ORDER BY idx").unwrap();
-            Ok(stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect())
-        })
+    // The block holds the payee's own id in no row (the invalid row's too: an item reads back
+    // as written, whatever its status); the alias spelling and the reference as given.
+    let data: Vec<u8> = reader
+        .with(|conn| Ok(conn.query_row("SELECT data FROM batch_item_blocks", [], |r| r.get(0)).unwrap()))
         .unwrap();
-    assert_eq!(stored, [Some(String::new()), rows[1].payee_text.clone(), Some("supplier-7".into()), None, Some(own)]);
+    let count = |needle: &str| data.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count();
+    assert_eq!(count(&own), 0);
+    assert_eq!(count(rows[1].payee_text.as_deref().unwrap()), 1);
+    assert_eq!(count("supplier-7"), 1);
     let read: Vec<Option<String>> =
         reader.batch_items(batch, &[], None, 10).unwrap().into_iter().map(|i| i.payee_text).collect();
     let given: Vec<Option<String>> = rows.into_iter().map(|i| i.payee_text).collect();
@@ -676,9 +678,8 @@ fn item_statuses_survive_the_move_to_result_runs() {
     assert_eq!(voided, [3, 5]);
 }
 
-/// The listings of invalid items and of active batches, and the claim of a batch, are served by
-/// their partial indexes
-/// (a bound status would not be): the plan names the index.
+/// The listing of active batches and the claim of a batch are served by their partial index (a
+/// bound status would not be): the plan names the index. Item blocks are read by their key.
 #[test]
 fn status_listings_use_their_partial_indexes() {
     let dir = tempfile::tempdir().unwrap();
@@ -692,9 +693,15 @@ fn status_listings_use_their_partial_indexes() {
             })
             .unwrap()
     };
-    let invalid =
-        super::batches::invalid_items_sql("idx").replace("?1", "x'00'").replace("?2", "0").replace("?3", "10");
-    assert!(plan(&invalid).contains("batch_items_invalid"), "{}", plan(&invalid));
+    // Item blocks are found by the primary key, from the block that holds the first index
+    // wanted: no block before it is read.
+    for sql in [super::blocks::BLOCKS_SQL, super::blocks::INVALID_BLOCKS_SQL] {
+        let sql = sql.replace("?1", "x'00'").replace("?2", "0").replace("?3", "10");
+        let plan = plan(&sql);
+        assert!(plan.contains("SEARCH batch_item_blocks USING PRIMARY KEY (batch=? AND first>? AND first<?)")
+            || plan.contains("SEARCH batch_item_blocks USING PRIMARY KEY (batch=? AND first>?)"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
+    }
     assert!(
         plan(super::batches::ACTIVE_BATCHES_SQL).contains("batches_active"),
         "{}",
@@ -1083,4 +1090,109 @@ fn a_stored_id_in_a_chunk_of_alike_transfers_is_a_conflict_and_the_store_goes_on
     step(&mut state, &mut store, 4_000, vec![chunk(2_000)]);
     assert_eq!(transfer_count(dir.path()), 128);
     assert_eq!(reader.transfer(T1, TransferId(2_063)).unwrap().unwrap().timestamp, 4_063);
+}
+
+/// Migration 0023 moves a store's item rows (one per item, stored narrower than they read:
+/// a valid item's payer text NULL for the batch's payer, its payee text empty for the payee's
+/// own id, its location empty for `line N`) into blocks, and drops the old table: every item
+/// reads back as it read before, with the status its results give it.
+#[test]
+fn item_rows_of_schema_22_move_into_blocks_and_read_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(super::open::DATABASE_FILE)).unwrap();
+    for migration in &super::open::MIGRATIONS[..22] {
+        conn.execute_batch(migration).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 22).unwrap();
+    let batch = BatchId(43 << 64);
+    let payer = AccountId(1).to_string();
+    conn.execute(
+        "INSERT INTO batches (id, tenant, status, format, mode, on_invalid, payer, total, invalid, created_at)
+         VALUES (?1, ?2, 'processing', 'csv', 'best_effort', 'skip_invalid', ?3, 5000, 2, 1)",
+        rusqlite::params![batch.0.to_be_bytes(), T1.0.to_be_bytes(), payer],
+    )
+    .unwrap();
+    // Items 0..=99 succeeded (one run), the rest pending; 7 and 4 500 invalid.
+    conn.execute(
+        "INSERT INTO batch_results (batch, phase, first, last, status) VALUES (?1, 0, 0, 99, 'succeeded')",
+        [batch.0.to_be_bytes()],
+    )
+    .unwrap();
+    let payee = AccountId(2);
+    let mut expected = Vec::new();
+    conn.execute_batch("BEGIN").unwrap();
+    for index in 0..5_000u64 {
+        let invalid = index == 7 || index == 4_500;
+        let odd = index % 100 == 42; // texts as given: another payer, a payee by reference, a location
+        let stored = (
+            if odd { format!("record {index}") } else { String::new() },
+            if odd { Some("someone".to_owned()) } else { None::<String> },
+            if odd { "supplier-2".to_owned() } else { String::new() },
+        );
+        conn.execute(
+            "INSERT INTO batch_items (batch, idx, line, location, reference, payer_text, payee_text, payer, payee,
+                 amount, currency, status, failure_code, message, remittance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'EUR', ?11, ?12, ?13, ?14)",
+            rusqlite::params![
+                batch.0.to_be_bytes(),
+                index as i64,
+                index as i64 + 2,
+                stored.0,
+                format!("inv-{index}"),
+                if invalid { Some(payer.clone()) } else { stored.1.clone() },
+                if invalid { "nobody".to_owned() } else { stored.2.clone() },
+                AccountId(1).0.to_be_bytes(),
+                (!invalid).then(|| payee.0.to_be_bytes()),
+                100 + index as i64,
+                if invalid { "invalid" } else { "pending" },
+                invalid.then_some("account_not_found"),
+                invalid.then_some("payee: no account"),
+                (index % 9 == 0).then(|| format!("Invoice {index}")),
+            ],
+        )
+        .unwrap();
+        expected.push(BatchItemRow {
+            index,
+            line: index + 2,
+            location: if odd { format!("record {index}") } else { format!("line {}", index + 2) },
+            reference: Some(format!("inv-{index}")),
+            instruction_id: None,
+            payment_information_id: None,
+            payer_text: if odd && !invalid { Some("someone".into()) } else { Some(payer.clone()) },
+            payee_text: Some(match (invalid, odd) {
+                (true, _) => "nobody".to_owned(),
+                (false, true) => "supplier-2".to_owned(),
+                (false, false) => payee.to_string(),
+            }),
+            payer: Some(AccountId(1)),
+            payee: (!invalid).then_some(payee),
+            amount: Some(100 + index),
+            currency: Some(eur()),
+            status: match (invalid, index) {
+                (true, _) => ItemStatus::Invalid,
+                (false, 0..=99) => ItemStatus::Succeeded,
+                _ => ItemStatus::Pending,
+            },
+            failure_code: invalid.then(|| "account_not_found".to_owned()),
+            message: invalid.then(|| "payee: no account".to_owned()),
+            remittance: (index % 9 == 0).then(|| format!("Invoice {index}")),
+        });
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    let (_store, reader) = open_sqlite(dir.path());
+    assert_eq!(reader.batch_items(batch, &[], None, 10_000).unwrap(), expected);
+    let invalid: Vec<u64> =
+        reader.batch_items(batch, &[ItemStatus::Invalid], None, 10).unwrap().iter().map(|i| i.index).collect();
+    assert_eq!(invalid, [7, 4_500]);
+    let (blocks, old): (i64, i64) = reader
+        .with(|conn| {
+            Ok((
+                conn.query_row("SELECT count(*) FROM batch_item_blocks", [], |r| r.get(0))?,
+                conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'batch_items'", [], |r| r.get(0))?,
+            ))
+        })
+        .unwrap();
+    let full = (5_000 / super::blocks::BLOCK_ITEMS) as i64;
+    assert_eq!((blocks, old), (full + 1, 0), "full blocks and one of what is left; the old table gone");
 }
