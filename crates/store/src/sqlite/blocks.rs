@@ -1,6 +1,7 @@
 //! A batch's items in blocks (SQLite, migration `0023_batch_item_blocks.sql`): one
-//! `batch_item_blocks` row per chunk of up to [`BLOCK_ITEMS`] items, keyed by the batch and
-//! the index of the chunk's first item, its items encoded one after the other in `data`.
+//! `batch_item_blocks` row per chunk of up to [`BLOCK_ITEMS`] items, found by a unique index on
+//! the batch and the index of the chunk's first item, its items encoded one after the other in
+//! `data` (a rowid table: see the migration for why not `WITHOUT ROWID`).
 //! Validation's writer hands the store chunks of 4 096 items, 16 blocks: a million items are
 //! ~3 900 row inserts, where one row per item cost ~10k instructions each in SQLite (binding
 //! ~17 values, building the record, the B-tree insert), whatever the row's width
@@ -168,7 +169,7 @@ fn encode_item(out: &mut Vec<u8>, body: &mut Vec<u8>, first: u64, batch_payer: O
 
 /// Appends `items` to a batch's blocks, inside the caller's transaction: blocks of up to
 /// [`BLOCK_ITEMS`] items in index order. An index already stored (in a block of this insert or
-/// an earlier one) is a [`StoreError::Conflict`], as a row's primary key was.
+/// an earlier one) is a [`StoreError::Conflict`], as a row's key was.
 pub(super) fn insert(conn: &Connection, batch: BatchId, batch_payer: Option<&str>, items: &[BatchItemRow]) -> Result<()> {
     if items.is_empty() {
         return Ok(());
@@ -515,7 +516,7 @@ pub(super) fn last_index(conn: &Connection, blob: &[u8; 16]) -> Result<Option<u6
 
 /// The first block of a batch (`?1`) that holds an index in `?2..=?3`: the one that starts at
 /// or before `?2` if it reaches it, else the first that starts within the range. Both bounds
-/// are on the primary key: no block before the range is read.
+/// are on the key's index: no block before the range is read.
 pub(super) const BLOCKS_SQL: &str = "SELECT first, last, data FROM batch_item_blocks
      WHERE batch = ?1 AND first <= ?3 AND last >= ?2
        AND first >= coalesce(

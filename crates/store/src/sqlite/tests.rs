@@ -693,13 +693,13 @@ fn status_listings_use_their_partial_indexes() {
             })
             .unwrap()
     };
-    // Item blocks are found by the primary key, from the block that holds the first index
+    // Item blocks are found by their key's index, from the block that holds the first index
     // wanted: no block before it is read.
     for sql in [super::blocks::BLOCKS_SQL, super::blocks::INVALID_BLOCKS_SQL] {
         let sql = sql.replace("?1", "x'00'").replace("?2", "0").replace("?3", "10");
         let plan = plan(&sql);
-        assert!(plan.contains("SEARCH batch_item_blocks USING PRIMARY KEY (batch=? AND first>? AND first<?)")
-            || plan.contains("SEARCH batch_item_blocks USING PRIMARY KEY (batch=? AND first>?)"), "{plan}");
+        assert!(plan.contains("SEARCH batch_item_blocks USING INDEX batch_item_blocks_key (batch=? AND first>? AND first<?)")
+            || plan.contains("SEARCH batch_item_blocks USING INDEX batch_item_blocks_key (batch=? AND first>?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
     }
     assert!(
