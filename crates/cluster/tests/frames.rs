@@ -10,50 +10,17 @@
 
 mod common;
 
+use common::{account_creation, delete_stream, nats_is_up};
 use paycore_cluster::{consume, NatsSubmitter, QueueConfig};
 use paycore_engine::{EngineError, Envelope, Priority, Queue, Reply, Submission, Submitter};
-use paycore_ledger::{AccountId, Command, Currency, NewAccount, Overdraft, Request, TenantId};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use paycore_ledger::Command;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-const NATS: &str = "127.0.0.1:4222";
-
-fn nats_is_up() -> bool {
-    let up = std::net::TcpStream::connect_timeout(&NATS.parse().unwrap(), Duration::from_secs(2)).is_ok();
-    if !up {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: NATS with JetStream is required on {NATS}");
-        eprintln!("\n*** SKIPPED: no NATS on {NATS}; the frames tests did not run ***\n");
-    }
-    up
-}
-
 fn config(test: &str, reply_timeout: Duration) -> QueueConfig {
-    let unique = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let mut config = QueueConfig::new(format!("nats://{NATS}"), 1);
-    config.name = format!("{test}{}{unique}", std::process::id());
+    let mut config = common::queue_config(test);
     config.reply_timeout = reply_timeout;
     config
-}
-
-async fn delete_stream(config: &QueueConfig) {
-    let client = async_nats::connect(NATS).await.unwrap();
-    let _ = async_nats::jetstream::new(client).delete_stream(config.name.to_uppercase()).await;
-}
-
-fn account_creation(id: u128) -> Submission {
-    Submission {
-        request: Request {
-            tenant: TenantId(7),
-            command: Command::CreateAccount(NewAccount {
-                id: AccountId(id),
-                currency: Currency::from_code("EUR").unwrap(),
-                overdraft: Overdraft::Unlimited,
-                reference: None,
-                metadata: None,
-            }),
-        },
-        idempotency: None,
-    }
 }
 
 /// Submits `submission`; the receiver gets its answer.
@@ -99,7 +66,7 @@ fn fake_engine(mut queue: impl Queue + 'static, expected: usize) -> std::thread:
 
 #[test]
 fn a_burst_of_requests_goes_in_few_messages_and_each_gets_its_own_answer() {
-    if !nats_is_up() {
+    if !nats_is_up("the frames tests") {
         return;
     }
     // One thread: every request is submitted before the lane's task first runs.
@@ -142,7 +109,7 @@ fn a_burst_of_requests_goes_in_few_messages_and_each_gets_its_own_answer() {
 
 #[test]
 fn a_request_whose_answer_does_not_come_is_told_no_reply_after_the_timeout() {
-    if !nats_is_up() {
+    if !nats_is_up("the frames tests") {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();

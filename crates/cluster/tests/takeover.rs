@@ -4,37 +4,12 @@
 //! 127.0.0.1:4222; skips loudly when it is absent, except under `CI=true`, where that fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use paycore_cluster::{consume, NatsSubmitter, QueueConfig};
-use paycore_engine::{Envelope, Priority, Queue, Submission, Submitter};
-use paycore_ledger::{AccountId, Command, Currency, NewAccount, Overdraft, Request, TenantId};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
-const NATS: &str = "127.0.0.1:4222";
-
-fn nats_is_up() -> bool {
-    let up = std::net::TcpStream::connect_timeout(&NATS.parse().unwrap(), Duration::from_secs(2)).is_ok();
-    if !up {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: NATS with JetStream is required on {NATS}");
-        eprintln!("\n*** SKIPPED: no NATS on {NATS}; the takeover test did not run ***\n");
-    }
-    up
-}
-
-fn account_creation() -> Submission {
-    Submission {
-        request: Request {
-            tenant: TenantId(7),
-            command: Command::CreateAccount(NewAccount {
-                id: AccountId(9),
-                currency: Currency::from_code("EUR").unwrap(),
-                overdraft: Overdraft::Unlimited,
-                reference: None,
-                metadata: None,
-            }),
-        },
-        idempotency: None,
-    }
-}
+use common::{account_creation, delete_stream, nats_is_up, queue_config};
+use paycore_cluster::{consume, NatsSubmitter};
+use paycore_engine::{Envelope, Priority, Queue, Submitter};
+use std::time::{Duration, Instant};
 
 /// What `queue` holds within `wait`, taken on a blocking thread (the engine's side).
 async fn take(mut queue: impl Queue + 'static, wait: Duration) -> (impl Queue, Vec<Envelope>) {
@@ -52,21 +27,19 @@ async fn take(mut queue: impl Queue + 'static, wait: Duration) -> (impl Queue, V
 
 #[test]
 fn a_new_leader_gets_what_the_dead_one_took_without_waiting_for_the_ack_wait() {
-    if !nats_is_up() {
+    if !nats_is_up("the takeover test") {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let unique = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let mut config = QueueConfig::new(format!("nats://{NATS}"), 1);
-        config.name = format!("takeover{}{unique}", std::process::id());
+        let config = queue_config("takeover");
 
         // The first leader pulls the command and dies before answering it (nothing acked).
         let (first, pulling) = consume(&config, 0, 64).await.unwrap();
         let submitter = NatsSubmitter::connect(config.clone(), 64).await.unwrap();
         let (answers, answered) = std::sync::mpsc::channel();
         let envelope =
-            Envelope { submission: account_creation(), reply: Box::new(move |result| answers.send(result).unwrap()) };
+            Envelope { submission: account_creation(9), reply: Box::new(move |result| answers.send(result).unwrap()) };
         submitter.try_submit(envelope, Priority::RealTime).unwrap();
         let (first, taken) = take(first, Duration::from_secs(5)).await;
         assert_eq!(taken.len(), 1, "the first leader pulled the command");
@@ -76,7 +49,7 @@ fn a_new_leader_gets_what_the_dead_one_took_without_waiting_for_the_ack_wait() {
         let (next, _pulling) = consume(&config, 0, 64).await.unwrap();
         let (_next, again) = take(next, Duration::from_secs(4)).await;
         assert_eq!(again.len(), 1, "the command the dead leader took came to the next one before the ack wait");
-        assert_eq!(again[0].submission, account_creation());
+        assert_eq!(again[0].submission, account_creation(9));
 
         // Its answer reaches the API node's request, which waited through the takeover.
         let envelope = again.into_iter().next().unwrap();
@@ -84,7 +57,6 @@ fn a_new_leader_gets_what_the_dead_one_took_without_waiting_for_the_ack_wait() {
         let reply = tokio::task::spawn_blocking(move || answered.recv_timeout(Duration::from_secs(5))).await.unwrap();
         assert_eq!(reply.unwrap(), Err(paycore_engine::EngineError::Unavailable("answered by the test".into())));
 
-        let client = async_nats::connect(NATS).await.unwrap();
-        let _ = async_nats::jetstream::new(client).delete_stream(config.name.to_uppercase()).await;
+        delete_stream(&config).await;
     });
 }

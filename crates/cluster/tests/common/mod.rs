@@ -1,4 +1,5 @@
-//! Strategies for every value the wire carries, and realistic bulk messages.
+//! Strategies for every value the wire carries, and realistic bulk messages; and what the tests
+//! against a real NATS share (`nats_is_up`, a queue of their own, a command to send).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use paycore_engine::{EngineError, IdempotencyKey, Reply, Submission};
@@ -605,6 +606,52 @@ pub fn bulk_items() -> Submission {
         request: Request {
             tenant: TenantId(numbers.id(NOW_MS)),
             command: Command::BatchItems { batch: BatchId(numbers.id(NOW_MS)), step: BatchStep::Pay, items },
+        },
+        idempotency: None,
+    }
+}
+
+/// The NATS server (with JetStream) the queue tests use.
+pub const NATS: &str = "127.0.0.1:4222";
+
+/// Whether NATS answers on [`NATS`]; if not, says loudly that `tests` did not run, and fails
+/// under `CI=true`.
+pub fn nats_is_up(tests: &str) -> bool {
+    let up = std::net::TcpStream::connect_timeout(&NATS.parse().unwrap(), std::time::Duration::from_secs(2)).is_ok();
+    if !up {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: NATS with JetStream is required on {NATS}");
+        eprintln!("\n*** SKIPPED: no NATS on {NATS}; {tests} did not run ***\n");
+    }
+    up
+}
+
+/// A queue of one partition on [`NATS`] whose stream no other test uses (`test`, the process
+/// and the time in its name); remove it with [`delete_stream`].
+pub fn queue_config(test: &str) -> paycore_cluster::QueueConfig {
+    let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let mut config = paycore_cluster::QueueConfig::new(format!("nats://{NATS}"), 1);
+    config.name = format!("{test}{}{unique}", std::process::id());
+    config
+}
+
+/// Removes the stream of `config`.
+pub async fn delete_stream(config: &paycore_cluster::QueueConfig) {
+    let client = async_nats::connect(NATS).await.unwrap();
+    let _ = async_nats::jetstream::new(client).delete_stream(config.name.to_uppercase()).await;
+}
+
+/// A command to send: tenant 7 opens the EUR account `id`.
+pub fn account_creation(id: u128) -> Submission {
+    Submission {
+        request: Request {
+            tenant: TenantId(7),
+            command: Command::CreateAccount(NewAccount {
+                id: AccountId(id),
+                currency: Currency::from_code("EUR").unwrap(),
+                overdraft: Overdraft::Unlimited,
+                reference: None,
+                metadata: None,
+            }),
         },
         idempotency: None,
     }
