@@ -1,7 +1,8 @@
 //! Connections against the real process: slow request heads and idle sockets are closed and
 //! capped while a normal client is still served; a half-sent head does not hold up SIGTERM;
 //! SIGTERM under a load of payments exits 0 and loses nothing acknowledged; a body that never
-//! ends is cut off with 408 and leaves nothing; the API over TLS.
+//! ends is cut off with 408 and leaves nothing; a client that sends all of a body refused with
+//! 413 before it reads gets the 413; the API over TLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -303,6 +304,46 @@ async fn a_body_that_never_ends_is_cut_off_with_408_and_leaves_nothing() {
     let resp = server.raw_post(&format!("/v1/batches?format=csv&payer={payer}"), csv.into(), Some("text/csv")).await;
     let body: &Value = resp.expect(202);
     assert_eq!(body["status"], json!("validating"));
+}
+
+/// A client that writes the whole of an oversized body before it reads the answer (as curl does
+/// without `Expect: 100-continue`) must get the 413, though the server answered it from the
+/// `Content-Length` before reading the body. Closing a socket with unread bytes makes the kernel
+/// reset the connection, and the client's writes then fail before it ever reads: the server
+/// reads and discards the rest of the body after its answer (lingering close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_a_refused_body_in_full_before_reading_gets_the_413() {
+    let server = Server::start();
+    let to = address(&server);
+    let payee = server.open_account("EUR", None).await;
+    let payer = server.funding_account("EUR").await;
+    let before = server.balance(&payee).await;
+    // 8 MiB: more than the loopback socket buffers of both ends together hold, so that the
+    // client's writes need the server to read.
+    let body = vec![b' '; 8 << 20];
+    for attempt in 0..3 {
+        let mut stream = TcpStream::connect(to).await.unwrap();
+        let head = format!(
+            "POST /v1/transfers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            server.key,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // Give the server the time to answer and end the connection before the body comes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let written = tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body)).await;
+        assert!(
+            matches!(written, Ok(Ok(()))),
+            "attempt {attempt}: writing the body failed: {written:?} (payer {payer})"
+        );
+        let (bytes, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 413"), "attempt {attempt}: {text}");
+        assert!(text.contains("\"body_too_large\""), "attempt {attempt}: {text}");
+        assert!(closed, "attempt {attempt}: the connection stayed open after the 413");
+    }
+    assert_eq!(server.balance(&payee).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

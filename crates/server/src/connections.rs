@@ -21,6 +21,12 @@
 //! - **Drain.** When `shutdown` completes the loop stops accepting, asks every connection to
 //!   end after its request in flight (idle ones close at once), and waits for them up to
 //!   [`Limits::shutdown_timeout`]; the connections still open then are dropped.
+//! - **Lingering close.** When a connection ends, its write side is shut down first (the
+//!   client reads the answer and then end-of-file) and what the client still sends is read and
+//!   thrown away, until its end-of-file, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a
+//!   socket with unread bytes in it makes the kernel answer with a reset, and a client still
+//!   sending a body the server refused (413 from its `Content-Length`) would then lose the
+//!   answer it had not read yet: it would see a broken connection instead of the 413.
 //! - **TLS** ([`Tls`], optional): rustls, from a PEM certificate chain and key.
 
 use crate::error::{ApiError, ErrorType};
@@ -45,6 +51,12 @@ use tokio_rustls::rustls;
 
 /// The wait after an accept error before the next accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long an ending connection reads (and discards) what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How much an ending connection reads (and discards) at most.
+const LINGER_BYTES: usize = 64 << 20;
 
 /// What a connection may take and how many there may be (`Config`'s settings of the same names).
 #[derive(Clone, Copy, Debug)]
@@ -228,29 +240,31 @@ where
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let serving = Serving::begin(&watchdog);
             let answer = hyper::service::Service::call(&service, request);
-            async move {
+            // Boxed: the connection is polled without pinning it, so that its socket can be
+            // taken back at its end (see `linger`), which needs every part of it `Unpin`.
+            Box::pin(async move {
                 let answer = answer.await;
                 drop(serving);
                 answer
-            }
+            })
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();
     // The watchdog keeps the time; hyper's own header timer would also end idle keep-alive
     // connections at the header timeout, with no way to tell the two apart.
     http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(None).keep_alive(true);
-    let conn = http.serve_connection(io, service);
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = http.serve_connection(io, service);
     let mut asked_to_end = *draining.borrow();
     if asked_to_end {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
     }
     loop {
         tokio::select! {
-            ended = conn.as_mut() => {
+            ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 if let Err(error) = ended {
                     tracing::debug!(%error, "connection ended with an error");
                 }
+                linger(conn.into_parts().io.into_inner().inner).await;
                 return;
             }
             cut = watchdog.expired(&limits) => {
@@ -260,9 +274,28 @@ where
             changed = draining.changed(), if !asked_to_end => {
                 if changed.is_err() || *draining.borrow() {
                     asked_to_end = true;
-                    conn.as_mut().graceful_shutdown();
+                    Pin::new(&mut conn).graceful_shutdown();
                 }
             }
+        }
+    }
+}
+
+/// Ends a connection whose last answer is written: shuts its write side down, then reads and
+/// discards what the client still sends until its end-of-file, [`LINGER`] or [`LINGER_BYTES`]
+/// (see the module's docs). A client that closed first costs one read that returns at once.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + LINGER;
+    if !matches!(tokio::time::timeout_at(deadline, stream.shutdown()).await, Ok(Ok(()))) {
+        return;
+    }
+    let mut sink = [0; 4096];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(read)) if read > 0 => discarded += read,
+            _ => return,
         }
     }
 }
