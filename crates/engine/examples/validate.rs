@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release -p paycore-engine --example validate -- csv 1000000` (or `pain.001`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
 use paycore_engine::batches::validate;
 use paycore_engine::{channel, start, EngineConfig, EngineHandle, EngineMetrics, Reply, Submission, SystemClock};
