@@ -157,9 +157,11 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     // pass and starts from where it ended, instead of indexing the same transfers again.
     let tx = history.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let from = watermark(&tx)?;
-    // (account, timestamp), as integers: sorting them is several times cheaper than sorting
-    // byte arrays.
-    let mut entries: Vec<(u128, i64)> = Vec::new();
+    // Each account's timestamps, in the order read, which is time order: grouped as they are
+    // read rather than sorted after (a pass's 524 288 entries took a sort of (account,
+    // timestamp) pairs, the indexer's largest cost; most of a batch's entries are a handful
+    // of accounts, its payer's every other one). Then only the accounts are sorted.
+    let mut accounts = Accounts::default();
     let (mut first, mut last) = (None, from);
     {
         // A range of the table's key (`timestamp` is its rowid).
@@ -171,37 +173,37 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
         let id = |row: &rusqlite::Row, i| row.get::<_, [u8; 16]>(i).map(u128::from_be_bytes);
         while let Some(row) = rows.next()? {
             let timestamp: i64 = row.get(0)?;
-            entries.push((id(row, 1)?, timestamp));
-            entries.push((id(row, 2)?, timestamp));
+            accounts.add(id(row, 1)?, id(row, 2)?, timestamp);
             first.get_or_insert(timestamp);
             last = timestamp;
         }
     }
     let Some(first) = first else { return Ok(0) };
-    let transfers = (entries.len() / 2) as u64;
-    // By account, then time: each account's new entries become one or a few rows. A transfer
-    // whose debit and credit account were the same (the ledger refuses it) would appear once.
-    entries.sort_unstable();
-    entries.dedup();
-    let runs = entries.chunk_by(|a, b| a.0 == b.0).flat_map(|account| account.chunks(RUN_MAX));
-    if entries.len() >= PASS_DIRECT_ENTRIES {
+    let transfers = accounts.transfers;
+    let entries = accounts.entries;
+    let mut by_account = accounts.runs;
+    by_account.sort_unstable_by_key(|(account, _)| *account);
+    let runs = by_account
+        .iter()
+        .flat_map(|(account, timestamps)| timestamps.chunks(RUN_MAX).map(move |run| (*account, run)));
+    if entries >= PASS_DIRECT_ENTRIES {
         // A pass this large touches most accounts' pages anyway: it goes straight to
         // `account_runs`, after what waits in `recent_runs` (which is older).
         merge(&tx)?;
         let mut insert = tx
             .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
-        for run in runs {
-            let (first, last) = (run[0].1, run[run.len() - 1].1);
-            insert.execute(params![run[0].0.to_be_bytes(), last, first, encode(run)])?;
+        for (account, run) in runs {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            insert.execute(params![account.to_be_bytes(), last, first, encode(run)])?;
         }
     } else {
         let mut insert =
             tx.prepare_cached("INSERT INTO recent_runs (pass, account, last_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
-        for run in runs {
-            insert.execute(params![last, run[0].0.to_be_bytes(), run[run.len() - 1].1, encode(run)])?;
+        for (account, run) in runs {
+            insert.execute(params![last, account.to_be_bytes(), run[run.len() - 1], encode(run)])?;
         }
         tx.prepare_cached("INSERT INTO recent_passes (pass, first_ts, entries) VALUES (?1, ?2, ?3)")?
-            .execute(params![last, first, i64::try_from(entries.len()).unwrap_or(i64::MAX)])?;
+            .execute(params![last, first, i64::try_from(entries).unwrap_or(i64::MAX)])?;
         let (passes, held): (i64, i64) =
             tx.query_row("SELECT count(*), coalesce(sum(entries), 0) FROM recent_passes", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -218,12 +220,52 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
 }
 
 /// A run's entries as stored: their timestamps, big-endian, in order.
-fn encode(run: &[(u128, i64)]) -> Vec<u8> {
+fn encode(run: &[i64]) -> Vec<u8> {
     let mut blob = Vec::with_capacity(run.len() * ENTRY_BYTES);
-    for &(_, timestamp) in run {
+    for timestamp in run {
         blob.extend_from_slice(&timestamp.to_be_bytes());
     }
     blob
+}
+
+/// A pass's entries by account, each account's timestamps in the order added (time order).
+#[derive(Default)]
+struct Accounts {
+    runs: Vec<(u128, Vec<i64>)>,
+    /// Where each account's timestamps are in `runs`.
+    slots: std::collections::HashMap<u128, usize>,
+    /// The debit and credit accounts of the transfer added last, and their slots: a batch's
+    /// payer is the debit of every transfer, looked up once.
+    last: [Option<(u128, usize)>; 2],
+    entries: usize,
+    transfers: u64,
+}
+
+impl Accounts {
+    /// Adds a transfer's two entries. A transfer whose debit and credit are the same account
+    /// (the ledger refuses it) has its entry once.
+    fn add(&mut self, debit: u128, credit: u128, timestamp: i64) {
+        for (side, account) in [debit, credit].into_iter().enumerate() {
+            let slot = match self.last[side] {
+                Some((last, slot)) if last == account => slot,
+                _ => {
+                    let next = self.runs.len();
+                    let slot = *self.slots.entry(account).or_insert(next);
+                    if slot == next {
+                        self.runs.push((account, Vec::new()));
+                    }
+                    self.last[side] = Some((account, slot));
+                    slot
+                }
+            };
+            let timestamps = &mut self.runs[slot].1;
+            if timestamps.last() != Some(&timestamp) {
+                timestamps.push(timestamp);
+                self.entries += 1;
+            }
+        }
+        self.transfers += 1;
+    }
 }
 
 /// Moves every run of `recent_runs` into `account_runs`: an account's runs of all the passes
