@@ -42,5 +42,5 @@ pub use state::{
     ChangeSet, Command, CommandError, NewAccount, NewPayment, Outcome, Prefetch, Request, State, BATCH_EVENTS_MAX,
     TIMEOUT_MAX_SECONDS,
 };
-pub use transfer::{Hold, HoldRecord, HoldStatus, NewTransfer, ResultCode, Transfer, TransferKind, TransferOp};
+pub use transfer::{Hold, HoldRecord, HoldStatus, NewTransfer, ResultCode, Side, Transfer, TransferKind, TransferOp};
 pub use vocabulary::{BatchFormat, BatchMode, BatchStatus, EventKind, ItemStatus, OnInvalid, UnknownName};

@@ -71,34 +71,36 @@ impl Transfer {
     /// written some batches ago up to date from the transfers since. `None` if a counter would
     /// leave `0..=AMOUNT_MAX`: the stored data is not what the state machine wrote.
     pub fn replay(&self, held: u64, debit: &mut Balances, credit: &mut Balances) -> Option<()> {
-        let add = |counter: &mut u64, by: u64| -> Option<()> {
-            *counter = counter_plus(*counter, by)?;
-            Some(())
-        };
-        let release = |counter: &mut u64| -> Option<()> {
-            *counter = counter.checked_sub(held)?;
-            Some(())
+        self.replay_side(held, Side::Debit, debit)?;
+        self.replay_side(held, Side::Credit, credit)
+    }
+
+    /// [`Transfer::replay`] on one side's balances only: a store whose accounts' balances were
+    /// written at different times replays a transfer on the side written before it.
+    pub fn replay_side(&self, held: u64, side: Side, balances: &mut Balances) -> Option<()> {
+        let (posted, pending) = match side {
+            Side::Debit => (&mut balances.debits_posted, &mut balances.debits_pending),
+            Side::Credit => (&mut balances.credits_posted, &mut balances.credits_pending),
         };
         match self.kind {
-            TransferKind::Single => {
-                add(&mut debit.debits_posted, self.amount)?;
-                add(&mut credit.credits_posted, self.amount)
-            }
-            TransferKind::Pending => {
-                add(&mut debit.debits_pending, self.amount)?;
-                add(&mut credit.credits_pending, self.amount)
-            }
+            TransferKind::Single => *posted = counter_plus(*posted, self.amount)?,
+            TransferKind::Pending => *pending = counter_plus(*pending, self.amount)?,
             TransferKind::PostPending | TransferKind::VoidPending | TransferKind::ExpirePending => {
-                release(&mut debit.debits_pending)?;
-                release(&mut credit.credits_pending)?;
+                *pending = pending.checked_sub(held)?;
                 if self.kind == TransferKind::PostPending {
-                    add(&mut debit.debits_posted, self.amount)?;
-                    add(&mut credit.credits_posted, self.amount)?;
+                    *posted = counter_plus(*posted, self.amount)?;
                 }
-                Some(())
             }
         }
+        Some(())
     }
+}
+
+/// A side of a transfer: the account it debits or the one it credits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    Debit,
+    Credit,
 }
 
 /// What a client asks for.

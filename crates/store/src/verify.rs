@@ -13,10 +13,57 @@ use crate::{BatchItemRow, Result};
 use paycore_ledger::fx::{batch_item_fx_transfers, payment_fx_transfers, source_for_target, Quote};
 use paycore_ledger::{
     Account, AccountId, AccountStatus, AuditRecord, Balances, BatchId, CaptureMethod, ClearingWindow, Currency, ItemFx,
-    ItemStatus, Limits, Payment, PaymentId, PaymentStatus, QuoteId, Refund, RefundStatus, TenantId, Transfer,
+    ItemStatus, Limits, Payment, PaymentId, PaymentStatus, QuoteId, Refund, RefundStatus, Side, TenantId, Transfer,
     TransferId, TransferKind, AMOUNT_MAX, VELOCITY_COUNT_MAX, VELOCITY_WINDOW_SECONDS_MAX,
 };
 use std::collections::HashMap;
+
+/// The shards of the accounts whose stored balances a store may write at different times
+/// (the embedded store checkpoints one shard at a time, so that no commit writes every
+/// account's row at once).
+pub const BALANCE_SHARDS: usize = 16;
+
+/// The shard of [`BALANCE_SHARDS`] an account's stored balances belong to (ids end in random
+/// bits, so the shards are of about one size).
+pub fn balance_shard(id: AccountId) -> usize {
+    // Truncations meant: both halves of the id are mixed, and the remainder is below 16.
+    #[allow(clippy::cast_possible_truncation)]
+    let mixed = (id.0 as u64) ^ ((id.0 >> 64) as u64);
+    #[allow(clippy::cast_possible_truncation)]
+    let shard = (mixed % BALANCE_SHARDS as u64) as usize;
+    shard
+}
+
+/// The timestamps the stored balances are valid at: an account's stored balances add up its
+/// transfers up to the timestamp of its shard, and the transfers after it are replayed on them
+/// to get the balances now (0: every transfer is replayed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Through(Vec<u64>);
+
+impl Through {
+    /// Every account's balances valid at `timestamp`.
+    pub fn all(timestamp: u64) -> Through {
+        Through(vec![timestamp])
+    }
+
+    /// One timestamp per shard of [`BALANCE_SHARDS`].
+    pub fn shards(timestamps: [u64; BALANCE_SHARDS]) -> Through {
+        Through(timestamps.to_vec())
+    }
+
+    /// The timestamp `account`'s stored balances are valid at.
+    pub fn of(&self, account: AccountId) -> u64 {
+        match self.0.as_slice() {
+            [one] => *one,
+            shards => shards[balance_shard(account) % shards.len()],
+        }
+    }
+
+    /// The earliest: no stored balance misses a transfer at or before it.
+    pub fn earliest(&self) -> u64 {
+        self.0.iter().copied().min().unwrap_or(0)
+    }
+}
 
 /// What the check found. Empty `problems` means every invariant holds.
 #[derive(Debug, Default)]
@@ -50,9 +97,9 @@ const ITEMS_PER_READ: usize = 65_536;
 
 /// One consistent snapshot of everything a store holds, read in the orders the checks need.
 pub trait Snapshot {
-    /// The timestamp the stored account balances are valid at: the transfers after it are
-    /// replayed on them to get the balances now (0 when every transfer is to be replayed).
-    fn balances_through(&mut self) -> Result<u64>;
+    /// The timestamps the stored account balances are valid at: the transfers after them are
+    /// replayed on them to get the balances now.
+    fn balances_through(&mut self) -> Result<Through>;
     /// Every transfer, in timestamp order.
     fn transfers(&mut self, each: &mut dyn FnMut(Transfer)) -> Result<()>;
     /// Every account, with its balances as stored.
@@ -113,8 +160,8 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     let mut report = Report::default();
     let mut settings = check_settings(snapshot, &mut report)?;
     let through = snapshot.balances_through()?;
-    let replayed = replay_transfers(snapshot, through, &mut settings, &mut report)?;
-    check_balances(snapshot, replayed.computed, &replayed.tail, &mut report)?;
+    let replayed = replay_transfers(snapshot, through.earliest(), &mut settings, &mut report)?;
+    check_balances(snapshot, replayed.computed, &replayed.tail, &through, &mut report)?;
     check_payments(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_batches(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_quotes(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
@@ -225,18 +272,19 @@ fn check_balances(
     snapshot: &mut dyn Snapshot,
     mut computed: HashMap<AccountId, Balances>,
     tail: &[(Transfer, u64)],
+    through: &Through,
     report: &mut Report,
 ) -> Result<()> {
     let mut accounts: HashMap<AccountId, Account> = snapshot.accounts()?.into_iter().map(|a| (a.id, a)).collect();
     for (t, held) in tail {
-        let stored = |id| accounts.get(&id).map(|a: &Account| a.balances);
-        if let (Some(mut debit), Some(mut credit)) = (stored(t.debit_account), stored(t.credit_account)) {
-            if t.replay(*held, &mut debit, &mut credit).is_none() {
-                report.problem(format!("{}: replayed on the stored balances, takes one out of range", t.id));
+        // Each side on its account's stored balances, if they were written before it.
+        for (side, id) in [(Side::Debit, t.debit_account), (Side::Credit, t.credit_account)] {
+            if t.timestamp <= through.of(id) {
+                continue;
             }
-            for (id, balances) in [(t.debit_account, debit), (t.credit_account, credit)] {
-                if let Some(account) = accounts.get_mut(&id) {
-                    account.balances = balances;
+            if let Some(account) = accounts.get_mut(&id) {
+                if t.replay_side(*held, side, &mut account.balances).is_none() {
+                    report.problem(format!("{}: replayed on the stored balances, takes one out of range", t.id));
                 }
             }
         }

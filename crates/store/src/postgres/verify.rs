@@ -47,11 +47,11 @@ impl Rows<'_, '_> {
 }
 
 impl Snapshot for Rows<'_, '_> {
-    fn balances_through(&mut self) -> Result<u64> {
+    fn balances_through(&mut self) -> Result<crate::verify::Through> {
         // Every commit writes its balances with its transfers: they are valid at the last
         // transfer, and there is no tail to replay.
         let last: Option<i64> = self.tx.query_one("SELECT max(timestamp) FROM transfers", &[])?.try_get(0)?;
-        Ok(u64::try_from(last.unwrap_or(0)).unwrap_or(0))
+        Ok(crate::verify::Through::all(u64::try_from(last.unwrap_or(0)).unwrap_or(0)))
     }
 
     fn transfers(&mut self, each: &mut dyn FnMut(Transfer)) -> Result<()> {

@@ -3,6 +3,7 @@
 use super::codec::{account_from, blob_id, payment_from, quote_from, refund_from, transfer_from};
 use super::commit::balances_through;
 use super::reader::SqliteReader;
+use crate::verify::Through;
 use crate::verify::{Report, Snapshot, Verify};
 use crate::{BatchItemRow, Result};
 use paycore_ledger::fx::Quote;
@@ -37,8 +38,8 @@ impl Rows<'_> {
 }
 
 impl Snapshot for Rows<'_> {
-    fn balances_through(&mut self) -> Result<u64> {
-        Ok(u64::try_from(balances_through(self.conn)?).unwrap_or(0))
+    fn balances_through(&mut self) -> Result<Through> {
+        balances_through(self.conn)
     }
 
     fn transfers(&mut self, each: &mut dyn FnMut(Transfer)) -> Result<()> {
