@@ -550,7 +550,6 @@ fn bind_transfer(stmt: &mut rusqlite::Statement<'_>, offset: usize, t: &Transfer
 /// Ids closer than this are read with one range scan in [`SqliteStore::load`].
 const RUN_GAP_MAX: u128 = 1 << 16;
 
-/// Writes `balances` to `accounts` and records the timestamp they are valid at.
 /// What a checkpoint writes: every account's balances, or those of one shard.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Checkpoint {
