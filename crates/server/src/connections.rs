@@ -290,7 +290,8 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     if !matches!(tokio::time::timeout_at(deadline, stream.shutdown()).await, Ok(Ok(()))) {
         return;
     }
-    let mut sink = [0; 4096];
+    // On the heap, and only here: an array would add its 4 KiB to every connection's task.
+    let mut sink = vec![0; 4096];
     let mut discarded = 0;
     while discarded < LINGER_BYTES {
         match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
