@@ -219,8 +219,9 @@ pub trait BatchStore: crate::FxStore + crate::ReturnStore + Send + Sync {
     /// [`BatchStore::batch_items`] with no status would list them, until `visit` answers
     /// false; returns how many items it was shown (the one it answered false to included).
     /// What the reports read: the embedded store shows each item where its block lies in
-    /// SQLite's memory, inside the read transaction, its texts not copied (a million items'
-    /// strings were a third of a report's cost); the default reads the rows and shows them.
+    /// SQLite's memory, inside the read transaction, its texts not copied (whole rows were
+    /// about half of the report follower's instructions); the default reads the rows and
+    /// shows them.
     /// `visit` runs while the store reads: it must not wait on anything (no file or network
     /// I/O, no lock a writer may hold), or it holds the read open with it, and the WAL with it.
     fn visit_batch_items(
