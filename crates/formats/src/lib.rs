@@ -207,7 +207,9 @@ pub use nacha_return::{
 pub use pain001::{Cut, FirstPart, SecondPart};
 pub use pain002::{write_pain002_header, Pain002Header, Pain002Version, Pain002Writer};
 pub use refunds::{parse_refunds, RefundLine, REASON_CHARS_MAX};
-pub use report::{group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, ReportItem};
+pub use report::{
+    group_status, iso_reason, write_csv_report, CsvReportWriter, ItemStatus, LineStatus, ReportItem, ReportLine,
+};
 pub use statement::{
     Camt053Writer, CsvStatementWriter, EntryTotals, JsonStatementWriter, StatementBalance, StatementEntry,
     StatementHeader, StatementWriter, CAMT053_NAMESPACE, CSV_STATEMENT_HEADER,

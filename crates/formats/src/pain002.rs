@@ -1,6 +1,6 @@
 //! ISO 20022 pain.002 customer payment status reports, written as a stream.
 
-use crate::report::{iso_reason, Amount, Digits, ItemStatus, ReportItem};
+use crate::report::{iso_reason, Amount, Digits, LineStatus, ReportItem, ReportLine};
 use quick_xml::escape::escape;
 use std::io::{self, Write};
 
@@ -113,12 +113,17 @@ impl<W: Write> Pain002Writer<W> {
         }
     }
 
+    /// Writes one transaction's status.
+    pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
+        self.line(&item.as_line())
+    }
+
     /// Writes one transaction's status. The static parts are written as bytes and numbers by
     /// hand: with `writeln!` per element, a million items took longer to write than the engine
     /// took to pay them.
-    pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
+    pub fn line(&mut self, item: &ReportLine<'_>) -> io::Result<()> {
         // Compared before it is copied: most items are in the block already open.
-        let block = item.payment_information_id.as_deref().map_or(self.default_block.as_str(), id_or_placeholder_str);
+        let block = item.payment_information_id.map_or(self.default_block.as_str(), id_or_placeholder_str);
         if self.open_block.as_deref() != Some(block) {
             let block = block.to_owned();
             self.close_block()?;
@@ -132,20 +137,19 @@ impl<W: Write> Pain002Writer<W> {
         out.write_all(b"      <TxInfAndSts>\n        <StsId>")?;
         out.write_all(digits.of(self.statuses))?;
         out.write_all(b"</StsId>\n")?;
-        if let Some(id) = item.instruction_id.as_deref().filter(|id| !id.is_empty()) {
+        if let Some(id) = item.instruction_id.filter(|id| !id.is_empty()) {
             leaf(out, 8, "OrgnlInstrId", cut_str(id, TEXT_35))?;
         }
-        if let Some(id) = item.reference.as_deref().filter(|id| !id.is_empty()) {
+        if let Some(id) = item.reference.filter(|id| !id.is_empty()) {
             leaf(out, 8, "OrgnlEndToEndId", cut_str(id, TEXT_35))?;
         }
-        let status: &[u8] = match &item.status {
-            ItemStatus::Succeeded | ItemStatus::Skipped { .. } => b"        <TxSts>ACCP</TxSts>\n",
-            ItemStatus::Failed { .. } | ItemStatus::Returned { .. } => b"        <TxSts>RJCT</TxSts>\n",
-            ItemStatus::Pending => b"        <TxSts>PDNG</TxSts>\n",
+        let status: &[u8] = match item.status {
+            LineStatus::Succeeded | LineStatus::Skipped { .. } => b"        <TxSts>ACCP</TxSts>\n",
+            LineStatus::Failed { .. } | LineStatus::Returned { .. } => b"        <TxSts>RJCT</TxSts>\n",
+            LineStatus::Pending => b"        <TxSts>PDNG</TxSts>\n",
         };
         out.write_all(status)?;
-        if let ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } = &item.status
-        {
+        if let Some(code) = item.status.code() {
             reason(out, 8, self.version, code)?;
         }
         if let Some(currency) = item.currency.filter(|_| item.amount > 0) {
@@ -158,6 +162,11 @@ impl<W: Write> Pain002Writer<W> {
             out.write_all(b"        <OrgnlTxRef/>\n")?;
         }
         out.write_all(b"      </TxInfAndSts>\n")
+    }
+
+    /// Flushes the output.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     fn close_block(&mut self) -> io::Result<()> {

@@ -31,13 +31,49 @@ pub enum ItemStatus {
 impl ItemStatus {
     /// The status as the CSV report writes it.
     pub fn name(&self) -> &'static str {
+        self.as_line().name()
+    }
+
+    /// The same status, its code borrowed.
+    pub fn as_line(&self) -> LineStatus<'_> {
+        match self {
+            ItemStatus::Succeeded => LineStatus::Succeeded,
+            ItemStatus::Failed { code } => LineStatus::Failed { code },
+            ItemStatus::Pending => LineStatus::Pending,
+            ItemStatus::Returned { code } => LineStatus::Returned { code },
+            ItemStatus::Skipped { code } => LineStatus::Skipped { code },
+        }
+    }
+}
+
+/// [`ItemStatus`] with its code borrowed, as a [`ReportLine`] carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineStatus<'a> {
+    Succeeded,
+    Failed { code: &'a str },
+    Pending,
+    Returned { code: &'a str },
+    Skipped { code: &'a str },
+}
+
+impl<'a> LineStatus<'a> {
+    /// The status as the CSV report writes it.
+    pub fn name(self) -> &'static str {
         let stored = match self {
-            ItemStatus::Succeeded => paycore_ledger::ItemStatus::Succeeded,
-            ItemStatus::Failed { .. } | ItemStatus::Skipped { .. } => paycore_ledger::ItemStatus::Failed,
-            ItemStatus::Pending => paycore_ledger::ItemStatus::Pending,
-            ItemStatus::Returned { .. } => paycore_ledger::ItemStatus::Returned,
+            LineStatus::Succeeded => paycore_ledger::ItemStatus::Succeeded,
+            LineStatus::Failed { .. } | LineStatus::Skipped { .. } => paycore_ledger::ItemStatus::Failed,
+            LineStatus::Pending => paycore_ledger::ItemStatus::Pending,
+            LineStatus::Returned { .. } => paycore_ledger::ItemStatus::Returned,
         };
         stored.as_str()
+    }
+
+    /// The code of a failed, returned or skipped item.
+    pub fn code(self) -> Option<&'a str> {
+        match self {
+            LineStatus::Failed { code } | LineStatus::Returned { code } | LineStatus::Skipped { code } => Some(code),
+            LineStatus::Succeeded | LineStatus::Pending => None,
+        }
     }
 }
 
@@ -56,6 +92,42 @@ pub struct ReportItem {
     /// `None` when the file's currency could not be read.
     pub currency: Option<Currency>,
     pub status: ItemStatus,
+}
+
+impl ReportItem {
+    /// The line as the writers take it, borrowed from the item.
+    pub fn as_line(&self) -> ReportLine<'_> {
+        ReportLine {
+            line: self.line,
+            reference: self.reference.as_deref(),
+            instruction_id: self.instruction_id.as_deref(),
+            payment_information_id: self.payment_information_id.as_deref(),
+            payer: self.payer.as_deref(),
+            payee: &self.payee,
+            amount: self.amount,
+            currency: self.currency,
+            status: self.status.as_line(),
+        }
+    }
+}
+
+/// One line of a report, its texts borrowed: what [`CsvReportWriter::line`] and
+/// [`crate::Pain002Writer::line`] write, from a [`ReportItem`] ([`ReportItem::as_line`]) or
+/// straight from where the item is stored, without copying its texts. An item's `location` is
+/// not here: neither report writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportLine<'a> {
+    pub line: u64,
+    pub reference: Option<&'a str>,
+    pub instruction_id: Option<&'a str>,
+    pub payment_information_id: Option<&'a str>,
+    pub payer: Option<&'a str>,
+    pub payee: &'a str,
+    /// Minor units; 0 when the file's amount could not be read.
+    pub amount: u64,
+    /// `None` when the file's currency could not be read.
+    pub currency: Option<Currency>,
+    pub status: LineStatus<'a>,
 }
 
 /// Maps a paycore result or diagnostic code to an ISO 20022 `ExternalStatusReason1Code`.
@@ -127,25 +199,32 @@ impl<W: Write> CsvReportWriter<W> {
         Ok(CsvReportWriter { writer })
     }
 
-    /// Writes one item's line; its number and amount are written on the stack, not allocated.
+    /// Writes one item's line.
     pub fn item(&mut self, item: &ReportItem) -> io::Result<()> {
+        self.line(&item.as_line())
+    }
+
+    /// Writes one line; its number and amount are written on the stack, not allocated.
+    pub fn line(&mut self, item: &ReportLine<'_>) -> io::Result<()> {
         let (mut line, mut amount) = (Digits::new(), Amount::new());
-        let failure_code = match &item.status {
-            ItemStatus::Failed { code } | ItemStatus::Returned { code } | ItemStatus::Skipped { code } => code.as_str(),
-            _ => "",
-        };
         self.writer
             .write_record([
                 line.of(item.line),
-                item.reference.as_deref().unwrap_or("").as_bytes(),
-                item.payer.as_deref().unwrap_or("").as_bytes(),
+                item.reference.unwrap_or("").as_bytes(),
+                item.payer.unwrap_or("").as_bytes(),
                 item.payee.as_bytes(),
                 item.currency.map_or(&[][..], |c| amount.of(item.amount, c)),
                 item.currency.map_or("", Currency::code).as_bytes(),
                 item.status.name().as_bytes(),
-                failure_code.as_bytes(),
+                item.status.code().unwrap_or("").as_bytes(),
             ])
             .map_err(io::Error::other)
+    }
+
+    /// Hands what the writer holds to the output and flushes it (the writer keeps up to
+    /// 8 KiB of lines of its own).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
     }
 
     /// Flushes and returns the output.

@@ -20,15 +20,17 @@
 use crate::render::format_total;
 use crate::render::rfc3339;
 use paycore_formats::{
-    group_status, write_pain002_header, CsvReportWriter, ItemStatus, Pain002Header, Pain002Version, Pain002Writer,
-    ReportItem,
+    group_status, write_pain002_header, CsvReportWriter, LineStatus, Pain002Header, Pain002Version, Pain002Writer,
+    ReportLine,
 };
 use paycore_ledger::{BatchFormat, BatchId, BatchStatus, ItemStatus as Stored, TenantId};
-use paycore_store::{BatchItemRow, BatchRecord, BatchStore, BatchTotal};
+use paycore_store::{BatchRecord, BatchStore, BatchTotal, ItemView};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -203,10 +205,18 @@ enum LineWriter<W: Write> {
 }
 
 impl<W: Write> LineWriter<W> {
-    fn item(&mut self, item: &ReportItem) -> io::Result<()> {
+    fn line(&mut self, line: &ReportLine<'_>) -> io::Result<()> {
         match self {
-            LineWriter::Csv(writer) => writer.item(item),
-            LineWriter::Pain002(writer) => writer.item(item),
+            LineWriter::Csv(writer) => writer.line(line),
+            LineWriter::Pain002(writer) => writer.line(line),
+        }
+    }
+
+    /// Hands every line written so far to the output.
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            LineWriter::Csv(writer) => writer.flush(),
+            LineWriter::Pain002(writer) => writer.flush(),
         }
     }
 
@@ -218,6 +228,42 @@ impl<W: Write> LineWriter<W> {
     }
 }
 
+/// Where a report's lines are written while the store shows their items: memory. The store
+/// shows items inside its read ([`BatchStore::visit_batch_items`]), so a window's lines are
+/// formatted into the spool then, and written to the file or the response once the read has
+/// ended ([`Spool::drain_to`]): no file or network write, which may wait, holds a read open
+/// (an open read keeps SQLite's checkpointer from resetting the WAL, which the engine's
+/// commits then grow). A window of 4 096 pain.002 lines is about 1.1 MB.
+#[derive(Clone, Default)]
+struct Spool(Rc<RefCell<Vec<u8>>>);
+
+impl Write for Spool {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.borrow_mut().extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Spool {
+    /// Writes what the spool holds to `out` and empties it (its memory is kept for the next
+    /// window).
+    fn drain_to(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut bytes = self.0.borrow_mut();
+        out.write_all(&bytes)?;
+        bytes.clear();
+        Ok(())
+    }
+}
+
 /// The report into `part`, following the batch until it ends; see [`ReportFiles::follow`].
 fn write_part(
     part: &Path,
@@ -226,10 +272,13 @@ fn write_part(
     batch: &BatchRecord,
     run_over: &AtomicBool,
 ) -> io::Result<bool> {
-    let out = BufWriter::with_capacity(256 * 1024, File::create(part)?);
+    let mut out = BufWriter::with_capacity(256 * 1024, File::create(part)?);
+    let spool = Spool::default();
     let mut writer = match kind {
-        ReportKind::Csv => LineWriter::Csv(CsvReportWriter::new(out)?),
-        ReportKind::Pain002(version) => LineWriter::Pain002(Pain002Writer::body(out, version, &batch.id.to_string())),
+        ReportKind::Csv => LineWriter::Csv(CsvReportWriter::new(spool.clone())?),
+        ReportKind::Pain002(version) => {
+            LineWriter::Pain002(Pain002Writer::body(spool.clone(), version, &batch.id.to_string()))
+        }
     };
     let mut after = None;
     // The last window read stopped at an item the engine had not reached: the next read
@@ -250,8 +299,14 @@ fn write_part(
             _ => return Ok(false),
         };
         if caught_up && !ended {
-            let next = store.batch_items(batch.id, &[], after, 1).map_err(io::Error::other)?;
-            if next.first().is_some_and(|row| matches!(row.status, Stored::Pending | Stored::Held)) {
+            let mut pending = false;
+            store
+                .visit_batch_items(batch.id, after, 1, &mut |item| {
+                    pending = matches!(item.status, Stored::Pending | Stored::Held);
+                    false
+                })
+                .map_err(io::Error::other)?;
+            if pending {
                 if over {
                     return Ok(false);
                 }
@@ -259,22 +314,34 @@ fn write_part(
                 continue;
             }
         }
-        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
-        let fetched = rows.len();
-        let mut waiting = false;
-        for row in rows {
-            // `pending` (not paid yet) and `held` (an atomic batch's first phase) change
-            // later; every other status is final.
-            if !ended && matches!(row.status, Stored::Pending | Stored::Held) {
-                waiting = true;
-                break;
-            }
-            after = Some(row.index);
-            writer.item(&report_item(None, row))?;
+        let (from, mut waiting, mut failed) = (after, false, None);
+        // Formatted into the spool inside the store's read; written to the file after it.
+        let fetched = store
+            .visit_batch_items(batch.id, from, REPORT_CHUNK, &mut |item| {
+                // `pending` (not paid yet) and `held` (an atomic batch's first phase) change
+                // later; every other status is final.
+                if !ended && matches!(item.status, Stored::Pending | Stored::Held) {
+                    waiting = true;
+                    return false;
+                }
+                if let Err(error) = writer.line(&report_line(None, item)) {
+                    failed = Some(error);
+                    return false;
+                }
+                after = Some(item.index);
+                true
+            })
+            .map_err(io::Error::other)?;
+        if let Some(error) = failed {
+            return Err(error);
         }
+        writer.flush()?;
+        spool.drain_to(&mut out)?;
         caught_up = waiting;
         if ended && fetched < REPORT_CHUNK {
-            writer.finish()?.into_inner().map_err(io::IntoInnerError::into_error)?;
+            writer.finish()?;
+            spool.drain_to(&mut out)?;
+            out.into_inner().map_err(io::IntoInnerError::into_error)?;
             return Ok(true);
         }
         if waiting || fetched < REPORT_CHUNK {
@@ -286,29 +353,30 @@ fn write_part(
     }
 }
 
-/// One report line. `rejected`: the code of the batch's rejection, when it was rejected.
-fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
-    let status = match (row.status, rejected) {
-        (Stored::Succeeded, _) => ItemStatus::Succeeded,
-        (Stored::Returned, _) => ItemStatus::Returned { code: row.failure_code.unwrap_or_default() },
-        (Stored::Pending | Stored::Held, Some(code)) => ItemStatus::Failed { code: code.to_owned() },
-        (Stored::Pending | Stored::Held, None) => ItemStatus::Pending,
+/// One report line, borrowed from the item. `rejected`: the code of the batch's rejection,
+/// when it was rejected.
+fn report_line<'a>(rejected: Option<&'a str>, item: &ItemView<'a>) -> ReportLine<'a> {
+    let code = item.failure_code;
+    let status = match (item.status, rejected) {
+        (Stored::Succeeded, _) => LineStatus::Succeeded,
+        (Stored::Returned, _) => LineStatus::Returned { code: code.unwrap_or_default() },
+        (Stored::Pending | Stored::Held, Some(code)) => LineStatus::Failed { code },
+        (Stored::Pending | Stored::Held, None) => LineStatus::Pending,
         // A prenote, zero-dollar entry or recorded notification of change: reported, not refused.
-        (Stored::Invalid, _) if row.failure_code.as_deref().is_some_and(paycore_engine::returns::is_not_refused) => {
-            ItemStatus::Skipped { code: row.failure_code.unwrap_or_default() }
+        (Stored::Invalid, _) if code.is_some_and(paycore_engine::returns::is_not_refused) => {
+            LineStatus::Skipped { code: code.unwrap_or_default() }
         }
-        _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
+        _ => LineStatus::Failed { code: code.unwrap_or("failed") },
     };
-    ReportItem {
-        line: row.line,
-        location: row.location,
-        reference: row.reference,
-        instruction_id: row.instruction_id,
-        payment_information_id: row.payment_information_id,
-        payer: row.payer_text,
-        payee: row.payee_text.unwrap_or_default(),
-        amount: row.amount.unwrap_or(0),
-        currency: row.currency,
+    ReportLine {
+        line: item.line,
+        reference: item.reference,
+        instruction_id: item.instruction_id,
+        payment_information_id: item.payment_information_id,
+        payer: item.payer_text,
+        payee: item.payee_text.unwrap_or_default(),
+        amount: item.amount.unwrap_or(0),
+        currency: item.currency,
         status,
     }
 }
@@ -323,30 +391,54 @@ fn rejection_code(batch: &BatchRecord) -> String {
         .unwrap_or_else(|| "rejected".into())
 }
 
-/// Calls `each` with the report line of every item of the batch, in order, reading a chunk
-/// at a time.
-fn for_each_item(
+/// Writes the report of an ended batch from the store through `writer`, whose output is
+/// `spool`, into `out`: each window of items formatted into the spool while the store reads
+/// it, then written to `out` once the read has ended (`out` may be a response that waits for
+/// its client), then the report's end.
+fn write_report<W: Write>(
     store: &dyn BatchStore,
     batch: &BatchRecord,
-    mut each: impl FnMut(&ReportItem) -> io::Result<()>,
-) -> io::Result<()> {
+    mut writer: LineWriter<Spool>,
+    spool: &Spool,
+    mut out: W,
+) -> io::Result<W> {
     let rejected = (batch.status == BatchStatus::Rejected).then(|| rejection_code(batch));
     let mut after = None;
     loop {
-        let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).map_err(io::Error::other)?;
-        let Some(last) = rows.last() else { return Ok(()) };
-        after = Some(last.index);
-        for row in rows {
-            each(&report_item(rejected.as_deref(), row))?;
+        let (from, mut failed) = (after, None);
+        let shown = store
+            .visit_batch_items(batch.id, from, REPORT_CHUNK, &mut |item| {
+                after = Some(item.index);
+                match writer.line(&report_line(rejected.as_deref(), item)) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        failed = Some(error);
+                        false
+                    }
+                }
+            })
+            .map_err(io::Error::other)?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        writer.flush()?;
+        spool.drain_to(&mut out)?;
+        // A read shows fewer than it may only when no item is left.
+        if shown < REPORT_CHUNK {
+            break;
         }
     }
+    writer.finish()?;
+    spool.drain_to(&mut out)?;
+    out.flush()?;
+    Ok(out)
 }
 
 /// Writes the CSV report of an ended batch from the store.
 pub fn write_csv<W: Write>(store: &dyn BatchStore, batch: &BatchRecord, out: W) -> io::Result<W> {
-    let mut writer = CsvReportWriter::new(out)?;
-    for_each_item(store, batch, |item| writer.item(item))?;
-    writer.finish()
+    let spool = Spool::default();
+    let writer = LineWriter::Csv(CsvReportWriter::new(spool.clone())?);
+    write_report(store, batch, writer, &spool, out)
 }
 
 /// Writes the NACHA return file of an ended NACHA batch: every entry that was not paid (refused
@@ -468,15 +560,259 @@ pub fn write_pain002<W: Write>(
     version: Pain002Version,
     out: W,
 ) -> io::Result<W> {
-    let mut writer = Pain002Writer::begin(out, version, header)?;
-    for_each_item(store, batch, |item| writer.item(item))?;
-    writer.finish()
+    let spool = Spool::default();
+    let writer = LineWriter::Pain002(Pain002Writer::begin(spool.clone(), version, header)?);
+    write_report(store, batch, writer, &spool, out)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use paycore_formats::{ItemStatus, ReportItem};
+    use paycore_ledger::{AccountId, BatchEnd, BatchStep, Command, Currency, NewAccount, Overdraft, Request, State};
+    use paycore_store::{BatchItemRow, Validated};
+
+    /// A report line read whole, as reports were written before they read items borrowed.
+    fn report_item(rejected: Option<&str>, row: BatchItemRow) -> ReportItem {
+        let status = match (row.status, rejected) {
+            (Stored::Succeeded, _) => ItemStatus::Succeeded,
+            (Stored::Returned, _) => ItemStatus::Returned { code: row.failure_code.unwrap_or_default() },
+            (Stored::Pending | Stored::Held, Some(code)) => ItemStatus::Failed { code: code.to_owned() },
+            (Stored::Pending | Stored::Held, None) => ItemStatus::Pending,
+            (Stored::Invalid, _)
+                if row.failure_code.as_deref().is_some_and(paycore_engine::returns::is_not_refused) =>
+            {
+                ItemStatus::Skipped { code: row.failure_code.unwrap_or_default() }
+            }
+            _ => ItemStatus::Failed { code: row.failure_code.unwrap_or_else(|| "failed".into()) },
+        };
+        ReportItem {
+            line: row.line,
+            location: row.location,
+            reference: row.reference,
+            instruction_id: row.instruction_id,
+            payment_information_id: row.payment_information_id,
+            payer: row.payer_text,
+            payee: row.payee_text.unwrap_or_default(),
+            amount: row.amount.unwrap_or(0),
+            currency: row.currency,
+            status,
+        }
+    }
+
+    /// Every item of the batch read whole, a window of rows at a time.
+    fn whole_rows(store: &dyn BatchStore, batch: &BatchRecord) -> Vec<ReportItem> {
+        let rejected = (batch.status == BatchStatus::Rejected).then(|| rejection_code(batch));
+        let (mut items, mut after) = (Vec::new(), None);
+        loop {
+            let rows = store.batch_items(batch.id, &[], after, REPORT_CHUNK).unwrap();
+            let Some(last) = rows.last() else { return items };
+            after = Some(last.index);
+            items.extend(rows.into_iter().map(|row| report_item(rejected.as_deref(), row)));
+        }
+    }
+
+    /// Runs `commands` through the ledger and commits them, as the engine does.
+    fn step(state: &mut State, store: &mut dyn paycore_store::Store, now: u64, commands: Vec<Command>) {
+        let tenant = TenantId(1);
+        let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant, command }).collect();
+        let loaded = store.load(&state.prefetch(&requests)).unwrap();
+        state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+        state.insert_prefetched_quotes(loaded.quotes);
+        state.insert_debit_history(loaded.debits);
+        state.insert_clearing(loaded.open_windows, loaded.window_ids);
+        let _ = state.execute(&requests, now);
+        store.commit(&state.take_changes(), &[]).unwrap();
+    }
+
+    /// A batch's item: items whose index is 5 mod 97 are paid by account 3, which has no money
+    /// (they fail), the rest by account 1; every 500th is invalid, every 1 000th of those a
+    /// prenote (reported, not refused); texts with characters outside ASCII, payees named by
+    /// id and by a name, the payer named as the batch names it or otherwise, and payment
+    /// information ids that change every 700 items (pain.002 blocks).
+    fn item(index: u64) -> BatchItemRow {
+        let eur = Currency::from_code("EUR");
+        let payer = if index % 97 == 5 { 3 } else { 1 };
+        let invalid = index % 500 == 499;
+        let code = if index % 1_000 == 999 { "prenote" } else { "account_not_found" };
+        BatchItemRow {
+            index,
+            line: index + 2,
+            location: if index % 10 == 3 { format!("record {index}") } else { format!("line {}", index + 2) },
+            reference: (!index.is_multiple_of(13)).then(|| format!("Rechnung-{index}-äöü-€-日本")),
+            instruction_id: index.is_multiple_of(3).then(|| format!("instr-{index}-ß")),
+            payment_information_id: (index % 1_400 >= 700).then(|| format!("PMT-{}-é", index / 700)),
+            payer_text: Some(if index.is_multiple_of(11) {
+                "Zahler GmbH".to_owned()
+            } else {
+                AccountId(payer).to_string()
+            }),
+            payee_text: Some(if index.is_multiple_of(5) {
+                "Lieferant Müller".to_owned()
+            } else {
+                AccountId(2).to_string()
+            }),
+            payer: Some(AccountId(payer)),
+            payee: (!invalid).then_some(AccountId(2)),
+            amount: (index % 17 != 1).then_some(1 + index % 1_000),
+            currency: if index % 19 == 7 { None } else { eur },
+            status: if invalid { Stored::Invalid } else { Stored::Pending },
+            failure_code: invalid.then(|| code.to_owned()),
+            message: invalid.then(|| "Empfänger unbekannt".to_owned()),
+            remittance: index.is_multiple_of(7).then(|| format!("Invoice {index} & <co> ü")),
+        }
+    }
+
+    #[test]
+    fn borrowed_reads_write_the_bytes_whole_rows_write() {
+        const N: u64 = 9_500;
+        let data = tempfile::tempdir().unwrap();
+        let paycore_store::Opened { mut store, api } = paycore_store::open(data.path()).unwrap();
+        let batches: &dyn BatchStore = api.as_ref();
+        let reports = ReportFiles::open(data.path()).unwrap();
+        let mut state = State::default();
+        let eur = Currency::from_code("EUR").unwrap();
+        let open = |id: u128, overdraft| {
+            Command::CreateAccount(NewAccount {
+                id: AccountId(id),
+                currency: eur,
+                overdraft,
+                reference: None,
+                metadata: None,
+            })
+        };
+        step(
+            &mut state,
+            store.as_mut(),
+            10,
+            vec![open(1, Overdraft::Unlimited), open(2, Overdraft::Limit(0)), open(3, Overdraft::Limit(0))],
+        );
+        let rows: Vec<BatchItemRow> = (0..N).map(item).collect();
+        let invalid = rows.iter().filter(|r| r.status == Stored::Invalid).count() as u64;
+        let validated = Validated {
+            status: BatchStatus::Processing,
+            total: N,
+            invalid,
+            totals: &[],
+            variant: None,
+            message_id: None,
+            rejection: None,
+            now: 12,
+        };
+        // A pain.001 batch (its pain.002 written ahead) and a CSV one (its CSV), both with
+        // the batch's payer named as some items name it, paid while their followers write.
+        let pain001 = BatchId(7 << 64);
+        let csv = BatchId(8 << 64);
+        for (id, format, variant) in
+            [(pain001, BatchFormat::Pain001, Some("pain.001.001.09")), (csv, BatchFormat::Csv, None)]
+        {
+            let mut record = BatchRecord::new(id, TenantId(1), format, 11);
+            record.payer = Some("Zahler GmbH".into());
+            api.create_batch(&record).unwrap();
+            for chunk in rows.chunks(4_000) {
+                api.insert_batch_items(id, chunk).unwrap();
+            }
+            api.finish_validation(id, &Validated { variant, ..validated.clone() }).unwrap();
+        }
+        let run_over = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let followers: Vec<_> = [pain001, csv]
+                .into_iter()
+                .map(|id| {
+                    let (reports, run_over) = (&reports, &run_over);
+                    scope.spawn(move || reports.follow(batches, TenantId(1), id, run_over).unwrap())
+                })
+                .collect();
+            // Paid 1 500 at a time, the last 300 valid items never sent: the batches complete
+            // without them (voided).
+            let mut now = 20;
+            for id in [pain001, csv] {
+                let mut after = None;
+                loop {
+                    let work = api.batch_work(id, Stored::Pending, after, 1_500).unwrap();
+                    let Some(last) = work.last() else { break };
+                    after = Some(last.index);
+                    let send: Vec<_> = work.into_iter().filter(|i| i.index < N - 300).collect();
+                    if send.is_empty() {
+                        break;
+                    }
+                    now += 10;
+                    step(
+                        &mut state,
+                        store.as_mut(),
+                        now,
+                        vec![Command::BatchItems { batch: id, step: BatchStep::Pay, items: send }],
+                    );
+                    std::thread::sleep(Duration::from_millis(15));
+                }
+                now += 10;
+                step(&mut state, store.as_mut(), now, vec![Command::EndBatch { batch: id, end: BatchEnd::Completed }]);
+            }
+            for follower in followers {
+                assert!(follower.join().unwrap(), "the follower wrote its report");
+            }
+        });
+
+        let record = api.batch(TenantId(1), pain001).unwrap().unwrap();
+        let items = whole_rows(batches, &record);
+        assert_eq!(items.len() as u64, N);
+        // Every kind of line is there: succeeded, failed by the ledger, invalid, skipped, voided.
+        let has = |status: &ItemStatus| items.iter().any(|i| &i.status == status);
+        assert!(has(&ItemStatus::Succeeded));
+        assert!(has(&ItemStatus::Failed { code: "insufficient_funds".into() }));
+        assert!(has(&ItemStatus::Failed { code: "account_not_found".into() }));
+        assert!(has(&ItemStatus::Skipped { code: "prenote".into() }));
+        assert!(has(&ItemStatus::Failed { code: "batch_aborted".into() }));
+        let version = Pain002Version::V10;
+        let kind = ReportKind::Pain002(version);
+        let header = pain002_header(&record, &[], 0, 1_700_000_000_000_000_000);
+        // pain.002 written ahead (the body), and on request (header and body), against the
+        // same from whole rows.
+        let mut body = Pain002Writer::body(Vec::new(), version, &record.id.to_string());
+        for item in &items {
+            body.item(item).unwrap();
+        }
+        let body = body.finish().unwrap();
+        assert_eq!(std::fs::read(reports.path(pain001, kind, "")).unwrap(), body);
+        let mut whole = Pain002Writer::begin(Vec::new(), version, &header).unwrap();
+        for item in &items {
+            whole.item(item).unwrap();
+        }
+        let whole = whole.finish().unwrap();
+        assert_eq!(write_pain002(batches, &record, &header, version, Vec::new()).unwrap(), whole);
+        assert!(std::str::from_utf8(&whole).unwrap().contains("Rechnung-1-äöü-€-日本"));
+        let csv_whole = paycore_formats::write_csv_report(items, Vec::new()).unwrap();
+        assert_eq!(write_csv(batches, &record, Vec::new()).unwrap(), csv_whole);
+
+        // The CSV batch: its CSV written ahead and on request.
+        let record = api.batch(TenantId(1), csv).unwrap().unwrap();
+        let csv_whole = paycore_formats::write_csv_report(whole_rows(batches, &record), Vec::new()).unwrap();
+        assert_eq!(std::fs::read(reports.path(csv, ReportKind::Csv, "")).unwrap(), csv_whole);
+        assert_eq!(write_csv(batches, &record, Vec::new()).unwrap(), csv_whole);
+        assert!(std::str::from_utf8(&csv_whole).unwrap().contains("Lieferant Müller"));
+
+        // A batch rejected at validation: its valid items fail with the rejection's code.
+        let rejected = BatchId(9 << 64);
+        api.create_batch(&BatchRecord::new(rejected, TenantId(1), BatchFormat::Pain001, 40)).unwrap();
+        api.insert_batch_items(rejected, &rows[..600]).unwrap();
+        let why = r#"{"code":"control_total_mismatch"}"#;
+        let validated =
+            Validated { status: BatchStatus::Rejected, total: 600, invalid: 1, rejection: Some(why), ..validated };
+        api.finish_validation(rejected, &validated).unwrap();
+        let record = api.batch(TenantId(1), rejected).unwrap().unwrap();
+        let items = whole_rows(batches, &record);
+        assert!(items.iter().any(|i| i.status == ItemStatus::Failed { code: "control_total_mismatch".into() }));
+        let csv_whole = paycore_formats::write_csv_report(items.clone(), Vec::new()).unwrap();
+        assert_eq!(write_csv(batches, &record, Vec::new()).unwrap(), csv_whole);
+        let header = pain002_header(&record, &[], 0, 1_700_000_000_000_000_000);
+        let mut whole = Pain002Writer::begin(Vec::new(), Pain002Version::V03, &header).unwrap();
+        for item in &items {
+            whole.item(item).unwrap();
+        }
+        let whole = whole.finish().unwrap();
+        assert_eq!(write_pain002(batches, &record, &header, Pain002Version::V03, Vec::new()).unwrap(), whole);
+    }
 
     #[test]
     fn a_start_keeps_synced_reports_and_removes_the_rest() {

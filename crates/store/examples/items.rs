@@ -2,15 +2,16 @@
 //! shape (a batch-level payer, payees named by account id, `inv-N` references, `line N`
 //! locations; one in 1 000 invalid) to a fresh embedded store in chunks of 4 096, as
 //! validation's writer does, then reads them back as the runner (`batch_work`, 8 190 at a time),
-//! the report (`batch_items`, windows of 4 096) and the invalid listing do.
+//! the report did (`batch_items`, windows of 4 096), as it does (`visit_batch_items`, borrowed,
+//! windows of 4 096) and the invalid listing do.
 //!
 //! `cargo run --release -p paycore-store --example items -- 100000`; under
 //! `valgrind --tool=callgrind`, `callgrind_annotate --inclusive=yes` gives each call's
-//! instructions (`insert_batch_items`, `batch_work`, `batch_items`).
+//! instructions (`insert_batch_items`, `batch_work`, `batch_items`, `visit_batch_items`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use paycore_ledger::{AccountId, BatchFormat, BatchId, Currency, ItemStatus, TenantId};
-use paycore_store::{BatchItemRow, BatchRecord};
+use paycore_store::{ApiStore, BatchItemRow, BatchRecord};
 
 fn main() {
     let n: u64 = std::env::args().nth(1).map_or(100_000, |a| a.parse().expect("a count of items"));
@@ -65,20 +66,57 @@ fn main() {
     }
     let sent = started.elapsed();
     let started = std::time::Instant::now();
+    let (rows, bytes) = whole_rows(api.as_ref(), batch);
+    let reported = started.elapsed();
+    let started = std::time::Instant::now();
+    let (viewed, view_bytes) = borrowed(api.as_ref(), batch);
+    let visited = started.elapsed();
+    let invalid = api.batch_items(batch, &[ItemStatus::Invalid], None, 100_000).unwrap().len();
+    let size = std::fs::metadata(dir.path().join("paycore.db")).map_or(0, |m| m.len())
+        + std::fs::metadata(dir.path().join("paycore.db-wal")).map_or(0, |m| m.len());
+    println!(
+        "{n} items: written {written:?}; batch_work {work} in {sent:?}; batch_items {rows} ({bytes} reference and payee \
+         bytes) in {reported:?}; visit_batch_items {viewed} ({view_bytes}) in {visited:?}; \
+         {invalid} invalid; database and WAL {size} bytes"
+    );
+}
+
+/// The items read as the report read them before session 15: whole rows, windows of 4 096
+/// (their strings freed here, so that callgrind counts them in this function); how many, and
+/// their reference and payee bytes.
+#[inline(never)]
+fn whole_rows(api: &dyn ApiStore, batch: BatchId) -> (usize, usize) {
     let (mut after, mut rows, mut bytes) = (None, 0, 0);
     loop {
         let window = api.batch_items(batch, &[], after, 4_096).unwrap();
         let Some(last) = window.last() else { break };
         after = Some(last.index);
         rows += window.len();
-        bytes += window.iter().map(|i| i.reference.as_ref().map_or(0, String::len)).sum::<usize>();
+        bytes += window
+            .iter()
+            .map(|i| i.reference.as_ref().map_or(0, String::len) + i.payee_text.as_ref().map_or(0, String::len))
+            .sum::<usize>();
     }
-    let reported = started.elapsed();
-    let invalid = api.batch_items(batch, &[ItemStatus::Invalid], None, 100_000).unwrap().len();
-    let size = std::fs::metadata(dir.path().join("paycore.db")).map_or(0, |m| m.len())
-        + std::fs::metadata(dir.path().join("paycore.db-wal")).map_or(0, |m| m.len());
-    println!(
-        "{n} items: written {written:?}; batch_work {work} in {sent:?}; batch_items {rows} ({bytes} reference bytes) \
-         in {reported:?}; {invalid} invalid; database and WAL {size} bytes"
-    );
+    (rows, bytes)
+}
+
+/// The items read as the report reads them: borrowed, windows of 4 096.
+#[inline(never)]
+fn borrowed(api: &dyn ApiStore, batch: BatchId) -> (usize, usize) {
+    let (mut after, mut viewed, mut bytes) = (None, 0, 0);
+    loop {
+        let from = after;
+        let shown = api
+            .visit_batch_items(batch, from, 4_096, &mut |item| {
+                after = Some(item.index);
+                bytes += item.reference.map_or(0, str::len) + item.payee_text.map_or(0, str::len);
+                true
+            })
+            .unwrap();
+        viewed += shown;
+        if shown < 4_096 {
+            break;
+        }
+    }
+    (viewed, bytes)
 }

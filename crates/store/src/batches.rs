@@ -104,6 +104,48 @@ pub struct BatchItemRow {
     pub remittance: Option<String>,
 }
 
+/// An item as a report reads it, borrowed from where the store holds it (see
+/// [`BatchStore::visit_batch_items`]): a [`BatchItemRow`] without its location, message and
+/// remittance, and without a copy of its texts. Its status and failure code are derived as
+/// [`BatchStore::batch_items`] derives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemView<'a> {
+    pub index: u64,
+    pub line: u64,
+    pub reference: Option<&'a str>,
+    pub instruction_id: Option<&'a str>,
+    pub payment_information_id: Option<&'a str>,
+    pub payer_text: Option<&'a str>,
+    pub payee_text: Option<&'a str>,
+    pub payer: Option<AccountId>,
+    pub payee: Option<AccountId>,
+    pub amount: Option<u64>,
+    pub currency: Option<Currency>,
+    pub status: ItemStatus,
+    pub failure_code: Option<&'a str>,
+}
+
+impl BatchItemRow {
+    /// The row as [`BatchStore::visit_batch_items`] shows an item.
+    pub fn view(&self) -> ItemView<'_> {
+        ItemView {
+            index: self.index,
+            line: self.line,
+            reference: self.reference.as_deref(),
+            instruction_id: self.instruction_id.as_deref(),
+            payment_information_id: self.payment_information_id.as_deref(),
+            payer_text: self.payer_text.as_deref(),
+            payee_text: self.payee_text.as_deref(),
+            payer: self.payer,
+            payee: self.payee,
+            amount: self.amount,
+            currency: self.currency,
+            status: self.status,
+            failure_code: self.failure_code.as_deref(),
+        }
+    }
+}
+
 /// What an account statement writes about the batch item that made a transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemReference {
@@ -173,6 +215,32 @@ pub trait BatchStore: crate::FxStore + crate::ReturnStore + Send + Sync {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<BatchItemRow>>;
+    /// Shows `visit` each item in index order after `after`, up to `limit` of them, as
+    /// [`BatchStore::batch_items`] with no status would list them, until `visit` answers
+    /// false; returns how many items it was shown (the one it answered false to included).
+    /// What the reports read: the embedded store shows each item where its block lies in
+    /// SQLite's memory, inside the read transaction, its texts not copied (whole rows were
+    /// about half of the report follower's instructions); the default reads the rows and
+    /// shows them.
+    /// `visit` runs while the store reads: it must not wait on anything (no file or network
+    /// I/O, no lock a writer may hold), or it holds the read open with it, and the WAL with it.
+    fn visit_batch_items(
+        &self,
+        batch: BatchId,
+        after: Option<u64>,
+        limit: usize,
+        visit: &mut dyn FnMut(&ItemView<'_>) -> bool,
+    ) -> Result<usize> {
+        let rows = self.batch_items(batch, &[], after, limit)?;
+        let mut shown = 0;
+        for row in &rows {
+            shown += 1;
+            if !visit(&row.view()) {
+                break;
+            }
+        }
+        Ok(shown)
+    }
     /// Items in `status` (`pending`, `held`, `failed`) after `after`, as the engine takes
     /// them: what the runner sends, without the text the report needs.
     fn batch_work(

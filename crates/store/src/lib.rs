@@ -37,7 +37,7 @@ pub use admin::{
     take_tokens, AdminStore, Attempt, Delivery, OutboxEvent, RateBucket, RateGrant, TenantRecord, WebhookEndpoint,
     MICRO_TOKENS,
 };
-pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, ItemReference, Validated};
+pub use batches::{BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, ItemReference, ItemView, Validated};
 pub use clearing::ClearingSummary;
 pub use error::{Result, StoreError};
 pub use files::FileSink;

@@ -350,7 +350,7 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
             index,
             line: index + 2,
             location: if index % 10 == 3 { format!("record {index}") } else { format!("line {}", index + 2) },
-            reference: Some(format!("inv-{index}")),
+            reference: Some(if index % 11 == 4 { format!("inv-{index}-äö€") } else { format!("inv-{index}") }),
             instruction_id: index.is_multiple_of(3).then(|| format!("instr-{index}")),
             payment_information_id: None,
             payer_text: Some(AccountId(payer).to_string()),
@@ -440,6 +440,40 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
         assert_eq!(read[..], model[from..from + read.len()], "from {start:?} by {page}");
         assert!(page == 1 || from + read.len() == N as usize);
     }
+    // The borrowed read shows each item as the listing reads it, in order, across the blocks
+    // and windows, from anywhere and by any page; and stops where its visitor says.
+    for (start, page) in [(None, 4_096), (Some(4_094), 3), (Some(99), 4_097), (Some(4_095), 1), (None, 20_000)] {
+        let mut after = start;
+        let mut read = 0;
+        loop {
+            let mut seen = Vec::new();
+            let shown = api
+                .visit_batch_items(batch, after, page, &mut |view| {
+                    assert_eq!(*view, model[view.index as usize].view(), "item {}", view.index);
+                    seen.push(view.index);
+                    true
+                })
+                .unwrap();
+            assert_eq!(shown, seen.len());
+            let from = after.map_or(0, |a| a + 1);
+            assert_eq!(seen, (from..N).take(page).collect::<Vec<_>>(), "after {after:?} by {page}");
+            read += shown;
+            let Some(last) = seen.last() else { break };
+            after = Some(*last);
+            if page == 1 && read == 20 {
+                break;
+            }
+        }
+        assert!(page == 1 || read == N as usize - start.map_or(0, |a| a as usize + 1));
+    }
+    let mut seen = Vec::new();
+    let shown = api
+        .visit_batch_items(batch, Some(4_093), 100, &mut |view| {
+            seen.push(view.index);
+            seen.len() < 5
+        })
+        .unwrap();
+    assert_eq!((shown, seen), (5, vec![4_094, 4_095, 4_096, 4_097, 4_098]));
     // Each status, from around each boundary, a few at a time.
     let statuses: [&[ItemStatus]; 5] = [
         &[ItemStatus::Invalid],
@@ -470,7 +504,12 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
     let found = api.item_references(T1, &transfers).unwrap();
     let expected: Vec<Option<ItemReference>> = [1u64, 4_100, 4_101, 4_100, 6_999, 10, 5_500]
         .iter()
-        .map(|i| Some(ItemReference { reference: Some(format!("inv-{i}")), remittance: rows[*i as usize].remittance.clone() }))
+        .map(|i| {
+            Some(ItemReference {
+                reference: Some(format!("inv-{i}")),
+                remittance: rows[*i as usize].remittance.clone(),
+            })
+        })
         .collect();
     assert_eq!(found, expected);
     let report = paycore_store::verify::verify(api.as_ref()).unwrap();
@@ -480,7 +519,10 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
     api.clear_batch_items(batch).unwrap();
     assert!(api.batch_items(batch, &[], None, 10).unwrap().is_empty());
     api.insert_batch_items(batch, &rows[..10]).unwrap();
-    assert_eq!(api.batch_items(batch, &[ItemStatus::Invalid], None, 10).unwrap().iter().map(|i| i.index).collect::<Vec<_>>(), [0]);
+    assert_eq!(
+        api.batch_items(batch, &[ItemStatus::Invalid], None, 10).unwrap().iter().map(|i| i.index).collect::<Vec<_>>(),
+        [0]
+    );
 }
 
 #[test]

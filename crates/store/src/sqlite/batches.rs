@@ -2,12 +2,12 @@
 //! in blocks ([`super::blocks`]), result runs, and the item listing that derives each item's
 //! status from them.
 
-use super::blocks::{self, Block, Entry, Loaded, BLOCKS_SQL, INVALID_BLOCKS_SQL};
+use super::blocks::{self, Block, Entry, Loaded, BLOCKS_SQL, INVALID_BLOCKS_SQL, WALK_SQL};
 use super::codec::{account_from, blob_id, id_blob, int, opt_uint, parsed, uint, uint_at};
 use super::reader::SqliteReader;
 use crate::batches::{
-    end_status, result_runs, result_status, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
-    ItemReference, ListedItem, ResultRun, Validated,
+    end_status, result_runs, result_status, unsent, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
+    ItemReference, ItemView, ListedItem, ResultRun, Validated, WindowResults, WINDOW,
 };
 use crate::{Page, Result, StoreError};
 use paycore_ledger::{
@@ -159,6 +159,66 @@ pub(super) fn list_items<T: ItemShape>(
     let fetch = conn.prepare_cached(BLOCKS_SQL)?;
     let mut source = Blocks { conn, blob, batch_payer: batch_payer.as_deref(), fetch, loaded: None };
     crate::batches::list_items(&mut source, ended, statuses, after, max, limit)
+}
+
+/// Shows `visit` the items of a batch after `after`, up to `limit`, as [`list_items`] with no
+/// status lists them, until it answers false; returns how many it was shown. Reads inside the
+/// caller's transaction. Each block is read where SQLite holds it (`get_ref`, not copied into a
+/// `Vec`) and each item shown from it ([`Entry::view`]), its texts borrowed: a window of
+/// `limit` indexes at a time (as [`crate::batches::list_items`] reads), its runs, then its
+/// blocks in one statement.
+pub(super) fn walk(
+    conn: &Connection,
+    batch: BatchId,
+    after: Option<u64>,
+    limit: usize,
+    visit: &mut dyn FnMut(&ItemView<'_>) -> bool,
+) -> Result<usize> {
+    let blob = id_blob(batch.0);
+    if limit == 0 {
+        return Ok(0);
+    }
+    let found: Option<(BatchStatus, Option<String>)> = conn
+        .prepare_cached("SELECT status, payer FROM batches WHERE id = ?1")?
+        .query_row([&blob], |row| Ok((parsed(row, "status", BatchStatus::parse)?, row.get(1)?)))
+        .optional()?;
+    let Some((ended, batch_payer)) = found else { return Ok(0) };
+    let Some(max) = blocks::last_index(conn, &blob)? else { return Ok(0) };
+    let (left, left_code) = unsent(ended);
+    let window = (limit as u64).clamp(1, WINDOW);
+    let mut walk_blocks = conn.prepare_cached(WALK_SQL)?;
+    // The text of a payee named by its own id, written anew for each such item.
+    let mut scratch = Vec::with_capacity(40);
+    let mut shown = 0;
+    let mut lo = after.map_or(0, |a| a.saturating_add(1));
+    while lo <= max {
+        let hi = lo.saturating_add(window - 1).min(max);
+        let runs = runs_in(conn, &blob, lo, hi)?;
+        let results = WindowResults::new(&runs, lo, hi);
+        let mut rows = walk_blocks.query(params![blob, int(lo), int(hi)])?;
+        while let Some(row) = rows.next()? {
+            for entry in Block::new(uint_at(row, 0)?, blocks::blob_at(row, 1)?) {
+                let entry = entry?;
+                if entry.index < lo {
+                    continue;
+                }
+                if entry.index > hi {
+                    break;
+                }
+                let derived = match results.run_of(entry.index) {
+                    Some(k) => (runs[k].status, runs[k].code.as_deref()),
+                    None => (left, left_code),
+                };
+                shown += 1;
+                if !visit(&entry.view(batch_payer.as_deref(), derived, &mut scratch)?) || shown == limit {
+                    return Ok(shown);
+                }
+            }
+        }
+        let Some(next) = hi.checked_add(1) else { break };
+        lo = next;
+    }
+    Ok(shown)
 }
 
 /// The invalid items of a batch after `after`, at most `limit`: only the blocks that count an
@@ -488,6 +548,21 @@ impl BatchStore for SqliteReader {
             let items = list_items(&tx, batch, statuses, after, limit)?;
             tx.finish()?;
             Ok(items)
+        })
+    }
+
+    fn visit_batch_items(
+        &self,
+        batch: BatchId,
+        after: Option<u64>,
+        limit: usize,
+        visit: &mut dyn FnMut(&ItemView<'_>) -> bool,
+    ) -> Result<usize> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let shown = walk(&tx, batch, after, limit, visit)?;
+            tx.finish()?;
+            Ok(shown)
         })
     }
 

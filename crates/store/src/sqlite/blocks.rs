@@ -25,7 +25,7 @@
 //! exactly as it was written (as PostgreSQL, which keeps a row per item, reads it).
 
 use super::codec::{id_blob, int};
-use crate::batches::BatchItemRow;
+use crate::batches::{BatchItemRow, ItemView};
 use crate::{Result, StoreError};
 use paycore_ledger::{AccountId, BatchId, Currency, ItemStatus};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -380,6 +380,55 @@ impl<'a> Entry<'a> {
             .transpose()
     }
 
+    /// The item as a report reads it ([`ItemView`]), its texts borrowed from the block, not
+    /// copied; `batch_payer` is the batch's payer text. `derived` is the status and code its
+    /// results give it, for an item that is not invalid (an invalid item keeps its own).
+    /// A payee text that is the payee's own id is written into `scratch`.
+    pub(super) fn view<'s>(
+        &'s self,
+        batch_payer: Option<&'s str>,
+        derived: (ItemStatus, Option<&'s str>),
+        scratch: &'s mut Vec<u8>,
+    ) -> Result<ItemView<'s>> {
+        let f = self.fields()?;
+        let first = self.rest.first;
+        let text = |bytes: Option<&'s [u8]>| -> Result<Option<&'s str>> {
+            bytes.map(|b| std::str::from_utf8(b).map_err(|_| corrupt(first, "a text not in UTF-8"))).transpose()
+        };
+        let payer_text = match self.flags & PAYER_TEXT_OF_BATCH {
+            0 => text(f.payer_text)?,
+            _ => Some(batch_payer.ok_or_else(|| corrupt(first, "a payer text of a batch without a payer"))?),
+        };
+        let payee_text = match (self.flags & PAYEE_TEXT_OF_PAYEE, f.payee) {
+            (0, _) => text(f.payee_text)?,
+            (_, Some(payee)) => {
+                scratch.clear();
+                payee.push_text(scratch);
+                Some(std::str::from_utf8(scratch).map_err(|_| corrupt(first, "an account id's text"))?)
+            }
+            (_, None) => return Err(corrupt(first, "a payee text of an item without a payee")),
+        };
+        let (status, failure_code) = match self.status {
+            ItemStatus::Invalid => (ItemStatus::Invalid, text(f.failure_code)?),
+            _ => derived,
+        };
+        Ok(ItemView {
+            index: self.index,
+            line: f.line,
+            reference: text(f.reference)?,
+            instruction_id: text(f.instruction_id)?,
+            payment_information_id: text(f.payment_information_id)?,
+            payer_text,
+            payee_text,
+            payer: f.payer,
+            payee: f.payee,
+            amount: f.amount,
+            currency: self.currency(&f)?,
+            status,
+            failure_code,
+        })
+    }
+
     /// The whole item, as it was written; `batch_payer` is the batch's payer text.
     pub(super) fn row(&self, batch_payer: Option<&str>) -> Result<BatchItemRow> {
         let f = self.fields()?;
@@ -522,6 +571,14 @@ pub(super) const BLOCKS_SQL: &str = "SELECT first, last, data FROM batch_item_bl
        AND first >= coalesce(
            (SELECT first FROM batch_item_blocks WHERE batch = ?1 AND first <= ?2 ORDER BY first DESC LIMIT 1), ?2)
      ORDER BY first LIMIT 1";
+
+/// Every block of a batch (`?1`) that holds an index in `?2..=?3`, in index order: as
+/// [`BLOCKS_SQL`], not only the first.
+pub(super) const WALK_SQL: &str = "SELECT first, data FROM batch_item_blocks
+     WHERE batch = ?1 AND first <= ?3 AND last >= ?2
+       AND first >= coalesce(
+           (SELECT first FROM batch_item_blocks WHERE batch = ?1 AND first <= ?2 ORDER BY first DESC LIMIT 1), ?2)
+     ORDER BY first";
 
 /// The blocks of a batch (`?1`) with an invalid item after `?2`, in index order.
 pub(super) const INVALID_BLOCKS_SQL: &str = "SELECT first, data FROM batch_item_blocks
