@@ -3,7 +3,7 @@
 //! status from them.
 
 use super::blocks::{self, Block, Entry, Loaded, BLOCKS_SQL, INVALID_BLOCKS_SQL, WALK_SQL};
-use super::codec::{account_from, blob_id, id_blob, int, opt_uint, parsed, uint, uint_at};
+use super::codec::{account_from, blob_id, id_blob, int, opt_uint, parsed, shard_key, uint, uint_at};
 use super::reader::SqliteReader;
 use crate::batches::{
     end_status, result_runs, result_status, unsent, BatchItemRow, BatchRecord, BatchStore, BatchTotal, Claim, Counters,
@@ -680,8 +680,8 @@ impl BatchStore for SqliteReader {
         self.account_with(|conn| {
             if let Ok(id) = text.parse::<AccountId>() {
                 return conn
-                    .prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
-                    .query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from)
+                    .prepare_cached("SELECT * FROM accounts WHERE shard = ?3 AND id = ?1 AND tenant = ?2")?
+                    .query_row(params![id_blob(id.0), id_blob(tenant.0), shard_key(id)], account_from)
                     .optional();
             }
             conn.prepare_cached(

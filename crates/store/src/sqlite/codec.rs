@@ -55,6 +55,15 @@ pub(super) fn id_blob(id: u128) -> [u8; 16] {
     id.to_be_bytes()
 }
 
+/// The `shard` column of an account's row, the first part of the key of `accounts` (migration
+/// 0025): every lookup of an account by id names it, so that it is one descent of the key.
+pub(super) fn shard_key(id: paycore_ledger::AccountId) -> i64 {
+    // Below 16: no truncation.
+    #[allow(clippy::cast_possible_wrap)]
+    let shard = crate::verify::balance_shard(id) as i64;
+    shard
+}
+
 pub(super) fn blob_id(row: &Row, column: &str) -> rusqlite::Result<u128> {
     let bytes: [u8; 16] = row.get(column)?;
     Ok(u128::from_be_bytes(bytes))

@@ -4,8 +4,8 @@
 use super::batches::commit_batch_changes;
 use super::checkpoint::Checkpointer;
 use super::codec::{
-    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, transfer_at,
-    transfer_from, ROWS_PER_INSERT, TRANSFER_SELECT,
+    account_from, hold_from, id_blob, idempotency_from, insert_rows, int, payment_from, quote_from, shard_key,
+    transfer_at, transfer_from, ROWS_PER_INSERT, TRANSFER_SELECT,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history::Indexer;
@@ -233,9 +233,9 @@ impl Store for SqliteStore {
 /// The batch's new accounts, with zero balances (their balances come with the transfers).
 fn insert_accounts(conn: &Connection, accounts: &[Account]) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO accounts (id, tenant, currency, overdraft_limit, reference, metadata,
+        "INSERT INTO accounts (shard, id, tenant, currency, overdraft_limit, reference, metadata,
              debits_posted, credits_posted, debits_pending, credits_pending, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0, ?7)",
+         VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0, ?7)",
     )?;
     for account in accounts {
         let limit = match account.overdraft {
@@ -250,6 +250,7 @@ fn insert_accounts(conn: &Connection, accounts: &[Account]) -> Result<()> {
             account.reference,
             account.metadata,
             int(account.created_at),
+            shard_key(account.id),
         ])?;
     }
     Ok(())
@@ -575,11 +576,12 @@ fn write_balances(
     checkpoint: Checkpoint,
 ) -> Result<()> {
     let mut balances: Vec<(AccountId, Balances)> = balances.collect();
-    // In key order: each page of `accounts` is visited once.
-    balances.sort_unstable_by_key(|(id, _)| *id);
+    // In key order (shard, id): each page of `accounts` is visited once, and a shard's rows
+    // share few of them (migration 0025).
+    balances.sort_unstable_by_key(|(id, _)| (balance_shard(*id), *id));
     let mut stmt = conn.prepare_cached(
         "UPDATE accounts SET debits_posted = ?2, credits_posted = ?3, debits_pending = ?4,
-             credits_pending = ?5 WHERE id = ?1",
+             credits_pending = ?5 WHERE shard = ?6 AND id = ?1",
     )?;
     for (id, b) in &balances {
         let updated = stmt.execute(params![
@@ -588,6 +590,7 @@ fn write_balances(
             int(b.credits_posted),
             int(b.debits_pending),
             int(b.credits_pending),
+            shard_key(*id),
         ])?;
         if updated != 1 {
             return Err(StoreError::Corrupt(format!("balance update for missing account {id}")));
@@ -711,7 +714,7 @@ impl SqliteStore {
         {
             let mut tail = tx
                 .prepare(&format!("SELECT {TRANSFER_SELECT} FROM transfers WHERE timestamp > ?1 ORDER BY timestamp"))?;
-            let mut account = tx.prepare_cached("SELECT * FROM accounts WHERE id = ?1")?;
+            let mut account = tx.prepare_cached("SELECT * FROM accounts WHERE shard = ?2 AND id = ?1")?;
             let mut held = tx.prepare_cached("SELECT amount FROM transfers WHERE id = ?1")?;
             let mut rows = tail.query([int(through.earliest())])?;
             while let Some(row) = rows.next()? {
@@ -733,7 +736,7 @@ impl SqliteStore {
                         Some(b) => *b,
                         None => {
                             account
-                                .query_row([id_blob(id.0)], account_from)
+                                .query_row(params![id_blob(id.0), shard_key(id)], account_from)
                                 .optional()?
                                 .ok_or_else(|| {
                                     StoreError::Corrupt(format!("{} moves money of missing account {id}", t.id))

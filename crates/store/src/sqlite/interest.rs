@@ -1,6 +1,6 @@
 //! Interest terms and runs in SQLite (see [`crate::interest`]).
 
-use super::codec::{account_from, id_blob, int, transfer_from};
+use super::codec::{account_from, id_blob, int, shard_key, transfer_from};
 use super::fresh::poisoned;
 use super::reader::SqliteReader;
 use crate::interest::{BalanceHistory, InterestColumns, InterestRecord, InterestRun, InterestStore, INTEREST_COLUMNS};
@@ -130,10 +130,12 @@ impl InterestStore for SqliteReader {
             let fresh = fresh_balances.read().map_err(|_| poisoned())?;
             let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
             let mut history = BalanceHistory::default();
-            let mut account_stmt = tx.prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?;
+            let mut account_stmt =
+                tx.prepare_cached("SELECT * FROM accounts WHERE shard = ?3 AND id = ?1 AND tenant = ?2")?;
             for &id in accounts {
-                let found =
-                    account_stmt.query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from).optional()?;
+                let found = account_stmt
+                    .query_row(params![id_blob(id.0), id_blob(tenant.0), shard_key(id)], account_from)
+                    .optional()?;
                 if let Some(account) = found {
                     let balances = fresh.get(&id).copied().unwrap_or(account.balances);
                     history.balances.insert(id, balances.posted());

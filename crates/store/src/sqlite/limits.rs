@@ -1,7 +1,7 @@
 //! Account status and limits in SQLite: the engine's commit writes changed settings and their
 //! audit rows; `load` reads the recent debits the limits need; the readers list the audit.
 
-use super::codec::{blob_id, id_at, id_blob, int, transfer_at, uint, TRANSFER_SELECT};
+use super::codec::{blob_id, id_at, id_blob, int, shard_key, transfer_at, uint, TRANSFER_SELECT};
 use crate::Result;
 use paycore_ledger::{Account, AccountId, AuditRecord, Prefetch, TenantId, Transfer};
 use rusqlite::{params, Connection, Row};
@@ -15,7 +15,7 @@ pub(super) fn update_accounts(conn: &Connection, accounts: &[Account]) -> Result
     let mut stmt = conn.prepare_cached(
         "UPDATE accounts SET status = ?2, max_payment = ?3, daily_outflow = ?4, velocity_count = ?5,
              velocity_window_seconds = ?6
-         WHERE id = ?1",
+         WHERE shard = ?7 AND id = ?1",
     )?;
     for a in accounts {
         let velocity = a.limits.velocity;
@@ -26,6 +26,7 @@ pub(super) fn update_accounts(conn: &Connection, accounts: &[Account]) -> Result
             a.limits.daily_outflow.map(int),
             velocity.map(|v| i64::from(v.count)),
             velocity.map(|v| int(v.window_seconds)),
+            shard_key(a.id),
         ])?;
     }
     Ok(())

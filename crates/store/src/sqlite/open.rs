@@ -33,6 +33,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0022_transfers_by_timestamp.sql"),
     include_str!("migrations/0023_batch_item_blocks.sql"),
     include_str!("migrations/0024_balances_in_shards.sql"),
+    include_str!("migrations/0025_accounts_by_shard.sql"),
 ];
 
 /// What a migration does after its SQL, in its transaction, when SQL alone cannot: 0023 moves

@@ -2,7 +2,8 @@
 //! only, and the reads of [`Reader`].
 
 use super::codec::{
-    account_from, blob_id, id_blob, idempotency_from, opt_uint, payment_from, refund_from, transfer_from, uint,
+    account_from, blob_id, id_blob, idempotency_from, opt_uint, payment_from, refund_from, shard_key, transfer_from,
+    uint,
 };
 use super::fresh::{poisoned, Fresh};
 use super::history;
@@ -131,8 +132,8 @@ impl Reader for SqliteReader {
 
     fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
         self.account_with(|conn| {
-            conn.prepare_cached("SELECT * FROM accounts WHERE id = ?1 AND tenant = ?2")?
-                .query_row(params![id_blob(id.0), id_blob(tenant.0)], account_from)
+            conn.prepare_cached("SELECT * FROM accounts WHERE shard = ?3 AND id = ?1 AND tenant = ?2")?
+                .query_row(params![id_blob(id.0), id_blob(tenant.0), shard_key(id)], account_from)
                 .optional()
         })
     }

@@ -1277,3 +1277,102 @@ fn item_rows_of_schema_22_move_into_blocks_and_read_as_before() {
     let full = (5_000 / super::blocks::BLOCK_ITEMS) as i64;
     assert_eq!((blocks, old), (full + 1, 0), "full blocks and one of what is left; the old table gone");
 }
+
+/// `0025_accounts_by_shard.sql` rebuilds `accounts` keyed by (shard, id), computing the shard
+/// in SQL from the id's text: for ids across the whole range (every low nibble of both halves,
+/// the extremes, random ones), the stored shard is `balance_shard`'s, every column comes
+/// through, a point lookup by id is one descent of the key, and the reader finds each account.
+#[test]
+fn the_accounts_rebuild_keys_each_account_by_its_balance_shard() {
+    use crate::verify::balance_shard;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids: Vec<u128> = vec![0, 1, u128::MAX, 1 << 64, (1 << 64) - 1, u128::MAX >> 1];
+    for hi in 0..16u128 {
+        for lo in 0..16u128 {
+            ids.push((hi << 64) | lo | (0xabcd_u128 << 100));
+        }
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..500 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let a = u128::from(seed);
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ids.push((a << 64) | u128::from(seed));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
+        let before = 24; // the migrations before 0025
+        for sql in &super::open::MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before).unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let n = i64::try_from(n).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (id, tenant, currency, overdraft_limit, reference, metadata, debits_posted,
+                     credits_posted, debits_pending, credits_pending, created_at, status, max_payment,
+                     daily_outflow, velocity_count, velocity_window_seconds)
+                 VALUES (?1, ?2, 'EUR', ?3, ?4, '{\"k\":1}', ?5, ?6, ?7, ?8, ?9, 'frozen', 500, 9000, 3, 60)",
+                rusqlite::params![
+                    id.to_be_bytes(),
+                    T1.0.to_be_bytes(),
+                    (n % 2 == 0).then_some(n),
+                    format!("ref-{n}"),
+                    n,
+                    n * 2,
+                    n * 3,
+                    n * 5,
+                    n + 1
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let (_store, reader) = open_sqlite(dir.path());
+    let stored: Vec<(i64, u128)> = reader
+        .with(|conn| {
+            let mut stmt = conn.prepare("SELECT shard, id FROM accounts")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, u128::from_be_bytes(r.get::<_, [u8; 16]>(1)?))))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .unwrap();
+    assert_eq!(stored.len(), ids.len());
+    for (shard, id) in &stored {
+        assert_eq!(*shard, i64::try_from(balance_shard(AccountId(*id))).unwrap(), "account {id:#x}");
+    }
+    // Stored in (shard, id) order: a shard's rows side by side.
+    assert!(stored.windows(2).all(|w| w[0] < w[1]));
+    for (n, id) in ids.iter().enumerate() {
+        let n = u64::try_from(n).unwrap();
+        let account = reader.account(T1, AccountId(*id)).unwrap().unwrap();
+        assert_eq!(account.reference.as_deref(), Some(format!("ref-{n}").as_str()));
+        assert_eq!(
+            (account.balances.debits_posted, account.balances.credits_posted),
+            (n, n * 2),
+            "account {id:#x}"
+        );
+        assert_eq!((account.balances.debits_pending, account.balances.credits_pending, account.created_at), (n * 3, n * 5, n + 1));
+        assert_eq!(account.overdraft, if n % 2 == 0 { Overdraft::Limit(n) } else { Overdraft::Unlimited });
+        assert_eq!((account.status.as_str(), account.limits.max_payment, account.limits.daily_outflow), ("frozen", Some(500), Some(9000)));
+        assert_eq!(account.limits.velocity.map(|v| (v.count, v.window_seconds)), Some((3, 60)));
+        assert_eq!(account.metadata.as_deref(), Some("{\"k\":1}"));
+    }
+    // The reference index came back with the table.
+    let found = reader.find_account(T1, "ref-7", None).unwrap().unwrap();
+    assert_eq!(found.id, AccountId(ids[7]));
+    // A lookup by id names the shard: one descent of the key, no scan.
+    let plan = reader
+        .with(|conn| {
+            let mut stmt = conn.prepare(
+                "EXPLAIN QUERY PLAN SELECT * FROM accounts WHERE shard = 3 AND id = x'00' AND tenant = x'00'",
+            )?;
+            let rows = stmt.query_map([], |row| row.get::<_, String>(3))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.join(" / "))
+        })
+        .unwrap();
+    assert!(plan.contains("SEARCH accounts USING PRIMARY KEY (shard=? AND id=?)"), "{plan}");
+}
