@@ -20,7 +20,10 @@ use std::collections::HashMap;
 
 /// The shards of the accounts whose stored balances a store may write at different times
 /// (the embedded store checkpoints one shard at a time, so that no commit writes every
-/// account's row at once).
+/// account's row at once). The embedded store keys `accounts` by the shard (SQLite migration
+/// 0025 computes it in SQL from the id's last nibbles): changing the shards, or
+/// [`balance_shard`], needs a migration that rewrites that column, or every lookup by id
+/// misses (`the_accounts_rebuild_keys_each_account_by_its_balance_shard` fails first).
 pub const BALANCE_SHARDS: usize = 16;
 
 /// The shard of [`BALANCE_SHARDS`] an account's stored balances belong to (ids end in random
