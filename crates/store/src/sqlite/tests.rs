@@ -62,6 +62,25 @@ fn synchronous(conn: &rusqlite::Connection) -> i64 {
     conn.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap()
 }
 
+/// `.cargo/config.toml` builds SQLite without the options that put a process-wide mutex on
+/// every allocation (memory statistics) and on every page fetch (one page cache group for all
+/// connections): a build that missed the flags (another `LIBSQLITE3_FLAGS` in the
+/// environment, a system SQLite) fails here rather than only running slower.
+#[test]
+fn sqlite_is_built_without_process_wide_mutexes() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+}
+
 #[test]
 fn item_chunks_are_written_unsynced_on_their_own_connection_only() {
     let dir = tempfile::tempdir().unwrap();
