@@ -394,7 +394,11 @@ mod tests {
         for (format, report, items) in [(FileFormat::Pain001, pain002, 3), (FileFormat::Csv, csv, 2)] {
             assert_eq!(count(format, &[report]), (items, report.len() as u64));
             for cut in 0..=report.len() {
-                assert_eq!(count(format, &[&report[..cut], &report[cut..]]), (items, report.len() as u64), "cut at {cut}");
+                assert_eq!(
+                    count(format, &[&report[..cut], &report[cut..]]),
+                    (items, report.len() as u64),
+                    "cut at {cut}"
+                );
                 for second in cut..=report.len() {
                     let frames = [&report[..cut], &report[cut..second], &report[second..]];
                     assert_eq!(count(format, &frames), (items, report.len() as u64), "cuts at {cut}, {second}");

@@ -216,7 +216,11 @@ impl Client {
     /// the bench 1.0–1.3 s, while `curl -o /dev/null` read it from the same server in 0.11 s
     /// (crates/bench/NOTES.md, "Session 16"): the report phase measured the bench's copying.
     /// Returns the status and, when it is not a success, the body.
-    pub async fn get_streamed(&mut self, path: &str, mut each: impl FnMut(&[u8])) -> anyhow::Result<(StatusCode, Bytes)> {
+    pub async fn get_streamed(
+        &mut self,
+        path: &str,
+        mut each: impl FnMut(&[u8]),
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender.ready().await?;
         let request = Request::builder()
             .method(Method::GET)

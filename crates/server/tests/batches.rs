@@ -257,7 +257,8 @@ async fn a_csv_of_several_item_blocks_is_reported_line_by_line(backend: Backend)
     let mut report = String::from("line,reference,payer,payee,amount,currency,status,failure_code\n");
     let mut statuses = Vec::new();
     for i in 0..LINES {
-        let (to, amount) = (if invalid(i) { "nobody" } else { payee.as_str() }, if too_much(i) { "50000.00" } else { "1.00" });
+        let (to, amount) =
+            (if invalid(i) { "nobody" } else { payee.as_str() }, if too_much(i) { "50000.00" } else { "1.00" });
         file.push_str(&format!("{to},{amount},EUR,inv-{i}\n"));
         let status = match (invalid(i), too_much(i)) {
             (true, _) => "failed,account_not_found",
@@ -265,9 +266,16 @@ async fn a_csv_of_several_item_blocks_is_reported_line_by_line(backend: Backend)
             (false, false) => "succeeded,",
         };
         report.push_str(&format!("{},inv-{i},{payer},{to},{amount},EUR,{status}\n", i + 2));
-        statuses.push(if invalid(i) { "invalid" } else if too_much(i) { "failed" } else { "succeeded" });
+        statuses.push(if invalid(i) {
+            "invalid"
+        } else if too_much(i) {
+            "failed"
+        } else {
+            "succeeded"
+        });
     }
-    let id = upload(api, &format!("format=csv&on_invalid=skip_invalid&payer={payer}"), "text/csv", file.into_bytes()).await;
+    let id =
+        upload(api, &format!("format=csv&on_invalid=skip_invalid&payer={payer}"), "text/csv", file.into_bytes()).await;
     let mut batch = Value::Null;
     for _ in 0..1_200 {
         batch = api.get(&format!("/v1/batches/{id}")).await.body;
@@ -286,16 +294,22 @@ async fn a_csv_of_several_item_blocks_is_reported_line_by_line(backend: Backend)
     }
     assert_eq!(csv, report);
     // Pages of the listing, by status, from around the boundaries.
-    for (status, after, limit) in
-        [("invalid", None, 5), ("invalid", Some(4_095), 3), ("failed", Some(4_089), 4), ("failed", Some(4_092), 3), ("succeeded", Some(4_093), 6), ("succeeded", Some(8_190), 4)]
-    {
+    for (status, after, limit) in [
+        ("invalid", None, 5),
+        ("invalid", Some(4_095), 3),
+        ("failed", Some(4_089), 4),
+        ("failed", Some(4_092), 3),
+        ("succeeded", Some(4_093), 6),
+        ("succeeded", Some(8_190), 4),
+    ] {
         let query = match after {
             Some(a) => format!("/v1/batches/{id}/items?status={status}&starting_after={a}&limit={limit}"),
             None => format!("/v1/batches/{id}/items?status={status}&limit={limit}"),
         };
         let listed = api.get(&query).await;
         assert_eq!(listed.status, 200, "{}", listed.body);
-        let lines: Vec<u64> = listed.body["data"].as_array().unwrap().iter().map(|i| i["line"].as_u64().unwrap()).collect();
+        let lines: Vec<u64> =
+            listed.body["data"].as_array().unwrap().iter().map(|i| i["line"].as_u64().unwrap()).collect();
         let expected: Vec<u64> = (after.map_or(0, |a| a + 1)..LINES)
             .filter(|i| statuses[*i] == status)
             .take(limit)

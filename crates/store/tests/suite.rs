@@ -334,7 +334,16 @@ fn batches(open_store: &dyn Fn() -> Opened) {
 fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
     let Opened { mut store, api } = open_store();
     let mut state = State::default();
-    step(&mut state, store.as_mut(), 10, vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None), open(3, Overdraft::Limit(0), None)]);
+    step(
+        &mut state,
+        store.as_mut(),
+        10,
+        vec![
+            open(1, Overdraft::Unlimited, None),
+            open(2, Overdraft::Limit(0), None),
+            open(3, Overdraft::Limit(0), None),
+        ],
+    );
     let batch = BatchId(21 << 64);
     let mut record = BatchRecord::new(batch, T1, BatchFormat::Csv, 11);
     record.payer = Some(AccountId(1).to_string());
@@ -394,7 +403,9 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
         let expected: Vec<u64> =
             (after.map_or(0, |a| a + 1)..N).filter(|i| !invalid_at.contains(i)).take(1_500).collect();
         assert_eq!(work.iter().map(|i| i.index).collect::<Vec<_>>(), expected);
-        assert!(work.iter().all(|w| rows[w.index as usize].payer == Some(w.payer) && rows[w.index as usize].amount == Some(w.amount)));
+        assert!(work
+            .iter()
+            .all(|w| rows[w.index as usize].payer == Some(w.payer) && rows[w.index as usize].amount == Some(w.amount)));
         after = Some(last.index);
         let send: Vec<_> = work.into_iter().filter(|i| i.index < sent_up_to).collect();
         if send.is_empty() {
@@ -423,7 +434,9 @@ fn batch_items_in_blocks(open_store: &dyn Fn() -> Opened) {
         .collect();
     assert_eq!(api.batch_items(batch, &[], None, 20_000).unwrap(), model, "every item, whole, in one read");
     // Pages of every size from anywhere, as the report follower and the listing read them.
-    for (start, page) in [(None, 4_096), (Some(4_094), 1), (Some(4_094), 3), (Some(99), 4_097), (Some(8_000), 777), (None, 1)] {
+    for (start, page) in
+        [(None, 4_096), (Some(4_094), 1), (Some(4_094), 3), (Some(99), 4_097), (Some(8_000), 777), (None, 1)]
+    {
         let mut after = start;
         let mut read = Vec::new();
         loop {

@@ -170,7 +170,12 @@ fn encode_item(out: &mut Vec<u8>, body: &mut Vec<u8>, first: u64, batch_payer: O
 /// Appends `items` to a batch's blocks, inside the caller's transaction: blocks of up to
 /// [`BLOCK_ITEMS`] items in index order. An index already stored (in a block of this insert or
 /// an earlier one) is a [`StoreError::Conflict`], as a row's key was.
-pub(super) fn insert(conn: &Connection, batch: BatchId, batch_payer: Option<&str>, items: &[BatchItemRow]) -> Result<()> {
+pub(super) fn insert(
+    conn: &Connection,
+    batch: BatchId,
+    batch_payer: Option<&str>,
+    items: &[BatchItemRow],
+) -> Result<()> {
     if items.is_empty() {
         return Ok(());
     }

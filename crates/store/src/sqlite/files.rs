@@ -51,10 +51,8 @@ impl PartialFile {
         let Some(out) = &self.out else { return };
         let Ok(file) = out.get_ref().try_clone() else { return };
         self.synced_at = self.size;
-        self.syncing = std::thread::Builder::new()
-            .name("paycore-upload-sync".into())
-            .spawn(move || file.sync_data())
-            .ok();
+        self.syncing =
+            std::thread::Builder::new().name("paycore-upload-sync".into()).spawn(move || file.sync_data()).ok();
     }
 
     /// Waits for the early sync, if one runs, and keeps its failure.

@@ -183,9 +183,8 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
     let entries = accounts.entries;
     let mut by_account = accounts.runs;
     by_account.sort_unstable_by_key(|(account, _)| *account);
-    let runs = by_account
-        .iter()
-        .flat_map(|(account, timestamps)| timestamps.chunks(RUN_MAX).map(move |run| (*account, run)));
+    let runs =
+        by_account.iter().flat_map(|(account, timestamps)| timestamps.chunks(RUN_MAX).map(move |run| (*account, run)));
     if entries >= PASS_DIRECT_ENTRIES {
         // A pass this large touches most accounts' pages anyway: it goes straight to
         // `account_runs`, after what waits in `recent_runs` (which is older).

@@ -637,9 +637,8 @@ fn balances_written_by_checkpoints_are_replayed_after_a_crash() {
     let image = crash_image(dir.path());
     let rows = rusqlite::Connection::open(image.path().join("paycore.db")).unwrap();
     // A shard's checkpoint, or all of them at once.
-    let through: i64 = rows
-        .query_row("SELECT max(value) FROM meta WHERE key LIKE 'balances_through%'", [], |r| r.get(0))
-        .unwrap();
+    let through: i64 =
+        rows.query_row("SELECT max(value) FROM meta WHERE key LIKE 'balances_through%'", [], |r| r.get(0)).unwrap();
     assert!(through > 0, "a checkpoint was written");
     drop(rows);
     let (mut again, reader) = open_sqlite(image.path());
@@ -659,9 +658,8 @@ fn balances_checkpointed_shard_by_shard_are_replayed_side_by_side_after_a_crash(
     let (mut store, reader) = open_sqlite(dir.path());
     let mut state = State::default();
     step(&mut state, &mut store, 10, (1..=ACCOUNTS).map(|a| open(a, Overdraft::Unlimited, None)).collect());
-    let current = |state: &State| {
-        (1..=ACCOUNTS).map(|a| state.account(AccountId(a)).unwrap().balances).collect::<Vec<_>>()
-    };
+    let current =
+        |state: &State| (1..=ACCOUNTS).map(|a| state.account(AccountId(a)).unwrap().balances).collect::<Vec<_>>();
     let mut seed = 7_u64;
     let mut next = move |below: u128| {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -724,7 +722,8 @@ fn balances_checkpointed_shard_by_shard_are_replayed_side_by_side_after_a_crash(
     // A clean shutdown checkpoints every shard at once: one key, nothing to replay.
     drop((store, reader));
     let rows = rusqlite::Connection::open(dir.path().join("paycore.db")).unwrap();
-    let keys: i64 = rows.query_row("SELECT count(*) FROM meta WHERE key LIKE 'balances_through%'", [], |r| r.get(0)).unwrap();
+    let keys: i64 =
+        rows.query_row("SELECT count(*) FROM meta WHERE key LIKE 'balances_through%'", [], |r| r.get(0)).unwrap();
     assert_eq!(keys, 1, "the shards' keys are folded into one at shutdown");
 }
 
@@ -798,8 +797,12 @@ fn status_listings_use_their_partial_indexes() {
     for sql in [super::blocks::BLOCKS_SQL, super::blocks::INVALID_BLOCKS_SQL] {
         let sql = sql.replace("?1", "x'00'").replace("?2", "0").replace("?3", "10");
         let plan = plan(&sql);
-        assert!(plan.contains("SEARCH batch_item_blocks USING INDEX batch_item_blocks_key (batch=? AND first>? AND first<?)")
-            || plan.contains("SEARCH batch_item_blocks USING INDEX batch_item_blocks_key (batch=? AND first>?)"), "{plan}");
+        assert!(
+            plan.contains(
+                "SEARCH batch_item_blocks USING INDEX batch_item_blocks_key (batch=? AND first>? AND first<?)"
+            ) || plan.contains("SEARCH batch_item_blocks USING INDEX batch_item_blocks_key (batch=? AND first>?)"),
+            "{plan}"
+        );
         assert!(!plan.contains("SCAN"), "{plan}");
     }
     assert!(
@@ -1369,14 +1372,16 @@ fn the_accounts_rebuild_keys_each_account_by_its_balance_shard() {
         let n = u64::try_from(n).unwrap();
         let account = reader.account(T1, AccountId(*id)).unwrap().unwrap();
         assert_eq!(account.reference.as_deref(), Some(format!("ref-{n}").as_str()));
+        assert_eq!((account.balances.debits_posted, account.balances.credits_posted), (n, n * 2), "account {id:#x}");
         assert_eq!(
-            (account.balances.debits_posted, account.balances.credits_posted),
-            (n, n * 2),
-            "account {id:#x}"
+            (account.balances.debits_pending, account.balances.credits_pending, account.created_at),
+            (n * 3, n * 5, n + 1)
         );
-        assert_eq!((account.balances.debits_pending, account.balances.credits_pending, account.created_at), (n * 3, n * 5, n + 1));
         assert_eq!(account.overdraft, if n % 2 == 0 { Overdraft::Limit(n) } else { Overdraft::Unlimited });
-        assert_eq!((account.status.as_str(), account.limits.max_payment, account.limits.daily_outflow), ("frozen", Some(500), Some(9000)));
+        assert_eq!(
+            (account.status.as_str(), account.limits.max_payment, account.limits.daily_outflow),
+            ("frozen", Some(500), Some(9000))
+        );
         assert_eq!(account.limits.velocity.map(|v| (v.count, v.window_seconds)), Some((3, 60)));
         assert_eq!(account.metadata.as_deref(), Some("{\"k\":1}"));
     }
