@@ -9,10 +9,12 @@
 //! # The streaming contract
 //!
 //! [`parse`] reads the file once, front to back, and calls the sink once per transaction record,
-//! in file order: `Ok(Item)` for a valid one, `Err(Diagnostic)` for an invalid one. Nothing is
-//! buffered: memory stays bounded whatever the size of the file, apart from the set used to find
-//! duplicate references, which holds one 128-bit hash and one line number per reference (24
-//! bytes an entry; with the hash table's spare room, about 52 MB for a million lines).
+//! in file order: `Ok(Item)` for a valid one, `Err(Diagnostic)` for an invalid one (up to 16
+//! records later than the parser read them: the duplicate check fetches its table slot ahead;
+//! every record is sent before `parse` returns, also on a fatal error). Nothing else is
+//! buffered: memory stays bounded whatever the size of the file, apart from the table used to
+//! find duplicate references, which holds one 128-bit hash and one line number per reference
+//! (24 bytes a slot; with the table's spare room, about 50 MB for a million lines).
 //!
 //! - [`Item::index`] is the number of sink calls before this one (valid and invalid records
 //!   both count), so `batch id + index` is a deterministic item id. Records that are not
