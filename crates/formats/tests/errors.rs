@@ -192,6 +192,35 @@ fn pain001_amount_problems_are_per_item() {
     assert_eq!(outcome.totals(), vec![("EUR", 750)]);
 }
 
+/// A file written on one line gives every item line 1: a repeated EndToEndId among them is
+/// still a duplicate (it went through as new until session 16, which compared lines).
+#[test]
+fn pain001_on_one_line_still_refuses_a_repeated_end_to_end_id() {
+    let transaction = |id: &str| {
+        format!(
+            "<CdtTrfTxInf><PmtId><EndToEndId>{id}</EndToEndId></PmtId><Amt><InstdAmt Ccy=\"EUR\">1.00</InstdAmt></Amt>\
+             <CdtrAcct><Id><Othr><Id>acc-{id}</Id></Othr></Id></CdtrAcct></CdtTrfTxInf>"
+        )
+    };
+    let body = ["E0", "E1", "E0"].map(transaction).concat();
+    let xml = format!(
+        "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.09\"><CstmrCdtTrfInitn>\
+         <GrpHdr><MsgId>M</MsgId><NbOfTxs>3</NbOfTxs><CtrlSum>3.00</CtrlSum></GrpHdr>\
+         <PmtInf><PmtInfId>P</PmtInfId><ReqdExctnDt><Dt>2024-02-29</Dt></ReqdExctnDt>\
+         <DbtrAcct><Id><IBAN>DE02100100109307118603</IBAN></Id></DbtrAcct>{body}</PmtInf></CstmrCdtTrfInitn></Document>"
+    );
+    assert!(!xml.contains('\n'));
+    let outcome = parse_text(Format::Pain001, &xml, &ParseOptions::default());
+    assert_eq!(outcome.codes(), vec!["duplicate_reference"]);
+    assert_eq!(outcome.items.iter().map(|i| i.reference.as_deref()).collect::<Vec<_>>(), vec![Some("E0"), Some("E1")]);
+    let d = &outcome.diagnostics[0];
+    assert_eq!((d.line, d.field.as_deref()), (1, Some("EndToEndId")));
+    assert_eq!(
+        d.message,
+        "reference \"E0\" was already used by the item at line 1; references must be unique within a file"
+    );
+}
+
 #[test]
 fn pain001_creditor_iban_and_bic_are_checked_per_item() {
     let good = iban("DE", "370400440532013000");
