@@ -370,13 +370,7 @@ pub(crate) struct Counts {
 impl Counts {
     /// Nothing counted.
     pub(crate) fn empty() -> Counts {
-        Counts {
-            items: 0,
-            invalid: 0,
-            skipped: 0,
-            totals: Vec::new(),
-            references: References::default(),
-        }
+        Counts { items: 0, invalid: 0, skipped: 0, totals: Vec::new(), references: References::default() }
     }
 
     /// Whether a reference of `later` was also the reference of a valid item of `self`: the

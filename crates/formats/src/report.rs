@@ -185,18 +185,29 @@ pub fn group_status(succeeded: u64, failed: u64) -> &'static str {
 /// Writes the CSV report one item at a time: a header row, then
 /// `line,reference,payer,payee,amount,currency,status,failure_code` per item, `\n` line ends,
 /// fields quoted only when they need it, amounts in major units with the currency's decimals.
+///
+/// The bytes are the `csv` crate's (`QuoteStyle::Necessary`, `\n` terminator: a field is
+/// quoted when it holds `,` `"` `\r` or `\n`, and a quote in it is doubled), written by hand:
+/// the crate's writer took ~1 900 instructions a line, most of the report follower's, for
+/// eight short fields that almost never need quotes (session 16). A test compares the two on
+/// any text.
 pub struct CsvReportWriter<W: Write> {
-    writer: csv::Writer<W>,
+    out: W,
+    /// Lines not yet handed to `out`: up to [`CSV_BUFFER`] bytes, as the crate's writer kept.
+    buffer: Vec<u8>,
 }
+
+/// The bytes [`CsvReportWriter`] gathers before it writes them out.
+const CSV_BUFFER: usize = 8 * 1024;
+
+const CSV_HEADER: &[u8] = b"line,reference,payer,payee,amount,currency,status,failure_code\n";
 
 impl<W: Write> CsvReportWriter<W> {
     /// Writes the header row.
     pub fn new(out: W) -> io::Result<Self> {
-        let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(out);
-        writer
-            .write_record(["line", "reference", "payer", "payee", "amount", "currency", "status", "failure_code"])
-            .map_err(io::Error::other)?;
-        Ok(CsvReportWriter { writer })
+        let mut buffer = Vec::with_capacity(CSV_BUFFER + 1024);
+        buffer.extend_from_slice(CSV_HEADER);
+        Ok(CsvReportWriter { out, buffer })
     }
 
     /// Writes one item's line.
@@ -207,30 +218,60 @@ impl<W: Write> CsvReportWriter<W> {
     /// Writes one line; its number and amount are written on the stack, not allocated.
     pub fn line(&mut self, item: &ReportLine<'_>) -> io::Result<()> {
         let (mut line, mut amount) = (Digits::new(), Amount::new());
-        self.writer
-            .write_record([
-                line.of(item.line),
-                item.reference.unwrap_or("").as_bytes(),
-                item.payer.unwrap_or("").as_bytes(),
-                item.payee.as_bytes(),
-                item.currency.map_or(&[][..], |c| amount.of(item.amount, c)),
-                item.currency.map_or("", Currency::code).as_bytes(),
-                item.status.name().as_bytes(),
-                item.status.code().unwrap_or("").as_bytes(),
-            ])
-            .map_err(io::Error::other)
+        let fields: [&[u8]; 8] = [
+            line.of(item.line),
+            item.reference.unwrap_or("").as_bytes(),
+            item.payer.unwrap_or("").as_bytes(),
+            item.payee.as_bytes(),
+            item.currency.map_or(&[][..], |c| amount.of(item.amount, c)),
+            item.currency.map_or("", Currency::code).as_bytes(),
+            item.status.name().as_bytes(),
+            item.status.code().unwrap_or("").as_bytes(),
+        ];
+        for (index, field) in fields.into_iter().enumerate() {
+            if index > 0 {
+                self.buffer.push(b',');
+            }
+            csv_field(&mut self.buffer, field);
+        }
+        self.buffer.push(b'\n');
+        if self.buffer.len() >= CSV_BUFFER {
+            self.out.write_all(&self.buffer)?;
+            self.buffer.clear();
+        }
+        Ok(())
     }
 
     /// Hands what the writer holds to the output and flushes it (the writer keeps up to
     /// 8 KiB of lines of its own).
     pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        self.out.write_all(&self.buffer)?;
+        self.buffer.clear();
+        self.out.flush()
     }
 
     /// Flushes and returns the output.
-    pub fn finish(self) -> io::Result<W> {
-        self.writer.into_inner().map_err(|e| io::Error::other(e.to_string()))
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
     }
+}
+
+/// Appends one CSV field: as it is, or in quotes with its quotes doubled when it holds a
+/// delimiter, a quote or a line end.
+fn csv_field(out: &mut Vec<u8>, field: &[u8]) {
+    if !field.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(field);
+        return;
+    }
+    out.push(b'"');
+    for piece in field.split_inclusive(|b| *b == b'"') {
+        out.extend_from_slice(piece);
+        if piece.ends_with(b"\"") {
+            out.push(b'"');
+        }
+    }
+    out.push(b'"');
 }
 
 /// The decimal digits of a number, written into a buffer on the stack.
@@ -304,9 +345,100 @@ pub fn write_csv_report<W: Write>(items: impl IntoIterator<Item = ReportItem>, o
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{Amount, Digits};
+    use super::{Amount, CsvReportWriter, Digits, LineStatus, ReportLine};
     use paycore_ledger::{format_amount, Currency};
     use proptest::prelude::*;
+
+    /// What the `csv` crate writes for the same lines: the writer the report used until
+    /// session 16, kept as the oracle of the hand-written one.
+    fn csv_crate(lines: &[ReportLine<'_>]) -> Vec<u8> {
+        let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+        writer
+            .write_record(["line", "reference", "payer", "payee", "amount", "currency", "status", "failure_code"])
+            .unwrap();
+        for item in lines {
+            let (mut line, mut amount) = (Digits::new(), Amount::new());
+            writer
+                .write_record([
+                    line.of(item.line),
+                    item.reference.unwrap_or("").as_bytes(),
+                    item.payer.unwrap_or("").as_bytes(),
+                    item.payee.as_bytes(),
+                    item.currency.map_or(&[][..], |c| amount.of(item.amount, c)),
+                    item.currency.map_or("", Currency::code).as_bytes(),
+                    item.status.name().as_bytes(),
+                    item.status.code().unwrap_or("").as_bytes(),
+                ])
+                .unwrap();
+        }
+        writer.into_inner().unwrap()
+    }
+
+    fn by_hand(lines: &[ReportLine<'_>], flush_every: usize) -> Vec<u8> {
+        let mut writer = CsvReportWriter::new(Vec::new()).unwrap();
+        for (index, line) in lines.iter().enumerate() {
+            writer.line(line).unwrap();
+            if flush_every > 0 && index % flush_every == 0 {
+                writer.flush().unwrap();
+            }
+        }
+        writer.finish().unwrap()
+    }
+
+    /// Texts made of the characters that decide quoting, and others.
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(","),
+                Just("\""),
+                Just("\n"),
+                Just("\r"),
+                Just(" "),
+                Just("a"),
+                Just("\u{e9}"),
+                Just("\u{4e2d}"),
+                Just("#"),
+                Just("'")
+            ],
+            0..12,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        /// The hand-written CSV lines are the csv crate's, byte for byte, whatever the texts,
+        /// and whenever the writer is flushed.
+        #[test]
+        fn csv_lines_are_the_csv_crates_bytes(
+            texts in proptest::collection::vec((proptest::option::of(text()), proptest::option::of(text()), text(), text()), 1..40),
+            numbers in proptest::collection::vec((any::<u64>(), any::<u64>(), 0usize..6), 40),
+            flush_every in 0usize..5,
+        ) {
+            let currencies = [None, Currency::from_code("EUR"), Currency::from_code("JPY"), Currency::from_code("KWD")];
+            let lines: Vec<ReportLine<'_>> = texts
+                .iter()
+                .zip(&numbers)
+                .map(|((reference, payer, payee, code), &(line, amount, kind))| ReportLine {
+                    line,
+                    reference: reference.as_deref(),
+                    instruction_id: None,
+                    payment_information_id: None,
+                    payer: payer.as_deref(),
+                    payee,
+                    amount,
+                    currency: currencies[kind % currencies.len()],
+                    status: match kind {
+                        0 => LineStatus::Succeeded,
+                        1 => LineStatus::Pending,
+                        2 => LineStatus::Failed { code },
+                        3 => LineStatus::Returned { code },
+                        _ => LineStatus::Skipped { code },
+                    },
+                })
+                .collect();
+            prop_assert_eq!(by_hand(&lines, flush_every), csv_crate(&lines));
+        }
+    }
 
     fn check(minor: u64) {
         assert_eq!(Digits::new().of(minor), minor.to_string().as_bytes());
