@@ -8,12 +8,13 @@ use super::codec::{
 use super::copy::{copy_transfers, COPY_FROM};
 use super::open::OUTBOX_LOCK;
 use super::partitions::Lead;
-use super::prepared::Prepared;
+use super::prepared::{lookup, Prepared};
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
     Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund, ResultCode, TenantId,
     Transfer, TransferId,
 };
+use postgres::types::Type;
 use postgres::{Client, Transaction};
 
 /// The engine's connection, which leads some partitions of the cluster (all of them when the
@@ -31,7 +32,7 @@ use postgres::{Client, Transaction};
 pub(super) struct PostgresStore {
     client: Client,
     lead: Lead,
-    /// The statements of `commit`, `load` and `idempotency`, prepared once (see `prepared`).
+    /// The statements of `commit`, prepared once (see `prepared`; reads are not).
     prepared: Prepared,
 }
 
@@ -44,6 +45,12 @@ impl PostgresStore {
     #[cfg(test)]
     pub(super) fn prepared_on_server(&mut self) -> i64 {
         self.client.query_one("SELECT count(*) FROM pg_prepared_statements", &[]).map_or(-1, |row| row.get(0))
+    }
+
+    /// The engine's connection; for tests that look at its session.
+    #[cfg(test)]
+    pub(super) fn client(&mut self) -> &mut Client {
+        &mut self.client
     }
 
     /// `error`, unless the connection it came from is gone: then so is the leader lock that
@@ -82,7 +89,7 @@ impl Store for PostgresStore {
 
 impl PostgresStore {
     fn load_led(&mut self, wanted: &Prefetch) -> Result<Loaded> {
-        let (client, prepared) = (&mut self.client, &mut self.prepared);
+        let client = &mut self.client;
         let transfers = id_array(&wanted.transfers, |id| id.0);
         let holds = id_array(&wanted.holds, |id| id.0);
         let payments = id_array(&wanted.payments, |id| id.0);
@@ -91,22 +98,28 @@ impl PostgresStore {
         let mut loaded = Loaded::default();
         if !transfers.is_empty() {
             loaded.transfers = all(
-                &prepared.query(client, "SELECT * FROM transfers WHERE id = ANY($1)", &[&transfers])?,
+                &lookup(client, "SELECT * FROM transfers WHERE id = ANY($1)", &[(&transfers, Type::BYTEA_ARRAY)])?,
                 transfer_from,
             )?;
         }
         if !holds.is_empty() {
-            loaded.holds =
-                all(&prepared.query(client, &format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[&holds])?, hold_from)?;
+            loaded.holds = all(
+                &lookup(client, &format!("{HOLD_SELECT} WHERE h.id = ANY($1)"), &[(&holds, Type::BYTEA_ARRAY)])?,
+                hold_from,
+            )?;
         }
         if !payments.is_empty() {
-            loaded.payments =
-                all(&prepared.query(client, "SELECT * FROM payments WHERE id = ANY($1)", &[&payments])?, payment_from)?;
+            loaded.payments = all(
+                &lookup(client, "SELECT * FROM payments WHERE id = ANY($1)", &[(&payments, Type::BYTEA_ARRAY)])?,
+                payment_from,
+            )?;
         }
         if !wanted.quotes.is_empty() {
             let quotes = id_array(&wanted.quotes, |id| id.0);
-            loaded.quotes =
-                all(&prepared.query(client, "SELECT * FROM fx_quotes WHERE id = ANY($1)", &[&quotes])?, quote_from)?;
+            loaded.quotes = all(
+                &lookup(client, "SELECT * FROM fx_quotes WHERE id = ANY($1)", &[(&quotes, Type::BYTEA_ARRAY)])?,
+                quote_from,
+            )?;
         }
         loaded.debits = super::limits::load_debits(client, wanted)?;
         if !wanted.clearing.is_empty() {
@@ -118,11 +131,11 @@ impl PostgresStore {
     fn idempotency_led(&mut self, keys: &[(TenantId, &str)]) -> Result<Vec<IdempotencyRecord>> {
         let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
         let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
-        let rows = self.prepared.query(
+        let rows = lookup(
             &mut self.client,
             "SELECT i.* FROM idempotency i
              JOIN UNNEST($1::bytea[], $2::text[]) AS k (tenant, key) ON i.tenant = k.tenant AND i.key = k.key",
-            &[&tenants, &names],
+            &[(&tenants, Type::BYTEA_ARRAY), (&names, Type::TEXT_ARRAY)],
         )?;
         all(&rows, idempotency_from)
     }

@@ -6,9 +6,16 @@
 //! each once and runs the prepared one after that: one round trip each, no parse, and
 //! PostgreSQL may keep a generic plan. Prepared statements are not transactional: one prepared
 //! inside a commit that rolls back stays prepared. They belong to the connection, and go with it.
+//!
+//! The engine's reads by key ([`lookup`]) are not prepared: a generic plan is made once, for
+//! the table as it was then, and kept. On a new cluster the first lookups see an empty
+//! `transfers` table, PostgreSQL settles on a sequential scan, and keeps it while the table
+//! grows: 4–24 ms a lookup at 10–15 thousand transfers, on the engine's thread, which set the
+//! real-time tail (`crates/bench/NOTES.md`, "Session 17"). A lookup is planned at each call,
+//! for its own values and the table's size then, in one round trip all the same.
 
 use crate::Result;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row, Statement};
 use std::collections::HashMap;
 
@@ -38,15 +45,14 @@ impl Prepared {
         let statement = self.get(client, sql)?;
         Ok(client.execute(&statement, params)?)
     }
+}
 
-    /// `query` of the statement `sql`, prepared once.
-    pub(super) fn query(
-        &mut self,
-        client: &mut impl GenericClient,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>> {
-        let statement = self.get(client, sql)?;
-        Ok(client.query(&statement, params)?)
-    }
+/// A read by key (`id = ANY($1)` and the like) from a table that grows, planned at each call
+/// for its values (see the module's note), in one round trip: `params` name their types.
+pub(super) fn lookup(
+    client: &mut impl GenericClient,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<Row>> {
+    Ok(client.query_typed(sql, params)?)
 }
