@@ -590,3 +590,50 @@ fn a_lookup_by_id_uses_the_primary_key_after_the_table_grew_under_it() {
     assert_eq!(after.0 - before.0, 0, "the lookup does not read the whole table");
     assert!(after.1 > before.1, "it reads the primary key");
 }
+
+/// A prepared statement keeps the plan PostgreSQL settled on after its first five runs: for a
+/// balance update on a new cluster's 40 accounts, a hash join over a sequential scan, kept as
+/// `accounts` grows. The engine prepares its statements anew every `REPREPARE_AFTER` runs, so
+/// the plan follows the table.
+#[test]
+fn the_balance_update_is_planned_anew_as_accounts_grow() {
+    let Some(database) = TestDatabase::create("the_balance_update_is_planned_anew") else { return };
+    let (mut store, _api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, (1..=40).map(open).collect());
+    // Commits of 10 transfers among 20 of the 40 accounts: the balance update's first plans.
+    let mut at = 20;
+    let mut next_id = 1_000u128;
+    let mut commit_moves = |state: &mut State, store: &mut super::commit::PostgresStore| {
+        let moves = (0..10u128).map(|i| move_of(next_id + i, 1 + 2 * i, 2 + 2 * i, 1)).collect();
+        next_id += 10;
+        at += 1;
+        step(state, store, at, moves);
+    };
+    for _ in 0..6 {
+        commit_moves(&mut state, &mut store);
+    }
+    step(&mut state, &mut store, 15, (1_000..21_000).map(open).collect());
+    for _ in 0..super::prepared::REPREPARE_AFTER {
+        commit_moves(&mut state, &mut store);
+    }
+    let client = store.client();
+    let name: String = client
+        .query_one(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'UPDATE accounts SET debits_posted%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let plan: Vec<String> = client
+        .query(
+            &format!("EXPLAIN EXECUTE {name}(ARRAY['\\x{:032x}'::bytea], '{{1}}', '{{0}}', '{{0}}', '{{0}}')", 1u128),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!plan.iter().any(|line| line.contains("Seq Scan on accounts")), "{plan:#?}");
+    assert!(plan.iter().any(|line| line.contains("accounts_pkey")), "{plan:#?}");
+}
