@@ -570,7 +570,7 @@ pub fn write_pain002<W: Write>(
 mod tests {
     use super::*;
     use paycore_formats::{ItemStatus, ReportItem};
-    use paycore_ledger::{AccountId, BatchEnd, BatchStep, Command, Currency, NewAccount, Overdraft, Request, State};
+    use paycore_ledger::{AccountId, BatchEnd, BatchStep, Command, Currency, NewAccount, Overdraft, State};
     use paycore_store::{BatchItemRow, Validated};
 
     /// A report line read whole, as reports were written before they read items borrowed.
@@ -615,15 +615,7 @@ mod tests {
 
     /// Runs `commands` through the ledger and commits them, as the engine does.
     fn step(state: &mut State, store: &mut dyn paycore_store::Store, now: u64, commands: Vec<Command>) {
-        let tenant = TenantId(1);
-        let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant, command }).collect();
-        let loaded = store.load(&state.prefetch(&requests)).unwrap();
-        state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-        state.insert_prefetched_quotes(loaded.quotes);
-        state.insert_debit_history(loaded.debits);
-        state.insert_clearing(loaded.open_windows, loaded.window_ids);
-        let _ = state.execute(&requests, now);
-        store.commit(&state.take_changes(), &[]).unwrap();
+        paycore_store::testing::step(state, store, TenantId(1), now, commands).1.unwrap();
     }
 
     /// A batch's item: items whose index is 5 mod 97 are paid by account 3, which has no money

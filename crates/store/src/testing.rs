@@ -1,5 +1,5 @@
 //! Throwaway PostgreSQL databases for tests, here and in the crates above (which name no
-//! PostgreSQL type: they get a URL).
+//! PostgreSQL type: they get a URL), and [`step`], one engine batch without the engine.
 //!
 //! [`TestDatabase::create`] makes a database with a unique name on the test server
 //! (`PAYCORE_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`, user `postgres`,
@@ -9,6 +9,8 @@
 
 #![allow(clippy::panic)]
 
+use crate::Store;
+use paycore_ledger::{Command, Outcome, Request, State, TenantId};
 use postgres::{Client, NoTls};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -191,4 +193,28 @@ impl Drop for SmallDisk {
         }
         let _ = std::fs::remove_dir(&self.path);
     }
+}
+
+/// Executes `commands` for `tenant` as one batch, as the engine does (prefetch, load what is
+/// not in memory, execute, take the changes), and commits them: the outcomes, and the commit's
+/// result. For tests of a store without the engine's thread and queue.
+///
+/// # Panics
+/// When the load fails: tests set up what they load.
+#[allow(clippy::expect_used)]
+pub fn step(
+    state: &mut State,
+    store: &mut dyn Store,
+    tenant: TenantId,
+    now: u64,
+    commands: Vec<Command>,
+) -> (Vec<Outcome>, crate::Result<()>) {
+    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant, command }).collect();
+    let loaded = store.load(&state.prefetch(&requests)).expect("the batch's load");
+    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
+    state.insert_prefetched_quotes(loaded.quotes);
+    state.insert_debit_history(loaded.debits);
+    state.insert_clearing(loaded.open_windows, loaded.window_ids);
+    let outcomes = state.execute(&requests, now);
+    (outcomes, store.commit(&state.take_changes(), &[]))
 }

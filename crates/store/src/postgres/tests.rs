@@ -22,11 +22,7 @@ fn eur() -> Currency {
 
 /// Executes `commands` as one batch of tenant 1, as the engine does, and commits it.
 fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    state.execute(&requests, now);
-    store.commit(&state.take_changes(), &[]).unwrap();
+    crate::testing::step(state, store, T1, now, commands).1.unwrap();
 }
 
 /// Opens an EUR account without an overdraft limit.

@@ -55,11 +55,7 @@ fn step(
     now: u64,
     commands: Vec<Command>,
 ) -> (Vec<Outcome>, crate::Result<()>) {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    let outcomes = state.execute(&requests, now);
-    (outcomes, store.commit(&state.take_changes(), &[]))
+    crate::testing::step(state, store, tenant, now, commands)
 }
 
 /// The engine's state as it starts on `store`.

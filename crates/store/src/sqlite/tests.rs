@@ -49,13 +49,7 @@ fn mv(id: u128, debit: u128, credit: u128, amount: u64, hold: Option<Hold>) -> N
 
 /// Executes `commands` on the ledger and commits what they changed.
 fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: T1, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    state.insert_prefetched_quotes(loaded.quotes);
-    state.insert_clearing(loaded.open_windows, loaded.window_ids);
-    state.execute(&requests, now);
-    store.commit(&state.take_changes(), &[]).unwrap();
+    crate::testing::step(state, store, T1, now, commands).1.unwrap();
 }
 
 fn synchronous(conn: &rusqlite::Connection) -> i64 {

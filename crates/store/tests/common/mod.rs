@@ -7,7 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use paycore_ledger::{
-    AccountId, Command, Currency, Hold, NewTransfer, Outcome, Request, State, TenantId, TransferId, TransferOp,
+    AccountId, Command, Currency, Hold, NewTransfer, Outcome, State, TenantId, TransferId, TransferOp,
 };
 use paycore_store::{ApiStore, Opened, Store};
 use std::path::Path;
@@ -26,14 +26,8 @@ pub fn open_store(dir: &Path) -> paycore_store::Result<(Box<dyn Store>, Arc<dyn 
 /// Executes `commands` for [`TENANT`] as one batch, as the engine does (prefetch, load,
 /// execute), and commits the result.
 pub fn step(state: &mut State, store: &mut dyn Store, now: u64, commands: Vec<Command>) -> Vec<Outcome> {
-    let requests: Vec<Request> = commands.into_iter().map(|command| Request { tenant: TENANT, command }).collect();
-    let loaded = store.load(&state.prefetch(&requests)).unwrap();
-    state.insert_prefetched(loaded.transfers, loaded.holds, loaded.payments);
-    state.insert_prefetched_quotes(loaded.quotes);
-    state.insert_debit_history(loaded.debits);
-    state.insert_clearing(loaded.open_windows, loaded.window_ids);
-    let outcomes = state.execute(&requests, now);
-    store.commit(&state.take_changes(), &[]).unwrap();
+    let (outcomes, committed) = paycore_store::testing::step(state, store, TENANT, now, commands);
+    committed.unwrap();
     outcomes
 }
 
