@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::testing::{fence, TestDatabase};
+use crate::testing::{fence, step, TestDatabase};
 use crate::{cluster_partitions, open_partition, partition_of, Leader, Opened, Options, Store, StoreError};
 use paycore_ledger::{
     AccountId, Command, Currency, Hold, NewAccount, NewTransfer, Outcome, Overdraft, Request, ResultCode, State,
@@ -45,17 +45,6 @@ fn transfer(id: u128, debit: u128, credit: u128, amount: u64, hold: bool) -> Com
             hold: hold.then_some(Hold { timeout_seconds: None }),
         },
     }])
-}
-
-/// Executes `commands` for `tenant` as one engine batch; the outcomes and the commit's result.
-fn step(
-    state: &mut State,
-    store: &mut dyn Store,
-    tenant: TenantId,
-    now: u64,
-    commands: Vec<Command>,
-) -> (Vec<Outcome>, crate::Result<()>) {
-    crate::testing::step(state, store, tenant, now, commands)
 }
 
 /// The engine's state as it starts on `store`.
