@@ -785,7 +785,11 @@ impl SqliteStore {
     pub(super) fn index_history(&mut self, data_dir: &std::path::Path) -> Result<()> {
         use super::history::{self, HISTORY_FILE};
         let mut history = history::open_for_writing(&self.conn, &data_dir.join(HISTORY_FILE))?;
-        while history::index_pass(&self.conn, &mut history, 65_536)? > 0 {}
+        while history::index_pass(&self.conn, &mut history, 65_536)? > 0 {
+            if history::merge_due(&history)? {
+                history::merge_step(&mut history, &[], usize::MAX)?;
+            }
+        }
         Ok(())
     }
 }

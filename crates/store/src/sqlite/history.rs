@@ -22,8 +22,16 @@
 //! pass into `account_runs` directly touched a page per account the pass saw (10 000 accounts:
 //! 10 000 pages, 40 MB of WAL a pass once the file had grown past that), so the indexer's writes
 //! grew with the history until they slowed the engine's fsyncs (crates/bench/NOTES.md, "Payments
-//! that hold as the store grows"). Every entry of `recent_runs` is later than every entry of
-//! `account_runs`, since a merge moves all of them at once.
+//! that hold as the store grows"). For each account, every entry of `recent_runs` is later
+//! than every entry of `account_runs`: a merge moves all of an account's recent runs at once.
+//!
+//! A merge is paced: it moves a few hundred accounts' runs per transaction
+//! ([`MERGE_STEP_ACCOUNTS`]), pauses between them, and passes go on in between. In one
+//! transaction, a merge over 10 000 accounts wrote 40–130 MB into the WAL and again into the
+//! file at its checkpoint, all within ~100 ms; the engine's WAL fsyncs of those moments, on
+//! the same disk, took 10–22 ms instead of 0.2 (crates/bench/NOTES.md, "Session 18"), which
+//! every request of those moments waited for. History's checkpoints are kept as small
+//! ([`WAL_CHECKPOINT_PAGES`]).
 
 use crate::Result;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -94,6 +102,15 @@ const MERGED_RUN_MAX: usize = 108;
 /// most accounts' pages of `account_runs` at its merge anyway.
 const PASS_DIRECT_ENTRIES: usize = 1 << 18;
 
+/// Accounts whose recent runs one step of a merge moves (in one transaction): about a page
+/// of `account_runs` each, so a step writes ~1 MiB, and its checkpoint as much again.
+const MERGE_STEP_ACCOUNTS: usize = 256;
+/// The pause after a merge step, which leaves the disk to the engine's commits.
+const MERGE_PAUSE: Duration = Duration::from_millis(10);
+/// History's WAL is checkpointed past this many pages (SQLite's default is 1 000: 4 MiB
+/// written, then fsynced, at once).
+const WAL_CHECKPOINT_PAGES: i64 = 256;
+
 /// Most transfers indexed in one pass (two entries each, sorted, one transaction).
 const CHUNK: u64 = 262_144;
 /// How often the indexer looks for new transfers.
@@ -112,6 +129,7 @@ pub(super) fn open_for_writing(main: &Connection, path: &Path) -> Result<Connect
     // the indexer redoes them from `transfers`.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "cache_size", -16_384)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version != VERSION {
         conn.execute_batch(
@@ -187,8 +205,10 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
         by_account.iter().flat_map(|(account, timestamps)| timestamps.chunks(RUN_MAX).map(move |run| (*account, run)));
     if entries >= PASS_DIRECT_ENTRIES {
         // A pass this large touches most accounts' pages anyway: it goes straight to
-        // `account_runs`, after what waits in `recent_runs` (which is older).
-        merge(&tx)?;
+        // `account_runs`, after what waits in `recent_runs` (which is older), all of it moved
+        // in this transaction (a paced merge in progress finds nothing left).
+        merge_accounts(&tx, &[], usize::MAX)?;
+        tidy_passes(&tx)?;
         let mut insert = tx
             .prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
         for (account, run) in runs {
@@ -203,15 +223,6 @@ pub(super) fn index_pass(main: &Connection, history: &mut Connection, limit: u64
         }
         tx.prepare_cached("INSERT INTO recent_passes (pass, first_ts, entries) VALUES (?1, ?2, ?3)")?
             .execute(params![last, first, i64::try_from(entries).unwrap_or(i64::MAX)])?;
-        let (passes, held): (i64, i64) =
-            tx.query_row("SELECT count(*), coalesce(sum(entries), 0) FROM recent_passes", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        if usize::try_from(passes).unwrap_or(usize::MAX) >= RECENT_PASSES_MAX
-            || usize::try_from(held).unwrap_or(usize::MAX) >= RECENT_ENTRIES_MAX
-        {
-            merge(&tx)?;
-        }
     }
     tx.execute("UPDATE watermark SET timestamp = ?1", [last])?;
     tx.commit()?;
@@ -267,50 +278,122 @@ impl Accounts {
     }
 }
 
-/// Moves every run of `recent_runs` into `account_runs`: an account's runs of all the passes
-/// become rows of [`MERGED_RUN_MAX`] entries, side by side, so the merge writes about one page
-/// per account. SQLite's sorter orders them (bounded memory, spilling to
-/// a temporary file past the cache).
-fn merge(tx: &Connection) -> Result<()> {
+/// Whether `recent_runs` holds enough for a merge: [`RECENT_PASSES_MAX`] passes or
+/// [`RECENT_ENTRIES_MAX`] entries.
+pub(super) fn merge_due(history: &Connection) -> Result<bool> {
+    let (passes, held): (i64, i64) =
+        history.query_row("SELECT count(*), coalesce(sum(entries), 0) FROM recent_passes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(usize::try_from(passes).unwrap_or(usize::MAX) >= RECENT_PASSES_MAX
+        || usize::try_from(held).unwrap_or(usize::MAX) >= RECENT_ENTRIES_MAX)
+}
+
+/// One step of a merge, in its own transaction: the recent runs of the (about) `accounts`
+/// accounts after `after` (an account id; empty at a merge's start) move into `account_runs`.
+/// Returns the account to continue after, or `None` once no recent run is left past `after`;
+/// that last step also forgets the passes it emptied.
+pub(super) fn merge_step(history: &mut Connection, after: &[u8], accounts: usize) -> Result<Option<Vec<u8>>> {
+    let tx = history.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let next = merge_accounts(&tx, after, accounts)?;
+    if next.is_none() {
+        tidy_passes(&tx)?;
+    }
+    tx.commit()?;
+    Ok(next)
+}
+
+/// Moves the recent runs of the accounts after `after` and up to a bound into `account_runs`:
+/// an account's runs of all the passes become rows of [`MERGED_RUN_MAX`] entries, side by
+/// side, so a step writes about one page per account. The bound is the lowest of each pass's
+/// `accounts`-th account past `after` (every pass's runs up to it are moved, so an account is
+/// moved whole); `None` when no pass has that many, and then everything past `after` moved.
+fn merge_accounts(tx: &Connection, after: &[u8], accounts: usize) -> Result<Option<Vec<u8>>> {
+    let passes = tx
+        .prepare_cached("SELECT pass FROM recent_passes ORDER BY pass")?
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let offset = i64::try_from(accounts.saturating_sub(1)).unwrap_or(i64::MAX);
+    let mut bound: Option<Vec<u8>> = None;
+    if accounts != usize::MAX {
+        let mut nth = tx.prepare_cached(
+            "SELECT DISTINCT account FROM recent_runs WHERE pass = ?1 AND account > ?2
+             ORDER BY account LIMIT 1 OFFSET ?3",
+        )?;
+        for &pass in &passes {
+            let found: Option<Vec<u8>> = nth.query_row(params![pass, after, offset], |r| r.get(0)).optional()?;
+            if let Some(found) = found {
+                if bound.as_ref().is_none_or(|b| found < *b) {
+                    bound = Some(found);
+                }
+            }
+        }
+    }
+    // A blob compares as its bytes, and a longer one after its prefix: 17 bytes of 0xFF come
+    // after every 16-byte account id.
+    let upper = bound.clone().unwrap_or_else(|| vec![0xFF; 17]);
+    let mut runs: Vec<([u8; 16], i64, Vec<u8>)> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT account, last_ts, entries FROM recent_runs WHERE pass = ?1 AND account > ?2 AND account <= ?3",
+        )?;
+        for &pass in &passes {
+            let mut rows = stmt.query(params![pass, after, upper])?;
+            while let Some(row) = rows.next()? {
+                runs.push((row.get(0)?, row.get(1)?, row.get(2)?));
+            }
+        }
+        let mut delete =
+            tx.prepare_cached("DELETE FROM recent_runs WHERE pass = ?1 AND account > ?2 AND account <= ?3")?;
+        for &pass in &passes {
+            delete.execute(params![pass, after, upper])?;
+        }
+    }
+    // An account's runs never overlap in time (passes are disjoint and in order), so ordering
+    // them by their last timestamp orders their entries.
+    runs.sort_unstable_by_key(|run| (run.0, run.1));
     let mut insert =
         tx.prepare_cached("INSERT INTO account_runs (account, last_ts, first_ts, entries) VALUES (?1, ?2, ?3, ?4)")?;
-    let flush = |account: &[u8; 16], blob: &[u8], insert: &mut rusqlite::CachedStatement<'_>| -> Result<()> {
+    let mut flush = |account: &[u8; 16], blob: &[u8]| -> Result<()> {
         if let (Some(first), Some(last)) = (blob.first_chunk::<8>(), blob.rchunks_exact(ENTRY_BYTES).next()) {
             let last = last.first_chunk::<8>().copied().unwrap_or_default();
             insert.execute(params![account, i64::from_be_bytes(last), i64::from_be_bytes(*first), blob])?;
         }
         Ok(())
     };
-    // An account's runs never overlap in time (passes are disjoint and in order), so ordering
-    // them by their last timestamp orders their entries.
-    {
-        let mut stmt = tx.prepare_cached("SELECT account, entries FROM recent_runs ORDER BY account, last_ts")?;
-        let mut rows = stmt.query([])?;
-        let mut account = None;
-        let mut blob: Vec<u8> = Vec::with_capacity(MERGED_RUN_MAX * ENTRY_BYTES);
-        while let Some(row) = rows.next()? {
-            let next: [u8; 16] = row.get(0)?;
-            let entries = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            if account != Some(next) {
-                if let Some(done) = &account {
-                    flush(done, &blob, &mut insert)?;
-                }
-                blob.clear();
-                account = Some(next);
+    let mut blob: Vec<u8> = Vec::with_capacity(MERGED_RUN_MAX * ENTRY_BYTES);
+    let mut current: Option<[u8; 16]> = None;
+    for (account, _, entries) in &runs {
+        if current != Some(*account) {
+            if let Some(done) = &current {
+                flush(done, &blob)?;
             }
-            for entry in entries.chunks_exact(ENTRY_BYTES) {
-                if blob.len() == MERGED_RUN_MAX * ENTRY_BYTES {
-                    flush(&next, &blob, &mut insert)?;
-                    blob.clear();
-                }
-                blob.extend_from_slice(entry);
-            }
+            blob.clear();
+            current = Some(*account);
         }
-        if let Some(done) = &account {
-            flush(done, &blob, &mut insert)?;
+        for entry in entries.chunks_exact(ENTRY_BYTES) {
+            if blob.len() == MERGED_RUN_MAX * ENTRY_BYTES {
+                flush(account, &blob)?;
+                blob.clear();
+            }
+            blob.extend_from_slice(entry);
         }
     }
-    tx.execute_batch("DELETE FROM recent_runs; DELETE FROM recent_passes;")?;
+    if let Some(done) = &current {
+        flush(done, &blob)?;
+    }
+    Ok(bound)
+}
+
+/// At a merge's end: forgets the passes it emptied, and counts again the entries left of the
+/// passes made while it ran (their runs of the accounts it moved after they were made are
+/// gone), so that the next merge comes when it should.
+fn tidy_passes(tx: &Connection) -> Result<()> {
+    tx.execute_batch(&format!(
+        "DELETE FROM recent_passes WHERE NOT EXISTS (SELECT 1 FROM recent_runs r WHERE r.pass = recent_passes.pass);
+         UPDATE recent_passes SET entries =
+             (SELECT coalesce(sum(length(r.entries)), 0) / {ENTRY_BYTES} FROM recent_runs r WHERE r.pass = recent_passes.pass);"
+    ))?;
     Ok(())
 }
 
@@ -493,9 +576,26 @@ impl Drop for Indexer {
 fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed: &AtomicU64) {
     let mut last_pass = Instant::now();
     let mut seen = 0;
-    // Whether the last pass failed: a failure (a full disk) is logged once, and its end too;
-    // the pass is retried every second meanwhile (listings stay complete: they scan the tail).
+    // Where a merge in progress goes on from (an account id; empty at its start).
+    let mut merging: Option<Vec<u8>> = None;
+    // Whether the last pass or merge step failed: a failure (a full disk) is logged once, and
+    // its end too; the work is retried every second meanwhile (listings stay complete: they
+    // scan the tail, and a merge moves an account's runs whole or not at all).
     let mut failing = false;
+    let mut report = |outcome: Result<()>, committed: &AtomicU64| match outcome {
+        Ok(()) => {
+            if std::mem::take(&mut failing) {
+                tracing::info!("history indexer succeeds again");
+            }
+        }
+        Err(error) => {
+            if !std::mem::replace(&mut failing, true) {
+                tracing::warn!(%error, "history indexer failed; retrying every second");
+            }
+            committed.fetch_add(1, Ordering::Relaxed);
+            std::thread::park_timeout(Duration::from_secs(1));
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         let waiting = committed.load(Ordering::Relaxed);
         // A pass when a chunk is waiting, when the engine has gone quiet, or when the tail has
@@ -507,17 +607,11 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
                 match index_pass(main, &mut history, CHUNK) {
                     Ok(n) if n == CHUNK && !stop.load(Ordering::Relaxed) => continue,
                     Ok(_) => {
-                        if std::mem::take(&mut failing) {
-                            tracing::info!("history indexer passes succeed again");
-                        }
+                        report(Ok(()), committed);
                         break;
                     }
                     Err(error) => {
-                        if !std::mem::replace(&mut failing, true) {
-                            tracing::warn!(%error, "history indexer pass failed; retrying every second");
-                        }
-                        committed.fetch_add(1, Ordering::Relaxed);
-                        std::thread::park_timeout(Duration::from_secs(1));
+                        report(Err(error), committed);
                         break;
                     }
                 }
@@ -526,7 +620,30 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
             seen = 0;
         } else {
             seen = waiting;
-            std::thread::park_timeout(POLL);
+        }
+        if merging.is_none() {
+            match merge_due(&history) {
+                Ok(true) => merging = Some(Vec::new()),
+                Ok(false) => {}
+                Err(error) => report(Err(error), committed),
+            }
+        }
+        match merging.take() {
+            Some(after) => {
+                match merge_step(&mut history, &after, MERGE_STEP_ACCOUNTS) {
+                    Ok(next) => {
+                        report(Ok(()), committed);
+                        merging = next;
+                    }
+                    // Tried again from the same account.
+                    Err(error) => {
+                        report(Err(error), committed);
+                        merging = Some(after);
+                    }
+                }
+                std::thread::park_timeout(MERGE_PAUSE);
+            }
+            None => std::thread::park_timeout(POLL),
         }
     }
 }
@@ -563,8 +680,20 @@ mod tests {
             Fixture { _dir: dir, main, history, reader, transfers: Vec::new(), seed: 7 }
         }
 
-        /// Commits `n` transfers between random accounts of 1..=5, then indexes them in one pass.
+        /// Commits `n` transfers and indexes them in one pass, then merges in steps of two
+        /// accounts if a merge is due, as the indexer thread does.
         fn pass(&mut self, n: usize) {
+            self.pass_only(n);
+            if merge_due(&self.history).unwrap() {
+                let mut after = Vec::new();
+                while let Some(next) = merge_step(&mut self.history, &after, 2).unwrap() {
+                    after = next;
+                }
+            }
+        }
+
+        /// Commits `n` transfers between random accounts of 1..=5, then indexes them in one pass.
+        fn pass_only(&mut self, n: usize) {
             let tx = self.main.transaction().unwrap();
             {
                 let mut insert = tx.prepare("INSERT INTO transfers VALUES (?1, ?2, ?3, ?4)").unwrap();
@@ -586,6 +715,31 @@ mod tests {
 
         fn recent_passes(&self) -> i64 {
             self.history.query_row("SELECT count(*) FROM recent_passes", [], |r| r.get(0)).unwrap()
+        }
+
+        /// Each recent pass's entries as recorded, and as its runs hold them.
+        fn recent_entries(&self) -> Vec<(i64, i64, i64)> {
+            self.history
+                .prepare(
+                    "SELECT p.pass, p.entries, (SELECT coalesce(sum(length(r.entries)), 0) / 8
+                         FROM recent_runs r WHERE r.pass = p.pass) FROM recent_passes p ORDER BY p.pass",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        }
+
+        /// The accounts with a recent run.
+        fn recent_accounts(&self) -> Vec<u128> {
+            self.history
+                .prepare("SELECT DISTINCT account FROM recent_runs ORDER BY account")
+                .unwrap()
+                .query_map([], |r| r.get::<_, [u8; 16]>(0).map(u128::from_be_bytes))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
         }
 
         fn merged_rows(&self) -> i64 {
@@ -640,6 +794,53 @@ mod tests {
             f.pass(2 + pass);
         }
         assert_eq!(f.recent_passes(), 5);
+        f.check();
+    }
+
+    #[test]
+    fn a_merge_in_steps_with_passes_between_them_keeps_every_listing() {
+        let mut f = Fixture::new();
+        for pass in 0..RECENT_PASSES_MAX {
+            f.pass_only(5 + pass % 4);
+        }
+        assert!(merge_due(&f.history).unwrap());
+        // Accounts 1 and 2 first: the step's bound is the second account of the passes that
+        // have two past the start (all of them here).
+        let after = merge_step(&mut f.history, &[], 2).unwrap().unwrap();
+        assert_eq!(after, 2u128.to_be_bytes());
+        assert_eq!(f.recent_accounts(), [3, 4, 5]);
+        f.check();
+        // A pass made during the merge, for every account: 1 and 2 were moved before it.
+        f.pass_only(40);
+        f.check();
+        let after = merge_step(&mut f.history, &after, 2).unwrap().unwrap();
+        assert_eq!(after, 4u128.to_be_bytes());
+        assert_eq!(f.recent_accounts(), [1, 2, 5]);
+        f.check();
+        f.pass_only(30);
+        f.check();
+        // The last step moves account 5 and forgets the passes it emptied. The two passes
+        // made during the merge stay, their entries counted again from what is left of them.
+        assert_eq!(merge_step(&mut f.history, &after, 2).unwrap(), None);
+        f.check();
+        let recent = f.recent_entries();
+        assert_eq!(recent.len(), 2, "{recent:?}");
+        let newest = &f.transfers[f.transfers.len() - 70..];
+        let entries = |transfers: &[(i64, u128, u128, u128)], accounts: &[u128]| -> i64 {
+            let on = |a: u128| transfers.iter().filter(|t| accounts.contains(&a) && (t.2 == a || t.3 == a)).count();
+            (1..=5u128).map(on).sum::<usize>() as i64
+        };
+        // The first (40 transfers) keeps the entries of accounts 1 and 2, the second (30)
+        // those of 1 to 4: the last step moved account 5's runs of every pass.
+        assert_eq!(recent[0].1, entries(&newest[..40], &[1, 2]));
+        assert_eq!(recent[1].1, entries(&newest[40..], &[1, 2, 3, 4]));
+        for (pass, recorded, held) in recent {
+            assert_eq!(recorded, held, "pass {pass}");
+        }
+        assert!(!merge_due(&f.history).unwrap());
+        // A merge of everything (as a large pass does) leaves no recent run.
+        assert_eq!(merge_step(&mut f.history, &[], usize::MAX).unwrap(), None);
+        assert_eq!(f.recent_passes(), 0);
         f.check();
     }
 
