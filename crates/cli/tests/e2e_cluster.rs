@@ -459,3 +459,40 @@ fn a_draining_engine_hands_its_partition_over_at_once() {
         assert_eq!(account["balance"]["posted"], 21);
     });
 }
+
+/// An engine that wins a partition's lead while its NATS is down gives the lead up and tries
+/// again: its store (a blocking PostgreSQL client) is dropped off the runtime's threads. Dropped
+/// on them, it panicked, which ended the partition's task, and the engine never led again
+/// (seen in CI, where the stream's creation had failed in the same way).
+#[test]
+fn an_engine_that_found_nats_down_leads_once_it_is_up() {
+    let Some(database) = TestDatabase::create("cluster_nats_late") else { return };
+    let Some(mut nats) = Nats::start() else { return };
+    nats.kill();
+    let args: Vec<String> = [
+        "--role",
+        "engine",
+        "--store",
+        database.url(),
+        "--queue",
+        &nats.url(),
+        "--queue-name",
+        &format!("t{}", random_hex(6)),
+        "--partitions",
+        "1",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let engine = Server::start_with(Options { api_key: Some(format!("sk_test_{}", random_hex(16))), extra_args: args });
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    runtime.block_on(async {
+        // Long enough for the lead to be won and given up at least once (a standby polls the
+        // partitions it prefers every 250 ms, the others every 2 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(leading(&http, &engine).await, Some(vec![]), "no lead without the queue");
+        tokio::task::block_in_place(|| nats.spawn());
+        wait_for_leaders(&http, &[(&engine, &[0])]).await;
+    });
+}

@@ -103,8 +103,14 @@ pub(crate) async fn connect(config: &QueueConfig) -> Result<async_nats::Client, 
 
 /// The work-queue stream (created if missing): a message is removed once an engine acknowledges
 /// it; a `Nats-Msg-Id` seen in the last two minutes is stored once.
+///
+/// Every process of a cluster makes sure of the stream as it starts, so on a new cluster
+/// several create it at once. The server can refuse all but one of them, and not always as
+/// "already exists": a CI run saw "subjects overlap with an existing stream" (10065) for the
+/// very stream another engine had just created. A refused creation is tried again (it then
+/// finds the stream), a few times over about two seconds, before it counts as an error.
 pub(crate) async fn stream(js: &jetstream::Context, config: &QueueConfig) -> Result<stream::Stream, QueueError> {
-    js.get_or_create_stream(stream::Config {
+    let wanted = stream::Config {
         name: config.stream_name(),
         subjects: vec![format!("{}.cmd.>", config.name)],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -112,10 +118,25 @@ pub(crate) async fn stream(js: &jetstream::Context, config: &QueueConfig) -> Res
         num_replicas: config.replicas,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| QueueError::JetStream(format!("cannot create or open the stream {}: {e}", config.stream_name())))
+    };
+    let mut attempt = 0;
+    loop {
+        match js.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if attempt < STREAM_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(stream = %wanted.name, %error, attempt, "the stream could not be made; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => {
+                return Err(QueueError::JetStream(format!("cannot create or open the stream {}: {error}", wanted.name)))
+            }
+        }
+    }
 }
+
+/// How many times a refused creation of the stream is tried again ([`stream`]).
+const STREAM_ATTEMPTS: u64 = 6;
 
 /// Deletes the durable consumer of one partition's lane, if there is one. A new leader does
 /// this before it pulls: a message the engine before it took and did not acknowledge (it was
