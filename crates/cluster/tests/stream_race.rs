@@ -36,10 +36,14 @@ impl FreshNats {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Made first, so that a server that never listens is still killed.
+        let nats = FreshNats { child, _dir: dir, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nats-server did not listen on {port} within 10 s");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        FreshNats { child, _dir: dir, port }
+        nats
     }
 }
 
