@@ -16,78 +16,12 @@
 mod common;
 
 use common::{random_hex, Options, Server};
+use paycore_cluster::testing::NatsServer;
 use paycore_store::testing::TestDatabase;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A NATS server with JetStream of the test's own, on a free port, its store in a temporary
-/// folder that outlives restarts.
-struct Nats {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Nats {
-    fn binary() -> Option<String> {
-        ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|candidate| Command::new(candidate).arg("--version").output().is_ok_and(|o| o.status.success()))
-            .map(str::to_owned)
-    }
-
-    /// `None` (after a loud line) when there is no `nats-server`, except under `CI=true`.
-    fn start() -> Option<Nats> {
-        if Nats::binary().is_none() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true: nats-server is required (Debian's nats-server package)"
-            );
-            eprintln!("SKIPPED: no nats-server binary; the cluster test needs one");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut nats = Nats { port, dir: tempfile::tempdir().unwrap(), child: None };
-        nats.spawn();
-        Some(nats)
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(Nats::binary().unwrap())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A client of the cluster for one tenant, over every API node still up.
 #[derive(Clone)]
@@ -206,7 +140,7 @@ struct Paid {
 #[test]
 fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
     let Some(database) = TestDatabase::create("cluster_failover") else { return };
-    let Some(mut nats) = Nats::start() else { return };
+    let Some(mut nats) = NatsServer::start("the cluster failover test") else { return };
     let url = database.url().to_owned();
     let admin_key = format!("sk_test_{}", random_hex(16));
     let queue_name = format!("t{}", random_hex(6));
@@ -381,7 +315,8 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
     });
     eprintln!("{outcome} payments acknowledged across the failures");
 
-    let verified = Command::new(env!("CARGO_BIN_EXE_paycore")).args(["verify", "--store", &url]).output().unwrap();
+    let verified =
+        std::process::Command::new(env!("CARGO_BIN_EXE_paycore")).args(["verify", "--store", &url]).output().unwrap();
     let said = String::from_utf8_lossy(&verified.stdout);
     if !verified.status.success() {
         engine1.dump_logs();
@@ -398,7 +333,7 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
 #[test]
 fn a_draining_engine_hands_its_partition_over_at_once() {
     let Some(database) = TestDatabase::create("cluster_drain") else { return };
-    let Some(nats) = Nats::start() else { return };
+    let Some(nats) = NatsServer::start("the drain test") else { return };
     let url = database.url().to_owned();
     let admin_key = format!("sk_test_{}", random_hex(16));
     let queue_name = format!("t{}", random_hex(6));
@@ -467,7 +402,7 @@ fn a_draining_engine_hands_its_partition_over_at_once() {
 #[test]
 fn an_engine_that_found_nats_down_leads_once_it_is_up() {
     let Some(database) = TestDatabase::create("cluster_nats_late") else { return };
-    let Some(mut nats) = Nats::start() else { return };
+    let Some(mut nats) = NatsServer::start("the late NATS test") else { return };
     nats.kill();
     let args: Vec<String> = [
         "--role",

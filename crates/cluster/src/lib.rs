@@ -14,11 +14,13 @@
 //! - `submitter`: the API side.
 //! - `consumer`: the engine side.
 //! - `node`: the engines of one process, one per partition it leads.
+//! - [`testing`]: a NATS server of a test's own.
 
 mod consumer;
 mod node;
 mod queue;
 mod submitter;
+pub mod testing;
 pub mod wire;
 
 pub use consumer::{consume, Consumption};
