@@ -171,9 +171,8 @@ const FILE_CHUNK: u64 = 256 * 1024;
 /// Sends a file to the response body in 256 KiB chunks, each read into a buffer that is not
 /// zeroed first (`read_to_end` fills spare capacity): a 279 MB pain.002 report was 4 300
 /// chunks of 64 KiB, each allocated and zeroed before the read overwrote it.
-fn send_file(file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
+fn send_file(mut file: std::fs::File, sender: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
     use std::io::Read;
-    let mut file = file;
     loop {
         let mut chunk = Vec::with_capacity(usize::try_from(FILE_CHUNK).unwrap_or(CHANNEL_CHUNK));
         match (&mut file).take(FILE_CHUNK).read_to_end(&mut chunk) {
