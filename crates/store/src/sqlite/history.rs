@@ -582,7 +582,7 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
     // its end too; the work is retried every second meanwhile (listings stay complete: they
     // scan the tail, and a merge moves an account's runs whole or not at all).
     let mut failing = false;
-    let mut report = |outcome: Result<()>, committed: &AtomicU64| match outcome {
+    let mut report = |outcome: Result<()>| match outcome {
         Ok(()) => {
             if std::mem::take(&mut failing) {
                 tracing::info!("history indexer succeeds again");
@@ -607,11 +607,11 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
                 match index_pass(main, &mut history, CHUNK) {
                     Ok(n) if n == CHUNK && !stop.load(Ordering::Relaxed) => continue,
                     Ok(_) => {
-                        report(Ok(()), committed);
+                        report(Ok(()));
                         break;
                     }
                     Err(error) => {
-                        report(Err(error), committed);
+                        report(Err(error));
                         break;
                     }
                 }
@@ -625,19 +625,19 @@ fn run(main: &Connection, mut history: Connection, stop: &AtomicBool, committed:
             match merge_due(&history) {
                 Ok(true) => merging = Some(Vec::new()),
                 Ok(false) => {}
-                Err(error) => report(Err(error), committed),
+                Err(error) => report(Err(error)),
             }
         }
         match merging.take() {
             Some(after) => {
                 match merge_step(&mut history, &after, MERGE_STEP_ACCOUNTS) {
                     Ok(next) => {
-                        report(Ok(()), committed);
+                        report(Ok(()));
                         merging = next;
                     }
                     // Tried again from the same account.
                     Err(error) => {
-                        report(Err(error), committed);
+                        report(Err(error));
                         merging = Some(after);
                     }
                 }
