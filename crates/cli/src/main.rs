@@ -158,7 +158,8 @@ struct ServeArgs {
     #[arg(long = "queue-name", env = "PAYCORE_QUEUE_NAME", default_value = paycore_server::QueueConfig::NAME_DEFAULT)]
     queue_name: String,
     /// Cluster mode: the tenant partition count, fixed when the cluster is created (default:
-    /// the one recorded, 1 for a new cluster).
+    /// the one recorded; for a new cluster, 1 on an engine, while an API node waits for an
+    /// engine to record it).
     #[arg(long = "partitions", env = "PAYCORE_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: Option<u32>,
     /// Cluster mode: the partitions this process's engines try to lead first (comma-separated);

@@ -229,7 +229,10 @@ pub fn start(config: &Config) -> anyhow::Result<Service> {
             let runtime = tokio::runtime::Handle::try_current()
                 .map_err(|_| anyhow::anyhow!("cluster mode starts from a thread of the runtime (spawn_blocking)"))?;
             let mut queue = cluster.queue.clone();
-            queue.partitions = roles::partitions(url, cluster.partitions)?;
+            queue.partitions = match role {
+                Role::Api => roles::api_partitions(url, cluster.partitions, roles::API_WAIT_POLL)?,
+                Role::All | Role::Engine => roles::partitions(url, cluster.partitions)?,
+            };
             let api = paycore_store::open_api(url, &options)?;
             let submitter =
                 runtime.block_on(paycore_cluster::NatsSubmitter::connect(queue.clone(), config.queue_capacity))?;

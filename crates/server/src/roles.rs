@@ -47,6 +47,42 @@ pub fn partitions(store: &str, requested: Option<u32>) -> anyhow::Result<u32> {
     Ok(paycore_store::cluster_partitions(store, requested)?)
 }
 
+/// An API node's partition count. With `--partitions`, as an engine's ([`partitions`]: the
+/// recorded one, or `requested` recorded for a new cluster). Without, the recorded one,
+/// waiting (every `poll`) until there is one: an API node started beside engines that ask for
+/// `--partitions 2` must not create the cluster first with one partition, which would refuse
+/// them (`this cluster was created with 1 partition`), as the README's cluster section, its
+/// processes started at once, did.
+pub fn api_partitions(store: &str, requested: Option<u32>, poll: std::time::Duration) -> anyhow::Result<u32> {
+    if requested.is_some() {
+        return partitions(store, requested);
+    }
+    let started = std::time::Instant::now();
+    let mut told = None;
+    loop {
+        if let Some(count) = paycore_store::recorded_cluster_partitions(store)? {
+            if told.is_some() {
+                tracing::info!(partitions = count, "the cluster's partition count is recorded; the API starts");
+            }
+            return Ok(count);
+        }
+        if told.is_none_or(|at: std::time::Instant| at.elapsed() >= API_WAIT_REPEAT) {
+            tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                "no partition count recorded yet: waiting for an engine (serve --role engine --partitions N) to create the cluster, or give this API node --partitions"
+            );
+            told = Some(std::time::Instant::now());
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// How often an API node waiting for the partition count looks again.
+pub const API_WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often an API node waiting for the partition count says so again.
+const API_WAIT_REPEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts this process's engines: one leader-or-standby task per partition.
 pub fn start_engines(
     store: &str,
@@ -119,4 +155,36 @@ pub async fn serve_engine(
     process.node.stop().await;
     tracing::info!("engines stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::{api_partitions, partitions};
+    use paycore_store::testing::TestDatabase;
+    use std::time::Duration;
+
+    /// The README's cluster section starts two engines (`--partitions 2`) and two API nodes at
+    /// once: an API node that got there first recorded a cluster of one partition, and both
+    /// engines were refused. An API node now waits for the count the engines record.
+    #[test]
+    fn an_api_node_waits_for_the_engines_partition_count_and_records_none() {
+        let Some(database) = TestDatabase::create("an_api_node_waits_for_the_engines_partition_count") else {
+            return;
+        };
+        let url = database.url().to_owned();
+        let api = {
+            let url = url.clone();
+            std::thread::spawn(move || api_partitions(&url, None, Duration::from_millis(10)))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!api.is_finished(), "the API node did not wait for a recorded count");
+        assert_eq!(partitions(&url, Some(2)).unwrap(), 2, "the engine's count is the cluster's");
+        assert_eq!(api.join().unwrap().unwrap(), 2);
+        // Once recorded, an API node reads it at once; one given --partitions is checked.
+        assert_eq!(api_partitions(&url, None, Duration::from_millis(10)).unwrap(), 2);
+        let refused = api_partitions(&url, Some(3), Duration::from_millis(10)).unwrap_err().to_string();
+        assert!(refused.contains("created with 2 partitions"), "{refused}");
+    }
 }

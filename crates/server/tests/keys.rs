@@ -263,7 +263,8 @@ async fn two_api_nodes_share_one_rate_limit() {
         config.rate_limit_burst = BURST;
         config.role = paycore_server::Role::Api;
         let queue = paycore_server::QueueConfig::new(format!("nats://127.0.0.1:{}", nats.port), 1);
-        config.cluster = Some(paycore_server::Cluster { queue, partitions: None, preferred: Vec::new() });
+        // With no engine to record the partition count, the API nodes are given it.
+        config.cluster = Some(paycore_server::Cluster { queue, partitions: Some(1), preferred: Vec::new() });
         let (base, _serving) = common::serve(&config, std::future::pending()).await;
         bases.push(base);
     }

@@ -256,6 +256,13 @@ pub fn cluster_partitions(url: &str, requested: Option<u32>) -> Result<u32> {
     postgres::cluster_partitions(url, requested)
 }
 
+/// The partition count recorded at the `postgres://` URL `url`; `None` while no cluster was
+/// created there (no engine has started yet). Records nothing: an API node waits on it rather
+/// than create a cluster of one partition under engines about to ask for more.
+pub fn recorded_cluster_partitions(url: &str) -> Result<Option<u32>> {
+    postgres::recorded_partitions(url)
+}
+
 /// The API's side of the cluster's store at the `postgres://` URL `url` (migrated if needed),
 /// with no writer: an API node of cluster mode, whose writes go through the queue to the
 /// partitions' leaders. Any number of processes may hold one.

@@ -80,6 +80,16 @@ pub(crate) fn cluster_partitions(url: &str, requested: Option<u32>) -> Result<u3
     })
 }
 
+/// The partition count recorded at `url`, if a cluster was created there (see
+/// [`crate::recorded_cluster_partitions`]).
+pub(crate) fn recorded_partitions(url: &str) -> Result<Option<u32>> {
+    off_runtime(|| {
+        let mut client = open::connect(url)?;
+        open::migrate(&mut client)?;
+        partitions::recorded(&mut client)
+    })
+}
+
 /// The API's handle on the cluster's store at `url`, without any writer lock (see
 /// [`crate::open_api`]).
 pub(crate) fn open_api(url: &str, options: &Options) -> Result<Arc<dyn crate::ApiStore>> {

@@ -68,6 +68,16 @@ pub(super) fn count(client: &mut Client, requested: Option<u32>) -> Result<u32> 
     Ok(count)
 }
 
+/// The cluster's partition count, if one was recorded; records nothing.
+pub(super) fn recorded(client: &mut Client) -> Result<Option<u32>> {
+    let recorded: Option<i32> = client.query_one("SELECT count FROM cluster_partitions", &[])?.try_get(0)?;
+    recorded
+        .map(|count| {
+            u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("the recorded partition count {count}")))
+        })
+        .transpose()
+}
+
 /// What an engine's connection leads: some partitions, each with the epoch it took.
 #[derive(Debug)]
 pub(super) struct Lead {
