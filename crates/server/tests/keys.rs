@@ -7,9 +7,9 @@
 mod common;
 
 use common::{on_both_backends, Backend, Client};
+use paycore_cluster::testing::NatsServer;
 use paycore_server::{ManualClock, ServiceClock};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -205,55 +205,12 @@ async fn every_authenticated_answer_says_its_rate_limit(backend: Backend) {
     assert_eq!((anonymous.status, anonymous.limit, anonymous.remaining), (401, None, None));
 }
 
-/// A `nats-server` of the test's own; `None` (after a loud line) without the binary, except
-/// under `CI=true`.
-struct Nats {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start() -> Option<Nats> {
-        let binary = ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|candidate| Command::new(candidate).arg("--version").output().is_ok_and(|o| o.status.success()));
-        let Some(binary) = binary else {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: nats-server is required");
-            eprintln!("SKIPPED: no nats-server binary; the shared rate limit test needs one");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Nats { port, child, _dir: dir })
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Two API nodes (cluster mode's `--role api`) on one PostgreSQL database: a key's requests
 /// spread over both get one budget between them, not one each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_nodes_share_one_rate_limit() {
     let Some(data) = common::Data::new(Backend::Postgres) else { return };
-    let Some(nats) = Nats::start() else { return };
+    let Some(nats) = NatsServer::start("the shared rate limit test") else { return };
     const RATE: u32 = 5;
     const BURST: u32 = 5;
     let mut bases = Vec::new();
@@ -262,7 +219,7 @@ async fn two_api_nodes_share_one_rate_limit() {
         config.rate_limit_per_second = RATE;
         config.rate_limit_burst = BURST;
         config.role = paycore_server::Role::Api;
-        let queue = paycore_server::QueueConfig::new(format!("nats://127.0.0.1:{}", nats.port), 1);
+        let queue = paycore_server::QueueConfig::new(nats.url(), 1);
         // With no engine to record the partition count, the API nodes are given it.
         config.cluster = Some(paycore_server::Cluster { queue, partitions: Some(1), preferred: Vec::new() });
         let (base, _serving) = common::serve(&config, std::future::pending()).await;
