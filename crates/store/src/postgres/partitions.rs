@@ -38,11 +38,8 @@ pub(super) fn count(client: &mut Client, requested: Option<u32>) -> Result<u32> 
     let mut tx = client.transaction()?;
     // The one row serializes processes creating the partitions at once.
     let row = tx.query_one("SELECT count, last_timestamp FROM cluster_partitions FOR UPDATE", &[])?;
-    let recorded: Option<i32> = row.try_get(0)?;
-    let count = match recorded {
+    let count = match stored_count(row.try_get(0)?)? {
         Some(recorded) => {
-            let recorded = u32::try_from(recorded)
-                .map_err(|_| StoreError::Corrupt(format!("the recorded partition count {recorded}")))?;
             if let Some(requested) = requested.filter(|&requested| requested != recorded) {
                 return Err(StoreError::Refused(format!(
                     "this cluster was created with {recorded} partition{}; --partitions cannot change (asked for {requested})",
@@ -70,8 +67,12 @@ pub(super) fn count(client: &mut Client, requested: Option<u32>) -> Result<u32> 
 
 /// The cluster's partition count, if one was recorded; records nothing.
 pub(super) fn recorded(client: &mut Client) -> Result<Option<u32>> {
-    let recorded: Option<i32> = client.query_one("SELECT count FROM cluster_partitions", &[])?.try_get(0)?;
-    recorded
+    stored_count(client.query_one("SELECT count FROM cluster_partitions", &[])?.try_get(0)?)
+}
+
+/// `cluster_partitions.count` as stored (`NULL` until a cluster is created).
+fn stored_count(stored: Option<i32>) -> Result<Option<u32>> {
+    stored
         .map(|count| {
             u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("the recorded partition count {count}")))
         })
