@@ -19,7 +19,8 @@ impl From<postgres::Error> for StoreError {
     /// PostgreSQL's error, by what the caller can do about it: SQLSTATE 23505 is a conflict;
     /// serialization failures, deadlocks, lock and statement timeouts are `Busy`; a lost
     /// connection, a server shutting down or out of resources is `Unavailable`, except a full
-    /// disk (SQLSTATE 53100, `disk_full`), which is `Full`.
+    /// disk (SQLSTATE 53100, `disk_full`), which is `Full`. `paycore_require`'s PCF01 and
+    /// PCC01 are `Fenced` and `Corrupt`.
     fn from(e: postgres::Error) -> Self {
         let text = match (e.as_db_error(), std::error::Error::source(&e)) {
             (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
@@ -40,6 +41,9 @@ impl From<postgres::Error> for StoreError {
                 StoreError::Busy(text)
             }
             Some(code) if *code == SqlState::DISK_FULL => StoreError::Full(text),
+            // Raised by `paycore_require` (migration 0021) in a commit of one statement.
+            Some(code) if code.code() == "PCF01" => StoreError::Fenced(text),
+            Some(code) if code.code() == "PCC01" => StoreError::Corrupt(text),
             // Connection exceptions, insufficient resources, operator intervention.
             Some(code) if ["08", "53", "57"].iter().any(|class| code.code().starts_with(class)) => {
                 StoreError::Unavailable(text)

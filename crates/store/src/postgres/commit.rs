@@ -7,15 +7,16 @@ use super::codec::{
 };
 use super::copy::{copy_transfers, COPY_FROM};
 use super::open::OUTBOX_LOCK;
-use super::partitions::Lead;
+use super::partitions::{Lead, FENCE};
 use super::prepared::{lookup, Prepared};
 use crate::{IdempotencyRecord, Loaded, Recovered, Result, Store, StoreError};
 use paycore_ledger::{
-    Account, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund, ResultCode, TenantId,
-    Transfer, TransferId,
+    Account, AccountId, Balances, ChangeSet, HoldRecord, Overdraft, Payment, PaymentId, Prefetch, QuoteId, Refund,
+    ResultCode, TenantId, Transfer, TransferId,
 };
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, Transaction};
+use std::sync::OnceLock;
 
 /// The engine's connection, which leads some partitions of the cluster (all of them when the
 /// whole store was opened): it recovers only their tenants, and every commit checks their
@@ -218,6 +219,9 @@ impl PostgresStore {
 
     /// One batch in one transaction, which first checks that this writer still leads.
     fn commit_led(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
+        if fits_one_statement(changes) {
+            return commit_in_one_statement(&mut self.client, &mut self.prepared, &self.lead, changes, idempotency);
+        }
         let prepared = &mut self.prepared;
         let mut tx = self.client.transaction()?;
         let returned = super::returns::reversed(&mut tx, changes)?;
@@ -244,6 +248,119 @@ impl PostgresStore {
         write_balances(&mut tx, prepared, changes)?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// Whether a batch's changes are only transfers (too few for `COPY`), holds, saved responses
+/// and balances: the real-time flow's batches, which [`commit_in_one_statement`] writes. Every
+/// field is named, so that a new kind of change has to be placed on one side or the other.
+fn fits_one_statement(changes: &ChangeSet) -> bool {
+    let ChangeSet {
+        transfers,
+        new_accounts,
+        balances: _,
+        holds: _,
+        payments,
+        refunds,
+        batch_items,
+        batch_ends,
+        events,
+        last_timestamp: _,
+        quotes_used,
+        updated_accounts,
+        audit,
+        clearing_windows,
+    } = changes;
+    // New accounts: the balances' `UPDATE` would not see the rows the same statement inserts.
+    // Payments, quotes: their writes are checked by count. Events: the outbox's lock comes
+    // first. Batch items: their returns are read first.
+    transfers.len() < COPY_FROM
+        && new_accounts.is_empty()
+        && payments.is_empty()
+        && refunds.is_empty()
+        && batch_items.is_empty()
+        && batch_ends.is_empty()
+        && events.is_empty()
+        && quotes_used.is_empty()
+        && updated_accounts.is_empty()
+        && audit.is_empty()
+        && clearing_windows.is_empty()
+}
+
+/// The statement of [`commit_in_one_statement`]: the fencing update and the batch's writes as
+/// the parts of one `WITH`, then the checks that the separate statements' callers make on
+/// their counts, made by `paycore_require` (migration 0021), which fails the statement with
+/// SQLSTATE `PCF01` (fenced) or `PCC01` (corrupt) and so rolls every part back.
+fn one_statement() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        // The fence takes $1–$3; each part's parameters follow the one before's.
+        let transfers = renumbered(INSERT_TRANSFERS, 3);
+        let holds = renumbered(UPSERT_HOLDS, 13);
+        let idempotency = renumbered(INSERT_IDEMPOTENCY, 16);
+        let balances = renumbered(UPDATE_BALANCES, 22);
+        format!(
+            "WITH fence AS ({FENCE} RETURNING 1),
+                 transfers AS ({transfers}),
+                 holds AS ({holds}),
+                 idempotency AS ({idempotency}),
+                 balances AS ({balances} RETURNING 1)
+             SELECT paycore_require((SELECT count(*) FROM fence) = $28::bigint, 'PCF01',
+                        'a newer leader took the partition'),
+                    paycore_require((SELECT count(*) FROM balances) = $29::bigint, 'PCC01',
+                        format('%s balance updates for %s accounts: some account is missing',
+                            (SELECT count(*) FROM balances), $29::bigint))"
+        )
+    })
+}
+
+/// `sql` with each parameter `$n` made `$(n + by)`.
+fn renumbered(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            out.push_str(&(n + by).to_string());
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A batch that [`fits_one_statement`], written by one statement in PostgreSQL's implicit
+/// transaction: one round trip, where `BEGIN`, the fencing update, the transfers, the
+/// balances and `COMMIT` took five (and a real-time batch's commit was most of the engine's
+/// cycle). The parts see the same snapshot, which is why a batch whose parts read each other's
+/// rows (new accounts) does not fit. The reply is read up to `ReadyForQuery`, which the server
+/// sends after the implicit transaction's commit is flushed (`synchronous_commit`): an `Ok`
+/// here is as durable as `COMMIT`'s.
+fn commit_in_one_statement(
+    client: &mut Client,
+    prepared: &mut Prepared,
+    lead: &Lead,
+    changes: &ChangeSet,
+    idempotency: &[IdempotencyRecord],
+) -> Result<()> {
+    let (partitions, epochs) = lead.fence_params();
+    let last_timestamp = int(changes.last_timestamp);
+    let transfers = TransferColumns::of(&changes.transfers);
+    let holds = HoldColumns::of(&changes.holds);
+    let saved = IdempotencyColumns::of(idempotency);
+    let balances = BalanceColumns::of(&changes.balances);
+    let (led, touched) = (partitions.len() as i64, changes.balances.len() as i64);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&last_timestamp, partitions, epochs];
+    params.extend(transfers.params());
+    params.extend(holds.params());
+    params.extend(saved.params());
+    params.extend(balances.params());
+    params.extend([&led as &(dyn ToSql + Sync), &touched]);
+    match prepared.execute(client, one_statement(), &params) {
+        Err(StoreError::Fenced(_)) => Err(lead.fenced()),
+        other => other.map(|_| ()),
     }
 }
 
@@ -288,26 +405,60 @@ fn insert_transfers(tx: &mut Transaction<'_>, prepared: &mut Prepared, transfers
     if transfers.len() >= COPY_FROM {
         return copy_transfers(tx, transfers);
     }
-    prepared.execute(
-        tx,
-        "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency, kind, pending_id,
-             expires_at, timestamp)
-         SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
-             $7::text[], $8::bytea[], $9::bigint[], $10::bigint[])",
-        &[
-            &id_array(transfers, |t| t.id.0),
-            &id_array(transfers, |t| t.tenant.0),
-            &id_array(transfers, |t| t.debit_account.0),
-            &id_array(transfers, |t| t.credit_account.0),
-            &transfers.iter().map(|t| int(t.amount)).collect::<Vec<_>>(),
-            &transfers.iter().map(|t| t.currency.code()).collect::<Vec<_>>(),
-            &transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>(),
-            &transfers.iter().map(|t| t.pending_id.map(|p| id_bytes(p.0))).collect::<Vec<_>>(),
-            &transfers.iter().map(|t| t.expires_at.map(int)).collect::<Vec<_>>(),
-            &transfers.iter().map(|t| int(t.timestamp)).collect::<Vec<_>>(),
-        ],
-    )?;
+    prepared.execute(tx, INSERT_TRANSFERS, &TransferColumns::of(transfers).params())?;
     Ok(())
+}
+
+/// The `INSERT` of transfers from the ten arrays of [`TransferColumns`].
+const INSERT_TRANSFERS: &str = "INSERT INTO transfers (id, tenant, debit_account, credit_account, amount, currency,
+         kind, pending_id, expires_at, timestamp)
+     SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[],
+         $7::text[], $8::bytea[], $9::bigint[], $10::bigint[])";
+
+/// Transfers as the column arrays of [`INSERT_TRANSFERS`].
+struct TransferColumns {
+    ids: Vec<[u8; 16]>,
+    tenants: Vec<[u8; 16]>,
+    debits: Vec<[u8; 16]>,
+    credits: Vec<[u8; 16]>,
+    amounts: Vec<i64>,
+    currencies: Vec<&'static str>,
+    kinds: Vec<&'static str>,
+    pending: Vec<Option<[u8; 16]>>,
+    expires: Vec<Option<i64>>,
+    timestamps: Vec<i64>,
+}
+
+impl TransferColumns {
+    fn of(transfers: &[Transfer]) -> TransferColumns {
+        TransferColumns {
+            ids: id_array(transfers, |t| t.id.0),
+            tenants: id_array(transfers, |t| t.tenant.0),
+            debits: id_array(transfers, |t| t.debit_account.0),
+            credits: id_array(transfers, |t| t.credit_account.0),
+            amounts: transfers.iter().map(|t| int(t.amount)).collect(),
+            currencies: transfers.iter().map(|t| t.currency.code()).collect(),
+            kinds: transfers.iter().map(|t| t.kind.as_str()).collect(),
+            pending: transfers.iter().map(|t| t.pending_id.map(|p| id_bytes(p.0))).collect(),
+            expires: transfers.iter().map(|t| t.expires_at.map(int)).collect(),
+            timestamps: transfers.iter().map(|t| int(t.timestamp)).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.ids,
+            &self.tenants,
+            &self.debits,
+            &self.credits,
+            &self.amounts,
+            &self.currencies,
+            &self.kinds,
+            &self.pending,
+            &self.expires,
+            &self.timestamps,
+        ]
+    }
 }
 
 /// New holds, and the new status of those the batch resolved (each hold once: the ledger's
@@ -316,18 +467,34 @@ fn upsert_holds(tx: &mut Transaction<'_>, prepared: &mut Prepared, holds: &[Hold
     if holds.is_empty() {
         return Ok(());
     }
-    prepared.execute(
-        tx,
-        "INSERT INTO holds (id, status, payment)
-         SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[])
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status",
-        &[
-            &id_array(holds, |h| h.transfer.id.0),
-            &holds.iter().map(|h| h.status.as_str()).collect::<Vec<_>>(),
-            &holds.iter().map(|h| h.payment.map(|p| id_bytes(p.0))).collect::<Vec<_>>(),
-        ],
-    )?;
+    prepared.execute(tx, UPSERT_HOLDS, &HoldColumns::of(holds).params())?;
     Ok(())
+}
+
+/// The upsert of holds from the three arrays of [`HoldColumns`].
+const UPSERT_HOLDS: &str = "INSERT INTO holds (id, status, payment)
+     SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[])
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status";
+
+/// Holds as the column arrays of [`UPSERT_HOLDS`].
+struct HoldColumns {
+    ids: Vec<[u8; 16]>,
+    statuses: Vec<&'static str>,
+    payments: Vec<Option<[u8; 16]>>,
+}
+
+impl HoldColumns {
+    fn of(holds: &[HoldRecord]) -> HoldColumns {
+        HoldColumns {
+            ids: id_array(holds, |h| h.transfer.id.0),
+            statuses: holds.iter().map(|h| h.status.as_str()).collect(),
+            payments: holds.iter().map(|h| h.payment.map(|p| id_bytes(p.0))).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.ids, &self.statuses, &self.payments]
+    }
 }
 
 /// The quotes the batch's payments used. The engine checked each was unused; the condition
@@ -446,20 +613,39 @@ fn insert_idempotency(tx: &mut Transaction<'_>, prepared: &mut Prepared, records
     if records.is_empty() {
         return Ok(());
     }
-    prepared.execute(
-        tx,
-        "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
-         SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::integer[], $5::bytea[], $6::bigint[])",
-        &[
-            &id_array(records, |r| r.tenant.0),
-            &records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-            &records.iter().map(|r| r.fingerprint).collect::<Vec<_>>(),
-            &records.iter().map(|r| i32::from(r.status)).collect::<Vec<_>>(),
-            &records.iter().map(|r| r.body.as_slice()).collect::<Vec<_>>(),
-            &records.iter().map(|r| int(r.created_at)).collect::<Vec<_>>(),
-        ],
-    )?;
+    prepared.execute(tx, INSERT_IDEMPOTENCY, &IdempotencyColumns::of(records).params())?;
     Ok(())
+}
+
+/// The `INSERT` of saved responses from the six arrays of [`IdempotencyColumns`].
+const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (tenant, key, fingerprint, status, body, created_at)
+     SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::integer[], $5::bytea[], $6::bigint[])";
+
+/// Saved responses as the column arrays of [`INSERT_IDEMPOTENCY`].
+struct IdempotencyColumns<'a> {
+    tenants: Vec<[u8; 16]>,
+    keys: Vec<&'a str>,
+    fingerprints: Vec<[u8; 32]>,
+    statuses: Vec<i32>,
+    bodies: Vec<&'a [u8]>,
+    created: Vec<i64>,
+}
+
+impl<'a> IdempotencyColumns<'a> {
+    fn of(records: &'a [IdempotencyRecord]) -> IdempotencyColumns<'a> {
+        IdempotencyColumns {
+            tenants: id_array(records, |r| r.tenant.0),
+            keys: records.iter().map(|r| r.key.as_str()).collect(),
+            fingerprints: records.iter().map(|r| r.fingerprint).collect(),
+            statuses: records.iter().map(|r| i32::from(r.status)).collect(),
+            bodies: records.iter().map(|r| r.body.as_slice()).collect(),
+            created: records.iter().map(|r| int(r.created_at)).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [&self.tenants, &self.keys, &self.fingerprints, &self.statuses, &self.bodies, &self.created]
+    }
 }
 
 /// The batch's webhook events, into the outbox: one exists if and only if its change does.
@@ -492,22 +678,7 @@ fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &C
     if balances.is_empty() {
         return Ok(());
     }
-    let column = |f: fn(&paycore_ledger::Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect::<Vec<_>>();
-    let updated = prepared.execute(
-        tx,
-        "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
-             debits_pending = b.debits_pending, credits_pending = b.credits_pending
-         FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-             AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
-         WHERE accounts.id = b.id",
-        &[
-            &id_array(balances, |(id, _)| id.0),
-            &column(|b| b.debits_posted),
-            &column(|b| b.credits_posted),
-            &column(|b| b.debits_pending),
-            &column(|b| b.credits_pending),
-        ],
-    )?;
+    let updated = prepared.execute(tx, UPDATE_BALANCES, &BalanceColumns::of(balances).params())?;
     if updated != balances.len() as u64 {
         return Err(StoreError::Corrupt(format!(
             "{} balance updates for {} accounts: some account is missing",
@@ -516,4 +687,60 @@ fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &C
         )));
     }
     Ok(())
+}
+
+/// The `UPDATE` of accounts' balances from the five arrays of [`BalanceColumns`].
+const UPDATE_BALANCES: &str = "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
+         debits_pending = b.debits_pending, credits_pending = b.credits_pending
+     FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+         AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
+     WHERE accounts.id = b.id";
+
+/// Balances as the column arrays of [`UPDATE_BALANCES`].
+struct BalanceColumns {
+    ids: Vec<[u8; 16]>,
+    debits_posted: Vec<i64>,
+    credits_posted: Vec<i64>,
+    debits_pending: Vec<i64>,
+    credits_pending: Vec<i64>,
+}
+
+impl BalanceColumns {
+    fn of(balances: &[(AccountId, Balances)]) -> BalanceColumns {
+        let column = |f: fn(&Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect();
+        BalanceColumns {
+            ids: id_array(balances, |(id, _)| id.0),
+            debits_posted: column(|b| b.debits_posted),
+            credits_posted: column(|b| b.credits_posted),
+            debits_pending: column(|b| b.debits_pending),
+            credits_pending: column(|b| b.credits_pending),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.ids, &self.debits_posted, &self.credits_posted, &self.debits_pending, &self.credits_pending]
+    }
+}
+
+#[cfg(test)]
+mod one_statement_tests {
+    use std::collections::BTreeSet;
+
+    /// Every parameter of the one statement, `$1` to `$29`, is named, and none beyond: the
+    /// parts' offsets follow one another, and `commit_in_one_statement` binds 29 values.
+    #[test]
+    fn the_one_statement_names_each_of_its_29_parameters() {
+        let sql = super::one_statement();
+        let named: BTreeSet<usize> = sql
+            .split('$')
+            .skip(1)
+            .map(|after| after.bytes().take_while(u8::is_ascii_digit).fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+            .collect();
+        assert_eq!(named, (1..=29).collect::<BTreeSet<_>>(), "{sql}");
+    }
+
+    #[test]
+    fn renumbered_moves_every_parameter_and_nothing_else() {
+        assert_eq!(super::renumbered("f($1, $10::int[]) || '$'", 3), "f($4, $13::int[]) || '$'");
+    }
 }

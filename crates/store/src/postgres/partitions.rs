@@ -79,6 +79,13 @@ fn stored_count(stored: Option<i32>) -> Result<Option<u32>> {
         .transpose()
 }
 
+/// The fencing update of every commit (`Lead::check`): `$1` the batch's last timestamp, `$2` and
+/// `$3` the partitions led and the epochs taken (`Lead::fence_params`). It updates one row per
+/// partition whose epoch is still the one taken.
+pub(super) const FENCE: &str = "UPDATE partitions SET last_timestamp = GREATEST(partitions.last_timestamp, $1)
+     FROM UNNEST($2::integer[], $3::bigint[]) AS l (id, epoch)
+     WHERE partitions.id = l.id AND partitions.epoch = l.epoch";
+
 /// What an engine's connection leads: some partitions, each with the epoch it took.
 #[derive(Debug)]
 pub(super) struct Lead {
@@ -180,21 +187,25 @@ impl Lead {
     /// transaction ends, so a new leader's epoch waits for this commit, or this commit sees
     /// the new epoch and writes nothing.
     pub(super) fn check(&self, tx: &mut Transaction<'_>, prepared: &mut Prepared, last_timestamp: u64) -> Result<()> {
-        let updated = prepared.execute(
-            tx,
-            "UPDATE partitions SET last_timestamp = GREATEST(partitions.last_timestamp, $1)
-             FROM UNNEST($2::integer[], $3::bigint[]) AS l (id, epoch)
-             WHERE partitions.id = l.id AND partitions.epoch = l.epoch",
-            &[&int(last_timestamp), &self.ids, &self.epochs],
-        )?;
+        let updated = prepared.execute(tx, FENCE, &[&int(last_timestamp), &self.ids, &self.epochs])?;
         if updated != self.ids.len() as u64 {
-            return Err(StoreError::Fenced(format!(
-                "a newer leader took partition{} {:?} (this writer's epochs {:?})",
-                if self.ids.len() == 1 { "" } else { "s" },
-                self.ids,
-                self.epochs
-            )));
+            return Err(self.fenced());
         }
         Ok(())
+    }
+
+    /// The parameters `$2` and `$3` of [`FENCE`]: the partitions led and the epochs taken.
+    pub(super) fn fence_params(&self) -> (&Vec<i32>, &Vec<i64>) {
+        (&self.ids, &self.epochs)
+    }
+
+    /// The error of a commit whose [`FENCE`] found a newer epoch.
+    pub(super) fn fenced(&self) -> StoreError {
+        StoreError::Fenced(format!(
+            "a newer leader took partition{} {:?} (this writer's epochs {:?})",
+            if self.ids.len() == 1 { "" } else { "s" },
+            self.ids,
+            self.epochs
+        ))
     }
 }

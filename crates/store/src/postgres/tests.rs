@@ -513,8 +513,9 @@ fn the_engine_prepares_each_statement_once_even_in_a_commit_that_rolled_back() {
     let mut state = State::default();
     step(&mut state, &mut store, 10, vec![open(1), open(2)]);
     assert_eq!(store.prepared_on_server(), opened + 2, "the fencing check and the accounts' insert stay prepared");
-    // The first transfers are prepared inside a commit that fails at its last statement (the
-    // balances of accounts the store does not have), and is rolled back.
+    // The first batch of transfers (one statement: `commit_in_one_statement`) is prepared for
+    // a commit that fails its last check (the balances of accounts the store does not have),
+    // and is rolled back.
     let mut elsewhere = State::default();
     elsewhere.execute(&[Request { tenant: T1, command: open(7) }, Request { tenant: T1, command: open(8) }], 11);
     elsewhere.take_changes();
@@ -522,11 +523,11 @@ fn the_engine_prepares_each_statement_once_even_in_a_commit_that_rolled_back() {
     assert!(matches!(store.commit(&elsewhere.take_changes(), &[]), Err(StoreError::Corrupt(_))));
     // The statements prepared then still run.
     step(&mut state, &mut store, 20, vec![move_of(100, 1, 2, 30)]);
-    assert_eq!(store.prepared_on_server(), opened + 4, "and the transfers' insert and the balances' update");
+    assert_eq!(store.prepared_on_server(), opened + 3, "and the one statement of a batch of transfers");
     for (i, at) in (21..26).enumerate() {
         step(&mut state, &mut store, at, vec![move_of(101 + i as u128, 2, 1, 1)]);
     }
-    assert_eq!(store.prepared_on_server(), opened + 4, "no statement is prepared again, and no read is");
+    assert_eq!(store.prepared_on_server(), opened + 3, "no statement is prepared again, and no read is");
     let first = api.account(T1, AccountId(1)).unwrap().unwrap().balances;
     assert_eq!((first.debits_posted, first.credits_posted), (30, 5));
     assert!(api.transfer(T1, TransferId(50)).unwrap().is_none(), "the failed commit wrote nothing");
@@ -590,7 +591,8 @@ fn a_lookup_by_id_uses_the_primary_key_after_the_table_grew_under_it() {
 /// A prepared statement keeps the plan PostgreSQL settled on after its first five runs: for a
 /// balance update on a new cluster's 40 accounts, a hash join over a sequential scan, kept as
 /// `accounts` grows. The engine prepares its statements anew every `REPREPARE_AFTER` runs, so
-/// the plan follows the table.
+/// the plan follows the table. The balances of a batch of transfers are written by the one
+/// statement of its commit (`commit_in_one_statement`), whose plan is looked at.
 #[test]
 fn the_balance_update_is_planned_anew_as_accounts_grow() {
     let Some(database) = TestDatabase::create("the_balance_update_is_planned_anew") else { return };
@@ -615,15 +617,19 @@ fn the_balance_update_is_planned_anew_as_accounts_grow() {
     }
     let client = store.client();
     let name: String = client
-        .query_one(
-            "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'UPDATE accounts SET debits_posted%'",
-            &[],
-        )
+        .query_one("SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH fence AS%'", &[])
         .unwrap()
         .get(0);
     let plan: Vec<String> = client
         .query(
-            &format!("EXPLAIN EXECUTE {name}(ARRAY['\\x{:032x}'::bytea], '{{1}}', '{{0}}', '{{0}}', '{{0}}')", 1u128),
+            // The fence's three parameters, the transfers' ten, holds' three and saved
+            // responses' six arrays empty, then one account's balances and the two counts.
+            &format!(
+                "EXPLAIN EXECUTE {name}(0, '{{0}}', '{{1}}', {}, ARRAY['\\x{:032x}'::bytea], '{{1}}', '{{0}}', '{{0}}', \
+                 '{{0}}', 1, 1)",
+                ["'{}'"; 19].join(", "),
+                1u128
+            ),
             &[],
         )
         .unwrap()

@@ -104,9 +104,12 @@ fn a_partition_has_one_leader_and_the_next_takes_a_higher_epoch() {
     assert_eq!(epochs, [(0, 2), (1, 1)]);
 }
 
-#[test]
-fn a_stale_leader_is_fenced_and_writes_nothing_of_its_batch() {
-    let Some(database) = TestDatabase::create("a_stale_leader_is_fenced") else { return };
+/// Partition 0's leader opens accounts 1 and 2 and moves 1 000 between them (at 20); then a
+/// newer leader takes the epoch (its lock aside, as after a lost connection), and the stale
+/// one executes `batch` (at 30), whose commit must be refused as `Fenced` with nothing of it
+/// stored: accounts, transfers, holds, balances and clock as the last good commit left them.
+/// The leader and its state come back for more.
+fn a_stale_leader_commits(database: &TestDatabase, batch: Vec<Command>) -> (Leader, State, Vec<Outcome>) {
     let url = database.url();
     cluster_partitions(url, Some(2)).unwrap();
     let tenant = tenant_in(0, 2);
@@ -118,28 +121,45 @@ fn a_stale_leader_is_fenced_and_writes_nothing_of_its_batch() {
     committed.unwrap();
     assert!(matches!(&outcomes[..], [Outcome::Transfers(codes)] if codes == &[ResultCode::Ok]));
 
-    // A newer leader takes the epoch (its lock aside, as after a lost connection).
     fence(url, 0);
-    let (outcomes, committed) =
-        step(&mut state, store, tenant, 30, vec![open_account(3), transfer(101, 1, 2, 500, false)]);
-    assert!(matches!(&outcomes[..], [_, Outcome::Transfers(codes)] if codes == &[ResultCode::Ok]));
+    let (outcomes, committed) = step(&mut state, store, tenant, 30, batch);
     match committed {
         Err(StoreError::Fenced(message)) => assert!(message.contains("newer leader"), "{message}"),
         other => panic!("expected Fenced, got {other:?}"),
     }
-    // Nothing of the batch is stored: no account 3, no transfer 101, balances and clock as
-    // the last good commit left them.
-    let mut client = sql(&database);
+    let mut client = sql(database);
     assert_eq!(count(&mut client, "SELECT count(*) FROM accounts"), 2);
     assert_eq!(count(&mut client, "SELECT count(*) FROM transfers"), 1);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM holds"), 0);
     assert_eq!(
         count(&mut client, "SELECT credits_posted FROM accounts WHERE id = '\\x00000000000000000000000000000002'"),
         1000
     );
     assert_eq!(count(&mut client, "SELECT last_timestamp FROM partitions WHERE id = 0"), 20);
+    (leader, state, outcomes)
+}
+
+#[test]
+fn a_stale_leader_is_fenced_and_writes_nothing_of_its_batch() {
+    let Some(database) = TestDatabase::create("a_stale_leader_is_fenced") else { return };
+    let batch = vec![open_account(3), transfer(101, 1, 2, 500, false)];
+    let (mut leader, mut state, outcomes) = a_stale_leader_commits(&database, batch);
+    assert!(matches!(&outcomes[..], [_, Outcome::Transfers(codes)] if codes == &[ResultCode::Ok]));
     // And it stays fenced: the next commit is refused too.
-    let (_, committed) = step(&mut state, store, tenant, 40, vec![open_account(4)]);
+    let (_, committed) = step(&mut state, leader.store.as_mut(), tenant_in(0, 2), 40, vec![open_account(4)]);
     assert!(matches!(committed, Err(StoreError::Fenced(_))), "{committed:?}");
+}
+
+/// A batch of transfers alone is written by one statement (`commit_in_one_statement`), whose
+/// fencing check fails the statement itself: nothing of it is stored either.
+#[test]
+fn a_stale_leader_writes_nothing_of_a_batch_of_one_statement() {
+    let Some(database) = TestDatabase::create("a_stale_leader_one_statement") else { return };
+    let batch = vec![transfer(101, 1, 2, 500, false), transfer(102, 2, 1, 7, true)];
+    let (_, _, outcomes) = a_stale_leader_commits(&database, batch);
+    assert!(
+        matches!(&outcomes[..], [Outcome::Transfers(a), Outcome::Transfers(b)] if a == &[ResultCode::Ok] && b == a)
+    );
 }
 
 #[test]
