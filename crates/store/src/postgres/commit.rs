@@ -273,7 +273,8 @@ fn fits_one_statement(changes: &ChangeSet) -> bool {
     } = changes;
     // New accounts: the balances' `UPDATE` would not see the rows the same statement inserts.
     // Payments, quotes: their writes are checked by count. Events: the outbox's lock comes
-    // first. Batch items: their returns are read first.
+    // first. Batch items: their returns are read first. Refunds, account updates and their
+    // audit, clearing windows: rare, and written by the transaction that has them all.
     transfers.len() < COPY_FROM
         && new_accounts.is_empty()
         && payments.is_empty()
