@@ -120,12 +120,12 @@ impl Partition {
         let (queue, consumption) = match consume(&config.queue, number, config.queue_capacity).await {
             Ok(consumed) => consumed,
             Err(error) => {
-                // Dropping the leader releases the lock: another engine may do better. The store
-                // is a blocking client, which must not be dropped on the runtime's threads (its
-                // drop blocks on its own connection: a panic there, seen in CI, ended this
-                // partition's task for good).
+                // Dropping the leader releases the lock: another engine may do better. Its store
+                // closes its blocking connection on a thread of its own (dropped here on the
+                // runtime's, that connection's close panicked, seen in CI, and ended this
+                // partition's task for good: `postgres::commit::EngineClient`).
                 tracing::error!(partition = number, %error, "cannot consume the partition's queue; giving up the lead");
-                let _ = tokio::task::spawn_blocking(move || drop(leader)).await;
+                drop(leader);
                 return;
             }
         };

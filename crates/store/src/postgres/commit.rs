@@ -31,15 +31,46 @@ use std::sync::OnceLock;
 /// engine taking over must find them there. `accounts` is therefore always current, and
 /// `verify` has no tail to replay.
 pub(super) struct PostgresStore {
-    client: Client,
+    client: EngineClient,
     lead: Lead,
     /// The statements of `commit`, prepared once (see `prepared`; reads are not).
     prepared: Prepared,
 }
 
+/// The engine's connection, closed on a thread of its own when the store is dropped: closing
+/// a blocking client runs the client's own runtime, which panics on a thread that drives async
+/// tasks, where a cluster node may give a lead up (`Connections` of the reader pool does the
+/// same). The leader locks go with the connection. Always `Some` until it is dropped.
+struct EngineClient(Option<Client>);
+
+impl std::ops::Deref for EngineClient {
+    type Target = Client;
+
+    #[allow(clippy::expect_used)] // Taken only by `drop`.
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("the engine's connection is there until the store is dropped")
+    }
+}
+
+impl std::ops::DerefMut for EngineClient {
+    #[allow(clippy::expect_used)] // Taken only by `drop`.
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("the engine's connection is there until the store is dropped")
+    }
+}
+
+impl Drop for EngineClient {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        if let Ok(closing) = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client)) {
+            let _ = closing.join();
+        }
+    }
+}
+
 impl PostgresStore {
     pub(super) fn new(client: Client, lead: Lead) -> PostgresStore {
-        PostgresStore { client, lead, prepared: Prepared::default() }
+        PostgresStore { client: EngineClient(Some(client)), lead, prepared: Prepared::default() }
     }
 
     /// How many statements the engine's connection has prepared on the server; for tests.
@@ -90,7 +121,7 @@ impl Store for PostgresStore {
 
 impl PostgresStore {
     fn load_led(&mut self, wanted: &Prefetch) -> Result<Loaded> {
-        let client = &mut self.client;
+        let client: &mut Client = &mut self.client;
         let transfers = id_array(&wanted.transfers, |id| id.0);
         let holds = id_array(&wanted.holds, |id| id.0);
         let payments = id_array(&wanted.payments, |id| id.0);
@@ -133,7 +164,7 @@ impl PostgresStore {
         let tenants: Vec<[u8; 16]> = keys.iter().map(|(tenant, _)| id_bytes(tenant.0)).collect();
         let names: Vec<&str> = keys.iter().map(|(_, key)| *key).collect();
         let rows = lookup(
-            &mut self.client,
+            &mut *self.client,
             "SELECT i.* FROM idempotency i
              JOIN UNNEST($1::bytea[], $2::text[]) AS k (tenant, key) ON i.tenant = k.tenant AND i.key = k.key",
             &[(&tenants, Type::BYTEA_ARRAY), (&names, Type::TEXT_ARRAY)],
@@ -144,7 +175,7 @@ impl PostgresStore {
     /// What the engine keeps in memory, of the tenants of the partitions led: their accounts,
     /// open holds and open payments.
     fn recover_led(&mut self) -> Result<Recovered> {
-        let client = &mut self.client;
+        let client: &mut Client = &mut self.client;
         let (accounts, open_holds, open_payments) = match self.lead.tenants(client)? {
             None => (
                 all(&client.query("SELECT * FROM accounts", &[])?, account_from)?,

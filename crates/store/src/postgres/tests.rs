@@ -639,3 +639,15 @@ fn the_balance_update_is_planned_anew_as_accounts_grow() {
     assert!(!plan.iter().any(|line| line.contains("Seq Scan on accounts")), "{plan:#?}");
     assert!(plan.iter().any(|line| line.contains("accounts_pkey")), "{plan:#?}");
 }
+
+/// The engine's store holds a blocking client, whose drop runs the client's own runtime: on a
+/// thread that drives async tasks (where a cluster node gives up a lead) that panicked. It is
+/// closed on a thread of its own instead, and its leader lock goes with it.
+#[test]
+fn the_engine_store_may_be_dropped_on_an_async_worker() {
+    let Some(database) = TestDatabase::create("the_engine_store_may_be_dropped_on_an_async_worker") else { return };
+    let (store, _api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async move { drop(store) });
+    let (_again, _api) = super::open_parts(database.url(), &Options::default()).unwrap();
+}
