@@ -10,7 +10,7 @@
 #![allow(clippy::panic)]
 
 use crate::Store;
-use paycore_ledger::{Command, Outcome, Request, State, TenantId};
+use paycore_ledger::{AccountId, Command, Outcome, Request, State, TenantId, Transfer, TransferId};
 use postgres::{Client, NoTls};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -217,4 +217,71 @@ pub fn step(
     state.insert_clearing(loaded.open_windows, loaded.window_ids);
     let outcomes = state.execute(&requests, now);
     (outcomes, store.commit(&state.take_changes(), &[]))
+}
+
+/// Every page of `account`'s history, newest first, `page_size` transfers a page.
+pub fn history(tenant: TenantId, reader: &dyn crate::Reader, account: u128, page_size: usize) -> Vec<TransferId> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = reader
+            .account_transfers(tenant, AccountId(account), crate::Page { after, limit: page_size })
+            .unwrap_or_else(|e| panic!("listing account {account}: {e}"));
+        all.extend(page.iter().map(|t| t.id));
+        match page.last() {
+            Some(last) if page.len() == page_size => after = Some(last.id),
+            _ => return all,
+        }
+    }
+}
+
+/// Every page of `account`'s history in `timestamps`, oldest first.
+pub fn history_between(
+    tenant: TenantId,
+    reader: &dyn crate::Reader,
+    account: u128,
+    timestamps: std::ops::Range<u64>,
+    page_size: usize,
+) -> Vec<Transfer> {
+    let mut all = Vec::new();
+    let mut from = timestamps.start;
+    loop {
+        let page = reader
+            .account_transfers_between(tenant, AccountId(account), from..timestamps.end, page_size)
+            .unwrap_or_else(|e| panic!("listing account {account} between: {e}"));
+        let full = page.len() == page_size;
+        match page.last() {
+            Some(last) => from = last.timestamp + 1,
+            None => return all,
+        }
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
+}
+
+/// Checks every listing of the accounts `accounts` against `committed` (id, debit account,
+/// credit account, in commit order): newest first in pages of `page_size`, oldest first, and a
+/// range inside each history (its start included, its end not).
+pub fn assert_histories(
+    tenant: TenantId,
+    reader: &dyn crate::Reader,
+    committed: &[(u128, u128, u128)],
+    accounts: std::ops::RangeInclusive<u128>,
+    page_size: usize,
+) {
+    for account in accounts {
+        let expected: Vec<TransferId> =
+            committed.iter().rev().filter(|t| t.1 == account || t.2 == account).map(|t| TransferId(t.0)).collect();
+        assert_eq!(history(tenant, reader, account, page_size), expected, "account {account}, pages of {page_size}");
+        let oldest_first = history_between(tenant, reader, account, 0..u64::MAX, page_size);
+        let ids: Vec<TransferId> = oldest_first.iter().map(|t| t.id).collect();
+        assert_eq!(ids, expected.iter().rev().copied().collect::<Vec<_>>(), "account {account} oldest first");
+        if oldest_first.len() > 3 {
+            let (a, b) = (1, oldest_first.len() - 1);
+            let range = oldest_first[a].timestamp..oldest_first[b].timestamp;
+            assert_eq!(history_between(tenant, reader, account, range, page_size), oldest_first[a..b].to_vec());
+        }
+    }
 }

@@ -6,6 +6,7 @@ use super::codec::{
     account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, quote_from, transfer_from, HOLD_SELECT,
 };
 use super::copy::{copy_transfers, COPY_FROM};
+use super::history::Indexer;
 use super::open::OUTBOX_LOCK;
 use super::partitions::{Lead, FENCE};
 use super::prepared::{lookup, Prepared};
@@ -35,6 +36,8 @@ pub(super) struct PostgresStore {
     lead: Lead,
     /// The statements of `commit`, prepared once (see `prepared`; reads are not).
     prepared: Prepared,
+    /// The history of the partitions led, built off the commit; stops with the store.
+    _indexer: Indexer,
 }
 
 /// The engine's connection, closed on a thread of its own when the store is dropped: closing
@@ -69,8 +72,9 @@ impl Drop for EngineClient {
 }
 
 impl PostgresStore {
-    pub(super) fn new(client: Client, lead: Lead) -> PostgresStore {
-        PostgresStore { client: EngineClient(Some(client)), lead, prepared: Prepared::default() }
+    pub(super) fn new(client: Client, lead: Lead, url: &str) -> PostgresStore {
+        let indexer = Indexer::start(url.to_owned(), lead.ids().to_vec());
+        PostgresStore { client: EngineClient(Some(client)), lead, prepared: Prepared::default(), _indexer: indexer }
     }
 
     /// How many statements the engine's connection has prepared on the server; for tests.
@@ -153,7 +157,7 @@ impl PostgresStore {
                 quote_from,
             )?;
         }
-        loaded.debits = super::limits::load_debits(client, wanted)?;
+        loaded.debits = super::limits::load_debits(client, wanted, self.lead.ids())?;
         if !wanted.clearing.is_empty() {
             (loaded.open_windows, loaded.window_ids) = super::clearing::load(client, &wanted.clearing)?;
         }

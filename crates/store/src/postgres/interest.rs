@@ -156,10 +156,20 @@ impl InterestStore for PostgresReader {
             for account in all(&rows, account_from)? {
                 history.balances.insert(account.id, account.balances.posted());
             }
+            // The accounts' history (see `history`): the runs up to the tenant's watermark,
+            // the tail after it. `timestamp > $1` is `>= $1 + 1`.
+            let split = super::history::split_of_tenant(&mut tx, tenant)?;
+            let after = int(after.end_ns());
             let rows = tx.query(
-                "SELECT * FROM transfers WHERE timestamp > $1 AND tenant = $2 AND kind IN ('single', 'post_pending')
-                     AND (debit_account = ANY($3) OR credit_account = ANY($3))",
-                &[&int(after.end_ns()), &id_bytes(tenant.0), &ids],
+                &format!(
+                    "SELECT * FROM transfers WHERE timestamp > $4 AND timestamp > $1 AND tenant = $2
+                         AND kind IN ('single', 'post_pending') AND (debit_account = ANY($3) OR credit_account = ANY($3))
+                     UNION ALL
+                     SELECT * FROM transfers WHERE id IN (SELECT id FROM ({}) i) AND tenant = $2
+                         AND kind IN ('single', 'post_pending')",
+                    super::history::indexed_since("$3", "$5", "$4")
+                ),
+                &[&after, &id_bytes(tenant.0), &ids, &split, &after.saturating_add(1)],
             )?;
             let transfers = all(&rows, transfer_from)?;
             tx.commit()?;

@@ -47,16 +47,25 @@ pub(super) fn insert_audit(tx: &mut Transaction<'_>, audit: &[AuditRecord]) -> R
     Ok(())
 }
 
-/// The transfers debited from `wanted.debits_of` since `wanted.debits_since`, on the
-/// `(debit_account, timestamp)` index.
-pub(super) fn load_debits(client: &mut Client, wanted: &Prefetch) -> Result<Vec<Transfer>> {
+/// The transfers debited from `wanted.debits_of` (accounts of the partitions `led`) since
+/// `wanted.debits_since`: from their history's runs up to the partitions' least watermark, and
+/// from the tail after it (see `history`).
+pub(super) fn load_debits(client: &mut Client, wanted: &Prefetch, led: &[i32]) -> Result<Vec<Transfer>> {
     if wanted.debits_of.is_empty() {
         return Ok(Vec::new());
     }
+    let split = super::history::split_of_partitions(client, led)?;
     let accounts: Vec<[u8; 16]> = wanted.debits_of.iter().map(|a| id_bytes(a.0)).collect();
     let rows = client.query(
-        "SELECT * FROM transfers WHERE debit_account = ANY($1) AND timestamp >= $2 AND kind IN ('single', 'pending')",
-        &[&accounts, &int(wanted.debits_since)],
+        &format!(
+            "SELECT * FROM transfers WHERE timestamp > $3 AND timestamp >= $2 AND debit_account = ANY($1)
+                 AND kind IN ('single', 'pending')
+             UNION ALL
+             SELECT t.* FROM ({}) i JOIN transfers t ON t.id = i.id
+             WHERE t.debit_account = i.account AND t.kind IN ('single', 'pending')",
+            super::history::indexed_since("$1", "$2", "$3")
+        ),
+        &[&accounts, &int(wanted.debits_since), &split],
     )?;
     all(&rows, transfer_from)
 }

@@ -9,7 +9,8 @@
 //! bounded pool of connections. The modules, by job: `open` (connections, the lock,
 //! migrations in `postgres/migrations/`, recorded in `schema_version`), `partitions` (the
 //! partition count, leader locks and epochs), `codec` (columns to
-//! ledger values and back, PostgreSQL's errors by kind), `commit`, `reader`, `batches`,
+//! ledger values and back, PostgreSQL's errors by kind), `commit`, `history` (account history
+//! built off the commit, and the reads that merge it with the unindexed tail), `reader`, `batches`,
 //! `files` (uploaded batch files, in chunks), `admin`, `leases` (batch leases and delivery
 //! claims, `FOR UPDATE SKIP LOCKED`), `verify`.
 //!
@@ -25,6 +26,7 @@ mod commit;
 mod copy;
 mod files;
 mod fx;
+mod history;
 mod interest;
 mod leases;
 mod limits;
@@ -64,7 +66,7 @@ fn open_parts(url: &str, options: &Options) -> Result<(PostgresStore, Arc<Postgr
         let count = partitions::count(&mut writer, None)?;
         let all: Vec<u32> = (0..count).collect();
         let lead = Lead::take(&mut writer, url, &all, count)?;
-        Ok(PostgresStore::new(writer, lead))
+        Ok(PostgresStore::new(writer, lead, url))
     })?;
     let reader = Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max));
     Ok((writer, reader))
@@ -115,7 +117,7 @@ pub(crate) fn open_partition(url: &str, partition: u32, options: &Options) -> Re
         }
         let lead = Lead::take(&mut writer, url, &[partition], count)?;
         let epoch = lead.epoch();
-        Ok((PostgresStore::new(writer, lead), count, epoch))
+        Ok((PostgresStore::new(writer, lead, url), count, epoch))
     })?;
     let api = Arc::new(PostgresReader::new(url.to_owned(), options.reader_connections_max));
     Ok(Leader { store: Box::new(store), api, partition, partitions, epoch })

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_transfers_timestamp_brin.sql"),
     include_str!("migrations/0020_accounts_fillfactor.sql"),
     include_str!("migrations/0021_require.sql"),
+    include_str!("migrations/0022_account_runs.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

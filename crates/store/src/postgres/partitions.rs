@@ -66,7 +66,7 @@ pub(super) fn count(client: &mut Client, requested: Option<u32>) -> Result<u32> 
 }
 
 /// The cluster's partition count, if one was recorded; records nothing.
-pub(super) fn recorded(client: &mut Client) -> Result<Option<u32>> {
+pub(super) fn recorded(client: &mut impl postgres::GenericClient) -> Result<Option<u32>> {
     stored_count(client.query_one("SELECT count FROM cluster_partitions", &[])?.try_get(0)?)
 }
 
@@ -192,6 +192,11 @@ impl Lead {
             return Err(self.fenced());
         }
         Ok(())
+    }
+
+    /// The partitions led, as `partitions.id`.
+    pub(super) fn ids(&self) -> &[i32] {
+        &self.ids
     }
 
     /// The parameters `$2` and `$3` of [`FENCE`]: the partitions led and the epochs taken.

@@ -132,16 +132,11 @@ impl Reader for PostgresReader {
                 }
             };
             let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-            // Newest first from each per-account index, then merged: two short index scans.
+            // Newest first from the account's runs and from the unindexed tail, then merged.
+            let split = super::history::split_of_tenant(client, tenant)?;
             let rows = client.query(
-                "SELECT * FROM (
-                     (SELECT * FROM transfers WHERE debit_account = $1 AND timestamp < $2 AND tenant = $3
-                      ORDER BY timestamp DESC LIMIT $4)
-                     UNION ALL
-                     (SELECT * FROM transfers WHERE credit_account = $1 AND timestamp < $2 AND tenant = $3
-                      ORDER BY timestamp DESC LIMIT $4)
-                 ) t ORDER BY timestamp DESC LIMIT $4",
-                &[&id_bytes(id.0), &before, &id_bytes(tenant.0), &limit],
+                super::history::NEWEST_BEFORE,
+                &[&id_bytes(id.0), &before, &id_bytes(tenant.0), &limit, &split],
             )?;
             all(&rows, transfer_from)
         })
@@ -233,16 +228,11 @@ impl Reader for PostgresReader {
         let to = i64::try_from(timestamps.end).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(|client| {
-            // Oldest first from each per-account index, then merged: two short index scans.
+            // Oldest first from the account's runs and from the unindexed tail, then merged.
+            let split = super::history::split_of_tenant(client, tenant)?;
             let rows = client.query(
-                "SELECT * FROM (
-                     (SELECT * FROM transfers WHERE debit_account = $1 AND timestamp >= $2 AND timestamp < $3
-                        AND tenant = $4 ORDER BY timestamp LIMIT $5)
-                     UNION ALL
-                     (SELECT * FROM transfers WHERE credit_account = $1 AND timestamp >= $2 AND timestamp < $3
-                        AND tenant = $4 ORDER BY timestamp LIMIT $5)
-                 ) t ORDER BY timestamp LIMIT $5",
-                &[&id_bytes(id.0), &from, &to, &id_bytes(tenant.0), &limit],
+                super::history::OLDEST_BETWEEN,
+                &[&id_bytes(id.0), &from, &to, &id_bytes(tenant.0), &limit, &split],
             )?;
             all(&rows, transfer_from)
         })

@@ -651,3 +651,98 @@ fn the_engine_store_may_be_dropped_on_an_async_worker() {
     runtime.block_on(async move { drop(store) });
     let (_again, _api) = super::open_parts(database.url(), &Options::default()).unwrap();
 }
+
+/// Runs history passes over every partition until the watermarks reach the clocks; a pass
+/// the background indexer is racing (a serialization failure) is tried again.
+fn index_history(client: &mut Client, rows_max: i64) -> usize {
+    let mut indexed = 0;
+    loop {
+        match super::history::pass(client, &[0], rows_max) {
+            Ok(pass) => {
+                indexed += pass.indexed;
+                if pass.caught_up {
+                    return indexed;
+                }
+            }
+            Err(StoreError::Busy(_)) => {}
+            Err(error) => panic!("history pass: {error}"),
+        }
+    }
+}
+
+#[test]
+fn account_history_lists_every_transfer_whether_indexed_or_not() {
+    let Some(database) = TestDatabase::create("pg_account_history_indexed_or_not") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let mut client = sql(&database);
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 1, (1..=5).map(open).collect());
+    let mut committed: Vec<(u128, u128, u128)> = Vec::new();
+    let mut seed: u64 = 7;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for batch in 0..24u128 {
+        let transfers: Vec<(u128, u128, u128)> = (0..7u128)
+            .map(|i| {
+                let debit = 1 + u128::from(next(5));
+                let credit = 1 + (debit + u128::from(next(4))) % 5;
+                (1000 + batch * 10 + i, debit, credit)
+            })
+            .collect();
+        let moves = transfers
+            .iter()
+            .map(|&(id, d, c)| NewTransfer {
+                id: TransferId(id),
+                linked: false,
+                op: TransferOp::Move {
+                    debit_account: AccountId(d),
+                    credit_account: AccountId(c),
+                    amount: 1,
+                    currency: eur(),
+                    hold: None,
+                },
+            })
+            .collect();
+        step(&mut state, store.as_mut(), 10 + u64::try_from(batch).unwrap(), vec![Command::Transfers(moves)]);
+        committed.extend(transfers);
+        // Indexed up to here every fifth batch, in passes of a few transfers each; the
+        // background indexer may run at any time too.
+        if batch % 5 == 2 {
+            index_history(&mut client, 3);
+        }
+        crate::testing::assert_histories(T1, api.as_ref(), &committed, 1..=5, 1 + usize::try_from(batch % 4).unwrap());
+    }
+    // Another tenant's account is not listed by id through tenant 1.
+    assert!(api
+        .account_transfers(TenantId(2), AccountId(1), crate::Page { after: None, limit: 10 })
+        .unwrap()
+        .is_empty());
+
+    // Everything indexed: the watermark is the partition's clock, and every transfer is in the
+    // runs of both its accounts once.
+    index_history(&mut client, 200_000);
+    let row = client
+        .query_one(
+            "SELECT h.through = p.last_timestamp, (SELECT sum(cardinality(ids)) FROM account_runs),
+                 (SELECT max(cardinality(ids)) FROM account_runs)
+             FROM history_watermarks h JOIN partitions p ON p.id = h.partition",
+            &[],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the watermark is the partition's clock");
+    assert_eq!(row.get::<_, i64>(1), 2 * i64::try_from(committed.len()).unwrap(), "entries in the runs");
+    assert!(row.get::<_, i32>(2) <= 48, "a run holds at most 48 entries");
+    crate::testing::assert_histories(T1, api.as_ref(), &committed, 1..=5, 100);
+    crate::testing::assert_histories(T1, api.as_ref(), &committed, 1..=5, 3);
+
+    // The limits' debits come from the runs and the tail alike.
+    let wanted =
+        paycore_ledger::Prefetch { debits_of: vec![AccountId(1), AccountId(2)], debits_since: 0, ..Default::default() };
+    let mut loaded: Vec<(u128, u128)> =
+        store.load(&wanted).unwrap().debits.iter().map(|t| (t.id.0, t.debit_account.0)).collect();
+    loaded.sort_unstable();
+    let expected: Vec<(u128, u128)> = committed.iter().filter(|t| t.1 <= 2).map(|t| (t.0, t.1)).collect();
+    assert_eq!(loaded, expected);
+}

@@ -6,6 +6,7 @@
 
 use super::commit::SqliteStore;
 use super::reader::SqliteReader;
+use crate::testing;
 use crate::{BatchItemRow, BatchRecord, BatchStore, Options, Page, Reader, Store, StoreError};
 use paycore_ledger::{
     AccountId, BatchFormat, BatchId, CaptureMethod, Command, Currency, Hold, ItemStatus, NewAccount, NewPayment,
@@ -439,43 +440,6 @@ fn verify_finds_a_payment_that_does_not_match_its_quote_or_whose_legs_are_missin
     assert!(report.problems[2].contains("which does not name it"), "{:?}", report.problems);
 }
 
-/// Every page of every account's history, newest first.
-fn history(reader: &dyn Reader, account: u128, page_size: usize) -> Vec<TransferId> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = reader.account_transfers(T1, AccountId(account), Page { after, limit: page_size }).unwrap();
-        all.extend(page.iter().map(|t| t.id));
-        match page.last() {
-            Some(last) if page.len() == page_size => after = Some(last.id),
-            _ => return all,
-        }
-    }
-}
-
-/// Every page of an account's history in `timestamps`, oldest first.
-fn history_between(
-    reader: &dyn Reader,
-    account: u128,
-    timestamps: std::ops::Range<u64>,
-    page_size: usize,
-) -> Vec<paycore_ledger::Transfer> {
-    let mut all = Vec::new();
-    let mut from = timestamps.start;
-    loop {
-        let page = reader.account_transfers_between(T1, AccountId(account), from..timestamps.end, page_size).unwrap();
-        let full = page.len() == page_size;
-        match page.last() {
-            Some(last) => from = last.timestamp + 1,
-            None => return all,
-        }
-        all.extend(page);
-        if !full {
-            return all;
-        }
-    }
-}
-
 #[test]
 fn account_history_lists_every_transfer_whether_indexed_or_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -489,20 +453,7 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
         (seed >> 33) % n
     };
     let check = |committed: &[(u128, u128, u128)], reader: &dyn Reader, page_size: usize| {
-        for account in 1..=5 {
-            let expected: Vec<TransferId> =
-                committed.iter().rev().filter(|t| t.1 == account || t.2 == account).map(|t| TransferId(t.0)).collect();
-            assert_eq!(history(reader, account, page_size), expected, "account {account}, pages of {page_size}");
-            let oldest_first = history_between(reader, account, 0..u64::MAX, page_size);
-            let ids: Vec<TransferId> = oldest_first.iter().map(|t| t.id).collect();
-            assert_eq!(ids, expected.iter().rev().copied().collect::<Vec<_>>(), "account {account} oldest first");
-            // A range inside the history: its start included, its end not.
-            if oldest_first.len() > 3 {
-                let (a, b) = (1, oldest_first.len() - 1);
-                let range = oldest_first[a].timestamp..oldest_first[b].timestamp;
-                assert_eq!(history_between(reader, account, range, page_size), oldest_first[a..b].to_vec());
-            }
-        }
+        testing::assert_histories(T1, reader, committed, 1..=5, page_size);
     };
     for batch in 0..24u128 {
         let transfers: Vec<(u128, u128, u128)> = (0..7u128)
