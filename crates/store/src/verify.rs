@@ -125,6 +125,12 @@ pub trait Snapshot {
     fn clearing_windows(&mut self, each: &mut dyn FnMut(ClearingWindow)) -> Result<()>;
     /// Every interest-bearing account's terms and accrual (`account_interest`).
     fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>>;
+    /// What is wrong with the account history the store keeps in this snapshot (PostgreSQL's
+    /// `account_runs`, checked against `transfers`). SQLite's `history.db` is a file of its
+    /// own, rebuilt when in doubt, and not checked.
+    fn history_problems(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A store that can be checked: it runs a check over one snapshot of itself.
@@ -170,6 +176,9 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     check_quotes(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_clearing(snapshot, &mut report)?;
     check_interest(snapshot, &mut report)?;
+    for problem in snapshot.history_problems()? {
+        report.problem(problem);
+    }
     Ok(report)
 }
 

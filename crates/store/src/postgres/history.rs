@@ -24,7 +24,7 @@
 
 use super::partitions;
 use crate::{partition_of, Result, StoreError};
-use paycore_ledger::TenantId;
+use paycore_ledger::{AccountId, TenantId, TransferId};
 use postgres::{Client, GenericClient, IsolationLevel};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -310,6 +310,76 @@ fn index(url: &str, led: &[i32], client: &mut Option<Client>) -> Result<bool> {
         Err(StoreError::Busy(_)) => Ok(true),
         Err(error) => Err(error),
     }
+}
+
+/// The problems of `account_runs` against `transfers` in the caller's snapshot, ten of each
+/// kind at most: an entry that is not its account's transfer at its time, an entry listed twice,
+/// an entry above its partition's watermark, and a transfer at or below the watermark missing
+/// from one of its accounts' runs (`verify`).
+pub(super) fn problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let named = |row: &postgres::Row| -> Result<(AccountId, TransferId)> {
+        Ok((
+            AccountId(u128::from_be_bytes(bytes16(row.try_get(0)?, "an account id")?)),
+            TransferId(u128::from_be_bytes(bytes16(row.try_get(1)?, "a transfer id")?)),
+        ))
+    };
+    for row in client.query(
+        "SELECT r.account, e.id FROM account_runs r CROSS JOIN LATERAL unnest(r.timestamps, r.ids) AS e (ts, id)
+         LEFT JOIN transfers t ON t.id = e.id
+         WHERE t.id IS NULL OR t.timestamp <> e.ts OR (t.debit_account <> r.account AND t.credit_account <> r.account)
+         LIMIT 10",
+        &[],
+    )? {
+        let (account, transfer) = named(&row)?;
+        problems.push(format!("{account}: its history lists {transfer}, which is not its transfer at that time"));
+    }
+    for row in client.query(
+        "SELECT r.account, e.id FROM account_runs r CROSS JOIN LATERAL unnest(r.timestamps, r.ids) AS e (ts, id)
+         GROUP BY 1, 2 HAVING count(*) > 1 LIMIT 10",
+        &[],
+    )? {
+        let (account, transfer) = named(&row)?;
+        problems.push(format!("{account}: its history lists {transfer} more than once"));
+    }
+    // Each tenant's watermark: its partition's.
+    let count = partitions::recorded(client)?.unwrap_or(1);
+    let mut through: HashMap<i32, i64> = HashMap::new();
+    for row in client.query("SELECT partition, through FROM history_watermarks", &[])? {
+        through.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    let mut tenants: Vec<[u8; 16]> = Vec::new();
+    let mut watermarks: Vec<i64> = Vec::new();
+    for row in client.query("SELECT DISTINCT tenant FROM transfers", &[])? {
+        let tenant = bytes16(row.try_get(0)?, "a tenant id")?;
+        let partition = i32::try_from(partition_of(TenantId(u128::from_be_bytes(tenant)), count)).unwrap_or(i32::MAX);
+        tenants.push(tenant);
+        watermarks.push(through.get(&partition).copied().unwrap_or(0));
+    }
+    for row in client.query(
+        "SELECT r.account, e.id FROM account_runs r CROSS JOIN LATERAL unnest(r.timestamps, r.ids) AS e (ts, id)
+         JOIN transfers t ON t.id = e.id JOIN UNNEST($1::bytea[], $2::bigint[]) AS w (tenant, through) ON w.tenant = t.tenant
+         WHERE e.ts > w.through LIMIT 10",
+        &[&tenants, &watermarks],
+    )? {
+        let (account, transfer) = named(&row)?;
+        problems.push(format!("{account}: its history lists {transfer}, above its partition's watermark"));
+    }
+    for row in client.query(
+        "SELECT a.account, t.id FROM transfers t
+         JOIN UNNEST($1::bytea[], $2::bigint[]) AS w (tenant, through) ON w.tenant = t.tenant
+         CROSS JOIN LATERAL (VALUES (t.debit_account), (t.credit_account)) AS a (account)
+         WHERE t.timestamp <= w.through AND NOT EXISTS (
+             SELECT 1 FROM account_runs r
+             WHERE r.account = a.account AND r.last_ts >= t.timestamp AND r.first_ts <= t.timestamp
+               AND t.id = ANY (r.ids))
+         LIMIT 10",
+        &[&tenants, &watermarks],
+    )? {
+        let (account, transfer) = named(&row)?;
+        problems.push(format!("{account}: its history misses {transfer}, indexed by its partition's watermark"));
+    }
+    Ok(problems)
 }
 
 #[cfg(test)]

@@ -745,4 +745,29 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     loaded.sort_unstable();
     let expected: Vec<(u128, u128)> = committed.iter().filter(|t| t.1 <= 2).map(|t| (t.0, t.1)).collect();
     assert_eq!(loaded, expected);
+
+    // `verify` checks the runs against the transfers: an entry lost, a run written twice.
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let account = AccountId(3).0.to_be_bytes();
+    client
+        .execute(
+            "UPDATE account_runs SET timestamps = timestamps[2:], ids = ids[2:]
+             WHERE (account, last_ts) = (SELECT account, min(last_ts) FROM account_runs WHERE account = $1 GROUP BY 1)",
+            &[&&account[..]],
+        )
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO account_runs SELECT account, first_ts, last_ts + 1, timestamps, ids FROM account_runs
+             WHERE (account, last_ts) = (SELECT account, max(last_ts) FROM account_runs WHERE account = $1 GROUP BY 1)",
+            &[&&account[..]],
+        )
+        .unwrap();
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    let named = |what: &str| {
+        report.problems.iter().filter(|p| p.starts_with(&AccountId(3).to_string()) && p.contains(what)).count()
+    };
+    assert_eq!(named("misses"), 1, "{:?}", report.problems);
+    assert!(named("more than once") >= 1, "{:?}", report.problems);
 }

@@ -102,4 +102,8 @@ impl Snapshot for Rows<'_, '_> {
     fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>> {
         super::interest::all_rows(&mut *self.tx)
     }
+
+    fn history_problems(&mut self) -> Result<Vec<String>> {
+        super::history::problems(&mut *self.tx)
+    }
 }
