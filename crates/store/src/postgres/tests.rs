@@ -746,6 +746,23 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     let expected: Vec<(u128, u128)> = committed.iter().filter(|t| t.1 <= 2).map(|t| (t.0, t.1)).collect();
     assert_eq!(loaded, expected);
 
+    // Interest's daily movements too, each transfer once: every transfer was on day 0, from
+    // empty accounts, so an account's movement that day is its balance now.
+    let days = crate::InterestStore::balance_history(
+        api.as_ref(),
+        T1,
+        &[AccountId(1), AccountId(2), AccountId(3)],
+        &[],
+        paycore_ledger::interest::Date::from_days(-1),
+    )
+    .unwrap();
+    for account in 1..=3 {
+        let account = AccountId(account);
+        let net: i64 = committed.iter().map(|t| i64::from(t.2 == account.0) - i64::from(t.1 == account.0)).sum();
+        assert_eq!(days.moves.get(&(account, 0)).copied().unwrap_or(0), net, "{account}");
+        assert_eq!(days.balances.get(&account).copied(), Some(net), "{account}");
+    }
+
     // `verify` checks the runs against the transfers: an entry lost, a run written twice.
     let report = crate::verify::verify(api.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
