@@ -285,3 +285,31 @@ pub fn assert_histories(
         }
     }
 }
+
+/// The transfers of the history tests: each batch seven moves (id, debit account, credit
+/// account) between accounts 1 to 5, drawn from a fixed seed.
+pub struct HistoryMoves {
+    seed: u64,
+}
+
+impl HistoryMoves {
+    pub fn new(seed: u64) -> HistoryMoves {
+        HistoryMoves { seed }
+    }
+
+    fn next(&mut self, n: u64) -> u64 {
+        self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.seed >> 33) % n
+    }
+
+    /// Batch `batch`'s moves, ids `1000 + 10 * batch + i`.
+    pub fn batch(&mut self, batch: u128) -> Vec<(u128, u128, u128)> {
+        (0..7u128)
+            .map(|i| {
+                let debit = 1 + u128::from(self.next(5));
+                let credit = 1 + (debit + u128::from(self.next(4))) % 5;
+                (1000 + batch * 10 + i, debit, credit)
+            })
+            .collect()
+    }
+}

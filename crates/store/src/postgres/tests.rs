@@ -678,34 +678,11 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     let mut state = State::default();
     step(&mut state, store.as_mut(), 1, (1..=5).map(open).collect());
     let mut committed: Vec<(u128, u128, u128)> = Vec::new();
-    let mut seed: u64 = 7;
-    let mut next = |n: u64| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) % n
-    };
+    let mut draw = crate::testing::HistoryMoves::new(7);
     for batch in 0..24u128 {
-        let transfers: Vec<(u128, u128, u128)> = (0..7u128)
-            .map(|i| {
-                let debit = 1 + u128::from(next(5));
-                let credit = 1 + (debit + u128::from(next(4))) % 5;
-                (1000 + batch * 10 + i, debit, credit)
-            })
-            .collect();
-        let moves = transfers
-            .iter()
-            .map(|&(id, d, c)| NewTransfer {
-                id: TransferId(id),
-                linked: false,
-                op: TransferOp::Move {
-                    debit_account: AccountId(d),
-                    credit_account: AccountId(c),
-                    amount: 1,
-                    currency: eur(),
-                    hold: None,
-                },
-            })
-            .collect();
-        step(&mut state, store.as_mut(), 10 + u64::try_from(batch).unwrap(), vec![Command::Transfers(moves)]);
+        let transfers = draw.batch(batch);
+        let commands = transfers.iter().map(|&(id, d, c)| move_of(id, d, c, 1)).collect();
+        step(&mut state, store.as_mut(), 10 + u64::try_from(batch).unwrap(), commands);
         committed.extend(transfers);
         // Indexed up to here every fifth batch, in passes of a few transfers each; the
         // background indexer may run at any time too.

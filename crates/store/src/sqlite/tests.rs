@@ -447,22 +447,12 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     let mut state = State::default();
     step(&mut state, &mut store, 1, (1..=5).map(|a| open(a, Overdraft::Unlimited, None)).collect());
     let mut committed: Vec<(u128, u128, u128)> = Vec::new();
-    let mut seed: u64 = 42;
-    let mut next = |n: u64| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) % n
-    };
+    let mut draw = testing::HistoryMoves::new(42);
     let check = |committed: &[(u128, u128, u128)], reader: &dyn Reader, page_size: usize| {
         testing::assert_histories(T1, reader, committed, 1..=5, page_size);
     };
     for batch in 0..24u128 {
-        let transfers: Vec<(u128, u128, u128)> = (0..7u128)
-            .map(|i| {
-                let debit = 1 + u128::from(next(5));
-                let credit = 1 + (debit + u128::from(next(4))) % 5;
-                (1000 + batch * 10 + i, debit, credit)
-            })
-            .collect();
+        let transfers = draw.batch(batch);
         let moves = transfers.iter().map(|&(id, d, c)| mv(id, d, c, 1, None)).collect();
         step(&mut state, &mut store, 10 + u64::try_from(batch).unwrap(), vec![Command::Transfers(moves)]);
         committed.extend(transfers);
