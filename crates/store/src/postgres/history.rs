@@ -149,12 +149,17 @@ pub(super) fn pass(client: &mut Client, led: &[i32], rows_max: i64) -> Result<Pa
     if hi <= lo {
         return Ok(Pass { indexed: 0, caught_up: true });
     }
-    // Where the next PASS_ROWS transfers end, by the timestamp index.
+    // Where the next `rows_max` transfers end, by the timestamp index: before the first one
+    // past them, unless all of them share its timestamp (partitions' clocks may meet), so
+    // that every pass moves on.
     let upper = match tx.query_opt(
         "SELECT timestamp FROM transfers WHERE timestamp > $1 ORDER BY timestamp OFFSET $2 LIMIT 1",
         &[&lo, &rows_max],
     )? {
-        Some(row) => hi.min(row.try_get::<_, i64>(0)? - 1),
+        Some(row) => {
+            let past: i64 = row.try_get(0)?;
+            hi.min(if past - 1 > lo { past - 1 } else { past })
+        }
         None => hi,
     };
     let rows = tx.query(
