@@ -765,3 +765,50 @@ fn account_history_lists_every_transfer_whether_indexed_or_not() {
     assert_eq!(named("misses"), 1, "{:?}", report.problems);
     assert!(named("more than once") >= 1, "{:?}", report.problems);
 }
+
+/// Two indexers of one partition (a stale leader's and the new one's) racing while the
+/// engine commits: each pass either wins the watermark's row or fails with a serialization
+/// error, so every transfer is in its accounts' runs once.
+#[test]
+fn indexers_racing_on_one_partition_index_each_transfer_once() {
+    let Some(database) = TestDatabase::create("pg_indexers_racing") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    let mut state = State::default();
+    step(&mut state, store.as_mut(), 1, (1..=5).map(open).collect());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, done) = (database.url().to_owned(), done.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&url, NoTls).unwrap();
+                let (mut passes, mut lost) = (0, 0);
+                while !done.load(Ordering::Relaxed) {
+                    match super::history::pass(&mut client, &[0], 4) {
+                        Ok(_) => passes += 1,
+                        Err(StoreError::Busy(_)) => lost += 1,
+                        Err(error) => panic!("history pass: {error}"),
+                    }
+                }
+                (passes, lost)
+            })
+        })
+        .collect();
+    let mut draw = crate::testing::HistoryMoves::new(11);
+    let mut committed = Vec::new();
+    for batch in 0..40u128 {
+        let transfers = draw.batch(batch);
+        let commands = transfers.iter().map(|&(id, d, c)| move_of(id, d, c, 1)).collect();
+        step(&mut state, store.as_mut(), 10 + u64::try_from(batch).unwrap(), commands);
+        committed.extend(transfers);
+    }
+    done.store(true, Ordering::Relaxed);
+    let outcomes: Vec<(u32, u32)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(outcomes.iter().all(|&(passes, _)| passes > 0), "{outcomes:?}");
+    index_history(&mut sql(&database), 200_000);
+    let entries: i64 =
+        sql(&database).query_one("SELECT sum(cardinality(ids))::bigint FROM account_runs", &[]).unwrap().get(0);
+    assert_eq!(entries, 2 * i64::try_from(committed.len()).unwrap());
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    crate::testing::assert_histories(T1, api.as_ref(), &committed, 1..=5, 7);
+}
