@@ -42,12 +42,20 @@ const TICK: Duration = Duration::from_secs(1);
 const PASS_ROWS: i64 = 200_000;
 
 /// The split point of reads on the accounts of `tenant`: its partition's watermark (0 when
-/// nothing is indexed yet).
+/// nothing is indexed yet). One round trip: the partition count and every watermark (one a
+/// partition), the tenant's picked here, where its partition is computed.
 pub(super) fn split_of_tenant(client: &mut impl GenericClient, tenant: TenantId) -> Result<i64> {
-    let count = partitions::recorded(client)?.unwrap_or(1);
+    let row = client.query_one(
+        "SELECT (SELECT count FROM cluster_partitions),
+             coalesce((SELECT array_agg(partition ORDER BY partition) FROM history_watermarks), '{}'),
+             coalesce((SELECT array_agg(through ORDER BY partition) FROM history_watermarks), '{}')",
+        &[],
+    )?;
+    let count: Option<i32> = row.try_get(0)?;
+    let count = count.and_then(|c| u32::try_from(c).ok()).unwrap_or(1);
     let partition = i32::try_from(partition_of(tenant, count)).unwrap_or(i32::MAX);
-    let row = client.query_opt("SELECT through FROM history_watermarks WHERE partition = $1", &[&partition])?;
-    Ok(row.map(|row| row.try_get(0)).transpose()?.unwrap_or(0))
+    let (partitions, through): (Vec<i32>, Vec<i64>) = (row.try_get(1)?, row.try_get(2)?);
+    Ok(partitions.iter().zip(&through).find(|(p, _)| **p == partition).map_or(0, |(_, &t)| t))
 }
 
 /// The split point of reads on the accounts of several partitions: the least of their

@@ -346,3 +346,40 @@ fn a_leader_whose_connection_is_gone_is_fenced() {
     assert!(matches!(leader.store.recover(), Err(StoreError::Fenced(_))));
     assert_eq!(count(&mut sql(&database), "SELECT count(*) FROM accounts"), 0);
 }
+
+/// Each partition's history has its own watermark, and a read splits at its tenant's: with
+/// partition 0 indexed and partition 1 not (its watermark 0, no runs), partition 1's
+/// transfers all come from the tail, and partition 0's from the runs.
+#[test]
+fn a_listing_splits_at_its_own_partitions_watermark() {
+    let Some(database) = TestDatabase::create("pg_history_per_partition") else { return };
+    let url = database.url();
+    cluster_partitions(url, Some(2)).unwrap();
+    let mut zero = open_partition(url, 0, &Options::default()).unwrap();
+    let mut one = open_partition(url, 1, &Options::default()).unwrap();
+    let (t0, t1) = (tenant_in(0, 2), tenant_in(1, 2));
+    let (mut s0, mut s1) = (recovered(zero.store.as_mut()), recovered(one.store.as_mut()));
+    step(&mut s0, zero.store.as_mut(), t0, 10, vec![open_account(1), open_account(2)]).1.unwrap();
+    step(&mut s1, one.store.as_mut(), t1, 10, vec![open_account(3), open_account(4)]).1.unwrap();
+    for i in 0..5u64 {
+        step(&mut s0, zero.store.as_mut(), t0, 20 + i, vec![transfer(100 + u128::from(i), 1, 2, 1, false)]).1.unwrap();
+        step(&mut s1, one.store.as_mut(), t1, 20 + i, vec![transfer(200 + u128::from(i), 3, 4, 1, false)]).1.unwrap();
+    }
+    let mut client = sql(&database);
+    while !super::history::pass(&mut client, &[0, 1], 200_000).unwrap().caught_up {}
+    // Partition 1 as if its indexer had not run yet (its own indexer may run again meanwhile,
+    // which only makes the state indexed again).
+    client
+        .batch_execute(&format!(
+            "BEGIN; UPDATE history_watermarks SET through = 0 WHERE partition = 1;
+             DELETE FROM account_runs WHERE account IN ('\\x{:032x}', '\\x{:032x}'); COMMIT;",
+            3, 4
+        ))
+        .unwrap();
+    assert_eq!(count(&mut client, "SELECT count(*) FROM account_runs WHERE last_ts > 0"), 2);
+    for (api, tenant, account, ids) in [(&zero.api, t0, 1, 100..105), (&one.api, t1, 3, 200..205)] {
+        let listed = crate::testing::history(tenant, api.as_ref(), account, 2);
+        let expected: Vec<TransferId> = ids.rev().map(TransferId).collect();
+        assert_eq!(listed, expected, "tenant {tenant:?}, account {account}");
+    }
+}
