@@ -22,6 +22,7 @@
 //! since `S` was read only adds entries above `S`, which the read takes from the tail: every
 //! transfer is listed once, whether indexed or not.
 
+use super::codec::{get, id, id_bytes};
 use super::partitions;
 use crate::{partition_of, Result, StoreError};
 use paycore_ledger::{AccountId, TenantId, TransferId};
@@ -179,23 +180,23 @@ pub(super) fn pass(client: &mut Client, led: &[i32], rows_max: i64) -> Result<Pa
     let mut entries: Vec<([u8; 16], i64, [u8; 16])> = Vec::with_capacity(rows.len() * 2);
     let mut indexed = 0;
     for row in &rows {
-        let tenant = bytes16(row.try_get(1)?, "a transfer's tenant")?;
+        let tenant = id_bytes(id(row, "tenant")?);
         let partition = *places.entry(tenant).or_insert_with(|| {
             let p = i32::try_from(partition_of(TenantId(u128::from_be_bytes(tenant)), count)).unwrap_or(i32::MAX);
             through.contains_key(&p).then_some(p)
         });
         let Some(partition) = partition else { continue };
-        let ts: i64 = row.try_get(4)?;
+        let ts: i64 = get(row, "timestamp")?;
         let bound = clock.get(&partition).copied().unwrap_or(i64::MIN).min(upper);
         if ts <= through.get(&partition).copied().unwrap_or(i64::MAX) || ts > bound {
             continue;
         }
-        let id = bytes16(row.try_get(0)?, "a transfer's id")?;
-        let debit = bytes16(row.try_get(2)?, "a transfer's debit account")?;
-        let credit = bytes16(row.try_get(3)?, "a transfer's credit account")?;
-        entries.push((debit, ts, id));
+        let transfer = id_bytes(id(row, "id")?);
+        let debit = id_bytes(id(row, "debit_account")?);
+        let credit = id_bytes(id(row, "credit_account")?);
+        entries.push((debit, ts, transfer));
         if credit != debit {
-            entries.push((credit, ts, id));
+            entries.push((credit, ts, transfer));
         }
         indexed += 1;
     }
@@ -239,10 +240,6 @@ fn runs<T>(entries: &[([u8; 16], i64, T)]) -> Vec<i32> {
         runs.push(run);
     }
     runs
-}
-
-fn bytes16(bytes: &[u8], what: &str) -> Result<[u8; 16]> {
-    <[u8; 16]>::try_from(bytes).map_err(|_| StoreError::Corrupt(format!("{what} of {} bytes", bytes.len())))
 }
 
 /// The background indexer of an engine's partitions: a thread with its own connection, which
@@ -332,10 +329,7 @@ fn index(url: &str, led: &[i32], client: &mut Option<Client>) -> Result<bool> {
 pub(super) fn problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let named = |row: &postgres::Row| -> Result<(AccountId, TransferId)> {
-        Ok((
-            AccountId(u128::from_be_bytes(bytes16(row.try_get(0)?, "an account id")?)),
-            TransferId(u128::from_be_bytes(bytes16(row.try_get(1)?, "a transfer id")?)),
-        ))
+        Ok((AccountId(id(row, "account")?), TransferId(id(row, "id")?)))
     };
     for row in client.query(
         "SELECT r.account, e.id FROM account_runs r CROSS JOIN LATERAL unnest(r.timestamps, r.ids) AS e (ts, id)
@@ -364,7 +358,7 @@ pub(super) fn problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
     let mut tenants: Vec<[u8; 16]> = Vec::new();
     let mut watermarks: Vec<i64> = Vec::new();
     for row in client.query("SELECT DISTINCT tenant FROM transfers", &[])? {
-        let tenant = bytes16(row.try_get(0)?, "a tenant id")?;
+        let tenant = id_bytes(id(&row, "tenant")?);
         let partition = i32::try_from(partition_of(TenantId(u128::from_be_bytes(tenant)), count)).unwrap_or(i32::MAX);
         tenants.push(tenant);
         watermarks.push(through.get(&partition).copied().unwrap_or(0));
