@@ -505,18 +505,23 @@ impl BatchStore for PostgresReader {
 
     fn find_account(&self, tenant: TenantId, text: &str, currency: Option<Currency>) -> Result<Option<Account>> {
         self.with(|client| {
+            // One snapshot: the row, its checkpoint and the transfers since (see `balances`).
+            let mut tx = snapshot(client)?;
             let row = match text.parse::<AccountId>() {
-                Ok(id) => client.query_opt(
+                Ok(id) => tx.query_opt(
                     "SELECT * FROM accounts WHERE id = $1 AND tenant = $2",
                     &[&id_bytes(id.0), &id_bytes(tenant.0)],
                 )?,
-                Err(_) => client.query_opt(
+                Err(_) => tx.query_opt(
                     "SELECT * FROM accounts WHERE tenant = $1 AND reference = $2
                      ORDER BY currency = $3::text DESC NULLS LAST, created_at LIMIT 1",
                     &[&id_bytes(tenant.0), &text, &currency.map(Currency::code)],
                 )?,
             };
-            row.map(|row| account_from(&row)).transpose()
+            let mut account = row.map(|row| account_from(&row)).transpose()?.into_iter().collect::<Vec<_>>();
+            super::balances::bring_up_to_date(&mut tx, &mut account)?;
+            tx.commit()?;
+            Ok(account.pop())
         })
     }
 

@@ -1,6 +1,7 @@
 //! The engine's side of the PostgreSQL store: recover, load, and the commit of each batch in
 //! one transaction of set-based writes.
 
+use super::balances::Pending;
 use super::batches::commit_batch_changes;
 use super::codec::{
     account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, quote_from, transfer_from, HOLD_SELECT,
@@ -23,14 +24,11 @@ use std::sync::OnceLock;
 /// whole store was opened): it recovers only their tenants, and every commit checks their
 /// fencing epochs first, in its own transaction (see `partitions`).
 ///
-/// Every commit writes the balances of the accounts it touched to `accounts`, in the same
-/// transaction, with one `UPDATE … FROM UNNEST(…)`. The SQLite store instead keeps committed
-/// balances in memory and checkpoints them every second, because rewriting thousands of
-/// account rows was half of a commit's statements there. In PostgreSQL the rows are written by
-/// one statement, and the memory scheme would not work anyway: an API node in another process
-/// cannot see the engine's memory, so the balances it reads must be the rows; and a standby
-/// engine taking over must find them there. `accounts` is therefore always current, and
-/// `verify` has no tail to replay.
+/// A commit writes its transfers, not the balances they moved: those wait in [`Pending`] and
+/// about once a second a commit's transaction writes them all, with one `UPDATE … FROM
+/// UNNEST(…)`, and moves the partitions' `balances_through` (see `balances`). Whoever reads
+/// a balance from the rows — an API node in another process, the standby that takes over —
+/// replays the transfers after the checkpoint on it, in the same snapshot.
 pub(super) struct PostgresStore {
     client: EngineClient,
     lead: Lead,
@@ -38,6 +36,8 @@ pub(super) struct PostgresStore {
     prepared: Prepared,
     /// The history of the partitions led, built off the commit; stops with the store.
     _indexer: Indexer,
+    /// The balances committed since the last checkpoint.
+    pending: Pending,
 }
 
 /// The engine's connection, closed on a thread of its own when the store is dropped: closing
@@ -74,13 +74,25 @@ impl Drop for EngineClient {
 impl PostgresStore {
     pub(super) fn new(client: Client, lead: Lead, url: &str) -> PostgresStore {
         let indexer = Indexer::start(url.to_owned(), lead.ids().to_vec());
-        PostgresStore { client: EngineClient(Some(client)), lead, prepared: Prepared::default(), _indexer: indexer }
+        PostgresStore {
+            client: EngineClient(Some(client)),
+            lead,
+            prepared: Prepared::default(),
+            _indexer: indexer,
+            pending: Pending::default(),
+        }
     }
 
     /// How many statements the engine's connection has prepared on the server; for tests.
     #[cfg(test)]
     pub(super) fn prepared_on_server(&mut self) -> i64 {
         self.client.query_one("SELECT count(*) FROM pg_prepared_statements", &[]).map_or(-1, |row| row.get(0))
+    }
+
+    /// Makes the next commit write the balances' checkpoint; for tests.
+    #[cfg(test)]
+    pub(super) fn checkpoint_at_next_commit(&mut self) {
+        self.pending.due_now();
     }
 
     /// The engine's connection; for tests that look at its session.
@@ -180,7 +192,7 @@ impl PostgresStore {
     /// open holds and open payments.
     fn recover_led(&mut self) -> Result<Recovered> {
         let client: &mut Client = &mut self.client;
-        let (accounts, open_holds, open_payments) = match self.lead.tenants(client)? {
+        let (mut accounts, open_holds, open_payments) = match self.lead.tenants(client)? {
             None => (
                 all(&client.query("SELECT * FROM accounts", &[])?, account_from)?,
                 all(&client.query(&format!("{HOLD_SELECT} WHERE h.status = 'pending'"), &[])?, hold_from)?,
@@ -211,6 +223,10 @@ impl PostgresStore {
                 )?,
             ),
         };
+        // The rows hold the balances of the last checkpoint: the transfers since are replayed
+        // on them, and written by the next commit.
+        let replayed = super::balances::bring_up_to_date(client, &mut accounts)?;
+        self.pending.recovered(replayed);
         let last_timestamp = self.lead.last_timestamp(client)?;
         if self.lead.shared() {
             // Other partitions' leaders insert transfers and payments meanwhile, so no highest
@@ -254,9 +270,25 @@ impl PostgresStore {
 
     /// One batch in one transaction, which first checks that this writer still leads.
     fn commit_led(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
-        if fits_one_statement(changes) {
-            return commit_in_one_statement(&mut self.client, &mut self.prepared, &self.lead, changes, idempotency);
+        let checkpoint = self.pending.due(&changes.balances).then(|| self.pending.with(&changes.balances));
+        if checkpoint.is_none() && fits_one_statement(changes) {
+            commit_in_one_statement(&mut self.client, &mut self.prepared, &self.lead, changes, idempotency)?;
+            self.pending.committed(&changes.balances, false);
+            return Ok(());
         }
+        self.commit_in_statements(changes, idempotency, checkpoint.as_deref())?;
+        self.pending.committed(&changes.balances, checkpoint.is_some());
+        Ok(())
+    }
+
+    /// A batch in a transaction of separate statements; with `checkpoint`, the balances to
+    /// write and the partitions' `balances_through` moved to this commit's clock.
+    fn commit_in_statements(
+        &mut self,
+        changes: &ChangeSet,
+        idempotency: &[IdempotencyRecord],
+        checkpoint: Option<&[(AccountId, Balances)]>,
+    ) -> Result<()> {
         let prepared = &mut self.prepared;
         let mut tx = self.client.transaction()?;
         let returned = super::returns::reversed(&mut tx, changes)?;
@@ -266,7 +298,7 @@ impl PostgresStore {
             prepared.execute(&mut tx, "SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])?;
         }
         // Then the fencing check: a stale leader writes nothing (dropping `tx` rolls back).
-        self.lead.check(&mut tx, prepared, changes.last_timestamp)?;
+        self.lead.check(&mut tx, prepared, changes.last_timestamp, checkpoint.is_some())?;
         insert_accounts(&mut tx, prepared, &changes.new_accounts)?;
         super::limits::update_accounts(&mut tx, &changes.updated_accounts)?;
         super::limits::insert_audit(&mut tx, &changes.audit)?;
@@ -280,14 +312,16 @@ impl PostgresStore {
         commit_batch_changes(&mut tx, changes)?;
         super::returns::mark_returned(&mut tx, &returned, changes.last_timestamp)?;
         super::clearing::insert(&mut tx, &changes.clearing_windows)?;
-        write_balances(&mut tx, prepared, changes)?;
+        if let Some(balances) = checkpoint {
+            write_balances(&mut tx, prepared, balances)?;
+        }
         tx.commit()?;
         Ok(())
     }
 }
 
 /// Whether a batch's changes are only transfers (too few for `COPY`), holds, saved responses
-/// and balances: the real-time flow's batches, which [`commit_in_one_statement`] writes. Every
+/// and balances (not written: see `balances`): the real-time flow's batches, which [`commit_in_one_statement`] writes. Every
 /// field is named, so that a new kind of change has to be placed on one side or the other.
 fn fits_one_statement(changes: &ChangeSet) -> bool {
     let ChangeSet {
@@ -334,18 +368,13 @@ fn one_statement() -> &'static str {
         let transfers = renumbered(INSERT_TRANSFERS, 3);
         let holds = renumbered(UPSERT_HOLDS, 13);
         let idempotency = renumbered(INSERT_IDEMPOTENCY, 16);
-        let balances = renumbered(UPDATE_BALANCES, 22);
         format!(
             "WITH fence AS ({FENCE} RETURNING 1),
                  transfers AS ({transfers}),
                  holds AS ({holds}),
-                 idempotency AS ({idempotency}),
-                 balances AS ({balances} RETURNING 1)
-             SELECT paycore_require((SELECT count(*) FROM fence) = $28::bigint, 'PCF01',
-                        'a newer leader took the partition'),
-                    paycore_require((SELECT count(*) FROM balances) = $29::bigint, 'PCC01',
-                        format('%s balance updates for %s accounts: some account is missing',
-                            (SELECT count(*) FROM balances), $29::bigint))"
+                 idempotency AS ({idempotency})
+             SELECT paycore_require((SELECT count(*) FROM fence) = $23::bigint, 'PCF01',
+                        'a newer leader took the partition')"
         )
     })
 }
@@ -386,14 +415,12 @@ fn commit_in_one_statement(
     let transfers = TransferColumns::of(&changes.transfers);
     let holds = HoldColumns::of(&changes.holds);
     let saved = IdempotencyColumns::of(idempotency);
-    let balances = BalanceColumns::of(&changes.balances);
-    let (led, touched) = (partitions.len() as i64, changes.balances.len() as i64);
+    let led = partitions.len() as i64;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&last_timestamp, partitions, epochs];
     params.extend(transfers.params());
     params.extend(holds.params());
     params.extend(saved.params());
-    params.extend(balances.params());
-    params.extend([&led as &(dyn ToSql + Sync), &touched]);
+    params.push(&led);
     match prepared.execute(client, one_statement(), &params) {
         Err(StoreError::Fenced(_)) => Err(lead.fenced()),
         other => other.map(|_| ()),
@@ -707,10 +734,9 @@ fn insert_events(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &Ch
     Ok(())
 }
 
-/// The balances of every account the batch touched, in one statement; an account that is not
-/// there means the store and the engine disagree, and nothing is written.
-fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &ChangeSet) -> Result<()> {
-    let balances = &changes.balances;
+/// A checkpoint's balances, in one statement; an account that is not there means the store
+/// and the engine disagree, and nothing is written.
+fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, balances: &[(AccountId, Balances)]) -> Result<()> {
     if balances.is_empty() {
         return Ok(());
     }
@@ -762,17 +788,17 @@ impl BalanceColumns {
 mod one_statement_tests {
     use std::collections::BTreeSet;
 
-    /// Every parameter of the one statement, `$1` to `$29`, is named, and none beyond: the
-    /// parts' offsets follow one another, and `commit_in_one_statement` binds 29 values.
+    /// Every parameter of the one statement, `$1` to `$23`, is named, and none beyond: the
+    /// parts' offsets follow one another, and `commit_in_one_statement` binds 23 values.
     #[test]
-    fn the_one_statement_names_each_of_its_29_parameters() {
+    fn the_one_statement_names_each_of_its_23_parameters() {
         let sql = super::one_statement();
         let named: BTreeSet<usize> = sql
             .split('$')
             .skip(1)
             .map(|after| after.bytes().take_while(u8::is_ascii_digit).fold(0, |n, d| n * 10 + usize::from(d - b'0')))
             .collect();
-        assert_eq!(named, (1..=29).collect::<BTreeSet<_>>(), "{sql}");
+        assert_eq!(named, (1..=23).collect::<BTreeSet<_>>(), "{sql}");
     }
 
     #[test]

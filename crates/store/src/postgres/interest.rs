@@ -146,14 +146,16 @@ impl InterestStore for PostgresReader {
         after: Date,
     ) -> Result<BalanceHistory> {
         self.with(|client| {
-            // Balances are written in the transaction of the transfers that moved them, so one
-            // snapshot sees both as of one commit.
+            // One snapshot: the rows, their checkpoint and the transfers since (`balances`),
+            // and the history below, all as of one commit.
             let mut tx = snapshot(client)?;
             let ids: Vec<[u8; 16]> = accounts.iter().map(|a| id_bytes(a.0)).collect();
             let rows =
                 tx.query("SELECT * FROM accounts WHERE id = ANY($1) AND tenant = $2", &[&ids, &id_bytes(tenant.0)])?;
+            let mut now = all(&rows, account_from)?;
+            super::balances::bring_up_to_date(&mut tx, &mut now)?;
             let mut history = BalanceHistory::default();
-            for account in all(&rows, account_from)? {
+            for account in now {
                 history.balances.insert(account.id, account.balances.posted());
             }
             // The accounts' history (see `history`): the runs up to the tenant's watermark,

@@ -19,6 +19,7 @@
 //! blocking threads.
 
 mod admin;
+mod balances;
 mod batches;
 mod clearing;
 mod codec;

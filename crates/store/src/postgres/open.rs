@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0020_accounts_fillfactor.sql"),
     include_str!("migrations/0021_require.sql"),
     include_str!("migrations/0022_account_runs.sql"),
+    include_str!("migrations/0023_balance_checkpoints.sql"),
 ];
 
 /// The advisory lock the engine's connection holds for as long as the whole store is open

@@ -53,8 +53,8 @@ pub(super) fn count(client: &mut Client, requested: Option<u32>) -> Result<u32> 
             let last_timestamp: i64 = row.try_get(1)?;
             let count_sql = i32::try_from(count).unwrap_or(i32::MAX);
             tx.execute(
-                "INSERT INTO partitions (id, epoch, last_timestamp)
-                 SELECT id, 0, $2 FROM generate_series(0, $1 - 1) AS id",
+                "INSERT INTO partitions (id, epoch, last_timestamp, balances_through)
+                 SELECT id, 0, $2, $2 FROM generate_series(0, $1 - 1) AS id",
                 &[&count_sql, &last_timestamp],
             )?;
             tx.execute("UPDATE cluster_partitions SET count = $1", &[&count_sql])?;
@@ -83,6 +83,14 @@ fn stored_count(stored: Option<i32>) -> Result<Option<u32>> {
 /// `$3` the partitions led and the epochs taken (`Lead::fence_params`). It updates one row per
 /// partition whose epoch is still the one taken.
 pub(super) const FENCE: &str = "UPDATE partitions SET last_timestamp = GREATEST(partitions.last_timestamp, $1)
+     FROM UNNEST($2::integer[], $3::bigint[]) AS l (id, epoch)
+     WHERE partitions.id = l.id AND partitions.epoch = l.epoch";
+
+/// [`FENCE`] in a commit that writes the balances' checkpoint: the rows are then current as
+/// of the partitions' new clocks.
+pub(super) const FENCE_AND_CHECKPOINT: &str = "UPDATE partitions
+     SET last_timestamp = GREATEST(partitions.last_timestamp, $1),
+         balances_through = GREATEST(partitions.last_timestamp, $1)
      FROM UNNEST($2::integer[], $3::bigint[]) AS l (id, epoch)
      WHERE partitions.id = l.id AND partitions.epoch = l.epoch";
 
@@ -186,8 +194,17 @@ impl Lead {
     /// checks that every epoch taken is still current. The rows stay locked until the
     /// transaction ends, so a new leader's epoch waits for this commit, or this commit sees
     /// the new epoch and writes nothing.
-    pub(super) fn check(&self, tx: &mut Transaction<'_>, prepared: &mut Prepared, last_timestamp: u64) -> Result<()> {
-        let updated = prepared.execute(tx, FENCE, &[&int(last_timestamp), &self.ids, &self.epochs])?;
+    /// With `checkpoint`, it also moves their `balances_through` to the new clock: the commit
+    /// writes every balance changed since the last checkpoint (see `balances`).
+    pub(super) fn check(
+        &self,
+        tx: &mut Transaction<'_>,
+        prepared: &mut Prepared,
+        last_timestamp: u64,
+        checkpoint: bool,
+    ) -> Result<()> {
+        let statement = if checkpoint { FENCE_AND_CHECKPOINT } else { FENCE };
+        let updated = prepared.execute(tx, statement, &[&int(last_timestamp), &self.ids, &self.epochs])?;
         if updated != self.ids.len() as u64 {
             return Err(self.fenced());
         }

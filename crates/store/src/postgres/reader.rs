@@ -106,13 +106,19 @@ impl Reader for PostgresReader {
 
     fn account(&self, tenant: TenantId, id: AccountId) -> Result<Option<Account>> {
         self.with(|client| {
-            client
+            // One snapshot: the row, its checkpoint and the transfers since (see `balances`).
+            let mut tx = super::batches::snapshot(client)?;
+            let account = tx
                 .query_opt(
                     "SELECT * FROM accounts WHERE id = $1 AND tenant = $2",
                     &[&id_bytes(id.0), &id_bytes(tenant.0)],
                 )?
                 .map(|row| account_from(&row))
-                .transpose()
+                .transpose()?;
+            let mut account = account.into_iter().collect::<Vec<_>>();
+            super::balances::bring_up_to_date(&mut tx, &mut account)?;
+            tx.commit()?;
+            Ok(account.pop())
         })
     }
 

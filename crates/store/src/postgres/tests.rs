@@ -513,27 +513,35 @@ fn the_engine_prepares_each_statement_once_even_in_a_commit_that_rolled_back() {
     let mut state = State::default();
     step(&mut state, &mut store, 10, vec![open(1), open(2)]);
     assert_eq!(store.prepared_on_server(), opened + 2, "the fencing check and the accounts' insert stay prepared");
-    // The first batch of transfers (one statement: `commit_in_one_statement`) is prepared for
-    // a commit that fails its last check (the balances of accounts the store does not have),
-    // and is rolled back.
+    // The first batch of transfers writes the balances' checkpoint (see `balances`): its
+    // fencing update, transfers' insert and balances' update are prepared for a commit that
+    // fails its last check (the balances of accounts the store does not have), and is rolled
+    // back.
     let mut elsewhere = State::default();
     elsewhere.execute(&[Request { tenant: T1, command: open(7) }, Request { tenant: T1, command: open(8) }], 11);
     elsewhere.take_changes();
     elsewhere.execute(&[Request { tenant: T1, command: move_of(50, 7, 8, 5) }], 12);
     assert!(matches!(store.commit(&elsewhere.take_changes(), &[]), Err(StoreError::Corrupt(_))));
-    // The statements prepared then still run.
+    assert_eq!(store.prepared_on_server(), opened + 5, "the checkpoint's statements");
+    // The statements prepared then still run: the next batch writes the checkpoint, the ones
+    // after it are one statement each (`commit_in_one_statement`), prepared once.
     step(&mut state, &mut store, 20, vec![move_of(100, 1, 2, 30)]);
-    assert_eq!(store.prepared_on_server(), opened + 3, "and the one statement of a batch of transfers");
+    assert_eq!(store.prepared_on_server(), opened + 5, "the checkpoint's statements ran again");
     for (i, at) in (21..26).enumerate() {
         step(&mut state, &mut store, at, vec![move_of(101 + i as u128, 2, 1, 1)]);
     }
-    assert_eq!(store.prepared_on_server(), opened + 3, "no statement is prepared again, and no read is");
+    assert_eq!(store.prepared_on_server(), opened + 6, "and the one statement of a batch of transfers");
+    for (i, at) in (26..31).enumerate() {
+        store.checkpoint_at_next_commit();
+        step(&mut state, &mut store, at, vec![move_of(106 + i as u128, 2, 1, 1)]);
+    }
+    assert_eq!(store.prepared_on_server(), opened + 6, "no statement is prepared again, and no read is");
     let first = api.account(T1, AccountId(1)).unwrap().unwrap().balances;
-    assert_eq!((first.debits_posted, first.credits_posted), (30, 5));
+    assert_eq!((first.debits_posted, first.credits_posted), (30, 10));
     assert!(api.transfer(T1, TransferId(50)).unwrap().is_none(), "the failed commit wrote nothing");
     let report = crate::verify::verify(api.as_ref()).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
-    assert_eq!(report.transfers, 6);
+    assert_eq!(report.transfers, 11);
 }
 
 /// A prepared lookup keeps the plan it settled on after five runs: on a new cluster, a
@@ -591,8 +599,8 @@ fn a_lookup_by_id_uses_the_primary_key_after_the_table_grew_under_it() {
 /// A prepared statement keeps the plan PostgreSQL settled on after its first five runs: for a
 /// balance update on a new cluster's 40 accounts, a hash join over a sequential scan, kept as
 /// `accounts` grows. The engine prepares its statements anew every `REPREPARE_AFTER` runs, so
-/// the plan follows the table. The balances of a batch of transfers are written by the one
-/// statement of its commit (`commit_in_one_statement`), whose plan is looked at.
+/// the plan follows the table. The balances are written by a checkpoint's `UPDATE` (see
+/// `balances`), made here at every commit; its plan is looked at.
 #[test]
 fn the_balance_update_is_planned_anew_as_accounts_grow() {
     let Some(database) = TestDatabase::create("the_balance_update_is_planned_anew") else { return };
@@ -606,6 +614,7 @@ fn the_balance_update_is_planned_anew_as_accounts_grow() {
         let moves = (0..10u128).map(|i| move_of(next_id + i, 1 + 2 * i, 2 + 2 * i, 1)).collect();
         next_id += 10;
         at += 1;
+        store.checkpoint_at_next_commit();
         step(state, store, at, moves);
     };
     for _ in 0..6 {
@@ -617,19 +626,16 @@ fn the_balance_update_is_planned_anew_as_accounts_grow() {
     }
     let client = store.client();
     let name: String = client
-        .query_one("SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH fence AS%'", &[])
+        .query_one(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'UPDATE accounts SET debits_posted%'",
+            &[],
+        )
         .unwrap()
         .get(0);
     let plan: Vec<String> = client
         .query(
-            // The fence's three parameters, the transfers' ten, holds' three and saved
-            // responses' six arrays empty, then one account's balances and the two counts.
-            &format!(
-                "EXPLAIN EXECUTE {name}(0, '{{0}}', '{{1}}', {}, ARRAY['\\x{:032x}'::bytea], '{{1}}', '{{0}}', '{{0}}', \
-                 '{{0}}', 1, 1)",
-                ["'{}'"; 19].join(", "),
-                1u128
-            ),
+            // One account's balances.
+            &format!("EXPLAIN EXECUTE {name}(ARRAY['\\x{:032x}'::bytea], '{{1}}', '{{0}}', '{{0}}', '{{0}}')", 1u128),
             &[],
         )
         .unwrap()
@@ -638,6 +644,103 @@ fn the_balance_update_is_planned_anew_as_accounts_grow() {
         .collect();
     assert!(!plan.iter().any(|line| line.contains("Seq Scan on accounts")), "{plan:#?}");
     assert!(plan.iter().any(|line| line.contains("accounts_pkey")), "{plan:#?}");
+}
+
+/// An account's balances as its row holds them.
+fn stored_balances(client: &mut Client, id: u128) -> paycore_ledger::Balances {
+    let row = client
+        .query_one(
+            "SELECT debits_posted, credits_posted, debits_pending, credits_pending FROM accounts WHERE id = $1",
+            &[&AccountId(id).0.to_be_bytes()],
+        )
+        .unwrap();
+    let column = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap();
+    paycore_ledger::Balances {
+        debits_posted: column(0),
+        credits_posted: column(1),
+        debits_pending: column(2),
+        credits_pending: column(3),
+    }
+}
+
+/// Whether partition 0's balances were last checkpointed at its clock.
+fn checkpointed_at_clock(client: &mut Client) -> bool {
+    client.query_one("SELECT balances_through = last_timestamp FROM partitions WHERE id = 0", &[]).unwrap().get(0)
+}
+
+/// Balances are checkpointed about once a second, not written by each commit (`balances`).
+/// Between checkpoints the rows lag, and every reader of a balance replays the transfers since
+/// on them: the API's account, `verify`, and a new leader's recovery, whose first commit then
+/// writes them. Holds placed, posted in part and voided in the tail are replayed as the ledger
+/// applied them.
+#[test]
+fn balances_between_checkpoints_are_read_as_committed() {
+    let Some(database) = TestDatabase::create("balances_between_checkpoints") else { return };
+    let mut client = sql(&database);
+    let (mut store, api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, (1..=4).map(open).collect());
+    // The first commit that moves money writes a checkpoint (none was written before it).
+    step(&mut state, &mut store, 15, vec![move_of(99, 2, 1, 1), Command::Transfers(vec![hold(204, 2, 3, None)])]);
+    assert!(checkpointed_at_clock(&mut client));
+    let ops = |ops: Vec<(u128, TransferOp)>| {
+        Command::Transfers(
+            ops.into_iter().map(|(id, op)| NewTransfer { id: TransferId(id), linked: false, op }).collect(),
+        )
+    };
+    step(&mut state, &mut store, 20, vec![Command::Transfers(vec![hold(200, 3, 4, None), hold(201, 1, 3, None)])]);
+    step(&mut state, &mut store, 30, vec![move_of(100, 1, 2, 1000)]);
+    step(
+        &mut state,
+        &mut store,
+        40,
+        vec![ops(vec![
+            (202, TransferOp::Post { pending_id: TransferId(200), amount: Some(5) }),
+            (203, TransferOp::Void { pending_id: TransferId(201) }),
+            // A hold from before the checkpoint.
+            (205, TransferOp::Void { pending_id: TransferId(204) }),
+        ])],
+    );
+    let committed = |state: &State, id: u128| state.account(AccountId(id)).unwrap().balances;
+    assert_eq!(committed(&state, 3).debits_posted, 5);
+    assert_eq!(committed(&state, 1).debits_posted, 1000);
+
+    // The rows hold the checkpoint's balances, none of the three batches'.
+    assert!(!checkpointed_at_clock(&mut client));
+    let checkpoint = |id| paycore_ledger::Balances {
+        debits_posted: u64::from(id == 2),
+        credits_posted: u64::from(id == 1),
+        debits_pending: if id == 2 { 7 } else { 0 },
+        credits_pending: if id == 3 { 7 } else { 0 },
+    };
+    for id in 1..=4 {
+        assert_eq!(stored_balances(&mut client, id), checkpoint(id), "account {id}");
+    }
+    // Every reader sees the committed balances.
+    for id in 1..=4 {
+        assert_eq!(api.account(T1, AccountId(id)).unwrap().unwrap().balances, committed(&state, id), "account {id}");
+    }
+    let report = crate::verify::verify(api.as_ref()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.accounts, report.transfers), (4, 8));
+
+    // A new leader recovers them, and its first commit writes every one of them.
+    drop(store);
+    let (mut store, api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    let recovered = store.recover().unwrap();
+    assert_eq!(recovered.accounts.len(), 4);
+    for account in &recovered.accounts {
+        assert_eq!(account.balances, committed(&state, account.id.0), "{}", account.id);
+    }
+    let mut state =
+        State::recover(recovered.accounts, recovered.open_holds, recovered.open_payments, recovered.last_timestamp);
+    step(&mut state, &mut store, 50, vec![move_of(101, 4, 1, 1)]);
+    assert!(checkpointed_at_clock(&mut client));
+    for id in 1..=4 {
+        assert_eq!(stored_balances(&mut client, id), committed(&state, id), "account {id}");
+        assert_eq!(api.account(T1, AccountId(id)).unwrap().unwrap().balances, committed(&state, id), "account {id}");
+    }
+    assert!(crate::verify::verify(api.as_ref()).unwrap().ok());
 }
 
 /// The engine's store holds a blocking client, whose drop runs the client's own runtime: on a
@@ -770,9 +873,11 @@ fn indexers_racing_on_one_partition_index_each_transfer_once() {
     let mut state = State::default();
     step(&mut state, store.as_mut(), 1, (1..=5).map(open).collect());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each racer's passes won so far.
+    let won: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let racers: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, done) = (database.url().to_owned(), done.clone());
+        .map(|racer| {
+            let (url, done, won) = (database.url().to_owned(), done.clone(), won.clone());
             std::thread::spawn(move || {
                 let mut client = Client::connect(&url, NoTls).unwrap();
                 let (mut passes, mut lost) = (0, 0);
@@ -782,6 +887,7 @@ fn indexers_racing_on_one_partition_index_each_transfer_once() {
                         Err(StoreError::Busy(_)) => lost += 1,
                         Err(error) => panic!("history pass: {error}"),
                     }
+                    won[racer].store(passes, Ordering::Relaxed);
                 }
                 (passes, lost)
             })
@@ -794,9 +900,18 @@ fn indexers_racing_on_one_partition_index_each_transfer_once() {
         let commands = transfers.iter().map(|&(id, d, c)| move_of(id, d, c, 1)).collect();
         step(&mut state, store.as_mut(), 10 + u64::try_from(batch).unwrap(), commands);
         committed.extend(transfers);
+        // The commits are quicker than a racer's first connection: let each win a pass
+        // among the first batches, so that they race the commits after.
+        if batch == 4 {
+            let waited = std::time::Instant::now();
+            while won.iter().any(|w| w.load(Ordering::Relaxed) == 0) {
+                assert!(waited.elapsed() < std::time::Duration::from_secs(30), "a racer never won a pass");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
     }
     done.store(true, Ordering::Relaxed);
-    let outcomes: Vec<(u32, u32)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let outcomes: Vec<(usize, u32)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
     assert!(outcomes.iter().all(|&(passes, _)| passes > 0), "{outcomes:?}");
     index_history(&mut sql(&database), 200_000);
     let entries: i64 =

@@ -48,8 +48,8 @@ impl Rows<'_, '_> {
 
 impl Snapshot for Rows<'_, '_> {
     fn balances_through(&mut self) -> Result<crate::verify::Through> {
-        // Every commit writes its balances with its transfers: they are valid at the last
-        // transfer, and there is no tail to replay.
+        // `accounts` brings the rows up to date itself, as every reader of the balances does
+        // (see `balances`): what it returns is valid at the last transfer.
         let last: Option<i64> = self.tx.query_one("SELECT max(timestamp) FROM transfers", &[])?.try_get(0)?;
         Ok(crate::verify::Through::all(u64::try_from(last.unwrap_or(0)).unwrap_or(0)))
     }
@@ -63,7 +63,10 @@ impl Snapshot for Rows<'_, '_> {
     }
 
     fn accounts(&mut self) -> Result<Vec<Account>> {
-        all(&self.tx.query("SELECT * FROM accounts", &[])?, account_from)
+        let mut accounts = all(&self.tx.query("SELECT * FROM accounts", &[])?, account_from)?;
+        // The rows as of their partitions' checkpoints, and the transfers since (`balances`).
+        super::balances::bring_up_to_date(&mut *self.tx, &mut accounts)?;
+        Ok(accounts)
     }
 
     fn refunds(&mut self, each: &mut dyn FnMut(Refund)) -> Result<()> {
