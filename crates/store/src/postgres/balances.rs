@@ -49,7 +49,7 @@ impl Pending {
     /// Whether the commit bringing `changed` also writes the checkpoint.
     pub(super) fn due(&self, changed: &[(AccountId, Balances)]) -> bool {
         let waiting = !(self.balances.is_empty() && changed.is_empty());
-        waiting && self.written_at.map_or(true, |at| at.elapsed() >= CHECKPOINT_EVERY)
+        waiting && self.written_at.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
     }
 
     /// What a checkpoint with `changed` writes: every balance waiting, `changed` over them.
