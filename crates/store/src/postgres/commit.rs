@@ -225,7 +225,15 @@ impl PostgresStore {
         };
         // The rows hold the balances of the last checkpoint: the transfers since are replayed
         // on them, and written by the next commit.
+        let replaying = std::time::Instant::now();
         let replayed = super::balances::bring_up_to_date(client, &mut accounts)?;
+        if !replayed.is_empty() {
+            tracing::info!(
+                accounts = replayed.len(),
+                ms = replaying.elapsed().as_millis(),
+                "balances replayed from the transfers after the last checkpoint"
+            );
+        }
         self.pending.recovered(replayed);
         let last_timestamp = self.lead.last_timestamp(client)?;
         if self.lead.shared() {
