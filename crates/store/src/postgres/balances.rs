@@ -18,14 +18,20 @@
 //! on `transfers_timestamp`.
 
 use super::codec::{all, id, id_bytes, int, transfer_from, uint};
+use super::partitions::FENCE_AND_CHECKPOINT;
+use super::prepared::Prepared;
 use crate::{partition_of, Result, StoreError};
 use paycore_ledger::{Account, AccountId, Balances, Side, Transfer, TransferId, TransferKind};
-use postgres::GenericClient;
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, Transaction};
 use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a leader keeps the balances it changed before writing them.
 pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often [`IdleCheckpoints`] looks for balances that no commit has written.
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Up to this many accounts, a read asks PostgreSQL for their transfers of the tail only;
 /// past it (recovery, `verify`), for the whole tail.
@@ -37,19 +43,35 @@ const TAIL: &str = "SELECT * FROM transfers WHERE timestamp > $1 ORDER BY timest
 const TAIL_OF: &str = "SELECT * FROM transfers
      WHERE timestamp > $1 AND (debit_account = ANY($2) OR credit_account = ANY($2)) ORDER BY timestamp";
 
-/// The balances a leader changed since its last checkpoint, newest of each account.
-#[derive(Default)]
+/// The balances a leader changed since its last checkpoint, newest of each account. Shared by
+/// the engine's commits and [`IdleCheckpoints`], each of which holds it for the whole of its
+/// transaction: a checkpoint then writes every balance up to the clock it records.
+pub(super) type Shared = Arc<Mutex<Pending>>;
+
+/// The balances waiting, locked; a poisoned lock (a panic mid-commit) is the store's error.
+pub(super) fn lock(pending: &Shared) -> Result<MutexGuard<'_, Pending>> {
+    pending.lock().map_err(|_| StoreError::Internal("the balances waiting for a checkpoint are poisoned".into()))
+}
+
 pub(super) struct Pending {
     balances: HashMap<AccountId, Balances>,
     /// When the last checkpoint was written; `None`: at the next commit (after recovery).
     written_at: Option<Instant>,
+    /// [`CHECKPOINT_EVERY`], or another interval for a test.
+    every: Duration,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending { balances: HashMap::new(), written_at: None, every: CHECKPOINT_EVERY }
+    }
 }
 
 impl Pending {
     /// Whether the commit bringing `changed` also writes the checkpoint.
     pub(super) fn due(&self, changed: &[(AccountId, Balances)]) -> bool {
         let waiting = !(self.balances.is_empty() && changed.is_empty());
-        waiting && self.written_at.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
+        waiting && self.written_at.is_none_or(|at| at.elapsed() >= self.every)
     }
 
     /// What a checkpoint with `changed` writes: every balance waiting, `changed` over them.
@@ -73,6 +95,12 @@ impl Pending {
     #[cfg(test)]
     pub(super) fn due_now(&mut self) {
         self.written_at = None;
+    }
+
+    /// Checkpoints every `every` instead of [`CHECKPOINT_EVERY`]; for tests.
+    #[cfg(test)]
+    pub(super) fn set_every(&mut self, every: Duration) {
+        self.every = every;
     }
 
     /// After recovery: the balances replayed wait, and the next commit writes them.
@@ -178,4 +206,148 @@ fn held_amounts(client: &mut impl GenericClient, tail: &[Transfer]) -> Result<Ha
         held.insert(TransferId(id(&row, "id")?), uint(&row, "amount")?);
     }
     Ok(held)
+}
+
+/// A checkpoint's balances, in one statement; an account that is not there means the store
+/// and the engine disagree, and nothing is written.
+pub(super) fn write_balances(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    balances: &[(AccountId, Balances)],
+) -> Result<()> {
+    if balances.is_empty() {
+        return Ok(());
+    }
+    let updated = prepared.execute(tx, UPDATE_BALANCES, &BalanceColumns::of(balances).params())?;
+    if updated != balances.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{} balance updates for {} accounts: some account is missing",
+            updated,
+            balances.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The `UPDATE` of accounts' balances from the five arrays of [`BalanceColumns`].
+const UPDATE_BALANCES: &str = "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
+         debits_pending = b.debits_pending, credits_pending = b.credits_pending
+     FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+         AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
+     WHERE accounts.id = b.id";
+
+/// Balances as the column arrays of [`UPDATE_BALANCES`].
+struct BalanceColumns {
+    ids: Vec<[u8; 16]>,
+    debits_posted: Vec<i64>,
+    credits_posted: Vec<i64>,
+    debits_pending: Vec<i64>,
+    credits_pending: Vec<i64>,
+}
+
+impl BalanceColumns {
+    fn of(balances: &[(AccountId, Balances)]) -> BalanceColumns {
+        let column = |f: fn(&Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect();
+        BalanceColumns {
+            ids: balances.iter().map(|(id, _)| id_bytes(id.0)).collect(),
+            debits_posted: column(|b| b.debits_posted),
+            credits_posted: column(|b| b.credits_posted),
+            debits_pending: column(|b| b.debits_pending),
+            credits_pending: column(|b| b.credits_pending),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.ids, &self.debits_posted, &self.credits_posted, &self.debits_pending, &self.credits_pending]
+    }
+}
+
+/// Writes the checkpoint when the leader has balances waiting and no commit writes them: after
+/// a burst the engine may commit nothing for a long time, and every read would replay the
+/// burst's last second until it did. A thread with its own connection (like the history's
+/// `Indexer`), started with the store and stopped with it; the fencing update keeps a leader
+/// that lost its partition from writing.
+pub(super) struct IdleCheckpoints {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IdleCheckpoints {
+    pub(super) fn start(url: String, ids: Vec<i32>, epochs: Vec<i64>, pending: Shared) -> IdleCheckpoints {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("pg-checkpoint".into())
+            .spawn(move || idle_checkpoints(&url, &ids, &epochs, &pending, &stopped))
+            .map_err(|error| tracing::error!(%error, "cannot start the idle checkpoints of the balances"))
+            .ok();
+        IdleCheckpoints { stop, thread }
+    }
+}
+
+impl Drop for IdleCheckpoints {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn idle_checkpoints(url: &str, ids: &[i32], epochs: &[i64], pending: &Shared, stop: &(Mutex<bool>, Condvar)) {
+    let mut connection: Option<(Client, Prepared)> = None;
+    let mut failing = false;
+    loop {
+        let (lock, wake) = stop;
+        let stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if wake.wait_timeout_while(stopped, IDLE_TICK, |stopped| !*stopped).map_or(true, |(stopped, _)| *stopped) {
+            return;
+        }
+        let Ok(mut waiting) = pending.lock() else { return };
+        if !waiting.due(&[]) {
+            continue;
+        }
+        match checkpoint(url, &mut connection, ids, epochs, &waiting.with(&[])) {
+            Ok(true) => {
+                waiting.committed(&[], true);
+                if std::mem::take(&mut failing) {
+                    tracing::info!("idle checkpoints of the balances succeed again");
+                }
+            }
+            // Another leader took the partition: nothing of it is this process's to write.
+            Ok(false) => return,
+            Err(error) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(%error, "an idle checkpoint of the balances failed; retrying");
+                }
+                connection = connection.filter(|(client, _)| !client.is_closed());
+            }
+        }
+    }
+}
+
+/// One checkpoint of `balances` in its own transaction, at the partitions' clocks (the engine
+/// commits nothing meanwhile: the caller holds [`Pending`]). `false`: fenced, nothing written.
+fn checkpoint(
+    url: &str,
+    connection: &mut Option<(Client, Prepared)>,
+    ids: &[i32],
+    epochs: &[i64],
+    balances: &[(AccountId, Balances)],
+) -> Result<bool> {
+    if connection.is_none() {
+        *connection = Some((super::open::connect(url)?, Prepared::default()));
+    }
+    let Some((client, prepared)) = connection.as_mut() else { return Ok(false) };
+    let mut tx = client.transaction()?;
+    // The clocks stay as they are (GREATEST with 0); the checkpoint moves to them.
+    let updated = prepared.execute(&mut tx, FENCE_AND_CHECKPOINT, &[&0i64, &ids, &epochs])?;
+    if updated != ids.len() as u64 {
+        return Ok(false);
+    }
+    write_balances(&mut tx, prepared, balances)?;
+    tx.commit()?;
+    Ok(true)
 }

@@ -1,7 +1,7 @@
 //! The engine's side of the PostgreSQL store: recover, load, and the commit of each batch in
 //! one transaction of set-based writes.
 
-use super::balances::Pending;
+use super::balances::{write_balances, IdleCheckpoints, Shared};
 use super::batches::commit_batch_changes;
 use super::codec::{
     account_from, all, hold_from, id_bytes, idempotency_from, int, payment_from, quote_from, transfer_from, HOLD_SELECT,
@@ -37,7 +37,9 @@ pub(super) struct PostgresStore {
     /// The history of the partitions led, built off the commit; stops with the store.
     _indexer: Indexer,
     /// The balances committed since the last checkpoint.
-    pending: Pending,
+    pending: Shared,
+    /// Writes them when no commit does; stops with the store.
+    _idle: IdleCheckpoints,
 }
 
 /// The engine's connection, closed on a thread of its own when the store is dropped: closing
@@ -74,12 +76,16 @@ impl Drop for EngineClient {
 impl PostgresStore {
     pub(super) fn new(client: Client, lead: Lead, url: &str) -> PostgresStore {
         let indexer = Indexer::start(url.to_owned(), lead.ids().to_vec());
+        let pending = Shared::default();
+        let (ids, epochs) = lead.fence_params();
+        let idle = IdleCheckpoints::start(url.to_owned(), ids.clone(), epochs.clone(), pending.clone());
         PostgresStore {
             client: EngineClient(Some(client)),
             lead,
             prepared: Prepared::default(),
             _indexer: indexer,
-            pending: Pending::default(),
+            pending,
+            _idle: idle,
         }
     }
 
@@ -92,7 +98,17 @@ impl PostgresStore {
     /// Makes the next commit write the balances' checkpoint; for tests.
     #[cfg(test)]
     pub(super) fn checkpoint_at_next_commit(&mut self) {
-        self.pending.due_now();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.due_now();
+        }
+    }
+
+    /// Checkpoints the balances every `every`, by a commit or when idle; for tests.
+    #[cfg(test)]
+    pub(super) fn checkpoint_every(&mut self, every: std::time::Duration) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.set_every(every);
+        }
     }
 
     /// The engine's connection; for tests that look at its session.
@@ -234,7 +250,7 @@ impl PostgresStore {
                 "balances replayed from the transfers after the last checkpoint"
             );
         }
-        self.pending.recovered(replayed);
+        super::balances::lock(&self.pending)?.recovered(replayed);
         let last_timestamp = self.lead.last_timestamp(client)?;
         if self.lead.shared() {
             // Other partitions' leaders insert transfers and payments meanwhile, so no highest
@@ -278,14 +294,17 @@ impl PostgresStore {
 
     /// One batch in one transaction, which first checks that this writer still leads.
     fn commit_led(&mut self, changes: &ChangeSet, idempotency: &[IdempotencyRecord]) -> Result<()> {
-        let checkpoint = self.pending.due(&changes.balances).then(|| self.pending.with(&changes.balances));
+        // Held for the whole commit: an idle checkpoint waits for it (see `balances`).
+        let shared = self.pending.clone();
+        let mut pending = super::balances::lock(&shared)?;
+        let checkpoint = pending.due(&changes.balances).then(|| pending.with(&changes.balances));
         if checkpoint.is_none() && fits_one_statement(changes) {
             commit_in_one_statement(&mut self.client, &mut self.prepared, &self.lead, changes, idempotency)?;
-            self.pending.committed(&changes.balances, false);
+            pending.committed(&changes.balances, false);
             return Ok(());
         }
         self.commit_in_statements(changes, idempotency, checkpoint.as_deref())?;
-        self.pending.committed(&changes.balances, checkpoint.is_some());
+        pending.committed(&changes.balances, checkpoint.is_some());
         Ok(())
     }
 
@@ -740,56 +759,6 @@ fn insert_events(tx: &mut Transaction<'_>, prepared: &mut Prepared, changes: &Ch
         ],
     )?;
     Ok(())
-}
-
-/// A checkpoint's balances, in one statement; an account that is not there means the store
-/// and the engine disagree, and nothing is written.
-fn write_balances(tx: &mut Transaction<'_>, prepared: &mut Prepared, balances: &[(AccountId, Balances)]) -> Result<()> {
-    if balances.is_empty() {
-        return Ok(());
-    }
-    let updated = prepared.execute(tx, UPDATE_BALANCES, &BalanceColumns::of(balances).params())?;
-    if updated != balances.len() as u64 {
-        return Err(StoreError::Corrupt(format!(
-            "{} balance updates for {} accounts: some account is missing",
-            updated,
-            balances.len()
-        )));
-    }
-    Ok(())
-}
-
-/// The `UPDATE` of accounts' balances from the five arrays of [`BalanceColumns`].
-const UPDATE_BALANCES: &str = "UPDATE accounts SET debits_posted = b.debits_posted, credits_posted = b.credits_posted,
-         debits_pending = b.debits_pending, credits_pending = b.credits_pending
-     FROM UNNEST($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-         AS b (id, debits_posted, credits_posted, debits_pending, credits_pending)
-     WHERE accounts.id = b.id";
-
-/// Balances as the column arrays of [`UPDATE_BALANCES`].
-struct BalanceColumns {
-    ids: Vec<[u8; 16]>,
-    debits_posted: Vec<i64>,
-    credits_posted: Vec<i64>,
-    debits_pending: Vec<i64>,
-    credits_pending: Vec<i64>,
-}
-
-impl BalanceColumns {
-    fn of(balances: &[(AccountId, Balances)]) -> BalanceColumns {
-        let column = |f: fn(&Balances) -> u64| balances.iter().map(|(_, b)| int(f(b))).collect();
-        BalanceColumns {
-            ids: id_array(balances, |(id, _)| id.0),
-            debits_posted: column(|b| b.debits_posted),
-            credits_posted: column(|b| b.credits_posted),
-            debits_pending: column(|b| b.debits_pending),
-            credits_pending: column(|b| b.credits_pending),
-        }
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
-        [&self.ids, &self.debits_posted, &self.credits_posted, &self.debits_pending, &self.credits_pending]
-    }
 }
 
 #[cfg(test)]

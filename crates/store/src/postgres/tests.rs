@@ -678,6 +678,8 @@ fn balances_between_checkpoints_are_read_as_committed() {
     let Some(database) = TestDatabase::create("balances_between_checkpoints") else { return };
     let mut client = sql(&database);
     let (mut store, api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    // No checkpoint but the first, however slow the machine.
+    store.checkpoint_every(std::time::Duration::from_secs(3600));
     let mut state = State::default();
     step(&mut state, &mut store, 10, (1..=4).map(open).collect());
     // The first commit that moves money writes a checkpoint (none was written before it).
@@ -741,6 +743,28 @@ fn balances_between_checkpoints_are_read_as_committed() {
         assert_eq!(api.account(T1, AccountId(id)).unwrap().unwrap().balances, committed(&state, id), "account {id}");
     }
     assert!(crate::verify::verify(api.as_ref()).unwrap().ok());
+}
+
+/// A leader with balances waiting and no commit to write them (after a burst) writes them by
+/// itself (`balances::IdleCheckpoints`): the readers' tail does not stay a burst long.
+#[test]
+fn an_idle_leader_writes_its_waiting_balances_without_a_commit() {
+    let Some(database) = TestDatabase::create("an_idle_leader_writes_its_balances") else { return };
+    let mut client = sql(&database);
+    let (mut store, _api) = super::open_parts(database.url(), &Options::default()).unwrap();
+    store.checkpoint_every(std::time::Duration::from_millis(300));
+    let mut state = State::default();
+    step(&mut state, &mut store, 10, (1..=2).map(open).collect());
+    step(&mut state, &mut store, 20, vec![move_of(100, 1, 2, 30)]);
+    step(&mut state, &mut store, 30, vec![move_of(101, 1, 2, 12)]);
+    let committed = state.account(AccountId(2)).unwrap().balances;
+    assert_eq!(committed.credits_posted, 42);
+    let waited = std::time::Instant::now();
+    while !(checkpointed_at_clock(&mut client) && stored_balances(&mut client, 2) == committed) {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(20), "the balances were never written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(stored_balances(&mut client, 1), state.account(AccountId(1)).unwrap().balances);
 }
 
 /// The engine's store holds a blocking client, whose drop runs the client's own runtime: on a
