@@ -5,7 +5,7 @@ use crate::{Result, StoreError};
 use postgres::{Client, NoTls};
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_batch_files.sql"),
     include_str!("migrations/0003_leases.sql"),

@@ -315,6 +315,35 @@ fn an_upgraded_store_keeps_its_clock_in_its_partitions() {
     assert_eq!(leader.store.recover().unwrap().last_timestamp, 77);
 }
 
+/// Migration 0023 checkpoints balances instead of writing them with each commit. A leader of
+/// the version before, still running when a process of this one migrates the database, would
+/// go on writing balances without moving `balances_through`, and every reader would replay its
+/// transfers twice: the migration takes a new epoch on every partition, which fences it.
+#[test]
+fn the_balance_checkpoint_migration_fences_the_leaders_before_it() {
+    let Some(database) = TestDatabase::create("the_balance_checkpoint_migration_fences") else { return };
+    let mut client = sql(&database);
+    // A cluster as version 22 left it, partition 0 led at epoch 5 with a clock.
+    for migration in &super::open::MIGRATIONS[..22] {
+        client.batch_execute(migration).unwrap();
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE schema_version (version BIGINT NOT NULL); INSERT INTO schema_version VALUES (22);
+             UPDATE cluster_partitions SET count = 1;
+             INSERT INTO partitions (id, epoch, last_timestamp) VALUES (0, 5, 77);",
+        )
+        .unwrap();
+    assert_eq!(cluster_partitions(database.url(), None).unwrap(), 1);
+    assert_eq!(count(&mut client, "SELECT epoch FROM partitions WHERE id = 0"), 6);
+    assert_eq!(count(&mut client, "SELECT balances_through FROM partitions WHERE id = 0"), 77);
+    // The old leader's next commit updates no partition row: fenced.
+    let fenced = client
+        .execute("UPDATE partitions SET last_timestamp = GREATEST(last_timestamp, 80) WHERE id = 0 AND epoch = 5", &[])
+        .unwrap();
+    assert_eq!(fenced, 0);
+}
+
 #[test]
 fn a_leader_whose_connection_is_gone_is_fenced() {
     let Some(database) = TestDatabase::create("a_leader_whose_connection_is_gone") else { return };

@@ -10,3 +10,8 @@
 ALTER TABLE partitions ADD COLUMN balances_through BIGINT NOT NULL DEFAULT 0;
 -- Until now every commit wrote its balances: the rows are current as of each clock.
 UPDATE partitions SET balances_through = last_timestamp;
+-- A leader of the version before writes its balances with every commit and never moves
+-- `balances_through`: every reader of this version would replay its transfers on rows that
+-- already hold them. A new epoch fences such a leader at its next commit (its build refuses
+-- to open this schema again, so it cannot take the partition back).
+UPDATE partitions SET epoch = epoch + 1;
