@@ -17,15 +17,16 @@
 //! of that snapshot lack. The tail a read replays is at most about a second of commits, found
 //! on `transfers_timestamp`.
 
+use super::background::{Background, Stop};
 use super::codec::{all, id, id_bytes, int, transfer_from, uint};
-use super::partitions::FENCE_AND_CHECKPOINT;
+use super::partitions::{PerPartition, FENCE_AND_CHECKPOINT};
 use super::prepared::Prepared;
-use crate::{partition_of, Result, StoreError};
+use crate::{Result, StoreError};
 use paycore_ledger::{Account, AccountId, Balances, Side, Transfer, TransferId, TransferKind};
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, Transaction};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a leader keeps the balances it changed before writing them.
@@ -110,37 +111,6 @@ impl Pending {
     }
 }
 
-/// Where each partition's balances were last checkpointed.
-struct Checkpoints {
-    count: u32,
-    /// `partitions.id` and `balances_through`, by id.
-    through: Vec<(i32, i64)>,
-}
-
-impl Checkpoints {
-    fn read(client: &mut impl GenericClient) -> Result<Checkpoints> {
-        let row = client.query_one(
-            "SELECT (SELECT count FROM cluster_partitions),
-                 coalesce((SELECT array_agg(id ORDER BY id) FROM partitions), '{}'),
-                 coalesce((SELECT array_agg(balances_through ORDER BY id) FROM partitions), '{}')",
-            &[],
-        )?;
-        let count: Option<i32> = row.try_get(0)?;
-        let (ids, through): (Vec<i32>, Vec<i64>) = (row.try_get(1)?, row.try_get(2)?);
-        Ok(Checkpoints {
-            count: count.and_then(|c| u32::try_from(c).ok()).unwrap_or(1),
-            through: ids.into_iter().zip(through).collect(),
-        })
-    }
-
-    /// The checkpoint of `account`'s partition. A partition with no row yet has committed
-    /// nothing: its accounts' rows are all there is (nothing to replay).
-    fn of(&self, account: &Account) -> i64 {
-        let partition = i32::try_from(partition_of(account.tenant, self.count)).unwrap_or(i32::MAX);
-        self.through.iter().find(|(id, _)| *id == partition).map_or(i64::MAX, |(_, through)| *through)
-    }
-}
-
 /// Brings `accounts`, as read from their rows in `client`'s snapshot, up to date: replays on
 /// each the transfers committed after its partition's checkpoint, in that snapshot. Returns
 /// the balances it changed (what a leader recovering must write at its next checkpoint).
@@ -152,9 +122,11 @@ pub(super) fn bring_up_to_date(
     if accounts.is_empty() {
         return Ok(replayed);
     }
-    let checkpoints = Checkpoints::read(client)?;
+    // Where each partition's balances were last checkpointed. A partition with no row yet has
+    // committed nothing: its accounts' rows are all there is (nothing to replay).
+    let checkpoints = PerPartition::read(client, "partitions", "id", "balances_through")?;
     let at: HashMap<AccountId, (usize, i64)> =
-        accounts.iter().enumerate().map(|(i, a)| (a.id, (i, checkpoints.of(a)))).collect();
+        accounts.iter().enumerate().map(|(i, a)| (a.id, (i, checkpoints.of_tenant(a.tenant, i64::MAX)))).collect();
     let since = at.values().map(|&(_, through)| through).min().unwrap_or(i64::MAX);
     if since == i64::MAX {
         return Ok(replayed);
@@ -268,41 +240,23 @@ impl BalanceColumns {
 /// `Indexer`), started with the store and stopped with it; the fencing update keeps a leader
 /// that lost its partition from writing.
 pub(super) struct IdleCheckpoints {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl IdleCheckpoints {
     pub(super) fn start(url: String, ids: Vec<i32>, epochs: Vec<i64>, pending: Shared) -> IdleCheckpoints {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("pg-checkpoint".into())
-            .spawn(move || idle_checkpoints(&url, &ids, &epochs, &pending, &stopped))
-            .map_err(|error| tracing::error!(%error, "cannot start the idle checkpoints of the balances"))
-            .ok();
-        IdleCheckpoints { stop, thread }
+        let thread = Background::start("pg-checkpoint", "the idle checkpoints of the balances", move |stop| {
+            idle_checkpoints(&url, &ids, &epochs, &pending, stop)
+        });
+        IdleCheckpoints { _thread: thread }
     }
 }
 
-impl Drop for IdleCheckpoints {
-    fn drop(&mut self) {
-        let (lock, wake) = &*self.stop;
-        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn idle_checkpoints(url: &str, ids: &[i32], epochs: &[i64], pending: &Shared, stop: &(Mutex<bool>, Condvar)) {
+fn idle_checkpoints(url: &str, ids: &[i32], epochs: &[i64], pending: &Shared, stop: &Stop) {
     let mut connection: Option<(Client, Prepared)> = None;
     let mut failing = false;
     loop {
-        let (lock, wake) = stop;
-        let stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if wake.wait_timeout_while(stopped, IDLE_TICK, |stopped| !*stopped).map_or(true, |(stopped, _)| *stopped) {
+        if stop.wait(IDLE_TICK) {
             return;
         }
         let Ok(mut waiting) = pending.lock() else { return };

@@ -22,13 +22,13 @@
 //! since `S` was read only adds entries above `S`, which the read takes from the tail: every
 //! transfer is listed once, whether indexed or not.
 
+use super::background::{Background, Stop};
 use super::codec::{get, id, id_bytes};
-use super::partitions;
+use super::partitions::{self, PerPartition};
 use crate::{partition_of, Result, StoreError};
 use paycore_ledger::{AccountId, TenantId, TransferId};
 use postgres::{Client, GenericClient, IsolationLevel};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// The most entries in a run: 48 timestamps and ids keep a row under PostgreSQL's 2 kB TOAST
@@ -46,17 +46,7 @@ const PASS_ROWS: i64 = 200_000;
 /// nothing is indexed yet). One round trip: the partition count and every watermark (one a
 /// partition), the tenant's picked here, where its partition is computed.
 pub(super) fn split_of_tenant(client: &mut impl GenericClient, tenant: TenantId) -> Result<i64> {
-    let row = client.query_one(
-        "SELECT (SELECT count FROM cluster_partitions),
-             coalesce((SELECT array_agg(partition ORDER BY partition) FROM history_watermarks), '{}'),
-             coalesce((SELECT array_agg(through ORDER BY partition) FROM history_watermarks), '{}')",
-        &[],
-    )?;
-    let count: Option<i32> = row.try_get(0)?;
-    let count = count.and_then(|c| u32::try_from(c).ok()).unwrap_or(1);
-    let partition = i32::try_from(partition_of(tenant, count)).unwrap_or(i32::MAX);
-    let (partitions, through): (Vec<i32>, Vec<i64>) = (row.try_get(1)?, row.try_get(2)?);
-    Ok(partitions.iter().zip(&through).find(|(p, _)| **p == partition).map_or(0, |(_, &t)| t))
+    Ok(PerPartition::read(client, "history_watermarks", "partition", "through")?.of_tenant(tenant, 0))
 }
 
 /// The split point of reads on the accounts of several partitions: the least of their
@@ -246,35 +236,17 @@ fn runs<T>(entries: &[([u8; 16], i64, T)]) -> Vec<i32> {
 /// runs passes until it is dropped. Failures (a lost connection, a serialization failure
 /// against another indexer) are logged and retried at the next tick.
 pub(super) struct Indexer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl Indexer {
     pub(super) fn start(url: String, led: Vec<i32>) -> Indexer {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("pg-history".into())
-            .spawn(move || run(&url, &led, &stopped))
-            .map_err(|error| tracing::error!(%error, "cannot start the history indexer"))
-            .ok();
-        Indexer { stop, thread }
+        let thread = Background::start("pg-history", "the history indexer", move |stop| run(&url, &led, stop));
+        Indexer { _thread: thread }
     }
 }
 
-impl Drop for Indexer {
-    fn drop(&mut self) {
-        let (lock, wake) = &*self.stop;
-        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn run(url: &str, led: &[i32], stop: &(Mutex<bool>, Condvar)) {
+fn run(url: &str, led: &[i32], stop: &Stop) {
     let mut client: Option<Client> = None;
     let mut failing = false;
     loop {
@@ -293,14 +265,7 @@ fn run(url: &str, led: &[i32], stop: &(Mutex<bool>, Condvar)) {
                 true
             }
         };
-        let (lock, wake) = stop;
-        let stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stopped = if caught_up {
-            wake.wait_timeout_while(stopped, TICK, |stopped| !*stopped).map_or(true, |(stopped, _)| *stopped)
-        } else {
-            *stopped
-        };
-        if stopped {
+        if if caught_up { stop.wait(TICK) } else { stop.stopped() } {
             return;
         }
     }

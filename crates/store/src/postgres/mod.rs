@@ -19,6 +19,7 @@
 //! blocking threads.
 
 mod admin;
+mod background;
 mod balances;
 mod batches;
 mod clearing;

@@ -15,7 +15,7 @@ use super::open::without_password;
 use super::prepared::Prepared;
 use crate::{partition_of, Result, StoreError, PARTITIONS_MAX};
 use paycore_ledger::TenantId;
-use postgres::{Client, Transaction};
+use postgres::{Client, GenericClient, Transaction};
 
 /// The advisory lock keys of the partitions' leaders: this base plus the partition
 /// (`PARTITIONS_MAX` keeps them clear of the store's other locks, `0x7061_7963_6f72_65xx`).
@@ -77,6 +77,41 @@ fn stored_count(stored: Option<i32>) -> Result<Option<u32>> {
             u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("the recorded partition count {count}")))
         })
         .transpose()
+}
+
+/// A value kept per partition, with the cluster's partition count, read in one round trip:
+/// what a read needs to find the value of its tenant's partition, which only Rust computes
+/// ([`partition_of`]). Its table has one row per partition at most.
+pub(super) struct PerPartition {
+    count: u32,
+    /// The partitions' keys and values, by key.
+    values: Vec<(i32, i64)>,
+}
+
+impl PerPartition {
+    /// `column` of every row of `table`, keyed by the partition in `key`.
+    pub(super) fn read(client: &mut impl GenericClient, table: &str, key: &str, column: &str) -> Result<PerPartition> {
+        let row = client.query_one(
+            &format!(
+                "SELECT (SELECT count FROM cluster_partitions),
+                     coalesce((SELECT array_agg({key} ORDER BY {key}) FROM {table}), '{{}}'),
+                     coalesce((SELECT array_agg({column} ORDER BY {key}) FROM {table}), '{{}}')"
+            ),
+            &[],
+        )?;
+        let count: Option<i32> = row.try_get(0)?;
+        let (keys, values): (Vec<i32>, Vec<i64>) = (row.try_get(1)?, row.try_get(2)?);
+        Ok(PerPartition {
+            count: count.and_then(|c| u32::try_from(c).ok()).unwrap_or(1),
+            values: keys.into_iter().zip(values).collect(),
+        })
+    }
+
+    /// The value of `tenant`'s partition, or `missing` when that partition has no row.
+    pub(super) fn of_tenant(&self, tenant: TenantId, missing: i64) -> i64 {
+        let partition = i32::try_from(partition_of(tenant, self.count)).unwrap_or(i32::MAX);
+        self.values.iter().find(|(key, _)| *key == partition).map_or(missing, |(_, value)| *value)
+    }
 }
 
 /// The fencing update of every commit (`Lead::check`): `$1` the batch's last timestamp, `$2` and
