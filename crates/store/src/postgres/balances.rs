@@ -60,11 +60,16 @@ pub(super) struct Pending {
     written_at: Option<Instant>,
     /// [`CHECKPOINT_EVERY`], or another interval for a test.
     every: Duration,
+    /// A commit failed since the last recovery. It may have committed all the same (a
+    /// connection lost after its `COMMIT` was sent), and these balances would then miss its
+    /// effects while a checkpoint recorded the clock that includes them: no checkpoint until
+    /// recovery reads what is there.
+    unsure: bool,
 }
 
 impl Default for Pending {
     fn default() -> Pending {
-        Pending { balances: HashMap::new(), written_at: None, every: CHECKPOINT_EVERY }
+        Pending { balances: HashMap::new(), written_at: None, every: CHECKPOINT_EVERY, unsure: false }
     }
 }
 
@@ -72,7 +77,7 @@ impl Pending {
     /// Whether the commit bringing `changed` also writes the checkpoint.
     pub(super) fn due(&self, changed: &[(AccountId, Balances)]) -> bool {
         let waiting = !(self.balances.is_empty() && changed.is_empty());
-        waiting && self.written_at.is_none_or(|at| at.elapsed() >= self.every)
+        waiting && !self.unsure && self.written_at.is_none_or(|at| at.elapsed() >= self.every)
     }
 
     /// What a checkpoint with `changed` writes: every balance waiting, `changed` over them.
@@ -92,6 +97,11 @@ impl Pending {
         }
     }
 
+    /// After a commit that failed: no checkpoint until [`Pending::recovered`].
+    pub(super) fn failed(&mut self) {
+        self.unsure = true;
+    }
+
     /// Makes the next commit write the checkpoint; for tests.
     #[cfg(test)]
     pub(super) fn due_now(&mut self) {
@@ -108,6 +118,7 @@ impl Pending {
     pub(super) fn recovered(&mut self, replayed: HashMap<AccountId, Balances>) {
         self.balances = replayed;
         self.written_at = None;
+        self.unsure = false;
     }
 }
 
@@ -304,4 +315,40 @@ fn checkpoint(
     write_balances(&mut tx, prepared, balances)?;
     tx.commit()?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+    use paycore_ledger::{AccountId, Balances};
+    use std::collections::HashMap;
+
+    fn balances(posted: u64) -> Balances {
+        Balances { credits_posted: posted, ..Balances::default() }
+    }
+
+    /// A checkpoint writes every balance waiting, the newest of each; none is due while
+    /// nothing waits, or after a failed commit until recovery, however long since the last.
+    #[test]
+    fn a_checkpoint_writes_the_newest_of_all_waiting_and_none_after_a_failed_commit() {
+        let mut pending = Pending::default();
+        assert!(!pending.due(&[]), "nothing waits");
+        let first = [(AccountId(1), balances(1)), (AccountId(2), balances(2))];
+        assert!(pending.due(&first), "never written: due at once");
+        pending.committed(&first, true);
+        pending.set_every(std::time::Duration::ZERO);
+        pending.committed(&[(AccountId(1), balances(3))], false);
+        pending.committed(&[(AccountId(3), balances(4))], false);
+        let mut written = pending.with(&[(AccountId(3), balances(5))]);
+        written.sort_unstable_by_key(|(id, _)| *id);
+        assert_eq!(written, vec![(AccountId(1), balances(3)), (AccountId(3), balances(5))]);
+        assert!(pending.due(&[]));
+
+        pending.failed();
+        assert!(!pending.due(&[]), "a failed commit may have committed: no checkpoint");
+        assert!(!pending.due(&[(AccountId(1), balances(6))]));
+        pending.recovered(HashMap::from([(AccountId(2), balances(7))]));
+        assert!(pending.due(&[]), "after recovery, at once");
+        assert_eq!(pending.with(&[]), vec![(AccountId(2), balances(7))]);
+    }
 }

@@ -207,6 +207,9 @@ impl PostgresStore {
     /// What the engine keeps in memory, of the tenants of the partitions led: their accounts,
     /// open holds and open payments.
     fn recover_led(&mut self) -> Result<Recovered> {
+        // Held throughout: no idle checkpoint runs between the rows read and the tail read.
+        let shared = self.pending.clone();
+        let mut pending = super::balances::lock(&shared)?;
         let client: &mut Client = &mut self.client;
         let (mut accounts, open_holds, open_payments) = match self.lead.tenants(client)? {
             None => (
@@ -250,7 +253,7 @@ impl PostgresStore {
                 "balances replayed from the transfers after the last checkpoint"
             );
         }
-        super::balances::lock(&self.pending)?.recovered(replayed);
+        pending.recovered(replayed);
         let last_timestamp = self.lead.last_timestamp(client)?;
         if self.lead.shared() {
             // Other partitions' leaders insert transfers and payments meanwhile, so no highest
@@ -298,14 +301,18 @@ impl PostgresStore {
         let shared = self.pending.clone();
         let mut pending = super::balances::lock(&shared)?;
         let checkpoint = pending.due(&changes.balances).then(|| pending.with(&changes.balances));
-        if checkpoint.is_none() && fits_one_statement(changes) {
-            commit_in_one_statement(&mut self.client, &mut self.prepared, &self.lead, changes, idempotency)?;
-            pending.committed(&changes.balances, false);
-            return Ok(());
+        let committed = if checkpoint.is_none() && fits_one_statement(changes) {
+            commit_in_one_statement(&mut self.client, &mut self.prepared, &self.lead, changes, idempotency)
+        } else {
+            self.commit_in_statements(changes, idempotency, checkpoint.as_deref())
+        };
+        match &committed {
+            Ok(()) => pending.committed(&changes.balances, checkpoint.is_some()),
+            // Perhaps committed after all (a connection lost after `COMMIT` was sent): no
+            // checkpoint until recovery has read what is there.
+            Err(_) => pending.failed(),
         }
-        self.commit_in_statements(changes, idempotency, checkpoint.as_deref())?;
-        pending.committed(&changes.balances, checkpoint.is_some());
-        Ok(())
+        committed
     }
 
     /// A batch in a transaction of separate statements; with `checkpoint`, the balances to

@@ -523,6 +523,8 @@ fn the_engine_prepares_each_statement_once_even_in_a_commit_that_rolled_back() {
     elsewhere.execute(&[Request { tenant: T1, command: move_of(50, 7, 8, 5) }], 12);
     assert!(matches!(store.commit(&elsewhere.take_changes(), &[]), Err(StoreError::Corrupt(_))));
     assert_eq!(store.prepared_on_server(), opened + 5, "the checkpoint's statements");
+    // The engine rebuilds its state after a failed commit.
+    store.recover().unwrap();
     // The statements prepared then still run: the next batch writes the checkpoint, the ones
     // after it are one statement each (`commit_in_one_statement`), prepared once.
     step(&mut state, &mut store, 20, vec![move_of(100, 1, 2, 30)]);
