@@ -355,8 +355,9 @@ impl PostgresStore {
 }
 
 /// Whether a batch's changes are only transfers (too few for `COPY`), holds, saved responses
-/// and balances (not written: see `balances`): the real-time flow's batches, which [`commit_in_one_statement`] writes. Every
-/// field is named, so that a new kind of change has to be placed on one side or the other.
+/// and balances (not written: see `balances`): the real-time flow's batches, which
+/// [`commit_in_one_statement`] writes. Every field is named, so that a new kind of change has
+/// to be placed on one side or the other.
 fn fits_one_statement(changes: &ChangeSet) -> bool {
     let ChangeSet {
         transfers,
