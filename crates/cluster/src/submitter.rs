@@ -194,7 +194,11 @@ impl Inner {
                 biased;
                 Some((seqs, published)) = lane.acks.next(), if !lane.acks.is_empty() => match published {
                     Ok(()) => lane.deadlines.push_back((Instant::now() + self.config.reply_timeout, seqs)),
-                    Err(cause) => self.unpublished(seqs, &cause),
+                    Err(Unacked::Refused(cause)) => self.unpublished(seqs, &cause),
+                    Err(Unacked::Unknown(cause)) => {
+                        tracing::warn!(%cause, "no acknowledgement from the queue: the requests may still be executed");
+                        self.no_reply(seqs);
+                    }
                 },
                 received = taken.recv_many(&mut lane.pending, 4096), if open && !held => open = received > 0,
                 () = tokio::time::sleep_until(last_sent + STALL), if held => {}
@@ -226,8 +230,9 @@ impl Inner {
     }
 
     /// Publishes one message of submissions; its acknowledgement is awaited among the lane's
-    /// (`Lane::acks`). A message JetStream did not take answers each of its requests
-    /// `Unavailable`: nothing of it will be executed.
+    /// (`Lane::acks`). A message the client could not send, or that JetStream refused, answers
+    /// each of its requests `Unavailable`: nothing of it will be executed. One whose
+    /// acknowledgement did not come answers them `NoReply` (see [`Unacked`]).
     async fn publish(&self, subject: &Subject, message: Frames, seqs: Vec<u64>, lane: &mut Lane) {
         let Some(&first) = seqs.first() else { return };
         self.published.messages.fetch_add(1, Ordering::Relaxed);
@@ -238,7 +243,7 @@ impl Inner {
         headers.insert(REPLY_HEADER, self.reply_prefix.as_str());
         match self.js.publish_with_headers(subject.clone(), headers, message.into_bytes().into()).await {
             Ok(ack) => lane.acks.push(Box::pin(async move {
-                let published = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                let published = ack.await.map(|_| ()).map_err(|e| unacked(&e));
                 (seqs, published)
             })),
             Err(e) => self.unpublished(seqs, &e.to_string()),
@@ -271,7 +276,35 @@ impl Inner {
 /// to its timeout, 5 s). Acknowledgements take well under a millisecond on a quiet machine.
 const STALL: Duration = Duration::from_millis(20);
 
-type Acked = Pin<Box<dyn Future<Output = (Vec<u64>, Result<(), String>)> + Send>>;
+type Acked = Pin<Box<dyn Future<Output = (Vec<u64>, Result<(), Unacked>)> + Send>>;
+
+/// Why a published message has no acknowledgement.
+#[derive(Debug)]
+enum Unacked {
+    /// JetStream answered that it did not store the message (no stream, or an error of its
+    /// API): none of its requests will be executed.
+    Refused(String),
+    /// No answer came (a timeout, a lost connection). The message may be stored, or still in
+    /// the client's buffer, which sends it once it has reconnected: a NATS restart applied
+    /// such requests seconds after they had been answered `ledger_unavailable` ("nothing was
+    /// applied"). So they are answered from the store, as a missing reply is.
+    Unknown(String),
+}
+
+fn unacked(error: &jetstream::context::PublishError) -> Unacked {
+    use jetstream::context::PublishErrorKind as Kind;
+    let refused = match error.kind() {
+        Kind::StreamNotFound | Kind::WrongLastMessageId | Kind::WrongLastSequence | Kind::MaxPayloadExceeded => true,
+        // An error answer of JetStream's API; `Other` is also an answer that cannot be read.
+        Kind::Other => std::error::Error::source(error).is_some_and(|source| source.is::<jetstream::Error>()),
+        Kind::TimedOut | Kind::BrokenPipe | Kind::MaxAckPending => false,
+    };
+    if refused {
+        Unacked::Refused(error.to_string())
+    } else {
+        Unacked::Unknown(error.to_string())
+    }
+}
 
 /// A lane's task's state.
 struct Lane {

@@ -11,6 +11,7 @@
 mod common;
 
 use common::{account_creation, delete_stream, nats_is_up};
+use paycore_cluster::testing::NatsServer;
 use paycore_cluster::{consume, NatsSubmitter, QueueConfig};
 use paycore_engine::{EngineError, Envelope, Priority, Queue, Reply, Submission, Submitter};
 use paycore_ledger::Command;
@@ -144,5 +145,38 @@ fn a_request_whose_answer_does_not_come_is_told_no_reply_after_the_timeout() {
         let batches = tokio::task::spawn_blocking(move || engine.join().unwrap()).await.unwrap();
         assert!(batches >= 1, "the engine got the commands");
         delete_stream(&config).await;
+    });
+}
+
+/// A message whose publish acknowledgement does not come (the NATS server went away) may still
+/// be stored: the client sends what it buffered once it has reconnected. Its requests are told
+/// `NoReply` (the API then answers from the store, and at worst `ledger_timeout`: "may still be
+/// applied"), never `Unavailable` (`ledger_unavailable`: "nothing was applied"). Here the
+/// request so told runs once NATS is back.
+#[test]
+fn a_request_whose_publish_is_not_acknowledged_is_told_no_reply_and_may_still_run() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.block_on(async {
+        let Some(mut nats) = NatsServer::start("the unacknowledged publish test") else { return };
+        // A reply timeout far past the acknowledgement's (5 s): the answer can only come from
+        // the missing acknowledgement.
+        let mut config = config("unacked", Duration::from_secs(60));
+        config.url = nats.url();
+        let submitter = NatsSubmitter::connect(config.clone(), 64).await.unwrap();
+        tokio::task::block_in_place(|| nats.kill());
+        let sent = Instant::now();
+        let answer = submit(&submitter, account_creation(7));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(30), answer).await.unwrap().unwrap(),
+            Err(EngineError::NoReply)
+        );
+        assert!(sent.elapsed() < Duration::from_secs(30), "answered after {:?}", sent.elapsed());
+        assert_eq!(submitter.depth(), 0, "nobody waits any more");
+
+        tokio::task::block_in_place(|| nats.spawn());
+        let (queue, _pulling) = consume(&config, 0, 64).await.unwrap();
+        let engine = fake_engine(queue, 1);
+        let batches = tokio::task::spawn_blocking(move || engine.join().unwrap()).await.unwrap();
+        assert_eq!(batches, 1, "the request told NoReply was not executed once NATS was back");
     });
 }
