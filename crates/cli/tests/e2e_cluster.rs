@@ -111,6 +111,18 @@ async fn leading(http: &reqwest::Client, engine: &Server) -> Option<Vec<u64>> {
     Some(health["partitions"].as_array()?.iter().filter_map(Value::as_u64).collect())
 }
 
+/// The store's lag gauges in a process's `/metrics`: `(name{partition="N"}, seconds)`.
+async fn store_lags(http: &reqwest::Client, process: &Server) -> Vec<(String, f64)> {
+    let text = http.get(format!("{}/metrics", process.api.base_url)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("paycore_store_"))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 async fn wait_for_leaders(http: &reqwest::Client, expected: &[(&Server, &[u64])]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -311,6 +323,16 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
             assert_eq!(account["balance"]["posted"].as_i64(), Some(-i64::try_from(expected).unwrap()));
         }
         wait_for_leaders(&http, &[(&engine1, &[0, 1])]).await;
+        // Idle now: the leader's history index and stored balances catch up with every commit.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let lags = store_lags(&http, &engine1).await;
+            if lags.len() == 4 && lags.iter().all(|(_, behind)| *behind == 0.0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the store's lag did not drain: {lags:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         paid.iter().map(Vec::len).sum::<usize>()
     });
     eprintln!("{outcome} payments acknowledged across the failures");

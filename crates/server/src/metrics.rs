@@ -7,6 +7,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paycore_engine::EngineMetrics;
+use paycore_store::{Lag, Reader};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +29,14 @@ struct HttpLabels {
     /// `2xx`, `4xx`, …
     status: &'static str,
 }
+
+/// A partition of the store (`paycore_store::Lag`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: u32,
+}
+
+type LagFamily = Family<PartitionLabels, Gauge<f64, AtomicU64>>;
 
 /// What the pruner removed (`crate::retention`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +56,8 @@ pub struct Metrics {
     http: HistogramFamily,
     queue_depth: Gauge,
     pruned: Family<PrunedLabels, Counter>,
+    history_behind: LagFamily,
+    balances_behind: LagFamily,
 }
 
 impl Metrics {
@@ -68,8 +80,38 @@ impl Metrics {
             "Records removed by the pruner when their retention window ended, by kind",
             pruned.clone(),
         );
+        let history_behind = LagFamily::default();
+        registry.register(
+            "paycore_store_history_behind_seconds",
+            "How far the account history's index is behind its partition's last commit, read at scrape time",
+            history_behind.clone(),
+        );
+        let balances_behind = LagFamily::default();
+        registry.register(
+            "paycore_store_balances_behind_seconds",
+            "How far the stored balances are behind their partition's last commit (reads add the transfers since), \
+             read at scrape time",
+            balances_behind.clone(),
+        );
         engine.register(&mut registry);
-        Metrics { registry, http, queue_depth, pruned }
+        Metrics { registry, http, queue_depth, pruned, history_behind, balances_behind }
+    }
+
+    /// Sets the store's lag gauges from what was read at this scrape. A failed read removes
+    /// them, so that a scrape never shows a lag older than itself.
+    pub fn set_lag(&self, lag: paycore_store::Result<Vec<Lag>>) {
+        self.history_behind.clear();
+        self.balances_behind.clear();
+        match lag {
+            Ok(partitions) => {
+                for lag in partitions {
+                    let labels = PartitionLabels { partition: lag.partition };
+                    self.history_behind.get_or_create(&labels).set(lag.history_behind().as_secs_f64());
+                    self.balances_behind.get_or_create(&labels).set(lag.balances_behind().as_secs_f64());
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the store's lag for /metrics"),
+        }
     }
 
     /// Counts `n` records of `kind` removed by the pruner.
@@ -130,6 +172,14 @@ fn status_label(status: StatusCode) -> &'static str {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "application/openmetrics-text")))]
 pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.set_lag(read_lag(state.reader.clone()).await);
     let text = state.metrics.encode(state.engine.queue_depth());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// The store's [`Reader::lag`], read on a blocking thread.
+pub async fn read_lag(reader: Arc<dyn Reader>) -> paycore_store::Result<Vec<Lag>> {
+    tokio::task::spawn_blocking(move || reader.lag())
+        .await
+        .unwrap_or_else(|error| Err(paycore_store::StoreError::Internal(format!("the lag read failed: {error}"))))
 }

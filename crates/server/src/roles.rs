@@ -109,6 +109,8 @@ pub fn engine_health(node: &EngineNode) -> crate::routes::Health {
 struct EngineProcess {
     node: EngineNode,
     metrics: crate::metrics::Metrics,
+    /// One pooled connection for `/metrics`' read of the store's lag.
+    reader: Arc<dyn paycore_store::Reader>,
 }
 
 /// The router of an `--role engine` process: `/healthz` and `/metrics`.
@@ -118,6 +120,7 @@ fn engine_router(process: Arc<EngineProcess>) -> Router {
         .route(
             "/metrics",
             get(|State(p): State<Arc<EngineProcess>>| async move {
+                p.metrics.set_lag(crate::metrics::read_lag(p.reader.clone()).await);
                 let text = p.metrics.encode(0);
                 ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
                     .into_response()
@@ -147,7 +150,11 @@ pub async fn serve_engine(
     let render: paycore_engine::Renderer = Arc::new(move |outcome| renderer.render(outcome));
     let node = start_engines(&store, queue, render, engine_metrics.clone(), queue_capacity, cluster.preferred);
     tracing::info!(partitions = count, "engine process started; leading or standing by for every partition");
-    let process = Arc::new(EngineProcess { node, metrics: crate::metrics::Metrics::new(&engine_metrics) });
+    let url = store.clone();
+    let options = paycore_store::Options { reader_connections_max: 1 };
+    let reader: Arc<dyn paycore_store::Reader> =
+        tokio::task::spawn_blocking(move || paycore_store::open_api(&url, &options)).await??;
+    let process = Arc::new(EngineProcess { node, metrics: crate::metrics::Metrics::new(&engine_metrics), reader });
     crate::connections::serve(listener, engine_router(process.clone()), limits, None, shutdown).await;
     // Each engine answers what it pulled and commits; its store's connection closes with it,
     // and with it the partition's advisory lock: a standby takes over at its next poll, without

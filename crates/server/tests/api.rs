@@ -559,6 +559,8 @@ async fn openapi_and_metrics() {
         "paycore_engine_batch_events",
         "paycore_engine_queue_depth",
         "paycore_http_request_duration_seconds",
+        "paycore_store_history_behind_seconds{partition=\"0\"}",
+        "paycore_store_balances_behind_seconds{partition=\"0\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }

@@ -174,6 +174,38 @@ pub trait Reader: Send + Sync {
         timestamps: std::ops::Range<u64>,
         limit: usize,
     ) -> Result<Vec<Transfer>>;
+    /// How far the work done off the commit (the account history's index and the stored
+    /// balances) is behind the commits, per partition (the embedded store has one, 0), in
+    /// partition order: what `/metrics` reports.
+    fn lag(&self) -> Result<Vec<Lag>>;
+}
+
+/// One partition's clock and how far the two kinds of work done off its commits have come
+/// ([`Reader::lag`]); every timestamp is the ledger's (nanoseconds since the Unix epoch, 0 for
+/// none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lag {
+    pub partition: u32,
+    /// The timestamp of the partition's last committed event.
+    pub clock: u64,
+    /// Every transfer at or before this is in the account history's index; listings read the
+    /// ones after it from the transfers themselves.
+    pub history_through: u64,
+    /// The stored balances hold every transfer at or before this; a read of a balance (and a
+    /// recovery) adds the transfers after it.
+    pub balances_through: u64,
+}
+
+impl Lag {
+    /// The clock's lead over the history's index: the commit time of what is not indexed yet.
+    pub fn history_behind(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.clock.saturating_sub(self.history_through))
+    }
+
+    /// The clock's lead over the stored balances.
+    pub fn balances_behind(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.clock.saturating_sub(self.balances_through))
+    }
 }
 
 /// How a store is opened; [`Options::default`] is what `paycore serve` uses unless told.

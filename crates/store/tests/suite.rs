@@ -2269,3 +2269,68 @@ fn embedded_console_sessions_ended() {
 fn postgres_console_sessions_ended() {
     on_postgres("postgres_console_sessions_ended", console_sessions_ended);
 }
+
+/// Polls `read` until `done` holds of what it returns (up to ten seconds); returns the last read.
+fn eventually<T: std::fmt::Debug>(read: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = read();
+        if done(&value) || std::time::Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `Reader::lag`: a partition's clock is its last commit's; the history's index catches up
+/// with it off the commit, and so do the stored balances (by the next start at the latest).
+fn lag(open_store: &dyn Fn() -> Opened) {
+    use std::time::Duration;
+    let mut state = State::default();
+    let last = {
+        let Opened { mut store, api } = open_store();
+        let fresh = api.lag().unwrap();
+        assert_eq!(fresh.len(), 1, "{fresh:?}");
+        assert_eq!(
+            (fresh[0].partition, fresh[0].history_behind(), fresh[0].balances_behind()),
+            (0, Duration::ZERO, Duration::ZERO)
+        );
+        step(
+            &mut state,
+            store.as_mut(),
+            10,
+            vec![open(1, Overdraft::Unlimited, None), open(2, Overdraft::Limit(0), None)],
+        );
+        step(
+            &mut state,
+            store.as_mut(),
+            20,
+            vec![Command::Transfers(vec![mv(100, 1, 2, 1000, None), mv(101, 1, 2, 5, None)])],
+        );
+        let last = api.transfer(T1, TransferId(101)).unwrap().unwrap().timestamp;
+        let lag = api.lag().unwrap()[0];
+        assert_eq!(lag.clock, last, "the clock is the last commit's");
+        assert!(lag.history_through <= last && lag.balances_through <= last, "{lag:?}");
+        let indexed = eventually(|| api.lag().unwrap()[0], |lag| lag.history_through == last);
+        assert_eq!(indexed.history_behind(), Duration::ZERO, "the history's index caught up: {indexed:?}");
+        last
+    };
+    // The previous writer is gone; the next one starts as the engine does.
+    let Opened { mut store, api } = open_store();
+    store.recover().unwrap();
+    let checkpointed = eventually(|| api.lag().unwrap()[0], |lag| lag.balances_through == last);
+    assert_eq!((checkpointed.clock, checkpointed.balances_behind()), (last, Duration::ZERO), "{checkpointed:?}");
+    assert_eq!(api.account(T1, AccountId(2)).unwrap().unwrap().balances.credits_posted, 1005);
+}
+
+#[test]
+fn embedded_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    lag(&move || paycore_store::open(&path).unwrap());
+}
+
+#[test]
+fn postgres_lag() {
+    on_postgres("postgres_lag", lag);
+}

@@ -243,7 +243,28 @@ impl Reader for PostgresReader {
             all(&rows, transfer_from)
         })
     }
+
+    fn lag(&self) -> Result<Vec<crate::Lag>> {
+        self.with(|client| {
+            let stamp = |t: i64| u64::try_from(t).unwrap_or(0);
+            let mut lags = Vec::new();
+            for row in client.query(LAG, &[])? {
+                lags.push(crate::Lag {
+                    partition: u32::try_from(row.try_get::<_, i32>(0)?).unwrap_or(0),
+                    clock: stamp(row.try_get(1)?),
+                    history_through: stamp(row.try_get(2)?),
+                    balances_through: stamp(row.try_get(3)?),
+                });
+            }
+            Ok(lags)
+        })
+    }
 }
+
+/// Each partition's clock, history watermark (none yet: nothing indexed) and balances
+/// checkpoint ([`Reader::lag`]), as the README's "what to watch" query reads them.
+const LAG: &str = "SELECT p.id, p.last_timestamp, coalesce(h.through, 0), p.balances_through
+     FROM partitions p LEFT JOIN history_watermarks h ON h.partition = p.id ORDER BY p.id";
 
 /// An `api_keys` row; when `found_by` is the secret a rotation replaced, the record is that
 /// secret's: its hash, and the end of its overlap as the expiry.

@@ -301,6 +301,26 @@ impl Reader for SqliteReader {
             Ok(rows)
         })
     }
+
+    fn lag(&self) -> Result<Vec<crate::Lag>> {
+        self.with(|conn| {
+            // One read transaction over both files, as the listings read them.
+            let tx = conn.unchecked_transaction()?;
+            let clock: Option<i64> = tx
+                .query_row("SELECT timestamp FROM transfers ORDER BY timestamp DESC LIMIT 1", [], |r| r.get(0))
+                .optional()?;
+            let history: i64 = tx.query_row("SELECT timestamp FROM history.watermark", [], |r| r.get(0))?;
+            let balances = super::commit::balances_through(&tx)?.earliest();
+            tx.commit()?;
+            let stamp = |t: i64| u64::try_from(t).unwrap_or(0);
+            Ok(vec![crate::Lag {
+                partition: 0,
+                clock: clock.map_or(0, stamp),
+                history_through: stamp(history),
+                balances_through: balances,
+            }])
+        })
+    }
 }
 
 /// An `api_keys` row; when `found_by` is the secret a rotation replaced, the record is that
