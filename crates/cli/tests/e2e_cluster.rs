@@ -104,6 +104,27 @@ impl Tenant {
     }
 }
 
+/// A tenant on each of `partitions` partitions (by the documented hash of their ids), with a
+/// key of its own, created through `admin`'s nodes.
+async fn tenant_per_partition(admin: &Tenant, partitions: u32) -> Vec<Tenant> {
+    let mut tenants: Vec<Option<Tenant>> = vec![None; partitions as usize];
+    while tenants.iter().any(Option::is_none) {
+        let (status, tenant) = admin.post("/v1/tenants", json!({}), &random_hex(8)).await;
+        assert_eq!(status, 201, "{tenant}");
+        let id = tenant["id"].as_str().unwrap();
+        let partition = paycore_store::partition_of(id.parse().unwrap(), partitions) as usize;
+        if tenants[partition].is_some() {
+            continue;
+        }
+        let body = json!({"tenant": id, "scopes": ["read", "write"]});
+        let (status, key) = admin.post("/v1/api_keys", body, &random_hex(8)).await;
+        assert_eq!(status, 201, "{key}");
+        let key = key["secret"].as_str().unwrap().to_owned();
+        tenants[partition] = Some(Tenant { key, ..admin.clone() });
+    }
+    tenants.into_iter().map(Option::unwrap).collect()
+}
+
 /// The partitions an engine process says it leads.
 async fn leading(http: &reqwest::Client, engine: &Server) -> Option<Vec<u64>> {
     let health: Value = http.get(format!("{}/healthz", engine.api.base_url)).send().await.ok()?.json().await.ok()?;
@@ -188,23 +209,7 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
         let nodes = Arc::new(Mutex::new(vec![api0.api.base_url.clone(), api1.api.base_url.clone()]));
         let admin = Tenant { key: admin_key.clone(), nodes: nodes.clone(), http: http.clone() };
 
-        // Two tenants, one on each partition (by the documented hash of their ids).
-        let mut tenants: Vec<Option<Tenant>> = vec![None, None];
-        while tenants.iter().any(Option::is_none) {
-            let (status, tenant) = admin.post("/v1/tenants", json!({}), &random_hex(8)).await;
-            assert_eq!(status, 201, "{tenant}");
-            let id = tenant["id"].as_str().unwrap();
-            let partition = paycore_store::partition_of(id.parse().unwrap(), 2) as usize;
-            if tenants[partition].is_some() {
-                continue;
-            }
-            let body = json!({"tenant": id, "scopes": ["read", "write"]});
-            let (status, key) = admin.post("/v1/api_keys", body, &random_hex(8)).await;
-            assert_eq!(status, 201, "{key}");
-            let key = key["secret"].as_str().unwrap().to_owned();
-            tenants[partition] = Some(Tenant { key, nodes: nodes.clone(), http: http.clone() });
-        }
-        let tenants: Vec<Tenant> = tenants.into_iter().map(Option::unwrap).collect();
+        let tenants = tenant_per_partition(&admin, 2).await;
         let mut parties = Vec::new();
         for tenant in &tenants {
             let payer = tenant.account(1_000_000_000).await;
@@ -414,6 +419,78 @@ fn a_draining_engine_hands_its_partition_over_at_once() {
         }
         let account = tenant.get(&format!("/v1/accounts/{payee}")).await;
         assert_eq!(account["balance"]["posted"], 21);
+    });
+}
+
+/// An engine that prefers a partition gets it back once it is up again. After the SIGKILL of
+/// one of two engines the other leads both; the killed one, started again, stands by with its
+/// wish to lead its partition, and the leader, which does not prefer that partition, hands it
+/// over as a drain does. Payments of a tenant on that partition acknowledged before, between
+/// and after are all there, once.
+#[test]
+fn a_restarted_engine_gets_the_partition_it_prefers_back() {
+    let Some(database) = TestDatabase::create("cluster_rebalance") else { return };
+    let Some(nats) = NatsServer::start("the rebalance test") else { return };
+    let url = database.url().to_owned();
+    let admin_key = format!("sk_test_{}", random_hex(16));
+    let queue_name = format!("t{}", random_hex(6));
+    let role = |role: &str, prefer: Option<&str>| {
+        let mut args: Vec<String> = [
+            "--role",
+            role,
+            "--store",
+            &url,
+            "--queue",
+            &nats.url(),
+            "--queue-name",
+            &queue_name,
+            "--partitions",
+            "2",
+            "--reply-timeout",
+            "3",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Some(prefer) = prefer {
+            args.extend(["--prefer-partitions".into(), prefer.into()]);
+        }
+        Options { api_key: Some(admin_key.clone()), extra_args: args }
+    };
+    let engine0 = Server::start_with(role("engine", Some("0")));
+    let mut engine1 = Server::start_with(role("engine", Some("1")));
+    let api = Server::start_with(role("api", None));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    runtime.block_on(async {
+        wait_for_leaders(&http, &[(&engine0, &[0]), (&engine1, &[1])]).await;
+        let nodes = Arc::new(Mutex::new(vec![api.api.base_url.clone()]));
+        let admin = Tenant { key: admin_key.clone(), nodes, http: http.clone() };
+        let tenant = tenant_per_partition(&admin, 2).await.swap_remove(1);
+        let payer = tenant.account(1_000_000).await;
+        let payee = tenant.account(0).await;
+        let mut paid = Vec::new();
+        paid.extend(tenant.pay(&payer, &payee, 1).await);
+
+        tokio::task::block_in_place(|| engine1.kill9());
+        wait_for_leaders(&http, &[(&engine0, &[0, 1])]).await;
+        paid.extend(tenant.pay(&payer, &payee, 2).await);
+
+        engine1 = tokio::task::block_in_place(|| Server::start_with(role("engine", Some("1"))));
+        let restarted = Instant::now();
+        wait_for_leaders(&http, &[(&engine0, &[0]), (&engine1, &[1])]).await;
+        let back = restarted.elapsed();
+        eprintln!("the restarted engine led its partition again {back:?} after it started");
+        assert!(back < Duration::from_secs(20), "it took {back:?}");
+
+        paid.extend(tenant.pay(&payer, &payee, 4).await);
+        assert_eq!(paid.len(), 3, "every payment succeeded");
+        for (id, amount) in &paid {
+            let payment = tenant.get(&format!("/v1/payments/{id}")).await;
+            assert_eq!((payment["status"].as_str(), payment["amount"].as_u64()), (Some("succeeded"), Some(*amount)));
+        }
+        let account = tenant.get(&format!("/v1/accounts/{payee}")).await;
+        assert_eq!(account["balance"]["posted"], 7);
     });
 }
 

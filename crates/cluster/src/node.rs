@@ -15,6 +15,13 @@ const STANDBY_POLL: Duration = Duration::from_millis(250);
 /// The same for the others: an engine lets the engine that prefers a partition take it first,
 /// and takes it over when it stays without a leader.
 const STANDBY_POLL_OTHERS: Duration = Duration::from_secs(2);
+/// How often the leader of a partition it does not prefer looks for an engine that prefers
+/// it and stands by (a `paycore_store::PartitionWish`).
+const WISH_CHECK: Duration = Duration::from_secs(1);
+/// Such a leader hands the partition over once it has led it this long and seen the wish in
+/// two checks in a row: an engine that prefers the partition but cannot keep it (its NATS
+/// down) then costs a handover every few seconds, not a partition without a leader.
+const HANDOVER_AFTER: Duration = Duration::from_secs(5);
 
 /// What an engine process needs.
 pub struct EngineNodeConfig {
@@ -75,9 +82,21 @@ struct Partition {
 }
 
 impl Partition {
+    /// Whether this process leads the partition by choice: it prefers it, or prefers none.
+    fn preferred(&self) -> bool {
+        self.config.preferred.is_empty() || self.config.preferred.contains(&self.number)
+    }
+
+    /// Whether this process named the partition among those it prefers: then it wishes to
+    /// lead it while it stands by, and the leader that does not prefer it hands it over.
+    fn named(&self) -> bool {
+        self.config.preferred.contains(&self.number)
+    }
+
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let preferred = self.config.preferred.is_empty() || self.config.preferred.contains(&self.number);
+        let preferred = self.preferred();
         let poll = if preferred { STANDBY_POLL } else { STANDBY_POLL_OTHERS };
+        let mut wish: Option<paycore_store::PartitionWish> = None;
         if !preferred {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
@@ -95,6 +114,7 @@ impl Partition {
             match opened {
                 Ok(leader) => {
                     standby_said = false;
+                    off_runtime_drop(wish.take());
                     self.lead(leader, &mut stop).await;
                 }
                 Err(StoreError::InUse(_)) => {
@@ -102,12 +122,64 @@ impl Partition {
                         tracing::info!(partition = self.number, "standby: another engine leads the partition");
                         standby_said = true;
                     }
+                    if self.named() && wish.is_none() {
+                        wish = self.wish().await;
+                    }
                 }
                 Err(error) => tracing::warn!(partition = self.number, %error, "cannot try to lead the partition"),
             }
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
                 _ = stop.changed() => {}
+            }
+        }
+        off_runtime_drop(wish);
+    }
+
+    /// Takes this process's wish to lead the partition (`None`, logged, when it cannot).
+    async fn wish(&self) -> Option<paycore_store::PartitionWish> {
+        let (url, number) = (self.config.store.clone(), self.number);
+        match tokio::task::spawn_blocking(move || paycore_store::wish_to_lead(&url, number)).await {
+            Ok(Ok(wish)) => {
+                tracing::info!(partition = number, "waiting to lead the partition this engine prefers");
+                Some(wish)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(partition = number, %error, "cannot record the wish to lead the partition");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(partition = number, %error, "the wish to lead the partition failed");
+                None
+            }
+        }
+    }
+
+    /// Whether an engine that prefers the partition waits for it, asked on `wishes` (a
+    /// connection of its own, opened on first use and kept; dropped after a failure).
+    async fn wished(
+        &self,
+        wishes: Option<paycore_store::PartitionWishes>,
+    ) -> (Option<paycore_store::PartitionWishes>, bool) {
+        let (url, number) = (self.config.store.clone(), self.number);
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut wishes = match wishes {
+                Some(wishes) => wishes,
+                None => paycore_store::PartitionWishes::connect(&url)?,
+            };
+            let wished = wishes.wished(number)?;
+            Ok::<_, StoreError>((Some(wishes), wished))
+        })
+        .await;
+        match asked {
+            Ok(Ok(asked)) => asked,
+            Ok(Err(error)) => {
+                tracing::warn!(partition = number, %error, "cannot ask whether another engine prefers the partition");
+                (None, false)
+            }
+            Err(error) => {
+                tracing::warn!(partition = number, %error, "asking whether another engine prefers the partition failed");
+                (None, false)
             }
         }
     }
@@ -154,18 +226,42 @@ impl Partition {
         };
         self.set_leading(true);
         tracing::info!(partition = number, epoch, "leading the partition");
+        let led_since = tokio::time::Instant::now();
         let mut ended = tokio::task::spawn_blocking(move || thread.join());
-        tokio::select! {
-            joined = &mut ended => {
-                tracing::warn!(partition = number, ?joined, "the partition's engine stopped; back to standby");
-            }
-            _ = stop.changed() => {
-                // No more pulls: the engine answers what it holds, then its queue closes.
-                drop(consumption);
-                let joined = ended.await;
-                tracing::info!(partition = number, ?joined, "the partition's engine stopped");
+        // A leader that does not prefer the partition watches for one that does.
+        let watch_wishes = !self.preferred();
+        let (mut wishes, mut seen) = (None, 0u32);
+        loop {
+            tokio::select! {
+                joined = &mut ended => {
+                    tracing::warn!(partition = number, ?joined, "the partition's engine stopped; back to standby");
+                    break;
+                }
+                _ = stop.changed() => {
+                    // No more pulls: the engine answers what it holds, then its queue closes.
+                    drop(consumption);
+                    let joined = ended.await;
+                    tracing::info!(partition = number, ?joined, "the partition's engine stopped");
+                    break;
+                }
+                () = tokio::time::sleep(WISH_CHECK), if watch_wishes => {
+                    let wished;
+                    (wishes, wished) = self.wished(wishes).await;
+                    seen = if wished { seen + 1 } else { 0 };
+                    if seen >= 2 && led_since.elapsed() >= HANDOVER_AFTER {
+                        // As a drain: the engine answers what it holds, its connection (with
+                        // the partition's lock) closes, and this task stands by for 2 s
+                        // while the engine that prefers the partition polls every 250 ms.
+                        tracing::info!(partition = number, "an engine that prefers the partition stands by: handing it over");
+                        drop(consumption);
+                        let joined = ended.await;
+                        tracing::info!(partition = number, ?joined, "the partition's engine stopped; handed over");
+                        break;
+                    }
+                }
             }
         }
+        off_runtime_drop(wishes);
         self.set_leading(false);
     }
 
@@ -177,5 +273,13 @@ impl Partition {
                 set.remove(&self.number);
             }
         }
+    }
+}
+
+/// Drops `value` (a blocking PostgreSQL connection) on a blocking thread: closed on a thread
+/// that drives async tasks, such a connection panics.
+fn off_runtime_drop<T: Send + 'static>(value: Option<T>) {
+    if let Some(value) = value {
+        drop(tokio::task::spawn_blocking(move || drop(value)));
     }
 }

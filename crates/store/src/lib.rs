@@ -313,6 +313,37 @@ pub fn open_partition(url: &str, partition: u32, options: &Options) -> Result<Le
     postgres::open_partition(url, partition, options)
 }
 
+/// An engine process's wish to lead a partition it prefers while another process leads it,
+/// held for as long as this value lives (a connection of its own). The leader of that
+/// partition, when it does not prefer it, sees the wish ([`PartitionWishes::wished`]) and
+/// hands the partition over: so a preferring engine that was down gets its partitions back
+/// once it is up again. Connects, and must be dropped, off the async runtime's threads.
+pub struct PartitionWish {
+    _connection: ::postgres::Client,
+}
+
+/// Takes the wish to lead `partition` of the cluster at the `postgres://` URL `url`.
+pub fn wish_to_lead(url: &str, partition: u32) -> Result<PartitionWish> {
+    Ok(PartitionWish { _connection: postgres::wish_to_lead(url, partition)? })
+}
+
+/// A connection that tells whether some process wishes to lead a partition. Connects, is
+/// used, and must be dropped, off the async runtime's threads.
+pub struct PartitionWishes {
+    connection: ::postgres::Client,
+}
+
+impl PartitionWishes {
+    pub fn connect(url: &str) -> Result<PartitionWishes> {
+        Ok(PartitionWishes { connection: postgres::connect(url)? })
+    }
+
+    /// Whether some process holds a [`PartitionWish`] for `partition`.
+    pub fn wished(&mut self, partition: u32) -> Result<bool> {
+        postgres::wished(&mut self.connection, partition)
+    }
+}
+
 /// Opens the store at `location` without its writer, for offline checks (`paycore verify`)
 /// and tools: it creates nothing and fails when there is no store there.
 pub fn open_for_verify(location: impl AsRef<Path>) -> Result<Arc<dyn ApiStore>> {

@@ -132,6 +132,25 @@ pub(crate) fn open_for_verify(url: &str) -> Result<Arc<dyn crate::ApiStore>> {
     Ok(Arc::new(PostgresReader::new(url.to_owned(), 1)))
 }
 
+/// A connection to `url` holding `partition`'s wish (see [`crate::wish_to_lead`]).
+pub(crate) fn wish_to_lead(url: &str, partition: u32) -> Result<postgres::Client> {
+    off_runtime(|| {
+        let mut client = open::connect(url)?;
+        partitions::wish(&mut client, partition)?;
+        Ok(client)
+    })
+}
+
+/// A connection to `url` for [`crate::PartitionWishes`].
+pub(crate) fn connect(url: &str) -> Result<postgres::Client> {
+    off_runtime(|| open::connect(url))
+}
+
+/// Whether some connection holds `partition`'s wish.
+pub(crate) fn wished(client: &mut postgres::Client, partition: u32) -> Result<bool> {
+    partitions::wished(client, partition)
+}
+
 /// Runs `f` on a thread of its own: the `postgres` client blocks on a runtime of its own,
 /// which cannot start on a thread that drives async tasks, and a store is often opened from
 /// an async `main`. Every later call is made from the engine's thread or a blocking one.

@@ -266,3 +266,34 @@ impl Lead {
         ))
     }
 }
+
+/// The advisory lock keys of the partitions' wishes: an engine process standing by for a
+/// partition it prefers holds its key (shared: several may), and a leader of that partition
+/// that does not prefer it hands it over ([`crate::PartitionWish`]). `PARTITIONS_MAX` keeps
+/// them clear of every other key of the store.
+const PARTITION_WISH_BASE: i64 = 0x7061_7977_0000_0000; // "payw", then the partition
+
+fn wish_key(partition: u32) -> i64 {
+    PARTITION_WISH_BASE + i64::from(partition)
+}
+
+/// Takes `partition`'s wish on `client`, for as long as the connection lives.
+pub(super) fn wish(client: &mut Client, partition: u32) -> Result<()> {
+    client.execute("SELECT pg_advisory_lock_shared($1)", &[&wish_key(partition)])?;
+    Ok(())
+}
+
+/// Whether any connection of this database holds `partition`'s wish. Read from `pg_locks`
+/// (an advisory key's high half is `classid`, its low half `objid`), so that asking takes
+/// nothing a wisher could wait on.
+pub(super) fn wished(client: &mut Client, partition: u32) -> Result<bool> {
+    let key = wish_key(partition);
+    let row = client.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND classid::bigint = $1 AND objid::bigint = $2)",
+        &[&(key >> 32), &(key & 0xffff_ffff)],
+    )?;
+    Ok(row.try_get(0)?)
+}
