@@ -104,6 +104,53 @@ impl Tenant {
     }
 }
 
+/// The command lines of a test's cluster: one database, one NATS, one queue name and admin
+/// key, `partitions` partitions.
+struct Cluster {
+    url: String,
+    nats: String,
+    admin_key: String,
+    queue_name: String,
+    partitions: u32,
+}
+
+impl Cluster {
+    fn new(database: &TestDatabase, nats: &NatsServer, partitions: u32) -> Cluster {
+        Cluster {
+            url: database.url().to_owned(),
+            nats: nats.url(),
+            admin_key: format!("sk_test_{}", random_hex(16)),
+            queue_name: format!("t{}", random_hex(6)),
+            partitions,
+        }
+    }
+
+    /// A process of `role`, preferring the partitions `prefer` if given.
+    fn role(&self, role: &str, prefer: Option<&str>) -> Options {
+        let mut args: Vec<String> = [
+            "--role",
+            role,
+            "--store",
+            &self.url,
+            "--queue",
+            &self.nats,
+            "--queue-name",
+            &self.queue_name,
+            "--partitions",
+            &self.partitions.to_string(),
+            "--reply-timeout",
+            "3",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Some(prefer) = prefer {
+            args.extend(["--prefer-partitions".into(), prefer.into()]);
+        }
+        Options { api_key: Some(self.admin_key.clone()), extra_args: args }
+    }
+}
+
 /// A tenant on each of `partitions` partitions (by the documented hash of their ids), with a
 /// key of its own, created through `admin`'s nodes.
 async fn tenant_per_partition(admin: &Tenant, partitions: u32) -> Vec<Tenant> {
@@ -174,29 +221,9 @@ struct Paid {
 fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
     let Some(database) = TestDatabase::create("cluster_failover") else { return };
     let Some(mut nats) = NatsServer::start("the cluster failover test") else { return };
-    let url = database.url().to_owned();
-    let admin_key = format!("sk_test_{}", random_hex(16));
-    let queue_name = format!("t{}", random_hex(6));
-    let role = |role: &str, prefer: Option<&str>| {
-        let mut args: Vec<String> = vec![
-            "--role".into(),
-            role.into(),
-            "--store".into(),
-            url.clone(),
-            "--queue".into(),
-            nats.url(),
-            "--queue-name".into(),
-            queue_name.clone(),
-            "--partitions".into(),
-            "2".into(),
-            "--reply-timeout".into(),
-            "3".into(),
-        ];
-        if let Some(prefer) = prefer {
-            args.extend(["--prefer-partitions".into(), prefer.into()]);
-        }
-        Options { api_key: Some(admin_key.clone()), extra_args: args }
-    };
+    let cluster = Cluster::new(&database, &nats, 2);
+    let (url, admin_key) = (cluster.url.clone(), cluster.admin_key.clone());
+    let role = |role: &str, prefer: Option<&str>| cluster.role(role, prefer);
     let mut engine0 = Server::start_with(role("engine", Some("0")));
     let engine1 = Server::start_with(role("engine", Some("1")));
     let mut api0 = Server::start_with(role("api", None));
@@ -361,29 +388,9 @@ fn a_cluster_survives_its_leader_an_api_node_and_nats_going_down() {
 fn a_draining_engine_hands_its_partition_over_at_once() {
     let Some(database) = TestDatabase::create("cluster_drain") else { return };
     let Some(nats) = NatsServer::start("the drain test") else { return };
-    let url = database.url().to_owned();
-    let admin_key = format!("sk_test_{}", random_hex(16));
-    let queue_name = format!("t{}", random_hex(6));
-    let role = |role: &str| {
-        let args: Vec<String> = [
-            "--role",
-            role,
-            "--store",
-            &url,
-            "--queue",
-            &nats.url(),
-            "--queue-name",
-            &queue_name,
-            "--partitions",
-            "1",
-            "--reply-timeout",
-            "3",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-        Options { api_key: Some(admin_key.clone()), extra_args: args }
-    };
+    let cluster = Cluster::new(&database, &nats, 1);
+    let admin_key = cluster.admin_key.clone();
+    let role = |role: &str| cluster.role(role, None);
     let mut leader = Server::start_with(role("engine"));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
@@ -431,32 +438,9 @@ fn a_draining_engine_hands_its_partition_over_at_once() {
 fn a_restarted_engine_gets_the_partition_it_prefers_back() {
     let Some(database) = TestDatabase::create("cluster_rebalance") else { return };
     let Some(nats) = NatsServer::start("the rebalance test") else { return };
-    let url = database.url().to_owned();
-    let admin_key = format!("sk_test_{}", random_hex(16));
-    let queue_name = format!("t{}", random_hex(6));
-    let role = |role: &str, prefer: Option<&str>| {
-        let mut args: Vec<String> = [
-            "--role",
-            role,
-            "--store",
-            &url,
-            "--queue",
-            &nats.url(),
-            "--queue-name",
-            &queue_name,
-            "--partitions",
-            "2",
-            "--reply-timeout",
-            "3",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-        if let Some(prefer) = prefer {
-            args.extend(["--prefer-partitions".into(), prefer.into()]);
-        }
-        Options { api_key: Some(admin_key.clone()), extra_args: args }
-    };
+    let cluster = Cluster::new(&database, &nats, 2);
+    let admin_key = cluster.admin_key.clone();
+    let role = |role: &str, prefer: Option<&str>| cluster.role(role, prefer);
     let engine0 = Server::start_with(role("engine", Some("0")));
     let mut engine1 = Server::start_with(role("engine", Some("1")));
     let api = Server::start_with(role("api", None));
