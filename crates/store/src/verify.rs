@@ -125,10 +125,11 @@ pub trait Snapshot {
     fn clearing_windows(&mut self, each: &mut dyn FnMut(ClearingWindow)) -> Result<()>;
     /// Every interest-bearing account's terms and accrual (`account_interest`).
     fn interest_accounts(&mut self) -> Result<Vec<crate::InterestRecord>>;
-    /// What is wrong with the account history the store keeps in this snapshot (PostgreSQL's
-    /// `account_runs`, checked against `transfers`). SQLite's `history.db` is a file of its
-    /// own, rebuilt when in doubt, and not checked.
-    fn history_problems(&mut self) -> Result<Vec<String>> {
+    /// What is wrong with what the store derives off the commit in this snapshot: PostgreSQL's
+    /// `account_runs` checked against `transfers`, and each partition's history watermark and
+    /// balances checkpoint against its clock. SQLite's `history.db` is a file of its own,
+    /// rebuilt when in doubt, and not checked.
+    fn derived_problems(&mut self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 }
@@ -176,7 +177,7 @@ fn check(snapshot: &mut dyn Snapshot) -> Result<Report> {
     check_quotes(snapshot, &replayed.transfers, &replayed.resolved, &mut report)?;
     check_clearing(snapshot, &mut report)?;
     check_interest(snapshot, &mut report)?;
-    for problem in snapshot.history_problems()? {
+    for problem in snapshot.derived_problems()? {
         report.problem(problem);
     }
     Ok(report)

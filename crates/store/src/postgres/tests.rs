@@ -87,6 +87,28 @@ fn verify_finds_a_tampered_balance() {
     assert!(!crate::verify::verify(offline.as_ref()).unwrap().ok());
 }
 
+/// A balances checkpoint or a history watermark past its partition's clock would make every
+/// reader skip the transfers up to it: `verify` names the partition.
+#[test]
+fn verify_finds_a_checkpoint_past_its_partitions_clock() {
+    let Some(database) = TestDatabase::create("verify_finds_a_checkpoint_past_its_clock") else { return };
+    let Opened { mut store, api } = crate::open(database.url()).unwrap();
+    some_money(store.as_mut());
+    assert!(crate::verify::verify(api.as_ref()).unwrap().ok());
+    let mut client = sql(&database);
+    client.execute("UPDATE partitions SET balances_through = last_timestamp + 1", &[]).unwrap();
+    client
+        .execute(
+            "INSERT INTO history_watermarks (partition, through) SELECT id, last_timestamp + 5 FROM partitions
+             ON CONFLICT (partition) DO UPDATE SET through = excluded.through",
+            &[],
+        )
+        .unwrap();
+    let problems = crate::verify::verify(api.as_ref()).unwrap().problems;
+    let named = |what: &str| problems.iter().any(|p| p.starts_with("partition 0: its ") && p.contains(what));
+    assert!(named("balances are checkpointed through") && named("history is indexed through"), "{problems:?}");
+}
+
 #[test]
 fn an_undecodable_row_is_corrupt() {
     let Some(database) = TestDatabase::create("an_undecodable_row_is_corrupt") else { return };

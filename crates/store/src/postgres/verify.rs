@@ -106,7 +106,29 @@ impl Snapshot for Rows<'_, '_> {
         super::interest::all_rows(&mut *self.tx)
     }
 
-    fn history_problems(&mut self) -> Result<Vec<String>> {
-        super::history::problems(&mut *self.tx)
+    fn derived_problems(&mut self) -> Result<Vec<String>> {
+        let mut problems = super::history::problems(&mut *self.tx)?;
+        // A checkpoint or watermark past its partition's clock would skip the transfers
+        // committed up to it: readers replay only what comes after it.
+        for row in self.tx.query(
+            "SELECT p.id, p.last_timestamp, p.balances_through, h.through FROM partitions p
+             LEFT JOIN history_watermarks h ON h.partition = p.id
+             WHERE p.balances_through > p.last_timestamp OR h.through > p.last_timestamp ORDER BY p.id",
+            &[],
+        )? {
+            let (partition, clock): (i32, i64) = (row.try_get(0)?, row.try_get(1)?);
+            let (balances, history): (i64, Option<i64>) = (row.try_get(2)?, row.try_get(3)?);
+            if balances > clock {
+                problems.push(format!(
+                    "partition {partition}: its balances are checkpointed through {balances}, past its clock {clock}"
+                ));
+            }
+            if let Some(history) = history.filter(|h| *h > clock) {
+                problems.push(format!(
+                    "partition {partition}: its history is indexed through {history}, past its clock {clock}"
+                ));
+            }
+        }
+        Ok(problems)
     }
 }
