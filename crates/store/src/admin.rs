@@ -29,10 +29,18 @@ pub struct RateGrant {
 }
 
 /// The token-bucket rule both backends apply to a stored bucket (`None`: a key's first use,
-/// a full bucket): refill at `rate` tokens a second up to `burst`, then take up to `want`
+/// a full bucket): refill at `rate` tokens a second up to `burst`, put back the `returned`
+/// tokens of an earlier grant that were not spent (up to `burst` too), then take up to `want`
 /// whole tokens. Exact integer arithmetic in micro-tokens; a clock that went back refills
 /// nothing.
-pub fn take_tokens(bucket: Option<RateBucket>, now: u64, rate: u32, burst: u32, want: u32) -> (RateGrant, RateBucket) {
+pub fn take_tokens(
+    bucket: Option<RateBucket>,
+    now: u64,
+    rate: u32,
+    burst: u32,
+    want: u32,
+    returned: u32,
+) -> (RateGrant, RateBucket) {
     let capacity = u128::from(burst) * u128::from(MICRO_TOKENS);
     let (tokens, refilled_at) = match bucket {
         None => (capacity, now),
@@ -43,6 +51,7 @@ pub fn take_tokens(bucket: Option<RateBucket>, now: u64, rate: u32, burst: u32, 
             (u128::from(bucket.micro_tokens).saturating_add(refill).min(capacity), bucket.refilled_at.max(now))
         }
     };
+    let tokens = (tokens + u128::from(returned) * u128::from(MICRO_TOKENS)).min(capacity);
     let whole = tokens / u128::from(MICRO_TOKENS);
     let granted = u32::try_from(whole.min(u128::from(want))).unwrap_or(want);
     let left = tokens - u128::from(granted) * u128::from(MICRO_TOKENS);
@@ -136,9 +145,18 @@ pub trait AdminStore: Send + Sync {
     /// holds. Returns the key as it now is (with the new hash), or `None` if there is no such
     /// key or it is revoked.
     fn rotate_api_key(&self, id: &str, hash: &[u8; 32], now: u64, previous_until: u64) -> Result<Option<ApiKeyRecord>>;
-    /// Takes up to `want` tokens from the key's shared rate-limit bucket at `now` ([`take_tokens`],
-    /// in one transaction): how the API nodes of a cluster share one budget per key.
-    fn take_rate_tokens(&self, key: &str, now: u64, rate: u32, burst: u32, want: u32) -> Result<RateGrant>;
+    /// Puts back the `returned` tokens of the key's last grant that were not spent, and takes
+    /// up to `want` from its shared rate-limit bucket at `now` ([`take_tokens`], in one
+    /// transaction): how the API nodes of a cluster share one budget per key.
+    fn take_rate_tokens(
+        &self,
+        key: &str,
+        now: u64,
+        rate: u32,
+        burst: u32,
+        want: u32,
+        returned: u32,
+    ) -> Result<RateGrant>;
     fn insert_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<()>;
     /// The tenant's endpoints, newest first.
     fn webhook_endpoints(&self, tenant: TenantId) -> Result<Vec<WebhookEndpoint>>;

@@ -607,7 +607,7 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
 
     // Shared rate-limit buckets: 5 a second, burst 10, in whole tokens, per key.
     let second = 1_000_000_000u64;
-    let grant = |key: &str, now: u64, want: u32| api.take_rate_tokens(key, now, 5, 10, want).unwrap();
+    let grant = |key: &str, now: u64, want: u32| api.take_rate_tokens(key, now, 5, 10, want, 0).unwrap();
     assert_eq!(grant("key_1", 10 * second, 4), RateGrant { granted: 4, left_micro_tokens: 6_000_000 });
     assert_eq!(grant("key_1", 10 * second, 100), RateGrant { granted: 6, left_micro_tokens: 0 });
     assert_eq!(grant("key_1", 10 * second, 1), RateGrant { granted: 0, left_micro_tokens: 0 });
@@ -619,6 +619,13 @@ fn tenants_keys_and_webhooks(open_store: &dyn Fn() -> Opened) {
         "never past the burst"
     );
     assert_eq!(grant("key_2", 9 * second, 1), RateGrant { granted: 1, left_micro_tokens: 9_000_000 });
+    // Tokens of a grant not spent go back before the take, never past the burst.
+    let give_back =
+        |returned: u32, want: u32| api.take_rate_tokens("key_2", 9 * second, 5, 10, want, returned).unwrap();
+    assert_eq!(give_back(1, 0), RateGrant { granted: 0, left_micro_tokens: 10_000_000 });
+    assert_eq!(give_back(0, 3), RateGrant { granted: 3, left_micro_tokens: 7_000_000 });
+    assert_eq!(give_back(2, 1), RateGrant { granted: 1, left_micro_tokens: 8_000_000 });
+    assert_eq!(give_back(5, 0), RateGrant { granted: 0, left_micro_tokens: 10_000_000 }, "never past the burst");
     let tenant = TenantRecord { id: TenantId(3), name: Some("Acme".into()), created_at: 6 };
     api.insert_tenant(&tenant).unwrap();
     assert_eq!(api.tenant(TenantId(3)).unwrap(), Some(tenant.clone()));

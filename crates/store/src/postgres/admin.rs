@@ -144,7 +144,15 @@ impl AdminStore for PostgresReader {
         })
     }
 
-    fn take_rate_tokens(&self, key: &str, now: u64, rate: u32, burst: u32, want: u32) -> Result<RateGrant> {
+    fn take_rate_tokens(
+        &self,
+        key: &str,
+        now: u64,
+        rate: u32,
+        burst: u32,
+        want: u32,
+        returned: u32,
+    ) -> Result<RateGrant> {
         self.with(|client| {
             let mut tx = client.transaction()?;
             // The row exists before it is locked, so that two nodes' first takes serialize.
@@ -154,7 +162,7 @@ impl AdminStore for PostgresReader {
             )?;
             let row = tx.query_one("SELECT micro_tokens, refilled_at FROM rate_limits WHERE key = $1 FOR UPDATE", &[&key])?;
             let stored = RateBucket { micro_tokens: uint(&row, "micro_tokens")?, refilled_at: uint(&row, "refilled_at")? };
-            let (grant, bucket) = crate::admin::take_tokens(Some(stored), now, rate, burst, want);
+            let (grant, bucket) = crate::admin::take_tokens(Some(stored), now, rate, burst, want, returned);
             tx.execute(
                 "UPDATE rate_limits SET micro_tokens = $2, refilled_at = $3 WHERE key = $1",
                 &[&key, &int(bucket.micro_tokens), &int(bucket.refilled_at)],

@@ -152,7 +152,15 @@ impl AdminStore for SqliteReader {
         })
     }
 
-    fn take_rate_tokens(&self, key: &str, now: u64, rate: u32, burst: u32, want: u32) -> Result<RateGrant> {
+    fn take_rate_tokens(
+        &self,
+        key: &str,
+        now: u64,
+        rate: u32,
+        burst: u32,
+        want: u32,
+        returned: u32,
+    ) -> Result<RateGrant> {
         self.with(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
             let bucket = tx
@@ -160,7 +168,7 @@ impl AdminStore for SqliteReader {
                     Ok(RateBucket { micro_tokens: uint(row, "micro_tokens")?, refilled_at: uint(row, "refilled_at")? })
                 })
                 .optional()?;
-            let (grant, bucket) = crate::admin::take_tokens(bucket, now, rate, burst, want);
+            let (grant, bucket) = crate::admin::take_tokens(bucket, now, rate, burst, want, returned);
             tx.execute(
                 "INSERT INTO rate_limits (key, micro_tokens, refilled_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET micro_tokens = excluded.micro_tokens, refilled_at = excluded.refilled_at",
