@@ -85,6 +85,9 @@ struct Lease {
     taken: Instant,
     /// The shared bucket's micro-tokens left after the take (for the headers).
     shared_left: u64,
+    /// A take that found the shared bucket empty: until then, this node refuses the key's
+    /// requests without asking the store again.
+    empty_until: Option<Instant>,
 }
 
 /// The buckets (or leases) of every key seen, by key id; one entry per key, so memory grows
@@ -159,6 +162,9 @@ impl RateLimiter {
     fn spend_lease(&self, key: &str, now: Instant) -> Option<Quota> {
         let mut leases = self.leases.lock().ok()?;
         let lease = leases.get_mut(key)?;
+        if lease.empty_until.is_some_and(|until| now < until) {
+            return Some(self.quota(u128::from(lease.shared_left), false));
+        }
         if lease.tokens == 0 || now.saturating_duration_since(lease.taken) >= LEASE_LIFETIME {
             return None;
         }
@@ -196,10 +202,21 @@ impl RateLimiter {
         let want = (self.rate / LEASES_PER_SECOND).clamp(1, self.burst);
         let grant = store.take_rate_tokens(key, now_ns, self.rate, self.burst, want, returned)?;
         let Some(tokens) = grant.granted.checked_sub(1) else {
+            // Empty: the key's requests here are refused without a store transaction each
+            // until a lease's worth could have come in (at most a lease's lifetime). Asking for
+            // every one, one at a time, queued them: a key sent 1 200 a second against 1 000
+            // answered its requests' p99 in 300-400 ms.
+            let refill = Duration::from_nanos(u64::from(want) * 1_000_000_000 / u64::from(self.rate.max(1)));
+            if let Ok(mut leases) = self.leases.lock() {
+                let empty_until = Some(now + refill.min(LEASE_LIFETIME));
+                let lease = Lease { tokens: 0, taken: now, shared_left: grant.left_micro_tokens, empty_until };
+                leases.insert(key.to_owned(), lease);
+            }
             return Ok(self.quota(u128::from(grant.left_micro_tokens), false));
         };
         if let Ok(mut leases) = self.leases.lock() {
-            leases.insert(key.to_owned(), Lease { tokens, taken: now, shared_left: grant.left_micro_tokens });
+            let lease = Lease { tokens, taken: now, shared_left: grant.left_micro_tokens, empty_until: None };
+            leases.insert(key.to_owned(), lease);
         }
         Ok(self.quota(u128::from(grant.left_micro_tokens) + u128::from(tokens) * MICRO, true))
     }
@@ -336,6 +353,29 @@ mod tests {
         let left = store.take_rate_tokens("key_a", now_ns, rate, burst, 0, 0).unwrap().left_micro_tokens;
         let unspent = lease - 16;
         assert_eq!(left / MICRO_TOKENS, u64::from(burst - lease + unspent - lease), "the unspent tokens came back");
+    }
+
+    /// A take that finds the shared bucket empty makes the node refuse the key's requests by
+    /// itself until a lease's worth could have come in, then ask again.
+    #[test]
+    fn an_empty_shared_bucket_is_refused_locally_until_a_lease_could_have_come_in() {
+        let Some(database) = paycore_store::testing::TestDatabase::create("an_empty_shared_bucket") else {
+            return;
+        };
+        let store: Arc<dyn AdminStore> =
+            paycore_store::open_api(database.url(), &paycore_store::Options { reader_connections_max: 2 }).unwrap();
+        // 10 a second, burst 10: a lease is one token, and comes in in 100 ms.
+        let limiter = RateLimiter::shared(10, 10, store.clone());
+        let (now, now_ns) = (Instant::now(), 1_000_000_000_000);
+        let take =
+            |at: Instant| limiter.check("key_a", at).unwrap_or_else(|| limiter.lease("key_a", at, now_ns).unwrap());
+        assert!((0..10).all(|_| take(now).allowed), "the burst");
+        let refused = take(now);
+        assert!(!refused.allowed);
+        // Refused here, without the store: the bucket was not asked (it would still say 0).
+        let local = limiter.check("key_a", now + Duration::from_millis(99)).expect("refused locally");
+        assert_eq!((local.allowed, local.retry_after_seconds), (false, 1));
+        assert!(limiter.check("key_a", now + Duration::from_millis(100)).is_none(), "asks the store again");
     }
 
     #[test]
