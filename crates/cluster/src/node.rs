@@ -15,8 +15,8 @@ const STANDBY_POLL: Duration = Duration::from_millis(250);
 /// The same for the others: an engine lets the engine that prefers a partition take it first,
 /// and takes it over when it stays without a leader.
 const STANDBY_POLL_OTHERS: Duration = Duration::from_secs(2);
-/// How often the leader of a partition it does not prefer looks for an engine that prefers
-/// it and stands by (a `paycore_store::PartitionWish`).
+/// How often a process that leads a partition it did not name looks for an engine that named
+/// it and stands by (a `paycore_store::PartitionWish`): one query for all its partitions.
 const WISH_CHECK: Duration = Duration::from_secs(1);
 /// Such a leader hands the partition over once it has led it this long and seen the wish in
 /// two checks in a row: an engine that prefers the partition but cannot keep it (its NATS
@@ -45,18 +45,28 @@ pub struct EngineNode {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// The partitions some engine that named them waits to lead, as last seen.
+type Wished = watch::Receiver<BTreeSet<u32>>;
+
 impl EngineNode {
     /// Starts one leader-or-standby task per partition of the cluster.
     pub fn start(config: EngineNodeConfig) -> EngineNode {
         let config = Arc::new(config);
         let leading = Arc::new(Mutex::new(BTreeSet::new()));
         let (stop, stopped) = watch::channel(false);
-        let tasks = (0..config.queue.partitions)
+        let (wishes, wished) = watch::channel(BTreeSet::new());
+        let mut tasks: Vec<_> = (0..config.queue.partitions)
             .map(|partition| {
-                let partition = Partition { number: partition, config: config.clone(), leading: leading.clone() };
+                let partition = Partition {
+                    number: partition,
+                    config: config.clone(),
+                    leading: leading.clone(),
+                    wished: wished.clone(),
+                };
                 tokio::spawn(partition.run(stopped.clone()))
             })
             .collect();
+        tasks.push(tokio::spawn(watch_wishes(config, leading.clone(), wishes, stopped)));
         EngineNode { leading, stop, tasks: Mutex::new(tasks) }
     }
 
@@ -79,6 +89,54 @@ struct Partition {
     number: u32,
     config: Arc<EngineNodeConfig>,
     leading: Arc<Mutex<BTreeSet<u32>>>,
+    wished: Wished,
+}
+
+/// Every [`WISH_CHECK`] while this process leads a partition it did not name, reads which
+/// partitions an engine that named them waits for, on a connection of its own (opened when
+/// first needed, kept, dropped after a failure), and tells the partitions' tasks.
+async fn watch_wishes(
+    config: Arc<EngineNodeConfig>,
+    leading: Arc<Mutex<BTreeSet<u32>>>,
+    wishes: watch::Sender<BTreeSet<u32>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connection: Option<paycore_store::PartitionWishes> = None;
+    while !*stop.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep(WISH_CHECK) => {}
+            _ = stop.changed() => break,
+        }
+        let unnamed = leading.lock().map(|led| led.iter().any(|p| !config.preferred.contains(p))).unwrap_or(false);
+        if !unnamed {
+            continue;
+        }
+        let url = config.store.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut wishes = match connection {
+                Some(wishes) => wishes,
+                None => paycore_store::PartitionWishes::connect(&url)?,
+            };
+            let wished = wishes.wished()?;
+            Ok::<_, StoreError>((wishes, wished))
+        })
+        .await;
+        match asked {
+            Ok(Ok((kept, wished))) => {
+                connection = Some(kept);
+                wishes.send_replace(wished.into_iter().collect());
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read which partitions other engines wait for");
+                connection = None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading which partitions other engines wait for failed");
+                connection = None;
+            }
+        }
+    }
+    off_runtime_drop(connection);
 }
 
 impl Partition {
@@ -88,7 +146,7 @@ impl Partition {
     }
 
     /// Whether this process named the partition among those it prefers: then it wishes to
-    /// lead it while it stands by, and the leader that does not prefer it hands it over.
+    /// lead it while it stands by, and a leader that did not name it hands it over.
     fn named(&self) -> bool {
         self.config.preferred.contains(&self.number)
     }
@@ -155,35 +213,6 @@ impl Partition {
         }
     }
 
-    /// Whether an engine that prefers the partition waits for it, asked on `wishes` (a
-    /// connection of its own, opened on first use and kept; dropped after a failure).
-    async fn wished(
-        &self,
-        wishes: Option<paycore_store::PartitionWishes>,
-    ) -> (Option<paycore_store::PartitionWishes>, bool) {
-        let (url, number) = (self.config.store.clone(), self.number);
-        let asked = tokio::task::spawn_blocking(move || {
-            let mut wishes = match wishes {
-                Some(wishes) => wishes,
-                None => paycore_store::PartitionWishes::connect(&url)?,
-            };
-            let wished = wishes.wished(number)?;
-            Ok::<_, StoreError>((Some(wishes), wished))
-        })
-        .await;
-        match asked {
-            Ok(Ok(asked)) => asked,
-            Ok(Err(error)) => {
-                tracing::warn!(partition = number, %error, "cannot ask whether another engine prefers the partition");
-                (None, false)
-            }
-            Err(error) => {
-                tracing::warn!(partition = number, %error, "asking whether another engine prefers the partition failed");
-                (None, false)
-            }
-        }
-    }
-
     /// Runs the partition's engine until it ends (the lead was lost) or the process stops.
     async fn lead(&self, leader: paycore_store::Leader, stop: &mut watch::Receiver<bool>) {
         let number = self.number;
@@ -228,9 +257,9 @@ impl Partition {
         tracing::info!(partition = number, epoch, "leading the partition");
         let led_since = tokio::time::Instant::now();
         let mut ended = tokio::task::spawn_blocking(move || thread.join());
-        // A leader that does not prefer the partition watches for one that does.
-        let watch_wishes = !self.preferred();
-        let (mut wishes, mut seen) = (None, 0u32);
+        // A leader that did not name the partition watches for one that did.
+        let watch_wishes = !self.named();
+        let mut seen = 0u32;
         loop {
             tokio::select! {
                 joined = &mut ended => {
@@ -245,9 +274,7 @@ impl Partition {
                     break;
                 }
                 () = tokio::time::sleep(WISH_CHECK), if watch_wishes => {
-                    let wished;
-                    (wishes, wished) = self.wished(wishes).await;
-                    seen = if wished { seen + 1 } else { 0 };
+                    seen = if self.wished.borrow().contains(&number) { seen + 1 } else { 0 };
                     if seen >= 2 && led_since.elapsed() >= HANDOVER_AFTER {
                         // As a drain: the engine answers what it holds, its connection (with
                         // the partition's lock) closes, and this task stands by for 2 s
@@ -261,7 +288,6 @@ impl Partition {
                 }
             }
         }
-        off_runtime_drop(wishes);
         self.set_leading(false);
     }
 

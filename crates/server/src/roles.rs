@@ -148,12 +148,12 @@ pub async fn serve_engine(
     let engine_metrics = EngineMetrics::default();
     let renderer = Arc::new(crate::Renderer);
     let render: paycore_engine::Renderer = Arc::new(move |outcome| renderer.render(outcome));
-    let node = start_engines(&store, queue, render, engine_metrics.clone(), queue_capacity, cluster.preferred);
-    tracing::info!(partitions = count, "engine process started; leading or standing by for every partition");
     let url = store.clone();
     let options = paycore_store::Options { reader_connections_max: 1 };
     let reader: Arc<dyn paycore_store::Reader> =
         tokio::task::spawn_blocking(move || paycore_store::open_api(&url, &options)).await??;
+    let node = start_engines(&store, queue, render, engine_metrics.clone(), queue_capacity, cluster.preferred);
+    tracing::info!(partitions = count, "engine process started; leading or standing by for every partition");
     let process = Arc::new(EngineProcess { node, metrics: crate::metrics::Metrics::new(&engine_metrics), reader });
     crate::connections::serve(listener, engine_router(process.clone()), limits, None, shutdown).await;
     // Each engine answers what it pulled and commits; its store's connection closes with it,

@@ -315,8 +315,8 @@ pub fn open_partition(url: &str, partition: u32, options: &Options) -> Result<Le
 
 /// An engine process's wish to lead a partition it prefers while another process leads it,
 /// held for as long as this value lives (a connection of its own). The leader of that
-/// partition, when it does not prefer it, sees the wish ([`PartitionWishes::wished`]) and
-/// hands the partition over: so a preferring engine that was down gets its partitions back
+/// partition, when it did not name it among those it prefers, sees the wish
+/// ([`PartitionWishes::wished`]) and hands the partition over: so a preferring engine that was down gets its partitions back
 /// once it is up again. Connects, and must be dropped, off the async runtime's threads.
 pub struct PartitionWish {
     _connection: ::postgres::Client,
@@ -327,8 +327,8 @@ pub fn wish_to_lead(url: &str, partition: u32) -> Result<PartitionWish> {
     Ok(PartitionWish { _connection: postgres::wish_to_lead(url, partition)? })
 }
 
-/// A connection that tells whether some process wishes to lead a partition. Connects, is
-/// used, and must be dropped, off the async runtime's threads.
+/// A connection that tells which partitions some process wishes to lead. Connects, is used,
+/// and must be dropped, off the async runtime's threads.
 pub struct PartitionWishes {
     connection: ::postgres::Client,
 }
@@ -338,9 +338,9 @@ impl PartitionWishes {
         Ok(PartitionWishes { connection: postgres::connect(url)? })
     }
 
-    /// Whether some process holds a [`PartitionWish`] for `partition`.
-    pub fn wished(&mut self, partition: u32) -> Result<bool> {
-        postgres::wished(&mut self.connection, partition)
+    /// The partitions some process holds a [`PartitionWish`] for, in order.
+    pub fn wished(&mut self) -> Result<Vec<u32>> {
+        postgres::wished(&mut self.connection)
     }
 }
 

@@ -146,9 +146,9 @@ pub(crate) fn connect(url: &str) -> Result<postgres::Client> {
     off_runtime(|| open::connect(url))
 }
 
-/// Whether some connection holds `partition`'s wish.
-pub(crate) fn wished(client: &mut postgres::Client, partition: u32) -> Result<bool> {
-    partitions::wished(client, partition)
+/// The partitions whose wish some connection holds.
+pub(crate) fn wished(client: &mut postgres::Client) -> Result<Vec<u32>> {
+    partitions::wished(client)
 }
 
 /// Runs `f` on a thread of its own: the `postgres` client blocks on a runtime of its own,

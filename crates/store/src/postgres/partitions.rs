@@ -283,17 +283,22 @@ pub(super) fn wish(client: &mut Client, partition: u32) -> Result<()> {
     Ok(())
 }
 
-/// Whether any connection of this database holds `partition`'s wish. Read from `pg_locks`
-/// (an advisory key's high half is `classid`, its low half `objid`), so that asking takes
-/// nothing a wisher could wait on.
-pub(super) fn wished(client: &mut Client, partition: u32) -> Result<bool> {
-    let key = wish_key(partition);
-    let row = client.query_one(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks
-             WHERE locktype = 'advisory' AND granted AND objsubid = 1
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND classid::bigint = $1 AND objid::bigint = $2)",
-        &[&(key >> 32), &(key & 0xffff_ffff)],
+/// The partitions whose wish some connection of this database holds, in order. Read from
+/// `pg_locks` (an advisory key's high half is `classid`, its low half `objid`: here the
+/// partition), so that asking takes nothing a wisher could wait on.
+pub(super) fn wished(client: &mut Client) -> Result<Vec<u32>> {
+    let rows = client.query(
+        "SELECT DISTINCT objid::bigint FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid::bigint = $1
+         ORDER BY 1",
+        &[&(PARTITION_WISH_BASE >> 32)],
     )?;
-    Ok(row.try_get(0)?)
+    rows.iter()
+        .map(|row| {
+            let partition: i64 = row.try_get(0)?;
+            u32::try_from(partition).map_err(|_| StoreError::Corrupt(format!("a wish for partition {partition}")))
+        })
+        .collect()
 }

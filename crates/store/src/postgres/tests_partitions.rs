@@ -412,3 +412,33 @@ fn a_listing_splits_at_its_own_partitions_watermark() {
         assert_eq!(listed, expected, "tenant {tenant:?}, account {account}");
     }
 }
+
+/// A partition's wish is seen by every process of the database while its holder lives, once
+/// however many hold it, and not in another database.
+#[test]
+fn wishes_to_lead_are_seen_while_they_are_held() {
+    let Some(database) = TestDatabase::create("wishes_to_lead") else { return };
+    let Some(other) = TestDatabase::create("wishes_to_lead_other") else { return };
+    let mut wishes = crate::PartitionWishes::connect(database.url()).unwrap();
+    assert_eq!(wishes.wished().unwrap(), Vec::<u32>::new());
+    let three = crate::wish_to_lead(database.url(), 3).unwrap();
+    let one = crate::wish_to_lead(database.url(), 1).unwrap();
+    let one_again = crate::wish_to_lead(database.url(), 1).unwrap();
+    let _elsewhere = crate::wish_to_lead(other.url(), 2).unwrap();
+    assert_eq!(wishes.wished().unwrap(), [1, 3]);
+    // A closed connection's locks go when the server has ended its session: soon, not at once.
+    let mut settled = |expected: &[u32]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let wished = wishes.wished().unwrap();
+            if wished == expected || Instant::now() > deadline {
+                return wished;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    drop((one, three));
+    assert_eq!(settled(&[1]), [1], "the other holder of 1 still waits");
+    drop(one_again);
+    assert_eq!(settled(&[]), Vec::<u32>::new());
+}
