@@ -58,6 +58,9 @@ pub struct Metrics {
     pruned: Family<PrunedLabels, Counter>,
     history_behind: LagFamily,
     balances_behind: LagFamily,
+    /// Held while a scrape sets the lag gauges and encodes them: two scrapes at once would
+    /// otherwise encode while the other one has cleared them.
+    scraping: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -94,12 +97,20 @@ impl Metrics {
             balances_behind.clone(),
         );
         engine.register(&mut registry);
-        Metrics { registry, http, queue_depth, pruned, history_behind, balances_behind }
+        Metrics { registry, http, queue_depth, pruned, history_behind, balances_behind, scraping: Default::default() }
+    }
+
+    /// A scrape's text: the store's lag gauges set from what this scrape read, then every
+    /// metric, with the queue depth as of now.
+    pub fn scrape(&self, lag: paycore_store::Result<Vec<Lag>>, queue_depth: usize) -> String {
+        let _one = self.scraping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.set_lag(lag);
+        self.encode(queue_depth)
     }
 
     /// Sets the store's lag gauges from what was read at this scrape. A failed read removes
     /// them, so that a scrape never shows a lag older than itself.
-    pub fn set_lag(&self, lag: paycore_store::Result<Vec<Lag>>) {
+    fn set_lag(&self, lag: paycore_store::Result<Vec<Lag>>) {
         self.history_behind.clear();
         self.balances_behind.clear();
         match lag {
@@ -172,8 +183,8 @@ fn status_label(status: StatusCode) -> &'static str {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "application/openmetrics-text")))]
 pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
-    state.metrics.set_lag(read_lag(state.reader.clone()).await);
-    let text = state.metrics.encode(state.engine.queue_depth());
+    let lag = read_lag(state.reader.clone()).await;
+    let text = state.metrics.scrape(lag, state.engine.queue_depth());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 

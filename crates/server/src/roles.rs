@@ -120,8 +120,7 @@ fn engine_router(process: Arc<EngineProcess>) -> Router {
         .route(
             "/metrics",
             get(|State(p): State<Arc<EngineProcess>>| async move {
-                p.metrics.set_lag(crate::metrics::read_lag(p.reader.clone()).await);
-                let text = p.metrics.encode(0);
+                let text = p.metrics.scrape(crate::metrics::read_lag(p.reader.clone()).await, 0);
                 ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
                     .into_response()
             }),
