@@ -163,7 +163,8 @@ struct ServeArgs {
     #[arg(long = "partitions", env = "PAYCORE_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: Option<u32>,
     /// Cluster mode: the partitions this process's engines try to lead first (comma-separated);
-    /// the others only when they stay without a leader. Default: all.
+    /// the others only when they stay without a leader, and those go back to an engine that
+    /// names them once it stands by. Default: all.
     #[arg(long = "prefer-partitions", env = "PAYCORE_PREFER_PARTITIONS", value_delimiter = ',')]
     prefer_partitions: Vec<u32>,
     /// Cluster mode: seconds an API node waits for the engine's answer before answering with
