@@ -273,7 +273,7 @@ pub async fn headers(request: Request, next: Next) -> Response {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -312,14 +312,19 @@ mod tests {
         assert_eq!(refused.retry_after_seconds, 1);
     }
 
+    /// A PostgreSQL database of the test's own and the shared buckets' store on it (`None`,
+    /// said loudly, without a server).
+    fn shared_store(test: &str) -> Option<(paycore_store::testing::TestDatabase, Arc<dyn AdminStore>)> {
+        let database = paycore_store::testing::TestDatabase::create(test)?;
+        let options = paycore_store::Options { reader_connections_max: 16 };
+        let store: Arc<dyn AdminStore> = paycore_store::open_api(database.url(), &options).unwrap();
+        Some((database, store))
+    }
+
     /// Concurrent requests that find no lease take one between them, not one each.
     #[test]
     fn concurrent_requests_without_a_lease_take_one_lease_between_them() {
-        let Some(database) = paycore_store::testing::TestDatabase::create("concurrent_requests_take_one_lease") else {
-            return;
-        };
-        let store: Arc<dyn AdminStore> =
-            paycore_store::open_api(database.url(), &paycore_store::Options { reader_connections_max: 16 }).unwrap();
+        let Some((_database, store)) = shared_store("concurrent_requests_take_one_lease") else { return };
         let (rate, burst) = (1_000, 2_000);
         let limiter = Arc::new(RateLimiter::shared(rate, burst, store.clone()));
         // One instant for all: the shared bucket refills nothing meanwhile.
@@ -359,11 +364,7 @@ mod tests {
     /// itself until a lease's worth could have come in, then ask again.
     #[test]
     fn an_empty_shared_bucket_is_refused_locally_until_a_lease_could_have_come_in() {
-        let Some(database) = paycore_store::testing::TestDatabase::create("an_empty_shared_bucket") else {
-            return;
-        };
-        let store: Arc<dyn AdminStore> =
-            paycore_store::open_api(database.url(), &paycore_store::Options { reader_connections_max: 2 }).unwrap();
+        let Some((_database, store)) = shared_store("an_empty_shared_bucket") else { return };
         // 10 a second, burst 10: a lease is one token, and comes in in 100 ms.
         let limiter = RateLimiter::shared(10, 10, store.clone());
         let (now, now_ns) = (Instant::now(), 1_000_000_000_000);
